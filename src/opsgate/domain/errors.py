@@ -1,0 +1,134 @@
+"""Gateway errors, each carrying its HTTP status and the OpenAI error shape it renders as."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway answers with.
+
+    Rendered as ``{"error": {"message", "type", "param", "code"}}``, the shape OpenAI clients parse.
+    ``fallback_allowed`` says whether a later routing stage may try another deployment.
+    """
+
+    status: int = 500
+    error_type: str = "server_error"
+    fallback_allowed: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+        if status is not None:
+            self.status = status
+        self.headers = headers or {}
+        self.extra = extra or {}
+
+    def to_body(self) -> dict[str, Any]:
+        """The JSON body, in the OpenAI error shape."""
+        error: dict[str, Any] = {
+            "message": self.message,
+            "type": self.error_type,
+            "param": self.param,
+            "code": self.code,
+        }
+        error.update(self.extra)
+        return {"error": error}
+
+
+class InvalidRequestError(GatewayError):
+    """The client sent something we cannot serve (400 unless a more exact status applies)."""
+
+    status = 400
+    error_type = "invalid_request_error"
+
+
+class ModelNotFoundError(InvalidRequestError):
+    """The requested model alias is not configured."""
+
+    status = 404
+
+    def __init__(self, model: str, known: list[str]) -> None:
+        super().__init__(
+            f"The model '{model}' does not exist. Available models: {', '.join(known) or 'none'}.",
+            param="model",
+            code="model_not_found",
+        )
+
+
+class NotFoundError(InvalidRequestError):
+    """No such route or resource."""
+
+    status = 404
+
+
+class OverloadedError(GatewayError):
+    """Capacity and the wait queue are full; the client should retry after ``retry_after`` seconds."""
+
+    status = 503
+    error_type = "overloaded_error"
+    fallback_allowed = True
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message, code="overloaded", headers={"Retry-After": str(max(1, retry_after))})
+        self.retry_after = max(1, retry_after)
+
+
+class UpstreamError(GatewayError):
+    """An upstream server failed; keeps the upstream's own status and message."""
+
+    status = 502
+    error_type = "upstream_error"
+    fallback_allowed = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 502,
+        upstream_status: int | None = None,
+        code: str | None = "upstream_error",
+        headers: dict[str, str] | None = None,
+        fallback_allowed: bool = True,
+    ) -> None:
+        super().__init__(
+            message,
+            status=status,
+            code=code,
+            headers=headers,
+            extra={"upstream_status": upstream_status} if upstream_status is not None else None,
+        )
+        self.upstream_status = upstream_status
+        self.fallback_allowed = fallback_allowed
+
+
+class UpstreamTimeoutError(UpstreamError):
+    """The upstream did not connect, start or finish within its configured timeout."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=504, code="upstream_timeout")
+
+
+class BackendFailure(GatewayError):
+    """An embedded backend raised; the process keeps serving."""
+
+    status = 500
+    error_type = "server_error"
+    fallback_allowed = True
+
+
+def http_error_for_status(status: int, message: str) -> GatewayError:
+    """A plain HTTP-level error (404/405/413/415) in the OpenAI shape."""
+    error = InvalidRequestError(message, status=status)
+    return error

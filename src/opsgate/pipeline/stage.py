@@ -1,0 +1,92 @@
+"""The request pipeline: one ordered list of stages, each with a ``before`` and an ``after`` hook.
+
+``before`` hooks run in order and may short-circuit with a response (cache hit, guard block, 429).
+``after`` hooks run in reverse order for every stage whose ``before`` ran, including when a later
+stage short-circuited or failed, so recording and metrics see every request.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+from opsgate.domain.context import GatewayResponse, JsonResult, RequestContext
+from opsgate.domain.errors import BackendFailure, GatewayError
+
+log = logging.getLogger("opsgate.pipeline")
+
+Handler = Callable[[RequestContext], Awaitable[GatewayResponse]]
+
+
+class Stage(Protocol):
+    """One step of the request path."""
+
+    name: str
+
+    async def before(self, ctx: RequestContext) -> GatewayResponse | None:
+        """Inspect or enrich the request; return a response to stop the request here."""
+        ...
+
+    async def after(self, ctx: RequestContext, response: GatewayResponse) -> GatewayResponse:
+        """Inspect or rewrite the response (or wrap a stream); return what goes on outward."""
+        ...
+
+
+class PassStage:
+    """A stage that does nothing; subclass and override one hook."""
+
+    name = "pass"
+
+    async def before(self, ctx: RequestContext) -> GatewayResponse | None:
+        """Let the request through."""
+        return None
+
+    async def after(self, ctx: RequestContext, response: GatewayResponse) -> GatewayResponse:
+        """Let the response through."""
+        return response
+
+
+def _as_response(error: Exception, ctx: RequestContext, where: str) -> JsonResult:
+    if isinstance(error, GatewayError):
+        return JsonResult.from_error(error)
+    # Not a client's mistake: log the traceback, answer in the error shape, keep serving.
+    log.exception("request %s failed in %s", ctx.request_id, where)
+    return JsonResult.from_error(BackendFailure(f"internal error in {where}: {type(error).__name__}"))
+
+
+class Pipeline:
+    """Runs the stages around a terminal handler (the backend call)."""
+
+    def __init__(self, stages: Sequence[Stage], terminal: Handler) -> None:
+        self.stages = tuple(stages)
+        self.terminal = terminal
+
+    @property
+    def names(self) -> list[str]:
+        """The stage names in order, ending with the terminal call."""
+        return [stage.name for stage in self.stages] + ["backend"]
+
+    async def handle(self, ctx: RequestContext) -> GatewayResponse:
+        """Run one request through every stage and the backend."""
+        entered = 0
+        response: GatewayResponse | None = None
+        for stage in self.stages:
+            entered += 1
+            try:
+                response = await stage.before(ctx)
+            except Exception as error:
+                response = _as_response(error, ctx, stage.name)
+            if response is not None:
+                break
+        if response is None:
+            try:
+                response = await self.terminal(ctx)
+            except Exception as error:
+                response = _as_response(error, ctx, "backend")
+        for stage in reversed(self.stages[:entered]):
+            try:
+                response = await stage.after(ctx, response)
+            except Exception as error:
+                response = _as_response(error, ctx, stage.name)
+        return response

@@ -1,0 +1,84 @@
+"""Stage: parse and validate the body, and resolve the model alias.
+
+Every client mistake becomes a 4xx in the OpenAI error shape with ``param`` naming the field.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ValidationError
+
+from opsgate.domain.config import GatewayConfig
+from opsgate.domain.context import Endpoint, GatewayResponse, RequestContext
+from opsgate.domain.errors import InvalidRequestError, ModelNotFoundError
+from opsgate.domain.requests import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from opsgate.pipeline.stage import PassStage
+
+_MODELS: dict[Endpoint, type[BaseModel]] = {
+    "chat": ChatCompletionRequest,
+    "completion": CompletionRequest,
+    "embedding": EmbeddingRequest,
+}
+_ROUTE_FOR_KIND = {"chat": "/v1/chat/completions or /v1/completions", "embedding": "/v1/embeddings"}
+
+
+def param_path(loc: tuple[int | str, ...]) -> str | None:
+    """pydantic's error location as the dotted path OpenAI uses in ``param`` (``messages[0].role``)."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.startswith(("function-after[", "function-before[", "function-wrap[")):
+            continue
+        elif part in ("str", "list[str]", "list[int]", "list[list[int]]", "list[ContentPart]"):
+            continue  # union member names pydantic inserts into locations
+        else:
+            out += f".{part}" if out else part
+    return out or None
+
+
+def validation_error(error: ValidationError) -> InvalidRequestError:
+    """The first problem in ``error`` as a client error; invalid JSON is its own case."""
+    first = error.errors()[0]
+    if first["type"] == "json_invalid":
+        return InvalidRequestError(
+            f"The request body is not valid JSON: {first['ctx'].get('error', first['msg'])}",
+            code="invalid_json",
+        )
+    if first["type"] == "model_type" and not first["loc"]:
+        return InvalidRequestError("The request body must be a JSON object.", code="invalid_body")
+    param = param_path(first["loc"])
+    if first["type"] == "missing":
+        return InvalidRequestError(f"Missing required parameter: '{param}'.", param=param, code="missing_required")
+    message = first["msg"].removeprefix("Value error, ")
+    return InvalidRequestError(f"Invalid value for '{param}': {message}.", param=param, code="invalid_value")
+
+
+class ValidationStage(PassStage):
+    """Turns ``ctx.raw_body`` into ``ctx.body`` and ``ctx.alias``."""
+
+    name = "validation"
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self._aliases = {alias.name: alias for alias in config.models}
+
+    async def before(self, ctx: RequestContext) -> GatewayResponse | None:
+        """Reject the request (by raising) unless it is well formed and names a served model."""
+        model = _MODELS[ctx.endpoint]
+        try:
+            body = model.model_validate_json(ctx.raw_body)
+        except ValidationError as error:
+            raise validation_error(error) from None
+        ctx.body = body  # type: ignore[assignment]
+        name: str = body.model  # type: ignore[attr-defined]
+        alias = self._aliases.get(name)
+        if alias is None:
+            raise ModelNotFoundError(name, sorted(self._aliases))
+        wanted = "embedding" if ctx.endpoint == "embedding" else "chat"
+        if alias.kind != wanted:
+            raise InvalidRequestError(
+                f"The model '{name}' is a {alias.kind} model; call it at {_ROUTE_FOR_KIND[alias.kind or 'chat']}.",
+                param="model",
+                code="wrong_model_kind",
+            )
+        ctx.alias = alias
+        return None

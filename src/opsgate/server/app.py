@@ -1,0 +1,141 @@
+"""The ASGI app: built by a factory from config, so tests build exactly the gateway they need."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from opsgate import __version__
+from opsgate.backends.registry import ModelRegistry
+from opsgate.domain.config import GatewayConfig, load_config
+from opsgate.domain.context import Endpoint, RequestContext
+from opsgate.domain.errors import GatewayError, InvalidRequestError, NotFoundError
+from opsgate.pipeline.backend_call import BackendCall
+from opsgate.pipeline.build import build_pipeline
+from opsgate.pipeline.record import LogSink, RecordSink
+from opsgate.server.http_io import error_response, json_response, read_json_body, render
+from opsgate.server.openapi import openapi_document
+
+log = logging.getLogger("opsgate.server")
+
+
+class Gateway:
+    """Everything one gateway process holds: config, backends, and the pipeline built from them."""
+
+    def __init__(self, config: GatewayConfig, sink: RecordSink | None = None) -> None:
+        self.config = config
+        self.registry = ModelRegistry(config)
+        self.sink = sink or LogSink()
+        self.pipeline = build_pipeline(config, BackendCall(self.registry), self.sink)
+
+    async def handle(self, endpoint: Endpoint, request: Request) -> Response:
+        """Serve one ``/v1`` inference request through the pipeline."""
+        try:
+            raw = await read_json_body(request, self.config.server.max_body_bytes)
+        except GatewayError as error:
+            return error_response(error)
+        ctx = RequestContext(
+            endpoint=endpoint, raw_body=raw, headers=request.headers, is_disconnected=request.is_disconnected
+        )
+        return render(await self.pipeline.handle(ctx))
+
+    def models(self) -> dict[str, Any]:
+        """``/v1/models``: the aliases, OpenAI style."""
+        return {
+            "object": "list",
+            "data": [
+                {"id": alias.name, "object": "model", "created": 0, "owned_by": "opsgate",
+                 "kind": alias.kind, "description": alias.description}
+                for alias in self.config.models
+            ],
+        }
+
+
+def _inference(gateway: Gateway, endpoint: Endpoint) -> Callable[[Request], Any]:
+    async def handler(request: Request) -> Response:
+        return await gateway.handle(endpoint, request)
+
+    return handler
+
+
+def create_app(config: GatewayConfig | None = None, *, sink: RecordSink | None = None) -> Starlette:
+    """The gateway's ASGI app for ``config`` (the embedded default when None)."""
+    gateway = Gateway(config or load_config(None), sink)
+
+    async def models(request: Request) -> Response:
+        return json_response(gateway.models())
+
+    async def model(request: Request) -> Response:
+        name = request.path_params["model"]
+        for entry in gateway.models()["data"]:
+            if entry["id"] == name:
+                return json_response(entry)
+        return error_response(NotFoundError(f"The model '{name}' does not exist.", param="model",
+                                            code="model_not_found"))
+
+    async def healthz(request: Request) -> Response:
+        return json_response({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        ready = gateway.registry.is_ready()
+        body = {"status": "ready" if ready else "not_ready", "version": __version__,
+                "deployments": gateway.registry.status(), "pipeline": gateway.pipeline.names}
+        return json_response(body, 200 if ready else 503)
+
+    async def openapi(request: Request) -> Response:
+        return json_response(openapi_document(__version__))
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 405:
+            error = InvalidRequestError(f"Method {request.method} is not allowed on {request.url.path}.",
+                                        status=405, code="method_not_allowed")
+        elif exc.status_code == 404:
+            error = NotFoundError(f"No route {request.method} {request.url.path}.", code="not_found")
+        else:
+            error = InvalidRequestError(str(exc.detail), status=exc.status_code)
+        return error_response(error, dict(exc.headers or {}))
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(GatewayError("Internal error; the gateway logged the details."))
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await gateway.registry.start()
+        try:
+            yield
+        finally:
+            await gateway.registry.close()
+
+    routes = [
+        Route("/v1/chat/completions", _inference(gateway, "chat"), methods=["POST"]),
+        Route("/v1/completions", _inference(gateway, "completion"), methods=["POST"]),
+        Route("/v1/embeddings", _inference(gateway, "embedding"), methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/v1/models/{model:path}", model, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_error, Exception: unexpected},
+    )
+    app.state.gateway = gateway
+    return app
+
+
+def app_from_env() -> Starlette:
+    """App factory for ``uvicorn --factory`` and multi-worker serving: config path from OPSGATE_CONFIG."""
+    return create_app(load_config(os.environ.get("OPSGATE_CONFIG") or None))
