@@ -38,7 +38,11 @@ class WorkQueue:
 
     async def acquire(self) -> None:
         """Wait in line for a slot; raise OverloadedError when the line is full or the wait too long."""
-        if self._semaphore.locked() and self.waiting >= self.max_waiting:
+        if not self._semaphore.locked() and not self.waiting:
+            await self._semaphore.acquire()  # free and nobody ahead: no suspension, no race
+            self.running += 1
+            return
+        if self.waiting >= self.max_waiting:
             self.rejected += 1
             raise OverloadedError(
                 f"{self.name} is busy: {self.running} running and {self.waiting} waiting (the limit).",

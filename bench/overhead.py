@@ -1,0 +1,508 @@
+"""Gateway overhead: wrk straight at an instant upstream (nginx) vs wrk through opsgate to the same nginx.
+
+What it does, in one run:
+  1. starts nginx (one worker, non-daemon child, temp config) answering POST /v1/chat/completions with a
+     fixed chat.completion JSON, and ``opsgate serve`` (one worker) with that nginx as its ``openai`` upstream;
+     with ``--litellm``, also the LiteLLM proxy (one worker) on the same upstream;
+  2. checks that each chain answers 200 with the expected body, so errors are never benchmarked;
+  3. for each connection count (default 1, 8, 32): a warm-up, then a measured wrk run, direct and
+     through each proxy, back to back; reports req/s, p50/p99 latency, non-2xx and socket errors,
+     and the proxy process's CPU use;
+  4. prints a Markdown table and writes bench/results/overhead.json.
+
+By default the proxy under test is pinned to CPU 0 and nginx + wrk to CPU 1 (``--no-pin`` to turn off),
+so the proxy's event loop gets one whole core, as it would in production with one worker.
+
+Run (needs ``apt-get install -y nginx wrk``; ``--profile`` needs ``pip install py-spy`` in the venv):
+
+    .venv/bin/python bench/overhead.py
+    .venv/bin/python bench/overhead.py --duration 10 --warmup 2 --connections 1 8 32 --litellm --profile 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from _common import (
+    ROOT,
+    VENV_BIN,
+    child,
+    cpu_seconds,
+    free_port,
+    http,
+    machine,
+    median,
+    pin_to,
+    wait_http_ok,
+    write_json,
+)
+
+UPSTREAM_CONTENT = "Hello from the benchmark upstream."
+UPSTREAM_BODY: dict[str, Any] = {
+    "id": "chatcmpl-bench",
+    "object": "chat.completion",
+    "created": 1700000000,
+    "model": "fake-model",
+    "choices": [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": UPSTREAM_CONTENT},
+            "finish_reason": "stop",
+            "logprobs": None,
+        }
+    ],
+    "usage": {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19},
+}
+REQUEST_BODY: dict[str, Any] = {
+    "model": "fake",
+    "messages": [{"role": "user", "content": "Say hello."}],
+    "max_tokens": 16,
+}
+# What the task set as the bar, and LiteLLM 1.110.2 (one worker, same setup) as reported to us.
+TARGET_RPS = 3000.0
+TARGET_ADDED_P50_MS = 1.0
+REFERENCE_LITELLM = {"rps_at_8": 112.0, "p50_ms_at_1": 9.7}
+
+NGINX_CONF = """\
+daemon off;
+master_process on;
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    keepalive_timeout 75s;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location = /v1/chat/completions {{
+            limit_except POST {{ deny all; }}
+            default_type application/json;
+            return 200 '{body}';
+        }}
+        location = /healthz {{ return 200 'ok'; }}
+    }}
+}}
+"""
+
+WRK_SCRIPT = """\
+wrk.method = "POST"
+wrk.body = [[{body}]]
+wrk.headers["Content-Type"] = "application/json"
+
+done = function(summary, latency, requests)
+  io.write(string.format(
+    "WRK_JSON {{\\"requests\\":%d,\\"duration_us\\":%d,\\"status_errors\\":%d,\\"connect_errors\\":%d," ..
+    "\\"read_errors\\":%d,\\"write_errors\\":%d,\\"timeouts\\":%d,\\"p50_us\\":%.0f,\\"p90_us\\":%.0f," ..
+    "\\"p99_us\\":%.0f,\\"max_us\\":%.0f,\\"mean_us\\":%.1f}}\\n",
+    summary.requests, summary.duration, summary.errors.status, summary.errors.connect,
+    summary.errors.read, summary.errors.write, summary.errors.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean))
+end
+"""
+
+
+@dataclass
+class WrkRun:
+    """One measured wrk run."""
+
+    target: str
+    connections: int
+    rps: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    requests: int
+    non_2xx: int
+    socket_errors: int
+    proxy_cpu_pct: float | None
+
+
+@dataclass
+class Target:
+    """Something wrk can be pointed at."""
+
+    name: str
+    url: str
+    pid: int | None = None  # the proxy process whose CPU use is reported (None: direct)
+    runs: list[WrkRun] = field(default_factory=list)
+
+
+def need(tool: str) -> str:
+    """Path of an executable, or exit with the install hint."""
+    path = shutil.which(tool) or (f"/usr/sbin/{tool}" if Path(f"/usr/sbin/{tool}").exists() else None)
+    if path is None:
+        sys.exit(f"{tool} not found: apt-get update && apt-get install -y nginx wrk")
+    return path
+
+
+def plan_cpus(pin: bool) -> tuple[set[int] | None, set[int] | None]:
+    """(proxy CPUs, load CPUs): two disjoint cores when pinning and at least two are usable."""
+    usable = sorted(os.sched_getaffinity(0))
+    if not pin or len(usable) < 2:
+        return None, None
+    return {usable[0]}, set(usable[1:])
+
+
+def run_wrk(
+    wrk: str, script: Path, url: str, connections: int, seconds: float, cpus: set[int] | None
+) -> dict[str, Any]:
+    """Run wrk once and return the numbers from the script's ``done`` hook."""
+    argv = [wrk, "-t", "1", "-c", str(connections), "-d", f"{max(1, round(seconds))}s", "--timeout", "5s",
+            "-s", str(script), url]
+    result = subprocess.run(argv, capture_output=True, text=True, preexec_fn=pin_to(cpus), timeout=seconds + 30)
+    for line in result.stdout.splitlines():
+        if line.startswith("WRK_JSON "):
+            data: dict[str, Any] = json.loads(line[len("WRK_JSON "):])
+            return data
+    raise RuntimeError(f"wrk gave no result (rc={result.returncode}):\n{result.stdout}\n{result.stderr}")
+
+
+def measure(
+    wrk: str, script: Path, target: Target, connections: int, seconds: float, warmup: float,
+    cpus: set[int] | None,
+) -> WrkRun:
+    """Warm up, then one measured wrk run at ``connections``."""
+    if warmup > 0:
+        run_wrk(wrk, script, target.url, connections, warmup, cpus)
+    cpu_before = cpu_seconds(target.pid) if target.pid else 0.0
+    wall_before = time.monotonic()
+    data = run_wrk(wrk, script, target.url, connections, seconds, cpus)
+    wall = time.monotonic() - wall_before
+    cpu_pct = (cpu_seconds(target.pid) - cpu_before) / wall * 100.0 if target.pid else None
+    duration_s = data["duration_us"] / 1e6
+    return WrkRun(
+        target=target.name,
+        connections=connections,
+        rps=data["requests"] / duration_s,
+        p50_ms=data["p50_us"] / 1000.0,
+        p90_ms=data["p90_us"] / 1000.0,
+        p99_ms=data["p99_us"] / 1000.0,
+        max_ms=data["max_us"] / 1000.0,
+        requests=data["requests"],
+        non_2xx=data["status_errors"],
+        socket_errors=data["connect_errors"] + data["read_errors"] + data["write_errors"] + data["timeouts"],
+        proxy_cpu_pct=cpu_pct,
+    )
+
+
+def check_answer(target: Target, exact: bool) -> None:
+    """One request through ``target``: it must be a 200 with the upstream's answer, or we stop here."""
+    status, raw = http("POST", target.url, json.dumps(REQUEST_BODY).encode(), {"Content-Type": "application/json"})
+    if status != 200:
+        raise SystemExit(f"{target.name}: expected 200, got {status}: {raw[:500]!r}")
+    body = json.loads(raw)
+    if exact and body != UPSTREAM_BODY:
+        raise SystemExit(f"{target.name}: body differs from the upstream's:\n{body}")
+    content = body.get("choices", [{}])[0].get("message", {}).get("content")
+    if content != UPSTREAM_CONTENT or not body.get("usage"):
+        raise SystemExit(f"{target.name}: unexpected answer: {body}")
+
+
+@contextmanager
+def nginx_upstream(tmp: Path, cpus: set[int] | None) -> Iterator[str]:
+    """nginx on a free port answering the fixed chat completion; yields its /v1 base URL."""
+    nginx = need("nginx")
+    port = free_port()
+    body = json.dumps(UPSTREAM_BODY, separators=(",", ":"))
+    assert "'" not in body and "$" not in body  # nginx return text: no quote or variable in it
+    conf = tmp / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(tmp=tmp, port=port, body=body))
+    log = tmp / "nginx.out"
+    with child([nginx, "-p", str(tmp), "-c", str(conf), "-e", str(tmp / "nginx-error.log")], cpus=cpus,
+               log=log) as proc:
+        base = f"http://127.0.0.1:{port}"
+        wait_http_ok(base + "/healthz", proc, 15, "nginx", log)
+        yield base + "/v1"
+
+
+@contextmanager
+def opsgate_gateway(tmp: Path, upstream: str, cpus: set[int] | None) -> Iterator[Target]:
+    """``opsgate serve`` (one worker) in front of ``upstream``."""
+    port = free_port()
+    config = tmp / "opsgate.yaml"
+    config.write_text(
+        f"server: {{host: 127.0.0.1, port: {port}}}\n"
+        "models:\n"
+        "  - name: fake\n"
+        "    deployments:\n"
+        "      - type: openai\n"
+        f"        base_url: {upstream}\n"
+        "        model: fake-model\n"
+        "        api_key: sk-test\n"
+    )
+    log = tmp / "opsgate.log"
+    argv = [str(VENV_BIN / "opsgate"), "serve", "--config", str(config), "--port", str(port),
+            "--log-level", "warning"]
+    with child(argv, cpus=cpus, log=log) as proc:
+        base = f"http://127.0.0.1:{port}"
+        wait_http_ok(base + "/readyz", proc, 60, "opsgate", log)
+        yield Target("opsgate", base + "/v1/chat/completions", pid=proc.pid)
+
+
+@contextmanager
+def litellm_proxy(tmp: Path, upstream: str, cpus: set[int] | None, venv: Path) -> Iterator[Target]:
+    """The LiteLLM proxy (one worker, no database) in front of ``upstream``."""
+    exe = venv / "bin" / "litellm"
+    if not exe.exists():
+        raise SystemExit(f"{exe} not found: python3 -m venv {venv} && {venv}/bin/pip install 'litellm[proxy]'")
+    port = free_port()
+    config = tmp / "litellm.yaml"
+    config.write_text(
+        "model_list:\n"
+        "  - model_name: fake\n"
+        "    litellm_params:\n"
+        "      model: openai/fake-model\n"
+        f"      api_base: {upstream}\n"
+        "      api_key: sk-test\n"
+        "litellm_settings:\n"
+        "  telemetry: false\n"
+        "  set_verbose: false\n"
+    )
+    log = tmp / "litellm.log"
+    env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False",
+           "DISABLE_SCHEMA_UPDATE": "True"}
+    argv = [str(exe), "--config", str(config), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"]
+    with child(argv, cpus=cpus, env=env, log=log) as proc:
+        base = f"http://127.0.0.1:{port}"
+        wait_http_ok(base + "/health/liveliness", proc, 180, "litellm", log)
+        yield Target("litellm", base + "/v1/chat/completions", pid=proc.pid)
+
+
+def profile_gateway(
+    wrk: str, script: Path, target: Target, connections: int, seconds: float, cpus: set[int] | None, tmp: Path
+) -> dict[str, Any]:
+    """Sample the gateway with py-spy under wrk load; the top functions by own and by total time."""
+    py_spy = VENV_BIN / "py-spy"
+    if not py_spy.exists():
+        raise SystemExit(f"{py_spy} not found: {VENV_BIN}/pip install py-spy")
+    assert target.pid is not None
+    raw = tmp / "profile.txt"
+    spy = subprocess.Popen(
+        [str(py_spy), "record", "--pid", str(target.pid), "--duration", str(round(seconds)), "--rate", "200",
+         "--nonblocking", "--format", "raw", "-o", str(raw)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=pin_to(cpus),
+    )
+    time.sleep(0.5)
+    load = run_wrk(wrk, script, target.url, connections, seconds, cpus)
+    _, err = spy.communicate(timeout=seconds + 60)
+    if not raw.exists():
+        raise RuntimeError(f"py-spy wrote no profile: {err.decode(errors='replace')}")
+    own: collections.Counter[str] = collections.Counter()
+    total: collections.Counter[str] = collections.Counter()
+    samples = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_frame(f) for f in stack.split(";")]
+        frames = [f for f in frames if not f.startswith(("process ", "thread "))]
+        if not frames:
+            continue
+        samples += count
+        own[frames[-1]] += count
+        for name in set(frames):
+            total[name] += count
+    keep = ROOT / "bench" / "results" / "overhead-profile.txt"
+    keep.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(raw, keep)
+
+    def top(counter: collections.Counter[str], n: int) -> list[dict[str, Any]]:
+        return [{"function": name, "pct": round(100.0 * c / samples, 1)} for name, c in counter.most_common(n)]
+
+    return {
+        "connections": connections,
+        "seconds": seconds,
+        "samples": samples,
+        "rps_while_sampled": load["requests"] / (load["duration_us"] / 1e6),
+        "top_own": top(own, 20),
+        "top_total": top(total, 40),
+        "collapsed_stacks": str(keep.relative_to(ROOT)),
+    }
+
+
+_SITE = re.compile(r".*/(site-packages|lib/python3\.\d+|src)/")
+
+
+def _frame(frame: str) -> str:
+    """``func (path/to/file.py:123)`` → ``func (pkg/file.py)``: merge lines, shorten paths."""
+    match = re.match(r"^(.*) \((.*?)(?::\d+)?\)$", frame)
+    if not match:
+        return frame
+    name, path = match.groups()
+    return f"{name} ({_SITE.sub('', path)})"
+
+
+def fmt(value: float | None, digits: int = 2) -> str:
+    """A number for the table ('-' for none)."""
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def aggregate(runs: list[WrkRun]) -> WrkRun:
+    """One row from several rounds: the median of each number (counts are summed)."""
+    if len(runs) == 1:
+        return runs[0]
+    cpu = [r.proxy_cpu_pct for r in runs if r.proxy_cpu_pct is not None]
+    return WrkRun(
+        target=runs[0].target,
+        connections=runs[0].connections,
+        rps=median([r.rps for r in runs]),
+        p50_ms=median([r.p50_ms for r in runs]),
+        p90_ms=median([r.p90_ms for r in runs]),
+        p99_ms=median([r.p99_ms for r in runs]),
+        max_ms=max(r.max_ms for r in runs),
+        requests=sum(r.requests for r in runs),
+        non_2xx=sum(r.non_2xx for r in runs),
+        socket_errors=sum(r.socket_errors for r in runs),
+        proxy_cpu_pct=median(cpu) if cpu else None,
+    )
+
+
+def report(targets: list[Target], connections: list[int]) -> tuple[str, dict[str, Any]]:
+    """The Markdown tables and the summary numbers."""
+    rows = {(t.name, c): aggregate([r for r in t.runs if r.connections == c]) for t in targets for c in connections}
+    lines = [
+        "| connections | target | req/s | p50 ms | p99 ms | non-2xx | socket errors | proxy CPU % |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in connections:
+        for t in targets:
+            r = rows[(t.name, c)]
+            lines.append(
+                f"| {c} | {t.name} | {fmt(r.rps, 0)} | {fmt(r.p50_ms, 3)} | {fmt(r.p99_ms, 3)} | {r.non_2xx} "
+                f"| {r.socket_errors} | {fmt(r.proxy_cpu_pct, 0)} |"
+            )
+    summary: dict[str, Any] = {"per_proxy": {}}
+    lines += ["", "| proxy | connections | added p50 ms (proxy − direct) | throughput ratio (proxy / direct) |",
+              "|---|---:|---:|---:|"]
+    for t in targets:
+        if t.name == "direct":
+            continue
+        per: dict[str, Any] = {}
+        for c in connections:
+            direct, proxied = rows[("direct", c)], rows[(t.name, c)]
+            added = proxied.p50_ms - direct.p50_ms
+            ratio = proxied.rps / direct.rps
+            per[str(c)] = {"added_p50_ms": round(added, 3), "throughput_ratio": round(ratio, 4),
+                           "rps": round(proxied.rps, 1)}
+            lines.append(f"| {t.name} | {c} | {added:.3f} | {ratio:.3f} |")
+        summary["per_proxy"][t.name] = per
+    gw = summary["per_proxy"].get("opsgate", {})
+    checks = []
+    if "1" in gw:
+        ok = gw["1"]["added_p50_ms"] <= TARGET_ADDED_P50_MS
+        checks.append(f"added p50 at 1 connection: {gw['1']['added_p50_ms']:.3f} ms "
+                      f"(target ≤ {TARGET_ADDED_P50_MS:g} ms: {'met' if ok else 'NOT met'})")
+    high = [c for c in connections if 8 <= c <= 32]
+    if high:
+        worst = min(gw[str(c)]["rps"] for c in high)
+        ok = worst >= TARGET_RPS
+        checks.append(f"lowest req/s at 8–32 connections: {worst:,.0f} "
+                      f"(target ≥ {TARGET_RPS:,.0f}: {'met' if ok else 'NOT met'})")
+    checks.append(f"reference LiteLLM 1.110.2 (reported): {REFERENCE_LITELLM['rps_at_8']:g} req/s at 8 connections, "
+                  f"{REFERENCE_LITELLM['p50_ms_at_1']:g} ms p50 at 1 connection")
+    summary["checks"] = checks
+    lines += [""] + [f"- {c}" for c in checks]
+    return "\n".join(lines), summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measured wrk run (default 10)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up before each run (default 2)")
+    parser.add_argument("--connections", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the whole sweep; the table shows medians")
+    parser.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin processes to cores")
+    parser.add_argument("--litellm", action="store_true", help="also measure the LiteLLM proxy (one worker)")
+    parser.add_argument("--litellm-venv", type=Path, default=Path("/tmp/litellm-venv"))
+    parser.add_argument("--profile", type=float, default=0.0, metavar="SECONDS",
+                        help="after the sweep, sample opsgate with py-spy for this long under load")
+    parser.add_argument("--profile-connections", type=int, default=32)
+    parser.add_argument("--output", default="overhead.json", help="file name under bench/results/")
+    args = parser.parse_args()
+
+    wrk = need("wrk")
+    proxy_cpus, load_cpus = plan_cpus(args.pin)
+    total = args.rounds * len(args.connections) * (2 + args.litellm) * (args.duration + args.warmup)
+    print(f"overhead benchmark: ~{total / 60:.1f} min of load; proxy CPUs {proxy_cpus}, nginx+wrk CPUs {load_cpus}",
+          file=sys.stderr)
+
+    with tempfile.TemporaryDirectory(prefix="opsgate-bench-") as tmp_name, ExitStack() as stack:
+        tmp = Path(tmp_name)
+        script = tmp / "chat.lua"
+        script.write_text(WRK_SCRIPT.format(body=json.dumps(REQUEST_BODY)))
+        upstream = stack.enter_context(nginx_upstream(tmp, load_cpus))
+        direct = Target("direct", upstream + "/chat/completions")
+        gateway = stack.enter_context(opsgate_gateway(tmp, upstream, proxy_cpus))
+        targets = [direct, gateway]
+        if args.litellm:
+            targets.append(stack.enter_context(litellm_proxy(tmp, upstream, proxy_cpus, args.litellm_venv)))
+
+        check_answer(direct, exact=True)
+        check_answer(gateway, exact=True)  # opsgate relays the upstream's JSON unchanged
+        for t in targets[2:]:
+            check_answer(t, exact=False)  # LiteLLM rebuilds the response; content and usage must match
+        print("answers verified: 200 with the upstream's body through every chain", file=sys.stderr)
+
+        for round_no in range(args.rounds):
+            for c in args.connections:
+                for t in targets:
+                    run = measure(wrk, script, t, c, args.duration, args.warmup, load_cpus)
+                    t.runs.append(run)
+                    print(f"  round {round_no + 1} c={c:<3} {t.name:<8} {run.rps:>9,.0f} req/s  "
+                          f"p50 {run.p50_ms:7.3f} ms  p99 {run.p99_ms:7.3f} ms  non-2xx {run.non_2xx}  "
+                          f"errors {run.socket_errors}", file=sys.stderr)
+
+        profile = None
+        if args.profile > 0:
+            profile = profile_gateway(wrk, script, gateway, args.profile_connections, args.profile, load_cpus, tmp)
+
+    table, summary = report(targets, args.connections)
+    print(table)
+    if profile:
+        print(f"\npy-spy on opsgate at {profile['connections']} connections ({profile['samples']} samples, "
+              f"{profile['rps_while_sampled']:,.0f} req/s while sampled). Top own time:")
+        for entry in profile["top_own"][:12]:
+            print(f"  {entry['pct']:5.1f}%  {entry['function']}")
+    result = {
+        "benchmark": "overhead",
+        "machine": machine(),
+        "settings": {"duration_s": args.duration, "warmup_s": args.warmup, "connections": args.connections,
+                     "rounds": args.rounds, "wrk_threads": 1, "pinned": bool(proxy_cpus),
+                     "proxy_cpus": sorted(proxy_cpus or []), "load_cpus": sorted(load_cpus or []),
+                     "nginx": subprocess.run([need("nginx"), "-v"], capture_output=True, text=True).stderr.strip(),
+                     "command": " ".join([".venv/bin/python", "bench/overhead.py", *sys.argv[1:]])},
+        "request_body": REQUEST_BODY,
+        "runs": [asdict(r) for t in targets for r in t.runs],
+        "summary": summary,
+        "reference_litellm_reported": REFERENCE_LITELLM,
+        "profile": profile,
+        "markdown": table,
+    }
+    print(f"\nwrote {write_json(args.output, result).relative_to(ROOT)}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

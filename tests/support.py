@@ -1,0 +1,103 @@
+"""Test helpers: real servers on loopback, run in background threads with their own event loops."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import uvicorn
+
+from opsgate.domain.config import GatewayConfig, parse_config
+from opsgate.pipeline.record import MemorySink
+from opsgate.server.app import create_app
+
+
+def free_port() -> int:
+    """A port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerThread:
+    """Runs an ASGI app under uvicorn on 127.0.0.1 in a thread; ``stop()`` shuts it down cleanly."""
+
+    def __init__(self, app: Any, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", loop="asyncio",
+                           lifespan="on", timeout_graceful_shutdown=5)
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, ready_path: str | None = None, timeout: float = 60.0) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("server did not start")
+            time.sleep(0.02)
+        if ready_path:
+            while httpx.get(self.url + ready_path).status_code != 200:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{ready_path} never became ready")
+                time.sleep(0.1)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+
+
+class Gateway:
+    """A gateway under test: its server, its config and the records it wrote."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.sink = MemorySink(10_000)
+        self.app = create_app(config, sink=self.sink)
+        self.server = ServerThread(self.app)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def base_url(self) -> str:
+        return self.server.url + "/v1"
+
+    def records_for(self, request_id: str, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """Records with this id (waiting briefly: streams are recorded when they end)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [r for r in list(self.sink.records) if r["id"] == request_id]
+            if found or time.monotonic() > deadline:
+                return found
+            time.sleep(0.02)
+
+
+def start_gateway(config_data: dict[str, Any], ready: bool = True) -> Gateway:
+    gateway = Gateway(parse_config(config_data))
+    gateway.server.start("/readyz" if ready else None)
+    return gateway
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+async def gather_all(*coros: Any) -> list[Any]:
+    return list(await asyncio.gather(*coros))
