@@ -282,7 +282,9 @@ def litellm_proxy(tmp: Path, upstream: str, cpus: set[int] | None, venv: Path) -
     )
     log = tmp / "litellm.log"
     env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False",
-           "DISABLE_SCHEMA_UPDATE": "True"}
+           "DISABLE_SCHEMA_UPDATE": "True",
+           # opsgate has no auth yet; run LiteLLM without a master key too, like for like.
+           "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true"}
     argv = [str(exe), "--config", str(config), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"]
     with child(argv, cpus=cpus, env=env, log=log) as proc:
         base = f"http://127.0.0.1:{port}"

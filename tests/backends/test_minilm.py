@@ -1,0 +1,37 @@
+"""The numpy MiniLM encoder against vectors computed by sentence-transformers (torch) itself."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from opsgate.backends.minilm import SentenceEncoder, default_minilm_dir, resolve_model_dir
+
+REFERENCE = json.loads((Path(__file__).parent.parent / "data" / "minilm_reference.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def encoder() -> SentenceEncoder:
+    return SentenceEncoder(default_minilm_dir())
+
+
+def test_matches_sentence_transformers(encoder: SentenceEncoder) -> None:
+    vectors, tokens = encoder.encode(REFERENCE["sentences"])
+    expected = np.array(REFERENCE["embeddings"], dtype=np.float32)
+    # The reference is rounded to 6 decimals; float32 differences are ~2e-7.
+    assert np.abs(vectors - expected).max() < 2e-6
+    assert tokens == sum(REFERENCE["token_counts"])
+
+
+def test_batching_does_not_change_results(encoder: SentenceEncoder) -> None:
+    together, _ = encoder.encode(REFERENCE["sentences"])
+    alone = np.vstack([encoder.encode([s])[0] for s in REFERENCE["sentences"]])
+    assert np.abs(together - alone).max() < 1e-5
+
+
+def test_model_dir_resolution(tmp_path: Path) -> None:
+    assert resolve_model_dir(None) == default_minilm_dir()
+    assert resolve_model_dir(str(default_minilm_dir())) == default_minilm_dir()
