@@ -1,4 +1,4 @@
-"""Shared helpers for the benchmark scripts: ports, child processes, readiness, /proc readings, machine info."""
+"""Helpers shared by the benchmark scripts: ports, child processes, readiness, /proc readings, machine."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import os
 import platform
+import resource
 import signal
 import socket
 import subprocess
@@ -55,7 +56,7 @@ def child(
         list(argv),
         stdout=out,
         stderr=subprocess.STDOUT,
-        preexec_fn=pin_to(cpus),  # noqa: PLW1509 - only sched_setaffinity, safe before exec
+        preexec_fn=pin_to(cpus),  # only sched_setaffinity: safe before exec
         env={**os.environ, **(env or {})},
     )
     try:
@@ -73,7 +74,11 @@ def child(
 
 
 def http(
-    method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None, timeout: float = 10.0
+    method: str,
+    url: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 10.0,
 ) -> tuple[int, bytes]:
     """One HTTP request; returns (status, body) for every status, raises only for connection errors."""
     request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
@@ -84,7 +89,9 @@ def http(
         return int(error.code), error.read()
 
 
-def wait_http_ok(url: str, proc: subprocess.Popen[bytes], timeout: float, what: str, log: Path | None = None) -> None:
+def wait_http_ok(
+    url: str, proc: subprocess.Popen[bytes], timeout: float, what: str, log: Path | None = None
+) -> None:
     """Poll ``url`` until it answers 200; fail early (with the log tail) if the process died."""
     deadline = time.monotonic() + timeout
     last = ""
@@ -114,7 +121,9 @@ def process_tree(pid: int) -> list[int]:
         with contextlib.suppress(OSError):
             for task in os.listdir(f"/proc/{current}/task"):
                 with contextlib.suppress(OSError):
-                    out.extend(int(c) for c in Path(f"/proc/{current}/task/{task}/children").read_text().split())
+                    out.extend(
+                        int(c) for c in Path(f"/proc/{current}/task/{task}/children").read_text().split()
+                    )
     return out
 
 
@@ -126,6 +135,30 @@ def cpu_seconds(pid: int) -> float:
             fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
     return total
+
+
+def system_busy_seconds() -> float:
+    """CPU seconds all CPUs have spent busy (not idle or iowait) since boot, from /proc/stat."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
+
+
+def children_cpu_seconds() -> float:
+    """CPU seconds of this process's children that have been waited for (wrk runs, for instance)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def wait_quiet(threshold_pct: float, max_wait: float) -> float:
+    """Wait (up to ``max_wait`` s) until the machine is nearly idle; return the last busy % (of one core)."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        before = system_busy_seconds()
+        time.sleep(2.0)
+        busy = (system_busy_seconds() - before) / 2.0 * 100.0
+        if busy <= threshold_pct or time.monotonic() >= deadline:
+            return busy
 
 
 def rss_mib(pid: int) -> float:

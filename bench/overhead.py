@@ -2,7 +2,8 @@
 
 What it does, in one run:
   1. starts nginx (one worker, non-daemon child, temp config) answering POST /v1/chat/completions with a
-     fixed chat.completion JSON, and ``opsgate serve`` (one worker) with that nginx as its ``openai`` upstream;
+     fixed chat.completion JSON, and ``opsgate serve`` (one worker) with that nginx as its ``openai``
+     upstream;
      with ``--litellm``, also the LiteLLM proxy (one worker) on the same upstream;
   2. checks that each chain answers 200 with the expected body, so errors are never benchmarked;
   3. for each connection count (default 1, 8, 32): a warm-up, then a measured wrk run, direct and
@@ -41,13 +42,16 @@ from _common import (
     ROOT,
     VENV_BIN,
     child,
+    children_cpu_seconds,
     cpu_seconds,
     free_port,
     http,
     machine,
     median,
     pin_to,
+    system_busy_seconds,
     wait_http_ok,
+    wait_quiet,
     write_json,
 )
 
@@ -137,6 +141,7 @@ class WrkRun:
     non_2xx: int
     socket_errors: int
     proxy_cpu_pct: float | None
+    other_load_pct: float  # CPU (% of one core) used by processes outside this benchmark during the run
 
 
 @dataclass
@@ -169,28 +174,56 @@ def run_wrk(
     wrk: str, script: Path, url: str, connections: int, seconds: float, cpus: set[int] | None
 ) -> dict[str, Any]:
     """Run wrk once and return the numbers from the script's ``done`` hook."""
-    argv = [wrk, "-t", "1", "-c", str(connections), "-d", f"{max(1, round(seconds))}s", "--timeout", "5s",
-            "-s", str(script), url]
-    result = subprocess.run(argv, capture_output=True, text=True, preexec_fn=pin_to(cpus), timeout=seconds + 30)
+    argv = [
+        wrk,
+        "-t",
+        "1",
+        "-c",
+        str(connections),
+        "-d",
+        f"{max(1, round(seconds))}s",
+        "--timeout",
+        "5s",
+        "-s",
+        str(script),
+        url,
+    ]
+    result = subprocess.run(
+        argv, capture_output=True, text=True, preexec_fn=pin_to(cpus), timeout=seconds + 30
+    )
     for line in result.stdout.splitlines():
         if line.startswith("WRK_JSON "):
-            data: dict[str, Any] = json.loads(line[len("WRK_JSON "):])
+            data: dict[str, Any] = json.loads(line[len("WRK_JSON ") :])
             return data
     raise RuntimeError(f"wrk gave no result (rc={result.returncode}):\n{result.stdout}\n{result.stderr}")
 
 
 def measure(
-    wrk: str, script: Path, target: Target, connections: int, seconds: float, warmup: float,
+    wrk: str,
+    script: Path,
+    target: Target,
+    connections: int,
+    seconds: float,
+    warmup: float,
     cpus: set[int] | None,
+    own_pids: list[int],
 ) -> WrkRun:
-    """Warm up, then one measured wrk run at ``connections``."""
+    """Warm up, then one measured wrk run at ``connections``.
+
+    Besides wrk's numbers it records the proxy's CPU use and how much CPU processes outside this
+    benchmark took meanwhile (the machine is shared: a busy neighbour shows up there).
+    """
     if warmup > 0:
         run_wrk(wrk, script, target.url, connections, warmup, cpus)
-    cpu_before = cpu_seconds(target.pid) if target.pid else 0.0
+    proxy_before = cpu_seconds(target.pid) if target.pid else 0.0
+    own_before = sum(cpu_seconds(pid) for pid in own_pids) + children_cpu_seconds()
+    busy_before = system_busy_seconds()
     wall_before = time.monotonic()
     data = run_wrk(wrk, script, target.url, connections, seconds, cpus)
     wall = time.monotonic() - wall_before
-    cpu_pct = (cpu_seconds(target.pid) - cpu_before) / wall * 100.0 if target.pid else None
+    own = sum(cpu_seconds(pid) for pid in own_pids) + children_cpu_seconds() - own_before
+    other_pct = max(0.0, (system_busy_seconds() - busy_before - own) / wall * 100.0)
+    cpu_pct = (cpu_seconds(target.pid) - proxy_before) / wall * 100.0 if target.pid else None
     duration_s = data["duration_us"] / 1e6
     return WrkRun(
         target=target.name,
@@ -204,12 +237,15 @@ def measure(
         non_2xx=data["status_errors"],
         socket_errors=data["connect_errors"] + data["read_errors"] + data["write_errors"] + data["timeouts"],
         proxy_cpu_pct=cpu_pct,
+        other_load_pct=other_pct,
     )
 
 
 def check_answer(target: Target, exact: bool) -> None:
     """One request through ``target``: it must be a 200 with the upstream's answer, or we stop here."""
-    status, raw = http("POST", target.url, json.dumps(REQUEST_BODY).encode(), {"Content-Type": "application/json"})
+    status, raw = http(
+        "POST", target.url, json.dumps(REQUEST_BODY).encode(), {"Content-Type": "application/json"}
+    )
     if status != 200:
         raise SystemExit(f"{target.name}: expected 200, got {status}: {raw[:500]!r}")
     body = json.loads(raw)
@@ -221,8 +257,8 @@ def check_answer(target: Target, exact: bool) -> None:
 
 
 @contextmanager
-def nginx_upstream(tmp: Path, cpus: set[int] | None) -> Iterator[str]:
-    """nginx on a free port answering the fixed chat completion; yields its /v1 base URL."""
+def nginx_upstream(tmp: Path, cpus: set[int] | None) -> Iterator[tuple[str, int]]:
+    """nginx on a free port answering the fixed chat completion; yields its /v1 base URL and master pid."""
     nginx = need("nginx")
     port = free_port()
     body = json.dumps(UPSTREAM_BODY, separators=(",", ":"))
@@ -230,11 +266,12 @@ def nginx_upstream(tmp: Path, cpus: set[int] | None) -> Iterator[str]:
     conf = tmp / "nginx.conf"
     conf.write_text(NGINX_CONF.format(tmp=tmp, port=port, body=body))
     log = tmp / "nginx.out"
-    with child([nginx, "-p", str(tmp), "-c", str(conf), "-e", str(tmp / "nginx-error.log")], cpus=cpus,
-               log=log) as proc:
+    with child(
+        [nginx, "-p", str(tmp), "-c", str(conf), "-e", str(tmp / "nginx-error.log")], cpus=cpus, log=log
+    ) as proc:
         base = f"http://127.0.0.1:{port}"
         wait_http_ok(base + "/healthz", proc, 15, "nginx", log)
-        yield base + "/v1"
+        yield base + "/v1", proc.pid
 
 
 @contextmanager
@@ -253,8 +290,16 @@ def opsgate_gateway(tmp: Path, upstream: str, cpus: set[int] | None) -> Iterator
         "        api_key: sk-test\n"
     )
     log = tmp / "opsgate.log"
-    argv = [str(VENV_BIN / "opsgate"), "serve", "--config", str(config), "--port", str(port),
-            "--log-level", "warning"]
+    argv = [
+        str(VENV_BIN / "opsgate"),
+        "serve",
+        "--config",
+        str(config),
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
     with child(argv, cpus=cpus, log=log) as proc:
         base = f"http://127.0.0.1:{port}"
         wait_http_ok(base + "/readyz", proc, 60, "opsgate", log)
@@ -266,7 +311,9 @@ def litellm_proxy(tmp: Path, upstream: str, cpus: set[int] | None, venv: Path) -
     """The LiteLLM proxy (one worker, no database) in front of ``upstream``."""
     exe = venv / "bin" / "litellm"
     if not exe.exists():
-        raise SystemExit(f"{exe} not found: python3 -m venv {venv} && {venv}/bin/pip install 'litellm[proxy]'")
+        raise SystemExit(
+            f"{exe} not found: python3 -m venv {venv} && {venv}/bin/pip install 'litellm[proxy]'"
+        )
     port = free_port()
     config = tmp / "litellm.yaml"
     config.write_text(
@@ -281,11 +328,25 @@ def litellm_proxy(tmp: Path, upstream: str, cpus: set[int] | None, venv: Path) -
         "  set_verbose: false\n"
     )
     log = tmp / "litellm.log"
-    env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False",
-           "DISABLE_SCHEMA_UPDATE": "True",
-           # opsgate has no auth yet; run LiteLLM without a master key too, like for like.
-           "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true"}
-    argv = [str(exe), "--config", str(config), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"]
+    env = {
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "LITELLM_LOG": "ERROR",
+        "LITELLM_TELEMETRY": "False",
+        "DISABLE_SCHEMA_UPDATE": "True",
+        # opsgate has no auth yet; run LiteLLM without a master key too, like for like.
+        "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true",
+    }
+    argv = [
+        str(exe),
+        "--config",
+        str(config),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--num_workers",
+        "1",
+    ]
     with child(argv, cpus=cpus, env=env, log=log) as proc:
         base = f"http://127.0.0.1:{port}"
         wait_http_ok(base + "/health/liveliness", proc, 180, "litellm", log)
@@ -302,9 +363,24 @@ def profile_gateway(
     assert target.pid is not None
     raw = tmp / "profile.txt"
     spy = subprocess.Popen(
-        [str(py_spy), "record", "--pid", str(target.pid), "--duration", str(round(seconds)), "--rate", "200",
-         "--nonblocking", "--format", "raw", "-o", str(raw)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=pin_to(cpus),
+        [
+            str(py_spy),
+            "record",
+            "--pid",
+            str(target.pid),
+            "--duration",
+            str(round(seconds)),
+            "--rate",
+            "200",
+            "--nonblocking",
+            "--format",
+            "raw",
+            "-o",
+            str(raw),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        preexec_fn=pin_to(cpus),
     )
     time.sleep(0.5)
     load = run_wrk(wrk, script, target.url, connections, seconds, cpus)
@@ -332,7 +408,9 @@ def profile_gateway(
     shutil.copyfile(raw, keep)
 
     def top(counter: collections.Counter[str], n: int) -> list[dict[str, Any]]:
-        return [{"function": name, "pct": round(100.0 * c / samples, 1)} for name, c in counter.most_common(n)]
+        return [
+            {"function": name, "pct": round(100.0 * c / samples, 1)} for name, c in counter.most_common(n)
+        ]
 
     return {
         "connections": connections,
@@ -379,26 +457,35 @@ def aggregate(runs: list[WrkRun]) -> WrkRun:
         non_2xx=sum(r.non_2xx for r in runs),
         socket_errors=sum(r.socket_errors for r in runs),
         proxy_cpu_pct=median(cpu) if cpu else None,
+        other_load_pct=median([r.other_load_pct for r in runs]),
     )
 
 
 def report(targets: list[Target], connections: list[int]) -> tuple[str, dict[str, Any]]:
     """The Markdown tables and the summary numbers."""
-    rows = {(t.name, c): aggregate([r for r in t.runs if r.connections == c]) for t in targets for c in connections}
+    rows = {
+        (t.name, c): aggregate([r for r in t.runs if r.connections == c])
+        for t in targets
+        for c in connections
+    }
     lines = [
-        "| connections | target | req/s | p50 ms | p99 ms | non-2xx | socket errors | proxy CPU % |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| connections | target | req/s | p50 ms | p99 ms | non-2xx | socket errors | proxy CPU % "
+        "| other load % |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in connections:
         for t in targets:
             r = rows[(t.name, c)]
             lines.append(
                 f"| {c} | {t.name} | {fmt(r.rps, 0)} | {fmt(r.p50_ms, 3)} | {fmt(r.p99_ms, 3)} | {r.non_2xx} "
-                f"| {r.socket_errors} | {fmt(r.proxy_cpu_pct, 0)} |"
+                f"| {r.socket_errors} | {fmt(r.proxy_cpu_pct, 0)} | {fmt(r.other_load_pct, 0)} |"
             )
     summary: dict[str, Any] = {"per_proxy": {}}
-    lines += ["", "| proxy | connections | added p50 ms (proxy − direct) | throughput ratio (proxy / direct) |",
-              "|---|---:|---:|---:|"]
+    lines += [
+        "",
+        "| proxy | connections | added p50 ms (proxy - direct) | throughput ratio (proxy / direct) |",
+        "|---|---:|---:|---:|",
+    ]
     for t in targets:
         if t.name == "direct":
             continue
@@ -407,24 +494,33 @@ def report(targets: list[Target], connections: list[int]) -> tuple[str, dict[str
             direct, proxied = rows[("direct", c)], rows[(t.name, c)]
             added = proxied.p50_ms - direct.p50_ms
             ratio = proxied.rps / direct.rps
-            per[str(c)] = {"added_p50_ms": round(added, 3), "throughput_ratio": round(ratio, 4),
-                           "rps": round(proxied.rps, 1)}
+            per[str(c)] = {
+                "added_p50_ms": round(added, 3),
+                "throughput_ratio": round(ratio, 4),
+                "rps": round(proxied.rps, 1),
+            }
             lines.append(f"| {t.name} | {c} | {added:.3f} | {ratio:.3f} |")
         summary["per_proxy"][t.name] = per
     gw = summary["per_proxy"].get("opsgate", {})
     checks = []
     if "1" in gw:
         ok = gw["1"]["added_p50_ms"] <= TARGET_ADDED_P50_MS
-        checks.append(f"added p50 at 1 connection: {gw['1']['added_p50_ms']:.3f} ms "
-                      f"(target ≤ {TARGET_ADDED_P50_MS:g} ms: {'met' if ok else 'NOT met'})")
+        checks.append(
+            f"added p50 at 1 connection: {gw['1']['added_p50_ms']:.3f} ms "
+            f"(target ≤ {TARGET_ADDED_P50_MS:g} ms: {'met' if ok else 'NOT met'})"
+        )
     high = [c for c in connections if 8 <= c <= 32]
     if high:
         worst = min(gw[str(c)]["rps"] for c in high)
         ok = worst >= TARGET_RPS
-        checks.append(f"lowest req/s at 8–32 connections: {worst:,.0f} "
-                      f"(target ≥ {TARGET_RPS:,.0f}: {'met' if ok else 'NOT met'})")
-    checks.append(f"reference LiteLLM 1.110.2 (reported): {REFERENCE_LITELLM['rps_at_8']:g} req/s at 8 connections, "
-                  f"{REFERENCE_LITELLM['p50_ms_at_1']:g} ms p50 at 1 connection")
+        checks.append(
+            f"lowest req/s at 8-32 connections: {worst:,.0f} "
+            f"(target ≥ {TARGET_RPS:,.0f}: {'met' if ok else 'NOT met'})"
+        )
+    checks.append(
+        f"reference LiteLLM 1.110.2 (reported): {REFERENCE_LITELLM['rps_at_8']:g} req/s at 8 connections, "
+        f"{REFERENCE_LITELLM['p50_ms_at_1']:g} ms p50 at 1 connection"
+    )
     summary["checks"] = checks
     lines += [""] + [f"- {c}" for c in checks]
     return "\n".join(lines), summary
@@ -432,30 +528,51 @@ def report(targets: list[Target], connections: list[int]) -> tuple[str, dict[str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measured wrk run (default 10)")
-    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up before each run (default 2)")
+    parser.add_argument(
+        "--duration", type=float, default=10.0, help="seconds per measured wrk run (default 10)"
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=2.0, help="seconds of warm-up before each run (default 2)"
+    )
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--rounds", type=int, default=1, help="repeat the whole sweep; the table shows medians")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="repeat the whole sweep; the table shows medians"
+    )
     parser.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin processes to cores")
     parser.add_argument("--litellm", action="store_true", help="also measure the LiteLLM proxy (one worker)")
     parser.add_argument("--litellm-venv", type=Path, default=Path("/tmp/litellm-venv"))
-    parser.add_argument("--profile", type=float, default=0.0, metavar="SECONDS",
-                        help="after the sweep, sample opsgate with py-spy for this long under load")
+    parser.add_argument(
+        "--profile",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="after the sweep, sample opsgate with py-spy for this long under load",
+    )
     parser.add_argument("--profile-connections", type=int, default=32)
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="wait up to this long for the (shared) machine to go idle before measuring",
+    )
     parser.add_argument("--output", default="overhead.json", help="file name under bench/results/")
     args = parser.parse_args()
 
     wrk = need("wrk")
     proxy_cpus, load_cpus = plan_cpus(args.pin)
     total = args.rounds * len(args.connections) * (2 + args.litellm) * (args.duration + args.warmup)
-    print(f"overhead benchmark: ~{total / 60:.1f} min of load; proxy CPUs {proxy_cpus}, nginx+wrk CPUs {load_cpus}",
-          file=sys.stderr)
+    print(
+        f"overhead benchmark: ~{total / 60:.1f} min of load; "
+        f"proxy CPUs {proxy_cpus}, nginx+wrk CPUs {load_cpus}",
+        file=sys.stderr,
+    )
 
     with tempfile.TemporaryDirectory(prefix="opsgate-bench-") as tmp_name, ExitStack() as stack:
         tmp = Path(tmp_name)
         script = tmp / "chat.lua"
         script.write_text(WRK_SCRIPT.format(body=json.dumps(REQUEST_BODY)))
-        upstream = stack.enter_context(nginx_upstream(tmp, load_cpus))
+        upstream, nginx_pid = stack.enter_context(nginx_upstream(tmp, load_cpus))
         direct = Target("direct", upstream + "/chat/completions")
         gateway = stack.enter_context(opsgate_gateway(tmp, upstream, proxy_cpus))
         targets = [direct, gateway]
@@ -467,35 +584,53 @@ def main() -> None:
         for t in targets[2:]:
             check_answer(t, exact=False)  # LiteLLM rebuilds the response; content and usage must match
         print("answers verified: 200 with the upstream's body through every chain", file=sys.stderr)
+        own_pids = [os.getpid(), nginx_pid] + [t.pid for t in targets if t.pid]
+        if args.wait_quiet > 0:
+            busy = wait_quiet(15.0, args.wait_quiet)
+            print(f"machine busy before the sweep: {busy:.0f}% of one core", file=sys.stderr)
 
         for round_no in range(args.rounds):
             for c in args.connections:
                 for t in targets:
-                    run = measure(wrk, script, t, c, args.duration, args.warmup, load_cpus)
+                    run = measure(wrk, script, t, c, args.duration, args.warmup, load_cpus, own_pids)
                     t.runs.append(run)
-                    print(f"  round {round_no + 1} c={c:<3} {t.name:<8} {run.rps:>9,.0f} req/s  "
-                          f"p50 {run.p50_ms:7.3f} ms  p99 {run.p99_ms:7.3f} ms  non-2xx {run.non_2xx}  "
-                          f"errors {run.socket_errors}", file=sys.stderr)
+                    print(
+                        f"  round {round_no + 1} c={c:<3} {t.name:<8} {run.rps:>9,.0f} req/s  "
+                        f"p50 {run.p50_ms:7.3f} ms  p99 {run.p99_ms:7.3f} ms  non-2xx {run.non_2xx}  "
+                        f"errors {run.socket_errors}  other load {run.other_load_pct:.0f}%",
+                        file=sys.stderr,
+                    )
 
         profile = None
         if args.profile > 0:
-            profile = profile_gateway(wrk, script, gateway, args.profile_connections, args.profile, load_cpus, tmp)
+            profile = profile_gateway(
+                wrk, script, gateway, args.profile_connections, args.profile, load_cpus, tmp
+            )
 
     table, summary = report(targets, args.connections)
     print(table)
     if profile:
-        print(f"\npy-spy on opsgate at {profile['connections']} connections ({profile['samples']} samples, "
-              f"{profile['rps_while_sampled']:,.0f} req/s while sampled). Top own time:")
+        print(
+            f"\npy-spy on opsgate at {profile['connections']} connections ({profile['samples']} samples, "
+            f"{profile['rps_while_sampled']:,.0f} req/s while sampled). Top own time:"
+        )
         for entry in profile["top_own"][:12]:
             print(f"  {entry['pct']:5.1f}%  {entry['function']}")
     result = {
         "benchmark": "overhead",
         "machine": machine(),
-        "settings": {"duration_s": args.duration, "warmup_s": args.warmup, "connections": args.connections,
-                     "rounds": args.rounds, "wrk_threads": 1, "pinned": bool(proxy_cpus),
-                     "proxy_cpus": sorted(proxy_cpus or []), "load_cpus": sorted(load_cpus or []),
-                     "nginx": subprocess.run([need("nginx"), "-v"], capture_output=True, text=True).stderr.strip(),
-                     "command": " ".join([".venv/bin/python", "bench/overhead.py", *sys.argv[1:]])},
+        "settings": {
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "connections": args.connections,
+            "rounds": args.rounds,
+            "wrk_threads": 1,
+            "pinned": bool(proxy_cpus),
+            "proxy_cpus": sorted(proxy_cpus or []),
+            "load_cpus": sorted(load_cpus or []),
+            "nginx": subprocess.run([need("nginx"), "-v"], capture_output=True, text=True).stderr.strip(),
+            "command": " ".join([".venv/bin/python", "bench/overhead.py", *sys.argv[1:]]),
+        },
         "request_body": REQUEST_BODY,
         "runs": [asdict(r) for t in targets for r in t.runs],
         "summary": summary,

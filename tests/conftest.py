@@ -40,10 +40,23 @@ def upstream(upstream_server: FakeUpstream) -> Iterator[FakeUpstream]:
 def upstream_config(base_url: str, **deployment: Any) -> dict[str, Any]:
     return {
         "models": [
-            {"name": "up", "deployments": [{"type": "openai", "base_url": base_url, "model": "real-model",
-                                            "api_key": "sk-upstream-secret", **deployment}]},
-            {"name": "up-embed", "kind": "embedding",
-             "deployments": [{"type": "openai", "base_url": base_url, "model": "real-embed"}]},
+            {
+                "name": "up",
+                "deployments": [
+                    {
+                        "type": "openai",
+                        "base_url": base_url,
+                        "model": "real-model",
+                        "api_key": "sk-upstream-secret",
+                        **deployment,
+                    }
+                ],
+            },
+            {
+                "name": "up-embed",
+                "kind": "embedding",
+                "deployments": [{"type": "openai", "base_url": base_url, "model": "real-embed"}],
+            },
         ]
     }
 

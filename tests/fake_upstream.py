@@ -79,11 +79,17 @@ class FakeUpstream:
         if self.script.mode == "status":
             return web.json_response(self.script.body, status=self.script.status, headers=self.script.headers)
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
-        return web.json_response({
-            "object": "list", "model": body["model"],
-            "data": [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]} for i in range(len(inputs))],
-            "usage": {"prompt_tokens": 3 * len(inputs), "total_tokens": 3 * len(inputs)},
-        })
+        return web.json_response(
+            {
+                "object": "list",
+                "model": body["model"],
+                "data": [
+                    {"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]}
+                    for i in range(len(inputs))
+                ],
+                "usage": {"prompt_tokens": 3 * len(inputs), "total_tokens": 3 * len(inputs)},
+            }
+        )
 
     async def _completion(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
@@ -103,13 +109,23 @@ class FakeUpstream:
         text = script.content
         choice: dict[str, Any] = (
             {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-            if chat else {"index": 0, "text": text, "finish_reason": "stop"}
+            if chat
+            else {"index": 0, "text": text, "finish_reason": "stop"}
         )
-        return web.json_response({
-            "id": "up-1", "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
-            "model": body["model"], "choices": [choice],
-            "usage": {"prompt_tokens": 7, "completion_tokens": script.words, "total_tokens": 7 + script.words},
-        })
+        return web.json_response(
+            {
+                "id": "up-1",
+                "object": "chat.completion" if chat else "text_completion",
+                "created": int(time.time()),
+                "model": body["model"],
+                "choices": [choice],
+                "usage": {
+                    "prompt_tokens": 7,
+                    "completion_tokens": script.words,
+                    "total_tokens": 7 + script.words,
+                },
+            }
+        )
 
     async def _stream(self, request: web.Request, body: dict[str, Any], chat: bool) -> web.StreamResponse:
         script = self.script
@@ -119,8 +135,12 @@ class FakeUpstream:
         async def send(obj: Any) -> None:
             await response.write(b"data: " + json.dumps(obj).encode() + b"\n\n")
 
-        base = {"id": "up-s", "object": "chat.completion.chunk" if chat else "text_completion",
-                "created": int(time.time()), "model": body["model"]}
+        base = {
+            "id": "up-s",
+            "object": "chat.completion.chunk" if chat else "text_completion",
+            "created": int(time.time()),
+            "model": body["model"],
+        }
         words = [f"w{i} " for i in range(script.words)]
         for index, word in enumerate(words):
             if script.mode == "truncate" and index == 2:
@@ -128,15 +148,30 @@ class FakeUpstream:
             if script.mode == "stream_error" and index == 2:
                 await send({"error": {"message": "upstream exploded", "type": "server_error"}})
                 return response
-            choice = ({"index": 0, "delta": {"content": word}, "finish_reason": None} if chat
-                      else {"index": 0, "text": word, "finish_reason": None})
+            choice = (
+                {"index": 0, "delta": {"content": word}, "finish_reason": None}
+                if chat
+                else {"index": 0, "text": word, "finish_reason": None}
+            )
             await send({**base, "choices": [choice]})
             await asyncio.sleep(0.001)
-        final = ({"index": 0, "delta": {}, "finish_reason": "stop"} if chat
-                 else {"index": 0, "text": "", "finish_reason": "stop"})
+        final = (
+            {"index": 0, "delta": {}, "finish_reason": "stop"}
+            if chat
+            else {"index": 0, "text": "", "finish_reason": "stop"}
+        )
         await send({**base, "choices": [final]})
         if (body.get("stream_options") or {}).get("include_usage"):
-            await send({**base, "choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": script.words,
-                                                         "total_tokens": 7 + script.words}})
+            await send(
+                {
+                    **base,
+                    "choices": [],
+                    "usage": {
+                        "prompt_tokens": 7,
+                        "completion_tokens": script.words,
+                        "total_tokens": 7 + script.words,
+                    },
+                }
+            )
         await response.write(b"data: [DONE]\n\n")
         return response

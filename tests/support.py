@@ -30,8 +30,15 @@ class ServerThread:
     def __init__(self, app: Any, port: int | None = None) -> None:
         self.port = port or free_port()
         self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", loop="asyncio",
-                           lifespan="on", timeout_graceful_shutdown=5)
+            uvicorn.Config(
+                app,
+                host="127.0.0.1",
+                port=self.port,
+                log_level="warning",
+                loop="asyncio",
+                lifespan="on",
+                timeout_graceful_shutdown=5,
+            )
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

@@ -12,9 +12,12 @@ from tests.support import Gateway
 OPSGATE = [sys.executable, "-m", "opsgate.cli.main"]
 
 
-def run(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*OPSGATE, *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+def run(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*OPSGATE, *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )
 
 
 def test_version() -> None:
@@ -50,7 +53,8 @@ def test_chat_in_process_streams_text() -> None:
 def test_chat_against_running_gateway(embedded: Gateway) -> None:
     result = run("chat", "Say hello.", "--max-tokens", "8", "--url", embedded.base_url)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() and "8 completion tokens" in result.stderr or "completion tokens" in result.stderr
+    assert result.stdout.strip()
+    assert "completion tokens" in result.stderr
 
 
 def test_chat_reports_errors() -> None:
@@ -65,12 +69,22 @@ def test_llm_cli_through_the_gateway(embedded: Gateway, tmp_path: Path) -> None:
     )
     env = {**os.environ, "LLM_USER_PATH": str(tmp_path), "OPENAI_API_KEY": "unused"}
     llm = str(Path(sys.executable).parent / "llm")
-    streamed = subprocess.run([llm, "-m", "opsgate-smollm2", "Say hello.", "-o", "max_tokens", "8"],
-                              capture_output=True, text=True, timeout=120, env=env)
+    streamed = subprocess.run(
+        [llm, "-m", "opsgate-smollm2", "Say hello.", "-o", "max_tokens", "8"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert streamed.returncode == 0, streamed.stderr
     assert streamed.stdout.strip()
-    whole = subprocess.run([llm, "-m", "opsgate-smollm2", "--no-stream", "Say hello.", "-o", "max_tokens", "8"],
-                           capture_output=True, text=True, timeout=120, env=env)
+    whole = subprocess.run(
+        [llm, "-m", "opsgate-smollm2", "--no-stream", "Say hello.", "-o", "max_tokens", "8"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert whole.returncode == 0, whole.stderr
     assert whole.stdout.strip()
 
@@ -85,8 +99,12 @@ def test_serve_starts_and_answers(tmp_path: Path) -> None:
     from tests.support import free_port
 
     port = free_port()
-    process = subprocess.Popen([*OPSGATE, "serve", "--port", str(port), "--log-level", "info"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [*OPSGATE, "serve", "--port", str(port), "--log-level", "info"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -97,9 +115,16 @@ def test_serve_starts_and_answers(tmp_path: Path) -> None:
                 pass
             assert time.monotonic() < deadline and process.poll() is None, "serve did not become ready"
             time.sleep(0.2)
-        response = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=60,
-                              json={"model": "smollm2", "messages": [{"role": "user", "content": "hi"}],
-                                    "max_tokens": 4, "user": "cli-test"})
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            timeout=60,
+            json={
+                "model": "smollm2",
+                "messages": [{"role": "user", "content": "hi"}],
+                "max_tokens": 4,
+                "user": "cli-test",
+            },
+        )
         assert response.status_code == 200
     finally:
         process.send_signal(signal.SIGTERM)

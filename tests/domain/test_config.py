@@ -25,25 +25,65 @@ def test_env_interpolation_with_default() -> None:
 def test_missing_env_names_the_path() -> None:
     with pytest.raises(ConfigError) as error:
         interpolate_env({"models": [{"deployments": [{"api_key": "${NOPE_KEY}"}]}]}, {})
-    assert error.value.problems == ["models[0].deployments[0].api_key: environment variable NOPE_KEY is not set"]
+    assert error.value.problems == [
+        "models[0].deployments[0].api_key: environment variable NOPE_KEY is not set"
+    ]
 
 
-@pytest.mark.parametrize(("data", "expected"), [
-    ({"models": [{"name": "m", "deployments": [{"type": "llama_cpp", "n_threads": 0}]}]},
-     "models[0].deployments[0].n_threads: Input should be greater than 0"),
-    ({"models": [{"name": "m", "deployments": [{"type": "openai", "base_url": "ftp://x", "model": "y"}]}]},
-     "models[0].deployments[0].base_url: Value error, must be an http:// or https:// URL"),
-    ({"models": [{"name": "m", "deployments": [{"type": "openai", "base_url": "http://x/v1", "model": "y",
-                                                 "timeouts": {"connect": -1}}]}]},
-     "models[0].deployments[0].timeouts.connect: Input should be greater than 0"),
-    ({"models": [{"name": "m", "deployments": [{"type": "carrier-pigeon"}]}]},
-     "models[0].deployments[0]: Input tag 'carrier-pigeon' found using 'type' does not match"),
-    ({"models": [{"name": "m", "deployments": []}]}, "models[0].deployments: List should have at least 1 item"),
-    ({"server": {"port": 70000}}, "server.port: Input should be less than or equal to 65535"),
-    ({"server": {"prot": 1}}, "server.prot: Extra inputs are not permitted"),
-    ({"models": [{"name": "m", "deployments": [{"type": "llama_cpp"}]},
-                 {"name": "m", "deployments": [{"type": "llama_cpp"}]}]}, "model name 'm' is used twice"),
-])
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (
+            {"models": [{"name": "m", "deployments": [{"type": "llama_cpp", "n_threads": 0}]}]},
+            "models[0].deployments[0].n_threads: Input should be greater than 0",
+        ),
+        (
+            {
+                "models": [
+                    {"name": "m", "deployments": [{"type": "openai", "base_url": "ftp://x", "model": "y"}]}
+                ]
+            },
+            "models[0].deployments[0].base_url: Value error, must be an http:// or https:// URL",
+        ),
+        (
+            {
+                "models": [
+                    {
+                        "name": "m",
+                        "deployments": [
+                            {
+                                "type": "openai",
+                                "base_url": "http://x/v1",
+                                "model": "y",
+                                "timeouts": {"connect": -1},
+                            }
+                        ],
+                    }
+                ]
+            },
+            "models[0].deployments[0].timeouts.connect: Input should be greater than 0",
+        ),
+        (
+            {"models": [{"name": "m", "deployments": [{"type": "carrier-pigeon"}]}]},
+            "models[0].deployments[0]: Input tag 'carrier-pigeon' found using 'type' does not match",
+        ),
+        (
+            {"models": [{"name": "m", "deployments": []}]},
+            "models[0].deployments: List should have at least 1 item",
+        ),
+        ({"server": {"port": 70000}}, "server.port: Input should be less than or equal to 65535"),
+        ({"server": {"prot": 1}}, "server.prot: Extra inputs are not permitted"),
+        (
+            {
+                "models": [
+                    {"name": "m", "deployments": [{"type": "llama_cpp"}]},
+                    {"name": "m", "deployments": [{"type": "llama_cpp"}]},
+                ]
+            },
+            "model name 'm' is used twice",
+        ),
+    ],
+)
 def test_errors_name_the_path(data: dict[str, object], expected: str) -> None:
     with pytest.raises(ConfigError) as error:
         parse_config(data)
@@ -90,6 +130,15 @@ def test_unreadable_and_invalid_yaml(tmp_path: Path) -> None:
 def test_kind_inference_and_conflicts() -> None:
     with pytest.raises(ConfigError, match="embedding alias cannot use a llama_cpp"):
         parse_config({"models": [{"name": "e", "kind": "embedding", "deployments": [{"type": "llama_cpp"}]}]})
-    config = parse_config({"models": [{"name": "e", "kind": "embedding", "deployments": [
-        {"type": "openai", "base_url": "http://127.0.0.1:1/v1", "model": "x"}]}]})
+    config = parse_config(
+        {
+            "models": [
+                {
+                    "name": "e",
+                    "kind": "embedding",
+                    "deployments": [{"type": "openai", "base_url": "http://127.0.0.1:1/v1", "model": "x"}],
+                }
+            ]
+        }
+    )
     assert config.models[0].kind == "embedding"

@@ -17,7 +17,10 @@ STORY = [{"role": "user", "content": "Tell me a story about a lighthouse keeper.
 
 async def stream_text(client: openai.AsyncOpenAI, max_tokens: int) -> tuple[str, int]:
     stream = await client.chat.completions.create(
-        model="smollm2", messages=STORY, max_tokens=max_tokens, stream=True,  # type: ignore[arg-type]
+        model="smollm2",
+        messages=STORY,
+        max_tokens=max_tokens,
+        stream=True,  # type: ignore[arg-type]
         stream_options={"include_usage": True},
     )
     text, tokens = "", 0
@@ -55,8 +58,16 @@ async def test_server_stays_responsive_while_model_works(embedded: Gateway) -> N
 
 @pytest.fixture(scope="module")
 def tiny_queue() -> Iterator[Gateway]:
-    gateway = start_gateway({"models": [{"name": "smollm2", "deployments": [
-        {"type": "llama_cpp", "max_queue": 1, "queue_timeout": 30}]}]})
+    gateway = start_gateway(
+        {
+            "models": [
+                {
+                    "name": "smollm2",
+                    "deployments": [{"type": "llama_cpp", "max_queue": 1, "queue_timeout": 30}],
+                }
+            ]
+        }
+    )
     yield gateway
     gateway.server.stop()
 
@@ -79,8 +90,16 @@ async def test_overflow_gets_503_with_retry_after(tiny_queue: Gateway) -> None:
 
 
 async def test_waiting_too_long_gets_503_not_a_hang() -> None:
-    gateway = start_gateway({"models": [{"name": "smollm2", "deployments": [
-        {"type": "llama_cpp", "max_queue": 4, "queue_timeout": 0.3}]}]})
+    gateway = start_gateway(
+        {
+            "models": [
+                {
+                    "name": "smollm2",
+                    "deployments": [{"type": "llama_cpp", "max_queue": 4, "queue_timeout": 0.3}],
+                }
+            ]
+        }
+    )
     try:
         body = {"model": "smollm2", "messages": STORY, "max_tokens": 60}
         async with httpx.AsyncClient(timeout=60) as http:
@@ -97,11 +116,18 @@ async def test_waiting_too_long_gets_503_not_a_hang() -> None:
 
 
 async def test_disconnect_cancels_generation(embedded: Gateway) -> None:
-    body = {"model": "smollm2", "messages": STORY, "max_tokens": 1500, "stream": True,
-            "temperature": 1.0, "seed": 1}
+    body = {
+        "model": "smollm2",
+        "messages": STORY,
+        "max_tokens": 1500,
+        "stream": True,
+        "temperature": 1.0,
+        "seed": 1,
+    }
     async with httpx.AsyncClient(timeout=60) as http:
-        async with http.stream("POST", embedded.url + "/v1/chat/completions", json=body,
-                               headers={"x-request-id": "disconnect-1"}) as response:
+        async with http.stream(
+            "POST", embedded.url + "/v1/chat/completions", json=body, headers={"x-request-id": "disconnect-1"}
+        ) as response:
             received = 0
             async for _ in response.aiter_lines():
                 received += 1
@@ -109,8 +135,10 @@ async def test_disconnect_cancels_generation(embedded: Gateway) -> None:
                     break
         # If generation went on, this request would wait behind up to 1500 tokens.
         started = time.perf_counter()
-        quick = await http.post(embedded.url + "/v1/chat/completions",
-                                json={"model": "smollm2", "messages": STORY, "max_tokens": 4})
+        quick = await http.post(
+            embedded.url + "/v1/chat/completions",
+            json={"model": "smollm2", "messages": STORY, "max_tokens": 4},
+        )
         waited = time.perf_counter() - started
     assert quick.status_code == 200
     assert waited < 5, f"the next request waited {waited:.1f}s: the abandoned generation was not cancelled"

@@ -14,7 +14,9 @@ CHAT = "/v1/chat/completions"
 OK_MESSAGES = [{"role": "user", "content": "hi"}]
 
 
-def assert_error_shape(response: httpx.Response, status: int, param: str | None, code: str | None = None) -> dict[str, Any]:
+def assert_error_shape(
+    response: httpx.Response, status: int, param: str | None, code: str | None = None
+) -> dict[str, Any]:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/json")
     body = response.json()
@@ -34,24 +36,55 @@ BAD_BODIES = [
     ({"messages": OK_MESSAGES}, 400, "model", "missing_required"),
     ({"model": "smollm2"}, 400, "messages", "missing_required"),
     ({"model": "smollm2", "messages": []}, 400, "messages", "invalid_value"),
-    ({"model": "smollm2", "messages": [{"role": "robot", "content": "x"}]}, 400, "messages[0].role", "invalid_value"),
+    (
+        {"model": "smollm2", "messages": [{"role": "robot", "content": "x"}]},
+        400,
+        "messages[0].role",
+        "invalid_value",
+    ),
     ({"model": "smollm2", "messages": [{"content": "x"}]}, 400, "messages[0].role", "missing_required"),
     ({"model": "smollm2", "messages": OK_MESSAGES, "temperature": 3}, 400, "temperature", "invalid_value"),
-    ({"model": "smollm2", "messages": OK_MESSAGES, "temperature": "hot"}, 400, "temperature", "invalid_value"),
+    (
+        {"model": "smollm2", "messages": OK_MESSAGES, "temperature": "hot"},
+        400,
+        "temperature",
+        "invalid_value",
+    ),
     ({"model": "smollm2", "messages": OK_MESSAGES, "top_p": -0.1}, 400, "top_p", "invalid_value"),
     ({"model": "smollm2", "messages": OK_MESSAGES, "max_tokens": 0}, 400, "max_tokens", "invalid_value"),
-    ({"model": "smollm2", "messages": OK_MESSAGES, "max_completion_tokens": -5}, 400, "max_completion_tokens",
-     "invalid_value"),
+    (
+        {"model": "smollm2", "messages": OK_MESSAGES, "max_completion_tokens": -5},
+        400,
+        "max_completion_tokens",
+        "invalid_value",
+    ),
     ({"model": "smollm2", "messages": OK_MESSAGES, "n": 2}, 400, "n", "invalid_value"),
-    ({"model": "smollm2", "messages": OK_MESSAGES, "stop": ["a", "b", "c", "d", "e"]}, 400, "stop", "invalid_value"),
+    (
+        {"model": "smollm2", "messages": OK_MESSAGES, "stop": ["a", "b", "c", "d", "e"]},
+        400,
+        "stop",
+        "invalid_value",
+    ),
     ({"model": "smollm2", "messages": OK_MESSAGES, "stream": "yes please"}, 400, "stream", "invalid_value"),
-    ({"model": "smollm2", "messages": OK_MESSAGES, "stream_options": {"include_usage": True}}, 400, None,
-     "invalid_value"),
+    (
+        {"model": "smollm2", "messages": OK_MESSAGES, "stream_options": {"include_usage": True}},
+        400,
+        None,
+        "invalid_value",
+    ),
     ({"model": "smollm2", "messages": OK_MESSAGES, "top_logprobs": 2}, 400, None, "invalid_value"),
-    ({"model": "smollm2", "messages": OK_MESSAGES, "logprobs": True, "top_logprobs": 50}, 400, "top_logprobs",
-     "invalid_value"),
-    ({"model": "smollm2", "messages": OK_MESSAGES, "response_format": {"type": "xml"}}, 400,
-     "response_format.type", "invalid_value"),
+    (
+        {"model": "smollm2", "messages": OK_MESSAGES, "logprobs": True, "top_logprobs": 50},
+        400,
+        "top_logprobs",
+        "invalid_value",
+    ),
+    (
+        {"model": "smollm2", "messages": OK_MESSAGES, "response_format": {"type": "xml"}},
+        400,
+        "response_format.type",
+        "invalid_value",
+    ),
     ({"model": "no-such-model", "messages": OK_MESSAGES}, 404, "model", "model_not_found"),
     ({"model": "all-minilm-l6-v2", "messages": OK_MESSAGES}, 400, "model", "wrong_model_kind"),
     ({"model": 42, "messages": OK_MESSAGES}, 400, "model", "invalid_value"),
@@ -59,16 +92,20 @@ BAD_BODIES = [
 
 
 @pytest.mark.parametrize(("body", "status", "param", "code"), BAD_BODIES)
-def test_bad_chat_bodies(embedded: Gateway, body: dict[str, Any], status: int, param: str | None,
-                         code: str) -> None:
+def test_bad_chat_bodies(
+    embedded: Gateway, body: dict[str, Any], status: int, param: str | None, code: str
+) -> None:
     response = httpx.post(embedded.url + CHAT, json=body)
     assert_error_shape(response, status, param, code)
     assert response.headers.get("x-request-id")
 
 
 def test_bad_json(embedded: Gateway) -> None:
-    response = httpx.post(embedded.url + CHAT, content=b'{"model": "smollm2", "messages": [',
-                          headers={"content-type": "application/json"})
+    response = httpx.post(
+        embedded.url + CHAT,
+        content=b'{"model": "smollm2", "messages": [',
+        headers={"content-type": "application/json"},
+    )
     assert_error_shape(response, 400, None, "invalid_json")
 
 
@@ -83,14 +120,19 @@ def test_empty_body(embedded: Gateway) -> None:
 
 
 def test_wrong_content_type(embedded: Gateway) -> None:
-    response = httpx.post(embedded.url + CHAT, content=b"model=smollm2",
-                          headers={"content-type": "application/x-www-form-urlencoded"})
+    response = httpx.post(
+        embedded.url + CHAT,
+        content=b"model=smollm2",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
     assert_error_shape(response, 415, None, "unsupported_media_type")
 
 
 def test_body_too_large(embedded: Gateway) -> None:
     huge = "x" * (5 * 1024 * 1024)
-    response = httpx.post(embedded.url + CHAT, json={"model": "smollm2", "messages": [{"role": "user", "content": huge}]})
+    response = httpx.post(
+        embedded.url + CHAT, json={"model": "smollm2", "messages": [{"role": "user", "content": huge}]}
+    )
     assert_error_shape(response, 413, None, "body_too_large")
 
 
@@ -107,11 +149,14 @@ def test_body_too_large_chunked(embedded: Gateway) -> None:
 
 def test_prompt_longer_than_context(embedded: Gateway) -> None:
     long_text = "word " * 3000  # about 3000 tokens against a 2048-token context
-    response = httpx.post(embedded.url + CHAT, json={"model": "smollm2",
-                                                      "messages": [{"role": "user", "content": long_text}]})
+    response = httpx.post(
+        embedded.url + CHAT, json={"model": "smollm2", "messages": [{"role": "user", "content": long_text}]}
+    )
     assert_error_shape(response, 400, "messages", "context_length_exceeded")
-    streamed = httpx.post(embedded.url + CHAT, json={"model": "smollm2", "stream": True,
-                                                      "messages": [{"role": "user", "content": long_text}]})
+    streamed = httpx.post(
+        embedded.url + CHAT,
+        json={"model": "smollm2", "stream": True, "messages": [{"role": "user", "content": long_text}]},
+    )
     assert_error_shape(streamed, 400, "messages", "context_length_exceeded")
 
 
@@ -127,25 +172,31 @@ def test_unknown_model_retrieve(embedded: Gateway) -> None:
     assert_error_shape(response, 404, "model", "model_not_found")
 
 
-@pytest.mark.parametrize(("body", "param"), [
-    ({"model": "all-minilm-l6-v2", "input": []}, "input"),
-    ({"model": "all-minilm-l6-v2", "input": [""]}, "input"),
-    ({"model": "all-minilm-l6-v2", "input": [[1, 2, 3]]}, "input"),
-    ({"model": "all-minilm-l6-v2", "input": "x", "dimensions": 100}, "dimensions"),
-    ({"model": "all-minilm-l6-v2"}, "input"),
-    ({"model": "smollm2", "input": "x"}, "model"),
-    ({"model": "all-minilm-l6-v2", "input": "x", "encoding_format": "hex"}, "encoding_format"),
-])
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"model": "all-minilm-l6-v2", "input": []}, "input"),
+        ({"model": "all-minilm-l6-v2", "input": [""]}, "input"),
+        ({"model": "all-minilm-l6-v2", "input": [[1, 2, 3]]}, "input"),
+        ({"model": "all-minilm-l6-v2", "input": "x", "dimensions": 100}, "dimensions"),
+        ({"model": "all-minilm-l6-v2"}, "input"),
+        ({"model": "smollm2", "input": "x"}, "model"),
+        ({"model": "all-minilm-l6-v2", "input": "x", "encoding_format": "hex"}, "encoding_format"),
+    ],
+)
 def test_bad_embedding_bodies(embedded: Gateway, body: dict[str, Any], param: str) -> None:
     response = httpx.post(embedded.url + "/v1/embeddings", json=body)
     assert_error_shape(response, 400, param)
 
 
-@pytest.mark.parametrize(("body", "param"), [
-    ({"model": "smollm2", "prompt": ["a", "b"]}, "prompt"),
-    ({"model": "smollm2", "prompt": "a", "logprobs": 9}, "logprobs"),
-    ({"model": "smollm2", "prompt": "a", "suffix": "z"}, "suffix"),
-])
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"model": "smollm2", "prompt": ["a", "b"]}, "prompt"),
+        ({"model": "smollm2", "prompt": "a", "logprobs": 9}, "logprobs"),
+        ({"model": "smollm2", "prompt": "a", "suffix": "z"}, "suffix"),
+    ],
+)
 def test_bad_completion_bodies(embedded: Gateway, body: dict[str, Any], param: str) -> None:
     response = httpx.post(embedded.url + "/v1/completions", json=body)
     assert_error_shape(response, 400, param)
@@ -162,8 +213,11 @@ def test_sdk_raises_typed_errors(embedded: Gateway) -> None:
 
 
 def test_failed_requests_are_recorded(embedded: Gateway) -> None:
-    response = httpx.post(embedded.url + CHAT, json={"model": "nope", "messages": OK_MESSAGES},
-                          headers={"x-request-id": "bad-model-test-1"})
+    response = httpx.post(
+        embedded.url + CHAT,
+        json={"model": "nope", "messages": OK_MESSAGES},
+        headers={"x-request-id": "bad-model-test-1"},
+    )
     assert response.headers["x-request-id"] == "bad-model-test-1"
     [record] = embedded.records_for("bad-model-test-1")
     assert record["status"] == 404 and record["error_type"] == "invalid_request_error"

@@ -28,13 +28,19 @@ def test_chat_completion(embedded: Gateway) -> None:
     assert 0 < response.usage.completion_tokens <= 12
     assert response.usage.total_tokens == response.usage.prompt_tokens + response.usage.completion_tokens
     records = embedded.records_for(response.id.removeprefix("chatcmpl-"))
-    assert records and records[0]["status"] == 200 and records[0]["usage"] == response.usage.model_dump(exclude_none=True)
+    assert (
+        records
+        and records[0]["status"] == 200
+        and records[0]["usage"] == response.usage.model_dump(exclude_none=True)
+    )
 
 
 def test_max_tokens_is_a_hard_limit_and_reports_length(embedded: Gateway) -> None:
     response = client(embedded).chat.completions.create(
-        model="smollm2", messages=[{"role": "user", "content": "Write a long story about a dragon."}],
-        max_completion_tokens=3, temperature=0,
+        model="smollm2",
+        messages=[{"role": "user", "content": "Write a long story about a dragon."}],
+        max_completion_tokens=3,
+        temperature=0,
     )
     assert response.usage is not None and response.usage.completion_tokens == 3
     assert response.choices[0].finish_reason == "length"
@@ -42,7 +48,11 @@ def test_max_tokens_is_a_hard_limit_and_reports_length(embedded: Gateway) -> Non
 
 def test_streaming_with_usage_matches_content(embedded: Gateway) -> None:
     stream = client(embedded).chat.completions.create(
-        model="smollm2", messages=PROMPT, max_tokens=16, stream=True, stream_options={"include_usage": True},
+        model="smollm2",
+        messages=PROMPT,
+        max_tokens=16,
+        stream=True,
+        stream_options={"include_usage": True},
     )
     pieces: list[str] = []
     finish = None
@@ -67,7 +77,9 @@ def test_streaming_with_usage_matches_content(embedded: Gateway) -> None:
 
 
 def test_streaming_without_include_usage_sends_no_usage(embedded: Gateway) -> None:
-    stream = client(embedded).chat.completions.create(model="smollm2", messages=PROMPT, max_tokens=5, stream=True)
+    stream = client(embedded).chat.completions.create(
+        model="smollm2", messages=PROMPT, max_tokens=5, stream=True
+    )
     chunks = list(stream)
     assert chunks and all(c.usage is None for c in chunks)
     assert all(c.choices for c in chunks)
@@ -75,16 +87,24 @@ def test_streaming_without_include_usage_sends_no_usage(embedded: Gateway) -> No
 
 def test_seeded_greedy_output_is_repeatable(embedded: Gateway) -> None:
     def ask() -> str | None:
-        return client(embedded).chat.completions.create(
-            model="smollm2", messages=PROMPT, max_tokens=10, temperature=0, seed=7
-        ).choices[0].message.content
+        return (
+            client(embedded)
+            .chat.completions.create(model="smollm2", messages=PROMPT, max_tokens=10, temperature=0, seed=7)
+            .choices[0]
+            .message.content
+        )
 
     assert ask() == ask()
 
 
 def test_logprobs(embedded: Gateway) -> None:
     response = client(embedded).chat.completions.create(
-        model="smollm2", messages=PROMPT, max_tokens=6, logprobs=True, top_logprobs=3, temperature=0,
+        model="smollm2",
+        messages=PROMPT,
+        max_tokens=6,
+        logprobs=True,
+        top_logprobs=3,
+        temperature=0,
     )
     choice = response.choices[0]
     assert choice.logprobs is not None and choice.logprobs.content
@@ -95,19 +115,25 @@ def test_logprobs(embedded: Gateway) -> None:
         assert len(token.top_logprobs) == 3
         # Greedy decoding picks the most likely token, so it heads its own top list.
         assert math.isclose(token.top_logprobs[0].logprob, token.logprob, abs_tol=1e-5)
-        assert [t.logprob for t in token.top_logprobs] == sorted((t.logprob for t in token.top_logprobs),
-                                                                 reverse=True)
+        assert [t.logprob for t in token.top_logprobs] == sorted(
+            (t.logprob for t in token.top_logprobs), reverse=True
+        )
 
 
 def test_stop_sequence_is_not_in_output(embedded: Gateway) -> None:
-    base = client(embedded).chat.completions.create(
-        model="smollm2", messages=PROMPT, max_tokens=20, temperature=0
-    ).choices[0].message.content
+    base = (
+        client(embedded)
+        .chat.completions.create(model="smollm2", messages=PROMPT, max_tokens=20, temperature=0)
+        .choices[0]
+        .message.content
+    )
     assert base and len(base) > 4
     stop = base[3:5]
-    stopped = client(embedded).chat.completions.create(
-        model="smollm2", messages=PROMPT, max_tokens=20, temperature=0, stop=[stop]
-    ).choices[0]
+    stopped = (
+        client(embedded)
+        .chat.completions.create(model="smollm2", messages=PROMPT, max_tokens=20, temperature=0, stop=[stop])
+        .choices[0]
+    )
     assert stopped.finish_reason == "stop"
     assert stop not in (stopped.message.content or "")
     assert base.startswith(stopped.message.content or "")
@@ -117,8 +143,11 @@ def test_json_object_response_format(embedded: Gateway) -> None:
     import json
 
     response = client(embedded).chat.completions.create(
-        model="smollm2", messages=[{"role": "user", "content": "Reply with a JSON object with a key 'a'."}],
-        response_format={"type": "json_object"}, max_tokens=60, temperature=0,
+        model="smollm2",
+        messages=[{"role": "user", "content": "Reply with a JSON object with a key 'a'."}],
+        response_format={"type": "json_object"},
+        max_tokens=60,
+        temperature=0,
     )
     content = response.choices[0].message.content or ""
     if response.choices[0].finish_reason == "stop":
@@ -141,7 +170,11 @@ def test_text_completion_with_logprobs(embedded: Gateway) -> None:
 
 def test_text_completion_stream(embedded: Gateway) -> None:
     stream = client(embedded).completions.create(
-        model="smollm2", prompt="Once upon a time", max_tokens=8, stream=True, stream_options={"include_usage": True}
+        model="smollm2",
+        prompt="Once upon a time",
+        max_tokens=8,
+        stream=True,
+        stream_options={"include_usage": True},
     )
     text = ""
     usage = None

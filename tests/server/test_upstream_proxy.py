@@ -25,7 +25,11 @@ def post(gateway: Gateway, body: dict[str, Any], path: str = "/v1/chat/completio
 
 def test_non_streaming_pass_through(proxied: Gateway, upstream: FakeUpstream) -> None:
     response = sdk(proxied).chat.completions.create(
-        model="up", messages=MESSAGES, temperature=0.2, metadata={"team": "search"}, user="u-1",  # type: ignore[arg-type]
+        model="up",
+        messages=MESSAGES,
+        temperature=0.2,
+        metadata={"team": "search"},
+        user="u-1",  # type: ignore[arg-type]
         extra_body={"top_k": 5},
     )
     assert response.choices[0].message.content == "Hello from upstream"
@@ -41,7 +45,10 @@ def test_non_streaming_pass_through(proxied: Gateway, upstream: FakeUpstream) ->
 def test_streaming_pass_through_with_usage(proxied: Gateway, upstream: FakeUpstream) -> None:
     upstream.script = Script(words=6)
     stream = sdk(proxied).chat.completions.create(
-        model="up", messages=MESSAGES, stream=True, stream_options={"include_usage": True}  # type: ignore[arg-type]
+        model="up",
+        messages=MESSAGES,
+        stream=True,
+        stream_options={"include_usage": True},  # type: ignore[arg-type]
     )
     text, usage = "", None
     for chunk in stream:
@@ -53,8 +60,11 @@ def test_streaming_pass_through_with_usage(proxied: Gateway, upstream: FakeUpstr
 
 
 def test_stream_without_usage_asks_upstream_for_it_anyway(proxied: Gateway, upstream: FakeUpstream) -> None:
-    response = httpx.post(proxied.url + "/v1/chat/completions", headers={"x-request-id": "usage-anyway"},
-                          json={"model": "up", "messages": MESSAGES, "stream": True})
+    response = httpx.post(
+        proxied.url + "/v1/chat/completions",
+        headers={"x-request-id": "usage-anyway"},
+        json={"model": "up", "messages": MESSAGES, "stream": True},
+    )
     assert upstream.requests[-1]["body"]["stream_options"] == {"include_usage": True}
     events = [line for line in response.text.splitlines() if line.startswith("data: ")]
     assert events[-1] == "data: [DONE]"
@@ -70,17 +80,25 @@ def test_text_completions_and_embeddings(proxied: Gateway, upstream: FakeUpstrea
     assert len(embedding.data) == 2 and upstream.requests[-1]["body"]["model"] == "real-embed"
 
 
-@pytest.mark.parametrize(("upstream_status", "body", "headers", "status", "code"), [
-    (500, {"error": {"message": "boom"}}, {}, 502, "upstream_error"),
-    (502, "bad gateway", {}, 502, "upstream_error"),
-    (503, {"error": {"message": "warming up"}}, {"Retry-After": "7"}, 503, "upstream_overloaded"),
-    (429, {"error": {"message": "slow down"}}, {"Retry-After": "3"}, 503, "upstream_overloaded"),
-    (401, {"error": {"message": "bad key"}}, {}, 502, "upstream_auth_failed"),
-    (504, "timeout", {}, 504, "upstream_timeout"),
-])
+@pytest.mark.parametrize(
+    ("upstream_status", "body", "headers", "status", "code"),
+    [
+        (500, {"error": {"message": "boom"}}, {}, 502, "upstream_error"),
+        (502, "bad gateway", {}, 502, "upstream_error"),
+        (503, {"error": {"message": "warming up"}}, {"Retry-After": "7"}, 503, "upstream_overloaded"),
+        (429, {"error": {"message": "slow down"}}, {"Retry-After": "3"}, 503, "upstream_overloaded"),
+        (401, {"error": {"message": "bad key"}}, {}, 502, "upstream_auth_failed"),
+        (504, "timeout", {}, 504, "upstream_timeout"),
+    ],
+)
 def test_upstream_failures_become_gateway_errors(
-    proxied: Gateway, upstream: FakeUpstream, upstream_status: int, body: Any, headers: dict[str, str],
-    status: int, code: str,
+    proxied: Gateway,
+    upstream: FakeUpstream,
+    upstream_status: int,
+    body: Any,
+    headers: dict[str, str],
+    status: int,
+    code: str,
 ) -> None:
     upstream.script = Script(mode="status", status=upstream_status, body=body, headers=headers)
     response = post(proxied, {"model": "up", "messages": MESSAGES})
@@ -94,9 +112,14 @@ def test_upstream_failures_become_gateway_errors(
         assert response.headers["retry-after"] == headers["Retry-After"]
 
 
-def test_upstream_rejecting_the_request_stays_a_client_error(proxied: Gateway, upstream: FakeUpstream) -> None:
-    upstream.script = Script(mode="status", status=400,
-                             body={"error": {"message": "max_tokens is too large", "param": "max_tokens"}})
+def test_upstream_rejecting_the_request_stays_a_client_error(
+    proxied: Gateway, upstream: FakeUpstream
+) -> None:
+    upstream.script = Script(
+        mode="status",
+        status=400,
+        body={"error": {"message": "max_tokens is too large", "param": "max_tokens"}},
+    )
     response = post(proxied, {"model": "up", "messages": MESSAGES, "max_tokens": 999999})
     assert response.status_code == 400
     assert response.json()["error"]["type"] == "invalid_request_error"
@@ -118,7 +141,10 @@ def test_slow_upstream_times_out_with_504(proxied: Gateway, upstream: FakeUpstre
 def test_truncated_stream_is_an_error_event_not_success(proxied: Gateway, upstream: FakeUpstream) -> None:
     upstream.script = Script(mode="truncate", words=6)
     stream = sdk(proxied).chat.completions.create(
-        model="up", messages=MESSAGES, stream=True, extra_headers={"x-request-id": "truncated-1"}  # type: ignore[arg-type]
+        model="up",
+        messages=MESSAGES,
+        stream=True,
+        extra_headers={"x-request-id": "truncated-1"},  # type: ignore[arg-type]
     )
     with pytest.raises(openai.APIError) as failure:
         for _ in stream:
@@ -131,16 +157,20 @@ def test_truncated_stream_is_an_error_event_not_success(proxied: Gateway, upstre
 
 def test_error_event_mid_stream(proxied: Gateway, upstream: FakeUpstream) -> None:
     upstream.script = Script(mode="stream_error", words=6)
-    response = httpx.post(proxied.url + "/v1/chat/completions",
-                          json={"model": "up", "messages": MESSAGES, "stream": True})
+    response = httpx.post(
+        proxied.url + "/v1/chat/completions", json={"model": "up", "messages": MESSAGES, "stream": True}
+    )
     events = [line for line in response.text.splitlines() if line.startswith("data: ")]
     assert "upstream exploded" in events[-1] and "[DONE]" not in response.text
 
 
-def test_stream_that_fails_before_first_byte_is_a_plain_http_error(proxied: Gateway, upstream: FakeUpstream) -> None:
+def test_stream_that_fails_before_first_byte_is_a_plain_http_error(
+    proxied: Gateway, upstream: FakeUpstream
+) -> None:
     upstream.script = Script(mode="status", status=500, body={"error": {"message": "down"}})
-    response = httpx.post(proxied.url + "/v1/chat/completions",
-                          json={"model": "up", "messages": MESSAGES, "stream": True})
+    response = httpx.post(
+        proxied.url + "/v1/chat/completions", json={"model": "up", "messages": MESSAGES, "stream": True}
+    )
     assert response.status_code == 502
     assert response.headers["content-type"].startswith("application/json")
 
@@ -148,9 +178,23 @@ def test_stream_that_fails_before_first_byte_is_a_plain_http_error(proxied: Gate
 def test_unreachable_upstream() -> None:
     from tests.support import free_port
 
-    gateway = start_gateway({"models": [{"name": "gone", "deployments": [
-        {"type": "openai", "base_url": f"http://127.0.0.1:{free_port()}/v1", "model": "m",
-         "timeouts": {"connect": 1}}]}]})
+    gateway = start_gateway(
+        {
+            "models": [
+                {
+                    "name": "gone",
+                    "deployments": [
+                        {
+                            "type": "openai",
+                            "base_url": f"http://127.0.0.1:{free_port()}/v1",
+                            "model": "m",
+                            "timeouts": {"connect": 1},
+                        }
+                    ],
+                }
+            ]
+        }
+    )
     try:
         response = post(gateway, {"model": "gone", "messages": MESSAGES})
         assert response.status_code == 502
@@ -159,7 +203,9 @@ def test_unreachable_upstream() -> None:
         gateway.server.stop()
 
 
-def test_upstream_key_never_logged(proxied: Gateway, upstream: FakeUpstream, caplog: pytest.LogCaptureFixture) -> None:
+def test_upstream_key_never_logged(
+    proxied: Gateway, upstream: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     upstream.script = Script(mode="status", status=401, body={"error": {"message": "invalid key"}})
     response = post(proxied, {"model": "up", "messages": MESSAGES})

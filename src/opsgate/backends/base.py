@@ -9,7 +9,7 @@ from opsgate.domain.context import Chunk, RequestContext
 from opsgate.domain.errors import InvalidRequestError
 
 
-class Backend(ABC):
+class Backend(ABC):  # noqa: B024 - every hook has a default; subclasses override what they serve
     """A deployment that can serve requests. ``label`` names it in records and headers."""
 
     label: str = "backend"

@@ -91,7 +91,9 @@ class EmbeddedEmbeddingBackend(EmbeddingBackend):
         if any(not t for t in texts):
             raise InvalidRequestError("input must not contain empty strings", param="input")
         if self._encoder is None:
-            raise BackendFailure(f"embedding model {self.label} is not loaded: {self._load_error or 'still loading'}")
+            raise BackendFailure(
+                f"embedding model {self.label} is not loaded: {self._load_error or 'still loading'}"
+            )
         dims = self._encoder.dimensions
         if body.dimensions is not None and body.dimensions != dims:
             raise InvalidRequestError(

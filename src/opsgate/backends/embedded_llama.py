@@ -37,7 +37,8 @@ def build_job(ctx: RequestContext, deployment: LlamaCppDeployment) -> Any:
     body = ctx.body
     if isinstance(body, ChatCompletionRequest):
         messages = [
-            {"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages
+            {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+            for m in body.messages
         ]
         json_schema = None
         json_mode = False
@@ -121,7 +122,9 @@ class EmbeddedLlamaBackend(Backend):
             else:
                 self._engine = future.result()
                 self.load_seconds = time.perf_counter() - started
-                log.info("model %s loaded from %s in %.2fs", self.label, self._engine.model_path, self.load_seconds)
+                log.info(
+                    "model %s loaded from %s in %.2fs", self.label, self._engine.model_path, self.load_seconds
+                )
 
         self._loading = loop.run_in_executor(self._executor, load)
         self._loading.add_done_callback(loaded)
@@ -150,7 +153,11 @@ class EmbeddedLlamaBackend(Backend):
 
     def _run(self, job: Any, emit: Any) -> None:
         if self._engine is None:
-            emit(_Failed(BackendFailure(f"model {self.label} is not loaded: {self._load_error or 'still loading'}")))
+            emit(
+                _Failed(
+                    BackendFailure(f"model {self.label} is not loaded: {self._load_error or 'still loading'}")
+                )
+            )
             return
         try:
             self._engine.run(job, emit)
@@ -167,7 +174,9 @@ class EmbeddedLlamaBackend(Backend):
         events: asyncio.Queue[Any] = asyncio.Queue()
         started = time.perf_counter()
         try:
-            future = loop.run_in_executor(self._executor, self._run, job, lambda e: loop.call_soon_threadsafe(events.put_nowait, e))
+            future = loop.run_in_executor(
+                self._executor, self._run, job, lambda e: loop.call_soon_threadsafe(events.put_nowait, e)
+            )
         except RuntimeError:
             self.queue.release()
             raise BackendFailure(f"model {self.label} is shutting down") from None
@@ -220,7 +229,9 @@ class EmbeddedLlamaBackend(Backend):
             raise first.error
         return self._relay(ctx, job, first, events)
 
-    async def _relay(self, ctx: RequestContext, job: Any, first: Any, events: asyncio.Queue[Any]) -> AsyncIterator[Chunk]:
+    async def _relay(
+        self, ctx: RequestContext, job: Any, first: Any, events: asyncio.Queue[Any]
+    ) -> AsyncIterator[Chunk]:
         from opsgate.backends.llama_engine import DoneEvent
 
         assert ctx.body is not None

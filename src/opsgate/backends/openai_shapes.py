@@ -101,7 +101,14 @@ class ChunkBuilder:
     def role(self) -> Chunk:
         """The first chat chunk, announcing the assistant role."""
         return self._chunk(
-            [{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}]
+            [
+                {
+                    "index": 0,
+                    "delta": {"role": "assistant", "content": ""},
+                    "logprobs": None,
+                    "finish_reason": None,
+                }
+            ]
         )
 
     def content(self, text: str, logprob: dict[str, Any] | None = None) -> Chunk:

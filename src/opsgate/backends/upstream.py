@@ -7,7 +7,6 @@ cheaper. Upstream API keys live only in request headers, never in logs or errors
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -119,7 +118,11 @@ class UpstreamBackend(Backend):
 
     def status(self) -> dict[str, object]:
         """Pool state for ``/readyz``."""
-        return {"ready": self.is_ready(), "base_url": self.deployment.base_url, "model": self.deployment.model}
+        return {
+            "ready": self.is_ready(),
+            "base_url": self.deployment.base_url,
+            "model": self.deployment.model,
+        }
 
     def _payload(self, ctx: RequestContext, stream: bool) -> bytes:
         assert ctx.body is not None
@@ -139,7 +142,7 @@ class UpstreamBackend(Backend):
         url = self.deployment.base_url + _PATHS[ctx.endpoint]
         try:
             response = await self._session.post(url, data=self._payload(ctx, stream))
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             raise UpstreamTimeoutError(f"Upstream {self.label} did not answer in time") from None
         except aiohttp.ClientConnectorError as error:
             raise UpstreamError(
@@ -161,16 +164,20 @@ class UpstreamBackend(Backend):
         response = await self._post(ctx, stream=False)
         try:
             raw = await response.read()
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             raise UpstreamTimeoutError(f"Upstream {self.label} did not finish in time") from None
         except aiohttp.ClientError as error:
-            raise UpstreamError(f"Upstream {self.label} broke off the response: {type(error).__name__}") from None
+            raise UpstreamError(
+                f"Upstream {self.label} broke off the response: {type(error).__name__}"
+            ) from None
         finally:
             response.release()
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            raise UpstreamError(f"Upstream {self.label} returned invalid JSON", code="upstream_bad_response") from None
+            raise UpstreamError(
+                f"Upstream {self.label} returned invalid JSON", code="upstream_bad_response"
+            ) from None
         if not isinstance(data, dict):
             raise UpstreamError(f"Upstream {self.label} returned a non-object", code="upstream_bad_response")
         return data
@@ -179,7 +186,9 @@ class UpstreamBackend(Backend):
         """Forward a chat or completion request and return the upstream's answer."""
         data = await self._json(ctx)
         if not isinstance(data.get("choices"), list):
-            raise UpstreamError(f"Upstream {self.label} answered without choices", code="upstream_bad_response")
+            raise UpstreamError(
+                f"Upstream {self.label} answered without choices", code="upstream_bad_response"
+            )
         return data
 
     async def embed(self, ctx: RequestContext) -> Chunk:
@@ -218,7 +227,7 @@ class UpstreamBackend(Backend):
                         code="upstream_stream_error",
                     )
                 yield chunk
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             waited = time.perf_counter() - started
             raise UpstreamTimeoutError(f"Upstream {self.label} stream stalled after {waited:.1f}s") from None
         except aiohttp.ClientError as error:
@@ -231,5 +240,6 @@ class UpstreamBackend(Backend):
         if not done:
             # A stream without its final event is a failure, never a silent success.
             raise UpstreamError(
-                f"Upstream {self.label} ended the stream before it was complete", code="upstream_truncated_stream"
+                f"Upstream {self.label} ended the stream before it was complete",
+                code="upstream_truncated_stream",
             )

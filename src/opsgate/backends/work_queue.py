@@ -76,5 +76,9 @@ class WorkQueue:
 
     def status(self) -> dict[str, int]:
         """Queue depth for ``/readyz``."""
-        return {"running": self.running, "waiting": self.waiting, "max_waiting": self.max_waiting,
-                "rejected": self.rejected}
+        return {
+            "running": self.running,
+            "waiting": self.waiting,
+            "max_waiting": self.max_waiting,
+            "rejected": self.rejected,
+        }

@@ -54,7 +54,9 @@ def _headers(api_key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
-async def chat_over_http(url: str, api_key: str | None, body: dict[str, Any], out: TextIO, console: Console) -> int:
+async def chat_over_http(
+    url: str, api_key: str | None, body: dict[str, Any], out: TextIO, console: Console
+) -> int:
     """Stream ``body`` from a running gateway at ``url`` (its ``/v1`` base)."""
     usage = None
     async with aiohttp.ClientSession(headers=_headers(api_key)) as session:
@@ -87,8 +89,10 @@ async def chat_over_http(url: str, api_key: str | None, body: dict[str, Any], ou
 
 async def fetch_models(url: str, api_key: str | None) -> list[dict[str, Any]]:
     """``GET /v1/models`` from a running gateway."""
-    async with aiohttp.ClientSession(headers=_headers(api_key)) as session, \
-            session.get(url.rstrip("/") + "/models") as response:
+    async with (
+        aiohttp.ClientSession(headers=_headers(api_key)) as session,
+        session.get(url.rstrip("/") + "/models") as response,
+    ):
         response.raise_for_status()
         data = await response.json()
         return list(data["data"])

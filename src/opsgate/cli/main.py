@@ -42,14 +42,22 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="OPSGATE_CONFIG",
-              help="YAML config file (default: the embedded SmolLM2 + MiniLM config).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    envvar="OPSGATE_CONFIG",
+    help="YAML config file (default: the embedded SmolLM2 + MiniLM config).",
+)
 @click.option("--host", default=None, help="Interface to bind (default from config: 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default from config: 8080).")
-@click.option("--workers", type=int, default=None, help="Worker processes; each loads its own embedded models.")
+@click.option(
+    "--workers", type=int, default=None, help="Worker processes; each loads its own embedded models."
+)
 @click.option("--log-level", default=None, type=click.Choice(["debug", "info", "warning", "error"]))
-def serve(config_path: str | None, host: str | None, port: int | None, workers: int | None,
-          log_level: str | None) -> None:
+def serve(
+    config_path: str | None, host: str | None, port: int | None, workers: int | None, log_level: str | None
+) -> None:
     """Run the gateway."""
     import uvicorn
 
@@ -60,10 +68,19 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
     workers = workers or server.workers
     level = log_level or server.log_level
     configure_logging(level)
-    console.print(f"opsgate {__version__} on http://{host}:{port}/v1  models: "
-                  f"{', '.join(m.name for m in config.models)}  workers: {workers}")
-    options: dict[str, Any] = {"host": host, "port": port, "log_level": level, "access_log": False,
-                               "loop": "uvloop", "http": "httptools", "timeout_graceful_shutdown": 30}
+    console.print(
+        f"opsgate {__version__} on http://{host}:{port}/v1  models: "
+        f"{', '.join(m.name for m in config.models)}  workers: {workers}"
+    )
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": level,
+        "access_log": False,
+        "loop": "uvloop",
+        "http": "httptools",
+        "timeout_graceful_shutdown": 30,
+    }
     if workers > 1:
         if config_path:
             os.environ["OPSGATE_CONFIG"] = os.path.abspath(config_path)
@@ -80,22 +97,46 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
 @click.option("-s", "--system", default=None, help="System message.")
 @click.option("--max-tokens", type=int, default=256, show_default=True)
 @click.option("--temperature", type=float, default=None)
-@click.option("--url", envvar="OPSGATE_URL", default=None,
-              help="A running gateway's base URL (e.g. http://127.0.0.1:8080/v1); in-process when left out.")
+@click.option(
+    "--url",
+    envvar="OPSGATE_URL",
+    default=None,
+    help="A running gateway's base URL (e.g. http://127.0.0.1:8080/v1); in-process when left out.",
+)
 @click.option("--api-key", envvar="OPSGATE_API_KEY", default=None, help="Key for a running gateway.")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="OPSGATE_CONFIG",
-              help="Config for the in-process gateway.")
-def chat(prompt: str, model: str, system: str | None, max_tokens: int, temperature: float | None,
-         url: str | None, api_key: str | None, config_path: str | None) -> None:
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    envvar="OPSGATE_CONFIG",
+    help="Config for the in-process gateway.",
+)
+def chat(
+    prompt: str,
+    model: str,
+    system: str | None,
+    max_tokens: int,
+    temperature: float | None,
+    url: str | None,
+    api_key: str | None,
+    config_path: str | None,
+) -> None:
     """Send one prompt and stream the answer to the terminal."""
     from opsgate.cli.chat import chat_in_process, chat_over_http
 
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-    body: dict[str, Any] = {"model": model, "messages": messages, "max_tokens": max_tokens, "stream": True,
-                            "stream_options": {"include_usage": True}}
+    messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": prompt}
+    ]
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": messages,
+        "max_tokens": max_tokens,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     if temperature is not None:
         body["temperature"] = temperature
-    out = click.get_text_stream("stdout")
+    out = sys.stdout
     if url:
         code = asyncio.run(chat_over_http(url, api_key, body, out, console))
     else:
@@ -117,12 +158,23 @@ def models(url: str | None, api_key: str | None, config_path: str | None) -> Non
         rows = asyncio.run(fetch_models(url, api_key))
     else:
         config = _load(config_path)
-        rows = [{"id": m.name, "kind": m.kind, "description": m.description,
-                 "deployments": ", ".join(d.type for d in m.deployments)} for m in config.models]
+        rows = [
+            {
+                "id": m.name,
+                "kind": m.kind,
+                "description": m.description,
+                "deployments": ", ".join(d.type for d in m.deployments),
+            }
+            for m in config.models
+        ]
     table = Table("model", "kind", "deployments", "description")
     for row in rows:
-        table.add_row(row["id"], str(row.get("kind") or ""), str(row.get("deployments") or ""),
-                      str(row.get("description") or ""))
+        table.add_row(
+            row["id"],
+            str(row.get("kind") or ""),
+            str(row.get("deployments") or ""),
+            str(row.get("description") or ""),
+        )
     Console().print(table)
 
 
@@ -139,11 +191,15 @@ def config_check(path: str) -> None:
     table = Table("model", "kind", "deployment", "where")
     for alias in loaded.models:
         for index, deployment in enumerate(alias.deployments):
-            where = getattr(deployment, "base_url", None) or getattr(deployment, "model_path", None) or "bundled"
+            where = (
+                getattr(deployment, "base_url", None) or getattr(deployment, "model_path", None) or "bundled"
+            )
             table.add_row(alias.name if index == 0 else "", str(alias.kind), deployment.type, str(where))
     Console().print(table)
-    console.print(f"[green]OK[/green] {path}: {len(loaded.models)} models, listening on "
-                  f"{loaded.server.host}:{loaded.server.port}")
+    console.print(
+        f"[green]OK[/green] {path}: {len(loaded.models)} models, listening on "
+        f"{loaded.server.host}:{loaded.server.port}"
+    )
 
 
 @cli.command()

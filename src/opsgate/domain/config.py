@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class ConfigError(Exception):
@@ -53,7 +61,9 @@ class LlamaCppDeployment(_Strict):
     top_k: int = Field(40, ge=0)
     min_p: float = Field(0.05, ge=0, le=1)
     repeat_penalty: float = Field(1.0, gt=0)
-    max_queue: int = Field(32, ge=0, description="Requests allowed to wait for the model beyond the one running.")
+    max_queue: int = Field(
+        32, ge=0, description="Requests allowed to wait for the model beyond the one running."
+    )
     queue_timeout: float = Field(120.0, gt=0, description="Seconds a request may wait before 503.")
     logprobs: bool = Field(True, description="Keep all logits so logprobs can be answered.")
     seed: int | None = None
@@ -91,7 +101,8 @@ class SentenceEmbeddingDeployment(_Strict):
 
     type: Literal["sentence_embedding"]
     model_path: str | None = Field(
-        None, description="Directory with model.safetensors and tokenizer.json, or a hub name; default: MiniLM."
+        None,
+        description="Directory with model.safetensors and tokenizer.json, or a hub name; default: MiniLM.",
     )
     max_batch: int = Field(64, gt=0)
     max_queue: int = Field(64, ge=0)

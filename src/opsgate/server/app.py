@@ -53,8 +53,14 @@ class Gateway:
         return {
             "object": "list",
             "data": [
-                {"id": alias.name, "object": "model", "created": 0, "owned_by": "opsgate",
-                 "kind": alias.kind, "description": alias.description}
+                {
+                    "id": alias.name,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "opsgate",
+                    "kind": alias.kind,
+                    "description": alias.description,
+                }
                 for alias in self.config.models
             ],
         }
@@ -79,16 +85,21 @@ def create_app(config: GatewayConfig | None = None, *, sink: RecordSink | None =
         for entry in gateway.models()["data"]:
             if entry["id"] == name:
                 return json_response(entry)
-        return error_response(NotFoundError(f"The model '{name}' does not exist.", param="model",
-                                            code="model_not_found"))
+        return error_response(
+            NotFoundError(f"The model '{name}' does not exist.", param="model", code="model_not_found")
+        )
 
     async def healthz(request: Request) -> Response:
         return json_response({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
         ready = gateway.registry.is_ready()
-        body = {"status": "ready" if ready else "not_ready", "version": __version__,
-                "deployments": gateway.registry.status(), "pipeline": gateway.pipeline.names}
+        body = {
+            "status": "ready" if ready else "not_ready",
+            "version": __version__,
+            "deployments": gateway.registry.status(),
+            "pipeline": gateway.pipeline.names,
+        }
         return json_response(body, 200 if ready else 503)
 
     async def openapi(request: Request) -> Response:
@@ -97,8 +108,11 @@ def create_app(config: GatewayConfig | None = None, *, sink: RecordSink | None =
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         if exc.status_code == 405:
-            error = InvalidRequestError(f"Method {request.method} is not allowed on {request.url.path}.",
-                                        status=405, code="method_not_allowed")
+            error = InvalidRequestError(
+                f"Method {request.method} is not allowed on {request.url.path}.",
+                status=405,
+                code="method_not_allowed",
+            )
         elif exc.status_code == 404:
             error = NotFoundError(f"No route {request.method} {request.url.path}.", code="not_found")
         else:

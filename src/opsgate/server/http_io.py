@@ -25,7 +25,9 @@ async def read_json_body(request: Request, max_bytes: int) -> bytes:
         media = content_type.split(";", 1)[0].strip().lower()
         if media not in _JSON_TYPES and not media.endswith("+json"):
             raise InvalidRequestError(
-                f"Content-Type must be application/json, not '{media}'.", status=415, code="unsupported_media_type"
+                f"Content-Type must be application/json, not '{media}'.",
+                status=415,
+                code="unsupported_media_type",
             )
     declared = request.headers.get("content-length")
     if declared is not None:
@@ -73,7 +75,9 @@ def render(result: GatewayResponse) -> Response:
     if isinstance(result, JsonResult):
         return json_response(result.body, result.status, result.headers)
     return StreamingResponse(
-        _sse(result), status_code=result.status, headers={**_SSE_HEADERS, **result.headers},
+        _sse(result),
+        status_code=result.status,
+        headers={**_SSE_HEADERS, **result.headers},
         media_type="text/event-stream",
     )
 

@@ -37,17 +37,27 @@ def _inference_path(summary: str, model: type[BaseModel], streams: bool) -> dict
     }
     if streams:
         responses["200"]["content"]["text/event-stream"] = {"schema": {"type": "string"}}
-    for status, why in (("400", "invalid request"), ("404", "unknown model"), ("413", "body too large"),
-                        ("415", "not JSON"), ("502", "upstream failed"), ("503", "overloaded; see Retry-After"),
-                        ("504", "upstream timed out")):
-        responses[status] = {"description": why,
-                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    for status, why in (
+        ("400", "invalid request"),
+        ("404", "unknown model"),
+        ("413", "body too large"),
+        ("415", "not JSON"),
+        ("502", "upstream failed"),
+        ("503", "overloaded; see Retry-After"),
+        ("504", "upstream timed out"),
+    ):
+        responses[status] = {
+            "description": why,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
     return {
         "post": {
             "summary": summary,
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
+                "content": {
+                    "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
+                },
             },
             "responses": responses,
         }
@@ -55,8 +65,14 @@ def _inference_path(summary: str, model: type[BaseModel], streams: bool) -> dict
 
 
 def _get(summary: str) -> dict[str, Any]:
-    return {"get": {"summary": summary, "responses": {"200": {"description": "OK",
-            "content": {"application/json": {"schema": {"type": "object"}}}}}}}
+    return {
+        "get": {
+            "summary": summary,
+            "responses": {
+                "200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}
+            },
+        }
+    }
 
 
 @cache
@@ -70,8 +86,7 @@ def openapi_document(version: str) -> dict[str, Any]:
     components["Error"] = _ERROR_SCHEMA
     return {
         "openapi": "3.1.0",
-        "info": {"title": "opsgate", "version": version,
-                 "description": "OpenAI-compatible LLM gateway."},
+        "info": {"title": "opsgate", "version": version, "description": "OpenAI-compatible LLM gateway."},
         "paths": {
             "/v1/chat/completions": _inference_path("Create a chat completion", ChatCompletionRequest, True),
             "/v1/completions": _inference_path("Create a text completion", CompletionRequest, True),
