@@ -1,0 +1,71 @@
+"""The README's examples run against a real gateway, so the docs cannot drift from the code."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from opsgate.domain.config import load_config
+from tests.support import Gateway
+
+ROOT = Path(__file__).parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
+
+
+def test_readme_starts_with_the_two_commands() -> None:
+    first = blocks("sh")[0].strip().splitlines()
+    assert first == ["make run", "make test"]
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_readme_python_example(embedded: Gateway) -> None:
+    [example] = blocks("python")
+    code = example.replace("http://127.0.0.1:8080/v1", embedded.base_url)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, "README.md", "exec"), {})
+    printed = out.getvalue()
+    assert re.search(r"\[\d+ tokens\]", printed)
+    assert printed.strip().endswith("384")
+
+
+def test_readme_curl_example(embedded: Gateway) -> None:
+    curl = next(b for b in blocks("sh") if b.startswith("curl"))
+    body = re.search(r"-d '(.*)'", curl, flags=re.S)
+    assert body is not None
+    response = httpx.post(
+        embedded.base_url + "/chat/completions",
+        content=body.group(1),
+        headers={"Content-Type": "application/json"},
+        timeout=60,
+    )
+    assert response.status_code == 200 and response.json()["choices"][0]["message"]["content"]
+
+
+def test_example_configs_are_valid() -> None:
+    for path in (ROOT / "examples").glob("*.yaml"):
+        load_config(path)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "opsgate.cli.main",
+            "config",
+            "check",
+            str(ROOT / "examples" / "upstream.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
