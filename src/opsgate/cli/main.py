@@ -14,6 +14,7 @@ from rich.table import Table
 
 from opsgate import __version__
 from opsgate.domain.config import ConfigError, GatewayConfig, load_config
+from opsgate.server.logs import configure_logging
 
 console = Console(stderr=True)
 
@@ -26,13 +27,6 @@ def _load(path: str | None) -> GatewayConfig:
         for problem in error.problems:
             console.print(f"  - {problem}")
         raise SystemExit(2) from None
-
-
-def configure_logging(level: str) -> None:
-    """Plain lines on stderr; request records are JSON on the ``opsgate.requests`` logger."""
-    logging.basicConfig(
-        level=level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
 
 
 @click.group()
@@ -82,8 +76,10 @@ def serve(
         "timeout_graceful_shutdown": 30,
     }
     if workers > 1:
+        # Workers are fresh processes: they read config and log level from the environment.
         if config_path:
             os.environ["OPSGATE_CONFIG"] = os.path.abspath(config_path)
+        os.environ["OPSGATE_LOG_LEVEL"] = level
         uvicorn.run("opsgate.server.app:app_from_env", factory=True, workers=workers, **options)
     else:
         from opsgate.server.app import create_app

@@ -23,6 +23,7 @@ from opsgate.pipeline.backend_call import BackendCall
 from opsgate.pipeline.build import build_pipeline
 from opsgate.pipeline.record import LogSink, RecordSink
 from opsgate.server.http_io import error_response, json_response, read_json_body, render
+from opsgate.server.logs import configure_logging
 from opsgate.server.openapi import openapi_document
 
 log = logging.getLogger("opsgate.server")
@@ -152,4 +153,5 @@ def create_app(config: GatewayConfig | None = None, *, sink: RecordSink | None =
 
 def app_from_env() -> Starlette:
     """App factory for ``uvicorn --factory`` and multi-worker serving: config path from OPSGATE_CONFIG."""
+    configure_logging(os.environ.get("OPSGATE_LOG_LEVEL", "info"))
     return create_app(load_config(os.environ.get("OPSGATE_CONFIG") or None))
