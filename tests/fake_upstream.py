@@ -83,10 +83,7 @@ class FakeUpstream:
             {
                 "object": "list",
                 "model": body["model"],
-                "data": [
-                    {"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]}
-                    for i in range(len(inputs))
-                ],
+                "data": [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]} for i in range(len(inputs))],
                 "usage": {"prompt_tokens": 3 * len(inputs), "total_tokens": 3 * len(inputs)},
             }
         )

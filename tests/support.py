@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -65,12 +66,26 @@ class ServerThread:
         self.thread.join(timeout=15)
 
 
+def isolated(config: GatewayConfig, directory: str | None = None) -> GatewayConfig:
+    """``config`` with its request log in a temporary directory (unless it names a PostgreSQL store)."""
+    if config.record.store is not None and config.record.store.startswith("postgres"):
+        directory = directory or tempfile.mkdtemp(prefix="opsgate-test-")
+        record = config.record.model_copy(update={"journal_dir": f"{directory}/journal"})
+        return config.model_copy(update={"record": record})
+    directory = directory or tempfile.mkdtemp(prefix="opsgate-test-")
+    record = config.record.model_copy(
+        update={"store": f"sqlite:///{directory}/requests.db", "journal_dir": f"{directory}/journal"}
+    )
+    return config.model_copy(update={"record": record})
+
+
 class Gateway:
     """A gateway under test: its server, its config and the records it wrote."""
 
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, keep_record_config: bool = False) -> None:
         self.sink = MemorySink(10_000)
-        self.app = create_app(config, sink=self.sink)
+        self.config = config if keep_record_config else isolated(config)
+        self.app = create_app(self.config, sink=self.sink)
         self.server = ServerThread(self.app)
 
     @property

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from tests.support import Gateway
@@ -13,10 +15,16 @@ OPSGATE = [sys.executable, "-m", "opsgate.cli.main"]
 
 
 def run(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
+    # The default config keeps its request log under ./.opsgate: run in a scratch directory.
     return subprocess.run(
-        [*OPSGATE, *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+        [*OPSGATE, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        cwd=cwd or tempfile.mkdtemp(prefix="opsgate-cli-"),
     )
 
 
@@ -101,6 +109,7 @@ def test_serve_starts_and_answers(tmp_path: Path) -> None:
     port = free_port()
     process = subprocess.Popen(
         [*OPSGATE, "serve", "--port", str(port), "--log-level", "info"],
+        cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -132,4 +141,7 @@ def test_serve_starts_and_answers(tmp_path: Path) -> None:
     # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status tells why it stopped.
     assert process.returncode in (0, -signal.SIGTERM)
     assert "Application shutdown complete" in stderr
-    assert '"user":"cli-test"' in stderr  # the request record is logged as a JSON line
+    # The request was recorded in the default SQLite request log, under the working directory.
+    with sqlite3.connect(tmp_path / ".opsgate" / "requests.db") as db:
+        rows = db.execute("SELECT status, model, completion_tokens FROM requests WHERE user_id = 'cli-test'").fetchall()
+    assert rows == [(200, "smollm2", 4)]

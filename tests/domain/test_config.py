@@ -25,9 +25,7 @@ def test_env_interpolation_with_default() -> None:
 def test_missing_env_names_the_path() -> None:
     with pytest.raises(ConfigError) as error:
         interpolate_env({"models": [{"deployments": [{"api_key": "${NOPE_KEY}"}]}]}, {})
-    assert error.value.problems == [
-        "models[0].deployments[0].api_key: environment variable NOPE_KEY is not set"
-    ]
+    assert error.value.problems == ["models[0].deployments[0].api_key: environment variable NOPE_KEY is not set"]
 
 
 @pytest.mark.parametrize(
@@ -38,11 +36,7 @@ def test_missing_env_names_the_path() -> None:
             "models[0].deployments[0].n_threads: Input should be greater than 0",
         ),
         (
-            {
-                "models": [
-                    {"name": "m", "deployments": [{"type": "openai", "base_url": "ftp://x", "model": "y"}]}
-                ]
-            },
+            {"models": [{"name": "m", "deployments": [{"type": "openai", "base_url": "ftp://x", "model": "y"}]}]},
             "models[0].deployments[0].base_url: Value error, must be an http:// or https:// URL",
         ),
         (

@@ -51,9 +51,7 @@ async def test_short_circuit_skips_later_stages_but_runs_earlier_afters() -> Non
     async def terminal(_: RequestContext) -> GatewayResponse:
         raise AssertionError("backend must not run")
 
-    pipeline = Pipeline(
-        [Tracing("a", log), Tracing("b", log, short_circuit=True), Tracing("c", log)], terminal
-    )
+    pipeline = Pipeline([Tracing("a", log), Tracing("b", log, short_circuit=True), Tracing("c", log)], terminal)
     response = await pipeline.handle(ctx())
     assert isinstance(response, JsonResult) and response.status == 429
     assert log == ["before:a", "before:b", "after:b", "after:a"]

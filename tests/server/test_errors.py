@@ -92,9 +92,7 @@ BAD_BODIES = [
 
 
 @pytest.mark.parametrize(("body", "status", "param", "code"), BAD_BODIES)
-def test_bad_chat_bodies(
-    embedded: Gateway, body: dict[str, Any], status: int, param: str | None, code: str
-) -> None:
+def test_bad_chat_bodies(embedded: Gateway, body: dict[str, Any], status: int, param: str | None, code: str) -> None:
     response = httpx.post(embedded.url + CHAT, json=body)
     assert_error_shape(response, status, param, code)
     assert response.headers.get("x-request-id")

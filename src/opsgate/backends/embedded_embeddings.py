@@ -85,15 +85,11 @@ class EmbeddedEmbeddingBackend(EmbeddingBackend):
         assert isinstance(body, EmbeddingRequest)
         texts = [body.input] if isinstance(body.input, str) else body.input
         if not all(isinstance(t, str) for t in texts):
-            raise InvalidRequestError(
-                "Token-id input is not served by this embedding model; send text.", param="input"
-            )
+            raise InvalidRequestError("Token-id input is not served by this embedding model; send text.", param="input")
         if any(not t for t in texts):
             raise InvalidRequestError("input must not contain empty strings", param="input")
         if self._encoder is None:
-            raise BackendFailure(
-                f"embedding model {self.label} is not loaded: {self._load_error or 'still loading'}"
-            )
+            raise BackendFailure(f"embedding model {self.label} is not loaded: {self._load_error or 'still loading'}")
         dims = self._encoder.dimensions
         if body.dimensions is not None and body.dimensions != dims:
             raise InvalidRequestError(

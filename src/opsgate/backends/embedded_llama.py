@@ -36,10 +36,7 @@ def build_job(ctx: RequestContext, deployment: LlamaCppDeployment) -> Any:
 
     body = ctx.body
     if isinstance(body, ChatCompletionRequest):
-        messages = [
-            {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-            for m in body.messages
-        ]
+        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
         json_schema = None
         json_mode = False
         if body.response_format is not None and body.response_format.type == "json_object":
@@ -122,9 +119,7 @@ class EmbeddedLlamaBackend(Backend):
             else:
                 self._engine = future.result()
                 self.load_seconds = time.perf_counter() - started
-                log.info(
-                    "model %s loaded from %s in %.2fs", self.label, self._engine.model_path, self.load_seconds
-                )
+                log.info("model %s loaded from %s in %.2fs", self.label, self._engine.model_path, self.load_seconds)
 
         self._loading = loop.run_in_executor(self._executor, load)
         self._loading.add_done_callback(loaded)
@@ -153,11 +148,7 @@ class EmbeddedLlamaBackend(Backend):
 
     def _run(self, job: Any, emit: Any) -> None:
         if self._engine is None:
-            emit(
-                _Failed(
-                    BackendFailure(f"model {self.label} is not loaded: {self._load_error or 'still loading'}")
-                )
-            )
+            emit(_Failed(BackendFailure(f"model {self.label} is not loaded: {self._load_error or 'still loading'}")))
             return
         try:
             self._engine.run(job, emit)

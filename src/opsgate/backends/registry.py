@@ -41,8 +41,7 @@ class ModelRegistry:
     def __init__(self, config: GatewayConfig) -> None:
         self.aliases = {alias.name: alias for alias in config.models}
         self.backends: dict[str, list[Backend]] = {
-            alias.name: [build_backend(alias, i) for i in range(len(alias.deployments))]
-            for alias in config.models
+            alias.name: [build_backend(alias, i) for i in range(len(alias.deployments))] for alias in config.models
         }
 
     def deployments(self, alias: str) -> list[Backend]:

@@ -167,17 +167,13 @@ class UpstreamBackend(Backend):
         except TimeoutError:
             raise UpstreamTimeoutError(f"Upstream {self.label} did not finish in time") from None
         except aiohttp.ClientError as error:
-            raise UpstreamError(
-                f"Upstream {self.label} broke off the response: {type(error).__name__}"
-            ) from None
+            raise UpstreamError(f"Upstream {self.label} broke off the response: {type(error).__name__}") from None
         finally:
             response.release()
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            raise UpstreamError(
-                f"Upstream {self.label} returned invalid JSON", code="upstream_bad_response"
-            ) from None
+            raise UpstreamError(f"Upstream {self.label} returned invalid JSON", code="upstream_bad_response") from None
         if not isinstance(data, dict):
             raise UpstreamError(f"Upstream {self.label} returned a non-object", code="upstream_bad_response")
         return data
@@ -186,9 +182,7 @@ class UpstreamBackend(Backend):
         """Forward a chat or completion request and return the upstream's answer."""
         data = await self._json(ctx)
         if not isinstance(data.get("choices"), list):
-            raise UpstreamError(
-                f"Upstream {self.label} answered without choices", code="upstream_bad_response"
-            )
+            raise UpstreamError(f"Upstream {self.label} answered without choices", code="upstream_bad_response")
         return data
 
     async def embed(self, ctx: RequestContext) -> Chunk:

@@ -20,11 +20,10 @@ def _usage_line(usage: dict[str, Any] | None) -> str:
 
 async def chat_in_process(config: GatewayConfig, body: dict[str, Any], out: TextIO, console: Console) -> int:
     """Run ``body`` through a gateway built in this process (no HTTP), streaming text to ``out``."""
-    from opsgate.pipeline.record import MemorySink
     from opsgate.server.app import Gateway
 
-    gateway = Gateway(config, MemorySink(10))
-    await gateway.registry.start()
+    gateway = Gateway(config)
+    await gateway.start()
     try:
         with console.status("loading model…"):
             await gateway.registry.wait_loaded()
@@ -47,16 +46,14 @@ async def chat_in_process(config: GatewayConfig, body: dict[str, Any], out: Text
         console.print(_usage_line(usage), style="dim")
         return 0
     finally:
-        await gateway.registry.close()
+        await gateway.stop()
 
 
 def _headers(api_key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
-async def chat_over_http(
-    url: str, api_key: str | None, body: dict[str, Any], out: TextIO, console: Console
-) -> int:
+async def chat_over_http(url: str, api_key: str | None, body: dict[str, Any], out: TextIO, console: Console) -> int:
     """Stream ``body`` from a running gateway at ``url`` (its ``/v1`` base)."""
     usage = None
     async with aiohttp.ClientSession(headers=_headers(api_key)) as session:

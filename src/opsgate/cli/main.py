@@ -45,9 +45,7 @@ def cli() -> None:
 )
 @click.option("--host", default=None, help="Interface to bind (default from config: 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default from config: 8080).")
-@click.option(
-    "--workers", type=int, default=None, help="Worker processes; each loads its own embedded models."
-)
+@click.option("--workers", type=int, default=None, help="Worker processes; each loads its own embedded models.")
 @click.option("--log-level", default=None, type=click.Choice(["debug", "info", "warning", "error"]))
 def serve(
     config_path: str | None, host: str | None, port: int | None, workers: int | None, log_level: str | None
@@ -120,9 +118,7 @@ def chat(
     """Send one prompt and stream the answer to the terminal."""
     from opsgate.cli.chat import chat_in_process, chat_over_http
 
-    messages = ([{"role": "system", "content": system}] if system else []) + [
-        {"role": "user", "content": prompt}
-    ]
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
     body: dict[str, Any] = {
         "model": model,
         "messages": messages,
@@ -187,14 +183,11 @@ def config_check(path: str) -> None:
     table = Table("model", "kind", "deployment", "where")
     for alias in loaded.models:
         for index, deployment in enumerate(alias.deployments):
-            where = (
-                getattr(deployment, "base_url", None) or getattr(deployment, "model_path", None) or "bundled"
-            )
+            where = getattr(deployment, "base_url", None) or getattr(deployment, "model_path", None) or "bundled"
             table.add_row(alias.name if index == 0 else "", str(alias.kind), deployment.type, str(where))
     Console().print(table)
     console.print(
-        f"[green]OK[/green] {path}: {len(loaded.models)} models, listening on "
-        f"{loaded.server.host}:{loaded.server.port}"
+        f"[green]OK[/green] {path}: {len(loaded.models)} models, listening on {loaded.server.host}:{loaded.server.port}"
     )
 
 

@@ -61,9 +61,7 @@ class LlamaCppDeployment(_Strict):
     top_k: int = Field(40, ge=0)
     min_p: float = Field(0.05, ge=0, le=1)
     repeat_penalty: float = Field(1.0, gt=0)
-    max_queue: int = Field(
-        32, ge=0, description="Requests allowed to wait for the model beyond the one running."
-    )
+    max_queue: int = Field(32, ge=0, description="Requests allowed to wait for the model beyond the one running.")
     queue_timeout: float = Field(120.0, gt=0, description="Seconds a request may wait before 503.")
     logprobs: bool = Field(True, description="Keep all logits so logprobs can be answered.")
     seed: int | None = None
@@ -116,11 +114,20 @@ Deployment = Annotated[
 _DEPLOYMENT_TAGS = {"llama_cpp", "openai", "sentence_embedding"}
 
 
+class Price(_Strict):
+    """Price per million tokens, in the operator's currency (USD by convention)."""
+
+    input_per_million: float = Field(ge=0)
+    output_per_million: float = Field(ge=0)
+    cached_input_per_million: float | None = Field(None, ge=0)
+
+
 class ModelAlias(_Strict):
     """A public model name and the deployments that can serve it (routing grows from here)."""
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")
     description: str | None = None
+    price: Price | None = Field(None, description="For cost in the record; unknown price means unknown cost.")
     kind: Literal["chat", "embedding"] | None = Field(
         None, description="chat or embedding; inferred from the deployments when left out."
     )
@@ -151,10 +158,66 @@ class ServerConfig(_Strict):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
-class RecordConfig(_Strict):
-    """The minimal request record: a structured log line per request (durable storage comes later)."""
+class EncryptionConfig(_Strict):
+    """AES-GCM encryption of stored payloads; keys are ``KEY_ID:BASE64_32_BYTES`` pairs, comma separated.
 
-    log_requests: bool = True
+    The first key encrypts; every listed key decrypts, so keys rotate without losing old rows.
+    """
+
+    enabled: bool = False
+    keys: SecretStr | None = Field(None, description="Usually ${OPSGATE_RECORD_KEYS}.")
+    key_file: str | None = Field(None, description="A file holding the same KEY_ID:BASE64 list.")
+    index_in_clear: list[Literal["input", "output"]] = Field(
+        default_factory=list, description="What stays searchable in clear text while payloads are encrypted."
+    )
+
+    @model_validator(mode="after")
+    def _needs_keys(self) -> EncryptionConfig:
+        if self.enabled and not (self.keys or self.key_file):
+            raise ValueError("encryption is enabled but neither keys nor key_file is set")
+        return self
+
+
+class RetentionRule(_Strict):
+    """Keep records of this tenant and/or model alias for ``days``."""
+
+    tenant: str | None = None
+    model: str | None = None
+    days: float = Field(gt=0)
+
+
+class RetentionConfig(_Strict):
+    """How long records are kept; the most specific matching rule wins."""
+
+    default_days: float | None = Field(None, gt=0, description="None keeps records forever.")
+    rules: list[RetentionRule] = Field(default_factory=list)
+    interval_seconds: float = Field(3600.0, gt=0)
+    batch_size: int = Field(1000, gt=0)
+
+
+class RecordConfig(_Strict):
+    """The request record: a JSON log line per request and/or the durable, searchable store."""
+
+    log_requests: bool = Field(False, description="Also log each record as a JSON line.")
+    store: str | None = Field(
+        "sqlite:///.opsgate/requests.db",
+        description="sqlite:///PATH or postgresql://…; None disables the durable record.",
+    )
+    journal_dir: str = Field(".opsgate/journal", description="Append-only journal of records not yet stored.")
+    payloads: Literal["full", "metadata_only"] = "full"
+    encryption: EncryptionConfig = EncryptionConfig()
+    retention: RetentionConfig = RetentionConfig()
+    batch_size: int = Field(1000, gt=0, le=100_000)
+    fsync: bool = Field(False, description="fsync the journal per write: survives power loss, not just kill -9.")
+
+    @field_validator("store")
+    @classmethod
+    def _known_store(cls, value: str | None) -> str | None:
+        if value is None or value in ("", "none"):
+            return None
+        if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError("must start with sqlite:/// or postgresql://")
+        return value
 
 
 class GatewayConfig(_Strict):

@@ -16,8 +16,5 @@ def build_pipeline(config: GatewayConfig, terminal: Handler, sink: RecordSink) -
     including ones a later stage rejected. Later issues insert auth, limits, guards, cache and
     routing between validation and the backend.
     """
-    stages: list[Stage] = [RequestIdStage()]
-    if config.record.log_requests:
-        stages.append(RecordStage(sink))
-    stages.append(ValidationStage(config))
+    stages: list[Stage] = [RequestIdStage(), RecordStage(config, sink), ValidationStage(config)]
     return Pipeline(stages, terminal)

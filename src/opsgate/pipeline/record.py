@@ -1,27 +1,28 @@
-"""Stage: write one record per request (success, error, short-circuit, stream) to a sink.
+"""Stage: build one record per request (success, error, short-circuit, stream) and hand it to a sink.
 
-This is the minimal hook the durable request log plugs into: the sink only enqueues, so the
-response never waits on storage. It sits near the front of the pipeline on purpose: its ``after``
-runs last and sees the final response, whichever stage produced it.
+The sink only enqueues (the durable one appends to a journal), so the response never waits on
+storage. The stage sits near the front of the pipeline on purpose: its ``after`` runs last and
+sees the final response, whichever stage produced it.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections import deque
 from typing import Any, Protocol
 
 import orjson
 
+from opsgate.domain.config import GatewayConfig, Price
 from opsgate.domain.context import GatewayResponse, JsonResult, RequestContext, StreamOutcome, StreamResult
+from opsgate.domain.requests import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from opsgate.pipeline.stage import PassStage
 
 RequestRecord = dict[str, Any]
 
 
 class RecordSink(Protocol):
-    """Where records go. ``write`` must not block: enqueue, never do I/O inline."""
+    """Where records go. ``write`` must not block: enqueue, never wait on a database."""
 
     def write(self, record: RequestRecord) -> None:
         """Accept one record."""
@@ -63,19 +64,61 @@ class FanoutSink:
             sink.write(record)
 
 
-def _base_record(ctx: RequestContext) -> RequestRecord:
-    body = ctx.body
-    return {
-        "id": ctx.request_id,
-        "ts": ctx.received_at,
-        "endpoint": ctx.endpoint,
-        "model": getattr(body, "model", None),
-        "deployment": ctx.deployment,
-        "user": getattr(body, "user", None),
-        "stream": bool(getattr(body, "stream", False)),
-        "metadata": getattr(body, "metadata", None),
-        "tags": ctx.tags or None,
-    }
+def input_text(body: object) -> str | None:
+    """The searchable text of a request: message texts, the prompt, or the embedding inputs."""
+    if isinstance(body, ChatCompletionRequest):
+        return "\n".join(m.text() for m in body.messages)
+    if isinstance(body, CompletionRequest):
+        return body.prompt_text()
+    if isinstance(body, EmbeddingRequest):
+        inputs = [body.input] if isinstance(body.input, str) else body.input
+        return "\n".join(i for i in inputs if isinstance(i, str)) or None
+    return None
+
+
+def logprob_summary(entries: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Mean and minimum token logprob, the part of logprobs worth keeping in a record."""
+    values = [e["logprob"] for e in entries if isinstance(e, dict) and "logprob" in e]
+    if not values:
+        return None
+    return {"tokens": len(values), "mean": sum(values) / len(values), "min": min(values)}
+
+
+def cost_of(price: Price | None, usage: dict[str, Any] | None) -> float | None:
+    """Cost from the price table; unknown price or usage stays None, never 0."""
+    if price is None or not usage:
+        return None
+    prompt = usage.get("prompt_tokens") or 0
+    completion = usage.get("completion_tokens") or 0
+    cached = ((usage.get("prompt_tokens_details") or {}).get("cached_tokens")) or 0
+    cached_price = price.cached_input_per_million
+    if cached_price is None:
+        cached, cached_price = 0, 0.0
+    return (
+        (prompt - cached) * price.input_per_million + cached * cached_price + completion * price.output_per_million
+    ) / 1_000_000
+
+
+def _response_payload(endpoint: str, body: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """What of a JSON answer is kept (embedding vectors are not) and its output text."""
+    if endpoint == "embedding":
+        data = body.get("data") or []
+        dims = len(data[0].get("embedding") or []) if data else 0
+        return {"embeddings": len(data), "dimensions": dims}, None
+    choices = body.get("choices") or [{}]
+    choice = choices[0] if isinstance(choices[0], dict) else {}
+    message = choice.get("message") or {}
+    text = message.get("content") if isinstance(message, dict) else None
+    if text is None:
+        text = choice.get("text")
+    payload: dict[str, Any] = {"content": text, "finish_reason": choice.get("finish_reason")}
+    logprobs = choice.get("logprobs")
+    if isinstance(logprobs, dict):
+        entries = logprobs.get("content")
+        if entries is None and logprobs.get("token_logprobs"):
+            entries = [{"logprob": v} for v in logprobs["token_logprobs"] if v is not None]
+        payload["logprobs"] = logprob_summary(entries or [])
+    return payload, text if isinstance(text, str) else None
 
 
 class RecordStage(PassStage):
@@ -83,8 +126,10 @@ class RecordStage(PassStage):
 
     name = "record"
 
-    def __init__(self, sink: RecordSink) -> None:
+    def __init__(self, config: GatewayConfig, sink: RecordSink) -> None:
         self.sink = sink
+        self.prices = {alias.name: alias.price for alias in config.models}
+        self.metadata_only = config.record.payloads == "metadata_only"
 
     async def after(self, ctx: RequestContext, response: GatewayResponse) -> GatewayResponse:
         """Record now for a JSON answer; for a stream, when it ends."""
@@ -94,35 +139,78 @@ class RecordStage(PassStage):
         self._record_json(ctx, response)
         return response
 
+    def _base(self, ctx: RequestContext) -> RequestRecord:
+        body = ctx.body
+        model = getattr(body, "model", None)
+        request = None
+        if body is not None and not self.metadata_only:
+            request = body.model_dump(mode="json", exclude_unset=True)
+        return {
+            "id": ctx.request_id,
+            "ts": ctx.received_at,
+            "tenant": ctx.tags.get("tenant"),
+            "api_key_id": ctx.tags.get("api_key_id"),
+            "user_id": getattr(body, "user", None),
+            "endpoint": ctx.endpoint,
+            "model": model,
+            "deployment": ctx.deployment,
+            "stream": bool(getattr(body, "stream", False)),
+            "cached": bool(ctx.tags.get("cache_hit")),
+            "latency_ms": round(ctx.elapsed_ms(), 3),
+            "input_text": None if self.metadata_only else input_text(body),
+            "request": request,
+            "metadata": getattr(body, "metadata", None),
+            "tags": {k: v for k, v in ctx.tags.items() if k not in ("tenant", "api_key_id")} or None,
+        }
+
+    @staticmethod
+    def _usage(record: RequestRecord, usage: dict[str, Any] | None) -> None:
+        usage = usage or {}
+        record["prompt_tokens"] = usage.get("prompt_tokens")
+        record["completion_tokens"] = usage.get("completion_tokens")
+        record["cached_tokens"] = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
+
     def _record_json(self, ctx: RequestContext, response: JsonResult) -> None:
-        record = _base_record(ctx)
+        record = self._base(ctx)
         record["status"] = response.status
-        record["latency_ms"] = round(ctx.elapsed_ms(), 3)
         if response.error is not None:
             record["error_type"] = response.error.error_type
-            record["error"] = response.error.message
+            record["error_message"] = response.error.message
+            self._usage(record, None)
         else:
-            record["usage"] = response.body.get("usage")
-            choices = response.body.get("choices") or [{}]
-            record["finish_reason"] = choices[0].get("finish_reason")
+            usage = response.body.get("usage")
+            self._usage(record, usage)
+            record["cost"] = cost_of(self.prices.get(record["model"] or ""), usage)
+            payload, text = _response_payload(ctx.endpoint, response.body)
+            record["finish_reason"] = payload.get("finish_reason")
+            if not self.metadata_only:
+                record["response"] = payload
+                record["output_text"] = text
         self.sink.write(record)
 
     def _record_stream(self, ctx: RequestContext, outcome: StreamOutcome) -> None:
-        record = _base_record(ctx)
-        record["latency_ms"] = round(ctx.elapsed_ms(), 3)
+        record = self._base(ctx)
         if outcome.first_chunk_at is not None:
             record["ttft_ms"] = round((outcome.first_chunk_at - ctx.started) * 1000.0, 3)
-        record["usage"] = outcome.usage
+        self._usage(record, outcome.usage)
+        record["cost"] = cost_of(self.prices.get(record["model"] or ""), outcome.usage)
         record["finish_reason"] = outcome.finish_reason
-        record["output_chars"] = sum(len(piece) for piece in outcome.content)
+        if not self.metadata_only:
+            text = outcome.text()
+            record["output_text"] = text
+            record["response"] = {
+                "content": text,
+                "finish_reason": outcome.finish_reason,
+                "partial": not outcome.completed,
+            }
         if outcome.error is not None:
             record["status"] = outcome.error.status
             record["error_type"] = outcome.error.error_type
-            record["error"] = outcome.error.message
+            record["error_message"] = outcome.error.message
         elif not outcome.completed:
             record["status"] = 499  # the client went away before the stream ended
             record["error_type"] = "client_disconnected"
+            record["error_message"] = "the client closed the connection mid-stream"
         else:
             record["status"] = 200
-        record["recorded_at"] = time.time()
         self.sink.write(record)

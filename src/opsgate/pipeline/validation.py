@@ -48,9 +48,7 @@ def validation_error(error: ValidationError) -> InvalidRequestError:
         return InvalidRequestError("The request body must be a JSON object.", code="invalid_body")
     param = param_path(first["loc"])
     if first["type"] == "missing":
-        return InvalidRequestError(
-            f"Missing required parameter: '{param}'.", param=param, code="missing_required"
-        )
+        return InvalidRequestError(f"Missing required parameter: '{param}'.", param=param, code="missing_required")
     message = first["msg"].removeprefix("Value error, ")
     return InvalidRequestError(f"Invalid value for '{param}': {message}.", param=param, code="invalid_value")
 
@@ -78,8 +76,7 @@ class ValidationStage(PassStage):
         wanted = "embedding" if ctx.endpoint == "embedding" else "chat"
         if alias.kind != wanted:
             raise InvalidRequestError(
-                f"The model '{name}' is a {alias.kind} model; "
-                f"call it at {_ROUTE_FOR_KIND[alias.kind or 'chat']}.",
+                f"The model '{name}' is a {alias.kind} model; call it at {_ROUTE_FOR_KIND[alias.kind or 'chat']}.",
                 param="model",
                 code="wrong_model_kind",
             )

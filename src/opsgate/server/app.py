@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
@@ -21,10 +22,11 @@ from opsgate.domain.context import Endpoint, RequestContext
 from opsgate.domain.errors import GatewayError, InvalidRequestError, NotFoundError
 from opsgate.pipeline.backend_call import BackendCall
 from opsgate.pipeline.build import build_pipeline
-from opsgate.pipeline.record import LogSink, RecordSink
+from opsgate.pipeline.record import FanoutSink, LogSink, RecordSink
 from opsgate.server.http_io import error_response, json_response, read_json_body, render
 from opsgate.server.logs import configure_logging
 from opsgate.server.openapi import openapi_document
+from opsgate.store.record_log import RecordLog
 
 log = logging.getLogger("opsgate.server")
 
@@ -35,8 +37,44 @@ class Gateway:
     def __init__(self, config: GatewayConfig, sink: RecordSink | None = None) -> None:
         self.config = config
         self.registry = ModelRegistry(config)
-        self.sink = sink or LogSink()
-        self.pipeline = build_pipeline(config, BackendCall(self.registry), self.sink)
+        self.record_log = RecordLog(config.record) if config.record.store else None
+        sinks: list[RecordSink] = []
+        if self.record_log is not None:
+            sinks.append(self.record_log)
+        if config.record.log_requests:
+            sinks.append(LogSink())
+        if sink is not None:
+            sinks.append(sink)
+        self.pipeline = build_pipeline(config, BackendCall(self.registry), FanoutSink(*sinks))
+
+    async def start(self) -> None:
+        """Open the request log (replaying any journal a crash left) and start the backends."""
+        if self.record_log is not None:
+            self.record_log.start()
+        await self.registry.start()
+
+    async def stop(self) -> None:
+        """Stop the backends, then store the last records."""
+        await self.registry.close()
+        if self.record_log is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.record_log.stop)
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Whether every alias can serve, with per-deployment and request-log detail."""
+        ready = self.registry.is_ready()
+        body: dict[str, Any] = {
+            "status": "ready" if ready else "not_ready",
+            "version": __version__,
+            "deployments": self.registry.status(),
+            "pipeline": self.pipeline.names,
+        }
+        if self.record_log is not None:
+            record = self.record_log.status()
+            body["record"] = record
+            if ready and not record.get("healthy"):
+                # Still serving: records wait safely in the journal until the store is back.
+                body["status"] = "degraded"
+        return ready, body
 
     async def handle(self, endpoint: Endpoint, request: Request) -> Response:
         """Serve one ``/v1`` inference request through the pipeline."""
@@ -94,13 +132,7 @@ def create_app(config: GatewayConfig | None = None, *, sink: RecordSink | None =
         return json_response({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        ready = gateway.registry.is_ready()
-        body = {
-            "status": "ready" if ready else "not_ready",
-            "version": __version__,
-            "deployments": gateway.registry.status(),
-            "pipeline": gateway.pipeline.names,
-        }
+        ready, body = gateway.readiness()
         return json_response(body, 200 if ready else 503)
 
     async def openapi(request: Request) -> Response:
@@ -126,11 +158,11 @@ def create_app(config: GatewayConfig | None = None, *, sink: RecordSink | None =
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await gateway.registry.start()
+        await gateway.start()
         try:
             yield
         finally:
-            await gateway.registry.close()
+            await gateway.stop()
 
     routes = [
         Route("/v1/chat/completions", _inference(gateway, "chat"), methods=["POST"]),

@@ -8,6 +8,4 @@ import sys
 
 def configure_logging(level: str) -> None:
     """Set up stderr logging once per process (worker processes call it too)."""
-    logging.basicConfig(
-        level=level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    logging.basicConfig(level=level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")

@@ -55,9 +55,7 @@ def _inference_path(summary: str, model: type[BaseModel], streams: bool) -> dict
             "summary": summary,
             "requestBody": {
                 "required": True,
-                "content": {
-                    "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
-                },
+                "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
             },
             "responses": responses,
         }

@@ -1,0 +1,1 @@
+"""The durable request log: journal, writer, SQLite and PostgreSQL stores, queries, encryption."""

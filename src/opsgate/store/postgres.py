@@ -1,0 +1,69 @@
+"""The record store on PostgreSQL: shared by every gateway replica, trigram-indexed search."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from psycopg_pool import ConnectionPool
+
+from opsgate.store.migrations import migrate_postgres
+from opsgate.store.sql import SqlRecordStore
+
+
+class PostgresRecordStore(SqlRecordStore):
+    """A small connection pool; each batch is one transaction with a pipelined executemany."""
+
+    dialect = "postgres"
+
+    def __init__(self, url: str, pool_size: int = 4) -> None:
+        self.url = url
+        self.pool = ConnectionPool(
+            url, min_size=1, max_size=pool_size, open=True, kwargs={"autocommit": True}, timeout=10
+        )
+        with self.pool.connection() as conn:
+            migrate_postgres(conn)
+
+    @classmethod
+    def from_url(cls, url: str) -> PostgresRecordStore:
+        """Any libpq URL (``postgresql://user@host:5432/db?options=-csearch_path%3Dschema``)."""
+        return cls(url)
+
+    def sql(self, statement: str) -> str:
+        """``?`` placeholders as ``%s``."""
+        return statement.replace("?", "%s")
+
+    @contextmanager
+    def connection(self) -> Iterator[Any]:
+        """A pooled connection."""
+        with self.pool.connection() as conn:
+            yield conn
+
+    @contextmanager
+    def transaction(self, conn: Any) -> Iterator[None]:
+        """A transaction block."""
+        with conn.transaction():
+            yield
+
+    def insert_rows(self, conn: Any, statement: str, rows: list[tuple[Any, ...]]) -> None:
+        """executemany runs in pipeline mode: one round trip for the batch, not one per row."""
+        with conn.cursor() as cursor:
+            cursor.executemany(self.sql(statement), rows)
+
+    def text_condition(self, text: str) -> tuple[str, list[Any]]:
+        """Case-insensitive substring match, served by the trigram GIN indexes."""
+        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        return "(input_text ILIKE ? OR output_text ILIKE ?)", [pattern, pattern]
+
+    def tag_condition(self, key: str, value: str) -> tuple[str, list[Any]]:
+        """The tags JSON's key."""
+        return "(tags::jsonb ->> ?) = ?", [key, value]
+
+    def delete_limited(self, condition: str) -> str:
+        """Delete by id in a bounded sub-select."""
+        return f"DELETE FROM requests WHERE id IN (SELECT id FROM requests WHERE {condition} LIMIT ?)"
+
+    def close(self) -> None:
+        """Close the pool."""
+        self.pool.close()

@@ -1,0 +1,158 @@
+"""Filters for searching the record, parsed from query parameters or CLI options with clear errors."""
+
+from __future__ import annotations
+
+import base64
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from opsgate.domain.errors import InvalidRequestError
+
+MAX_PAGE = 1000
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_time(value: str, param: str, now: float | None = None) -> float:
+    """``1h``/``7d`` (ago), an ISO 8601 timestamp, or epoch seconds, as epoch seconds."""
+    value = value.strip()
+    now = time.time() if now is None else now
+    match = _DURATION.match(value)
+    if match:
+        return now - float(match.group(1)) * _SECONDS[match.group(2)]
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidRequestError(
+            f"'{value}' is not a time: use 30m, 1h, 7d, an ISO 8601 time or epoch seconds.", param=param
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+@dataclass
+class RecordQuery:
+    """What to look for in the record; every field is optional and they combine with AND."""
+
+    text: str | None = None
+    since: float | None = None
+    until: float | None = None
+    model: str | None = None
+    deployment: str | None = None
+    status: str | None = None  # "200", "4xx", "5xx" or "error" (>= 400)
+    user: str | None = None
+    tenant: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    min_latency_ms: float | None = None
+    max_latency_ms: float | None = None
+    min_cost: float | None = None
+    max_cost: float | None = None
+    limit: int = 50
+    cursor: tuple[float, str] | None = None
+
+    def status_range(self) -> tuple[int, int] | None:
+        """The status filter as an inclusive range."""
+        if self.status is None:
+            return None
+        if self.status == "error":
+            return 400, 599
+        if re.fullmatch(r"[1-5]xx", self.status):
+            low = int(self.status[0]) * 100
+            return low, low + 99
+        code = int(self.status)
+        return code, code
+
+
+def encode_cursor(ts: float, record_id: str) -> str:
+    """An opaque cursor for the page after the row (ts, id)."""
+    return base64.urlsafe_b64encode(f"{ts!r}|{record_id}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    """The (ts, id) a cursor points after."""
+    try:
+        ts, _, record_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
+        return float(ts), record_id
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequestError("cursor is not one this API returned", param="cursor") from None
+
+
+_KNOWN = {
+    "q",
+    "since",
+    "until",
+    "model",
+    "deployment",
+    "status",
+    "user",
+    "tenant",
+    "tag",
+    "min_latency_ms",
+    "max_latency_ms",
+    "min_cost",
+    "max_cost",
+    "limit",
+    "cursor",
+}
+
+
+def _number(params: dict[str, Any], name: str) -> float | None:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return float(raw)
+    except (TypeError, ValueError):
+        raise InvalidRequestError(f"{name} must be a number, not '{raw}'.", param=name) from None
+
+
+def query_from_params(params: dict[str, Any], tags: list[str] | None = None) -> RecordQuery:
+    """Build a RecordQuery from query parameters; unknown or malformed ones are a 400 naming them."""
+    unknown = sorted(set(params) - _KNOWN)
+    if unknown:
+        raise InvalidRequestError(
+            f"Unknown filter '{unknown[0]}'. Known: {', '.join(sorted(_KNOWN))}.", param=unknown[0]
+        )
+    query = RecordQuery()
+    query.text = params.get("q") or None
+    if query.text is not None and len(query.text) > 500:
+        raise InvalidRequestError("q is longer than 500 characters.", param="q")
+    for name in ("since", "until"):
+        if params.get(name):
+            setattr(query, name, parse_time(str(params[name]), name))
+    for name in ("model", "deployment", "user", "tenant"):
+        if params.get(name):
+            setattr(query, name, str(params[name]))
+    status = params.get("status")
+    if status:
+        status = str(status).lower()
+        if not (status == "error" or re.fullmatch(r"[1-5]xx", status) or re.fullmatch(r"[1-5]\d\d", status)):
+            raise InvalidRequestError("status must be a code (404), a class (5xx) or 'error'.", param="status")
+        query.status = status
+    for tag in tags or ([params["tag"]] if params.get("tag") else []):
+        key, sep, value = str(tag).partition("=")
+        if not sep or not key:
+            raise InvalidRequestError("tag must look like key=value.", param="tag")
+        query.tags[key] = value
+    query.min_latency_ms = _number(params, "min_latency_ms")
+    query.max_latency_ms = _number(params, "max_latency_ms")
+    query.min_cost = _number(params, "min_cost")
+    query.max_cost = _number(params, "max_cost")
+    limit = _number(params, "limit")
+    if limit is not None:
+        if limit < 1 or limit > MAX_PAGE or limit != int(limit):
+            raise InvalidRequestError(f"limit must be a whole number from 1 to {MAX_PAGE}.", param="limit")
+        query.limit = int(limit)
+    if params.get("cursor"):
+        query.cursor = decode_cursor(str(params["cursor"]))
+    if query.since is not None and query.until is not None and query.since > query.until:
+        raise InvalidRequestError("since is after until.", param="since")
+    return query

@@ -1,0 +1,159 @@
+"""The request log as one object: the sink the pipeline writes to, and the queries the API and CLI run."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+
+from opsgate.domain.config import RecordConfig
+from opsgate.domain.errors import GatewayError
+from opsgate.store.crypto import PayloadCipher
+from opsgate.store.journal import Journal
+from opsgate.store.query import RecordQuery
+from opsgate.store.sql import SqlRecordStore
+from opsgate.store.writer import RecordWriter
+
+log = logging.getLogger("opsgate.store")
+
+
+class StoreUnavailable(GatewayError):
+    """The record store cannot be reached right now."""
+
+    status = 503
+    error_type = "store_unavailable"
+
+
+def open_store(url: str) -> SqlRecordStore:
+    """The store a URL names: ``sqlite:///path`` or ``postgresql://…``."""
+    if url.startswith("sqlite:///"):
+        from opsgate.store.sqlite import SqliteRecordStore
+
+        return SqliteRecordStore.from_url(url)
+    from opsgate.store.postgres import PostgresRecordStore
+
+    return PostgresRecordStore.from_url(url)
+
+
+class RecordLog:
+    """Journal + writer + store. ``write`` is the pipeline's sink; the rest serves the admin API and CLI."""
+
+    def __init__(self, config: RecordConfig, *, writer: bool = True) -> None:
+        if config.store is None:
+            raise ValueError("record.store is not configured")
+        self.config = config
+        self.url = config.store
+        encryption = config.encryption
+        self.cipher: PayloadCipher | None = None
+        if encryption.enabled:
+            keys = encryption.keys.get_secret_value() if encryption.keys else None
+            self.cipher = PayloadCipher.from_config(keys, encryption.key_file)
+        self.clear_fields = set(encryption.index_in_clear) if encryption.enabled else {"input", "output"}
+        self.journal = Journal(config.journal_dir, fsync=config.fsync)
+        self.writer: RecordWriter | None = None
+        if writer:
+            self.writer = RecordWriter(
+                self.journal,
+                lambda: open_store(self.url),
+                batch_size=config.batch_size,
+                retention=config.retention,
+            )
+        self._reader: SqlRecordStore | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the journal (claiming any left by a crash) and start the writer."""
+        self.journal.open()
+        if self.writer is not None:
+            self.writer.start()
+
+    def stop(self) -> None:
+        """Store what is left and stop."""
+        if self.writer is not None:
+            self.writer.stop()
+        self.journal.close()
+        if self._reader is not None:
+            self._reader.close()
+
+    def status(self) -> dict[str, Any]:
+        """Writer health, backlog and where the store is (without credentials)."""
+        state = self.writer.status() if self.writer is not None else {}
+        return {"store": self.url.split("://", 1)[0], **state}
+
+    # -- the sink (event loop thread) ---------------------------------------------------------------
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Seal payloads, append to the journal and wake the writer. Returns once the kernel has it."""
+        rid = record["id"]
+        for field in ("request", "response"):
+            value = record.get(field)
+            if value is not None:
+                text = orjson.dumps(value).decode()
+                record[field] = self.cipher.encrypt(text, rid) if self.cipher else text
+        if self.cipher is not None:
+            record["payload_key_id"] = self.cipher.active_id
+            if "input" not in self.clear_fields:
+                record["input_text"] = None
+            if "output" not in self.clear_fields:
+                record["output_text"] = None
+        self.journal.append(orjson.dumps(record) + b"\n")
+        if self.writer is not None:
+            self.writer.notify()
+
+    # -- queries (call from a worker thread) ----------------------------------------------------------
+
+    @property
+    def store(self) -> SqlRecordStore:
+        """The store for queries (the writer's, or one opened for a reader such as the CLI)."""
+        if self.writer is not None:
+            if self.writer.store is None:
+                raise StoreUnavailable(f"the record store is unavailable: {self.writer.last_error or 'starting'}")
+            return self.writer.store
+        if self._reader is None:
+            try:
+                self._reader = open_store(self.url)
+            except Exception as error:
+                raise StoreUnavailable(f"the record store is unavailable: {type(error).__name__}: {error}") from None
+        return self._reader
+
+    def open_payloads(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Decrypt and parse a record's request/response payloads (fails clearly without the key)."""
+        for field in ("request", "response"):
+            value = record.get(field)
+            if isinstance(value, str):
+                if self.cipher is not None:
+                    value = self.cipher.decrypt(value, record["id"])
+                elif value.startswith("enc:"):
+                    record[field] = {"encrypted_with": record.get("payload_key_id")}
+                    continue
+                record[field] = orjson.loads(value)
+        return record
+
+    def search(self, query: RecordQuery) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of matching records."""
+        return self.store.search(query)
+
+    def get(self, record_id: str) -> dict[str, Any] | None:
+        """One record with payloads opened."""
+        record = self.store.get(record_id)
+        return self.open_payloads(record) if record else None
+
+    def iter_records(self, query: RecordQuery) -> Iterator[dict[str, Any]]:
+        """Every matching record with payloads opened, streamed page by page."""
+        for record in self.store.iter_records(query):
+            yield self.open_payloads(record)
+
+    def erase_user(self, user: str, actor: str) -> dict[str, Any]:
+        """GDPR erasure of every record of ``user``, with before/after counts and an audit entry."""
+        if self.writer is not None:
+            self.writer.flush(timeout=10)  # what is journaled now must not land after the erasure
+        return self.store.erase_user(user, actor)
+
+    def usage(
+        self, by: str, since: float | None, until: float | None, tenant: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Usage and cost from the rollups."""
+        return self.store.usage(by, since, until, tenant)

@@ -1,0 +1,434 @@
+"""The record store's SQL, shared by SQLite and PostgreSQL; subclasses supply connections and dialect bits.
+
+Statements are written with ``?`` placeholders; the PostgreSQL store rewrites them to ``%s``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from abc import ABC, abstractmethod
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from opsgate.domain.config import RetentionConfig
+from opsgate.domain.errors import InvalidRequestError
+from opsgate.store.query import RecordQuery, encode_cursor
+
+# The columns of ``requests``, in insert order. ``request``/``response`` hold JSON or ciphertext.
+COLUMNS: tuple[str, ...] = (
+    "id",
+    "ts",
+    "tenant",
+    "api_key_id",
+    "user_id",
+    "endpoint",
+    "model",
+    "deployment",
+    "status",
+    "error_type",
+    "error_message",
+    "stream",
+    "cached",
+    "finish_reason",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "latency_ms",
+    "ttft_ms",
+    "cost",
+    "input_text",
+    "output_text",
+    "request",
+    "response",
+    "payload_key_id",
+    "tags",
+    "metadata",
+)
+LIST_COLUMNS = tuple(c for c in COLUMNS if c not in ("request", "response"))
+_JSON_COLUMNS = ("tags", "metadata")
+USAGE_DIMENSIONS = {"model": "model", "user": "user_id", "day": "day", "tenant": "tenant"}
+
+
+def user_hash(user: str) -> str:
+    """How an erased user is remembered: not their id, only enough to recognise late records."""
+    return hashlib.sha256(user.encode()).hexdigest()
+
+
+def day_of(ts: float) -> str:
+    """The UTC day of an epoch time, as the rollup key."""
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d")
+
+
+def to_row(record: dict[str, Any]) -> tuple[Any, ...]:
+    """A record dict (as journaled) as a row tuple for ``requests``."""
+    values = []
+    for column in COLUMNS:
+        value = record.get(column)
+        if column in _JSON_COLUMNS and value is not None and not isinstance(value, str):
+            value = orjson.dumps(value).decode()
+        elif column in ("stream", "cached"):
+            value = bool(value)
+        values.append(value)
+    return tuple(values)
+
+
+class SqlRecordStore(ABC):
+    """Writes batches of records and answers the admin queries, over one SQL dialect."""
+
+    dialect = "sql"
+
+    # -- dialect hooks ----------------------------------------------------------------------------
+
+    @abstractmethod
+    def connection(self) -> AbstractContextManager[Any]:
+        """A connection for this thread, as a context manager."""
+
+    @abstractmethod
+    def transaction(self, conn: Any) -> AbstractContextManager[None]:
+        """A write transaction on ``conn``."""
+
+    @abstractmethod
+    def text_condition(self, text: str) -> tuple[str, list[Any]]:
+        """The WHERE fragment for a full-text search of input and output."""
+
+    @abstractmethod
+    def tag_condition(self, key: str, value: str) -> tuple[str, list[Any]]:
+        """The WHERE fragment for ``tags[key] == value``."""
+
+    @abstractmethod
+    def delete_limited(self, condition: str) -> str:
+        """A DELETE of at most ``?`` rows matching ``condition``."""
+
+    def sql(self, statement: str) -> str:
+        """The statement in this dialect's placeholder style."""
+        return statement
+
+    def execute(self, conn: Any, statement: str, params: Sequence[Any] = ()) -> Any:
+        """Run one statement."""
+        return conn.execute(self.sql(statement), params)
+
+    def close(self) -> None:  # noqa: B027 - optional
+        """Release connections."""
+
+    # -- writing ----------------------------------------------------------------------------------
+
+    def write_batch(self, records: list[dict[str, Any]]) -> int:
+        """Store records not already stored (replays are idempotent), update rollups; returns how many."""
+        if not records:
+            return 0
+        with self.connection() as conn, self.transaction(conn):
+            ids = [r["id"] for r in records]
+            existing: set[str] = set()
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = self.execute(conn, f"SELECT id FROM requests WHERE id IN ({marks})", chunk)
+                existing.update(row[0] for row in rows)
+            erased = self._erased(conn)
+            fresh: list[dict[str, Any]] = []
+            seen: set[str] = set()
+            for record in records:
+                rid = record["id"]
+                if rid in existing or rid in seen:
+                    continue
+                user = record.get("user_id")
+                if user and erased and erased.get(user_hash(user), -1.0) >= record["ts"]:
+                    continue  # written before the user's erasure, stored after it: drop
+                seen.add(rid)
+                fresh.append(record)
+            if not fresh:
+                return 0
+            marks = ",".join("?" * len(COLUMNS))
+            self.insert_rows(
+                conn,
+                f"INSERT INTO requests ({','.join(COLUMNS)}) VALUES ({marks})",
+                [to_row(r) for r in fresh],
+            )
+            self._roll_up(conn, fresh)
+        return len(fresh)
+
+    def insert_rows(self, conn: Any, statement: str, rows: list[tuple[Any, ...]]) -> None:
+        """Insert many rows (PostgreSQL overrides this with a pipelined executemany)."""
+        conn.executemany(self.sql(statement), rows)
+
+    def _erased(self, conn: Any) -> dict[str, float]:
+        return {row[0]: row[1] for row in self.execute(conn, "SELECT user_id, erased_at FROM erasures")}
+
+    def _roll_up(self, conn: Any, records: list[dict[str, Any]]) -> None:
+        totals: dict[tuple[str, str, str, str], list[float]] = defaultdict(lambda: [0, 0, 0, 0, 0.0, 0, 0.0])
+        for r in records:
+            key = (day_of(r["ts"]), r.get("tenant") or "", r.get("model") or "", r.get("user_id") or "")
+            t = totals[key]
+            t[0] += 1
+            t[1] += 1 if (r.get("status") or 0) >= 400 else 0
+            t[2] += r.get("prompt_tokens") or 0
+            t[3] += r.get("completion_tokens") or 0
+            if r.get("cost") is not None:
+                t[4] += r["cost"]
+                t[5] += 1
+            t[6] += r.get("latency_ms") or 0.0
+        self._upsert_usage(conn, [(*key, *values) for key, values in totals.items()])
+
+    def _upsert_usage(self, conn: Any, rows: list[tuple[Any, ...]]) -> None:
+        statement = (
+            "INSERT INTO usage_daily (day, tenant, model, user_id, requests, errors, prompt_tokens, "
+            "completion_tokens, cost, priced_requests, latency_ms_sum) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+            "ON CONFLICT (day, tenant, model, user_id) DO UPDATE SET "
+            "requests = usage_daily.requests + excluded.requests, errors = usage_daily.errors + excluded.errors, "
+            "prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens, "
+            "completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens, "
+            "cost = usage_daily.cost + excluded.cost, "
+            "priced_requests = usage_daily.priced_requests + excluded.priced_requests, "
+            "latency_ms_sum = usage_daily.latency_ms_sum + excluded.latency_ms_sum"
+        )
+        conn.executemany(self.sql(statement), rows)
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def _where(self, query: RecordQuery) -> tuple[str, list[Any]]:
+        conditions: list[str] = []
+        params: list[Any] = []
+
+        def add(condition: str, *values: Any) -> None:
+            conditions.append(condition)
+            params.extend(values)
+
+        if query.since is not None:
+            add("ts >= ?", query.since)
+        if query.until is not None:
+            add("ts <= ?", query.until)
+        for column, value in (
+            ("model", query.model),
+            ("deployment", query.deployment),
+            ("user_id", query.user),
+            ("tenant", query.tenant),
+        ):
+            if value is not None:
+                add(f"{column} = ?", value)
+        status = query.status_range()
+        if status is not None:
+            add("status BETWEEN ? AND ?", *status)
+        for column, low, high in (
+            ("latency_ms", query.min_latency_ms, query.max_latency_ms),
+            ("cost", query.min_cost, query.max_cost),
+        ):
+            if low is not None:
+                add(f"{column} >= ?", low)
+            if high is not None:
+                add(f"{column} <= ?", high)
+        for key, value in query.tags.items():
+            condition, values = self.tag_condition(key, value)
+            add(condition, *values)
+        if query.text:
+            condition, values = self.text_condition(query.text)
+            add(condition, *values)
+        if query.cursor is not None:
+            ts, rid = query.cursor
+            add("(ts < ? OR (ts = ? AND id < ?))", ts, ts, rid)
+        return (" WHERE " + " AND ".join(conditions)) if conditions else "", params
+
+    @staticmethod
+    def _row_dict(columns: Sequence[str], row: Sequence[Any]) -> dict[str, Any]:
+        item = dict(zip(columns, row, strict=True))
+        for column in ("stream", "cached"):
+            if column in item and item[column] is not None:
+                item[column] = bool(item[column])
+        for column in _JSON_COLUMNS:
+            if isinstance(item.get(column), str):
+                item[column] = orjson.loads(item[column])
+        return item
+
+    def search(self, query: RecordQuery) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of matching records (newest first, without payloads) and the next page's cursor."""
+        where, params = self._where(query)
+        statement = f"SELECT {','.join(LIST_COLUMNS)} FROM requests{where} ORDER BY ts DESC, id DESC LIMIT ?"
+        with self.connection() as conn:
+            rows = self.execute(conn, statement, [*params, query.limit + 1]).fetchall()
+        items = [self._row_dict(LIST_COLUMNS, row) for row in rows[: query.limit]]
+        cursor = None
+        if len(rows) > query.limit and items:
+            cursor = encode_cursor(items[-1]["ts"], items[-1]["id"])
+        return items, cursor
+
+    def iter_records(self, query: RecordQuery, page: int = 1000) -> Iterator[dict[str, Any]]:
+        """Every matching record with payloads, newest first, fetched a page at a time (for export)."""
+        query = RecordQuery(**{**query.__dict__, "limit": page})
+        while True:
+            where, params = self._where(query)
+            statement = f"SELECT {','.join(COLUMNS)} FROM requests{where} ORDER BY ts DESC, id DESC LIMIT ?"
+            with self.connection() as conn:
+                rows = self.execute(conn, statement, [*params, page]).fetchall()
+            for row in rows:
+                yield self._row_dict(COLUMNS, row)
+            if len(rows) < page:
+                return
+            last = rows[-1]
+            query.cursor = (last[COLUMNS.index("ts")], last[0])
+
+    def get(self, record_id: str) -> dict[str, Any] | None:
+        """One record with its payloads (still as stored: JSON text or ciphertext)."""
+        with self.connection() as conn:
+            row = self.execute(conn, f"SELECT {','.join(COLUMNS)} FROM requests WHERE id = ?", [record_id]).fetchone()
+        return self._row_dict(COLUMNS, row) if row else None
+
+    def usage(
+        self, by: str, since: float | None, until: float | None, tenant: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Usage and cost grouped by model, user, day or tenant, from the daily rollup."""
+        if by not in USAGE_DIMENSIONS:
+            raise InvalidRequestError(f"by must be one of {', '.join(USAGE_DIMENSIONS)}.", param="by")
+        column = USAGE_DIMENSIONS[by]
+        conditions, params = [], []
+        if since is not None:
+            conditions.append("day >= ?")
+            params.append(day_of(since))
+        if until is not None:
+            conditions.append("day <= ?")
+            params.append(day_of(until))
+        if tenant is not None:
+            conditions.append("tenant = ?")
+            params.append(tenant)
+        where = (" WHERE " + " AND ".join(conditions)) if conditions else ""
+        statement = (
+            f"SELECT {column}, SUM(requests), SUM(errors), SUM(prompt_tokens), SUM(completion_tokens), "
+            f"SUM(cost), SUM(priced_requests), SUM(latency_ms_sum) FROM usage_daily{where} "
+            f"GROUP BY {column} ORDER BY {column}"
+        )
+        with self.connection() as conn:
+            rows = self.execute(conn, statement, params).fetchall()
+        out = []
+        for key, requests, errors, prompt, completion, cost, priced, latency in rows:
+            out.append(
+                {
+                    by: key,
+                    "requests": int(requests),
+                    "errors": int(errors),
+                    "prompt_tokens": int(prompt),
+                    "completion_tokens": int(completion),
+                    "cost": float(cost) if priced else None,
+                    "priced_requests": int(priced),
+                    "mean_latency_ms": float(latency) / requests if requests else None,
+                }
+            )
+        return out
+
+    # -- privacy ----------------------------------------------------------------------------------
+
+    def user_traces(self, user: str) -> dict[str, int]:
+        """How many rows anywhere still name ``user`` (the proof an erasure shows)."""
+        with self.connection() as conn:
+            return {
+                "requests": self.execute(conn, "SELECT COUNT(*) FROM requests WHERE user_id = ?", [user]).fetchone()[0],
+                "usage_daily": self.execute(
+                    conn, "SELECT COUNT(*) FROM usage_daily WHERE user_id = ?", [user]
+                ).fetchone()[0],
+                "audit_log": self.execute(
+                    conn,
+                    "SELECT COUNT(*) FROM audit_log WHERE target = ? OR details LIKE ?",
+                    [user, f'%"{user}"%'],
+                ).fetchone()[0],
+            }
+
+    def erase_user(self, user: str, actor: str) -> dict[str, Any]:
+        """Delete every record of ``user``; fold their usage into the anonymous row; audit it."""
+        now = time.time()
+        before = self.user_traces(user)
+        hashed = user_hash(user)
+        with self.connection() as conn, self.transaction(conn):
+            deleted = self.execute(conn, "DELETE FROM requests WHERE user_id = ?", [user]).rowcount
+            usage_rows = self.execute(
+                conn,
+                "SELECT day, tenant, model, requests, errors, prompt_tokens, completion_tokens, cost, "
+                "priced_requests, latency_ms_sum FROM usage_daily WHERE user_id = ?",
+                [user],
+            ).fetchall()
+            self.execute(conn, "DELETE FROM usage_daily WHERE user_id = ?", [user])
+            if usage_rows:
+                self._upsert_usage(conn, [(r[0], r[1], r[2], "", *r[3:]) for r in usage_rows])
+            self.execute(conn, "DELETE FROM erasures WHERE user_id = ?", [hashed])
+            self.execute(conn, "INSERT INTO erasures (user_id, erased_at) VALUES (?, ?)", [hashed, now])
+            details = {"requests_deleted": deleted, "usage_rows_anonymised": len(usage_rows)}
+            self.execute(
+                conn,
+                "INSERT INTO audit_log (ts, actor, action, target, details) VALUES (?,?,?,?,?)",
+                [now, actor, "erase_user", f"user-sha256:{hashed[:16]}", orjson.dumps(details).decode()],
+            )
+        after = self.user_traces(user)
+        return {"user_sha256": hashed, "before": before, "after": after, **details}
+
+    def audit(self, actor: str, action: str, target: str | None, details: dict[str, Any]) -> None:
+        """Append an audit entry."""
+        with self.connection() as conn, self.transaction(conn):
+            self.execute(
+                conn,
+                "INSERT INTO audit_log (ts, actor, action, target, details) VALUES (?,?,?,?,?)",
+                [time.time(), actor, action, target, orjson.dumps(details).decode()],
+            )
+
+    def audit_entries(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest audit entries."""
+        columns = ("seq", "ts", "actor", "action", "target", "details")
+        with self.connection() as conn:
+            rows = self.execute(
+                conn, f"SELECT {','.join(columns)} FROM audit_log ORDER BY seq DESC LIMIT ?", [limit]
+            ).fetchall()
+        return [{**dict(zip(columns, r, strict=True)), "details": orjson.loads(r[5]) if r[5] else None} for r in rows]
+
+    def delete_expired(self, retention: RetentionConfig, now: float | None = None, pause: float = 0.0) -> int:
+        """Delete records past their retention, ``batch_size`` rows per transaction; returns how many."""
+        now = time.time() if now is None else now
+        deleted = 0
+        for condition, params in retention_conditions(retention, now):
+            while True:
+                with self.connection() as conn, self.transaction(conn):
+                    count = self.execute(conn, self.delete_limited(condition), [*params, retention.batch_size]).rowcount
+                deleted += max(count, 0)
+                if count < retention.batch_size:
+                    break
+                if pause:
+                    time.sleep(pause)  # let the writer and readers in between batches
+        return deleted
+
+
+def retention_conditions(retention: RetentionConfig, now: float) -> list[tuple[str, list[Any]]]:
+    """One (condition, params) per rule: expired under that rule and not covered by a more specific one."""
+
+    def specificity(rule: Any) -> int:
+        return (rule.tenant is not None) * 2 + (rule.model is not None)
+
+    def matches(rule: Any) -> tuple[str, list[Any]]:
+        parts, params = [], []
+        if rule.tenant is not None:
+            parts.append("tenant = ?")
+            params.append(rule.tenant)
+        if rule.model is not None:
+            parts.append("model = ?")
+            params.append(rule.model)
+        return (" AND ".join(parts) or "1=1"), params
+
+    rules = sorted(retention.rules, key=specificity, reverse=True)
+    out: list[tuple[str, list[Any]]] = []
+    for index, rule in enumerate(rules):
+        condition, params = matches(rule)
+        condition = f"ts < ? AND {condition}"
+        params = [now - rule.days * 86400, *params]
+        for other in rules[:index]:
+            if specificity(other) > specificity(rule):
+                other_condition, other_params = matches(other)
+                condition += f" AND NOT ({other_condition})"
+                params += other_params
+        out.append((condition, params))
+    if retention.default_days is not None:
+        condition, params = "ts < ?", [now - retention.default_days * 86400]
+        for rule in rules:
+            other_condition, other_params = matches(rule)
+            condition += f" AND NOT ({other_condition})"
+            params += other_params
+        out.append((condition, params))
+    return out

@@ -1,0 +1,164 @@
+"""The background writer: moves journaled records into the store in batches, off the request path.
+
+It reads the journal rather than an in-memory queue, so memory stays bounded when storage is
+down: the backlog grows on disk and is written when storage returns (or after a restart).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from opsgate.domain.config import RetentionConfig
+from opsgate.store.journal import Journal
+from opsgate.store.sql import SqlRecordStore
+
+log = logging.getLogger("opsgate.store.writer")
+
+
+class RecordWriter:
+    """One thread per process: journal → store, with backoff while storage is unavailable."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        open_store: Callable[[], SqlRecordStore],
+        *,
+        batch_size: int = 1000,
+        retention: RetentionConfig | None = None,
+        idle_wait: float = 0.05,
+    ) -> None:
+        self.journal = journal
+        self._open_store = open_store
+        self.batch_size = batch_size
+        self.retention = retention
+        self.idle_wait = idle_wait
+        self.store: SqlRecordStore | None = None
+        self.healthy = False
+        self.last_error: str | None = None
+        self.written = 0
+        self.expired_deleted = 0
+        self.last_write_at: float | None = None
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._idle = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="opsgate-record-writer", daemon=True)
+        self._next_retention = time.monotonic() + 5.0
+        self._next_claim = time.monotonic() + 30.0
+
+    def start(self) -> None:
+        """Start the thread."""
+        self._thread.start()
+
+    def notify(self) -> None:
+        """Tell the writer there is new work (called after each journal append)."""
+        self._wake.set()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything journaled so far is stored (tests, shutdown, CLI)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.journal.pending_bytes() == 0 and self.healthy:
+                return True
+            self._wake.set()
+            time.sleep(0.01)
+        return False
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Store what is left (while storage answers), then stop."""
+        self._stopping.set()
+        self._wake.set()
+        self._thread.join(timeout)
+        if self.store is not None:
+            self.store.close()
+
+    def status(self) -> dict[str, Any]:
+        """State for ``/readyz`` and metrics."""
+        return {
+            "healthy": self.healthy,
+            "last_error": self.last_error,
+            "written": self.written,
+            "pending_bytes": self.journal.pending_bytes(),
+            "segments": len(self.journal.segments),
+            "last_write_at": self.last_write_at,
+            "expired_deleted": self.expired_deleted,
+        }
+
+    def _fail(self, what: str, error: Exception) -> None:
+        message = f"{what}: {type(error).__name__}: {error}"
+        if message != self.last_error:
+            log.error("record store unavailable (%s); records wait in the journal", message)
+        self.healthy = False
+        self.last_error = message
+
+    def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            if self.store is None:
+                try:
+                    self.store = self._open_store()
+                    self.healthy = True
+                    self.last_error = None
+                    backoff = 0.1
+                except Exception as error:
+                    self._fail("cannot open store", error)
+                    if self._stopping.is_set():
+                        return
+                    self._stopping.wait(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+            batch = self.journal.read_batch(self.batch_size)
+            if not batch:
+                self._housekeeping()
+                if self._stopping.is_set():
+                    return
+                self._wake.wait(self.idle_wait)
+                self._wake.clear()
+                continue
+            records = []
+            for segment, _, line in batch:
+                try:
+                    records.append(orjson.loads(line))
+                except orjson.JSONDecodeError:
+                    log.error("skipping an unreadable journal line in %s", segment.path.name)
+            try:
+                self.written += self.store.write_batch(records)
+            except Exception as error:
+                self._fail("write failed", error)
+                if self._stopping.is_set() and backoff >= 5.0:
+                    return  # storage is down at shutdown: the journal keeps the records for next start
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.1
+            if not self.healthy:
+                log.info("record store is back; writing the journal backlog")
+            self.healthy = True
+            self.last_error = None
+            self.last_write_at = time.time()
+            for segment, offset, _ in batch:
+                self.journal.mark_stored(segment, offset)
+
+    def _housekeeping(self) -> None:
+        for segment in list(self.journal.segments):
+            self.journal.discard_torn_tail(segment)
+        self.journal.delete_finished()
+        now = time.monotonic()
+        if now >= self._next_claim:
+            self._next_claim = now + 30.0
+            self.journal.claim_orphans()  # a sibling worker may have died
+        if self.retention is not None and self.store is not None and now >= self._next_retention:
+            self._next_retention = now + self.retention.interval_seconds
+            if self.retention.default_days is not None or self.retention.rules:
+                try:
+                    deleted = self.store.delete_expired(self.retention, pause=0.005)
+                    self.expired_deleted += deleted
+                    if deleted:
+                        log.info("retention: deleted %d expired records", deleted)
+                except Exception as error:
+                    self._fail("retention failed", error)
