@@ -103,12 +103,12 @@ def _postgres_v1() -> tuple[str, ...]:
         "serial": "BIGSERIAL PRIMARY KEY",
     }
     return (
-        "CREATE EXTENSION IF NOT EXISTS pg_trgm",
         "CREATE TABLE requests (" + _COLUMNS.format(id_constraint="PRIMARY KEY", **types) + ")",
         *_INDEXES,
         # Trigram GIN indexes: ILIKE '%word%' for any script, the same semantics as SQLite's trigram FTS.
-        "CREATE INDEX requests_input_trgm ON requests USING gin (input_text gin_trgm_ops)",
-        "CREATE INDEX requests_output_trgm ON requests USING gin (output_text gin_trgm_ops)",
+        # {trgm} is the schema pg_trgm lives in, which need not be on this store's search_path.
+        "CREATE INDEX requests_input_trgm ON requests USING gin (input_text {trgm}.gin_trgm_ops)",
+        "CREATE INDEX requests_output_trgm ON requests USING gin (output_text {trgm}.gin_trgm_ops)",
         *(table.format(**types) for table in _SIDE_TABLES),
     )
 
@@ -149,9 +149,15 @@ def migrate_postgres(conn: Any) -> list[str]:
             "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at DOUBLE PRECISION)"
         )
         applied = {row[0] for row in conn.execute("SELECT name FROM schema_migrations")}
-        for migration in pending(applied):
+        todo = pending(applied)
+        if todo:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public")
+            trgm = conn.execute(
+                "SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'pg_trgm'"
+            ).fetchone()[0]
+        for migration in todo:
             for statement in migration.postgres:
-                conn.execute(statement)
+                conn.execute(statement.replace("{trgm}", trgm))
             conn.execute("INSERT INTO schema_migrations VALUES (%s, extract(epoch from now()))", (migration.name,))
             done.append(migration.name)
     return done

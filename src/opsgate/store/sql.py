@@ -187,7 +187,7 @@ class SqlRecordStore(ABC):
             "priced_requests = usage_daily.priced_requests + excluded.priced_requests, "
             "latency_ms_sum = usage_daily.latency_ms_sum + excluded.latency_ms_sum"
         )
-        conn.executemany(self.sql(statement), rows)
+        self.insert_rows(conn, statement, rows)
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -313,7 +313,7 @@ class SqlRecordStore(ABC):
                     "completion_tokens": int(completion),
                     "cost": float(cost) if priced else None,
                     "priced_requests": int(priced),
-                    "mean_latency_ms": float(latency) / requests if requests else None,
+                    "mean_latency_ms": float(latency) / int(requests) if requests else None,
                 }
             )
         return out

@@ -1,0 +1,145 @@
+"""Every acknowledged request survives ``kill -9`` of the gateway and a store outage, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from opsgate.store.query import RecordQuery
+from opsgate.store.record_log import open_store
+from tests.fake_upstream import FakeUpstream
+from tests.support import free_port
+
+
+def write_config(path: Path, upstream: FakeUpstream, store_url: str) -> Path:
+    path.write_text(yaml.safe_dump({
+        "models": [{"name": "up", "deployments": [
+            {"type": "openai", "base_url": upstream.base_url, "model": "m"}]}],
+        "record": {"store": store_url, "journal_dir": str(path.parent / "journal"), "batch_size": 200},
+    }))
+    return path
+
+
+@contextmanager
+def gateway_process(config: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "opsgate.cli.main", "serve", "--config", str(config),
+                                "--port", str(port), "--log-level", "warning"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(url + "/healthz").status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline and process.poll() is None, "gateway did not start"
+        time.sleep(0.05)
+    try:
+        yield process, url
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(30)
+
+
+def load(url: str, stop: threading.Event, acked: list[str], workers: int = 6) -> list[threading.Thread]:
+    def run(worker: int) -> None:
+        with httpx.Client(timeout=5) as client:
+            n = 0
+            while not stop.is_set():
+                rid = f"w{worker}-{n}"
+                n += 1
+                try:
+                    response = client.post(url + "/v1/chat/completions", headers={"x-request-id": rid},
+                                           json={"model": "up", "messages": [{"role": "user", "content": rid}]})
+                except httpx.TransportError:
+                    return  # the gateway died under us: this request was not acknowledged
+                if response.status_code == 200:
+                    acked.append(rid)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(workers)]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def stored_ids(store_url: str) -> set[str]:
+    store = open_store(store_url)
+    try:
+        return {r["id"] for r in store.iter_records(RecordQuery())}
+    finally:
+        store.close()
+
+
+def wait_for_rows(store_url: str, expected: set[str], timeout: float = 30) -> set[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        have = stored_ids(store_url)
+        if expected <= have or time.monotonic() > deadline:
+            return have
+        time.sleep(0.2)
+
+
+@pytest.mark.timeout(120)
+def test_kill_9_under_load_loses_no_acknowledged_record(
+    tmp_path: Path, upstream: FakeUpstream, store_url: str
+) -> None:
+    config = write_config(tmp_path / "gw.yaml", upstream, store_url)
+    acked: list[str] = []
+    with gateway_process(config) as (process, url):
+        stop = threading.Event()
+        threads = load(url, stop, acked)
+        time.sleep(2.0)
+        os.kill(process.pid, signal.SIGKILL)  # no shutdown hook runs: only the journal can save records
+        process.wait(10)
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+    assert len(acked) > 200, f"too little load to mean anything: {len(acked)} acknowledged"
+    journal = tmp_path / "journal"
+    assert any(journal.glob("*.jsonl")), "the killed process left no journal"
+    # Restart: the new process replays the dead one's journal.
+    with gateway_process(config) as (_, url):
+        have = wait_for_rows(store_url, set(acked))
+    missing = set(acked) - have
+    assert not missing, f"{len(missing)} of {len(acked)} acknowledged requests were lost: {sorted(missing)[:5]}"
+    assert not list(journal.glob("*.jsonl")), "replayed journal segments should be deleted"
+
+
+@pytest.mark.timeout(120)
+def test_store_outage_keeps_records_on_disk_and_recovers(
+    tmp_path: Path, upstream: FakeUpstream, pg_url: str
+) -> None:
+    down_url = f"postgresql://postgres@127.0.0.1:{free_port()}/test"  # nothing listens there
+    config = write_config(tmp_path / "gw.yaml", upstream, down_url)
+    ids = [f"outage-{n}" for n in range(50)]
+    with gateway_process(config) as (_, url):
+        for rid in ids:
+            response = httpx.post(url + "/v1/chat/completions", headers={"x-request-id": rid},
+                                  json={"model": "up", "messages": [{"role": "user", "content": rid}]})
+            assert response.status_code == 200  # serving goes on while the store is down
+        ready = httpx.get(url + "/readyz").json()
+        assert ready["status"] == "degraded"
+        assert ready["record"]["healthy"] is False and ready["record"]["pending_bytes"] > 0
+    # The store comes back (here: the operator points the gateway at it) and the backlog is written.
+    write_config(tmp_path / "gw.yaml", upstream, pg_url)
+    with gateway_process(config) as (_, url):
+        have = wait_for_rows(pg_url, set(ids))
+        assert set(ids) <= have
+        deadline = time.monotonic() + 10
+        while httpx.get(url + "/readyz").json()["status"] != "ready":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
