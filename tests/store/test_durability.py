@@ -23,20 +23,38 @@ from tests.support import free_port
 
 
 def write_config(path: Path, upstream: FakeUpstream, store_url: str) -> Path:
-    path.write_text(yaml.safe_dump({
-        "models": [{"name": "up", "deployments": [
-            {"type": "openai", "base_url": upstream.base_url, "model": "m"}]}],
-        "record": {"store": store_url, "journal_dir": str(path.parent / "journal"), "batch_size": 200},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "models": [
+                    {"name": "up", "deployments": [{"type": "openai", "base_url": upstream.base_url, "model": "m"}]}
+                ],
+                "record": {"store": store_url, "journal_dir": str(path.parent / "journal"), "batch_size": 200},
+            }
+        )
+    )
     return path
 
 
 @contextmanager
 def gateway_process(config: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "opsgate.cli.main", "serve", "--config", str(config),
-                                "--port", str(port), "--log-level", "warning"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "opsgate.cli.main",
+            "serve",
+            "--config",
+            str(config),
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
@@ -63,8 +81,11 @@ def load(url: str, stop: threading.Event, acked: list[str], workers: int = 6) ->
                 rid = f"w{worker}-{n}"
                 n += 1
                 try:
-                    response = client.post(url + "/v1/chat/completions", headers={"x-request-id": rid},
-                                           json={"model": "up", "messages": [{"role": "user", "content": rid}]})
+                    response = client.post(
+                        url + "/v1/chat/completions",
+                        headers={"x-request-id": rid},
+                        json={"model": "up", "messages": [{"role": "user", "content": rid}]},
+                    )
                 except httpx.TransportError:
                     return  # the gateway died under us: this request was not acknowledged
                 if response.status_code == 200:
@@ -94,9 +115,7 @@ def wait_for_rows(store_url: str, expected: set[str], timeout: float = 30) -> se
 
 
 @pytest.mark.timeout(120)
-def test_kill_9_under_load_loses_no_acknowledged_record(
-    tmp_path: Path, upstream: FakeUpstream, store_url: str
-) -> None:
+def test_kill_9_under_load_loses_no_acknowledged_record(tmp_path: Path, upstream: FakeUpstream, store_url: str) -> None:
     config = write_config(tmp_path / "gw.yaml", upstream, store_url)
     acked: list[str] = []
     with gateway_process(config) as (process, url):
@@ -120,16 +139,17 @@ def test_kill_9_under_load_loses_no_acknowledged_record(
 
 
 @pytest.mark.timeout(120)
-def test_store_outage_keeps_records_on_disk_and_recovers(
-    tmp_path: Path, upstream: FakeUpstream, pg_url: str
-) -> None:
+def test_store_outage_keeps_records_on_disk_and_recovers(tmp_path: Path, upstream: FakeUpstream, pg_url: str) -> None:
     down_url = f"postgresql://postgres@127.0.0.1:{free_port()}/test"  # nothing listens there
     config = write_config(tmp_path / "gw.yaml", upstream, down_url)
     ids = [f"outage-{n}" for n in range(50)]
     with gateway_process(config) as (_, url):
         for rid in ids:
-            response = httpx.post(url + "/v1/chat/completions", headers={"x-request-id": rid},
-                                  json={"model": "up", "messages": [{"role": "user", "content": rid}]})
+            response = httpx.post(
+                url + "/v1/chat/completions",
+                headers={"x-request-id": rid},
+                json={"model": "up", "messages": [{"role": "user", "content": rid}]},
+            )
             assert response.status_code == 200  # serving goes on while the store is down
         ready = httpx.get(url + "/readyz").json()
         assert ready["status"] == "degraded"

@@ -17,10 +17,23 @@ NOW = time.time()
 
 def record(n: int, **fields: Any) -> dict[str, Any]:
     base = {
-        "id": f"req-{n:05d}", "ts": NOW - n, "endpoint": "chat", "model": "m1", "deployment": "m1#0",
-        "status": 200, "user_id": "alice", "tenant": "t1", "prompt_tokens": 10, "completion_tokens": 5,
-        "latency_ms": 12.5, "cost": 0.001, "input_text": f"question number {n}", "output_text": f"answer {n}",
-        "request": '{"messages": []}', "response": '{"content": "x"}', "tags": {"team": "search"},
+        "id": f"req-{n:05d}",
+        "ts": NOW - n,
+        "endpoint": "chat",
+        "model": "m1",
+        "deployment": "m1#0",
+        "status": 200,
+        "user_id": "alice",
+        "tenant": "t1",
+        "prompt_tokens": 10,
+        "completion_tokens": 5,
+        "latency_ms": 12.5,
+        "cost": 0.001,
+        "input_text": f"question number {n}",
+        "output_text": f"answer {n}",
+        "request": '{"messages": []}',
+        "response": '{"content": "x"}',
+        "tags": {"team": "search"},
     }
     return {**base, **fields}
 
@@ -52,8 +65,12 @@ def test_unknown_cost_stays_unknown(store: SqlRecordStore) -> None:
 
 
 def test_search_filters_and_pagination(store: SqlRecordStore) -> None:
-    store.write_batch([record(n, model="m2" if n % 2 else "m1", status=500 if n == 4 else 200,
-                              latency_ms=float(n)) for n in range(20)])
+    store.write_batch(
+        [
+            record(n, model="m2" if n % 2 else "m1", status=500 if n == 4 else 200, latency_ms=float(n))
+            for n in range(20)
+        ]
+    )
     assert len(store.search(RecordQuery(model="m2", limit=100))[0]) == 10
     assert [r["id"] for r in store.search(RecordQuery(status="5xx"))[0]] == ["req-00004"]
     assert len(store.search(RecordQuery(status="error"))[0]) == 1
@@ -77,12 +94,14 @@ def test_search_filters_and_pagination(store: SqlRecordStore) -> None:
 
 
 def test_full_text_search_any_script(store: SqlRecordStore) -> None:
-    store.write_batch([
-        record(1, input_text="I need a refund for order 42", output_text="Sure"),
-        record(2, input_text="東京は日本の首都です", output_text="はい"),
-        record(3, input_text="Grüße aus München", output_text="Servus"),
-        record(4, input_text="unrelated", output_text="The REFUND was issued"),
-    ])
+    store.write_batch(
+        [
+            record(1, input_text="I need a refund for order 42", output_text="Sure"),
+            record(2, input_text="東京は日本の首都です", output_text="はい"),
+            record(3, input_text="Grüße aus München", output_text="Servus"),
+            record(4, input_text="unrelated", output_text="The REFUND was issued"),
+        ]
+    )
     assert {r["id"] for r in store.search(RecordQuery(text="refund"))[0]} == {"req-00001", "req-00004"}
     assert [r["id"] for r in store.search(RecordQuery(text="日本の"))[0]] == ["req-00002"]
     assert [r["id"] for r in store.search(RecordQuery(text="München"))[0]] == ["req-00003"]
@@ -98,8 +117,7 @@ def test_get_returns_payloads(store: SqlRecordStore) -> None:
 
 
 def test_erasure_leaves_no_trace(store: SqlRecordStore) -> None:
-    store.write_batch([record(n, user_id="bob" if n < 5 else "carol", input_text=f"bob secret {n}")
-                       for n in range(10)])
+    store.write_batch([record(n, user_id="bob" if n < 5 else "carol", input_text=f"bob secret {n}") for n in range(10)])
     result = store.erase_user("bob", actor="test")
     assert result["requests_deleted"] == 5
     assert result["before"]["requests"] == 5
@@ -123,13 +141,15 @@ def test_erasure_leaves_no_trace(store: SqlRecordStore) -> None:
 
 def test_retention_most_specific_rule_wins(store: SqlRecordStore) -> None:
     day = 86400
-    store.write_batch([
-        record(1, ts=NOW - 10 * day, tenant="t1", model="m1"),
-        record(2, ts=NOW - 10 * day, tenant="t2", model="m1"),
-        record(3, ts=NOW - 40 * day, tenant="t2", model="m1"),
-        record(4, ts=NOW - 10 * day, tenant="t2", model="keep"),
-        record(5, ts=NOW - 1 * day, tenant="t1", model="m1"),
-    ])
+    store.write_batch(
+        [
+            record(1, ts=NOW - 10 * day, tenant="t1", model="m1"),
+            record(2, ts=NOW - 10 * day, tenant="t2", model="m1"),
+            record(3, ts=NOW - 40 * day, tenant="t2", model="m1"),
+            record(4, ts=NOW - 10 * day, tenant="t2", model="keep"),
+            record(5, ts=NOW - 1 * day, tenant="t1", model="m1"),
+        ]
+    )
     retention = RetentionConfig(
         default_days=30,
         rules=[RetentionRule(tenant="t1", days=7), RetentionRule(tenant="t2", model="keep", days=365)],

@@ -23,6 +23,7 @@ from opsgate.domain.errors import GatewayError, InvalidRequestError, NotFoundErr
 from opsgate.pipeline.backend_call import BackendCall
 from opsgate.pipeline.build import build_pipeline
 from opsgate.pipeline.record import FanoutSink, LogSink, RecordSink
+from opsgate.server.admin import admin_routes
 from opsgate.server.http_io import error_response, json_response, read_json_body, render
 from opsgate.server.logs import configure_logging
 from opsgate.server.openapi import openapi_document
@@ -173,6 +174,7 @@ def create_app(config: GatewayConfig | None = None, *, sink: RecordSink | None =
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
+        *admin_routes(gateway),
     ]
     app = Starlette(
         routes=routes,

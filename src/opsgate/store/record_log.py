@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -61,6 +62,7 @@ class RecordLog:
                 retention=config.retention,
             )
         self._reader: SqlRecordStore | None = None
+        self._reader_lock = threading.Lock()
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -107,17 +109,16 @@ class RecordLog:
 
     @property
     def store(self) -> SqlRecordStore:
-        """The store for queries (the writer's, or one opened for a reader such as the CLI)."""
-        if self.writer is not None:
-            if self.writer.store is None:
-                raise StoreUnavailable(f"the record store is unavailable: {self.writer.last_error or 'starting'}")
-            return self.writer.store
-        if self._reader is None:
-            try:
-                self._reader = open_store(self.url)
-            except Exception as error:
-                raise StoreUnavailable(f"the record store is unavailable: {type(error).__name__}: {error}") from None
-        return self._reader
+        """The store for queries: opened on first use, apart from the writer's, so reads never wait on it."""
+        with self._reader_lock:
+            if self._reader is None:
+                try:
+                    self._reader = open_store(self.url)
+                except Exception as error:
+                    raise StoreUnavailable(
+                        f"the record store is unavailable: {type(error).__name__}: {error}"
+                    ) from None
+            return self._reader
 
     def open_payloads(self, record: dict[str, Any]) -> dict[str, Any]:
         """Decrypt and parse a record's request/response payloads (fails clearly without the key)."""

@@ -51,7 +51,7 @@ COLUMNS: tuple[str, ...] = (
     "metadata",
 )
 LIST_COLUMNS = tuple(c for c in COLUMNS if c not in ("request", "response"))
-_JSON_COLUMNS = ("tags", "metadata")
+_JSON_COLUMNS = ("tags", "metadata", "request", "response")
 USAGE_DIMENSIONS = {"model": "model", "user": "user_id", "day": "day", "tenant": "tenant"}
 
 
@@ -239,7 +239,7 @@ class SqlRecordStore(ABC):
         for column in ("stream", "cached"):
             if column in item and item[column] is not None:
                 item[column] = bool(item[column])
-        for column in _JSON_COLUMNS:
+        for column in ("tags", "metadata"):
             if isinstance(item.get(column), str):
                 item[column] = orjson.loads(item[column])
         return item

@@ -21,6 +21,12 @@ from opsgate.store.sql import SqlRecordStore
 log = logging.getLogger("opsgate.store.writer")
 
 
+def _store_down(error: Exception) -> bool:
+    """Whether an error says the store is unreachable (retry later) rather than refusing some data."""
+    names = {cls.__name__ for cls in type(error).__mro__}
+    return bool(names & {"OperationalError", "PoolTimeout", "InterfaceError", "OSError", "TimeoutError"})
+
+
 class RecordWriter:
     """One thread per process: journal → store, with backoff while storage is unavailable."""
 
@@ -126,10 +132,9 @@ class RecordWriter:
                     records.append(orjson.loads(line))
                 except orjson.JSONDecodeError:
                     log.error("skipping an unreadable journal line in %s", segment.path.name)
-            try:
-                self.written += self.store.write_batch(records)
-            except Exception as error:
-                self._fail("write failed", error)
+            failure = self._store_batch(records)
+            if failure is not None:
+                self._fail("write failed", failure)
                 if self._stopping.is_set() and backoff >= 5.0:
                     return  # storage is down at shutdown: the journal keeps the records for next start
                 self._stopping.wait(backoff)
@@ -143,6 +148,36 @@ class RecordWriter:
             self.last_write_at = time.time()
             for segment, offset, _ in batch:
                 self.journal.mark_stored(segment, offset)
+
+    def _store_batch(self, records: list[dict[str, Any]]) -> Exception | None:
+        """Store a batch; the error if the store could not take it (and nothing was set aside instead)."""
+        assert self.store is not None
+        try:
+            self.written += self.store.write_batch(records)
+        except Exception as error:
+            if len(records) > 1 and not _store_down(error) and self._write_one_by_one(records):
+                return None
+            return error
+        return None
+
+    def _write_one_by_one(self, records: list[dict[str, Any]]) -> bool:
+        """After a failed batch: store what stores, set aside what never will. False if the store is down."""
+        assert self.store is not None
+        rejected: list[dict[str, Any]] = []
+        for record in records:
+            try:
+                self.written += self.store.write_batch([record])
+            except Exception as error:
+                rejected.append({"error": f"{type(error).__name__}: {error}", "record": record})
+        if len(rejected) == len(records):
+            return False  # nothing stores: the store itself is the problem
+        # A record the store refuses while others go in would block the journal forever: set it aside.
+        path = self.journal.directory / "rejected.jsonl.txt"
+        with open(path, "ab") as handle:
+            for item in rejected:
+                handle.write(orjson.dumps(item, default=str) + b"\n")
+        log.error("set aside %d record(s) the store refused, in %s", len(rejected), path)
+        return True
 
     def _housekeeping(self) -> None:
         for segment in list(self.journal.segments):
