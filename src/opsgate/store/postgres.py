@@ -57,8 +57,8 @@ class PostgresRecordStore(SqlRecordStore):
         return "(input_text ILIKE ? OR output_text ILIKE ?)", [pattern, pattern]
 
     def tag_condition(self, key: str, value: str) -> tuple[str, list[Any]]:
-        """The tags JSON's key."""
-        return "(tags::jsonb ->> ?) = ?", [key, value]
+        """The key in the gateway's tags or the client's metadata."""
+        return "((tags::jsonb ->> ?) = ? OR (metadata::jsonb ->> ?) = ?)", [key, value, key, value]
 
     def delete_limited(self, condition: str) -> str:
         """Delete by id in a bounded sub-select."""

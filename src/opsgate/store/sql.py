@@ -396,6 +396,18 @@ class SqlRecordStore(ABC):
         return deleted
 
 
+def retention_days(retention: RetentionConfig, tenant: str | None, model: str | None) -> float | None:
+    """Days a record of this tenant and model is kept (the most specific matching rule wins)."""
+    best: tuple[int, float] | None = None
+    for rule in retention.rules:
+        if (rule.tenant is not None and rule.tenant != tenant) or (rule.model is not None and rule.model != model):
+            continue
+        rank = (rule.tenant is not None) * 2 + (rule.model is not None)
+        if best is None or rank > best[0]:
+            best = (rank, rule.days)
+    return best[1] if best is not None else retention.default_days
+
+
 def retention_conditions(retention: RetentionConfig, now: float) -> list[tuple[str, list[Any]]]:
     """One (condition, params) per rule: expired under that rule and not covered by a more specific one."""
 

@@ -71,8 +71,9 @@ class SqliteRecordStore(SqlRecordStore):
         return "rowid IN (SELECT rowid FROM requests_fts WHERE requests_fts MATCH ?)", [phrase]
 
     def tag_condition(self, key: str, value: str) -> tuple[str, list[Any]]:
-        """``json_extract`` on the tags column."""
-        return "json_extract(tags, ?) = ?", ['$."' + key.replace('"', "") + '"', value]
+        """``json_extract`` on the gateway's tags or the client's metadata."""
+        path = '$."' + key.replace('"', "") + '"'
+        return "(json_extract(tags, ?) = ? OR json_extract(metadata, ?) = ?)", [path, value, path, value]
 
     def delete_limited(self, condition: str) -> str:
         """Delete by rowid in a bounded sub-select."""

@@ -16,7 +16,7 @@ import orjson
 
 from opsgate.domain.config import RetentionConfig
 from opsgate.store.journal import Journal
-from opsgate.store.sql import SqlRecordStore
+from opsgate.store.sql import SqlRecordStore, retention_days
 
 log = logging.getLogger("opsgate.store.writer")
 
@@ -132,6 +132,7 @@ class RecordWriter:
                     records.append(orjson.loads(line))
                 except orjson.JSONDecodeError:
                     log.error("skipping an unreadable journal line in %s", segment.path.name)
+            records = self._unexpired(records)
             failure = self._store_batch(records)
             if failure is not None:
                 self._fail("write failed", failure)
@@ -148,6 +149,19 @@ class RecordWriter:
             self.last_write_at = time.time()
             for segment, offset, _ in batch:
                 self.journal.mark_stored(segment, offset)
+
+    def _unexpired(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Drop records already past retention (a long outage's backlog must not outlive its policy)."""
+        retention = self.retention
+        if retention is None or (retention.default_days is None and not retention.rules):
+            return records
+        now = time.time()
+        kept = []
+        for record in records:
+            days = retention_days(retention, record.get("tenant"), record.get("model"))
+            if days is None or record.get("ts", now) >= now - days * 86400:
+                kept.append(record)
+        return kept
 
     def _store_batch(self, records: list[dict[str, Any]]) -> Exception | None:
         """Store a batch; the error if the store could not take it (and nothing was set aside instead)."""
