@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from opsgate import __version__
+from opsgate.cli.logs import logs, usage
 from opsgate.domain.config import ConfigError, GatewayConfig, load_config
 from opsgate.server.logs import configure_logging
 
@@ -204,6 +205,9 @@ def version() -> None:
         except PackageNotFoundError:
             click.echo(f"{package} not installed")
 
+
+cli.add_command(logs)
+cli.add_command(usage)
 
 if __name__ == "__main__":
     cli()

@@ -1,0 +1,376 @@
+"""``opsgate logs …`` and ``opsgate usage``: the request log from a terminal.
+
+The commands open the store directly (``RecordLog(config.record, writer=False)``) and make the
+same library calls as the admin API, with the same filter parsing, so both answer alike.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import orjson
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from opsgate.domain.config import ConfigError, load_config
+from opsgate.domain.errors import GatewayError, InvalidRequestError
+from opsgate.server.admin import export_chunks, require_export_format
+from opsgate.store.crypto import KeyError_
+from opsgate.store.query import RecordQuery, parse_time, query_from_params
+from opsgate.store.record_log import RecordLog
+from opsgate.store.sql import USAGE_DIMENSIONS
+
+F = TypeVar("F", bound=Callable[..., Any])
+ERASURE_ACTOR = "cli"
+FOLLOW_LOOKBACK_S = 60.0  # a request is recorded when it ends: look back this far for long ones
+_OPTION_NAMES = {"q": "TEXT", "limit": "--limit / --lines"}
+
+stderr = Console(stderr=True)
+
+
+# -- shared plumbing --------------------------------------------------------------------------------------
+
+
+def config_option(func: F) -> F:
+    """``--config FILE`` (envvar OPSGATE_CONFIG; the embedded default config when left out)."""
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False),
+        envvar="OPSGATE_CONFIG",
+        help="YAML config whose record.store to read (default: the embedded config).",
+    )(func)
+
+
+def filter_options(func: F) -> F:
+    """The admin API's search filters as options (every one optional; they combine with AND)."""
+    options = [
+        click.option("--model", help="Model alias."),
+        click.option("--deployment", help="Deployment that served the request."),
+        click.option("--since", help="From this time: 30m, 1h, 7d (ago), ISO 8601 or epoch seconds."),
+        click.option("--until", help="Up to this time (same forms as --since)."),
+        click.option("--status", help="A code (404), a class (5xx) or 'error'."),
+        click.option("--user", help="The request's user field."),
+        click.option("--tenant", help="Tenant."),
+        click.option("--tag", "tags", multiple=True, help="key=value; repeat to require several."),
+        click.option("--min-latency-ms", help="At least this latency."),
+        click.option("--max-latency-ms", help="At most this latency."),
+        click.option("--min-cost", help="At least this cost."),
+        click.option("--max-cost", help="At most this cost."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def build_query(text: str | None, filters: dict[str, Any], limit: int | None = None) -> RecordQuery:
+    """The RecordQuery for CLI filters, validated exactly as the admin API validates query parameters."""
+    params = {name: value for name, value in filters.items() if name != "tags" and value not in (None, "")}
+    if text:
+        params["q"] = text
+    if limit is not None:
+        params["limit"] = limit
+    return query_from_params(params, list(filters.get("tags") or ()))
+
+
+def _load_config_record_log(config_path: str | None) -> RecordLog:
+    try:
+        config = load_config(config_path)
+    except ConfigError as error:
+        problems = "\n".join(f"  - {problem}" for problem in error.problems)
+        raise click.ClickException(f"invalid config {error.source}:\n{problems}") from None
+    source = config_path or "the embedded default config"
+    store = config.record.store
+    if store is None:
+        raise click.UsageError(f"record.store is not set in {source}: there is no request log to read.")
+    if store.startswith("sqlite:///"):
+        path = Path(store.removeprefix("sqlite:///"))
+        if not path.exists():  # opening would create an empty database and answer "nothing found"
+            raise click.ClickException(f"no request log at {path} (record.store in {source}); has the gateway run?")
+    return RecordLog(config.record, writer=False)
+
+
+@contextmanager
+def opened_record_log(config_path: str | None) -> Iterator[RecordLog]:
+    """The request log the config names, opened for reading; store and filter errors become CLI errors."""
+    record_log = _load_config_record_log(config_path)
+    try:
+        yield record_log
+    except InvalidRequestError as error:
+        if error.param:
+            hint = _OPTION_NAMES.get(error.param, "--" + error.param.replace("_", "-"))
+            raise click.BadParameter(error.message, param_hint=hint) from None
+        raise click.UsageError(error.message) from None
+    except (GatewayError, KeyError_) as error:
+        raise click.ClickException(str(error)) from None
+    finally:
+        record_log.stop()
+
+
+def _echo_json(value: Any, *, pretty: bool = True) -> None:
+    option = orjson.OPT_INDENT_2 if pretty else 0
+    click.echo(orjson.dumps(value, option=option).decode())
+
+
+def _when(ts: float) -> str:
+    return datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _snippet(text: str | None, width: int = 60) -> str:
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def _number(value: float | None, digits: int = 0) -> str:
+    return "" if value is None else f"{value:,.{digits}f}"
+
+
+def _cost(value: float | None) -> str:
+    return "" if value is None else f"{value:.6f}"
+
+
+def _record_line(row: dict[str, Any]) -> str:
+    return "  ".join(
+        [
+            _when(row["ts"]),
+            row["id"],
+            str(row.get("model") or "-"),
+            str(row.get("status")),
+            str(row.get("user_id") or "-"),
+            f"{_number(row.get('latency_ms'))}ms",
+            _snippet(row.get("input_text")),
+        ]
+    )
+
+
+def _records_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table("time", "id", "model", "status", "user", "latency ms", "tokens in/out", "cost", "input")
+    for row in rows:
+        tokens = f"{row.get('prompt_tokens') or 0}/{row.get('completion_tokens') or 0}"
+        table.add_row(
+            _when(row["ts"]),
+            row["id"],
+            str(row.get("model") or ""),
+            str(row.get("status")),
+            str(row.get("user_id") or ""),
+            _number(row.get("latency_ms")),
+            tokens,
+            _cost(row.get("cost")),
+            _snippet(row.get("input_text"), 40),
+        )
+    return table
+
+
+# -- commands ---------------------------------------------------------------------------------------------
+
+
+@click.group()
+def logs() -> None:
+    """Search, show, export and erase records in the request log."""
+
+
+@logs.command()
+@click.option(
+    "-n",
+    "--lines",
+    "count",
+    type=int,
+    default=20,
+    show_default=True,
+    help="How many records to show (0: only new ones, with --follow).",
+)
+@click.option("-f", "--follow", is_flag=True, help="Keep printing records as they are stored (Ctrl-C stops).")
+@click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds between polls with --follow.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@filter_options
+@config_option
+def tail(count: int, follow: bool, interval: float, as_json: bool, config_path: str | None, **filters: Any) -> None:
+    """Print the newest records, oldest first (like tail)."""
+
+    def show(row: dict[str, Any]) -> None:
+        if as_json:
+            _echo_json(row, pretty=False)
+        else:
+            click.echo(_record_line(row))
+
+    with opened_record_log(config_path) as record_log:
+        rows = record_log.search(build_query(None, filters, count))[0] if count else []
+        for row in reversed(rows):
+            show(row)
+        if not follow:
+            return
+        seen = {row["id"]: row["ts"] for row in rows}
+        _new_records(record_log, build_query(None, filters, 1000), seen)  # older than the last -n: not new
+        try:
+            while True:
+                time.sleep(interval)
+                for row in _new_records(record_log, build_query(None, filters, 1000), seen):
+                    show(row)
+        except KeyboardInterrupt:
+            pass
+
+
+def _new_records(record_log: RecordLog, query: RecordQuery, seen: dict[str, float]) -> list[dict[str, Any]]:
+    """Records stored since the last poll, oldest first; ``seen`` remembers ids within the lookback."""
+    horizon = time.time() - FOLLOW_LOOKBACK_S
+    query.since = max(query.since or horizon, horizon)
+    fresh: list[dict[str, Any]] = []
+    while True:
+        rows, cursor = record_log.search(query)
+        fresh += [row for row in rows if row["id"] not in seen]
+        if cursor is None:
+            break
+        query.cursor = (float(rows[-1]["ts"]), str(rows[-1]["id"]))
+    for stale in [rid for rid, ts in seen.items() if ts < horizon]:
+        del seen[stale]
+    seen.update((row["id"], row["ts"]) for row in fresh)
+    return sorted(fresh, key=lambda row: (row["ts"], row["id"]))
+
+
+@logs.command()
+@click.argument("text", required=False)
+@filter_options
+@click.option("--limit", type=int, default=50, show_default=True, help="Records per page (1-1000).")
+@click.option("--cursor", help="Continue after a previous page (printed when there are more).")
+@click.option("--json", "as_json", is_flag=True, help="JSON: {data, next_cursor}.")
+@config_option
+def search(
+    text: str | None, limit: int, cursor: str | None, as_json: bool, config_path: str | None, **filters: Any
+) -> None:
+    """Find records whose input or output contains TEXT (any script), narrowed by filters."""
+    with opened_record_log(config_path) as record_log:
+        query = build_query(text, {**filters, "cursor": cursor}, limit)
+        rows, next_cursor = record_log.search(query)
+    if as_json:
+        _echo_json({"data": rows, "next_cursor": next_cursor})
+        return
+    Console().print(_records_table(rows))
+    if next_cursor:
+        stderr.print(f"more: add --cursor {next_cursor}")
+    elif not rows:
+        stderr.print("no matching records")
+
+
+@logs.command()
+@click.argument("record_id", metavar="ID")
+@config_option
+def show(record_id: str, config_path: str | None) -> None:
+    """Print one record as JSON, with its request and response payloads."""
+    with opened_record_log(config_path) as record_log:
+        record = record_log.get(record_id)
+    if record is None:
+        raise click.ClickException(f"no record with id {record_id}")
+    _echo_json(record)
+
+
+@logs.command()
+@click.option("--user", required=True, help="The user whose records to delete.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@config_option
+def erase(user: str, yes: bool, as_json: bool, config_path: str | None) -> None:
+    """Delete every record of a user (GDPR erasure) and show the counts before and after."""
+    with opened_record_log(config_path) as record_log:
+        if not yes:
+            click.confirm(f"Erase every record of user {user!r}? This cannot be undone", abort=True)
+        result = record_log.erase_user(user, ERASURE_ACTOR)
+    if as_json:
+        _echo_json(result)
+        return
+    table = Table(
+        "table", "before", "after", title=f"erased user {user} (audited as sha256 {result['user_sha256'][:16]})"
+    )
+    for name, before in result["before"].items():
+        table.add_row(name, str(before), str(result["after"].get(name)))
+    Console().print(table)
+
+
+@logs.command()
+@click.option(
+    "--format", "export_format", type=click.Choice(["jsonl", "csv", "parquet"]), default="jsonl", show_default=True
+)
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="File to write (default: standard output).")
+@click.argument("text", required=False)
+@filter_options
+@config_option
+def export(text: str | None, export_format: str, output: str | None, config_path: str | None, **filters: Any) -> None:
+    """Write every matching record, with payloads, as JSONL, CSV or Parquet."""
+    with opened_record_log(config_path) as record_log:
+        require_export_format(export_format)
+        records = record_log.iter_records(build_query(text, filters))
+        if output is None:
+            for chunk in export_chunks(records, export_format):
+                sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+            return
+        written = _export_to_file(records, export_format, Path(output))
+    stderr.print(f"exported {written} records to {output}")
+
+
+def _export_to_file(records: Iterator[dict[str, Any]], export_format: str, output: Path) -> int:
+    """Write the export beside ``output`` and move it into place when complete, with a progress bar."""
+    partial = output.with_name(output.name + ".partial")
+    count = 0
+    progress = Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=stderr, transient=True
+    )
+
+    def counted() -> Iterator[dict[str, Any]]:
+        nonlocal count
+        for record in records:
+            count += 1
+            if count % 100 == 0:
+                progress.update(task, description=f"exported {count:,} records")
+            yield record
+
+    with progress:
+        task = progress.add_task("exporting…", total=None)
+        try:
+            with partial.open("wb") as file:
+                for chunk in export_chunks(counted(), export_format):
+                    file.write(chunk)
+            os.replace(partial, output)
+        finally:
+            partial.unlink(missing_ok=True)
+    return count
+
+
+@click.command()
+@click.option("--by", type=click.Choice(list(USAGE_DIMENSIONS)), default="model", show_default=True)
+@click.option("--since", default="7d", show_default=True, help="30m, 1h, 7d (ago), ISO 8601 or epoch seconds.")
+@click.option("--until", default=None, help="Up to this time (default: now).")
+@click.option("--tenant", default=None, help="Only this tenant.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@config_option
+def usage(by: str, since: str, until: str | None, tenant: str | None, as_json: bool, config_path: str | None) -> None:
+    """Requests, errors, tokens and cost from the request log, grouped by model, user, day or tenant."""
+    with opened_record_log(config_path) as record_log:
+        start = parse_time(since, "since") if since else None
+        end = parse_time(until, "until") if until else None
+        if start is not None and end is not None and start > end:
+            raise InvalidRequestError("since is after until.", param="since")
+        rows = record_log.usage(by, start, end, tenant)
+    if as_json:
+        _echo_json(rows)
+        return
+    table = Table(by, "requests", "errors", "tokens in", "tokens out", "cost", "mean latency ms")
+    for row in rows:
+        table.add_row(
+            str(row[by]) or "(none)",
+            _number(row["requests"]),
+            _number(row["errors"]),
+            _number(row["prompt_tokens"]),
+            _number(row["completion_tokens"]),
+            _cost(row["cost"]),
+            _number(row["mean_latency_ms"], 1),
+        )
+    Console().print(table)
