@@ -23,8 +23,8 @@ from rich.table import Table
 
 from opsgate.domain.config import ConfigError, load_config
 from opsgate.domain.errors import GatewayError, InvalidRequestError
-from opsgate.server.admin import export_chunks, require_export_format
 from opsgate.store.crypto import KeyError_
+from opsgate.store.export import export_chunks, require_export_format
 from opsgate.store.query import RecordQuery, parse_time, query_from_params
 from opsgate.store.record_log import RecordLog
 from opsgate.store.sql import USAGE_DIMENSIONS

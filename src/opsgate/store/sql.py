@@ -330,8 +330,8 @@ class SqlRecordStore(ABC):
                 ).fetchone()[0],
                 "audit_log": self.execute(
                     conn,
-                    "SELECT COUNT(*) FROM audit_log WHERE target = ? OR details LIKE ?",
-                    [user, f'%"{user}"%'],
+                    "SELECT COUNT(*) FROM audit_log WHERE target = ? OR details LIKE ? ESCAPE '!'",
+                    [user, '%"' + user.replace("!", "!!").replace("%", "!%").replace("_", "!_") + '"%'],
                 ).fetchone()[0],
             }
 
