@@ -69,3 +69,13 @@ def test_example_configs_are_valid() -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_readme_record_config_example_is_valid() -> None:
+    import yaml
+
+    from opsgate.domain.config import parse_config
+
+    [example] = [b for b in blocks("yaml") if "record:" in b]
+    config = parse_config(yaml.safe_load(example))
+    assert config.record.encryption.enabled and config.models[0].price is not None
