@@ -46,16 +46,24 @@ class Gateway:
             sinks.append(LogSink())
         if sink is not None:
             sinks.append(sink)
-        self.pipeline = build_pipeline(config, BackendCall(self.registry), FanoutSink(*sinks))
+        self.pipeline = build_pipeline(config, BackendCall(self.registry), FanoutSink(*sinks), self.registry)
 
     async def start(self) -> None:
         """Open the request log (replaying any journal a crash left) and start the backends."""
         if self.record_log is not None:
             self.record_log.start()
         await self.registry.start()
+        for stage in self.pipeline.stages:
+            start = getattr(stage, "start", None)
+            if start is not None:
+                await start()  # stages with connections (Redis) open them here
 
     async def stop(self) -> None:
         """Stop the backends, then store the last records."""
+        for stage in self.pipeline.stages:
+            close = getattr(stage, "close", None)
+            if close is not None:
+                await close()
         await self.registry.close()
         if self.record_log is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.record_log.stop)
