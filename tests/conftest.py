@@ -38,16 +38,19 @@ def upstream(upstream_server: FakeUpstream) -> Iterator[FakeUpstream]:
 
 
 def upstream_config(base_url: str, **deployment: Any) -> dict[str, Any]:
+    """One upstream alias with no retries and no breaker: these tests look at single calls."""
     return {
         "models": [
             {
                 "name": "up",
+                "routing": {"retries": 0},
                 "deployments": [
                     {
                         "type": "openai",
                         "base_url": base_url,
                         "model": "real-model",
                         "api_key": "sk-upstream-secret",
+                        "breaker": {"enabled": False},
                         **deployment,
                     }
                 ],

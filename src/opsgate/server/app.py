@@ -20,9 +20,9 @@ from opsgate.backends.registry import ModelRegistry
 from opsgate.domain.config import GatewayConfig, load_config
 from opsgate.domain.context import Endpoint, RequestContext
 from opsgate.domain.errors import GatewayError, InvalidRequestError, NotFoundError
-from opsgate.pipeline.backend_call import BackendCall
 from opsgate.pipeline.build import build_pipeline
 from opsgate.pipeline.record import FanoutSink, LogSink, RecordSink
+from opsgate.routing.router import Router
 from opsgate.server.admin import admin_routes
 from opsgate.server.http_io import error_response, json_response, read_json_body, render
 from opsgate.server.logs import configure_logging
@@ -46,13 +46,15 @@ class Gateway:
             sinks.append(LogSink())
         if sink is not None:
             sinks.append(sink)
-        self.pipeline = build_pipeline(config, BackendCall(self.registry), FanoutSink(*sinks), self.registry)
+        self.router = Router(config, self.registry)
+        self.pipeline = build_pipeline(config, self.router, FanoutSink(*sinks), self.registry)
 
     async def start(self) -> None:
         """Open the request log (replaying any journal a crash left) and start the backends."""
         if self.record_log is not None:
             self.record_log.start()
         await self.registry.start()
+        await self.router.start()
         for stage in self.pipeline.stages:
             start = getattr(stage, "start", None)
             if start is not None:
@@ -64,9 +66,13 @@ class Gateway:
             close = getattr(stage, "close", None)
             if close is not None:
                 await close()
+        await self.router.close()
         await self.registry.close()
         if self.record_log is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.record_log.stop)
+
+    def _deployments(self) -> dict[str, dict[str, Any]]:
+        return self.router.status()
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         """Whether every alias can serve, with per-deployment and request-log detail."""
@@ -74,7 +80,7 @@ class Gateway:
         body: dict[str, Any] = {
             "status": "ready" if ready else "not_ready",
             "version": __version__,
-            "deployments": self.registry.status(),
+            "deployments": self._deployments(),
             "pipeline": self.pipeline.names,
         }
         if self.record_log is not None:

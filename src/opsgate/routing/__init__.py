@@ -1,0 +1,1 @@
+"""Routing across deployments: balancing strategies, circuit breakers, health checks, retries, fallbacks."""

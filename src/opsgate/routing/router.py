@@ -1,0 +1,204 @@
+"""The pipeline's terminal step: pick a deployment, call it, retry, fall back.
+
+For each alias in the chain (the requested one, then its ``fallbacks``) the balancer orders the
+deployments; up to ``retries + 1`` attempts go down that order, with jittered exponential backoff
+between them, all inside the alias's ``deadline_seconds``. Only retryable failures move on
+(connect errors, timeouts, 429/5xx, overload — errors with ``fallback_allowed``); a client's
+mistake (4xx) is answered at once. A stream falls back only until its first chunk arrives: the
+router waits for that chunk before the response starts, so a stream that dies before it is retried
+like any other failure, and one that dies after it ends with an error event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from opsgate.backends.registry import ModelRegistry
+from opsgate.domain.config import GatewayConfig
+from opsgate.domain.context import Chunk, GatewayResponse, JsonResult, RequestContext, StreamResult
+from opsgate.domain.errors import (
+    BackendFailure,
+    GatewayError,
+    OverloadedError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
+from opsgate.domain.requests import EmbeddingRequest
+from opsgate.routing import balancer
+from opsgate.routing.deployment import DeploymentHandle, now_ms
+from opsgate.routing.health import HealthChecker
+
+log = logging.getLogger("opsgate.routing")
+
+
+class CircuitOpen(UpstreamError):
+    """Every deployment that could serve is refusing calls (breakers open)."""
+
+    def __init__(self, label: str) -> None:
+        super().__init__(
+            f"deployment {label} is unavailable: its circuit breaker is open",
+            status=503,
+            code="circuit_open",
+            headers={"Retry-After": "1"},
+        )
+
+
+class Router:
+    """Routes each request to a deployment of its alias or of a fallback alias."""
+
+    def __init__(self, config: GatewayConfig, registry: ModelRegistry, rng: random.Random | None = None) -> None:
+        self.aliases = {alias.name: alias for alias in config.models}
+        self.handles: dict[str, list[DeploymentHandle]] = {
+            alias.name: [
+                DeploymentHandle(alias, i, backend) for i, backend in enumerate(registry.deployments(alias.name))
+            ]
+            for alias in config.models
+        }
+        self.rng = rng or random.Random()
+        self.health = HealthChecker([h for handles in self.handles.values() for h in handles])
+
+    async def start(self) -> None:
+        """Start active health checks."""
+        await self.health.start()
+
+    async def close(self) -> None:
+        """Stop them."""
+        await self.health.close()
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        """Every deployment's routing state."""
+        return {h.label: h.status() for handles in self.handles.values() for h in handles}
+
+    async def __call__(self, ctx: RequestContext) -> GatewayResponse:
+        """Serve the request from the first deployment that can."""
+        assert ctx.alias is not None
+        first = self.aliases[ctx.alias.name]
+        deadline = time.monotonic() + first.routing.deadline_seconds
+        chain = [first.name, *first.routing.fallbacks]
+        errors: list[str] = []
+        last: GatewayError | None = None
+        for alias_name in chain:
+            routing = self.aliases[alias_name].routing
+            candidates = balancer.order(self.handles[alias_name], routing, self.rng)
+            full: set[str] = set()  # deployments that said "busy": retrying them at once only adds load
+            for attempt in range(routing.retries + 1):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                handle = next(
+                    (
+                        candidates[(attempt + k) % len(candidates)]
+                        for k in range(len(candidates))
+                        if candidates[(attempt + k) % len(candidates)].label not in full
+                    ),
+                    None,
+                )
+                if handle is None:
+                    break
+                if attempt > 0 and last is not None and not isinstance(last, (CircuitOpen, OverloadedError)):
+                    backoff = min(routing.backoff_max, routing.backoff_initial * 2 ** (attempt - 1))
+                    await asyncio.sleep(min(self.rng.uniform(0, backoff), remaining))  # full jitter
+                try:
+                    response = await self._attempt(ctx, handle, deadline)
+                except GatewayError as error:
+                    errors.append(f"{handle.label}: {error.message}")
+                    if not error.fallback_allowed:
+                        raise  # the client's mistake: another deployment would say the same
+                    if isinstance(error, OverloadedError):
+                        full.add(handle.label)
+                    last = error
+                    continue
+                self._mark(ctx, response, handle, alias_name, errors)
+                return response
+        if last is None or deadline - time.monotonic() <= 0:
+            last = UpstreamTimeoutError(
+                f"no deployment answered within the {first.routing.deadline_seconds:.0f}s deadline"
+            )
+        ctx.tags["attempts"] = len(errors)
+        ctx.tags["attempt_errors"] = errors[-5:]
+        if len(errors) > 1:
+            last.message = f"all {len(errors)} attempts failed; last: {last.message}"
+        raise last
+
+    @staticmethod
+    def _mark(
+        ctx: RequestContext, response: GatewayResponse, handle: DeploymentHandle, alias: str, errors: list[str]
+    ) -> None:
+        response.headers["x-opsgate-deployment"] = handle.label
+        response.headers["x-opsgate-model"] = alias
+        ctx.deployment = handle.label
+        if ctx.alias is not None and alias != ctx.alias.name:
+            ctx.tags["fallback_from"] = ctx.alias.name
+            ctx.tags["served_by"] = alias
+        if errors:
+            ctx.tags["attempts"] = len(errors) + 1
+            ctx.tags["attempt_errors"] = errors[-5:]
+
+    async def _attempt(self, ctx: RequestContext, handle: DeploymentHandle, deadline: float) -> GatewayResponse:
+        await handle.queue.acquire()  # backpressure: bounded wait, then 503 (and the next deployment)
+        if not handle.breaker.allow():
+            handle.queue.release()
+            raise CircuitOpen(handle.label)
+        ctx.deployment = handle.label
+        started = now_ms()
+        try:
+            async with asyncio.timeout(max(0.001, deadline - time.monotonic())):
+                response = await self._call(ctx, handle)
+        except TimeoutError:
+            handle.queue.release()
+            handle.observe(False, None)
+            raise UpstreamTimeoutError(f"deployment {handle.label} did not answer before the deadline") from None
+        except OverloadedError:
+            handle.queue.release()  # load shedding, not a fault: the breaker does not count it
+            raise
+        except GatewayError as error:
+            handle.queue.release()
+            handle.observe(not error.fallback_allowed, None)  # a client's 4xx means the deployment is fine
+            raise
+        except Exception as error:
+            handle.queue.release()
+            handle.observe(False, None)
+            log.exception("deployment %s failed", handle.label)
+            raise BackendFailure(f"deployment {handle.label} failed: {type(error).__name__}") from error
+        except BaseException:  # cancelled (client gone, shutdown): free the slot, judge nobody
+            handle.queue.release()
+            raise
+        handle.observe(True, now_ms() - started)
+        if isinstance(response, StreamResult):
+            response.on_finish.append(lambda _: handle.queue.release())  # a stream holds its slot to the end
+        else:
+            handle.queue.release()
+        return response
+
+    async def _call(self, ctx: RequestContext, handle: DeploymentHandle) -> GatewayResponse:
+        backend = handle.backend
+        body = ctx.body
+        if isinstance(body, EmbeddingRequest):
+            return JsonResult(await backend.embed(ctx))
+        assert body is not None
+        if not body.stream:
+            return JsonResult(await backend.generate(ctx))
+        chunks = await backend.open_stream(ctx)
+        try:
+            first = await anext(chunks)  # fall back is possible until this chunk is in hand
+        except StopAsyncIteration:
+            raise UpstreamError(
+                f"deployment {handle.label} sent an empty stream", code="upstream_truncated_stream"
+            ) from None
+        return StreamResult(source=_prepend(first, chunks), include_usage=body.include_usage())
+
+
+async def _prepend(first: Chunk, rest: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+    try:
+        yield first
+        async for chunk in rest:
+            yield chunk
+    finally:
+        aclose = getattr(rest, "aclose", None)
+        if aclose is not None:
+            await aclose()
