@@ -16,7 +16,11 @@ from tests.support import free_port
 
 @dataclass
 class Script:
-    """What the upstream does next. ``mode``: ok | status | malformed | truncate | stream_error | slow."""
+    """What the upstream does next. ``mode``: ok | status | malformed | truncate | stream_error | reset | hang.
+
+    ``delay`` adds latency before any mode; ``fail_first`` makes only the first N requests misbehave
+    (then ``mode`` falls back to ok), for scripted outages.
+    """
 
     mode: str = "ok"
     status: int = 200
@@ -25,6 +29,7 @@ class Script:
     delay: float = 0.0
     content: str = "Hello from upstream"
     words: int = 5
+    fail_first: int | None = None
 
 
 class FakeUpstream:
@@ -57,6 +62,11 @@ class FakeUpstream:
     async def _shutdown(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+        current = asyncio.current_task()
+        pending = [t for t in asyncio.all_tasks() if t is not current]
+        for task in pending:
+            task.cancel()  # handlers still "hanging" on purpose
+        await asyncio.gather(*pending, return_exceptions=True)
 
     def _run(self) -> None:
         self._loop = asyncio.new_event_loop()
@@ -64,7 +74,7 @@ class FakeUpstream:
         app.router.add_post("/v1/chat/completions", self._completion)
         app.router.add_post("/v1/completions", self._completion)
         app.router.add_post("/v1/embeddings", self._embeddings)
-        self._runner = web.AppRunner(app)
+        self._runner = web.AppRunner(app, shutdown_timeout=1.0)  # do not wait for "hang" handlers
         self._loop.run_until_complete(self._runner.setup())
         self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
         self._ready.set()
@@ -92,6 +102,8 @@ class FakeUpstream:
         body = await request.json()
         self._record(request, body)
         script = self.script
+        if script.fail_first is not None and len(self.requests) > script.fail_first:
+            script = Script(delay=script.delay, content=script.content, words=script.words)
         chat = request.path.endswith("/chat/completions")
         if script.delay:
             await asyncio.sleep(script.delay)
@@ -99,6 +111,12 @@ class FakeUpstream:
             if isinstance(script.body, (dict, list)):
                 return web.json_response(script.body, status=script.status, headers=script.headers)
             return web.Response(text=str(script.body or ""), status=script.status, headers=script.headers)
+        if script.mode == "reset":
+            assert request.transport is not None
+            request.transport.close()  # connection reset before any response byte
+            return web.Response()
+        if script.mode == "hang":
+            await asyncio.sleep(60)
         if script.mode == "malformed":
             return web.Response(text='{"choices": [', content_type="application/json")
         if body.get("stream"):
