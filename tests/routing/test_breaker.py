@@ -47,8 +47,9 @@ def test_failed_probe_reopens() -> None:
 
 def test_error_rate_over_window() -> None:
     clock = Clock()
-    breaker = CircuitBreaker(BreakerConfig(consecutive_failures=100, error_rate=0.5, min_requests=10,
-                                           window_seconds=30), clock)
+    breaker = CircuitBreaker(
+        BreakerConfig(consecutive_failures=100, error_rate=0.5, min_requests=10, window_seconds=30), clock
+    )
     for n in range(9):
         breaker.record(n % 2 == 0)  # 4 failures of 9: under min_requests
     assert breaker.state == "closed"
@@ -58,8 +59,9 @@ def test_error_rate_over_window() -> None:
 
 def test_old_calls_leave_the_window() -> None:
     clock = Clock()
-    breaker = CircuitBreaker(BreakerConfig(consecutive_failures=100, error_rate=0.5, min_requests=4,
-                                           window_seconds=10), clock)
+    breaker = CircuitBreaker(
+        BreakerConfig(consecutive_failures=100, error_rate=0.5, min_requests=4, window_seconds=10), clock
+    )
     breaker.record(False)
     breaker.record(False)
     clock.now = 20

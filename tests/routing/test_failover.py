@@ -40,8 +40,13 @@ def upstreams(servers: tuple[FakeUpstream, FakeUpstream]) -> tuple[FakeUpstream,
 
 
 def deployment(server: FakeUpstream, **extra: Any) -> dict[str, Any]:
-    return {"type": "openai", "base_url": server.base_url, "model": "m",
-            "timeouts": {"connect": 1, "first_byte": 1, "total": 5}, **extra}
+    return {
+        "type": "openai",
+        "base_url": server.base_url,
+        "model": "m",
+        "timeouts": {"connect": 1, "first_byte": 1, "total": 5},
+        **extra,
+    }
 
 
 def body(**extra: Any) -> dict[str, Any]:
@@ -60,8 +65,9 @@ async def fire(gateway: Gateway, count: int, concurrency: int, **extra: Any) -> 
             n = queue.get_nowait()
             rid = f"fo-{time.monotonic_ns()}-{n}"
             started = time.perf_counter()
-            response = await client.post(gateway.url + "/v1/chat/completions", json=body(**extra),
-                                         headers={"x-request-id": rid})
+            response = await client.post(
+                gateway.url + "/v1/chat/completions", json=body(**extra), headers={"x-request-id": rid}
+            )
             results.append((response.status_code, time.perf_counter() - started, rid))
 
     async with httpx.AsyncClient(timeout=30) as client:
@@ -73,10 +79,20 @@ def test_retry_moves_to_the_healthy_deployment_and_the_breaker_opens(
     upstreams: tuple[FakeUpstream, FakeUpstream],
 ) -> None:
     a, b = upstreams
-    gateway = start_gateway({"models": [{"name": "svc", "routing": {"retries": 2, "backoff_initial": 0.001},
-                                         "deployments": [deployment(a, breaker={"consecutive_failures": 3,
-                                                                                "open_seconds": 60}),
-                                                         deployment(b)]}]})
+    gateway = start_gateway(
+        {
+            "models": [
+                {
+                    "name": "svc",
+                    "routing": {"retries": 2, "backoff_initial": 0.001},
+                    "deployments": [
+                        deployment(a, breaker={"consecutive_failures": 3, "open_seconds": 60}),
+                        deployment(b),
+                    ],
+                }
+            ]
+        }
+    )
     try:
         a.script = Script(mode="status", status=500, body={"error": {"message": "A is down"}})
         results = asyncio.run(fire(gateway, 60, 4))
@@ -93,13 +109,24 @@ def test_retry_moves_to_the_healthy_deployment_and_the_breaker_opens(
 
 def test_breaker_closes_after_recovery(upstreams: tuple[FakeUpstream, FakeUpstream]) -> None:
     a, b = upstreams
-    gateway = start_gateway({"models": [{"name": "svc", "routing": {"strategy": "cost", "retries": 1,
-                                                                    "backoff_initial": 0.001},
-                                         "deployments": [
-                                             deployment(a, breaker={"consecutive_failures": 2, "open_seconds": 0.5},
-                                                        price={"input_per_million": 1, "output_per_million": 1}),
-                                             deployment(b, price={"input_per_million": 9, "output_per_million": 9}),
-                                         ]}]})
+    gateway = start_gateway(
+        {
+            "models": [
+                {
+                    "name": "svc",
+                    "routing": {"strategy": "cost", "retries": 1, "backoff_initial": 0.001},
+                    "deployments": [
+                        deployment(
+                            a,
+                            breaker={"consecutive_failures": 2, "open_seconds": 0.5},
+                            price={"input_per_million": 1, "output_per_million": 1},
+                        ),
+                        deployment(b, price={"input_per_million": 9, "output_per_million": 9}),
+                    ],
+                }
+            ]
+        }
+    )
     try:
         a.script = Script(mode="reset")
         asyncio.run(fire(gateway, 4, 1))
@@ -117,17 +144,29 @@ def test_breaker_closes_after_recovery(upstreams: tuple[FakeUpstream, FakeUpstre
 
 def test_scripted_outage_with_fallback_keeps_999_per_mille(upstreams: tuple[FakeUpstream, FakeUpstream]) -> None:
     a, b = upstreams
-    gateway = start_gateway({"models": [
-        {"name": "svc", "routing": {"retries": 1, "backoff_initial": 0.001, "fallbacks": ["backup"],
-                                    "deadline_seconds": 5},
-         "deployments": [deployment(a, breaker={"consecutive_failures": 5, "open_seconds": 0.3})]},
-        {"name": "backup", "deployments": [deployment(b)]},
-    ]})
+    gateway = start_gateway(
+        {
+            "models": [
+                {
+                    "name": "svc",
+                    "routing": {"retries": 1, "backoff_initial": 0.001, "fallbacks": ["backup"], "deadline_seconds": 5},
+                    "deployments": [deployment(a, breaker={"consecutive_failures": 5, "open_seconds": 0.3})],
+                },
+                {"name": "backup", "deployments": [deployment(b)]},
+            ]
+        }
+    )
     try:
-        phases = [Script(), Script(mode="status", status=503, headers={"Retry-After": "1"}, body="overloaded"),
-                  Script(mode="reset"), Script(mode="malformed"), Script(mode="hang"),
-                  Script(mode="status", status=429, headers={"Retry-After": "2"}, body="slow down"),
-                  Script(delay=0.05), Script()]
+        phases = [
+            Script(),
+            Script(mode="status", status=503, headers={"Retry-After": "1"}, body="overloaded"),
+            Script(mode="reset"),
+            Script(mode="malformed"),
+            Script(mode="hang"),
+            Script(mode="status", status=429, headers={"Retry-After": "2"}, body="slow down"),
+            Script(delay=0.05),
+            Script(),
+        ]
         results: list[tuple[int, float, str]] = []
         for phase in phases:
             a.script = phase
@@ -151,10 +190,14 @@ def test_scripted_outage_with_fallback_keeps_999_per_mille(upstreams: tuple[Fake
 
 def test_stream_falls_back_before_the_first_byte(upstreams: tuple[FakeUpstream, FakeUpstream]) -> None:
     a, b = upstreams
-    gateway = start_gateway({"models": [
-        {"name": "svc", "routing": {"retries": 0, "fallbacks": ["backup"]}, "deployments": [deployment(a)]},
-        {"name": "backup", "deployments": [deployment(b)]},
-    ]})
+    gateway = start_gateway(
+        {
+            "models": [
+                {"name": "svc", "routing": {"retries": 0, "fallbacks": ["backup"]}, "deployments": [deployment(a)]},
+                {"name": "backup", "deployments": [deployment(b)]},
+            ]
+        }
+    )
     try:
         a.script = Script(mode="reset")
         client = openai.OpenAI(base_url=gateway.base_url, api_key="x", max_retries=0)
@@ -164,8 +207,9 @@ def test_stream_falls_back_before_the_first_byte(upstreams: tuple[FakeUpstream, 
         assert text == "w0 w1 w2 w3 w4 "
         # After the first byte there is no fallback: a cut stream is an error event, and a 502 in the record.
         a.script = Script(mode="truncate")
-        response = httpx.post(gateway.url + "/v1/chat/completions", headers={"x-request-id": "cut-1"},
-                              json=body(stream=True, model="svc"))
+        response = httpx.post(
+            gateway.url + "/v1/chat/completions", headers={"x-request-id": "cut-1"}, json=body(stream=True, model="svc")
+        )
         assert "before it was complete" in response.text.splitlines()[-2] and len(b.requests) == 1
         assert gateway.records_for("cut-1")[0]["status"] == 502
     finally:
@@ -174,8 +218,17 @@ def test_stream_falls_back_before_the_first_byte(upstreams: tuple[FakeUpstream, 
 
 def test_client_errors_are_not_retried(upstreams: tuple[FakeUpstream, FakeUpstream]) -> None:
     a, b = upstreams
-    gateway = start_gateway({"models": [{"name": "svc", "routing": {"retries": 3, "fallbacks": []},
-                                         "deployments": [deployment(a, weight=1), deployment(b, weight=0)]}]})
+    gateway = start_gateway(
+        {
+            "models": [
+                {
+                    "name": "svc",
+                    "routing": {"retries": 3, "fallbacks": []},
+                    "deployments": [deployment(a, weight=1), deployment(b, weight=0)],
+                }
+            ]
+        }
+    )
     try:
         a.script = Script(mode="status", status=400, body={"error": {"message": "bad max_tokens"}})
         response = httpx.post(gateway.url + "/v1/chat/completions", json=body())
@@ -187,8 +240,17 @@ def test_client_errors_are_not_retried(upstreams: tuple[FakeUpstream, FakeUpstre
 
 def test_deadline_bounds_a_hanging_upstream(upstreams: tuple[FakeUpstream, FakeUpstream]) -> None:
     a, _ = upstreams
-    gateway = start_gateway({"models": [{"name": "svc", "routing": {"retries": 5, "deadline_seconds": 1.0},
-                                         "deployments": [deployment(a, timeouts={"first_byte": 30, "total": 60})]}]})
+    gateway = start_gateway(
+        {
+            "models": [
+                {
+                    "name": "svc",
+                    "routing": {"retries": 5, "deadline_seconds": 1.0},
+                    "deployments": [deployment(a, timeouts={"first_byte": 30, "total": 60})],
+                }
+            ]
+        }
+    )
     try:
         a.script = Script(mode="hang")
         started = time.perf_counter()
@@ -202,9 +264,17 @@ def test_deadline_bounds_a_hanging_upstream(upstreams: tuple[FakeUpstream, FakeU
 
 def test_backpressure_per_deployment(upstreams: tuple[FakeUpstream, FakeUpstream]) -> None:
     a, _ = upstreams
-    gateway = start_gateway({"models": [{"name": "svc", "routing": {"retries": 0},
-                                         "deployments": [deployment(a, limits={"max_in_flight": 2, "max_queue": 1,
-                                                                               "queue_timeout": 5})]}]})
+    gateway = start_gateway(
+        {
+            "models": [
+                {
+                    "name": "svc",
+                    "routing": {"retries": 0},
+                    "deployments": [deployment(a, limits={"max_in_flight": 2, "max_queue": 1, "queue_timeout": 5})],
+                }
+            ]
+        }
+    )
     try:
         a.script = Script(delay=0.5)
         results = asyncio.run(fire(gateway, 6, 6))
@@ -216,11 +286,35 @@ def test_backpressure_per_deployment(upstreams: tuple[FakeUpstream, FakeUpstream
 
 def test_weighted_routing_follows_weights(upstreams: tuple[FakeUpstream, FakeUpstream]) -> None:
     a, b = upstreams
-    gateway = start_gateway({"models": [{"name": "svc", "deployments": [deployment(a, weight=3),
-                                                                        deployment(b, weight=1)]}]})
+    gateway = start_gateway(
+        {"models": [{"name": "svc", "deployments": [deployment(a, weight=3), deployment(b, weight=1)]}]}
+    )
     try:
         asyncio.run(fire(gateway, 400, 8))
         share = len(a.requests) / (len(a.requests) + len(b.requests))
         assert 0.65 < share < 0.85, share
+    finally:
+        gateway.server.stop()
+
+
+def test_admin_api_shows_breaker_state(upstreams: tuple[FakeUpstream, FakeUpstream]) -> None:
+    a, _ = upstreams
+    gateway = start_gateway(
+        {
+            "models": [
+                {
+                    "name": "svc",
+                    "routing": {"retries": 0},
+                    "deployments": [deployment(a, breaker={"consecutive_failures": 1})],
+                }
+            ]
+        }
+    )
+    try:
+        a.script = Script(mode="status", status=500, body="down")
+        httpx.post(gateway.url + "/v1/chat/completions", json=body())
+        [entry] = httpx.get(gateway.url + "/admin/deployments").json()["data"]
+        assert entry["deployment"] == "svc#0" and entry["breaker"]["state"] == "open"
+        assert entry["failures"] == 1 and entry["breaker"]["reason"] == "1 consecutive failures"
     finally:
         gateway.server.stop()

@@ -150,6 +150,14 @@ def create_app(config: GatewayConfig | None = None, *, sink: RecordSink | None =
         ready, body = gateway.readiness()
         return json_response(body, 200 if ready else 503)
 
+    async def deployments(request: Request) -> Response:
+        return json_response(
+            {
+                "object": "list",
+                "data": [{"deployment": label, **state} for label, state in gateway.router.status().items()],
+            }
+        )
+
     async def openapi(request: Request) -> Response:
         return json_response(openapi_document(__version__))
 
@@ -187,6 +195,7 @@ def create_app(config: GatewayConfig | None = None, *, sink: RecordSink | None =
         Route("/v1/models/{model:path}", model, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Route("/admin/deployments", deployments, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         *admin_routes(gateway),
     ]
