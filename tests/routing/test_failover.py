@@ -318,3 +318,21 @@ def test_admin_api_shows_breaker_state(upstreams: tuple[FakeUpstream, FakeUpstre
         assert entry["failures"] == 1 and entry["breaker"]["reason"] == "1 consecutive failures"
     finally:
         gateway.server.stop()
+
+
+def test_client_disconnect_cancels_the_upstream_call(upstreams: tuple[FakeUpstream, FakeUpstream]) -> None:
+    a, _ = upstreams
+    gateway = start_gateway({"models": [{"name": "svc", "deployments": [
+        deployment(a, timeouts={"first_byte": 60, "total": 60})]}]})
+    try:
+        a.script = Script(mode="hang")
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(gateway.url + "/v1/chat/completions", json=body(), timeout=0.5,
+                       headers={"x-request-id": "gone-1"})
+        [record] = gateway.records_for("gone-1")
+        assert record["status"] == 499 and record["error_type"] == "client_disconnected"
+        state = httpx.get(gateway.url + "/admin/deployments").json()["data"][0]
+        assert state["in_flight"] == 0  # the upstream call was cancelled, its slot freed
+        assert state["breaker"]["consecutive_failures"] == 0  # a client leaving is nobody's fault
+    finally:
+        gateway.server.stop()

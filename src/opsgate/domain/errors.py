@@ -85,6 +85,16 @@ class OverloadedError(GatewayError):
         self.retry_after = max(1, retry_after)
 
 
+class ClientDisconnected(GatewayError):
+    """The client went away before the answer was ready; the work for it was cancelled."""
+
+    status = 499
+    error_type = "client_disconnected"
+
+    def __init__(self) -> None:
+        super().__init__("the client closed the connection before the response", code="client_disconnected")
+
+
 class UpstreamError(GatewayError):
     """An upstream server failed; keeps the upstream's own status and message."""
 

@@ -7,12 +7,13 @@ stage short-circuited or failed, so recording and metrics see every request.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from opsgate.domain.context import GatewayResponse, JsonResult, RequestContext
-from opsgate.domain.errors import BackendFailure, GatewayError
+from opsgate.domain.errors import BackendFailure, ClientDisconnected, GatewayError
 
 log = logging.getLogger("opsgate.pipeline")
 
@@ -71,22 +72,31 @@ class Pipeline:
         """Run one request through every stage and the backend."""
         entered = 0
         response: GatewayResponse | None = None
-        for stage in self.stages:
-            entered += 1
-            try:
-                response = await stage.before(ctx)
-            except Exception as error:
-                response = _as_response(error, ctx, stage.name)
-            if response is not None:
-                break
-        if response is None:
-            try:
-                response = await self.terminal(ctx)
-            except Exception as error:
-                response = _as_response(error, ctx, "backend")
+        cancelled: asyncio.CancelledError | None = None
+        try:
+            for stage in self.stages:
+                entered += 1
+                try:
+                    response = await stage.before(ctx)
+                except Exception as error:
+                    response = _as_response(error, ctx, stage.name)
+                if response is not None:
+                    break
+            if response is None:
+                try:
+                    response = await self.terminal(ctx)
+                except Exception as error:
+                    response = _as_response(error, ctx, "backend")
+        except asyncio.CancelledError as error:
+            # The client left (or the server is stopping): the after hooks still run, so limits are
+            # released and the request is recorded as 499; then the cancellation goes on.
+            cancelled = error
+            response = JsonResult.from_error(ClientDisconnected())
         for stage in reversed(self.stages[:entered]):
             try:
                 response = await stage.after(ctx, response)
             except Exception as error:
                 response = _as_response(error, ctx, stage.name)
+        if cancelled is not None:
+            raise cancelled
         return response

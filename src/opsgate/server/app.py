@@ -100,7 +100,18 @@ class Gateway:
         ctx = RequestContext(
             endpoint=endpoint, raw_body=raw, headers=request.headers, is_disconnected=request.is_disconnected
         )
-        return render(await self.pipeline.handle(ctx))
+        # If the client hangs up before the answer, cancel the work (and the upstream call) for it.
+        work = asyncio.ensure_future(self.pipeline.handle(ctx))
+        watcher = asyncio.ensure_future(_cancel_on_disconnect(request, work))
+        try:
+            result = await work
+        except asyncio.CancelledError:
+            if not work.cancelled():
+                raise  # we are being cancelled ourselves (shutdown)
+            return Response(status_code=499)
+        finally:
+            watcher.cancel()
+        return render(result)
 
     def models(self) -> dict[str, Any]:
         """``/v1/models``: the aliases, OpenAI style."""
@@ -118,6 +129,15 @@ class Gateway:
                 for alias in self.config.models
             ],
         }
+
+
+async def _cancel_on_disconnect(request: Request, work: asyncio.Future[Any]) -> None:
+    # After the body is read, the next ASGI message is the disconnect (or nothing, until the end).
+    while not work.done():
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            work.cancel()
+            return
 
 
 def _inference(gateway: Gateway, endpoint: Endpoint) -> Callable[[Request], Any]:
