@@ -79,3 +79,13 @@ def test_readme_record_config_example_is_valid() -> None:
     [example] = [b for b in blocks("yaml") if "record:" in b]
     config = parse_config(yaml.safe_load(example))
     assert config.record.encryption.enabled and config.models[0].price is not None
+
+
+def test_readme_routing_example_is_valid() -> None:
+    import yaml
+
+    from opsgate.domain.config import parse_config
+
+    [example] = [b for b in blocks("yaml") if "fallbacks" in b]
+    config = parse_config(yaml.safe_load(example))
+    assert config.models[0].routing.fallbacks == ["smollm2"]
