@@ -10,13 +10,11 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from opsgate.backends import openai_shapes as shapes
-from opsgate.backends.base import Backend
-from opsgate.backends.work_queue import WorkQueue
+from opsgate.backends.in_process import InProcessBackend
 from opsgate.domain.config import LlamaCppDeployment
 from opsgate.domain.context import Chunk, RequestContext
 from opsgate.domain.errors import BackendFailure, GatewayError, InvalidRequestError
@@ -28,6 +26,19 @@ log = logging.getLogger("opsgate.backends.llama")
 @dataclass(slots=True)
 class _Failed:
     error: GatewayError
+
+
+def _sampling(body: ChatCompletionRequest | CompletionRequest, deployment: LlamaCppDeployment) -> dict[str, Any]:
+    """Sampling settings: the request's, else the deployment's defaults."""
+    return {
+        "max_tokens": body.token_limit(),
+        "temperature": deployment.temperature if body.temperature is None else body.temperature,
+        "top_p": deployment.top_p if body.top_p is None else body.top_p,
+        "stop": body.stop_list(),
+        "seed": body.seed,
+        "presence_penalty": body.presence_penalty or 0.0,
+        "frequency_penalty": body.frequency_penalty or 0.0,
+    }
 
 
 def build_job(ctx: RequestContext, deployment: LlamaCppDeployment) -> Any:
@@ -52,13 +63,7 @@ def build_job(ctx: RequestContext, deployment: LlamaCppDeployment) -> Any:
         return GenerationJob(
             messages=messages,
             prompt=None,
-            max_tokens=body.token_limit(),
-            temperature=deployment.temperature if body.temperature is None else body.temperature,
-            top_p=deployment.top_p if body.top_p is None else body.top_p,
-            stop=body.stop_list(),
-            seed=body.seed,
-            presence_penalty=body.presence_penalty or 0.0,
-            frequency_penalty=body.frequency_penalty or 0.0,
+            **_sampling(body, deployment),
             logprobs=bool(body.logprobs),
             top_logprobs=body.top_logprobs or 0,
             json_mode=json_mode,
@@ -70,88 +75,37 @@ def build_job(ctx: RequestContext, deployment: LlamaCppDeployment) -> Any:
     return GenerationJob(
         messages=None,
         prompt=body.prompt_text(),
-        max_tokens=body.token_limit(),
-        temperature=deployment.temperature if body.temperature is None else body.temperature,
-        top_p=deployment.top_p if body.top_p is None else body.top_p,
-        stop=body.stop_list(),
-        seed=body.seed,
-        presence_penalty=body.presence_penalty or 0.0,
-        frequency_penalty=body.frequency_penalty or 0.0,
+        **_sampling(body, deployment),
         logprobs=body.logprobs is not None,
         top_logprobs=body.logprobs or 0,
     )
 
 
-class EmbeddedLlamaBackend(Backend):
+class EmbeddedLlamaBackend(InProcessBackend):
     """Serves chat and completion requests from an in-process llama.cpp model."""
 
+    kind = "chat"
+
     def __init__(self, deployment: LlamaCppDeployment, label: str) -> None:
+        super().__init__(label, max_queue=deployment.max_queue, queue_timeout=deployment.queue_timeout)
         self.deployment = deployment
-        self.label = label
-        self.kind = "chat"
-        # One thread owns the model: llama.cpp contexts are not thread-safe, and FIFO order is fairness.
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"llama-{label}")
-        self.queue = WorkQueue(
-            f"model {label}", slots=1, max_waiting=deployment.max_queue, timeout=deployment.queue_timeout
-        )
-        self._engine: Any = None
-        self._load_error: str | None = None
-        self._loading: asyncio.Future[Any] | None = None
-        self.load_seconds: float | None = None
 
-    async def start(self) -> None:
-        """Begin loading the model in the worker thread; readiness flips when it is loaded."""
-        loop = asyncio.get_running_loop()
-        started = time.perf_counter()
+    def load(self) -> Any:
+        """The llama.cpp engine."""
+        from opsgate.backends.llama_engine import LlamaEngine
 
-        def load() -> Any:
-            from opsgate.backends.llama_engine import LlamaEngine
+        return LlamaEngine(self.deployment)
 
-            return LlamaEngine(self.deployment)
-
-        def loaded(future: asyncio.Future[Any]) -> None:
-            if future.cancelled():
-                return
-            error = future.exception()
-            if error is not None:
-                self._load_error = f"{type(error).__name__}: {error}"
-                log.error("model %s failed to load: %s", self.label, self._load_error)
-            else:
-                self._engine = future.result()
-                self.load_seconds = time.perf_counter() - started
-                log.info("model %s loaded from %s in %.2fs", self.label, self._engine.model_path, self.load_seconds)
-
-        self._loading = loop.run_in_executor(self._executor, load)
-        self._loading.add_done_callback(loaded)
-
-    async def wait_loaded(self) -> None:
-        """Wait until loading finished (successfully or not)."""
-        if self._loading is not None:
-            await asyncio.wait([self._loading])
-
-    async def close(self) -> None:
-        """Stop the worker thread after the current job."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
-
-    def is_ready(self) -> bool:
-        """Loaded and usable."""
-        return self._engine is not None
-
-    def status(self) -> dict[str, object]:
-        """Load state and queue depth."""
-        state: dict[str, object] = {"ready": self.is_ready(), **self.queue.status()}
-        if self._engine is not None:
-            state["model_path"] = self._engine.model_path
-        if self._load_error:
-            state["error"] = self._load_error
-        return state
+    def describe(self) -> dict[str, object]:
+        """Where the GGUF came from."""
+        return {"model_path": self.model.model_path}
 
     def _run(self, job: Any, emit: Any) -> None:
-        if self._engine is None:
-            emit(_Failed(BackendFailure(f"model {self.label} is not loaded: {self._load_error or 'still loading'}")))
+        if self.model is None:
+            emit(_Failed(BackendFailure(self.not_loaded_reason())))
             return
         try:
-            self._engine.run(job, emit)
+            self.model.run(job, emit)
         except GatewayError as error:
             emit(_Failed(error))
         except Exception as error:  # a model failure must not take the process down
