@@ -166,14 +166,3 @@ def test_retention_most_specific_rule_wins(store: SqlRecordStore) -> None:
 def test_tag_filter_matches_client_metadata(store: SqlRecordStore) -> None:
     store.write_batch([record(1, tags=None, metadata={"customer": "acme"}), record(2, tags=None)])
     assert [r["id"] for r in store.search(RecordQuery(tags={"customer": "acme"}))[0]] == ["req-00001"]
-
-
-def test_retention_days_picks_the_most_specific_rule() -> None:
-    from opsgate.store.sql import retention_days
-
-    retention = RetentionConfig(
-        default_days=30, rules=[RetentionRule(tenant="t1", days=7), RetentionRule(tenant="t1", model="m", days=90)]
-    )
-    assert retention_days(retention, "t1", "m") == 90
-    assert retention_days(retention, "t1", "other") == 7
-    assert retention_days(retention, "t2", "m") == 30

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -202,6 +204,13 @@ def create_app(config: GatewayConfig | None = None, *, sink: RecordSink | None =
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await gateway.start()
+        # Everything built at start-up (models, config, modules) lives as long as the process: keep
+        # it out of the garbage collector's full passes, which otherwise stall requests for tens of ms.
+        gc.collect()
+        gc.freeze()
+        # A helper thread (the record writer, a model's worker) may hold the GIL for the whole default
+        # 5 ms switch interval; a shorter one bounds how long the event loop waits for it.
+        sys.setswitchinterval(0.0005)
         try:
             yield
         finally:

@@ -9,7 +9,23 @@ from typing import Any
 from psycopg_pool import ConnectionPool
 
 from opsgate.store.migrations import migrate_postgres
-from opsgate.store.sql import SqlRecordStore
+from opsgate.store.sql import COLUMNS, USAGE_COLUMNS, USAGE_UPSERT, SqlRecordStore
+
+_SELECT_BATCH = ", ".join(f"coalesce({c}, false)" if c in ("stream", "cached") else c for c in COLUMNS)
+_INSERT_BATCH = (
+    "WITH batch AS (SELECT DISTINCT ON (id) * FROM jsonb_populate_recordset(NULL::requests, %s::jsonb)), "
+    "fresh AS (SELECT * FROM batch b WHERE b.user_id IS NULL OR NOT EXISTS (SELECT 1 FROM erasures e "
+    "  WHERE e.user_id = encode(sha256(convert_to(b.user_id, 'UTF8')), 'hex') AND e.erased_at >= b.ts)), "
+    f"ins AS (INSERT INTO requests ({', '.join(COLUMNS)}) SELECT {_SELECT_BATCH} FROM fresh "
+    "  ON CONFLICT (id) DO NOTHING RETURNING ts, tenant, model, user_id, status, prompt_tokens, "
+    "  completion_tokens, cost, latency_ms), "
+    f"up AS (INSERT INTO usage_daily ({USAGE_COLUMNS}) "
+    "  SELECT to_char(to_timestamp(ts) AT TIME ZONE 'UTC', 'YYYY-MM-DD'), coalesce(tenant, ''), "
+    "  coalesce(model, ''), coalesce(user_id, ''), count(*), count(*) FILTER (WHERE status >= 400), "
+    "  coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0), coalesce(sum(cost), 0), "
+    f"  count(cost), coalesce(sum(latency_ms), 0) FROM ins GROUP BY 1, 2, 3, 4 {USAGE_UPSERT}) "
+    "SELECT count(*) FROM ins"
+)
 
 
 class PostgresRecordStore(SqlRecordStore):
@@ -50,6 +66,11 @@ class PostgresRecordStore(SqlRecordStore):
         """executemany runs in pipeline mode: one round trip for the batch, not one per row."""
         with conn.cursor() as cursor:
             cursor.executemany(self.sql(statement), rows)
+
+    def insert_json_batch(self, conn: Any, batch: str) -> int:
+        """One statement: unpack with jsonb_populate_recordset, insert new rows, roll up what was inserted."""
+        row = conn.execute(_INSERT_BATCH, [batch]).fetchone()
+        return int(row[0])
 
     def text_condition(self, text: str) -> tuple[str, list[Any]]:
         """Case-insensitive substring match, served by the trigram GIN indexes."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import time
 from abc import ABC, abstractmethod
-from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
@@ -52,6 +51,20 @@ COLUMNS: tuple[str, ...] = (
 )
 LIST_COLUMNS = tuple(c for c in COLUMNS if c not in ("request", "response"))
 _JSON_COLUMNS = ("tags", "metadata", "request", "response")
+# Rollup of a batch of new rows (a table or CTE named by the dialect) into usage_daily.
+USAGE_UPSERT = (
+    "ON CONFLICT (day, tenant, model, user_id) DO UPDATE SET "
+    "requests = usage_daily.requests + excluded.requests, errors = usage_daily.errors + excluded.errors, "
+    "prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens, "
+    "completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens, "
+    "cost = usage_daily.cost + excluded.cost, "
+    "priced_requests = usage_daily.priced_requests + excluded.priced_requests, "
+    "latency_ms_sum = usage_daily.latency_ms_sum + excluded.latency_ms_sum"
+)
+USAGE_COLUMNS = (
+    "day, tenant, model, user_id, requests, errors, prompt_tokens, completion_tokens, cost, priced_requests, "
+    "latency_ms_sum"
+)
 USAGE_DIMENSIONS = {"model": "model", "user": "user_id", "day": "day", "tenant": "tenant"}
 
 
@@ -63,19 +76,6 @@ def user_hash(user: str) -> str:
 def day_of(ts: float) -> str:
     """The UTC day of an epoch time, as the rollup key."""
     return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d")
-
-
-def to_row(record: dict[str, Any]) -> tuple[Any, ...]:
-    """A record dict (as journaled) as a row tuple for ``requests``."""
-    values = []
-    for column in COLUMNS:
-        value = record.get(column)
-        if column in _JSON_COLUMNS and value is not None and not isinstance(value, str):
-            value = orjson.dumps(value).decode()
-        elif column in ("stream", "cached"):
-            value = bool(value)
-        values.append(value)
-    return tuple(values)
 
 
 class SqlRecordStore(ABC):
@@ -119,74 +119,33 @@ class SqlRecordStore(ABC):
     # -- writing ----------------------------------------------------------------------------------
 
     def write_batch(self, records: list[dict[str, Any]]) -> int:
-        """Store records not already stored (replays are idempotent), update rollups; returns how many."""
-        if not records:
+        """Store record dicts (see ``write_lines``); returns how many were new."""
+        return self.write_lines([orjson.dumps(r) for r in records])
+
+    def write_lines(self, lines: list[bytes]) -> int:
+        """Store journal lines (one JSON record each) not already stored, and roll them up.
+
+        The batch goes to the database as one JSON array and is unpacked, de-duplicated, checked
+        against erasures, inserted and rolled up by SQL: the Python side does no per-record work,
+        so the writer thread barely holds the GIL the event loop needs. Replays are idempotent:
+        rows already stored are skipped and rollups count only what was inserted.
+        """
+        if not lines:
             return 0
+        batch = "[" + ",".join(line.decode() for line in lines) + "]"
         with self.connection() as conn, self.transaction(conn):
-            ids = [r["id"] for r in records]
-            existing: set[str] = set()
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                marks = ",".join("?" * len(chunk))
-                rows = self.execute(conn, f"SELECT id FROM requests WHERE id IN ({marks})", chunk)
-                existing.update(row[0] for row in rows)
-            erased = self._erased(conn)
-            fresh: list[dict[str, Any]] = []
-            seen: set[str] = set()
-            for record in records:
-                rid = record["id"]
-                if rid in existing or rid in seen:
-                    continue
-                user = record.get("user_id")
-                if user and erased and erased.get(user_hash(user), -1.0) >= record["ts"]:
-                    continue  # written before the user's erasure, stored after it: drop
-                seen.add(rid)
-                fresh.append(record)
-            if not fresh:
-                return 0
-            marks = ",".join("?" * len(COLUMNS))
-            self.insert_rows(
-                conn,
-                f"INSERT INTO requests ({','.join(COLUMNS)}) VALUES ({marks})",
-                [to_row(r) for r in fresh],
-            )
-            self._roll_up(conn, fresh)
-        return len(fresh)
+            return self.insert_json_batch(conn, batch)
+
+    @abstractmethod
+    def insert_json_batch(self, conn: Any, batch: str) -> int:
+        """Insert the records of a JSON array (inside a transaction); returns how many were new."""
 
     def insert_rows(self, conn: Any, statement: str, rows: list[tuple[Any, ...]]) -> None:
-        """Insert many rows (PostgreSQL overrides this with a pipelined executemany)."""
+        """Run one statement for many parameter rows."""
         conn.executemany(self.sql(statement), rows)
 
-    def _erased(self, conn: Any) -> dict[str, float]:
-        return {row[0]: row[1] for row in self.execute(conn, "SELECT user_id, erased_at FROM erasures")}
-
-    def _roll_up(self, conn: Any, records: list[dict[str, Any]]) -> None:
-        totals: dict[tuple[str, str, str, str], list[float]] = defaultdict(lambda: [0, 0, 0, 0, 0.0, 0, 0.0])
-        for r in records:
-            key = (day_of(r["ts"]), r.get("tenant") or "", r.get("model") or "", r.get("user_id") or "")
-            t = totals[key]
-            t[0] += 1
-            t[1] += 1 if (r.get("status") or 0) >= 400 else 0
-            t[2] += r.get("prompt_tokens") or 0
-            t[3] += r.get("completion_tokens") or 0
-            if r.get("cost") is not None:
-                t[4] += r["cost"]
-                t[5] += 1
-            t[6] += r.get("latency_ms") or 0.0
-        self._upsert_usage(conn, [(*key, *values) for key, values in totals.items()])
-
     def _upsert_usage(self, conn: Any, rows: list[tuple[Any, ...]]) -> None:
-        statement = (
-            "INSERT INTO usage_daily (day, tenant, model, user_id, requests, errors, prompt_tokens, "
-            "completion_tokens, cost, priced_requests, latency_ms_sum) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
-            "ON CONFLICT (day, tenant, model, user_id) DO UPDATE SET "
-            "requests = usage_daily.requests + excluded.requests, errors = usage_daily.errors + excluded.errors, "
-            "prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens, "
-            "completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens, "
-            "cost = usage_daily.cost + excluded.cost, "
-            "priced_requests = usage_daily.priced_requests + excluded.priced_requests, "
-            "latency_ms_sum = usage_daily.latency_ms_sum + excluded.latency_ms_sum"
-        )
+        statement = f"INSERT INTO usage_daily ({USAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?) {USAGE_UPSERT}"
         self.insert_rows(conn, statement, rows)
 
     # -- reading ----------------------------------------------------------------------------------
@@ -394,18 +353,6 @@ class SqlRecordStore(ABC):
                 if pause:
                     time.sleep(pause)  # let the writer and readers in between batches
         return deleted
-
-
-def retention_days(retention: RetentionConfig, tenant: str | None, model: str | None) -> float | None:
-    """Days a record of this tenant and model is kept (the most specific matching rule wins)."""
-    best: tuple[int, float] | None = None
-    for rule in retention.rules:
-        if (rule.tenant is not None and rule.tenant != tenant) or (rule.model is not None and rule.model != model):
-            continue
-        rank = (rule.tenant is not None) * 2 + (rule.model is not None)
-        if best is None or rank > best[0]:
-            best = (rank, rule.days)
-    return best[1] if best is not None else retention.default_days
 
 
 def retention_conditions(retention: RetentionConfig, now: float) -> list[tuple[str, list[Any]]]:

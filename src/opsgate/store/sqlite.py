@@ -10,7 +10,17 @@ from pathlib import Path
 from typing import Any
 
 from opsgate.store.migrations import migrate_sqlite
-from opsgate.store.sql import SqlRecordStore
+from opsgate.store.sql import COLUMNS, USAGE_COLUMNS, USAGE_UPSERT, SqlRecordStore, user_hash
+
+_COLUMN_LIST = ", ".join(COLUMNS)
+_EXTRACTS = ", ".join(
+    f"coalesce(json_extract(value, '$.{c}'), 0)" if c in ("stream", "cached") else f"json_extract(value, '$.{c}')"
+    for c in COLUMNS
+)
+
+
+def _sha256(value: str | None) -> str | None:
+    return None if value is None else user_hash(value)
 
 
 class SqliteRecordStore(SqlRecordStore):
@@ -39,6 +49,8 @@ class SqliteRecordStore(SqlRecordStore):
         conn.execute("PRAGMA busy_timeout=30000")
         conn.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable across process crashes
         conn.execute("PRAGMA foreign_keys=ON")
+        conn.create_function("opsgate_sha256", 1, _sha256, deterministic=True)
+        conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS batch ({', '.join(COLUMNS)})")
         with self._lock:
             self._all.append(conn)
         return conn
@@ -61,6 +73,34 @@ class SqliteRecordStore(SqlRecordStore):
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+
+    def insert_json_batch(self, conn: Any, batch: str) -> int:
+        """json_each unpacks the batch into a temp table; the rest is set-based SQL."""
+        conn.execute("DELETE FROM temp.batch")
+        conn.execute(f"INSERT INTO temp.batch ({_COLUMN_LIST}) SELECT {_EXTRACTS} FROM json_each(?)", [batch])
+        # Skip what is stored already, and repeats within the batch (a replayed journal).
+        conn.execute(
+            "DELETE FROM temp.batch WHERE id IN (SELECT id FROM main.requests) "
+            "OR rowid NOT IN (SELECT min(rowid) FROM temp.batch GROUP BY id)"
+        )
+        if conn.execute("SELECT EXISTS (SELECT 1 FROM erasures)").fetchone()[0]:
+            # Journaled before the user's erasure, arriving after it: dropped.
+            conn.execute(
+                "DELETE FROM temp.batch WHERE user_id IS NOT NULL AND EXISTS (SELECT 1 FROM erasures e "
+                "WHERE e.user_id = opsgate_sha256(temp.batch.user_id) AND e.erased_at >= temp.batch.ts)"
+            )
+        inserted = int(
+            conn.execute(f"INSERT INTO main.requests ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM temp.batch").rowcount
+        )
+        conn.execute(
+            f"INSERT INTO usage_daily ({USAGE_COLUMNS}) "
+            "SELECT strftime('%Y-%m-%d', ts, 'unixepoch'), coalesce(tenant, ''), coalesce(model, ''), "
+            "coalesce(user_id, ''), count(*), sum(status >= 400), coalesce(sum(prompt_tokens), 0), "
+            "coalesce(sum(completion_tokens), 0), coalesce(sum(cost), 0), count(cost), coalesce(sum(latency_ms), 0) "
+            f"FROM temp.batch WHERE true GROUP BY 1, 2, 3, 4 {USAGE_UPSERT}"
+        )
+        conn.execute("DELETE FROM temp.batch")
+        return inserted
 
     def text_condition(self, text: str) -> tuple[str, list[Any]]:
         """FTS5 trigram match as a phrase; shorter than 3 characters falls back to LIKE."""

@@ -16,7 +16,7 @@ import orjson
 
 from opsgate.domain.config import RetentionConfig
 from opsgate.store.journal import Journal
-from opsgate.store.sql import SqlRecordStore, retention_days
+from opsgate.store.sql import SqlRecordStore
 
 log = logging.getLogger("opsgate.store.writer")
 
@@ -126,14 +126,7 @@ class RecordWriter:
                 self._wake.wait(self.idle_wait)
                 self._wake.clear()
                 continue
-            records = []
-            for segment, _, line in batch:
-                try:
-                    records.append(orjson.loads(line))
-                except orjson.JSONDecodeError:
-                    log.error("skipping an unreadable journal line in %s", segment.path.name)
-            records = self._unexpired(records)
-            failure = self._store_batch(records)
+            failure = self._store_batch([line for _, _, line in batch])
             if failure is not None:
                 self._fail("write failed", failure)
                 if self._stopping.is_set() and backoff >= 5.0:
@@ -150,40 +143,27 @@ class RecordWriter:
             for segment, offset, _ in batch:
                 self.journal.mark_stored(segment, offset)
 
-    def _unexpired(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Drop records already past retention (a long outage's backlog must not outlive its policy)."""
-        retention = self.retention
-        if retention is None or (retention.default_days is None and not retention.rules):
-            return records
-        now = time.time()
-        kept = []
-        for record in records:
-            days = retention_days(retention, record.get("tenant"), record.get("model"))
-            if days is None or record.get("ts", now) >= now - days * 86400:
-                kept.append(record)
-        return kept
-
-    def _store_batch(self, records: list[dict[str, Any]]) -> Exception | None:
+    def _store_batch(self, lines: list[bytes]) -> Exception | None:
         """Store a batch; the error if the store could not take it (and nothing was set aside instead)."""
         assert self.store is not None
         try:
-            self.written += self.store.write_batch(records)
+            self.written += self.store.write_lines(lines)
         except Exception as error:
-            if len(records) > 1 and not _store_down(error) and self._write_one_by_one(records):
+            if not _store_down(error) and self._write_one_by_one(lines):
                 return None
             return error
         return None
 
-    def _write_one_by_one(self, records: list[dict[str, Any]]) -> bool:
+    def _write_one_by_one(self, lines: list[bytes]) -> bool:
         """After a failed batch: store what stores, set aside what never will. False if the store is down."""
         assert self.store is not None
         rejected: list[dict[str, Any]] = []
-        for record in records:
+        for line in lines:
             try:
-                self.written += self.store.write_batch([record])
+                self.written += self.store.write_lines([line])
             except Exception as error:
-                rejected.append({"error": f"{type(error).__name__}: {error}", "record": record})
-        if len(rejected) == len(records):
+                rejected.append({"error": f"{type(error).__name__}: {error}", "line": line.decode(errors="replace")})
+        if len(rejected) == len(lines) and len(lines) > 1:
             return False  # nothing stores: the store itself is the problem
         # A record the store refuses while others go in would block the journal forever: set it aside.
         path = self.journal.directory / "rejected.jsonl.txt"
