@@ -33,6 +33,8 @@ class RequestContext:
     alias: ModelAlias | None = None
     deployment: str | None = None
     tags: dict[str, Any] = field(default_factory=dict)
+    # Private hand-offs from a stage's before to its after (never recorded), keyed by stage name.
+    scratch: dict[str, Any] = field(default_factory=dict)
     is_disconnected: Callable[[], Awaitable[bool]] = _never_disconnected
 
     def elapsed_ms(self) -> float:

@@ -67,6 +67,9 @@ class CacheConfig(_Strict):
     store: str = Field("memory", description="memory, or redis://host:port/db shared by replicas.")
     ttl_seconds: float = Field(300.0, gt=0)
     max_bytes: int = Field(64 * 1024 * 1024, gt=0, description="In-process store size bound (LRU).")
+    key_prefix: str = Field(
+        "opsgate:cache:", min_length=1, description="Redis key prefix, so gateways can share one Redis."
+    )
     semantic: CacheSemanticConfig = CacheSemanticConfig()
 
 
@@ -103,6 +106,9 @@ class LimitsConfig(_Strict):
     redis: str | None = Field(None, description="redis://… to share counters across replicas; None: this process.")
     on_redis_error: Literal["open", "closed"] = Field(
         "closed", description="When Redis is unreachable: let requests through (open) or refuse them (closed)."
+    )
+    key_prefix: str = Field(
+        "opsgate:limits:", min_length=1, description="Prefix of every Redis key, so gateways can share a Redis."
     )
     default_max_tokens: int = Field(1024, gt=0, description="Estimate for requests that set no max_tokens.")
     rules: list[LimitRule] = Field(default_factory=list)

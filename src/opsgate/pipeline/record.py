@@ -163,6 +163,12 @@ class RecordStage(PassStage):
             "tags": {k: v for k, v in ctx.tags.items() if k not in ("tenant", "api_key_id")} or None,
         }
 
+    def _cost(self, ctx: RequestContext, record: RequestRecord, usage: dict[str, Any] | None) -> float | None:
+        # A cache hit costs nothing; what it saved is in the tags (saved_cost).
+        if ctx.tags.get("cache_hit"):
+            return 0.0
+        return cost_of(self.prices.get(record["model"] or ""), usage)
+
     @staticmethod
     def _usage(record: RequestRecord, usage: dict[str, Any] | None) -> None:
         usage = usage or {}
@@ -180,7 +186,7 @@ class RecordStage(PassStage):
         else:
             usage = response.body.get("usage")
             self._usage(record, usage)
-            record["cost"] = cost_of(self.prices.get(record["model"] or ""), usage)
+            record["cost"] = self._cost(ctx, record, usage)
             payload, text = _response_payload(ctx.endpoint, response.body)
             record["finish_reason"] = payload.get("finish_reason")
             if not self.metadata_only:
@@ -193,7 +199,7 @@ class RecordStage(PassStage):
         if outcome.first_chunk_at is not None:
             record["ttft_ms"] = round((outcome.first_chunk_at - ctx.started) * 1000.0, 3)
         self._usage(record, outcome.usage)
-        record["cost"] = cost_of(self.prices.get(record["model"] or ""), outcome.usage)
+        record["cost"] = self._cost(ctx, record, outcome.usage)
         record["finish_reason"] = outcome.finish_reason
         if not self.metadata_only:
             text = outcome.text()

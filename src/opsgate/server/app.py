@@ -85,6 +85,10 @@ class Gateway:
             "deployments": self._deployments(),
             "pipeline": self.pipeline.names,
         }
+        for stage in self.pipeline.stages:
+            status = getattr(stage, "status", None)
+            if status is not None:
+                body[stage.name] = status()  # cache and limits: counters, store state, Redis health
         if self.record_log is not None:
             record = self.record_log.status()
             body["record"] = record

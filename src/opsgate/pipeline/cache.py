@@ -1,0 +1,235 @@
+"""Stage: the response cache — answer from it in ``before``, fill it in ``after``.
+
+Lookup: the exact key first, then (temperature 0, short conversations) the most similar prompt in
+the same semantic bucket. Fill: only complete, successful answers — a 200 JSON body, or a stream
+that ended normally (stored from ``StreamResult.on_finish``, never a failed or abandoned one).
+A hit is served the way it was asked for: JSON, or replayed as a stream. Every response that passed
+the cache carries ``x-opsgate-cache: hit | semantic-hit | miss``; a hit tags the record with
+``cache_hit`` and ``saved_cost``. ``Cache-Control: no-cache`` skips the lookup (the fresh answer
+still refreshes the entry), ``no-store`` skips the fill.
+
+The cache never fails a request: an unreachable store is a miss, and any other failure in here is
+logged and treated as a miss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from opsgate.backends.registry import ModelRegistry
+from opsgate.cache.keys import CacheKeys, SemanticRules, alias_scope, cache_directives, request_keys
+from opsgate.cache.semantic import Embedder
+from opsgate.cache.store import CacheStore, SemanticEntry, Vector, open_store
+from opsgate.cache.streams import StreamAssembler, replay
+from opsgate.domain.config import ConfigError, GatewayConfig, Price
+from opsgate.domain.context import Chunk, GatewayResponse, JsonResult, RequestContext, StreamOutcome, StreamResult
+from opsgate.domain.requests import ChatCompletionRequest, CompletionRequest
+from opsgate.pipeline.record import cost_of
+from opsgate.pipeline.stage import PassStage
+
+log = logging.getLogger("opsgate.cache")
+
+HEADER = "x-opsgate-cache"
+_PLAN = "cache"  # ctx.scratch key: the lookup's plan, from before to after
+
+
+@dataclass(slots=True)
+class _Plan:
+    keys: CacheKeys
+    fill: bool
+    hit: bool = False
+    vector: Vector | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SemanticSettings:
+    """The semantic cache's rules, its embedder and how similar a prompt must be."""
+
+    rules: SemanticRules
+    embedder: Embedder
+    threshold: float
+
+
+class CacheStage(PassStage):
+    """Serves repeated (or, at temperature 0, near-identical) requests from the cache."""
+
+    name = "cache"
+
+    def __init__(
+        self,
+        store: CacheStore,
+        *,
+        ttl: float,
+        scopes: dict[str, str],
+        prices: dict[str, Price | None],
+        semantic: SemanticSettings | None = None,
+    ) -> None:
+        self.store = store
+        self.ttl = ttl
+        self.scopes = scopes
+        self.prices = prices
+        self.semantic = semantic
+        self.counts = {"hit": 0, "semantic-hit": 0, "miss": 0, "fill": 0, "failure": 0}
+        self._fills: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def from_config(cls, config: GatewayConfig, registry: ModelRegistry) -> CacheStage:
+        """The stage for ``config.cache``; a semantic cache needs an embedding alias of this gateway."""
+        cache = config.cache
+        semantic = None
+        if cache.semantic.enabled:
+            name = cache.semantic.embedding_model
+            alias = config.alias(name)
+            if alias is None or alias.kind != "embedding":
+                raise ConfigError([f"cache.semantic.embedding_model: no embedding model named '{name}'"])
+            semantic = SemanticSettings(
+                SemanticRules(name, cache.semantic.max_messages), Embedder(registry, name), cache.semantic.threshold
+            )
+        return cls(
+            open_store(cache),
+            ttl=cache.ttl_seconds,
+            scopes={alias.name: alias_scope(alias) for alias in config.models},
+            prices={alias.name: alias.price for alias in config.models},
+            semantic=semantic,
+        )
+
+    async def start(self) -> None:
+        """Connect the store."""
+        await self.store.start()
+
+    async def close(self) -> None:
+        """Let stream fills in flight finish, then close the store."""
+        if self._fills:
+            await asyncio.wait(self._fills, timeout=5)
+        await self.store.close()
+
+    def status(self) -> dict[str, object]:
+        """Hit, miss and fill counts, and the store's own status."""
+        return {**self.counts, **self.store.status()}
+
+    async def before(self, ctx: RequestContext) -> GatewayResponse | None:
+        """Answer from the cache when an entry matches and the client allows it."""
+        if ctx.body is None or ctx.alias is None:
+            return None
+        try:
+            directives = cache_directives(ctx.headers)
+            rules = self.semantic.rules if self.semantic is not None else None
+            tenant = str(ctx.tags.get("tenant") or "default")
+            keys = request_keys(ctx.endpoint, ctx.body, tenant, self.scopes.get(ctx.alias.name, ""), rules)
+            plan = _Plan(keys, fill="no-store" not in directives)
+            ctx.scratch[_PLAN] = plan
+            if "no-cache" in directives:
+                return None
+            return await self._lookup(ctx, plan)
+        except Exception:
+            self._failed("lookup")
+            return None
+
+    async def after(self, ctx: RequestContext, response: GatewayResponse) -> GatewayResponse:
+        """Mark the response, and store a complete successful answer."""
+        plan: _Plan | None = ctx.scratch.pop(_PLAN, None)
+        if plan is None or plan.hit:
+            return response
+        self.counts["miss"] += 1
+        response.headers[HEADER] = "miss"
+        if not plan.fill or response.status != 200:
+            return response
+        try:
+            if isinstance(response, JsonResult):
+                if response.error is None and _complete(ctx.endpoint, response.body):
+                    await self._fill(plan, response.body)
+            else:
+                self._fill_when_finished(ctx, plan, response)
+        except Exception:
+            self._failed("fill")
+        return response
+
+    async def _lookup(self, ctx: RequestContext, plan: _Plan) -> GatewayResponse | None:
+        raw = await self.store.get(plan.keys.exact)
+        if raw is not None:
+            return self._hit(ctx, plan, raw, "hit")
+        if self.semantic is None or not plan.keys.semantic:
+            return None
+        assert plan.keys.bucket is not None and plan.keys.text is not None
+        plan.vector = await self.semantic.embedder.embed(plan.keys.text)
+        if plan.vector is None:
+            return None
+        match = await self.store.search(plan.keys.bucket, plan.vector, self.semantic.threshold)
+        if match is None:
+            return None
+        ctx.tags["cache_similarity"] = round(match.score, 4)
+        return self._hit(ctx, plan, match.value, "semantic-hit")
+
+    def _hit(self, ctx: RequestContext, plan: _Plan, raw: bytes, kind: str) -> GatewayResponse:
+        body: dict[str, Any] = orjson.loads(raw)
+        plan.hit = True
+        self.counts[kind] += 1
+        ctx.tags["cache_hit"] = True
+        ctx.tags["saved_cost"] = cost_of(self.prices.get(ctx.alias.name if ctx.alias else ""), body.get("usage"))
+        headers = {HEADER: kind}
+        request = ctx.body
+        if isinstance(request, ChatCompletionRequest | CompletionRequest) and request.stream:
+            source = replay(body, ctx.endpoint)
+            return StreamResult(source=source, include_usage=request.include_usage(), headers=headers)
+        return JsonResult(body, headers=headers)
+
+    async def _fill(self, plan: _Plan, body: dict[str, Any]) -> None:
+        semantic = None
+        if self.semantic is not None and plan.keys.semantic:
+            assert plan.keys.bucket is not None and plan.keys.text is not None
+            if plan.vector is None:  # the lookup was skipped (no-cache) or found an exact hit elsewhere
+                plan.vector = await self.semantic.embedder.embed(plan.keys.text)
+            if plan.vector is not None:
+                semantic = SemanticEntry(plan.keys.bucket, plan.vector)
+        await self.store.put(plan.keys.exact, orjson.dumps(body), self.ttl, semantic)
+        self.counts["fill"] += 1
+
+    def _fill_when_finished(self, ctx: RequestContext, plan: _Plan, response: StreamResult) -> None:
+        """Watch the stream; once it ended normally, store what it amounted to (in the background)."""
+        assembler = StreamAssembler(ctx.endpoint)
+        response.source = _observed(response.source, assembler)
+
+        def finished(outcome: StreamOutcome) -> None:
+            if not outcome.completed or outcome.error is not None:
+                return  # failed or abandoned by the client: never stored
+            task = asyncio.get_running_loop().create_task(self._fill_quietly(plan, assembler.body()))
+            self._fills.add(task)
+            task.add_done_callback(self._fills.discard)
+
+        response.on_finish.append(finished)
+
+    async def _fill_quietly(self, plan: _Plan, body: dict[str, Any]) -> None:
+        try:
+            await self._fill(plan, body)
+        except Exception:
+            self._failed("fill")
+
+    def _failed(self, what: str) -> None:
+        failures = self.counts["failure"] = self.counts["failure"] + 1
+        if failures == 1 or failures % 1000 == 0:  # a bug here must not flood the log
+            log.exception("response cache %s failed (%d failures so far); treated as a miss", what, failures)
+
+
+def _complete(endpoint: str, body: dict[str, Any]) -> bool:
+    """Whether a 200 body is a whole answer worth storing."""
+    if endpoint == "embedding":
+        return bool(body.get("data"))
+    choices = body.get("choices")
+    return (
+        isinstance(choices, list)
+        and bool(choices)
+        and all(isinstance(c, dict) and c.get("finish_reason") for c in choices)
+    )
+
+
+async def _observed(source: AsyncIterator[Chunk], assembler: StreamAssembler) -> AsyncIterator[Chunk]:
+    """Pass the chunks on, feeding each to ``assembler`` first (the SSE writer edits chunks after)."""
+    async for chunk in source:
+        assembler.add(chunk)
+        yield chunk
