@@ -89,3 +89,13 @@ def test_readme_routing_example_is_valid() -> None:
     [example] = [b for b in blocks("yaml") if "fallbacks" in b]
     config = parse_config(yaml.safe_load(example))
     assert config.models[0].routing.fallbacks == ["smollm2"]
+
+
+def test_readme_cache_and_limits_example_is_valid() -> None:
+    import yaml
+
+    from opsgate.domain.config import parse_config
+
+    [example] = [b for b in blocks("yaml") if "limits:" in b and "cache:" in b]
+    config = parse_config(yaml.safe_load(example))
+    assert config.cache.enabled and config.limits.rules[1].spend_per_day == 20.0

@@ -322,13 +322,15 @@ def test_admin_api_shows_breaker_state(upstreams: tuple[FakeUpstream, FakeUpstre
 
 def test_client_disconnect_cancels_the_upstream_call(upstreams: tuple[FakeUpstream, FakeUpstream]) -> None:
     a, _ = upstreams
-    gateway = start_gateway({"models": [{"name": "svc", "deployments": [
-        deployment(a, timeouts={"first_byte": 60, "total": 60})]}]})
+    gateway = start_gateway(
+        {"models": [{"name": "svc", "deployments": [deployment(a, timeouts={"first_byte": 60, "total": 60})]}]}
+    )
     try:
         a.script = Script(mode="hang")
         with pytest.raises(httpx.ReadTimeout):
-            httpx.post(gateway.url + "/v1/chat/completions", json=body(), timeout=0.5,
-                       headers={"x-request-id": "gone-1"})
+            httpx.post(
+                gateway.url + "/v1/chat/completions", json=body(), timeout=0.5, headers={"x-request-id": "gone-1"}
+            )
         [record] = gateway.records_for("gone-1")
         assert record["status"] == 499 and record["error_type"] == "client_disconnected"
         state = httpx.get(gateway.url + "/admin/deployments").json()["data"][0]

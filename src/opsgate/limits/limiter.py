@@ -1,0 +1,223 @@
+"""Reserve-then-settle over a counter store: the one place the limit rules are applied.
+
+``reserve`` puts a request's estimate (one request, its tokens, its cost, one slot in flight) on
+every counter that applies, all or none, before the call; ``settle`` replaces the estimate by what
+the call really used (or by nothing, if it failed) and frees the slot. Concurrent requests therefore
+see each other's reservations, and a budget is overshot only when a request uses more than it
+reserved (its prompt was longer than estimated).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from opsgate.domain.reliability_config import LimitRule
+from opsgate.limits.checks import (
+    EPSILON,
+    Adjustment,
+    Admission,
+    Check,
+    Demand,
+    Identity,
+    Tally,
+    amount_text,
+    duration_text,
+    plan,
+    retry_after,
+    rule_ids,
+)
+from opsgate.limits.errors import CountersUnavailable, LimitsUnavailableError, RateLimitError
+
+log = logging.getLogger("opsgate.limits")
+
+LEASE_SECONDS = 900.0  # a slot in flight lapses after this if its replica died before releasing it
+
+
+class CounterStore(Protocol):
+    """Where the counts live: this process (``MemoryCounters``) or Redis (``RedisCounters``)."""
+
+    backend: str
+
+    async def start(self) -> None:
+        """Open connections."""
+        ...
+
+    async def close(self) -> None:
+        """Close connections."""
+        ...
+
+    async def reserve(self, checks: Sequence[Check], now: float) -> Admission:
+        """Atomically: if every check fits, add every amount; else change nothing."""
+        ...
+
+    def settle(self, adjustments: Sequence[Adjustment], now: float) -> None:
+        """Apply the adjustments now, or queue them ahead of any later reservation (never blocks)."""
+        ...
+
+    async def flush(self) -> None:
+        """Wait until queued adjustments are applied."""
+        ...
+
+    def status(self) -> dict[str, Any]:
+        """Health, for /readyz and metrics."""
+        ...
+
+
+@dataclass(slots=True)
+class Reservation:
+    """What one admitted request holds until it is settled."""
+
+    checks: list[Check]
+    tallies: list[Tally]
+    counted: bool = True  # False: admitted without counting while the store was unreachable (fail open)
+    settled: bool = False
+
+    def headers(self) -> dict[str, str]:
+        """``x-ratelimit-*`` headers, as OpenAI sends them: the tightest request and token limits."""
+        return rate_headers(self.checks, self.tallies, reserved=True) if self.counted else {}
+
+
+def rate_headers(checks: Sequence[Check], tallies: Sequence[Tally], *, reserved: bool) -> dict[str, str]:
+    """Limit and remaining for the tightest requests-per-minute and tokens-per-minute check read."""
+    out: dict[str, str] = {}
+    for metric, name in (("requests_per_minute", "requests"), ("tokens_per_minute", "tokens")):
+        tightest: tuple[float, float] | None = None
+        for check, tally in zip(checks, tallies, strict=False):  # on refusal, only the checks read
+            if check.metric == metric:
+                remaining = check.limit - tally.used - (check.amount if reserved else 0.0)
+                if tightest is None or remaining < tightest[1]:
+                    tightest = (check.limit, remaining)
+        if tightest is not None:
+            out[f"x-ratelimit-limit-{name}"] = str(int(tightest[0]))
+            out[f"x-ratelimit-remaining-{name}"] = str(max(0, math.floor(tightest[1] + EPSILON)))
+    return out
+
+
+def refusal(check: Check, tally: Tally, headers: dict[str, str]) -> RateLimitError:
+    """The 429 for ``check``: which limit, for whom, how much is used, and when to retry."""
+    used, limit = amount_text(check.metric, tally.used), amount_text(check.metric, check.limit)
+    need = amount_text(check.metric, check.amount)
+    if check.too_large():
+        advice = "lower max_tokens" if check.metric == "tokens_per_minute" else "it passes only if the limit is raised"
+        message = f"{check.metric} for {check.scope}: this request alone needs ~{need}, over the limit of {limit}; "
+        return RateLimitError(message + advice, code=check.code, retry_after=None, headers=headers)
+    wait = retry_after(check, tally)
+    if check.kind == "lease":
+        message = f"concurrent for {check.scope}: {used} of {limit} requests in flight"
+    elif check.metric == "requests_per_minute":
+        message = f"requests_per_minute for {check.scope}: {used} of {limit} used"
+    else:
+        message = f"{check.metric} for {check.scope}: {used} of {limit} used, this request needs ~{need}"
+    return RateLimitError(
+        f"{message}; retry in {duration_text(wait)}", code=check.code, retry_after=wait, headers=headers
+    )
+
+
+class Limiter:
+    """Applies ``rules`` with counts kept in ``store``; ``on_store_error`` says what an outage means."""
+
+    def __init__(
+        self,
+        rules: Sequence[LimitRule],
+        store: CounterStore,
+        *,
+        on_store_error: Literal["open", "closed"] = "closed",
+        lease_seconds: float = LEASE_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.rules = list(rules)
+        self.rule_ids = rule_ids(self.rules)
+        self.store = store
+        self.on_store_error = on_store_error
+        self.lease_seconds = lease_seconds
+        self.clock = clock
+        self.admitted = 0
+        self.refused: dict[str, int] = {}
+        self.passed_uncounted = 0
+        self.refused_unavailable = 0
+
+    async def start(self) -> None:
+        """Open the store."""
+        await self.store.start()
+
+    async def close(self) -> None:
+        """Apply what is queued, then close the store."""
+        await self.store.close()
+
+    async def reserve(self, who: Identity, demand: Demand) -> Reservation | None:
+        """Reserve ``demand`` on every rule that applies; None when none does.
+
+        Raises ``RateLimitError`` (429) when a limit would be exceeded, and ``LimitsUnavailableError``
+        (503) when the store is unreachable and ``on_store_error`` is ``closed``.
+        """
+        now = self.clock()
+        checks = plan(self.rules, self.rule_ids, who, demand, now, secrets.token_hex(8), self.lease_seconds)
+        if not checks:
+            return None
+        for check in checks:
+            if check.too_large():
+                self.refused[check.metric] = self.refused.get(check.metric, 0) + 1
+                raise refusal(check, Tally(0.0), {})
+        try:
+            admission = await self.store.reserve(checks, now)
+        except CountersUnavailable as error:
+            if self.on_store_error == "open":
+                self.passed_uncounted += 1
+                return Reservation(checks, [], counted=False)
+            self.refused_unavailable += 1
+            raise LimitsUnavailableError(
+                f"rate limits and budgets cannot be checked: their Redis is unreachable ({error}); "
+                "limits.on_redis_error is closed, so requests are refused until it is back"
+            ) from None
+        if admission.refused is not None:
+            check = checks[admission.refused]
+            self.refused[check.metric] = self.refused.get(check.metric, 0) + 1
+            headers = rate_headers(checks, admission.tallies, reserved=False)
+            raise refusal(check, admission.tallies[admission.refused], headers)
+        self.admitted += 1
+        return Reservation(checks, admission.tallies)
+
+    def settle(self, reservation: Reservation, tokens: float | None, cost: float | None) -> None:
+        """Replace the estimate by the actual ``tokens`` and ``cost`` (None: keep the estimate); free the slot.
+
+        Never blocks: the in-process store applies it at once, Redis queues it ahead of any later
+        reservation (a failure there is counted, and leases then lapse on their own). A second call
+        for the same reservation does nothing.
+        """
+        if reservation.settled or not reservation.counted:
+            reservation.settled = True
+            return
+        reservation.settled = True
+        steps: list[Adjustment] = []
+        for check in reservation.checks:
+            if check.kind == "lease":
+                steps.append(Adjustment(check.key, member=check.member))
+                continue
+            actual = tokens if check.metric == "tokens_per_minute" else cost if check.kind == "total" else None
+            if actual is not None and actual != check.amount:
+                steps.append(Adjustment(check.key, actual - check.amount))
+        self.store.settle(steps, self.clock())
+
+    async def flush(self) -> None:
+        """Wait until every settle so far is applied."""
+        await self.store.flush()
+
+    def status(self) -> dict[str, Any]:
+        """The store's health plus what the limits did, for /readyz and metrics."""
+        status = self.store.status()
+        if status["backend"] == "redis":
+            status["on_redis_error"] = self.on_store_error
+        return {
+            **status,
+            "rules": len(self.rules),
+            "admitted": self.admitted,
+            "refused": dict(self.refused),
+            "passed_uncounted": self.passed_uncounted,
+            "refused_unavailable": self.refused_unavailable,
+        }

@@ -1,0 +1,349 @@
+"""Counters shared by every replica, in Redis, changed only by one atomic Lua script.
+
+A script runs atomically in Redis, so two replicas reserving at once cannot both take the last unit.
+
+**Coalescing.** Each replica sends one script call at a time. Reservations and settles that arrive
+while a call is in flight wait and go together in the next call, in arrival order (a settle queued
+before a reservation is applied before it). Under load one round trip serves many requests — the
+Python Redis client costs ~150 µs of CPU per call, more than the rest of the stage — and at low
+load nothing waits longer than one round trip. Within a call each reservation is still all or none.
+
+All keys of one call go to one script, so Redis Cluster (keys in many hash slots) is not supported:
+use a single Redis, or a primary with replicas.
+
+When Redis fails, calls raise ``CountersUnavailable`` and, for ``probe_interval`` seconds, fail at
+once without touching the network (the caller's ``on_redis_error`` answers instead of a timeout
+per request). An outage is logged once when it starts and once when it ends, and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from opsgate.limits.checks import EPSILON, Adjustment, Admission, Check, Tally
+from opsgate.limits.errors import CountersUnavailable
+
+log = logging.getLogger("opsgate.limits")
+
+# ARGV[1] is epsilon; then operations in order:
+#   'R', now, checks, keys, then six fields per check: kind, limit, amount, share or expiry, ttl, member
+#        (kind w(indow) takes two keys, current and previous bucket; t(otal) and l(ease) one each);
+#   'S', steps, then two fields per step: 'a' and an amount to add if the counter still exists
+#        (INCRBYFLOAT keeps its expiry), or 'r' and a lease member to remove; one key each.
+# Returns, per 'R' in order: admitted (1/0), refused check (0-based, -1), n, the used amount of the
+# n checks read, then the current and previous bucket of the last check read (for Retry-After).
+SCRIPT = """
+local epsilon = tonumber(ARGV[1])
+local a, k = 2, 1
+local out = {}
+while a <= #ARGV do
+  if ARGV[a] == 'S' then
+    local steps = tonumber(ARGV[a + 1])
+    a = a + 2
+    for i = 1, steps do
+      if ARGV[a] == 'a' then
+        if redis.call('EXISTS', KEYS[k]) == 1 then redis.call('INCRBYFLOAT', KEYS[k], ARGV[a + 1]) end
+      else
+        redis.call('ZREM', KEYS[k], ARGV[a + 1])
+      end
+      a, k = a + 2, k + 1
+    end
+  else
+    local now, n, nkeys = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+    local first_a, first_k = a + 4, k
+    local used_list, refused, cur, prev = {}, -1, 0, 0
+    a = first_a
+    for i = 0, n - 1 do
+      local kind, used = ARGV[a], 0
+      cur, prev = 0, 0
+      if kind == 'w' then
+        cur = tonumber(redis.call('GET', KEYS[k]) or '0')
+        prev = tonumber(redis.call('GET', KEYS[k + 1]) or '0')
+        used = cur + prev * tonumber(ARGV[a + 3])
+        k = k + 2
+      elseif kind == 't' then
+        cur = tonumber(redis.call('GET', KEYS[k]) or '0')
+        used = cur
+        k = k + 1
+      else
+        redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', now)
+        cur = redis.call('ZCARD', KEYS[k])
+        used = cur
+        k = k + 1
+      end
+      used_list[#used_list + 1] = tostring(used)
+      if used + tonumber(ARGV[a + 2]) > tonumber(ARGV[a + 1]) + epsilon then
+        refused = i
+        break
+      end
+      a = a + 6
+    end
+    if refused < 0 then
+      a, k = first_a, first_k
+      for i = 0, n - 1 do
+        local kind = ARGV[a]
+        if kind == 'l' then
+          redis.call('ZADD', KEYS[k], ARGV[a + 3], ARGV[a + 5])
+        else
+          redis.call('INCRBYFLOAT', KEYS[k], ARGV[a + 2])
+        end
+        redis.call('EXPIRE', KEYS[k], ARGV[a + 4])
+        if kind == 'w' then k = k + 2 else k = k + 1 end
+        a = a + 6
+      end
+    end
+    out[#out + 1] = refused < 0 and '1' or '0'
+    out[#out + 1] = tostring(refused)
+    out[#out + 1] = tostring(#used_list)
+    for _, used in ipairs(used_list) do out[#out + 1] = used end
+    out[#out + 1] = tostring(cur)
+    out[#out + 1] = tostring(prev)
+    a, k = first_a + 6 * n, first_k + nkeys
+  end
+end
+return out
+"""
+
+_KIND = {"window": "w", "total": "t", "lease": "l"}
+_MAX_BATCH = 256  # operations per script call, so one call stays short inside Redis
+
+
+def safe_url(url: str) -> str:
+    """The URL without its password, for logs and status."""
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+@dataclass(slots=True)
+class _Reserve:
+    checks: Sequence[Check]
+    now: float
+    done: asyncio.Future[Admission]
+
+
+@dataclass(slots=True)
+class _Settle:
+    steps: Sequence[Adjustment]
+
+
+@dataclass(slots=True)
+class _Batch:
+    keys: list[str] = field(default_factory=list)
+    args: list[str | float] = field(default_factory=lambda: [repr(EPSILON)])
+
+
+def _undo(checks: Sequence[Check]) -> list[Adjustment]:
+    """Steps that take back a reservation nobody is waiting for any more."""
+    return [Adjustment(c.key, member=c.member) if c.kind == "lease" else Adjustment(c.key, -c.amount) for c in checks]
+
+
+class RedisCounters:
+    """Counters in Redis under ``prefix``, shared by every gateway that uses the same prefix."""
+
+    backend = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        prefix: str,
+        *,
+        timeout: float = 0.5,
+        probe_interval: float = 1.0,
+        outage_note: str = "",
+    ) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.timeout = timeout
+        self.probe_interval = probe_interval
+        self.outage_note = outage_note
+        self._client: aioredis.Redis | None = None
+        self._script: Any = None
+        self._queue: list[_Reserve | _Settle] = []
+        self._sender: asyncio.Task[None] | None = None
+        self._retry_at = 0.0
+        self.down_since: float | None = None
+        self.outages = 0
+        self.errors = 0
+        self.settle_failures = 0
+        self.calls = 0
+        self.operations = 0
+        self.last_error: str | None = None
+
+    async def start(self) -> None:
+        """Connect and register the script; an unreachable Redis starts an outage, not a crash."""
+        self._client = aioredis.Redis.from_url(
+            self.url,
+            socket_timeout=self.timeout,
+            socket_connect_timeout=self.timeout,
+            # redis-py retries ten times with backoff by default: seconds per request in an outage.
+            retry=Retry(NoBackoff(), 0),
+            single_connection_client=True,  # one call in flight at a time, by design (see above)
+        )
+        self._script = self._client.register_script(SCRIPT)
+        try:
+            await self._client.ping()
+        except (RedisError, OSError) as error:
+            self._failed(error)
+
+    async def close(self) -> None:
+        """Send what is queued (for up to five seconds), then close the connection."""
+        if self._sender is not None and not self._sender.done():
+            await asyncio.wait([self._sender], timeout=5)
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    @property
+    def healthy(self) -> bool:
+        """Whether the last call reached Redis."""
+        return self.down_since is None
+
+    async def reserve(self, checks: Sequence[Check], now: float) -> Admission:
+        """Reserve ``checks`` (all or none) in the next script call."""
+        done: asyncio.Future[Admission] = asyncio.get_running_loop().create_future()
+        self._enqueue(_Reserve(checks, now, done))
+        return await done
+
+    def settle(self, adjustments: Sequence[Adjustment], now: float) -> None:
+        """Queue ``adjustments`` for the next call, ahead of any later reservation; a failure is counted."""
+        if not adjustments:
+            return
+        try:
+            self._enqueue(_Settle(adjustments))
+        except RuntimeError:  # no running loop (interpreter shutdown): leases lapse on their own
+            self.settle_failures += 1
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far has been sent (tests, shutdown)."""
+        while self._sender is not None and not self._sender.done():
+            await asyncio.wait([self._sender])
+
+    def _enqueue(self, operation: _Reserve | _Settle) -> None:
+        self._queue.append(operation)
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.get_running_loop().create_task(self._send())
+
+    async def _send(self) -> None:
+        """Send the queue, one script call at a time, until it is empty."""
+        while self._queue:
+            batch, self._queue = self._queue[:_MAX_BATCH], self._queue[_MAX_BATCH:]
+            try:
+                reply = await self._call(self._pack(batch))
+            except CountersUnavailable as error:
+                for operation in batch:
+                    if isinstance(operation, _Settle):
+                        self.settle_failures += 1
+                    elif not operation.done.done():
+                        operation.done.set_exception(error)
+                continue
+            self.operations += len(batch)
+            self._unpack(batch, reply)
+
+    def _pack(self, batch: list[_Reserve | _Settle]) -> _Batch:
+        out = _Batch()
+        for operation in batch:
+            if isinstance(operation, _Settle):
+                out.args += ["S", len(operation.steps)]
+                for step in operation.steps:
+                    out.keys.append(self.prefix + step.key)
+                    out.args += ["a", repr(step.amount)] if step.member is None else ["r", step.member]
+                continue
+            keys_before = len(out.keys)
+            fields: list[str | float] = []
+            for check in operation.checks:
+                out.keys.append(self.prefix + check.key)
+                if check.kind == "window":
+                    out.keys.append(self.prefix + (check.prev_key or check.key))
+                third = check.prev_share if check.kind == "window" else check.expires
+                fields += [_KIND[check.kind], repr(check.limit), repr(check.amount), repr(third), check.ttl]
+                fields.append(check.member)
+            out.args += ["R", repr(operation.now), len(operation.checks), len(out.keys) - keys_before, *fields]
+        return out
+
+    def _unpack(self, batch: list[_Reserve | _Settle], reply: list[bytes]) -> None:
+        at = 0
+        for operation in batch:
+            if isinstance(operation, _Settle):
+                continue
+            admitted, refused, count = reply[at] == b"1", int(reply[at + 1]), int(reply[at + 2])
+            used = [float(v) for v in reply[at + 3 : at + 3 + count]]
+            current, previous = float(reply[at + 3 + count]), float(reply[at + 4 + count])
+            at += 5 + count
+            tallies = [Tally(u) for u in used]
+            if not admitted:
+                tallies[-1] = Tally(used[-1], current, previous)
+            if operation.done.done():  # the request was cancelled meanwhile: give back what it got
+                if admitted:
+                    self._enqueue(_Settle(_undo(operation.checks)))
+                continue
+            operation.done.set_result(Admission(tallies, refused=None if admitted else refused))
+
+    async def _call(self, batch: _Batch) -> list[bytes]:
+        if self._client is None:
+            raise CountersUnavailable("the limits store was not started")
+        if self.down_since is not None:
+            now = time.monotonic()
+            if now < self._retry_at:
+                raise CountersUnavailable(self.last_error or "Redis is unreachable")
+            self._retry_at = now + self.probe_interval  # this call is the probe
+        try:
+            reply: list[bytes] = await self._script(keys=batch.keys, args=batch.args)
+        except (RedisError, OSError) as error:
+            self._failed(error)
+            raise CountersUnavailable(self.last_error or str(error)) from error
+        self.calls += 1
+        if self.down_since is not None:
+            log.warning(
+                "limits: Redis at %s is reachable again after %.1fs", safe_url(self.url), time.time() - self.down_since
+            )
+            self.down_since = None
+        return reply
+
+    def _failed(self, error: BaseException) -> None:
+        self.errors += 1
+        self.last_error = f"{type(error).__name__}: {error}"
+        self._retry_at = time.monotonic() + self.probe_interval
+        if self.down_since is None:
+            self.down_since = time.time()
+            self.outages += 1
+            where = safe_url(self.url)
+            log.error("limits: Redis at %s is unreachable (%s); %s", where, self.last_error, self.outage_note)
+
+    async def read(self, key: str, now: float) -> float:
+        """A counter's value, or the number of live leases (tests and debugging)."""
+        assert self._client is not None
+        full = self.prefix + key
+        if await self._client.type(full) == b"zset":
+            return float(await self._client.zcount(full, now, "+inf"))
+        value = await self._client.get(full)
+        return float(value) if value is not None else 0.0
+
+    def status(self) -> dict[str, Any]:
+        """Health, outage counts and how well calls are shared, for /readyz and metrics."""
+        return {
+            "backend": self.backend,
+            "scope": "shared",
+            "url": safe_url(self.url),
+            "healthy": self.healthy,
+            "down_since": self.down_since,
+            "outages": self.outages,
+            "errors": self.errors,
+            "last_error": self.last_error,
+            "settle_failures": self.settle_failures,
+            "queued": len(self._queue),
+            "calls": self.calls,
+            "operations_per_call": round(self.operations / self.calls, 2) if self.calls else None,
+        }

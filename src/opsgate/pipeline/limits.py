@@ -1,0 +1,216 @@
+"""Stage: rate limits and budgets per API key, user and model — reserve before the call, settle after.
+
+``before`` works out who is asking and what the request may use, and reserves it (or answers 429,
+or 503 when Redis is down and ``on_redis_error`` is closed):
+
+- tokens: the prompt estimated as body bytes / 4, plus ``max_tokens`` (or ``limits.default_max_tokens``);
+- cost: those tokens at the dearest price among the deployments and fallbacks the request can reach.
+
+``after`` adds the ``x-ratelimit-*`` headers and settles on what was used: for a JSON answer as it
+leaves, for a stream when it ends (completed, failed or abandoned by the client). A failed request
+settles to nothing, and so does a cache hit (no upstream tokens); a stream cut short without usage
+settles to the prompt estimate plus the pieces it sent. The response never waits for a settle: in
+process it is applied at once; with Redis it is queued ahead of any later reservation, so the same
+client's next request is counted after it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+from opsgate.domain.config import ConfigError, GatewayConfig, ModelAlias, Price
+from opsgate.domain.context import GatewayResponse, JsonResult, RequestContext, StreamOutcome, StreamResult
+from opsgate.domain.requests import EmbeddingRequest
+from opsgate.limits import Demand, Identity, Limiter, MemoryCounters, RedisCounters, Reservation
+from opsgate.limits.limiter import CounterStore
+from opsgate.pipeline.record import cost_of
+from opsgate.pipeline.stage import PassStage
+
+log = logging.getLogger("opsgate.limits")
+
+Usage = dict[str, Any]
+
+
+def identify(ctx: RequestContext) -> Identity:
+    """Key: ``api_key_id`` from auth, else a short SHA-256 of the bearer token, else ``anonymous``.
+
+    User: the body's ``user`` (client-chosen, so only per-key rules hold against a hostile client).
+    """
+    key = ctx.tags.get("api_key_id")
+    if not key:
+        scheme, _, token = (ctx.headers.get("authorization") or "").strip().partition(" ")
+        token = token.strip() if scheme.lower() == "bearer" else scheme
+        key = hashlib.sha256(token.encode()).hexdigest()[:16] if token else "anonymous"
+    user = getattr(ctx.body, "user", None) or "anonymous"
+    assert ctx.alias is not None
+    return Identity(key=str(key), user=user, model=ctx.alias.name)
+
+
+def estimate_tokens(ctx: RequestContext, default_max_tokens: int) -> tuple[int, int]:
+    """(prompt, output) token estimates: body bytes / 4 (JSON syntax included: errs high), and the output cap."""
+    prompt = -(-len(ctx.raw_body) // 4)
+    if isinstance(ctx.body, EmbeddingRequest) or ctx.body is None:
+        return prompt, 0
+    return prompt, ctx.body.token_limit() or default_max_tokens
+
+
+class PriceBook:
+    """Prices by alias (the dearest reachable, for estimates) and by deployment label (for settling)."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self._aliases = {alias.name: alias for alias in config.models}
+        self._by_label: dict[str, Price | None] = {}
+        for alias in config.models:
+            for index, deployment in enumerate(alias.deployments):
+                self._by_label[f"{alias.name}#{index}"] = deployment.price or alias.price
+        self._ceiling = {alias.name: self._dearest(alias) for alias in config.models}
+
+    def _reachable(self, alias: ModelAlias) -> list[ModelAlias]:
+        seen, todo = {alias.name: alias}, [alias]
+        while todo:
+            for name in todo.pop().routing.fallbacks:
+                if name not in seen and name in self._aliases:
+                    seen[name] = self._aliases[name]
+                    todo.append(seen[name])
+        return list(seen.values())
+
+    def _dearest(self, alias: ModelAlias) -> Price | None:
+        prices = [d.price or a.price for a in self._reachable(alias) for d in a.deployments]
+        known = [p for p in prices if p is not None]
+        if not known:
+            return None
+        return Price(
+            input_per_million=max(p.input_per_million for p in known),
+            output_per_million=max(p.output_per_million for p in known),
+        )
+
+    def unpriced(self, alias: str) -> bool:
+        """Whether no deployment the alias can reach has a price (its spend cannot be counted)."""
+        return self._ceiling.get(alias) is None
+
+    def estimate(self, alias: str, prompt: int, output: int) -> float | None:
+        """The most the request can cost; None when no price is known."""
+        return cost_of(self._ceiling.get(alias), {"prompt_tokens": prompt, "completion_tokens": output})
+
+    def actual(self, ctx: RequestContext, usage: Usage) -> float | None:
+        """What the request cost at the price of the deployment that served it."""
+        price = self._by_label.get(ctx.deployment or "")
+        if price is None and ctx.alias is not None:
+            price = ctx.alias.price
+        return cost_of(price, usage)
+
+
+def used_tokens(usage: Usage) -> int:
+    """Total tokens of an OpenAI usage object."""
+    total = usage.get("total_tokens")
+    if isinstance(total, int):
+        return total
+    return int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
+
+
+class LimitsStage(PassStage):
+    """Reserves before the call, settles after it; see the module docstring."""
+
+    name = "limits"
+
+    def __init__(self, limiter: Limiter, prices: PriceBook, default_max_tokens: int) -> None:
+        self.limiter = limiter
+        self.prices = prices
+        self.default_max_tokens = default_max_tokens
+
+    @classmethod
+    def from_config(cls, config: GatewayConfig) -> LimitsStage:
+        """The stage for ``config.limits``; a rule naming an unknown model is a config error."""
+        limits = config.limits
+        known = {alias.name for alias in config.models}
+        problems = [
+            f"limits.rules[{index}].model: no model named '{rule.model}'"
+            for index, rule in enumerate(limits.rules)
+            if rule.model is not None and rule.model not in known
+        ]
+        if problems:
+            raise ConfigError(problems)
+        prices = PriceBook(config)
+        for index, rule in enumerate(limits.rules):
+            if rule.spend_per_day or rule.spend_per_month:
+                for name in [rule.model] if rule.model else sorted(known):
+                    if prices.unpriced(name):
+                        log.warning(
+                            "limits.rules[%d]: model '%s' has no price, so its spend is not counted", index, name
+                        )
+        store: CounterStore
+        if limits.redis:
+            policy = "requests pass uncounted" if limits.on_redis_error == "open" else "requests are refused (503)"
+            store = RedisCounters(
+                limits.redis, limits.key_prefix, outage_note=f"on_redis_error is {limits.on_redis_error}: {policy}"
+            )
+        else:
+            store = MemoryCounters()
+            if config.server.workers > 1:
+                log.warning(
+                    "limits are counted per worker process (%d workers): set limits.redis to share them",
+                    config.server.workers,
+                )
+        limiter = Limiter(limits.rules, store, on_store_error=limits.on_redis_error)
+        return cls(limiter, prices, limits.default_max_tokens)
+
+    async def start(self) -> None:
+        """Connect the counter store."""
+        await self.limiter.start()
+
+    async def close(self) -> None:
+        """Apply queued settles, then close the store."""
+        await self.limiter.close()
+
+    def status(self) -> dict[str, Any]:
+        """Store health and counts, for /readyz and metrics."""
+        return self.limiter.status()
+
+    async def before(self, ctx: RequestContext) -> GatewayResponse | None:
+        """Reserve the request's estimate, or raise 429 / 503."""
+        assert ctx.alias is not None
+        prompt, output = estimate_tokens(ctx, self.default_max_tokens)
+        demand = Demand(tokens=prompt + output, cost=self.prices.estimate(ctx.alias.name, prompt, output))
+        reservation = await self.limiter.reserve(identify(ctx), demand)
+        if reservation is not None:
+            ctx.scratch[self.name] = (reservation, prompt)  # for after, which runs whenever before did
+        return None
+
+    async def after(self, ctx: RequestContext, response: GatewayResponse) -> GatewayResponse:
+        """Add the rate-limit headers and settle (for a stream: when it ends)."""
+        held: tuple[Reservation, int] | None = ctx.scratch.pop(self.name, None)
+        if held is None:
+            return response
+        reservation, prompt = held
+        response.headers.update(reservation.headers())
+        if isinstance(response, StreamResult):
+            response.on_finish.append(lambda outcome: self._settle_stream(ctx, reservation, prompt, outcome))
+            return response
+        self.limiter.settle(reservation, *self._json_usage(ctx, response))
+        return response
+
+    def _json_usage(self, ctx: RequestContext, response: JsonResult) -> tuple[float | None, float | None]:
+        if response.error is not None or response.status >= 400 or ctx.tags.get("cache_hit"):
+            return 0, 0.0
+        usage = response.body.get("usage")
+        if not isinstance(usage, dict):
+            return None, None  # served, usage unknown: keep the estimate
+        return used_tokens(usage), self.prices.actual(ctx, usage)
+
+    def _settle_stream(
+        self, ctx: RequestContext, reservation: Reservation, prompt: int, outcome: StreamOutcome
+    ) -> None:
+        if ctx.tags.get("cache_hit"):
+            usage: Usage = {}
+        elif outcome.usage:
+            usage = outcome.usage
+        elif outcome.content:
+            # Cut short (upstream failure or client gone) before the usage chunk: the upstream
+            # still did the work, so count the prompt estimate and about a token per piece sent.
+            usage = {"prompt_tokens": prompt, "completion_tokens": len(outcome.content)}
+        else:
+            usage = {}
+        tokens = used_tokens(usage) if usage else 0
+        self.limiter.settle(reservation, tokens, self.prices.actual(ctx, usage) if usage else 0.0)
