@@ -88,7 +88,7 @@ class RecordLog:
     # -- the sink (event loop thread) ---------------------------------------------------------------
 
     def write(self, record: dict[str, Any]) -> None:
-        """Seal payloads, append to the journal and wake the writer. Returns once the kernel has it."""
+        """Seal payloads and append to the journal (the writer polls it). Returns once the kernel has it."""
         rid = record["id"]
         for field in ("request", "response"):
             value = record.get(field)
@@ -102,8 +102,6 @@ class RecordLog:
             if "output" not in self.clear_fields:
                 record["output_text"] = None
         self.journal.append(orjson.dumps(record) + b"\n")
-        if self.writer is not None:
-            self.writer.notify()
 
     # -- queries (call from a worker thread) ----------------------------------------------------------
 

@@ -125,20 +125,17 @@ class SqlRecordStore(ABC):
     def write_lines(self, lines: list[bytes]) -> int:
         """Store journal lines (one JSON record each) not already stored, and roll them up.
 
-        The batch goes to the database as one JSON array and is unpacked, de-duplicated, checked
-        against erasures, inserted and rolled up by SQL: the Python side does no per-record work,
-        so the writer thread barely holds the GIL the event loop needs. Replays are idempotent:
-        rows already stored are skipped and rollups count only what was inserted.
+        Replays are idempotent: rows already stored are skipped and rollups count only what was
+        inserted; records of a user erased after they were journaled are dropped.
         """
         if not lines:
             return 0
-        batch = "[" + ",".join(line.decode() for line in lines) + "]"
         with self.connection() as conn, self.transaction(conn):
-            return self.insert_json_batch(conn, batch)
+            return self.insert_lines(conn, lines)
 
     @abstractmethod
-    def insert_json_batch(self, conn: Any, batch: str) -> int:
-        """Insert the records of a JSON array (inside a transaction); returns how many were new."""
+    def insert_lines(self, conn: Any, lines: list[bytes]) -> int:
+        """Insert the records of journal lines (inside a transaction); returns how many were new."""
 
     def insert_rows(self, conn: Any, statement: str, rows: list[tuple[Any, ...]]) -> None:
         """Run one statement for many parameter rows."""

@@ -9,18 +9,27 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from opsgate.store.migrations import migrate_sqlite
 from opsgate.store.sql import COLUMNS, USAGE_COLUMNS, USAGE_UPSERT, SqlRecordStore, user_hash
 
 _COLUMN_LIST = ", ".join(COLUMNS)
-_EXTRACTS = ", ".join(
-    f"coalesce(json_extract(value, '$.{c}'), 0)" if c in ("stream", "cached") else f"json_extract(value, '$.{c}')"
-    for c in COLUMNS
-)
+_STAGE = f"INSERT INTO temp.batch ({_COLUMN_LIST}) VALUES ({', '.join('?' * len(COLUMNS))})"
+_OBJECT_COLUMNS = ("tags", "metadata", "request", "response")
 
 
-def _sha256(value: str | None) -> str | None:
-    return None if value is None else user_hash(value)
+def _row(record: dict[str, Any]) -> tuple[Any, ...]:
+    """A journaled record as a row (objects as JSON text, flags as 0/1)."""
+    values: list[Any] = []
+    for column in COLUMNS:
+        value = record.get(column)
+        if column in _OBJECT_COLUMNS and value is not None and not isinstance(value, str):
+            value = orjson.dumps(value).decode()
+        elif column in ("stream", "cached"):
+            value = 1 if value else 0
+        values.append(value)
+    return tuple(values)
 
 
 class SqliteRecordStore(SqlRecordStore):
@@ -49,8 +58,7 @@ class SqliteRecordStore(SqlRecordStore):
         conn.execute("PRAGMA busy_timeout=30000")
         conn.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable across process crashes
         conn.execute("PRAGMA foreign_keys=ON")
-        conn.create_function("opsgate_sha256", 1, _sha256, deterministic=True)
-        conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS batch ({', '.join(COLUMNS)})")
+        conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS batch ({_COLUMN_LIST})")
         with self._lock:
             self._all.append(conn)
         return conn
@@ -74,21 +82,25 @@ class SqliteRecordStore(SqlRecordStore):
             raise
         conn.execute("COMMIT")
 
-    def insert_json_batch(self, conn: Any, batch: str) -> int:
-        """json_each unpacks the batch into a temp table; the rest is set-based SQL."""
+    def insert_lines(self, conn: Any, lines: list[bytes]) -> int:
+        """Parse in Python (cheaper than SQLite's json_extract per column), stage the batch in a temp
+        table, drop what is stored already, then insert and roll up with two set-based statements."""
+        erased = None
+        if conn.execute("SELECT EXISTS (SELECT 1 FROM erasures)").fetchone()[0]:
+            erased = dict(conn.execute("SELECT user_id, erased_at FROM erasures").fetchall())
+        rows = []
+        for line in lines:
+            record = orjson.loads(line)
+            user = record.get("user_id")
+            if erased and user and erased.get(user_hash(user), -1.0) >= record["ts"]:
+                continue  # journaled before the user's erasure, arriving after it: dropped
+            rows.append(_row(record))
         conn.execute("DELETE FROM temp.batch")
-        conn.execute(f"INSERT INTO temp.batch ({_COLUMN_LIST}) SELECT {_EXTRACTS} FROM json_each(?)", [batch])
-        # Skip what is stored already, and repeats within the batch (a replayed journal).
+        conn.executemany(_STAGE, rows)
         conn.execute(
             "DELETE FROM temp.batch WHERE id IN (SELECT id FROM main.requests) "
             "OR rowid NOT IN (SELECT min(rowid) FROM temp.batch GROUP BY id)"
         )
-        if conn.execute("SELECT EXISTS (SELECT 1 FROM erasures)").fetchone()[0]:
-            # Journaled before the user's erasure, arriving after it: dropped.
-            conn.execute(
-                "DELETE FROM temp.batch WHERE user_id IS NOT NULL AND EXISTS (SELECT 1 FROM erasures e "
-                "WHERE e.user_id = opsgate_sha256(temp.batch.user_id) AND e.erased_at >= temp.batch.ts)"
-            )
         inserted = int(
             conn.execute(f"INSERT INTO main.requests ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM temp.batch").rowcount
         )
@@ -99,7 +111,6 @@ class SqliteRecordStore(SqlRecordStore):
             "coalesce(sum(completion_tokens), 0), coalesce(sum(cost), 0), count(cost), coalesce(sum(latency_ms), 0) "
             f"FROM temp.batch WHERE true GROUP BY 1, 2, 3, 4 {USAGE_UPSERT}"
         )
-        conn.execute("DELETE FROM temp.batch")
         return inserted
 
     def text_condition(self, text: str) -> tuple[str, list[Any]]:

@@ -37,13 +37,13 @@ class RecordWriter:
         *,
         batch_size: int = 1000,
         retention: RetentionConfig | None = None,
-        idle_wait: float = 0.05,
+        flush_interval: float = 0.05,
     ) -> None:
         self.journal = journal
         self._open_store = open_store
         self.batch_size = batch_size
         self.retention = retention
-        self.idle_wait = idle_wait
+        self.flush_interval = flush_interval
         self.store: SqlRecordStore | None = None
         self.healthy = False
         self.last_error: str | None = None
@@ -62,7 +62,7 @@ class RecordWriter:
         self._thread.start()
 
     def notify(self) -> None:
-        """Tell the writer there is new work (called after each journal append)."""
+        """Wake the writer now (flush, shutdown); appends do not, it polls every ``flush_interval``."""
         self._wake.set()
 
     def flush(self, timeout: float = 10.0) -> bool:
@@ -123,7 +123,7 @@ class RecordWriter:
                 self._housekeeping()
                 if self._stopping.is_set():
                     return
-                self._wake.wait(self.idle_wait)
+                self._wake.wait(self.flush_interval)
                 self._wake.clear()
                 continue
             failure = self._store_batch([line for _, _, line in batch])
@@ -142,6 +142,11 @@ class RecordWriter:
             self.last_write_at = time.time()
             for segment, offset, _ in batch:
                 self.journal.mark_stored(segment, offset)
+            if len(batch) < self.batch_size and not self._stopping.is_set():
+                # Gather for a moment: one transaction per interval, not one per request. Records are
+                # durable in the journal already; this only delays when search sees them.
+                self._wake.wait(self.flush_interval)
+                self._wake.clear()
 
     def _store_batch(self, lines: list[bytes]) -> Exception | None:
         """Store a batch; the error if the store could not take it (and nothing was set aside instead)."""
