@@ -228,6 +228,9 @@ class RecordConfig(_Strict):
     encryption: EncryptionConfig = EncryptionConfig()
     retention: RetentionConfig = RetentionConfig()
     batch_size: int = Field(1000, gt=0, le=100_000)
+    flush_interval_ms: float = Field(
+        50.0, gt=0, le=10_000, description="How often the writer stores what was journaled (search freshness)."
+    )
     fsync: bool = Field(False, description="fsync the journal per write: survives power loss, not just kill -9.")
 
     @field_validator("store")

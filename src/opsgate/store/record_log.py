@@ -59,6 +59,7 @@ class RecordLog:
                 self.journal,
                 lambda: open_store(self.url),
                 batch_size=config.batch_size,
+                flush_interval=config.flush_interval_ms / 1000.0,
                 retention=config.retention,
             )
         self._reader: SqlRecordStore | None = None
