@@ -180,7 +180,6 @@ class LlamaEngine:
 
         generated = 0
         finish = "length"
-        produced: list[int] = []
         for token in self.llama.generate(
             tokens,
             top_k=deployment.top_k if job.temperature > 0 else 1,
@@ -200,8 +199,7 @@ class LlamaEngine:
                 finish = "stop"
                 break
             generated += 1
-            piece_bytes = self.llama.detokenize([token], prev_tokens=tokens + produced)
-            produced.append(token)
+            piece_bytes = self.llama.detokenize([token])
             text = decoder.decode(piece_bytes)
             logprob = self._logprob_entry(token, piece_bytes, step_logprobs, job) if job.logprobs else None
             released, stopped = stops.feed(text)
