@@ -49,6 +49,7 @@ def child(
     cpus: set[int] | None = None,
     env: dict[str, str] | None = None,
     log: Path | None = None,
+    cwd: Path | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``argv`` as a child (optionally pinned); stop it (TERM, then KILL) when the block ends."""
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
@@ -58,6 +59,7 @@ def child(
         stderr=subprocess.STDOUT,
         preexec_fn=pin_to(cpus),  # only sched_setaffinity: safe before exec
         env={**os.environ, **(env or {})},
+        cwd=cwd,
     )
     try:
         yield proc
@@ -89,9 +91,7 @@ def http(
         return int(error.code), error.read()
 
 
-def wait_http_ok(
-    url: str, proc: subprocess.Popen[bytes], timeout: float, what: str, log: Path | None = None
-) -> None:
+def wait_http_ok(url: str, proc: subprocess.Popen[bytes], timeout: float, what: str, log: Path | None = None) -> None:
     """Poll ``url`` until it answers 200; fail early (with the log tail) if the process died."""
     deadline = time.monotonic() + timeout
     last = ""
@@ -121,9 +121,7 @@ def process_tree(pid: int) -> list[int]:
         with contextlib.suppress(OSError):
             for task in os.listdir(f"/proc/{current}/task"):
                 with contextlib.suppress(OSError):
-                    out.extend(
-                        int(c) for c in Path(f"/proc/{current}/task/{task}/children").read_text().split()
-                    )
+                    out.extend(int(c) for c in Path(f"/proc/{current}/task/{task}/children").read_text().split())
     return out
 
 
@@ -177,7 +175,15 @@ def machine() -> dict[str, Any]:
             if line.startswith("Model name:"):
                 model = line.split(":", 1)[1].strip()
                 break
+    commit = dirty = None
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        git = ["git", "-C", str(ROOT)]
+        commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        status = subprocess.run([*git, "status", "--porcelain", "--", "src"], capture_output=True, text=True).stdout
+        dirty = bool(status.strip())
     return {
+        "git_commit": commit,
+        "src_uncommitted_changes": dirty,
         "nproc": os.cpu_count(),
         "usable_cpus": sorted(os.sched_getaffinity(0)),
         "cpu_model": model,

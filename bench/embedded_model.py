@@ -2,7 +2,8 @@
 
 What it does, in one run:
   1. starts ``opsgate serve`` with the embedded default config (SmolLM2-135M Q4_1 on llama.cpp,
-     n_threads=1) in its own process and waits for /readyz; reads its RSS;
+     n_threads=1) in its own process and temp working directory (the default config's durable request
+     log goes there) and waits for /readyz; reads its RSS;
   2. loads the same GGUF in this process with ``Llama(model_path, n_threads=1, n_threads_batch=1,
      n_ctx=2048, verbose=False)`` (n_threads_batch=1 because the gateway uses 1 for prompts too);
   3. one warm-up of each, then REPS repetitions of each, alternating which goes first, never both at
@@ -193,7 +194,7 @@ def summarise(reps: list[Rep]) -> dict[str, dict[str, float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--reps", type=int, default=6, help="measured repetitions per side (default 6)")
+    parser.add_argument("--reps", type=int, default=8, help="measured repetitions per side (default 8)")
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads on both sides (default 1)")
     parser.add_argument(
@@ -205,6 +206,7 @@ def main() -> None:
     )
     parser.add_argument("--output", default="embedded_model.json", help="file name under bench/results/")
     args = parser.parse_args()
+    info = machine()  # before the run: the commit and the date the numbers belong to
 
     from llama_cpp import Llama
     from llama_cpp import __version__ as llama_version
@@ -217,7 +219,8 @@ def main() -> None:
         log = Path(tmp_name) / "opsgate.log"
         argv = [str(VENV_BIN / "opsgate"), "serve", "--port", str(port), "--log-level", "warning"]
         env = {"OPSGATE_LLAMA_THREADS": str(args.threads)}
-        with child(argv, env=env, log=log) as gateway:
+        # its own working directory: the default config's durable request log lives under ./.opsgate
+        with child(argv, env=env, log=log, cwd=Path(tmp_name)) as gateway:
             started = time.perf_counter()
             wait_http_ok(f"http://127.0.0.1:{port}/readyz", gateway, 180, "opsgate", log)
             ready_s = time.perf_counter() - started
@@ -285,8 +288,7 @@ def main() -> None:
             f"- gateway/direct decode rate: {ratio:.3f} (target ≥ {TARGET_RATIO:.2f}: {ratio_ok})",
             f"- TTFT difference (gateway - direct, medians, warm prompt cache): {ttft_diff:+.1f} ms "
             f"(target within {TARGET_TTFT_MS:g} ms: {ttft_ok})",
-            f"- cold first request (warm-up) TTFT: direct {warm['direct']:.0f} ms, "
-            f"gateway {warm['gateway']:.0f} ms",
+            f"- cold first request (warm-up) TTFT: direct {warm['direct']:.0f} ms, gateway {warm['gateway']:.0f} ms",
             f"- gateway RSS: {rss_loaded:.0f} MiB once ready (SmolLM2 + MiniLM loaded), "
             f"{rss_after:.0f} MiB after the run (peak {hwm:.0f} MiB); "
             f"loading the Llama directly added {own_loaded - own_before:.0f} MiB to the bench process",
@@ -296,7 +298,7 @@ def main() -> None:
     print(table)
     result = {
         "benchmark": "embedded_model",
-        "machine": machine(),
+        "machine": info,
         "settings": {
             "reps": args.reps,
             "max_tokens": args.max_tokens,

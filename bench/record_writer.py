@@ -1,0 +1,114 @@
+"""Request-log writer throughput: records/s from journal append to committed rows, SQLite and PostgreSQL.
+
+Run: .venv/bin/python bench/record_writer.py [--records 50000]
+
+Measures the real path the gateway uses: ``RecordLog.write`` (seal, journal ``os.write``) on the
+calling thread while the writer thread batches into the store; the clock stops when every record
+is committed. Also times ``store.write_batch`` alone. PostgreSQL: 127.0.0.1:5432, database ``test``,
+a scratch schema dropped afterwards. Target: >= 5,000 records/s sustained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from _common import machine, write_json
+from _records import spread_records
+from opsgate.domain.config import RecordConfig
+from opsgate.store.record_log import RecordLog, open_store
+
+PG = "postgresql://postgres@127.0.0.1:5432/test"
+console = Console()
+
+
+@contextmanager
+def pg_schema() -> Iterator[str]:
+    schema = f"opsgate_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{PG}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(PG, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def through_journal(url: str, records: list[dict[str, Any]], directory: Path) -> dict[str, float]:
+    log = RecordLog(RecordConfig(store=url, journal_dir=str(directory / "journal"), batch_size=1000))
+    log.start()
+    assert log.writer is not None
+    time.sleep(0.5)  # let the writer open the store and migrate, outside the clock
+    started = time.perf_counter()
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("journal", total=len(records))
+        for n, record in enumerate(records):
+            log.write(dict(record))
+            if n % 5000 == 0:
+                progress.update(task, completed=n)
+    appended = time.perf_counter() - started
+    assert log.writer.flush(timeout=600), "writer did not catch up"
+    total = time.perf_counter() - started
+    written = log.writer.written
+    log.stop()
+    return {
+        "records": written,
+        "append_s": appended,
+        "total_s": total,
+        "records_per_s": written / total,
+        "append_us_per_record": appended / len(records) * 1e6,
+    }
+
+
+def direct(url: str, records: list[dict[str, Any]], batch: int = 1000) -> dict[str, float]:
+    store = open_store(url)
+    rows = [{**r, "id": uuid.uuid4().hex} for r in records]
+    started = time.perf_counter()
+    for start in range(0, len(rows), batch):
+        store.write_batch(rows[start : start + batch])
+    elapsed = time.perf_counter() - started
+    store.close()
+    return {"records": len(rows), "total_s": elapsed, "records_per_s": len(rows) / elapsed}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=50_000)
+    args = parser.parse_args()
+    records = spread_records(random.Random(1), args.records, days=1)
+    results: dict[str, Any] = {"machine": machine(), "records": args.records, "runs": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        results["runs"]["sqlite_journal"] = through_journal(f"sqlite:///{root}/a.db", records, root / "a")
+        results["runs"]["sqlite_direct"] = direct(f"sqlite:///{root}/b.db", records)
+        with pg_schema() as url:
+            results["runs"]["postgres_journal"] = through_journal(url, records, root / "c")
+        with pg_schema() as url:
+            results["runs"]["postgres_direct"] = direct(url, records)
+    table = Table("path", "records", "seconds", "records/s", "journal append µs/record")
+    for name, run in results["runs"].items():
+        table.add_row(
+            name,
+            str(run["records"]),
+            f"{run['total_s']:.2f}",
+            f"{run['records_per_s']:,.0f}",
+            f"{run.get('append_us_per_record', float('nan')):.1f}",
+        )
+    console.print(table)
+    console.print(f"wrote {write_json('record_writer.json', results)}")
+
+
+if __name__ == "__main__":
+    main()
