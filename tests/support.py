@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -123,3 +128,49 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
 
 async def gather_all(*coros: Any) -> list[Any]:
     return list(await asyncio.gather(*coros))
+
+
+@contextmanager
+def serve_process(config: Path, log: Path | None = None) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """``opsgate serve --config`` as a real process; yields it and its URL once /healthz answers.
+
+    Stopped with SIGTERM at the end unless the test already killed it.
+    """
+    port = free_port()
+    out = log.open("wb") if log else subprocess.DEVNULL
+    try:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "opsgate.cli.main",
+                "serve",
+                "--config",
+                str(config),
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    finally:
+        if log:
+            out.close()  # type: ignore[union-attr]
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(url + "/healthz").status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline and process.poll() is None, log.read_text() if log else "did not start"
+        time.sleep(0.05)
+    try:
+        yield process, url
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(30)

@@ -5,49 +5,24 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 import redis
 import yaml
 
 from tests.fake_upstream import FakeUpstream, Script
 from tests.limits.support import REDIS_URL, spend_until_refused
-from tests.support import free_port
+from tests.support import serve_process
 
 
 @contextmanager
 def gateway_process(config: Path, log: Path) -> Iterator[str]:
     """``opsgate serve`` in a subprocess; yields its URL once /healthz answers."""
-    port = free_port()
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "opsgate.cli.main", "serve", "--config", str(config), "--port", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(url + "/healthz").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline and process.poll() is None, log.read_text()
-        time.sleep(0.05)
-    try:
+    with serve_process(config, log) as (_, url):
         yield url
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(30)
 
 
 @pytest.mark.timeout(120)

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -20,6 +16,7 @@ from opsgate.store.query import RecordQuery
 from opsgate.store.record_log import open_store
 from tests.fake_upstream import FakeUpstream
 from tests.support import free_port
+from tests.support import serve_process as gateway_process
 
 
 def write_config(path: Path, upstream: FakeUpstream, store_url: str) -> Path:
@@ -34,43 +31,6 @@ def write_config(path: Path, upstream: FakeUpstream, store_url: str) -> Path:
         )
     )
     return path
-
-
-@contextmanager
-def gateway_process(config: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "opsgate.cli.main",
-            "serve",
-            "--config",
-            str(config),
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(url + "/healthz").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline and process.poll() is None, "gateway did not start"
-        time.sleep(0.05)
-    try:
-        yield process, url
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            process.wait(30)
 
 
 def load(url: str, stop: threading.Event, acked: list[str], workers: int = 6) -> list[threading.Thread]:
