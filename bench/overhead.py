@@ -58,6 +58,7 @@ from _common import (
     machine,
     median,
     pin_to,
+    postgres_schema,
     system_busy_seconds,
     wait_http_ok,
     wait_quiet,
@@ -307,23 +308,6 @@ def nginx_upstream(tmp: Path, cpus: set[int] | None) -> Iterator[tuple[str, int]
         base = f"http://127.0.0.1:{port}"
         wait_http_ok(base + "/healthz", proc, 15, "nginx", log)
         yield base + "/v1", proc.pid
-
-
-@contextmanager
-def postgres_schema(url: str) -> Iterator[str]:
-    """A scratch schema in ``url``'s database; yields a URL that uses it."""
-    import uuid
-
-    import psycopg
-
-    schema = f"opsgate_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{url}?options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 @contextmanager

@@ -15,17 +15,15 @@ import random
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-import psycopg
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from _common import machine, write_json
+from _common import machine, postgres_schema, write_json
 from _records import spread_records
 from opsgate.domain.config import RecordConfig
 from opsgate.store.record_log import RecordLog, open_store
@@ -34,16 +32,9 @@ PG = "postgresql://postgres@127.0.0.1:5432/test"
 console = Console()
 
 
-@contextmanager
-def pg_schema() -> Iterator[str]:
-    schema = f"opsgate_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{PG}?options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(PG, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+def pg_schema() -> AbstractContextManager[str]:
+    """A scratch schema in the local PostgreSQL ``test`` database."""
+    return postgres_schema(PG)
 
 
 def through_journal(url: str, records: list[dict[str, Any]], directory: Path) -> dict[str, float]:
