@@ -6,7 +6,9 @@ down: the backlog grows on disk and is written when storage returns (or after a 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -103,6 +105,10 @@ class RecordWriter:
         self.last_error = message
 
     def _run(self) -> None:
+        # Lower this thread's scheduling priority (Linux: nice applies per thread): when it and the
+        # event loop want the same core, requests go first and the writer takes the idle time.
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
         backoff = 0.1
         while True:
             if self.store is None:
