@@ -136,10 +136,6 @@ class LlamaEngine:
         assert job.prompt is not None
         return list(self.llama.tokenize(job.prompt.encode("utf-8"), add_bos=True, special=False))
 
-    def count_tokens(self, text: str) -> int:
-        """Token count of plain text."""
-        return len(self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
-
     # -- generation ----------------------------------------------------------------------------
 
     def run(self, job: GenerationJob, emit: Emit) -> None:

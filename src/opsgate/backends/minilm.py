@@ -101,10 +101,6 @@ class SentenceEncoder:
         self.tokenizer.no_padding()
         self.dimensions = self.config.hidden
 
-    def count_tokens(self, texts: list[str]) -> int:
-        """Tokens the model reads for ``texts`` (after truncation)."""
-        return sum(len(encoding.ids) for encoding in self.tokenizer.encode_batch(texts))
-
     def encode(self, texts: list[str]) -> tuple[Array, int]:
         """Embeddings for ``texts`` (one row each, unit length) and the number of tokens read."""
         encodings = self.tokenizer.encode_batch(texts)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -13,10 +13,6 @@ from opsgate.domain.requests import RequestBody
 
 Endpoint = Literal["chat", "completion", "embedding"]
 Chunk = dict[str, Any]
-
-
-async def _never_disconnected() -> bool:
-    return False
 
 
 @dataclass(slots=True)
@@ -35,7 +31,6 @@ class RequestContext:
     tags: dict[str, Any] = field(default_factory=dict)
     # Private hand-offs from a stage's before to its after (never recorded), keyed by stage name.
     scratch: dict[str, Any] = field(default_factory=dict)
-    is_disconnected: Callable[[], Awaitable[bool]] = _never_disconnected
 
     def elapsed_ms(self) -> float:
         """Milliseconds since the request arrived."""

@@ -136,9 +136,3 @@ class BackendFailure(GatewayError):
     status = 500
     error_type = "server_error"
     fallback_allowed = True
-
-
-def http_error_for_status(status: int, message: str) -> GatewayError:
-    """A plain HTTP-level error (404/405/413/415) in the OpenAI shape."""
-    error = InvalidRequestError(message, status=status)
-    return error

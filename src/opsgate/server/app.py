@@ -103,9 +103,7 @@ class Gateway:
             raw = await read_json_body(request, self.config.server.max_body_bytes)
         except GatewayError as error:
             return error_response(error)
-        ctx = RequestContext(
-            endpoint=endpoint, raw_body=raw, headers=request.headers, is_disconnected=request.is_disconnected
-        )
+        ctx = RequestContext(endpoint=endpoint, raw_body=raw, headers=request.headers)
         # If the client hangs up before the answer, cancel the work (and the upstream call) for it.
         work = asyncio.ensure_future(self.pipeline.handle(ctx))
         watcher = asyncio.ensure_future(_cancel_on_disconnect(request, work))

@@ -63,10 +63,6 @@ class RecordWriter:
         """Start the thread."""
         self._thread.start()
 
-    def notify(self) -> None:
-        """Wake the writer now (flush, shutdown); appends do not, it polls every ``flush_interval``."""
-        self._wake.set()
-
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything journaled so far is stored (tests, shutdown, CLI)."""
         deadline = time.monotonic() + timeout
