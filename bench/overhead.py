@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
@@ -123,6 +124,7 @@ WRK_SCRIPT = """\
 wrk.method = "POST"
 wrk.body = [[{body}]]
 wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer {auth}"
 
 done = function(summary, latency, requests)
   io.write(string.format(
@@ -165,6 +167,7 @@ class Target:
     url: str
     pid: int | None = None  # the proxy process whose CPU use is reported (None: direct)
     gc_probe: Path | None = None  # where bench/_gc_probe.py writes GC totals on SIGUSR1
+    api_key: str | None = None  # the key wrk sends, when this target has auth on
     runs: list[WrkRun] = field(default_factory=list)
 
 
@@ -281,7 +284,10 @@ def read_gc_probe(target: Target) -> dict[str, Any] | None:
 
 def check_answer(target: Target, exact: bool) -> None:
     """One request through ``target``: it must be a 200 with the upstream's answer, or we stop here."""
-    status, raw = http("POST", target.url, json.dumps(REQUEST_BODY).encode(), {"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    if target.api_key:
+        headers["Authorization"] = f"Bearer {target.api_key}"
+    status, raw = http("POST", target.url, json.dumps(REQUEST_BODY).encode(), headers)
     if status != 200:
         raise SystemExit(f"{target.name}: expected 200, got {status}: {raw[:500]!r}")
     body = json.loads(raw)
@@ -310,6 +316,25 @@ def nginx_upstream(tmp: Path, cpus: set[int] | None) -> Iterator[tuple[str, int]
         yield base + "/v1", proc.pid
 
 
+def create_key(config: Path, home: Path) -> str:
+    """A service key in the store ``config`` names (opened from ``home``, as the gateway will); its secret."""
+    from opsgate.auth.key_store import KeySpec, KeyStore
+    from opsgate.domain.config import load_config
+    from opsgate.store.record_log import open_store
+
+    loaded = load_config(config)
+    assert loaded.record.store is not None
+    cwd = os.getcwd()
+    os.chdir(home)  # the default store URL is relative to the gateway's working directory
+    try:
+        store = open_store(loaded.record.store)
+        created = KeyStore(store).create(KeySpec(tenant="bench", role="service", name="overhead"), "bench")
+        store.close()
+    finally:
+        os.chdir(cwd)
+    return created.secret
+
+
 @contextmanager
 def opsgate_gateway(
     tmp: Path,
@@ -321,12 +346,14 @@ def opsgate_gateway(
     store_url: str | None = None,
     gc_probe: bool = False,
     gc_freeze: float = 0.0,
+    auth: bool = False,
 ) -> Iterator[Target]:
     """``opsgate serve`` (one worker) in front of ``upstream``, run in its own temp directory.
 
     With ``record_store`` the config leaves ``record`` at its defaults (the durable request log:
     journal + SQLite under the working directory, here a temp one); without, it sets
-    ``record: {store: none}``. Through bench/_gc_probe.py when ``gc_probe`` is set.
+    ``record: {store: none}``. Through bench/_gc_probe.py when ``gc_probe`` is set. With ``auth_key``,
+    auth is on and a service key is created in the gateway's store before it starts (``Target.api_key``).
     """
     port = free_port()
     home = tmp / name
@@ -343,7 +370,9 @@ def opsgate_gateway(
         "        api_key: sk-test\n"
         + ("" if record_store else "record: {store: none}\n")
         + (f"record: {{store: '{store_url}'}}\n" if store_url else "")
+        + (f"auth: {{enabled: true, admin_key: '{uuid.uuid4().hex}'}}\n" if auth else "")
     )
+    api_key = create_key(config, home) if auth else None
     log = home / "opsgate.log"
     probe_out = home / "gc-probe.json" if gc_probe else None
     launcher = [str(VENV_BIN / "python"), str(ROOT / "bench" / "_gc_probe.py")] if gc_probe else []
@@ -363,7 +392,7 @@ def opsgate_gateway(
         wait_http_ok(base + "/readyz", proc, 60, name, log)
         if gc_freeze > 0:
             time.sleep(gc_freeze + 0.5)  # let the probe freeze the start-up heap first
-        yield Target(name, base + "/v1/chat/completions", pid=proc.pid, gc_probe=probe_out)
+        yield Target(name, base + "/v1/chat/completions", pid=proc.pid, gc_probe=probe_out, api_key=api_key)
 
 
 @contextmanager
@@ -681,6 +710,9 @@ def main() -> None:
         metavar="SECONDS",
         help="experiment (implies --gc-probe): gc.freeze() the gateway's heap this long after start",
     )
+    parser.add_argument(
+        "--auth", action="store_true", help="run the main opsgate target with auth on (a real key from its store)"
+    )
     parser.add_argument("--output", default="overhead.json", help="file name under bench/results/")
     args = parser.parse_args()
     info = machine()  # before the run: the commit and the date the numbers belong to
@@ -697,13 +729,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="opsgate-bench-") as tmp_name, ExitStack() as stack:
         tmp = Path(tmp_name)
         script = tmp / "chat.lua"
-        script.write_text(WRK_SCRIPT.format(body=json.dumps(REQUEST_BODY)))
+        script.write_text(WRK_SCRIPT.format(body=json.dumps(REQUEST_BODY), auth=""))
         upstream, nginx_pid = stack.enter_context(nginx_upstream(tmp, load_cpus))
         direct = Target("direct", upstream + "/chat/completions")
         probe = args.gc_probe or args.gc_freeze > 0
         gateway = stack.enter_context(
-            opsgate_gateway(tmp, upstream, proxy_cpus, gc_probe=probe, gc_freeze=args.gc_freeze)
+            opsgate_gateway(tmp, upstream, proxy_cpus, gc_probe=probe, gc_freeze=args.gc_freeze, auth=args.auth)
         )
+        if gateway.api_key:  # every target gets the header; only the gateway with auth on checks it
+            script.write_text(WRK_SCRIPT.format(body=json.dumps(REQUEST_BODY), auth=gateway.api_key))
         targets = [direct, gateway]
         if args.nostore:
             nostore = opsgate_gateway(
@@ -785,6 +819,7 @@ def main() -> None:
             "proxy_cpus": sorted(proxy_cpus or []),
             "load_cpus": sorted(load_cpus or []),
             "nginx": subprocess.run([need("nginx"), "-v"], capture_output=True, text=True).stderr.strip(),
+            "auth": args.auth,
             "command": " ".join([".venv/bin/python", "bench/overhead.py", *sys.argv[1:]]),
         },
         "request_body": REQUEST_BODY,

@@ -99,3 +99,33 @@ def test_readme_cache_and_limits_example_is_valid() -> None:
     [example] = [b for b in blocks("yaml") if "limits:" in b and "cache:" in b]
     config = parse_config(yaml.safe_load(example))
     assert config.cache.enabled and config.limits.rules[1].spend_per_day == 20.0
+
+
+def test_readme_auth_example_and_keys_cli(tmp_path: Path) -> None:
+    import yaml
+
+    from opsgate.domain.config import interpolate_env, parse_config
+
+    [example] = [b for b in blocks("yaml") if "auth:" in b]
+    tree = interpolate_env(yaml.safe_load(example), {"OPSGATE_ADMIN_KEY": "x" * 32})
+    tree["record"] = {"store": f"sqlite:///{tmp_path}/r.db", "journal_dir": str(tmp_path / "journal")}
+    config = parse_config(tree)
+    assert config.auth.enabled and config.auth.admin_key is not None
+    config_file = tmp_path / "auth.yaml"
+    config_file.write_text(yaml.safe_dump(tree))
+    [commands] = [b for b in blocks("sh") if "opsgate keys create" in b]
+    create = commands.splitlines()[0].split("#")[0].split()
+    opsgate = str(Path(sys.executable).parent / "opsgate")
+    out = subprocess.run([opsgate, *create[1:], "--config", str(config_file), "--json"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    import orjson
+
+    created = orjson.loads(out.stdout)
+    assert created["secret"].startswith("og_") and created["tenant"] == "acme" and created["role"] == "developer"
+    listed = subprocess.run(
+        [opsgate, "keys", "list", "--tenant", "acme", "--config", str(config_file), "--json"],
+        capture_output=True,
+        text=True,
+    )
+    assert [k["id"] for k in orjson.loads(listed.stdout)] == [created["id"]]
+    assert created["secret"] not in listed.stdout

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from opsgate.backends.base import EmbeddingBackend
@@ -26,11 +27,15 @@ class EmbeddedEmbeddingBackend(InProcessBackend, EmbeddingBackend):
     def __init__(self, deployment: SentenceEmbeddingDeployment, label: str) -> None:
         super().__init__(label, max_queue=deployment.max_queue, queue_timeout=deployment.queue_timeout)
         self.deployment = deployment
+        # Set by the integrity monitor: checks the model files' digests on this thread before loading.
+        self.before_load: Callable[[], None] | None = None
 
     def load(self) -> Any:
         """The encoder, with numpy's thread count capped if configured."""
         from opsgate.backends.minilm import SentenceEncoder, resolve_model_dir
 
+        if self.before_load is not None:
+            self.before_load()
         if self.deployment.n_threads:
             from threadpoolctl import threadpool_limits
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,11 +89,15 @@ class EmbeddedLlamaBackend(InProcessBackend):
     def __init__(self, deployment: LlamaCppDeployment, label: str) -> None:
         super().__init__(label, max_queue=deployment.max_queue, queue_timeout=deployment.queue_timeout)
         self.deployment = deployment
+        # Set by the integrity monitor: checks the GGUF's digest on this thread before llama.cpp reads it.
+        self.before_load: Callable[[], None] | None = None
 
     def load(self) -> Any:
         """The llama.cpp engine."""
         from opsgate.backends.llama_engine import LlamaEngine
 
+        if self.before_load is not None:
+            self.before_load()
         return LlamaEngine(self.deployment)
 
     def describe(self) -> dict[str, object]:

@@ -13,6 +13,7 @@ from opsgate.domain.config import (
     SentenceEmbeddingDeployment,
     UpstreamDeployment,
 )
+from opsgate.integrity.monitor import IntegrityMonitor
 
 log = logging.getLogger("opsgate.backends")
 
@@ -43,6 +44,8 @@ class ModelRegistry:
         self.backends: dict[str, list[Backend]] = {
             alias.name: [build_backend(alias, i) for i in range(len(alias.deployments))] for alias in config.models
         }
+        # Hooks each local model's load; a digest mismatch takes that deployment out of service.
+        self.integrity = IntegrityMonitor(config, {backend.label: backend for backend in self.all()})
 
     def deployments(self, alias: str) -> list[Backend]:
         """The backends serving ``alias``, in config order."""
@@ -59,6 +62,7 @@ class ModelRegistry:
                 await backend.start()
             except Exception:
                 log.exception("backend %s failed to start", backend.label)
+        await self.integrity.start()
 
     async def wait_loaded(self) -> None:
         """Wait for in-process models to finish loading (for tests and ``chat`` in-process)."""
@@ -67,6 +71,7 @@ class ModelRegistry:
 
     async def close(self) -> None:
         """Close every backend."""
+        await self.integrity.close()
         for backend in self.all():
             try:
                 await backend.close()

@@ -7,8 +7,11 @@ cheaper. Upstream API keys live only in request headers, never in logs or errors
 
 from __future__ import annotations
 
+import logging
+import ssl
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -21,6 +24,18 @@ from opsgate.domain.errors import GatewayError, InvalidRequestError, UpstreamErr
 
 _PATHS = {"chat": "/chat/completions", "completion": "/completions", "embedding": "/embeddings"}
 _GATEWAY_ONLY_FIELDS = ("metadata",)  # ours (tags for the record), not the upstream's
+log = logging.getLogger("opsgate.backends.upstream")
+
+
+def tls_option(deployment: UpstreamDeployment) -> ssl.SSLContext | bool:
+    """aiohttp's ``ssl`` argument: verify against the system CAs (the default), a configured CA, or not."""
+    verify = deployment.verify_tls
+    if isinstance(verify, bool):
+        return verify  # True: aiohttp's default verifying context
+    path = Path(verify).expanduser()
+    if path.is_dir():
+        return ssl.create_default_context(capath=str(path))
+    return ssl.create_default_context(cafile=str(path))
 
 
 def _error_message(status: int, raw: bytes) -> str:
@@ -101,7 +116,11 @@ class UpstreamBackend(Backend):
 
     async def start(self) -> None:
         """Open the connection pool."""
-        connector = aiohttp.TCPConnector(limit=self.deployment.max_connections, keepalive_timeout=30)
+        if self.deployment.verify_tls is False and self.deployment.base_url.startswith("https:"):
+            log.warning("upstream %s: TLS certificate verification is OFF (verify_tls: false)", self.label)
+        connector = aiohttp.TCPConnector(
+            limit=self.deployment.max_connections, keepalive_timeout=30, ssl=tls_option(self.deployment)
+        )
         self._session = aiohttp.ClientSession(
             connector=connector, timeout=self._timeout, headers=self._headers, auto_decompress=True
         )
@@ -144,6 +163,13 @@ class UpstreamBackend(Backend):
             response = await self._session.post(url, data=self._payload(ctx, stream))
         except TimeoutError:
             raise UpstreamTimeoutError(f"Upstream {self.label} did not answer in time") from None
+        except aiohttp.ClientSSLError as error:  # before ClientConnectorError, its base class
+            reason = getattr(error, "certificate_error", None) or error.os_error
+            raise UpstreamError(
+                f"TLS with upstream {self.label} failed: {reason}. If it uses a private CA, set verify_tls "
+                "to the CA bundle's path.",
+                code="upstream_tls_error",
+            ) from None
         except aiohttp.ClientConnectorError as error:
             raise UpstreamError(
                 f"Cannot connect to upstream {self.label}: {error.os_error}", code="upstream_unreachable"

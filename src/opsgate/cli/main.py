@@ -13,7 +13,13 @@ from rich.console import Console
 from rich.table import Table
 
 from opsgate import __version__
+from opsgate.cli.audit import audit
+from opsgate.cli.errors import errors
+from opsgate.cli.integrity import manifest
+from opsgate.cli.keys import keys
 from opsgate.cli.logs import logs, usage
+from opsgate.cli.redteam import redteam
+from opsgate.cli.slo import slo
 from opsgate.domain.config import ConfigError, GatewayConfig, load_config
 from opsgate.server.logs import configure_logging
 
@@ -48,11 +54,22 @@ def cli() -> None:
 @click.option("--port", type=int, default=None, help="Port (default from config: 8080).")
 @click.option("--workers", type=int, default=None, help="Worker processes; each loads its own embedded models.")
 @click.option("--log-level", default=None, type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="PEM certificate (chain): serve HTTPS.")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="PEM private key for --tls-cert.")
 def serve(
-    config_path: str | None, host: str | None, port: int | None, workers: int | None, log_level: str | None
+    config_path: str | None,
+    host: str | None,
+    port: int | None,
+    workers: int | None,
+    log_level: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
 ) -> None:
-    """Run the gateway."""
+    """Run the gateway (HTTPS with --tls-cert and --tls-key)."""
     import uvicorn
+
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together")
 
     config = _load(config_path)
     server = config.server
@@ -61,8 +78,10 @@ def serve(
     workers = workers or server.workers
     level = log_level or server.log_level
     configure_logging(level)
+    _check_exposure(config, host)
+    scheme = "https" if tls_cert else "http"
     console.print(
-        f"opsgate {__version__} on http://{host}:{port}/v1  models: "
+        f"opsgate {__version__} on {scheme}://{host}:{port}/v1  models: "
         f"{', '.join(m.name for m in config.models)}  workers: {workers}"
     )
     options: dict[str, Any] = {
@@ -74,6 +93,8 @@ def serve(
         "http": "httptools",
         "timeout_graceful_shutdown": 30,
     }
+    if tls_cert and tls_key:
+        options.update(ssl_certfile=tls_cert, ssl_keyfile=tls_key)  # uvicorn's defaults: TLS 1.2+, no client certs
     if workers > 1:
         # Workers are fresh processes: they read config and log level from the environment.
         if config_path:
@@ -84,6 +105,28 @@ def serve(
         from opsgate.server.app import create_app
 
         uvicorn.run(create_app(config), **options)
+
+
+def _check_exposure(config: GatewayConfig, host: str) -> None:
+    """Refuse to serve without auth on a reachable address; say how to get a key either way."""
+    auth = config.auth
+    if auth.enabled:
+        console.print(
+            "auth: on. Create keys with [bold]opsgate keys create --tenant NAME --role developer[/bold] "
+            "(or POST /admin/keys with the admin key)."
+        )
+        return
+    loopback = host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+    if not loopback and not auth.allow_remote_without_auth:
+        raise click.ClickException(
+            f"auth is off and --host {host} is reachable from other machines. Turn auth on "
+            "(auth.enabled: true, auth.admin_key: ${OPSGATE_ADMIN_KEY}) or, only behind another authenticating "
+            "proxy, set auth.allow_remote_without_auth: true."
+        )
+    console.print(
+        "[bold yellow]auth: OFF[/bold yellow] (local use only: anyone on this machine can call models and read "
+        "records). For keys: set auth.enabled and auth.admin_key, then run opsgate keys create."
+    )
 
 
 @cli.command()
@@ -138,13 +181,17 @@ def chat(
     raise SystemExit(code)
 
 
-@cli.command()
+@cli.group(invoke_without_command=True)
 @click.option("--url", envvar="OPSGATE_URL", default=None, help="A running gateway (else: from config).")
 @click.option("--api-key", envvar="OPSGATE_API_KEY", default=None)
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="OPSGATE_CONFIG")
-def models(url: str | None, api_key: str | None, config_path: str | None) -> None:
-    """List the model aliases."""
+@click.pass_context
+def models(ctx: click.Context, url: str | None, api_key: str | None, config_path: str | None) -> None:
+    """List the model aliases (``opsgate models manifest …``: their file digests)."""
     from opsgate.cli.chat import fetch_models
+
+    if ctx.invoked_subcommand is not None:
+        return
 
     rows: list[dict[str, Any]]
     if url:
@@ -207,7 +254,13 @@ def version() -> None:
 
 
 cli.add_command(logs)
+cli.add_command(audit)
+models.add_command(manifest)
+cli.add_command(keys)
 cli.add_command(usage)
+cli.add_command(redteam)
+cli.add_command(slo)
+cli.add_command(errors)
 
 if __name__ == "__main__":
     cli()

@@ -23,6 +23,8 @@ from pydantic import (
     model_validator,
 )
 
+from opsgate.domain.auth_config import AuthConfig
+from opsgate.domain.guard_config import GuardConfig
 from opsgate.domain.reliability_config import (
     BreakerConfig,
     CacheConfig,
@@ -31,6 +33,8 @@ from opsgate.domain.reliability_config import (
     LimitsConfig,
     RoutingConfig,
 )
+from opsgate.domain.slo_config import AlertsConfig, SloConfig
+from opsgate.domain.telemetry_config import TelemetryConfig
 
 
 class ConfigError(Exception):
@@ -112,6 +116,9 @@ class UpstreamDeployment(_DeploymentBase):
     timeouts: Timeouts = Timeouts()
     max_connections: int = Field(256, gt=0)
     headers: dict[str, str] = Field(default_factory=dict)
+    verify_tls: bool | str = Field(
+        True, description="Verify the upstream's TLS certificate (default); false: don't; a path: trust that CA."
+    )
 
     @field_validator("base_url")
     @classmethod
@@ -119,6 +126,15 @@ class UpstreamDeployment(_DeploymentBase):
         if not re.match(r"^https?://[^/\s]+", value):
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/")
+
+    @field_validator("verify_tls", mode="before")
+    @classmethod
+    def _ca_bundle(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.strip().lower() in ("true", "yes", "1")  # from ${ENV} interpolation
+        if isinstance(value, str) and not Path(value).expanduser().exists():
+            raise ValueError(f"CA bundle {value} does not exist (a PEM file or a c_rehash directory)")
+        return value
 
 
 class SentenceEmbeddingDeployment(_DeploymentBase):
@@ -215,6 +231,21 @@ class RetentionConfig(_Strict):
     batch_size: int = Field(1000, gt=0)
 
 
+class IntegrityConfig(_Strict):
+    """SHA-256 digests of local model files, checked at load and periodically; a mismatch takes the
+    deployment out of service."""
+
+    enabled: bool = True
+    manifest: str | None = Field(
+        None,
+        description="JSON manifest written by `opsgate models manifest write`; without one, the digest "
+        "taken at first load is the reference for the periodic checks.",
+    )
+    check_interval_seconds: float = Field(
+        3600.0, gt=0, le=86400, description="How often files are re-hashed (at most daily)."
+    )
+
+
 class RecordConfig(_Strict):
     """The request record: a JSON log line per request and/or the durable, searchable store."""
 
@@ -251,6 +282,12 @@ class GatewayConfig(_Strict):
     record: RecordConfig = RecordConfig()
     cache: CacheConfig = CacheConfig()
     limits: LimitsConfig = LimitsConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
+    auth: AuthConfig = AuthConfig()
+    slo: SloConfig = SloConfig()
+    alerts: AlertsConfig = AlertsConfig()
+    integrity: IntegrityConfig = IntegrityConfig()
+    guard: GuardConfig = GuardConfig()
 
     @field_validator("models")
     @classmethod
@@ -273,6 +310,12 @@ class GatewayConfig(_Strict):
                     raise ValueError(f"models[{index}].routing.fallbacks: '{name}' cannot fall back to itself")
                 if kinds[name] != model.kind:
                     raise ValueError(f"models[{index}].routing.fallbacks: '{name}' is a {kinds[name]} model")
+        return self
+
+    @model_validator(mode="after")
+    def _auth_has_keys(self) -> GatewayConfig:
+        if self.auth.enabled and self.auth.admin_key is None and self.record.store is None:
+            raise ValueError("auth.enabled: set auth.admin_key or record.store (where API keys are kept)")
         return self
 
     def alias(self, name: str) -> ModelAlias | None:

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from opsgate.domain.config import ModelAlias
 from opsgate.domain.errors import GatewayError
+from opsgate.domain.principal import ANONYMOUS_OPERATOR, Principal
 from opsgate.domain.requests import RequestBody
 
 Endpoint = Literal["chat", "completion", "embedding"]
@@ -28,6 +29,8 @@ class RequestContext:
     body: RequestBody | None = None
     alias: ModelAlias | None = None
     deployment: str | None = None
+    # Set by the auth stage; the anonymous operator when auth is off.
+    principal: Principal = ANONYMOUS_OPERATOR
     tags: dict[str, Any] = field(default_factory=dict)
     # Private hand-offs from a stage's before to its after (never recorded), keyed by stage name.
     scratch: dict[str, Any] = field(default_factory=dict)

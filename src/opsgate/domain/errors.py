@@ -136,3 +136,17 @@ class BackendFailure(GatewayError):
     status = 500
     error_type = "server_error"
     fallback_allowed = True
+
+
+class AuthenticationError(InvalidRequestError):
+    """No key, or a key that is unknown, expired or revoked (the OpenAI API's 401 shape)."""
+
+    status = 401
+    error_type = "invalid_request_error"
+
+
+class PermissionDeniedError(InvalidRequestError):
+    """A valid key whose role or scopes do not allow this."""
+
+    status = 403
+    error_type = "permission_error"

@@ -150,14 +150,17 @@ class Limiter:
         """Apply what is queued, then close the store."""
         await self.store.close()
 
-    async def reserve(self, who: Identity, demand: Demand) -> Reservation | None:
-        """Reserve ``demand`` on every rule that applies; None when none does.
+    async def reserve(self, who: Identity, demand: Demand, key_rule: LimitRule | None = None) -> Reservation | None:
+        """Reserve ``demand`` on every rule that applies (and the API key's own ``key_rule``); None when none does.
 
         Raises ``RateLimitError`` (429) when a limit would be exceeded, and ``LimitsUnavailableError``
         (503) when the store is unreachable and ``on_store_error`` is ``closed``.
         """
         now = self.clock()
-        checks = plan(self.rules, self.rule_ids, who, demand, now, secrets.token_hex(8), self.lease_seconds)
+        rules, ids = self.rules, self.rule_ids
+        if key_rule is not None:
+            rules, ids = [*rules, key_rule], [*ids, "apikey"]
+        checks = plan(rules, ids, who, demand, now, secrets.token_hex(8), self.lease_seconds)
         if not checks:
             return None
         for check in checks:

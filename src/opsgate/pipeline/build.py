@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from opsgate.auth.authenticator import Authenticator
 from opsgate.backends.registry import ModelRegistry
 from opsgate.domain.config import GatewayConfig
 from opsgate.pipeline.record import RecordSink, RecordStage
@@ -10,18 +11,33 @@ from opsgate.pipeline.stage import Handler, Pipeline, Stage
 from opsgate.pipeline.validation import ValidationStage
 
 
-def build_pipeline(config: GatewayConfig, terminal: Handler, sink: RecordSink, registry: ModelRegistry) -> Pipeline:
-    """request id → record → validation → limits (reserve) → cache → backend (routing), then back out.
+def build_pipeline(
+    config: GatewayConfig,
+    terminal: Handler,
+    sink: RecordSink,
+    registry: ModelRegistry,
+    authenticator: Authenticator | None = None,
+) -> Pipeline:
+    """request id → record → auth → validation → limits (reserve) → guard → cache → backend (routing), then back out.
 
     ``after`` hooks run in reverse: cache fill, then settle the limits with the real usage, then the
     record — which sits second so its ``after`` runs last and sees the final response of every
     request, including ones a later stage rejected or answered from cache.
     """
-    stages: list[Stage] = [RequestIdStage(), RecordStage(config, sink), ValidationStage(config)]
-    if config.limits.enabled:
+    stages: list[Stage] = [RequestIdStage(), RecordStage(config, sink)]
+    if authenticator is not None and authenticator.enabled:
+        from opsgate.pipeline.auth import AuthStage
+
+        stages.append(AuthStage(authenticator))
+    stages.append(ValidationStage(config))
+    if config.limits.enabled or config.auth.enabled:  # with auth, keys may carry their own limits
         from opsgate.pipeline.limits import LimitsStage
 
         stages.append(LimitsStage.from_config(config))
+    if config.guard.enabled:
+        from opsgate.pipeline.guard import GuardStage
+
+        stages.append(GuardStage.from_config(config))
     if config.cache.enabled:
         from opsgate.pipeline.cache import CacheStage
 

@@ -173,7 +173,7 @@ class LimitsStage(PassStage):
         assert ctx.alias is not None
         prompt, output = estimate_tokens(ctx, self.default_max_tokens)
         demand = Demand(tokens=prompt + output, cost=self.prices.estimate(ctx.alias.name, prompt, output))
-        reservation = await self.limiter.reserve(identify(ctx), demand)
+        reservation = await self.limiter.reserve(identify(ctx), demand, ctx.principal.limits)
         if reservation is not None:
             ctx.scratch[self.name] = (reservation, prompt)  # for after, which runs whenever before did
         return None

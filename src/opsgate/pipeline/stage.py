@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from opsgate.domain.context import GatewayResponse, JsonResult, RequestContext
 from opsgate.domain.errors import BackendFailure, ClientDisconnected, GatewayError
@@ -31,6 +31,22 @@ class Stage(Protocol):
 
     async def after(self, ctx: RequestContext, response: GatewayResponse) -> GatewayResponse:
         """Inspect or rewrite the response (or wrap a stream); return what goes on outward."""
+        ...
+
+
+class PipelineTracer(Protocol):
+    """Spans for requests (see ``opsgate.telemetry.tracing``); the pipeline only calls these hooks."""
+
+    def begin(self, ctx: RequestContext) -> None:
+        """A request arrived: open its span."""
+        ...
+
+    def wrap(self, name: str, call: Callable[[RequestContext], Awaitable[Any]]) -> Callable[[RequestContext], Any]:
+        """``call`` (a stage's ``before`` or the terminal) inside a child span named after ``name``."""
+        ...
+
+    def finish(self, ctx: RequestContext, response: GatewayResponse | None) -> None:
+        """The pipeline is done (None: cancelled): annotate the span and end it, or at a stream's end."""
         ...
 
 
@@ -62,11 +78,36 @@ class Pipeline:
     def __init__(self, stages: Sequence[Stage], terminal: Handler) -> None:
         self.stages = tuple(stages)
         self.terminal = terminal
+        # The hooks the loop calls; tracing swaps in wrapped ones once, so untraced requests pay nothing.
+        self._befores: tuple[Callable[[RequestContext], Awaitable[GatewayResponse | None]], ...] = tuple(
+            stage.before for stage in self.stages
+        )
+        self._terminal: Handler = terminal
+        self._tracer: PipelineTracer | None = None
 
     @property
     def names(self) -> list[str]:
         """The stage names in order, ending with the terminal call."""
         return [stage.name for stage in self.stages] + ["backend"]
+
+    def trace_with(self, tracer: PipelineTracer, stage_spans: bool = True) -> None:
+        """Trace every request: a span around it, and (``stage_spans``) one per stage and backend call."""
+        self._tracer = tracer
+        if stage_spans:
+            self._befores = tuple(tracer.wrap(stage.name, stage.before) for stage in self.stages)
+            self._terminal = tracer.wrap("backend", self.terminal)
+        self.handle = self._handle_traced  # type: ignore[method-assign]
+
+    async def _handle_traced(self, ctx: RequestContext) -> GatewayResponse:
+        assert self._tracer is not None
+        self._tracer.begin(ctx)
+        try:
+            response = await Pipeline.handle(self, ctx)  # the plain loop (the instance's handle is this one)
+        except asyncio.CancelledError:
+            self._tracer.finish(ctx, None)
+            raise
+        self._tracer.finish(ctx, response)
+        return response
 
     async def handle(self, ctx: RequestContext) -> GatewayResponse:
         """Run one request through every stage and the backend."""
@@ -74,17 +115,17 @@ class Pipeline:
         response: GatewayResponse | None = None
         cancelled: asyncio.CancelledError | None = None
         try:
-            for stage in self.stages:
+            for stage, before in zip(self.stages, self._befores, strict=True):
                 entered += 1
                 try:
-                    response = await stage.before(ctx)
+                    response = await before(ctx)
                 except Exception as error:
                     response = _as_response(error, ctx, stage.name)
                 if response is not None:
                     break
             if response is None:
                 try:
-                    response = await self.terminal(ctx)
+                    response = await self._terminal(ctx)
                 except Exception as error:
                     response = _as_response(error, ctx, "backend")
         except asyncio.CancelledError as error:

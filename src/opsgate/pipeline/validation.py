@@ -9,7 +9,7 @@ from pydantic import BaseModel, ValidationError
 
 from opsgate.domain.config import GatewayConfig
 from opsgate.domain.context import Endpoint, GatewayResponse, RequestContext
-from opsgate.domain.errors import InvalidRequestError, ModelNotFoundError
+from opsgate.domain.errors import InvalidRequestError, ModelNotFoundError, PermissionDeniedError
 from opsgate.domain.requests import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from opsgate.pipeline.stage import PassStage
 
@@ -73,6 +73,10 @@ class ValidationStage(PassStage):
         alias = self._aliases.get(name)
         if alias is None:
             raise ModelNotFoundError(name, sorted(self._aliases))
+        if not ctx.principal.allows_model(name):
+            raise PermissionDeniedError(
+                f"This API key may not call the model '{name}'.", param="model", code="model_not_allowed"
+            )
         wanted = "embedding" if ctx.endpoint == "embedding" else "chat"
         if alias.kind != wanted:
             raise InvalidRequestError(

@@ -8,6 +8,7 @@ import logging
 
 import aiohttp
 
+from opsgate.backends.upstream import tls_option
 from opsgate.routing.deployment import DeploymentHandle
 
 log = logging.getLogger("opsgate.routing.health")
@@ -54,7 +55,8 @@ class HealthChecker:
             headers["Authorization"] = f"Bearer {deployment.api_key.get_secret_value()}"
         try:
             timeout = aiohttp.ClientTimeout(total=handle.health_check.timeout_seconds)
-            async with self._session.get(url, headers=headers, timeout=timeout) as response:
+            tls = tls_option(deployment)  # the same certificate checks as the deployment's own calls
+            async with self._session.get(url, headers=headers, timeout=timeout, ssl=tls) as response:
                 ok = response.status < 500
                 error = None if ok else f"HTTP {response.status}"
         except (aiohttp.ClientError, TimeoutError) as exc:

@@ -15,8 +15,8 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, Protocol, TypeVar
 
 from opsgate.backends.registry import ModelRegistry
 from opsgate.domain.config import GatewayConfig
@@ -29,11 +29,21 @@ from opsgate.domain.errors import (
     UpstreamTimeoutError,
 )
 from opsgate.domain.requests import EmbeddingRequest
+from opsgate.integrity.monitor import ModelIntegrityError
 from opsgate.routing import balancer
 from opsgate.routing.deployment import DeploymentHandle, now_ms
 from opsgate.routing.health import HealthChecker
 
 log = logging.getLogger("opsgate.routing")
+T = TypeVar("T")
+
+
+class AttemptTracer(Protocol):
+    """Puts each upstream attempt in a span (``opsgate.telemetry.tracing``)."""
+
+    async def attempt(self, ctx: RequestContext, deployment: str, number: int, call: Coroutine[Any, Any, T]) -> T:
+        """Await ``call`` inside a span for attempt ``number`` on ``deployment``."""
+        ...
 
 
 class CircuitOpen(UpstreamError):
@@ -60,7 +70,9 @@ class Router:
             for alias in config.models
         }
         self.rng = rng or random.Random()
+        self.integrity = registry.integrity
         self.health = HealthChecker([h for handles in self.handles.values() for h in handles])
+        self.tracer: AttemptTracer | None = None  # set when tracing is on; None costs one check per attempt
 
     async def start(self) -> None:
         """Start active health checks."""
@@ -72,7 +84,12 @@ class Router:
 
     def status(self) -> dict[str, dict[str, Any]]:
         """Every deployment's routing state."""
-        return {h.label: h.status() for handles in self.handles.values() for h in handles}
+        out = {h.label: h.status() for handles in self.handles.values() for h in handles}
+        for label, state in out.items():
+            integrity = self.integrity.status(label)
+            if integrity is not None:
+                state["integrity"] = integrity
+        return out
 
     async def __call__(self, ctx: RequestContext) -> GatewayResponse:
         """Serve the request from the first deployment that can."""
@@ -85,6 +102,15 @@ class Router:
         for alias_name in chain:
             routing = self.aliases[alias_name].routing
             candidates = balancer.order(self.handles[alias_name], routing, self.rng)
+            # A deployment whose model files failed their digest check is out of rotation, not just last.
+            refused = [(h, reason) for h in candidates if (reason := self.integrity.refusal(h.label))]
+            if refused:
+                candidates = [h for h in candidates if all(h is not r for r, _ in refused)]
+                if not candidates:
+                    errors.extend(f"{h.label}: model integrity check failed: {reason}" for h, reason in refused)
+                    label, reason = refused[0][0].label, refused[0][1]
+                    last = ModelIntegrityError(f"deployment {label} is out of service: model integrity: {reason}")
+                    continue
             full: set[str] = set()  # deployments that said "busy": retrying them at once only adds load
             for attempt in range(routing.retries + 1):
                 remaining = deadline - time.monotonic()
@@ -104,7 +130,11 @@ class Router:
                     backoff = min(routing.backoff_max, routing.backoff_initial * 2 ** (attempt - 1))
                     await asyncio.sleep(min(self.rng.uniform(0, backoff), remaining))  # full jitter
                 try:
-                    response = await self._attempt(ctx, handle, deadline)
+                    call = self._attempt(ctx, handle, deadline)
+                    if self.tracer is None:
+                        response = await call
+                    else:
+                        response = await self.tracer.attempt(ctx, handle.label, len(errors), call)
                 except GatewayError as error:
                     errors.append(f"{handle.label}: {error.message}")
                     if not error.fallback_allowed:

@@ -3,8 +3,8 @@
 Every store call runs in a worker thread (the store is synchronous SQL), so a slow query never
 stalls the event loop that serves ``/v1``. Errors use the OpenAI shape, like the rest of the gateway.
 
-No authentication yet: whoever reaches the port can read and erase records. Admin auth comes in
-a later issue; until then, bind the gateway to a trusted interface.
+Authentication and role checks happen before these handlers (``server/access.py``); each handler
+scopes what it returns to the caller's tenant, so a tenant's key never sees another tenant's data.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from opsgate.domain.errors import GatewayError, InvalidRequestError, NotFoundError
+from opsgate.server.access import actor_of, principal_of, require_operator, scoped_tenant
 from opsgate.server.http_io import error_response, json_response, read_json_body
 from opsgate.store.crypto import KeyError_
 from opsgate.store.export import EXPORT_MEDIA_TYPES, export_chunks, require_export_format
@@ -27,7 +28,6 @@ from opsgate.store.query import MAX_PAGE, parse_time, query_from_params
 from opsgate.store.record_log import RecordLog
 from opsgate.store.sql import USAGE_DIMENSIONS
 
-ERASURE_ACTOR = "admin-api"  # becomes the authenticated principal once admin auth lands
 _MAX_BODY_BYTES = 64 * 1024
 
 
@@ -101,6 +101,7 @@ def _open_payloads(record_log: RecordLog, record_id: str) -> dict[str, Any] | No
 async def search_requests(request: Request, record_log: RecordLog) -> Response:
     """``GET /admin/requests``: one page of matching records (newest first) and the next page's cursor."""
     query = query_from_params(dict(request.query_params), request.query_params.getlist("tag"))
+    query.tenant = scoped_tenant(request, query.tenant)
     rows, cursor = await run_in_threadpool(record_log.search, query)
     return json_response({"object": "list", "data": rows, "next_cursor": cursor})
 
@@ -109,6 +110,8 @@ async def get_request(request: Request, record_log: RecordLog) -> Response:
     """``GET /admin/requests/{id}``: one record with its request and response payloads."""
     record_id = request.path_params["id"]
     record = await run_in_threadpool(_open_payloads, record_log, record_id)
+    if record is not None and not principal_of(request).can_read_tenant(record.get("tenant")):
+        record = None  # another tenant's record is indistinguishable from a missing one
     if record is None:
         raise NotFoundError(f"No request record with id '{record_id}'.", param="id", code="record_not_found")
     return json_response(record)
@@ -119,6 +122,7 @@ async def export_requests(request: Request, record_log: RecordLog) -> Response:
     params = dict(request.query_params)
     export_format = require_export_format(params.pop("format", "jsonl"))
     query = query_from_params(params, request.query_params.getlist("tag"))
+    query.tenant = scoped_tenant(request, query.tenant)
     records: Iterator[dict[str, Any]] = record_log.iter_records(query)
     if "limit" in params:  # the page-size filter doubles as a cap on how many records to export
         records = itertools.islice(records, query.limit)
@@ -136,6 +140,8 @@ async def export_requests(request: Request, record_log: RecordLog) -> Response:
 
 async def erase_user(request: Request, record_log: RecordLog) -> Response:
     """``POST /admin/erasure`` with ``{"user": "..."}``: delete the user's records; counts before/after."""
+    # A data subject's erasure spans every tenant (their records, rollups and late journal lines).
+    require_operator(request, "erase a user's records")
     raw = await read_json_body(request, _MAX_BODY_BYTES)
     try:
         body = orjson.loads(raw)
@@ -144,7 +150,7 @@ async def erase_user(request: Request, record_log: RecordLog) -> Response:
     user = body.get("user") if isinstance(body, dict) else None
     if not isinstance(user, str) or not user.strip():
         raise InvalidRequestError('The body must be {"user": "<user id>"} with a non-empty user.', param="user")
-    result = await run_in_threadpool(record_log.erase_user, user, ERASURE_ACTOR)
+    result = await run_in_threadpool(record_log.erase_user, user, actor_of(request))
     return json_response(result)
 
 
@@ -159,17 +165,35 @@ async def usage(request: Request, record_log: RecordLog) -> Response:
     until = parse_time(params["until"], "until") if params.get("until") else None
     if since is not None and until is not None and since > until:
         raise InvalidRequestError("since is after until.", param="since")
-    rows = await run_in_threadpool(record_log.usage, by, since, until, params.get("tenant") or None)
+    tenant = scoped_tenant(request, params.get("tenant") or None)
+    rows = await run_in_threadpool(record_log.usage, by, since, until, tenant)
     return json_response({"object": "list", "by": by, "data": rows})
 
 
 async def audit(request: Request, record_log: RecordLog) -> Response:
     """``GET /admin/audit?limit=``: the newest audit entries (erasures and other admin actions)."""
+    require_operator(request, "read the audit log")
     params = dict(request.query_params)
     _reject_unknown(params, {"limit"})
     limit = _whole_number(params["limit"], "limit", 1, MAX_PAGE) if params.get("limit") else 100
     entries = await run_in_threadpool(lambda: record_log.store.audit_entries(limit))
     return json_response({"object": "list", "data": entries})
+
+
+async def verify_audit(request: Request, record_log: RecordLog) -> Response:
+    """``GET /admin/audit/verify[?anchor=SEQ:HASH]``: walk the audit hash chain; ``ok`` false names the
+    first broken ``seq``. Always 200 when the walk ran: a broken chain is a finding, not a failed request."""
+    require_operator(request, "verify the audit log")
+    params = dict(request.query_params)
+    _reject_unknown(params, {"anchor"})
+    anchor = None
+    if params.get("anchor"):
+        seq, _, digest = params["anchor"].partition(":")
+        if not seq.isdigit() or len(digest) != 64:
+            raise InvalidRequestError("anchor must be SEQ:HASH (a 64-digit hex SHA-256).", param="anchor")
+        anchor = (int(seq), digest.lower())
+    report = await run_in_threadpool(record_log.verify_audit, anchor)
+    return json_response(report.to_dict())
 
 
 def admin_routes(holder: RecordLogHolder) -> list[Route]:
@@ -182,4 +206,5 @@ def admin_routes(holder: RecordLogHolder) -> list[Route]:
         Route("/admin/erasure", _admin(holder, erase_user), methods=["POST"]),
         Route("/admin/usage", _admin(holder, usage), methods=["GET"]),
         Route("/admin/audit", _admin(holder, audit), methods=["GET"]),
+        Route("/admin/audit/verify", _admin(holder, verify_audit), methods=["GET"]),
     ]

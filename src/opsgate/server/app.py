@@ -13,23 +13,32 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from opsgate import __version__
+from opsgate.auth.authenticator import Authenticator
+from opsgate.auth.key_store import KeyStore
 from opsgate.backends.registry import ModelRegistry
 from opsgate.domain.config import GatewayConfig, load_config
 from opsgate.domain.context import Endpoint, RequestContext
-from opsgate.domain.errors import GatewayError, InvalidRequestError, NotFoundError
+from opsgate.domain.errors import GatewayError, InvalidRequestError, NotFoundError, PermissionDeniedError
 from opsgate.pipeline.build import build_pipeline
 from opsgate.pipeline.record import FanoutSink, LogSink, RecordSink
 from opsgate.routing.router import Router
+from opsgate.server.access import AccessMiddleware, principal_of
 from opsgate.server.admin import admin_routes
 from opsgate.server.http_io import error_response, json_response, read_json_body, render
+from opsgate.server.keys_routes import keys_routes
 from opsgate.server.logs import configure_logging
 from opsgate.server.openapi import openapi_document
+from opsgate.server.slo_routes import slo_routes
+from opsgate.slo.service import SloService
 from opsgate.store.record_log import RecordLog
+from opsgate.telemetry.setup import Telemetry
+from opsgate.ui import ui_routes
 
 log = logging.getLogger("opsgate.server")
 
@@ -49,14 +58,47 @@ class Gateway:
         if sink is not None:
             sinks.append(sink)
         self.router = Router(config, self.registry)
-        self.pipeline = build_pipeline(config, self.router, FanoutSink(*sinks), self.registry)
+        self.slo = SloService(config, self.record_log)  # SLOs, alerts, feedback: read the request log
+        self.telemetry = Telemetry(
+            config,
+            deployments=self.router.status,
+            backends=self.registry.status,
+            record=self.record_log.status if self.record_log is not None else None,
+            stages=self._stage_status,
+            labels={alias: [h.label for h in handles] for alias, handles in self.router.handles.items()},
+        )
+        if self.telemetry.metrics is not None:
+            sinks.append(self.telemetry.metrics)
+        self.authenticator = Authenticator(config.auth, self._key_store if self.record_log is not None else None)
+        self.pipeline = build_pipeline(
+            config, self.router, FanoutSink(*sinks), self.registry, authenticator=self.authenticator
+        )
+
+        if self.telemetry.tracing is not None:
+            self.pipeline.trace_with(self.telemetry.tracing, config.telemetry.tracing.stage_spans)
+            self.router.tracer = self.telemetry.tracing
+
+    def _stage_status(self) -> dict[str, Any]:
+        statuses = ((stage.name, getattr(stage, "status", None)) for stage in self.pipeline.stages)
+        return {name: status() for name, status in statuses if status is not None}
+
+    def _key_store(self) -> KeyStore:
+        assert self.record_log is not None
+        return KeyStore(self.record_log.store)
 
     async def start(self) -> None:
         """Open the request log (replaying any journal a crash left) and start the backends."""
         if self.record_log is not None:
             self.record_log.start()
+        if not self.config.auth.enabled:
+            log.warning(
+                "AUTHENTICATION IS OFF: anyone who can reach this gateway can call its models and read and erase "
+                "its records. Set auth.enabled and auth.admin_key (see README, 'Keys and roles') before exposing it."
+            )
         await self.registry.start()
         await self.router.start()
+        await self.slo.start()
+        await self.telemetry.start()
         for stage in self.pipeline.stages:
             start = getattr(stage, "start", None)
             if start is not None:
@@ -68,8 +110,10 @@ class Gateway:
             close = getattr(stage, "close", None)
             if close is not None:
                 await close()
+        await self.slo.stop()
         await self.router.close()
         await self.registry.close()
+        await self.telemetry.stop()
         if self.record_log is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.record_log.stop)
 
@@ -84,6 +128,7 @@ class Gateway:
             "version": __version__,
             "deployments": self._deployments(),
             "pipeline": self.pipeline.names,
+            "auth": self.authenticator.status(),
         }
         for stage in self.pipeline.stages:
             status = getattr(stage, "status", None)
@@ -117,8 +162,8 @@ class Gateway:
             watcher.cancel()
         return render(result)
 
-    def models(self) -> dict[str, Any]:
-        """``/v1/models``: the aliases, OpenAI style."""
+    def models(self, allowed: Callable[[str], bool] = lambda name: True) -> dict[str, Any]:
+        """``/v1/models``: the aliases (those ``allowed`` for the caller), OpenAI style."""
         return {
             "object": "list",
             "data": [
@@ -131,6 +176,7 @@ class Gateway:
                     "description": alias.description,
                 }
                 for alias in self.config.models
+                if allowed(alias.name)
             ],
         }
 
@@ -156,11 +202,11 @@ def create_app(config: GatewayConfig | None = None, *, sink: RecordSink | None =
     gateway = Gateway(config or load_config(None), sink)
 
     async def models(request: Request) -> Response:
-        return json_response(gateway.models())
+        return json_response(gateway.models(principal_of(request).allows_model))
 
     async def model(request: Request) -> Response:
         name = request.path_params["model"]
-        for entry in gateway.models()["data"]:
+        for entry in gateway.models(principal_of(request).allows_model)["data"]:
             if entry["id"] == name:
                 return json_response(entry)
         return error_response(
@@ -181,6 +227,14 @@ def create_app(config: GatewayConfig | None = None, *, sink: RecordSink | None =
                 "data": [{"deployment": label, **state} for label, state in gateway.router.status().items()],
             }
         )
+
+    async def metrics(request: Request) -> Response:
+        if not principal_of(request).is_operator:
+            return error_response(PermissionDeniedError("/metrics covers every tenant: it needs an operator key."))
+        if gateway.telemetry.registry is None:
+            return error_response(NotFoundError("Metrics are off (telemetry.metrics.enabled).", code="not_found"))
+        body, content_type = gateway.telemetry.render(request.headers.get("accept"))
+        return Response(body, headers={"Content-Type": content_type})
 
     async def openapi(request: Request) -> Response:
         return json_response(openapi_document(__version__))
@@ -228,12 +282,17 @@ def create_app(config: GatewayConfig | None = None, *, sink: RecordSink | None =
         Route("/readyz", readyz, methods=["GET"]),
         Route("/admin/deployments", deployments, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
         *admin_routes(gateway),
+        *slo_routes(gateway),
+        *keys_routes(gateway),
+        *ui_routes(gateway),  # the /ui dashboard and its static files
     ]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error, Exception: unexpected},
+        middleware=[Middleware(AccessMiddleware, authenticator=gateway.authenticator)],
     )
     app.state.gateway = gateway
     return app

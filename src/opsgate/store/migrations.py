@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from opsgate.store import rollups
+
 
 @dataclass(frozen=True)
 class Migration:
@@ -113,7 +115,75 @@ def _postgres_v1() -> tuple[str, ...]:
     )
 
 
-MIGRATIONS: tuple[Migration, ...] = (Migration("0001_requests_usage_audit", _sqlite_v1(), _postgres_v1()),)
+# API keys: only a salted hash of each secret is kept; ``prefix`` is the public, indexed part of the key.
+_API_KEYS = """CREATE TABLE api_keys (
+    key_id TEXT PRIMARY KEY, prefix TEXT NOT NULL UNIQUE, salt TEXT NOT NULL, hash TEXT NOT NULL,
+    tenant TEXT, role TEXT NOT NULL, name TEXT NOT NULL DEFAULT '', models TEXT, limits TEXT,
+    created_at {real} NOT NULL, created_by TEXT, expires_at {real}, revoked_at {real}, rotated_to TEXT)"""
+
+
+def _api_keys(real: str) -> tuple[str, ...]:
+    return (_API_KEYS.format(real=real), "CREATE INDEX api_keys_tenant ON api_keys (tenant, created_at)")
+
+
+def _slo_feedback(real: str, serial: str, bucket: str, now: str) -> tuple[str, ...]:
+    # SLO rollups (store/rollups.py), backfilled from the rows already stored; feedback; alert state.
+    recent = f"(SELECT * FROM requests WHERE ts >= {now} - 8 * 86400) AS recent"
+    return (
+        rollups.table_ddl(rollups.FINE_TABLE, real),
+        rollups.table_ddl(rollups.HOUR_TABLE, real),
+        rollups.rollup_upsert(rollups.HOUR_TABLE, rollups.HOUR_SECONDS, "requests", bucket),
+        rollups.rollup_upsert(rollups.FINE_TABLE, rollups.FINE_SECONDS, recent, bucket),
+        f"CREATE TABLE feedback (id TEXT PRIMARY KEY, ts {real} NOT NULL, request_id TEXT NOT NULL, tenant TEXT, "
+        f"model TEXT, deployment TEXT, user_id TEXT, raw_score TEXT NOT NULL, score {real}, "
+        "positive INTEGER NOT NULL, comment TEXT)",
+        "CREATE INDEX feedback_ts ON feedback (ts)",
+        "CREATE INDEX feedback_tenant_ts ON feedback (tenant, ts)",
+        "CREATE INDEX feedback_request ON feedback (request_id)",
+        f"CREATE TABLE slo_measurements (slo TEXT NOT NULL, ts {real} NOT NULL, value {real} NOT NULL, tenant TEXT)",
+        "CREATE INDEX slo_measurements_slo_ts ON slo_measurements (slo, ts)",
+        f"CREATE TABLE slo_alerts (id {serial}, slo TEXT NOT NULL, tenant TEXT NOT NULL, severity TEXT NOT NULL, "
+        f"state TEXT NOT NULL, since {real} NOT NULL, resolved_at {real}, details TEXT, "
+        "notified_firing INTEGER NOT NULL DEFAULT 0, notified_resolved INTEGER NOT NULL DEFAULT 0)",
+        "CREATE INDEX slo_alerts_state ON slo_alerts (state, slo, severity)",
+        f"CREATE TABLE slo_leader (id INTEGER PRIMARY KEY, holder TEXT, expires {real} NOT NULL)",
+        "INSERT INTO slo_leader (id, holder, expires) VALUES (1, NULL, 0)",
+    )
+
+
+# The audit hash chain (opsgate/audit/chain.py): rows already there stay unhashed and are folded into
+# the chain's first hash. Triggers make the table append-only, so only someone who drops them can
+# change a row — and verify then shows it.
+_AUDIT_CHAIN_SQLITE = (
+    "ALTER TABLE audit_log ADD COLUMN prev_hash TEXT",
+    "ALTER TABLE audit_log ADD COLUMN hash TEXT",
+    "CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log "
+    "BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END",
+    "CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log "
+    "BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END",
+)
+_AUDIT_CHAIN_POSTGRES = (
+    "ALTER TABLE audit_log ADD COLUMN prev_hash TEXT, ADD COLUMN hash TEXT",
+    "CREATE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+    "$$ BEGIN RAISE EXCEPTION 'audit_log is append-only'; END $$",
+    "CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log "
+    "FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()",
+    "CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log "
+    "FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only()",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration("0001_requests_usage_audit", _sqlite_v1(), _postgres_v1()),
+    Migration("0002_api_keys", _api_keys("REAL"), _api_keys("DOUBLE PRECISION")),
+    Migration(
+        "0004_slo_feedback",
+        _slo_feedback("REAL", "INTEGER PRIMARY KEY", rollups.SQLITE_BUCKET, "CAST(strftime('%s','now') AS REAL)"),
+        _slo_feedback(
+            "DOUBLE PRECISION", "BIGSERIAL PRIMARY KEY", rollups.POSTGRES_BUCKET, "extract(epoch from now())"
+        ),
+    ),
+    Migration("0003_audit_chain", _AUDIT_CHAIN_SQLITE, _AUDIT_CHAIN_POSTGRES),
+)
 
 
 def pending(applied: set[str]) -> list[Migration]:

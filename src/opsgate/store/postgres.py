@@ -8,6 +8,7 @@ from typing import Any
 
 from psycopg_pool import ConnectionPool
 
+from opsgate.store import rollups
 from opsgate.store.migrations import migrate_postgres
 from opsgate.store.sql import COLUMNS, USAGE_COLUMNS, USAGE_UPSERT, SqlRecordStore
 
@@ -18,7 +19,9 @@ _INSERT_BATCH = (
     "  WHERE e.user_id = encode(sha256(convert_to(b.user_id, 'UTF8')), 'hex') AND e.erased_at >= b.ts)), "
     f"ins AS (INSERT INTO requests ({', '.join(COLUMNS)}) SELECT {_SELECT_BATCH} FROM fresh "
     "  ON CONFLICT (id) DO NOTHING RETURNING ts, tenant, model, user_id, status, prompt_tokens, "
-    "  completion_tokens, cost, latency_ms), "
+    "  completion_tokens, cost, latency_ms, deployment, ttft_ms), "
+    f"r10 AS ({rollups.rollup_upsert(rollups.FINE_TABLE, rollups.FINE_SECONDS, 'ins', rollups.POSTGRES_BUCKET)}), "
+    f"r1h AS ({rollups.rollup_upsert(rollups.HOUR_TABLE, rollups.HOUR_SECONDS, 'ins', rollups.POSTGRES_BUCKET)}), "
     f"up AS (INSERT INTO usage_daily ({USAGE_COLUMNS}) "
     "  SELECT to_char(to_timestamp(ts) AT TIME ZONE 'UTC', 'YYYY-MM-DD'), coalesce(tenant, ''), "
     "  coalesce(model, ''), coalesce(user_id, ''), count(*), count(*) FILTER (WHERE status >= 400), "

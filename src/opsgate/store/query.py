@@ -16,6 +16,14 @@ _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
+def parse_duration(value: str, param: str) -> float:
+    """``30m``/``12h``/``30d`` as seconds."""
+    match = _DURATION.match(value.strip())
+    if not match:
+        raise InvalidRequestError(f"'{value}' is not a duration: use 30m, 12h, 30d or 2w.", param=param)
+    return float(match.group(1)) * _SECONDS[match.group(2)]
+
+
 def parse_time(value: str, param: str, now: float | None = None) -> float:
     """``1h``/``7d`` (ago), an ISO 8601 timestamp, or epoch seconds, as epoch seconds."""
     value = value.strip()

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from opsgate.audit.chain import ChainReport, verify_chain
 from opsgate.domain.config import RecordConfig
 from opsgate.domain.errors import GatewayError
 from opsgate.store.crypto import PayloadCipher
@@ -157,3 +158,7 @@ class RecordLog:
     ) -> list[dict[str, Any]]:
         """Usage and cost from the rollups."""
         return self.store.usage(by, since, until, tenant)
+
+    def verify_audit(self, anchor: tuple[int, str] | None = None) -> ChainReport:
+        """Walk the audit hash chain (blocking); see ``opsgate.audit.verify_chain``."""
+        return verify_chain(self.store, anchor)

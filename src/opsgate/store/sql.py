@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from opsgate.audit.chain import append_entry
 from opsgate.domain.config import RetentionConfig
 from opsgate.domain.errors import InvalidRequestError
 from opsgate.store.query import RecordQuery, encode_cursor
@@ -310,22 +311,15 @@ class SqlRecordStore(ABC):
             self.execute(conn, "DELETE FROM erasures WHERE user_id = ?", [hashed])
             self.execute(conn, "INSERT INTO erasures (user_id, erased_at) VALUES (?, ?)", [hashed, now])
             details = {"requests_deleted": deleted, "usage_rows_anonymised": len(usage_rows)}
-            self.execute(
-                conn,
-                "INSERT INTO audit_log (ts, actor, action, target, details) VALUES (?,?,?,?,?)",
-                [now, actor, "erase_user", f"user-sha256:{hashed[:16]}", orjson.dumps(details).decode()],
-            )
+            # In the erasure's own transaction: the deletion and its audit entry commit together.
+            append_entry(self, conn, actor, "erase_user", f"user-sha256:{hashed[:16]}", details, ts=now)
         after = self.user_traces(user)
         return {"user_sha256": hashed, "before": before, "after": after, **details}
 
     def audit(self, actor: str, action: str, target: str | None, details: dict[str, Any]) -> None:
-        """Append an audit entry."""
+        """Append an audit entry to the hash chain (``opsgate.audit.append_audit`` is the public call)."""
         with self.connection() as conn, self.transaction(conn):
-            self.execute(
-                conn,
-                "INSERT INTO audit_log (ts, actor, action, target, details) VALUES (?,?,?,?,?)",
-                [time.time(), actor, action, target, orjson.dumps(details).decode()],
-            )
+            append_entry(self, conn, actor, action, target, details)
 
     def audit_entries(self, limit: int = 100) -> list[dict[str, Any]]:
         """The newest audit entries."""

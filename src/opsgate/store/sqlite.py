@@ -11,12 +11,17 @@ from typing import Any
 
 import orjson
 
+from opsgate.store import rollups
 from opsgate.store.migrations import migrate_sqlite
 from opsgate.store.sql import COLUMNS, USAGE_COLUMNS, USAGE_UPSERT, SqlRecordStore, user_hash
 
 _COLUMN_LIST = ", ".join(COLUMNS)
 _STAGE = f"INSERT INTO temp.batch ({_COLUMN_LIST}) VALUES ({', '.join('?' * len(COLUMNS))})"
 _OBJECT_COLUMNS = ("tags", "metadata", "request", "response")
+_SLO_ROLLUPS = tuple(
+    rollups.rollup_upsert(table, seconds, "temp.batch", rollups.SQLITE_BUCKET)
+    for table, seconds in ((rollups.FINE_TABLE, rollups.FINE_SECONDS), (rollups.HOUR_TABLE, rollups.HOUR_SECONDS))
+)
 
 
 def _row(record: dict[str, Any]) -> tuple[Any, ...]:
@@ -111,6 +116,8 @@ class SqliteRecordStore(SqlRecordStore):
             "coalesce(sum(completion_tokens), 0), coalesce(sum(cost), 0), count(cost), coalesce(sum(latency_ms), 0) "
             f"FROM temp.batch WHERE true GROUP BY 1, 2, 3, 4 {USAGE_UPSERT}"
         )
+        for statement in _SLO_ROLLUPS:
+            conn.execute(statement)
         return inserted
 
     def text_condition(self, text: str) -> tuple[str, list[Any]]:

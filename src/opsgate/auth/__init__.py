@@ -1,0 +1,1 @@
+"""API keys, their store, and resolving a presented key to a ``Principal``."""

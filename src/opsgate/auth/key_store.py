@@ -1,0 +1,269 @@
+"""API keys in the gateway's database (the record store: SQLite or PostgreSQL, table ``api_keys``).
+
+Synchronous SQL: call from a worker thread or the CLI. Every change writes an audit entry naming
+the actor. Secrets never touch the database; only a salted hash and the public prefix do.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from opsgate.auth.secrets import display, generate_key, key_prefix, matches
+from opsgate.domain.errors import InvalidRequestError, NotFoundError
+from opsgate.domain.principal import ROLES, Principal, Role
+from opsgate.domain.reliability_config import LimitRule
+from opsgate.store.sql import SqlRecordStore
+
+_COLUMNS = (
+    "key_id",
+    "prefix",
+    "tenant",
+    "role",
+    "name",
+    "models",
+    "limits",
+    "created_at",
+    "created_by",
+    "expires_at",
+    "revoked_at",
+    "rotated_to",
+)
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """A key as listings show it: everything but the secret."""
+
+    key_id: str
+    prefix: str
+    tenant: str | None
+    role: Role
+    name: str
+    models: tuple[str, ...] | None
+    limits: dict[str, Any] | None
+    created_at: float
+    created_by: str | None
+    expires_at: float | None
+    revoked_at: float | None
+    rotated_to: str | None
+
+    def state(self, now: float | None = None) -> str:
+        """``active``, ``expired`` or ``revoked``."""
+        now = time.time() if now is None else now
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= now:
+            return "expired"
+        return "active"
+
+    def principal(self) -> Principal:
+        """The caller this key authenticates as."""
+        return Principal(
+            key_id=self.key_id,
+            tenant=self.tenant,
+            role=self.role,
+            name=self.name,
+            models=self.models,
+            limits=LimitRule(per="key", **self.limits) if self.limits else None,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The listing shape (no secret, no hash)."""
+        return {
+            "id": self.key_id,
+            "object": "api_key",
+            "key": display(self.prefix),
+            "tenant": self.tenant,
+            "role": self.role,
+            "name": self.name,
+            "models": list(self.models) if self.models is not None else None,
+            "limits": self.limits,
+            "created_at": self.created_at,
+            "created_by": self.created_by,
+            "expires_at": self.expires_at,
+            "revoked_at": self.revoked_at,
+            "rotated_to": self.rotated_to,
+            "state": self.state(),
+        }
+
+
+@dataclass(frozen=True)
+class CreatedKey:
+    """A new key: its listing and the secret, which is shown this once."""
+
+    info: KeyInfo
+    secret: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The creation response: the listing plus ``secret``."""
+        return {**self.info.to_json(), "secret": self.secret}
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """What a new key is for."""
+
+    tenant: str | None
+    role: Role
+    name: str = ""
+    models: tuple[str, ...] | None = None
+    limits: dict[str, Any] | None = field(default=None)
+    expires_at: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise InvalidRequestError(f"role must be one of {', '.join(ROLES)}.", param="role")
+        if self.tenant is not None and not self.tenant.strip():
+            raise InvalidRequestError("tenant must be a non-empty name.", param="tenant")
+        if self.expires_at is not None and self.expires_at <= time.time():
+            raise InvalidRequestError("expires_at is in the past.", param="expires_at")
+
+
+class KeyStore:
+    """Create, list, rotate, revoke and look up keys."""
+
+    def __init__(self, store: SqlRecordStore) -> None:
+        self.store = store
+
+    def _row_info(self, row: Any) -> KeyInfo:
+        values = dict(zip(_COLUMNS, row, strict=True))
+        models = orjson.loads(values["models"]) if values["models"] else None
+        return KeyInfo(
+            key_id=values["key_id"],
+            prefix=values["prefix"],
+            tenant=values["tenant"],
+            role=values["role"],
+            name=values["name"] or "",
+            models=tuple(models) if models is not None else None,
+            limits=orjson.loads(values["limits"]) if values["limits"] else None,
+            created_at=float(values["created_at"]),
+            created_by=values["created_by"],
+            expires_at=values["expires_at"],
+            revoked_at=values["revoked_at"],
+            rotated_to=values["rotated_to"],
+        )
+
+    def create(self, spec: KeySpec, actor: str) -> CreatedKey:
+        """A new key for ``spec``; the only time its secret exists outside the caller's hands."""
+        new = generate_key()
+        key_id = "key_" + uuid.uuid4().hex[:20]
+        now = time.time()
+        with self.store.connection() as conn, self.store.transaction(conn):
+            self.store.execute(
+                conn,
+                "INSERT INTO api_keys (key_id, prefix, salt, hash, tenant, role, name, models, limits, created_at, "
+                "created_by, expires_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    key_id,
+                    new.prefix,
+                    new.salt,
+                    new.hash,
+                    spec.tenant,
+                    spec.role,
+                    spec.name,
+                    orjson.dumps(list(spec.models)).decode() if spec.models is not None else None,
+                    orjson.dumps(spec.limits).decode() if spec.limits else None,
+                    now,
+                    actor,
+                    spec.expires_at,
+                ],
+            )
+        info = self.get(key_id)
+        assert info is not None
+        self.store.audit(actor, "key_create", key_id, {"after": info.to_json()})
+        return CreatedKey(info=info, secret=new.secret)
+
+    def get(self, key_id: str, tenant_scope: str | None = None) -> KeyInfo | None:
+        """One key; None when it does not exist or lies outside ``tenant_scope`` (None: any tenant)."""
+        with self.store.connection() as conn:
+            row = self.store.execute(
+                conn, f"SELECT {','.join(_COLUMNS)} FROM api_keys WHERE key_id = ?", [key_id]
+            ).fetchone()
+        if row is None:
+            return None
+        info = self._row_info(row)
+        if tenant_scope is not None and info.tenant != tenant_scope:
+            return None
+        return info
+
+    def list(self, tenant_scope: str | None = None, include_inactive: bool = True) -> list[KeyInfo]:
+        """Keys, newest first, of one tenant (``tenant_scope``) or of all."""
+        where, params = "", []
+        if tenant_scope is not None:
+            where, params = " WHERE tenant = ?", [tenant_scope]
+        with self.store.connection() as conn:
+            rows = self.store.execute(
+                conn, f"SELECT {','.join(_COLUMNS)} FROM api_keys{where} ORDER BY created_at DESC", params
+            ).fetchall()
+        keys = [self._row_info(r) for r in rows]
+        return keys if include_inactive else [k for k in keys if k.state() == "active"]
+
+    def require(self, key_id: str, tenant_scope: str | None = None) -> KeyInfo:
+        """One key, or 404 (also for another tenant's key)."""
+        info = self.get(key_id, tenant_scope)
+        if info is None:
+            raise NotFoundError(f"No API key with id '{key_id}'.", param="id", code="key_not_found")
+        return info
+
+    def revoke(self, key_id: str, actor: str, tenant_scope: str | None = None) -> KeyInfo:
+        """Revoke a key now (it stops working within the auth cache TTL)."""
+        before = self.require(key_id, tenant_scope)
+        if before.revoked_at is None:
+            with self.store.connection() as conn, self.store.transaction(conn):
+                self.store.execute(
+                    conn,
+                    "UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL",
+                    [time.time(), key_id],
+                )
+        after = self.require(key_id, tenant_scope)
+        self.store.audit(actor, "key_revoke", key_id, {"before": before.to_json(), "after": after.to_json()})
+        return after
+
+    def rotate(self, key_id: str, actor: str, grace_seconds: float, tenant_scope: str | None = None) -> CreatedKey:
+        """A new key with the same tenant, role and scopes; the old one keeps working for ``grace_seconds``."""
+        old = self.require(key_id, tenant_scope)
+        if old.state() != "active":
+            raise InvalidRequestError(
+                f"API key '{key_id}' is {old.state()}; only an active key can be rotated.", code="key_not_active"
+            )
+        created = self.create(
+            KeySpec(
+                tenant=old.tenant,
+                role=old.role,
+                name=old.name,
+                models=old.models,
+                limits=old.limits,
+                expires_at=old.expires_at,
+            ),
+            actor,
+        )
+        grace_end = time.time() + grace_seconds
+        if old.expires_at is not None:
+            grace_end = min(grace_end, old.expires_at)
+        with self.store.connection() as conn, self.store.transaction(conn):
+            self.store.execute(
+                conn,
+                "UPDATE api_keys SET expires_at = ?, rotated_to = ? WHERE key_id = ?",
+                [grace_end, created.info.key_id, key_id],
+            )
+        after = self.require(key_id, tenant_scope)
+        self.store.audit(actor, "key_rotate", key_id, {"before": old.to_json(), "after": after.to_json()})
+        return created
+
+    def lookup(self, secret: str) -> KeyInfo | None:
+        """The key ``secret`` belongs to, whatever its state; None for an unknown or malformed key."""
+        prefix = key_prefix(secret)
+        if prefix is None:
+            return None
+        with self.store.connection() as conn:
+            row = self.store.execute(
+                conn, f"SELECT {','.join(_COLUMNS)}, salt, hash FROM api_keys WHERE prefix = ?", [prefix]
+            ).fetchone()
+        if row is None or not matches(secret, row[-2], row[-1]):
+            return None
+        return self._row_info(row[:-2])

@@ -1,0 +1,49 @@
+"""``opsgate errors``: failed requests grouped by signature, as ``GET /admin/errors`` answers."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import click
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from opsgate.cli.logs import config_option, opened_record_log
+from opsgate.errors_trail.groups import error_groups
+from opsgate.slo.report import sparkline
+from opsgate.store.query import parse_time
+
+
+def _when(ts: float) -> str:
+    return datetime.fromtimestamp(ts).astimezone().strftime("%m-%d %H:%M:%S")
+
+
+@click.command()
+@config_option
+@click.option("--since", default="24h", show_default=True, help="From this time: 1h, 24h, 7d, ISO 8601, epoch.")
+@click.option("--tenant", help="Only this tenant's errors.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True, help="Groups to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def errors(config_path: str | None, since: str, tenant: str | None, limit: int, as_json: bool) -> None:
+    """Failed requests grouped by error type, deployment and normalised message."""
+    with opened_record_log(config_path) as record_log:
+        result = error_groups(record_log.store, parse_time(since, "since"), tenant, limit=limit)
+    if as_json:
+        click.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+        return
+    table = Table("count", "type", "deployment", "message", "first", "last", "trend", "example")
+    for group in result["data"]:
+        table.add_row(
+            str(group["count"]),
+            group["error_type"] or "",
+            group["deployment"] or "",
+            group["message"],
+            _when(group["first_seen"]),
+            _when(group["last_seen"]),
+            sparkline([float(c) for c in group["trend"]]),
+            group["examples"][0] if group["examples"] else "",
+        )
+    Console().print(table)
+    note = " (newest only: more than the scan limit)" if result["truncated"] else ""
+    Console(stderr=True).print(f"{result['total_errors']} errors in {len(result['data'])} groups{note}")

@@ -1,0 +1,26 @@
+"""Configuration of authentication: API keys, the bootstrap admin key and the key cache."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+
+class AuthConfig(BaseModel):
+    """Who may call the gateway. Off by default for local use; the gateway warns loudly when it is off."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = False
+    admin_key: SecretStr | None = Field(
+        None,
+        description="Bootstrap operator key (usually ${OPSGATE_ADMIN_KEY}); sees every tenant; creates real keys.",
+    )
+    cache_ttl_seconds: float = Field(
+        30.0, ge=0, description="How long a key lookup is reused; a revoked key stops working within this time."
+    )
+    negative_cache_seconds: float = Field(5.0, ge=0, description="How long an unknown key is remembered as unknown.")
+    rotation_grace_seconds: float = Field(86400.0, ge=0, description="How long a rotated key keeps working.")
+    public_metrics: bool = Field(False, description="Serve /metrics without a key (scraper on a private network).")
+    allow_remote_without_auth: bool = Field(
+        False, description="Permit auth off on a non-loopback address. Only behind another authenticating proxy."
+    )

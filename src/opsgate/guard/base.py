@@ -1,0 +1,87 @@
+"""The scanner contract (modelled on LLM Guard's): ``scan(text, context) -> ScanResult``.
+
+A scanner looks at one text — an input message or the model's answer — and says how risky it is
+(``score`` 0-1), whether that crosses its threshold (``verdict``), what it found (``details``) and,
+if it can, the text with the findings replaced (``sanitized_text``). Scanners are built once from
+config (patterns compiled then) and must be cheap and thread-safe: they run on the event loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+Direction = Literal["input", "output"]
+Verdict = Literal["pass", "fail"]
+
+
+@dataclass(slots=True)
+class ScanContext:
+    """What a scanner may need beyond the text: where it runs and facts of the request."""
+
+    direction: Direction
+    model: str | None = None
+    tenant: str | None = None
+    role: str | None = None
+    system_prompt: str | None = None
+    response_format: dict[str, Any] | None = None
+    # Per-token logprob entries of the answer (OpenAI chat shape), for confidence scoring.
+    logprobs: list[dict[str, Any]] | None = None
+    # Whether this is the end of the answer (a stream is also scanned in windows before it ends).
+    final: bool = True
+    # Reversible anonymisation: placeholder → original, shared by the input and output scans.
+    vault: Vault | None = None
+
+
+@dataclass(slots=True)
+class ScanResult:
+    """One scanner's answer about one text."""
+
+    sanitized_text: str
+    verdict: Verdict
+    score: float
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def clean(cls, text: str) -> ScanResult:
+        """Nothing found."""
+        return cls(text, "pass", 0.0)
+
+
+def verdict_for(score: float, threshold: float) -> Verdict:
+    """``fail`` when ``score`` reaches ``threshold``."""
+    return "fail" if score >= threshold else "pass"
+
+
+class Scanner(Protocol):
+    """One check. ``name`` is what the record and the error message call it."""
+
+    name: str
+
+    def scan(self, text: str, context: ScanContext) -> ScanResult:
+        """Judge ``text``; never raise for odd input (the engine treats a crash as the scanner's bug)."""
+        ...
+
+
+class Vault:
+    """Placeholders for values hidden from the model, per request, so they can be put back in its answer."""
+
+    def __init__(self) -> None:
+        self.originals: dict[str, str] = {}
+        self._by_value: dict[tuple[str, str], str] = {}
+        self._counts: dict[str, int] = {}
+
+    def placeholder(self, kind: str, value: str) -> str:
+        """The placeholder for ``value`` (the same value gets the same placeholder)."""
+        key = (kind, value)
+        found = self._by_value.get(key)
+        if found is not None:
+            return found
+        count = self._counts[kind] = self._counts.get(kind, 0) + 1
+        token = f"<{kind.upper()}_{count}>"
+        self._by_value[key] = token
+        self.originals[token] = value
+        return token
+
+    def __bool__(self) -> bool:
+        return bool(self.originals)

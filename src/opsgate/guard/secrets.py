@@ -1,0 +1,108 @@
+"""Secrets: API keys, tokens and private keys, by detect-secrets' maintained patterns.
+
+detect-secrets is built to scan files line by line; we take the compiled patterns of its
+regex-based plugins (AWS, GitHub, GitLab, Slack, Stripe, OpenAI, JWT, private keys, …) once at
+start and run them over the text, which keeps their upkeep upstream without its per-line
+machinery. Its entropy plugins are left out: on prose they flag every long word-like token. One
+pattern of ours adds credentials written out in prose (``password: hunter2!``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+import re
+from collections.abc import Iterable
+from functools import cache
+from typing import cast
+
+from opsgate.domain.guard_config import SecretsScannerConfig
+from opsgate.guard.base import ScanContext, ScanResult
+
+_SKIPPED = {"IPPublicDetector"}  # IP addresses are the PII scanner's business
+_ASSIGNED = re.compile(
+    r"\b(?:password|passwd|pwd|passphrase|api[_ -]?key|secret[_ -]?key|access[_ -]?token|auth[_ -]?token"
+    r"|client[_ -]?secret)\b\s*(?:is|=|:|was)\s*[\"'`]?(?P<value>[^\s\"'`]{6,})",
+    re.I,
+)
+_ASSIGNED_WORDS = ("pass", "pwd", "key", "token", "secret")
+# Every detect-secrets pattern needs a long unbroken token (or a PEM header); the patterns run only in
+# windows around those, because running ~45 patterns over a whole 1 KB prose text costs ~1 ms.
+_ANCHOR = re.compile(r"(?<!\S)\S{16,}|-----BEGIN")
+_LOOK_BEHIND = 48  # keyword-style patterns (cloudant_password = "…") start before the token
+_LOOK_AHEAD = 40  # and a PEM header goes on after "-----BEGIN"
+_PEM_END = re.compile(r"-----END [A-Z ]*PRIVATE KEY-----|-----END [A-Z ]+-----")
+
+
+@cache
+def detect_secrets_patterns() -> tuple[tuple[str, re.Pattern[str]], ...]:
+    """(secret type, pattern) for every regex plugin detect-secrets ships (loaded once)."""
+    import detect_secrets.plugins as plugins
+    from detect_secrets.plugins.base import RegexBasedDetector
+
+    found: dict[str, tuple[str, list[re.Pattern[str]]]] = {}
+    for module_info in pkgutil.iter_modules(plugins.__path__):
+        module = importlib.import_module(f"detect_secrets.plugins.{module_info.name}")
+        for name, cls in inspect.getmembers(module, inspect.isclass):
+            if issubclass(cls, RegexBasedDetector) and cls is not RegexBasedDetector and name not in _SKIPPED:
+                found[name] = (str(cls.secret_type), list(cast(Iterable[re.Pattern[str]], cls.denylist)))
+    return tuple((kind, pattern) for _, (kind, patterns) in sorted(found.items()) for pattern in patterns)
+
+
+def _extent(text: str, end: int, kind: str) -> int:
+    """Where a found secret really ends: a PEM block at its END line, a token at its last character."""
+    if kind == "Private Key":
+        closing = _PEM_END.search(text, end)
+        return closing.end() if closing else len(text)
+    while end < len(text) and not text[end].isspace() and text[end] not in "\"'`,;)]}>":
+        end += 1
+    return end
+
+
+class SecretsScanner:
+    """Flags secrets; redacts each as ``<SECRET>``."""
+
+    name = "secrets"
+
+    def __init__(self, config: SecretsScannerConfig) -> None:
+        self.patterns = detect_secrets_patterns()
+        self.threshold = config.threshold
+
+    def spans(self, text: str) -> list[tuple[int, int, str]]:
+        """(start, end, secret type) of every secret, merged where they overlap."""
+        spans: list[tuple[int, int, str]] = []
+        lowered = text.lower()
+        if any(word in lowered for word in _ASSIGNED_WORDS):
+            for match in _ASSIGNED.finditer(text):
+                spans.append((match.start("value"), match.end("value"), "Password"))
+        for anchor in _ANCHOR.finditer(text):
+            low = max(0, anchor.start() - _LOOK_BEHIND)
+            for kind, pattern in self.patterns:
+                for match in pattern.finditer(text, low, anchor.end() + _LOOK_AHEAD):
+                    if match.end() > match.start():
+                        spans.append((match.start(), _extent(text, match.end(), kind), kind))
+        spans.sort()
+        merged: list[tuple[int, int, str]] = []
+        for start, end, kind in spans:
+            if merged and start < merged[-1][1]:
+                last = merged[-1]
+                merged[-1] = (last[0], max(last[1], end), last[2])
+            else:
+                merged.append((start, end, kind))
+        return merged
+
+    def scan(self, text: str, context: ScanContext) -> ScanResult:
+        """Score 1 when a secret is found; details list the secret types (never the values)."""
+        spans = self.spans(text)
+        if not spans:
+            return ScanResult.clean(text)
+        out: list[str] = []
+        last = 0
+        for start, end, _ in spans:
+            out.append(text[last:start])
+            out.append("<SECRET>")
+            last = end
+        out.append(text[last:])
+        kinds = sorted({kind for _, _, kind in spans})
+        return ScanResult("".join(out), "fail", 1.0, {"types": kinds})

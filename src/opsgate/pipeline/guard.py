@@ -1,0 +1,367 @@
+"""Stage: guardrails — input scanners in ``before``, output scanners in ``after`` (streams as they pass).
+
+``before`` picks the policy for the alias and tenant, scans the request's texts and applies each
+scanner's action: block (400 ``input_blocked``), redact (the model sees the redacted text; in
+reversible mode placeholders that are put back in the answer), warn or log. When the output
+policy scores confidence, the stage asks the model for logprobs itself and removes them from the
+answer if the client did not ask. ``after`` scans the answer: block (422 ``output_blocked``; mid-
+stream, an error event ends the stream), redact, warn, log. Every verdict, score and time goes into
+``ctx.tags["guard"]`` for the record; warnings also go to the ``x-opsgate-guard-warn`` header
+(for a stream, only those known before it starts).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from opsgate.domain.config import GatewayConfig
+from opsgate.domain.context import Chunk, GatewayResponse, JsonResult, RequestContext, StreamResult
+from opsgate.domain.requests import ChatCompletionRequest, ChatMessage, CompletionRequest, EmbeddingRequest
+from opsgate.guard.base import ScanContext, Vault
+from opsgate.guard.engine import GuardBlocked, GuardEngine, GuardEntry, Policy
+from opsgate.guard.pii import restore, split_partial_placeholder
+from opsgate.pipeline.stage import PassStage
+
+WARN_HEADER = "x-opsgate-guard-warn"
+_SCRATCH = "guard"
+_PARAM = {"chat": "messages", "completion": "prompt", "embedding": "input"}
+# Where a stream may be cut into windows without splitting an identifier: a line or sentence end.
+_BOUNDARY = re.compile(r"\n|[.!?](?=\s)")
+
+
+@dataclass(slots=True)
+class _State:
+    policy: Policy
+    context: ScanContext
+    warn: list[str]
+    strip_logprobs: bool = False
+    strip_top: bool = False
+    output: dict[str, GuardEntry] = field(default_factory=dict)
+
+
+def _texts(body: object) -> list[tuple[str, str]]:
+    """(role, text) of every piece of input text, in order."""
+    if isinstance(body, ChatCompletionRequest):
+        out: list[tuple[str, str]] = []
+        for message in body.messages:
+            if isinstance(message.content, str):
+                out.append((message.role, message.content))
+            elif message.content:
+                out.extend((message.role, part.text or "") for part in message.content if part.type == "text")
+        return out
+    if isinstance(body, CompletionRequest):
+        return [("user", body.prompt_text())]
+    if isinstance(body, EmbeddingRequest):
+        inputs = [body.input] if isinstance(body.input, str) else body.input
+        return [("user", i) for i in inputs if isinstance(i, str)]
+    return []
+
+
+def _with_texts(body: Any, texts: list[str]) -> Any:
+    """A copy of ``body`` with its input texts replaced, in the order ``_texts`` listed them."""
+    pending = iter(texts)
+    if isinstance(body, ChatCompletionRequest):
+        messages: list[ChatMessage] = []
+        for message in body.messages:
+            if isinstance(message.content, str):
+                messages.append(message.model_copy(update={"content": next(pending)}))
+            elif message.content:
+                parts = [
+                    p.model_copy(update={"text": next(pending)}) if p.type == "text" else p for p in message.content
+                ]
+                messages.append(message.model_copy(update={"content": parts}))
+            else:
+                messages.append(message)
+        return body.model_copy(update={"messages": messages})
+    if isinstance(body, CompletionRequest):
+        prompt = next(pending)
+        return body.model_copy(update={"prompt": prompt if isinstance(body.prompt, str) else [prompt]})
+    assert isinstance(body, EmbeddingRequest)
+    if isinstance(body.input, str):
+        return body.model_copy(update={"input": next(pending)})
+    return body.model_copy(update={"input": [next(pending) if isinstance(i, str) else i for i in body.input]})
+
+
+def _logprob_entries(logprobs: Any) -> list[dict[str, Any]]:
+    """Per-token entries from either shape: chat (``content``) or legacy completions (parallel lists)."""
+    if not isinstance(logprobs, dict):
+        return []
+    if isinstance(logprobs.get("content"), list):
+        return [e for e in logprobs["content"] if isinstance(e, dict)]
+    values = logprobs.get("token_logprobs") or []
+    tops = logprobs.get("top_logprobs") or [None] * len(values)
+    return [
+        {"logprob": v, "top_logprobs": [{"logprob": lp} for lp in (t or {}).values()]}
+        for v, t in zip(values, tops, strict=False)
+        if v is not None
+    ]
+
+
+class GuardStage(PassStage):
+    """Runs the guard policies around the model call."""
+
+    name = "guard"
+
+    def __init__(self, engine: GuardEngine, window_chars: int) -> None:
+        self.engine = engine
+        self.window_chars = window_chars
+
+    @classmethod
+    def from_config(cls, config: GatewayConfig) -> GuardStage:
+        """The stage for ``config.guard`` (scanners built and patterns compiled now)."""
+        return cls(GuardEngine(config.guard), config.guard.stream_window_chars)
+
+    async def before(self, ctx: RequestContext) -> GatewayResponse | None:
+        """Scan the input; block, or hand the model the redacted request."""
+        body = ctx.body
+        if body is None:
+            return None
+        tenant = ctx.tags.get("tenant")
+        policy = self.engine.policy_for(ctx.alias.name if ctx.alias else None, tenant)
+        if policy is None:
+            return None
+        context = ScanContext("input", model=ctx.alias.name if ctx.alias else None, tenant=tenant, vault=Vault())
+        texts = _texts(body)
+        tags: dict[str, Any] = {"policy": policy.name}
+        ctx.tags["guard"] = tags
+        state = _State(policy, context, [])
+        ctx.scratch[_SCRATCH] = state
+        if policy.input and texts:
+            run = self.engine.run(policy.input, texts, context)
+            tags["input"] = run.record()
+            if run.blocked is not None:
+                raise GuardBlocked("input", policy.name, run.blocked, _PARAM[ctx.endpoint])
+            state.warn.extend(run.warn)
+            if run.texts != [t for _, t in texts]:
+                body = ctx.body = _with_texts(body, run.texts)
+        if isinstance(body, ChatCompletionRequest):
+            system = [m.text() for m in body.messages if m.role in ("system", "developer")]
+            context.system_prompt = "\n".join(system) or None
+            if body.response_format is not None:
+                context.response_format = body.response_format.model_dump(mode="json")
+        self._ask_for_logprobs(ctx, state)
+        return None
+
+    def _ask_for_logprobs(self, ctx: RequestContext, state: _State) -> None:
+        """Confidence needs logprobs: request them (and strip them later) if the client did not."""
+        wanted = next((e.config for e in state.policy.output if e.name == "confidence"), None)
+        top = getattr(wanted, "top_logprobs", 0)
+        body = ctx.body
+        if wanted is None:
+            return
+        if isinstance(body, ChatCompletionRequest):
+            if not body.logprobs:
+                state.strip_logprobs = True
+                ctx.body = body.model_copy(update={"logprobs": True, "top_logprobs": top or None})
+            elif body.top_logprobs is None and top:
+                state.strip_top = True
+                ctx.body = body.model_copy(update={"top_logprobs": top})
+        elif isinstance(body, CompletionRequest) and body.logprobs is None:
+            state.strip_logprobs = True
+            ctx.body = body.model_copy(update={"logprobs": min(top, 5)})
+
+    async def after(self, ctx: RequestContext, response: GatewayResponse) -> GatewayResponse:
+        """Scan the answer (a stream as it passes); put reversible placeholders back."""
+        state: _State | None = ctx.scratch.pop(_SCRATCH, None)
+        if state is None:
+            return response
+        if state.warn:
+            response.headers[WARN_HEADER] = ",".join(state.warn)
+        if response.status != 200 or ctx.endpoint == "embedding":
+            return response
+        if isinstance(response, StreamResult):
+            response.source = self._guard_stream(ctx, state, response.source)
+            return response
+        if response.error is not None:
+            return response
+        return self._guard_json(ctx, state, response)
+
+    def _output_context(self, state: _State, logprobs: list[dict[str, Any]] | None, final: bool) -> ScanContext:
+        ctx = state.context
+        return ScanContext(
+            "output",
+            model=ctx.model,
+            tenant=ctx.tenant,
+            system_prompt=ctx.system_prompt,
+            response_format=ctx.response_format,
+            logprobs=logprobs,
+            final=final,
+            vault=ctx.vault,
+        )
+
+    def _guard_json(self, ctx: RequestContext, state: _State, response: JsonResult) -> JsonResult:
+        choices = response.body.get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            return response
+        choice = choices[0]
+        message = choice.get("message") if ctx.endpoint == "chat" else None
+        text = (message or {}).get("content") if ctx.endpoint == "chat" else choice.get("text")
+        logprobs = _logprob_entries(choice.get("logprobs"))
+        if state.policy.output and isinstance(text, str):
+            run = self.engine.run(
+                state.policy.output, [("assistant", text)], self._output_context(state, logprobs, final=True)
+            )
+            ctx.tags["guard"]["output"] = run.record()
+            if run.blocked is not None:
+                blocked = JsonResult.from_error(GuardBlocked("output", state.policy.name, run.blocked, None))
+                blocked.headers.update({k: v for k, v in response.headers.items() if k.startswith("x-")})
+                return blocked
+            text = run.texts[0]
+            for name in run.warn:
+                if name not in state.warn:
+                    state.warn.append(name)
+        if isinstance(text, str) and state.context.vault:
+            text = restore(text, state.context.vault)
+        if isinstance(text, str):
+            if message is not None:
+                message["content"] = text
+            else:
+                choice["text"] = text
+        self._strip(state, choice)
+        if state.warn:
+            response.headers[WARN_HEADER] = ",".join(state.warn)
+        return response
+
+    @staticmethod
+    def _strip(state: _State, choice: dict[str, Any]) -> None:
+        if state.strip_logprobs:
+            choice["logprobs"] = None
+        elif state.strip_top and isinstance(choice.get("logprobs"), dict):
+            for entry in choice["logprobs"].get("content") or ():
+                if isinstance(entry, dict):
+                    entry["top_logprobs"] = []
+
+    async def _guard_stream(
+        self, ctx: RequestContext, state: _State, source: AsyncIterator[Chunk]
+    ) -> AsyncIterator[Chunk]:
+        """Hold the text back in windows, scan each before it leaves, end with an error event on a block."""
+        chat = ctx.endpoint == "chat"
+        vault = state.context.vault
+        buffer = ""  # model text not yet released
+        released = ""  # model text already released (the whole-scope scanners read it all)
+        carry = ""  # restored text held back: it may be a placeholder cut in two
+        logprobs: list[dict[str, Any]] = []
+        raw_logprobs: dict[str, Any] | None = None  # the client's own logprobs, for the next released chunk
+        template: Chunk | None = None
+        held: list[Chunk] = []  # finish and usage chunks, released after the final scan
+        policy = state.policy
+        window = [e for e in policy.output if e.scope == "window"]
+        whole = [e for e in policy.output if e.scope == "whole"]
+        final_only = [e for e in policy.output if e.scope == "final"]
+
+        def scan(segment: str, final: bool) -> str:
+            nonlocal released
+            context = self._output_context(state, logprobs, final)
+            runs = [self.engine.run(window, [("assistant", segment)], context, state.output)]
+            if runs[-1].blocked is None and whole:
+                runs.append(self.engine.run(whole, [("assistant", released + segment)], context, state.output))
+            if runs[-1].blocked is None and final and final_only:
+                runs.append(self.engine.run(final_only, [("assistant", released + segment)], context, state.output))
+            ctx.tags["guard"]["output"] = [e.record() for e in state.output.values()]
+            if runs[-1].blocked is not None:
+                raise GuardBlocked("output", policy.name, runs[-1].blocked, None)
+            released += segment
+            return runs[0].texts[0]
+
+        def emit(text: str, final: bool) -> Chunk | None:
+            nonlocal carry, raw_logprobs
+            out = carry + text
+            carry = ""
+            if vault and not final:
+                out, carry = split_partial_placeholder(out)
+            if vault:
+                out = restore(out, vault)
+            if not out and raw_logprobs is None:
+                return None
+            assert template is not None
+            choice: dict[str, Any] = {"index": 0, "logprobs": raw_logprobs, "finish_reason": None}
+            if chat:
+                choice["delta"] = {"content": out}
+            else:
+                choice["text"] = out
+            raw_logprobs = None
+            return {**{k: v for k, v in template.items() if k != "choices"}, "choices": [choice]}
+
+        async for chunk in source:
+            choices = chunk.get("choices") or []
+            first = choices[0] if choices and isinstance(choices[0], dict) else None
+            if first is None:
+                held.append(chunk)  # the usage chunk
+                continue
+            piece = (first.get("delta") or {}).get("content") if chat else first.get("text")
+            entries = _logprob_entries(first.get("logprobs"))
+            logprobs.extend(entries)
+            if first.get("logprobs") is not None and not state.strip_logprobs:
+                self._strip(state, first)
+                raw_logprobs = _merge_logprobs(raw_logprobs, first.get("logprobs"))
+            if first.get("finish_reason"):
+                if piece:
+                    buffer += piece
+                held.append(_without_content(chunk, chat))
+                continue
+            if not piece:
+                if template is None and not held:
+                    yield chunk  # the role chunk: nothing to scan yet
+                continue
+            template = template or chunk
+            buffer += piece
+            if len(buffer) >= self.window_chars:
+                cut = _cut(buffer, self.window_chars)
+                if cut:
+                    segment, buffer = buffer[:cut], buffer[cut:]
+                    out = emit(scan(segment, final=False), final=False)
+                    if out is not None:
+                        yield out
+        if template is None:
+            template = held[0] if held else {"choices": []}
+        out = emit(scan(buffer, final=True), final=True)
+        if out is not None:
+            yield out
+        for chunk in held:
+            if state.strip_logprobs:
+                for choice in chunk.get("choices") or ():
+                    choice["logprobs"] = None
+            yield chunk
+
+
+def _cut(buffer: str, window: int) -> int:
+    """Where to cut a full window: after its last line or sentence end; mid-sentence only when 4 windows long."""
+    last = 0
+    for match in _BOUNDARY.finditer(buffer):
+        last = match.end()
+    if last:
+        return last
+    if len(buffer) >= 4 * window:
+        space = buffer.rfind(" ")
+        return space + 1 if space > 0 else len(buffer)
+    return 0
+
+
+def _without_content(chunk: Chunk, chat: bool) -> Chunk:
+    """The finish chunk with its text moved into the scanned buffer."""
+    choices = []
+    for choice in chunk.get("choices") or ():
+        choice = dict(choice)
+        if chat:
+            choice["delta"] = {k: v for k, v in (choice.get("delta") or {}).items() if k != "content"}
+        else:
+            choice["text"] = ""
+        choice["logprobs"] = None
+        choices.append(choice)
+    return {**chunk, "choices": choices}
+
+
+def _merge_logprobs(merged: dict[str, Any] | None, logprobs: Any) -> dict[str, Any] | None:
+    """Logprobs of several chunks as one chunk's (lists concatenated), in either shape."""
+    if not isinstance(logprobs, dict):
+        return merged
+    out = dict(merged or {})
+    for name, value in logprobs.items():
+        if isinstance(value, list):
+            out[name] = [*(out.get(name) or []), *value]
+        elif name not in out:
+            out[name] = value
+    return out

@@ -1,0 +1,179 @@
+"""``/admin/keys``: create, list, show, rotate and revoke API keys (role ``admin``; tenant admins see their tenant).
+
+A tenant admin creates and manages keys of its own tenant only; an operator key manages any, and
+only an operator can create another operator key (``"tenant": null``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import orjson
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from opsgate.auth.authenticator import Authenticator
+from opsgate.auth.key_store import KeySpec, KeyStore
+from opsgate.domain.errors import GatewayError, InvalidRequestError, PermissionDeniedError
+from opsgate.domain.principal import ROLES
+from opsgate.domain.reliability_config import LimitRule
+from opsgate.server.access import actor_of, principal_of
+from opsgate.server.http_io import error_response, json_response, read_json_body
+from opsgate.store.query import parse_duration
+from opsgate.store.record_log import RecordLog
+
+_MAX_BODY_BYTES = 64 * 1024
+_CREATE_FIELDS = {"tenant", "role", "name", "models", "limits", "expires_at", "expires_in"}
+_LIMIT_FIELDS = {"requests_per_minute", "tokens_per_minute", "concurrent", "spend_per_day", "spend_per_month"}
+
+
+class KeysHolder(Protocol):
+    """What the keys API needs from the gateway."""
+
+    record_log: RecordLog | None
+    authenticator: Authenticator
+
+
+class KeysUnavailable(GatewayError):
+    """No database to keep keys in."""
+
+    status = 501
+    error_type = "not_configured"
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    raw = await read_json_body(request, _MAX_BODY_BYTES) if await request.body() else b"{}"
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidRequestError("The body is not valid JSON.", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise InvalidRequestError("The body must be a JSON object.", code="invalid_body")
+    return body
+
+
+def _spec(body: dict[str, Any], request: Request) -> KeySpec:
+    unknown = sorted(set(body) - _CREATE_FIELDS)
+    if unknown:
+        raise InvalidRequestError(f"Unknown field '{unknown[0]}'.", param=unknown[0])
+    principal = principal_of(request)
+    tenant = body.get("tenant", principal.tenant)
+    if tenant is not None and not isinstance(tenant, str):
+        raise InvalidRequestError("tenant must be a string or null.", param="tenant")
+    if not principal.is_operator and tenant != principal.tenant:
+        raise PermissionDeniedError("A tenant's key can only create keys for its own tenant.", param="tenant")
+    role = body.get("role", "service")
+    if role not in ROLES:
+        raise InvalidRequestError(f"role must be one of {', '.join(ROLES)}.", param="role")
+    name = body.get("name", "")
+    if not isinstance(name, str) or len(name) > 200:
+        raise InvalidRequestError("name must be a string of at most 200 characters.", param="name")
+    models = body.get("models")
+    if models is not None and (not isinstance(models, list) or not all(isinstance(m, str) and m for m in models)):
+        raise InvalidRequestError("models must be a list of model names, or null for every model.", param="models")
+    limits = body.get("limits")
+    if limits is not None:
+        if not isinstance(limits, dict) or not set(limits) <= _LIMIT_FIELDS:
+            raise InvalidRequestError(f"limits may hold {', '.join(sorted(_LIMIT_FIELDS))}.", param="limits")
+        try:
+            LimitRule(per="key", **limits)
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise InvalidRequestError(f"Invalid limits.{where}: {first['msg']}.", param="limits") from None
+    expires_at = body.get("expires_at")
+    if body.get("expires_in") is not None:
+        expires_in = body["expires_in"]
+        if not isinstance(expires_in, str):
+            raise InvalidRequestError("expires_in is a duration such as 30d or 12h.", param="expires_in")
+        expires_at = time.time() + parse_duration(expires_in, "expires_in")
+    if expires_at is not None and (not isinstance(expires_at, int | float) or isinstance(expires_at, bool)):
+        raise InvalidRequestError("expires_at is epoch seconds.", param="expires_at")
+    return KeySpec(
+        tenant=tenant,
+        role=role,
+        name=name,
+        models=tuple(models) if models is not None else None,
+        limits=limits,
+        expires_at=float(expires_at) if expires_at is not None else None,
+    )
+
+
+KeysHandler = Callable[[Request, KeyStore, Authenticator], Awaitable[Response]]
+
+
+def _keys(holder: KeysHolder, handler: KeysHandler) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        try:
+            if holder.record_log is None:
+                raise KeysUnavailable(
+                    "API keys are kept in the record store; set record.store to manage keys.",
+                    code="record_store_not_configured",
+                )
+            record_log = holder.record_log
+            store = await run_in_threadpool(lambda: KeyStore(record_log.store))
+            return await handler(request, store, holder.authenticator)
+        except GatewayError as error:
+            return error_response(error)
+
+    return endpoint
+
+
+async def create_key(request: Request, keys: KeyStore, authenticator: Authenticator) -> Response:
+    """``POST /admin/keys``: a new key; its secret is in this response only."""
+    spec = _spec(await _json_object(request), request)
+    created = await run_in_threadpool(keys.create, spec, actor_of(request))
+    return json_response(created.to_json(), 201)
+
+
+async def list_keys(request: Request, keys: KeyStore, authenticator: Authenticator) -> Response:
+    """``GET /admin/keys``: the caller's tenant's keys (every key for an operator)."""
+    tenant_scope = principal_of(request).tenant
+    infos = await run_in_threadpool(keys.list, tenant_scope)
+    return json_response({"object": "list", "data": [info.to_json() for info in infos]})
+
+
+def _scope(request: Request) -> str | None:
+    return principal_of(request).tenant
+
+
+async def get_key(request: Request, keys: KeyStore, authenticator: Authenticator) -> Response:
+    """``GET /admin/keys/{id}``."""
+    info = await run_in_threadpool(keys.require, request.path_params["id"], _scope(request))
+    return json_response(info.to_json())
+
+
+async def rotate_key(request: Request, keys: KeyStore, authenticator: Authenticator) -> Response:
+    """``POST /admin/keys/{id}/rotate`` with optional ``{"grace_seconds": N}``: a new secret; the old one lapses."""
+    body = await _json_object(request)
+    grace = body.get("grace_seconds", authenticator.config.rotation_grace_seconds)
+    if not isinstance(grace, int | float) or isinstance(grace, bool) or grace < 0:
+        raise InvalidRequestError("grace_seconds must be a number >= 0.", param="grace_seconds")
+    key_id = request.path_params["id"]
+    created = await run_in_threadpool(keys.rotate, key_id, actor_of(request), float(grace), _scope(request))
+    authenticator.forget()
+    return json_response(created.to_json(), 201)
+
+
+async def revoke_key(request: Request, keys: KeyStore, authenticator: Authenticator) -> Response:
+    """``POST /admin/keys/{id}/revoke`` (or ``DELETE /admin/keys/{id}``)."""
+    info = await run_in_threadpool(keys.revoke, request.path_params["id"], actor_of(request), _scope(request))
+    authenticator.forget()  # this replica at once; others within auth.cache_ttl_seconds
+    return json_response(info.to_json())
+
+
+def keys_routes(holder: KeysHolder) -> list[Route]:
+    """The ``/admin/keys`` routes."""
+    return [
+        Route("/admin/keys", _keys(holder, create_key), methods=["POST"]),
+        Route("/admin/keys", _keys(holder, list_keys), methods=["GET"]),
+        Route("/admin/keys/{id}", _keys(holder, get_key), methods=["GET"]),
+        Route("/admin/keys/{id}", _keys(holder, revoke_key), methods=["DELETE"]),
+        Route("/admin/keys/{id}/rotate", _keys(holder, rotate_key), methods=["POST"]),
+        Route("/admin/keys/{id}/revoke", _keys(holder, revoke_key), methods=["POST"]),
+    ]

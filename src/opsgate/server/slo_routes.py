@@ -1,0 +1,248 @@
+"""HTTP routes for SLOs, alerts, feedback, error groups and dashboard time series.
+
+Every admin answer is scoped to the caller's tenant (``request.state.principal``); an operator sees
+all. Store calls run in worker threads. Errors use the OpenAI shape.
+
+Feedback may arrive before its request is stored (the writer flushes every ``flush_interval_ms``):
+an unknown request id makes the handler flush this process's writer and look again for up to
+``FEEDBACK_WAIT_SECONDS`` (another worker's writer stores its records within that time too)
+before answering 404.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import orjson
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from opsgate.domain.errors import GatewayError, InvalidRequestError, NotFoundError
+from opsgate.domain.slo_config import MEASURED_SLIS, duration_seconds
+from opsgate.errors_trail.groups import error_groups
+from opsgate.server.access import principal_of, scoped_tenant
+from opsgate.server.admin import RecordLogDisabled
+from opsgate.server.http_io import error_response, json_response, read_json_body
+from opsgate.slo import feedback as feedback_kpis
+from opsgate.slo.service import SloService
+from opsgate.store.query import parse_time
+from opsgate.store.record_log import RecordLog
+
+FEEDBACK_WAIT_SECONDS = 2.0
+_MAX_BODY_BYTES = 64 * 1024
+
+
+class SloHolder(Protocol):
+    """What these routes need from the gateway."""
+
+    record_log: RecordLog | None
+    slo: SloService
+
+
+Handler = Callable[[Request, SloService], Awaitable[Response]]
+
+
+def _route(holder: SloHolder, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        try:
+            if holder.record_log is None:
+                raise RecordLogDisabled(
+                    "The request log is not configured (record.store is unset); SLOs, feedback and error "
+                    "groups are computed from it.",
+                    code="record_store_not_configured",
+                )
+            return await handler(request, holder.slo)
+        except GatewayError as error:
+            return error_response(error)
+
+    return endpoint
+
+
+def _params(request: Request, known: set[str]) -> dict[str, str]:
+    params = dict(request.query_params)
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise InvalidRequestError(
+            f"Unknown parameter '{unknown[0]}'. Known: {', '.join(sorted(known))}.", param=unknown[0]
+        )
+    return params
+
+
+def _since(params: dict[str, str], default: str) -> float:
+    return parse_time(params.get("since") or default, "since")
+
+
+def _duration(raw: str, name: str) -> int:
+    try:
+        seconds = float(raw) if raw.replace(".", "", 1).isdigit() else duration_seconds(raw)
+    except ValueError:
+        raise InvalidRequestError(f"{name} must be a duration like 10s, 1m or 1h.", param=name) from None
+    if seconds < 1 or seconds != int(seconds):
+        raise InvalidRequestError(f"{name} must be a whole number of seconds, at least 1.", param=name)
+    return int(seconds)
+
+
+def _limit(params: dict[str, str], default: int, high: int = 1000) -> int:
+    raw = params.get("limit")
+    if not raw:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= high:
+        raise InvalidRequestError(f"limit must be a whole number from 1 to {high}.", param="limit")
+    return int(raw)
+
+
+def _number(body: dict[str, Any], name: str, default: float | None) -> float:
+    value = body.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidRequestError(f"{name} must be a number.", param=name)
+    return float(value)
+
+
+async def _json_body(request: Request) -> Any:
+    raw = await read_json_body(request, _MAX_BODY_BYTES)
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidRequestError("The body is not valid JSON.", code="invalid_json") from None
+
+
+# -- feedback --------------------------------------------------------------------------------------
+
+
+def _find_request(record_log: RecordLog, request_id: str) -> dict[str, Any] | None:
+    found = feedback_kpis.find_request(record_log.store, request_id)
+    deadline = time.monotonic() + FEEDBACK_WAIT_SECONDS
+    if found is None and record_log.writer is not None:
+        record_log.writer.flush(timeout=FEEDBACK_WAIT_SECONDS)
+    while found is None:
+        found = feedback_kpis.find_request(record_log.store, request_id)
+        if found is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    return found
+
+
+async def post_feedback(request: Request, slo: SloService) -> Response:
+    """``POST /v1/feedback``: thumbs or 1-5 stars on a request this caller may see; 201 with the id."""
+    assert slo.record_log is not None
+    feedback = feedback_kpis.parse_feedback(await _json_body(request))
+    record = await run_in_threadpool(_find_request, slo.record_log, feedback.request_id)
+    if record is None or not principal_of(request).can_read_tenant(record["tenant"]):
+        raise NotFoundError(
+            f"No request with id '{feedback.request_id}'.", param="request_id", code="request_not_found"
+        )
+    feedback_id = await run_in_threadpool(lambda: feedback_kpis.store_feedback(slo.store(), feedback, record))
+    return json_response(
+        {
+            "id": feedback_id,
+            "object": "feedback",
+            "request_id": feedback.request_id,
+            "score": feedback.raw_score,
+            "positive": feedback.positive,
+        },
+        201,
+    )
+
+
+async def feedback_summary(request: Request, slo: SloService) -> Response:
+    """``GET /admin/feedback/summary?by=model|tenant|day&since=30d``: CSAT and NPS-style KPIs."""
+    assert slo.record_log is not None
+    params = _params(request, {"by", "since", "tenant"})
+    tenant = scoped_tenant(request, params.get("tenant") or None)
+    by, since = params.get("by") or "model", _since(params, "30d")
+    result = await run_in_threadpool(lambda: feedback_kpis.summary(slo.store(), by, since, tenant))
+    return json_response(result)
+
+
+# -- SLOs and alerts --------------------------------------------------------------------------------
+
+
+async def slo_status(request: Request, slo: SloService) -> Response:
+    """``GET /admin/slo``: every objective with value, budget left, burn rates and state."""
+    _params(request, set())
+    assert slo.engine is not None
+    tenant = scoped_tenant(request, None)
+    data = await run_in_threadpool(slo.engine.status, tenant)
+    return json_response({"object": "list", "data": data})
+
+
+async def slo_history(request: Request, slo: SloService) -> Response:
+    """``GET /admin/slo/{name}/history?since=7d``: SLI and budget left over time."""
+    assert slo.engine is not None
+    params = _params(request, {"since"})
+    tenant = scoped_tenant(request, None)
+    since = _since(params, "7d")
+    data = await run_in_threadpool(slo.engine.history, request.path_params["name"], since, tenant)
+    return json_response({"object": "list", "slo": request.path_params["name"], "data": data})
+
+
+async def post_measurement(request: Request, slo: SloService) -> Response:
+    """``POST /admin/slo/measurements`` ``{slo, value, ts?}``: a value of a measured SLI."""
+    assert slo.engine is not None
+    body = await _json_body(request)
+    if not isinstance(body, dict) or set(body) - {"slo", "value", "ts", "tenant"}:
+        raise InvalidRequestError("The body must be {slo, value, ts?, tenant?}.", code="invalid_body")
+    asked = body.get("tenant")
+    if asked is not None and not isinstance(asked, str):
+        raise InvalidRequestError("tenant must be a string.", param="tenant")
+    tenant = scoped_tenant(request, asked)
+    definition = slo.engine.definition(str(body.get("slo")), tenant)
+    if definition.sli not in MEASURED_SLIS:
+        raise InvalidRequestError(f"'{definition.name}' is computed from traffic, not measured.", param="slo")
+    value, ts = _number(body, "value", None), _number(body, "ts", time.time())
+    await run_in_threadpool(slo.engine.reader.add_measurement, definition.name, ts, value, tenant)
+    return json_response({"object": "slo.measurement", "slo": definition.name, "ts": ts, "value": value}, 201)
+
+
+async def alerts(request: Request, slo: SloService) -> Response:
+    """``GET /admin/alerts?state=firing|resolved&limit=``: alert episodes, newest first."""
+    assert slo.alerts is not None
+    params = _params(request, {"state", "limit"})
+    state = params.get("state") or None
+    if state not in (None, "firing", "resolved"):
+        raise InvalidRequestError("state must be firing or resolved.", param="state")
+    tenant = scoped_tenant(request, None)
+    data = await run_in_threadpool(slo.alerts.list, tenant, state, _limit(params, 100))
+    return json_response({"object": "list", "data": data})
+
+
+# -- errors and time series -------------------------------------------------------------------------
+
+
+async def errors(request: Request, slo: SloService) -> Response:
+    """``GET /admin/errors?since=24h&limit=``: failed requests grouped by signature."""
+    assert slo.record_log is not None
+    params = _params(request, {"since", "limit", "tenant"})
+    tenant = scoped_tenant(request, params.get("tenant") or None)
+    since, limit = _since(params, "24h"), _limit(params, 100)
+    result = await run_in_threadpool(lambda: error_groups(slo.store(), since, tenant, limit=limit))
+    return json_response(result)
+
+
+async def timeseries(request: Request, slo: SloService) -> Response:
+    """``GET /admin/stats/timeseries?since=1h&step=1m``: traffic, errors, latency percentiles, cost, tokens."""
+    assert slo.engine is not None
+    params = _params(request, {"since", "step", "tenant"})
+    tenant = scoped_tenant(request, params.get("tenant") or None)
+    since = _since(params, "1h")
+    step = _duration(params.get("step") or "1m", "step")
+    data = await run_in_threadpool(slo.engine.timeseries, since, step, tenant)
+    return json_response({"object": "list", "step": step, "data": data})
+
+
+def slo_routes(holder: SloHolder) -> list[Route]:
+    """The SLO, alert, feedback, error-group and time-series routes over ``holder``."""
+    return [
+        Route("/v1/feedback", _route(holder, post_feedback), methods=["POST"]),
+        Route("/admin/slo", _route(holder, slo_status), methods=["GET"]),
+        Route("/admin/slo/measurements", _route(holder, post_measurement), methods=["POST"]),
+        Route("/admin/slo/{name}/history", _route(holder, slo_history), methods=["GET"]),
+        Route("/admin/alerts", _route(holder, alerts), methods=["GET"]),
+        Route("/admin/errors", _route(holder, errors), methods=["GET"]),
+        Route("/admin/feedback/summary", _route(holder, feedback_summary), methods=["GET"]),
+        Route("/admin/stats/timeseries", _route(holder, timeseries), methods=["GET"]),
+    ]
