@@ -137,3 +137,17 @@ def test_redis_down_still_answers_as_a_miss(upstream: FakeUpstream) -> None:
         assert len(upstream.requests) == 3
     finally:
         gateway.server.stop()
+
+
+async def test_clear_drops_only_this_prefix(store: RedisStore, redis_client: redis.Redis) -> None:
+    await store.put("a", b"1", 60)
+    await store.put("b", b"2", 60, SemanticEntry(bucket="bk", vector=unit(1, 0)))
+    elsewhere = "elsewhere:" + uuid.uuid4().hex  # another gateway's keys must survive
+    redis_client.set(elsewhere, b"keep")
+    try:
+        assert await store.clear() == 2
+        assert await store.get("a") is None and await store.get("b") is None
+        assert redis_client.keys(store.prefix + "*") == []
+        assert redis_client.get(elsewhere) == b"keep"
+    finally:
+        redis_client.delete(elsewhere)

@@ -141,3 +141,17 @@ async def test_no_matching_rule_reserves_nothing(store: CounterStore) -> None:
     limits = limiter(store, LimitRule(per="user", model="other", requests_per_minute=1))
     assert await limits.reserve(ALICE, Demand(1, 1.0)) is None
     assert limits.status()["admitted"] == 0
+
+
+def test_reset_header_text() -> None:
+    from opsgate.limits.limiter import reset_text
+
+    assert [reset_text(s) for s in (0.017, 0.9996, 1.0, 59.2, 60.0, 360.0, 3725.0)] == [
+        "17ms",
+        "1s",
+        "1s",
+        "1m0s",
+        "1m0s",
+        "6m0s",
+        "62m5s",
+    ]

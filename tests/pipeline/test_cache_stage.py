@@ -368,3 +368,14 @@ async def test_tenants_never_share_entries() -> None:
     assert [await ask("acme"), await ask("globex"), await ask(None)] == ["miss", "miss", "miss"]
     assert [await ask("acme"), await ask("globex"), await ask(None), await ask("default")] == ["hit"] * 4
     assert calls == ["acme", "globex", None]
+
+
+def test_purge_drops_every_entry(cached: Gateway, upstream: FakeUpstream) -> None:
+    body = {"model": "up", "messages": question()}
+    assert chat(cached, body).headers["x-opsgate-cache"] == "miss"
+    assert chat(cached, body).headers["x-opsgate-cache"] == "hit"
+    purged = httpx.delete(cached.url + "/admin/cache")
+    assert purged.status_code == 200 and purged.json()["entries_dropped"] >= 1
+    assert chat(cached, body).headers["x-opsgate-cache"] == "miss"
+    audit = httpx.get(cached.url + "/admin/audit").json()["data"]
+    assert any(e["action"] == "cache_purge" for e in audit)

@@ -100,6 +100,7 @@ def test_requests_per_minute(upstream: FakeUpstream, backend: dict[str, Any]) ->
             assert response.status_code == 200
             assert response.headers["x-ratelimit-limit-requests"] == "3"
             assert response.headers["x-ratelimit-remaining-requests"] == remaining
+            assert response.headers["x-ratelimit-reset-requests"].endswith("s")  # "41s" / "870ms", OpenAI's form
         refused = post(gateway, chat_body())
         assert refused.status_code == 429
         error = refused.json()["error"]

@@ -262,3 +262,11 @@ def test_a_key_carries_its_own_rate_limit(tenants: Tenants) -> None:
     codes = [tenants.chat(created["secret"], f"call {i}").status_code for i in range(3)]
     assert codes == [200, 200, 429]
     assert tenants.chat(tenants.secret("a-dev"), "other keys are not affected").status_code == 200
+
+
+def test_a_stale_ui_cookie_goes_back_to_login(tenants: Tenants) -> None:
+    response = httpx.get(
+        tenants.gateway.url + "/ui", cookies={"opsgate_key": "og_aaaaaaaaaa_" + "y" * 43}, follow_redirects=False
+    )
+    assert response.status_code == 303 and response.headers["location"] == "/ui/login"
+    assert 'opsgate_key=""' in response.headers["set-cookie"]

@@ -31,6 +31,7 @@ def traced_config(upstream: FakeUpstream, receiver: OtlpReceiver, **tracing: Any
     config["models"][0]["routing"] = {"retries": 1, "backoff_initial": 0}
     config["models"][0]["price"] = {"input_per_million": 1.0, "output_per_million": 2.0}
     config["cache"] = {"enabled": True}  # a stage with a span of its own
+    tracing = {"sample_ratio": 1.0, **tracing}  # every trace: these tests look at each request's spans
     config["telemetry"] = {"tracing": {"otlp_endpoint": receiver.endpoint, "export_interval_ms": 50, **tracing}}
     return config
 

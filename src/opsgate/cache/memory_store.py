@@ -72,6 +72,12 @@ class MemoryStore:
     async def start(self) -> None:
         """Nothing to open."""
 
+    async def clear(self) -> int:
+        """Drop every entry; returns how many there were."""
+        count = len(self._entries)
+        await self.close()
+        return count
+
     async def close(self) -> None:
         """Drop everything."""
         self._entries.clear()

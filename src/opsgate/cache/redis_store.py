@@ -104,6 +104,25 @@ class RedisStore:
             await self._redis.aclose()
             self._redis = None
 
+    async def clear(self) -> int:
+        """Delete every key under this store's prefix (SCAN + UNLINK in batches, never KEYS); returns answers dropped.
+
+        Unlike reads, a purge that cannot reach Redis fails loudly: the operator must know it did not happen.
+        """
+        client = self._client()
+        dropped = 0
+        batch: list[bytes] = []
+        async for name in client.scan_iter(match=f"{self.prefix}*", count=1000):
+            batch.append(name)
+            if name.startswith(f"{self.prefix}e:".encode()):
+                dropped += 1
+            if len(batch) >= 1000:
+                await client.unlink(*batch)
+                batch.clear()
+        if batch:
+            await client.unlink(*batch)
+        return dropped
+
     def entry_key(self, key: str) -> str:
         """The Redis key holding an answer."""
         return f"{self.prefix}e:{key}"

@@ -58,6 +58,10 @@ class CacheStore(Protocol):
         """The most similar live entry of ``bucket`` whose cosine similarity is at least ``threshold``."""
         ...
 
+    async def clear(self) -> int:
+        """Drop every entry (an operator's purge); returns how many were dropped."""
+        ...
+
     def status(self) -> dict[str, object]:
         """Counters and sizes, for readiness and metrics."""
         ...

@@ -84,19 +84,29 @@ class Reservation:
 
 
 def rate_headers(checks: Sequence[Check], tallies: Sequence[Tally], *, reserved: bool) -> dict[str, str]:
-    """Limit and remaining for the tightest requests-per-minute and tokens-per-minute check read."""
+    """Limit, remaining and reset for the tightest requests-per-minute and tokens-per-minute check read."""
     out: dict[str, str] = {}
     for metric, name in (("requests_per_minute", "requests"), ("tokens_per_minute", "tokens")):
-        tightest: tuple[float, float] | None = None
+        tightest: tuple[float, float, float] | None = None
         for check, tally in zip(checks, tallies, strict=False):  # on refusal, only the checks read
             if check.metric == metric:
                 remaining = check.limit - tally.used - (check.amount if reserved else 0.0)
                 if tightest is None or remaining < tightest[1]:
-                    tightest = (check.limit, remaining)
+                    tightest = (check.limit, remaining, check.resets_in)
         if tightest is not None:
             out[f"x-ratelimit-limit-{name}"] = str(int(tightest[0]))
             out[f"x-ratelimit-remaining-{name}"] = str(max(0, math.floor(tightest[1] + EPSILON)))
+            out[f"x-ratelimit-reset-{name}"] = reset_text(tightest[2])
     return out
+
+
+def reset_text(seconds: float) -> str:
+    """A reset time the way OpenAI writes it: ``17ms``, ``1s``, ``6m0s``."""
+    millis = max(0, round(seconds * 1000))
+    if millis < 1000:
+        return f"{millis}ms"
+    minutes, rest = divmod(math.ceil(seconds), 60)
+    return f"{minutes}m{rest}s" if minutes else f"{rest}s"
 
 
 def refusal(check: Check, tally: Tally, headers: dict[str, str]) -> RateLimitError:

@@ -109,6 +109,10 @@ class CacheStage(PassStage):
             await asyncio.wait(self._fills, timeout=5)
         await self.store.close()
 
+    async def purge(self) -> int:
+        """Drop every cached answer (every replica's, with Redis); returns how many."""
+        return await self.store.clear()
+
     def status(self) -> dict[str, object]:
         """Hit, miss and fill counts, and the store's own status."""
         return {**self.counts, **self.store.status()}

@@ -63,6 +63,12 @@ class AccessMiddleware:
                     code="role_not_allowed",
                 )
         except GatewayError as error:
+            if path.startswith("/ui") and error.status == 401:
+                # A stale cookie (revoked or expired key): back to the login page, cookie dropped.
+                redirect = RedirectResponse("/ui/login", status_code=303)
+                redirect.delete_cookie("opsgate_key", path="/")
+                await redirect(scope, receive, send)
+                return
             await error_response(error)(scope, receive, send)
             return
         state["principal"] = principal
