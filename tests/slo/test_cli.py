@@ -5,12 +5,16 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import orjson
 import yaml
 from click.testing import CliRunner
 
 from opsgate.cli.main import cli
 from opsgate.store.record_log import open_store
+from tests.conftest import upstream_config
+from tests.fake_upstream import FakeUpstream, Script
 from tests.slo.conftest import make_record
+from tests.support import start_gateway
 
 
 def write_config(tmp_path: Path) -> Path:
@@ -63,3 +67,34 @@ def test_errors_command(tmp_path: Path) -> None:
     assert '"message": "no answer in <n>s"' in result.output
     bad = CliRunner().invoke(cli, ["errors", "--config", str(config), "--since", "soon"])
     assert bad.exit_code == 2 and "since" in bad.output
+
+
+def test_errors_explain_is_a_recorded_gateway_call(tmp_path: Path, upstream_server: FakeUpstream) -> None:
+    config = write_config(tmp_path)
+    upstream_server.script = Script(content="The upstream timed out; check its latency.")
+    gateway = start_gateway(upstream_config(upstream_server.base_url))
+    try:
+        result = CliRunner().invoke(
+            cli,
+            [
+                "errors",
+                "--config",
+                str(config),
+                "--since",
+                "1h",
+                "--json",
+                "--explain",
+                "up",
+                "--url",
+                gateway.base_url,
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        [group] = orjson.loads(result.output)["data"]
+        explanation = group["explanation"]
+        assert explanation["text"] == "The upstream timed out; check its latency." and explanation["model"] == "up"
+        (record,) = gateway.records_for(explanation["request_id"])
+        assert record["metadata"] == {"opsgate_purpose": "explain_error_group", "signature": group["signature"]}
+        assert "no answer in <n>s" in record["input_text"]
+    finally:
+        gateway.server.stop()

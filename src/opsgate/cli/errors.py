@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 
 import click
@@ -10,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from opsgate.cli.logs import config_option, opened_record_log
+from opsgate.errors_trail.explain import explain_groups
 from opsgate.errors_trail.groups import error_groups
 from opsgate.slo.report import sparkline
 from opsgate.store.query import parse_time
@@ -25,10 +27,33 @@ def _when(ts: float) -> str:
 @click.option("--tenant", help="Only this tenant's errors.")
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True, help="Groups to show.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def errors(config_path: str | None, since: str, tenant: str | None, limit: int, as_json: bool) -> None:
+@click.option(
+    "--explain",
+    "explain_model",
+    default=None,
+    help="Opt-in: ask this model alias, through the running gateway, to explain the top groups (recorded calls).",
+)
+@click.option("--explain-top", type=click.IntRange(1, 20), default=3, show_default=True)
+@click.option("--url", default="http://127.0.0.1:8080/v1", show_default=True, help="The gateway for --explain.")
+@click.option("--api-key", envvar="OPSGATE_API_KEY", default=None, help="Key for --explain (env OPSGATE_API_KEY).")
+def errors(
+    config_path: str | None,
+    since: str,
+    tenant: str | None,
+    limit: int,
+    as_json: bool,
+    explain_model: str | None,
+    explain_top: int,
+    url: str,
+    api_key: str | None,
+) -> None:
     """Failed requests grouped by error type, deployment and normalised message."""
     with opened_record_log(config_path) as record_log:
         result = error_groups(record_log.store, parse_time(since, "since"), tenant, limit=limit)
+    if explain_model:
+        explained = asyncio.run(explain_groups(url, api_key, explain_model, result["data"][:explain_top]))
+        for group, text, request_id in explained:
+            group["explanation"] = {"model": explain_model, "text": text, "request_id": request_id}
     if as_json:
         click.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
         return
@@ -45,5 +70,12 @@ def errors(config_path: str | None, since: str, tenant: str | None, limit: int, 
             group["examples"][0] if group["examples"] else "",
         )
     Console().print(table)
+    for group in result["data"]:
+        if "explanation" in group:
+            explanation = group["explanation"]
+            Console().print(
+                f"[bold]{group['error_type']} · {group['message'][:80]}[/bold]\n{explanation['text']}\n"
+                f"[dim](asked {explanation['model']}, request {explanation['request_id']})[/dim]"
+            )
     note = " (newest only: more than the scan limit)" if result["truncated"] else ""
     Console(stderr=True).print(f"{result['total_errors']} errors in {len(result['data'])} groups{note}")
