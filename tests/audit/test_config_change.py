@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -9,6 +12,7 @@ import orjson
 from opsgate.audit import list_entries, verify_chain
 from opsgate.audit.config_change import changed_paths, record_config_loaded, redact
 from opsgate.domain.config import parse_config
+from opsgate.store.record_log import open_store
 from opsgate.store.sql import SqlRecordStore
 
 
@@ -68,3 +72,37 @@ def test_redact_and_diff_helpers() -> None:
         "key_prefix": "p",
     }
     assert changed_paths({"a": {"b": 1, "c": [1, 2]}}, {"a": {"b": 1, "c": [1, 3], "d": True}}) == ["a.c[1]", "a.d"]
+
+
+_STARTER = """
+import sys
+from opsgate.audit.config_change import record_config_loaded
+from opsgate.domain.config import parse_config
+from opsgate.store.record_log import open_store
+from opsgate.store.record_log import open_store
+store = open_store(sys.argv[1])
+config = parse_config({"models": [{"name": "m", "deployments": [{"type": "llama_cpp"}]}]})
+print(record_config_loaded(store, config, "worker") is not None)
+store.close()
+"""
+
+
+def test_workers_starting_together_log_the_config_once(store_url: str, tmp_path: Path) -> None:
+    open_store(store_url).close()
+    script = tmp_path / "start.py"
+    script.write_text(_STARTER)
+    workers = [
+        subprocess.Popen([sys.executable, str(script), store_url], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(4)
+    ]
+    results = []
+    for worker in workers:
+        out, err = worker.communicate(timeout=120)
+        assert worker.returncode == 0, err.decode()
+        results.append(out.decode().strip())
+    assert sorted(results) == ["False", "False", "False", "True"]
+    store = open_store(store_url)
+    try:
+        assert [e.action for e in list_entries(store, 10)] == ["config_loaded"]
+    finally:
+        store.close()

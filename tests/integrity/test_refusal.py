@@ -110,6 +110,8 @@ def test_periodic_check_takes_a_modified_embedding_model_out_of_service(tmp_path
         assert wait_until(lambda: httpx.get(gateway.url + "/readyz").status_code == 503, timeout=20)
         state = httpx.get(gateway.url + "/readyz").json()["deployments"]["emb#0"]
         assert "model.safetensors: digest mismatch" in state["integrity"]["error"]
+        metrics = httpx.get(gateway.url + "/metrics").text
+        assert 'opsgate_deployment_integrity_ok{alias="emb",deployment="emb#0"} 0.0' in metrics
 
         with pytest.raises(openai.APIStatusError) as refused:
             client.embeddings.create(model="emb", input="hello")

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from opsgate.audit.chain import append_entry
 from opsgate.auth.secrets import display, generate_key, key_prefix, matches
 from opsgate.domain.errors import InvalidRequestError, NotFoundError
 from opsgate.domain.principal import ROLES, Principal, Role
@@ -148,48 +149,60 @@ class KeyStore:
             rotated_to=values["rotated_to"],
         )
 
-    def create(self, spec: KeySpec, actor: str) -> CreatedKey:
-        """A new key for ``spec``; the only time its secret exists outside the caller's hands."""
-        new = generate_key()
-        key_id = "key_" + uuid.uuid4().hex[:20]
-        now = time.time()
-        with self.store.connection() as conn, self.store.transaction(conn):
-            self.store.execute(
-                conn,
-                "INSERT INTO api_keys (key_id, prefix, salt, hash, tenant, role, name, models, limits, created_at, "
-                "created_by, expires_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                [
-                    key_id,
-                    new.prefix,
-                    new.salt,
-                    new.hash,
-                    spec.tenant,
-                    spec.role,
-                    spec.name,
-                    orjson.dumps(list(spec.models)).decode() if spec.models is not None else None,
-                    orjson.dumps(spec.limits).decode() if spec.limits else None,
-                    now,
-                    actor,
-                    spec.expires_at,
-                ],
-            )
-        info = self.get(key_id)
-        assert info is not None
-        self.store.audit(actor, "key_create", key_id, {"after": info.to_json()})
-        return CreatedKey(info=info, secret=new.secret)
-
-    def get(self, key_id: str, tenant_scope: str | None = None) -> KeyInfo | None:
-        """One key; None when it does not exist or lies outside ``tenant_scope`` (None: any tenant)."""
-        with self.store.connection() as conn:
-            row = self.store.execute(
-                conn, f"SELECT {','.join(_COLUMNS)} FROM api_keys WHERE key_id = ?", [key_id]
-            ).fetchone()
+    def _read(self, conn: Any, key_id: str, tenant_scope: str | None = None) -> KeyInfo | None:
+        row = self.store.execute(
+            conn, f"SELECT {','.join(_COLUMNS)} FROM api_keys WHERE key_id = ?", [key_id]
+        ).fetchone()
         if row is None:
             return None
         info = self._row_info(row)
         if tenant_scope is not None and info.tenant != tenant_scope:
-            return None
+            return None  # another tenant's key is indistinguishable from a missing one
         return info
+
+    def _require_on(self, conn: Any, key_id: str, tenant_scope: str | None) -> KeyInfo:
+        info = self._read(conn, key_id, tenant_scope)
+        if info is None:
+            raise NotFoundError(f"No API key with id '{key_id}'.", param="id", code="key_not_found")
+        return info
+
+    def _insert(self, conn: Any, spec: KeySpec, actor: str) -> CreatedKey:
+        new = generate_key()
+        key_id = "key_" + uuid.uuid4().hex[:20]
+        self.store.execute(
+            conn,
+            "INSERT INTO api_keys (key_id, prefix, salt, hash, tenant, role, name, models, limits, created_at, "
+            "created_by, expires_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            [
+                key_id,
+                new.prefix,
+                new.salt,
+                new.hash,
+                spec.tenant,
+                spec.role,
+                spec.name,
+                orjson.dumps(list(spec.models)).decode() if spec.models is not None else None,
+                orjson.dumps(spec.limits).decode() if spec.limits else None,
+                time.time(),
+                actor,
+                spec.expires_at,
+            ],
+        )
+        info = self._require_on(conn, key_id, None)
+        append_entry(self.store, conn, actor, "key_create", key_id, {"after": info.to_json()})
+        return CreatedKey(info=info, secret=new.secret)
+
+    # Each change and its audit entry commit together: no key change without its trail.
+
+    def create(self, spec: KeySpec, actor: str) -> CreatedKey:
+        """A new key for ``spec``; the only time its secret exists outside the caller's hands."""
+        with self.store.connection() as conn, self.store.transaction(conn):
+            return self._insert(conn, spec, actor)
+
+    def get(self, key_id: str, tenant_scope: str | None = None) -> KeyInfo | None:
+        """One key; None when it does not exist or lies outside ``tenant_scope`` (None: any tenant)."""
+        with self.store.connection() as conn:
+            return self._read(conn, key_id, tenant_scope)
 
     def list(self, tenant_scope: str | None = None, include_inactive: bool = True) -> list[KeyInfo]:
         """Keys, newest first, of one tenant (``tenant_scope``) or of all."""
@@ -205,54 +218,48 @@ class KeyStore:
 
     def require(self, key_id: str, tenant_scope: str | None = None) -> KeyInfo:
         """One key, or 404 (also for another tenant's key)."""
-        info = self.get(key_id, tenant_scope)
-        if info is None:
-            raise NotFoundError(f"No API key with id '{key_id}'.", param="id", code="key_not_found")
-        return info
+        with self.store.connection() as conn:
+            return self._require_on(conn, key_id, tenant_scope)
 
     def revoke(self, key_id: str, actor: str, tenant_scope: str | None = None) -> KeyInfo:
         """Revoke a key now (it stops working within the auth cache TTL)."""
-        before = self.require(key_id, tenant_scope)
-        if before.revoked_at is None:
-            with self.store.connection() as conn, self.store.transaction(conn):
-                self.store.execute(
-                    conn,
-                    "UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL",
-                    [time.time(), key_id],
-                )
-        after = self.require(key_id, tenant_scope)
-        self.store.audit(actor, "key_revoke", key_id, {"before": before.to_json(), "after": after.to_json()})
+        with self.store.connection() as conn, self.store.transaction(conn):
+            before = self._require_on(conn, key_id, tenant_scope)
+            if before.revoked_at is None:
+                self.store.execute(conn, "UPDATE api_keys SET revoked_at = ? WHERE key_id = ?", [time.time(), key_id])
+            after = self._require_on(conn, key_id, tenant_scope)
+            details = {"before": before.to_json(), "after": after.to_json()}
+            append_entry(self.store, conn, actor, "key_revoke", key_id, details)
         return after
 
     def rotate(self, key_id: str, actor: str, grace_seconds: float, tenant_scope: str | None = None) -> CreatedKey:
         """A new key with the same tenant, role and scopes; the old one keeps working for ``grace_seconds``."""
-        old = self.require(key_id, tenant_scope)
-        if old.state() != "active":
-            raise InvalidRequestError(
-                f"API key '{key_id}' is {old.state()}; only an active key can be rotated.", code="key_not_active"
-            )
-        created = self.create(
-            KeySpec(
+        with self.store.connection() as conn, self.store.transaction(conn):
+            old = self._require_on(conn, key_id, tenant_scope)
+            if old.state() != "active":
+                raise InvalidRequestError(
+                    f"API key '{key_id}' is {old.state()}; only an active key can be rotated.", code="key_not_active"
+                )
+            spec = KeySpec(
                 tenant=old.tenant,
                 role=old.role,
                 name=old.name,
                 models=old.models,
                 limits=old.limits,
                 expires_at=old.expires_at,
-            ),
-            actor,
-        )
-        grace_end = time.time() + grace_seconds
-        if old.expires_at is not None:
-            grace_end = min(grace_end, old.expires_at)
-        with self.store.connection() as conn, self.store.transaction(conn):
+            )
+            created = self._insert(conn, spec, actor)
+            grace_end = time.time() + grace_seconds
+            if old.expires_at is not None:
+                grace_end = min(grace_end, old.expires_at)
             self.store.execute(
                 conn,
                 "UPDATE api_keys SET expires_at = ?, rotated_to = ? WHERE key_id = ?",
                 [grace_end, created.info.key_id, key_id],
             )
-        after = self.require(key_id, tenant_scope)
-        self.store.audit(actor, "key_rotate", key_id, {"before": old.to_json(), "after": after.to_json()})
+            after = self._require_on(conn, key_id, tenant_scope)
+            details = {"before": old.to_json(), "after": after.to_json()}
+            append_entry(self.store, conn, actor, "key_rotate", key_id, details)
         return created
 
     def lookup(self, secret: str) -> KeyInfo | None:

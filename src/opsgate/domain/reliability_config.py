@@ -21,6 +21,15 @@ class BreakerConfig(_Strict):
     min_requests: int = Field(20, ge=1, description="…once the window holds at least this many calls.")
     open_seconds: float = Field(15.0, gt=0, description="How long to stay open before probing.")
     half_open_probes: int = Field(1, ge=1, description="Successful probes needed to close again.")
+    shared: str | None = Field(
+        None,
+        description="redis://… to share this breaker with every replica using the same Redis and key_prefix; "
+        "None: per process. While Redis is unreachable each replica uses its own breaker (logged, in /readyz).",
+    )
+    key_prefix: str = Field("opsgate:breakers:", min_length=1, description="Redis key prefix of shared breakers.")
+    sync_interval_seconds: float = Field(
+        0.25, gt=0, le=10, description="Shared: how often a replica reports outcomes and reads the shared state."
+    )
 
 
 class HealthCheckConfig(_Strict):

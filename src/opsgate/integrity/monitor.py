@@ -190,7 +190,9 @@ class IntegrityMonitor:
             if problems:
                 if self._take_out(state, _summary(problems), "load"):
                     self._audit_refusal(state, "load", problems)
-                raise ModelIntegrityError(f"deployment {label} refused: model integrity check failed: {_summary(problems)}")
+                raise ModelIntegrityError(
+                    f"deployment {label} refused: model integrity check failed: {_summary(problems)}"
+                )
             state.source = "manifest"
         state.last_checked = time.time()
         state.checks += 1

@@ -33,6 +33,7 @@ from opsgate.integrity.monitor import ModelIntegrityError
 from opsgate.routing import balancer
 from opsgate.routing.deployment import DeploymentHandle, now_ms
 from opsgate.routing.health import HealthChecker
+from opsgate.routing.shared_breaker import SharedBreakers
 
 log = logging.getLogger("opsgate.routing")
 T = TypeVar("T")
@@ -72,15 +73,18 @@ class Router:
         self.rng = rng or random.Random()
         self.integrity = registry.integrity
         self.health = HealthChecker([h for handles in self.handles.values() for h in handles])
+        self.shared_breakers = SharedBreakers(h.breaker for handles in self.handles.values() for h in handles)
         self.tracer: AttemptTracer | None = None  # set when tracing is on; None costs one check per attempt
 
     async def start(self) -> None:
-        """Start active health checks."""
+        """Start active health checks and the sync of breakers shared through Redis."""
         await self.health.start()
+        await self.shared_breakers.start()
 
     async def close(self) -> None:
         """Stop them."""
         await self.health.close()
+        await self.shared_breakers.close()
 
     def status(self) -> dict[str, dict[str, Any]]:
         """Every deployment's routing state."""
@@ -185,6 +189,7 @@ class Router:
             raise UpstreamTimeoutError(f"deployment {handle.label} did not answer before the deadline") from None
         except OverloadedError:
             handle.queue.release()  # load shedding, not a fault: the breaker does not count it
+            handle.breaker.release()  # …but a half-open probe slot it took must come back
             raise
         except GatewayError as error:
             handle.queue.release()
@@ -197,6 +202,7 @@ class Router:
             raise BackendFailure(f"deployment {handle.label} failed: {type(error).__name__}") from error
         except BaseException:  # cancelled (client gone, shutdown): free the slot, judge nobody
             handle.queue.release()
+            handle.breaker.release()
             raise
         handle.observe(True, now_ms() - started)
         if isinstance(response, StreamResult):

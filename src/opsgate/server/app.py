@@ -30,6 +30,7 @@ from opsgate.pipeline.record import FanoutSink, LogSink, RecordSink
 from opsgate.routing.router import Router
 from opsgate.server.access import AccessMiddleware, principal_of
 from opsgate.server.admin import admin_routes
+from opsgate.server.cache_routes import cache_routes
 from opsgate.server.http_io import error_response, json_response, read_json_body, render
 from opsgate.server.keys_routes import keys_routes
 from opsgate.server.logs import configure_logging
@@ -134,6 +135,9 @@ class Gateway:
             status = getattr(stage, "status", None)
             if status is not None:
                 body[stage.name] = status()  # cache and limits: counters, store state, Redis health
+        slo = self.slo.status()
+        if slo is not None:
+            body["slo"] = slo  # the alert evaluator: last run, alerts sent, webhook failures
         if self.record_log is not None:
             record = self.record_log.status()
             body["record"] = record
@@ -286,6 +290,7 @@ def create_app(config: GatewayConfig | None = None, *, sink: RecordSink | None =
         *admin_routes(gateway),
         *slo_routes(gateway),
         *keys_routes(gateway),
+        *cache_routes(gateway),
         *ui_routes(gateway),  # the /ui dashboard and its static files
     ]
     app = Starlette(

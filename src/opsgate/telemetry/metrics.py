@@ -311,6 +311,11 @@ def state_families(
     opened = CounterMetricFamily("opsgate_deployment_breaker_opened", "Times the breaker opened.", labels=labels)
     calls = CounterMetricFamily("opsgate_deployment_calls", "Calls made (attempts).", labels=labels)
     failures = CounterMetricFamily("opsgate_deployment_failures", "Calls that failed.", labels=labels)
+    integrity = GaugeMetricFamily(
+        "opsgate_deployment_integrity_ok",
+        "1 while the model files match their digests; 0 = tampered or unreadable, the deployment is refused.",
+        labels=labels,
+    )
     for label, state in deployments().items():
         names = [str(state.get("alias")), label]
         in_flight.add_metric(names, state.get("in_flight") or 0)
@@ -322,7 +327,9 @@ def state_families(
         opened.add_metric(names, (state.get("breaker") or {}).get("opened") or 0)
         calls.add_metric(names, state.get("calls") or 0)
         failures.add_metric(names, state.get("failures") or 0)
-    yield from (in_flight, waiting, healthy, breaker, opened, calls, failures)
+        if "integrity" in state:  # only deployments with local model files
+            integrity.add_metric(names, 1.0 if state["integrity"].get("ok") else 0.0)
+    yield from (in_flight, waiting, healthy, breaker, opened, calls, failures, integrity)
 
     # In-process models have their own wait line in front of the one worker thread.
     model_running = GaugeMetricFamily(
