@@ -75,3 +75,17 @@ def test_disabled_breaker_always_allows() -> None:
     breaker = CircuitBreaker(BreakerConfig(enabled=False, consecutive_failures=1))
     breaker.record(False)
     assert breaker.allow() and breaker.state == "closed"
+
+
+def test_a_probe_without_a_verdict_frees_its_slot() -> None:
+    # A half-open probe that is shed (our own 503) or cancelled is never recorded; without release()
+    # its slot stayed taken and the breaker refused every call from then on.
+    clock = Clock()
+    breaker = CircuitBreaker(BreakerConfig(consecutive_failures=1, open_seconds=5), clock)
+    breaker.record(False)
+    clock.now = 5.0
+    assert breaker.allow() and not breaker.allow()
+    breaker.release()
+    assert breaker.state == "half_open" and breaker.allow()
+    breaker.record(True)
+    assert breaker.state == "closed"

@@ -5,6 +5,9 @@ Opens after ``consecutive_failures`` failures in a row, or when the failure shar
 are refused; after ``open_seconds`` up to ``half_open_probes`` probe calls go through, and that
 many successes close it again (one failure re-opens it). Only the deployment's own failures count
 (5xx, timeouts, connection errors, overload) — never a client's 4xx.
+
+This breaker is per process. ``shared_breaker.SharedCircuitBreaker`` keeps the same state machine
+in Redis for replicas that should open and close together, and falls back to this one.
 """
 
 from __future__ import annotations
@@ -12,11 +15,36 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 from opsgate.domain.reliability_config import BreakerConfig
 
 State = Literal["closed", "open", "half_open"]
+
+
+class Breaker(Protocol):
+    """What routing needs from a breaker, per process or shared."""
+
+    @property
+    def state(self) -> State:
+        """The current state."""
+        ...
+
+    def allow(self) -> bool:
+        """Whether a call may go to the deployment now."""
+        ...
+
+    def record(self, ok: bool) -> None:
+        """The outcome of a call that ``allow`` let through."""
+        ...
+
+    def release(self) -> None:
+        """A call that ``allow`` let through ended without a verdict (load shed, cancelled)."""
+        ...
+
+    def status(self) -> dict[str, Any]:
+        """For ``/readyz``, the admin API and metrics."""
+        ...
 
 
 class CircuitBreaker:
@@ -86,6 +114,15 @@ class CircuitBreaker:
             if failures / calls >= self.config.error_rate:
                 self._open(now, f"{failures} of {calls} calls failed in {self.config.window_seconds:.0f}s")
 
+    def release(self) -> None:
+        """Free a half-open probe slot taken by a call that ended without a verdict.
+
+        Without this a probe that was shed or cancelled would hold its slot for good, and the
+        breaker would stay half-open, refusing every call.
+        """
+        if self._probes_in_flight > 0:
+            self._probes_in_flight -= 1
+
     def _open(self, now: float, reason: str) -> None:
         self._state = "open"
         self._opened_at = now
@@ -97,9 +134,10 @@ class CircuitBreaker:
         self._consecutive = 0
         self._window.clear()
 
-    def status(self) -> dict[str, object]:
+    def status(self) -> dict[str, Any]:
         """For ``/readyz``, the admin API and the record."""
         return {
+            "scope": "process",
             "state": self.state,
             "opened": self.opened_count,
             "reason": self.last_reason,

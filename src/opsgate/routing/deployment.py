@@ -8,7 +8,8 @@ from typing import Any
 from opsgate.backends.base import Backend
 from opsgate.backends.work_queue import WorkQueue
 from opsgate.domain.config import ModelAlias, Price
-from opsgate.routing.breaker import CircuitBreaker
+from opsgate.routing.breaker import Breaker
+from opsgate.routing.shared_breaker import make_breaker
 
 
 class DeploymentHandle:
@@ -21,7 +22,8 @@ class DeploymentHandle:
         self.label = backend.label
         self.weight = config.weight
         self.price: Price | None = config.price or alias.price
-        self.breaker = CircuitBreaker(config.breaker)
+        # Shared through Redis when ``breaker.shared`` is set; keyed by label, the same on every replica.
+        self.breaker: Breaker = make_breaker(config.breaker, backend.label)
         limits = config.limits
         self.queue = WorkQueue(
             f"deployment {backend.label}",
