@@ -24,8 +24,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from tests.guard.datasets import Rate, package_paragraphs, pii_rows, prompts, stdlib_paragraphs  # noqa: E402
 
 from opsgate.domain.config import parse_config  # noqa: E402
 from opsgate.domain.context import JsonResult, RequestContext  # noqa: E402
@@ -47,7 +51,6 @@ from opsgate.guard.engine import build_scanner  # noqa: E402
 from opsgate.guard.pii import PiiDetector  # noqa: E402
 from opsgate.pipeline.guard import GuardStage  # noqa: E402
 from opsgate.pipeline.validation import ValidationStage  # noqa: E402
-from tests.guard.datasets import Rate, pii_rows, prompts  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "guard.json"
 SYSTEM = "You are the support assistant of ACME Corp. Answer briefly and politely; escalate refunds over $500."
@@ -121,11 +124,24 @@ def accuracy() -> dict[str, Any]:
     scanner = InjectionScanner(InjectionScannerConfig(scanner="prompt_injection"))
     context = ScanContext("input")
     out: dict[str, Any] = {"injection": {}, "pii": {}}
-    for split in ("dev", "test"):
+    flagged = lambda texts: Rate(sum(scanner.scan(t, context).verdict == "fail" for t in texts), len(texts))  # noqa: E731
+    for split in ("dev", "test", "holdout"):
         attacks, benign = prompts(f"injection_attack_{split}.txt"), prompts(f"injection_benign_{split}.txt")
-        recall = Rate(sum(scanner.scan(t, context).verdict == "fail" for t in attacks), len(attacks))
-        fp = Rate(sum(scanner.scan(t, context).verdict == "fail" for t in benign), len(benign))
-        out["injection"][split] = {"recall": str(recall), "false_positive_rate": str(fp)}
+        out["injection"][split] = {"recall": str(flagged(attacks)), "false_positive_rate": str(flagged(benign))}
+    suite = yaml.safe_load((ROOT / "src" / "opsgate" / "redteam" / "suites" / "starter.yaml").read_text())["cases"]
+    user_text = lambda case: "\n".join(  # noqa: E731
+        [case["prompt"]] if "prompt" in case else [m["content"] for m in case["messages"] if m["role"] != "assistant"]
+    )
+    out["injection"]["redteam starter suite (input scanner only)"] = {
+        "recall": str(flagged([user_text(c) for c in suite if c["kind"] == "attack"])),
+        "false_positive_rate": str(flagged([user_text(c) for c in suite if c["kind"] == "benign"])),
+    }
+    out["injection"]["benign stress: Python stdlib docstring paragraphs"] = {
+        "false_positive_rate": str(flagged(stdlib_paragraphs()))
+    }
+    out["injection"]["benign stress: installed packages' descriptions"] = {
+        "false_positive_rate": str(flagged(package_paragraphs()))
+    }
     detector = PiiDetector(PII_ENTITIES, ["US", "GB", "DE", "FR"])
     for split in ("dev", "test", "holdout"):
         found = expected = correct = 0

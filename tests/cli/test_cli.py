@@ -9,6 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tests.fake_upstream import FakeUpstream
 from tests.support import Gateway
 
 OPSGATE = [sys.executable, "-m", "opsgate.cli.main"]
@@ -145,3 +146,25 @@ def test_serve_starts_and_answers(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / ".opsgate" / "requests.db") as db:
         rows = db.execute("SELECT status, model, completion_tokens FROM requests WHERE user_id = 'cli-test'").fetchall()
     assert rows == [(200, "smollm2", 4)]
+
+
+def test_load_command_sends_traffic_and_summarises(upstream_server: FakeUpstream) -> None:
+    from click.testing import CliRunner
+
+    from opsgate.cli.main import cli
+    from tests.conftest import upstream_config
+    from tests.fake_upstream import Script
+    from tests.support import start_gateway
+
+    upstream_server.script = Script()
+    gateway = start_gateway(upstream_config(upstream_server.base_url))
+    try:
+        args = ["load", "--url", gateway.base_url, "-m", "up", "--rate", "20", "--duration", "0.5"]
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, result.output
+        assert "200" in result.output and "p99" in result.output
+        assert len([r for r in gateway.sink.records if r["status"] == 200]) >= 10
+        failing = CliRunner().invoke(cli, [*args[:4], "nope", *args[5:]])
+        assert failing.exit_code == 1 and "404" in failing.output
+    finally:
+        gateway.server.stop()

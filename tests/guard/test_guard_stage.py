@@ -325,6 +325,12 @@ def test_legacy_completions_are_guarded_with_param_prompt(gateway: Gateway) -> N
     assert response.json()["error"]["param"] == "prompt" and response.json()["error"]["code"] == "input_blocked"
 
 
+def test_readyz_shows_the_policies_and_counts(gateway: Gateway) -> None:
+    status = httpx.get(gateway.url + "/readyz").json()["guard"]
+    assert status["policies"] == ["strict", "standard"]
+    assert status["scanned"] >= 1 and status["input_blocked"] >= 1  # earlier tests in this module blocked some
+
+
 def test_a_disabled_guard_is_not_in_the_pipeline(text_upstream_server: TextUpstream) -> None:
     from opsgate.domain.config import parse_config
     from opsgate.server.app import Gateway as App
@@ -335,3 +341,63 @@ def test_a_disabled_guard_is_not_in_the_pipeline(text_upstream_server: TextUpstr
     config["guard"]["enabled"] = True
     names = App(parse_config(config)).pipeline.names
     assert names.index("validation") < names.index("guard")
+
+
+def test_a_tenant_policy_applies_to_that_tenants_keys_only(text_upstream: TextUpstream) -> None:
+    admin = "adm-" + "x" * 40
+    guard = {
+        "policies": [
+            {
+                "name": "acme-only",
+                "tenants": ["acme"],
+                "input": [{"scanner": "banned_terms", "terms": ["merger"], "action": "block"}],
+                "output": [],
+            },
+            {"name": "everyone", "input": [], "output": []},
+        ]
+    }
+    gateway = start_gateway(guarded_config(text_upstream.base_url, guard, auth={"enabled": True, "admin_key": admin}))
+    try:
+        created = httpx.post(
+            gateway.url + "/admin/keys",
+            json={"tenant": "acme", "role": "developer", "name": "guard-test"},
+            headers={"Authorization": f"Bearer {admin}"},
+        )
+        assert created.status_code == 201, created.text
+        text_upstream.script = Script(content="ok")
+        prompt = [{"role": "user", "content": "Any news about the merger?"}]
+        operator = openai.OpenAI(base_url=gateway.base_url, api_key=admin, max_retries=0)
+        answer = operator.chat.completions.with_raw_response.create(
+            model="up", messages=prompt, extra_headers={"x-request-id": "guard-tenant-operator"}
+        )
+        assert answer.parse().choices[0].message.content == "ok"
+        assert guard_tags(gateway, "guard-tenant-operator")["policy"] == "everyone"
+        acme = openai.OpenAI(base_url=gateway.base_url, api_key=created.json()["secret"], max_retries=0)
+        with pytest.raises(openai.BadRequestError) as caught:
+            acme.chat.completions.create(
+                model="up", messages=prompt, extra_headers={"x-request-id": "guard-tenant-acme"}
+            )
+        assert "'acme-only'" in str(caught.value.message)
+        [record] = gateway.records_for("guard-tenant-acme")
+        assert record["tenant"] == "acme" and record["tags"]["guard"]["policy"] == "acme-only"
+    finally:
+        gateway.server.stop()
+
+
+def test_the_cache_behind_the_guard_stores_placeholders_not_values(text_upstream: TextUpstream) -> None:
+    guard = {"policies": [{"name": "pii", "input": [{"scanner": "pii", "reversible": True}], "output": []}]}
+    gateway = start_gateway(guarded_config(text_upstream.base_url, guard, cache={"enabled": True}))
+    try:
+        client = openai.OpenAI(base_url=gateway.base_url, api_key="unused", max_retries=0)
+        text_upstream.script = Script(content="I will write to <EMAIL_1> today.")
+        ask = lambda email: client.chat.completions.with_raw_response.create(  # noqa: E731
+            model="up", messages=[{"role": "user", "content": f"Please write to {email}"}], temperature=0
+        )
+        first, second = ask("ann@example.com"), ask("bob@example.org")
+        assert first.headers["x-opsgate-cache"] == "miss" and second.headers["x-opsgate-cache"] == "hit"
+        assert first.parse().choices[0].message.content == "I will write to ann@example.com today."
+        # The same cached answer, restored with the second caller's own value.
+        assert second.parse().choices[0].message.content == "I will write to bob@example.org today."
+        assert len(text_upstream.requests) == 1
+    finally:
+        gateway.server.stop()

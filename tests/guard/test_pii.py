@@ -27,6 +27,12 @@ DETECTOR = PiiDetector(PII_ENTITIES, ["US", "GB", "DE", "FR"])
         ("SSN 536221234 on file", "us_ssn", "536221234"),
         ("host 192.168.1.20 is down", "ip_address", "192.168.1.20"),
         ("v6 2001:db8::8a2e:370:7334 too", "ip_address", "2001:db8::8a2e:370:7334"),
+        ("ITIN 912-70-1234 on the W-7", "us_itin", "912-70-1234"),
+        ("NI number AB 12 34 56 C", "uk_nino", "AB 12 34 56 C"),
+        ("DNI 54362315K, por favor", "es_dni", "54362315K"),
+        ("NIE X2482300W", "es_dni", "X2482300W"),
+        ("codice fiscale RCCMNL83S18D969H", "it_fiscal_code", "RCCMNL83S18D969H"),
+        ("Aadhaar 2341 2341 2346 linked", "in_aadhaar", "2341 2341 2346"),
     ],
 )
 def test_identifiers_are_found(text: str, kind: str, value: str) -> None:
@@ -45,6 +51,13 @@ def test_identifiers_are_found(text: str, kind: str, value: str) -> None:
         "version 1.2.3 and 10.4.1.7.2",
         "the year 2023 and 12345 items",
         "user@localhost is not an address we match",
+        "ITIN 912-40-1234 has no valid group",
+        "NINO QQ 12 34 56 C is HMRC's example prefix",
+        "DNI 54362315Z has the wrong letter",
+        "codice RCCMNL83S18D969A has the wrong check letter",
+        "batch 2341 2341 2341 fails Verhoeff",
+        "serve on 127.0.0.1:8080 or 0.0.0.0, or ::1",
+        "upgrade to version 2.10.3.1 first",
     ],
 )
 def test_look_alikes_are_not(text: str) -> None:

@@ -55,6 +55,10 @@ def test_secrets_are_found_and_redacted_whole(text: str, kind: str) -> None:
         "Reset the password in the admin panel, then log in again.",
         "internationalization_configuration_manager is a long identifier",
         "The token limit is 4096 for this model.",
+        "The password is incorrect, what should I do?",
+        "My password was changed yesterday without my consent.",
+        'client = OpenAI(api_key=os.environ.get("OPENAI_API_KEY"))',
+        "password: ${DB_PASSWORD} and token = settings.api_token",
     ],
 )
 def test_prose_about_secrets_is_not_a_secret(text: str) -> None:

@@ -128,8 +128,8 @@ def test_guard_verdicts_and_odd_statuses() -> None:
         {"scanner": "pii", "verdict": "flagged", "action": "redact"},
         {"scanner": "injection", "verdict": "pass", "action": "none"},
     ]
-    metrics.write(record(tags={"guard": guard}))
-    metrics.write(record(status=418, tags={"guard": guard[:1], "saved_cost": 0.5}, cached=True))
+    metrics.write(record(tags={"guard": {"policy": "default", "input": guard[:1], "output": guard[1:]}}))
+    metrics.write(record(status=418, tags={"guard": {"input": guard[:1]}, "saved_cost": 0.5}, cached=True))
     samples = parse(
         exposition(build_registry(lambda: request_families(metrics.series, metrics.guard)), None)[0].decode()
     )

@@ -17,6 +17,7 @@ from opsgate.cli.audit import audit
 from opsgate.cli.errors import errors
 from opsgate.cli.integrity import manifest
 from opsgate.cli.keys import keys
+from opsgate.cli.load import load
 from opsgate.cli.logs import logs, usage
 from opsgate.cli.redteam import redteam
 from opsgate.cli.slo import slo
@@ -257,6 +258,7 @@ cli.add_command(logs)
 cli.add_command(audit)
 models.add_command(manifest)
 cli.add_command(keys)
+cli.add_command(load)
 cli.add_command(usage)
 cli.add_command(redteam)
 cli.add_command(slo)

@@ -15,8 +15,32 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Action = Literal["block", "redact", "warn", "log"]
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
-PiiEntity = Literal["email", "phone", "credit_card", "iban", "us_ssn", "ip_address"]
-PII_ENTITIES: tuple[PiiEntity, ...] = ("email", "phone", "credit_card", "iban", "us_ssn", "ip_address")
+PiiEntity = Literal[
+    "email",
+    "phone",
+    "credit_card",
+    "iban",
+    "us_ssn",
+    "us_itin",
+    "uk_nino",
+    "es_dni",
+    "it_fiscal_code",
+    "in_aadhaar",
+    "ip_address",
+]
+PII_ENTITIES: tuple[PiiEntity, ...] = (
+    "email",
+    "phone",
+    "credit_card",
+    "iban",
+    "us_ssn",
+    "us_itin",
+    "uk_nino",
+    "es_dni",
+    "it_fiscal_code",
+    "in_aadhaar",
+    "ip_address",
+)
 
 
 class _Strict(BaseModel):
@@ -38,7 +62,11 @@ class _ScannerBase(_Strict):
 
 
 class PiiScannerConfig(_ScannerBase):
-    """Structured personal data: emails, phones, cards (Luhn), IBANs (checksum), US SSNs, IP addresses."""
+    """Structured personal data: emails, phones, cards (Luhn), IBANs (checksum), national ids, IP addresses.
+
+    National ids: US SSN and ITIN, UK National Insurance number, Spanish DNI/NIE, Italian codice
+    fiscale, Indian Aadhaar (Verhoeff) — each validated by its own rules (python-stdnum).
+    """
 
     scanner: Literal["pii"]
     action: Action = "redact"

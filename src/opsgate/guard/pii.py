@@ -1,5 +1,8 @@
 """PII: structured identifiers found by one compiled pattern, then confirmed by a validator.
 
+Kinds: email, phone, credit card, IBAN, IP address, and national ids (US SSN and ITIN, UK NINO,
+Spanish DNI/NIE, Italian codice fiscale, Indian Aadhaar).
+
 A pattern alone over-matches (any 16 digits look like a card), so every candidate is checked the way
 the identifier itself is: cards by Luhn and issuer prefix, IBANs by country length and mod-97
 (``python-stdnum``), US SSNs by stdnum's area/group/serial rules, phone numbers by Google's
@@ -16,7 +19,10 @@ from dataclasses import dataclass
 
 import phonenumbers
 from stdnum import iban, luhn
-from stdnum.us import ssn
+from stdnum.es import dni, nie
+from stdnum.in_ import aadhaar
+from stdnum.it import codicefiscale
+from stdnum.us import itin, ssn
 
 from opsgate.domain.guard_config import PiiEntity, PiiScannerConfig
 from opsgate.guard.base import ScanContext, ScanResult, Vault
@@ -27,6 +33,12 @@ _PATTERN = re.compile(
     r"|(?P<ipv6>(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:]))"
     r"|(?P<ipv4>(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\w|\.\d))"
     r"|(?P<ssn>(?<![\w-])\d{3}(?P<sep>[- ])\d{2}(?P=sep)\d{4}(?![\w-]))"
+    r"|(?P<it_fiscal_code>(?<![\w-])[A-Za-z]{6}\d{2}[A-Za-z]\d{2}[A-Za-z]\d{3}[A-Za-z](?![\w-]))"
+    r"|(?P<uk_nino>(?<![\w-])(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z]"
+    r" ?\d{2} ?\d{2} ?\d{2} ?[A-D](?![\w-]))"
+    r"|(?P<es_nie>(?<![\w-])[XYZxyz]-?\d{7}-?[A-Za-z](?![\w-]))"
+    r"|(?P<es_dni>(?<![\w-])\d{8}-?[A-Za-z](?![\w-]))"
+    r"|(?P<in_aadhaar>(?<![\w-])[2-9]\d{3}(?P<asep>[ -])\d{4}(?P=asep)\d{4}(?![\w-]|\s?\d))"
     r"|(?P<card>(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-]))"
     r"|(?P<ssn_bare>(?<![\w-])\d{9}(?![\w-]))"
     r"|(?P<phone>(?<![\w+])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{1,4}\)[\s.-]?)?\d{1,4}(?:[\s.-]?\d{2,4}){1,5}(?!\w))"
@@ -35,6 +47,7 @@ _PATTERN = re.compile(
 # because scanning every position of a long prose text with it costs ~0.4 ms per KB.
 _ANCHOR = re.compile(r"[\d:]+|@")
 _MERGE_GAP = 8
+_VERSION_CONTEXT = re.compile(r"(?:version|release|build|\bv)\s*$", re.I)
 _SSN_CONTEXT = re.compile(r"(ssn|social security|social-security|tax id|taxpayer)", re.I)
 _PHONE_CONTEXT = re.compile(r"(phone|call|tel\b|mobile|cell|fax|whatsapp|sms|text me|reach me|dial)", re.I)
 # North American formats: (415) 555-2671, 415-555-2671, 415.555.2671, 415 555 2671.
@@ -50,6 +63,11 @@ _KIND = {
     "ssn_bare": "us_ssn",
     "card": "credit_card",
     "phone": "phone",
+    "it_fiscal_code": "it_fiscal_code",
+    "uk_nino": "uk_nino",
+    "es_nie": "es_dni",
+    "es_dni": "es_dni",
+    "in_aadhaar": "in_aadhaar",
 }
 
 
@@ -76,6 +94,10 @@ def _iban(value: str) -> bool:
     return bool(iban.is_valid(value))
 
 
+def _itin(value: str) -> bool:
+    return bool(itin.is_valid(_digits(value)))
+
+
 def _ssn(value: str) -> bool:
     return bool(ssn.is_valid(_digits(value)))  # stdnum strips dashes but not spaces
 
@@ -85,7 +107,8 @@ def _ip(value: str) -> bool:
         address = ipaddress.ip_address(value)
     except ValueError:
         return False
-    return address.version == 4 or value.count(":") >= 2
+    # Loopback and "any" addresses (127.0.0.1, 0.0.0.0, ::1) identify no one.
+    return not (address.is_loopback or address.is_unspecified)
 
 
 class PiiDetector:
@@ -101,6 +124,11 @@ class PiiDetector:
             "ipv4": _ip,
             "ssn": _ssn,
             "card": _card,
+            "it_fiscal_code": lambda v: bool(codicefiscale.is_valid(v.upper())),
+            "uk_nino": lambda v: True,  # the pattern carries the prefix rules; there is no check digit
+            "es_nie": lambda v: bool(nie.is_valid(v.upper())),
+            "es_dni": lambda v: bool(dni.is_valid(v.upper())),
+            "in_aadhaar": lambda v: bool(aadhaar.is_valid(v)),
         }
 
     def _phone(self, value: str, before: str = "") -> bool:
@@ -146,6 +174,8 @@ class PiiDetector:
             window = text[max(0, match.start() - 40) : match.start()]
             if _SSN_CONTEXT.search(window) and _ssn(value):
                 kind = "us_ssn"
+            elif _SSN_CONTEXT.search(window) and _itin(value):
+                kind = "us_itin"
             elif "phone" in self.entities and self._phone(value, window):
                 kind = "phone"
             else:
@@ -161,6 +191,12 @@ class PiiDetector:
             elif group == "phone":
                 if not self._phone(value, before):
                     return None
+            elif group == "ssn" and not _ssn(value):
+                if not _itin(value):  # 9XX-7X-XXXX: a taxpayer number, not an SSN
+                    return None
+                kind = "us_itin"
+            elif group == "ipv4" and _VERSION_CONTEXT.search(before):
+                return None  # "version 1.2.3.4" is a version
             elif not self._checks[group](value):
                 return None
         if kind not in self.entities:

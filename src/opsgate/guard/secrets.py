@@ -27,6 +27,8 @@ _ASSIGNED = re.compile(
     re.I,
 )
 _ASSIGNED_WORDS = ("pass", "pwd", "key", "token", "secret")
+# Code that fetches a secret is not one: os.environ["KEY"], getenv(…), ${VAR}, settings.api_key, <your-key>.
+_CODE_REFERENCE = re.compile(r"[^\s]*[(\[]|[${<%]|[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+$")
 # Every detect-secrets pattern needs a long unbroken token (or a PEM header); the patterns run only in
 # windows around those, because running ~45 patterns over a whole 1 KB prose text costs ~1 ms.
 _ANCHOR = re.compile(r"(?<!\S)\S{16,}|-----BEGIN")
@@ -48,6 +50,14 @@ def detect_secrets_patterns() -> tuple[tuple[str, re.Pattern[str]], ...]:
             if issubclass(cls, RegexBasedDetector) and cls is not RegexBasedDetector and name not in _SKIPPED:
                 found[name] = (str(cls.secret_type), list(cast(Iterable[re.Pattern[str]], cls.denylist)))
     return tuple((kind, pattern) for _, (kind, patterns) in sorted(found.items()) for pattern in patterns)
+
+
+def _looks_secret(value: str) -> bool:
+    """A digit, a symbol or mixed case: "hunter2!" is a password, "incorrect" in "the password is incorrect" is not."""
+    value = value.rstrip(".,;:!?")
+    if len(value) < 6 or _CODE_REFERENCE.match(value):
+        return False
+    return any(not c.isalpha() for c in value) or (value.lower() != value and value.upper() != value)
 
 
 def _extent(text: str, end: int, kind: str) -> int:
@@ -75,7 +85,8 @@ class SecretsScanner:
         lowered = text.lower()
         if any(word in lowered for word in _ASSIGNED_WORDS):
             for match in _ASSIGNED.finditer(text):
-                spans.append((match.start("value"), match.end("value"), "Password"))
+                if _looks_secret(match.group("value")):
+                    spans.append((match.start("value"), match.end("value"), "Password"))
         for anchor in _ANCHOR.finditer(text):
             low = max(0, anchor.start() - _LOOK_BEHIND)
             for kind, pattern in self.patterns:

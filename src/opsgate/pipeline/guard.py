@@ -108,6 +108,11 @@ class GuardStage(PassStage):
     def __init__(self, engine: GuardEngine, window_chars: int) -> None:
         self.engine = engine
         self.window_chars = window_chars
+        self.counts = {"scanned": 0, "input_blocked": 0, "output_blocked": 0, "redacted": 0, "warned": 0}
+
+    def status(self) -> dict[str, object]:
+        """Policies and what the guard did since start, for /readyz."""
+        return {"policies": [p.name for p in self.engine.policies], **self.counts}
 
     @classmethod
     def from_config(cls, config: GatewayConfig) -> GuardStage:
@@ -129,13 +134,16 @@ class GuardStage(PassStage):
         ctx.tags["guard"] = tags
         state = _State(policy, context, [])
         ctx.scratch[_SCRATCH] = state
+        self.counts["scanned"] += 1
         if policy.input and texts:
             run = self.engine.run(policy.input, texts, context)
             tags["input"] = run.record()
             if run.blocked is not None:
+                self.counts["input_blocked"] += 1
                 raise GuardBlocked("input", policy.name, run.blocked, _PARAM[ctx.endpoint])
             state.warn.extend(run.warn)
             if run.texts != [t for _, t in texts]:
+                self.counts["redacted"] += 1
                 body = ctx.body = _with_texts(body, run.texts)
         if isinstance(body, ChatCompletionRequest):
             system = [m.text() for m in body.messages if m.role in ("system", "developer")]
@@ -173,6 +181,7 @@ class GuardStage(PassStage):
         if response.status != 200 or ctx.endpoint == "embedding":
             return response
         if isinstance(response, StreamResult):
+            self.counts["warned"] += bool(state.warn)
             response.source = self._guard_stream(ctx, state, response.source)
             return response
         if response.error is not None:
@@ -206,6 +215,7 @@ class GuardStage(PassStage):
             )
             ctx.tags["guard"]["output"] = run.record()
             if run.blocked is not None:
+                self.counts["output_blocked"] += 1
                 blocked = JsonResult.from_error(GuardBlocked("output", state.policy.name, run.blocked, None))
                 blocked.headers.update({k: v for k, v in response.headers.items() if k.startswith("x-")})
                 return blocked
@@ -222,6 +232,7 @@ class GuardStage(PassStage):
                 choice["text"] = text
         self._strip(state, choice)
         if state.warn:
+            self.counts["warned"] += 1
             response.headers[WARN_HEADER] = ",".join(state.warn)
         return response
 
@@ -262,6 +273,7 @@ class GuardStage(PassStage):
                 runs.append(self.engine.run(final_only, [("assistant", released + segment)], context, state.output))
             ctx.tags["guard"]["output"] = [e.record() for e in state.output.values()]
             if runs[-1].blocked is not None:
+                self.counts["output_blocked"] += 1
                 raise GuardBlocked("output", policy.name, runs[-1].blocked, None)
             released += segment
             return runs[0].texts[0]
@@ -285,46 +297,63 @@ class GuardStage(PassStage):
             raw_logprobs = None
             return {**{k: v for k, v in template.items() if k != "choices"}, "choices": [choice]}
 
-        async for chunk in source:
-            choices = chunk.get("choices") or []
-            first = choices[0] if choices and isinstance(choices[0], dict) else None
-            if first is None:
-                held.append(chunk)  # the usage chunk
-                continue
-            piece = (first.get("delta") or {}).get("content") if chat else first.get("text")
-            entries = _logprob_entries(first.get("logprobs"))
-            logprobs.extend(entries)
-            if first.get("logprobs") is not None and not state.strip_logprobs:
-                self._strip(state, first)
-                raw_logprobs = _merge_logprobs(raw_logprobs, first.get("logprobs"))
-            if first.get("finish_reason"):
-                if piece:
-                    buffer += piece
-                held.append(_without_content(chunk, chat))
-                continue
-            if not piece:
-                if template is None and not held:
-                    yield chunk  # the role chunk: nothing to scan yet
-                continue
-            template = template or chunk
-            buffer += piece
-            if len(buffer) >= self.window_chars:
-                cut = _cut(buffer, self.window_chars)
-                if cut:
-                    segment, buffer = buffer[:cut], buffer[cut:]
-                    out = emit(scan(segment, final=False), final=False)
-                    if out is not None:
-                        yield out
-        if template is None:
-            template = held[0] if held else {"choices": []}
-        out = emit(scan(buffer, final=True), final=True)
-        if out is not None:
-            yield out
-        for chunk in held:
-            if state.strip_logprobs:
-                for choice in chunk.get("choices") or ():
-                    choice["logprobs"] = None
-            yield chunk
+        try:
+            async for chunk in source:
+                choices = chunk.get("choices") or []
+                first = choices[0] if choices and isinstance(choices[0], dict) else None
+                if first is None:
+                    held.append(chunk)  # the usage chunk
+                    continue
+                piece = (first.get("delta") or {}).get("content") if chat else first.get("text")
+                logprobs.extend(_logprob_entries(first.get("logprobs")))
+                if first.get("logprobs") is not None and not state.strip_logprobs:
+                    self._strip(state, first)
+                    raw_logprobs = _merge_logprobs(raw_logprobs, first.get("logprobs"))
+                if first.get("finish_reason"):
+                    if piece:
+                        buffer += piece
+                    held.append(_without_content(chunk, chat))
+                    continue
+                if not piece:
+                    if template is not None and _carries_more_than_role(first):
+                        # A tool call or refusal after text: the text before it leaves first, scanned.
+                        out, buffer = emit(scan(buffer, final=False), final=False), ""
+                        if out is not None:
+                            yield out
+                    if state.strip_logprobs:
+                        first["logprobs"] = None
+                    yield chunk  # the role chunk, tool-call deltas: no text to scan
+                    continue
+                template = template or chunk
+                buffer += piece
+                if len(buffer) >= self.window_chars:
+                    cut = _cut(buffer, self.window_chars)
+                    if cut:
+                        segment, buffer = buffer[:cut], buffer[cut:]
+                        out = emit(scan(segment, final=False), final=False)
+                        if out is not None:
+                            yield out
+            if template is None:
+                template = held[0] if held else {"choices": []}
+            out = emit(scan(buffer, final=True), final=True)
+            if out is not None:
+                yield out
+            for chunk in held:
+                if state.strip_logprobs:
+                    for choice in chunk.get("choices") or ():
+                        choice["logprobs"] = None
+                yield chunk
+        finally:
+            # A block (or the client leaving) must stop the model at once, not when the generator is collected.
+            close = getattr(source, "aclose", None)
+            if close is not None:
+                await close()
+
+
+def _carries_more_than_role(choice: dict[str, Any]) -> bool:
+    """Whether a content-less chunk carries something of its own (tool calls, a refusal)."""
+    delta = choice.get("delta") or {}
+    return any(value for key, value in delta.items() if key not in ("role", "content"))
 
 
 def _cut(buffer: str, window: int) -> int:

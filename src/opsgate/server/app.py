@@ -138,7 +138,8 @@ class Gateway:
         slo = self.slo.status()
         if slo is not None:
             body["slo"] = slo  # the alert evaluator: last run, alerts sent, webhook failures
-        if ready and any((d.get("breaker") or {}).get("scope") == "local_fallback" for d in body["deployments"].values()):
+        scopes = [(d.get("breaker") or {}).get("scope") for d in body["deployments"].values()]
+        if ready and "local_fallback" in scopes:
             # Shared breakers cannot reach Redis: each replica decides alone until it is back.
             body["status"] = "degraded"
         if self.record_log is not None:

@@ -164,8 +164,10 @@ class RequestMetrics:
             if verdicts:
                 self._count_guard(verdicts)
 
-    def _count_guard(self, verdicts: Any) -> None:
-        for verdict in verdicts if isinstance(verdicts, list) else ():
+    def _count_guard(self, guard: Any) -> None:
+        # The guard stage's tag: {"policy": ..., "input": [verdict, ...], "output": [verdict, ...]}.
+        verdicts = [] if not isinstance(guard, dict) else [*(guard.get("input") or ()), *(guard.get("output") or ())]
+        for verdict in verdicts:
             if not isinstance(verdict, dict):
                 continue
             key = (str(verdict.get("scanner")), str(verdict.get("verdict")), str(verdict.get("action")))
