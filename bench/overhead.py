@@ -60,6 +60,7 @@ from _common import (
     median,
     pin_to,
     postgres_schema,
+    process_tree,
     system_busy_seconds,
     wait_http_ok,
     wait_quiet,
@@ -347,8 +348,13 @@ def opsgate_gateway(
     gc_probe: bool = False,
     gc_freeze: float = 0.0,
     auth: bool = False,
+    writer: str | None = None,
+    writer_cpus: set[int] | None = None,
 ) -> Iterator[Target]:
     """``opsgate serve`` (one worker) in front of ``upstream``, run in its own temp directory.
+
+    ``writer`` sets ``record.writer`` (thread/process; None: as shipped). With ``writer_cpus`` the
+    record writer process (a child of the gateway, which inherits its pinning) is moved to those CPUs.
 
     With ``record_store`` the config leaves ``record`` at its defaults (the durable request log:
     journal + SQLite under the working directory, here a temp one); without, it sets
@@ -368,8 +374,7 @@ def opsgate_gateway(
         f"        base_url: {upstream}\n"
         "        model: fake-model\n"
         "        api_key: sk-test\n"
-        + ("" if record_store else "record: {store: none}\n")
-        + (f"record: {{store: '{store_url}'}}\n" if store_url else "")
+        + _record_yaml(record_store, store_url, writer)
         + (f"auth: {{enabled: true, admin_key: '{uuid.uuid4().hex}'}}\n" if auth else "")
     )
     api_key = create_key(config, home) if auth else None
@@ -390,9 +395,37 @@ def opsgate_gateway(
     with child(argv, cpus=cpus, env=env, log=log, cwd=home) as proc:
         base = f"http://127.0.0.1:{port}"
         wait_http_ok(base + "/readyz", proc, 60, name, log)
+        if writer_cpus:
+            pin_writer(proc.pid, writer_cpus)
         if gc_freeze > 0:
             time.sleep(gc_freeze + 0.5)  # let the probe freeze the start-up heap first
         yield Target(name, base + "/v1/chat/completions", pid=proc.pid, gc_probe=probe_out, api_key=api_key)
+
+
+def _record_yaml(record_store: bool, store_url: str | None, writer: str | None) -> str:
+    """The config's ``record`` line (empty: the shipped defaults)."""
+    fields = [] if record_store else ["store: none"]
+    if store_url:
+        fields.append(f"store: '{store_url}'")
+    if writer:
+        fields.append(f"writer: {writer}")
+    return f"record: {{{', '.join(fields)}}}\n" if fields else ""
+
+
+def pin_writer(gateway_pid: int, cpus: set[int], timeout: float = 15.0) -> None:
+    """Move the gateway's record writer process (``opsgate.store.writer_process``) to ``cpus``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pid in process_tree(gateway_pid)[1:]:
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"opsgate.store.writer_process" in cmdline:
+                os.sched_setaffinity(pid, cpus)
+                return
+        time.sleep(0.1)
+    raise SystemExit("no record writer process found under the gateway (record.writer: process?)")
 
 
 @contextmanager
@@ -713,13 +746,25 @@ def main() -> None:
     parser.add_argument(
         "--auth", action="store_true", help="run the main opsgate target with auth on (a real key from its store)"
     )
+    parser.add_argument(
+        "--writer-thread",
+        action="store_true",
+        help="also run opsgate with the log on and record.writer: thread (the writer inside the gateway)",
+    )
+    parser.add_argument(
+        "--writer-cpus",
+        choices=["proxy", "load"],
+        default="proxy",
+        help="where the record writer process runs: on the proxy's pinned core (inherited; default) "
+        "or moved to the nginx+wrk core(s), as on a machine with a spare core",
+    )
     parser.add_argument("--output", default="overhead.json", help="file name under bench/results/")
     args = parser.parse_args()
     info = machine()  # before the run: the commit and the date the numbers belong to
 
     wrk = need("wrk")
     proxy_cpus, load_cpus = plan_cpus(args.pin)
-    targets_count = 2 + args.nostore + args.litellm + bool(args.postgres)
+    targets_count = 2 + args.nostore + args.litellm + bool(args.postgres) + args.writer_thread
     total = args.rounds * len(args.connections) * targets_count * (args.duration + args.warmup)
     print(
         f"overhead benchmark: ~{total / 60:.1f} min of load; proxy CPUs {proxy_cpus}, nginx+wrk CPUs {load_cpus}",
@@ -733,8 +778,17 @@ def main() -> None:
         upstream, nginx_pid = stack.enter_context(nginx_upstream(tmp, load_cpus))
         direct = Target("direct", upstream + "/chat/completions")
         probe = args.gc_probe or args.gc_freeze > 0
+        writer_cpus = load_cpus if args.writer_cpus == "load" else None
         gateway = stack.enter_context(
-            opsgate_gateway(tmp, upstream, proxy_cpus, gc_probe=probe, gc_freeze=args.gc_freeze, auth=args.auth)
+            opsgate_gateway(
+                tmp,
+                upstream,
+                proxy_cpus,
+                gc_probe=probe,
+                gc_freeze=args.gc_freeze,
+                auth=args.auth,
+                writer_cpus=writer_cpus,
+            )
         )
         if gateway.api_key:  # every target gets the header; only the gateway with auth on checks it
             script.write_text(WRK_SCRIPT.format(body=json.dumps(REQUEST_BODY), auth=gateway.api_key))
@@ -750,9 +804,14 @@ def main() -> None:
                 gc_freeze=args.gc_freeze,
             )
             targets.append(stack.enter_context(nostore))
+        if args.writer_thread:
+            threaded = opsgate_gateway(tmp, upstream, proxy_cpus, name="opsgate-thread", writer="thread")
+            targets.append(stack.enter_context(threaded))
         if args.postgres:
             schema = stack.enter_context(postgres_schema(args.postgres))
-            pg = opsgate_gateway(tmp, upstream, proxy_cpus, name="opsgate-postgres", store_url=schema)
+            pg = opsgate_gateway(
+                tmp, upstream, proxy_cpus, name="opsgate-postgres", store_url=schema, writer_cpus=writer_cpus
+            )
             targets.append(stack.enter_context(pg))
         if args.litellm:
             targets.append(stack.enter_context(litellm_proxy(tmp, upstream, proxy_cpus, args.litellm_venv)))
@@ -820,6 +879,7 @@ def main() -> None:
             "load_cpus": sorted(load_cpus or []),
             "nginx": subprocess.run([need("nginx"), "-v"], capture_output=True, text=True).stderr.strip(),
             "auth": args.auth,
+            "writer_cpus": args.writer_cpus,
             "command": " ".join([".venv/bin/python", "bench/overhead.py", *sys.argv[1:]]),
         },
         "request_body": REQUEST_BODY,

@@ -1,7 +1,9 @@
-"""Every acknowledged request survives ``kill -9`` of the gateway and a store outage, on SQLite and PostgreSQL."""
+"""Every acknowledged request survives ``kill -9`` of the gateway, of the writer process, of both, and a
+store outage, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -14,23 +16,67 @@ import yaml
 
 from opsgate.store.query import RecordQuery
 from opsgate.store.record_log import open_store
+from opsgate.store.writer_process import LOCK_NAME, read_status
 from tests.fake_upstream import FakeUpstream
 from tests.support import free_port
 from tests.support import serve_process as gateway_process
 
 
-def write_config(path: Path, upstream: FakeUpstream, store_url: str) -> Path:
+def write_config(path: Path, upstream: FakeUpstream, store_url: str, writer: str = "process", workers: int = 1) -> Path:
     path.write_text(
         yaml.safe_dump(
             {
+                "server": {"workers": workers},
                 "models": [
                     {"name": "up", "deployments": [{"type": "openai", "base_url": upstream.base_url, "model": "m"}]}
                 ],
-                "record": {"store": store_url, "journal_dir": str(path.parent / "journal"), "batch_size": 200},
+                "record": {
+                    "store": store_url,
+                    "journal_dir": str(path.parent / "journal"),
+                    "batch_size": 200,
+                    "writer": writer,
+                },
             }
         )
     )
     return path
+
+
+def writer_pid(journal: Path, timeout: float = 15) -> int:
+    """The pid of the writer process that holds the journal's lock (waiting for one to start)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            pid = int((journal / LOCK_NAME).read_text())
+            if Path(f"/proc/{pid}").exists() and (read_status(journal) or {}).get("pid") == pid:
+                return pid
+        assert time.monotonic() < deadline, "no writer process took the journal's lock"
+        time.sleep(0.05)
+
+
+def writers_holding(journal: Path) -> set[int]:
+    """Writer processes with the journal's lock file open (a loser of a start race exits within 0.2 s)."""
+    lock = str(journal / LOCK_NAME)
+    found: set[int] = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if b"opsgate.store.writer_process" not in (proc / "cmdline").read_bytes():
+                continue
+            if any(os.readlink(fd) == lock for fd in (proc / "fd").iterdir()):
+                found.add(int(proc.name))
+    return found
+
+
+def gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stat = Path(f"/proc/{pid}/stat")
+        if not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def load(url: str, stop: threading.Event, acked: list[str], workers: int = 6) -> list[threading.Thread]:
@@ -75,13 +121,18 @@ def wait_for_rows(store_url: str, expected: set[str], timeout: float = 30) -> se
 
 
 @pytest.mark.timeout(120)
-def test_kill_9_under_load_loses_no_acknowledged_record(tmp_path: Path, upstream: FakeUpstream, store_url: str) -> None:
-    config = write_config(tmp_path / "gw.yaml", upstream, store_url)
+@pytest.mark.parametrize("writer", ["thread", "process"])
+def test_kill_9_under_load_loses_no_acknowledged_record(
+    tmp_path: Path, upstream: FakeUpstream, store_url: str, writer: str
+) -> None:
+    config = write_config(tmp_path / "gw.yaml", upstream, store_url, writer)
     acked: list[str] = []
     with gateway_process(config) as (process, url):
         stop = threading.Event()
         threads = load(url, stop, acked)
         time.sleep(2.0)
+        if writer == "process":
+            os.kill(writer_pid(tmp_path / "journal"), signal.SIGKILL)  # both die: only the journal is left
         os.kill(process.pid, signal.SIGKILL)  # no shutdown hook runs: only the journal can save records
         process.wait(10)
         stop.set()
@@ -96,6 +147,68 @@ def test_kill_9_under_load_loses_no_acknowledged_record(tmp_path: Path, upstream
     missing = set(acked) - have
     assert not missing, f"{len(missing)} of {len(acked)} acknowledged requests were lost: {sorted(missing)[:5]}"
     assert not list(journal.glob("*.jsonl")), "replayed journal segments should be deleted"
+
+
+@pytest.mark.timeout(120)
+def test_writer_process_finishes_the_journal_of_a_killed_gateway(
+    tmp_path: Path, upstream: FakeUpstream, store_url: str
+) -> None:
+    config = write_config(tmp_path / "gw.yaml", upstream, store_url)
+    journal = tmp_path / "journal"
+    acked: list[str] = []
+    with gateway_process(config) as (process, url):
+        stop = threading.Event()
+        threads = load(url, stop, acked)
+        time.sleep(2.0)
+        writer = writer_pid(journal)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(10)
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+    assert len(acked) > 200, f"too little load to mean anything: {len(acked)} acknowledged"
+    # No restart: the writer outlives the gateway, stores the rest, deletes the files, then stops.
+    have = wait_for_rows(store_url, set(acked))
+    missing = set(acked) - have
+    assert not missing, f"{len(missing)} of {len(acked)} acknowledged requests were lost: {sorted(missing)[:5]}"
+    assert gone(writer, 15), "the writer should stop once no gateway appends to the journal"
+    assert not list(journal.glob("*.jsonl")), "stored journal segments should be deleted"
+    assert (read_status(journal) or {}).get("live_segments") == 0
+
+
+@pytest.mark.timeout(120)
+def test_killed_writer_is_restarted_and_two_workers_share_one(tmp_path: Path, upstream: FakeUpstream) -> None:
+    store_url = f"sqlite:///{tmp_path}/requests.db"
+    config = write_config(tmp_path / "gw.yaml", upstream, store_url, workers=2)
+    journal = tmp_path / "journal"
+    acked: list[str] = []
+    with gateway_process(config) as (_, url):
+        deadline = time.monotonic() + 30
+        while len(list(journal.glob("*.jsonl"))) < 2:  # each worker appends to its own segment
+            assert time.monotonic() < deadline, "the second worker did not open its journal segment"
+            time.sleep(0.1)
+        stop = threading.Event()
+        threads = load(url, stop, acked)
+        time.sleep(1.5)
+        first = writer_pid(journal)
+        os.kill(first, signal.SIGKILL)  # mid-batch, most likely: it resumes from its status file
+        time.sleep(2.5)
+        second = writer_pid(journal)
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+        assert second != first
+        assert len(acked) > 200, f"too little load to mean anything: {len(acked)} acknowledged"
+        have = wait_for_rows(store_url, set(acked))
+        missing = set(acked) - have
+        assert not missing, f"{len(missing)} of {len(acked)} acknowledged requests were lost: {sorted(missing)[:5]}"
+        deadline = time.monotonic() + 5
+        while writers_holding(journal) != {second}:
+            assert time.monotonic() < deadline, f"one writer per journal, found {writers_holding(journal)}"
+            time.sleep(0.1)
+        ready = httpx.get(url + "/readyz").json()["record"]
+        assert ready["writer"] == "process" and ready["writer_pid"] == second and ready["healthy"] is True
+    assert len(stored_ids(store_url)) == len(set(stored_ids(store_url)))
 
 
 @pytest.mark.timeout(120)

@@ -263,6 +263,12 @@ class RecordConfig(_Strict):
         50.0, gt=0, le=10_000, description="How often the writer stores what was journaled (search freshness)."
     )
     fsync: bool = Field(False, description="fsync the journal per write: survives power loss, not just kill -9.")
+    # "thread" stays the default until "process" measures better on a quiet machine (docs/benchmarks.md).
+    writer: Literal["thread", "process"] = Field(
+        "thread",
+        description="Where the journal → store writer runs: one process per journal directory, shared by "
+        "all workers (keeps its CPU and GIL off the event loop), or a thread inside each gateway process.",
+    )
 
     @field_validator("store")
     @classmethod

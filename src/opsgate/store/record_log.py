@@ -17,6 +17,7 @@ from opsgate.store.journal import Journal
 from opsgate.store.query import RecordQuery
 from opsgate.store.sql import SqlRecordStore
 from opsgate.store.writer import RecordWriter
+from opsgate.store.writer_process import WriterProcess
 
 log = logging.getLogger("opsgate.store")
 
@@ -53,9 +54,13 @@ class RecordLog:
             keys = encryption.keys.get_secret_value() if encryption.keys else None
             self.cipher = PayloadCipher.from_config(keys, encryption.key_file)
         self.clear_fields = set(encryption.index_in_clear) if encryption.enabled else {"input", "output"}
-        self.journal = Journal(config.journal_dir, fsync=config.fsync)
-        self.writer: RecordWriter | None = None
-        if writer:
+        # Process mode: this process only appends; the directory's writer process reads and stores.
+        hand_over = writer and config.writer == "process"
+        self.journal = Journal(config.journal_dir, fsync=config.fsync, hand_over=hand_over)
+        self.writer: RecordWriter | WriterProcess | None = None
+        if hand_over:
+            self.writer = WriterProcess(self.journal, config)
+        elif writer:
             self.writer = RecordWriter(
                 self.journal,
                 lambda: open_store(self.url),
@@ -76,7 +81,10 @@ class RecordLog:
 
     def stop(self) -> None:
         """Store what is left and stop."""
-        if self.writer is not None:
+        if isinstance(self.writer, WriterProcess):
+            self.journal.close()  # release our segments first: the writer process finishes them
+            self.writer.stop()
+        elif self.writer is not None:
             self.writer.stop()
         self.journal.close()
         if self._reader is not None:

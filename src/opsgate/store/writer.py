@@ -1,7 +1,9 @@
-"""The background writer: moves journaled records into the store in batches, off the request path.
+"""The record writer: moves journaled records into the store in batches, off the request path.
 
 It reads the journal rather than an in-memory queue, so memory stays bounded when storage is
-down: the backlog grows on disk and is written when storage returns (or after a restart).
+down: the backlog grows on disk and is written when storage returns (or after a restart). It runs
+as a thread of the gateway (``record.writer: thread``) or as the loop of the journal directory's
+writer process (``store/writer_process.py``), reading every segment through a ``JournalReader``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 import orjson
 
 from opsgate.domain.config import RetentionConfig
-from opsgate.store.journal import Journal
+from opsgate.store.journal import SegmentSet
 from opsgate.store.sql import SqlRecordStore
 
 log = logging.getLogger("opsgate.store.writer")
@@ -30,16 +32,23 @@ def _store_down(error: Exception) -> bool:
 
 
 class RecordWriter:
-    """One thread per process: journal → store, with backoff while storage is unavailable."""
+    """Journal → store in batches, with backoff while storage is unavailable.
+
+    ``start()`` runs it as a thread; ``run()`` runs it in the calling thread (the writer process).
+    ``on_cycle`` is called once per loop turn (the process writes its status file there), and
+    segments are looked for every ``claim_interval`` seconds.
+    """
 
     def __init__(
         self,
-        journal: Journal,
+        journal: SegmentSet,
         open_store: Callable[[], SqlRecordStore],
         *,
         batch_size: int = 1000,
         retention: RetentionConfig | None = None,
         flush_interval: float = 0.05,
+        claim_interval: float = 30.0,
+        on_cycle: Callable[[], None] | None = None,
     ) -> None:
         self.journal = journal
         self._open_store = open_store
@@ -55,9 +64,11 @@ class RecordWriter:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._idle = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="opsgate-record-writer", daemon=True)
+        self._thread = threading.Thread(target=self.run, name="opsgate-record-writer", daemon=True)
         self._next_retention = time.monotonic() + 5.0
-        self._next_claim = time.monotonic() + 30.0
+        self.claim_interval = claim_interval
+        self._next_claim = time.monotonic() + claim_interval
+        self._on_cycle = on_cycle
 
     def start(self) -> None:
         """Start the thread."""
@@ -75,11 +86,15 @@ class RecordWriter:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Store what is left (while storage answers), then stop."""
-        self._stopping.set()
-        self._wake.set()
+        self.request_stop()
         self._thread.join(timeout)
         if self.store is not None:
             self.store.close()
+
+    def request_stop(self) -> None:
+        """Ask the loop to store what is left (while storage answers) and return; does not wait."""
+        self._stopping.set()
+        self._wake.set()
 
     def status(self) -> dict[str, Any]:
         """State for ``/readyz`` and metrics."""
@@ -100,13 +115,20 @@ class RecordWriter:
         self.healthy = False
         self.last_error = message
 
-    def _run(self) -> None:
+    def run(self) -> None:
+        """The loop: until ``request_stop``, store what the journal holds, then what is left."""
         # Lower this thread's scheduling priority (Linux: nice applies per thread): when it and the
         # event loop want the same core, requests go first and the writer takes the idle time.
         with contextlib.suppress(OSError, AttributeError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
         backoff = 0.1
         while True:
+            now = time.monotonic()
+            if now >= self._next_claim:
+                self._next_claim = now + self.claim_interval
+                self.journal.claim_orphans()  # a sibling worker may have died (thread), new segments (process)
+            if self._on_cycle is not None:
+                self._on_cycle()
             if self.store is None:
                 try:
                     self.store = self._open_store()
@@ -185,9 +207,6 @@ class RecordWriter:
             self.journal.discard_torn_tail(segment)
         self.journal.delete_finished()
         now = time.monotonic()
-        if now >= self._next_claim:
-            self._next_claim = now + 30.0
-            self.journal.claim_orphans()  # a sibling worker may have died
         if self.retention is not None and self.store is not None and now >= self._next_retention:
             self._next_retention = now + self.retention.interval_seconds
             if self.retention.default_days is not None or self.retention.rules:
