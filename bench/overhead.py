@@ -350,6 +350,7 @@ def opsgate_gateway(
     auth: bool = False,
     writer: str | None = None,
     writer_cpus: set[int] | None = None,
+    source: Path | None = None,
 ) -> Iterator[Target]:
     """``opsgate serve`` (one worker) in front of ``upstream``, run in its own temp directory.
 
@@ -382,6 +383,8 @@ def opsgate_gateway(
     probe_out = home / "gc-probe.json" if gc_probe else None
     launcher = [str(VENV_BIN / "python"), str(ROOT / "bench" / "_gc_probe.py")] if gc_probe else []
     env = {"OPSGATE_GC_PROBE_OUT": str(probe_out), "OPSGATE_GC_FREEZE": str(gc_freeze)} if gc_probe else {}
+    if source is not None:  # another checkout's src/ (e.g. the previous release) with this venv's packages
+        env["PYTHONPATH"] = str(source)
     argv = [
         *(launcher or [str(VENV_BIN / "opsgate")]),
         "serve",
@@ -747,16 +750,23 @@ def main() -> None:
         "--auth", action="store_true", help="run the main opsgate target with auth on (a real key from its store)"
     )
     parser.add_argument(
-        "--writer-thread",
+        "--writer-process",
         action="store_true",
-        help="also run opsgate with the log on and record.writer: thread (the writer inside the gateway)",
+        help="also run opsgate with the log on and record.writer: process (the writer in its own process)",
     )
     parser.add_argument(
         "--writer-cpus",
         choices=["proxy", "load"],
         default="proxy",
-        help="where the record writer process runs: on the proxy's pinned core (inherited; default) "
+        help="with --writer-process, where the writer process runs: on the proxy's pinned core (inherited; default) "
         "or moved to the nginx+wrk core(s), as on a machine with a spare core",
+    )
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        default=None,
+        help="also run opsgate (log off) from another checkout's src/ directory, side by side: "
+        "e.g. `git worktree add /tmp/base v0.1 && ... --baseline-src /tmp/base/src`",
     )
     parser.add_argument("--output", default="overhead.json", help="file name under bench/results/")
     args = parser.parse_args()
@@ -764,7 +774,8 @@ def main() -> None:
 
     wrk = need("wrk")
     proxy_cpus, load_cpus = plan_cpus(args.pin)
-    targets_count = 2 + args.nostore + args.litellm + bool(args.postgres) + args.writer_thread
+    targets_count = 2 + args.nostore + args.litellm + bool(args.postgres) + args.writer_process
+    targets_count += args.baseline_src is not None
     total = args.rounds * len(args.connections) * targets_count * (args.duration + args.warmup)
     print(
         f"overhead benchmark: ~{total / 60:.1f} min of load; proxy CPUs {proxy_cpus}, nginx+wrk CPUs {load_cpus}",
@@ -787,7 +798,6 @@ def main() -> None:
                 gc_probe=probe,
                 gc_freeze=args.gc_freeze,
                 auth=args.auth,
-                writer_cpus=writer_cpus,
             )
         )
         if gateway.api_key:  # every target gets the header; only the gateway with auth on checks it
@@ -804,14 +814,19 @@ def main() -> None:
                 gc_freeze=args.gc_freeze,
             )
             targets.append(stack.enter_context(nostore))
-        if args.writer_thread:
-            threaded = opsgate_gateway(tmp, upstream, proxy_cpus, name="opsgate-thread", writer="thread")
-            targets.append(stack.enter_context(threaded))
+        if args.baseline_src is not None:
+            baseline = opsgate_gateway(
+                tmp, upstream, proxy_cpus, name="baseline-nostore", record_store=False, source=args.baseline_src
+            )
+            targets.append(stack.enter_context(baseline))
+        if args.writer_process:
+            separate = opsgate_gateway(
+                tmp, upstream, proxy_cpus, name="opsgate-process", writer="process", writer_cpus=writer_cpus
+            )
+            targets.append(stack.enter_context(separate))
         if args.postgres:
             schema = stack.enter_context(postgres_schema(args.postgres))
-            pg = opsgate_gateway(
-                tmp, upstream, proxy_cpus, name="opsgate-postgres", store_url=schema, writer_cpus=writer_cpus
-            )
+            pg = opsgate_gateway(tmp, upstream, proxy_cpus, name="opsgate-postgres", store_url=schema)
             targets.append(stack.enter_context(pg))
         if args.litellm:
             targets.append(stack.enter_context(litellm_proxy(tmp, upstream, proxy_cpus, args.litellm_venv)))
@@ -819,7 +834,7 @@ def main() -> None:
         check_answer(direct, exact=True)
         for t in targets[1:]:
             # opsgate relays the upstream's JSON unchanged; LiteLLM rebuilds it (content and usage must match)
-            check_answer(t, exact=t.name.startswith("opsgate"))
+            check_answer(t, exact=t.name.startswith(("opsgate", "baseline")))
         print("answers verified: 200 with the upstream's body through every chain", file=sys.stderr)
         own_pids = [os.getpid(), nginx_pid] + [t.pid for t in targets if t.pid]
         if args.wait_quiet > 0:
