@@ -88,37 +88,39 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--stores", nargs="+", choices=["sqlite", "postgres"], default=["sqlite", "postgres"])
+    parser.add_argument("--output", default="record_search.json", help="file name under bench/results/")
     args = parser.parse_args()
     results: dict[str, Any] = {"machine": machine(), "records": args.records, "stores": {}}
-    with tempfile.TemporaryDirectory() as tmp:
-        sqlite = open_store(f"sqlite:///{Path(tmp)}/search.db")
-        fill_s = fill(sqlite, args.records, "SQLite")
-        results["stores"]["sqlite"] = {
-            "fill_s": fill_s,
-            "queries": measure(sqlite, args.repeats),
-            "db_bytes": Path(f"{tmp}/search.db").stat().st_size,
-        }
-        sqlite.close()
-    with pg_schema() as url:
-        postgres = open_store(url)
-        fill_s = fill(postgres, args.records, "PostgreSQL")
-        with postgres.connection() as conn:
-            conn.execute("ANALYZE requests")
-        results["stores"]["postgres"] = {"fill_s": fill_s, "queries": measure(postgres, args.repeats)}
-        postgres.close()
-    table = Table("query", "SQLite p50 ms", "SQLite p99 ms", "PostgreSQL p50 ms", "PostgreSQL p99 ms", "rows")
+    if "sqlite" in args.stores:
+        with tempfile.TemporaryDirectory() as tmp:
+            sqlite = open_store(f"sqlite:///{Path(tmp)}/search.db")
+            fill_s = fill(sqlite, args.records, "SQLite")
+            results["stores"]["sqlite"] = {
+                "fill_s": fill_s,
+                "queries": measure(sqlite, args.repeats),
+                "db_bytes": Path(f"{tmp}/search.db").stat().st_size,
+            }
+            sqlite.close()
+    if "postgres" in args.stores:
+        with pg_schema() as url:
+            postgres = open_store(url)
+            fill_s = fill(postgres, args.records, "PostgreSQL")
+            with postgres.connection() as conn:
+                conn.execute("ANALYZE requests")
+            results["stores"]["postgres"] = {"fill_s": fill_s, "queries": measure(postgres, args.repeats)}
+            postgres.close()
+    table = Table("query", *(f"{store} {stat} ms" for store in results["stores"] for stat in ("p50", "p99")), "rows")
     for name in QUERIES:
-        s, p = results["stores"]["sqlite"]["queries"][name], results["stores"]["postgres"]["queries"][name]
-        table.add_row(
-            name,
-            f"{s['p50_ms']:.1f}",
-            f"{s['p99_ms']:.1f}",
-            f"{p['p50_ms']:.1f}",
-            f"{p['p99_ms']:.1f}",
-            str(s["rows_returned"]),
-        )
+        cells = []
+        rows = ""
+        for store in results["stores"].values():
+            query = store["queries"][name]
+            cells += [f"{query['p50_ms']:.1f}", f"{query['p99_ms']:.1f}"]
+            rows = str(query["rows_returned"])
+        table.add_row(name, *cells, rows)
     console.print(table)
-    console.print(f"wrote {write_json('record_search.json', results)}")
+    console.print(f"wrote {write_json(args.output, results)}")
 
 
 if __name__ == "__main__":

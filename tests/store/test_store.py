@@ -166,3 +166,23 @@ def test_retention_most_specific_rule_wins(store: SqlRecordStore) -> None:
 def test_tag_filter_matches_client_metadata(store: SqlRecordStore) -> None:
     store.write_batch([record(1, tags=None, metadata={"customer": "acme"}), record(2, tags=None)])
     assert [r["id"] for r in store.search(RecordQuery(tags={"customer": "acme"}))[0]] == ["req-00001"]
+
+
+def test_recent_text_search_is_exact_whatever_the_write_order(store: SqlRecordStore) -> None:
+    # Written out of time order, as long streams and journal replays are: the rowid bound that SQLite
+    # uses for recent windows must still find every match inside the window and none outside it.
+    now = time.time()
+    rows = [
+        record(1, id="in-window-written-first", ts=now - 100, input_text="needle one"),
+        record(2, id="before-window", ts=now - 3 * 3600, input_text="needle two"),
+        record(3, id="in-window-written-late", ts=now - 1000, input_text="needle three"),
+        record(4, id="no-match", ts=now - 50, input_text="haystack"),
+    ]
+    for row in rows:
+        store.write_batch([row])  # one batch each: rowids follow this order
+    found, _ = store.search(RecordQuery(text="needle", since=now - 2000))
+    assert {r["id"] for r in found} == {"in-window-written-first", "in-window-written-late"}
+    everything, _ = store.search(RecordQuery(text="needle"))
+    assert len(everything) == 3
+    old_window, _ = store.search(RecordQuery(text="needle", since=now - 5 * 86400))  # past the bounded span
+    assert len(old_window) == 3

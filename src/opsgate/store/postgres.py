@@ -77,7 +77,7 @@ class PostgresRecordStore(SqlRecordStore):
         row = conn.execute(_INSERT_BATCH, [batch]).fetchone()
         return int(row[0])
 
-    def text_condition(self, text: str) -> tuple[str, list[Any]]:
+    def text_condition(self, text: str, since: float | None = None) -> tuple[str, list[Any]]:
         """Case-insensitive substring match, served by the trigram GIN indexes."""
         pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         return "(input_text ILIKE ? OR output_text ILIKE ?)", [pattern, pattern]

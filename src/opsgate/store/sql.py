@@ -95,7 +95,7 @@ class SqlRecordStore(ABC):
         """A write transaction on ``conn``."""
 
     @abstractmethod
-    def text_condition(self, text: str) -> tuple[str, list[Any]]:
+    def text_condition(self, text: str, since: float | None = None) -> tuple[str, list[Any]]:
         """The WHERE fragment for a full-text search of input and output."""
 
     @abstractmethod
@@ -183,7 +183,7 @@ class SqlRecordStore(ABC):
             condition, values = self.tag_condition(key, value)
             add(condition, *values)
         if query.text:
-            condition, values = self.text_condition(query.text)
+            condition, values = self.text_condition(query.text, query.since)
             add(condition, *values)
         if query.cursor is not None:
             ts, rid = query.cursor
