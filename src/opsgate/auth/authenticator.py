@@ -23,6 +23,7 @@ from opsgate.domain.principal import Principal
 log = logging.getLogger("opsgate.auth")
 
 BOOTSTRAP_KEY_ID = "bootstrap-admin"
+BOOTSTRAP_ADMIN = Principal(key_id=BOOTSTRAP_KEY_ID, tenant=None, role="admin", name="bootstrap admin")
 _MAX_CACHE = 100_000
 
 
@@ -69,12 +70,10 @@ class Authenticator:
     async def authenticate(self, secret: str | None) -> Principal:
         """The principal for ``secret``, or ``AuthenticationError`` (401)."""
         if not secret:
-            raise AuthenticationError(
-                "No API key: send 'Authorization: Bearer <key>'.", code="missing_api_key", status=401
-            )
+            raise AuthenticationError("No API key: send 'Authorization: Bearer <key>'.", code="missing_api_key")
         digest = hashlib.sha256(secret.encode()).digest()
         if self._admin_digest is not None and hmac.compare_digest(digest, self._admin_digest):
-            return Principal(key_id=BOOTSTRAP_KEY_ID, tenant=None, role="admin", name="bootstrap admin")
+            return BOOTSTRAP_ADMIN
         now = self._clock()
         cached = self._cache.get(digest)
         if cached is not None and cached[1] > now:
@@ -84,9 +83,7 @@ class Authenticator:
             self.misses += 1
             principal = await self._resolve(secret, digest, now)
         if principal is None:
-            raise AuthenticationError(
-                "Invalid API key (unknown, expired or revoked).", code="invalid_api_key", status=401
-            )
+            raise AuthenticationError("Invalid API key (unknown, expired or revoked).", code="invalid_api_key")
         return principal
 
     async def _resolve(self, secret: str, digest: bytes, now: float) -> Principal | None:

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from opsgate import __version__
 from opsgate.cli.audit import audit
+from opsgate.cli.config_file import load_config_or_exit
 from opsgate.cli.errors import errors
 from opsgate.cli.integrity import manifest
 from opsgate.cli.keys import keys
@@ -21,20 +22,10 @@ from opsgate.cli.load import load
 from opsgate.cli.logs import logs, usage
 from opsgate.cli.redteam import redteam
 from opsgate.cli.slo import slo
-from opsgate.domain.config import ConfigError, GatewayConfig, load_config
+from opsgate.domain.config import GatewayConfig
 from opsgate.server.logs import configure_logging
 
 console = Console(stderr=True)
-
-
-def _load(path: str | None) -> GatewayConfig:
-    try:
-        return load_config(path)
-    except ConfigError as error:
-        console.print(f"[red]Invalid config[/red] {error.source}:")
-        for problem in error.problems:
-            console.print(f"  - {problem}")
-        raise SystemExit(2) from None
 
 
 @click.group()
@@ -72,7 +63,7 @@ def serve(
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
 
-    config = _load(config_path)
+    config = load_config_or_exit(config_path)
     server = config.server
     host = host or server.host
     port = server.port if port is None else port
@@ -178,7 +169,7 @@ def chat(
         code = asyncio.run(chat_over_http(url, api_key, body, out, console))
     else:
         logging.basicConfig(level="WARNING")
-        code = asyncio.run(chat_in_process(_load(config_path), body, out, console))
+        code = asyncio.run(chat_in_process(load_config_or_exit(config_path), body, out, console))
     raise SystemExit(code)
 
 
@@ -198,7 +189,7 @@ def models(ctx: click.Context, url: str | None, api_key: str | None, config_path
     if url:
         rows = asyncio.run(fetch_models(url, api_key))
     else:
-        config = _load(config_path)
+        config = load_config_or_exit(config_path)
         rows = [
             {
                 "id": m.name,
@@ -228,7 +219,7 @@ def config() -> None:
 @click.argument("path", type=click.Path(dir_okay=False))
 def config_check(path: str) -> None:
     """Validate PATH and say what it configures (exit 2 and every problem if it is wrong)."""
-    loaded = _load(path)
+    loaded = load_config_or_exit(path)
     table = Table("model", "kind", "deployment", "where")
     for alias in loaded.models:
         for index, deployment in enumerate(alias.deployments):

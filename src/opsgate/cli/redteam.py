@@ -19,7 +19,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from opsgate.domain.config import ConfigError, GatewayConfig, load_config
+from opsgate.cli.config_file import load_config_or_exit
+from opsgate.domain.config import GatewayConfig
 from opsgate.redteam.report import Report, Thresholds, render_table, summarise
 from opsgate.redteam.runner import CaseResult, RunSettings, make_client, run_suite
 from opsgate.redteam.suite import Suite, SuiteError, load_suite
@@ -35,16 +36,6 @@ def _suite_or_exit(path: str | None) -> Suite:
         return load_suite(path)
     except SuiteError as error:
         console.print(f"[red]Invalid suite[/red] {error.source}:")
-        for problem in error.problems:
-            console.print(f"  - {problem}")
-        raise SystemExit(EXIT_USAGE) from None
-
-
-def _config_or_exit(path: str | None) -> GatewayConfig:
-    try:
-        return load_config(path)
-    except ConfigError as error:
-        console.print(f"[red]Invalid config[/red] {error.source}:")
         for problem in error.problems:
             console.print(f"  - {problem}")
         raise SystemExit(EXIT_USAGE) from None
@@ -118,7 +109,7 @@ async def _run(
     if base_url:
         return await go(base_url), base_url
     logging.basicConfig(level="WARNING")
-    async with local_gateway(_config_or_exit(config_path)) as url:
+    async with local_gateway(load_config_or_exit(config_path)) as url:
         return await go(url), "in-process"
 
 

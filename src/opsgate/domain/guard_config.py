@@ -9,7 +9,7 @@ scanner, so a typo is a config error at start, not a silent no-op.
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -28,19 +28,7 @@ PiiEntity = Literal[
     "in_aadhaar",
     "ip_address",
 ]
-PII_ENTITIES: tuple[PiiEntity, ...] = (
-    "email",
-    "phone",
-    "credit_card",
-    "iban",
-    "us_ssn",
-    "us_itin",
-    "uk_nino",
-    "es_dni",
-    "it_fiscal_code",
-    "in_aadhaar",
-    "ip_address",
-)
+PII_ENTITIES: tuple[PiiEntity, ...] = get_args(PiiEntity)
 
 
 class _Strict(BaseModel):

@@ -13,7 +13,6 @@ import itertools
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol
 
-import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -21,7 +20,7 @@ from starlette.routing import Route
 
 from opsgate.domain.errors import GatewayError, InvalidRequestError, NotFoundError
 from opsgate.server.access import actor_of, principal_of, require_operator, scoped_tenant
-from opsgate.server.http_io import error_response, json_response, read_json_body
+from opsgate.server.http_io import error_response, json_response, read_json_value
 from opsgate.store.crypto import KeyError_
 from opsgate.store.export import EXPORT_MEDIA_TYPES, export_chunks, require_export_format
 from opsgate.store.query import MAX_PAGE, parse_time, query_from_params
@@ -142,11 +141,7 @@ async def erase_user(request: Request, record_log: RecordLog) -> Response:
     """``POST /admin/erasure`` with ``{"user": "..."}``: delete the user's records; counts before/after."""
     # A data subject's erasure spans every tenant (their records, rollups and late journal lines).
     require_operator(request, "erase a user's records")
-    raw = await read_json_body(request, _MAX_BODY_BYTES)
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise InvalidRequestError("The body is not valid JSON.", code="invalid_json") from None
+    body = await read_json_value(request, _MAX_BODY_BYTES)
     user = body.get("user") if isinstance(body, dict) else None
     if not isinstance(user, str) or not user.strip():
         raise InvalidRequestError('The body must be {"user": "<user id>"} with a non-empty user.', param="user")

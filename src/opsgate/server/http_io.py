@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import orjson
 from starlette.requests import Request
@@ -47,6 +48,17 @@ async def read_json_body(request: Request, max_bytes: int) -> bytes:
             raise _too_large(max_bytes)
         parts.append(part)
     return b"".join(parts)
+
+
+async def read_json_value(request: Request, max_bytes: int, empty: Any = None) -> Any:
+    """The body parsed as JSON (checked as ``read_json_body`` does); ``empty`` for an empty body, if given."""
+    raw = await read_json_body(request, max_bytes)
+    if empty is not None and not raw.strip():
+        return empty
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidRequestError("The body is not valid JSON.", code="invalid_json") from None
 
 
 def _too_large(max_bytes: int) -> InvalidRequestError:

@@ -10,7 +10,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-import orjson
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -23,7 +22,7 @@ from opsgate.domain.errors import GatewayError, InvalidRequestError, PermissionD
 from opsgate.domain.principal import ROLES
 from opsgate.domain.reliability_config import LimitRule
 from opsgate.server.access import actor_of, principal_of
-from opsgate.server.http_io import error_response, json_response, read_json_body
+from opsgate.server.http_io import error_response, json_response, read_json_value
 from opsgate.store.query import parse_duration
 from opsgate.store.record_log import RecordLog
 
@@ -47,11 +46,8 @@ class KeysUnavailable(GatewayError):
 
 
 async def _json_object(request: Request) -> dict[str, Any]:
-    raw = await read_json_body(request, _MAX_BODY_BYTES) if await request.body() else b"{}"
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise InvalidRequestError("The body is not valid JSON.", code="invalid_json") from None
+    # Bounded like every body; an empty one means "no options" (rotate and revoke take none).
+    body = await read_json_value(request, _MAX_BODY_BYTES, empty={})
     if not isinstance(body, dict):
         raise InvalidRequestError("The body must be a JSON object.", code="invalid_body")
     return body

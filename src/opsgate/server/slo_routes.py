@@ -15,7 +15,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -26,7 +25,7 @@ from opsgate.domain.slo_config import MEASURED_SLIS, duration_seconds
 from opsgate.errors_trail.groups import error_groups
 from opsgate.server.access import principal_of, scoped_tenant
 from opsgate.server.admin import RecordLogDisabled
-from opsgate.server.http_io import error_response, json_response, read_json_body
+from opsgate.server.http_io import error_response, json_response, read_json_value
 from opsgate.slo import feedback as feedback_kpis
 from opsgate.slo.service import SloService
 from opsgate.store.query import parse_time
@@ -103,11 +102,7 @@ def _number(body: dict[str, Any], name: str, default: float | None) -> float:
 
 
 async def _json_body(request: Request) -> Any:
-    raw = await read_json_body(request, _MAX_BODY_BYTES)
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise InvalidRequestError("The body is not valid JSON.", code="invalid_json") from None
+    return await read_json_value(request, _MAX_BODY_BYTES)
 
 
 # -- feedback --------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ import logging
 import os
 import threading
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,7 +61,7 @@ def _try_lock(path: Path) -> int | None:
     return fd
 
 
-class SegmentSet:
+class SegmentSet(ABC):
     """Segments being read back and stored: what a ``RecordWriter`` needs from a journal."""
 
     def __init__(self, directory: str | Path) -> None:
@@ -68,9 +69,9 @@ class SegmentSet:
         self.segments: list[Segment] = []
         self._lock = threading.Lock()  # the list is shared by the event loop and the writer thread
 
+    @abstractmethod
     def claim_orphans(self) -> int:
         """Take over segments nobody appends to any more; returns how many were taken."""
-        raise NotImplementedError
 
     def read_batch(self, limit: int) -> list[tuple[Segment, int, bytes]]:
         """Up to ``limit`` complete lines not yet stored, as (segment, offset after line, line)."""
