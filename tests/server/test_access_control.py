@@ -144,6 +144,7 @@ def test_bad_key_requests_are_client_errors(tenants: Tenants) -> None:
         assert response.status_code == 400, (body, response.text)
         assert response.json()["error"]["param"] == param
     assert tenants.call("POST", "/admin/keys", admin, content=b"{nope").status_code == 400
+    assert tenants.call("POST", "/admin/keys", admin, content=b"{" + b" " * 70_000 + b"}").status_code == 413
 
 
 # -- tenant isolation sweep -------------------------------------------------------------------------
