@@ -186,3 +186,39 @@ def test_recent_text_search_is_exact_whatever_the_write_order(store: SqlRecordSt
     assert len(everything) == 3
     old_window, _ = store.search(RecordQuery(text="needle", since=now - 5 * 86400))  # past the bounded span
     assert len(old_window) == 3
+
+
+@pytest.mark.parametrize(
+    ("walk_rows", "max_walk_rows"),
+    [(1000, 12_000), (5, 400), (5, 5), (1, 1)],
+    ids=["window-fits-walk", "walk-grows", "bitmap-at-once", "tiny-sample"],
+)
+def test_postgres_text_search_plans_agree(pg_url: str, walk_rows: int, max_walk_rows: int) -> None:
+    # Whichever way search_rows goes (walk the sample, walk further, or the trigram bitmaps), the
+    # page, its order and the next cursor must be exactly what the plain query returns.
+    from opsgate.store.postgres import PostgresRecordStore
+    from opsgate.store.sql import SqlRecordStore as Plain
+
+    store = PostgresRecordStore(pg_url)
+    try:
+        rows = []
+        for n in range(300):
+            words = ["common"] + (["sometimes"] if n % 7 == 0 else []) + (["rare"] if n in (5, 250) else [])
+            rows.append(record(n, ts=NOW - n - (n % 3) * 0.5, input_text=" ".join(words), model=f"m{n % 2}"))
+        store.write_batch(rows)
+        store.walk_rows, store.max_walk_rows = walk_rows, max_walk_rows
+        for query in (
+            RecordQuery(text="common", limit=20),
+            RecordQuery(text="sometimes", limit=20),
+            RecordQuery(text="sometimes", model="m1", since=NOW - 200, limit=10),
+            RecordQuery(text="RARE", limit=20),
+            RecordQuery(text="absent", limit=20),
+            RecordQuery(text="sometimes", limit=5, cursor=(NOW - 140, "req-00140")),
+        ):
+            with store.connection() as conn:
+                planned = store.search_rows(conn, query, query.limit + 1)
+                plain = Plain.search_rows(store, conn, query, query.limit + 1)
+            assert [tuple(r) for r in planned] == [tuple(r) for r in plain], query
+            assert plain or query.text == "absent"
+    finally:
+        store.close()

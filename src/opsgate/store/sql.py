@@ -148,7 +148,8 @@ class SqlRecordStore(ABC):
 
     # -- reading ----------------------------------------------------------------------------------
 
-    def _where(self, query: RecordQuery) -> tuple[str, list[Any]]:
+    def _where(self, query: RecordQuery, *, text: bool = True) -> tuple[str, list[Any]]:
+        """The query's filters as a WHERE clause; ``text=False`` leaves out the full-text term."""
         conditions: list[str] = []
         params: list[Any] = []
 
@@ -182,7 +183,7 @@ class SqlRecordStore(ABC):
         for key, value in query.tags.items():
             condition, values = self.tag_condition(key, value)
             add(condition, *values)
-        if query.text:
+        if query.text and text:
             condition, values = self.text_condition(query.text, query.since)
             add(condition, *values)
         if query.cursor is not None:
@@ -203,15 +204,19 @@ class SqlRecordStore(ABC):
 
     def search(self, query: RecordQuery) -> tuple[list[dict[str, Any]], str | None]:
         """One page of matching records (newest first, without payloads) and the next page's cursor."""
-        where, params = self._where(query)
-        statement = f"SELECT {','.join(LIST_COLUMNS)} FROM requests{where} ORDER BY ts DESC, id DESC LIMIT ?"
         with self.connection() as conn:
-            rows = self.execute(conn, statement, [*params, query.limit + 1]).fetchall()
+            rows = self.search_rows(conn, query, query.limit + 1)
         items = [self._row_dict(LIST_COLUMNS, row) for row in rows[: query.limit]]
         cursor = None
         if len(rows) > query.limit and items:
             cursor = encode_cursor(items[-1]["ts"], items[-1]["id"])
         return items, cursor
+
+    def search_rows(self, conn: Any, query: RecordQuery, limit: int) -> Sequence[Sequence[Any]]:
+        """The first ``limit`` matching rows (``LIST_COLUMNS``), newest first; a dialect may plan it itself."""
+        where, params = self._where(query)
+        statement = f"SELECT {','.join(LIST_COLUMNS)} FROM requests{where} ORDER BY ts DESC, id DESC LIMIT ?"
+        return self.execute(conn, statement, [*params, limit]).fetchall()  # type: ignore[no-any-return]
 
     def iter_records(self, query: RecordQuery, page: int = 1000) -> Iterator[dict[str, Any]]:
         """Every matching record with payloads, newest first, fetched a page at a time (for export)."""

@@ -2,7 +2,7 @@
 
 Why a process: a writer thread parses lines and runs SQL in the gateway's interpreter, so it
 competes with the event loop for the GIL, and that showed in the gateway's p99. In its own process
-it only competes for a core, at nice 10, and the event loop never waits for it.
+it only competes for a core, as a `SCHED_IDLE` thread, and the event loop never waits for it.
 
 The handover, all through files in the journal directory:
 
