@@ -15,6 +15,7 @@ from opsgate.store.crypto import KeyError_, PayloadCipher, new_key_line, parse_k
 from opsgate.store.journal import Journal
 from opsgate.store.query import RecordQuery
 from opsgate.store.record_log import RecordLog
+from opsgate.store.writer import RecordWriter
 
 
 def key(key_id: str) -> str:
@@ -149,3 +150,26 @@ def test_journal_rotates_segments_and_deletes_stored_ones(tmp_path: Path) -> Non
     assert len(journal.segments) == 1 and journal.pending_bytes() == 0  # only the active one is left
     journal.close()
     assert not list((tmp_path / "j").glob("*.jsonl"))
+
+
+def test_writer_idles_and_catches_up_past_the_backlog_limit(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # The writer thread runs SCHED_IDLE (requests first); past catch_up_bytes of backlog it competes
+    # at normal priority until the backlog halves, then goes back to idle.
+    config = RecordConfig(store=f"sqlite:///{tmp_path}/r.db", journal_dir=str(tmp_path / "journal"), batch_size=20)
+    log = RecordLog(config)
+    assert isinstance(log.writer, RecordWriter)
+    log.writer.catch_up_bytes = 20_000
+    log.journal.open()
+    for n in range(400):  # ~150 KB journaled before the writer starts: a backlog
+        log.write(sample(f"r{n}", "x"))
+    caplog.set_level("INFO", logger="opsgate.store.writer")
+    log.writer.start()
+    assert log.writer.flush(timeout=30)
+    tid = log.writer._thread.native_id
+    assert tid is not None
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("competes for CPU" in m for m in messages), messages
+    assert any("back at idle priority" in m for m in messages), messages
+    assert not log.writer.catching_up and os.sched_getscheduler(tid) == os.SCHED_IDLE
+    assert len(log.search(RecordQuery(limit=1000))[0]) == 400
+    log.stop()

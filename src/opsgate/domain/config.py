@@ -262,6 +262,13 @@ class RecordConfig(_Strict):
     flush_interval_ms: float = Field(
         50.0, gt=0, le=10_000, description="How often the writer stores what was journaled (search freshness)."
     )
+    catch_up_mb: int = Field(
+        64,
+        gt=0,
+        le=1_000_000,
+        description="Journal backlog (MiB) past which the writer leaves idle priority and competes with requests "
+        "for CPU until the backlog halves: bounds how far the store lags a saturated gateway.",
+    )
     fsync: bool = Field(False, description="fsync the journal per write: survives power loss, not just kill -9.")
     # "thread" stays the default until "process" measures better on a quiet machine (docs/benchmarks.md).
     writer: Literal["thread", "process"] = Field(

@@ -67,6 +67,7 @@ class RecordLog:
                 batch_size=config.batch_size,
                 flush_interval=config.flush_interval_ms / 1000.0,
                 retention=config.retention,
+                catch_up_bytes=config.catch_up_mb * 1024 * 1024,
             )
         self._reader: SqlRecordStore | None = None
         self._reader_lock = threading.Lock()

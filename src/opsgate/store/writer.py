@@ -48,6 +48,21 @@ def yield_cpu_to_requests() -> None:
             os.setpriority(os.PRIO_PROCESS, tid, 19)
 
 
+def compete_for_cpu() -> bool:
+    """Give the calling thread normal priority back; False where the OS refuses.
+
+    Leaving ``SCHED_IDLE`` needs ``CAP_SYS_NICE`` or an ``RLIMIT_NICE`` of 20 (Linux); without them
+    the writer stays idle-priority and catches up only when the load drops.
+    """
+    tid = threading.get_native_id()
+    try:
+        os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+        os.setpriority(os.PRIO_PROCESS, tid, 0)
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
 class RecordWriter:
     """Journal → store in batches, with backoff while storage is unavailable.
 
@@ -66,6 +81,7 @@ class RecordWriter:
         flush_interval: float = 0.05,
         claim_interval: float = 30.0,
         on_cycle: Callable[[], None] | None = None,
+        catch_up_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.journal = journal
         self._open_store = open_store
@@ -86,6 +102,12 @@ class RecordWriter:
         self.claim_interval = claim_interval
         self._next_claim = time.monotonic() + claim_interval
         self._on_cycle = on_cycle
+        # Past this backlog the writer competes for the CPU at normal priority until it is halved:
+        # idle priority protects the request path's p99 in a burst, this bounds the lag when a
+        # saturated gateway would otherwise leave the writer no idle time at all.
+        self.catch_up_bytes = catch_up_bytes
+        self.catching_up = False
+        self._warned_priority = False
 
     def start(self) -> None:
         """Start the thread."""
@@ -123,6 +145,7 @@ class RecordWriter:
             "segments": len(self.journal.segments),
             "last_write_at": self.last_write_at,
             "expired_deleted": self.expired_deleted,
+            "catching_up": self.catching_up,
         }
 
     def _fail(self, what: str, error: Exception) -> None:
@@ -164,6 +187,7 @@ class RecordWriter:
                 self._wake.wait(self.flush_interval)
                 self._wake.clear()
                 continue
+            self._pace(len(batch) == self.batch_size)
             failure = self._store_batch([line for _, _, line in batch])
             if failure is not None:
                 self._fail("write failed", failure)
@@ -185,6 +209,27 @@ class RecordWriter:
                 # durable in the journal already; this only delays when search sees them.
                 self._wake.wait(self.flush_interval)
                 self._wake.clear()
+
+    def _pace(self, full_batch: bool) -> None:
+        """Switch between idle priority and catching up, by the journal's backlog."""
+        if not self.catching_up and not full_batch:
+            return  # a partial batch: the writer keeps up, no backlog to measure
+        backlog = self.journal.pending_bytes()
+        if not self.catching_up and backlog > self.catch_up_bytes:
+            if compete_for_cpu():
+                self.catching_up = True
+                log.warning("record journal backlog %d MiB: the writer competes for CPU until it halves", backlog >> 20)
+            elif not self._warned_priority:
+                self._warned_priority = True
+                log.warning(
+                    "record journal backlog %d MiB, and the writer may not raise its priority (needs CAP_SYS_NICE "
+                    "or RLIMIT_NICE 20): it catches up when the load drops",
+                    backlog >> 20,
+                )
+        elif self.catching_up and backlog < self.catch_up_bytes // 2:
+            yield_cpu_to_requests()
+            self.catching_up = False
+            log.info("record journal backlog %d MiB: the writer is back at idle priority", backlog >> 20)
 
     def _store_batch(self, lines: list[bytes]) -> Exception | None:
         """Store a batch; the error if the store could not take it (and nothing was set aside instead)."""

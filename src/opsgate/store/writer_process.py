@@ -148,6 +148,7 @@ def run_writer(settings: dict[str, Any]) -> int:
         flush_interval=float(settings["flush_interval"]),
         retention=RetentionConfig.model_validate(retention) if retention is not None else None,
         claim_interval=0.0,  # look for new and released segments every turn: a glob and a few flocks
+        catch_up_bytes=int(settings.get("catch_up_bytes", 64 * 1024 * 1024)),
         on_cycle=cycle,
     )
     signal.signal(signal.SIGTERM, lambda *_: writer.request_stop())
@@ -194,6 +195,7 @@ class WriterProcess:
             "store": config.store,
             "batch_size": config.batch_size,
             "flush_interval": config.flush_interval_ms / 1000.0,
+            "catch_up_bytes": config.catch_up_mb * 1024 * 1024,
             "retention": config.retention.model_dump(mode="json"),
             "log_level": logging.getLogger("opsgate").getEffectiveLevel(),
         }
