@@ -171,6 +171,7 @@ def test_tail_follow_prints_records_as_they_are_stored(tmp_path: Path, upstream:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         cwd=tmp_path,
+        bufsize=0,  # unbuffered: readline takes one line, so select() sees a second one still in the pipe
     )
 
     def next_line(timeout: float = 20.0) -> dict[str, Any]:
@@ -185,8 +186,13 @@ def test_tail_follow_prints_records_as_they_are_stored(tmp_path: Path, upstream:
         writer.start()
         writer.write({"id": "later-1", "ts": time.time(), "endpoint": "chat", "model": "beta", "status": 200})
         assert writer.writer is not None and writer.writer.flush()
+        # Stored now, requested two hours ago (a replayed journal, a writer catching up): still new.
+        writer.write({"id": "late-1", "ts": time.time() - 7200, "endpoint": "chat", "model": "beta", "status": 200})
+        assert writer.writer.flush()
         writer.stop()
         assert next_line()["id"] == "later-1"
+        late = next_line()
+        assert late["id"] == "late-1" and late["stored_at"] >= late["ts"] + 7000
     finally:
         process.terminate()
         process.wait(10)

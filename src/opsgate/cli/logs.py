@@ -31,7 +31,7 @@ from opsgate.store.sql import USAGE_DIMENSIONS
 
 F = TypeVar("F", bound=Callable[..., Any])
 ERASURE_ACTOR = "cli"
-FOLLOW_LOOKBACK_S = 60.0  # a request is recorded when it ends: look back this far for long ones
+FOLLOW_OVERLAP_S = 10.0  # writers' batches commit within this long of their stored_at stamp
 _OPTION_NAMES = {"q": "TEXT", "limit": "--limit / --lines"}
 
 stderr = Console(stderr=True)
@@ -208,32 +208,46 @@ def tail(count: int, follow: bool, interval: float, as_json: bool, config_path: 
             show(row)
         if not follow:
             return
-        seen = {row["id"]: row["ts"] for row in rows}
-        _new_records(record_log, build_query(None, filters, 1000), seen)  # older than the last -n: not new
+        follower = Follower(record_log.store.latest_stored_at(), {row["id"] for row in rows})
+        follower.poll(record_log, build_query(None, filters, 1000))  # stored before we started: not new
         try:
             while True:
                 time.sleep(interval)
-                for row in _new_records(record_log, build_query(None, filters, 1000), seen):
+                for row in follower.poll(record_log, build_query(None, filters, 1000)):
                     show(row)
         except KeyboardInterrupt:
             pass
 
 
-def _new_records(record_log: RecordLog, query: RecordQuery, seen: dict[str, float]) -> list[dict[str, Any]]:
-    """Records stored since the last poll, oldest first; ``seen`` remembers ids within the lookback."""
-    horizon = time.time() - FOLLOW_LOOKBACK_S
-    query.since = max(query.since or horizon, horizon)
-    fresh: list[dict[str, Any]] = []
-    while True:
-        rows, cursor = record_log.search(query)
-        fresh += [row for row in rows if row["id"] not in seen]
-        if cursor is None:
-            break
-        query.cursor = (float(rows[-1]["ts"]), str(rows[-1]["id"]))
-    for stale in [rid for rid, ts in seen.items() if ts < horizon]:
-        del seen[stale]
-    seen.update((row["id"], row["ts"]) for row in fresh)
-    return sorted(fresh, key=lambda row: (row["ts"], row["id"]))
+class Follower:
+    """New records by when they were stored, not by request time, so a late one is not missed: a long
+    stream, a journal replayed after a crash, a writer catching up after a burst or an outage.
+
+    Each poll asks for rows stored since the newest one seen, less ``FOLLOW_OVERLAP_S`` (batches
+    from several writers can commit out of ``stored_at`` order), and skips the ids already shown.
+    """
+
+    def __init__(self, mark: float, shown: set[str]) -> None:
+        self.mark = mark  # newest stored_at seen (the store's clock, never this machine's)
+        self.seen: dict[str, float] = dict.fromkeys(shown, mark)
+
+    def poll(self, record_log: RecordLog, query: RecordQuery) -> list[dict[str, Any]]:
+        """Records stored since the last poll, in the order they were stored."""
+        query.stored_since = self.mark - FOLLOW_OVERLAP_S
+        fresh: list[dict[str, Any]] = []
+        while True:
+            rows, cursor = record_log.search(query)
+            fresh += [row for row in rows if row["id"] not in self.seen]
+            if cursor is None:
+                break
+            query.cursor = (float(rows[-1]["ts"]), str(rows[-1]["id"]))
+        fresh.sort(key=lambda row: (row["stored_at"] or 0.0, row["ts"], row["id"]))
+        self.seen.update((row["id"], row["stored_at"] or 0.0) for row in fresh)
+        self.mark = max([self.mark, *self.seen.values()])
+        horizon = self.mark - FOLLOW_OVERLAP_S
+        for stale in [rid for rid, stored in self.seen.items() if stored < horizon]:
+            del self.seen[stale]
+        return fresh
 
 
 @logs.command()

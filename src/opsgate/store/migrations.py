@@ -172,6 +172,14 @@ _AUDIT_CHAIN_POSTGRES = (
     "FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only()",
 )
 
+# When the writer stored each row (the store's clock), so a follower sees records that arrive late
+# (long streams, journal replays, a writer catching up) instead of missing them by request time.
+# Rows stored before this migration keep NULL.
+_STORED_AT = (
+    "ALTER TABLE requests ADD COLUMN stored_at {real}",
+    "CREATE INDEX requests_stored_at ON requests (stored_at)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("0001_requests_usage_audit", _sqlite_v1(), _postgres_v1()),
     Migration("0002_api_keys", _api_keys("REAL"), _api_keys("DOUBLE PRECISION")),
@@ -183,6 +191,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration("0003_audit_chain", _AUDIT_CHAIN_SQLITE, _AUDIT_CHAIN_POSTGRES),
+    Migration(
+        "0005_stored_at",
+        tuple(s.format(real="REAL") for s in _STORED_AT),
+        tuple(s.format(real="DOUBLE PRECISION") for s in _STORED_AT),
+    ),
 )
 
 

@@ -53,6 +53,7 @@ class RecordQuery:
     text: str | None = None
     since: float | None = None
     until: float | None = None
+    stored_since: float | None = None  # stored at or after (``logs tail --follow``: late records too)
     model: str | None = None
     deployment: str | None = None
     status: str | None = None  # "200", "4xx", "5xx" or "error" (>= 400)
@@ -97,6 +98,7 @@ _KNOWN = {
     "q",
     "since",
     "until",
+    "stored_since",
     "model",
     "deployment",
     "status",
@@ -133,7 +135,7 @@ def query_from_params(params: dict[str, Any], tags: list[str] | None = None) -> 
     query.text = params.get("q") or None
     if query.text is not None and len(query.text) > 500:
         raise InvalidRequestError("q is longer than 500 characters.", param="q")
-    for name in ("since", "until"):
+    for name in ("since", "until", "stored_since"):
         if params.get(name):
             setattr(query, name, parse_time(str(params[name]), name))
     for name in ("model", "deployment", "user", "tenant"):

@@ -50,7 +50,9 @@ COLUMNS: tuple[str, ...] = (
     "tags",
     "metadata",
 )
-LIST_COLUMNS = tuple(c for c in COLUMNS if c not in ("request", "response"))
+# What reads return: the columns plus ``stored_at``, when the writer inserted the row (the store's clock).
+READ_COLUMNS: tuple[str, ...] = (*COLUMNS, "stored_at")
+LIST_COLUMNS = tuple(c for c in READ_COLUMNS if c not in ("request", "response"))
 _JSON_COLUMNS = ("tags", "metadata", "request", "response")
 # Rollup of a batch of new rows (a table or CTE named by the dialect) into usage_daily.
 USAGE_UPSERT = (
@@ -161,6 +163,8 @@ class SqlRecordStore(ABC):
             add("ts >= ?", query.since)
         if query.until is not None:
             add("ts <= ?", query.until)
+        if query.stored_since is not None:
+            add("stored_at >= ?", query.stored_since)
         for column, value in (
             ("model", query.model),
             ("deployment", query.deployment),
@@ -223,21 +227,28 @@ class SqlRecordStore(ABC):
         query = RecordQuery(**{**query.__dict__, "limit": page})
         while True:
             where, params = self._where(query)
-            statement = f"SELECT {','.join(COLUMNS)} FROM requests{where} ORDER BY ts DESC, id DESC LIMIT ?"
+            statement = f"SELECT {','.join(READ_COLUMNS)} FROM requests{where} ORDER BY ts DESC, id DESC LIMIT ?"
             with self.connection() as conn:
                 rows = self.execute(conn, statement, [*params, page]).fetchall()
             for row in rows:
-                yield self._row_dict(COLUMNS, row)
+                yield self._row_dict(READ_COLUMNS, row)
             if len(rows) < page:
                 return
             last = rows[-1]
             query.cursor = (last[COLUMNS.index("ts")], last[0])
 
+    def latest_stored_at(self) -> float:
+        """When the newest row was stored (the store's clock; 0.0 for an empty log): a follower's start."""
+        with self.connection() as conn:
+            row = self.execute(conn, "SELECT max(stored_at) FROM requests").fetchone()
+        return float(row[0] or 0.0)
+
     def get(self, record_id: str) -> dict[str, Any] | None:
         """One record with its payloads (still as stored: JSON text or ciphertext)."""
         with self.connection() as conn:
-            row = self.execute(conn, f"SELECT {','.join(COLUMNS)} FROM requests WHERE id = ?", [record_id]).fetchone()
-        return self._row_dict(COLUMNS, row) if row else None
+            statement = f"SELECT {','.join(READ_COLUMNS)} FROM requests WHERE id = ?"
+            row = self.execute(conn, statement, [record_id]).fetchone()
+        return self._row_dict(READ_COLUMNS, row) if row else None
 
     def usage(
         self, by: str, since: float | None, until: float | None, tenant: str | None = None

@@ -110,7 +110,10 @@ class SqliteRecordStore(SqlRecordStore):
             "OR rowid NOT IN (SELECT min(rowid) FROM temp.batch GROUP BY id)"
         )
         inserted = int(
-            conn.execute(f"INSERT INTO main.requests ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM temp.batch").rowcount
+            conn.execute(
+                f"INSERT INTO main.requests ({_COLUMN_LIST}, stored_at) SELECT {_COLUMN_LIST}, ? FROM temp.batch",
+                [time.time()],
+            ).rowcount
         )
         conn.execute(
             f"INSERT INTO usage_daily ({USAGE_COLUMNS}) "
