@@ -46,6 +46,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from _common import (
     ROOT,
     VENV_BIN,
@@ -157,6 +159,10 @@ class WrkRun:
     gc_pauses: int | None = None  # with --gc-probe: collections in the proxy during the run (all generations)
     gc_total_ms: float | None = None  # ... their summed pause
     gc_max_ms: float | None = None  # ... and the longest one
+    # With the durable log on: journal bytes not yet stored when the run ended (the writer runs at
+    # idle priority, so a saturated gateway leaves it behind), and how long it took to catch up.
+    backlog_bytes: int | None = None
+    catch_up_s: float | None = None
 
 
 @dataclass
@@ -249,6 +255,7 @@ def measure(
             "gc_total_ms": sum(gc_after[g]["total_ms"] - gc_before[g]["total_ms"] for g in gens),
             "gc_max_ms": max(gc_after[g]["max_ms"] for g in gens),
         }
+    backlog, catch_up = wait_for_journal(target)
     duration_s = data["duration_us"] / 1e6
     return WrkRun(
         target=target.name,
@@ -263,8 +270,30 @@ def measure(
         socket_errors=data["connect_errors"] + data["read_errors"] + data["write_errors"] + data["timeouts"],
         proxy_cpu_pct=cpu_pct,
         other_load_pct=other_pct,
+        backlog_bytes=backlog,
+        catch_up_s=catch_up,
         **gc_delta,
     )
+
+
+def wait_for_journal(target: Target, timeout: float = 120.0) -> tuple[int | None, float | None]:
+    """The journal backlog right after a run and the seconds until it is stored (None: no durable log).
+
+    Waiting also means every run starts with the writer idle, as the first one did.
+    """
+    readyz = target.url.split("/v1/")[0] + "/readyz"
+    started = time.monotonic()
+    backlog: int | None = None
+    while time.monotonic() - started < timeout:
+        record = httpx.get(readyz, timeout=5).json().get("record")
+        if not record or "pending_bytes" not in record:
+            return None, None
+        pending = int(record["pending_bytes"])
+        backlog = pending if backlog is None else backlog
+        if pending == 0:
+            return backlog, time.monotonic() - started
+        time.sleep(0.05)
+    return backlog, None
 
 
 def read_gc_probe(target: Target) -> dict[str, Any] | None:
@@ -559,15 +588,26 @@ def aggregate(runs: list[WrkRun]) -> WrkRun:
         gc_pauses=None if runs[0].gc_pauses is None else sum(r.gc_pauses or 0 for r in runs),
         gc_total_ms=None if runs[0].gc_total_ms is None else sum(r.gc_total_ms or 0.0 for r in runs),
         gc_max_ms=None if runs[0].gc_max_ms is None else max(r.gc_max_ms or 0.0 for r in runs),
+        backlog_bytes=None if runs[0].backlog_bytes is None else max(r.backlog_bytes or 0 for r in runs),
+        catch_up_s=None if any(r.catch_up_s is None for r in runs) else max(r.catch_up_s or 0.0 for r in runs),
     )
+
+
+def backlog_cell(run: WrkRun) -> str:
+    """'backlog KiB / catch-up s' for a run with the durable log, '-' without."""
+    if run.backlog_bytes is None:
+        return "-"
+    catch_up = "not within 120 s" if run.catch_up_s is None else f"{run.catch_up_s:.2f}"
+    return f"{run.backlog_bytes / 1024:,.0f} / {catch_up}"
 
 
 def report(targets: list[Target], connections: list[int]) -> tuple[str, dict[str, Any]]:
     """The Markdown tables and the summary numbers."""
     rows = {(t.name, c): aggregate([r for r in t.runs if r.connections == c]) for t in targets for c in connections}
     lines = [
-        "| connections | target | req/s | p50 ms | p99 ms | non-2xx | socket errors | proxy CPU % | other load % |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| connections | target | req/s | p50 ms | p99 ms | non-2xx | socket errors | proxy CPU % | other load % "
+        "| journal backlog after run KiB / catch-up s (worst round) |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     with_gc = any(r.gc_pauses is not None for r in rows.values())
     if with_gc:
@@ -583,7 +623,7 @@ def report(targets: list[Target], connections: list[int]) -> tuple[str, dict[str
             )
             lines.append(
                 f"| {c} | {t.name} | {fmt(r.rps, 0)} | {fmt(r.p50_ms, 3)} | {fmt(r.p99_ms, 3)} | {r.non_2xx} "
-                f"| {r.socket_errors} | {fmt(r.proxy_cpu_pct, 0)} | {fmt(r.other_load_pct, 0)} |"
+                f"| {r.socket_errors} | {fmt(r.proxy_cpu_pct, 0)} | {fmt(r.other_load_pct, 0)} | {backlog_cell(r)} |"
                 + (gc_cell if with_gc else "")
             )
     summary: dict[str, Any] = {"per_proxy": {}}
