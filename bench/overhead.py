@@ -285,7 +285,11 @@ def wait_for_journal(target: Target, timeout: float = 120.0) -> tuple[int | None
     started = time.monotonic()
     backlog: int | None = None
     while time.monotonic() - started < timeout:
-        record = httpx.get(readyz, timeout=5).json().get("record")
+        try:
+            body = httpx.get(readyz, timeout=5).json()
+        except ValueError:
+            return None, None  # not an opsgate (the direct upstream, LiteLLM)
+        record = body.get("record") if isinstance(body, dict) else None
         if not record or "pending_bytes" not in record:
             return None, None
         pending = int(record["pending_bytes"])

@@ -132,6 +132,10 @@ def test_search_by_cost_latency_and_time(logged: Logged) -> None:
     assert ids_of(logged.get("/admin/requests", min_latency_ms="0", since="1h")) == set(logged.sent)
     assert ids_of(logged.get("/admin/requests", until="1h")) == set()
     assert ids_of(logged.get("/admin/requests", since=str(time.time() + 60))) == set()
+    rows = logged.get("/admin/requests").json()["data"]
+    assert all(row["stored_at"] >= row["ts"] for row in rows)  # stored after the request started
+    assert ids_of(logged.get("/admin/requests", stored_since="1h")) == set(logged.sent)
+    assert ids_of(logged.get("/admin/requests", stored_since=str(time.time() + 60))) == set()
 
 
 def test_pagination_with_the_cursor_visits_every_record_once(logged: Logged) -> None:
@@ -265,6 +269,7 @@ def test_audit_lists_entries(logged: Logged) -> None:
         ("/admin/requests", {"colour": "red"}, "colour"),
         ("/admin/requests", {"since": "last tuesday"}, "since"),
         ("/admin/requests", {"until": "2024-13-45"}, "until"),
+        ("/admin/requests", {"stored_since": "lately"}, "stored_since"),
         ("/admin/requests", {"since": "1h", "until": "2h"}, "since"),
         ("/admin/requests", {"limit": "100000"}, "limit"),
         ("/admin/requests", {"limit": "0"}, "limit"),
