@@ -382,6 +382,7 @@ def opsgate_gateway(
     auth: bool = False,
     writer: str | None = None,
     writer_cpus: set[int] | None = None,
+    writer_thread_cpus: set[int] | None = None,
     source: Path | None = None,
 ) -> Iterator[Target]:
     """``opsgate serve`` (one worker) in front of ``upstream``, run in its own temp directory.
@@ -432,6 +433,8 @@ def opsgate_gateway(
         wait_http_ok(base + "/readyz", proc, 60, name, log)
         if writer_cpus:
             pin_writer(proc.pid, writer_cpus)
+        if writer_thread_cpus:
+            pin_writer_thread(proc.pid, writer_thread_cpus)
         if gc_freeze > 0:
             time.sleep(gc_freeze + 0.5)  # let the probe freeze the start-up heap first
         yield Target(name, base + "/v1/chat/completions", pid=proc.pid, gc_probe=probe_out, api_key=api_key)
@@ -461,6 +464,21 @@ def pin_writer(gateway_pid: int, cpus: set[int], timeout: float = 15.0) -> None:
                 return
         time.sleep(0.1)
     raise SystemExit("no record writer process found under the gateway (record.writer: process?)")
+
+
+def pin_writer_thread(gateway_pid: int, cpus: set[int], timeout: float = 15.0) -> None:
+    """Move the gateway's record writer thread (the one running SCHED_IDLE) to ``cpus``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for task in Path(f"/proc/{gateway_pid}/task").iterdir():
+            try:
+                if os.sched_getscheduler(int(task.name)) == os.SCHED_IDLE:
+                    os.sched_setaffinity(int(task.name), cpus)
+                    return
+            except OSError:
+                continue
+        time.sleep(0.1)
+    raise SystemExit("no SCHED_IDLE record writer thread found in the gateway")
 
 
 @contextmanager
@@ -748,6 +766,12 @@ def main() -> None:
         "or moved to the nginx+wrk core(s), as on a machine with a spare core",
     )
     parser.add_argument(
+        "--writer-thread-spare-core",
+        action="store_true",
+        help="also run opsgate with the log on and its writer thread moved to the nginx+wrk core(s): the thread "
+        "writer on a machine with a core to spare, where the kernel would put it",
+    )
+    parser.add_argument(
         "--baseline-src",
         type=Path,
         default=None,
@@ -805,6 +829,9 @@ def main() -> None:
                 tmp, upstream, proxy_cpus, name="baseline-nostore", record_store=False, source=args.baseline_src
             )
             targets.append(stack.enter_context(baseline))
+        if args.writer_thread_spare_core:
+            spare = opsgate_gateway(tmp, upstream, proxy_cpus, name="opsgate-spare-core", writer_thread_cpus=load_cpus)
+            targets.append(stack.enter_context(spare))
         if args.writer_process:
             separate = opsgate_gateway(
                 tmp, upstream, proxy_cpus, name="opsgate-process", writer="process", writer_cpus=writer_cpus
