@@ -164,7 +164,7 @@ def test_writer_idles_and_catches_up_past_the_backlog_limit(tmp_path: Path, capl
         log.write(sample(f"r{n}", "x"))
     caplog.set_level("INFO", logger="opsgate.store.writer")
     log.writer.start()
-    assert log.writer.flush(timeout=30)
+    assert log.writer.flush(timeout=5)
     tid = log.writer._thread.native_id
     assert tid is not None
     messages = [r.getMessage() for r in caplog.records]
@@ -172,4 +172,24 @@ def test_writer_idles_and_catches_up_past_the_backlog_limit(tmp_path: Path, capl
     assert any("back at idle priority" in m for m in messages), messages
     assert not log.writer.catching_up and os.sched_getscheduler(tid) == os.SCHED_IDLE
     assert len(log.search(RecordQuery(limit=1000))[0]) == 400
+    log.stop()
+
+
+def test_a_damaged_journal_line_is_set_aside_not_retried_forever(store_url: str, tmp_path: Path) -> None:
+    # A line that is not JSON (disk damage, a hand-edited file) must not read as "store down" and
+    # block the journal: the good records are stored, the bad line lands in rejected.jsonl.txt.
+    log = RecordLog(RecordConfig(store=store_url, journal_dir=str(tmp_path / "journal")))
+    log.journal.open()
+    log.write(sample("good-1", "x"))
+    log.journal.append(b'{"id": "torn", "ts": \n')
+    assert log.writer is not None
+    log.writer.start()
+    assert log.writer.flush(timeout=30) and log.writer.healthy
+    assert {r["id"] for r in log.search(RecordQuery())[0]} == {"good-1"}
+    log.journal.append(b"\xff\xfe not even utf-8\n")
+    log.write(sample("good-2", "x"))
+    assert log.writer.flush(timeout=30) and log.writer.healthy
+    assert {r["id"] for r in log.search(RecordQuery())[0]} == {"good-1", "good-2"}
+    rejected = (tmp_path / "journal" / "rejected.jsonl.txt").read_text()
+    assert rejected.count("\n") == 2 and "torn" in rejected
     log.stop()

@@ -98,7 +98,14 @@ class SqliteRecordStore(SqlRecordStore):
         GIL is free, and the idle-priority writer gives way to requests at once.
         """
         conn.execute("DELETE FROM temp.batch")
-        conn.execute(_STAGE, [(b"[" + b",".join(lines) + b"]").decode()])
+        try:
+            conn.execute(_STAGE, [(b"[" + b",".join(lines) + b"]").decode()])
+        except (sqlite3.OperationalError, UnicodeDecodeError) as error:
+            if isinstance(error, sqlite3.OperationalError) and "JSON" not in str(error):
+                raise  # the store's own trouble (locked, disk full): retried
+            # A damaged line, not a store outage: the writer stores the batch line by line then,
+            # and sets aside the one that fails.
+            raise ValueError(f"a journal line is not valid JSON: {error}") from None
         if conn.execute("SELECT EXISTS (SELECT 1 FROM erasures)").fetchone()[0]:
             conn.execute(_DROP_ERASED)  # journaled before the user's erasure, arriving after it
         conn.execute(
