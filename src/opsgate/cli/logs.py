@@ -243,7 +243,7 @@ class Follower:
             query.cursor = (float(rows[-1]["ts"]), str(rows[-1]["id"]))
         fresh.sort(key=lambda row: (row["stored_at"] or 0.0, row["ts"], row["id"]))
         self.seen.update((row["id"], row["stored_at"] or 0.0) for row in fresh)
-        self.mark = max([self.mark, *self.seen.values()])
+        self.mark = max([self.mark, *(row["stored_at"] or 0.0 for row in fresh)])
         horizon = self.mark - FOLLOW_OVERLAP_S
         for stale in [rid for rid, stored in self.seen.items() if stored < horizon]:
             del self.seen[stale]

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from opsgate.cli.config_file import load_config_or_exit
+from opsgate.cli.config_file import exit_listing_problems, load_config_or_exit
 from opsgate.domain.config import GatewayConfig
 from opsgate.redteam.report import Report, Thresholds, render_table, summarise
 from opsgate.redteam.runner import CaseResult, RunSettings, make_client, run_suite
@@ -35,10 +35,7 @@ def _suite_or_exit(path: str | None) -> Suite:
     try:
         return load_suite(path)
     except SuiteError as error:
-        console.print(f"[red]Invalid suite[/red] {error.source}:")
-        for problem in error.problems:
-            console.print(f"  - {problem}")
-        raise SystemExit(EXIT_USAGE) from None
+        exit_listing_problems("suite", error.source, error.problems)
 
 
 @asynccontextmanager

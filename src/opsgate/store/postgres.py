@@ -34,7 +34,7 @@ _INSERT_BATCH = (
 
 
 class PostgresRecordStore(SqlRecordStore):
-    """A small connection pool; each batch is one transaction with a pipelined executemany."""
+    """A small connection pool; each batch is one statement (``_INSERT_BATCH``) in one transaction."""
 
     dialect = "postgres"
     # A text search's first walk, and the longest it walks before the trigram index (search_rows);

@@ -329,6 +329,7 @@ class WriterProcess:
             "segments": segments,
             "last_write_at": status.get("last_write_at"),
             "expired_deleted": status.get("expired_deleted", 0) if current else 0,
+            "catching_up": bool(current and status.get("catching_up")),
             "writer_starts": self.spawned,
         }
 
