@@ -15,6 +15,7 @@ from typing import Any
 
 from opsgate.backends import openai_shapes as shapes
 from opsgate.backends.in_process import InProcessBackend
+from opsgate.backends.json_grammar import schema_to_grammar
 from opsgate.domain.config import LlamaCppDeployment
 from opsgate.domain.context import Chunk, RequestContext
 from opsgate.domain.errors import BackendFailure, GatewayError, InvalidRequestError
@@ -28,6 +29,9 @@ class _Failed:
     error: GatewayError
 
 
+_TOOL_FIELDS = ("tools", "tool_choice", "functions", "function_call")
+
+
 def _sampling(body: ChatCompletionRequest | CompletionRequest, deployment: LlamaCppDeployment) -> dict[str, Any]:
     """Sampling settings: the request's, else the deployment's defaults."""
     return {
@@ -35,31 +39,39 @@ def _sampling(body: ChatCompletionRequest | CompletionRequest, deployment: Llama
         "temperature": deployment.temperature if body.temperature is None else body.temperature,
         "top_p": deployment.top_p if body.top_p is None else body.top_p,
         "stop": body.stop_list(),
-        "seed": body.seed,
+        # llama.cpp seeds are 32-bit; any 64-bit seed the client sends maps onto one, never an error.
+        "seed": None if body.seed is None else body.seed % 2**32,
         "presence_penalty": body.presence_penalty or 0.0,
         "frequency_penalty": body.frequency_penalty or 0.0,
     }
 
 
 def build_job(ctx: RequestContext, deployment: LlamaCppDeployment) -> Any:
-    """Translate the validated OpenAI request into a GenerationJob for the engine."""
+    """Translate the validated OpenAI request into a GenerationJob for the engine.
+
+    Runs before the request waits for the model: everything the client got wrong (a schema the
+    engine cannot compile, tools this model cannot call) is a 400 here, not a failure of the model.
+    """
     from opsgate.backends.llama_engine import GenerationJob
 
     body = ctx.body
     if isinstance(body, ChatCompletionRequest):
+        extra = body.model_extra or {}
+        for name in _TOOL_FIELDS:
+            if extra.get(name) not in (None, [], "none"):
+                raise InvalidRequestError(
+                    f"{name} is not served by this model: it cannot call tools or functions.",
+                    param=name,
+                    code="unsupported_parameter",
+                )
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
-        json_schema = None
+        grammar = None
         json_mode = False
         if body.response_format is not None and body.response_format.type == "json_object":
             json_mode = True
         elif body.response_format is not None and body.response_format.type == "json_schema":
-            spec = (body.response_format.model_extra or {}).get("json_schema") or {}
-            if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict):
-                raise InvalidRequestError(
-                    "response_format.json_schema.schema must be a JSON schema object",
-                    param="response_format.json_schema.schema",
-                )
-            json_schema = spec["schema"]
+            spec = (body.response_format.model_extra or {}).get("json_schema")
+            grammar = schema_to_grammar(spec.get("schema") if isinstance(spec, dict) else None)
         return GenerationJob(
             messages=messages,
             prompt=None,
@@ -67,7 +79,7 @@ def build_job(ctx: RequestContext, deployment: LlamaCppDeployment) -> Any:
             logprobs=bool(body.logprobs),
             top_logprobs=body.top_logprobs or 0,
             json_mode=json_mode,
-            json_schema=json_schema,
+            grammar=grammar,
         )
     assert isinstance(body, CompletionRequest)
     if body.suffix:
@@ -110,9 +122,12 @@ class EmbeddedLlamaBackend(InProcessBackend):
             return
         try:
             self.model.run(job, emit)
-        except GatewayError as error:
+        except GatewayError as error:  # the engine's own 400s (context length, schema, template)
             emit(_Failed(error))
-        except Exception as error:  # a model failure must not take the process down
+        except Exception as error:
+            # The breaker rule: only the model's own failures count against it. Client mistakes are
+            # found in build_job and the engine's checks before generation and raise
+            # InvalidRequestError; whatever else raises here is the model failing (and is logged).
             log.exception("generation failed on %s", self.label)
             emit(_Failed(BackendFailure(f"generation failed: {type(error).__name__}: {error}")))
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import codecs
 import importlib.util
-import json
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from jinja2 import TemplateError
 from llama_cpp import Llama, LogitsProcessorList
 from llama_cpp import llama_cpp as lib
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 from numpy.typing import NDArray
 
+from opsgate.backends.json_grammar import schema_error
 from opsgate.domain.config import LlamaCppDeployment
 from opsgate.domain.errors import InvalidRequestError
 
@@ -62,7 +63,7 @@ class GenerationJob:
     logprobs: bool = False
     top_logprobs: int = 0
     json_mode: bool = False
-    json_schema: dict[str, Any] | None = None
+    grammar: str | None = None  # GBNF converted from the client's json_schema (``json_grammar``)
     cancelled: threading.Event = field(default_factory=threading.Event)
 
 
@@ -138,10 +139,39 @@ class LlamaEngine:
 
     # -- generation ----------------------------------------------------------------------------
 
+    def _prompt(self, job: GenerationJob, param: str) -> list[int]:
+        try:
+            return self.prompt_tokens(job)
+        except (ValueError, TypeError, UnicodeError, TemplateError) as error:
+            # The chat template refused the conversation (its own raise_exception) or the text
+            # cannot be tokenized: the client's input, not a failure of the model.
+            raise InvalidRequestError(
+                f"The {param} cannot be formatted for this model: {str(error)[:200]}",
+                param=param,
+                code="invalid_prompt",
+            ) from None
+
+    def _grammar(self, job: GenerationJob) -> LlamaGrammar | None:
+        if job.json_mode:
+            return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+        if job.grammar is None:
+            return None
+        # llama.cpp parses the grammar only when the sampler is built, and a grammar it refuses gives
+        # a NULL sampler; parse it once here so that is a 400, never a crash or a model failure.
+        sampler = lib.llama_sampler_init_grammar(self.llama._model.vocab, job.grammar.encode("utf-8"), b"root")
+        if not sampler:
+            raise schema_error("llama.cpp cannot parse the grammar it converts to")
+        lib.llama_sampler_free(sampler)
+        return LlamaGrammar.from_string(job.grammar, verbose=False)
+
     def run(self, job: GenerationJob, emit: Emit) -> None:
-        """Generate for ``job``, calling ``emit`` per token and once with a DoneEvent at the end."""
-        tokens = self.prompt_tokens(job)
+        """Generate for ``job``, calling ``emit`` per token and once with a DoneEvent at the end.
+
+        Client mistakes found here (prompt too long, untemplatable, schema llama.cpp refuses) raise
+        ``InvalidRequestError`` before the first token; anything else that raises is the model's failure.
+        """
         param = "messages" if job.messages is not None else "prompt"
+        tokens = self._prompt(job, param)
         if len(tokens) >= self.n_ctx:
             raise InvalidRequestError(
                 f"This model's maximum context length is {self.n_ctx} tokens; the prompt has {len(tokens)}.",
@@ -151,11 +181,7 @@ class LlamaEngine:
         room = self.n_ctx - len(tokens)
         limit = room if job.max_tokens is None else min(job.max_tokens, room)
 
-        grammar = None
-        if job.json_schema is not None:
-            grammar = LlamaGrammar.from_json_schema(json.dumps(job.json_schema), verbose=False)
-        elif job.json_mode:
-            grammar = LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+        grammar = self._grammar(job)
 
         step_logprobs: list[NDArray[np.float32]] = []
         processors = None

@@ -21,6 +21,7 @@ from opsgate.backends.base import Backend
 from opsgate.domain.config import UpstreamDeployment
 from opsgate.domain.context import Chunk, RequestContext
 from opsgate.domain.errors import GatewayError, InvalidRequestError, UpstreamError, UpstreamTimeoutError
+from opsgate.domain.urls import redact_url
 
 _PATHS = {"chat": "/chat/completions", "completion": "/completions", "embedding": "/embeddings"}
 _GATEWAY_ONLY_FIELDS = ("metadata",)  # ours (tags for the record), not the upstream's
@@ -139,7 +140,7 @@ class UpstreamBackend(Backend):
         """Pool state for ``/readyz``."""
         return {
             "ready": self.is_ready(),
-            "base_url": self.deployment.base_url,
+            "base_url": redact_url(self.deployment.base_url),
             "model": self.deployment.model,
         }
 
@@ -153,7 +154,14 @@ class UpstreamBackend(Backend):
             # Always ask for usage so the record has it; the server drops the chunk if the client
             # did not ask for it.
             payload["stream_options"] = {**payload.get("stream_options", {}), "include_usage": True}
-        return orjson.dumps(payload)
+        try:
+            return orjson.dumps(payload)
+        except orjson.JSONEncodeError as error:
+            # Validation rejects what orjson refuses (huge integers, deep nesting); should anything
+            # slip through, it is still the client's data: a 400, never a failure of this deployment.
+            raise InvalidRequestError(
+                f"The request cannot be forwarded as JSON: {error}", code="invalid_value"
+            ) from None
 
     async def _post(self, ctx: RequestContext, stream: bool) -> aiohttp.ClientResponse:
         if self._session is None:

@@ -5,6 +5,8 @@ Every client mistake becomes a 4xx in the OpenAI error shape with ``param`` nami
 
 from __future__ import annotations
 
+import math
+
 from pydantic import BaseModel, ValidationError
 
 from opsgate.domain.config import GatewayConfig
@@ -19,6 +21,11 @@ _MODELS: dict[Endpoint, type[BaseModel]] = {
     "embedding": EmbeddingRequest,
 }
 _ROUTE_FOR_KIND = {"chat": "/v1/chat/completions or /v1/completions", "embedding": "/v1/embeddings"}
+# Every number must survive every later step: orjson (the upstream call, the record) refuses
+# integers beyond 64 bits, and NaN/Infinity (the parser accepts the literals; 1e400 becomes inf)
+# are not JSON. Caught here, they are the client's 400, not a backend failure that opens a breaker.
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+MAX_DEPTH = 64  # nesting of objects and arrays; JSON schemas in real use stay far below this
 
 
 def param_path(loc: tuple[int | str, ...]) -> str | None:
@@ -53,6 +60,54 @@ def validation_error(error: ValidationError) -> InvalidRequestError:
     return InvalidRequestError(f"Invalid value for '{param}': {message}.", param=param, code="invalid_value")
 
 
+def _join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+def check_values(value: object, path: str = "", depth: int = 0) -> None:
+    """Raise a 400 naming the field if ``value`` holds a number JSON cannot carry or nests too deep.
+
+    Walks parsed bodies (pydantic models, their extra fields, dicts and lists) anywhere they nest.
+    """
+    if value is None or isinstance(value, (str, bool)):
+        return
+    if isinstance(value, int):
+        if not INT_MIN <= value <= INT_MAX:
+            raise InvalidRequestError(
+                f"Invalid value for '{path}': integers must fit in 64 bits (signed).",
+                param=path or None,
+                code="invalid_value",
+            )
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidRequestError(
+                f"Invalid value for '{path}': numbers must be finite (no NaN or Infinity).",
+                param=path or None,
+                code="invalid_value",
+            )
+        return
+    if depth >= MAX_DEPTH:
+        raise InvalidRequestError(
+            f"Invalid value for '{path}': nested more than {MAX_DEPTH} levels deep.",
+            param=path or None,
+            code="invalid_value",
+        )
+    if isinstance(value, BaseModel):
+        for key, item in value.__dict__.items():
+            check_values(item, _join(path, key), depth + 1)
+        for key, item in (value.model_extra or {}).items():
+            check_values(item, _join(path, key), depth + 1)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_values(item, _join(path, str(key)), depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            check_values(item, _join(path, index), depth + 1)
+
+
 class ValidationStage(PassStage):
     """Turns ``ctx.raw_body`` into ``ctx.body`` and ``ctx.alias``."""
 
@@ -68,6 +123,7 @@ class ValidationStage(PassStage):
             body = model.model_validate_json(ctx.raw_body)
         except ValidationError as error:
             raise validation_error(error) from None
+        check_values(body)
         ctx.body = body  # type: ignore[assignment]
         name: str = body.model  # type: ignore[attr-defined]
         alias = self._aliases.get(name)
