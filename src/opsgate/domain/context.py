@@ -34,6 +34,9 @@ class RequestContext:
     tags: dict[str, Any] = field(default_factory=dict)
     # Private hand-offs from a stage's before to its after (never recorded), keyed by stage name.
     scratch: dict[str, Any] = field(default_factory=dict)
+    # A transport-level refusal (413, 415, 408, bad Content-Length) found before the body was read:
+    # validation raises it, so the request still passes request id, record and auth like any other.
+    body_error: GatewayError | None = None
 
     def elapsed_ms(self) -> float:
         """Milliseconds since the request arrived."""
