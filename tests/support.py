@@ -102,10 +102,11 @@ class Gateway:
         return self.server.url + "/v1"
 
     def records_for(self, request_id: str, timeout: float = 5.0) -> list[dict[str, Any]]:
-        """Records with this id (waiting briefly: streams are recorded when they end)."""
+        """Records with this id, or sent with it as ``X-Request-Id`` (waiting briefly: streams are recorded
+        when they end)."""
         deadline = time.monotonic() + timeout
         while True:
-            found = [r for r in list(self.sink.records) if r["id"] == request_id]
+            found = [r for r in list(self.sink.records) if request_id in (r["id"], r.get("client_request_id"))]
             if found or time.monotonic() > deadline:
                 return found
             time.sleep(0.02)

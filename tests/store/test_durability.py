@@ -106,7 +106,8 @@ def load(url: str, stop: threading.Event, acked: list[str], workers: int = 6) ->
 def stored_ids(store_url: str) -> set[str]:
     store = open_store(store_url)
     try:
-        return {r["id"] for r in store.iter_records(RecordQuery())}
+        # The load sends its own X-Request-Id: records keep it as client_request_id (ids are the gateway's).
+        return {r["client_request_id"] or r["id"] for r in store.iter_records(RecordQuery())}
     finally:
         store.close()
 

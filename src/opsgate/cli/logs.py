@@ -61,6 +61,7 @@ def filter_options(func: F) -> F:
         click.option("--status", help="A code (404), a class (5xx) or 'error'."),
         click.option("--user", help="The request's user field."),
         click.option("--tenant", help="Tenant."),
+        click.option("--client-request-id", help="The X-Request-Id the client sent (ids are the gateway's)."),
         click.option("--tag", "tags", multiple=True, help="key=value; repeat to require several."),
         click.option("--min-latency-ms", help="At least this latency."),
         click.option("--max-latency-ms", help="At most this latency."),
@@ -306,6 +307,28 @@ def erase(user: str, yes: bool, as_json: bool, config_path: str | None) -> None:
     for name, before in result["before"].items():
         table.add_row(name, str(before), str(result["after"].get(name)))
     Console().print(table)
+
+
+@logs.command("replay-rejected")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@config_option
+def replay_rejected(as_json: bool, config_path: str | None) -> None:
+    """Store again the journal lines the store refused (rejected.jsonl.txt), once their cause is fixed.
+
+    Lines that store (or were stored meanwhile) leave the file; lines that still fail stay, with
+    their new error. Exits 1 while any remain.
+    """
+    with opened_record_log(config_path) as record_log:
+        counts = record_log.replay_rejected()
+    if as_json:
+        _echo_json(counts)
+    else:
+        click.echo(
+            f"stored {counts['stored']}, already stored {counts['duplicates']}, "
+            f"still refused {counts['still_rejected']}, unreadable {counts['unreadable']}"
+        )
+    if counts["still_rejected"] or counts["unreadable"]:
+        sys.exit(1)
 
 
 @logs.command()

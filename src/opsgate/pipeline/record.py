@@ -11,14 +11,15 @@ import logging
 from collections import deque
 from typing import Any, Protocol
 
-import orjson
-
 from opsgate.domain.config import GatewayConfig, Price
 from opsgate.domain.context import GatewayResponse, JsonResult, RequestContext, StreamOutcome, StreamResult
 from opsgate.domain.requests import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from opsgate.pipeline.request_id import client_request_id
 from opsgate.pipeline.stage import PassStage
+from opsgate.store.encoding import record_json
 
 RequestRecord = dict[str, Any]
+log = logging.getLogger("opsgate.pipeline.record")
 
 
 class RecordSink(Protocol):
@@ -38,7 +39,7 @@ class LogSink:
     def write(self, record: RequestRecord) -> None:
         """Log the record if the logger is enabled for INFO (serialising only then)."""
         if self._log.isEnabledFor(logging.INFO):
-            self._log.info(orjson.dumps(record).decode())
+            self._log.info(record_json(record).decode())
 
 
 class MemorySink:
@@ -147,6 +148,7 @@ class RecordStage(PassStage):
             request = body.model_dump(mode="json", exclude_unset=True)
         return {
             "id": ctx.request_id,
+            "client_request_id": client_request_id(ctx.headers),
             "ts": ctx.received_at,
             "tenant": ctx.tags.get("tenant"),
             "api_key_id": ctx.tags.get("api_key_id"),
@@ -176,7 +178,33 @@ class RecordStage(PassStage):
         record["completion_tokens"] = usage.get("completion_tokens")
         record["cached_tokens"] = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
 
+    def _minimal(self, ctx: RequestContext, status: int, error: Exception) -> RequestRecord:
+        """The facts that cannot fail to build, for when the full record did (odd input or upstream output):
+        a request answered is recorded, whatever its body held."""
+        log.exception("request %s: building its record failed; recording the essentials", ctx.request_id)
+        model = getattr(ctx.body, "model", None)
+        return {
+            "id": ctx.request_id,
+            "client_request_id": client_request_id(ctx.headers),
+            "ts": ctx.received_at,
+            "tenant": ctx.tags.get("tenant"),
+            "api_key_id": ctx.tags.get("api_key_id"),
+            "endpoint": ctx.endpoint,
+            "model": model if isinstance(model, str) else None,
+            "deployment": ctx.deployment,
+            "status": status,
+            "latency_ms": round(ctx.elapsed_ms(), 3),
+            "tags": {"record_error": f"{type(error).__name__}: {error}"[:500]},
+        }
+
     def _record_json(self, ctx: RequestContext, response: JsonResult) -> None:
+        try:
+            record = self._build_json(ctx, response)
+        except Exception as error:
+            record = self._minimal(ctx, response.status, error)
+        self.sink.write(record)
+
+    def _build_json(self, ctx: RequestContext, response: JsonResult) -> RequestRecord:
         record = self._base(ctx)
         record["status"] = response.status
         if response.error is not None:
@@ -192,9 +220,17 @@ class RecordStage(PassStage):
             if not self.metadata_only:
                 record["response"] = payload
                 record["output_text"] = text
-        self.sink.write(record)
+        return record
 
     def _record_stream(self, ctx: RequestContext, outcome: StreamOutcome) -> None:
+        try:
+            record = self._build_stream(ctx, outcome)
+        except Exception as error:
+            status = outcome.error.status if outcome.error is not None else 200 if outcome.completed else 499
+            record = self._minimal(ctx, status, error)
+        self.sink.write(record)
+
+    def _build_stream(self, ctx: RequestContext, outcome: StreamOutcome) -> RequestRecord:
         record = self._base(ctx)
         if outcome.first_chunk_at is not None:
             record["ttft_ms"] = round((outcome.first_chunk_at - ctx.started) * 1000.0, 3)
@@ -219,4 +255,4 @@ class RecordStage(PassStage):
             record["error_message"] = "the client closed the connection mid-stream"
         else:
             record["status"] = 200
-        self.sink.write(record)
+        return record

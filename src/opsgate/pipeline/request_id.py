@@ -1,10 +1,17 @@
-"""Stage: give every request an id (the client's ``X-Request-Id`` when it is sane) and echo it back."""
+"""Stage: give every request a gateway-made id and echo it back; the client's ``X-Request-Id`` is kept apart.
+
+The record's id is always the gateway's: a client-chosen id as the key would let one record hide
+another (inserts skip ids already stored, so a replayed journal stores nothing twice), whether by
+a retry with the same id or by an unauthenticated request naming another tenant's id. The client's
+id, when it is sane, is recorded as ``client_request_id`` and searchable (``client_request_id=``).
+"""
 
 from __future__ import annotations
 
 import itertools
 import os
 import re
+from collections.abc import Mapping
 
 from opsgate.domain.context import GatewayResponse, RequestContext
 from opsgate.pipeline.stage import PassStage
@@ -12,10 +19,16 @@ from opsgate.pipeline.stage import PassStage
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
+def client_request_id(headers: Mapping[str, str] | None) -> str | None:
+    """The client's ``X-Request-Id`` if it is safe to log and search (else None)."""
+    given = headers.get("x-request-id") if headers is not None else None
+    return given if given and _SANE_ID.match(given) else None
+
+
 class RequestIdStage(PassStage):
     """Sets ``ctx.request_id`` and the ``x-request-id`` response header.
 
-    New ids are a random per-process prefix and a counter: unique across processes and restarts,
+    Ids are a random per-process prefix and a counter: unique across processes and restarts,
     and without a ``uuid4`` (an ``os.urandom`` syscall) on every request.
     """
 
@@ -26,12 +39,11 @@ class RequestIdStage(PassStage):
         self._counter = itertools.count(1)
 
     async def before(self, ctx: RequestContext) -> GatewayResponse | None:
-        """Take the client's id if it is safe to log, else make one."""
-        given = ctx.headers.get("x-request-id")
-        ctx.request_id = given if given and _SANE_ID.match(given) else f"{self._prefix}{next(self._counter):08x}"
+        """Make the request's id (never the client's: see the module docstring)."""
+        ctx.request_id = f"{self._prefix}{next(self._counter):08x}"
         return None
 
     async def after(self, ctx: RequestContext, response: GatewayResponse) -> GatewayResponse:
-        """Echo the id so a client can quote it to the operator."""
+        """Echo the id so a client can quote it to the operator (and find it at ``/admin/requests/{id}``)."""
         response.headers["x-request-id"] = ctx.request_id
         return response

@@ -10,6 +10,7 @@ scopes what it returns to the caller's tenant, so a tenant's key never sees anot
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol
 
@@ -23,7 +24,7 @@ from opsgate.server.access import actor_of, principal_of, require_operator, scop
 from opsgate.server.http_io import error_response, json_response, read_json_value
 from opsgate.store.crypto import KeyError_
 from opsgate.store.export import EXPORT_MEDIA_TYPES, export_chunks, require_export_format
-from opsgate.store.query import MAX_PAGE, parse_time, query_from_params
+from opsgate.store.query import MAX_PAGE, check_params, parse_time, query_from_params
 from opsgate.store.record_log import RecordLog
 from opsgate.store.sql import USAGE_DIMENSIONS
 
@@ -65,6 +66,8 @@ def _admin(holder: RecordLogHolder, handler: AdminHandler) -> Callable[[Request]
                     "The request log is not configured (record.store is unset), so the admin API has no records.",
                     code="record_store_not_configured",
                 )
+            # NUL in any parameter or id is a 400 here, not a store error (PostgreSQL refuses it).
+            check_params(request.query_params, request.path_params)
             return await handler(request, holder.record_log)
         except GatewayError as error:
             return error_response(error)
@@ -81,10 +84,7 @@ def _reject_unknown(params: dict[str, str], known: set[str]) -> None:
 
 
 def _whole_number(raw: str, name: str, low: int, high: int) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        value = low - 1
+    value = int(raw) if re.fullmatch(r"[0-9]{1,9}", raw.strip()) else low - 1
     if not low <= value <= high:
         raise InvalidRequestError(f"{name} must be a whole number from {low} to {high}.", param=name)
     return value
@@ -184,7 +184,7 @@ async def verify_audit(request: Request, record_log: RecordLog) -> Response:
     anchor = None
     if params.get("anchor"):
         seq, _, digest = params["anchor"].partition(":")
-        if not seq.isdigit() or len(digest) != 64:
+        if not re.fullmatch(r"[0-9]{1,18}", seq) or not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
             raise InvalidRequestError("anchor must be SEQ:HASH (a 64-digit hex SHA-256).", param="anchor")
         anchor = (int(seq), digest.lower())
     report = await run_in_threadpool(record_log.verify_audit, anchor)

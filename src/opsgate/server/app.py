@@ -145,7 +145,7 @@ class Gateway:
         if self.record_log is not None:
             record = self.record_log.status()
             body["record"] = record
-            if ready and not record.get("healthy"):
+            if ready and record.get("state") == "degraded":  # store down, or refused lines wait
                 # Still serving: records wait safely in the journal until the store is back.
                 body["status"] = "degraded"
         return ready, body

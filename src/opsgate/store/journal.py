@@ -61,6 +61,26 @@ def _try_lock(path: Path) -> int | None:
     return fd
 
 
+def _read_lines_from(path: Path, offset: int, chunk: int) -> bytes:
+    """At least ``chunk`` bytes of ``path`` from ``offset`` (less at its end), and always its first whole line.
+
+    A record holds the prompt twice, so one line can be larger than any fixed read: read on until
+    a newline shows (or the file ends), else the long line and everything after it would never be
+    stored. Memory stays bounded by the chunk plus one line.
+    """
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        data = handle.read(chunk)
+        scanned = 0
+        while len(data) >= chunk and data.find(b"\n", scanned) < 0:
+            scanned = len(data)
+            more = handle.read(len(data))  # doubling: a 12 MB line takes a few reads, not 12
+            if not more:
+                break
+            data += more
+    return data
+
+
 class SegmentSet(ABC):
     """Segments being read back and stored: what a ``RecordWriter`` needs from a journal."""
 
@@ -82,9 +102,7 @@ class SegmentSet(ABC):
             if len(out) >= limit:
                 break
             try:
-                with open(segment.path, "rb") as handle:
-                    handle.seek(segment.offset)
-                    data = handle.read(max(1 << 20, 2048 * (limit - len(out))))
+                data = _read_lines_from(segment.path, segment.offset, max(1 << 20, 2048 * (limit - len(out))))
             except FileNotFoundError:
                 continue
             position = segment.offset

@@ -180,6 +180,13 @@ _STORED_AT = (
     "CREATE INDEX requests_stored_at ON requests (stored_at)",
 )
 
+# The client's X-Request-Id, kept apart from the gateway-made ``id`` (which a client could otherwise
+# choose, and so hide another record behind it) and searchable. Rows stored before keep NULL.
+_CLIENT_REQUEST_ID = (
+    "ALTER TABLE requests ADD COLUMN client_request_id TEXT",
+    "CREATE INDEX requests_client_request_id_ts ON requests (client_request_id, ts)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("0001_requests_usage_audit", _sqlite_v1(), _postgres_v1()),
     Migration("0002_api_keys", _api_keys("REAL"), _api_keys("DOUBLE PRECISION")),
@@ -196,6 +203,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         tuple(s.format(real="REAL") for s in _STORED_AT),
         tuple(s.format(real="DOUBLE PRECISION") for s in _STORED_AT),
     ),
+    Migration("0006_client_request_id", _CLIENT_REQUEST_ID, _CLIENT_REQUEST_ID),
 )
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from psycopg_pool import ConnectionPool
 
 from opsgate.store import rollups
+from opsgate.store.encoding import storable_json_text
 from opsgate.store.migrations import migrate_postgres
 from opsgate.store.query import RecordQuery
 from opsgate.store.sql import COLUMNS, LIST_COLUMNS, USAGE_COLUMNS, USAGE_UPSERT, SqlRecordStore
@@ -79,7 +80,9 @@ class PostgresRecordStore(SqlRecordStore):
     def insert_lines(self, conn: Any, lines: list[bytes]) -> int:
         """One statement: the server unpacks the batch (jsonb_populate_recordset), inserts the new rows
         and rolls up what was inserted, so the gateway process spends no CPU per record."""
-        batch = "[" + ",".join(line.decode() for line in lines) + "]"
+        # PostgreSQL refuses NUL and lone surrogates that SQLite takes (store/encoding.py): replaced
+        # by U+FFFD so such a record is stored, not set aside; bytes that are not UTF-8 likewise.
+        batch = storable_json_text("[" + ",".join(line.decode(errors="replace") for line in lines) + "]")
         row = conn.execute(_INSERT_BATCH, [batch]).fetchone()
         return int(row[0])
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import math
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -14,6 +16,32 @@ from opsgate.domain.errors import InvalidRequestError
 MAX_PAGE = 1000
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+# Epoch seconds a datetime can hold (years 1 to 9999): anything else (nan, inf, 1e400) is a 400,
+# not a failure deep in date arithmetic.
+_EARLIEST = -62135596800.0
+_LATEST = 253402300799.0
+
+
+def require_text(value: str, param: str) -> str:
+    """``value`` if a store can compare it; NUL is a 400 (PostgreSQL refuses it, SQLite cuts at it)."""
+    if "\x00" in value:
+        raise InvalidRequestError(f"{param} must not contain a NUL character.", param=param)
+    return value
+
+
+def check_params(params: Mapping[str, str], path_params: Mapping[str, Any] | None = None) -> None:
+    """Every query (and path) parameter, names too, is text a store can take (see ``require_text``)."""
+    for name, value in [*params.items(), *(path_params or {}).items()]:
+        require_text(str(name), "query")
+        require_text(str(value), str(name))
+
+
+def _finite_time(value: float, param: str) -> float:
+    if not math.isfinite(value) or not _EARLIEST <= value <= _LATEST:
+        raise InvalidRequestError(f"{param} is not a time between the years 1 and 9999.", param=param)
+    return value
 
 
 def parse_duration(value: str, param: str) -> float:
@@ -30,9 +58,9 @@ def parse_time(value: str, param: str, now: float | None = None) -> float:
     now = time.time() if now is None else now
     match = _DURATION.match(value)
     if match:
-        return now - float(match.group(1)) * _SECONDS[match.group(2)]
+        return _finite_time(now - float(match.group(1)) * _SECONDS[match.group(2)], param)
     try:
-        return float(value)
+        return _finite_time(float(value), param)
     except ValueError:
         pass
     try:
@@ -43,7 +71,11 @@ def parse_time(value: str, param: str, now: float | None = None) -> float:
         ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
+    try:
+        timestamp = parsed.timestamp()
+    except (OverflowError, ValueError):  # an offset that moves year 1 or 9999 out of range
+        timestamp = math.nan
+    return _finite_time(timestamp, param)
 
 
 @dataclass
@@ -59,6 +91,7 @@ class RecordQuery:
     status: str | None = None  # "200", "4xx", "5xx" or "error" (>= 400)
     user: str | None = None
     tenant: str | None = None
+    client_request_id: str | None = None  # the client's X-Request-Id
     tags: dict[str, str] = field(default_factory=dict)
     min_latency_ms: float | None = None
     max_latency_ms: float | None = None
@@ -88,10 +121,13 @@ def encode_cursor(ts: float, record_id: str) -> str:
 def decode_cursor(cursor: str) -> tuple[float, str]:
     """The (ts, id) a cursor points after."""
     try:
-        ts, _, record_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
-        return float(ts), record_id
+        ts, sep, record_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
+        value = float(ts)
     except (ValueError, UnicodeDecodeError):
-        raise InvalidRequestError("cursor is not one this API returned", param="cursor") from None
+        sep, record_id, value = "", "", math.nan
+    if not sep or not math.isfinite(value) or "\x00" in record_id:
+        raise InvalidRequestError("cursor is not one this API returned", param="cursor")
+    return value, record_id
 
 
 _KNOWN = {
@@ -104,6 +140,7 @@ _KNOWN = {
     "status",
     "user",
     "tenant",
+    "client_request_id",
     "tag",
     "min_latency_ms",
     "max_latency_ms",
@@ -119,9 +156,12 @@ def _number(params: dict[str, Any], name: str) -> float | None:
     if raw is None or raw == "":
         return None
     try:
-        return float(raw)
+        value = float(raw)
     except (TypeError, ValueError):
-        raise InvalidRequestError(f"{name} must be a number, not '{raw}'.", param=name) from None
+        value = math.nan
+    if not math.isfinite(value):  # nan, inf and 1e400 compare as nothing sensible in SQL
+        raise InvalidRequestError(f"{name} must be a finite number, not '{raw}'.", param=name)
+    return value
 
 
 def query_from_params(params: dict[str, Any], tags: list[str] | None = None) -> RecordQuery:
@@ -131,6 +171,9 @@ def query_from_params(params: dict[str, Any], tags: list[str] | None = None) -> 
         raise InvalidRequestError(
             f"Unknown filter '{unknown[0]}'. Known: {', '.join(sorted(_KNOWN))}.", param=unknown[0]
         )
+    check_params({str(k): str(v) for k, v in params.items()})
+    for tag in tags or ():
+        require_text(str(tag), "tag")
     query = RecordQuery()
     query.text = params.get("q") or None
     if query.text is not None and len(query.text) > 500:
@@ -138,7 +181,7 @@ def query_from_params(params: dict[str, Any], tags: list[str] | None = None) -> 
     for name in ("since", "until", "stored_since"):
         if params.get(name):
             setattr(query, name, parse_time(str(params[name]), name))
-    for name in ("model", "deployment", "user", "tenant"):
+    for name in ("model", "deployment", "user", "tenant", "client_request_id"):
         if params.get(name):
             setattr(query, name, str(params[name]))
     status = params.get("status")

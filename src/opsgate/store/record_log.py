@@ -13,8 +13,10 @@ from opsgate.audit.chain import ChainReport, verify_chain
 from opsgate.domain.config import RecordConfig
 from opsgate.domain.errors import GatewayError
 from opsgate.store.crypto import PayloadCipher
+from opsgate.store.encoding import record_json
 from opsgate.store.journal import Journal
 from opsgate.store.query import RecordQuery
+from opsgate.store.rejected import RejectedLines, replay_rejected
 from opsgate.store.sql import SqlRecordStore
 from opsgate.store.writer import RecordWriter
 from opsgate.store.writer_process import WriterProcess
@@ -71,6 +73,7 @@ class RecordLog:
             )
         self._reader: SqlRecordStore | None = None
         self._reader_lock = threading.Lock()
+        self._rejected = RejectedLines(self.journal.directory)
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -92,9 +95,23 @@ class RecordLog:
             self._reader.close()
 
     def status(self) -> dict[str, Any]:
-        """Writer health, backlog and where the store is (without credentials)."""
+        """Writer health, backlog, refused lines and where the store is (without credentials).
+
+        ``state`` is ``degraded`` while the store is unhealthy or any refused line waits in
+        ``rejected.jsonl.txt`` for ``opsgate logs replay-rejected``: those records are acknowledged but
+        not searchable, and an operator has to act.
+        """
         state = self.writer.status() if self.writer is not None else {}
-        return {"store": self.url.split("://", 1)[0], **state}
+        set_aside = state.pop("rejected", 0)
+        state.pop("last_rejected_error", None)
+        rejected = {**self._rejected.summary(), "set_aside": set_aside}
+        healthy = state.get("healthy", True)
+        return {
+            "store": self.url.split("://", 1)[0],
+            **state,
+            "state": "degraded" if not healthy or rejected["pending"] else "ok",
+            "rejected": rejected,
+        }
 
     # -- the sink (event loop thread) ---------------------------------------------------------------
 
@@ -104,7 +121,7 @@ class RecordLog:
         for field in ("request", "response"):
             value = record.get(field)
             if value is not None:
-                text = orjson.dumps(value).decode()
+                text = record_json(value).decode()
                 record[field] = self.cipher.encrypt(text, rid) if self.cipher else text
         if self.cipher is not None:
             record["payload_key_id"] = self.cipher.active_id
@@ -112,7 +129,7 @@ class RecordLog:
                 record["input_text"] = None
             if "output" not in self.clear_fields:
                 record["output_text"] = None
-        self.journal.append(orjson.dumps(record) + b"\n")
+        self.journal.append(record_json(record) + b"\n")
 
     # -- queries (call from a worker thread) ----------------------------------------------------------
 
@@ -167,6 +184,10 @@ class RecordLog:
     ) -> list[dict[str, Any]]:
         """Usage and cost from the rollups."""
         return self.store.usage(by, since, until, tenant)
+
+    def replay_rejected(self) -> dict[str, int]:
+        """Feed the lines set aside in ``rejected.jsonl.txt`` to the store again (after fixing the cause)."""
+        return replay_rejected(self.journal.directory, self.store)
 
     def verify_audit(self, anchor: tuple[int, str] | None = None) -> ChainReport:
         """Walk the audit hash chain (blocking); see ``opsgate.audit.verify_chain``."""

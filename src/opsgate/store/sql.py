@@ -49,6 +49,7 @@ COLUMNS: tuple[str, ...] = (
     "payload_key_id",
     "tags",
     "metadata",
+    "client_request_id",  # the client's X-Request-Id (``id`` is always the gateway's)
 )
 # What reads return: the columns plus ``stored_at``, when the writer inserted the row (the store's clock).
 READ_COLUMNS: tuple[str, ...] = (*COLUMNS, "stored_at")
@@ -170,6 +171,7 @@ class SqlRecordStore(ABC):
             ("deployment", query.deployment),
             ("user_id", query.user),
             ("tenant", query.tenant),
+            ("client_request_id", query.client_request_id),
         ):
             if value is not None:
                 add(f"{column} = ?", value)

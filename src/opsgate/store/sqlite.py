@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from opsgate.store import rollups
+from opsgate.store.encoding import storable_json_text
 from opsgate.store.migrations import migrate_sqlite
 from opsgate.store.sql import COLUMNS, USAGE_COLUMNS, USAGE_UPSERT, SqlRecordStore, user_hash
 
@@ -99,7 +100,8 @@ class SqliteRecordStore(SqlRecordStore):
         """
         conn.execute("DELETE FROM temp.batch")
         try:
-            conn.execute(_STAGE, [(b"[" + b",".join(lines) + b"]").decode()])
+            # json_extract cuts a string at NUL: replaced by U+FFFD, as on PostgreSQL (store/encoding.py).
+            conn.execute(_STAGE, [storable_json_text((b"[" + b",".join(lines) + b"]").decode())])
         except (sqlite3.OperationalError, UnicodeDecodeError) as error:
             if isinstance(error, sqlite3.OperationalError) and "JSON" not in str(error):
                 raise  # the store's own trouble (locked, disk full): retried

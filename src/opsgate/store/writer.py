@@ -16,19 +16,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import orjson
-
 from opsgate.domain.config import RetentionConfig
 from opsgate.store.journal import SegmentSet
+from opsgate.store.rejected import append_rejected, refused_data, store_down
 from opsgate.store.sql import SqlRecordStore
 
 log = logging.getLogger("opsgate.store.writer")
-
-
-def _store_down(error: Exception) -> bool:
-    """Whether an error says the store is unreachable (retry later) rather than refusing some data."""
-    names = {cls.__name__ for cls in type(error).__mro__}
-    return bool(names & {"OperationalError", "PoolTimeout", "InterfaceError", "OSError", "TimeoutError"})
 
 
 def yield_cpu_to_requests() -> None:
@@ -108,6 +101,8 @@ class RecordWriter:
         self.catch_up_bytes = catch_up_bytes
         self.catching_up = False
         self._warned_priority = False
+        self.rejected = 0  # lines set aside by this writer (rejected.jsonl.txt keeps them)
+        self.last_rejected_error: str | None = None
 
     def start(self) -> None:
         """Start the thread."""
@@ -146,6 +141,8 @@ class RecordWriter:
             "last_write_at": self.last_write_at,
             "expired_deleted": self.expired_deleted,
             "catching_up": self.catching_up,
+            "rejected": self.rejected,
+            "last_rejected_error": self.last_rejected_error,
         }
 
     def _fail(self, what: str, error: Exception) -> None:
@@ -237,7 +234,7 @@ class RecordWriter:
         try:
             self.written += self.store.write_lines(lines)
         except Exception as error:
-            if not _store_down(error) and self._write_one_by_one(lines):
+            if not store_down(error) and self._write_one_by_one(lines):
                 return None
             return error
         return None
@@ -246,19 +243,31 @@ class RecordWriter:
         """After a failed batch: store what stores, set aside what never will. False if the store is down."""
         assert self.store is not None
         rejected: list[dict[str, Any]] = []
+        errors: list[Exception] = []
         for line in lines:
             try:
                 self.written += self.store.write_lines([line])
             except Exception as error:
-                rejected.append({"error": f"{type(error).__name__}: {error}", "line": line.decode(errors="replace")})
-        if len(rejected) == len(lines) and len(lines) > 1:
-            return False  # nothing stores: the store itself is the problem
-        # A record the store refuses while others go in would block the journal forever: set it aside.
-        path = self.journal.directory / "rejected.jsonl.txt"
-        with open(path, "ab") as handle:
-            for item in rejected:
-                handle.write(orjson.dumps(item, default=str) + b"\n")
-        log.error("set aside %d record(s) the store refused, in %s", len(rejected), path)
+                if store_down(error):
+                    return False  # the store went away meanwhile: retry the batch later
+                errors.append(error)
+                rejected.append(
+                    {
+                        "error": f"{type(error).__name__}: {error}",
+                        "at": time.time(),
+                        "line": line.decode(errors="replace"),
+                    }
+                )
+        if len(rejected) == len(lines) and len(lines) > 1 and not all(map(refused_data, errors)):
+            return False  # nothing stores, for reasons other than the data: the store itself is the problem
+        if not rejected:
+            return True
+        # A record the store refuses while others go in would block the journal forever: set it aside,
+        # counted and shown in /readyz and /metrics, for ``opsgate logs replay-rejected`` once fixed.
+        path = append_rejected(self.journal.directory, rejected)
+        self.rejected += len(rejected)
+        self.last_rejected_error = str(rejected[-1]["error"])
+        log.error("set aside %d record(s) the store refused, in %s: %s", len(rejected), path, self.last_rejected_error)
         return True
 
     def _housekeeping(self) -> None:

@@ -330,6 +330,8 @@ class WriterProcess:
             "last_write_at": status.get("last_write_at"),
             "expired_deleted": status.get("expired_deleted", 0) if current else 0,
             "catching_up": bool(current and status.get("catching_up")),
+            "rejected": status.get("rejected", 0) if current else 0,
+            "last_rejected_error": status.get("last_rejected_error"),
             "writer_starts": self.spawned,
         }
 

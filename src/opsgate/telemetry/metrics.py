@@ -368,6 +368,17 @@ def state_families(
         yield CounterMetricFamily(
             "opsgate_record_written", "Records stored by this process.", status.get("written") or 0
         )
+        rejected = status.get("rejected") or {}
+        yield CounterMetricFamily(
+            "opsgate_records_rejected",
+            "Journal lines the store refused, set aside in rejected.jsonl.txt by this writer.",
+            rejected.get("set_aside") or 0,
+        )
+        yield GaugeMetricFamily(
+            "opsgate_records_rejected_pending",
+            "Refused journal lines waiting in rejected.jsonl.txt for 'opsgate logs replay-rejected'.",
+            rejected.get("pending") or 0,
+        )
 
     stage = GaugeMetricFamily(
         "opsgate_stage_status", "Numeric fields of each stage's status().", labels=["stage", "field"]
