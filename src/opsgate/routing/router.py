@@ -2,7 +2,9 @@
 
 For each alias in the chain (the requested one, then its ``fallbacks``) the balancer orders the
 deployments; up to ``retries + 1`` attempts go down that order, with jittered exponential backoff
-between them, all inside the alias's ``deadline_seconds``. Only retryable failures move on
+between them, all inside the alias's ``deadline_seconds``. The deadline is budgeted: each alias in
+the chain gets an equal slice of what is left when its turn comes, so a hung primary cannot use up
+the time its fallbacks need; a stream, once started, must end by the deadline too. Only retryable failures move on
 (connect errors, timeouts, 429/5xx, overload — errors with ``fallback_allowed``); a client's
 mistake (4xx) is answered at once. A stream falls back only until its first chunk arrives: the
 router waits for that chunk before the response starts, so a stream that dies before it is retried
@@ -103,8 +105,12 @@ class Router:
         chain = [first.name, *first.routing.fallbacks]
         errors: list[str] = []
         last: GatewayError | None = None
-        for alias_name in chain:
+        for position, alias_name in enumerate(chain):
             routing = self.aliases[alias_name].routing
+            # This alias's window: an equal share of what is left with every alias after it, so a
+            # hung primary leaves each fallback its turn. Its attempts (and backoff) stay inside it.
+            later = len(chain) - position - 1
+            window_end = time.monotonic() + max(0.0, deadline - time.monotonic()) / (later + 1)
             candidates = balancer.order(self.handles[alias_name], routing, self.rng)
             # A deployment whose model files failed their digest check is out of rotation, not just last.
             refused = [(h, reason) for h in candidates if (reason := self.integrity.refusal(h.label))]
@@ -117,7 +123,7 @@ class Router:
                     continue
             full: set[str] = set()  # deployments that said "busy": retrying them at once only adds load
             for attempt in range(routing.retries + 1):
-                remaining = deadline - time.monotonic()
+                remaining = window_end - time.monotonic()
                 if remaining <= 0:
                     break
                 handle = next(
@@ -134,7 +140,7 @@ class Router:
                     backoff = min(routing.backoff_max, routing.backoff_initial * 2 ** (attempt - 1))
                     await asyncio.sleep(min(self.rng.uniform(0, backoff), remaining))  # full jitter
                 try:
-                    call = self._attempt(ctx, handle, deadline)
+                    call = self._attempt(ctx, handle, window_end, deadline)
                     if self.tracer is None:
                         response = await call
                     else:
@@ -173,7 +179,18 @@ class Router:
             ctx.tags["attempts"] = len(errors) + 1
             ctx.tags["attempt_errors"] = errors[-5:]
 
-    async def _attempt(self, ctx: RequestContext, handle: DeploymentHandle, deadline: float) -> GatewayResponse:
+    async def _attempt(
+        self, ctx: RequestContext, handle: DeploymentHandle, window_end: float, deadline: float
+    ) -> GatewayResponse:
+        """One call to ``handle``: answered (or its stream started) by ``window_end``, a stream ended by ``deadline``.
+
+        The breaker rule, decided here for every backend: only the deployment's own failures count
+        (timeouts, 5xx, broken answers, anything unexpected it raised). A client's mistake is a
+        ``GatewayError`` without ``fallback_allowed`` and counts as a healthy call; load shedding and
+        cancellation count as nothing. Backends therefore turn whatever the client got wrong into
+        ``InvalidRequestError`` before calling the model (validation, ``build_job``, the upstream
+        payload), so it never reaches the catch-all below.
+        """
         await handle.queue.acquire()  # backpressure: bounded wait, then 503 (and the next deployment)
         if not handle.breaker.allow():
             handle.queue.release()
@@ -181,12 +198,14 @@ class Router:
         ctx.deployment = handle.label
         started = now_ms()
         try:
-            async with asyncio.timeout(max(0.001, deadline - time.monotonic())):
-                response = await self._call(ctx, handle)
+            async with asyncio.timeout(max(0.001, window_end - time.monotonic())):
+                response = await self._call(ctx, handle, deadline)
         except TimeoutError:
             handle.queue.release()
             handle.observe(False, None)
-            raise UpstreamTimeoutError(f"deployment {handle.label} did not answer before the deadline") from None
+            raise UpstreamTimeoutError(
+                f"deployment {handle.label} did not answer within its share of the deadline"
+            ) from None
         except OverloadedError:
             handle.queue.release()  # load shedding, not a fault: the breaker does not count it
             handle.breaker.release()  # …but a half-open probe slot it took must come back
@@ -211,7 +230,7 @@ class Router:
             handle.queue.release()
         return response
 
-    async def _call(self, ctx: RequestContext, handle: DeploymentHandle) -> GatewayResponse:
+    async def _call(self, ctx: RequestContext, handle: DeploymentHandle, deadline: float) -> GatewayResponse:
         backend = handle.backend
         body = ctx.body
         if isinstance(body, EmbeddingRequest):
@@ -226,13 +245,23 @@ class Router:
             raise UpstreamError(
                 f"deployment {handle.label} sent an empty stream", code="upstream_truncated_stream"
             ) from None
-        return StreamResult(source=_prepend(first, chunks), include_usage=body.include_usage())
+        source = _prepend(first, chunks, deadline, handle.label)
+        return StreamResult(source=source, include_usage=body.include_usage())
 
 
-async def _prepend(first: Chunk, rest: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+async def _prepend(first: Chunk, rest: AsyncIterator[Chunk], deadline: float, label: str) -> AsyncIterator[Chunk]:
+    """``first``, then the rest of the stream, which must end by ``deadline`` (``time.monotonic``)."""
     try:
         yield first
-        async for chunk in rest:
+        while True:
+            try:
+                # Scoped to the wait for one chunk, never across a yield (that would cancel the consumer).
+                async with asyncio.timeout(max(0.001, deadline - time.monotonic())):
+                    chunk = await anext(rest)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise UpstreamTimeoutError(f"deployment {label}: the stream did not end before the deadline") from None
             yield chunk
     finally:
         aclose = getattr(rest, "aclose", None)
