@@ -27,6 +27,13 @@ PiiEntity = Literal[
     "it_fiscal_code",
     "in_aadhaar",
     "ip_address",
+    "date_of_birth",
+    "age",
+    "street_address",
+    # Found by a language model (spaCy NER), not by patterns:
+    "person",
+    "location",
+    "organization",
 ]
 PII_ENTITIES: tuple[PiiEntity, ...] = get_args(PiiEntity)
 
@@ -50,7 +57,8 @@ class _ScannerBase(_Strict):
 
 
 class PiiScannerConfig(_ScannerBase):
-    """Structured personal data: emails, phones, cards (Luhn), IBANs (checksum), national ids, IP addresses.
+    """Personal data: emails, phones, cards (Luhn), IBANs (checksum), national ids, IP addresses, marked
+    dates of birth and ages, street addresses (patterns); names, places and organisations (spaCy NER).
 
     National ids: US SSN and ITIN, UK National Insurance number, Spanish DNI/NIE, Italian codice
     fiscale, Indian Aadhaar (Verhoeff) — each validated by its own rules (python-stdnum).
@@ -66,6 +74,12 @@ class PiiScannerConfig(_ScannerBase):
         default_factory=lambda: ["US", "GB", "DE", "FR"], description="Regions tried for numbers without +country."
     )
     roles: list[Role] | None = Field(None, description="Input messages to scan; default: all.")
+    ner_budget_ms: float = Field(
+        250.0,
+        gt=0,
+        description="Time for the NER model (person, location, organization) per text; past it, the rest of "
+        "the text gets the patterns only and the record says ner_incomplete.",
+    )
     can_redact: ClassVar[bool] = True
 
     @model_validator(mode="after")
@@ -195,6 +209,12 @@ class GuardPolicy(_Strict):
     tenants: list[str] = Field(default_factory=list, description="Tenants this policy covers; empty: all.")
     input: list[ScannerConfig] = Field(default_factory=_default_input)
     output: list[ScannerConfig] = Field(default_factory=_default_output)
+    time_budget_ms: float = Field(
+        250, gt=0, description="Input scanning past this (large inputs are scanned off the event loop) times out."
+    )
+    on_timeout: Literal["block", "warn"] = Field(
+        "block", description="Past the time budget: block the request, or pass it unscanned with a warning."
+    )
 
     @model_validator(mode="after")
     def _directions(self) -> GuardPolicy:

@@ -1,13 +1,16 @@
-"""PII: structured identifiers found by one compiled pattern, then confirmed by a validator.
+"""PII: structured identifiers found by one compiled pattern and confirmed by a validator; addresses,
+marked dates of birth and ages by pattern (``pii_address``); names, places and organisations by
+spaCy's NER model (``pii_ner``).
 
-Kinds: email, phone, credit card, IBAN, IP address, and national ids (US SSN and ITIN, UK NINO,
-Spanish DNI/NIE, Italian codice fiscale, Indian Aadhaar).
+Structured kinds: email, phone, credit card, IBAN, IP address, and national ids (US SSN and ITIN,
+UK NINO, Spanish DNI/NIE, Italian codice fiscale, Indian Aadhaar).
 
 A pattern alone over-matches (any 16 digits look like a card), so every candidate is checked the way
 the identifier itself is: cards by Luhn and issuer prefix, IBANs by country length and mod-97
 (``python-stdnum``), US SSNs by stdnum's area/group/serial rules, phone numbers by Google's
-``phonenumbers`` metadata, IP addresses by ``ipaddress``. Names and street addresses are not
-detected: the offline methods (Presidio) need a spaCy model we cannot ship.
+``phonenumbers`` metadata in any region (``pii_phone``), IP addresses by ``ipaddress``. Where two
+recognisers claim the same text, the validated identifier wins over the address pattern, and
+both win over the model's guess.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-import phonenumbers
 from stdnum import iban, luhn
 from stdnum.es import dni, nie
 from stdnum.in_ import aadhaar
@@ -26,6 +28,13 @@ from stdnum.us import itin, ssn
 
 from opsgate.domain.guard_config import PiiEntity, PiiScannerConfig
 from opsgate.guard.base import ScanContext, ScanResult, Vault
+from opsgate.guard.pii_address import find_addresses, find_marked_dates_and_ages
+from opsgate.guard.pii_base import Finding, resolve_overlaps
+from opsgate.guard.pii_names import correct_kind, find_organisations
+from opsgate.guard.pii_ner import NER_KINDS, NameRecognizer
+from opsgate.guard.pii_phone import PhoneRules
+
+__all__ = ["Finding", "PiiDetector", "PiiScanner", "replace_findings", "restore", "split_partial_placeholder"]
 
 _PATTERN = re.compile(
     r"(?P<email>\b[A-Za-z0-9][A-Za-z0-9._%+-]*@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}\b)"
@@ -39,9 +48,10 @@ _PATTERN = re.compile(
     r"|(?P<es_nie>(?<![\w-])[XYZxyz]-?\d{7}-?[A-Za-z](?![\w-]))"
     r"|(?P<es_dni>(?<![\w-])\d{8}-?[A-Za-z](?![\w-]))"
     r"|(?P<in_aadhaar>(?<![\w-])[2-9]\d{3}(?P<asep>[ -])\d{4}(?P=asep)\d{4}(?![\w-]|\s?\d))"
-    r"|(?P<card>(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-]))"
+    r"|(?P<card>(?<![\w-])\d(?:[ -]?\d){11,18}(?![\w-]))"
     r"|(?P<ssn_bare>(?<![\w-])\d{9}(?![\w-]))"
-    r"|(?P<phone>(?<![\w+])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{1,4}\)[\s.-]?)?\d{1,4}(?:[\s.-]?\d{2,4}){1,5}(?!\w))"
+    r"|(?P<phone>(?<![\w+])(?:\+\s?\d{1,3}[\s.-]?)?(?:\(\d{1,5}\)[\s.-]?)?\d{1,4}(?:[\s.-]?\d{2,4}){1,5}"
+    r"(?:\s{0,2}(?:ext\.?|extension|x|\#)\s{0,2}\d{1,6})?(?!\w))"
 )
 # Where an identifier can be: digits, '@' or ':' — the full pattern runs only in windows around them,
 # because scanning every position of a long prose text with it costs ~0.4 ms per KB.
@@ -49,11 +59,17 @@ _ANCHOR = re.compile(r"[\d:]+|@")
 _MERGE_GAP = 8
 _VERSION_CONTEXT = re.compile(r"(?:version|release|build|\bv)\s*$", re.I)
 _SSN_CONTEXT = re.compile(r"(ssn|social security|social-security|tax id|taxpayer)", re.I)
-_PHONE_CONTEXT = re.compile(r"(phone|call|tel\b|mobile|cell|fax|whatsapp|sms|text me|reach me|dial)", re.I)
-# North American formats: (415) 555-2671, 415-555-2671, 415.555.2671, 415 555 2671.
-_NATIONAL = re.compile(r"\(\d{3}\)\s?\d{3}[\s.-]\d{4}|\d{3}([.-]|\s)\d{3}\1\d{4}")
-# Issuer prefixes of the major card networks; Luhn alone passes one random number in ten.
-_CARD_PREFIX = re.compile(r"^(4|5[1-5]|2(2[2-9]|[3-6]\d|7[01]|720)|3[47]|3[068]|6011|65|64[4-9]|35|62)")
+# Issuer prefixes (IIN ranges) of the card networks: Visa, Mastercard (51-55, 2221-2720), Amex, Diners,
+# Discover, JCB, UnionPay, Maestro (50, 56-69), Mir (2200-2204), RuPay (60, 65, 81, 82), Verve (506, 650).
+_CARD_PREFIX = re.compile(r"^(4|5[0-9]|2(2[0-9]|[3-6]\d|7[01]|720)|3[0478]|6|8[12])")
+# Luhn passes one random number in ten: an unknown prefix needs a card word before it.
+_CARD_CONTEXT = re.compile(
+    r"(card|visa|mastercard|master card|amex|american express|credit|debit|maestro|"
+    r"discover|jcb|diners|unionpay|\bcc\b|payment|pan\b)",
+    re.I,
+)
+# A date (15.03.1985, 03-15-1985, 2024-03-15) is never a phone number, whatever region would accept it.
+_DATE_LIKE = re.compile(r"\d{1,2}([./-])\d{1,2}\1\d{2,4}|\d{4}([./-])\d{1,2}\2\d{1,2}")
 _KIND = {
     "email": "email",
     "iban": "iban",
@@ -71,23 +87,17 @@ _KIND = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One confirmed identifier: its kind and where it is."""
-
-    kind: PiiEntity
-    start: int
-    end: int
-    value: str
-
-
 def _digits(value: str) -> str:
     return "".join(ch for ch in value if ch.isdigit())
 
 
-def _card(value: str) -> bool:
+def _card(value: str, before: str = "") -> bool:
+    """Luhn over every card length (12-19), with a known issuer prefix or a card word before it."""
     number = _digits(value)
-    return 13 <= len(number) <= 19 and bool(_CARD_PREFIX.match(number)) and luhn.is_valid(number)
+    if not (12 <= len(number) <= 19 and luhn.is_valid(number)):
+        return False
+    # 12-digit (Maestro) numbers are too common as other ids to go on the prefix alone.
+    return bool(_CARD_CONTEXT.search(before)) or (len(number) >= 13 and bool(_CARD_PREFIX.match(number)))
 
 
 def _iban(value: str) -> bool:
@@ -111,19 +121,36 @@ def _ip(value: str) -> bool:
     return not (address.is_loopback or address.is_unspecified)
 
 
-class PiiDetector:
-    """Finds validated identifiers of the configured kinds in a text."""
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """What a scan found, and how much of the text the NER model's time budget left unread."""
 
-    def __init__(self, entities: Iterable[PiiEntity], phone_regions: Iterable[str] = ("US",)) -> None:
+    findings: list[Finding]
+    ner_unread_chars: int = 0
+
+
+class PiiDetector:
+    """Finds personal data of the configured kinds in a text; built once, thread-safe."""
+
+    def __init__(
+        self,
+        entities: Iterable[PiiEntity],
+        phone_regions: Iterable[str] = ("US",),
+        ner_budget_s: float = 0.25,
+    ) -> None:
         self.entities = frozenset(entities)
-        self.regions = tuple(phone_regions)
+        self.phones = PhoneRules(phone_regions)
+        self.ner_budget_s = ner_budget_s
+        # Loaded (and its files checked) at start, so a missing model is a start error, not a miss.
+        ner_kinds = self.entities & NER_KINDS
+        self.names = NameRecognizer(ner_kinds) if ner_kinds else None
         self._checks: dict[str, Callable[[str], bool]] = {
             "email": lambda v: True,
             "iban": _iban,
             "ipv6": _ip,
             "ipv4": _ip,
             "ssn": _ssn,
-            "card": _card,
+            "card": lambda v: True,  # confirmed in _confirm, where the text before it is known
             "it_fiscal_code": lambda v: bool(codicefiscale.is_valid(v.upper())),
             "uk_nino": lambda v: True,  # the pattern carries the prefix rules; there is no check digit
             "es_nie": lambda v: bool(nie.is_valid(v.upper())),
@@ -131,39 +158,38 @@ class PiiDetector:
             "in_aadhaar": lambda v: bool(aadhaar.is_valid(v)),
         }
 
-    def _phone(self, value: str, before: str = "") -> bool:
-        """A valid number in international form, in a national format, or written bare after "call" etc.
-
-        Validity alone is not enough: most 10-digit ids and many dates are valid numbers somewhere.
-        """
-        digits = _digits(value)
-        if not 7 <= len(digits) <= 15:
+    def _phone(self, text: str, value: str, start: int) -> bool:
+        if _DATE_LIKE.fullmatch(value):
             return False
-        international = value.startswith("+")
-        if not international and not (
-            _NATIONAL.fullmatch(value)
-            or (value.startswith("0") and len(digits) >= 9)
-            or (len(digits) <= 12 and _PHONE_CONTEXT.search(before))
-        ):
-            return False
-        for region in (None,) if international else self.regions:
-            try:
-                number = phonenumbers.parse(value, region)
-            except phonenumbers.NumberParseException:
-                continue
-            if phonenumbers.is_valid_number(number):
-                return True
-        return False
+        before = text[max(0, start - 60) : start]
+        around = text[max(0, start - 80) : start + len(value) + 80]
+        return self.phones.is_phone(value, before, around)
 
     def find(self, text: str) -> list[Finding]:
-        """Every confirmed identifier, in order, not overlapping."""
-        found: list[Finding] = []
+        """Every finding, in order, not overlapping."""
+        return self.detect(text).findings
+
+    def detect(self, text: str) -> Detection:
+        """Every finding, in order, not overlapping, and what the NER budget left unread."""
+        structured: list[Finding] = []
         for low, high in _windows(text):
             for match in _PATTERN.finditer(text, low, high):
                 finding = self._confirm(text, match)
                 if finding is not None:
-                    found.append(finding)
-        return found
+                    structured.append(finding)
+        ranked = [structured]
+        if self.entities & {"date_of_birth", "age"}:
+            ranked.append([f for f in find_marked_dates_and_ages(text) if f.kind in self.entities])
+        if "street_address" in self.entities:
+            ranked.append(find_addresses(text))
+        unread = 0
+        if "organization" in self.entities:
+            ranked.append(find_organisations(text))
+        if self.names is not None:
+            named = self.names.find(text, self.ner_budget_s)
+            ranked.append([correct_kind(text, f, self.entities) for f in named.findings])
+            unread = named.unread_chars
+        return Detection(resolve_overlaps(ranked), unread)
 
     def _confirm(self, text: str, match: re.Match[str]) -> Finding | None:
         group = match.lastgroup
@@ -176,20 +202,20 @@ class PiiDetector:
                 kind = "us_ssn"
             elif _SSN_CONTEXT.search(window) and _itin(value):
                 kind = "us_itin"
-            elif "phone" in self.entities and self._phone(value, window):
+            elif "phone" in self.entities and self._phone(text, value, match.start()):
                 kind = "phone"
             else:
                 return None
         else:
             kind = _KIND[group]  # type: ignore[assignment]
             before = text[max(0, match.start() - 40) : match.start()]
-            if group == "card" and not _card(value):
+            if group == "card" and not _card(value, before):
                 # A long digit run that is no card may still be a phone number.
-                if "phone" not in self.entities or not self._phone(value, before):
+                if "phone" not in self.entities or not self._phone(text, value, match.start()):
                     return None
                 kind = "phone"
             elif group == "phone":
-                if not self._phone(value, before):
+                if not self._phone(text, value, match.start()):
                     return None
             elif group == "ssn" and not _ssn(value):
                 if not _itin(value):  # 9XX-7X-XXXX: a taxpayer number, not an SSN
@@ -238,15 +264,21 @@ class PiiScanner:
     name = "pii"
 
     def __init__(self, config: PiiScannerConfig) -> None:
-        self.detector = PiiDetector(config.entities, config.phone_regions)
+        self.detector = PiiDetector(config.entities, config.phone_regions, config.ner_budget_ms / 1000)
         self.reversible = config.reversible
         self.threshold = config.threshold
 
     def scan(self, text: str, context: ScanContext) -> ScanResult:
-        """Score 1 when any identifier is found; details count them by kind (never the values)."""
-        findings = self.detector.find(text)
+        """Score 1 when anything is found; details count findings by kind (never the values).
+
+        ``ner_unread_chars`` in the details: the NER model's time budget ran out that far before the
+        end (the patterns still read it all).
+        """
+        detection = self.detector.detect(text)
+        findings = detection.findings
+        extra: dict[str, int] = {"ner_unread_chars": detection.ner_unread_chars} if detection.ner_unread_chars else {}
         if not findings:
-            return ScanResult.clean(text)
+            return ScanResult(text, "pass", 0.0, extra) if extra else ScanResult.clean(text)
         counts: dict[str, int] = {}
         for finding in findings:
             counts[finding.kind] = counts.get(finding.kind, 0) + 1
@@ -255,7 +287,7 @@ class PiiScanner:
             sanitized = replace_findings(text, findings, lambda f: vault.placeholder(f.kind, f.value))
         else:
             sanitized = replace_findings(text, findings, lambda f: f"<{f.kind.upper()}>")
-        return ScanResult(sanitized, "fail", 1.0, {"found": counts})
+        return ScanResult(sanitized, "fail", 1.0, {"found": counts, **extra})
 
 
 _PLACEHOLDER = re.compile(r"<[A-Z_]+_\d+>")

@@ -1,0 +1,115 @@
+"""Street addresses, dates of birth and ages, by pattern.
+
+Addresses: a house number, one to four capitalised words and a street type ("4068 Jacob Stream",
+"12 Baker St., Apt. 4"), or the continental order ("Kranzstr. 60/95", "Via Roma 10", "12 rue de
+la Paix", "Calle de Alcalá 5"), each optionally followed by a postcode and town ("Springfield, IL
+62704", "09895 Iserlohn", "London NW1 6XE"). The English street types are the USPS and AS 4590
+lists in ``data/street_types.txt``. A date of birth or an age counts only where the text marks it
+as one ("DOB: …", "born on …", "aged 34", "34 years old"): a bare date or number is not personal.
+
+Every pattern has bounded repetition only, so a scan is linear in the input's length.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+
+from opsgate.guard.pii_base import Finding
+
+
+def _street_types() -> list[str]:
+    text = resources.files("opsgate.guard").joinpath("data/street_types.txt").read_text(encoding="utf-8")
+    words = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    # Longest first, so "Streets" is tried before "Street"; the first letter may be either case.
+    return [f"[{w[0].upper()}{w[0].lower()}]{re.escape(w[1:])}" for w in sorted(set(words), key=len, reverse=True)]
+
+
+_NAME = r"[A-Z\u00C0-\u00DE][\w'\u2019.-]{0,30}"  # a capitalised word (accents included)
+_UNIT = (
+    r"(?:,?\s{1,3}(?:Apt\.?|Apartment|Suite|Ste\.?|Unit|Flat|Floor|Fl\.?|Room|Rm\.?|Box|#)"
+    r"\s{0,3}#?\s{0,2}[\w-]{1,6})"
+)
+_US_TAIL = rf"(?:,?\s{{1,3}}{_NAME}(?:\s{_NAME}){{0,3}},?\s{{1,3}}[A-Z]{{2}}\s{{1,3}}\d{{5}}(?:-\d{{4}})?)"
+_UK_POSTCODE = r"[A-Z]{1,2}\d[A-Z\d]?\s?\d[A-Z]{2}"
+_UK_TAIL = rf"(?:,?\s{{1,3}}(?:{_NAME}(?:\s{_NAME}){{0,2}},?\s{{1,3}})?{_UK_POSTCODE}\b)"
+_EU_TAIL = (
+    rf"(?:,?\s{{1,3}}(?:[A-Z]{{1,2}}-)?\d{{4,5}}(?:-\d{{3}})?,?\s{{1,3}}{_NAME}(?:[\s-]{_NAME}){{0,2}}"
+    rf"(?:\s?\([A-Z]{{2}}\)|\s/\s[A-Z]{{2}})?"
+    rf"|,?\s{{1,3}}{_NAME}(?:\s{_NAME}){{0,2}},\s{{1,3}}\d{{5}}\b)"
+)
+_CA_TAIL = rf"(?:,?\s{{1,3}}{_NAME}(?:\s{_NAME}){{0,3}},?\s{{1,3}}[A-Z]{{2}}\s{{1,3}}[A-Z]\d[A-Z]\s?\d[A-Z]\d\b)"
+_EN_STREET = (
+    rf"(?:(?:(?:Flat|Apt\.?|Apartment|Unit|Suite|Studio)\s{{1,3}}\d{{1,5}}[A-Za-z]?,?\s{{1,3}})?"
+    rf"\d{{1,6}}[A-Za-z]?(?:[-/]\d{{1,5}})?,?\s{{1,3}}"
+    rf"|(?:Flat|Apt\.?|Apartment|Unit|Suite|Studio)\s{{1,3}}\d{{1,5}}[A-Za-z]?,?\s{{1,3}})"
+    rf"(?:{_NAME}\s{{1,3}}){{1,4}}(?:{'|'.join(_street_types())})\b\.?{_UNIT}?"
+)
+_CONTINENTAL = (
+    r"(?:[A-Z\u00C0-\u00DE][\w\u00DF-]{1,30}"
+    r"(?:[Ss]tra(?:ß|ss)e|[Ss]tr\.|[Gg]asse|[Ww]eg|[Pp]latz|[Aa]llee|[Rr]ing|[Dd]amm|[Uu]fer|straat|laan|plein"
+    r"|singel|gracht|kade|dijk|gatan|vägen|gränd|torget|stigen|vej|gade)"
+    r"|(?:Calle|Avenida|Avda\.?|Av\.|Plaza|Paseo|Camino|Carrer|Ronda|Callejón|Glorieta|Rambla|Via|Viale|Piazza"
+    r"|Piazzale|Corso|Largo|Vicolo|Strada|Stretto|Contrada|Borgo|Rotonda|Incrocio|Canale|Rua|Travessa|Alameda"
+    r"|Viela|Rodovia|Praça|Ladeira|Avenida|Estrada|Acceso|Cañada|Vial|Pasadizo|Pasaje|Carretera|Travesía|Cuesta"
+    r"|Urbanización|Ulica|ulica|ul\.|Aleja|aleja|al\.|Plac|plac|Osiedle|osiedle)"
+    r"(?:\s{1,3}(?:de|del|de la|de los|de las|dos|das|do|da|di|della|delle|dei|degli)){0,2}"
+    r"(?:\s{1,3}" + _NAME + r"){1,4})"
+    r",?\s{1,3}(?:n\.?\s?º?\s{0,2})?\d{1,5}[A-Za-z]?(?:\s?[/-]\s?\d{1,5}[A-Za-z]?)?"
+    r"(?:,?\s{1,3}(?:Puerta|Piso|Esc\.|Appartamento|Piano|Interno|Apto\.?|Apt\.?|lok\.?|m\.)\s{0,3}[\w/º-]{1,6}){0,2}"
+)
+_FRENCH = (
+    r"(?:\d{1,4}(?:\s?(?:bis|ter))?,?\s{1,3})?"
+    r"(?:rue|avenue|boulevard|bd|place|chemin|allée|impasse|quai|route|cours|square|passage|voie)"
+    r"(?:\s{1,3}(?:de|du|des|de la|d'|l'|la|le|les)){0,2}\s{0,3}" + _NAME + r"(?:[\s-]{1,3}" + _NAME + r"){0,3}"
+)
+_ADDRESS = re.compile(
+    rf"(?<![\w-])(?:{_EN_STREET}(?:{_US_TAIL}|{_CA_TAIL}|{_UK_TAIL}|{_EU_TAIL})?"
+    rf"|{_CONTINENTAL}{_EU_TAIL}?"
+    rf"|(?<![A-Za-z]){_FRENCH}{_EU_TAIL}?)"
+)
+# A French street needs its house number or a postcode: "rue" alone starts many sentences.
+_FRENCH_OK = re.compile(r"^\d|\d{5}")
+
+_MONTH = (
+    r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|Sep(?:t(?:ember)?)?"
+    r"|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)\.?"
+)
+_DATE = (
+    rf"(?:\d{{4}}-\d{{1,2}}-\d{{1,2}}|\d{{1,2}}[/.-]\d{{1,2}}[/.-]\d{{2,4}}"
+    rf"|{_MONTH}\s{{1,2}}\d{{1,2}}(?:st|nd|rd|th)?,?\s{{1,2}}\d{{4}}"
+    rf"|\d{{1,2}}(?:st|nd|rd|th)?\s{{1,2}}(?:of\s)?{_MONTH},?\s{{1,2}}\d{{4}})"
+)
+_DOB = re.compile(
+    rf"(?i:\b(?:date\sof\sbirth|birth\s?date|birthday|d\.?o\.?b\.?|born(?:\s(?:on|in))?)\b)"
+    rf"\s{{0,3}}[:=-]?\s{{0,3}}(?:is\s|was\s)?(?P<date>{_DATE}|(?<=in\s)(?:19|20)\d{{2}}\b)"
+)
+_AGE = re.compile(
+    r"(?i:\bage[ds]?\b\s{0,3}(?:of\s|is\s|was\s|:|=|-)?\s{0,3})(?P<a>\d{1,3})\b(?!\s?(?:%|kg|km|cm|years?\sago))"
+    r"|(?<![\d.,])(?P<b>\d{1,3})(?:\s|-)(?i:years?|yrs?)(?:\s|-)(?i:old)\b"
+)
+
+
+def find_addresses(text: str) -> list[Finding]:
+    """Street addresses, with their postcode and town when these follow."""
+    found = []
+    for match in _ADDRESS.finditer(text):
+        value = match.group().rstrip(" ,")
+        if value[:1].isalpha() and value.split()[0].lower() in _FRENCH_WORDS and not _FRENCH_OK.search(value):
+            continue
+        found.append(Finding("street_address", match.start(), match.start() + len(value), value))
+    return found
+
+
+_FRENCH_WORDS = {"rue", "avenue", "boulevard", "bd", "place", "chemin", "allée", "impasse", "quai", "route"}
+_FRENCH_WORDS |= {"cours", "square", "passage", "voie"}
+
+
+def find_marked_dates_and_ages(text: str) -> list[Finding]:
+    """Dates the text calls a birth date, and numbers it calls an age (0-120)."""
+    found = [Finding("date_of_birth", m.start("date"), m.end("date"), m.group("date")) for m in _DOB.finditer(text)]
+    for match in _AGE.finditer(text):
+        group = "a" if match.group("a") is not None else "b"
+        if int(match.group(group)) <= 120:
+            found.append(Finding("age", match.start(group), match.end(group), match.group(group)))
+    return found

@@ -1,0 +1,89 @@
+"""Organisations by their legal form, and the words around a name that say what kind of name it is.
+
+The NER model reads "Lee, Kirby and Brown" as three people and "Dear Emma Giradello" as a company;
+two kinds of evidence it weighs too little are used here:
+
+- a legal form after capitalised words ("Acme Widgets Ltd", "Niemeier Müller KGaA", "Cerdán y Abril
+  S.A.", "Moreno and Sons") makes an organisation, found by pattern, ranked above the model;
+- the words just before a name correct the model's kind: "Dear", "Mrs", "patient", "my name is"
+  → a person; "lives in", "moved to", "based in" → a place; "works at", "employed by" → an
+  organisation.
+"""
+
+from __future__ import annotations
+
+import re
+
+from opsgate.domain.guard_config import PiiEntity
+from opsgate.guard.pii_base import Finding
+
+# Legal forms of companies (the common ones of ISO 20275's list, by country), longest first.
+_LEGAL_FORMS = [
+    "GmbH & Co. KGaA", "GmbH & Co. KG", "GmbH & Co. OHG", "AG & Co. KGaA", "AG & Co. KG", "AG & Co. OHG",
+    "S. R.L. de C.V.", "S.A. de C.V.", "Sp. z o.o.", "OHG mbH", "Incorporated", "Corporation", "Limited",
+    "Company", "GmbH", "KGaA", "Inc.", "Inc", "Corp.", "Corp", "Co.", "Ltd.", "Ltd", "LLC", "LLP", "L.L.C.",
+    "PLC", "plc", "AG", "KG", "OHG", "GbR", "e.V.", "e.G.", "S.A.R.L.", "SARL", "S.A.S.", "SAS", "S.A.U.",
+    "S.A.T.", "S.A.", "SA", "S.L.N.E", "S.L.L.", "S.L.U.", "S.L.", "SL", "S.Com.", "S.Coop.", "S.C.",
+    "Ltda.", "Ltda", "S/A", "- ME", "- EI", "SpA", "SPA", "S.p.A.", "s.r.l.", "S.r.l.", "Srl", "BV", "B.V.",
+    "NV", "N.V.", "AB", "Oy", "ASA", "A/S", "ApS", "Sp.j.", "Sp.k.", "Pty Ltd", "Pty", "Group", "Holdings",
+    "and Sons", "& Sons", "& Co.", "e figli", "e Filhos", "e Hijos", "et Fils", "y Asociados", "& Partners",
+    "Partners", "Associates",
+]  # fmt: skip
+_WORD = r"[A-Z\u00C0-\u00DE][\w'\u2019.&-]{0,30}"
+_CONNECT = r"(?:,\s|\s(?:and|&|e|y|und|et|i|og|en)\s|\s|-)"
+_ORG = re.compile(
+    rf"(?<![\w-]){_WORD}(?:{_CONNECT}(?:{_WORD}|van|von|de|der|del|da|di|du)){{0,5}}"
+    rf",?\s(?:{'|'.join(re.escape(form) for form in sorted(_LEGAL_FORMS, key=len, reverse=True))})(?![\w&])"
+)
+# "Gomez, Scott and Garcia" after "at" / "for" / "from": a firm named after its partners.
+_PARTNERS = re.compile(
+    rf"\b(?:at|for|from|with|by)\s(?P<org>{_WORD}(?:,\s{_WORD}){{1,3}},?\s(?:and|&|e|y|und|et)\s{_WORD}"
+    rf"(?:\s(?:e\sfigli|Group|LLP|LLC))?)"
+)
+_PERSON_CUE = re.compile(
+    r"(?:\b(?:dear|hi|hello|hey|mr|mrs|ms|miss|dr|prof|sir|madam|patient|customer|client|tenant|applicant|"
+    r"holder|driver|passenger|employee|colleague|contact|ask\sfor|name\sis|name:|i'm|i\sam|this\sis|"
+    r"signed|regards|sincerely|thanks|cc:?|attn:?)\.?,?\s{1,3})$",
+    re.I,
+)
+_PLACE_CUE = re.compile(
+    r"(?:\b(?:lives?\sin|living\sin|live\sin|based\sin|located\sin|moved\sto|moved\sfrom|born\sin|"
+    r"grew\sup\sin|visit(?:ing|ed)?|travel(?:l?ing|l?ed)?\sto|flew\sto|flew\sfrom|office\sin|lab\sin|"
+    r"branch\sin|city\sof|from\s\S+\sto|in)\s{1,3})$",
+    re.I,
+)
+_ORG_CUE = re.compile(
+    r"(?:\b(?:works?\sat|working\sat|works?\sfor|working\sfor|employed\sby|employer:?|"
+    r"order\sfrom|customer\sof|supplier|company|firm|at)\s{1,3})$",
+    re.I,
+)
+# Words that open a sentence or a greeting, swept into a name by the model ("Dear Henry Chambers").
+_LEADING = re.compile(
+    r"^(?:Dear|Hi|Hello|Hey|Contact|Patient|Customer|Forward|Please|Thanks|Attn|Ask|Ring|Call|Email|Text)\s+"
+)
+
+
+def find_organisations(text: str) -> list[Finding]:
+    """Organisations named with a legal form, or as a list of partners after "at", "for", "from"."""
+    found = [Finding("organization", m.start(), m.end(), m.group()) for m in _ORG.finditer(text)]
+    found += [Finding("organization", m.start("org"), m.end("org"), m.group("org")) for m in _PARTNERS.finditer(text)]
+    return found
+
+
+def correct_kind(text: str, finding: Finding, allowed: frozenset[PiiEntity]) -> Finding:
+    """The model's finding with sentence-opening words cut off and its kind set by the words before it."""
+    lead = _LEADING.match(finding.value)
+    if lead is not None and len(finding.value) > lead.end():
+        start = finding.start + lead.end()
+        finding = Finding(finding.kind, start, finding.end, finding.value[lead.end() :])
+    before = text[max(0, finding.start - 40) : finding.start]
+    kind: PiiEntity = finding.kind
+    if lead is not None or _PERSON_CUE.search(before):
+        kind = "person"
+    elif _ORG_CUE.search(before) and finding.kind == "person" and "-" in finding.value:
+        kind = "organization"  # "works at Heath-Cervantes": a double-barrelled firm, not a person
+    elif _PLACE_CUE.search(before) and finding.kind != "organization":
+        kind = "location"
+    if kind not in allowed:
+        return finding
+    return Finding(kind, finding.start, finding.end, finding.value)

@@ -1,0 +1,103 @@
+"""Phone numbers in any region, with extensions: which candidates are phone numbers.
+
+A candidate (digits with the separators people type) is a phone number when
+
+- it is international (``+44 …``, ``0044 …``) and a possible number for that country code; or
+- it is in a national format (``(415) 555-2671``, ``020 7946 0958``, ``06-12345678``) and valid in
+  a region: the configured ones, those whose names appear near it ("our office in Sweden"), or a
+  fixed list of the most populous trunk-prefix regions; or
+- a phone word ("call", "mobile", "tel") stands just before it and it is a possible number there.
+
+Validity alone is not enough: most 10-digit ids and many dates are valid numbers somewhere, hence
+the format or the word. Extensions (``ext. 123``, ``x123``, ``#123``) belong to the number.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+import phonenumbers
+from phonenumbers.geodata.locale import LOCALE_DATA
+
+PHONE_CONTEXT = re.compile(
+    r"(phone|call|tel\b|tel\.|telephone|mobile|cell|fax|whatsapp|sms|text\b|reach me|dial|ring|hotline|helpdesk"
+    r"|landline|contact|helpline|switchboard)",
+    re.I,
+)
+# North American formats: (415) 555-2671, 415-555-2671, 415.555.2671, 415 555 2671.
+_NANP = re.compile(r"(?:\+?1[\s.-]?|001[\s.-]?)?(?:\(\d{3}\)\s?|\d{3}[\s.-])\d{3}[\s.-]\d{4}")
+_EXTENSION = re.compile(r"\s{0,2}(?:ext\.?|extension|x|#)\s{0,2}(\d{1,6})$", re.I)
+# Where a region cannot be read from the number or its context, these are tried: the regions with
+# the most telephone users that write a national trunk prefix or use separators (ITU, 2023).
+_FALLBACK_REGIONS = (
+    "US", "GB", "DE", "FR", "IN", "BR", "IT", "ES", "JP", "MX", "AU", "CA", "NL", "PL", "SE", "IE",
+    "AT", "CH", "BE", "PT", "RU", "TR", "ZA", "NG", "KR", "CN", "ID", "PH", "AR", "CO",
+)  # fmt: skip
+
+
+def _country_names() -> dict[str, str]:
+    """English country name (lower case) → region code, from phonenumbers' own locale data."""
+    names: dict[str, str] = {}
+    for region, by_language in LOCALE_DATA.items():
+        name = by_language.get("en", "")
+        if name.startswith("*"):
+            name = by_language.get(name[1:], "")
+        if name and len(region) == 2:
+            names[name.lower()] = region
+    names.update({"uk": "GB", "england": "GB", "scotland": "GB", "wales": "GB", "britain": "GB"})
+    names.update({"usa": "US", "america": "US", "holland": "NL", "the netherlands": "NL"})
+    return names
+
+
+class PhoneRules:
+    """Decides whether a candidate is a phone number; built once (patterns compiled), thread-safe."""
+
+    def __init__(self, regions: Iterable[str]) -> None:
+        self.regions = tuple(regions)
+        self._names = _country_names()
+        alternatives = sorted(self._names, key=len, reverse=True)
+        self._country = re.compile(r"\b(" + "|".join(re.escape(n) for n in alternatives) + r")\b", re.I)
+
+    def regions_near(self, context: str) -> list[str]:
+        """Regions whose country names appear in ``context``."""
+        return [self._names[m.group(1).lower()] for m in self._country.finditer(context)]
+
+    def is_phone(self, value: str, before: str = "", around: str = "") -> bool:
+        """Whether ``value`` is a phone number, given the text ``before`` it and a window ``around`` it."""
+        main = _EXTENSION.sub("", value)
+        digits = re.sub(r"\D", "", main)
+        if not 7 <= len(digits) <= 15:
+            return False
+        stripped = main.lstrip("(")
+        if stripped.startswith("+") or (stripped.startswith("00") and not stripped.startswith("000")):
+            international = "+" + stripped.lstrip("+")[2:] if stripped.startswith("00") else stripped
+            return self._possible(international, None)
+        worded = bool(PHONE_CONTEXT.search(before))
+        separated = bool(re.search(r"\d[\s.()/-]+\d", main))
+        if _NANP.fullmatch(main) and self._possible(main, "US"):
+            return True
+        regions = [*self.regions_near(around), *self.regions]
+        if worded and any(self._possible(main, r) for r in regions):
+            return True
+        if separated and main.startswith(("0", "(")):
+            return any(self._valid(main, r) for r in dict.fromkeys([*regions, *_FALLBACK_REGIONS]))
+        # Bare digits with a trunk 0 ("0361717565"): a phone word somewhere near, and valid somewhere.
+        if re.fullmatch(r"0[1-9]\d{7,10}", main) and PHONE_CONTEXT.search(around):
+            return any(self._valid(main, r) for r in dict.fromkeys([*regions, *_FALLBACK_REGIONS]))
+        return False
+
+    @staticmethod
+    def _parse(value: str, region: str | None) -> phonenumbers.PhoneNumber | None:
+        try:
+            return phonenumbers.parse(value, region)
+        except phonenumbers.NumberParseException:
+            return None
+
+    def _possible(self, value: str, region: str | None) -> bool:
+        number = self._parse(value, region)
+        return number is not None and phonenumbers.is_possible_number(number)
+
+    def _valid(self, value: str, region: str) -> bool:
+        number = self._parse(value, region)
+        return number is not None and phonenumbers.is_valid_number(number)
