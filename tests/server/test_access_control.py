@@ -235,8 +235,12 @@ def test_expired_key_stops_working(tenants: Tenants) -> None:
 
 def test_public_routes_and_readyz(tenants: Tenants) -> None:
     assert tenants.call("GET", "/healthz", None).status_code == 200
-    ready = tenants.call("GET", "/readyz", None).json()
+    public = tenants.call("GET", "/readyz", None).json()
+    assert public["status"] == "ready" and set(public["deployments"].values()) == {"ready"}
+    assert "auth" not in public and "pipeline" not in public  # details need a key
+    ready = tenants.call("GET", "/readyz", tenants.secret("a-viewer")).json()
     assert ready["auth"]["enabled"] is True and "auth" in ready["pipeline"]
+    assert "pipeline" not in tenants.call("GET", "/readyz", "og_wrongwrong_" + "x" * 43).json()
     assert tenants.call("GET", "/admin/requests", None).status_code == 401
     ui = tenants.call("GET", "/ui", None, follow_redirects=False)
     assert ui.status_code == 303 and ui.headers["location"] == "/ui/login"

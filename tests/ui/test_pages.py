@@ -159,9 +159,10 @@ def test_with_auth_on_a_browser_without_a_key_goes_to_the_login_page(tenants: Ga
     assert httpx.get(tenants.url + "/ui/login").status_code == 200
     assert httpx.get(tenants.url + "/ui/static/app.js").status_code == 200
     # The key is checked at the form: a wrong one is said there, a right one gets the cookie.
-    wrong = httpx.post(tenants.url + "/ui/login", data={"key": "og-wrong"}, follow_redirects=False)
+    same_site = {"Origin": tenants.url}  # browsers send it with every form post
+    wrong = httpx.post(tenants.url + "/ui/login", data={"key": "og-wrong"}, headers=same_site, follow_redirects=False)
     assert wrong.status_code == 401 and "Invalid API key" in wrong.text and "set-cookie" not in wrong.headers
-    right = httpx.post(tenants.url + "/ui/login", data={"key": ADMIN_KEY}, follow_redirects=False)
+    right = httpx.post(tenants.url + "/ui/login", data={"key": ADMIN_KEY}, headers=same_site, follow_redirects=False)
     assert right.status_code == 303 and "opsgate_key=" in right.headers["set-cookie"]
     with_cookie = httpx.get(tenants.url + "/ui", cookies={"opsgate_key": ADMIN_KEY})
     assert with_cookie.status_code == 200 and "bootstrap admin" in with_cookie.text
@@ -170,5 +171,10 @@ def test_with_auth_on_a_browser_without_a_key_goes_to_the_login_page(tenants: Ga
 def test_a_service_key_cannot_use_the_dashboard(tenants: Gateway) -> None:
     service = _key(tenants, "acme", "service")
     assert httpx.get(tenants.url + "/ui", headers=service).status_code == 403
-    login = httpx.post(tenants.url + "/ui/login", data={"key": service["Authorization"][7:]}, follow_redirects=False)
+    login = httpx.post(
+        tenants.url + "/ui/login",
+        data={"key": service["Authorization"][7:]},
+        headers={"Origin": tenants.url},
+        follow_redirects=False,
+    )
     assert login.status_code == 403 and "cannot use the dashboard" in login.text

@@ -35,6 +35,7 @@ from opsgate.domain.reliability_config import (
 )
 from opsgate.domain.slo_config import AlertsConfig, SloConfig
 from opsgate.domain.telemetry_config import TelemetryConfig
+from opsgate.domain.urls import has_credentials
 
 
 class ConfigError(Exception):
@@ -127,6 +128,19 @@ class UpstreamDeployment(_DeploymentBase):
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/")
 
+    @model_validator(mode="after")
+    def _one_credential(self) -> UpstreamDeployment:
+        # aiohttp turns user:password@ into Basic auth and refuses a second Authorization header, so
+        # both at once failed every call with a 500. Say it here, once, without echoing the secret.
+        if has_credentials(self.base_url) and (
+            self.api_key is not None or any(name.lower() == "authorization" for name in self.headers)
+        ):
+            raise ValueError(
+                "base_url carries credentials (user:password@) and api_key or an Authorization header is set "
+                "too; give one: api_key for a Bearer token, or credentials in base_url for Basic auth"
+            )
+        return self
+
     @field_validator("verify_tls", mode="before")
     @classmethod
     def _ca_bundle(cls, value: Any) -> Any:
@@ -191,6 +205,9 @@ class ServerConfig(_Strict):
     port: int = Field(8080, ge=0, le=65535)
     workers: int = Field(1, ge=1, le=64)
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
+    body_timeout_seconds: float = Field(
+        30.0, gt=0, description="A request body must arrive within this time of its first read (else 408)."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 

@@ -8,6 +8,8 @@ The caller lands in ``request.state.principal`` for handlers to scope their data
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import RedirectResponse
@@ -21,12 +23,24 @@ from opsgate.server.http_io import error_response
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/ui/login", "/ui/logout"})
 PUBLIC_PREFIXES = ("/ui/static/",)
+# Public, but a caller who presents a key with the ``read`` permission sees the details.
+OPTIONAL_KEY_PATHS = frozenset({"/readyz"})
 # Authenticated (and recorded) by the pipeline's auth stage.
 PIPELINE_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# The login and logout forms change the session, so they are checked like cookie requests (login CSRF).
+_SESSION_FORMS = frozenset({"/ui/login", "/ui/logout"})
 
 
 class AccessMiddleware:
-    """Authenticates the caller and checks the route's permission; sets ``scope['state']['principal']``."""
+    """Authenticates the caller and checks the route's permission; sets ``scope['state']['principal']``.
+
+    CSRF: a state-changing request authenticated by the dashboard cookie (not a header key) must come
+    from this gateway's own pages: its ``Origin`` (else ``Referer``) names the request's own host, and
+    a JSON API call says ``Content-Type: application/json`` (which a foreign page cannot send without
+    a CORS preflight this gateway never grants). SameSite=Strict alone still lets sibling subdomains
+    and some browsers through.
+    """
 
     def __init__(self, app: ASGIApp, authenticator: Authenticator) -> None:
         self.app = app
@@ -41,15 +55,32 @@ class AccessMiddleware:
             return
         state = scope.setdefault("state", {})
         path: str = scope["path"]
+        headers = Headers(scope=scope)
+        changes_state = scope["method"] not in SAFE_METHODS
         if not self.authenticator.enabled:
             state["principal"] = ANONYMOUS_OPERATOR
+            # No key to steal, but a foreign page must not drive the admin API through a local browser.
+            if changes_state and path not in PIPELINE_PATHS and not same_origin(headers, required=False):
+                await error_response(_cross_site("Origin"))(scope, receive, send)
+                return
             await self.app(scope, receive, send)
             return
-        if path in PIPELINE_PATHS or path in self.public or path.startswith(PUBLIC_PREFIXES):
+        if path in PIPELINE_PATHS:
             await self.app(scope, receive, send)
             return
         request = Request(scope)
-        secret = presented_key(Headers(scope=scope), request.cookies)
+        header_key = presented_key(headers)
+        secret = header_key or presented_key({}, request.cookies)
+        if changes_state and header_key is None and (secret is not None or path in _SESSION_FORMS):
+            refusal = csrf_refusal(headers, json_api=not path.startswith("/ui"))
+            if refusal is not None:
+                await error_response(refusal)(scope, receive, send)
+                return
+        if path in self.public or path.startswith(PUBLIC_PREFIXES):
+            if path in OPTIONAL_KEY_PATHS and secret is not None:
+                await self._optional_key(secret, state)
+            await self.app(scope, receive, send)
+            return
         if secret is None and path.startswith("/ui"):
             # A browser without its cookie: to the login page, not a JSON error.
             await RedirectResponse("/ui/login", status_code=303)(scope, receive, send)
@@ -73,6 +104,56 @@ class AccessMiddleware:
             return
         state["principal"] = principal
         await self.app(scope, receive, send)
+
+    async def _optional_key(self, secret: str, state: dict[str, object]) -> None:
+        # A bad key on a public route is ignored: the caller gets the public answer, not a 401.
+        try:
+            principal = await self.authenticator.authenticate(secret)
+        except GatewayError:
+            return
+        if allows(principal, "read"):
+            state["principal"] = principal
+
+
+def csrf_refusal(headers: Headers, *, json_api: bool) -> PermissionDeniedError | None:
+    """Why a cookie-authenticated state change is refused as possibly cross-site, or None if it is not."""
+    if not same_origin(headers, required=True):
+        return _cross_site("Origin (or Referer) naming this gateway")
+    if json_api:
+        media = (headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+        if media != "application/json":
+            return _cross_site("Content-Type: application/json")
+    return None
+
+
+def _cross_site(needs: str) -> PermissionDeniedError:
+    return PermissionDeniedError(
+        f"Refused as a possible cross-site request: a state-changing dashboard request (the cookie session, "
+        f"the login form) needs {needs}. API clients send their key in the Authorization header instead.",
+        code="cross_site_request",
+    )
+
+
+def same_origin(headers: Headers, *, required: bool) -> bool:
+    """Whether ``Origin`` (else ``Referer``) names the host the request was sent to.
+
+    Without either header the answer is ``not required``. ``Origin: null`` (sandboxed frames,
+    privacy redirects) is never ours. Ports compare after filling in the scheme's default, so
+    ``https://gw.example`` matches ``Host: gw.example`` behind a TLS-terminating proxy.
+    """
+    source = headers.get("origin") or headers.get("referer")
+    if source is None:
+        return not required
+    host = headers.get("host")
+    try:
+        origin = urlsplit(source)
+        own = urlsplit("//" + (host or ""))
+        if origin.scheme not in ("http", "https") or not origin.hostname or not own.hostname:
+            return False
+        default = 443 if origin.scheme == "https" else 80
+        return (origin.hostname, origin.port or default) == (own.hostname, own.port or default)
+    except ValueError:  # a malformed port
+        return False
 
 
 def principal_of(request: Request) -> Principal:

@@ -25,17 +25,28 @@ from opsgate.backends.registry import ModelRegistry
 from opsgate.domain.config import GatewayConfig, load_config
 from opsgate.domain.context import Endpoint, RequestContext
 from opsgate.domain.errors import GatewayError, InvalidRequestError, NotFoundError, PermissionDeniedError
+from opsgate.domain.urls import redact_urls
 from opsgate.pipeline.build import build_pipeline
 from opsgate.pipeline.record import FanoutSink, LogSink, RecordSink
 from opsgate.routing.router import Router
 from opsgate.server.access import AccessMiddleware, principal_of
 from opsgate.server.admin import admin_routes
 from opsgate.server.cache_routes import cache_routes
-from opsgate.server.http_io import error_response, json_response, read_json_body, render
+from opsgate.server.http_io import (
+    REFUSED_BODY_KEY,
+    BodyLimitMiddleware,
+    BodyLimits,
+    error_response,
+    json_response,
+    read_json_body,
+    render,
+)
 from opsgate.server.keys_routes import keys_routes
 from opsgate.server.logs import configure_logging
 from opsgate.server.openapi import openapi_document
+from opsgate.server.readiness import public_readiness
 from opsgate.server.slo_routes import slo_routes
+from opsgate.server.url_guard import UrlGuardMiddleware
 from opsgate.slo.service import SloService
 from opsgate.store.record_log import RecordLog
 from opsgate.telemetry.setup import Telemetry
@@ -152,11 +163,17 @@ class Gateway:
 
     async def handle(self, endpoint: Endpoint, request: Request) -> Response:
         """Serve one ``/v1`` inference request through the pipeline."""
-        try:
-            raw = await read_json_body(request, self.config.server.max_body_bytes)
-        except GatewayError as error:
-            return error_response(error)
-        ctx = RequestContext(endpoint=endpoint, raw_body=raw, headers=request.headers)
+        # A body refused at the transport (size, type, time) is still a request: the pipeline records it.
+        refused: GatewayError | None = request.scope.get(REFUSED_BODY_KEY)
+        raw = b""
+        if refused is None:
+            try:
+                raw = await read_json_body(request, self.config.server.max_body_bytes)
+            except GatewayError as error:
+                refused = error
+        ctx = RequestContext(endpoint=endpoint, raw_body=raw, headers=request.headers, body_error=refused)
+        if refused is not None:
+            return render(await self.pipeline.handle(ctx))  # answered at once; nothing to cancel
         # If the client hangs up before the answer, cancel the work (and the upstream call) for it.
         work = asyncio.ensure_future(self.pipeline.handle(ctx))
         watcher = asyncio.ensure_future(_cancel_on_disconnect(request, work))
@@ -226,15 +243,13 @@ def create_app(config: GatewayConfig | None = None, *, sink: RecordSink | None =
 
     async def readyz(request: Request) -> Response:
         ready, body = gateway.readiness()
-        return json_response(body, 200 if ready else 503)
+        # The access layer leaves a principal only for a key that may read (or with auth off).
+        detailed = getattr(request.state, "principal", None) is not None
+        return json_response(redact_urls(body) if detailed else public_readiness(body), 200 if ready else 503)
 
     async def deployments(request: Request) -> Response:
-        return json_response(
-            {
-                "object": "list",
-                "data": [{"deployment": label, **state} for label, state in gateway.router.status().items()],
-            }
-        )
+        data = [{"deployment": label, **state} for label, state in gateway.router.status().items()]
+        return json_response({"object": "list", "data": redact_urls(data)})
 
     async def metrics(request: Request) -> Response:
         if not principal_of(request).is_operator:
@@ -261,6 +276,11 @@ def create_app(config: GatewayConfig | None = None, *, sink: RecordSink | None =
             error = InvalidRequestError(str(exc.detail), status=exc.status_code)
         return error_response(error, dict(exc.headers or {}))
 
+    async def gateway_error(request: Request, exc: Exception) -> Response:
+        # A GatewayError a route did not catch itself (a body over its limit or too slow, say).
+        assert isinstance(exc, GatewayError)
+        return error_response(exc)
+
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(GatewayError("Internal error; the gateway logged the details."))
@@ -280,6 +300,8 @@ def create_app(config: GatewayConfig | None = None, *, sink: RecordSink | None =
         finally:
             await gateway.stop()
 
+    server = gateway.config.server
+    body_limits = BodyLimits(inference_bytes=server.max_body_bytes, timeout_seconds=server.body_timeout_seconds)
     routes = [
         Route("/v1/chat/completions", _inference(gateway, "chat"), methods=["POST"]),
         Route("/v1/completions", _inference(gateway, "completion"), methods=["POST"]),
@@ -300,8 +322,13 @@ def create_app(config: GatewayConfig | None = None, *, sink: RecordSink | None =
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={HTTPException: http_error, Exception: unexpected},
-        middleware=[Middleware(AccessMiddleware, authenticator=gateway.authenticator)],
+        exception_handlers={HTTPException: http_error, GatewayError: gateway_error, Exception: unexpected},
+        middleware=[
+            # Outermost: no route, public or not, reads an unbounded or endless body.
+            Middleware(BodyLimitMiddleware, limits=body_limits),
+            Middleware(UrlGuardMiddleware),
+            Middleware(AccessMiddleware, authenticator=gateway.authenticator),
+        ],
     )
     app.state.gateway = gateway
     return app

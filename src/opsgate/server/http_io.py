@@ -1,17 +1,21 @@
-"""Reading request bodies and writing gateway responses over HTTP (JSON and server-sent events)."""
+"""Reading request bodies (bounded in size and time) and writing responses over HTTP (JSON and SSE)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.datastructures import Headers
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from opsgate.domain.context import GatewayResponse, JsonResult, StreamResult
-from opsgate.domain.errors import GatewayError, InvalidRequestError
+from opsgate.domain.errors import ClientDisconnected, GatewayError, InvalidRequestError
 
 log = logging.getLogger("opsgate.server")
 
@@ -19,35 +23,155 @@ _JSON_TYPES = ("application/json", "text/json")
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-async def read_json_body(request: Request, max_bytes: int) -> bytes:
-    """The raw body, after checking its content type and size (415 and 413 in the OpenAI shape)."""
-    content_type = request.headers.get("content-type")
-    if content_type is not None:
-        media = content_type.split(";", 1)[0].strip().lower()
-        if media not in _JSON_TYPES and not media.endswith("+json"):
+# Body caps by route kind (inference routes use ``server.max_body_bytes``): admin JSON bodies are
+# small objects; the login form holds one key.
+ADMIN_MAX_BODY_BYTES = 64 * 1024
+FORM_MAX_BODY_BYTES = 4 * 1024
+INFERENCE_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
+FORM_PATHS = frozenset({"/ui/login", "/ui/logout"})
+# After a 408 or 413 the rest of the body is still on the wire: close rather than parse it as a request.
+_CLOSE = {"Connection": "close"}
+# Where the middleware leaves an inference body it refused before reading, for the route to record.
+REFUSED_BODY_KEY = "opsgate.refused_body"
+
+
+@dataclass(frozen=True)
+class BodyLimits:
+    """How large a request body may be (per route kind) and how long it may take to arrive."""
+
+    inference_bytes: int
+    timeout_seconds: float
+    admin_bytes: int = ADMIN_MAX_BODY_BYTES
+    form_bytes: int = FORM_MAX_BODY_BYTES
+
+    def max_bytes(self, path: str) -> int:
+        """The cap for a route: inference bodies, form posts, or everything else (the JSON admin API)."""
+        if path in INFERENCE_PATHS:
+            return self.inference_bytes
+        if path in FORM_PATHS:
+            return self.form_bytes
+        return self.admin_bytes
+
+
+class BodyLimitMiddleware:
+    """Bounds every request body at the transport, whichever route reads it and however.
+
+    The byte cap is checked against ``Content-Length`` before the app runs (a lie is caught while
+    counting) and counted as chunks arrive (chunked uploads have no length). The whole body must
+    arrive within ``timeout_seconds`` of the first read, so a client dripping bytes cannot hold a
+    connection and its buffer open. Both answers close the connection.
+    """
+
+    def __init__(self, app: ASGIApp, limits: BodyLimits) -> None:
+        self.app = app
+        self.limits = limits
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        max_bytes = self.limits.max_bytes(scope["path"])
+        declared = Headers(scope=scope).get("content-length")
+        refused: GatewayError | None = None
+        if declared is not None:
+            if not declared.isdigit():
+                refused = InvalidRequestError(
+                    "Content-Length is not a number.", code="invalid_content_length", headers=_CLOSE
+                )
+            elif int(declared) > max_bytes:
+                refused = _too_large(max_bytes)
+        if refused is not None:
+            if scope["path"] not in INFERENCE_PATHS:
+                await error_response(refused)(scope, receive, send)
+                return
+            # Inference requests are recorded whatever happens: the route answers it through the pipeline
+            # without reading the body.
+            scope[REFUSED_BODY_KEY] = refused
+        await self.app(scope, _BoundedReceive(receive, max_bytes, self.limits.timeout_seconds), send)
+
+
+class _BoundedReceive:
+    """An ASGI ``receive`` that raises 413 past ``max_bytes`` and 408 past the body deadline."""
+
+    def __init__(self, receive: Receive, max_bytes: int, timeout: float) -> None:
+        self.receive = receive
+        self.max_bytes = max_bytes
+        self.timeout = timeout
+        self.size = 0
+        self.done = False
+        self.deadline: float | None = None
+
+    async def __call__(self) -> Message:
+        if self.done:
+            return await self.receive()  # after the body: disconnect listeners wait as long as they like
+        loop = asyncio.get_running_loop()
+        if self.deadline is None:
+            self.deadline = loop.time() + self.timeout
+        try:
+            async with asyncio.timeout_at(self.deadline):
+                message = await self.receive()
+        except TimeoutError:
+            self.done = True
             raise InvalidRequestError(
-                f"Content-Type must be application/json, not '{media}'.",
-                status=415,
-                code="unsupported_media_type",
-            )
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise InvalidRequestError("Content-Length is not a number.", code="invalid_content_length")
-        if int(declared) > max_bytes:
-            raise _too_large(max_bytes)
-        body = await request.body()
-        if len(body) > max_bytes:
-            raise _too_large(max_bytes)
-        return body
+                f"The request body did not arrive within {self.timeout:g} seconds.",
+                status=408,
+                code="body_timeout",
+                headers=_CLOSE,
+            ) from None
+        if message["type"] == "http.request":
+            self.size += len(message.get("body", b""))
+            if self.size > self.max_bytes:
+                self.done = True
+                raise _too_large(self.max_bytes)
+            self.done = not message.get("more_body", False)
+        else:
+            self.done = True  # http.disconnect
+        return message
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The raw body, counted as it arrives: the one way routes read a body (413 past ``max_bytes``).
+
+    ``BodyLimitMiddleware`` bounds size and arrival time for the whole app; this cap is the route's own.
+    """
     parts: list[bytes] = []
     size = 0
-    async for part in request.stream():  # chunked upload: count as it arrives, stop early
-        size += len(part)
-        if size > max_bytes:
-            raise _too_large(max_bytes)
-        parts.append(part)
+    try:
+        async for part in request.stream():
+            size += len(part)
+            if size > max_bytes:
+                raise _too_large(max_bytes)
+            parts.append(part)
+    except ClientDisconnect:
+        raise ClientDisconnected() from None
     return b"".join(parts)
+
+
+def require_media_type(request: Request, accepted: tuple[str, ...], *, required: bool = False) -> None:
+    """415 unless the Content-Type is one of ``accepted`` (or a ``+json`` type when JSON is accepted).
+
+    A missing Content-Type passes unless ``required`` (SDKs and curl often leave it out).
+    """
+    content_type = request.headers.get("content-type")
+    if content_type is None:
+        if not required:
+            return
+        media = ""
+    else:
+        media = content_type.split(";", 1)[0].strip().lower()
+        if media in accepted or (media.endswith("+json") and "application/json" in accepted):
+            return
+    raise InvalidRequestError(
+        f"Content-Type must be {accepted[0]}, not '{media or 'missing'}'.",
+        status=415,
+        code="unsupported_media_type",
+    )
+
+
+async def read_json_body(request: Request, max_bytes: int) -> bytes:
+    """The raw body, after checking its content type and size (415 and 413 in the OpenAI shape)."""
+    require_media_type(request, _JSON_TYPES)
+    return await read_body(request, max_bytes)
 
 
 async def read_json_value(request: Request, max_bytes: int, empty: Any = None) -> Any:
@@ -63,7 +187,10 @@ async def read_json_value(request: Request, max_bytes: int, empty: Any = None) -
 
 def _too_large(max_bytes: int) -> InvalidRequestError:
     return InvalidRequestError(
-        f"The request body is larger than the limit of {max_bytes} bytes.", status=413, code="body_too_large"
+        f"The request body is larger than the limit of {max_bytes} bytes.",
+        status=413,
+        code="body_too_large",
+        headers=_CLOSE,
     )
 
 

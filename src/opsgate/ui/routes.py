@@ -30,6 +30,7 @@ from opsgate.auth.authenticator import Authenticator
 from opsgate.domain.config import GatewayConfig
 from opsgate.domain.errors import GatewayError
 from opsgate.domain.principal import ANONYMOUS_OPERATOR, Principal
+from opsgate.server.http_io import FORM_MAX_BODY_BYTES, read_body, require_media_type
 from opsgate.store.crypto import KeyError_
 from opsgate.store.query import RecordQuery, parse_time, query_from_params
 from opsgate.store.record_log import RecordLog
@@ -37,7 +38,6 @@ from opsgate.ui import views
 
 HERE = Path(__file__).parent
 COOKIE_NAME = "opsgate_key"
-_MAX_LOGIN_BYTES = 4096
 # Roles that may look at the dashboard; a service key calls /v1 only.
 UI_ROLES = frozenset({"admin", "developer", "viewer"})
 # Scripts only from our own origin (no inline script); uPlot sizes elements through inline styles.
@@ -155,8 +155,9 @@ class Dashboard:
 
     async def login(self, request: Request) -> Response:
         """``POST /ui/login``: keep the key in an HttpOnly, SameSite=Strict cookie and go to the dashboard."""
-        body = await request.body()
-        form = parse_qs(body[:_MAX_LOGIN_BYTES].decode("utf-8", "replace"))
+        require_media_type(request, ("application/x-www-form-urlencoded",), required=True)
+        body = await read_body(request, FORM_MAX_BODY_BYTES)
+        form = parse_qs(body.decode("utf-8", "replace"))
         key = (form.get("key") or [""])[0].strip()
         target = _safe_next((form.get("next") or [""])[0])
         if not key:
