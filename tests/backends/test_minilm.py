@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from opsgate.backends.minilm import SentenceEncoder, default_minilm_dir, resolve_model_dir
+from opsgate.backends.minilm import EncodingCancelled, SentenceEncoder, default_minilm_dir, resolve_model_dir
 
 REFERENCE = json.loads((Path(__file__).parent.parent / "data" / "minilm_reference.json").read_text())
 
@@ -35,3 +36,24 @@ def test_batching_does_not_change_results(encoder: SentenceEncoder) -> None:
 def test_model_dir_resolution(tmp_path: Path) -> None:
     assert resolve_model_dir(None) == default_minilm_dir()
     assert resolve_model_dir(str(default_minilm_dir())) == default_minilm_dir()
+
+
+def test_passes_of_any_size_give_the_same_vectors(encoder: SentenceEncoder) -> None:
+    texts = REFERENCE["sentences"] + ["word " * 600]  # one input beyond the model's length
+    whole, tokens = encoder.encode(texts, max_batch=64)
+    single, single_tokens = encoder.encode(texts, max_batch=1)
+    assert np.abs(whole - single).max() < 1e-5 and tokens == single_tokens
+
+
+def test_a_huge_input_is_cut_before_tokenizing(encoder: SentenceEncoder) -> None:
+    vector, tokens = encoder.encode(["word " * 1_000_000])  # 5 MB: only the first 256 tokens count
+    assert tokens == encoder.max_seq_length
+    reference, _ = encoder.encode(["word " * 2000])
+    assert np.abs(vector - reference).max() < 1e-6
+
+
+def test_a_cancelled_encoding_stops_before_its_next_pass(encoder: SentenceEncoder) -> None:
+    cancelled = threading.Event()
+    cancelled.set()
+    with pytest.raises(EncodingCancelled):
+        encoder.encode(["some text"] * 8, max_batch=2, cancelled=cancelled)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from opsgate.backends.base import EmbeddingBackend
@@ -42,12 +44,46 @@ class EmbeddedEmbeddingBackend(InProcessBackend, EmbeddingBackend):
             threadpool_limits(self.deployment.n_threads)
         return SentenceEncoder(resolve_model_dir(self.deployment.model_path))
 
+    async def _encode(self, texts: list[str], max_batch: int) -> tuple[Any, int]:
+        """Run the encoder on the model's thread; stop it there when this request ends early."""
+        await self.queue.acquire()
+        cancel = threading.Event()
+        started = time.perf_counter()
+        try:
+            future = asyncio.get_running_loop().run_in_executor(
+                self._executor, partial(self.model.encode, texts, max_batch=max_batch, cancelled=cancel)
+            )
+        except RuntimeError:
+            self.queue.release()
+            raise BackendFailure(f"model {self.label} is shutting down") from None
+
+        def finished(done: asyncio.Future[tuple[Any, int]]) -> None:
+            # The slot is freed when the thread is done, not when the request gave up: the next job
+            # must not queue behind work the queue believes is over.
+            self.queue.release()
+            self.queue.observe_job(time.perf_counter() - started)
+            if not done.cancelled():
+                done.exception()  # retrieved: a cancelled request's EncodingCancelled is expected
+
+        future.add_done_callback(finished)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            cancel.set()  # timed out or the client left: the encoder stops before its next pass
+            raise
+        except Exception as error:
+            # Client mistakes were answered above before the model was called; what raises here
+            # is the model's own failure, and counts against the deployment.
+            log.exception("embedding failed on %s", self.label)
+            raise BackendFailure(f"embedding failed: {type(error).__name__}") from error
+
     async def embed(self, ctx: RequestContext) -> Chunk:
         """Embed every input and answer in the OpenAI shape."""
         body = ctx.body
         assert isinstance(body, EmbeddingRequest)
-        texts = [body.input] if isinstance(body.input, str) else body.input
-        if not all(isinstance(t, str) for t in texts):
+        given = [body.input] if isinstance(body.input, str) else body.input
+        texts = [t for t in given if isinstance(t, str)]
+        if len(texts) != len(given):
             raise InvalidRequestError("Token-id input is not served by this embedding model; send text.", param="input")
         if any(not t for t in texts):
             raise InvalidRequestError("input must not contain empty strings", param="input")
@@ -59,16 +95,14 @@ class EmbeddedEmbeddingBackend(InProcessBackend, EmbeddingBackend):
                 f"This model produces {dims} dimensions; dimensions={body.dimensions} is not supported.",
                 param="dimensions",
             )
-        async with self.queue.slot():
-            started = time.perf_counter()
-            try:
-                vectors, tokens = await asyncio.get_running_loop().run_in_executor(
-                    self._executor, self.model.encode, texts
-                )
-            except Exception as error:
-                log.exception("embedding failed on %s", self.label)
-                raise BackendFailure(f"embedding failed: {type(error).__name__}") from error
-            self.queue.observe_job(time.perf_counter() - started)
+        max_batch = self.deployment.max_batch
+        if len(texts) > max_batch:
+            raise InvalidRequestError(
+                f"This embedding model takes at most {max_batch} inputs per request; this one has {len(texts)}.",
+                param="input",
+                code="too_many_inputs",
+            )
+        vectors, tokens = await self._encode(texts, max_batch)
         data = []
         for index, vector in enumerate(vectors):
             value: Any = (

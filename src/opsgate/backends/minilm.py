@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,16 @@ import numpy as np
 from numpy.typing import NDArray
 
 Array = NDArray[np.float32]
+# Tokens per forward pass: the work between two checks of the cancel flag (well under a second).
+FORWARD_TOKENS = 1024
+# Inputs are cut to this many characters per token of the model's length before tokenizing: past
+# it they would be truncated anyway (a WordPiece token spans at most ~100 characters), and a 4 MB
+# string would otherwise cost seconds of tokenizing for 256 tokens.
+CHARS_PER_TOKEN_BOUND = 100
+
+
+class EncodingCancelled(Exception):
+    """The request ended while its embeddings were being computed; the rest was skipped."""
 
 
 def default_minilm_dir() -> Path:
@@ -101,16 +112,30 @@ class SentenceEncoder:
         self.tokenizer.no_padding()
         self.dimensions = self.config.hidden
 
-    def encode(self, texts: list[str]) -> tuple[Array, int]:
-        """Embeddings for ``texts`` (one row each, unit length) and the number of tokens read."""
-        encodings = self.tokenizer.encode_batch(texts)
+    def encode(
+        self, texts: list[str], *, max_batch: int = 32, cancelled: threading.Event | None = None
+    ) -> tuple[Array, int]:
+        """Embeddings for ``texts`` (one row each, unit length) and the number of tokens read.
+
+        Works in passes of at most ``max_batch`` rows and about ``FORWARD_TOKENS`` tokens, checking
+        ``cancelled`` before each, so an abandoned request stops within one pass
+        (``EncodingCancelled``) instead of holding the model until it is done.
+        """
+        limit = self.max_seq_length * CHARS_PER_TOKEN_BOUND
+        encodings = self.tokenizer.encode_batch([text[:limit] for text in texts])
         # Sort by length so each padded batch wastes little work on padding.
         order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
         out = np.zeros((len(texts), self.dimensions), dtype=np.float32)
         tokens = 0
-        batch = 32
-        for start in range(0, len(order), batch):
-            index = order[start : start + batch]
+        start = 0
+        while start < len(order):
+            if cancelled is not None and cancelled.is_set():
+                raise EncodingCancelled(f"cancelled after {start} of {len(texts)} inputs")
+            rows = min(max_batch, len(order) - start)
+            while rows > 1 and rows * len(encodings[order[start + rows - 1]].ids) > FORWARD_TOKENS:
+                rows //= 2  # sorted by length: the last row of a pass is its longest
+            index = order[start : start + rows]
+            start += rows
             length = max(len(encodings[i].ids) for i in index)
             ids = np.zeros((len(index), length), dtype=np.int64)
             mask = np.zeros((len(index), length), dtype=np.float32)
