@@ -136,3 +136,22 @@ def test_kind_inference_and_conflicts() -> None:
         }
     )
     assert config.models[0].kind == "embedding"
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"api_key": "sk-up"}, {"headers": {"Authorization": "Bearer sk-up"}}],
+)
+def test_credentials_in_base_url_and_a_bearer_key_are_refused_at_load(extra: dict[str, object]) -> None:
+    # Both at once made aiohttp refuse every call (a 500 per request); now the file is refused, secret unsaid.
+    deployment = {"type": "openai", "base_url": "http://user:pw-123@up.example/v1", "model": "m", **extra}
+    with pytest.raises(ConfigError) as error:
+        parse_config({"models": [{"name": "m", "deployments": [deployment]}]})
+    (problem,) = error.value.problems
+    assert problem.startswith("models[0].deployments[0]: ") and "base_url carries credentials" in problem
+    assert "pw-123" not in problem and "sk-up" not in problem
+
+
+def test_credentials_in_base_url_alone_are_fine() -> None:
+    deployment = {"type": "openai", "base_url": "http://user:pw@up.example/v1", "model": "m"}
+    parse_config({"models": [{"name": "m", "deployments": [deployment]}]})

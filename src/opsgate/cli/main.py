@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import sys
@@ -23,6 +24,7 @@ from opsgate.cli.logs import logs, usage
 from opsgate.cli.redteam import redteam
 from opsgate.cli.slo import slo
 from opsgate.domain.config import GatewayConfig
+from opsgate.domain.urls import redact_url
 from opsgate.server.logs import configure_logging
 
 console = Console(stderr=True)
@@ -108,8 +110,7 @@ def _check_exposure(config: GatewayConfig, host: str) -> None:
             "(or POST /admin/keys with the admin key)."
         )
         return
-    loopback = host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
-    if not loopback and not auth.allow_remote_without_auth:
+    if not is_loopback(host) and not auth.allow_remote_without_auth:
         raise click.ClickException(
             f"auth is off and --host {host} is reachable from other machines. Turn auth on "
             "(auth.enabled: true, auth.admin_key: ${OPSGATE_ADMIN_KEY}) or, only behind another authenticating "
@@ -119,6 +120,19 @@ def _check_exposure(config: GatewayConfig, host: str) -> None:
         "[bold yellow]auth: OFF[/bold yellow] (local use only: anyone on this machine can call models and read "
         "records). For keys: set auth.enabled and auth.admin_key, then run opsgate keys create."
     )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` binds only this machine: an IP literal in 127/8 or ``::1``, or exactly ``localhost``.
+
+    Other names are not resolved: ``127.evil.example`` is a name, and a name can point anywhere.
+    """
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.removeprefix("[").removesuffix("]")).is_loopback
+    except ValueError:
+        return False
 
 
 @cli.command()
@@ -224,7 +238,7 @@ def config_check(path: str) -> None:
     for alias in loaded.models:
         for index, deployment in enumerate(alias.deployments):
             where = getattr(deployment, "base_url", None) or getattr(deployment, "model_path", None) or "bundled"
-            table.add_row(alias.name if index == 0 else "", str(alias.kind), deployment.type, str(where))
+            table.add_row(alias.name if index == 0 else "", str(alias.kind), deployment.type, redact_url(str(where)))
     Console().print(table)
     console.print(
         f"[green]OK[/green] {path}: {len(loaded.models)} models, listening on {loaded.server.host}:{loaded.server.port}"
