@@ -1,6 +1,10 @@
-"""Turning pydantic locations into OpenAI ``param`` paths."""
+"""Turning pydantic locations into OpenAI ``param`` paths; numbers and nesting JSON cannot carry."""
 
-from opsgate.pipeline.validation import param_path
+import pytest
+
+from opsgate.domain.errors import InvalidRequestError
+from opsgate.domain.requests import ChatCompletionRequest
+from opsgate.pipeline.validation import INT_MAX, INT_MIN, MAX_DEPTH, check_values, param_path
 
 
 def test_param_paths() -> None:
@@ -8,3 +12,39 @@ def test_param_paths() -> None:
     assert param_path(("stop", "list[str]", 4)) == "stop[4]"
     assert param_path(("response_format", "type")) == "response_format.type"
     assert param_path(()) is None
+
+
+def test_values_json_cannot_carry_are_rejected_with_their_path() -> None:
+    body = ChatCompletionRequest.model_validate_json(
+        b'{"model": "m", "messages": [{"role": "user", "content": "x", "meta": {"ids": [1, 2, 99999999999999999999]}}]}'
+    )
+    with pytest.raises(InvalidRequestError) as caught:
+        check_values(body)
+    assert caught.value.param == "messages[0].meta.ids[2]" and caught.value.status == 400
+    for literal, param in ((b"NaN", "x"), (b"-Infinity", "x"), (b"1e400", "x"), (b"[[" + b"]]", None)):
+        body = ChatCompletionRequest.model_validate_json(
+            b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "x": ' + literal + b"}"
+        )
+        if param is None:
+            check_values(body)  # shallow nesting is fine
+            continue
+        with pytest.raises(InvalidRequestError) as caught:
+            check_values(body)
+        assert caught.value.param == param
+
+
+def test_the_edges_of_the_64_bit_range_pass() -> None:
+    check_values({"a": [INT_MIN, INT_MAX, 1.7e308, True, None, "text"]})
+    with pytest.raises(InvalidRequestError):
+        check_values({"a": INT_MAX + 1})
+    with pytest.raises(InvalidRequestError):
+        check_values({"a": INT_MIN - 1})
+
+
+def test_nesting_is_bounded() -> None:
+    deep: object = 1
+    for _ in range(MAX_DEPTH + 1):
+        deep = [deep]
+    with pytest.raises(InvalidRequestError) as caught:
+        check_values({"d": deep})
+    assert caught.value.param is not None and caught.value.param.startswith("d[0]")

@@ -67,7 +67,9 @@ class PassStage:
 def _as_response(error: Exception, ctx: RequestContext, where: str) -> JsonResult:
     if isinstance(error, GatewayError):
         return JsonResult.from_error(error)
-    # Not a client's mistake: log the traceback, answer in the error shape, keep serving.
+    # Not a client's mistake: log the traceback, answer in the error shape, keep serving. This is the
+    # last resort for our own bugs; it feeds no breaker (the router has judged the deployment by
+    # then), and client data must never get here: validation and the backends answer it with a 4xx.
     log.exception("request %s failed in %s", ctx.request_id, where)
     return JsonResult.from_error(BackendFailure(f"internal error in {where}: {type(error).__name__}"))
 
