@@ -30,7 +30,7 @@ from opsgate.domain.guard_config import PiiEntity, PiiScannerConfig
 from opsgate.guard.base import ScanContext, ScanResult, Vault
 from opsgate.guard.pii_address import find_addresses, find_marked_dates_and_ages
 from opsgate.guard.pii_base import Finding, resolve_overlaps
-from opsgate.guard.pii_names import correct_kind, find_organisations
+from opsgate.guard.pii_names import correct_kind, find_cued_names, find_organisations
 from opsgate.guard.pii_ner import NER_KINDS, NameRecognizer
 from opsgate.guard.pii_phone import PhoneRules
 
@@ -186,6 +186,8 @@ class PiiDetector:
         if "organization" in self.entities:
             ranked.append(find_organisations(text))
         if self.names is not None:
+            ranked.append([f for f in find_cued_names(text) if f.kind in self.entities])
+        if self.names is not None:
             named = self.names.find(text, self.ner_budget_s)
             ranked.append([correct_kind(text, f, self.entities) for f in named.findings])
             unread = named.unread_chars
@@ -221,6 +223,10 @@ class PiiDetector:
                 if not _itin(value):  # 9XX-7X-XXXX: a taxpayer number, not an SSN
                     return None
                 kind = "us_itin"
+            elif group == "in_aadhaar" and not aadhaar.is_valid(value):
+                if not _card(value, before):  # 4-4-4 digits that fail Verhoeff may be a Maestro card
+                    return None
+                kind = "credit_card"
             elif group == "ipv4" and _VERSION_CONTEXT.search(before):
                 return None  # "version 1.2.3.4" is a version
             elif not self._checks[group](value):
@@ -239,10 +245,12 @@ def _windows(text: str) -> list[tuple[int, int]]:
         else:
             low, high = anchor.start() - _MERGE_GAP, anchor.end() + _MERGE_GAP
         low = max(0, low)
-        if spans and low <= spans[-1][1]:
-            spans[-1] = (spans[-1][0], max(spans[-1][1], high))
-        else:
-            spans.append((low, high))
+        # An '@' window reaches back past the windows of digits in the same address ("bob88@x.org"):
+        # fold those in, or the pattern would start inside the address and miss it.
+        while spans and low <= spans[-1][1]:
+            previous_low, previous_high = spans.pop()
+            low, high = min(low, previous_low), max(high, previous_high)
+        spans.append((low, high))
     return [(low, min(high, len(text))) for low, high in spans]
 
 

@@ -63,6 +63,35 @@ _LEADING = re.compile(
 )
 
 
+_PARTICLE = r"(?:de|da|do|dos|das|del|della|di|du|van|von|der|den|le|la|y|e|am|an|sur|d'|l')"
+_NAMES = rf"{_WORD}(?:[\s-](?:{_PARTICLE}\s)?{_WORD}){{0,3}}"
+# Strong cues, with the name after them, for names the model missed or mislabelled.
+_CUED = re.compile(
+    rf"\b(?:(?:Dear|Mr\.?|Mrs\.?|Ms\.?|Miss|Dr\.?|Prof\.?|[Pp]atient|[Cc]ustomer|[Cc]lient|[Tt]enant|[Aa]pplicant"
+    rf"|[Cc]ontact|[Aa]sk\sfor|[Nn]ame\sis|[Nn]ame:|I'm|I\sam|[Ss]igned|[Rr]egards,|[Ss]incerely,)\s{{1,3}}"
+    rf"(?P<person>{_WORD}\s(?:{_PARTICLE}\s)?{_WORD}(?:\s{_WORD}){{0,2}})"
+    rf"|(?:lives?\sin|living\sin|based\sin|located\sin|born\sin|grew\sup\sin|(?:moved|flew|travell?ed|relocated)"
+    rf"\s(?:from|to)|office\sin|lab\sin|branch\sin)\s{{1,3}}(?P<place>{_NAMES})"
+    rf"|(?:works?\s(?:at|for)|working\s(?:at|for)|employed\sby|[Ee]mployer:|order\sfrom|customer\sof"
+    rf"|on\sbehalf\sof)\s{{1,3}}(?P<org>{_NAMES}))"
+)
+# "from Hessen to Bayern": the place after "to", once the sentence has named a place after "from".
+_TO_PLACE = re.compile(rf"\b(?:moved|flew|travell?ed|relocated|drove)\sfrom\s{_NAMES}\sto\s(?P<place>{_NAMES})")
+
+
+def find_cued_names(text: str) -> list[Finding]:
+    """Names right after words that say what they are: "Dear …", "lives in …", "works at …"."""
+    found: list[Finding] = []
+    for match in _CUED.finditer(text):
+        group = match.lastgroup
+        assert group is not None
+        kind: PiiEntity = "person" if group == "person" else "location" if group == "place" else "organization"
+        found.append(Finding(kind, match.start(group), match.end(group), match.group(group)))
+    for match in _TO_PLACE.finditer(text):
+        found.append(Finding("location", match.start("place"), match.end("place"), match.group("place")))
+    return found
+
+
 def find_organisations(text: str) -> list[Finding]:
     """Organisations named with a legal form, or as a list of partners after "at", "for", "from"."""
     found = [Finding("organization", m.start(), m.end(), m.group()) for m in _ORG.finditer(text)]
@@ -78,6 +107,12 @@ def correct_kind(text: str, finding: Finding, allowed: frozenset[PiiEntity]) -> 
         finding = Finding(finding.kind, start, finding.end, finding.value[lead.end() :])
     before = text[max(0, finding.start - 40) : finding.start]
     kind: PiiEntity = finding.kind
+    # "Isabelle Valentin" read as only "Valentin": take in one capitalised word just before it.
+    previous = re.search(rf"(?<![\w.])({_WORD})\s$", before)
+    if kind == "person" and previous is not None and not _LEADING.match(previous.group(1) + " "):
+        start = finding.start - len(previous.group(0))
+        finding = Finding(kind, start, finding.end, text[start : finding.end])
+        before = text[max(0, start - 40) : start]
     if lead is not None or _PERSON_CUE.search(before):
         kind = "person"
     elif _ORG_CUE.search(before) and finding.kind == "person" and "-" in finding.value:

@@ -140,7 +140,8 @@ class NameRecognizer:
         lead = len(trimmed) - len(trimmed.lstrip(" (\"'"))
         trimmed = trimmed[lead:]
         if (
-            len(trimmed) < 2
+            len(trimmed) <= 3  # "EUR", "YT", "Q3": acronyms and codes far more often than names
+            or (len(trimmed) <= 6 and any(ch.isdigit() for ch in trimmed))  # "W-7", "FY2024"
             or any(ch in trimmed for ch in "@<>")
             or trimmed.lower() in _NOT_NAMES
             or (kind != "organization" and any(ch.isdigit() for ch in trimmed))
