@@ -4,15 +4,19 @@ Every admin answer is scoped to the caller's tenant (``request.state.principal``
 all. Store calls run in worker threads. Errors use the OpenAI shape.
 
 Feedback may arrive before its request is stored (the writer flushes every ``flush_interval_ms``):
-an unknown request id makes the handler flush this process's writer and look again for up to
-``FEEDBACK_WAIT_SECONDS`` (another worker's writer stores its records within that time too)
-before answering 404.
+an unknown gateway-made request id makes the handler flush this process's writer and look again
+for up to ``FEEDBACK_WAIT_SECONDS`` (another worker's writer stores its records within that time
+too) before answering 404 — waiting on the event loop, not in a worker thread (``RequestFinder``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import re
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, Protocol
 
 from starlette.concurrency import run_in_threadpool
@@ -32,6 +36,9 @@ from opsgate.store.query import parse_time
 from opsgate.store.record_log import RecordLog
 
 FEEDBACK_WAIT_SECONDS = 2.0
+# The shape of the ids ``pipeline/request_id.py`` makes (16 hex digits of prefix, a hex counter);
+# feedback on any other id can only name a record that is stored already.
+GATEWAY_REQUEST_ID = re.compile(r"^[0-9a-f]{24,32}$")
 _MAX_BODY_BYTES = 64 * 1024
 
 
@@ -108,24 +115,61 @@ async def _json_body(request: Request) -> Any:
 # -- feedback --------------------------------------------------------------------------------------
 
 
-def _find_request(record_log: RecordLog, request_id: str) -> dict[str, Any] | None:
-    found = feedback_kpis.find_request(record_log.store, request_id)
-    deadline = time.monotonic() + FEEDBACK_WAIT_SECONDS
-    if found is None and record_log.writer is not None:
-        record_log.writer.flush(timeout=FEEDBACK_WAIT_SECONDS)
-    while found is None:
-        found = feedback_kpis.find_request(record_log.store, request_id)
-        if found is not None or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    return found
+class RequestFinder:
+    """Finds the stored request a feedback post names, without letting unknown ids tie up threads.
+
+    Before, each unknown id held a worker thread for up to ``FEEDBACK_WAIT_SECONDS`` (a flush, then
+    polling with ``time.sleep``): 80 made-up ids took the whole pool every admin route shares, and
+    a ``GET`` waited 3.75 s. Now each lookup is one indexed query in a thread, at most
+    ``LOOKUP_SLOTS`` at a time; waiting happens on the event loop; concurrent waiters share one
+    writer flush; and an id the gateway cannot have made is answered at once.
+    """
+
+    LOOKUP_SLOTS = 4
+
+    def __init__(self) -> None:
+        self._slots = asyncio.Semaphore(self.LOOKUP_SLOTS)
+        self._flush: asyncio.Future[bool] | None = None
+
+    async def find(self, record_log: RecordLog, request_id: str) -> dict[str, Any] | None:
+        """The request's tenant, model and deployment, or None once it cannot be on its way any more."""
+        found = await self._lookup(record_log, request_id)
+        if found is not None or not GATEWAY_REQUEST_ID.match(request_id):
+            return found  # not a gateway-made id: stored already or never, no need to wait
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + FEEDBACK_WAIT_SECONDS
+        if record_log.writer is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(FEEDBACK_WAIT_SECONDS):
+                    await asyncio.shield(self._shared_flush(record_log))
+        delay = 0.05
+        while True:
+            found = await self._lookup(record_log, request_id)
+            left = deadline - loop.time()
+            if found is not None or left <= 0:
+                return found
+            # Another worker's writer stores its records in its own time: look again, less and less often.
+            await asyncio.sleep(min(delay, left))
+            delay *= 2
+
+    async def _lookup(self, record_log: RecordLog, request_id: str) -> dict[str, Any] | None:
+        async with self._slots:
+            return await run_in_threadpool(feedback_kpis.find_request, record_log.store, request_id)
+
+    def _shared_flush(self, record_log: RecordLog) -> asyncio.Future[bool]:
+        # One flush (one thread) for every waiter that arrives while it runs.
+        if self._flush is None or self._flush.done():
+            writer = record_log.writer
+            assert writer is not None
+            self._flush = asyncio.ensure_future(run_in_threadpool(writer.flush, FEEDBACK_WAIT_SECONDS))
+        return self._flush
 
 
-async def post_feedback(request: Request, slo: SloService) -> Response:
+async def post_feedback(request: Request, slo: SloService, finder: RequestFinder) -> Response:
     """``POST /v1/feedback``: thumbs or 1-5 stars on a request this caller may see; 201 with the id."""
     assert slo.record_log is not None
     feedback = feedback_kpis.parse_feedback(await _json_body(request))
-    record = await run_in_threadpool(_find_request, slo.record_log, feedback.request_id)
+    record = await finder.find(slo.record_log, feedback.request_id)
     if record is None or not principal_of(request).can_read_tenant(record["tenant"]):
         raise NotFoundError(
             f"No request with id '{feedback.request_id}'.", param="request_id", code="request_not_found"
@@ -232,7 +276,7 @@ async def timeseries(request: Request, slo: SloService) -> Response:
 def slo_routes(holder: SloHolder) -> list[Route]:
     """The SLO, alert, feedback, error-group and time-series routes over ``holder``."""
     return [
-        Route("/v1/feedback", _route(holder, post_feedback), methods=["POST"]),
+        Route("/v1/feedback", _route(holder, partial(post_feedback, finder=RequestFinder())), methods=["POST"]),
         Route("/admin/slo", _route(holder, slo_status), methods=["GET"]),
         Route("/admin/slo/measurements", _route(holder, post_measurement), methods=["POST"]),
         Route("/admin/slo/{name}/history", _route(holder, slo_history), methods=["GET"]),
