@@ -7,7 +7,11 @@ stage itself (``before`` on a 1 KB chat request, ``after`` on a 1 KB answer), p5
 runs in this process — no HTTP, so the numbers are the stage's own cost. Writes
 ``bench/results/guard.json``. About 30 s.
 
-    .venv/bin/python bench/guard.py [--runs 3000]
+The default *input* policy on 1 KB and 32 KB prompts (goal p99 <= 2 ms and <= 10 ms) is measured
+by ``bench/_guard_input.py`` in a subprocess, for this tree and, with ``--baseline-ref``, for an
+older commit checked out in a temporary git worktree, so both are measured the same way.
+
+    .venv/bin/python bench/guard.py [--runs 3000] [--baseline-ref 66f18b5]
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ import gc
 import json
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -267,10 +273,44 @@ def stage_cost(runs: int, guard: dict[str, Any], request: str) -> dict[str, floa
     return percentiles(samples)
 
 
+def input_policy_cost(runs: int, src: Path) -> dict[str, Any]:
+    """``bench/_guard_input.py`` run with ``src`` first on the path (this tree's or a baseline's)."""
+    script = ROOT / "bench" / "_guard_input.py"
+    env = {"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin"}
+    output = subprocess.run(
+        [sys.executable, str(script), "--runs", str(runs)], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    result: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
+    return result
+
+
+def input_policy_side_by_side(runs: int, baseline_ref: str | None) -> dict[str, Any]:
+    """The default input policy's cost here, and at ``baseline_ref`` when given."""
+    out = {"this tree": input_policy_cost(runs, ROOT / "src")}
+    if baseline_ref:
+        with tempfile.TemporaryDirectory() as scratch:
+            tree = Path(scratch) / "baseline"
+            subprocess.run(
+                ["git", "-C", str(ROOT), "worktree", "add", "-f", "--detach", str(tree), baseline_ref], check=True
+            )
+            try:
+                out[f"baseline {baseline_ref}"] = input_policy_cost(runs, tree / "src")
+            finally:
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3000)
+    parser.add_argument("--baseline-ref", help="also measure the default input policy at this commit")
+    parser.add_argument("--input-only", action="store_true", help="only the input-policy cost (and the ROC)")
     args = parser.parse_args()
+    if args.input_only:
+        result = {"input_policy": input_policy_side_by_side(args.runs, args.baseline_ref)}
+        RESULTS.with_name("guard_input.json").write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps(result, indent=2))
+        return
     default_policy = GuardConfig(enabled=True).effective_policies()[0]
     result = {
         "machine": {"python": platform.python_version(), "cpu": platform.processor() or platform.machine()},
@@ -281,6 +321,7 @@ def main() -> None:
             "output": [e.scanner for e in default_policy.output],
         },
         "accuracy": accuracy(),
+        "input_policy": input_policy_side_by_side(args.runs, args.baseline_ref),
         "scanners": scanner_costs(args.runs),
         "stage": {
             "default set, 1 KB request + 1 KB answer": stage_cost(args.runs, {"enabled": True}, REQUEST_1KB),

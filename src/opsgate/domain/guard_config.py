@@ -210,7 +210,7 @@ class GuardPolicy(_Strict):
     input: list[ScannerConfig] = Field(default_factory=_default_input)
     output: list[ScannerConfig] = Field(default_factory=_default_output)
     time_budget_ms: float = Field(
-        250, gt=0, description="Input scanning past this (large inputs are scanned off the event loop) times out."
+        1000, gt=0, description="Input scanning past this (large inputs are scanned off the event loop) times out."
     )
     on_timeout: Literal["block", "warn"] = Field(
         "block", description="Past the time budget: block the request, or pass it unscanned with a warning."

@@ -146,6 +146,8 @@ class Policy:
         self.tenants = frozenset(config.tenants)
         self.input = [Entry(build_scanner(c), c) for c in config.input]
         self.output = [Entry(build_scanner(c), c) for c in config.output]
+        self.time_budget_ms = config.time_budget_ms
+        self.on_timeout = config.on_timeout
 
     def specificity(self, model: str | None, tenant: str | None) -> int:
         """How specifically the policy covers this request: -1 not at all, 0 a catch-all … 3 both named."""
@@ -164,6 +166,8 @@ class Run:
     entries: dict[str, GuardEntry]
     warn: list[str] = field(default_factory=list)
     blocked: GuardEntry | None = None
+    # The deadline passed before every scanner had run (the later ones did not).
+    timed_out: bool = False
 
     def record(self) -> list[dict[str, Any]]:
         """The record entries, in scanner order."""
@@ -192,6 +196,7 @@ class GuardEngine:
         texts: Sequence[tuple[str, str]],
         context: ScanContext,
         accumulated: dict[str, GuardEntry] | None = None,
+        deadline_ns: int | None = None,
     ) -> Run:
         """Run ``entries`` over ``(role, text)`` pairs in order; stop at the first block.
 
@@ -201,6 +206,10 @@ class GuardEngine:
         current = [text for _, text in texts]
         run = Run(current, accumulated if accumulated is not None else {})
         for entry in entries:
+            if deadline_ns is not None and time.perf_counter_ns() > deadline_ns:
+                # Past the time budget (``deadline_ns``, perf_counter): the caller applies the policy's on_timeout.
+                run.timed_out = True
+                return run
             folded = run.entries.get(entry.name)
             if folded is None:
                 folded = run.entries[entry.name] = GuardEntry(entry.name, entry.config.action, entry.config.threshold)

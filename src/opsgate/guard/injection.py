@@ -14,33 +14,36 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
-import re
 import unicodedata
 import urllib.parse
 
 from opsgate.domain.guard_config import InjectionScannerConfig
 from opsgate.guard.base import ScanContext, ScanResult, verdict_for
-from opsgate.guard.injection_signals import FIRST_WORDS, PUNCTUATION, WITH_SYMBOLS, Text
+from opsgate.guard.injection_patterns import FIRST_WORDS, WITH_SYMBOLS
+from opsgate.guard.injection_signals import PUNCTUATION, Text
+from opsgate.guard.linear_re import compile_linear as _re
 
 _INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u200e\u200f\u2060\u2061\u2062\u2063\ufeff\u00ad"), None)
 _INDEXED = frozenset(FIRST_WORDS)
 _LEET = str.maketrans("013457@$!|", "oieastasii")
 # A digit inside a word (pr3v10u5, 1gn0r3), not an ordinal or a unit (3rd, 10km, mp3).
-_LEET_WORD = re.compile(r"[a-z]\d+[a-z]")
-_LEET_TOKEN = re.compile(r"\b(?=\w*[a-z])(?=\w*[0-9@$])[\w@$!|]+\b", re.I)
-_SPACED = re.compile(r"\b(?:\w[ \t]){3,}\w\b")
+_LEET_WORD = _re(r"[a-z]\d+[a-z]")
+_LEET_MARKS = frozenset("0123456789@$")
+_SPACED = _re(r"\b(?:\w[ \t]){3,}\w\b")
 _BROKEN_STARTS = frozenset({"ign", "prev", "instruc", "instr", "disre", "syst", "pro", "rul", "guide"})
 # Spaced-out words have one-letter "words" other than the real ones (a, i).
 _LONE_LETTERS = frozenset("bcdefghjklmnopqrstuvwxyz")
-_BROKEN_WORD = re.compile(r"\b(ign|prev|instruc|instr|disre|syst|pro|rul|guide)\s(\w{2,6})\b", re.I)
-_BASE64 = re.compile(r"[A-Za-z0-9+/]{16,}={0,2}")
+_BROKEN_WORD = _re(r"\b(ign|prev|instruc|instr|disre|syst|pro|rul|guide)\s(\w{2,6})\b", ignore_case=True)
+_BASE64 = _re(r"[A-Za-z0-9+/]{16,}={0,2}")
 _ROT13_HINTS = frozenset({"rot13", "rot", "caesar", "decode"})
 _REVERSE_HINTS = frozenset({"backwards", "reversed", "reverse", "mirror"})
-_HEX = re.compile(r"(?:[0-9a-f]{2}){12,}")
-_BASE32 = re.compile(r"\b[A-Z2-7]{16,}=*")
-_BINARY = re.compile(r"(?:\b[01]{8}\b\s*){6,}")
-_URL_ESCAPE = re.compile(r"%[0-9a-f]{2}")
-_DOTTED = re.compile(r"\b(?:\w[.\-_·](?=\w)){3,}\w\b")
+_HEX = _re(r"(?:[0-9a-f]{2}){12,}")
+_BASE32 = _re(r"\b[A-Z2-7]{16,}=*")
+_BINARY = _re(r"(?:\b[01]{8}\b\s*){6,}")
+_URL_ESCAPE = _re(r"%[0-9a-f]{2}")
+# Letters only: dotted digits are versions and addresses (3.11.4, 10.0.0.1), not disguised words.
+_DOTTED = _re(r"\b(?:[a-z][.\-_·]){3,}[a-z]\b")
+_DOTS = str.maketrans("", "", ".-_·")
 # Latin look-alikes that NFKD leaves alone: Cyrillic and Greek letters used to dodge word filters.
 _HOMOGLYPHS = str.maketrans(
     "аеорсухіјѕһԁӏАВЕКМНОРСТХІЈЅαεικνορτυχΑΒΕΖΗΙΚΜΝΟΡΤΥΧ",
@@ -66,9 +69,9 @@ def variants(text: str) -> list[Text]:
     # Each disguise is undone only when a cheap test says it may be there (most prompts have none).
     longest = max(map(len, plain.split()), default=0)
     if _LEET_WORD.search(lowered):
-        found.append(_LEET_TOKEN.sub(lambda m: m.group(0).translate(_LEET), lowered))
+        found.append(" ".join(map(_unleet, lowered.split(" "))))
     if not first.words.isdisjoint(_LONE_LETTERS) and _spaced_out(lowered.translate(PUNCTUATION).split()):
-        found.append(_SPACED.sub(lambda m: m.group(0).replace(" ", "").replace("\t", ""), lowered))
+        found.append(_SPACED.sub(lambda m: (m.group(0) or "").replace(" ", "").replace("\t", ""), lowered))
     if not first.words.isdisjoint(_BROKEN_STARTS) and _BROKEN_WORD.search(lowered):
         found.append(_BROKEN_WORD.sub(r"\1\2", lowered))
     if longest >= 16:
@@ -88,15 +91,27 @@ def variants(text: str) -> list[Text]:
         found.append(codecs.decode(lowered, "rot13"))
     if not first.words.isdisjoint(_REVERSE_HINTS):
         found.append(lowered[::-1])
-    if any(len(word) == 8 and not word.strip("01") for word in first.words) and _BINARY.search(lowered):
-        decoded = _printable(bytes(int(b, 2) for b in _BINARY.search(lowered).group(0).split()))  # type: ignore[union-attr]
+    binary = _BINARY.search(lowered) if any(len(w) == 8 and not w.strip("01") for w in first.words) else None
+    if binary is not None:
+        decoded = _printable(bytes(int(b, 2) for b in (binary.group(0) or "").split()))
         if decoded:
             found.append(decoded.lower())
     if "%" in lowered and _URL_ESCAPE.search(lowered):
         found.append(urllib.parse.unquote(lowered))
     if _DOTTED.search(lowered):
-        found.append(_DOTTED.sub(lambda m: re.sub(r"[.\-_·]", "", m.group(0)), lowered))
-    return [first, *(Text(variant) for variant in found)]
+        found.append(_DOTTED.sub(lambda m: (m.group(0) or "").translate(_DOTS), lowered))
+    # A variant is read only where it differs: a disguise undone in one line of a 32 KB document
+    # should not cost a second scan of the other lines.
+    lines = frozenset(lowered.split("\n"))
+    changed = ("\n".join(line for line in variant.split("\n") if line not in lines) for variant in found)
+    return [first, *(Text(variant) for variant in dict.fromkeys(changed) if variant.strip())]
+
+
+def _unleet(token: str) -> str:
+    """A token with a letter and a digit (or ``@``/``$``) read as leetspeak: ``1gn0r3`` → ``ignore``."""
+    if _LEET_MARKS.isdisjoint(token) or token.isdigit():
+        return token
+    return token.translate(_LEET)
 
 
 def _spaced_out(tokens: list[str]) -> bool:

@@ -5,6 +5,12 @@ regex-based plugins (AWS, GitHub, GitLab, Slack, Stripe, OpenAI, JWT, private ke
 start and run them over the text, which keeps their upkeep upstream without its per-line
 machinery. Its entropy plugins are left out: on prose they flag every long word-like token. One
 pattern of ours adds credentials written out in prose (``password: hunter2!``).
+
+Every pattern runs on RE2 (linear time): the few of detect-secrets' that look around are rewritten
+at load (a lookbehind for a non-word character becomes that character, a negative lookahead for a
+word character becomes a non-word character or the end, and the span is trimmed back), and the
+patterns run once per merged window of text around long tokens, so a text of dense tokens costs
+one pass per pattern, not one per token.
 """
 
 from __future__ import annotations
@@ -19,12 +25,13 @@ from typing import cast
 
 from opsgate.domain.guard_config import SecretsScannerConfig
 from opsgate.guard.base import ScanContext, ScanResult
+from opsgate.guard.linear_re import LinearPattern, compile_linear
 
 _SKIPPED = {"IPPublicDetector"}  # IP addresses are the PII scanner's business
-_ASSIGNED = re.compile(
+_ASSIGNED = compile_linear(
     r"\b(?:password|passwd|pwd|passphrase|api[_ -]?key|secret[_ -]?key|access[_ -]?token|auth[_ -]?token"
     r"|client[_ -]?secret)\b\s*(?:is|=|:|was)\s*[\"'`]?(?P<value>[^\s\"'`]{6,})",
-    re.I,
+    ignore_case=True,
 )
 _ASSIGNED_WORDS = ("pass", "pwd", "key", "token", "secret")
 # Code that fetches a secret is not one: os.environ["KEY"], getenv(…), ${VAR}, settings.api_key, <your-key>.
@@ -37,9 +44,48 @@ _LOOK_AHEAD = 40  # and a PEM header goes on after "-----BEGIN"
 _PEM_END = re.compile(r"-----END [A-Z ]*PRIVATE KEY-----|-----END [A-Z ]+-----")
 
 
+# detect-secrets' lookarounds, as RE2 can run them (the extra character is trimmed off the match).
+_LINEAR_FORMS = (
+    ("(?:(?<=\\W)|(?<=^))", "(?:^|\\W)"),
+    ("(?!\\w)", "(?:\\W|$)"),
+    ("{50,1024}", "{50,1000}"),  # RE2's repetition limit; a 1,000-character GitLab agent token is still found
+)
+_NOT_FOLLOWED_BY = re.compile(r"\(\?!\[([^\]^]+)\]\)")  # (?![a-f0-9]) → (?:[^a-f0-9]|$)
+
+
+def linear_form(pattern: re.Pattern[str]) -> LinearPattern:
+    """``pattern`` on RE2, its lookarounds rewritten (``ValueError`` if one is left that RE2 cannot run)."""
+    source = pattern.pattern
+    for python_form, re2_form in _LINEAR_FORMS:
+        source = source.replace(python_form, re2_form)
+    source = _NOT_FOLLOWED_BY.sub(r"(?:[^\1]|$)", source)
+    return compile_linear(source, ignore_case=bool(pattern.flags & re.I), multiline=bool(pattern.flags & re.M))
+
+
+def _trimmed(window: str, start: int, end: int) -> tuple[int, int]:
+    """A match's span less the characters the rewritten lookarounds consumed."""
+    if start < end and not (window[start].isalnum() or window[start] in "_[\"'"):
+        start += 1
+    if start < end and not (window[end - 1].isalnum() or window[end - 1] in "_-=/+\"'"):
+        end -= 1
+    return start, end
+
+
+def _windows(text: str) -> list[tuple[int, int]]:
+    """The stretches around long tokens where a secret can be, overlapping ones merged."""
+    merged: list[tuple[int, int]] = []
+    for anchor in _ANCHOR.finditer(text):
+        low, high = max(0, anchor.start() - _LOOK_BEHIND), anchor.end() + _LOOK_AHEAD
+        if merged and low <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], high))
+        else:
+            merged.append((low, high))
+    return merged
+
+
 @cache
-def detect_secrets_patterns() -> tuple[tuple[str, re.Pattern[str]], ...]:
-    """(secret type, pattern) for every regex plugin detect-secrets ships (loaded once)."""
+def detect_secrets_patterns() -> tuple[tuple[str, LinearPattern], ...]:
+    """(secret type, linear-time pattern) for every regex plugin detect-secrets ships (loaded once)."""
     import detect_secrets.plugins as plugins
     from detect_secrets.plugins.base import RegexBasedDetector
 
@@ -49,7 +95,7 @@ def detect_secrets_patterns() -> tuple[tuple[str, re.Pattern[str]], ...]:
         for name, cls in inspect.getmembers(module, inspect.isclass):
             if issubclass(cls, RegexBasedDetector) and cls is not RegexBasedDetector and name not in _SKIPPED:
                 found[name] = (str(cls.secret_type), list(cast(Iterable[re.Pattern[str]], cls.denylist)))
-    return tuple((kind, pattern) for _, (kind, patterns) in sorted(found.items()) for pattern in patterns)
+    return tuple((kind, linear_form(pattern)) for _, (kind, patterns) in sorted(found.items()) for pattern in patterns)
 
 
 def _looks_secret(value: str) -> bool:
@@ -85,14 +131,15 @@ class SecretsScanner:
         lowered = text.lower()
         if any(word in lowered for word in _ASSIGNED_WORDS):
             for match in _ASSIGNED.finditer(text):
-                if _looks_secret(match.group("value")):
-                    spans.append((match.start("value"), match.end("value"), "Password"))
-        for anchor in _ANCHOR.finditer(text):
-            low = max(0, anchor.start() - _LOOK_BEHIND)
+                if _looks_secret(match.group(1) or ""):
+                    spans.append((match.start(1), match.end(1), "Password"))
+        for low, high in _windows(text):
+            window = text[low:high]
             for kind, pattern in self.patterns:
-                for match in pattern.finditer(text, low, anchor.end() + _LOOK_AHEAD):
-                    if match.end() > match.start():
-                        spans.append((match.start(), _extent(text, match.end(), kind), kind))
+                for match in pattern.finditer(window):
+                    start, end = _trimmed(window, match.start(), match.end())
+                    if end > start:
+                        spans.append((low + start, _extent(text, low + end, kind), kind))
         spans.sort()
         merged: list[tuple[int, int, str]] = []
         for start, end, kind in spans:
