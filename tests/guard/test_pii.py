@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from opsgate.domain.guard_config import PII_ENTITIES, PiiScannerConfig
 from opsgate.guard.base import ScanContext, Vault
 from opsgate.guard.pii import PiiDetector, PiiScanner, restore, split_partial_placeholder
+from opsgate.guard.pii_ner import NER_KINDS
 from tests.guard.datasets import Rate, pii_rows
 
-DETECTOR = PiiDetector(PII_ENTITIES, ["US", "GB", "DE", "FR"])
+# The identifiers these tests are about, without the NER model (its kinds: tests/guard/test_pii_names.py).
+DETECTOR = PiiDetector([e for e in PII_ENTITIES if e not in NER_KINDS], ["US", "GB", "DE", "FR"])
 
 
 @pytest.mark.parametrize(
@@ -107,3 +111,99 @@ def test_output_redaction_is_never_reversible() -> None:
 )
 def test_a_placeholder_cut_by_the_stream_is_held_back(text: str, now: str, later: str) -> None:
     assert split_partial_placeholder(text) == (now, later)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("our Stockholm office: +46 8 123 456 78", "+46 8 123 456 78"),
+        ("ring 0044 20 7946 0958 from abroad", "0044 20 7946 0958"),
+        ("Tokyo desk 03-1234-5678, we are in Japan", "03-1234-5678"),  # region from the country name
+        ("Sydney: call 02 9374 4000 today", "02 9374 4000"),  # a trunk-0 number outside the default regions
+        ("+44(0)115 4960914 is the switchboard", "+44(0)115 4960914"),
+        ("desk (591)341-7776x123 any time", "(591)341-7776x123"),
+        ("call 415-555-2671 ext. 204 after nine", "415-555-2671 ext. 204"),
+        ("call +1-780-563-6083 #77 please", "+1-780-563-6083 #77"),
+        ("Telefon: (08633) 56181", "(08633) 56181"),
+        ("Contact me on my mobile, it is 0361717565.", "0361717565"),
+    ],
+)
+def test_phones_in_any_region_with_extensions(text: str, value: str) -> None:
+    assert [(f.kind, f.value) for f in DETECTOR.find(text)] == [("phone", value)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "the meeting moved to 03.12.1985 and the phone call is off",
+        "invoice 0361717565 is overdue",  # a trunk-0 run with no phone word near it
+        "build 2024.03.15 shipped, see ticket 88231",
+    ],
+)
+def test_phone_look_alikes_are_not(text: str) -> None:
+    assert [f for f in DETECTOR.find(text) if f.kind == "phone"] == []
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("card 5018 1234 5673 on file", "5018 1234 5673"),  # 12-digit Maestro: Luhn plus the card word
+        ("visa 4000 0000 0000 0000 006 works", "4000 0000 0000 0000 006"),  # 19 digits
+        ("Diners 3056 6828 2330 27 too", "3056 6828 2330 27"),  # 14 digits
+        ("my card 7992 7398 7131 2342 please", "7992 7398 7131 2342"),  # no known issuer: the card word carries it
+    ],
+)
+def test_cards_by_luhn_over_every_length(text: str, value: str) -> None:
+    assert [(f.kind, f.value) for f in DETECTOR.find(text)] == [("credit_card", value)]
+
+
+def test_card_look_alikes_need_a_prefix_or_a_card_word() -> None:
+    assert DETECTOR.find("ref 5018 1234 5673 ok") == []  # 12 digits, Luhn-valid, no card word
+    assert DETECTOR.find("ref 7992 7398 7131 2342 ok") == []  # 16 digits, Luhn-valid, no issuer, no card word
+    assert DETECTOR.find("card 5018 1234 5676 on file") == []  # Luhn fails
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("DOB: 1990-01-02, blood type A", [("date_of_birth", "1990-01-02")]),
+        ("she was born on March 3, 1985 in a taxi", [("date_of_birth", "March 3, 1985")]),
+        ("date of birth 12/03/1985", [("date_of_birth", "12/03/1985")]),
+        ("the applicant, aged 34, applied", [("age", "34")]),
+        ("he is 61 years old", [("age", "61")]),
+        ("a 45-year-old cyclist", [("age", "45")]),
+        ("Age: 77", [("age", "77")]),
+        ("the release is dated 2024-03-15", []),  # a date that is not called a birth date
+        ("we waited 34 minutes; the 3 years ago figure", []),
+        ("age 250 is no age", []),
+    ],
+)
+def test_dates_of_birth_and_ages_only_when_marked(text: str, found: list[tuple[str, str]]) -> None:
+    assert [(f.kind, f.value) for f in DETECTOR.find(text)] == found
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1 " * 16_000,
+        "A1 " * 11_000,
+        "Aaaa, " * 5_500,
+        "12 Aaaa Aaaa Aaaa Aaaa " * 1_400,
+        "Via " * 8_000,
+        "+1 " * 11_000,
+        "born on 1" * 3_600,
+        "a@" * 16_000,
+    ],
+)
+def test_adversarial_inputs_scan_in_linear_time(text: str) -> None:
+    """32 KB of repetition: the patterns' cost must grow with the length, not faster."""
+    short = text[: len(text) // 8]
+    started = time.perf_counter()
+    DETECTOR.find(short)
+    short_s = time.perf_counter() - started
+    started = time.perf_counter()
+    DETECTOR.find(text)
+    long_s = time.perf_counter() - started
+    # 8x the text: linear is ~8x; allow noise on a loaded machine, but not a quadratic 64x.
+    assert long_s < max(24 * short_s, 0.05), (short_s, long_s)
+    assert long_s < 2.0
