@@ -74,6 +74,12 @@ class PiiScannerConfig(_ScannerBase):
         default_factory=lambda: ["US", "GB", "DE", "FR"], description="Regions tried for numbers without +country."
     )
     roles: list[Role] | None = Field(None, description="Input messages to scan; default: all.")
+    names_on_output: bool = Field(
+        False,
+        description="Also look for person, location and organization names in answers (off: answers name "
+        "public people, places and firms — 'The capital of France is Paris' — and the user's own names come "
+        "back through reversible placeholders anyway).",
+    )
     ner_budget_ms: float = Field(
         250.0,
         gt=0,

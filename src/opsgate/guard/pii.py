@@ -169,8 +169,11 @@ class PiiDetector:
         """Every finding, in order, not overlapping."""
         return self.detect(text).findings
 
-    def detect(self, text: str) -> Detection:
-        """Every finding, in order, not overlapping, and what the NER budget left unread."""
+    def detect(self, text: str, names: bool = True) -> Detection:
+        """Every finding, in order, not overlapping, and what the NER budget left unread.
+
+        ``names=False``: no person, location or organisation names (the NER model does not run).
+        """
         structured: list[Finding] = []
         for low, high in _windows(text):
             for match in _PATTERN.finditer(text, low, high):
@@ -183,11 +186,10 @@ class PiiDetector:
         if "street_address" in self.entities:
             ranked.append(find_addresses(text))
         unread = 0
-        if "organization" in self.entities:
+        if "organization" in self.entities and names:
             ranked.append(find_organisations(text))
-        if self.names is not None:
+        if self.names is not None and names:
             ranked.append([f for f in find_cued_names(text) if f.kind in self.entities])
-        if self.names is not None:
             named = self.names.find(text, self.ner_budget_s)
             ranked.append([correct_kind(text, f, self.entities) for f in named.findings])
             unread = named.unread_chars
@@ -275,6 +277,7 @@ class PiiScanner:
         self.detector = PiiDetector(config.entities, config.phone_regions, config.ner_budget_ms / 1000)
         self.reversible = config.reversible
         self.threshold = config.threshold
+        self.names_on_output = config.names_on_output
 
     def scan(self, text: str, context: ScanContext) -> ScanResult:
         """Score 1 when anything is found; details count findings by kind (never the values).
@@ -282,7 +285,7 @@ class PiiScanner:
         ``ner_unread_chars`` in the details: the NER model's time budget ran out that far before the
         end (the patterns still read it all).
         """
-        detection = self.detector.detect(text)
+        detection = self.detector.detect(text, names=context.direction == "input" or self.names_on_output)
         findings = detection.findings
         extra: dict[str, int] = {"ner_unread_chars": detection.ner_unread_chars} if detection.ner_unread_chars else {}
         if not findings:

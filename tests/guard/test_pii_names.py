@@ -1,0 +1,144 @@
+"""Names, places, organisations and street addresses: the NER model, the patterns beside it, and the Faker sets."""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from opsgate.domain.guard_config import PII_ENTITIES, PiiScannerConfig
+from opsgate.guard.base import ScanContext, Vault
+from opsgate.guard.pii import PiiDetector, PiiScanner, restore
+from opsgate.guard.pii_address import find_addresses
+from opsgate.guard.pii_ner import MODEL_SHA256, NameRecognizer, NerUnavailable, chunks, model_path, verify
+from tests.guard.pii_scoring import MARKED, NAMED, STRUCTURED, faker_rows, group, score
+
+DETECTOR = PiiDetector(PII_ENTITIES, ["US", "GB", "DE", "FR"], ner_budget_s=5.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "Please send the parcel to John Smith; he works for Acme Corporation in Berlin.",
+            [("person", "John Smith"), ("organization", "Acme Corporation"), ("location", "Berlin")],
+        ),
+        ("Dear Ferdinando Mimun, thanks for your order.", [("person", "Ferdinando Mimun")]),
+        ("Maria Garcia moved to Madrid last spring.", [("person", "Maria Garcia"), ("location", "Madrid")]),
+        ("I work for Lee, Kirby and Brown now.", [("organization", "Lee, Kirby and Brown")]),
+        ("Invoice from Niemeier Müller KGaA attached.", [("organization", "Niemeier Müller KGaA")]),
+    ],
+)
+def test_names_places_and_organisations(text: str, expected: list[tuple[str, str]]) -> None:
+    assert [(f.kind, f.value) for f in DETECTOR.find(text)] == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Restart the service and check the logs for error code 504.",
+        "What is the difference between a process and a thread?",
+        "The ITIN goes on the W-7 and the DOB on page 2; the total is 12 EUR.",
+    ],
+)
+def test_plain_text_has_no_names(text: str) -> None:
+    assert DETECTOR.find(text) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "address"),
+    [
+        ("Send it to 638 Jones Via, Jenkinsfurt, MP 04790 by Friday.", "638 Jones Via, Jenkinsfurt, MP 04790"),
+        ("I live at 42 Baker Street, London NW1 6XE.", "42 Baker Street, London NW1 6XE"),
+        ("Flat 6, Jenkins Trafficway is the new address", "Flat 6, Jenkins Trafficway"),
+        ("Ship to Kranzstr. 60/95, 09895 Iserlohn, please.", "Kranzstr. 60/95, 09895 Iserlohn"),
+        ("office at 12 rue de la Paix, 75002 Paris.", "12 rue de la Paix, 75002 Paris"),
+        ("Plaza Amancio Agullo 73 Puerta 2, ok", "Plaza Amancio Agullo 73 Puerta 2"),
+        ("Via Roma 10 is closed", "Via Roma 10"),
+        ("billing: 4384 Eric Mission, Conwayberg, YT E3N 5N9", "4384 Eric Mission, Conwayberg, YT E3N 5N9"),
+    ],
+)
+def test_street_addresses(text: str, address: str) -> None:
+    assert [f.value for f in find_addresses(text)] == [address]
+
+
+@pytest.mark.parametrize(
+    "text", ["I have 3 Green apples", "rue is a herb", "we shipped 40 Units today", "Page 12 Main results"]
+)
+def test_address_look_alikes_are_not(text: str) -> None:
+    assert find_addresses(text) == []
+
+
+def test_reversible_placeholders_for_names_and_addresses() -> None:
+    scanner = PiiScanner(PiiScannerConfig(scanner="pii", reversible=True))
+    vault = Vault()
+    text = "Dear Anna Kowalski, the courier comes to 42 Baker Street, London NW1 6XE. Anna Kowalski, please sign."
+    result = scanner.scan(text, ScanContext("input", vault=vault))
+    assert result.sanitized_text == (
+        "Dear <PERSON_1>, the courier comes to <STREET_ADDRESS_1>. <PERSON_1>, please sign."
+    )
+    assert result.details["found"] == {"person": 2, "street_address": 1}
+    assert restore("Signed for <PERSON_1> at <STREET_ADDRESS_1>.", vault) == (
+        "Signed for Anna Kowalski at 42 Baker Street, London NW1 6XE."
+    )
+    answer = "Anna Kowalski lives in Berlin, 42 Baker Street."
+    # Answers name public people and places: names are left alone on output unless asked for.
+    assert (
+        scanner.scan(answer, ScanContext("output")).sanitized_text == "Anna Kowalski lives in Berlin, <STREET_ADDRESS>."
+    )
+    strict = PiiScanner(PiiScannerConfig(scanner="pii", names_on_output=True))
+    assert (
+        strict.scan(answer, ScanContext("output")).sanitized_text == "<PERSON> lives in <LOCATION>, <STREET_ADDRESS>."
+    )
+
+
+def test_a_changed_model_file_refuses_to_load(tmp_path: Path) -> None:
+    copy = tmp_path / "model"
+    shutil.copytree(model_path(), copy)
+    verify(copy)  # the installed model is the reviewed one
+    target = copy / next(iter(MODEL_SHA256))
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+    with pytest.raises(NerUnavailable, match="SHA-256"):
+        verify(copy)
+
+
+def test_chunks_cover_the_text_at_sentence_ends() -> None:
+    text = "".join(f"Sentence number {i} is here. " for i in range(400))
+    spans = chunks(text, 500)
+    assert spans[0][0] == 0 and spans[-1][1] == len(text)
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))
+    assert all(0 < high - low <= 500 for low, high in spans)
+    assert all(text[high - 2 : high] == ". " for _, high in spans[:-1])
+    assert chunks("x" * 1200, 500) == [(0, 500), (500, 1000), (1000, 1200)]  # no space: a hard cut
+
+
+def test_ner_stops_at_its_time_budget_and_says_how_much_it_left() -> None:
+    recognizer = NameRecognizer(frozenset({"person"}))
+    text = "Anna Kowalski called. " * 1500  # 33 KB
+    started = time.perf_counter()
+    result = recognizer.find(text, budget_s=0.02)
+    elapsed = time.perf_counter() - started
+    assert 0 < result.unread_chars < len(text)
+    assert result.findings and result.findings[0].value == "Anna Kowalski"
+    # One chunk past the budget at most (~15 ms a chunk; generous for a loaded machine).
+    assert elapsed < 1.0
+    scanner = PiiScanner(PiiScannerConfig(scanner="pii", ner_budget_ms=20))
+    assert scanner.scan(text, ScanContext("input", vault=Vault())).details["ner_unread_chars"] > 0
+
+
+@pytest.mark.parametrize("split", ["dev", "holdout"])
+def test_recall_and_precision_on_the_faker_sets(split: str) -> None:
+    tallies = score(DETECTOR, faker_rows(split))
+    structured, named, marked = group(tallies, STRUCTURED), group(tallies, NAMED), group(tallies, MARKED)
+    # The goals of issue 12: structured ids recall >= 95% / precision >= 90%; names, addresses,
+    # places and organisations recall >= 80%. The holdout split was scored once, after tuning.
+    assert structured.recalled / structured.labelled >= 0.95
+    assert structured.correct / structured.found >= 0.90
+    assert named.recalled / named.labelled >= 0.80
+    assert named.correct / named.found >= 0.80
+    assert marked.recalled / marked.labelled >= 0.90
