@@ -18,7 +18,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import redis.asyncio as aioredis
@@ -27,6 +26,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from opsgate.cache.store import MAX_VECTORS_PER_BUCKET, Match, SemanticEntry, Vector, ranked
+from opsgate.domain.urls import redact_url
 
 log = logging.getLogger("opsgate.cache")
 
@@ -56,13 +56,8 @@ return #drop
 
 
 def redacted(url: str) -> str:
-    """``url`` without its password, for logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = f"{parts.username}:***@" if parts.username else "***@"
-    return urlunsplit((parts.scheme, user + netloc, parts.path, parts.query, parts.fragment))
+    """``url`` without its password, for logs (the gateway's one helper, ``domain.urls.redact_url``)."""
+    return redact_url(url)
 
 
 class RedisStore:
