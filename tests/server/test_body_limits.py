@@ -179,3 +179,29 @@ def test_the_gateway_serves_others_while_a_slow_body_is_pending(gateway: Gateway
         follow_redirects=False,
     )
     assert login.status_code == 303 and "opsgate_key" in login.headers["set-cookie"]  # the form still works
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        b"Content-Length: 5\r\n\r\nkey=a" + b"GARBAGE " * 200,  # more body than declared: never a second request
+        b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nkey=a\r\n0\r\n\r\n",  # smuggling shape
+        b"Content-Length: 99999999999999999999999\r\n\r\n",
+    ],
+)
+def test_lying_framing_is_a_4xx_and_harms_nobody(gateway: Gateway, framing: bytes) -> None:
+    with _connect(gateway) as sock:
+        head = _head("/ui/login", gateway, _form_headers(gateway))[:-2]  # leave the blank line to the framing
+        sock.sendall(head + framing)
+        status, _, _ = _response(sock)
+        assert 400 <= status < 500
+    assert httpx.get(gateway.url + "/healthz", timeout=10).status_code == 200
+
+
+def test_the_login_form_must_be_a_form(gateway: Gateway) -> None:
+    response = httpx.post(
+        gateway.url + "/ui/login",
+        files={"key": ("key.txt", b"x" * 10)},  # multipart
+        headers={"Origin": gateway.url},
+    )
+    assert response.status_code == 415 and response.json()["error"]["code"] == "unsupported_media_type"
