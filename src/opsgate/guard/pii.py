@@ -60,8 +60,8 @@ _MERGE_GAP = 8
 _VERSION_CONTEXT = re.compile(r"(?:version|release|build|\bv)\s*$", re.I)
 _SSN_CONTEXT = re.compile(r"(ssn|social security|social-security|tax id|taxpayer)", re.I)
 # Issuer prefixes (IIN ranges) of the card networks: Visa, Mastercard (51-55, 2221-2720), Amex, Diners,
-# Discover, JCB, UnionPay, Maestro (50, 56-69), Mir (2200-2204), RuPay (60, 65, 81, 82), Verve (506, 650).
-_CARD_PREFIX = re.compile(r"^(4|5[0-9]|2(2[0-9]|[3-6]\d|7[01]|720)|3[0478]|6|8[12])")
+# Discover, JCB, UnionPay, Maestro (50, 56-69), Mir (2200-2204), RuPay (60, 65), Verve (506, 650).
+_CARD_PREFIX = re.compile(r"^(4|5[0-9]|2(2[0-9]|[3-6]\d|7[01]|720)|3[0478]|6)")
 # Luhn passes one random number in ten: an unknown prefix needs a card word before it.
 _CARD_CONTEXT = re.compile(
     r"(card|visa|mastercard|master card|amex|american express|credit|debit|maestro|"
@@ -191,7 +191,8 @@ class PiiDetector:
         if self.names is not None and names:
             ranked.append([f for f in find_cued_names(text) if f.kind in self.entities])
             named = self.names.find(text, self.ner_budget_s)
-            ranked.append([correct_kind(text, f, self.entities) for f in named.findings])
+            corrected = (correct_kind(text, f, self.entities) for f in named.findings)
+            ranked.append([f for f in corrected if f is not None])
             unread = named.unread_chars
         return Detection(resolve_overlaps(ranked), unread)
 

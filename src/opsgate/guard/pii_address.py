@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from importlib import resources
 
-from opsgate.guard.pii_base import Finding
+from opsgate.guard.pii_base import Finding, trim
 
 
 def _street_types() -> list[str]:
@@ -94,7 +94,7 @@ def find_addresses(text: str) -> list[Finding]:
     """Street addresses, with their postcode and town when these follow."""
     found = []
     for match in _ADDRESS.finditer(text):
-        value = match.group().rstrip(" ,")
+        value = trim(match.group())
         if value[:1].isalpha() and value.split()[0].lower() in _FRENCH_WORDS and not _FRENCH_OK.search(value):
             continue
         found.append(Finding("street_address", match.start(), match.start() + len(value), value))

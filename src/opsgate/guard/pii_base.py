@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from opsgate.domain.guard_config import PiiEntity
@@ -29,3 +30,26 @@ def resolve_overlaps(ranked: list[list[Finding]]) -> list[Finding]:
             if not any(finding.start < other.end and other.start < finding.end for other in taken):
                 taken.append(finding)
     return sorted(taken, key=lambda f: f.start)
+
+
+_SENTENCE_DOT = re.compile(r"(?<=[^\W\d_]{5})\.$")
+
+
+# What looks like a name in code and technical prose: dotted paths ("sys.version_info"), code
+# punctuation, one CamelCase word ("KeyError", "sNaN"; not "McDonald", nor "Müller GmbH"), all-caps words.
+_CODE_LIKE = re.compile(
+    r"[a-z]{2}\.[a-z]|[()\[\]{}=_/\\<>@]|^(?!Mc|Mac|De|La|Le|Di)[^\s]{0,40}[a-z][A-Z][^\s]{0,40}$|^[A-Z]{4,}$"
+)
+_PARTICLES = frozenset({"de", "da", "do", "dos", "das", "del", "della", "di", "du", "van", "von", "der", "le", "la"})
+
+
+def looks_like_code(value: str) -> bool:
+    """Whether a would-be name is an identifier, a path or lowercase prose rather than a name."""
+    first = value.split(maxsplit=1)[0] if value.strip() else ""
+    lowercase_start = not value[:1].isupper() and first.lower() not in _PARTICLES
+    return lowercase_start or _CODE_LIKE.search(value) is not None
+
+
+def trim(value: str) -> str:
+    """``value`` without trailing separators, nor a sentence's full stop ("Paris." but not "Str.")."""
+    return _SENTENCE_DOT.sub("", value.rstrip(" ,;:"))

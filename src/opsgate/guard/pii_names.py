@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 
 from opsgate.domain.guard_config import PiiEntity
-from opsgate.guard.pii_base import Finding
+from opsgate.guard.pii_base import Finding, looks_like_code, trim
 
 # Legal forms of companies (the common ones of ISO 20275's list, by country), longest first.
 _LEGAL_FORMS = [
@@ -86,9 +86,15 @@ def find_cued_names(text: str) -> list[Finding]:
         group = match.lastgroup
         assert group is not None
         kind: PiiEntity = "person" if group == "person" else "location" if group == "place" else "organization"
-        found.append(Finding(kind, match.start(group), match.end(group), match.group(group)))
+        value = trim(match.group(group))
+        if looks_like_code(value):
+            continue
+        found.append(Finding(kind, match.start(group), match.start(group) + len(value), value))
     for match in _TO_PLACE.finditer(text):
-        found.append(Finding("location", match.start("place"), match.end("place"), match.group("place")))
+        value = trim(match.group("place"))
+        if looks_like_code(value):
+            continue
+        found.append(Finding("location", match.start("place"), match.start("place") + len(value), value))
     return found
 
 
@@ -96,11 +102,14 @@ def find_organisations(text: str) -> list[Finding]:
     """Organisations named with a legal form, or as a list of partners after "at", "for", "from"."""
     found = [Finding("organization", m.start(), m.end(), m.group()) for m in _ORG.finditer(text)]
     found += [Finding("organization", m.start("org"), m.end("org"), m.group("org")) for m in _PARTNERS.finditer(text)]
-    return found
+    return [f for f in found if not looks_like_code(f.value)]
 
 
-def correct_kind(text: str, finding: Finding, allowed: frozenset[PiiEntity]) -> Finding:
-    """The model's finding with sentence-opening words cut off and its kind set by the words before it."""
+def correct_kind(text: str, finding: Finding, allowed: frozenset[PiiEntity]) -> Finding | None:
+    """The model's finding with sentence-opening words cut off and its kind set by the words before it.
+
+    None: the finding is dropped (a lone capitalised word the model calls an organisation).
+    """
     lead = _LEADING.match(finding.value)
     if lead is not None and len(finding.value) > lead.end():
         start = finding.start + lead.end()
@@ -119,6 +128,10 @@ def correct_kind(text: str, finding: Finding, allowed: frozenset[PiiEntity]) -> 
         kind = "organization"  # "works at Heath-Cervantes": a double-barrelled firm, not a person
     elif _PLACE_CUE.search(before) and finding.kind != "organization":
         kind = "location"
+    elif kind == "organization" and " " not in finding.value and not _ORG_CUE.search(before):
+        # One capitalised word the model calls a firm is, in prompts, far more often a product, a
+        # language or a class name ("Python", "Decimal") than an employer.
+        return None
     if kind not in allowed:
         return finding
     return Finding(kind, finding.start, finding.end, finding.value)

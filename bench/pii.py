@@ -1,0 +1,157 @@
+"""PII scanner: recall and precision per kind on the Faker sets, and what a scan costs per 1 KB and 32 KB.
+
+Accuracy: span scoring (``tests/guard/pii_scoring.py``) on ``pii_faker_dev.jsonl`` (tuned on) and
+``pii_faker_holdout.jsonl`` (not), per kind and per group, with 95% Wilson intervals from scipy;
+plus the structured-identifier splits of ``make_pii_sets.py``. False alarms on benign prose: the
+names, places and organisations found per KB of the standard library's docstrings, which hold
+almost none (Python, GNU, Unicode are organisations to the model — and to a redactor).
+
+Speed: p50/p99 of ``PiiScanner.scan`` on 1 KB and 32 KB of text with PII (Faker sentences) and
+without (docstrings), for the input default (every kind, NER included), the output default (no
+names) and patterns only. Also the model's load time and resident memory. Writes
+``bench/results/pii.json``. About a minute.
+
+Run: ``.venv/bin/python bench/pii.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.guard.datasets import pii_rows, stdlib_paragraphs  # noqa: E402
+from tests.guard.pii_scoring import MARKED, NAMED, STRUCTURED, faker_rows, group, rate, score  # noqa: E402
+
+from opsgate.domain.guard_config import PII_ENTITIES, PiiScannerConfig  # noqa: E402
+from opsgate.guard.base import ScanContext, Vault  # noqa: E402
+from opsgate.guard.pii import PiiDetector, PiiScanner  # noqa: E402
+from opsgate.guard.pii_ner import NER_KINDS  # noqa: E402
+
+
+def _rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _fill(parts: list[str], size: int) -> str:
+    out: list[str] = []
+    total = 0
+    while total < size:
+        for part in parts:
+            out.append(part)
+            total += len(part) + 1
+            if total >= size:
+                break
+    return " ".join(out)[:size]
+
+
+def accuracy(detector: PiiDetector) -> dict[str, Any]:
+    """Per-kind and per-group recall/precision on both Faker splits."""
+    report: dict[str, Any] = {}
+    for split in ("dev", "holdout"):
+        tallies = score(detector, faker_rows(split))
+        kinds = {
+            k: {"recall": rate(t.recalled, t.labelled), "precision": rate(t.correct, t.found)}
+            for k, t in tallies.items()
+        }
+        groups = {}
+        for name, members in (("structured", STRUCTURED), ("named", NAMED), ("marked", MARKED)):
+            t = group(tallies, members)
+            groups[name] = {"recall": rate(t.recalled, t.labelled), "precision": rate(t.correct, t.found)}
+        report[split] = {"kinds": dict(sorted(kinds.items())), "groups": groups}
+    structured_only = PiiDetector([e for e in PII_ENTITIES if e not in NER_KINDS], ["US", "GB", "DE", "FR"])
+    for split in ("dev", "test", "holdout"):
+        found = expected = correct = 0
+        for row in pii_rows(split):
+            want = {(e["kind"], e["value"]) for e in row["entities"]}  # type: ignore[attr-defined]
+            got = {(f.kind, f.value) for f in structured_only.find(str(row["text"]))}
+            found, expected, correct = found + len(got), expected + len(want), correct + len(want & got)
+        report[f"structured_sets_{split}"] = {"recall": rate(correct, expected), "precision": rate(correct, found)}
+    return report
+
+
+def prose_false_alarms(detector: PiiDetector, paragraphs: list[str]) -> dict[str, Any]:
+    """Names, places and organisations found in docstrings (no personal data), per KB."""
+    counts: dict[str, int] = {}
+    chars = 0
+    for paragraph in paragraphs:
+        chars += len(paragraph)
+        for finding in detector.find(paragraph):
+            counts[finding.kind] = counts.get(finding.kind, 0) + 1
+    kb = chars / 1024
+    return {"kb": round(kb, 1), "per_kb": {k: round(v / kb, 3) for k, v in sorted(counts.items())}}
+
+
+def timings(scanner: PiiScanner, text: str, runs: int, direction: str) -> dict[str, float]:
+    """p50/p99/max milliseconds of one scan."""
+    samples = []
+    for _ in range(runs):
+        context = ScanContext("input", vault=Vault()) if direction == "input" else ScanContext("output")
+        started = time.perf_counter()
+        scanner.scan(text, context)
+        samples.append((time.perf_counter() - started) * 1000)
+    samples.sort()
+    return {
+        "p50_ms": round(statistics.median(samples), 3),
+        "p99_ms": round(samples[min(len(samples) - 1, int(len(samples) * 0.99))], 3),
+        "max_ms": round(samples[-1], 3),
+        "runs": runs,
+    }
+
+
+def main() -> None:
+    """Measure and write bench/results/pii.json."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=200, help="scans per 1 KB case (32 KB: a tenth)")
+    parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "pii.json")
+    args = parser.parse_args()
+
+    rss_before = _rss_mib()
+    started = time.perf_counter()
+    full = PiiScanner(PiiScannerConfig(scanner="pii", reversible=True))
+    load_s = time.perf_counter() - started
+    rss_after = _rss_mib()
+    patterns = PiiScanner(PiiScannerConfig(scanner="pii", entities=[e for e in PII_ENTITIES if e not in NER_KINDS]))
+
+    report: dict[str, Any] = {
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "python": platform.python_version(),
+        "model_load_s": round(load_s, 2),
+        "model_max_rss_growth_mib": round(rss_after - rss_before, 1),
+    }
+    detector = PiiDetector(PII_ENTITIES, ["US", "GB", "DE", "FR"], ner_budget_s=5.0)
+    report["accuracy"] = accuracy(detector)
+    paragraphs = stdlib_paragraphs()[:400]
+    report["prose_false_alarms"] = prose_false_alarms(detector, paragraphs)
+
+    pii_text = [str(row["text"]) for row in faker_rows("dev")]
+    cases = {
+        "pii_1kb": _fill(pii_text, 1024),
+        "pii_32kb": _fill(pii_text, 32 * 1024),
+        "prose_1kb": _fill(paragraphs, 1024),
+        "prose_32kb": _fill(paragraphs, 32 * 1024),
+    }
+    speed: dict[str, Any] = {}
+    for name, text in cases.items():
+        runs = args.runs if name.endswith("1kb") else max(10, args.runs // 10)
+        speed[name] = {
+            "input_default_with_ner": timings(full, text, runs, "input"),
+            "output_default_no_names": timings(full, text, runs, "output"),
+            "patterns_only": timings(patterns, text, runs, "input"),
+        }
+    report["speed"] = speed
+    args.output.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    print(json.dumps(report, indent=2, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
