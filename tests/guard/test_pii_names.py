@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -147,3 +148,17 @@ def test_recall_and_precision_on_the_faker_sets(split: str) -> None:
     assert births.recalled / births.labelled >= 0.90
     assert marked.correct / marked.found >= 0.95
     assert ages.recalled / ages.labelled >= (0.90 if split == "dev" else 0.60)
+
+
+def test_scanners_of_two_policies_share_the_model_safely_across_threads() -> None:
+    texts = [str(row["text"]) for row in faker_rows("dev")[:40]]
+    one, two = PiiScanner(PiiScannerConfig(scanner="pii")), PiiScanner(PiiScannerConfig(scanner="pii"))
+    sequential = [one.scan(t, ScanContext("input", vault=Vault())).sanitized_text for t in texts]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        scanners = [one if i % 2 else two for i in range(len(texts))]
+        threaded = list(
+            pool.map(lambda s, t: s.scan(t, ScanContext("input", vault=Vault())).sanitized_text, scanners, texts)
+        )
+    assert threaded == sequential
+    assert one.detector.names is not None and two.detector.names is not None
+    assert one.detector.names._lock is two.detector.names._lock  # one model, one lock

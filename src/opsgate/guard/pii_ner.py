@@ -80,12 +80,14 @@ def verify(path: Path) -> None:
 
 
 @functools.cache
-def _load(path: Path) -> Any:
-    # Cached: every PII scanner of every policy shares one model (~50 MB, ~0.5 s to load).
+def _load(path: Path) -> tuple[Any, threading.Lock]:
+    # Cached: every PII scanner of every policy shares one model (~0.7 s and ~100 MB to load), and
+    # so one lock: the lock belongs to the model, not to the scanner.
     import spacy  # imported here: a gateway without NER kinds never pays spaCy's import
 
     verify(path)
-    return spacy.load(path, exclude=["tagger", "parser", "senter", "attribute_ruler", "lemmatizer"])
+    nlp = spacy.load(path, exclude=["tagger", "parser", "senter", "attribute_ruler", "lemmatizer"])
+    return nlp, threading.Lock()
 
 
 def chunks(text: str, size: int = CHUNK_CHARS) -> list[tuple[int, int]]:
@@ -113,8 +115,7 @@ class NameRecognizer:
 
     def __init__(self, kinds: frozenset[PiiEntity], path: Path | None = None) -> None:
         self.kinds = kinds & NER_KINDS
-        self._nlp = _load(path or model_path())
-        self._lock = threading.Lock()
+        self._nlp, self._lock = _load(path or model_path())
 
     def find(self, text: str, budget_s: float) -> NerResult:
         """Entities of the configured kinds, reading chunks until ``budget_s`` seconds are spent."""
