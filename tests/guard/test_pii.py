@@ -150,6 +150,7 @@ def test_phone_look_alikes_are_not(text: str) -> None:
         ("card 5018 1234 5673 on file", "5018 1234 5673"),  # 12-digit Maestro: Luhn plus the card word
         ("visa 4000 0000 0000 0000 006 works", "4000 0000 0000 0000 006"),  # 19 digits
         ("Diners 3056 6828 2330 27 too", "3056 6828 2330 27"),  # 14 digits
+        ("ref 3530 1113 3330 0000 ok", "3530 1113 3330 0000"),  # JCB's prefix alone, no card word
         ("my card 7992 7398 7131 2342 please", "7992 7398 7131 2342"),  # no known issuer: the card word carries it
     ],
 )

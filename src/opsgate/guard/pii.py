@@ -61,7 +61,7 @@ _VERSION_CONTEXT = re.compile(r"(?:version|release|build|\bv)\s*$", re.I)
 _SSN_CONTEXT = re.compile(r"(ssn|social security|social-security|tax id|taxpayer)", re.I)
 # Issuer prefixes (IIN ranges) of the card networks: Visa, Mastercard (51-55, 2221-2720), Amex, Diners,
 # Discover, JCB, UnionPay, Maestro (50, 56-69), Mir (2200-2204), RuPay (60, 65), Verve (506, 650).
-_CARD_PREFIX = re.compile(r"^(4|5[0-9]|2(2[0-9]|[3-6]\d|7[01]|720)|3[0478]|6)")
+_CARD_PREFIX = re.compile(r"^(4|5[0-9]|2(2[0-9]|[3-6]\d|7[01]|720)|3[04578]|6)")
 # Luhn passes one random number in ten: an unknown prefix needs a card word before it.
 _CARD_CONTEXT = re.compile(
     r"(card|visa|mastercard|master card|amex|american express|credit|debit|maestro|"

@@ -90,14 +90,31 @@ _AGE = re.compile(
 )
 
 
+def _digit_windows(text: str, before: int = 160, after: int = 300) -> list[tuple[int, int]]:
+    """Merged spans around each run of digits: every address has a house number or a postcode."""
+    spans: list[tuple[int, int]] = []
+    for run in _DIGITS.finditer(text):
+        low, high = max(0, run.start() - before), min(len(text), run.end() + after)
+        if spans and low <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], high)
+        else:
+            spans.append((low, high))
+    return spans
+
+
+_DIGITS = re.compile(r"\d+")
+
+
 def find_addresses(text: str) -> list[Finding]:
     """Street addresses, with their postcode and town when these follow."""
     found = []
-    for match in _ADDRESS.finditer(text):
-        value = trim(match.group())
-        if value[:1].isalpha() and value.split()[0].lower() in _FRENCH_WORDS and not _FRENCH_OK.search(value):
-            continue
-        found.append(Finding("street_address", match.start(), match.start() + len(value), value))
+    # Only near digits: the pattern tries 375 street types at every capitalised word, ~0.08 ms per KB.
+    for low, high in _digit_windows(text):
+        for match in _ADDRESS.finditer(text, low, high):
+            value = trim(match.group())
+            if value[:1].isalpha() and value.split()[0].lower() in _FRENCH_WORDS and not _FRENCH_OK.search(value):
+                continue
+            found.append(Finding("street_address", match.start(), match.start() + len(value), value))
     return found
 
 
@@ -107,7 +124,15 @@ _FRENCH_WORDS |= {"cours", "square", "passage", "voie"}
 
 def find_marked_dates_and_ages(text: str) -> list[Finding]:
     """Dates the text calls a birth date, and numbers it calls an age (0-120)."""
-    found = [Finding("date_of_birth", m.start("date"), m.end("date"), m.group("date")) for m in _DOB.finditer(text)]
+    # The patterns run only where their marker words are: most texts have none (a 32 KB scan costs ~2 ms).
+    lowered = text.lower()
+    found: list[Finding] = []
+    if any(word in lowered for word in ("birth", "born", "dob", "d.o.b")):
+        found += [
+            Finding("date_of_birth", m.start("date"), m.end("date"), m.group("date")) for m in _DOB.finditer(text)
+        ]
+    if not any(word in lowered for word in ("age", "year", "yr")):
+        return found
     for match in _AGE.finditer(text):
         group = "a" if match.group("a") is not None else "b"
         if int(match.group(group)) <= 120:
