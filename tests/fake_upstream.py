@@ -70,7 +70,7 @@ class FakeUpstream:
 
     def _run(self) -> None:
         self._loop = asyncio.new_event_loop()
-        app = web.Application()
+        app = web.Application(client_max_size=64 * 1024 * 1024)  # real engines take multi-MB prompts
         app.router.add_post("/v1/chat/completions", self._completion)
         app.router.add_post("/v1/completions", self._completion)
         app.router.add_post("/v1/embeddings", self._embeddings)
