@@ -42,7 +42,7 @@ NEAR_MISSES = {
 }
 
 
-def best_ms(call: Callable[[], object], runs: int = 3) -> float:
+def best_ms(call: Callable[[], object], runs: int = 5) -> float:
     best = float("inf")
     for _ in range(runs):
         started = time.perf_counter()
@@ -77,7 +77,7 @@ def test_adversarial_input_at_the_size_limit_scans_in_linear_time(
     # The old engine took 400-600 ms on 25 KB of the worst of these; linear scans take a few ms.
     assert full_ms < 150, f"{scanner} on {shape}: {full_ms:.1f} ms for {LIMIT} chars"
     # 4x the text may cost at most ~4x (with slack for timer noise on a small base).
-    assert full_ms <= 6 * quarter_ms + 5, f"{scanner} on {shape}: {quarter_ms:.1f} ms -> {full_ms:.1f} ms"
+    assert full_ms <= 6 * quarter_ms + 10, f"{scanner} on {shape}: {quarter_ms:.1f} ms -> {full_ms:.1f} ms"
 
 
 def test_every_signal_and_secret_pattern_runs_on_the_linear_engine() -> None:

@@ -96,10 +96,15 @@ class PiiScannerConfig(_ScannerBase):
 
 
 class InjectionScannerConfig(_ScannerBase):
-    """Prompt injection and jailbreak: weighted patterns over normalised text, decoded payloads included."""
+    """Prompt injection and jailbreak: weighted patterns over normalised text, decoded payloads included, and a
+    learned classifier (word, character and multilingual-concept features; max over windows of long texts)."""
 
     scanner: Literal["prompt_injection"]
     roles: list[Role] | None = Field(None, description="Input messages to scan; default: user, tool, function.")
+    learned: bool = Field(True, description="Combine the learned detector's score with the signal rules.")
+    tool_threshold: float = Field(
+        0.4, ge=0, le=1, description="Threshold for tool and function messages (retrieved content: indirect injection)."
+    )
 
 
 class SecretsScannerConfig(_ScannerBase):

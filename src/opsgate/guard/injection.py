@@ -6,7 +6,8 @@ as ``1 - Π(1 - w)``, so one strong signal or two weak ones cross the default th
 The text is checked as written and as attackers disguise it: zero-width characters and accents
 removed, leetspeak (``1gn0r3``) and spaced-out letters (``i g n o r e``) undone, and base64 or
 rot13 payloads decoded. Patterns are compiled once; a 1 KB prompt costs well under a millisecond.
-Tuned on ``tests/data/guard/injection_*_dev.txt``; the held-out numbers are in docs/benchmarks.md.
+The rules were tuned on ``tests/data/guard/injection_*_dev.txt``; the learned model beside them
+(``injection_model.py``) is trained on ``data/guard/injection/``; numbers in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import urllib.parse
 
 from opsgate.domain.guard_config import InjectionScannerConfig
 from opsgate.guard.base import ScanContext, ScanResult, verdict_for
+from opsgate.guard.injection_model import InjectionModel, shipped_model
 from opsgate.guard.injection_patterns import FIRST_WORDS, WITH_SYMBOLS
 from opsgate.guard.injection_signals import PUNCTUATION, Text
 from opsgate.guard.linear_re import compile_linear as _re
@@ -166,17 +168,35 @@ def injection_score(text: str) -> tuple[float, list[str]]:
     return 1.0 - remaining, sorted(fired)
 
 
+_UNTRUSTED_ROLES = frozenset({"tool", "function"})
+
+
 class InjectionScanner:
-    """Flags prompt injection and jailbreak attempts; it cannot redact (an attack is not a span to cut)."""
+    """Flags prompt injection and jailbreak attempts; it cannot redact (an attack is not a span to cut).
+
+    The signal rules' score and the learned model's decision score (0.5 at its operating point)
+    combine as ``1 - (1 - rules)(1 - model)``. Tool and function messages — content the model
+    fetched, not what the user typed — are held to ``tool_threshold``.
+    """
 
     name = "prompt_injection"
 
     def __init__(self, config: InjectionScannerConfig) -> None:
         self.threshold = config.threshold
+        self.tool_threshold = config.tool_threshold
+        self.model: InjectionModel | None = shipped_model() if config.learned else None
 
     def scan(self, text: str, context: ScanContext) -> ScanResult:
-        """Score the text; details name the signals that fired."""
+        """Score the text; details name the signals that fired (``learned`` for the model) and its probability."""
         score, signals = injection_score(text)
-        if not signals:
-            return ScanResult.clean(text)
-        return ScanResult(text, verdict_for(score, self.threshold), round(score, 4), {"signals": signals})
+        details: dict[str, object] = {}
+        if self.model is not None:
+            decision, probability = self.model.score(text)
+            score = 1.0 - (1.0 - score) * (1.0 - decision)
+            details["model_probability"] = round(probability, 4)
+            if decision >= 0.5:
+                signals = [*signals, "learned"]
+        if signals:
+            details["signals"] = signals
+        threshold = self.tool_threshold if context.role in _UNTRUSTED_ROLES else self.threshold
+        return ScanResult(text, verdict_for(score, threshold), round(score, 4), details)

@@ -1,0 +1,149 @@
+"""The learned injection detector: logistic regression on word, word-pair and character-trigram features,
+scored over overlapping windows of the text and maximised, so an instruction buried in a long
+document is judged on its own window, not diluted by the document around it.
+
+Numpy only at run time: the vocabulary, weights and calibration come from
+``guard/data/injection_model.npz``, written by ``python -m opsgate.guard.training.train`` (seeded,
+reproducible; data and provenance in ``data/guard/injection/``). Why not a head on the MiniLM
+sentence embeddings the gateway already loads: one 256-token forward pass of it costs ~40 ms of CPU
+here, so a 32 KB prompt (~30 windows) would take seconds; this model scores 32 KB in milliseconds
+and, with character trigrams, reads the other languages and the disguised spellings too.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from opsgate.guard.injection_lexicon import concept_features
+
+MODEL_PATH = Path(__file__).parent / "data" / "injection_model.npz"
+WINDOW = 48  # tokens per window
+STRIDE = 24  # windows overlap by half, so an instruction is whole in at least one of them
+_TOKEN = re.compile(r"\w+|[^\w\s]")  # a run of word characters or one symbol (linear: no nesting)
+_MAX_GRAM_CHARS = 64  # character trigrams from at most this much of one token (CJK runs are long)
+_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u200e\u200f\u2060\u2061\u2062\u2063\ufeff\u00ad"), None)
+
+
+def normalise(text: str) -> str:
+    """Lower case, invisible characters dropped, accents removed (``contraseña`` → ``contrasena``)."""
+    text = text.translate(_INVISIBLE).lower().replace("\u0131", "i")  # Turkish dotless i
+    if text.isascii():
+        return text
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+def tokens(text: str) -> list[str]:
+    """The normalised text's tokens."""
+    return _TOKEN.findall(normalise(text))
+
+
+def token_features(token: str) -> list[str]:
+    """A token's own features: the word and its character trigrams (with boundary marks)."""
+    marked = f"<{token[:_MAX_GRAM_CHARS]}>"
+    return [f"w:{token}", *(f"c:{marked[i : i + 3]}" for i in range(len(marked) - 2))]
+
+
+def window_features(toks: list[str]) -> list[set[str]]:
+    """The feature set of each window of ``toks`` (one window for a short text): words, word pairs,
+    character trigrams, and the multilingual concepts of ``injection_lexicon``."""
+    starts = range(0, max(1, len(toks) - WINDOW + STRIDE), STRIDE) if len(toks) > WINDOW else range(1)
+    per_token = {token: token_features(token) for token in set(toks)}
+    out = []
+    for start in starts:
+        part = toks[start : start + WINDOW]
+        found = concept_features(part)
+        for index, token in enumerate(part):
+            found.update(per_token[token])
+            if index + 1 < len(part):
+                found.add(f"b:{token} {part[index + 1]}")
+        out.append(found)
+    return out
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Maps a window's logit to a probability (Platt: ``sigmoid(a * z + b)``) and to the decision score."""
+
+    a: float
+    b: float
+    # The logit of the chosen operating point: the decision score is 0.5 there.
+    operating_logit: float
+
+    def probability(self, logit: float) -> float:
+        """The calibrated probability that the text is an attack."""
+        return 1.0 / (1.0 + math.exp(-(self.a * logit + self.b)))
+
+    def decision(self, logit: float) -> float:
+        """0-1, crossing 0.5 at the operating point (what the scanner's threshold is compared with)."""
+        return 1.0 / (1.0 + math.exp(-self.a * (logit - self.operating_logit)))
+
+
+class InjectionModel:
+    """Scores texts; built from the shipped ``.npz`` (or any file of the same layout)."""
+
+    def __init__(self, vocabulary: dict[str, int], weights: NDArray[np.float32], bias: float, calibration: Calibration):
+        self.vocabulary = vocabulary
+        self.weights = weights
+        self.bias = bias
+        self.calibration = calibration
+
+    @classmethod
+    def load(cls, path: Path = MODEL_PATH) -> InjectionModel:
+        """The model stored at ``path``."""
+        with np.load(path, allow_pickle=False) as data:
+            names = bytes(data["vocabulary"]).decode("utf-8").split("\n")
+            calibration = Calibration(*(float(x) for x in data["calibration"]))
+            return cls(
+                {name: i for i, name in enumerate(names)},
+                data["weights"].astype(np.float32),
+                float(data["bias"]),
+                calibration,
+            )
+
+    def save(self, path: Path) -> None:
+        """Write the model (vocabulary as one UTF-8 blob: compact, and no pickles)."""
+        names = sorted(self.vocabulary, key=self.vocabulary.__getitem__)
+        cal = self.calibration
+        np.savez_compressed(
+            path,
+            vocabulary=np.frombuffer("\n".join(names).encode("utf-8"), dtype=np.uint8),
+            weights=self.weights.astype(np.float16),
+            bias=np.float64(self.bias),
+            calibration=np.array([cal.a, cal.b, cal.operating_logit], dtype=np.float64),
+        )
+
+    def window_logits(self, text: str) -> list[float]:
+        """The logit of each window of ``text``: bias + weights of its known features / sqrt(their number)."""
+        vocabulary, weights = self.vocabulary, self.weights
+        out = []
+        for features in window_features(tokens(text)):
+            ids = [vocabulary[f] for f in features if f in vocabulary]
+            if not ids:
+                out.append(self.bias)
+                continue
+            out.append(self.bias + float(weights[ids].sum()) / math.sqrt(len(features)))
+        return out
+
+    def logit(self, text: str) -> float:
+        """The highest window logit."""
+        return max(self.window_logits(text), default=self.bias)
+
+    def score(self, text: str) -> tuple[float, float]:
+        """(decision score, calibrated probability) of the text's most suspicious window."""
+        logit = self.logit(text)
+        return self.calibration.decision(logit), self.calibration.probability(logit)
+
+
+@cache
+def shipped_model() -> InjectionModel:
+    """The model shipped with opsgate, loaded once per process (read-only after loading)."""
+    return InjectionModel.load()

