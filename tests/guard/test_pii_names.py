@@ -63,7 +63,20 @@ def test_plain_text_has_no_names(text: str) -> None:
     ],
 )
 def test_street_addresses(text: str, address: str) -> None:
-    assert [f.value for f in find_addresses(text)] == [address]
+    assert [f.value for f in find_addresses(text) if f.kind == "street_address"] == [address]
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("Ship to Via Leopoldo 38, Nembro.", [("street_address", "Via Leopoldo 38"), ("location", "Nembro")]),
+        ("Box at P.O. Box 1234, Springfield, IL 62704", [("street_address", "P.O. Box 1234, Springfield, IL 62704")]),
+        ("Mail: USCGC White, FPO AA 41099", [("street_address", "USCGC White, FPO AA 41099")]),
+        ("Mail: PSC 1234, Box 5678, APO AE 09876", [("street_address", "PSC 1234, Box 5678, APO AE 09876")]),
+    ],
+)
+def test_post_boxes_military_addresses_and_the_town_after_an_address(text: str, found: list[tuple[str, str]]) -> None:
+    assert [(f.kind, f.value) for f in find_addresses(text)] == found
 
 
 @pytest.mark.parametrize(

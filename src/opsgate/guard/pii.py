@@ -184,7 +184,9 @@ class PiiDetector:
         if self.entities & {"date_of_birth", "age"}:
             ranked.append([f for f in find_marked_dates_and_ages(text) if f.kind in self.entities])
         if "street_address" in self.entities:
-            ranked.append(find_addresses(text))
+            # The town after an address is a location: a name kind, so only where names are looked for.
+            allowed = self.entities if names else self.entities - NER_KINDS
+            ranked.append([f for f in find_addresses(text) if f.kind in allowed])
         unread = 0
         if "organization" in self.entities and names:
             ranked.append(find_organisations(text))
