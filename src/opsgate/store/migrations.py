@@ -187,6 +187,31 @@ _CLIENT_REQUEST_ID = (
     "CREATE INDEX requests_client_request_id_ts ON requests (client_request_id, ts)",
 )
 
+# Evaluation (opsgate/evals): immutable dataset versions, runs (offline and online), per-item results
+# and one row per (item, scorer). Scores carry tenant, model and ts so releases, experiments and drift
+# can read windows of them with plain SQL (index on model, scorer, ts). release/arm are for releases.
+_EVALS = (
+    "CREATE TABLE eval_datasets (id TEXT PRIMARY KEY, tenant TEXT, name TEXT NOT NULL, version INTEGER NOT NULL, "
+    "content_hash TEXT NOT NULL, items INTEGER NOT NULL, source TEXT, created_at {real} NOT NULL, created_by TEXT)",
+    "CREATE UNIQUE INDEX eval_datasets_name_version ON eval_datasets (coalesce(tenant, ''), name, version)",
+    "CREATE TABLE eval_dataset_items (dataset_id TEXT NOT NULL, idx INTEGER NOT NULL, item_hash TEXT NOT NULL, "
+    "item TEXT NOT NULL, PRIMARY KEY (dataset_id, idx))",
+    "CREATE TABLE eval_runs (id TEXT PRIMARY KEY, tenant TEXT, kind TEXT NOT NULL, dataset_id TEXT, "
+    "model TEXT NOT NULL, release TEXT, arm TEXT, status TEXT NOT NULL, settings TEXT, summary TEXT, "
+    "created_at {real} NOT NULL, finished_at {real}, created_by TEXT)",
+    "CREATE INDEX eval_runs_tenant_created ON eval_runs (tenant, created_at)",
+    "CREATE TABLE eval_items (run_id TEXT NOT NULL, item_key TEXT NOT NULL, idx INTEGER, ts {real} NOT NULL, "
+    "tenant TEXT, model TEXT, request_id TEXT, status TEXT NOT NULL, error TEXT, input TEXT, output TEXT, "
+    "reference TEXT, latency_ms {real}, prompt_tokens INTEGER, completion_tokens INTEGER, cost {real}, "
+    "PRIMARY KEY (run_id, item_key))",
+    "CREATE INDEX eval_items_model_ts ON eval_items (model, ts)",
+    "CREATE TABLE eval_scores (run_id TEXT NOT NULL, item_key TEXT NOT NULL, scorer TEXT NOT NULL, "
+    "ts {real} NOT NULL, tenant TEXT, model TEXT, value {real}, passed INTEGER, details TEXT, "
+    "PRIMARY KEY (run_id, item_key, scorer))",
+    "CREATE INDEX eval_scores_model_scorer_ts ON eval_scores (model, scorer, ts)",
+    "CREATE INDEX eval_scores_tenant_ts ON eval_scores (tenant, ts)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("0001_requests_usage_audit", _sqlite_v1(), _postgres_v1()),
     Migration("0002_api_keys", _api_keys("REAL"), _api_keys("DOUBLE PRECISION")),
@@ -204,7 +229,31 @@ MIGRATIONS: tuple[Migration, ...] = (
         tuple(s.format(real="DOUBLE PRECISION") for s in _STORED_AT),
     ),
     Migration("0006_client_request_id", _CLIENT_REQUEST_ID, _CLIENT_REQUEST_ID),
+    Migration(
+        "0007_evals",
+        tuple(s.format(real="REAL") for s in _EVALS),
+        tuple(s.format(real="DOUBLE PRECISION") for s in _EVALS),
+    ),
 )
+
+
+class SchemaTooNewError(Exception):
+    """The database carries migrations this release does not know: a newer opsgate migrated it."""
+
+    def __init__(self, unknown: list[str]) -> None:
+        self.unknown = unknown
+        super().__init__(
+            f"the database schema is newer than this opsgate knows (unknown migrations: {', '.join(unknown)}; "
+            f"newest known: {MIGRATIONS[-1].name}). A newer release migrated it: run that release (or newer), "
+            "or restore a backup taken before the upgrade. This replica will not write to it."
+        )
+
+
+def refuse_unknown(applied: set[str]) -> None:
+    """Raise ``SchemaTooNewError`` if ``applied`` names a migration this release does not have."""
+    unknown = sorted(applied - {m.name for m in MIGRATIONS})
+    if unknown:
+        raise SchemaTooNewError(unknown)
 
 
 def pending(applied: set[str]) -> list[Migration]:
@@ -219,6 +268,7 @@ def migrate_sqlite(conn: Any) -> list[str]:
     conn.execute("BEGIN IMMEDIATE")  # one process migrates at a time
     try:
         applied = {row[0] for row in conn.execute("SELECT name FROM schema_migrations")}
+        refuse_unknown(applied)
         for migration in pending(applied):
             for statement in migration.sqlite:
                 conn.execute(statement)
@@ -240,6 +290,7 @@ def migrate_postgres(conn: Any) -> list[str]:
             "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at DOUBLE PRECISION)"
         )
         applied = {row[0] for row in conn.execute("SELECT name FROM schema_migrations")}
+        refuse_unknown(applied)
         todo = pending(applied)
         if todo:
             conn.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public")
