@@ -133,7 +133,8 @@ def test_chunks_cover_the_text_at_sentence_ends() -> None:
 
 def test_ner_stops_at_its_time_budget_and_says_how_much_it_left() -> None:
     recognizer = NameRecognizer(frozenset({"person"}))
-    text = "Anna Kowalski called. " * 1500  # 33 KB
+    # 33 KB, no two chunks alike (a chunk read before costs nothing, and would not test the budget).
+    text = "".join(f"Anna Kowalski called at {i:05d}. " for i in range(1100))
     started = time.perf_counter()
     result = recognizer.find(text, budget_s=0.02)
     elapsed = time.perf_counter() - started
@@ -174,4 +175,19 @@ def test_scanners_of_two_policies_share_the_model_safely_across_threads() -> Non
         )
     assert threaded == sequential
     assert one.detector.names is not None and two.detector.names is not None
-    assert one.detector.names._lock is two.detector.names._lock  # one model, one lock
+    assert one.detector.names.model is two.detector.names.model  # one model, one lock
+
+
+def test_a_chunk_read_before_is_not_read_again_and_its_text_is_not_kept() -> None:
+    recognizer = NameRecognizer(frozenset({"person", "location"}))
+    history = "".join(f"Turn {i}: Anna Kowalski asked about the parcel to Warsaw again. " for i in range(60))
+    first = recognizer.find(history, budget_s=30.0)
+    started = time.perf_counter()
+    again = recognizer.find(history, budget_s=30.0)
+    repeat_s = time.perf_counter() - started
+    assert again == first and first.unread_chars == 0
+    assert ("person", "Anna Kowalski") in {(f.kind, f.value) for f in first.findings}
+    assert repeat_s < 0.05  # ~4 KB: ~100 ms for the model, well under 1 ms from memory
+    remembered = [entity for entities in recognizer.model.seen.values() for entity in entities]
+    assert remembered and all(isinstance(start, int) and isinstance(end, int) for _, start, end in remembered)
+    assert {label for label, _, _ in remembered} <= set(recognizer.model.nlp.get_pipe("ner").labels)

@@ -19,6 +19,7 @@ import hashlib
 import re
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from importlib import util as importlib_util
 from pathlib import Path
@@ -79,15 +80,43 @@ def verify(path: Path) -> None:
             raise NerUnavailable(f"NER model file {name} has SHA-256 {digest}, expected {expected}")
 
 
+class _Model:
+    """The loaded pipeline, its lock, and the entities of recently read chunks."""
+
+    def __init__(self, nlp: Any) -> None:
+        self.nlp = nlp
+        self.lock = threading.Lock()
+        # Chunk digest -> (label, start, end) of its entities: offsets only, never the text. A chat
+        # re-sends its history and system prompt with every turn; those chunks are read once.
+        self.seen: OrderedDict[bytes, tuple[tuple[str, int, int], ...]] = OrderedDict()
+
+    def entities(self, chunk: str) -> tuple[tuple[str, int, int], ...]:
+        """(label, start, end) of the entities in ``chunk``, from the model or from the last reading."""
+        key = hashlib.blake2b(chunk.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        with self.lock:
+            found = self.seen.get(key)
+            if found is not None:
+                self.seen.move_to_end(key)
+                return found
+            doc = self.nlp(chunk)
+            found = tuple((ent.label_, ent.start_char, ent.end_char) for ent in doc.ents)
+            self.seen[key] = found
+            if len(self.seen) > SEEN_CHUNKS:
+                self.seen.popitem(last=False)
+            return found
+
+
+SEEN_CHUNKS = 4096  # ~6 MB of text's worth of chunks, ~0.5 MB of offsets
+
+
 @functools.cache
-def _load(path: Path) -> tuple[Any, threading.Lock]:
+def _load(path: Path) -> _Model:
     # Cached: every PII scanner of every policy shares one model (~0.7 s and ~100 MB to load), and
-    # so one lock: the lock belongs to the model, not to the scanner.
+    # so one lock and one memory of chunks: they belong to the model, not to the scanner.
     import spacy  # imported here: a gateway without NER kinds never pays spaCy's import
 
     verify(path)
-    nlp = spacy.load(path, exclude=["tagger", "parser", "senter", "attribute_ruler", "lemmatizer"])
-    return nlp, threading.Lock()
+    return _Model(spacy.load(path, exclude=["tagger", "parser", "senter", "attribute_ruler", "lemmatizer"]))
 
 
 def chunks(text: str, size: int = CHUNK_CHARS) -> list[tuple[int, int]]:
@@ -115,7 +144,7 @@ class NameRecognizer:
 
     def __init__(self, kinds: frozenset[PiiEntity], path: Path | None = None) -> None:
         self.kinds = kinds & NER_KINDS
-        self._nlp, self._lock = _load(path or model_path())
+        self.model = _load(path or model_path())
 
     def find(self, text: str, budget_s: float) -> NerResult:
         """Entities of the configured kinds, reading chunks until ``budget_s`` seconds are spent."""
@@ -124,10 +153,8 @@ class NameRecognizer:
         for low, high in chunks(text):
             if time.perf_counter() >= deadline:
                 return NerResult(findings, len(text) - low)
-            with self._lock:
-                doc = self._nlp(text[low:high])
-            for ent in doc.ents:
-                finding = self._finding(ent.label_, ent.text, low + ent.start_char)
+            for label, start, end in self.model.entities(text[low:high]):
+                finding = self._finding(label, text[low + start : low + end], low + start)
                 if finding is not None:
                     findings.append(finding)
         return NerResult(findings, 0)
