@@ -109,6 +109,11 @@ def test_reversible_placeholders_for_names_and_addresses() -> None:
     )
 
 
+def test_a_scanner_with_names_asks_to_run_off_the_event_loop() -> None:
+    assert PiiScanner(PiiScannerConfig(scanner="pii")).off_loop
+    assert not PiiScanner(PiiScannerConfig(scanner="pii", entities=["email", "phone"])).off_loop
+
+
 def test_a_changed_model_file_refuses_to_load(tmp_path: Path) -> None:
     copy = tmp_path / "model"
     shutil.copytree(model_path(), copy)

@@ -281,6 +281,9 @@ class PiiScanner:
         self.reversible = config.reversible
         self.threshold = config.threshold
         self.names_on_output = config.names_on_output
+        # The NER model reads ~10-30 ms per KB: with names on, even a small input scan belongs off
+        # the event loop (the guard stage reads this, as the engine reads ``stream_scope``).
+        self.off_loop = self.detector.names is not None
 
     def scan(self, text: str, context: ScanContext) -> ScanResult:
         """Score 1 when anything is found; details count findings by kind (never the values).
