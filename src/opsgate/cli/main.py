@@ -21,6 +21,7 @@ from opsgate.cli.integrity import manifest
 from opsgate.cli.keys import keys
 from opsgate.cli.load import load
 from opsgate.cli.logs import logs, usage
+from opsgate.cli.migrate import check_schema_or_exit, migrate
 from opsgate.cli.redteam import redteam
 from opsgate.cli.slo import slo
 from opsgate.domain.config import GatewayConfig
@@ -44,12 +45,39 @@ def cli() -> None:
     envvar="OPSGATE_CONFIG",
     help="YAML config file (default: the embedded SmolLM2 + MiniLM config).",
 )
-@click.option("--host", default=None, help="Interface to bind (default from config: 127.0.0.1).")
-@click.option("--port", type=int, default=None, help="Port (default from config: 8080).")
-@click.option("--workers", type=int, default=None, help="Worker processes; each loads its own embedded models.")
-@click.option("--log-level", default=None, type=click.Choice(["debug", "info", "warning", "error"]))
-@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="PEM certificate (chain): serve HTTPS.")
-@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="PEM private key for --tls-cert.")
+@click.option("--host", envvar="OPSGATE_HOST", default=None, help="Interface to bind (default from config: 127.0.0.1).")
+@click.option("--port", envvar="OPSGATE_PORT", type=int, default=None, help="Port (default from config: 8080).")
+@click.option(
+    "--workers", envvar="OPSGATE_WORKERS", type=int, default=None, help="Worker processes; each loads its own models."
+)
+@click.option(
+    "--log-level", envvar="OPSGATE_LOG_LEVEL", default=None, type=click.Choice(["debug", "info", "warning", "error"])
+)
+@click.option(
+    "--tls-cert",
+    envvar="OPSGATE_TLS_CERT",
+    type=click.Path(exists=True, dir_okay=False),
+    help="PEM certificate (chain): serve HTTPS.",
+)
+@click.option(
+    "--tls-key", envvar="OPSGATE_TLS_KEY", type=click.Path(exists=True, dir_okay=False), help="PEM key for --tls-cert."
+)
+@click.option(
+    "--drain-delay",
+    envvar="OPSGATE_DRAIN_DELAY_SECONDS",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="On SIGTERM: seconds of readiness 503 (still serving) before the listener closes.",
+)
+@click.option(
+    "--drain-timeout",
+    envvar="OPSGATE_DRAIN_TIMEOUT_SECONDS",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Then: seconds in-flight requests and streams get to finish.",
+)
 def serve(
     config_path: str | None,
     host: str | None,
@@ -58,8 +86,10 @@ def serve(
     log_level: str | None,
     tls_cert: str | None,
     tls_key: str | None,
+    drain_delay: float,
+    drain_timeout: float,
 ) -> None:
-    """Run the gateway (HTTPS with --tls-cert and --tls-key)."""
+    """Run the gateway (HTTPS with --tls-cert and --tls-key; settings also from OPSGATE_* variables)."""
     import uvicorn
 
     if (tls_cert is None) != (tls_key is None):
@@ -73,6 +103,7 @@ def serve(
     level = log_level or server.log_level
     configure_logging(level)
     _check_exposure(config, host)
+    check_schema_or_exit(config)  # a schema migrated by a newer release: refuse, with the reason
     scheme = "https" if tls_cert else "http"
     console.print(
         f"opsgate {__version__} on {scheme}://{host}:{port}/v1  models: "
@@ -85,7 +116,7 @@ def serve(
         "access_log": False,
         "loop": "uvloop",
         "http": "httptools",
-        "timeout_graceful_shutdown": 30,
+        "timeout_graceful_shutdown": drain_timeout,
     }
     if tls_cert and tls_key:
         options.update(ssl_certfile=tls_cert, ssl_keyfile=tls_key)  # uvicorn's defaults: TLS 1.2+, no client certs
@@ -97,8 +128,16 @@ def serve(
         uvicorn.run("opsgate.server.app:app_from_env", factory=True, workers=workers, **options)
     else:
         from opsgate.server.app import create_app
+        from opsgate.server.drain import DrainingServer
 
-        uvicorn.run(create_app(config), **options)
+        app = create_app(config, config_path=config_path)
+        reloader = app.state.reloader
+        DrainingServer(
+            uvicorn.Config(app, **options),
+            app.state.lifecycle,
+            drain_delay=drain_delay,
+            on_reload=lambda: reloader.reload("SIGHUP"),
+        ).run()
 
 
 def _check_exposure(config: GatewayConfig, host: str) -> None:
@@ -268,6 +307,7 @@ cli.add_command(usage)
 cli.add_command(redteam)
 cli.add_command(slo)
 cli.add_command(errors)
+cli.add_command(migrate)
 
 if __name__ == "__main__":
     cli()

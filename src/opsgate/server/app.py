@@ -32,6 +32,7 @@ from opsgate.routing.router import Router
 from opsgate.server.access import AccessMiddleware, principal_of
 from opsgate.server.admin import admin_routes
 from opsgate.server.cache_routes import cache_routes
+from opsgate.server.drain import Lifecycle, LifecycleMiddleware, register_metrics
 from opsgate.server.http_io import (
     REFUSED_BODY_KEY,
     BodyLimitMiddleware,
@@ -45,6 +46,7 @@ from opsgate.server.keys_routes import keys_routes
 from opsgate.server.logs import configure_logging
 from opsgate.server.openapi import openapi_document
 from opsgate.server.readiness import public_readiness
+from opsgate.server.reload import ConfigReloader, reload_routes
 from opsgate.server.slo_routes import slo_routes
 from opsgate.server.url_guard import UrlGuardMiddleware
 from opsgate.slo.service import SloService
@@ -73,8 +75,8 @@ class Gateway:
         self.slo = SloService(config, self.record_log)  # SLOs, alerts, feedback: read the request log
         self.telemetry = Telemetry(
             config,
-            deployments=self.router.status,
-            backends=self.registry.status,
+            deployments=lambda: self.router.status(),  # late-bound: a config reload replaces the router
+            backends=lambda: self.registry.status(),
             record=self.record_log.status if self.record_log is not None else None,
             stages=self._stage_status,
             labels={alias: [h.label for h in handles] for alias, handles in self.router.handles.items()},
@@ -82,9 +84,8 @@ class Gateway:
         if self.telemetry.metrics is not None:
             sinks.append(self.telemetry.metrics)
         self.authenticator = Authenticator(config.auth, self._key_store if self.record_log is not None else None)
-        self.pipeline = build_pipeline(
-            config, self.router, FanoutSink(*sinks), self.registry, authenticator=self.authenticator
-        )
+        self.sink = FanoutSink(*sinks)  # kept across config reloads (server/reload.py), like the record log
+        self.pipeline = build_pipeline(config, self.router, self.sink, self.registry, authenticator=self.authenticator)
 
         if self.telemetry.tracing is not None:
             self.pipeline.trace_with(self.telemetry.tracing, config.telemetry.tracing.stage_spans)
@@ -222,9 +223,14 @@ def _inference(gateway: Gateway, endpoint: Endpoint) -> Callable[[Request], Any]
     return handler
 
 
-def create_app(config: GatewayConfig | None = None, *, sink: RecordSink | None = None) -> Starlette:
-    """The gateway's ASGI app for ``config`` (the embedded default when None)."""
+def create_app(
+    config: GatewayConfig | None = None, *, sink: RecordSink | None = None, config_path: str | None = None
+) -> Starlette:
+    """The gateway's ASGI app for ``config`` (the embedded default when None; ``config_path`` for reloads)."""
     gateway = Gateway(config or load_config(None), sink)
+    lifecycle = Lifecycle()  # requests in flight and draining (server/drain.py)
+    register_metrics(gateway.telemetry.registry, lifecycle)
+    reloader = ConfigReloader(gateway, lifecycle, config_path)
 
     async def models(request: Request) -> Response:
         return json_response(gateway.models(principal_of(request).allows_model))
@@ -298,6 +304,7 @@ def create_app(config: GatewayConfig | None = None, *, sink: RecordSink | None =
         try:
             yield
         finally:
+            await reloader.close()
             await gateway.stop()
 
     server = gateway.config.server
@@ -318,23 +325,28 @@ def create_app(config: GatewayConfig | None = None, *, sink: RecordSink | None =
         *keys_routes(gateway),
         *cache_routes(gateway),
         *ui_routes(gateway),  # the /ui dashboard and its static files
+        *reload_routes(reloader),
     ]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error, GatewayError: gateway_error, Exception: unexpected},
         middleware=[
-            # Outermost: no route, public or not, reads an unbounded or endless body.
+            Middleware(LifecycleMiddleware, lifecycle=lifecycle),  # counts requests; 503 /readyz while draining
+            # No route, public or not, reads an unbounded or endless body.
             Middleware(BodyLimitMiddleware, limits=body_limits),
             Middleware(UrlGuardMiddleware),
             Middleware(AccessMiddleware, authenticator=gateway.authenticator),
         ],
     )
     app.state.gateway = gateway
+    app.state.lifecycle = lifecycle
+    app.state.reloader = reloader
     return app
 
 
 def app_from_env() -> Starlette:
     """App factory for ``uvicorn --factory`` and multi-worker serving: config path from OPSGATE_CONFIG."""
     configure_logging(os.environ.get("OPSGATE_LOG_LEVEL", "info"))
-    return create_app(load_config(os.environ.get("OPSGATE_CONFIG") or None))
+    path = os.environ.get("OPSGATE_CONFIG") or None
+    return create_app(load_config(path), config_path=path)
