@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import yaml
 
@@ -201,7 +202,7 @@ def test_refused_lines_show_in_readyz_and_metrics_and_replay_from_the_cli(
                 "CREATE TRIGGER refuse_beta BEFORE INSERT ON requests WHEN new.model = 'beta' "
                 "BEGIN SELECT RAISE(ABORT, 'beta refused'); END"
             )
-    refused = chat(gateway_on, "to beta", model="beta")
+    refused = chat(gateway_on, "to beta", request_id="replayed-1", model="beta")
     assert refused.status_code == 200
     assert wait_until(lambda: admin(gateway_on, "/readyz").json()["record"]["rejected"]["pending"] == 1, timeout=60)
     ready = admin(gateway_on, "/readyz").json()
@@ -216,16 +217,23 @@ def test_refused_lines_show_in_readyz_and_metrics_and_replay_from_the_cli(
         else:
             conn.execute("DROP TRIGGER refuse_beta")
     store.close()
-    replay = subprocess.run(
-        [sys.executable, "-m", "opsgate.cli.main", "logs", "replay-rejected", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "OPSGATE_CONFIG": str(tmp_path / "opsgate.yaml")},
-        cwd=tmp_path,
-    )
+
+    def opsgate(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "opsgate.cli.main", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "OPSGATE_CONFIG": str(tmp_path / "opsgate.yaml")},
+            cwd=tmp_path,
+        )
+
+    replay = opsgate("logs", "replay-rejected", "--json")
     assert replay.returncode == 0, replay.stderr
-    assert '"stored": 1' in replay.stdout.replace(":1", ": 1")
+    assert orjson.loads(replay.stdout) == {"stored": 1, "duplicates": 0, "still_rejected": 0, "unreadable": 0}
+    found = opsgate("logs", "search", "--client-request-id", "replayed-1", "--json")
+    assert found.returncode == 0, found.stderr
+    assert [r["id"] for r in orjson.loads(found.stdout)["data"]] == [refused.headers["x-request-id"]]
     got = admin(gateway_on, f"/admin/requests/{refused.headers['x-request-id']}")
     assert got.status_code == 200 and got.json()["model"] == "beta"
     assert wait_until(lambda: admin(gateway_on, "/readyz").json()["status"] == "ready", timeout=30)
