@@ -92,3 +92,22 @@ def test_a_stream_ends_at_the_deadline(gateway: Gateway, upstreams: tuple[FakeUp
     assert events[-1] != "data: [DONE]"  # cut off: an error event, never a silent success
     error = json.loads(events[-1].removeprefix("data:"))["error"]
     assert "deadline" in error["message"]
+
+
+def test_waiting_for_a_busy_primary_also_stays_in_its_share(upstreams: tuple[FakeUpstream, FakeUpstream]) -> None:
+    primary, backup = upstreams
+    limited = alias("svc", primary, fallbacks=["backup"])
+    limited["deployments"][0]["limits"] = {"max_in_flight": 1, "queue_timeout": 60}
+    gateway = start_gateway({"models": [limited, alias("backup", backup)]})
+    try:
+        primary.script = Script(words=200_000)  # a long stream holds the primary's only slot
+        chat = {"model": "svc", "messages": [{"role": "user", "content": "hi"}]}
+        with httpx.stream("POST", gateway.url + "/v1/chat/completions", json={**chat, "stream": True}, timeout=60):
+            started = time.monotonic()
+            response = httpx.post(gateway.url + "/v1/chat/completions", json=chat, timeout=60)
+            elapsed = time.monotonic() - started
+        assert response.status_code == 200, response.text
+        assert response.headers["x-opsgate-model"] == "backup"
+        assert elapsed < DEADLINE / 2 + 2, f"waited {elapsed:.1f}s for a slot the stream held"
+    finally:
+        gateway.server.stop()
