@@ -181,6 +181,9 @@ def test_no_route_shows_tenant_b_to_tenant_a(tenants: Tenants) -> None:
                 assert response.status_code < 500, f"{method} {path}: {response.status_code} {body[:200]}"
                 checked.append((method, route.path))
     assert ("GET", "/admin/requests/{id}") in checked and ("GET", "/admin/usage") in checked
+    assert ("POST", "/admin/config/reload") in checked  # operator only: a tenant admin gets 403
+    reload = tenants.call("POST", "/admin/config/reload", tenants.secret("a-admin"))
+    assert reload.status_code == 403 and reload.json()["error"]["code"] == "operator_only"
     # The same routes do show B's data to B (the sweep is not vacuous).
     own = tenants.call("GET", "/admin/requests", tenants.secret("b-dev"), params={"q": MARK_B})
     assert own.status_code == 200 and MARK_B in own.text

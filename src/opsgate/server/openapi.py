@@ -238,6 +238,9 @@ def _operations() -> dict[str, dict[str, dict[str, Any]]]:
         "/admin/keys/{id}/rotate": {"post": _op("Rotate an API key", "keys", body="KeyRotate", ok="201")},
         "/admin/keys/{id}/revoke": {"post": _op("Revoke an API key", "keys")},
         "/admin/cache": {"delete": _op("Purge the response cache (operator)", "operations")},
+        "/admin/config/reload": {
+            "post": _op("Reload the config file: validated, swapped atomically, audited (operator)", "operations")
+        },
         "/admin/slo": {"get": _op("Every SLO with budget and burn rates", "slo")},
         "/admin/slo/measurements": {"post": _op("Add a value of a measured SLI", "slo", body="Measurement", ok="201")},
         "/admin/slo/{name}/history": {"get": _op("An SLO over time", "slo", query=since)},
