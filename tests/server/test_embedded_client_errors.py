@@ -119,18 +119,30 @@ def embedder() -> Iterator[Gateway]:
                     "name": "emb",
                     "kind": "embedding",
                     "deployments": [{"type": "sentence_embedding", "max_batch": 2048, "queue_timeout": 300}],
-                }
+                },
+                {
+                    "name": "emb-short",
+                    "kind": "embedding",
+                    "routing": {"deadline_seconds": 3, "retries": 0},
+                    "deployments": [{"type": "sentence_embedding", "max_batch": 2048}],
+                },
             ]
         }
     )
-    assert wait_until(lambda: handle(gateway, "emb").backend.is_ready(), timeout=120)
+    for name in ("emb", "emb-short"):
+        assert wait_until(handle(gateway, name).backend.is_ready, timeout=120)
     yield gateway
     gateway.server.stop()
 
 
+def big_request(model: str) -> dict[str, Any]:
+    """2048 inputs of 256 tokens each: minutes of work for the numpy encoder."""
+    return {"model": model, "input": [f"{n} " + "many words of text " * 80 for n in range(2048)]}
+
+
 def test_an_abandoned_embedding_request_frees_the_model(embedder: Gateway) -> None:
     url = embedder.url + "/v1/embeddings"
-    big = {"model": "emb", "input": [f"{n} " + "many words of text " * 80 for n in range(2048)]}  # 2048 x 256 tokens
+    big = big_request("emb")
 
     def abandon() -> None:
         with pytest.raises(httpx.ReadTimeout):
@@ -149,3 +161,16 @@ def test_an_abandoned_embedding_request_frees_the_model(embedder: Gateway) -> No
     # The big request left after ~4 s; the model stops within one pass, not after minutes of work.
     assert waited < 40, f"the small request waited {waited:.1f}s behind an abandoned one"
     assert wait_until(lambda: queue.running == 0, timeout=10)
+
+
+def test_an_embedding_request_past_its_deadline_stops_the_model(embedder: Gateway) -> None:
+    url = embedder.url + "/v1/embeddings"
+    queue = handle(embedder, "emb-short").backend.queue  # type: ignore[attr-defined]
+    started = time.monotonic()
+    response = httpx.post(url, json=big_request("emb-short"), timeout=120)
+    assert response.status_code == 504, response.text
+    assert time.monotonic() - started < 3 + 5
+    # Before, the model computed on for minutes while every other call waited; now it stops in one pass.
+    assert wait_until(lambda: queue.running == 0, timeout=20), "the model is still busy with the timed-out request"
+    small = httpx.post(url, json={"model": "emb-short", "input": "a small request"}, timeout=60)
+    assert small.status_code == 200, small.text
