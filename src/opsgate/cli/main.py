@@ -17,6 +17,7 @@ from opsgate import __version__
 from opsgate.cli.audit import audit
 from opsgate.cli.config_file import load_config_or_exit
 from opsgate.cli.errors import errors
+from opsgate.cli.evals import eval_group
 from opsgate.cli.integrity import manifest
 from opsgate.cli.keys import keys
 from opsgate.cli.load import load
@@ -307,6 +308,7 @@ cli.add_command(usage)
 cli.add_command(redteam)
 cli.add_command(slo)
 cli.add_command(errors)
+cli.add_command(eval_group)
 cli.add_command(migrate)
 
 if __name__ == "__main__":
