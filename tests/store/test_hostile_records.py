@@ -189,3 +189,20 @@ def test_refused_lines_are_counted_shown_and_replayable(store_url: str, tmp_path
         assert log.replay_rejected()["stored"] == 0
     finally:
         log.stop()
+
+
+def test_a_user_whose_id_holds_nul_can_be_erased(store_url: str, tmp_path: Path) -> None:
+    log = started(store_url, tmp_path)
+    try:
+        log.write(record("eve-1", user_id="eve\u0000x"))
+        log.write(record("other-1", user_id="eve"))
+        assert log.writer is not None and log.writer.flush(timeout=30) and log.status()["healthy"]
+        result = log.erase_user("eve\u0000x", "test")
+        assert result["requests_deleted"] == 1 and result["after"]["requests"] == 0
+        assert all_ids(log) == {"other-1"}
+        # A record journaled before the erasure and stored after it is dropped too.
+        log.write(record("eve-late", user_id="eve\u0000x", ts=time.time() - 60))
+        assert log.writer.flush(timeout=30)
+        assert all_ids(log) == {"other-1"}
+    finally:
+        log.stop()

@@ -66,6 +66,11 @@ def _replace_refused(match: re.Match[str]) -> str:
     return match.group(1) + "\\ufffd"
 
 
+def storable_text(text: str) -> str:
+    """One string as the stores keep it: NUL and lone surrogates as U+FFFD (a user id to erase, say)."""
+    return str(_lenient(text)).replace("\x00", "\ufffd")
+
+
 def storable_json_text(text: str) -> str:
     """JSON text with NUL and lone-surrogate escapes replaced by U+FFFD, for PostgreSQL."""
     if "\\u" not in text:  # the common case: one scan in C, no regex

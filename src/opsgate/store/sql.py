@@ -18,6 +18,7 @@ import orjson
 from opsgate.audit.chain import append_entry
 from opsgate.domain.config import RetentionConfig
 from opsgate.domain.errors import InvalidRequestError
+from opsgate.store.encoding import storable_text
 from opsgate.store.query import RecordQuery, encode_cursor
 
 # The columns of ``requests``, in insert order. ``request``/``response`` hold JSON or ciphertext.
@@ -312,6 +313,7 @@ class SqlRecordStore(ABC):
 
     def erase_user(self, user: str, actor: str) -> dict[str, Any]:
         """Delete every record of ``user``; fold their usage into the anonymous row; audit it."""
+        user = storable_text(user)  # as the writer stored it (NUL as U+FFFD), so the id matches
         now = time.time()
         before = self.user_traces(user)
         hashed = user_hash(user)
