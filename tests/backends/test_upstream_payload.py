@@ -30,3 +30,11 @@ def test_the_payload_names_the_upstream_model_and_asks_for_stream_usage() -> Non
     ctx = context(b'{"model": "up", "messages": [{"role": "user", "content": "hi"}], "stream": true, "seed": 7}')
     payload = backend._payload(ctx, stream=True)
     assert b'"model":"m"' in payload and b'"include_usage":true' in payload and b'"seed":7' in payload
+
+
+def test_a_null_stream_options_is_not_a_failure() -> None:
+    backend = UpstreamBackend(UpstreamDeployment(type="openai", base_url="http://127.0.0.1:9/v1", model="m"), "up#0")
+    ctx = context(
+        b'{"model": "up", "messages": [{"role": "user", "content": "hi"}], "stream": true, "stream_options": null}'
+    )
+    assert b'"stream_options":{"include_usage":true}' in backend._payload(ctx, stream=True)

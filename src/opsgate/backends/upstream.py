@@ -153,7 +153,7 @@ class UpstreamBackend(Backend):
         if stream:
             # Always ask for usage so the record has it; the server drops the chunk if the client
             # did not ask for it.
-            payload["stream_options"] = {**payload.get("stream_options", {}), "include_usage": True}
+            payload["stream_options"] = {**(payload.get("stream_options") or {}), "include_usage": True}  # may be null
         try:
             return orjson.dumps(payload)
         except orjson.JSONEncodeError as error:

@@ -118,6 +118,8 @@ class ValidationStage(PassStage):
 
     async def before(self, ctx: RequestContext) -> GatewayResponse | None:
         """Reject the request (by raising) unless it is well formed and names a served model."""
+        if ctx.body_error is not None:
+            raise ctx.body_error
         model = _MODELS[ctx.endpoint]
         try:
             body = model.model_validate_json(ctx.raw_body)
