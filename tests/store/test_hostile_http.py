@@ -161,6 +161,12 @@ BAD_PARAMS = [
     ("/admin/audit", "limit", "1e400"),
     ("/admin/audit/verify", "anchor", "\u00b2:" + "a" * 64),
     ("/admin/audit/verify", "anchor", "99999999999999999999999:" + "a" * 64),
+    ("/admin/errors", "since", "nan"),
+    ("/admin/errors", "limit", "\u00b2"),
+    ("/admin/feedback/summary", "since", "inf"),
+    ("/admin/stats/timeseries", "since", "-1e400"),
+    ("/admin/stats/timeseries", "step", "nan"),
+    ("/admin/stats/timeseries", "step", "1e400"),
 ]
 
 

@@ -96,7 +96,7 @@ def _limit(params: dict[str, str], default: int, high: int = 1000) -> int:
     raw = params.get("limit")
     if not raw:
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= high:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= high:  # "²" is a digit to isdigit
         raise InvalidRequestError(f"limit must be a whole number from 1 to {high}.", param="limit")
     return int(raw)
 
