@@ -7,6 +7,9 @@ stage itself (``before`` on a 1 KB chat request, ``after`` on a 1 KB answer), p5
 runs in this process — no HTTP, so the numbers are the stage's own cost. Writes
 ``bench/results/guard.json``. About 30 s.
 
+The learned injection detector's ROC on its dev split and the shipped operating point
+(``opsgate.redteam.roc``, also ``opsgate redteam roc``) are printed and stored too.
+
 The default *input* policy on 1 KB and 32 KB prompts (goal p99 <= 2 ms and <= 10 ms) is measured
 by ``bench/_guard_input.py`` in a subprocess, for this tree and, with ``--baseline-ref``, for an
 older commit checked out in a temporary git worktree, so both are measured the same way.
@@ -300,6 +303,16 @@ def input_policy_side_by_side(runs: int, baseline_ref: str | None) -> dict[str, 
     return out
 
 
+def roc() -> dict[str, Any]:
+    """The learned injection detector's dev ROC and operating point (printed as a table too)."""
+    from opsgate.guard.training.corpus import CORPUS
+    from opsgate.redteam.roc import detector_roc, render_markdown
+
+    result = detector_roc(CORPUS, "dev")
+    print(render_markdown(result), file=sys.stderr)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3000)
@@ -307,7 +320,7 @@ def main() -> None:
     parser.add_argument("--input-only", action="store_true", help="only the input-policy cost (and the ROC)")
     args = parser.parse_args()
     if args.input_only:
-        result = {"input_policy": input_policy_side_by_side(args.runs, args.baseline_ref)}
+        result = {"input_policy": input_policy_side_by_side(args.runs, args.baseline_ref), "detector_roc": roc()}
         RESULTS.with_name("guard_input.json").write_text(json.dumps(result, indent=2) + "\n")
         print(json.dumps(result, indent=2))
         return
@@ -322,6 +335,7 @@ def main() -> None:
         },
         "accuracy": accuracy(),
         "input_policy": input_policy_side_by_side(args.runs, args.baseline_ref),
+        "detector_roc": roc(),
         "scanners": scanner_costs(args.runs),
         "stage": {
             "default set, 1 KB request + 1 KB answer": stage_cost(args.runs, {"enabled": True}, REQUEST_1KB),

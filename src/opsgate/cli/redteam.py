@@ -1,4 +1,4 @@
-"""``opsgate redteam run|check``: measure a gateway's guards against a suite of attacks and benign prompts."""
+"""``opsgate redteam run|check|roc``: measure a gateway's guards against a suite of attacks and benign prompts."""
 
 from __future__ import annotations
 
@@ -223,3 +223,22 @@ def check(path: str | None) -> None:
         table.add_row(kind, category, str(count))
     Console().print(table)
     console.print(f"[green]OK[/green] {len(suite.attacks())} attacks, {len(suite.benign())} benign")
+
+
+@redteam.command("roc")
+@click.option("--corpus", type=click.Path(dir_okay=False, exists=True), help="Default: the checkout's corpus.")
+@click.option("--split", default="dev", show_default=True, type=click.Choice(["train", "dev", "heldout"]))
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the ROC here.")
+def roc(corpus: str | None, split: str, json_out: str | None) -> None:
+    """The learned injection detector's ROC on its corpus split, and the operating point it ships with."""
+    from opsgate.guard.training.corpus import CORPUS
+    from opsgate.redteam.roc import detector_roc, render_markdown
+
+    path = Path(corpus) if corpus else CORPUS
+    if not path.exists():
+        console.print(f"[red]no corpus at {path}[/red]: run from a checkout, or pass --corpus")
+        raise SystemExit(EXIT_USAGE)
+    result = detector_roc(path, split)
+    Console().print(render_markdown(result), markup=False)
+    if json_out:
+        Path(json_out).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")

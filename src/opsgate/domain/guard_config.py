@@ -103,7 +103,7 @@ class InjectionScannerConfig(_ScannerBase):
     roles: list[Role] | None = Field(None, description="Input messages to scan; default: user, tool, function.")
     learned: bool = Field(True, description="Combine the learned detector's score with the signal rules.")
     tool_threshold: float = Field(
-        0.4, ge=0, le=1, description="Threshold for tool and function messages (retrieved content: indirect injection)."
+        0.5, ge=0, le=1, description="Threshold for tool and function messages (retrieved content: indirect injection)."
     )
 
 

@@ -20,12 +20,18 @@ import urllib.parse
 
 from opsgate.domain.guard_config import InjectionScannerConfig
 from opsgate.guard.base import ScanContext, ScanResult, verdict_for
+from opsgate.guard.injection_agent import agent_directed_score
+from opsgate.guard.injection_decoders import decodings
 from opsgate.guard.injection_model import InjectionModel, shipped_model
 from opsgate.guard.injection_patterns import FIRST_WORDS, WITH_SYMBOLS
 from opsgate.guard.injection_signals import PUNCTUATION, Text
 from opsgate.guard.linear_re import compile_linear as _re
 
-_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u200e\u200f\u2060\u2061\u2062\u2063\ufeff\u00ad"), None)
+# Zero-width and format characters, and the Unicode tag block (U+E0000-E007F: "ASCII smuggling",
+# decoded separately by ``injection_decoders``).
+_INVISIBLE = dict.fromkeys(
+    [*map(ord, "\u200b\u200c\u200d\u200e\u200f\u2060\u2061\u2062\u2063\ufeff\u00ad"), *range(0xE0000, 0xE0080)], None
+)
 _INDEXED = frozenset(FIRST_WORDS)
 _LEET = str.maketrans("013457@$!|", "oieastasii")
 # A digit inside a word (pr3v10u5, 1gn0r3), not an ordinal or a unit (3rd, 10km, mp3).
@@ -102,6 +108,7 @@ def variants(text: str) -> list[Text]:
         found.append(urllib.parse.unquote(lowered))
     if _DOTTED.search(lowered):
         found.append(_DOTTED.sub(lambda m: (m.group(0) or "").translate(_DOTS), lowered))
+    found.extend(decodings(text, lowered, first.words))
     # A variant is read only where it differs: a disguise undone in one line of a 32 KB document
     # should not cost a second scan of the other lines.
     lines = frozenset(lowered.split("\n"))
@@ -152,10 +159,10 @@ def _printable(raw: bytes) -> str | None:
     return decoded if decoded and printable / len(decoded) > 0.95 and " " in decoded else None
 
 
-def injection_score(text: str) -> tuple[float, list[str]]:
-    """The combined score and the names of the signals that fired (in any variant)."""
+def injection_score(text: str, found: list[Text] | None = None) -> tuple[float, list[str]]:
+    """The combined score and the names of the signals that fired (in any variant; ``found``: them, if known)."""
     fired: dict[str, float] = {}
-    for variant in variants(text):
+    for variant in found if found is not None else variants(text):
         candidates = set(WITH_SYMBOLS)
         for word in variant.words & _INDEXED:
             candidates.update(FIRST_WORDS[word])
@@ -176,7 +183,8 @@ class InjectionScanner:
 
     The signal rules' score and the learned model's decision score (0.5 at its operating point)
     combine as ``1 - (1 - rules)(1 - model)``. Tool and function messages — content the model
-    fetched, not what the user typed — are held to ``tool_threshold``.
+    fetched, not what the user typed — also get the agent-directed signals (``injection_agent``) and
+    are held to ``tool_threshold``.
     """
 
     name = "prompt_injection"
@@ -188,15 +196,22 @@ class InjectionScanner:
 
     def scan(self, text: str, context: ScanContext) -> ScanResult:
         """Score the text; details name the signals that fired (``learned`` for the model) and its probability."""
-        score, signals = injection_score(text)
+        found = variants(text)
+        score, signals = injection_score(text, found)
         details: dict[str, object] = {}
         if self.model is not None:
-            decision, probability = self.model.score(text)
+            # The model reads the text and every disguise undone (decoded payloads, un-leeted words).
+            decision, probability = max(self.model.score(t) for t in [text, *(v.lowered for v in found[1:])])
             score = 1.0 - (1.0 - score) * (1.0 - decision)
             details["model_probability"] = round(probability, 4)
             if decision >= 0.5:
                 signals = [*signals, "learned"]
+        untrusted = context.role in _UNTRUSTED_ROLES
+        if untrusted:
+            agent_score, agent_signals = agent_directed_score(text)
+            score = 1.0 - (1.0 - score) * (1.0 - agent_score)
+            signals = [*signals, *agent_signals]
         if signals:
             details["signals"] = signals
-        threshold = self.tool_threshold if context.role in _UNTRUSTED_ROLES else self.threshold
+        threshold = self.tool_threshold if untrusted else self.threshold
         return ScanResult(text, verdict_for(score, threshold), round(score, 4), details)

@@ -29,7 +29,11 @@ WINDOW = 48  # tokens per window
 STRIDE = 24  # windows overlap by half, so an instruction is whole in at least one of them
 _TOKEN = re.compile(r"\w+|[^\w\s]")  # a run of word characters or one symbol (linear: no nesting)
 _MAX_GRAM_CHARS = 64  # character trigrams from at most this much of one token (CJK runs are long)
-_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u200e\u200f\u2060\u2061\u2062\u2063\ufeff\u00ad"), None)
+# Zero-width and format characters, and the Unicode tag block (U+E0000-E007F: "ASCII smuggling",
+# decoded separately by ``injection_decoders``).
+_INVISIBLE = dict.fromkeys(
+    [*map(ord, "\u200b\u200c\u200d\u200e\u200f\u2060\u2061\u2062\u2063\ufeff\u00ad"), *range(0xE0000, 0xE0080)], None
+)
 
 
 def normalise(text: str) -> str:
@@ -126,11 +130,12 @@ class InjectionModel:
         vocabulary, weights = self.vocabulary, self.weights
         out = []
         for features in window_features(tokens(text)):
-            ids = [vocabulary[f] for f in features if f in vocabulary]
+            # Sorted, and summed in float64: the same logit whatever the set's (hash-seeded) order.
+            ids = sorted(vocabulary[f] for f in features if f in vocabulary)
             if not ids:
                 out.append(self.bias)
                 continue
-            out.append(self.bias + float(weights[ids].sum()) / math.sqrt(len(features)))
+            out.append(self.bias + float(weights[ids].sum(dtype=np.float64)) / math.sqrt(len(features)))
         return out
 
     def logit(self, text: str) -> float:

@@ -1,7 +1,8 @@
 """How the injection detector does on the corpus: per split, source, language and kind, and the dev ROC.
 
-Three detectors are scored on every row: the signal rules alone, the learned model alone, and the
-two combined as the scanner combines them (``1 - (1 - rules)(1 - model)``, a hit at 0.5). Rates
+Three detectors are scored on every row: the signal rules alone, the learned model alone (on the
+text as written), and the scanner itself (rules and model on the text and its decoded variants,
+plus the agent-directed signals for tool messages; a hit at 0.5). Rates
 carry 95% Wilson intervals (scipy, through ``opsgate.redteam.stats``).
 """
 
@@ -14,7 +15,9 @@ from typing import Any
 import numpy as np
 from rich.progress import track
 
-from opsgate.guard.injection import injection_score
+from opsgate.domain.guard_config import InjectionScannerConfig
+from opsgate.guard.base import ScanContext
+from opsgate.guard.injection import InjectionScanner, injection_score
 from opsgate.guard.injection_model import InjectionModel
 from opsgate.redteam.stats import wilson_interval
 
@@ -32,8 +35,16 @@ def rate(hits: int, total: int) -> dict[str, Any]:
     }
 
 
-def roc(scores: Sequence[float], labels: Sequence[int], points: int = 25) -> dict[str, Any]:
-    """ROC points (threshold, false-positive rate, true-positive rate) at score quantiles, and the AUC."""
+_FPR_STEPS = (0.0, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.3, 0.5)
+_TPR_STEPS = (0.25, 0.5, 0.75, 0.8, 0.85, 0.9, 0.95, 0.97, 0.99)
+
+
+def roc(scores: Sequence[float], labels: Sequence[int]) -> dict[str, Any]:
+    """ROC points (threshold, false-positive rate, true-positive rate) and the AUC.
+
+    The points are where the curve reaches set false-positive rates (dense near zero, where an
+    operating point lives) and set true-positive rates.
+    """
     s = np.array(scores)
     y = np.array(labels, dtype=bool)
     order = np.argsort(-s, kind="stable")
@@ -42,26 +53,31 @@ def roc(scores: Sequence[float], labels: Sequence[int], points: int = 25) -> dic
     tpr = np.concatenate([[0.0], tps / max(1, y.sum())])
     fpr = np.concatenate([[0.0], fps / max(1, (~y).sum())])
     auc = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
-    picks = sorted({int(i) for i in np.linspace(0, len(order) - 1, points)})
+    last = len(order) - 1
+    picks = {min(last, int(np.searchsorted(fpr[1:], step, "right")) - 1) for step in _FPR_STEPS}
+    picks |= {min(last, int(np.searchsorted(tpr[1:], step, "left"))) for step in _TPR_STEPS}
+    picks = {max(0, i) for i in picks}
     table = [
         {
             "threshold": round(float(s[order[i]]), 4),
             "fpr": round(float(fpr[i + 1]), 4),
             "tpr": round(float(tpr[i + 1]), 4),
         }
-        for i in picks
+        for i in sorted(picks)
     ]
     return {"auc": round(auc, 4), "points": table}
 
 
 def score_rows(rows: Sequence[Row], model: InjectionModel) -> None:
-    """Add ``rules``, ``model``, ``model_logit`` and ``combined`` scores to each row."""
+    """Add ``rules``, ``model`` (the raw text only), ``model_logit`` and ``combined`` (the scanner itself,
+    reading the row as a message of its role) to each row."""
+    scanner = InjectionScanner(InjectionScannerConfig(scanner="prompt_injection"))
+    scanner.model = model
     for row in track(rows, description="scoring"):
         rules, _ = injection_score(row["text"])
         logit = model.logit(row["text"])
-        decision = model.calibration.decision(logit)
-        row["rules"], row["model"], row["model_logit"] = rules, decision, logit
-        row["combined"] = 1 - (1 - rules) * (1 - decision)
+        row["rules"], row["model"], row["model_logit"] = rules, model.calibration.decision(logit), logit
+        row["combined"] = scanner.scan(row["text"], ScanContext("input", role=row["role"])).score
 
 
 def _group(rows: Sequence[Row], key: str) -> dict[str, Any]:

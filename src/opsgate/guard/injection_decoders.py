@@ -1,0 +1,79 @@
+"""More disguises undone before the injection signals and the model read a text: Unicode tag characters
+("ASCII smuggling"), ``\\uXXXX`` escapes, Morse code, Ascii85 / Base85 blobs, and ROT13 or reversed
+text recognised by their own common words (no "rot13" hint needed).
+
+Each decoder runs only when a cheap test says its disguise may be there, and each is linear in the
+text. What they return is the decoded text alone; ``injection.variants`` adds it to the variants.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+
+from opsgate.guard.linear_re import compile_linear
+
+_TAGS = range(0xE0000, 0xE0080)
+_ESCAPES = compile_linear(r"(?:\\u[0-9a-fA-F]{4}){4,}")
+_ASCII85 = compile_linear(r"<~[!-u\s]{10,}~>")
+_BASE85 = compile_linear(r"[0-9A-Za-z!#$%&()*+\-;<=>?@^_`{|}~]{40,}")
+_MORSE_RUN = compile_linear(r"(?:[.\-]{1,7}[ /]+){8,}[.\-]{1,7}")
+_MORSE = {
+    ".-": "a", "-...": "b", "-.-.": "c", "-..": "d", ".": "e", "..-.": "f", "--.": "g", "....": "h", "..": "i",
+    ".---": "j", "-.-": "k", ".-..": "l", "--": "m", "-.": "n", "---": "o", ".--.": "p", "--.-": "q", ".-.": "r",
+    "...": "s", "-": "t", "..-": "u", "...-": "v", ".--": "w", "-..-": "x", "-.--": "y", "--..": "z",
+    "-----": "0", ".----": "1", "..---": "2", "...--": "3", "....-": "4", ".....": "5", "-....": "6",
+    "--...": "7", "---..": "8", "----.": "9",
+}  # fmt: skip
+# Common words of English as ROT13 and reversed: two of them and the text is worth decoding.
+_ROT13_WORDS = frozenset({"gur", "naq", "lbh", "vf", "bs", "gb", "nyy", "lbhe", "cerivbhf", "vafgehpgvbaf", "vtaber"})
+_REVERSED_WORDS = frozenset({"eht", "dna", "uoy", "lla", "ruoy", "suoiverp", "snoitcurtsni", "erongi", "tpmorp"})
+
+
+def _printable(raw: bytes) -> str | None:
+    try:
+        decoded = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    printable = sum(ch.isprintable() or ch.isspace() for ch in decoded)
+    return decoded if decoded and printable / len(decoded) > 0.95 and " " in decoded else None
+
+
+def _morse(run: str) -> str:
+    words = [word.split() for word in run.replace("/", " / ").split(" / ")]
+    return " ".join("".join(_MORSE.get(letter, "?") for letter in word) for word in words)
+
+
+def decodings(text: str, lowered: str, words: frozenset[str]) -> list[str]:
+    """The decoded payloads hidden in ``text`` (lower-cased), if any."""
+    out: list[str] = []
+    if any(ord(ch) in _TAGS for ch in text if ord(ch) > 0xFFFF):
+        out.append("".join(chr(ord(ch) - 0xE0000) for ch in text if ord(ch) in _TAGS))
+    if "\\u" in text:
+        for match in _ESCAPES.finditer(text):
+            out.append(codecs.decode(match.group(0) or "", "unicode_escape"))
+    if "<~" in text:
+        for match in _ASCII85.finditer(text):
+            try:
+                decoded = _printable(base64.a85decode(match.group(0) or "", adobe=True))
+            except (ValueError, binascii.Error):
+                decoded = None
+            if decoded:
+                out.append(decoded)
+    if len(words & _ROT13_WORDS) >= 2:
+        out.append(codecs.decode(lowered, "rot13"))
+    if len(words & _REVERSED_WORDS) >= 2:
+        out.append(lowered[::-1])
+    if lowered.count(".") + lowered.count("-") >= 16:
+        for match in _MORSE_RUN.finditer(lowered):
+            out.append(_morse(match.group(0) or ""))
+    if any(len(token) >= 40 for token in text.split()):
+        for match in _BASE85.finditer(text):
+            try:
+                decoded = _printable(base64.b85decode(match.group(0) or ""))
+            except (ValueError, binascii.Error):
+                decoded = None
+            if decoded:
+                out.append(decoded)
+    return [decoded.lower() for decoded in out if decoded.strip()]
