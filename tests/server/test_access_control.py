@@ -40,6 +40,7 @@ class Tenants:
     gateway: Gateway
     keys: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> creation response
     requests: dict[str, str] = field(default_factory=dict)  # tenant -> one request id
+    evals: dict[str, str] = field(default_factory=dict)  # tenant B's eval dataset and run ids
 
     def secret(self, name: str) -> str:
         return str(self.keys[name]["secret"])
@@ -76,8 +77,21 @@ def tenants(upstream_server: FakeUpstream) -> Iterator[Tenants]:
         state.requests[tenant] = response.headers["x-request-id"]
     record_log = state.gateway.app.state.gateway.record_log
     assert record_log.writer.flush()
+    state.evals = _tenant_b_evals(record_log.store)
     yield state
     state.gateway.server.stop()
+
+
+def _tenant_b_evals(store: Any) -> dict[str, str]:
+    """Tenant B's evaluation dataset and run, carrying B's marker, for the sweep's {dataset}/{run}."""
+    from opsgate.evals.dataset import parse_item
+    from opsgate.evals.store import EvalStore, ItemResult
+
+    evals = EvalStore(store)
+    version, _ = evals.save_dataset("b", "b-set", [parse_item({"prompt": f"question {MARK_B}", "reference": MARK_B})])
+    run = evals.create_run("b", "alpha", dataset_id=version.id)
+    evals.write_results(run, "b", "alpha", [ItemResult("000000", 0, "ok", input=MARK_B, output=MARK_B)])
+    return {"dataset": version.id, "run": run}
 
 
 # -- /v1 ------------------------------------------------------------------------------------------
@@ -151,7 +165,7 @@ def test_bad_key_requests_are_client_errors(tenants: Tenants) -> None:
 
 
 def _fill(path: str, tenants: Tenants) -> str:
-    b_values = {"id": tenants.requests["b"], "name": "availability", "model": "alpha"}
+    b_values = {"id": tenants.requests["b"], "name": "availability", "model": "alpha", **tenants.evals}
     if path.startswith("/admin/keys/"):
         b_values["id"] = tenants.keys["b-dev"]["id"]
     for name, value in b_values.items():
@@ -181,6 +195,9 @@ def test_no_route_shows_tenant_b_to_tenant_a(tenants: Tenants) -> None:
                 assert response.status_code < 500, f"{method} {path}: {response.status_code} {body[:200]}"
                 checked.append((method, route.path))
     assert ("GET", "/admin/requests/{id}") in checked and ("GET", "/admin/usage") in checked
+    assert ("GET", "/admin/evals/runs/{run}/items") in checked
+    own_run = tenants.call("GET", f"/admin/evals/runs/{tenants.evals['run']}/items", tenants.secret("b-dev"))
+    assert own_run.status_code == 200 and MARK_B in own_run.text  # B sees its own evaluation
     assert ("POST", "/admin/config/reload") in checked  # operator only: a tenant admin gets 403
     reload = tenants.call("POST", "/admin/config/reload", tenants.secret("a-admin"))
     assert reload.status_code == 403 and reload.json()["error"]["code"] == "operator_only"

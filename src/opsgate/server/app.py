@@ -33,6 +33,7 @@ from opsgate.server.access import AccessMiddleware, principal_of
 from opsgate.server.admin import admin_routes
 from opsgate.server.cache_routes import cache_routes
 from opsgate.server.drain import Lifecycle, LifecycleMiddleware, register_metrics
+from opsgate.server.eval_routes import eval_routes
 from opsgate.server.http_io import (
     REFUSED_BODY_KEY,
     BodyLimitMiddleware,
@@ -324,6 +325,7 @@ def create_app(
         *slo_routes(gateway),
         *keys_routes(gateway),
         *cache_routes(gateway),
+        *eval_routes(gateway),
         *ui_routes(gateway),  # the /ui dashboard and its static files
         *reload_routes(reloader),
     ]

@@ -117,6 +117,16 @@ _BODIES: dict[str, dict[str, Any]] = {
         "required": ["slo", "value"],
         "additionalProperties": False,
     },
+    "EvalDataset": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"},
+            "items": {"type": "array", "minItems": 1, "items": {"type": "object"}},
+            "tenant": {"type": ["string", "null"]},
+        },
+        "required": ["name", "items"],
+        "additionalProperties": False,
+    },
     "Login": {
         "type": "object",
         "properties": {"key": {"type": "string"}, "next": {"type": "string"}},
@@ -226,6 +236,50 @@ def _operations() -> dict[str, dict[str, dict[str, Any]]]:
         "/admin/audit": {"get": _op("The audit log (operator admin)", "audit", query={"limit": _LIMIT})},
         "/admin/audit/verify": {
             "get": _op("Verify the audit hash chain", "audit", query={"anchor": {"type": "string"}})
+        },
+        "/admin/evals/datasets": {
+            "get": _op("Evaluation dataset versions", "evals", query={"limit": _LIMIT}),
+            "post": _op(
+                "Add a dataset version (small; import files with the CLI)", "evals", body="EvalDataset", ok="201"
+            ),
+        },
+        "/admin/evals/datasets/{dataset}": {
+            "get": _op("A dataset version and its items", "evals", query={"limit": _LIMIT})
+        },
+        "/admin/evals/datasets/{dataset}/export": {"get": _op("A dataset version as JSONL", "evals")},
+        "/admin/evals/runs": {"get": _op("Evaluation runs", "evals", query={"limit": _LIMIT})},
+        "/admin/evals/runs/{run}": {"get": _op("A run with its summary", "evals")},
+        "/admin/evals/runs/{run}/items": {
+            "get": _op(
+                "A run's items: input, output, scores, judge reasons",
+                "evals",
+                query={"limit": _LIMIT, "after": _STRING},
+            )
+        },
+        "/admin/evals/compare": {
+            "get": _op(
+                "Paired comparison of two runs",
+                "evals",
+                query={"baseline": _STRING, "candidate": _STRING, "scorer": _STRING},
+            )
+        },
+        "/admin/evals/gate": {
+            "get": _op(
+                "Regression gate verdict",
+                "evals",
+                query={"baseline": _STRING, "candidate": _STRING, "max_degradation": _STRING, "scorer": _STRING},
+            )
+        },
+        "/admin/evals/report": {
+            "get": _op(
+                "Model choice report (quality, cost, latency, Pareto)",
+                "evals",
+                query={
+                    "run": _STRING,
+                    "quality": _STRING,
+                    "format": {"type": "string", "enum": ["json", "md", "html"]},
+                },
+            )
         },
         "/admin/keys": {
             "get": _op("List API keys", "keys"),
