@@ -9,11 +9,13 @@ from typing import Any
 
 import orjson
 import pytest
+from starlette.datastructures import QueryParams
 
 from opsgate.domain.config import RecordConfig
+from opsgate.domain.errors import InvalidRequestError
 from opsgate.store.encoding import record_json, storable_json_text
 from opsgate.store.journal import Journal
-from opsgate.store.query import RecordQuery
+from opsgate.store.query import RecordQuery, check_params, query_from_params
 from opsgate.store.record_log import RecordLog, open_store
 from opsgate.store.rejected import REJECTED_NAME
 from tests.support import wait_until
@@ -206,3 +208,33 @@ def test_a_user_whose_id_holds_nul_can_be_erased(store_url: str, tmp_path: Path)
         assert all_ids(log) == {"other-1"}
     finally:
         log.stop()
+
+
+@pytest.mark.parametrize(
+    ("params", "tags", "param"),
+    [
+        ({"q": "\u0000"}, None, "q"),
+        ({"client_request_id": "a\u0000"}, None, "client_request_id"),
+        ({}, ["ok=1", "k=\u0000"], "tag"),
+        ({"since": "nan"}, None, "since"),
+        ({"until": "1e400"}, None, "until"),
+        ({"limit": "inf"}, None, "limit"),
+        ({"min_cost": "nan"}, None, "min_cost"),
+        ({"cursor": "bmFufHg="}, None, "cursor"),  # "nan|x"
+    ],
+)
+def test_query_parameters_a_store_cannot_compare_are_refused(
+    params: dict[str, str], tags: list[str] | None, param: str
+) -> None:
+    with pytest.raises(InvalidRequestError) as refused:
+        query_from_params(params, tags)
+    assert refused.value.param == param
+
+
+def test_every_value_of_a_repeated_parameter_is_checked() -> None:
+    with pytest.raises(InvalidRequestError) as refused:
+        check_params(QueryParams([("tag", "a\u0000=b"), ("tag", "c=d")]), {"id": "x"})
+    assert refused.value.param == "tag"
+    with pytest.raises(InvalidRequestError):
+        check_params({}, {"id": "x\u0000"})
+    check_params(QueryParams([("tag", "a=b")]), {"id": "x"})

@@ -6,7 +6,7 @@ import base64
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -31,9 +31,17 @@ def require_text(value: str, param: str) -> str:
     return value
 
 
-def check_params(params: Mapping[str, str], path_params: Mapping[str, Any] | None = None) -> None:
-    """Every query (and path) parameter, names too, is text a store can take (see ``require_text``)."""
-    for name, value in [*params.items(), *(path_params or {}).items()]:
+def check_params(
+    params: Mapping[str, Any] | Iterable[tuple[str, Any]], path_params: Mapping[str, Any] | None = None
+) -> None:
+    """Every query (and path) parameter, names too, is text a store can take (see ``require_text``).
+
+    ``params``: a mapping (Starlette's ``QueryParams``: every value of a repeated name is checked)
+    or (name, value) pairs.
+    """
+    multi = getattr(params, "multi_items", None)
+    pairs = multi() if callable(multi) else params.items() if isinstance(params, Mapping) else params
+    for name, value in [*pairs, *(path_params or {}).items()]:
         require_text(str(name), "query")
         require_text(str(value), str(name))
 
@@ -171,7 +179,7 @@ def query_from_params(params: dict[str, Any], tags: list[str] | None = None) -> 
         raise InvalidRequestError(
             f"Unknown filter '{unknown[0]}'. Known: {', '.join(sorted(_KNOWN))}.", param=unknown[0]
         )
-    check_params({str(k): str(v) for k, v in params.items()})
+    check_params(params.items())
     for tag in tags or ():
         require_text(str(tag), "tag")
     query = RecordQuery()
