@@ -122,7 +122,11 @@ def concepts(tokens: list[str]) -> set[str]:
 
 def concept_features(tokens: list[str]) -> set[str]:
     """``k:`` features of a window: each concept, and each attack-shaped pair of concepts."""
-    found = concepts(tokens)
+    return features_of(concepts(tokens))
+
+
+def features_of(found: set[str]) -> set[str]:
+    """The ``k:`` features of a set of concepts."""
     out = {f"k:{concept}" for concept in found}
     out.update(f"k:{a}+{b}" for a, b in _PAIRS if a in found and b in found)
     return out

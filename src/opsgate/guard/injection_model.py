@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from opsgate.guard.injection_lexicon import concept_features
+from opsgate.guard.injection_lexicon import concept_features, concepts, features_of
 
 MODEL_PATH = Path(__file__).parent / "data" / "injection_model.npz"
 WINDOW = 48  # tokens per window
@@ -126,10 +126,49 @@ class InjectionModel:
         )
 
     def window_logits(self, text: str) -> list[float]:
-        """The logit of each window of ``text``: bias + weights of its known features / sqrt(their number)."""
+        """The logit of each window of ``text``: bias + weights of its known features / sqrt(all its features).
+
+        The same features as ``window_features`` (what training saw), computed once per distinct
+        token and token pair as integer keys — a known feature is its vocabulary index, an unknown
+        one a negative number from its hash — so a window costs set unions of small ints.
+        """
+        toks = tokens(text)
+        if len(toks) <= WINDOW:
+            return self._logits_of(window_features(toks))
+        vocabulary, weights = self.vocabulary, self.weights
+
+        def key(feature: str) -> int:
+            index = vocabulary.get(feature)
+            return index if index is not None else -1 - (hash(feature) & 0x7FFFFFFFFFFF)
+
+        token_keys = {t: [key(f) for f in token_features(t)] for t in set(toks)}
+        token_concepts = {t: concepts([t]) for t in token_keys}
+        pair_keys: dict[tuple[str, str], int] = {}
+        out = []
+        for start in range(0, max(1, len(toks) - WINDOW + STRIDE), STRIDE):
+            part = toks[start : start + WINDOW]
+            keys: set[int] = set()
+            found: set[str] = set()
+            for index, token in enumerate(part):
+                keys.update(token_keys[token])
+                found |= token_concepts[token]
+                if index + 1 < len(part):
+                    pair = (token, part[index + 1])
+                    pair_key = pair_keys.get(pair)
+                    if pair_key is None:
+                        pair_key = pair_keys[pair] = key(f"b:{token} {part[index + 1]}")
+                    keys.add(pair_key)
+            keys.update(key(f) for f in features_of(found))
+            known = np.fromiter((k for k in keys if k >= 0), dtype=np.int64)
+            known.sort()
+            out.append(self.bias + float(weights[known].sum(dtype=np.float64)) / math.sqrt(len(keys)))
+        return out
+
+    def _logits_of(self, windows: list[set[str]]) -> list[float]:
+        """Window logits from feature-string sets (the reference path: short texts, and the tests)."""
         vocabulary, weights = self.vocabulary, self.weights
         out = []
-        for features in window_features(tokens(text)):
+        for features in windows:
             # Sorted, and summed in float64: the same logit whatever the set's (hash-seeded) order.
             ids = sorted(vocabulary[f] for f in features if f in vocabulary)
             if not ids:
