@@ -14,6 +14,7 @@ from opsgate.domain.guard_config import PII_ENTITIES, PiiScannerConfig
 from opsgate.guard.base import ScanContext, Vault
 from opsgate.guard.pii import PiiDetector, PiiScanner, restore
 from opsgate.guard.pii_address import find_addresses
+from opsgate.guard.pii_names import find_cued_names, find_organisations
 from opsgate.guard.pii_ner import MODEL_SHA256, NameRecognizer, NerUnavailable, chunks, model_path, verify
 from tests.guard.pii_scoring import MARKED, NAMED, STRUCTURED, faker_rows, group, score
 
@@ -196,3 +197,28 @@ def test_a_chunk_read_before_is_not_read_again_and_its_text_is_not_kept() -> Non
     remembered = [entity for entities in recognizer.model.seen.values() for entity in entities]
     assert remembered and all(isinstance(start, int) and isinstance(end, int) for _, start, end in remembered)
     assert {label for label, _, _ in remembered} <= set(recognizer.model.nlp.get_pipe("ner").labels)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Aaaa, " * 5_500,
+        "Aaaa and " * 3_600,
+        "Dear Aaaa " * 3_200,
+        "works at Aaaa-Bbbb " * 1_700,
+        "moved from Aaaa de " * 1_700,
+        "Aaaa Bbbb Cccc Dddd Eeee Ffff GmbH " * 900,
+    ],
+)
+def test_name_patterns_scan_adversarial_inputs_in_linear_time(text: str) -> None:
+    """32 KB of repetition through the organisation and cue-word patterns (no model): linear, bounded."""
+
+    def cost(sample: str) -> float:
+        started = time.perf_counter()
+        find_organisations(sample)
+        find_cued_names(sample)
+        return time.perf_counter() - started
+
+    short_s, long_s = cost(text[: len(text) // 8]), cost(text)
+    assert long_s < max(24 * short_s, 0.05), (short_s, long_s)  # 8x the text; quadratic would be 64x
+    assert long_s < 2.0
