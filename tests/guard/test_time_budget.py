@@ -9,6 +9,7 @@ the record says ``timed_out`` either way.
 from __future__ import annotations
 
 import asyncio
+import json
 import statistics
 import time
 from collections.abc import Iterator
@@ -134,3 +135,28 @@ async def test_a_32kb_prompt_does_not_hold_up_concurrent_small_requests(
     # Each big scan costs milliseconds and runs in the pool; the bound is loose for a loaded machine.
     # Scanned on the loop with the old patterns, each big prompt held every other request ~0.5 s.
     assert max(loaded) < statistics.median(quiet) + 0.5, (quiet, loaded)
+
+
+async def test_a_policy_with_an_off_loop_scanner_is_scanned_in_the_pool_whatever_the_size() -> None:
+    from opsgate.domain.config import parse_config
+    from opsgate.domain.context import RequestContext
+    from opsgate.pipeline.guard import GuardStage
+    from opsgate.pipeline.validation import ValidationStage
+
+    deployment = {"type": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "x"}
+    guard = {"enabled": True, "policies": [_policy("light", [], 1_000, "block")]}  # no NER: nothing heavy
+    config = parse_config({"models": [{"name": "m", "deployments": [deployment]}], "guard": guard})
+    stage, validation = GuardStage.from_config(config), ValidationStage(config)
+
+    async def scan(text: str) -> None:
+        body = {"model": "m", "messages": [{"role": "user", "content": text}]}
+        ctx = RequestContext(endpoint="chat", raw_body=json.dumps(body).encode(), headers={})
+        await validation.before(ctx)
+        await stage.before(ctx)
+
+    await scan("What is the capital of Portugal?")
+    assert stage.counts["offloaded"] == 0
+    injection = next(e for e in stage.engine.policies[0].input if e.name == "prompt_injection")
+    injection.scanner.off_loop = True  # type: ignore[attr-defined]  # as a scanner with a heavy model says
+    await scan("What is the capital of Portugal?")
+    assert stage.counts["offloaded"] == 1

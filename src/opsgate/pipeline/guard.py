@@ -10,9 +10,10 @@ stream, an error event ends the stream), redact, warn, log. Every verdict, score
 (for a stream, only those known before it starts).
 
 Input scanning has a time budget per request (the policy's ``time_budget_ms``). An input of more
-than ``_OFFLOAD_CHARS`` is scanned in the stage's own small thread pool, so a long prompt never
-holds the event loop for its whole scan; small inputs are scanned inline (microseconds, less than
-a thread hop). Past the budget the policy's ``on_timeout`` decides — block (400, scanner
+than ``_OFFLOAD_CHARS``, or any input when a scanner of the policy says ``off_loop`` (a model that
+costs milliseconds per KB, like PII's NER), is scanned in the stage's own small thread pool, so a
+long prompt never holds the event loop for its whole scan; other small inputs are scanned inline
+(microseconds, less than a thread hop). Past the budget the policy's ``on_timeout`` decides — block (400, scanner
 ``time_budget``) or pass with a warning — and the record's guard entry says ``timed_out``.
 """
 
@@ -181,7 +182,8 @@ class GuardStage(PassStage):
         """The input scan, inline for small inputs and in the pool for large ones, within the time budget."""
         budget_ns = int(policy.time_budget_ms * 1e6)
         deadline = time.perf_counter_ns() + budget_ns
-        if sum(len(text) for _, text in texts) <= _OFFLOAD_CHARS:
+        heavy = any(getattr(entry.scanner, "off_loop", False) for entry in policy.input)
+        if not heavy and sum(len(text) for _, text in texts) <= _OFFLOAD_CHARS:
             return self.engine.run(policy.input, texts, context, deadline_ns=deadline)
         self.counts["offloaded"] += 1
         loop = asyncio.get_running_loop()
