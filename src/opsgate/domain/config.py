@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from opsgate.domain.auth_config import AuthConfig
+from opsgate.domain.eval_config import EvalConfig
 from opsgate.domain.guard_config import GuardConfig
 from opsgate.domain.reliability_config import (
     BreakerConfig,
@@ -318,6 +319,7 @@ class GatewayConfig(_Strict):
     alerts: AlertsConfig = AlertsConfig()
     integrity: IntegrityConfig = IntegrityConfig()
     guard: GuardConfig = GuardConfig()
+    eval: EvalConfig = EvalConfig()
 
     @field_validator("models")
     @classmethod

@@ -26,6 +26,8 @@ from opsgate.domain.config import GatewayConfig, load_config
 from opsgate.domain.context import Endpoint, RequestContext
 from opsgate.domain.errors import GatewayError, InvalidRequestError, NotFoundError, PermissionDeniedError
 from opsgate.domain.urls import redact_urls
+from opsgate.evals.online import OnlineEvaluator
+from opsgate.evals.store import EvalStore
 from opsgate.pipeline.build import build_pipeline
 from opsgate.pipeline.record import FanoutSink, LogSink, RecordSink
 from opsgate.routing.router import Router
@@ -72,6 +74,10 @@ class Gateway:
             sinks.append(LogSink())
         if sink is not None:
             sinks.append(sink)
+        # Continuous evaluation: samples finished records off the request path (evals/online.py).
+        self.online_eval = OnlineEvaluator.from_config(config, self._eval_store if self.record_log else None)
+        if self.online_eval is not None:
+            sinks.append(self.online_eval)
         self.router = Router(config, self.registry)
         self.slo = SloService(config, self.record_log)  # SLOs, alerts, feedback: read the request log
         self.telemetry = Telemetry(
@@ -96,6 +102,10 @@ class Gateway:
         statuses = ((stage.name, getattr(stage, "status", None)) for stage in self.pipeline.stages)
         return {name: status() for name, status in statuses if status is not None}
 
+    def _eval_store(self) -> EvalStore:
+        assert self.record_log is not None
+        return EvalStore(self.record_log.store)
+
     def _key_store(self) -> KeyStore:
         assert self.record_log is not None
         return KeyStore(self.record_log.store)
@@ -112,6 +122,8 @@ class Gateway:
         await self.registry.start()
         await self.router.start()
         await self.slo.start()
+        if self.online_eval is not None:
+            await self.online_eval.start()
         await self.telemetry.start()
         for stage in self.pipeline.stages:
             start = getattr(stage, "start", None)
@@ -125,6 +137,8 @@ class Gateway:
             if close is not None:
                 await close()
         await self.slo.stop()
+        if self.online_eval is not None:
+            await self.online_eval.stop()
         await self.router.close()
         await self.registry.close()
         await self.telemetry.stop()
@@ -151,6 +165,8 @@ class Gateway:
         slo = self.slo.status()
         if slo is not None:
             body["slo"] = slo  # the alert evaluator: last run, alerts sent, webhook failures
+        if self.online_eval is not None:
+            body["eval_online"] = self.online_eval.status()  # sampled, scored, dropped (queue full, rate)
         scopes = [(d.get("breaker") or {}).get("scope") for d in body["deployments"].values()]
         if ready and "local_fallback" in scopes:
             # Shared breakers cannot reach Redis: each replica decides alone until it is back.
@@ -342,6 +358,8 @@ def create_app(
         ],
     )
     app.state.gateway = gateway
+    if gateway.online_eval is not None:
+        gateway.online_eval.attach_app(app)  # an opt-in judge calls this app's own /v1
     app.state.lifecycle = lifecycle
     app.state.reloader = reloader
     return app

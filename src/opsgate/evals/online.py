@@ -1,0 +1,351 @@
+"""Continuous evaluation of live traffic: a record sink that samples answers and scores them later.
+
+``OnlineEvaluator.write`` is a ``RecordSink`` (the gateway fans every finished record out to its
+sinks), so sampling costs the request path a dict lookup, a random number and, for a sampled
+record, a token-bucket check and a queue put — never a model call or a database write. A
+bounded queue and a rate cap bound the work: when the scorers or the judge are slow or down,
+samples are dropped and counted (``/readyz`` → ``eval_online``), the gateway is not slowed.
+
+A background task on the gateway's loop takes samples off the queue, scores them in a worker
+thread with the reference-free scorers (and, opt-in, a judge called through the gateway's own
+``/v1``, recorded with ``purpose=eval``), and stores them as items of the online run
+``online:<tenant>:<alias>`` — the same tables offline runs use. Every ``measure_interval_seconds``
+it turns the stored scores into the ``eval_degradation`` SLI of each objective that has it: the
+drop of ``quality_scorer``'s mean in the recent ``window`` relative to the ``baseline_window``
+before it (0 when not worse), written where the SLO engine reads measured SLIs, so a degradation
+shows in ``/admin/slo`` and its alerts like any other objective. Each replica measures its own
+view; the points are idempotent for the engine (it reads the latest).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from opsgate.domain.config import GatewayConfig
+from opsgate.domain.eval_config import OnlineEvalConfig, duration_seconds
+from opsgate.evals.dataset import DatasetItem
+from opsgate.evals.scoring import Sample, Score, Scorer, ScorerRegistry
+from opsgate.evals.store import EvalStore, ItemResult
+
+log = logging.getLogger("opsgate.evals.online")
+RecordDict = dict[str, Any]
+_QUALITY_PARTS = ("refusal", "pii_leak", "toxicity", "json_valid")
+
+
+@dataclass
+class _Bucket:
+    """A token bucket: ``rate`` admissions a second, bursts up to one second's worth."""
+
+    rate: float
+    tokens: float
+    last: float
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.rate, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class OnlineEvaluator:
+    """Samples live records and scores them off the request path."""
+
+    def __init__(
+        self,
+        config: OnlineEvalConfig,
+        store: Callable[[], EvalStore],
+        aliases: set[str],
+        objectives: list[Any] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self._store = store
+        self.rates = {alias: config.rate_for(alias) for alias in aliases}
+        self.rates = {alias: rate for alias, rate in self.rates.items() if rate > 0}
+        unknown = sorted(set(config.models) - aliases)
+        if unknown:
+            log.warning("eval.online.models names aliases that do not exist: %s", ", ".join(unknown))
+        self.objectives = [o for o in objectives or [] if o.sli == "eval_degradation"]
+        self._random = (rng or random.Random()).random
+        self._bucket = _Bucket(config.max_per_second, config.max_per_second, time.monotonic())
+        self.queue: asyncio.Queue[RecordDict] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.scorers: list[Scorer] = []
+        self.judge_client: Any = None  # a GatewayClient, set when a judge is configured and the app exists
+        self.counts = {
+            "seen": 0,
+            "sampled": 0,
+            "dropped_queue_full": 0,
+            "dropped_rate": 0,
+            "scored": 0,
+            "failed": 0,
+            "skipped_no_text": 0,
+            "measurements": 0,
+        }
+        self.last_error: str | None = None
+
+    @classmethod
+    def from_config(cls, config: GatewayConfig, store: Callable[[], EvalStore] | None) -> OnlineEvaluator | None:
+        """The evaluator the config asks for, or None (off, or no record store to keep scores in)."""
+        online = config.eval.online
+        if not online.enabled:
+            return None
+        if store is None:
+            log.warning("eval.online is enabled but record.store is not set: online evaluation is off")
+            return None
+        aliases = {m.name for m in config.models if m.kind != "embedding"}
+        return cls(online, store, aliases, list(config.slo.objectives))
+
+    # -- the sink (event loop, every request) -------------------------------------------------------
+
+    def write(self, record: RecordDict) -> None:
+        """Maybe take the record as a sample; never blocks, never raises."""
+        rate = self.rates.get(record.get("model") or "")
+        if rate is None or self.queue is None:
+            return
+        self.counts["seen"] += 1
+        if record.get("status") != 200 or record.get("endpoint") not in ("chat", "completion"):
+            return
+        if self._random() >= rate:
+            return
+        metadata = record.get("metadata")
+        if isinstance(metadata, dict) and metadata.get("purpose") == "eval":
+            return  # never score our own evaluation calls (a judge judging itself)
+        if not self._bucket.take(time.monotonic()):
+            self.counts["dropped_rate"] += 1
+            return
+        try:
+            self.queue.put_nowait(record)
+        except asyncio.QueueFull:
+            self.counts["dropped_queue_full"] += 1
+            return
+        self.counts["sampled"] += 1
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Build the scorers and start the background task."""
+        registry = ScorerRegistry(extra=[])
+        self.scorers = [registry.build(name) for name in self.config.scorers]
+        self.queue = asyncio.Queue(self.config.queue_size)
+        self._task = asyncio.create_task(self._run(), name="opsgate-online-eval")
+
+    async def stop(self) -> None:
+        """Stop the task (samples still queued are dropped; they were a sample anyway)."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self.queue = None
+        if self.judge_client is not None:
+            await self.judge_client.http.aclose()
+            self.judge_client = None
+
+    def attach_app(self, app: Any) -> None:
+        """Judge calls go to ``app``'s own ``/v1`` in-process (recorded like any request)."""
+        if not self.config.judge and not any(m.judge for m in self.config.models.values()):
+            return
+        import httpx
+
+        from opsgate.evals.client import GatewayClient
+
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50001))
+        key = self.config.judge_api_key
+        headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key is not None else {}
+        http = httpx.AsyncClient(transport=transport, base_url="http://opsgate.local/v1/", headers=headers)
+        self.judge_client = GatewayClient(http, timeout=120.0)
+
+    def status(self) -> dict[str, Any]:
+        """Counters for ``/readyz``."""
+        return {
+            **self.counts,
+            "queue": self.queue.qsize() if self.queue is not None else 0,
+            "queue_size": self.config.queue_size,
+            "aliases": sorted(self.rates),
+            "last_error": self.last_error,
+        }
+
+    # -- the background task ------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        assert self.queue is not None
+        next_measure = time.monotonic() + self.config.measure_interval_seconds
+        while True:
+            batch: list[RecordDict] = []
+            timeout = max(0.01, min(self.config.flush_seconds, next_measure - time.monotonic()))
+            try:
+                batch.append(await asyncio.wait_for(self.queue.get(), timeout))
+                while len(batch) < 256 and not self.queue.empty():
+                    batch.append(self.queue.get_nowait())
+            except TimeoutError:
+                pass
+            try:
+                if batch:
+                    await self.score_batch(batch)
+                if time.monotonic() >= next_measure:
+                    next_measure = time.monotonic() + self.config.measure_interval_seconds
+                    await asyncio.to_thread(self.measure)
+            except Exception as error:  # keep sampling; say what went wrong
+                self.last_error = f"{type(error).__name__}: {error}"[:300]
+                log.warning("online evaluation: %s", self.last_error)
+
+    async def score_batch(self, records: list[RecordDict]) -> None:
+        """Score and store a batch (scoring in a worker thread; judge calls through the gateway)."""
+        results = await asyncio.to_thread(self._score_all, records)
+        for record, result in results:
+            judge = self.config.judge_for(record.get("model") or "")
+            if judge and self.judge_client is not None and result.status == "ok":
+                await self._judge(judge, record, result)
+        by_run: dict[tuple[str | None, str], list[ItemResult]] = {}
+        for record, result in results:
+            by_run.setdefault((record.get("tenant"), record.get("model") or ""), []).append(result)
+        await asyncio.to_thread(self._store_all, by_run)
+
+    def _store_all(self, by_run: dict[tuple[str | None, str], list[ItemResult]]) -> None:
+        store = self._store()
+        for (tenant, model), results in by_run.items():
+            run_id = store.ensure_online_run(tenant, model)
+            store.write_results(run_id, tenant, model, results)
+
+    def _score_all(self, records: list[RecordDict]) -> list[tuple[RecordDict, ItemResult]]:
+        return [(record, self._score_one(record)) for record in records]
+
+    def _score_one(self, record: RecordDict) -> ItemResult:
+        output = record.get("output_text")
+        result = ItemResult(
+            item_key=str(record.get("id")),
+            idx=None,
+            status="ok",
+            input=record.get("input_text"),
+            output=output,
+            request_id=record.get("id"),
+            latency_ms=record.get("latency_ms"),
+            prompt_tokens=record.get("prompt_tokens"),
+            completion_tokens=record.get("completion_tokens"),
+            cost=record.get("cost"),
+            ts=float(record.get("ts") or time.time()),
+        )
+        if not isinstance(output, str):
+            self.counts["skipped_no_text"] += 1  # metadata_only, or encrypted without output in clear
+            result.status = "failed"
+            result.error = "no answer text in the record"
+            return result
+        sample = Sample(DatasetItem(prompt=record.get("input_text") or "-"), output, _logprobs(record))
+        scores: dict[str, dict[str, Any]] = {}
+        for scorer in self.scorers:
+            try:
+                scores[scorer.name] = _run_sync(scorer, sample).to_dict()
+            except Exception as error:
+                scores[scorer.name] = {"value": None, "passed": None, "details": {"error": str(error)[:200]}}
+        scores["quality"] = quality(scores, _asked_json(record)).to_dict()
+        result.scores = scores
+        self.counts["scored"] += 1
+        return result
+
+    async def _judge(self, judge: str, record: RecordDict, result: ItemResult) -> None:
+        from opsgate.evals.judge import PointwiseJudge
+
+        scorer = PointwiseJudge(
+            self.judge_client, judge, self.config.judge_repeats, metadata={"eval_run": "online"}, temperature=0.7
+        )
+        sample = Sample(DatasetItem(prompt=record.get("input_text") or "-"), result.output or "")
+        try:
+            score = await scorer.score(sample)
+            (result.scores or {})["judge"] = score.to_dict()
+        except ValueError as error:
+            self.counts["failed"] += 1
+            (result.scores or {})["judge"] = {"value": None, "passed": None, "details": {"error": str(error)[:200]}}
+
+    def measure(self, now: float | None = None) -> list[tuple[str, float]]:
+        """Write the eval_degradation SLI of each objective that has one; returns (objective, value)."""
+        from opsgate.slo.reader import RollupReader
+
+        now = time.time() if now is None else now
+        window = duration_seconds(self.config.window)
+        baseline = duration_seconds(self.config.baseline_window)
+        store = self._store()
+        written = []
+        for objective in self.objectives:
+            model, tenant = objective.filter.model, objective.filter.tenant
+            scope = tenant if tenant is not None else _any()
+            recent, n_recent = store.score_mean(model, self.config.quality_scorer, now - window, now, scope)
+            normal, n_normal = store.score_mean(
+                model, self.config.quality_scorer, now - window - baseline, now - window, scope
+            )
+            if recent is None or normal is None or min(n_recent, n_normal) < self.config.min_samples:
+                continue
+            degradation = max(0.0, (normal - recent) / normal) if normal > 0 else 0.0
+            RollupReader(store.store).add_measurement(objective.name, now, degradation, tenant)
+            self.counts["measurements"] += 1
+            written.append((objective.name, degradation))
+        return written
+
+
+def _any() -> Any:
+    from opsgate.evals.store import ANY_TENANT
+
+    return ANY_TENANT
+
+
+def _run_sync(scorer: Scorer, sample: Sample) -> Score:
+    """Run a scorer that does not await anything (the reference-free ones) without an event loop."""
+    coroutine = scorer.score(sample)
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    coroutine.close()
+    raise RuntimeError(f"scorer {scorer.name} awaits; it cannot run online")
+
+
+def quality(scores: dict[str, dict[str, Any]], asked_json: bool) -> Score:
+    """1 when the answer passes every available check: no refusal, no PII leak, not toxic, and valid JSON
+    when JSON was asked for; 0 otherwise."""
+    failed = []
+    for name in _QUALITY_PARTS:
+        if name == "json_valid" and not asked_json:
+            continue
+        passed = (scores.get(name) or {}).get("passed")
+        if passed is False:
+            failed.append(name)
+    return Score(0.0 if failed else 1.0, not failed, {"failed": failed} if failed else {})
+
+
+def _response(record: RecordDict) -> dict[str, Any] | None:
+    response = record.get("response")
+    if isinstance(response, str) and not response.startswith("enc:"):
+        try:
+            response = orjson.loads(response)
+        except orjson.JSONDecodeError:
+            return None
+    return response if isinstance(response, dict) else None
+
+
+def _logprobs(record: RecordDict) -> list[dict[str, Any]] | None:
+    """The record keeps a logprob summary (mean, min); a one-entry list at the mean gives its confidence."""
+    summary = (_response(record) or {}).get("logprobs")
+    if isinstance(summary, dict) and isinstance(summary.get("mean"), int | float):
+        return [{"logprob": float(summary["mean"])}]
+    return None
+
+
+def _asked_json(record: RecordDict) -> bool:
+    request = record.get("request")
+    if isinstance(request, str) and not request.startswith("enc:"):
+        try:
+            request = orjson.loads(request)
+        except orjson.JSONDecodeError:
+            return False
+    if not isinstance(request, dict):
+        return False
+    response_format = request.get("response_format")
+    return isinstance(response_format, dict) and response_format.get("type") in ("json_object", "json_schema")

@@ -1,0 +1,122 @@
+"""Online evaluation on a real gateway: samples scored after the response, stored as online run items,
+the eval_degradation SLI moved by worse answers, and a bounded sampler that drops (and counts)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+
+from opsgate.evals.online import quality
+from opsgate.evals.store import ANY_TENANT, EvalStore, ItemResult
+from tests.fake_upstream import FakeUpstream, Script
+from tests.support import start_gateway, wait_until
+
+
+def online_config(base_url: str, **online: Any) -> dict[str, Any]:
+    deployment = {"type": "openai", "base_url": base_url, "model": "m", "breaker": {"enabled": False}}
+    return {
+        "models": [{"name": "chat", "routing": {"retries": 0}, "deployments": [deployment]}],
+        "slo": {
+            "objectives": [
+                {
+                    "name": "chat-quality",
+                    "sli": "eval_degradation",
+                    "target": 0.05,
+                    "window": "1h",
+                    "filter": {"model": "chat"},
+                }
+            ]
+        },
+        "eval": {
+            "online": {
+                "enabled": True,
+                "sample": 1.0,
+                "window": "5m",
+                "baseline_window": "1d",
+                "min_samples": 5,
+                "measure_interval_seconds": 0.3,
+                "flush_seconds": 0.1,
+                **online,
+            }
+        },
+    }
+
+
+def chat(url: str, text: str, **extra: Any) -> httpx.Response:
+    body = {"model": "chat", "messages": [{"role": "user", "content": text}], **extra}
+    return httpx.post(url + "/v1/chat/completions", json=body, timeout=30)
+
+
+def test_sampled_answers_are_scored_and_move_the_quality_sli(upstream: FakeUpstream) -> None:
+    gateway = start_gateway(online_config(upstream.base_url))
+    try:
+        evaluator = gateway.app.state.gateway.online_eval
+        store = EvalStore(gateway.app.state.gateway.record_log.store)
+        # Yesterday's traffic was fine: the baseline window holds good answers.
+        run = store.ensure_online_run(None, "chat")
+        past = time.time() - 3600
+        good = {"quality": {"value": 1.0, "passed": True}}
+        store.write_results(
+            run,
+            None,
+            "chat",
+            [ItemResult(f"old{i}", None, "ok", output="fine", scores=good, ts=past) for i in range(30)],
+        )
+        upstream.script = Script(content="The answer is 4.")
+        for i in range(6):
+            assert chat(gateway.url, f"what is 2+2? {i}").status_code == 200
+        assert wait_until(lambda: evaluator.counts["scored"] >= 6, timeout=30)
+        assert wait_until(lambda: len(store.all_items(run)) >= 36, timeout=30)
+        item = next(i for i in store.all_items(run) if not i["item_key"].startswith("old"))
+        assert item["output"] == "The answer is 4." and item["request_id"] == item["item_key"]
+        assert item["scores"]["refusal"]["passed"] is True and item["scores"]["quality"]["value"] == 1.0
+        # Now the model starts refusing: quality drops and the SLI says so.
+        upstream.script = Script(content="I'm sorry, but I can't help with that.")
+        for i in range(14):
+            assert chat(gateway.url, f"what is 3+3? {i}").status_code == 200
+        assert wait_until(lambda: evaluator.counts["scored"] >= 20, timeout=30)
+
+        def degraded() -> float | None:
+            status = httpx.get(gateway.url + "/admin/slo", timeout=30).json()
+            objective = next(o for o in status["data"] if o["name"] == "chat-quality")
+            return objective["current"]
+
+        assert wait_until(lambda: (degraded() or 0) > 0.5, timeout=30), degraded()
+        status = httpx.get(gateway.url + "/admin/slo", timeout=30).json()
+        objective = next(o for o in status["data"] if o["name"] == "chat-quality")
+        assert objective["meets_target"] is False and objective["state"] == "ticket"
+        ready = httpx.get(gateway.url + "/readyz", timeout=30).json()["eval_online"]
+        assert ready["sampled"] >= 20 and ready["dropped_queue_full"] == 0
+        # The online run is a run like any other: the admin API lists it.
+        runs = httpx.get(gateway.url + "/admin/evals/runs", timeout=30).json()["data"]
+        assert any(r["id"] == run and r["kind"] == "online" for r in runs)
+    finally:
+        gateway.server.stop()
+
+
+def test_the_sampler_drops_and_counts_instead_of_slowing_the_gateway(upstream: FakeUpstream) -> None:
+    gateway = start_gateway(online_config(upstream.base_url, max_per_second=2, queue_size=1))
+    try:
+        evaluator = gateway.app.state.gateway.online_eval
+        for i in range(20):
+            assert chat(gateway.url, f"hello {i}").status_code == 200
+        counts = evaluator.counts
+        assert counts["dropped_rate"] + counts["dropped_queue_full"] >= 10
+        assert counts["sampled"] + counts["dropped_rate"] + counts["dropped_queue_full"] == 20
+        # Evaluation calls are never sampled.
+        before = counts["seen"], counts["sampled"] + counts["dropped_rate"] + counts["dropped_queue_full"]
+        chat(gateway.url, "judge me", metadata={"purpose": "eval"})
+        assert counts["sampled"] + counts["dropped_rate"] + counts["dropped_queue_full"] == before[1]
+    finally:
+        gateway.server.stop()
+
+
+def test_quality_combines_the_checks() -> None:
+    ok = {"refusal": {"passed": True}, "pii_leak": {"passed": True}, "toxicity": {"passed": True}}
+    assert quality(ok, asked_json=False).value == 1.0
+    assert quality({**ok, "json_valid": {"passed": False}}, asked_json=False).value == 1.0
+    assert quality({**ok, "json_valid": {"passed": False}}, asked_json=True).value == 0.0
+    assert quality({**ok, "refusal": {"passed": False}}, asked_json=False).details == {"failed": ["refusal"]}
+    assert ANY_TENANT is not None
