@@ -170,6 +170,8 @@ def test_card_look_alikes_need_a_prefix_or_a_card_word() -> None:
         ("DOB: 1990-01-02, blood type A", [("date_of_birth", "1990-01-02")]),
         ("she was born on March 3, 1985 in a taxi", [("date_of_birth", "March 3, 1985")]),
         ("date of birth 12/03/1985", [("date_of_birth", "12/03/1985")]),
+        ("DOB 1985/03/12, male", [("date_of_birth", "1985/03/12")]),
+        ("Date of Birth: 03-Mar-1985", [("date_of_birth", "03-Mar-1985")]),
         ("the applicant, aged 34, applied", [("age", "34")]),
         ("he is 61 years old", [("age", "61")]),
         ("a 45-year-old cyclist", [("age", "45")]),
