@@ -162,8 +162,9 @@ def _refuse_model(store_url: str, tmp_path: Path, model: str, on: bool) -> None:
         store.close()
 
 
-def test_refused_lines_are_counted_shown_and_replayable(store_url: str, tmp_path: Path) -> None:
-    log = started(store_url, tmp_path)
+@pytest.mark.parametrize("writer", ["thread", "process"])
+def test_refused_lines_are_counted_shown_and_replayable(store_url: str, tmp_path: Path, writer: str) -> None:
+    log = started(store_url, tmp_path, writer)
     try:
         assert log.writer is not None and log.writer.flush(timeout=30)  # migrated
         _refuse_model(store_url, tmp_path, "blocked", on=True)
