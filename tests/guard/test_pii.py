@@ -147,7 +147,8 @@ def test_phone_look_alikes_are_not(text: str) -> None:
 @pytest.mark.parametrize(
     ("text", "value"),
     [
-        ("card 5018 1234 5673 on file", "5018 1234 5673"),  # 12-digit Maestro: Luhn plus the card word
+        ("card 5018 1234 5673 on file", "5018 1234 5673"),  # 12-digit Maestro
+        ("use 5018 1234 5673 please", "5018 1234 5673"),  # Maestro's own range, no card word needed
         ("visa 4000 0000 0000 0000 006 works", "4000 0000 0000 0000 006"),  # 19 digits
         ("Diners 3056 6828 2330 27 too", "3056 6828 2330 27"),  # 14 digits
         ("ref 3530 1113 3330 0000 ok", "3530 1113 3330 0000"),  # JCB's prefix alone, no card word
@@ -159,7 +160,7 @@ def test_cards_by_luhn_over_every_length(text: str, value: str) -> None:
 
 
 def test_card_look_alikes_need_a_prefix_or_a_card_word() -> None:
-    assert DETECTOR.find("ref 5018 1234 5673 ok") == []  # 12 digits, Luhn-valid, no card word
+    assert DETECTOR.find("ref 5512 3456 7891 ok") == []  # 12 digits, Luhn-valid, not Maestro's range, no word
     assert DETECTOR.find("ref 7992 7398 7131 2342 ok") == []  # 16 digits, Luhn-valid, no issuer, no card word
     assert DETECTOR.find("card 5018 1234 5676 on file") == []  # Luhn fails
 

@@ -62,6 +62,7 @@ _SSN_CONTEXT = re.compile(r"(ssn|social security|social-security|tax id|taxpayer
 # Issuer prefixes (IIN ranges) of the card networks: Visa, Mastercard (51-55, 2221-2720), Amex, Diners,
 # Discover, JCB, UnionPay, Maestro (50, 56-69), Mir (2200-2204), RuPay (60, 65), Verve (506, 650).
 _CARD_PREFIX = re.compile(r"^(4|5[0-9]|2(2[0-9]|[3-6]\d|7[01]|720)|3[04578]|6)")
+_MAESTRO_12 = re.compile(r"^(5018|5020|5038|5893|6304|6759|676[1-3]|0604|6390)")
 # Luhn passes one random number in ten: an unknown prefix needs a card word before it.
 _CARD_CONTEXT = re.compile(
     r"(card|visa|mastercard|master card|amex|american express|credit|debit|maestro|"
@@ -96,8 +97,10 @@ def _card(value: str, before: str = "") -> bool:
     number = _digits(value)
     if not (12 <= len(number) <= 19 and luhn.is_valid(number)):
         return False
-    # 12-digit (Maestro) numbers are too common as other ids to go on the prefix alone.
-    return bool(_CARD_CONTEXT.search(before)) or (len(number) >= 13 and bool(_CARD_PREFIX.match(number)))
+    if _CARD_CONTEXT.search(before):
+        return True
+    # 12-digit numbers are common as other ids: only Maestro's own 4-digit ranges go without the word.
+    return bool((_MAESTRO_12 if len(number) == 12 else _CARD_PREFIX).match(number))
 
 
 def _iban(value: str) -> bool:
