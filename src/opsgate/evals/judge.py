@@ -27,13 +27,19 @@ from opsgate.evals.scoring import Sample, Score
 
 POINTWISE_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "properties": {"score": {"type": "integer", "minimum": 1, "maximum": 5}, "reason": {"type": "string"}},
+    "properties": {
+        "score": {"type": "integer", "minimum": 1, "maximum": 5},
+        "reason": {"type": "string", "maxLength": 200},
+    },
     "required": ["score", "reason"],
     "additionalProperties": False,
 }
 PAIRWISE_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "properties": {"winner": {"type": "string", "enum": ["1", "2", "tie"]}, "reason": {"type": "string"}},
+    "properties": {
+        "winner": {"type": "string", "enum": ["1", "2", "tie"]},
+        "reason": {"type": "string", "maxLength": 200},
+    },
     "required": ["winner", "reason"],
     "additionalProperties": False,
 }
