@@ -239,6 +239,6 @@ def roc(corpus: str | None, split: str, json_out: str | None) -> None:
         console.print(f"[red]no corpus at {path}[/red]: run from a checkout, or pass --corpus")
         raise SystemExit(EXIT_USAGE)
     result = detector_roc(path, split)
-    Console().print(render_markdown(result), markup=False)
+    click.echo(render_markdown(result))
     if json_out:
         Path(json_out).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
