@@ -79,15 +79,19 @@ class Fleet:
         return "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in self.directory.glob("*.log"))
 
 
+def load_grows(load: SteadyLoad, by: int) -> bool:
+    start = load.count()
+    return wait_until(lambda: load.count() > start + by, 60)
+
+
 def test_rolling_restart_under_load_fails_no_request(tmp_path: Path, paced: PacedUpstream) -> None:
     fleet = Fleet(tmp_path, paced).start()
     load = SteadyLoad(fleet.balancer.url, threads=4, prefix="roll")
     try:
         assert wait_until(lambda: load.count() > 40, 60)
         for name in list(fleet.replicas):
-            before = load.count()
             fleet.restart(name)
-            assert wait_until(lambda start=before: load.count() > start + 40, 60)  # both replicas serve again
+            assert load_grows(load, 40)  # both replicas serve again
         load.finish()
     finally:
         load.finish()
