@@ -3,7 +3,8 @@
 A scanner looks at one text — an input message or the model's answer — and says how risky it is
 (``score`` 0-1), whether that crosses its threshold (``verdict``), what it found (``details``) and,
 if it can, the text with the findings replaced (``sanitized_text``). Scanners are built once from
-config (patterns compiled then) and must be cheap and thread-safe: they run on the event loop.
+config (patterns compiled then) and must be cheap and thread-safe: small inputs are scanned on the
+event loop, large ones (and every input of a policy with an ``off_loop`` scanner) in a thread pool.
 """
 
 from __future__ import annotations
