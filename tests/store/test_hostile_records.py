@@ -3,6 +3,7 @@ lines a store refuses (counted, shown, replayable), on both stores and both writ
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,10 @@ import orjson
 import pytest
 from starlette.datastructures import QueryParams
 
-from opsgate.domain.config import RecordConfig
+from opsgate.domain.config import GatewayConfig, RecordConfig
+from opsgate.domain.context import JsonResult, RequestContext
 from opsgate.domain.errors import InvalidRequestError
+from opsgate.pipeline.record import MemorySink, RecordStage
 from opsgate.store.encoding import record_json, storable_json_text
 from opsgate.store.journal import Journal
 from opsgate.store.query import RecordQuery, check_params, query_from_params
@@ -239,3 +242,17 @@ def test_every_value_of_a_repeated_parameter_is_checked() -> None:
     with pytest.raises(InvalidRequestError):
         check_params({}, {"id": "x\u0000"})
     check_params(QueryParams([("tag", "a=b")]), {"id": "x"})
+
+
+def test_a_record_that_fails_to_build_is_still_written(tmp_path: Path) -> None:
+    # An odd upstream answer (an embedding entry that is not an object) broke building the record:
+    # "internal error in record", a 500 and no record. Now the essentials are recorded.
+    sink = MemorySink()
+    stage = RecordStage(GatewayConfig(), sink)
+    ctx = RequestContext(endpoint="embedding", raw_body=b"", headers={"x-request-id": "mine-1"}, request_id="gw-1")
+    response = asyncio.run(stage.after(ctx, JsonResult({"data": ["not an object"], "usage": {"prompt_tokens": 1}})))
+    assert response.status == 200
+    [written] = sink.records
+    assert written["id"] == "gw-1" and written["client_request_id"] == "mine-1" and written["status"] == 200
+    assert "AttributeError" in written["tags"]["record_error"]
+    assert orjson.loads(record_json(written))["endpoint"] == "embedding"
