@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from opsgate.evals.dataset import parse_item
+from opsgate.evals.runner import summarise_run
 from opsgate.evals.store import EvalStore, ItemResult
 from tests.fake_upstream import FakeUpstream
 from tests.support import Gateway, start_gateway
@@ -130,3 +131,34 @@ def test_dataset_items_of_another_tenant_never_leak_through_names(gateway: tuple
     store.save_dataset("b", "shared-name", [parse_item({"prompt": "b-secret-prompt"})])
     response = call(gw, "GET", "/admin/evals/datasets/shared-name", keys["a-dev"])
     assert response.status_code == 404 and "b-secret-prompt" not in response.text
+
+
+def test_ui_pages_are_scoped_and_escape(gateway: tuple[Gateway, dict[str, str]]) -> None:
+    gw, keys = gateway
+    store = EvalStore(gw.app.state.gateway.record_log.store)
+    version, _ = store.save_dataset("a", "ui-set", [parse_item({"prompt": "<script>alert(1)</script>"})])
+    runs = []
+    for output in ("<b>bold</b>", "plain"):
+        run = store.create_run("a", "alpha", dataset_id=version.id)
+        judge = {"value": 4.0, "passed": None, "details": {"reasons": ["ok", "fine"], "agreement": 1.0, "spread": 0.0}}
+        score = {"exact": {"value": 1.0, "passed": True}, "judge": judge}
+        store.write_results(
+            run,
+            "a",
+            "alpha",
+            [ItemResult("000000", 0, "ok", input="<script>x</script>", output=output, scores=score, latency_ms=5.0)],
+        )
+        store.finish_run(run, "completed", summarise_run(store, run))
+        runs.append(run)
+    page = call(gw, "GET", f"/ui/evals/runs/{runs[0]}", keys["a-dev"])
+    assert page.status_code == 200 and "&lt;b&gt;bold&lt;/b&gt;" in page.text and "<script>x" not in page.text
+    assert "ok / fine" in page.text
+    assert call(gw, "GET", f"/ui/evals/runs/{runs[0]}", keys["b-dev"]).status_code == 404
+    listing = call(gw, "GET", "/ui/evals", keys["a-dev"])
+    assert listing.status_code == 200 and runs[0] in listing.text
+    assert runs[0] not in call(gw, "GET", "/ui/evals", keys["b-dev"]).text
+    compare = call(gw, "GET", "/ui/evals/compare", keys["a-dev"], params={"baseline": runs[0], "candidate": runs[1]})
+    assert compare.status_code == 200 and "no significant difference" in compare.text
+    assert "data:image/png;base64," in compare.text
+    other = call(gw, "GET", "/ui/evals/compare", keys["b-dev"], params={"baseline": runs[0], "candidate": runs[1]})
+    assert other.status_code == 404

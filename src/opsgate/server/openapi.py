@@ -331,6 +331,9 @@ def _operations() -> dict[str, dict[str, dict[str, Any]]]:
                 ("/ui/errors", "Error groups"),
                 ("/ui/feedback", "Feedback KPIs"),
                 ("/ui/guard", "Guard events"),
+                ("/ui/evals", "Evaluation runs"),
+                ("/ui/evals/compare", "Compare two evaluation runs"),
+                ("/ui/evals/runs/{run}", "An evaluation run's items"),
             )
         },
         "/ui/login": {

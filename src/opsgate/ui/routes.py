@@ -35,6 +35,7 @@ from opsgate.store.crypto import KeyError_
 from opsgate.store.query import RecordQuery, parse_time, query_from_params
 from opsgate.store.record_log import RecordLog
 from opsgate.ui import views
+from opsgate.ui.eval_pages import eval_pages
 
 HERE = Path(__file__).parent
 COOKIE_NAME = "opsgate_key"
@@ -57,6 +58,7 @@ NAV = (
     ("errors", "/ui/errors", "Errors"),
     ("feedback", "/ui/feedback", "Feedback"),
     ("guard", "/ui/guard", "Guard"),
+    ("evals", "/ui/evals", "Evals"),
 )
 
 
@@ -314,5 +316,6 @@ def ui_routes(source: DashboardSource) -> list[BaseRoute]:
         Route("/ui/errors", dash.guarded("errors", dash.errors), methods=["GET"]),
         Route("/ui/feedback", dash.guarded("feedback", dash.feedback), methods=["GET"]),
         Route("/ui/guard", dash.guarded("guard", dash.guard), methods=["GET"]),
+        *eval_pages(dash),  # /ui/evals: runs, a run's items, a comparison (ui/eval_pages.py)
         Mount("/ui/static", app=StaticFiles(directory=HERE / "static"), name="ui-static"),
     ]
