@@ -7,7 +7,9 @@ policy scores confidence, the stage asks the model for logprobs itself and remov
 answer if the client did not ask. ``after`` scans the answer: block (422 ``output_blocked``; mid-
 stream, an error event ends the stream), redact, warn, log. Every verdict, score and time goes into
 ``ctx.tags["guard"]`` for the record; warnings also go to the ``x-opsgate-guard-warn`` header
-(for a stream, only those known before it starts).
+(for a stream, only those known before it starts). Messages a client lists in
+``x-opsgate-untrusted-messages`` (retrieved documents pasted into a user turn) are scanned as
+``tool`` content: the agent-directed injection checks and the ``tool_threshold`` apply.
 
 Input scanning has a time budget per request (the policy's ``time_budget_ms``). An input of more
 than ``_OFFLOAD_CHARS``, or any input when a scanner of the policy says ``off_loop`` (a model that
@@ -22,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +38,8 @@ from opsgate.guard.pii import restore, split_partial_placeholder
 from opsgate.pipeline.stage import PassStage
 
 WARN_HEADER = "x-opsgate-guard-warn"
+# Chat messages (0-based indexes) holding content the application fetched, not the user's words.
+UNTRUSTED_HEADER = "x-opsgate-untrusted-messages"
 _SCRATCH = "guard"
 _PARAM = {"chat": "messages", "completion": "prompt", "embedding": "input"}
 # Where a stream may be cut into windows without splitting an identifier: a line or sentence end.
@@ -55,15 +59,23 @@ class _State:
     output: dict[str, GuardEntry] = field(default_factory=dict)
 
 
-def _texts(body: object) -> list[tuple[str, str]]:
-    """(role, text) of every piece of input text, in order."""
+def _untrusted(headers: Mapping[str, str]) -> frozenset[int]:
+    """Indexes of the chat messages the client marks as untrusted (``x-opsgate-untrusted-messages: 2,4``)."""
+    value = headers.get(UNTRUSTED_HEADER) or ""
+    return frozenset(int(part) for part in value.replace(" ", "").split(",") if part.isdigit())
+
+
+def _texts(body: object, untrusted: frozenset[int] = frozenset()) -> list[tuple[str, str]]:
+    """(role, text) of every piece of input text, in order; a message marked untrusted reads as ``tool``."""
     if isinstance(body, ChatCompletionRequest):
         out: list[tuple[str, str]] = []
-        for message in body.messages:
+        for index, message in enumerate(body.messages):
+            # Retrieved content pasted into a user message is scanned as what it is: not the user's words.
+            role = "tool" if index in untrusted and message.role in ("user", "system", "developer") else message.role
             if isinstance(message.content, str):
-                out.append((message.role, message.content))
+                out.append((role, message.content))
             elif message.content:
-                out.extend((message.role, part.text or "") for part in message.content if part.type == "text")
+                out.extend((role, part.text or "") for part in message.content if part.type == "text")
         return out
     if isinstance(body, CompletionRequest):
         return [("user", body.prompt_text())]
@@ -152,7 +164,7 @@ class GuardStage(PassStage):
         if policy is None:
             return None
         context = ScanContext("input", model=ctx.alias.name if ctx.alias else None, tenant=tenant, vault=Vault())
-        texts = _texts(body)
+        texts = _texts(body, _untrusted(ctx.headers))
         tags: dict[str, Any] = {"policy": policy.name}
         ctx.tags["guard"] = tags
         state = _State(policy, context, [])
