@@ -20,7 +20,7 @@ from opsgate.store.encoding import record_json, storable_json_text
 from opsgate.store.journal import Journal
 from opsgate.store.query import RecordQuery, check_params, query_from_params
 from opsgate.store.record_log import RecordLog, open_store
-from opsgate.store.rejected import REJECTED_NAME
+from opsgate.store.rejected import REJECTED_NAME, RejectedLines, append_rejected
 from tests.support import wait_until
 
 
@@ -256,3 +256,21 @@ def test_a_record_that_fails_to_build_is_still_written(tmp_path: Path) -> None:
     assert written["id"] == "gw-1" and written["client_request_id"] == "mine-1" and written["status"] == 200
     assert "AttributeError" in written["tags"]["record_error"]
     assert orjson.loads(record_json(written))["endpoint"] == "embedding"
+
+
+def test_the_rejected_summary_reads_big_lines_in_pieces(tmp_path: Path) -> None:
+    lines = RejectedLines(tmp_path)
+    assert lines.summary() == {"pending": 0, "last_error": None, "last_at": None}
+    append_rejected(tmp_path, [{"error": "first", "at": 1.0, "line": "a" * 2_500_000}])
+    append_rejected(tmp_path, [{"error": "second", "at": 2.0, "line": "{}"}])
+    assert lines.summary() == {"pending": 2, "last_error": "second", "last_at": 2.0}
+    append_rejected(tmp_path, [{"error": "x" * 5000 + '"\u00e9', "at": 3.5, "line": "b" * 1_500_000}])
+    summary = lines.summary()
+    assert summary["pending"] == 3 and summary["last_error"] == "x" * 1000 and summary["last_at"] == 3.5
+    for size in (1 << 20, (1 << 20) - 1, (1 << 20) + 1):  # a newline at, before and after a read boundary
+        other = tmp_path / f"s{size}"
+        other.mkdir()
+        head = len(orjson.dumps({"error": "e", "at": 1.0, "line": ""})) + 1
+        append_rejected(other, [{"error": "e", "at": 1.0, "line": "c" * (size - head)}])
+        append_rejected(other, [{"error": "last", "at": 9.0, "line": "d"}])
+        assert RejectedLines(other).summary() == {"pending": 2, "last_error": "last", "last_at": 9.0}

@@ -13,9 +13,9 @@ it runs.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
+import re
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -26,6 +26,9 @@ import orjson
 from opsgate.store.sql import SqlRecordStore
 
 REJECTED_NAME = "rejected.jsonl.txt"
+MAX_ERROR_CHARS = 1000  # PostgreSQL's message can quote the whole failing row; the line itself is kept
+_HEAD_BYTES = 16 * 1024
+_HEAD = re.compile(rb'\{"error":("(?:[^"\\]|\\.)*")(?:,"at":([-0-9.eE+]+))?')
 
 
 def store_down(error: Exception) -> bool:
@@ -47,14 +50,31 @@ def refused_data(error: Exception) -> bool:
 def append_rejected(directory: Path, items: Iterable[dict[str, Any]]) -> Path:
     """Append refused lines (``{"error", "at", "line"}``) to the directory's rejected file."""
     path = directory / REJECTED_NAME
-    data = b"".join(orjson.dumps(item, default=str) + b"\n" for item in items)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    # Error and time first: /readyz reads them from the head of the last line without reading it all.
+    data = b"".join(
+        orjson.dumps(
+            {"error": str(item["error"])[:MAX_ERROR_CHARS], "at": float(item["at"]), "line": str(item["line"])}
+        )
+        + b"\n"
+        for item in items
+    )
+    while True:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            # A replay replaces the file while holding its lock: append to the file now at ``path``.
+            if _same_file(fd, path):
+                os.write(fd, data)
+                return path
+        finally:
+            os.close(fd)
+
+
+def _same_file(fd: int, path: Path) -> bool:
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    return path
+        return os.path.samestat(os.fstat(fd), path.stat())
+    except FileNotFoundError:
+        return False
 
 
 class RejectedLines:
@@ -78,14 +98,32 @@ class RejectedLines:
         key = (stat.st_size, stat.st_mtime_ns)
         if key != self._seen:
             self._seen = key
-            lines = [line for line in self.path.read_bytes().split(b"\n") if line.strip()]
-            last: dict[str, Any] = {}
-            if lines:
-                with contextlib.suppress(orjson.JSONDecodeError):
-                    parsed = orjson.loads(lines[-1])
-                    last = parsed if isinstance(parsed, dict) else {}
-            self._summary = {"pending": len(lines), "last_error": last.get("error"), "last_at": last.get("at")}
+            self._summary = _summarise(self.path)
         return dict(self._summary)
+
+
+def _summarise(path: Path) -> dict[str, Any]:
+    """Count the file's lines and read the last one's reason, in bounded memory (lines can be MBs)."""
+    pending, position = 0, 0
+    last_newline = before_last = -1  # file offsets of the last two newlines seen
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            found = chunk.count(b"\n")
+            if found:
+                pending += found
+                end = chunk.rfind(b"\n")
+                before = chunk.rfind(b"\n", 0, end) if found > 1 else -1
+                before_last = position + before if before >= 0 else last_newline
+                last_newline = position + end
+            position += len(chunk)
+        handle.seek(before_last + 1)
+        head = handle.read(_HEAD_BYTES)
+    # The error and time come first in each entry (append_rejected), so the head of the line holds them.
+    match = _HEAD.match(head)
+    if not pending or match is None:
+        return {"pending": pending, "last_error": None, "last_at": None}
+    error = orjson.loads(match.group(1))
+    return {"pending": pending, "last_error": error, "last_at": float(match.group(2)) if match.group(2) else None}
 
 
 def replay_rejected(directory: Path, store: SqlRecordStore) -> dict[str, int]:
@@ -96,12 +134,16 @@ def replay_rejected(directory: Path, store: SqlRecordStore) -> dict[str, int]:
     """
     path = directory / REJECTED_NAME
     counts = {"stored": 0, "duplicates": 0, "still_rejected": 0, "unreadable": 0}
-    try:
-        fd = os.open(path, os.O_RDWR)
-    except FileNotFoundError:
-        return counts
-    try:
+    while True:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return counts
         fcntl.flock(fd, fcntl.LOCK_EX)  # the writer waits to append while we replay
+        if _same_file(fd, path):
+            break
+        os.close(fd)  # another replay replaced it meanwhile: lock the file there now
+    try:
         with os.fdopen(os.dup(fd), "rb") as handle:
             entries = [line for line in handle.read().split(b"\n") if line.strip()]
         kept: list[bytes] = []
@@ -122,13 +164,18 @@ def replay_rejected(directory: Path, store: SqlRecordStore) -> dict[str, int]:
                     counts["still_rejected"] += len(entries) - index
                     break
                 counts["still_rejected"] += 1
-                kept.append(orjson.dumps({**item, "error": f"{type(error).__name__}: {error}", "at": time.time()}))
+                reason = f"{type(error).__name__}: {error}"[:MAX_ERROR_CHARS]
+                kept.append(orjson.dumps({"error": reason, "at": time.time(), "line": item["line"]}))
                 continue
             counts["stored" if inserted else "duplicates"] += 1
-        # Rewritten in place under the lock (never unlinked: a writer waiting for the lock holds
-        # this file open and appends to it next).
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, b"".join(entry + b"\n" for entry in kept), 0)
+        # Written beside it and swapped in under the lock: a crash at any point leaves one whole
+        # file. A writer waiting for the old file's lock sees it was replaced and appends to the new.
+        fresh = path.with_name(f".{REJECTED_NAME}.{os.getpid()}.tmp")
+        with open(fresh, "wb") as out:
+            out.write(b"".join(entry + b"\n" for entry in kept))
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(fresh, path)
     finally:
         os.close(fd)
     return counts

@@ -18,7 +18,7 @@ from typing import Any
 
 from opsgate.domain.config import RetentionConfig
 from opsgate.store.journal import SegmentSet
-from opsgate.store.rejected import append_rejected, refused_data, store_down
+from opsgate.store.rejected import MAX_ERROR_CHARS, append_rejected, refused_data, store_down
 from opsgate.store.sql import SqlRecordStore
 
 log = logging.getLogger("opsgate.store.writer")
@@ -253,7 +253,7 @@ class RecordWriter:
                 errors.append(error)
                 rejected.append(
                     {
-                        "error": f"{type(error).__name__}: {error}",
+                        "error": f"{type(error).__name__}: {error}"[:MAX_ERROR_CHARS],
                         "at": time.time(),
                         "line": line.decode(errors="replace"),
                     }
