@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from importlib.metadata import EntryPoint
+from pathlib import Path
 
 import pytest
 import sacrebleu
@@ -12,7 +13,9 @@ from rouge_score import rouge_scorer
 
 from opsgate.evals.dataset import parse_item
 from opsgate.evals.judge import POINTWISE_SCHEMA, agreement, parse_verdict
+from opsgate.evals.scorers_model import cosine
 from opsgate.evals.scoring import Sample, ScorerError, ScorerRegistry
+from tests.fake_upstream import FakeUpstream
 
 REGISTRY = ScorerRegistry(extra=[])
 
@@ -111,3 +114,23 @@ async def test_custom_scorer_scores() -> None:
     scorer = ScorerRegistry(extra=[entry]).build("word_overlap")
     result = await scorer.score(sample("the cat sat", "the cat ran"))
     assert result.value == pytest.approx(2 / 3)
+
+
+async def test_embedding_similarity_through_the_gateway(tmp_path: Path, upstream: FakeUpstream) -> None:
+    from opsgate.domain.config import parse_config
+    from opsgate.evals.client import gateway_client
+
+    deployment = {"type": "openai", "base_url": upstream.base_url, "model": "e"}
+    config = parse_config(
+        {
+            "models": [{"name": "emb", "kind": "embedding", "deployments": [deployment]}],
+            "record": {"store": f"sqlite:///{tmp_path}/r.db", "journal_dir": str(tmp_path / "j")},
+        }
+    )
+    async with gateway_client(config=config) as client:
+        scorer = REGISTRY.build("embedding:emb", client)
+        result = await scorer.score(sample("an answer", "a reference"))
+    assert result.value == pytest.approx(1.0)  # the fake upstream gives every text the same vector
+    body = upstream.requests[-1]["body"]
+    assert body["input"] == ["an answer", "a reference"] and body["user"] == "opsgate-eval"
+    assert cosine([1.0, 0.0], [0.0, 1.0]) == 0.0

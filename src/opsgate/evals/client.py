@@ -8,11 +8,12 @@ pass the whole pipeline — auth, limits, guard, routing — and are recorded li
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import orjson
@@ -45,12 +46,159 @@ def cost_of(price: Price | None, prompt: int | None, completion: int | None) -> 
     return (prompt * price.input_per_million + completion * price.output_per_million) / 1_000_000
 
 
+class TransportFailure(Exception):
+    """The call did not get an HTTP answer (connection refused, reset, timed out)."""
+
+
+class Poster(Protocol):
+    """POSTs a JSON body to a path under the gateway's ``/v1``; returns status, x-request-id and body."""
+
+    async def post(
+        self, path: str, body: bytes, headers: dict[str, str], limit_s: float
+    ) -> tuple[int, str | None, bytes]:
+        """One request (TransportFailure when there is no answer)."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+class HttpxPoster:
+    """Through an ``httpx.AsyncClient`` (in-process: its ASGITransport reaches the app without a socket)."""
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self.http = http
+
+    async def post(
+        self, path: str, body: bytes, headers: dict[str, str], limit_s: float
+    ) -> tuple[int, str | None, bytes]:
+        """One request."""
+        try:
+            response = await self.http.post(path, content=body, headers=headers, timeout=limit_s)
+        except httpx.HTTPError as error:
+            raise TransportFailure(f"{type(error).__name__}: {error}") from None
+        return response.status_code, response.headers.get("x-request-id"), response.content
+
+    async def close(self) -> None:
+        """Close the client."""
+        await self.http.aclose()
+
+
+class AsgiPoster:
+    """Straight into the ASGI app (in-process): the whole app — middleware, access control, pipeline —
+    without a socket or an HTTP client. A hand-built scope costs a fraction of httpx's ASGITransport,
+    and the harness shares its process with the gateway, so the client's cost is the gateway's loss."""
+
+    def __init__(self, app: Any, headers: dict[str, str], client: tuple[str, int] = ("127.0.0.1", 50000)) -> None:
+        self.app = app
+        self.base_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        self.client = client
+
+    async def post(
+        self, path: str, body: bytes, headers: dict[str, str], limit_s: float
+    ) -> tuple[int, str | None, bytes]:
+        """One request through the app."""
+        raw_path = ("/v1/" + path).encode()
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": raw_path.decode(),
+            "raw_path": raw_path,
+            "query_string": b"",
+            "root_path": "",
+            "headers": [
+                (b"host", b"opsgate.local"),
+                (b"content-length", str(len(body)).encode()),
+                *self.base_headers,
+                *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()),
+            ],
+            "client": self.client,
+            "server": ("opsgate.local", 80),
+            "state": {},
+        }
+        finished = asyncio.Event()
+        delivered = False
+        status = 0
+        request_id: str | None = None
+        chunks: list[bytes] = []
+
+        async def receive() -> dict[str, Any]:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await finished.wait()  # the client stays connected until the answer is complete
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            nonlocal status, request_id
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                for key, value in message.get("headers") or []:
+                    if key.lower() == b"x-request-id":
+                        request_id = value.decode("latin-1")
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body"):
+                    finished.set()
+
+        try:
+            async with asyncio.timeout(limit_s):
+                await self.app(scope, receive, send)
+        except TimeoutError:
+            raise TransportFailure(f"no answer within {limit_s:.0f} s") from None
+        finally:
+            finished.set()
+        if not status:
+            raise TransportFailure("the app sent no response")
+        return status, request_id, b"".join(chunks)
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
+class AiohttpPoster:
+    """Over HTTP with aiohttp (a running gateway): its per-request cost is several times httpx's, which
+    decides the harness's speed at hundreds of items a second (as for the gateway's own upstream calls)."""
+
+    def __init__(self, base_url: str, headers: dict[str, str], connections: int) -> None:
+        import aiohttp
+
+        self._aiohttp = aiohttp
+        self.base_url = base_url.rstrip("/") + "/"
+        self.session = aiohttp.ClientSession(
+            headers=headers, connector=aiohttp.TCPConnector(limit=connections), raise_for_status=False
+        )
+
+    async def post(
+        self, path: str, body: bytes, headers: dict[str, str], limit_s: float
+    ) -> tuple[int, str | None, bytes]:
+        """One request."""
+        aiohttp = self._aiohttp
+        try:
+            async with self.session.post(
+                self.base_url + path, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=limit_s)
+            ) as response:
+                content = await response.read()
+                return response.status, response.headers.get("x-request-id"), content
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise TransportFailure(f"{type(error).__name__}: {error}") from None
+
+    async def close(self) -> None:
+        """Close the session."""
+        await self.session.close()
+
+
 class GatewayClient:
     """Chat and embedding calls through a gateway's ``/v1``."""
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: Poster,
         prices: dict[str, Price] | None = None,
         timeout: float = 120.0,
     ) -> None:
@@ -69,27 +217,26 @@ class GatewayClient:
         body = {"model": model, "messages": messages, "metadata": metadata, **params}
         started = time.perf_counter()
         try:
-            response = await self.http.post(
+            status, request_id, content = await self.http.post(
                 "chat/completions",
-                content=orjson.dumps(body),
-                headers={"Content-Type": "application/json", "Cache-Control": "no-cache"},
-                timeout=self.timeout,
+                orjson.dumps(body),
+                {"Content-Type": "application/json", "Cache-Control": "no-cache"},
+                self.timeout,
             )
-        except httpx.HTTPError as error:
+        except TransportFailure as error:
             elapsed = (time.perf_counter() - started) * 1000
-            return CallResult(False, error=f"{type(error).__name__}: {error}"[:500], latency_ms=elapsed)
+            return CallResult(False, error=str(error)[:500], latency_ms=elapsed)
         elapsed = (time.perf_counter() - started) * 1000
-        request_id = response.headers.get("x-request-id")
         try:
-            data = orjson.loads(response.content)
+            data = orjson.loads(content)
         except orjson.JSONDecodeError:
             data = None
-        if response.status_code != 200 or not isinstance(data, dict):
-            message = _error_message(data) or response.text[:300]
+        if status != 200 or not isinstance(data, dict):
+            message = _error_message(data) or content[:300].decode("utf-8", "replace")
             return CallResult(
                 False,
-                status=response.status_code,
-                error=f"HTTP {response.status_code}: {message}",
+                status=status,
+                error=f"HTTP {status}: {message}",
                 request_id=request_id,
                 latency_ms=elapsed,
             )
@@ -115,17 +262,21 @@ class GatewayClient:
     async def embed(self, model: str, texts: list[str], metadata: dict[str, str]) -> list[list[float]]:
         """Embeddings of ``texts`` (raises ValueError with the gateway's message on failure)."""
         try:
-            response = await self.http.post(
+            status, _, content = await self.http.post(
                 "embeddings",
-                content=orjson.dumps({"model": model, "input": texts}),
-                headers={"Content-Type": "application/json"},
-                timeout=self.timeout,
+                # Embeddings have no metadata field upstream: the record shows these by their user.
+                orjson.dumps({"model": model, "input": texts, "user": metadata.get("eval_user", "opsgate-eval")}),
+                {"Content-Type": "application/json"},
+                self.timeout,
             )
-        except httpx.HTTPError as error:
-            raise ValueError(f"embedding call failed: {type(error).__name__}: {error}") from None
-        data = orjson.loads(response.content) if response.content else None
-        if response.status_code != 200 or not isinstance(data, dict):
-            raise ValueError(f"embedding call failed: HTTP {response.status_code}: {_error_message(data)}")
+        except TransportFailure as error:
+            raise ValueError(f"embedding call failed: {error}") from None
+        try:
+            data = orjson.loads(content)
+        except orjson.JSONDecodeError:
+            data = None
+        if status != 200 or not isinstance(data, dict):
+            raise ValueError(f"embedding call failed: HTTP {status}: {_error_message(data)}")
         rows = sorted(data.get("data") or [], key=lambda d: d.get("index", 0))
         return [list(map(float, row["embedding"])) for row in rows]
 
@@ -150,13 +301,13 @@ async def gateway_client(
     connections: int = 64,
 ) -> AsyncIterator[GatewayClient]:
     """A client for a running gateway (``base_url``, its ``/v1``) or for ``config`` served in-process."""
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     prices = {m.name: m.price for m in config.models if m.price is not None} if config is not None else {}
     if base_url is not None:
-        async with httpx.AsyncClient(
-            base_url=base_url.rstrip("/") + "/", headers=_headers(api_key), limits=limits
-        ) as http:
-            yield GatewayClient(http, prices, call_timeout)
+        poster = AiohttpPoster(base_url, _headers(api_key), connections)
+        try:
+            yield GatewayClient(poster, prices, call_timeout)
+        finally:
+            await poster.close()
         return
     if config is None:
         raise ValueError("give base_url or config")
@@ -164,8 +315,4 @@ async def gateway_client(
 
     app = create_app(config)
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://opsgate.local/v1/", headers=_headers(api_key), limits=limits
-        ) as http:
-            yield GatewayClient(http, prices, call_timeout)
+        yield GatewayClient(AsgiPoster(app, _headers(api_key)), prices, call_timeout)

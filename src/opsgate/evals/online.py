@@ -147,22 +147,18 @@ class OnlineEvaluator:
             await asyncio.gather(self._task, return_exceptions=True)
         self.queue = None
         if self.judge_client is not None:
-            await self.judge_client.http.aclose()
+            await self.judge_client.http.close()
             self.judge_client = None
 
     def attach_app(self, app: Any) -> None:
         """Judge calls go to ``app``'s own ``/v1`` in-process (recorded like any request)."""
         if not self.config.judge and not any(m.judge for m in self.config.models.values()):
             return
-        import httpx
+        from opsgate.evals.client import AsgiPoster, GatewayClient
 
-        from opsgate.evals.client import GatewayClient
-
-        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50001))
         key = self.config.judge_api_key
         headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key is not None else {}
-        http = httpx.AsyncClient(transport=transport, base_url="http://opsgate.local/v1/", headers=headers)
-        self.judge_client = GatewayClient(http, timeout=120.0)
+        self.judge_client = GatewayClient(AsgiPoster(app, headers, ("127.0.0.1", 50001)), timeout=120.0)
 
     def status(self) -> dict[str, Any]:
         """Counters for ``/readyz``."""
