@@ -266,3 +266,23 @@ def test_after_the_hostile_run_a_burst_of_normal_requests_is_fully_stored(target
     # No hostile input may have been refused by the store (NUL, huge lines, odd numbers all store).
     assert status["rejected"]["pending"] == 0 and status["rejected"]["set_aside"] == 0, status
     assert status["state"] == "ok", status
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"role": "viewer", "expires_at": 1e400}',
+        b'{"role": "viewer", "expires_at": -1e400}',
+        b'{"role": "viewer", "expires_at": 1e300}',
+        b'{"role": "viewer", "expires_in": "99999999999999999999999w"}',
+        b'{"role": "viewer", "name": "a\\u0000b", "expires_at": 18446744073709551616}',
+    ],
+)
+def test_admin_key_bodies_with_impossible_times_are_refused(target: Target, raw: bytes) -> None:
+    response = target.post("/admin/keys", raw=raw)
+    assert response.status_code == 400, response.text
+    created = target.post("/admin/keys", {"role": "viewer", "expires_in": "1h"})
+    assert created.status_code == 201, created.text
+    key_id = created.json()["id"]
+    rotated = target.post(f"/admin/keys/{key_id}/rotate", raw=b'{"grace_seconds": 1e400}')
+    assert rotated.status_code == 400, rotated.text

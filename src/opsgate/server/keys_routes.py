@@ -88,8 +88,8 @@ def _spec(body: dict[str, Any], request: Request) -> KeySpec:
         if not isinstance(expires_in, str):
             raise InvalidRequestError("expires_in is a duration such as 30d or 12h.", param="expires_in")
         expires_at = time.time() + parse_duration(expires_in, "expires_in")
-    if expires_at is not None and (not isinstance(expires_at, int | float) or isinstance(expires_at, bool)):
-        raise InvalidRequestError("expires_at is epoch seconds.", param="expires_at")
+    if expires_at is not None and not _finite_number(expires_at, 0, _YEAR_9999):
+        raise InvalidRequestError("expires_at is epoch seconds (before the year 9999).", param="expires_at")
     return KeySpec(
         tenant=tenant,
         role=role,
@@ -144,12 +144,20 @@ async def get_key(request: Request, keys: KeyStore, authenticator: Authenticator
     return json_response(info.to_json())
 
 
+_YEAR_9999 = 253_402_300_800.0  # epoch seconds; past it datetimes (and the stores' times) overflow
+
+
+def _finite_number(value: object, low: float, high: float) -> bool:
+    """A JSON number (not a bool) in ``[low, high]``; ``1e400`` parses as infinity and is not one."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= high
+
+
 async def rotate_key(request: Request, keys: KeyStore, authenticator: Authenticator) -> Response:
     """``POST /admin/keys/{id}/rotate`` with optional ``{"grace_seconds": N}``: a new secret; the old one lapses."""
     body = await _json_object(request)
     grace = body.get("grace_seconds", authenticator.config.rotation_grace_seconds)
-    if not isinstance(grace, int | float) or isinstance(grace, bool) or grace < 0:
-        raise InvalidRequestError("grace_seconds must be a number >= 0.", param="grace_seconds")
+    if not _finite_number(grace, 0, 366 * 86400):
+        raise InvalidRequestError("grace_seconds must be a number from 0 to a year.", param="grace_seconds")
     key_id = request.path_params["id"]
     created = await run_in_threadpool(keys.rotate, key_id, actor_of(request), float(grace), _scope(request))
     authenticator.forget()

@@ -28,6 +28,8 @@ def public_readiness(body: dict[str, Any]) -> dict[str, Any]:
     for name, state in body.items():
         if isinstance(state, dict) and isinstance(state.get("healthy"), bool):
             components[name] = "healthy" if state["healthy"] else "unhealthy"  # record, limits, cache…
+            if state["healthy"] and state.get("state") == "degraded":
+                components[name] = "degraded"  # the record store refused lines that wait for replay
     return {
         "status": body.get("status"),
         "deployments": deployments,
