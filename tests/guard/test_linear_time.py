@@ -47,7 +47,7 @@ NEAR_MISSES = {
 }
 
 
-def best_ms(call: Callable[[], object], runs: int = 5) -> float:
+def best_ms(call: Callable[[], object], runs: int = 7) -> float:
     best = float("inf")
     for _ in range(runs):
         started = time.perf_counter()
@@ -83,8 +83,8 @@ def test_adversarial_input_at_the_size_limit_scans_in_linear_time(
     quarter_ms = best_ms(lambda: scan(quarter))
     # The old engine took 400-600 ms on 25 KB of the worst of these; linear scans take a few ms.
     assert full_ms < 150, f"{scanner} on {shape}: {full_ms:.1f} ms for {LIMIT} chars"
-    # 4x the text may cost at most ~4x (with slack for timer noise on a small base).
-    assert full_ms <= 6 * quarter_ms + 10, f"{scanner} on {shape}: {quarter_ms:.1f} ms -> {full_ms:.1f} ms"
+    # 4x the text may cost ~4x; quadratic would be 16x (slack for a shared, loaded machine).
+    assert full_ms <= 8 * quarter_ms + 20, f"{scanner} on {shape}: {quarter_ms:.1f} ms -> {full_ms:.1f} ms"
 
 
 def test_every_signal_and_secret_pattern_runs_on_the_linear_engine() -> None:

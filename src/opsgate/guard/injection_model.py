@@ -16,7 +16,8 @@ import math
 import re
 import unicodedata
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,8 @@ MODEL_PATH = Path(__file__).parent / "data" / "injection_model.npz"
 WINDOW = 48  # tokens per window
 STRIDE = 24  # windows overlap by half, so an instruction is whole in at least one of them
 _TOKEN = re.compile(r"\w+|[^\w\s]")  # a run of word characters or one symbol (linear: no nesting)
+_HASH_MASK = (1 << 46) - 1  # unknown features' keys: -1 - (hash & mask), so key + _KEY_OFFSET fits 48 bits
+_KEY_OFFSET = 1 << 47
 _MAX_GRAM_CHARS = 64  # character trigrams from at most this much of one token (CJK runs are long)
 # Zero-width and format characters, and the Unicode tag block (U+E0000-E007F: "ASCII smuggling",
 # decoded separately by ``injection_decoders``).
@@ -99,6 +102,20 @@ class InjectionModel:
         self.weights = weights
         self.bias = bias
         self.calibration = calibration
+        # A token's or a pair's feature keys depend only on the vocabulary: cached across texts (a
+        # chat re-sends its history every turn), bounded because tokens come from clients.
+        self._token_keys = lru_cache(maxsize=100_000)(self._keys_of_token)
+        self._pair_key = lru_cache(maxsize=200_000)(self._key_of_pair)
+
+    def _key(self, feature: str) -> int:
+        index = self.vocabulary.get(feature)
+        return index if index is not None else -1 - (hash(feature) & _HASH_MASK)
+
+    def _keys_of_token(self, token: str) -> tuple[tuple[int, ...], frozenset[str]]:
+        return tuple(self._key(f) for f in token_features(token)), frozenset(concepts([token]))
+
+    def _key_of_pair(self, first: str, second: str) -> int:
+        return self._key(f"b:{first} {second}")
 
     @classmethod
     def load(cls, path: Path = MODEL_PATH) -> InjectionModel:
@@ -128,41 +145,79 @@ class InjectionModel:
     def window_logits(self, text: str) -> list[float]:
         """The logit of each window of ``text``: bias + weights of its known features / sqrt(all its features).
 
-        The same features as ``window_features`` (what training saw), computed once per distinct
-        token and token pair as integer keys — a known feature is its vocabulary index, an unknown
-        one a negative number from its hash — so a window costs set unions of small ints.
+        The same features as ``window_features`` (what training saw; a parity test holds them
+        equal), but computed with numpy: each distinct token and token pair is turned into integer
+        keys once (a known feature is its vocabulary index, an unknown one a negative number from
+        its hash), windows are pairs of half-window blocks, and one sort of (window, key) finds
+        each window's distinct features.
         """
         toks = tokens(text)
         if len(toks) <= WINDOW:
             return self._logits_of(window_features(toks))
-        vocabulary, weights = self.vocabulary, self.weights
-
-        def key(feature: str) -> int:
-            index = vocabulary.get(feature)
-            return index if index is not None else -1 - (hash(feature) & 0x7FFFFFFFFFFF)
-
-        token_keys = {t: [key(f) for f in token_features(t)] for t in set(toks)}
-        token_concepts = {t: concepts([t]) for t in token_keys}
-        pair_keys: dict[tuple[str, str], int] = {}
-        out = []
-        for start in range(0, max(1, len(toks) - WINDOW + STRIDE), STRIDE):
-            part = toks[start : start + WINDOW]
-            keys: set[int] = set()
-            found: set[str] = set()
-            for index, token in enumerate(part):
-                keys.update(token_keys[token])
-                found |= token_concepts[token]
-                if index + 1 < len(part):
-                    pair = (token, part[index + 1])
-                    pair_key = pair_keys.get(pair)
-                    if pair_key is None:
-                        pair_key = pair_keys[pair] = key(f"b:{token} {part[index + 1]}")
-                    keys.add(pair_key)
-            keys.update(key(f) for f in features_of(found))
-            known = np.fromiter((k for k in keys if k >= 0), dtype=np.int64)
-            known.sort()
-            out.append(self.bias + float(weights[known].sum(dtype=np.float64)) / math.sqrt(len(keys)))
-        return out
+        key = self._key
+        distinct: dict[str, int] = {}
+        ids = np.fromiter((distinct.setdefault(t, len(distinct)) for t in toks), dtype=np.int64, count=len(toks))
+        names = list(distinct)
+        cached = [self._token_keys(t) for t in names]
+        per_token = [keys for keys, _ in cached]
+        concept_sets = [found for _, found in cached]
+        pair_key = self._pair_key
+        pair_keys = np.fromiter((pair_key(a, b) for a, b in pairwise(toks)), dtype=np.int64, count=len(toks) - 1)
+        unique_lengths = np.array([len(k) for k in per_token], dtype=np.int64)
+        flat = np.fromiter((k for keys in per_token for k in keys), dtype=np.int64, count=int(unique_lengths.sum()))
+        first = np.cumsum(unique_lengths) - unique_lengths
+        lengths = unique_lengths[ids]
+        ends = np.cumsum(lengths)
+        within = np.arange(int(ends[-1])) - np.repeat(ends - lengths, lengths)
+        token_keys = flat[np.repeat(first[ids], lengths) + within]
+        token_pos = np.repeat(np.arange(len(toks)), lengths)
+        starts = np.arange(0, max(1, len(toks) - WINDOW + STRIDE), STRIDE)
+        window_ids, all_keys = [], []
+        for offset in range(WINDOW // STRIDE):
+            # Window w holds positions [w*S, w*S+W): the occurrence at p is in windows p//S - offset.
+            for positions, keys, last in (
+                (token_pos, token_keys, WINDOW),
+                (np.arange(len(toks) - 1), pair_keys, WINDOW - 1),
+            ):
+                window = positions // STRIDE - offset
+                inside = (window >= 0) & (window < len(starts)) & (positions - window * STRIDE < last)
+                window_ids.append(window[inside])
+                all_keys.append(keys[inside])
+        # Concepts as bit masks: a window's concepts are the OR of its two blocks' masks.
+        bits: dict[str, int] = {}
+        masks = np.array(
+            [sum(1 << bits.setdefault(c, len(bits)) for c in found) for found in concept_sets], dtype=np.int64
+        )[ids]
+        block_masks = np.bitwise_or.reduceat(masks, np.arange(0, len(toks), STRIDE))
+        concept_of_bit = sorted(bits, key=bits.__getitem__)
+        extra_keys: list[int] = []
+        extra_windows: list[int] = []
+        keys_of_mask: dict[int, list[int]] = {}
+        for w in range(len(starts)):
+            mask = int(block_masks[w]) | (int(block_masks[w + 1]) if w + 1 < len(block_masks) else 0)
+            if not mask:
+                continue
+            mask_keys = keys_of_mask.get(mask)
+            if mask_keys is None:
+                found = {c for i, c in enumerate(concept_of_bit) if mask >> i & 1}
+                mask_keys = keys_of_mask[mask] = [key(f) for f in features_of(found)]
+            extra_keys += mask_keys
+            extra_windows += [w] * len(mask_keys)
+        window_ids.append(np.array(extra_windows, dtype=np.int64))
+        all_keys.append(np.array(extra_keys, dtype=np.int64))
+        windows = np.concatenate(window_ids)
+        keys = np.concatenate(all_keys)
+        combined = np.sort((windows << 48) | (keys + _KEY_OFFSET))
+        combined = combined[np.concatenate(([True], combined[1:] != combined[:-1]))]  # distinct (window, key)
+        window_of = combined >> 48
+        key_of = (combined & ((1 << 48) - 1)) - _KEY_OFFSET
+        counts = np.bincount(window_of, minlength=len(starts))
+        known = key_of >= 0
+        sums = np.bincount(
+            window_of[known], weights=self.weights[key_of[known]].astype(np.float64), minlength=len(starts)
+        )
+        logits: list[float] = (self.bias + sums / np.sqrt(np.maximum(counts, 1))).tolist()
+        return logits
 
     def _logits_of(self, windows: list[set[str]]) -> list[float]:
         """Window logits from feature-string sets (the reference path: short texts, and the tests)."""
