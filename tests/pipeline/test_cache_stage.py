@@ -20,8 +20,8 @@ from opsgate.backends.registry import ModelRegistry
 from opsgate.cache.memory_store import ENTRY_OVERHEAD
 from opsgate.domain.config import Price, parse_config
 from opsgate.domain.context import GatewayResponse, JsonResult, RequestContext
+from opsgate.domain.pricing import cost_of
 from opsgate.pipeline.cache import CacheStage
-from opsgate.pipeline.record import cost_of
 from opsgate.pipeline.stage import PassStage, Pipeline
 from opsgate.pipeline.validation import ValidationStage
 from tests.fake_upstream import FakeUpstream, Script

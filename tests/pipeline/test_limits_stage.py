@@ -316,3 +316,22 @@ def test_a_rule_for_an_unknown_model_is_a_config_error(upstream: FakeUpstream) -
     config = gateway_config(upstream, {"rules": [{"per": "user", "model": "nope", "requests_per_minute": 1}]})
     with pytest.raises(ConfigError, match=r"limits.rules\[0\].model: no model named 'nope'"):
         create_app(parse_config(config))
+
+
+def test_the_record_and_the_budget_price_what_served(upstream: FakeUpstream) -> None:
+    """Alias price 1, deployment price 100: the record's cost and the budget's count are both at 100."""
+    raw = chat_body(max_tokens=10)
+    dear = {"input_per_million": 100_000_000, "output_per_million": 100_000_000}
+    reserved, used = 100.0 * estimate(raw, 10), UPSTREAM_PROMPT_TOKENS + upstream.script.words
+    # Room for one request and half of another at 100 a token; at 1 a token there would be room for many.
+    budget = reserved + 50.0 * used
+    config = gateway_config(upstream, {"rules": [{"per": "user", "spend_per_day": budget}]}, price=DOLLAR_A_TOKEN)
+    config["models"][0]["deployments"][0]["price"] = dear
+    with serving(config) as gateway:
+        first = post(gateway, raw)
+        assert first.status_code == 200
+        (record,) = gateway.records_for(first.headers["x-request-id"])
+        refused = post(gateway, raw)
+    assert record["deployment"] == "up#0" and record["cost"] == pytest.approx(100.0 * used)
+    assert refused.status_code == 429
+    assert refused.json()["error"]["message"].startswith(f"spend_per_day for user alice: {record['cost']:g} of ")

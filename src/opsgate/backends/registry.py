@@ -13,6 +13,7 @@ from opsgate.domain.config import (
     SentenceEmbeddingDeployment,
     UpstreamDeployment,
 )
+from opsgate.domain.pricing import deployment_label
 from opsgate.integrity.monitor import IntegrityMonitor
 
 log = logging.getLogger("opsgate.backends")
@@ -21,7 +22,7 @@ log = logging.getLogger("opsgate.backends")
 def build_backend(alias: ModelAlias, index: int) -> Backend:
     """The backend for ``alias.deployments[index]``; heavy imports happen only for what is used."""
     deployment = alias.deployments[index]
-    label = f"{alias.name}#{index}"
+    label = deployment_label(alias.name, index)
     if isinstance(deployment, LlamaCppDeployment):
         from opsgate.backends.embedded_llama import EmbeddedLlamaBackend
 

@@ -22,6 +22,7 @@ from opsgate.domain.config import (
     SentenceEmbeddingDeployment,
     UpstreamDeployment,
 )
+from opsgate.domain.pricing import deployment_label
 from opsgate.integrity.digests import FileDigest, digest_files
 
 MANIFEST_VERSION = 1
@@ -113,7 +114,7 @@ def deployment_files(config: GatewayConfig) -> dict[str, list[Path]]:
         for index, deployment in enumerate(alias.deployments):
             files = local_model_files(deployment)
             if files is not None:
-                out[f"{alias.name}#{index}"] = files
+                out[deployment_label(alias.name, index)] = files
     return out
 
 

@@ -27,6 +27,7 @@ from opsgate.backends.base import Backend
 from opsgate.backends.in_process import InProcessBackend
 from opsgate.domain.config import GatewayConfig, LlamaCppDeployment, SentenceEmbeddingDeployment
 from opsgate.domain.errors import GatewayError
+from opsgate.domain.pricing import deployment_label
 from opsgate.integrity.digests import FileDigest, digest_files
 from opsgate.integrity.manifest import Manifest, ManifestError, compare, local_model_files
 
@@ -98,7 +99,7 @@ class IntegrityMonitor:
             return
         for alias in config.models:
             for index, deployment in enumerate(alias.deployments):
-                label = f"{alias.name}#{index}"
+                label = deployment_label(alias.name, index)
                 local = isinstance(deployment, SentenceEmbeddingDeployment) or (
                     isinstance(deployment, LlamaCppDeployment) and not deployment.hf_repo
                 )

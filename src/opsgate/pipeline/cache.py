@@ -27,10 +27,10 @@ from opsgate.cache.keys import CacheKeys, SemanticRules, alias_scope, cache_dire
 from opsgate.cache.semantic import Embedder
 from opsgate.cache.store import CacheStore, SemanticEntry, Vector, open_store
 from opsgate.cache.streams import StreamAssembler, replay
-from opsgate.domain.config import ConfigError, GatewayConfig, Price
+from opsgate.domain.config import ConfigError, GatewayConfig
 from opsgate.domain.context import Chunk, GatewayResponse, JsonResult, RequestContext, StreamOutcome, StreamResult
+from opsgate.domain.pricing import PriceBook
 from opsgate.domain.requests import ChatCompletionRequest, CompletionRequest
-from opsgate.pipeline.record import cost_of
 from opsgate.pipeline.stage import PassStage
 
 log = logging.getLogger("opsgate.cache")
@@ -67,7 +67,7 @@ class CacheStage(PassStage):
         *,
         ttl: float,
         scopes: dict[str, str],
-        prices: dict[str, Price | None],
+        prices: PriceBook,
         semantic: SemanticSettings | None = None,
     ) -> None:
         self.store = store
@@ -95,7 +95,7 @@ class CacheStage(PassStage):
             open_store(cache),
             ttl=cache.ttl_seconds,
             scopes={alias.name: alias_scope(alias) for alias in config.models},
-            prices={alias.name: alias.price for alias in config.models},
+            prices=PriceBook(config),
             semantic=semantic,
         )
 
@@ -175,7 +175,8 @@ class CacheStage(PassStage):
         plan.hit = True
         self.counts[kind] += 1
         ctx.tags["cache_hit"] = True
-        ctx.tags["saved_cost"] = cost_of(self.prices.get(ctx.alias.name if ctx.alias else ""), body.get("usage"))
+        # No deployment served a hit: the saving is priced by the PriceBook's rule for an alias.
+        ctx.tags["saved_cost"] = self.prices.cost(ctx.alias.name if ctx.alias else None, None, body.get("usage"))
         headers = {HEADER: kind}
         request = ctx.body
         if isinstance(request, ChatCompletionRequest | CompletionRequest) and request.stream:

@@ -20,12 +20,12 @@ import hashlib
 import logging
 from typing import Any
 
-from opsgate.domain.config import ConfigError, GatewayConfig, ModelAlias, Price
+from opsgate.domain.config import ConfigError, GatewayConfig
 from opsgate.domain.context import GatewayResponse, JsonResult, RequestContext, StreamOutcome, StreamResult
+from opsgate.domain.pricing import PriceBook
 from opsgate.domain.requests import EmbeddingRequest
 from opsgate.limits import Demand, Identity, Limiter, MemoryCounters, RedisCounters, Reservation
 from opsgate.limits.limiter import CounterStore
-from opsgate.pipeline.record import cost_of
 from opsgate.pipeline.stage import PassStage
 
 log = logging.getLogger("opsgate.limits")
@@ -54,52 +54,6 @@ def estimate_tokens(ctx: RequestContext, default_max_tokens: int) -> tuple[int, 
     if isinstance(ctx.body, EmbeddingRequest) or ctx.body is None:
         return prompt, 0
     return prompt, ctx.body.token_limit() or default_max_tokens
-
-
-class PriceBook:
-    """Prices by alias (the dearest reachable, for estimates) and by deployment label (for settling)."""
-
-    def __init__(self, config: GatewayConfig) -> None:
-        self._aliases = {alias.name: alias for alias in config.models}
-        self._by_label: dict[str, Price | None] = {}
-        for alias in config.models:
-            for index, deployment in enumerate(alias.deployments):
-                self._by_label[f"{alias.name}#{index}"] = deployment.price or alias.price
-        self._ceiling = {alias.name: self._dearest(alias) for alias in config.models}
-
-    def _reachable(self, alias: ModelAlias) -> list[ModelAlias]:
-        seen, todo = {alias.name: alias}, [alias]
-        while todo:
-            for name in todo.pop().routing.fallbacks:
-                if name not in seen and name in self._aliases:
-                    seen[name] = self._aliases[name]
-                    todo.append(seen[name])
-        return list(seen.values())
-
-    def _dearest(self, alias: ModelAlias) -> Price | None:
-        prices = [d.price or a.price for a in self._reachable(alias) for d in a.deployments]
-        known = [p for p in prices if p is not None]
-        if not known:
-            return None
-        return Price(
-            input_per_million=max(p.input_per_million for p in known),
-            output_per_million=max(p.output_per_million for p in known),
-        )
-
-    def unpriced(self, alias: str) -> bool:
-        """Whether no deployment the alias can reach has a price (its spend cannot be counted)."""
-        return self._ceiling.get(alias) is None
-
-    def estimate(self, alias: str, prompt: int, output: int) -> float | None:
-        """The most the request can cost; None when no price is known."""
-        return cost_of(self._ceiling.get(alias), {"prompt_tokens": prompt, "completion_tokens": output})
-
-    def actual(self, ctx: RequestContext, usage: Usage) -> float | None:
-        """What the request cost at the price of the deployment that served it."""
-        price = self._by_label.get(ctx.deployment or "")
-        if price is None and ctx.alias is not None:
-            price = ctx.alias.price
-        return cost_of(price, usage)
 
 
 def used_tokens(usage: Usage) -> int:
@@ -197,7 +151,11 @@ class LimitsStage(PassStage):
         usage = response.body.get("usage")
         if not isinstance(usage, dict):
             return None, None  # served, usage unknown: keep the estimate
-        return used_tokens(usage), self.prices.actual(ctx, usage)
+        return used_tokens(usage), self._cost(ctx, usage)
+
+    def _cost(self, ctx: RequestContext, usage: Usage) -> float | None:
+        """What the request cost on the deployment that served it (the same rule as the record's)."""
+        return self.prices.cost(ctx.alias.name if ctx.alias else None, ctx.deployment, usage)
 
     def _settle_stream(
         self, ctx: RequestContext, reservation: Reservation, prompt: int, outcome: StreamOutcome
@@ -213,4 +171,4 @@ class LimitsStage(PassStage):
         else:
             usage = {}
         tokens = used_tokens(usage) if usage else 0
-        self.limiter.settle(reservation, tokens, self.prices.actual(ctx, usage) if usage else 0.0)
+        self.limiter.settle(reservation, tokens, self._cost(ctx, usage) if usage else 0.0)

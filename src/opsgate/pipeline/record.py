@@ -11,8 +11,9 @@ import logging
 from collections import deque
 from typing import Any, Protocol
 
-from opsgate.domain.config import GatewayConfig, Price
+from opsgate.domain.config import GatewayConfig
 from opsgate.domain.context import GatewayResponse, JsonResult, RequestContext, StreamOutcome, StreamResult
+from opsgate.domain.pricing import PriceBook
 from opsgate.domain.requests import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from opsgate.pipeline.request_id import client_request_id
 from opsgate.pipeline.stage import PassStage
@@ -85,21 +86,6 @@ def logprob_summary(entries: list[dict[str, Any]]) -> dict[str, Any] | None:
     return {"tokens": len(values), "mean": sum(values) / len(values), "min": min(values)}
 
 
-def cost_of(price: Price | None, usage: dict[str, Any] | None) -> float | None:
-    """Cost from the price table; unknown price or usage stays None, never 0."""
-    if price is None or not usage:
-        return None
-    prompt = usage.get("prompt_tokens") or 0
-    completion = usage.get("completion_tokens") or 0
-    cached = ((usage.get("prompt_tokens_details") or {}).get("cached_tokens")) or 0
-    cached_price = price.cached_input_per_million
-    if cached_price is None:
-        cached, cached_price = 0, 0.0
-    return (
-        (prompt - cached) * price.input_per_million + cached * cached_price + completion * price.output_per_million
-    ) / 1_000_000
-
-
 def _response_payload(endpoint: str, body: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
     """What of a JSON answer is kept (embedding vectors are not) and its output text."""
     if endpoint == "embedding":
@@ -129,7 +115,7 @@ class RecordStage(PassStage):
 
     def __init__(self, config: GatewayConfig, sink: RecordSink) -> None:
         self.sink = sink
-        self.prices = {alias.name: alias.price for alias in config.models}
+        self.prices = PriceBook(config)
         self.metadata_only = config.record.payloads == "metadata_only"
 
     async def after(self, ctx: RequestContext, response: GatewayResponse) -> GatewayResponse:
@@ -169,7 +155,8 @@ class RecordStage(PassStage):
         # A cache hit costs nothing; what it saved is in the tags (saved_cost).
         if ctx.tags.get("cache_hit"):
             return 0.0
-        return cost_of(self.prices.get(record["model"] or ""), usage)
+        # What served (the deployment's own price, fallbacks included), as the budgets count it.
+        return self.prices.cost(ctx.alias.name if ctx.alias else record["model"], ctx.deployment, usage)
 
     @staticmethod
     def _usage(record: RequestRecord, usage: dict[str, Any] | None) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 from opsgate.backends.base import Backend
 from opsgate.backends.work_queue import WorkQueue
 from opsgate.domain.config import ModelAlias, Price
+from opsgate.domain.pricing import effective_price
 from opsgate.routing.breaker import Breaker
 from opsgate.routing.shared_breaker import make_breaker
 
@@ -21,7 +22,7 @@ class DeploymentHandle:
         self.backend = backend
         self.label = backend.label
         self.weight = config.weight
-        self.price: Price | None = config.price or alias.price
+        self.price: Price | None = effective_price(alias, index)
         # Shared through Redis when ``breaker.shared`` is set; keyed by label, the same on every replica.
         self.breaker: Breaker = make_breaker(config.breaker, backend.label)
         limits = config.limits
