@@ -233,8 +233,9 @@ class LlamaEngine:
             if generated >= limit:
                 finish = "length"
                 break
+        # Bytes still in the decoder are the start of a character the cap cut off (byte-level BPE spells
+        # one emoji or kanji over several tokens): dropped, never decoded as U+FFFD. Streams and JSON alike.
         tail = stops.flush() if finish != "stop" else ""
-        tail += decoder.decode(b"", final=True) if finish != "stop" else ""
         if tail:
             emit(TokenEvent(tail))
         emit(DoneEvent(finish, len(tokens), generated))
