@@ -7,11 +7,13 @@ them must hold the partial bytes back, streaming or not, instead of decoding the
 from __future__ import annotations
 
 import openai
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.support import Gateway
 
 # SmolLM2 answers this with emoji and kanji, which its vocabulary spells in byte tokens.
-PROMPT = [{"role": "user", "content": "Reply with only emoji and Japanese: 🎉🍣🐉 寿司 東京 猫"}]
+ASK = "Reply with only emoji and Japanese: 🎉🍣🐉 寿司 東京 猫"
+PROMPT: list[ChatCompletionMessageParam] = [{"role": "user", "content": ASK}]
 CAPS = range(1, 13)
 
 
@@ -20,7 +22,7 @@ def client(gateway: Gateway) -> openai.OpenAI:
 
 
 def test_truncated_answers_hold_back_partial_characters(embedded: Gateway) -> None:
-    answers = {}
+    answers: dict[int, str] = {}
     for cap in CAPS:
         response = client(embedded).chat.completions.create(
             model="smollm2", messages=PROMPT, max_tokens=cap, temperature=0
@@ -31,7 +33,7 @@ def test_truncated_answers_hold_back_partial_characters(embedded: Gateway) -> No
 
 
 def test_truncated_streams_hold_back_partial_characters(embedded: Gateway) -> None:
-    answers = {}
+    answers: dict[int, str] = {}
     for cap in CAPS:
         stream = client(embedded).chat.completions.create(
             model="smollm2", messages=PROMPT, max_tokens=cap, temperature=0, stream=True
