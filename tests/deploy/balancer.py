@@ -38,7 +38,10 @@ backend replicas
     balance roundrobin
     option httpchk GET /readyz
     http-check expect status 200
-    default-server inter 200ms fall 1 rise 2
+    # Out of rotation after 3 failed checks (about 1 s): one slow check on a busy machine is no reason,
+    # and the replicas drain for longer than that.
+    timeout check 2s
+    default-server inter 300ms fall 3 rise 2
 {servers}
 """
 
