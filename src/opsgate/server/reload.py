@@ -46,7 +46,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("opsgate.server")
 
 # Sections held by objects that live as long as the process (see the module docstring).
-RESTART_ONLY = ("server", "record", "auth", "telemetry", "slo", "alerts")
+# ``releases``: the release stage and its cache are built once with the gateway and kept across reloads.
+RESTART_ONLY = ("server", "record", "auth", "telemetry", "slo", "alerts", "releases")
 LOAD_TIMEOUT = 600.0  # seconds the new generation's models may take to load before the reload is refused
 RETIRE_TIMEOUT = 900.0  # the longest an old generation waits for its requests before it is closed anyway
 
@@ -59,6 +60,11 @@ class Generation:
     registry: ModelRegistry
     router: Router
     pipeline: Pipeline
+    shared: tuple[object, ...] = ()  # stages the gateway keeps for life: neither started nor closed here
+
+    def own_stages(self) -> list[Any]:
+        """The pipeline's stages this generation started and must close."""
+        return [stage for stage in self.pipeline.stages if not any(stage is kept for kept in self.shared)]
 
 
 @dataclass
@@ -86,26 +92,31 @@ class ReloadResult:
 
 def restart_only_changes(old: GatewayConfig, new: GatewayConfig) -> list[str]:
     """The restart-only sections that differ between ``old`` and ``new``."""
-    return [name for name in RESTART_ONLY if getattr(old, name) != getattr(new, name)]
+    return [name for name in RESTART_ONLY if getattr(old, name, None) != getattr(new, name, None)]
 
 
 def build_generation(gateway: Gateway, config: GatewayConfig) -> Generation:
     """A registry, router and pipeline for ``config`` that share the gateway's sink, authenticator and tracer."""
     registry = ModelRegistry(config)
     router = Router(config, registry)
-    pipeline = build_pipeline(config, router, gateway.sink, registry, authenticator=gateway.authenticator)
+    # Stages the gateway holds for its whole life (the release stage, when releases are on) join the new pipeline.
+    kept: dict[str, Any] = {}
+    release = getattr(gateway, "release_stage", None)
+    if release is not None:
+        kept["release"] = release
+    pipeline = build_pipeline(config, router, gateway.sink, registry, authenticator=gateway.authenticator, **kept)
     tracing = gateway.telemetry.tracing
     if tracing is not None:
         pipeline.trace_with(tracing, config.telemetry.tracing.stage_spans)
         router.tracer = tracing
-    return Generation(config, registry, router, pipeline)
+    return Generation(config, registry, router, pipeline, tuple(kept.values()))
 
 
 async def start_generation(generation: Generation) -> None:
     """Start backends, routing and the stages that hold connections (as ``Gateway.start`` does)."""
     await generation.registry.start()
     await generation.router.start()
-    for stage in generation.pipeline.stages:
+    for stage in generation.own_stages():
         start = getattr(stage, "start", None)
         if start is not None:
             await start()
@@ -113,7 +124,7 @@ async def start_generation(generation: Generation) -> None:
 
 async def close_generation(generation: Generation) -> None:
     """Close what ``start_generation`` opened, stages first (as ``Gateway.stop`` does)."""
-    for stage in generation.pipeline.stages:
+    for stage in generation.own_stages():
         close = getattr(stage, "close", None)
         if close is not None:
             await close()
@@ -176,7 +187,7 @@ class ConfigReloader:
 
     def _swap(self, new: Generation) -> None:
         gateway = self.gateway
-        old = Generation(gateway.config, gateway.registry, gateway.router, gateway.pipeline)
+        old = Generation(gateway.config, gateway.registry, gateway.router, gateway.pipeline, new.shared)
         # One synchronous step: no request can see half of each generation.
         gateway.config, gateway.registry, gateway.router, gateway.pipeline = (
             new.config,
