@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 import tempfile
 import time
@@ -50,11 +51,17 @@ from opsgate.evals.store import EvalStore
 from opsgate.store.record_log import open_store
 
 console = Console(width=130)
+# Variants of the "on" gateway that isolate a cost (``--diagnostic NAME``).
+DIAGNOSTICS: dict[str, dict[str, Any]] = {
+    "sink only (sample 0)": {"sample": 0.0},
+    "no scorers": {"scorers": []},
+    "cheap scorers": {"scorers": ["refusal", "json_valid", "length"]},
+}
 SCORERS = ("exact", "contains", r"regex:\w+", "bleu", "chrf", "rouge_l", "json_valid", "length", "refusal")
 REQUEST = '{"model": "fake", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 16}'
 
 
-def config_for(upstream: str, port: int, tmp: Path, name: str, online: bool) -> dict[str, Any]:
+def config_for(upstream: str, port: int, tmp: Path, name: str, online: bool | dict[str, Any]) -> dict[str, Any]:
     return {
         "server": {"host": "127.0.0.1", "port": port},
         "models": [
@@ -65,12 +72,14 @@ def config_for(upstream: str, port: int, tmp: Path, name: str, online: bool) -> 
             }
         ],
         "record": {"store": f"sqlite:///{tmp}/{name}.db", "journal_dir": str(tmp / f"{name}-journal")},
-        "eval": {"online": {"enabled": online}},
+        "eval": {"online": online if isinstance(online, dict) else {"enabled": online}},
     }
 
 
 @contextmanager
-def gateway(upstream: str, tmp: Path, name: str, online: bool, cpus: set[int] | None) -> Iterator[tuple[int, int]]:
+def gateway(
+    upstream: str, tmp: Path, name: str, online: bool | dict[str, Any], cpus: set[int] | None
+) -> Iterator[tuple[int, int]]:
     port = free_port()
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config_for(upstream, port, tmp, name, online)))
@@ -125,6 +134,50 @@ async def scorer_speed(n: int) -> dict[str, float]:
     return out
 
 
+def sink_cost(tmp: Path, n: int = 200_000) -> dict[str, float]:
+    """The online evaluator's own costs, measured directly: ``write`` per record on the request path,
+    and scoring + storing per sample in its worker (process CPU time, so other load does not count)."""
+    from opsgate.domain.eval_config import OnlineEvalConfig
+    from opsgate.evals.online import OnlineEvaluator
+
+    store = EvalStore(open_store(f"sqlite:///{tmp}/sink.db"))
+    config = OnlineEvalConfig(enabled=True, sample=0.02, max_per_second=1e9, queue_size=10**6)
+    evaluator = OnlineEvaluator(config, lambda: store, {"fake"})
+
+    async def measure() -> dict[str, float]:
+        await evaluator.start()
+        assert evaluator._task is not None
+        evaluator._task.cancel()  # measure write() alone; the batch below is scored explicitly
+        record = {
+            "id": "r",
+            "model": "fake",
+            "status": 200,
+            "endpoint": "chat",
+            "tenant": None,
+            "ts": time.time(),
+            "input_text": "Say hello.",
+            "output_text": "Hello from upstream, nice to meet you.",
+            "response": '{"content": "Hello", "logprobs": {"tokens": 3, "mean": -0.2, "min": -0.5}}',
+        }
+        started = time.process_time()
+        for _ in range(n):
+            evaluator.write(record)
+        write_us = (time.process_time() - started) / n * 1e6
+        assert evaluator.queue is not None
+        batch = [dict(record, id=f"r{i}") for i in range(min(evaluator.queue.qsize(), 2000))]
+        started = time.process_time()
+        for start in range(0, len(batch), 256):
+            await evaluator.score_batch(batch[start : start + 256])
+        sample_us = (time.process_time() - started) / len(batch) * 1e6
+        return {
+            "write_us_per_record": round(write_us, 3),
+            "score_and_store_us_per_sample": round(sample_us, 1),
+            "samples_measured": len(batch),
+        }
+
+    return asyncio.run(measure())
+
+
 def online_overhead(args: argparse.Namespace, upstream: str, tmp: Path, stack: ExitStack) -> dict[str, Any]:
     wrk = need("wrk")
     proxy_cpus, load_cpus = plan_cpus(not args.no_pin)
@@ -133,6 +186,12 @@ def online_overhead(args: argparse.Namespace, upstream: str, tmp: Path, stack: E
     gateways = {
         "online off": stack.enter_context(gateway(upstream, tmp, "off", False, proxy_cpus)),
         "online on (0.02)": stack.enter_context(gateway(upstream, tmp, "on", True, proxy_cpus)),
+        **{
+            f"diagnostic: {name}": stack.enter_context(
+                gateway(upstream, tmp, f"diag-{index}", {"enabled": True, **DIAGNOSTICS[name]}, proxy_cpus)
+            )
+            for index, name in enumerate(args.diagnostic)
+        },
     }
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in gateways}
     for round_index in range(args.rounds):
@@ -157,10 +216,27 @@ def online_overhead(args: argparse.Namespace, upstream: str, tmp: Path, stack: E
     for name, values in runs.items():
         out[name] = {key: round(median([v[key] for v in values]), 2) for key in values[0]}
         out[name]["rounds"] = values
-    off, on = out["online off"], out["online on (0.02)"]
-    out["throughput_change_pct"] = round((on["rps"] / off["rps"] - 1) * 100, 2)
-    out["cpu_per_request_change_pct"] = round((on["cpu_us_per_request"] / off["cpu_us_per_request"] - 1) * 100, 2)
+    # Paired by round (the two runs of a round are back to back), so the machine's drift cancels.
+    pairs = list(zip(runs["online off"], runs["online on (0.02)"], strict=True))
+    out["throughput_change_pct"] = round((median([on["rps"] / off["rps"] for off, on in pairs]) - 1) * 100, 2)
+    out["cpu_per_request_change_pct"] = round(
+        (median([on["cpu_us_per_request"] / off["cpu_us_per_request"] for off, on in pairs]) - 1) * 100, 2
+    )
+    out["throughput_change_pct_per_round"] = [round((on["rps"] / off["rps"] - 1) * 100, 1) for off, on in pairs]
+    out["cpu_change_pct_per_round"] = [
+        round((on["cpu_us_per_request"] / off["cpu_us_per_request"] - 1) * 100, 1) for off, on in pairs
+    ]
+    out["samples_scored"] = sampled(gateways["online on (0.02)"][0])
     return out
+
+
+def sampled(port: int) -> dict[str, Any]:
+    """The online evaluator's counters from the gateway's /readyz."""
+    from _common import http
+
+    status, body = http("GET", f"http://127.0.0.1:{port}/readyz")
+    data = json.loads(body) if status in (200, 503) else {}
+    return dict(data.get("eval_online") or {})
 
 
 def main() -> None:
@@ -168,34 +244,38 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--scorer-samples", type=int, default=1000)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--duration", type=float, default=4.0)
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--no-pin", action="store_true")
     parser.add_argument("--skip-online", action="store_true")
+    parser.add_argument("--skip-harness", action="store_true")
+    parser.add_argument("--diagnostic", action="append", default=[], choices=sorted(DIAGNOSTICS))
     args = parser.parse_args()
     results: dict[str, Any] = {"machine": machine(), "settings": vars(args)}
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="opsgate-bench-evals-")))
         upstream, _ = stack.enter_context(fake_upstream(None, tmp))
-        with gateway(upstream, tmp, "harness", False, None) as (port, _pid):
-            http_mode = [
-                asyncio.run(harness(f"http://127.0.0.1:{port}/v1", None, tmp, args.items, args.concurrency))
-                for _ in range(2)
+        if not args.skip_harness:
+            with gateway(upstream, tmp, "harness", False, None) as (port, _pid):
+                http_mode = [
+                    asyncio.run(harness(f"http://127.0.0.1:{port}/v1", None, tmp, args.items, args.concurrency))
+                    for _ in range(2)
+                ]
+            in_process = [
+                asyncio.run(
+                    harness(None, config_for(upstream, 0, tmp, f"inproc{i}", False), tmp, args.items, args.concurrency)
+                )
+                for i in range(2)
             ]
-        in_process = [
-            asyncio.run(
-                harness(None, config_for(upstream, 0, tmp, f"inproc{i}", False), tmp, args.items, args.concurrency)
-            )
-            for i in range(2)
-        ]
-        results["harness"] = {"base_url": http_mode, "in_process": in_process}
-        results["scorers_per_s"] = asyncio.run(scorer_speed(args.scorer_samples))
+            results["harness"] = {"base_url": http_mode, "in_process": in_process}
+            results["scorers_per_s"] = asyncio.run(scorer_speed(args.scorer_samples))
+        results["online_sink"] = sink_cost(tmp)
         if not args.skip_online:
             results["online"] = online_overhead(args, upstream, tmp, stack)
     table = Table("mode", "items", "ok", "stored", "seconds", "items/s", title="harness (best of 2)")
-    for mode, values in results["harness"].items():
+    for mode, values in results.get("harness", {}).items():
         best = max(values, key=lambda v: v["items_per_s"])
         table.add_row(
             mode,
@@ -207,12 +287,12 @@ def main() -> None:
         )
     console.print(table)
     scorers = Table("scorer", "scores/s", title="scorer throughput (one thread)")
-    for name, rate in results["scorers_per_s"].items():
+    for name, rate in results.get("scorers_per_s", {}).items():
         scorers.add_row(name, f"{rate:,.0f}")
     console.print(scorers)
     if "online" in results:
         online = Table("gateway", "req/s", "CPU µs/request", "p99 ms", "errors", title="online sampling overhead")
-        for name in ("online off", "online on (0.02)"):
+        for name in [k for k in results["online"] if k.startswith(("online", "diagnostic"))]:
             row = results["online"][name]
             online.add_row(
                 name,
@@ -227,6 +307,21 @@ def main() -> None:
             f"{results['online']['cpu_per_request_change_pct']:+.2f}%"
         )
     path = write_json("evals.json", results)
+    sink = results["online_sink"]
+    console.print(
+        f"online sink: write() {sink['write_us_per_record']:.2f} µs per record; scoring + storing "
+        f"{sink['score_and_store_us_per_sample']:.0f} µs per sample -> at 0.02: "
+        f"{sink['write_us_per_record'] + 0.02 * sink['score_and_store_us_per_sample']:.1f} µs per request"
+    )
+    if "online" in results:
+        off_cpu = results["online"]["online off"]["cpu_us_per_request"]
+        added = sink["write_us_per_record"] + 0.02 * sink["score_and_store_us_per_sample"]
+        results["online"]["estimated_cpu_overhead_pct"] = round(added / off_cpu * 100, 2)
+        console.print(f"= {added / off_cpu:.2%} of the gateway's {off_cpu:.0f} µs CPU per request (estimated)")
+        console.print(
+            f"per round: throughput {results['online']['throughput_change_pct_per_round']}, "
+            f"CPU/request {results['online']['cpu_change_pct_per_round']}; scored {results['online']['samples_scored']}"
+        )
     console.print(f"wrote {path}")
 
 

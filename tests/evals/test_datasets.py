@@ -95,6 +95,8 @@ def test_versions_are_content_hashed_and_immutable(evals: EvalStore) -> None:
     items = [parse_item({"prompt": f"q{i}", "reference": str(i)}) for i in range(3)]
     first, created = evals.save_dataset("a", "arith", items)
     assert created and first.version == 1
+    entry = evals.store.audit_entries(1)[0]
+    assert entry["action"] == "eval_dataset_created" and entry["target"] == first.id
     again, created = evals.save_dataset("a", "arith", list(items))
     assert not created and again.id == first.id  # same content: same version
     second, created = evals.save_dataset("a", "arith", items[:2])

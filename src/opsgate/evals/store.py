@@ -163,6 +163,11 @@ class EvalStore:
             self.store.insert_rows(
                 conn, "INSERT INTO eval_dataset_items (dataset_id, idx, item_hash, item) VALUES (?,?,?,?)", rows
             )
+        from opsgate.audit import append_audit
+
+        # A new version is a state change others rely on (runs and gates name it): it goes in the audit chain.
+        details = {"tenant": tenant, "name": name, "version": version.version, "sha256": digest, "items": len(items)}
+        append_audit(self.store, actor or "system", "eval_dataset_created", version.id, details)
         return version, True
 
     def find_dataset(self, tenant: TenantScope, ref: str) -> DatasetVersion | None:
