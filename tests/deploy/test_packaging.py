@@ -106,7 +106,8 @@ def test_dockerfile_lints_clean() -> None:
 def test_manifests_are_valid_kubernetes(tmp_path: Path) -> None:
     validate = tool("kubernetes-validate")
     base = tmp_path / "base.yaml"
-    base.write_text(yaml.safe_dump_all(base_documents()))
+    secret = list(yaml.safe_load_all((BASE / "secret.example.yaml").read_text()))
+    base.write_text(yaml.safe_dump_all(base_documents() + secret))
     overlay = tmp_path / "production.yaml"
     rendered = render_overlay()
     overlay.write_text(yaml.safe_dump_all(rendered))
