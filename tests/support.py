@@ -10,7 +10,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -132,8 +132,10 @@ async def gather_all(*coros: Any) -> list[Any]:
 
 
 @contextmanager
-def serve_process(config: Path, log: Path | None = None) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """``opsgate serve --config`` as a real process; yields it and its URL once /healthz answers.
+def serve_process(
+    config: Path, log: Path | None = None, args: Sequence[str] = (), timeout: float = 30.0
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """``opsgate serve --config`` (plus ``args``) as a real process; yields it and its URL once /healthz answers.
 
     Stopped with SIGTERM at the end unless the test already killed it.
     """
@@ -152,6 +154,7 @@ def serve_process(config: Path, log: Path | None = None) -> Iterator[tuple[subpr
                 str(port),
                 "--log-level",
                 "warning",
+                *args,
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -160,7 +163,7 @@ def serve_process(config: Path, log: Path | None = None) -> Iterator[tuple[subpr
         if log:
             out.close()  # type: ignore[union-attr]
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + timeout
     while True:
         try:
             if httpx.get(url + "/healthz").status_code == 200:

@@ -10,7 +10,8 @@ import pytest
 import uvicorn
 from click.testing import CliRunner
 
-from opsgate.cli.main import _check_exposure, cli, is_loopback
+from opsgate.cli.main import _check_exposure, cli
+from opsgate.cli.serve_checks import is_loopback
 from opsgate.domain.config import parse_config
 
 UPSTREAM = {"type": "openai", "base_url": "http://u:pw-777@up.example/v1", "model": "m"}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
 import sys
@@ -15,7 +14,7 @@ from rich.table import Table
 
 from opsgate import __version__
 from opsgate.cli.audit import audit
-from opsgate.cli.config_file import load_config_or_exit
+from opsgate.cli.config_file import exit_listing_problems, load_config_or_exit
 from opsgate.cli.errors import errors
 from opsgate.cli.evals import eval_group
 from opsgate.cli.integrity import manifest
@@ -24,9 +23,11 @@ from opsgate.cli.load import load
 from opsgate.cli.logs import logs, usage
 from opsgate.cli.migrate import check_schema_or_exit, migrate
 from opsgate.cli.redteam import redteam
+from opsgate.cli.serve_checks import exposure_problem, prepare_metrics_dir, serve_problems
 from opsgate.cli.slo import slo
 from opsgate.domain.config import GatewayConfig
 from opsgate.domain.urls import redact_url
+from opsgate.pipeline.limits import workers_problem
 from opsgate.server.logs import configure_logging
 
 console = Console(stderr=True)
@@ -104,6 +105,9 @@ def serve(
     level = log_level or server.log_level
     configure_logging(level)
     _check_exposure(config, host)
+    problem = workers_problem(config, workers)
+    if problem:
+        raise click.ClickException(problem)
     check_schema_or_exit(config)  # a schema migrated by a newer release: refuse, with the reason
     scheme = "https" if tls_cert else "http"
     console.print(
@@ -126,6 +130,7 @@ def serve(
         if config_path:
             os.environ["OPSGATE_CONFIG"] = os.path.abspath(config_path)
         os.environ["OPSGATE_LOG_LEVEL"] = level
+        prepare_metrics_dir(config)  # one /metrics for all workers, not whichever takes the scrape
         uvicorn.run("opsgate.server.app:app_from_env", factory=True, workers=workers, **options)
     else:
         from opsgate.server.app import create_app
@@ -150,29 +155,13 @@ def _check_exposure(config: GatewayConfig, host: str) -> None:
             "(or POST /admin/keys with the admin key)."
         )
         return
-    if not is_loopback(host) and not auth.allow_remote_without_auth:
-        raise click.ClickException(
-            f"auth is off and --host {host} is reachable from other machines. Turn auth on "
-            "(auth.enabled: true, auth.admin_key: ${OPSGATE_ADMIN_KEY}) or, only behind another authenticating "
-            "proxy, set auth.allow_remote_without_auth: true."
-        )
+    problem = exposure_problem(config, host)
+    if problem:
+        raise click.ClickException(problem)
     console.print(
         "[bold yellow]auth: OFF[/bold yellow] (local use only: anyone on this machine can call models and read "
         "records). For keys: set auth.enabled and auth.admin_key, then run opsgate keys create."
     )
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` binds only this machine: an IP literal in 127/8 or ``::1``, or exactly ``localhost``.
-
-    Other names are not resolved: ``127.evil.example`` is a name, and a name can point anywhere.
-    """
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.removeprefix("[").removesuffix("]")).is_loopback
-    except ValueError:
-        return False
 
 
 @cli.command()
@@ -272,8 +261,12 @@ def config() -> None:
 @config.command("check")
 @click.argument("path", type=click.Path(dir_okay=False))
 def config_check(path: str) -> None:
-    """Validate PATH and say what it configures (exit 2 and every problem if it is wrong)."""
+    """Validate PATH and say what it configures (exit 2 and every problem if it is wrong, or if
+    ``opsgate serve`` would refuse it as it stands)."""
     loaded = load_config_or_exit(path)
+    refused = serve_problems(loaded)
+    if refused:
+        exit_listing_problems("config (opsgate serve would refuse it)", path, refused)
     table = Table("model", "kind", "deployment", "where")
     for alias in loaded.models:
         for index, deployment in enumerate(alias.deployments):

@@ -20,7 +20,8 @@ class MetricsConfig(_Strict):
         None,
         description=(
             "With several workers: a directory where each worker leaves a snapshot of its counters every "
-            "second, so any worker's /metrics answers for all of them. Default: per-worker numbers."
+            "second, so any worker's /metrics answers for all of them; emptied when serve starts. "
+            "Default: a fresh temporary directory per serve."
         ),
     )
 

@@ -56,6 +56,17 @@ def estimate_tokens(ctx: RequestContext, default_max_tokens: int) -> tuple[int, 
     return prompt, ctx.body.token_limit() or default_max_tokens
 
 
+def workers_problem(config: GatewayConfig, workers: int) -> str | None:
+    """Limits and budgets counted in process memory with several workers: each worker would count alone."""
+    if workers <= 1 or not config.limits.enabled or config.limits.redis:
+        return None
+    return (
+        f"limits.enabled with {workers} workers would count every limit and budget in each worker's memory, "
+        f"admitting up to {workers} times each limit. Set limits.redis (redis://…) to share the counters, "
+        "or serve with --workers 1."
+    )
+
+
 def used_tokens(usage: Usage) -> int:
     """Total tokens of an OpenAI usage object."""
     total = usage.get("total_tokens")
@@ -101,12 +112,10 @@ class LimitsStage(PassStage):
                 limits.redis, limits.key_prefix, outage_note=f"on_redis_error is {limits.on_redis_error}: {policy}"
             )
         else:
+            problem = workers_problem(config, config.server.workers)
+            if problem:  # never silently per process (``opsgate serve --workers`` checks its own count)
+                raise ConfigError([problem])
             store = MemoryCounters()
-            if config.server.workers > 1:
-                log.warning(
-                    "limits are counted per worker process (%d workers): set limits.redis to share them",
-                    config.server.workers,
-                )
         limiter = Limiter(limits.rules, store, on_store_error=limits.on_redis_error)
         return cls(limiter, prices, limits.default_max_tokens)
 

@@ -54,7 +54,7 @@ from opsgate.server.slo_routes import slo_routes
 from opsgate.server.url_guard import UrlGuardMiddleware
 from opsgate.slo.service import SloService
 from opsgate.store.record_log import RecordLog
-from opsgate.telemetry.setup import Telemetry
+from opsgate.telemetry.setup import METRICS_DIR_ENV, Telemetry, with_metrics_dir
 from opsgate.ui import ui_routes
 
 log = logging.getLogger("opsgate.server")
@@ -369,4 +369,8 @@ def app_from_env() -> Starlette:
     """App factory for ``uvicorn --factory`` and multi-worker serving: config path from OPSGATE_CONFIG."""
     configure_logging(os.environ.get("OPSGATE_LOG_LEVEL", "info"))
     path = os.environ.get("OPSGATE_CONFIG") or None
-    return create_app(load_config(path), config_path=path)
+    config = load_config(path)
+    metrics_dir = os.environ.get(METRICS_DIR_ENV)
+    if metrics_dir:  # set by ``opsgate serve --workers N``: any worker's /metrics answers for all of them
+        config = with_metrics_dir(config, metrics_dir)
+    return create_app(config, config_path=path)

@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("opsgate.telemetry")
 StatusSource = Callable[[], Mapping[str, Any]]
 SNAPSHOT_SECONDS = 1.0
+# How ``opsgate serve --workers N`` hands its workers (fresh processes that re-read the config) one metrics directory.
+METRICS_DIR_ENV = "OPSGATE_METRICS_DIR"
+
+
+def with_metrics_dir(config: GatewayConfig, directory: str) -> GatewayConfig:
+    """``config`` with ``telemetry.metrics.multiprocess_dir`` set to ``directory``."""
+    telemetry = config.telemetry
+    metrics = telemetry.metrics.model_copy(update={"multiprocess_dir": directory})
+    return config.model_copy(update={"telemetry": telemetry.model_copy(update={"metrics": metrics})})
 
 
 def deployment_labels(config: GatewayConfig, labels: Mapping[str, list[str]]) -> dict[str, Deployment]:
@@ -81,6 +91,15 @@ class Telemetry:
         series, guard = merge_snapshots(snapshots)
         return request_families(series, guard)
 
+    def _mark_dead(self) -> None:
+        # A dead worker's snapshot stays counted (counters never go back) under a name no live worker
+        # writes, so a new worker given the same pid cannot overwrite it.
+        assert self.snapshot_dir is not None
+        for path in self.snapshot_dir.glob("*.json"):
+            if path.stem.isdigit() and (int(path.stem) == os.getpid() or not _alive(int(path.stem))):
+                with contextlib.suppress(OSError):  # another worker starting now may have marked it first
+                    path.rename(path.with_name(f"dead-{path.stem}-{time.time_ns()}.json"))
+
     def _other_workers(self) -> Iterator[dict[str, Any]]:
         # Every worker's last snapshot, including workers that exited: counters must not go back.
         assert self.snapshot_dir is not None
@@ -99,6 +118,7 @@ class Telemetry:
         """Start the multi-worker snapshots, if configured."""
         if self.snapshot_dir is not None and self.metrics is not None:
             self.snapshot_dir.mkdir(parents=True, exist_ok=True)
+            self._mark_dead()
             self._snapshot_task = asyncio.create_task(self._snapshots())
 
     async def stop(self) -> None:
@@ -125,3 +145,14 @@ class Telemetry:
         scratch = path.with_suffix(".tmp")
         scratch.write_bytes(json.dumps(self.metrics.snapshot()).encode())
         scratch.replace(path)  # atomic: a reader sees the old snapshot or the new one
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this id exists (signal 0 checks without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
