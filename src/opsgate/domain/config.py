@@ -26,6 +26,7 @@ from pydantic import (
 from opsgate.domain.auth_config import AuthConfig
 from opsgate.domain.eval_config import EvalConfig
 from opsgate.domain.guard_config import GuardConfig
+from opsgate.domain.release_config import ReleasesConfig
 from opsgate.domain.reliability_config import (
     BreakerConfig,
     CacheConfig,
@@ -320,6 +321,7 @@ class GatewayConfig(_Strict):
     integrity: IntegrityConfig = IntegrityConfig()
     guard: GuardConfig = GuardConfig()
     eval: EvalConfig = EvalConfig()
+    releases: ReleasesConfig = ReleasesConfig()
 
     @field_validator("models")
     @classmethod

@@ -67,7 +67,8 @@ class _Sampling(_Body):
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     user: str | None = Field(None, max_length=256)
-    metadata: dict[str, str] | None = None
+    # Strings, as OpenAI has them; an object only for the prompt registry's ``variables``.
+    metadata: dict[str, str | dict[str, Any]] | None = None
 
     @field_validator("stop")
     @classmethod

@@ -17,8 +17,9 @@ def build_pipeline(
     sink: RecordSink,
     registry: ModelRegistry,
     authenticator: Authenticator | None = None,
+    release: Stage | None = None,
 ) -> Pipeline:
-    """request id → record → auth → validation → limits (reserve) → guard → cache → backend (routing), then back out.
+    """request id → record → auth → validation → release → limits (reserve) → guard → cache → backend, then out.
 
     ``after`` hooks run in reverse: cache fill, then settle the limits with the real usage, then the
     record — which sits second so its ``after`` runs last and sees the final response of every
@@ -30,6 +31,8 @@ def build_pipeline(
 
         stages.append(AuthStage(authenticator))
     stages.append(ValidationStage(config))
+    if release is not None:  # releases, arms and prompts (pipeline/release.py), before anything counts tokens
+        stages.append(release)
     if config.limits.enabled or config.auth.enabled:  # with auth, keys may carry their own limits
         from opsgate.pipeline.limits import LimitsStage
 

@@ -61,6 +61,20 @@ class CircuitOpen(UpstreamError):
         )
 
 
+def _release_order(
+    handles: list[DeploymentHandle], weights: dict[str, float], rng: random.Random
+) -> list[DeploymentHandle]:
+    # Weighted sampling without replacement over the release's weights (weight 0 = backup only). The
+    # deployments a release leaves out are not its to use; the alias's fallbacks still apply.
+    chosen = [h for h in handles if h.label in weights]
+
+    def key(handle: DeploymentHandle) -> float:
+        weight = weights[handle.label]
+        return rng.random() ** (1.0 / weight) if weight > 0 else -1.0
+
+    return sorted(chosen, key=key, reverse=True)
+
+
 class Router:
     """Routes each request to a deployment of its alias or of a fallback alias."""
 
@@ -112,6 +126,9 @@ class Router:
             later = len(chain) - position - 1
             window_end = time.monotonic() + max(0.0, deadline - time.monotonic()) / (later + 1)
             candidates = balancer.order(self.handles[alias_name], routing, self.rng)
+            weights = ctx.scratch.get("deployment_weights") if position == 0 else None
+            if weights is not None:  # a release's deployments and weights (pipeline/release.py)
+                candidates = _release_order(candidates, weights, self.rng) or candidates
             # A deployment whose model files failed their digest check is out of rotation, not just last.
             refused = [(h, reason) for h in candidates if (reason := self.integrity.refusal(h.label))]
             if refused:

@@ -30,6 +30,10 @@ from opsgate.evals.online import OnlineEvaluator
 from opsgate.evals.store import EvalStore
 from opsgate.pipeline.build import build_pipeline
 from opsgate.pipeline.record import FanoutSink, LogSink, RecordSink
+from opsgate.pipeline.release import ReleaseStage
+from opsgate.releases.cache import ReleaseCache
+from opsgate.releases.rollback import AutoRollback
+from opsgate.releases.shadow import ShadowMirror
 from opsgate.routing.router import Router
 from opsgate.server.access import AccessMiddleware, principal_of
 from opsgate.server.admin import admin_routes
@@ -49,6 +53,7 @@ from opsgate.server.keys_routes import keys_routes
 from opsgate.server.logs import configure_logging
 from opsgate.server.openapi import openapi_document
 from opsgate.server.readiness import public_readiness
+from opsgate.server.release_routes import release_routes
 from opsgate.server.reload import ConfigReloader, reload_routes
 from opsgate.server.slo_routes import slo_routes
 from opsgate.server.url_guard import UrlGuardMiddleware
@@ -92,7 +97,10 @@ class Gateway:
             sinks.append(self.telemetry.metrics)
         self.authenticator = Authenticator(config.auth, self._key_store if self.record_log is not None else None)
         self.sink = FanoutSink(*sinks)  # kept across config reloads (server/reload.py), like the record log
-        self.pipeline = build_pipeline(config, self.router, self.sink, self.registry, authenticator=self.authenticator)
+        self.releases, self.release_stage, self.rollback = self._releases(config)
+        self.pipeline = build_pipeline(
+            config, self.router, self.sink, self.registry, authenticator=self.authenticator, release=self.release_stage
+        )
 
         if self.telemetry.tracing is not None:
             self.pipeline.trace_with(self.telemetry.tracing, config.telemetry.tracing.stage_spans)
@@ -101,6 +109,22 @@ class Gateway:
     def _stage_status(self) -> dict[str, Any]:
         statuses = ((stage.name, getattr(stage, "status", None)) for stage in self.pipeline.stages)
         return {name: status() for name, status in statuses if status is not None}
+
+    def _releases(self, config: GatewayConfig) -> tuple[ReleaseCache | None, ReleaseStage | None, AutoRollback | None]:
+        # Releases and experiments (releases/): a cache polled from the store, the stage, the rollback watch.
+        if not config.releases.enabled:
+            return None, None, None
+        record_log = self.record_log
+        store = (lambda: record_log.store) if record_log is not None else None
+        cache = ReleaseCache(store, config.releases.poll_seconds)
+        shadow = ShadowMirror(
+            lambda ctx: self.router(ctx),  # late-bound: a config reload replaces the router
+            self._eval_store if self.record_log is not None else None,
+            config.releases.shadow_max_in_flight,
+            {alias.name: alias.price for alias in config.models},
+        )
+        watch = AutoRollback(config, store) if store is not None and config.releases.auto_rollback.enabled else None
+        return cache, ReleaseStage(cache, shadow), watch
 
     def _eval_store(self) -> EvalStore:
         assert self.record_log is not None
@@ -124,6 +148,10 @@ class Gateway:
         await self.slo.start()
         if self.online_eval is not None:
             await self.online_eval.start()
+        if self.releases is not None:
+            await self.releases.start()
+        if self.rollback is not None:
+            await self.rollback.start()
         await self.telemetry.start()
         for stage in self.pipeline.stages:
             start = getattr(stage, "start", None)
@@ -139,6 +167,12 @@ class Gateway:
         await self.slo.stop()
         if self.online_eval is not None:
             await self.online_eval.stop()
+        if self.rollback is not None:
+            await self.rollback.stop()
+        if self.releases is not None:
+            await self.releases.close()
+        if self.release_stage is not None and self.release_stage.shadow is not None:
+            await self.release_stage.shadow.close()
         await self.router.close()
         await self.registry.close()
         await self.telemetry.stop()
@@ -342,6 +376,7 @@ def create_app(
         *keys_routes(gateway),
         *cache_routes(gateway),
         *eval_routes(gateway),
+        *release_routes(gateway),
         *ui_routes(gateway),  # the /ui dashboard and its static files
         *reload_routes(reloader),
     ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from opsgate.releases import schema as release_schema
 from opsgate.store import rollups
 
 
@@ -234,6 +235,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         tuple(s.format(real="REAL") for s in _EVALS),
         tuple(s.format(real="DOUBLE PRECISION") for s in _EVALS),
     ),
+    Migration("0008_releases", release_schema.SQLITE, release_schema.POSTGRES),
 )
 
 

@@ -1,0 +1,1 @@
+"""Prompt registry, releases per alias, experiments, statistics, automatic rollback and shadow traffic."""

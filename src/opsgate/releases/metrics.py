@@ -1,0 +1,240 @@
+"""Per-arm metrics of an experiment, read from the request log and the evaluation items — never from
+counters of our own — and the comparisons of every arm against the first (the control).
+
+The records of an experiment are the alias's rows since it started whose tags carry its id; the arm
+is the tag the release stage wrote (a client's ``metadata`` with the same key is ignored). Feedback
+joins by request id; online-evaluation scores (issue 13's ``eval_items``/``eval_scores``) join by the
+request id their items carry, when there are any.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from opsgate.releases import stats
+from opsgate.store.sql import SqlRecordStore
+
+MAX_ROWS = 200_000
+
+
+@dataclass
+class ArmData:
+    """The raw per-request values of one arm."""
+
+    requests: int = 0
+    client_errors: int = 0
+    errors: int = 0
+    flagged: int = 0
+    latency: list[float] = field(default_factory=list)
+    ttft: list[float] = field(default_factory=list)
+    tokens: list[float] = field(default_factory=list)
+    cost: float = 0.0
+    positive: int = 0
+    rated: int = 0
+    scores: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    ids: set[str] = field(default_factory=set)
+
+    @property
+    def judged(self) -> int:
+        """Requests that count for the error rate: not the client's mistake."""
+        return self.requests - self.client_errors
+
+    def summary(self) -> dict[str, Any]:
+        """The arm's metrics."""
+        latency = np.asarray(self.latency) if self.latency else None
+        ttft = np.asarray(self.ttft) if self.ttft else None
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "error_rate": self.errors / self.judged if self.judged else None,
+            "latency_ms": _percentiles(latency),
+            "ttft_ms": _percentiles(ttft),
+            "tokens_mean": float(np.mean(self.tokens)) if self.tokens else None,
+            "cost": round(self.cost, 6),
+            "feedback": {"rated": self.rated, "positive_rate": self.positive / self.rated if self.rated else None},
+            "guard_flag_rate": self.flagged / self.requests if self.requests else None,
+            "scores": {name: {"n": len(v), "mean": float(np.mean(v))} for name, v in self.scores.items() if v},
+        }
+
+
+def _percentiles(values: Any) -> dict[str, float | None]:
+    if values is None or len(values) == 0:
+        return {"p50": None, "p95": None}
+    p50, p95 = np.percentile(values, [50, 95])
+    return {"p50": round(float(p50), 3), "p95": round(float(p95), 3)}
+
+
+def _flagged(tags: dict[str, Any]) -> bool:
+    guard = tags.get("guard")
+    if not isinstance(guard, dict):
+        return False
+    for side in ("input", "output"):
+        for entry in guard.get(side) or []:
+            if isinstance(entry, dict) and entry.get("verdict") == "fail":
+                return True
+    return False
+
+
+def collect(
+    store: SqlRecordStore,
+    alias: str,
+    experiment: str,
+    since: float,
+    until: float | None = None,
+    arm_names: list[str] | None = None,
+) -> dict[str, ArmData]:
+    """Every arm's values from the records (and feedback and eval scores) of ``experiment``."""
+    until = time.time() + 60 if until is None else until
+    condition, params = store.tag_condition("experiment", experiment)
+    arms: dict[str, ArmData] = {name: ArmData() for name in arm_names or []}
+    by_id: dict[str, ArmData] = {}
+    with store.connection() as conn:
+        rows = store.execute(
+            conn,
+            "SELECT id, status, latency_ms, ttft_ms, prompt_tokens, completion_tokens, cost, tags FROM requests "
+            f"WHERE model = ? AND ts >= ? AND ts <= ? AND {condition} LIMIT ?",
+            [alias, since, until, *params, MAX_ROWS],
+        ).fetchall()
+        for rid, status, latency, ttft, prompt, completion, cost, raw in rows:
+            tags = orjson.loads(raw) if isinstance(raw, str | bytes) else raw or {}
+            if not isinstance(tags, dict) or tags.get("experiment") != experiment or tags.get("shadow"):
+                continue  # a client's metadata may carry the key; only the gateway's tags count
+            arm = arms.setdefault(str(tags.get("arm")), ArmData())
+            by_id[rid] = arm
+            arm.requests += 1
+            if 400 <= status < 500:
+                arm.client_errors += 1
+            elif status >= 500:
+                arm.errors += 1
+            elif latency is not None:
+                arm.latency.append(float(latency))
+            if ttft is not None and status < 400:
+                arm.ttft.append(float(ttft))
+            if prompt is not None or completion is not None:
+                arm.tokens.append(float((prompt or 0) + (completion or 0)))
+            arm.cost += float(cost or 0.0)
+            if _flagged(tags):
+                arm.flagged += 1
+        if by_id:
+            for rid, positive in store.execute(
+                conn,
+                "SELECT request_id, positive FROM feedback WHERE model = ? AND ts >= ?",
+                [alias, since],
+            ).fetchall():
+                arm_data = by_id.get(rid)
+                if arm_data is not None:
+                    arm_data.rated += 1
+                    arm_data.positive += int(bool(positive))
+            for rid, scorer, value in store.execute(
+                conn,
+                "SELECT i.request_id, s.scorer, s.value FROM eval_scores s JOIN eval_items i "
+                "ON i.run_id = s.run_id AND i.item_key = s.item_key "
+                "WHERE s.model = ? AND s.ts >= ? AND s.value IS NOT NULL AND i.request_id IS NOT NULL LIMIT ?",
+                [alias, since, MAX_ROWS],
+            ).fetchall():
+                arm_data = by_id.get(rid)
+                if arm_data is not None:
+                    arm_data.scores[str(scorer)].append(float(value))
+    return arms
+
+
+def compare(control: ArmData, other: ArmData, alpha: float, tau: float) -> dict[str, Any]:
+    """``other`` against ``control``: a test and an interval for every metric, and the sequential verdicts."""
+    out: dict[str, Any] = {
+        "error_rate": {
+            **stats.proportion_test(control.errors, control.judged, other.errors, other.judged, alpha),
+            "sequential": stats.sequential_test(control.errors, control.judged, other.errors, other.judged, tau, alpha),
+        },
+        "guard_flag_rate": {
+            **stats.proportion_test(control.flagged, control.requests, other.flagged, other.requests, alpha),
+            "sequential": stats.sequential_test(
+                control.flagged, control.requests, other.flagged, other.requests, tau, alpha
+            ),
+        },
+        "feedback_positive_rate": {
+            **stats.proportion_test(control.positive, control.rated, other.positive, other.rated, alpha),
+            "sequential": stats.sequential_test(
+                control.positive, control.rated, other.positive, other.rated, tau, alpha
+            ),
+        },
+        "latency_ms": stats.distribution_test(control.latency, other.latency, alpha, statistic="median"),
+        "ttft_ms": stats.distribution_test(control.ttft, other.ttft, alpha, statistic="median"),
+        "tokens": stats.distribution_test(control.tokens, other.tokens, alpha),
+        "scores": {
+            name: stats.distribution_test(control.scores.get(name, []), values, alpha)
+            for name, values in other.scores.items()
+        },
+    }
+    return out
+
+
+def verdict(arm: str, comparison: dict[str, Any], alpha: float) -> list[str]:
+    """The comparison in words (only what the sequential tests, valid at any look, or intervals say)."""
+    words: list[str] = []
+    for key, label, worse_when in (
+        ("error_rate", "error rate", 1),
+        ("guard_flag_rate", "guard flag rate", 1),
+        ("feedback_positive_rate", "positive feedback", -1),
+    ):
+        item = comparison[key]
+        if item["diff"] is None:
+            continue
+        if item["sequential"]["significant"]:
+            direction = "worse" if item["diff"] * worse_when > 0 else "better"
+            words.append(
+                f"{arm}: {label} is significantly {direction} ({item['diff']:+.4f}, "
+                f"{(1 - alpha) * 100:.0f}% CI {item['ci'][0]:+.4f} to {item['ci'][1]:+.4f}; "
+                f"always-valid p = {item['sequential']['p_value']:.4f})."
+            )
+    latency = comparison["latency_ms"]
+    if latency["ci"] is not None and (latency["ci"][0] > 0 or latency["ci"][1] < 0):
+        direction = "slower" if latency["ci"][0] > 0 else "faster"
+        words.append(
+            f"{arm}: median latency {direction} by {abs(latency['diff']):.1f} ms "
+            f"(CI {latency['ci'][0]:+.1f} to {latency['ci'][1]:+.1f} ms; fixed-horizon, not for peeking)."
+        )
+    if not words:
+        words.append(f"{arm}: no significant difference from control yet.")
+    return words
+
+
+def report(
+    store: SqlRecordStore, experiment: dict[str, Any], alpha: float = 0.05, now: float | None = None
+) -> dict[str, Any]:
+    """The experiment's per-arm metrics, comparisons against the first arm, a sample-size plan and words."""
+    names = [a["arm"] for a in experiment["arms"] if a["arm"] != "shadow"]
+    until = experiment.get("stopped_at") or (time.time() if now is None else now)
+    data = collect(store, experiment["alias"], experiment["id"], experiment["started_at"], until + 1, names)
+    settings = experiment.get("settings") or {}
+    tau = float(settings.get("tau", 0.02))
+    out: dict[str, Any] = {
+        "experiment": experiment,
+        "alpha": alpha,
+        "arms": {name: arm.summary() for name, arm in data.items()},
+        "comparisons": {},
+        "verdict": [],
+    }
+    if not names:
+        return out
+    control = data[names[0]]
+    for name in names[1:]:
+        comparison = compare(control, data[name], alpha, tau)
+        out["comparisons"][name] = comparison
+        out["verdict"].extend(verdict(name, comparison, alpha))
+    base = control.errors / control.judged if control.judged else 0.0
+    base = round(min(max(base, 0.01), 0.5), 3)
+    try:
+        out["plan"] = {
+            "metric": "error_rate",
+            **stats.plan(base, tau, alpha).to_dict(),
+            "per_arm_so_far": min(d.requests for d in data.values()),
+        }
+    except ValueError as error:
+        out["plan"] = {"error": str(error)}
+    return out

@@ -1,0 +1,217 @@
+"""Automatic rollback: a running canary that burns its error budget fast, or is significantly worse
+than the control on guard flags or quality, is rolled back by the gateway itself.
+
+Every ``interval_seconds`` each replica reads the canary arms' records (the request log, the same
+rows every report reads) and applies:
+
+- the burn-rate rule of the SLO alerts (``slo/``'s page rule by default: the long and the short
+  window both burn faster than ``burn_rate`` times the budget of ``slo_target``), on the canary arm's
+  error rate, once the short window holds ``min_requests`` canary requests;
+- the always-valid sequential test (mSPRT) on the guard flag rate, positive feedback and the pass
+  rate of online-evaluation scores, canary against control, at ``alpha`` — valid however often it
+  looks.
+
+A rollback goes through ``ReleaseStore.rollback`` with the revision the watcher saw, so two replicas
+deciding together roll back once (the other gets a conflict and lets it be). It is audited in the
+hash chain (``release_rolled_back`` by ``system:auto-rollback``, with the reason and the numbers)
+and sent through the SLO alert path: a row in ``slo_alerts`` and the configured webhooks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import orjson
+
+from opsgate.domain.config import GatewayConfig
+from opsgate.domain.errors import GatewayError
+from opsgate.domain.slo_config import duration_seconds
+from opsgate.releases import metrics, stats
+from opsgate.releases.store import ReleaseStore
+from opsgate.slo.webhooks import send
+from opsgate.store.sql import SqlRecordStore
+
+log = logging.getLogger("opsgate.releases.rollback")
+ACTOR = "system:auto-rollback"
+
+
+class AutoRollback:
+    """Watches running canaries and rolls back the ones that hurt."""
+
+    def __init__(self, config: GatewayConfig, source: Callable[[], SqlRecordStore]) -> None:
+        self.config = config.releases.auto_rollback
+        self.alerts = config.alerts
+        self.source = source
+        self.checks = 0
+        self.rollbacks: list[dict[str, Any]] = []
+        self.last_error: str | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        """Start watching."""
+        self._task = asyncio.create_task(self._run(), name="opsgate-auto-rollback")
+
+    async def stop(self) -> None:
+        """Stop watching."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.interval_seconds)
+            try:
+                for event in await asyncio.to_thread(self.check):
+                    await self._notify(event)
+                self.last_error = None
+            except Exception as error:  # the store may be down: try again next tick
+                self.last_error = f"{type(error).__name__}: {error}"
+                log.warning("auto-rollback check failed: %s", error)
+
+    def check(self, now: float | None = None) -> list[dict[str, Any]]:
+        """One pass over every running canary (blocking); returns the rollbacks made."""
+        now = time.time() if now is None else now
+        self.checks += 1
+        store = self.source()
+        releases = ReleaseStore(store)
+        _, states, _ = releases.snapshot()
+        done: list[dict[str, Any]] = []
+        for alias, state in states.items():
+            if not state.arms or state.experiment is None or not any(a["arm"] == "canary" for a in state.arms):
+                continue
+            experiment = releases.experiment(state.experiment)
+            if experiment is None:
+                continue
+            reason = self.judge(store, experiment, now)
+            if reason is None:
+                continue
+            try:
+                releases.rollback(alias, ACTOR, reason=reason["summary"], expect=state.revision)
+            except GatewayError as error:  # another replica was first, or an operator acted meanwhile
+                log.info("auto-rollback of %s skipped: %s", alias, error.message)
+                continue
+            event = {"alias": alias, "experiment": experiment["id"], "ts": now, **reason}
+            self._alert_row(store, event, now)
+            self.rollbacks.append(event)
+            log.warning("auto-rollback: %s: %s", alias, reason["summary"])
+            done.append(event)
+        return done
+
+    def judge(self, store: SqlRecordStore, experiment: dict[str, Any], now: float) -> dict[str, Any] | None:
+        """Why the canary of ``experiment`` must go, or None."""
+        alias, exp_id, started = experiment["alias"], experiment["id"], experiment["started_at"]
+        allowed = 1.0 - self.config.slo_target
+        burns: dict[str, float] = {}
+        short_n = 0
+        for name, window in (("long", self.config.long_window), ("short", self.config.short_window)):
+            since = max(started, now - duration_seconds(window))
+            arm = metrics.collect(store, alias, exp_id, since, now + 1).get("canary")
+            if arm is None or arm.judged == 0:
+                return None if name == "long" else self._quality(store, experiment, now)
+            burns[window] = (arm.errors / arm.judged) / allowed
+            if name == "short":
+                short_n = arm.judged
+        if short_n >= self.config.min_requests and all(b > self.config.burn_rate for b in burns.values()):
+            text = ", ".join(f"{w} {b:.1f}x" for w, b in burns.items())
+            return {
+                "rule": "burn_rate",
+                "burn_rates": burns,
+                "summary": f"canary burns its error budget ({text} > {self.config.burn_rate:g}x of a "
+                f"{self.config.slo_target:.4g} availability target)",
+            }
+        return self._quality(store, experiment, now)
+
+    def _quality(self, store: SqlRecordStore, experiment: dict[str, Any], now: float) -> dict[str, Any] | None:
+        data = metrics.collect(store, experiment["alias"], experiment["id"], experiment["started_at"], now + 1)
+        control, canary = data.get("control"), data.get("canary")
+        if control is None or canary is None:
+            return None
+        tau = float((experiment.get("settings") or {}).get("tau", 0.02))
+        alpha = self.config.alpha
+        checks = [
+            ("guard_flag_rate", control.flagged, control.requests, canary.flagged, canary.requests, 1),
+            ("feedback_positive_rate", control.positive, control.rated, canary.positive, canary.rated, -1),
+        ]
+        for scorer, values in canary.scores.items():
+            base = control.scores.get(scorer, [])
+            # Scores in [0, 1]: compare the share at or above 0.5 (a pass), a rate the sequential test takes.
+            checks.append(
+                (
+                    f"score:{scorer}",
+                    sum(v >= 0.5 for v in base),
+                    len(base),
+                    sum(v >= 0.5 for v in values),
+                    len(values),
+                    -1,
+                )
+            )
+        for name, xa, na, xb, nb, worse in checks:
+            if na == 0 or nb == 0:
+                continue
+            verdict = stats.sequential_test(xa, na, xb, nb, tau, alpha)
+            diff = xb / nb - xa / na
+            if verdict["significant"] and diff * worse > 0:
+                return {
+                    "rule": name,
+                    "diff": diff,
+                    "p_value": verdict["p_value"],
+                    "summary": f"canary significantly worse on {name} ({diff:+.4f}, always-valid p = "
+                    f"{verdict['p_value']:.4g} <= {alpha:g})",
+                }
+        return None
+
+    def _alert_row(self, store: SqlRecordStore, event: dict[str, Any], now: float) -> None:
+        details = {
+            "firing": [f"page: {event['summary']}"],
+            "current": event.get("burn_rates") or event.get("diff"),
+            "target": self.config.slo_target,
+            "budget_remaining": None,
+            "burn_rates": event.get("burn_rates") or {},
+            "release": event["alias"],
+            "experiment": event["experiment"],
+            "action": "rolled back",
+        }
+        with store.connection() as conn, store.transaction(conn):
+            row = store.execute(
+                conn,
+                "INSERT INTO slo_alerts (slo, tenant, severity, state, since, resolved_at, details, notified_firing, "
+                "notified_resolved) VALUES (?, '', 'page', 'resolved', ?, ?, ?, 1, 1) RETURNING id",
+                [f"release:{event['alias']}", now, now, orjson.dumps(details).decode()],
+            ).fetchone()
+        event["alert_id"] = int(row[0]) if row else 0
+        event["details"] = details
+
+    async def _notify(self, event: dict[str, Any]) -> None:
+        # The SLO alert path's webhooks, as a firing page (the rollback already resolved it: recorded so).
+        if not self.alerts.webhooks:
+            return
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        payload = {
+            "alert_id": event["alert_id"],
+            "slo": f"release:{event['alias']}",
+            "tenant": None,
+            "severity": "page",
+            "state": "resolved",
+            "since": event["ts"],
+            "resolved_at": event["ts"],
+            "details": event["details"],
+            "status": "firing",
+        }
+        await asyncio.gather(
+            *(send(self._session, hook, payload, self.alerts.retries) for hook in self.alerts.webhooks)
+        )
+
+    def status(self) -> dict[str, Any]:
+        """For ``/readyz``."""
+        return {"checks": self.checks, "rollbacks": len(self.rollbacks), "last_error": self.last_error}

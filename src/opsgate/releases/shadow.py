@@ -1,0 +1,177 @@
+"""Shadow traffic: a share of live requests is sent again to a candidate release, after the client has
+its answer, and the candidate's answer is kept as an evaluation item — never shown to anyone.
+
+Off the request path (a task started in the release stage's ``after``), bounded (at most
+``max_in_flight`` shadow calls; more are dropped and counted), never streamed. The results go to the
+evaluation tables (a run of kind ``shadow`` per experiment, item key = the live request's id), not to
+the request log: a shadow call is recorded as shadow and never billed in ``usage_daily``, and the
+online scorers and experiment reports read it like any other run item.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from opsgate.domain.context import GatewayResponse, JsonResult, RequestContext
+from opsgate.domain.requests import ChatCompletionRequest, ChatMessage
+
+if TYPE_CHECKING:
+    from opsgate.evals.store import EvalStore
+    from opsgate.releases.cache import Arm
+
+log = logging.getLogger("opsgate.releases.shadow")
+Terminal = Callable[[RequestContext], Awaitable[GatewayResponse]]
+
+
+class ShadowMirror:
+    """Runs shadow calls through the router and stores their results."""
+
+    def __init__(
+        self,
+        terminal: Terminal,
+        evals: Callable[[], EvalStore] | None,
+        max_in_flight: int = 4,
+        prices: dict[str, Any] | None = None,
+    ) -> None:
+        self.terminal = terminal
+        self.evals = evals
+        self.max_in_flight = max_in_flight
+        self.prices = prices or {}
+        self.in_flight = 0
+        self.sent = 0
+        self.dropped = 0
+        self.failed = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def submit(self, ctx: RequestContext, arm: Arm, experiment: str | None) -> bool:
+        """Start one shadow call for ``ctx``'s request, unless the bound is reached (then it is dropped)."""
+        body = ctx.body
+        if not isinstance(body, ChatCompletionRequest) or arm.release is None:
+            return False
+        if self.in_flight >= self.max_in_flight:
+            self.dropped += 1
+            return False
+        self.in_flight += 1
+        original = ctx.scratch.get("release.original_messages") or body.messages
+        task = asyncio.create_task(self._run(ctx, body, list(original), arm, experiment))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def _run(
+        self,
+        live: RequestContext,
+        body: ChatCompletionRequest,
+        messages: list[ChatMessage],
+        arm: Arm,
+        experiment: str | None,
+    ) -> None:
+        from opsgate.pipeline.release import WEIGHTS_KEY, _fill
+
+        assert arm.release is not None
+        try:
+            copy = body.model_copy(deep=True)
+            copy.messages = messages
+            copy.stream = False
+            copy.stream_options = None
+            ctx = RequestContext(
+                endpoint="chat", raw_body=b"", headers={}, request_id=f"{live.request_id}-shadow", body=copy
+            )
+            ctx.alias = live.alias
+            ctx.principal = live.principal
+            ctx.tags["shadow"] = True
+            spec = arm.release.spec
+            if spec.get("deployments"):
+                ctx.scratch[WEIGHTS_KEY] = spec["deployments"]
+            _fill(ctx, spec.get("parameters") or {})
+            if arm.prompt is not None:
+                variables = (body.metadata or {}).get("variables") or {}
+                rendered = arm.prompt.render(variables if isinstance(variables, dict) else {})
+                copy.messages = [ChatMessage(role=m["role"], content=m["content"]) for m in rendered] + messages
+                _fill(ctx, arm.prompt.parameters)
+            started = time.perf_counter()
+            try:
+                response = await self.terminal(ctx)
+            except Exception as error:  # a shadow failure is data, never the client's problem
+                response = JsonResult(body={}, status=500, error=None)
+                log.debug("shadow call failed: %s", error)
+            latency = (time.perf_counter() - started) * 1000.0
+            self.sent += 1
+            await self._store(live, ctx, response, latency, arm, experiment)
+        except Exception:
+            self.failed += 1
+            log.exception("shadow call for %s failed", live.request_id)
+        finally:
+            self.in_flight -= 1
+
+    async def _store(
+        self,
+        live: RequestContext,
+        ctx: RequestContext,
+        response: GatewayResponse,
+        latency: float,
+        arm: Arm,
+        experiment: str | None,
+    ) -> None:
+        if self.evals is None or not isinstance(response, JsonResult):
+            return
+        from opsgate.domain.pricing import cost_of
+        from opsgate.evals.store import ItemResult
+        from opsgate.pipeline.record import input_text
+
+        assert arm.release is not None and live.alias is not None
+        ok = response.error is None and response.status < 400
+        usage = response.body.get("usage") if ok else None
+        choices = response.body.get("choices") or [{}]
+        output = ((choices[0] or {}).get("message") or {}).get("content") if ok else None
+        item = ItemResult(
+            item_key=live.request_id,
+            idx=None,
+            status="ok" if ok else "failed",
+            input=input_text(live.body),
+            output=output if isinstance(output, str) else None,
+            error=None if ok else (response.error.message if response.error else f"HTTP {response.status}"),
+            request_id=live.request_id,
+            latency_ms=round(latency, 3),
+            prompt_tokens=(usage or {}).get("prompt_tokens"),
+            completion_tokens=(usage or {}).get("completion_tokens"),
+            cost=cost_of(self.prices.get(live.alias.name), usage),
+            ts=time.time(),
+        )
+        tenant = live.principal.tenant
+        evals = self.evals()
+        run_id = f"shadow:{experiment or arm.release.id}:{tenant or '-'}"
+
+        def write() -> None:
+            if evals.get_run(tenant, run_id) is None:
+                try:
+                    evals.create_run(
+                        tenant,
+                        live.alias.name if live.alias else "",
+                        kind="shadow",
+                        run_id=run_id,
+                        settings={"source": "shadow traffic", "experiment": experiment},
+                        release=arm.release.id if arm.release else None,
+                        arm="shadow",
+                    )
+                except Exception:
+                    if evals.get_run(tenant, run_id) is None:
+                        raise
+            evals.write_results(run_id, tenant, live.alias.name if live.alias else "", [item])
+
+        await asyncio.to_thread(write)
+
+    async def close(self) -> None:
+        """Wait briefly for shadow calls in flight, then cancel the rest."""
+        if self._tasks:
+            _, pending = await asyncio.wait(list(self._tasks), timeout=5)
+            for task in pending:
+                task.cancel()
+
+    def status(self) -> dict[str, int]:
+        """Counters for ``/readyz``."""
+        return {"in_flight": self.in_flight, "sent": self.sent, "dropped": self.dropped, "failed": self.failed}
