@@ -152,7 +152,7 @@ def test_a_real_prometheus_scrapes_the_gateway_and_fires_the_burn_rate_alert(
     def query(expr: str) -> list[dict[str, Any]]:
         try:
             answer = httpx.get(api + "/query", params={"query": expr}, timeout=5).json()
-        except httpx.TransportError:
+        except (httpx.TransportError, ValueError):  # not up yet, or not ready to answer JSON
             return []
         result: list[dict[str, Any]] = answer.get("data", {}).get("result", [])
         return result
@@ -160,7 +160,7 @@ def test_a_real_prometheus_scrapes_the_gateway_and_fires_the_burn_rate_alert(
     def firing(name: str) -> bool:
         try:
             alerts = httpx.get(api + "/alerts", timeout=5).json()["data"]["alerts"]
-        except httpx.TransportError:
+        except (httpx.TransportError, ValueError, KeyError):
             return False
         return any(a["labels"]["alertname"] == name and a["state"] == "firing" for a in alerts)
 
