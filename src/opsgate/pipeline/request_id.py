@@ -46,4 +46,7 @@ class RequestIdStage(PassStage):
     async def after(self, ctx: RequestContext, response: GatewayResponse) -> GatewayResponse:
         """Echo the id so a client can quote it to the operator (and find it at ``/admin/requests/{id}``)."""
         response.headers["x-request-id"] = ctx.request_id
+        # On every answer: the deployment that served (or whose failure is answered); ``none`` when the
+        # request never reached one (refused, invalid, unknown model, a cache hit).
+        response.headers.setdefault("x-opsgate-deployment", ctx.deployment or "none")
         return response
