@@ -8,6 +8,8 @@ this release does not know, and ``opsgate serve`` exits with it instead of servi
 
 from __future__ import annotations
 
+from contextlib import closing
+
 import click
 from rich.console import Console
 
@@ -28,7 +30,7 @@ def applied_migrations(url: str) -> set[str]:
         path = Path(url.removeprefix("sqlite:///"))
         if not path.exists():
             return set()
-        with sqlite3.connect(path) as conn:
+        with closing(sqlite3.connect(path)) as conn:
             exists = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'schema_migrations'").fetchone()
             return {row[0] for row in conn.execute("SELECT name FROM schema_migrations")} if exists else set()
     import psycopg
