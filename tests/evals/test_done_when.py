@@ -26,6 +26,7 @@ def test_traffic_to_dataset_to_two_models_with_a_repeated_judge(tmp_path: Path) 
         "models": [
             {"name": "smollm2", "deployments": [{"type": "llama_cpp", "n_ctx": 2048, "max_queue": 64, "seed": 1}]},
             {"name": "second", "deployments": [{"type": "openai", "base_url": echo.url + "/v1", "model": "m"}]},
+            {"name": "all-minilm-l6-v2", "deployments": [{"type": "sentence_embedding"}]},
         ],
         "record": {"store": f"sqlite:///{tmp_path}/requests.db", "journal_dir": str(tmp_path / "journal")},
     }
@@ -66,6 +67,8 @@ def test_traffic_to_dataset_to_two_models_with_a_repeated_judge(tmp_path: Path) 
                 "rouge_l",
                 "-s",
                 "refusal",
+                "-s",
+                "embedding",
                 "--judge",
                 "smollm2",
                 "--judge-repeats",
@@ -98,5 +101,6 @@ def test_traffic_to_dataset_to_two_models_with_a_repeated_judge(tmp_path: Path) 
         assert all(i["output"] for i in smol if i["status"] == "ok")  # the embedded model answered
         summary = store.get_run(ANY_TENANT, second_run)["summary"]  # type: ignore[index]
         assert summary["scores"]["rouge_l"]["mean"] == pytest.approx(1.0)  # the echo repeats its references
+        assert summary["scores"]["embedding"]["mean"] == pytest.approx(1.0, abs=1e-5)  # embedded MiniLM, same text
     finally:
         echo.stop()

@@ -34,18 +34,24 @@ def upstreams() -> Iterator[tuple[EchoBehaviour, EchoBehaviour, ServerThread, Se
 
 
 def write_config(tmp_path: Path, good: ServerThread, bad: ServerThread, store: str | None = None) -> Path:
-    def alias(name: str, server: ServerThread, price: float) -> dict[str, Any]:
+    def alias(name: str, server: ServerThread, price: float, own: float | None = None) -> dict[str, Any]:
+        deployment: dict[str, Any] = {
+            "type": "openai",
+            "base_url": server.url + "/v1",
+            "model": "m",
+            "breaker": {"enabled": False},
+        }
+        if own is not None:  # the deployment's own price wins over the alias's, as in the record
+            deployment["price"] = {"input_per_million": own, "output_per_million": own}
         return {
             "name": name,
             "price": {"input_per_million": price, "output_per_million": price * 2},
             "routing": {"retries": 0},
-            "deployments": [
-                {"type": "openai", "base_url": server.url + "/v1", "model": "m", "breaker": {"enabled": False}}
-            ],
+            "deployments": [deployment],
         }
 
     config = {
-        "models": [alias("good", good, 1.0), alias("bad", bad, 0.5)],
+        "models": [alias("good", good, 1.0), alias("bad", bad, 0.5, own=0.4)],
         "record": {"store": store or f"sqlite:///{tmp_path}/requests.db", "journal_dir": str(tmp_path / "journal")},
     }
     path = tmp_path / "config.yaml"
@@ -120,6 +126,7 @@ def test_run_compare_gate_report(
             ).fetchall()
         )
     assert roles == {"candidate": 180, "judge": 540}
+    assert store.all_items(run_bad)[0]["cost"] == pytest.approx((10 * 0.4 + 5 * 0.4) / 1e6)
     summary = store.get_run(ANY_TENANT, run_bad)["summary"]  # type: ignore[index]
     assert summary["scores"]["exact"]["pass_rate"] == pytest.approx(40 / 60)
 

@@ -18,7 +18,8 @@ from typing import Any, Protocol
 import httpx
 import orjson
 
-from opsgate.domain.config import GatewayConfig, Price
+from opsgate.domain.config import GatewayConfig
+from opsgate.domain.pricing import PriceBook, cost_of
 
 
 @dataclass
@@ -39,11 +40,8 @@ class CallResult:
     body: dict[str, Any] = field(default_factory=dict)
 
 
-def cost_of(price: Price | None, prompt: int | None, completion: int | None) -> float | None:
-    """Cost at the alias's price (unknown price or usage: None, never 0)."""
-    if price is None or prompt is None or completion is None:
-        return None
-    return (prompt * price.input_per_million + completion * price.output_per_million) / 1_000_000
+_META_HEADERS = ("x-request-id", "x-opsgate-deployment")
+Meta = dict[str, str]  # the answer's x-request-id and x-opsgate-deployment (which deployment served)
 
 
 class TransportFailure(Exception):
@@ -51,11 +49,9 @@ class TransportFailure(Exception):
 
 
 class Poster(Protocol):
-    """POSTs a JSON body to a path under the gateway's ``/v1``; returns status, x-request-id and body."""
+    """POSTs a JSON body to a path under the gateway's ``/v1``; returns status, ``Meta`` and body."""
 
-    async def post(
-        self, path: str, body: bytes, headers: dict[str, str], limit_s: float
-    ) -> tuple[int, str | None, bytes]:
+    async def post(self, path: str, body: bytes, headers: dict[str, str], limit_s: float) -> tuple[int, Meta, bytes]:
         """One request (TransportFailure when there is no answer)."""
         ...
 
@@ -70,15 +66,14 @@ class HttpxPoster:
     def __init__(self, http: httpx.AsyncClient) -> None:
         self.http = http
 
-    async def post(
-        self, path: str, body: bytes, headers: dict[str, str], limit_s: float
-    ) -> tuple[int, str | None, bytes]:
+    async def post(self, path: str, body: bytes, headers: dict[str, str], limit_s: float) -> tuple[int, Meta, bytes]:
         """One request."""
         try:
             response = await self.http.post(path, content=body, headers=headers, timeout=limit_s)
         except httpx.HTTPError as error:
             raise TransportFailure(f"{type(error).__name__}: {error}") from None
-        return response.status_code, response.headers.get("x-request-id"), response.content
+        meta = {k: response.headers[k] for k in _META_HEADERS if k in response.headers}
+        return response.status_code, meta, response.content
 
     async def close(self) -> None:
         """Close the client."""
@@ -95,9 +90,7 @@ class AsgiPoster:
         self.base_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
         self.client = client
 
-    async def post(
-        self, path: str, body: bytes, headers: dict[str, str], limit_s: float
-    ) -> tuple[int, str | None, bytes]:
+    async def post(self, path: str, body: bytes, headers: dict[str, str], limit_s: float) -> tuple[int, Meta, bytes]:
         """One request through the app."""
         raw_path = ("/v1/" + path).encode()
         scope = {
@@ -123,7 +116,7 @@ class AsgiPoster:
         finished = asyncio.Event()
         delivered = False
         status = 0
-        request_id: str | None = None
+        meta: Meta = {}
         chunks: list[bytes] = []
 
         async def receive() -> dict[str, Any]:
@@ -135,12 +128,13 @@ class AsgiPoster:
             return {"type": "http.disconnect"}
 
         async def send(message: dict[str, Any]) -> None:
-            nonlocal status, request_id
+            nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
                 for key, value in message.get("headers") or []:
-                    if key.lower() == b"x-request-id":
-                        request_id = value.decode("latin-1")
+                    name = key.decode("latin-1").lower()
+                    if name in _META_HEADERS:
+                        meta[name] = value.decode("latin-1")
             elif message["type"] == "http.response.body":
                 chunks.append(message.get("body", b""))
                 if not message.get("more_body"):
@@ -155,7 +149,7 @@ class AsgiPoster:
             finished.set()
         if not status:
             raise TransportFailure("the app sent no response")
-        return status, request_id, b"".join(chunks)
+        return status, meta, b"".join(chunks)
 
     async def close(self) -> None:
         """Nothing to release."""
@@ -174,9 +168,7 @@ class AiohttpPoster:
             headers=headers, connector=aiohttp.TCPConnector(limit=connections), raise_for_status=False
         )
 
-    async def post(
-        self, path: str, body: bytes, headers: dict[str, str], limit_s: float
-    ) -> tuple[int, str | None, bytes]:
+    async def post(self, path: str, body: bytes, headers: dict[str, str], limit_s: float) -> tuple[int, Meta, bytes]:
         """One request."""
         aiohttp = self._aiohttp
         try:
@@ -184,7 +176,8 @@ class AiohttpPoster:
                 self.base_url + path, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=limit_s)
             ) as response:
                 content = await response.read()
-                return response.status, response.headers.get("x-request-id"), content
+                meta = {k: response.headers[k] for k in _META_HEADERS if k in response.headers}
+                return response.status, meta, content
         except (aiohttp.ClientError, TimeoutError) as error:
             raise TransportFailure(f"{type(error).__name__}: {error}") from None
 
@@ -199,11 +192,11 @@ class GatewayClient:
     def __init__(
         self,
         http: Poster,
-        prices: dict[str, Price] | None = None,
+        prices: PriceBook | None = None,
         timeout: float = 120.0,
     ) -> None:
         self.http = http
-        self.prices = prices or {}
+        self.prices = prices
         self.timeout = timeout
 
     async def chat(
@@ -217,7 +210,7 @@ class GatewayClient:
         body = {"model": model, "messages": messages, "metadata": metadata, **params}
         started = time.perf_counter()
         try:
-            status, request_id, content = await self.http.post(
+            status, meta, content = await self.http.post(
                 "chat/completions",
                 orjson.dumps(body),
                 {"Content-Type": "application/json", "Cache-Control": "no-cache"},
@@ -227,6 +220,7 @@ class GatewayClient:
             elapsed = (time.perf_counter() - started) * 1000
             return CallResult(False, error=str(error)[:500], latency_ms=elapsed)
         elapsed = (time.perf_counter() - started) * 1000
+        request_id = meta.get("x-request-id")
         try:
             data = orjson.loads(content)
         except orjson.JSONDecodeError:
@@ -253,7 +247,8 @@ class GatewayClient:
             latency_ms=elapsed,
             prompt_tokens=prompt,
             completion_tokens=completion,
-            cost=cost_of(self.prices.get(model), prompt, completion),
+            # Priced as the record prices it: by the deployment that served (PriceBook).
+            cost=cost_of(self.prices.price(model, meta.get("x-opsgate-deployment")), usage) if self.prices else None,
             logprobs=logprobs if isinstance(logprobs, list) else None,
             finish_reason=choice.get("finish_reason"),
             body=data,
@@ -301,7 +296,7 @@ async def gateway_client(
     connections: int = 64,
 ) -> AsyncIterator[GatewayClient]:
     """A client for a running gateway (``base_url``, its ``/v1``) or for ``config`` served in-process."""
-    prices = {m.name: m.price for m in config.models if m.price is not None} if config is not None else {}
+    prices = PriceBook(config) if config is not None else None
     if base_url is not None:
         poster = AiohttpPoster(base_url, _headers(api_key), connections)
         try:
