@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from opsgate.domain.errors import GatewayError
-from opsgate.releases.prompts import PromptError, PromptStore, parse_ref
+from opsgate.releases.prompts import PromptError, parse_ref
 from tests.fake_upstream import FakeUpstream, Script
 from tests.support import Gateway, start_gateway
 
@@ -97,7 +97,7 @@ def test_variables_missing_extra_huge_and_bad_refs_are_400s_naming_them(
     gw, keys = gateway
     assert _create(gw, keys["a"], name="greet", messages=[{"role": "system", "content": "Hi {{ who }}"}],
                    variables=["who"], label="production").status_code == 201  # fmt: skip
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"prompt": "greet", "variables": {}}, "metadata.variables.who"),
         ({"prompt": "greet", "variables": {"who": "x", "extra": "y"}}, "metadata.variables.extra"),
         ({"prompt": "greet", "variables": {"who": "x" * 40_000}}, "metadata.variables.who"),
@@ -189,4 +189,3 @@ def test_refs_parse() -> None:
         with pytest.raises(PromptError):
             parse_ref(bad)
     assert issubclass(PromptError, GatewayError)
-    assert PromptStore  # the store is exercised over HTTP above

@@ -3,6 +3,8 @@ planned sample size detects the planned effect."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from opsgate.releases import stats
@@ -11,12 +13,15 @@ SIMULATIONS = 4000  # the bound on each rate below is a 95% Clopper-Pearson inte
 BATCHES = 40
 
 
-def _peeking(base: float, effect: float, per_batch: int, tau: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+Arrays = tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]
+
+
+def _peeking(base: float, effect: float, per_batch: int, tau: float, seed: int) -> Arrays:
     rng = np.random.default_rng(seed)
     a = rng.binomial(per_batch, base, size=(SIMULATIONS, BATCHES)).cumsum(axis=1)
     b = rng.binomial(per_batch, base + effect, size=(SIMULATIONS, BATCHES)).cumsum(axis=1)
     n = np.arange(1, BATCHES + 1) * per_batch
-    return a, b, n  # type: ignore[return-value]
+    return a, b, n
 
 
 def test_aa_false_positive_rate_stays_under_alpha_when_checked_after_every_batch() -> None:

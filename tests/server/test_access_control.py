@@ -78,6 +78,9 @@ def tenants(upstream_server: FakeUpstream) -> Iterator[Tenants]:
     record_log = state.gateway.app.state.gateway.record_log
     assert record_log.writer.flush()
     state.evals = _tenant_b_evals(record_log.store)
+    # Tenant B's prompt, named like the {name} the sweep fills in, carrying B's marker in its template.
+    prompt = {"name": "availability", "messages": [{"role": "system", "content": MARK_B}], "label": "production"}
+    assert state.call("POST", "/admin/prompts", state.secret("b-admin"), json=prompt).status_code == 201
     yield state
     state.gateway.server.stop()
 
@@ -165,7 +168,13 @@ def test_bad_key_requests_are_client_errors(tenants: Tenants) -> None:
 
 
 def _fill(path: str, tenants: Tenants) -> str:
-    b_values = {"id": tenants.requests["b"], "name": "availability", "model": "alpha", **tenants.evals}
+    b_values = {
+        "id": tenants.requests["b"],
+        "name": "availability",
+        "model": "alpha",
+        "alias": "alpha",
+        **tenants.evals,
+    }
     if path.startswith("/admin/keys/"):
         b_values["id"] = tenants.keys["b-dev"]["id"]
     for name, value in b_values.items():
@@ -196,6 +205,11 @@ def test_no_route_shows_tenant_b_to_tenant_a(tenants: Tenants) -> None:
                 checked.append((method, route.path))
     assert ("GET", "/admin/requests/{id}") in checked and ("GET", "/admin/usage") in checked
     assert ("GET", "/admin/evals/runs/{run}/items") in checked
+    assert ("GET", "/admin/prompts/{name}") in checked and ("POST", "/admin/releases/{alias}/rollback") in checked
+    own_prompt = tenants.call("GET", "/admin/prompts/availability", tenants.secret("b-dev"))
+    assert own_prompt.status_code == 200 and MARK_B in own_prompt.text  # B sees its own prompt
+    releases = tenants.call("GET", "/admin/releases", tenants.secret("a-admin"))
+    assert releases.status_code == 403 and releases.json()["error"]["code"] == "operator_only"
     own_run = tenants.call("GET", f"/admin/evals/runs/{tenants.evals['run']}/items", tenants.secret("b-dev"))
     assert own_run.status_code == 200 and MARK_B in own_run.text  # B sees its own evaluation
     assert ("POST", "/admin/config/reload") in checked  # operator only: a tenant admin gets 403

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from opsgate.domain.requests import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from opsgate.server import release_openapi
 
 _ERROR_SCHEMA = {
     "type": "object",
@@ -341,6 +342,7 @@ def _operations() -> dict[str, dict[str, dict[str, Any]]]:
             "post": _op("Log in: sets the session cookie", "dashboard", access="public", body="Login", ok="303"),
         },
         "/ui/logout": {"post": _op("Log out", "dashboard", access="public", ok="303")},
+        **release_openapi.operations(_op),
     }
 
 
@@ -359,7 +361,7 @@ def openapi_document(version: str) -> dict[str, Any]:
         [(m, "validation") for m in (ChatCompletionRequest, CompletionRequest, EmbeddingRequest)],
         ref_template="#/components/schemas/{model}",
     )
-    components = {**schemas.get("$defs", {}), **_BODIES, "Error": _ERROR_SCHEMA}
+    components = {**schemas.get("$defs", {}), **_BODIES, **release_openapi.BODIES, "Error": _ERROR_SCHEMA}
     return {
         "openapi": "3.1.0",
         "info": {"title": "opsgate", "version": version, "description": "OpenAI-compatible LLM gateway."},
