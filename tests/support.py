@@ -133,7 +133,7 @@ async def gather_all(*coros: Any) -> list[Any]:
 
 @contextmanager
 def serve_process(
-    config: Path, log: Path | None = None, args: Sequence[str] = (), timeout: float = 30.0
+    config: Path, log: Path | None = None, args: Sequence[str] = (), timeout: float = 30.0, cwd: Path | None = None
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """``opsgate serve --config`` (plus ``args``) as a real process; yields it and its URL once /healthz answers.
 
@@ -158,6 +158,7 @@ def serve_process(
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
+            cwd=cwd,
         )
     finally:
         if log:

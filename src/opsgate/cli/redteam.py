@@ -89,6 +89,7 @@ async def _run(
     )
 
     async def go(url: str) -> list[CaseResult]:
+        await _refuse_without_guards(url, api_key)
         client = make_client(url, api_key, settings)
         task = progress.add_task(suite.name, total=len(suite.cases), detected=0)
         seen = {"detected": 0}
@@ -108,6 +109,25 @@ async def _run(
     logging.basicConfig(level="WARNING")
     async with local_gateway(load_config_or_exit(config_path)) as url:
         return await go(url), "in-process"
+
+
+async def _refuse_without_guards(base_url: str, api_key: str | None) -> None:
+    """Stop at once (exit 2) when the gateway's ``/readyz`` shows no guard stage: every attack would pass,
+    and the run would take minutes to say "recall 0%". A key that cannot read /readyz's detail: run anyway."""
+    root = base_url.rstrip("/").removesuffix("/v1")
+    headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        async with httpx.AsyncClient(timeout=30) as http:
+            body = (await http.get(root + "/readyz", headers=headers)).json()
+    except (httpx.HTTPError, ValueError):
+        return  # not an opsgate /readyz (another gateway in front): the run itself will tell
+    pipeline = body.get("pipeline") if isinstance(body, dict) else None
+    if isinstance(pipeline, list) and "guard" not in pipeline:
+        console.print(
+            f"[red]guards are off[/red] on {root} (no guard stage in its pipeline, per /readyz): every attack "
+            "would pass. Turn them on (guard.enabled, e.g. examples/guards.yaml) and run again."
+        )
+        raise SystemExit(EXIT_USAGE)
 
 
 def _document(

@@ -29,7 +29,10 @@ def _config(config_path: str | None) -> GatewayConfig:
         problems = "\n".join(f"  - {problem}" for problem in error.problems)
         raise click.ClickException(f"invalid config {error.source}:\n{problems}") from None
     if not config.slo.objectives:
-        raise click.UsageError(f"{config_path or 'the embedded config'} defines no SLOs (slo.objectives).")
+        raise click.UsageError(
+            f"{config_path or 'the embedded config'} defines no SLOs (slo.objectives). Start from "
+            "examples/slos.yaml, or copy the slo: section of src/opsgate/defaults/slo-example.yaml into your config."
+        )
     return config
 
 
