@@ -145,3 +145,32 @@ def test_from_logs_scrubs_dedups_and_samples() -> None:
     second = build_from_logs(records, LogSelection(RecordQuery(), sample=5, seed=7), pii_scrubber())
     assert [i.input_hash() for i in first.items] == [i.input_hash() for i in second.items]
     assert len(first.items) == 5
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"prompt,reference\nok,fine\n\xff\xfe,x\n", "bad.csv:3: not valid UTF-8"),
+        (b"prompt,reference\nok,fine\nsay\x00hi,x\n", "bad.csv:3: prompt: contains a NUL character"),
+        (b"prompt,colour\nok,red\n", "bad.csv:1: colour: is not a known column"),
+        (b'prompt\n"' + b"a" * (MAX_LINE_BYTES + 10) + b'"\n', "bad.csv:"),
+        (b"prompt,reference\nok,fine,extra\n", "has more cells than the header"),
+    ],
+)
+def test_hostile_csv(tmp_path: Path, content: bytes, expected: str) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_bytes(content)
+    with pytest.raises(DatasetError) as error:
+        read_dataset(path)
+    assert expected in str(error.value)
+
+
+def test_a_broken_csv_line_ends_the_file_even_with_skip_invalid(tmp_path: Path) -> None:
+    path = tmp_path / "broken.csv"
+    path.write_bytes(b"prompt\nfirst\n\xff\xfe\nthird\n")
+    with pytest.raises(DatasetError, match=r"broken\.csv:3: not valid UTF-8"):
+        read_dataset(path, skip_invalid=True)  # "third" would be dropped silently otherwise
+    fine = tmp_path / "items.csv"
+    fine.write_bytes(b"prompt\nfirst\nsay\x00no\nthird\n")
+    result = read_dataset(fine, skip_invalid=True)
+    assert [i.prompt for i in result.items] == ["first", "third"] and result.skipped == 1

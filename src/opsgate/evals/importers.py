@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import importlib
-import io
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from opsgate.evals.dataset import DatasetError, DatasetItem, ItemError, parse_it
 
 MAX_LINE_BYTES = 4 * 1024 * 1024
 MAX_ITEMS = 200_000
+MAX_FILE_BYTES = 1024 * 1024 * 1024  # 1 GiB of file; Parquet also by rows (its pages may be compressed)
 _JSON_COLUMNS = ("messages", "reference", "schema", "metadata")
 FORMATS = ("jsonl", "csv", "parquet")
 
@@ -49,6 +49,12 @@ def read_dataset(path: str | Path, file_format: str | None = None, *, skip_inval
     path = Path(path)
     kind = detect_format(path, file_format)
     try:
+        size = path.stat().st_size
+    except OSError as error:
+        raise DatasetError([f"{path}: cannot read: {error.strerror}"]) from None
+    if size > MAX_FILE_BYTES:
+        raise DatasetError([f"{path}: larger than {MAX_FILE_BYTES // 2**20} MiB; split the dataset"])
+    try:
         handle = path.open("rb")
     except OSError as error:
         raise DatasetError([f"{path}: cannot read: {error.strerror}"]) from None
@@ -58,6 +64,11 @@ def read_dataset(path: str | Path, file_format: str | None = None, *, skip_inval
 
 
 Row = tuple[str, Any]  # (where: "file:line", parsed value or an ItemError)
+
+
+class FileError(ItemError):
+    """A problem that ends the file (a broken CSV line, an unreadable Parquet page): fatal even with
+    ``skip_invalid``, since the rest cannot be read and must not be dropped silently."""
 
 
 def collect(rows: Iterable[Row], skip_invalid: bool) -> ImportResult:
@@ -70,7 +81,7 @@ def collect(rows: Iterable[Row], skip_invalid: bool) -> ImportResult:
             item = parse_item(value)
         except ItemError as error:
             problem = f"{where}: {error}"
-            if not skip_invalid:
+            if not skip_invalid or isinstance(error, FileError):
                 raise DatasetError([problem]) from None
             result.skipped += 1
             if len(result.problems) < 20:
@@ -130,35 +141,44 @@ def _jsonl_rows(handle: BinaryIO, name: str) -> Iterator[Row]:
 
 
 def _csv_rows(handle: BinaryIO, name: str) -> Iterator[Row]:
-    data = handle.read(MAX_ITEMS * 4096 + 1)
+    # Streamed line by line (a quoted field may span lines): each line capped and strictly decoded, so
+    # an error names its line. A broken line ends the file (what follows cannot be parsed reliably).
+    csv.field_size_limit(MAX_LINE_BYTES)
+    where = {"line": 0}
+
+    def lines() -> Iterator[str]:
+        for number, raw in _lines(handle, name):
+            where["line"] = number
+            if isinstance(raw, ItemError):
+                raise raw
+            yield _decode(raw)
+
+    reader = csv.DictReader(lines())
     try:
-        text = _decode(data)
-    except ItemError as error:
-        yield f"{name}:1", error
+        columns = reader.fieldnames or []
+    except (ItemError, csv.Error) as error:
+        yield f"{name}:{where['line']}", FileError("", _message(error))
         return
-    if "\x00" in text:
-        line = text[: text.index("\x00")].count("\n") + 1
-        yield f"{name}:{line}", ItemError("", "contains a NUL character")
-        return
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    columns = reader.fieldnames or []
     unknown = [c for c in columns if c not in ("id", "prompt", *_JSON_COLUMNS)]
     if unknown:
-        yield f"{name}:1", ItemError(unknown[0], "is not a known column (id, prompt, messages, reference, ...)")
+        yield f"{name}:1", FileError(unknown[0], "is not a known column (id, prompt, messages, reference, ...)")
         return
     while True:
         try:
             row = next(reader)
         except StopIteration:
             return
-        except csv.Error as error:
-            yield f"{name}:{reader.line_num}", ItemError("", f"not valid CSV ({error})")
+        except (ItemError, csv.Error) as error:
+            yield f"{name}:{where['line']}", FileError("", _message(error))
             return
-        where = f"{name}:{reader.line_num}"
         try:
-            yield where, _from_columns(row)
+            yield f"{name}:{reader.line_num}", _from_columns(row)
         except ItemError as error:
-            yield where, error
+            yield f"{name}:{reader.line_num}", error
+
+
+def _message(error: Exception) -> str:
+    return error.message if isinstance(error, ItemError) else f"not valid CSV ({error})"
 
 
 def _from_columns(row: dict[str, Any]) -> dict[str, Any]:
@@ -184,16 +204,19 @@ def _parquet_rows(handle: BinaryIO, name: str) -> Iterator[Row]:
         pa: Any = importlib.import_module("pyarrow")
         pq: Any = importlib.import_module("pyarrow.parquet")
     except ImportError:
-        yield f"{name}:row 1", ItemError("", "reading Parquet needs pyarrow (pip install pyarrow)")
+        yield f"{name}:row 1", FileError("", "reading Parquet needs pyarrow (pip install pyarrow)")
         return
     try:
         parquet = pq.ParquetFile(handle)
     except (pa.ArrowException, OSError) as error:
-        yield f"{name}:row 1", ItemError("", f"not a readable Parquet file ({error})")
+        yield f"{name}:row 1", FileError("", f"not a readable Parquet file ({error})")
+        return
+    if parquet.metadata.num_rows > MAX_ITEMS:
+        yield f"{name}:row 1", FileError("", f"more than {MAX_ITEMS} rows; split the dataset")
         return
     unknown = [c for c in parquet.schema_arrow.names if c not in ("id", "prompt", *_JSON_COLUMNS)]
     if unknown:
-        yield f"{name}:row 1", ItemError(unknown[0], "is not a known column (id, prompt, messages, reference, ...)")
+        yield f"{name}:row 1", FileError(unknown[0], "is not a known column (id, prompt, messages, reference, ...)")
         return
     number = 0
     try:
@@ -206,7 +229,7 @@ def _parquet_rows(handle: BinaryIO, name: str) -> Iterator[Row]:
                 except ItemError as error:
                     yield where, error
     except pa.ArrowException as error:
-        yield f"{name}:row {number + 1}", ItemError("", f"unreadable ({error})")
+        yield f"{name}:row {number + 1}", FileError("", f"unreadable ({error})")
 
 
 def _from_parquet(row: dict[str, Any]) -> dict[str, Any]:
