@@ -1,0 +1,60 @@
+"""``opsgate eval`` on bad input: exit code 2 and a message, never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import yaml
+from click.testing import CliRunner
+
+from opsgate.cli.main import cli
+
+
+def config(tmp_path: Path) -> str:
+    path = tmp_path / "config.yaml"
+    record = {"store": f"sqlite:///{tmp_path}/r.db", "journal_dir": str(tmp_path / "j")}
+    deployment = {"type": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m"}
+    path.write_text(yaml.safe_dump({"models": [{"name": "m", "deployments": [deployment]}], "record": record}))
+    return str(path)
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner(env={"COLUMNS": "400"}).invoke(cli, list(args))
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result.exit_code, " ".join(result.output.split())  # rich wraps long lines
+
+
+def test_bad_input_exits_2_with_a_message(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"prompt": 1}\n')
+    code, out = run("eval", "dataset", "import", "d", str(bad), "--config", cfg)
+    assert code == 2 and "bad.jsonl:1: prompt: must be a string" in out
+    good = tmp_path / "good.jsonl"
+    good.write_bytes(orjson.dumps({"prompt": "hi", "reference": "hi"}) + b"\n")
+    assert run("eval", "dataset", "import", "d", str(good), "--config", cfg)[0] == 0
+    code, out = run("eval", "dataset", "import", "bad/name", str(good), "--config", cfg)
+    assert code == 2 and "dataset name" in out
+    assert run("eval", "run", "nope", "-m", "m", "--config", cfg)[0] == 2
+    code, out = run("eval", "run", "d", "-m", "m", "-s", "nonsense", "--config", cfg)
+    assert code == 2 and "unknown scorer 'nonsense'" in out
+    code, out = run("eval", "run", "d", "-m", "m", "-s", "regex:(?<=a)b", "--config", cfg)
+    assert code == 2 and "RE2 cannot compile" in out
+    assert run("eval", "run", "--resume", "run_missing", "--config", cfg)[0] == 2
+    code, out = run("eval", "gate", "--baseline", "a", "--candidate", "b", "--max-degradation", "lots", "--config", cfg)
+    assert code == 2 and "max-degradation" in out
+    code, out = run("eval", "gate", "--baseline", "a", "--candidate", "b", "--config", cfg)
+    assert code == 2 and "no evaluation run 'a'" in out
+    assert run("eval", "compare", "a", "b", "--config", cfg)[0] == 2
+    assert run("eval", "report", "a", "--config", cfg)[0] == 2
+    assert run("eval", "dataset", "from-logs", "x", "--since", "yesterday-ish", "--config", cfg)[0] == 2
+    code, out = run("eval", "dataset", "export", "d", "--config", cfg)
+    assert code == 0 and '{"prompt":"hi","reference":"hi"}' in out
+    code, out = run("eval", "dataset", "list", "--config", cfg)
+    assert code == 0 and "d" in out
+    # A run whose every call fails (nothing listens on port 9) still completes, with each item failed.
+    code, out = run("eval", "run", "d", "-m", "m", "--config", cfg, "--timeout", "5")
+    assert code == 0 and "0 ok, 1 failed" in out
+    code, out = run("eval", "runs", "--config", cfg)
+    assert code == 0 and "completed" in out
