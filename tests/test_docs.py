@@ -116,6 +116,9 @@ def test_readme_auth_example_and_keys_cli(tmp_path: Path) -> None:
     [commands] = [b for b in blocks("sh") if "opsgate keys create" in b]
     create = commands.splitlines()[0].split("#")[0].split()
     opsgate = str(Path(sys.executable).parent / "opsgate")
+    # Key commands never create a store: the gateway's first start, or migrate, does.
+    made = subprocess.run([opsgate, "migrate", "--config", str(config_file)], capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
     out = subprocess.run([opsgate, *create[1:], "--config", str(config_file), "--json"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     import orjson

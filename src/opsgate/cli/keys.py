@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from opsgate.auth.key_store import KeyInfo, KeySpec, KeyStore
+from opsgate.cli.config_file import existing_store
 from opsgate.cli.logs import config_option
 from opsgate.domain.config import ConfigError, load_config
 from opsgate.domain.errors import GatewayError
@@ -39,9 +40,8 @@ def _key_store(config_path: str | None) -> Iterator[tuple[KeyStore, float]]:
     except ConfigError as error:
         problems = "\n".join(f"  - {problem}" for problem in error.problems)
         raise click.ClickException(f"invalid config {error.source}:\n{problems}") from None
-    if config.record.store is None:
-        raise click.UsageError("record.store is not set: API keys are kept in the record store.")
-    store = open_store(config.record.store)  # creates and migrates the database if needed
+    # Keys live in the record store the gateway reads: never in a new store made here by mistake.
+    store = open_store(existing_store(config, config_path, "API keys"))
     try:
         yield KeyStore(store), config.auth.rotation_grace_seconds
     except GatewayError as error:

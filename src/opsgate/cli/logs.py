@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from opsgate.cli.config_file import existing_store
 from opsgate.domain.config import ConfigError, load_config
 from opsgate.domain.errors import GatewayError, InvalidRequestError
 from opsgate.store.crypto import KeyError_
@@ -89,14 +90,7 @@ def _load_config_record_log(config_path: str | None) -> RecordLog:
     except ConfigError as error:
         problems = "\n".join(f"  - {problem}" for problem in error.problems)
         raise click.ClickException(f"invalid config {error.source}:\n{problems}") from None
-    source = config_path or "the embedded default config"
-    store = config.record.store
-    if store is None:
-        raise click.UsageError(f"record.store is not set in {source}: there is no request log to read.")
-    if store.startswith("sqlite:///"):
-        path = Path(store.removeprefix("sqlite:///"))
-        if not path.exists():  # opening would create an empty database and answer "nothing found"
-            raise click.ClickException(f"no request log at {path} (record.store in {source}); has the gateway run?")
+    existing_store(config, config_path, "reading")  # opening would create an empty one, "nothing found"
     return RecordLog(config.record, writer=False)
 
 
