@@ -86,7 +86,13 @@ def test_sampled_answers_are_scored_and_move_the_quality_sli(upstream: FakeUpstr
         assert wait_until(lambda: (degraded() or 0) > 0.5, timeout=30), degraded()
         status = httpx.get(gateway.url + "/admin/slo", timeout=30).json()
         objective = next(o for o in status["data"] if o["name"] == "chat-quality")
-        assert objective["meets_target"] is False and objective["state"] == "ticket"
+        assert objective["meets_target"] is False and objective["state"] == "page"
+        # ... and it goes out like any page: the alert evaluator opens an alert for it.
+        from opsgate.slo.alerts import AlertStore
+
+        alerts = AlertStore(store.store)
+        alerts.reconcile([objective], time.time(), {})
+        assert [(a["slo"], a["severity"], a["state"]) for a in alerts.list()] == [("chat-quality", "page", "firing")]
         ready = httpx.get(gateway.url + "/readyz", timeout=30).json()["eval_online"]
         assert ready["sampled"] >= 20 and ready["dropped_queue_full"] == 0
         # The online run is a run like any other: the admin API lists it.

@@ -126,6 +126,11 @@ class SloEngine:
             out["current"] = _round(self._point_value(definition, scope, now, cache))
             if sli.meets(definition, out["current"], definition.target) is False:
                 out["state"] = "ticket"  # no budget to burn: a miss is worth a ticket, not a page
+                if definition.sli == "eval_degradation":
+                    # Answer quality below its own baseline (evals/online.py) pages, as a burned budget
+                    # does: the firing label sends it through the alert path (webhooks, alert rows).
+                    out["state"] = "page"
+                    out["firing"] = ["page: quality below its baseline by more than the target"]
         out["meets_target"] = sli.meets(definition, out["current"], definition.target)
         if definition.sla is not None:
             out["sla"] = {"threshold": definition.sla, "met": sli.meets(definition, out["current"], definition.sla)}
