@@ -23,6 +23,7 @@ from opsgate.cli.load import load
 from opsgate.cli.logs import logs, usage
 from opsgate.cli.migrate import check_schema_or_exit, migrate
 from opsgate.cli.redteam import redteam
+from opsgate.cli.releases import experiment, prompts, release
 from opsgate.cli.serve_checks import exposure_problem, prepare_metrics_dir, serve_problems
 from opsgate.cli.slo import slo
 from opsgate.domain.config import GatewayConfig
@@ -303,6 +304,9 @@ cli.add_command(slo)
 cli.add_command(errors)
 cli.add_command(eval_group)
 cli.add_command(migrate)
+cli.add_command(prompts)
+cli.add_command(release)
+cli.add_command(experiment)
 
 if __name__ == "__main__":
     cli()
