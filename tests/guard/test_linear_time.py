@@ -81,10 +81,10 @@ def test_adversarial_input_at_the_size_limit_scans_in_linear_time(
     scan(quarter)  # warm: first calls build caches
     full_ms = best_ms(lambda: scan(full))
     quarter_ms = best_ms(lambda: scan(quarter))
-    # The old engine took 400-600 ms on 25 KB of the worst of these; linear scans take a few ms.
-    assert full_ms < 150, f"{scanner} on {shape}: {full_ms:.1f} ms for {LIMIT} chars"
+    # The old engine took 340-650 ms on 25 KB of the worst of these; linear scans take a few ms (tens under load).
+    assert full_ms < 250, f"{scanner} on {shape}: {full_ms:.1f} ms for {LIMIT} chars"
     # 4x the text may cost ~4x; quadratic would be 16x (slack for a shared, loaded machine).
-    assert full_ms <= 8 * quarter_ms + 20, f"{scanner} on {shape}: {quarter_ms:.1f} ms -> {full_ms:.1f} ms"
+    assert full_ms <= 10 * quarter_ms + 40, f"{scanner} on {shape}: {quarter_ms:.1f} ms -> {full_ms:.1f} ms"
 
 
 def test_every_signal_and_secret_pattern_runs_on_the_linear_engine() -> None:

@@ -35,12 +35,14 @@ _SIGNALS = (
     # Something to be planted in the agent's answers: "include … in your summary", "at the end of every response".
     (
         "answer_tampering",
-        0.45,
+        0.6,
         compile_linear(
             r"\b(?:include|append|add|insert|put|mention)\b[^.\n]{0,80}\b(?:in|to|into|at the end of)\s+"
             r"(?:your|every|each|any|all)\s+(?:summary|summaries|response|responses|reply|replies|answer|answers"
             r"|report|reports|output)\b"
-            r"|\b(?:end|start|begin)\s+(?:of\s+)?(?:every|each|any|all)\s+(?:response|reply|answer|summary)",
+            r"|\b(?:end|start|begin)\s+(?:of\s+)?(?:every|each|any|all)\s+(?:response|reply|answer|summary)"
+            r"|\b(?:in|to|into)\s+(?:every|each|all)\s+(?:summary|summaries|response|responses|reply|replies|answer"
+            r"|answers|report|reports)\s+(?:you|for|from|of)\b",
             ignore_case=True,
         ),
     ),

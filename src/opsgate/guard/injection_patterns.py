@@ -284,6 +284,15 @@ SIGNALS: tuple[Signal, ...] = (
         r"|link|url)\b[^.\n]{0,60}\b(?:in|to|at the end of|into)\s+(?:your|the|every)\s+"
         r"(?:answer|response|reply|summary"
         r"|output|message)"
+        # Data put into a URL or an image: "base64 the summary and put it in the URL …", "append the chat to the link".
+        r"|\b(?:chat|conversation|history|summary|messages|secrets?|passwords?|credentials|api keys?|tokens?)\b"
+        r"[^.\n]{0,80}"
+        r"\b(?:put|place|append|add|insert|embed|include)\b[^.\n]{0,40}\b(?:in|into|to)\s+(?:the\s+|this\s+|a\s+)?"
+        r"(?:url|link|query string|image url|image tag|img tag)\b"
+        r"|\b(?:put|place|append|add|insert|embed|include)\s+(?:the\s+|your\s+|this\s+|all\s+)?(?:\w+\s+)?"
+        r"(?:chat|conversation|history|summary|messages|secrets?|passwords?|credentials|api keys?|tokens?)\b"
+        r"[^.\n]{0,40}"
+        r"\b(?:in|into|to)\s+(?:the\s+|this\s+|a\s+)?(?:url|link|query string|image url|image tag|img tag)\b"
         r"|\b(?:send|forward|email|post|upload|exfiltrate|leak)\s+(?:the|all|your|this|every|any)\s+(?:\w+\s+)?"
         r"(?:conversation|chat history|chat log|messages|secrets|credentials|passwords|api keys|keys)\b"
         r"[^.\n]{0,40}\bto\s+(?:https?://|\S+@|the following (?:url|address|email)|this (?:url|address))",
