@@ -279,6 +279,14 @@ def config_check(path: str) -> None:
     )
 
 
+@config.command("schema")
+def config_schema() -> None:
+    """Print the config's JSON Schema (for editor completion, e.g. yaml-language-server's $schema)."""
+    import orjson
+
+    click.echo(orjson.dumps(GatewayConfig.model_json_schema(), option=orjson.OPT_INDENT_2).decode())
+
+
 @cli.command()
 def version() -> None:
     """Print versions of opsgate and its engines."""

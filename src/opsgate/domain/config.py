@@ -436,5 +436,11 @@ def load_config(path: str | Path | None = None) -> GatewayConfig:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise ConfigError([f"invalid YAML: {error}"], source) from None
+        # Name the file and line (PyYAML would say "<unicode string>"), then what it found.
+        mark = getattr(error, "problem_mark", None)
+        where = f"{source}, line {mark.line + 1}, column {mark.column + 1}" if mark is not None else source
+        detail = getattr(error, "problem", None) or str(error)
+        raise ConfigError([f"invalid YAML in {where}: {detail}"], source) from None
+    if data is None:  # an empty file (or only comments) is a mistake, not "0 models"
+        raise ConfigError(["the file is empty: no settings at all (see examples/ for configs that start)"], source)
     return parse_config(data, source)
