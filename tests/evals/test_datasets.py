@@ -174,3 +174,20 @@ def test_a_broken_csv_line_ends_the_file_even_with_skip_invalid(tmp_path: Path) 
     fine.write_bytes(b"prompt\nfirst\nsay\x00no\nthird\n")
     result = read_dataset(fine, skip_invalid=True)
     assert [i.prompt for i in result.items] == ["first", "third"] and result.skipped == 1
+
+
+def test_feedback_filter_reads_the_feedback_table(evals: EvalStore) -> None:
+    from opsgate.evals.from_logs import feedback_ids
+
+    store = evals.store
+    rows = [("f1", "r-bad", 0, "a"), ("f2", "r-good", 1, "a"), ("f3", "r-other", 0, "b")]
+    with store.connection() as conn, store.transaction(conn):
+        for fid, request_id, positive, tenant in rows:
+            store.execute(
+                conn,
+                "INSERT INTO feedback (id, ts, request_id, tenant, raw_score, positive) VALUES (?, ?, ?, ?, ?, ?)",
+                [fid, time.time(), request_id, tenant, "down" if not positive else "up", positive],
+            )
+    assert feedback_ids(store, positive=False, since=None, tenant=None) == {"r-bad", "r-other"}
+    assert feedback_ids(store, positive=False, since=None, tenant="a") == {"r-bad"}
+    assert feedback_ids(store, positive=True, since=time.time() + 60, tenant=None) == set()
