@@ -105,7 +105,7 @@ def test_concurrent_changes_are_serialised(pg_url: str) -> None:
     store = open_store(pg_url)
     try:
         releases = ReleaseStore(store)
-        spec = {"deployments": None, "prompt": None, "parameters": {}}
+        spec: dict[str, Any] = {"deployments": None, "prompt": None, "parameters": {}}
         ids = [releases.create("up", spec, None, "t").id for _ in range(4)]
         releases.activate("up", ids[0], "t")
         start = releases.state("up")
