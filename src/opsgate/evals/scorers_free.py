@@ -148,9 +148,13 @@ class PiiLeak(_Base):
     def __init__(self) -> None:
         from opsgate.domain.guard_config import PiiScannerConfig
         from opsgate.guard.pii import PiiDetector
+        from opsgate.guard.pii_ner import NER_KINDS
 
         config = PiiScannerConfig(scanner="pii")
-        self.detector = PiiDetector(config.entities, config.phone_regions, config.ner_budget_ms / 1000)
+        # Patterns only (as the output guard reads answers): without the name kinds the NER model
+        # is never loaded, which keeps a gateway with online evaluation from loading spaCy for it.
+        entities = [e for e in config.entities if e not in NER_KINDS]
+        self.detector = PiiDetector(entities, config.phone_regions, config.ner_budget_ms / 1000)
 
     async def score(self, sample: Sample) -> Score:
         """Patterns only on answers (names in answers are usually public ones, as in the output guard)."""
