@@ -95,16 +95,28 @@ _CJK: tuple[tuple[str, str], ...] = tuple(
 _LENGTHS = sorted({len(stem) for stem in _LATIN if len(stem) > _WHOLE_WORD}, reverse=True)
 
 
+# German and Dutch glue nouns together ("Administratorpasswort", "beheerderswachtwoord",
+# "Systemanweisungen"): in a long token, stems of 6+ letters are also looked for inside it.
+_COMPOUND_FROM = 12
+_COMPOUND_STEMS = tuple((stem, concept) for stem, concept in _LATIN.items() if len(stem) >= 6)
+
+
 @lru_cache(maxsize=65_536)  # bounded: tokens come from clients
-def _token_concept(token: str) -> str | None:
-    """The concept a Latin/Cyrillic token starts with (the longest stem wins), if any."""
+def _token_concepts(token: str) -> frozenset[str]:
+    """The concepts of a Latin/Cyrillic token: the stem it starts with (longest wins), and in a long
+    (compound) token every longer stem inside it."""
+    found: set[str] = set()
     whole = _LATIN.get(token)
     if whole is not None:
-        return whole
-    for length in _LENGTHS:
-        if length < len(token) and (concept := _LATIN.get(token[:length])) is not None:
-            return concept
-    return None
+        found.add(whole)
+    else:
+        for length in _LENGTHS:
+            if length < len(token) and (concept := _LATIN.get(token[:length])) is not None:
+                found.add(concept)
+                break
+    if len(token) >= _COMPOUND_FROM:
+        found.update(concept for stem, concept in _COMPOUND_STEMS if stem in token)
+    return frozenset(found)
 
 
 def concepts(tokens: list[str]) -> set[str]:
@@ -112,9 +124,8 @@ def concepts(tokens: list[str]) -> set[str]:
     found: set[str] = set()
     for token in tokens:
         if token.isascii() or token[0] in "абвгдеёжзийклмнопрстуфхцчшщъыьэюя":
-            concept = _token_concept(token) if len(token) >= 3 else None
-            if concept is not None:
-                found.add(concept)
+            if len(token) >= 3:
+                found |= _token_concepts(token)
         else:
             found.update(concept for stem, concept in _CJK if stem in token)
     return found
