@@ -29,6 +29,7 @@ def hostile_config(upstream_url: str, store: str | None = None) -> dict[str, Any
         "breaker": {"enabled": True, "consecutive_failures": 2, "open_seconds": 60},
     }
     config: dict[str, Any] = {
+        "server": {"body_timeout_seconds": 5},  # slow-body tests wait this long, not the default 30 s
         "auth": {"enabled": True, "admin_key": ADMIN_KEY},
         "models": [
             {"name": "up", "routing": {"retries": 1}, "deployments": [deployment]},
