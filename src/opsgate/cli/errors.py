@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from opsgate.cli.logs import config_option, opened_record_log
+from opsgate.cli.options import LOCAL_GATEWAY, gateway_url_option, id_column, since_option
 from opsgate.errors_trail.explain import explain_groups
 from opsgate.errors_trail.groups import error_groups
 from opsgate.slo.report import sparkline
@@ -23,7 +24,7 @@ def _when(ts: float) -> str:
 
 @click.command()
 @config_option
-@click.option("--since", default="24h", show_default=True, help="From this time: 1h, 24h, 7d, ISO 8601, epoch.")
+@since_option()
 @click.option("--tenant", help="Only this tenant's errors.")
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True, help="Groups to show.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
@@ -34,7 +35,7 @@ def _when(ts: float) -> str:
     help="Opt-in: ask this model alias, through the running gateway, to explain the top groups (recorded calls).",
 )
 @click.option("--explain-top", type=click.IntRange(1, 20), default=3, show_default=True)
-@click.option("--url", default="http://127.0.0.1:8080/v1", show_default=True, help="The gateway for --explain.")
+@gateway_url_option(default=LOCAL_GATEWAY, help="The gateway's /v1 base URL, for --explain.")
 @click.option("--api-key", envvar="OPSGATE_API_KEY", default=None, help="Key for --explain (env OPSGATE_API_KEY).")
 def errors(
     config_path: str | None,
@@ -57,7 +58,8 @@ def errors(
     if as_json:
         click.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
         return
-    table = Table("count", "type", "deployment", "message", "first", "last", "trend", "example")
+    examples = id_column("example", (g["examples"][0] for g in result["data"] if g["examples"]))
+    table = Table("count", "type", "deployment", "message", "first", "last", "trend", examples)
     for group in result["data"]:
         table.add_row(
             str(group["count"]),

@@ -20,6 +20,7 @@ from rich.table import Table
 from opsgate.auth.key_store import KeyInfo, KeySpec, KeyStore
 from opsgate.cli.config_file import existing_store
 from opsgate.cli.logs import config_option
+from opsgate.cli.options import id_column
 from opsgate.domain.config import ConfigError, load_config
 from opsgate.domain.errors import GatewayError
 from opsgate.domain.principal import ROLES
@@ -112,7 +113,8 @@ def list_keys(config_path: str | None, tenant: str | None, show_all: bool, as_js
     if as_json:
         click.echo(orjson.dumps([i.to_json() for i in infos], option=orjson.OPT_INDENT_2).decode())
         return
-    table = Table("id", "key", "tenant", "role", "name", "models", "created", "expires", "state")
+    ids = id_column("id", (info.key_id for info in infos))
+    table = Table(ids, "key", "tenant", "role", "name", "models", "created", "expires", "state")
     for info in infos:
         row = info.to_json()
         table.add_row(

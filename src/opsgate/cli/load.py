@@ -18,6 +18,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from opsgate.cli.options import LOCAL_GATEWAY, gateway_url_option
+
 console = Console()
 
 
@@ -69,7 +71,7 @@ async def run_load(
 
 
 @click.command()
-@click.option("--url", default="http://127.0.0.1:8080/v1", show_default=True, help="The gateway's /v1 base URL.")
+@gateway_url_option(default=LOCAL_GATEWAY, help="The gateway's /v1 base URL.")
 @click.option("--api-key", envvar="OPSGATE_API_KEY", default="none", help="Key (env OPSGATE_API_KEY).")
 @click.option("-m", "--model", default="smollm2", show_default=True)
 @click.option("--rate", type=click.FloatRange(min=0.01), default=2.0, show_default=True, help="Requests per second.")

@@ -22,6 +22,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from opsgate.cli.config_file import existing_store
+from opsgate.cli.options import id_column, since_option
 from opsgate.domain.config import ConfigError, load_config
 from opsgate.domain.errors import GatewayError, InvalidRequestError
 from opsgate.store.crypto import KeyError_
@@ -148,7 +149,8 @@ def _record_line(row: dict[str, Any]) -> str:
 
 
 def _records_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table("time", "id", "model", "status", "user", "latency ms", "tokens in/out", "cost", "input")
+    ids = id_column("id", (str(row["id"]) for row in rows))
+    table = Table("time", ids, "model", "status", "user", "latency ms", "tokens in/out", "cost", "input")
     for row in rows:
         tokens = f"{row.get('prompt_tokens') or 0}/{row.get('completion_tokens') or 0}"
         table.add_row(
@@ -377,7 +379,7 @@ def _export_to_file(records: Iterator[dict[str, Any]], export_format: str, outpu
 
 @click.command()
 @click.option("--by", type=click.Choice(list(USAGE_DIMENSIONS)), default="model", show_default=True)
-@click.option("--since", default="7d", show_default=True, help="30m, 1h, 7d (ago), ISO 8601 or epoch seconds.")
+@since_option()
 @click.option("--until", default=None, help="Up to this time (default: now).")
 @click.option("--tenant", default=None, help="Only this tenant.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")

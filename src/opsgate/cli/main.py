@@ -22,6 +22,7 @@ from opsgate.cli.keys import keys
 from opsgate.cli.load import load
 from opsgate.cli.logs import logs, usage
 from opsgate.cli.migrate import check_schema_or_exit, migrate
+from opsgate.cli.options import gateway_url_option
 from opsgate.cli.redteam import redteam
 from opsgate.cli.releases import experiment, prompts, release
 from opsgate.cli.serve_checks import exposure_problem, prepare_metrics_dir, serve_problems
@@ -171,12 +172,7 @@ def _check_exposure(config: GatewayConfig, host: str) -> None:
 @click.option("-s", "--system", default=None, help="System message.")
 @click.option("--max-tokens", type=int, default=256, show_default=True)
 @click.option("--temperature", type=float, default=None)
-@click.option(
-    "--url",
-    envvar="OPSGATE_URL",
-    default=None,
-    help="A running gateway's base URL (e.g. http://127.0.0.1:8080/v1); in-process when left out.",
-)
+@gateway_url_option(help="A running gateway's base URL (e.g. http://127.0.0.1:8080/v1); in-process when left out.")
 @click.option("--api-key", envvar="OPSGATE_API_KEY", default=None, help="Key for a running gateway.")
 @click.option(
     "--config",
@@ -218,7 +214,7 @@ def chat(
 
 
 @cli.group(invoke_without_command=True)
-@click.option("--url", envvar="OPSGATE_URL", default=None, help="A running gateway (else: from config).")
+@gateway_url_option(help="A running gateway's /v1 base URL (else: from config).")
 @click.option("--api-key", envvar="OPSGATE_API_KEY", default=None)
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="OPSGATE_CONFIG")
 @click.pass_context

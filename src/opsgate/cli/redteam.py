@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from opsgate.cli.config_file import exit_listing_problems, load_config_or_exit
+from opsgate.cli.options import gateway_url_option
 from opsgate.domain.config import GatewayConfig
 from opsgate.redteam.report import Report, Thresholds, render_table, summarise
 from opsgate.redteam.runner import CaseResult, RunSettings, make_client, run_suite
@@ -155,12 +156,7 @@ def redteam() -> None:
 @click.option(
     "--suite", "suite_path", type=click.Path(dir_okay=False), default=None, help="Suite YAML (default: starter)."
 )
-@click.option(
-    "--base-url",
-    envvar="OPSGATE_URL",
-    default=None,
-    help="A running gateway's /v1 base URL; in-process from --config when left out.",
-)
+@gateway_url_option(dest="base_url", help="A running gateway's /v1 base URL; in-process from --config when left out.")
 @click.option("--api-key", envvar="OPSGATE_API_KEY", default=None, help="Key for the gateway.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="OPSGATE_CONFIG")
 @click.option("--concurrency", type=click.IntRange(1, 256), default=4, show_default=True)

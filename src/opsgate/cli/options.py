@@ -1,0 +1,47 @@
+"""Options that mean the same on every command: one spelling, one environment variable, one default."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+import click
+from rich.table import Column
+
+F = TypeVar("F", bound=Callable[..., Any])
+# The time window a report command looks back over when --since is left out (every command the same).
+DEFAULT_SINCE = "7d"
+LOCAL_GATEWAY = "http://127.0.0.1:8080/v1"
+
+
+def gateway_url_option(*, dest: str = "url", default: str | None = None, help: str) -> Callable[[F], F]:
+    """``--url`` (env ``OPSGATE_URL``): a running gateway's ``/v1`` base URL. ``--base-url``, the spelling
+    some commands used before, still works and is hidden from ``--help``."""
+
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def merged(*args: Any, base_url_alias: str | None = None, **kwargs: Any) -> Any:
+            if base_url_alias is not None:
+                kwargs[dest] = base_url_alias
+            return func(*args, **kwargs)
+
+        hidden = click.option("--base-url", "base_url_alias", default=None, hidden=True)(merged)
+        shown = click.option(
+            "--url", dest, envvar="OPSGATE_URL", default=default, show_default=default is not None, help=help
+        )
+        return shown(hidden)  # type: ignore[return-value]
+
+    return decorate
+
+
+def since_option(help: str = "From this time: 30m, 24h, 7d (ago), ISO 8601 or epoch seconds.") -> Callable[[F], F]:
+    """``--since`` with the one default every report command shares."""
+    return click.option("--since", default=DEFAULT_SINCE, show_default=True, help=help)
+
+
+def id_column(header: str, ids: Iterable[str]) -> Column:
+    """A table column that shows ids whole at any terminal width (80 included): other columns shrink or
+    wrap first, since an id cut to ``abc…`` cannot be passed to ``show`` or ``revoke``."""
+    width = max([len(header), *(len(value) for value in ids)])
+    return Column(header, no_wrap=True, min_width=width)
