@@ -24,7 +24,10 @@ def test_traffic_to_dataset_to_two_models_with_a_repeated_judge(tmp_path: Path) 
     echo = start_echo(EchoBehaviour())
     config = {
         "models": [
-            {"name": "smollm2", "deployments": [{"type": "llama_cpp", "n_ctx": 2048, "max_queue": 64, "seed": 1}]},
+            {
+                "name": "smollm2",
+                "deployments": [{"type": "llama_cpp", "n_ctx": 2048, "max_queue": 64, "queue_timeout": 600, "seed": 1}],
+            },
             {"name": "second", "deployments": [{"type": "openai", "base_url": echo.url + "/v1", "model": "m"}]},
             {"name": "all-minilm-l6-v2", "deployments": [{"type": "sentence_embedding"}]},
         ],
@@ -78,6 +81,8 @@ def test_traffic_to_dataset_to_two_models_with_a_repeated_judge(tmp_path: Path) 
                 "24",
                 "--concurrency",
                 "2",
+                "--timeout",
+                "600",
                 "--config",
                 str(path),
             ],

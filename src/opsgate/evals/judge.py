@@ -96,7 +96,7 @@ class _Judge:
             self.metadata,
             temperature=self.temperature,
             seed=seed,
-            max_tokens=200,
+            max_tokens=120,  # the schema bounds the reason to 200 characters (~50 tokens)
             response_format={"type": "json_schema", "json_schema": {"name": name, "schema": schema}},
         )
         if not result.ok:
