@@ -122,4 +122,9 @@ def operations(op: Callable[..., dict[str, Any]]) -> dict[str, dict[str, dict[st
             "get": op("Per-arm metrics, tests, intervals, sequential verdicts and a plan (operator)", "releases")
         },
         "/admin/experiments/{experiment}/stop": {"post": op("Stop an experiment (operator)", "releases")},
+        "/ui/releases": {"get": op("Releases, experiments and prompts", "dashboard", html=True)},
+        "/ui/prompts/{name}": {"get": op("A prompt's versions and a diff", "dashboard", html=True)},
+        "/ui/experiments/{experiment}": {
+            "get": op("An experiment: arms, intervals, verdict, log", "dashboard", html=True)
+        },
     }

@@ -36,6 +36,7 @@ from opsgate.store.query import RecordQuery, parse_time, query_from_params
 from opsgate.store.record_log import RecordLog
 from opsgate.ui import views
 from opsgate.ui.eval_pages import eval_pages
+from opsgate.ui.release_pages import release_pages
 
 HERE = Path(__file__).parent
 COOKIE_NAME = "opsgate_key"
@@ -59,6 +60,7 @@ NAV = (
     ("feedback", "/ui/feedback", "Feedback"),
     ("guard", "/ui/guard", "Guard"),
     ("evals", "/ui/evals", "Evals"),
+    ("releases", "/ui/releases", "Releases"),
 )
 
 
@@ -317,5 +319,6 @@ def ui_routes(source: DashboardSource) -> list[BaseRoute]:
         Route("/ui/feedback", dash.guarded("feedback", dash.feedback), methods=["GET"]),
         Route("/ui/guard", dash.guarded("guard", dash.guard), methods=["GET"]),
         *eval_pages(dash),  # /ui/evals: runs, a run's items, a comparison (ui/eval_pages.py)
+        *release_pages(dash),  # /ui/releases, /ui/prompts/{name}, /ui/experiments/{id} (ui/release_pages.py)
         Mount("/ui/static", app=StaticFiles(directory=HERE / "static"), name="ui-static"),
     ]
