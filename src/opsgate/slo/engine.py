@@ -212,6 +212,12 @@ class SloEngine:
         self, since: float, step: int, tenant: str | None = None, now: float | None = None
     ) -> list[dict[str, Any]]:
         """Traffic per ``step`` seconds: requests, errors, latency percentiles, cost, tokens."""
+        return self.window(since, step, tenant, now)[0]
+
+    def window(
+        self, since: float, step: int, tenant: str | None = None, now: float | None = None
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """:meth:`timeseries` and the whole window's summary (see :func:`window_summary`)."""
         now = time.time() if now is None else now
         span = now - since
         if step % HOUR_SECONDS == 0 and span > FINE_MAX_SECONDS:
@@ -227,10 +233,13 @@ class SloEngine:
                 f"since/step gives more than {MAX_POINTS} points; use a larger step.", param="step"
             )
         rows = dict(self.reader.series(since, now, step, Scope(tenant=tenant), table))
+        totals: dict[str, float] = {}
         out = []
         start = int(since // step) * step
         for ts in range(start, int(now) + 1, step):
             sums = rows.get(ts, {})
+            for name, value in sums.items():
+                totals[name] = totals.get(name, 0.0) + value
             ok = sli.ok_requests(sums)
             cumulative = [sums.get(c, 0.0) for c in LATENCY_COLUMNS]
             out.append(
@@ -247,7 +256,34 @@ class SloEngine:
                     "completion_tokens": int(sums.get("completion_tokens", 0)),
                 }
             )
-        return out
+        return out, window_summary(totals)
+
+
+def window_summary(totals: dict[str, float]) -> dict[str, Any]:
+    """One window's numbers, defined once on the server so every window and every client agree.
+
+    An error is a server failure (5xx) among the requests that were not the client's mistake (4xx),
+    as the availability and error-rate SLIs count it; percentiles come from the window's summed
+    latency histogram (a real p95 of the window, not an average of per-bucket p95s).
+    """
+    requests = int(totals.get("requests", 0))
+    errors = int(totals.get("errors", 0))
+    client_errors = int(totals.get("client_errors", 0))
+    eligible = requests - client_errors
+    ok = sli.ok_requests(totals)
+    cumulative = [totals.get(c, 0.0) for c in LATENCY_COLUMNS]
+    return {
+        "requests": requests,
+        "errors": errors,
+        "client_errors": client_errors,
+        "error_rate": _round(errors / eligible) if eligible > 0 else None,
+        "p50_ms": _round(sli.percentile(0.5, cumulative, ok), 1),
+        "p95_ms": _round(sli.percentile(0.95, cumulative, ok), 1),
+        "p99_ms": _round(sli.percentile(0.99, cumulative, ok), 1),
+        "cost": _round(totals.get("cost", 0.0)),
+        "prompt_tokens": int(totals.get("prompt_tokens", 0)),
+        "completion_tokens": int(totals.get("completion_tokens", 0)),
+    }
 
 
 def _rule_label(rule: BurnRateRule) -> str:

@@ -60,12 +60,6 @@
   const fmtTime = (sec) => new Date(sec * 1000).toLocaleString();
   const sum = (xs) => xs.reduce((a, b) => a + (b || 0), 0);
 
-  function percentile(sorted, p) {
-    if (!sorted.length) return null;
-    const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1));
-    return sorted[rank];
-  }
-
   // -- charts -------------------------------------------------------------------------------------
 
   const charts = new Map();
@@ -198,38 +192,6 @@
   // -- overview -----------------------------------------------------------------------------------
 
   const SINCE_SECONDS = { "15m": 900, "1h": 3600, "6h": 21600, "24h": 86400, "7d": 604800 };
-  const STEP_SECONDS = { "15s": 15, "1m": 60, "5m": 300, "15m": 900, "1h": 3600 };
-
-  /** Time series rows from the record itself, when /admin/stats/timeseries is not there. */
-  async function timeseriesFromRecords(since, step) {
-    const result = await api(`/admin/requests?since=${since}&limit=1000`);
-    if (!result.ok) return { result, rows: null };
-    const now = Date.now() / 1000;
-    const start = Math.floor((now - SINCE_SECONDS[since]) / STEP_SECONDS[step]) * STEP_SECONDS[step];
-    const size = STEP_SECONDS[step];
-    const buckets = new Map();
-    for (let t = start; t <= now; t += size) buckets.set(t, []);
-    for (const record of result.data.data) {
-      const t = Math.floor(record.ts / size) * size;
-      if (buckets.has(t)) buckets.get(t).push(record);
-    }
-    const rows = [...buckets.entries()].map(([ts, records]) => {
-      const latencies = records.map((r) => r.latency_ms).filter((v) => v != null).sort((a, b) => a - b);
-      return {
-        ts,
-        requests: records.length,
-        errors: records.filter((r) => r.status >= 400).length,
-        p50_ms: percentile(latencies, 0.5),
-        p95_ms: percentile(latencies, 0.95),
-        p99_ms: percentile(latencies, 0.99),
-        cost: sum(records.map((r) => r.cost)),
-        prompt_tokens: sum(records.map((r) => r.prompt_tokens)),
-        completion_tokens: sum(records.map((r) => r.completion_tokens)),
-      };
-    });
-    return { result, rows, truncated: result.data.next_cursor != null };
-  }
-
   function setTile(name, text) {
     const node = document.querySelector(`[data-tile="${name}"]`);
     if (node) node.textContent = text;
@@ -238,24 +200,18 @@
   async function loadOverview() {
     const [since, step] = document.getElementById("window").value.split("|");
     const note = document.getElementById("source-note");
-    let rows;
+    // Every number comes from the server (one definition of an error, real window percentiles):
+    // the browser only draws them, so no window can disagree with the admin API.
     const stats = await api(`/admin/stats/timeseries?since=${since}&step=${step}`);
-    if (stats.ok && Array.isArray(stats.data?.data)) {
-      rows = stats.data.data;
-      note.classList.add("hidden");
-    } else {
-      const fallback = await timeseriesFromRecords(since, step);
-      if (!fallback.rows) {
-        for (const id of ["chart-traffic", "chart-latency", "chart-cost", "chart-tokens"]) {
-          chartUnavailable(document.getElementById(id), unavailable(fallback.result, "Traffic data"));
-        }
-        return;
+    if (!stats.ok || !Array.isArray(stats.data?.data) || !stats.data.summary) {
+      for (const id of ["chart-traffic", "chart-latency", "chart-cost", "chart-tokens"]) {
+        chartUnavailable(document.getElementById(id), unavailable(stats, "Traffic data"));
       }
-      rows = fallback.rows;
-      note.textContent =
-        "Charts computed from the request log" + (fallback.truncated ? " (newest 1000 requests in the window)." : ".");
-      note.classList.remove("hidden");
+      return;
     }
+    note.classList.add("hidden");
+    const rows = stats.data.data;
+    const summary = stats.data.summary;
     const xs = rows.map((r) => toSec(r.ts));
     const col = (name) => rows.map((r) => (r[name] === undefined ? null : r[name]));
     chart(document.getElementById("chart-traffic"), [xs, col("requests"), col("errors")], [
@@ -276,24 +232,18 @@
       { label: "completion", color: COLORS.completion, value: (u, v) => fmtNum(v) },
     ]);
 
-    const requests = sum(col("requests"));
-    const errors = sum(col("errors"));
-    const weighted = (name) => {
-      const pairs = rows.filter((r) => r[name] != null && r.requests);
-      const n = sum(pairs.map((r) => r.requests));
-      return n ? sum(pairs.map((r) => r[name] * r.requests)) / n : null;
-    };
+    const requests = summary.requests;
     const seconds = SINCE_SECONDS[since];
     setTile("requests", fmtNum(requests));
     setTile("rate", `${fmtNum(requests / (seconds / 60), 2)} / min`);
-    setTile("error_rate", requests ? fmtPct(errors / requests) : "—");
-    setTile("errors", `${fmtNum(errors)} errors`);
-    setTile("p95", fmtMs(weighted("p95_ms")));
-    setTile("p50", `p50 ${fmtMs(weighted("p50_ms"))} · p99 ${fmtMs(weighted("p99_ms"))}`);
-    const cost = sum(col("cost"));
+    setTile("error_rate", fmtPct(summary.error_rate));
+    setTile("errors", `${fmtNum(summary.errors)} errors (5xx) · ${fmtNum(summary.client_errors)} client (4xx)`);
+    setTile("p95", fmtMs(summary.p95_ms));
+    setTile("p50", `p50 ${fmtMs(summary.p50_ms)} · p99 ${fmtMs(summary.p99_ms)}`);
+    const cost = summary.cost;
     setTile("cost", fmtCost(cost));
     setTile("cost_per", requests ? `${fmtCost(cost / requests)} / request` : "");
-    const prompt = sum(col("prompt_tokens")), completion = sum(col("completion_tokens"));
+    const prompt = summary.prompt_tokens, completion = summary.completion_tokens;
     setTile("tokens", fmtNum(prompt + completion));
     setTile("tokens_split", `${fmtNum(prompt)} in · ${fmtNum(completion)} out`);
     document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
