@@ -26,7 +26,7 @@ from tests.fake_upstream import FakeUpstream, Script
 from tests.limits.support import REDIS_URL, scratch_prefix, spend_until_refused
 from tests.support import Gateway, free_port, start_gateway, wait_until
 
-DOLLAR_A_TOKEN = {"input_per_million": 1_000_000, "output_per_million": 1_000_000}
+DOLLAR_A_TOKEN: dict[str, float] = {"input_per_million": 1_000_000, "output_per_million": 1_000_000}
 UPSTREAM_PROMPT_TOKENS = 7  # what the fake upstream reports
 
 
