@@ -186,7 +186,7 @@ def main() -> None:
                 "id": f"r{i}", "ts": now - 60 + i * 0.002, "endpoint": "chat", "model": "canaried",
                 "status": 500 if i % 97 == 0 else 200, "latency_ms": 100.0 + (i % 50), "ttft_ms": 20.0,
                 "prompt_tokens": 10, "completion_tokens": 20, "cost": 0.0001,
-                "tags": {"experiment": state.experiment, "arm": arm},
+                "tags": {"experiment": state.experiment, "arm": arm}, "experiment": state.experiment, "arm": arm,
             }
         )  # fmt: skip
     store.write_batch(rows)

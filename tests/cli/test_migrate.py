@@ -41,7 +41,7 @@ def test_a_newer_schema_is_refused_with_the_reason(tmp_path: Path) -> None:
     served = opsgate("serve", "--port", "0", config=config)
     assert served.returncode == 2
     assert "refusing to serve" in served.stderr and "9999_from_the_future" in served.stderr.replace("\n", "")
-    assert "newer release" in served.stderr.replace("\n", " ")
+    assert "newer release" in " ".join(served.stderr.split())  # rich wraps at 80 columns, leaving a space
 
 
 def test_the_store_itself_will_not_open_a_newer_schema(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ def _records(store: SqlRecordStore, experiment: str, arm: str, n: int, flagged_e
             tags["guard"] = {"output": [{"scanner": "toxicity", "verdict": "fail", "score": 0.9}]}
         rows.append(
             {"id": f"r{start + i}", "ts": now, "endpoint": "chat", "model": "up", "status": 200,
-             "latency_ms": 50.0, "tags": tags}
+             "latency_ms": 50.0, "tags": tags, "experiment": experiment, "arm": arm}
         )  # fmt: skip
     store.write_batch(rows)
 

@@ -149,6 +149,12 @@ class RecordStage(PassStage):
             "request": request,
             "metadata": getattr(body, "metadata", None),
             "tags": {k: v for k, v in ctx.tags.items() if k not in ("tenant", "api_key_id")} or None,
+            # What the release stage applied (pipeline/release.py), as columns for reports and searches.
+            "prompt": ctx.tags.get("prompt"),
+            "prompt_version": ctx.tags.get("prompt_version"),
+            "release_id": ctx.tags.get("release"),
+            "experiment": ctx.tags.get("experiment"),
+            "arm": ctx.tags.get("arm"),
         }
 
     def _cost(self, ctx: RequestContext, record: RequestRecord, usage: dict[str, Any] | None) -> float | None:

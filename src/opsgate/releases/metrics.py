@@ -1,8 +1,8 @@
 """Per-arm metrics of an experiment, read from the request log and the evaluation items — never from
 counters of our own — and the comparisons of every arm against the first (the control).
 
-The records of an experiment are the alias's rows since it started whose tags carry its id; the arm
-is the tag the release stage wrote (a client's ``metadata`` with the same key is ignored). Feedback
+The records of an experiment are the alias's rows since it started whose ``experiment`` column (written
+by the release stage, migration 0009, indexed with ``ts``) carries its id; ``arm`` says which arm. Feedback
 joins by request id; online-evaluation scores (issue 13's ``eval_items``/``eval_scores``) join by the
 request id their items carry, when there are any.
 """
@@ -91,21 +91,18 @@ def collect(
 ) -> dict[str, ArmData]:
     """Every arm's values from the records (and feedback and eval scores) of ``experiment``."""
     until = time.time() + 60 if until is None else until
-    condition, params = store.tag_condition("experiment", experiment)
     arms: dict[str, ArmData] = {name: ArmData() for name in arm_names or []}
     by_id: dict[str, ArmData] = {}
     with store.connection() as conn:
         rows = store.execute(
             conn,
-            "SELECT id, status, latency_ms, ttft_ms, prompt_tokens, completion_tokens, cost, tags FROM requests "
-            f"WHERE model = ? AND ts >= ? AND ts <= ? AND {condition} LIMIT ?",
-            [alias, since, until, *params, MAX_ROWS],
+            "SELECT id, arm, status, latency_ms, ttft_ms, prompt_tokens, completion_tokens, cost, tags FROM requests "
+            "WHERE experiment = ? AND ts >= ? AND ts <= ? AND model = ? LIMIT ?",
+            [experiment, since, until, alias, MAX_ROWS],
         ).fetchall()
-        for rid, status, latency, ttft, prompt, completion, cost, raw in rows:
+        for rid, arm_name, status, latency, ttft, prompt, completion, cost, raw in rows:
             tags = orjson.loads(raw) if isinstance(raw, str | bytes) else raw or {}
-            if not isinstance(tags, dict) or tags.get("experiment") != experiment or tags.get("shadow"):
-                continue  # a client's metadata may carry the key; only the gateway's tags count
-            arm = arms.setdefault(str(tags.get("arm")), ArmData())
+            arm = arms.setdefault(str(arm_name), ArmData())
             by_id[rid] = arm
             arm.requests += 1
             if 400 <= status < 500:
@@ -119,7 +116,7 @@ def collect(
             if prompt is not None or completion is not None:
                 arm.tokens.append(float((prompt or 0) + (completion or 0)))
             arm.cost += float(cost or 0.0)
-            if _flagged(tags):
+            if isinstance(tags, dict) and _flagged(tags):
                 arm.flagged += 1
         if by_id:
             for rid, positive in store.execute(

@@ -29,5 +29,18 @@ _TABLES = (
     "INSERT INTO release_clock (id, counter) VALUES (1, 0)",
 )
 
+# Which prompt version, release, experiment and arm served each request (the release stage's tags, as
+# columns so reports and searches filter by index, never by parsing tags). Shadow calls are not request
+# rows at all (releases/shadow.py), so usage and SLO rollups never count them.
+REQUEST_COLUMNS = (
+    "ALTER TABLE requests ADD COLUMN prompt TEXT",
+    "ALTER TABLE requests ADD COLUMN prompt_version INTEGER",
+    "ALTER TABLE requests ADD COLUMN release_id TEXT",
+    "ALTER TABLE requests ADD COLUMN experiment TEXT",
+    "ALTER TABLE requests ADD COLUMN arm TEXT",
+    "CREATE INDEX requests_release_ts ON requests (release_id, ts)",
+    "CREATE INDEX requests_experiment_ts ON requests (experiment, ts)",
+)
+
 SQLITE = tuple(s.format(real="REAL", serial="INTEGER PRIMARY KEY") for s in _TABLES)
 POSTGRES = tuple(s.format(real="DOUBLE PRECISION", serial="BIGSERIAL PRIMARY KEY") for s in _TABLES)

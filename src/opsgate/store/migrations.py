@@ -236,6 +236,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         tuple(s.format(real="DOUBLE PRECISION") for s in _EVALS),
     ),
     Migration("0008_releases", release_schema.SQLITE, release_schema.POSTGRES),
+    Migration("0009_request_release_columns", release_schema.REQUEST_COLUMNS, release_schema.REQUEST_COLUMNS),
 )
 
 

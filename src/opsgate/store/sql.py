@@ -51,6 +51,12 @@ COLUMNS: tuple[str, ...] = (
     "tags",
     "metadata",
     "client_request_id",  # the client's X-Request-Id (``id`` is always the gateway's)
+    # What the release stage applied (migration 0009): prompt name and version, release, experiment, arm.
+    "prompt",
+    "prompt_version",
+    "release_id",
+    "experiment",
+    "arm",
 )
 # What reads return: the columns plus ``stored_at``, when the writer inserted the row (the store's clock).
 READ_COLUMNS: tuple[str, ...] = (*COLUMNS, "stored_at")
