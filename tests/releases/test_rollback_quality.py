@@ -96,3 +96,30 @@ def test_ab_experiment_start_and_stop(tmp_path: Path) -> None:
     found = releases.experiment(state.experiment)
     assert found is not None and found["status"] == "stopped" and found["verdict"] == {"why": "done"}
     store.close()
+
+
+def test_online_eval_scores_significantly_worse_roll_the_canary_back(tmp_path: Path) -> None:
+    from opsgate.evals.store import EvalStore, ItemResult
+
+    store = open_store(f"sqlite:///{tmp_path}/r.db")
+    watcher = AutoRollback(parse_config({}), lambda: store)
+    experiment = _canary(store)
+    _records(store, experiment, "control", 200, 0, 0)
+    _records(store, experiment, "canary", 200, 0, 1000)
+    evals = EvalStore(store)
+    run = evals.ensure_online_run(None, "up")
+    items = [
+        ItemResult(f"r{i}", None, "ok", request_id=f"r{i}", scores={"judge": {"value": 0.9 if i < 1000 else 0.2}})
+        for i in [*range(0, 200), *range(1000, 1200)]
+    ]
+    evals.write_results(run, None, "up", items)
+    # A shadow run's scores for the same requests are not the live arms' (they would flip the verdict).
+    shadow = f"shadow:{experiment}:-"
+    evals.create_run(None, "up", kind="shadow", run_id=shadow)
+    flipped = [
+        ItemResult(f"r{i}", None, "ok", request_id=f"r{i}", scores={"judge": {"value": 1.0}}) for i in range(1000, 1200)
+    ]
+    evals.write_results(shadow, None, "up", flipped)
+    [event] = watcher.check()
+    assert event["rule"] == "score:judge" and event["diff"] < 0
+    store.close()
