@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from opsgate.domain.config import load_config
 from tests.support import Gateway
@@ -52,7 +53,9 @@ def test_readme_curl_example(embedded: Gateway) -> None:
     assert response.status_code == 200 and response.json()["choices"][0]["message"]["content"]
 
 
-def test_example_configs_are_valid() -> None:
+def test_example_configs_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The auth example reads its bootstrap key from the environment, with no default on purpose.
+    monkeypatch.setenv("OPSGATE_ADMIN_KEY", "sk-admin-" + "d" * 40)
     for path in (ROOT / "examples").glob("*.yaml"):
         load_config(path)
     result = subprocess.run(
