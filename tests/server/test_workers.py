@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -89,9 +90,15 @@ def test_a_global_limit_is_shared_by_two_workers_through_redis(tmp_path: Path, u
     assert statuses.count(200) == 10 and statuses.count(429) == 10, statuses
 
 
-def test_metrics_answer_for_every_worker(tmp_path: Path, upstream: FakeUpstream) -> None:
+def test_metrics_answer_for_every_worker(
+    tmp_path: Path, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = write_config(tmp_path, upstream_config(upstream.base_url))
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))  # where serve makes its temporary metrics directory
     with serve_process(path, tmp_path / "serve.log", ["--workers", "2"], START_SECONDS) as (_, url):
+        assert [p.name for p in scratch.glob("opsgate-metrics-*")]  # made by serve, shared by the workers
         for _ in range(6):
             assert fresh_post(url).status_code == 200
         # Snapshots are left every second: wait until 10 scrapes in a row (over both workers) say 6.
@@ -102,3 +109,4 @@ def test_metrics_answer_for_every_worker(tmp_path: Path, upstream: FakeUpstream)
             time.sleep(0.05)
     assert in_a_row == 10, seen
     assert all(total <= 6 for total in seen), seen  # never more than was sent
+    assert not list(scratch.glob("opsgate-metrics-*"))  # removed when serve stopped

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import sys
 from typing import Any
 
@@ -132,8 +133,12 @@ def serve(
         if config_path:
             os.environ["OPSGATE_CONFIG"] = os.path.abspath(config_path)
         os.environ["OPSGATE_LOG_LEVEL"] = level
-        prepare_metrics_dir(config)  # one /metrics for all workers, not whichever takes the scrape
-        uvicorn.run("opsgate.server.app:app_from_env", factory=True, workers=workers, **options)
+        metrics_dir = prepare_metrics_dir(config)  # one /metrics for all workers, not whichever takes the scrape
+        try:
+            uvicorn.run("opsgate.server.app:app_from_env", factory=True, workers=workers, **options)
+        finally:
+            if metrics_dir is not None and not config.telemetry.metrics.multiprocess_dir:
+                shutil.rmtree(metrics_dir, ignore_errors=True)  # the temporary one made for this run
     else:
         from opsgate.server.app import create_app
         from opsgate.server.drain import DrainingServer
