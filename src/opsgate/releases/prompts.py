@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from jinja2 import StrictUndefined, TemplateError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2 import TemplateError
 
 from opsgate.audit.chain import append_entry
 from opsgate.domain.errors import InvalidRequestError, NotFoundError
+from opsgate.releases.sandbox import PromptEnvironment, check_template, render_bounded
 from opsgate.store.sql import SqlRecordStore
 
 NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
@@ -45,12 +45,7 @@ class PromptError(InvalidRequestError):
     """A prompt reference, template or variable the caller got wrong (400 naming it)."""
 
 
-def _environment() -> ImmutableSandboxedEnvironment:
-    # autoescape off: the output is chat text, not HTML. StrictUndefined: a typo is an error, not "".
-    return ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
-
-
-_ENV = _environment()
+_ENV = PromptEnvironment()  # the immutable sandbox, bounded (releases/sandbox.py)
 
 
 @dataclass(frozen=True)
@@ -88,21 +83,22 @@ class PromptVersion:
         total = 0
         for role, template in self._compiled:
             try:
-                text = template.render(**variables)
-            except TemplateError as error:  # sandbox refusals (SecurityError) are TemplateErrors too
+                text = render_bounded(template, variables, MAX_RENDERED_CHARS - total)
+            except (TemplateError, ArithmeticError, TypeError, ValueError, RecursionError) as error:
+                # Sandbox refusals (SecurityError) are TemplateErrors; the rest is the template's own arithmetic.
                 raise PromptError(
                     f"prompt {self.ref} failed to render: {type(error).__name__}: {error}"[:500],
                     param="metadata.variables",
                     code="prompt_render_failed",
                 ) from None
-            total += len(text)
-            if total > MAX_RENDERED_CHARS:
+            total += len(text) if text is not None else MAX_RENDERED_CHARS + 1
+            if text is None or total > MAX_RENDERED_CHARS:
                 raise PromptError(
                     f"prompt {self.ref} renders to more than {MAX_RENDERED_CHARS} characters.",
                     param="metadata.variables",
                     code="prompt_too_long",
                 )
-            out.append({"role": role, "content": text})
+            out.append({"role": role, "content": text or ""})
         return out
 
 
@@ -167,9 +163,11 @@ def validate_spec(messages: object, variables: object, parameters: object) -> tu
         if size > MAX_TEMPLATE_CHARS:
             raise PromptError(f"templates may hold {MAX_TEMPLATE_CHARS} characters.", param=f"messages[{index}]")
         try:
-            _ENV.parse(content)
+            refused = check_template(_ENV, content)
         except TemplateError as error:
             raise PromptError(f"template does not parse: {error}"[:300], param=f"messages[{index}].content") from None
+        if refused is not None:
+            raise PromptError(refused, param=f"messages[{index}].content")
         out.append({"role": role, "content": content})
     if not isinstance(variables, list) or len(variables) > 64:
         raise PromptError("variables must be a list of at most 64 names.", param="variables")

@@ -1,0 +1,153 @@
+"""The Jinja2 environment prompts render in: the immutable sandbox, bounded in time and memory too.
+
+Jinja2's sandbox stops access to Python internals and mutation, but not a template that asks for
+too much: ``{{ 'x' * 10**10 }}``, ``{{ 9**9**9 }}``, ``{{ 'a'.center(10**9) }}``, loops nested over
+``range(100000)``, or a macro that calls itself. Templates are written by tenants' keys and rendered
+on the gateway for every request that uses them, so each of these would let one tenant take the
+process from everyone. Here:
+
+- at creation, a template may not define or call macros, include or import, extend, assign
+  (``set``/``with``, so nothing doubles itself step by step), filter a block, nest a loop inside a
+  loop (or loop recursively), or name variables more than 64 times: one loop over at most ``range``'s
+  items or a bounded variable is the most work a template can ask for;
+- ``*`` and ``**`` are intercepted: a repeated string or list may not exceed the rendered limit, a
+  product of integers 4,096 bits, an exponent 64 nor its base 2**32; a call with an integer argument
+  above 100,000 is refused, and the string methods and filters whose output can outgrow their input
+  (``replace``, ``join``, ``center``, ``ljust``, ``rjust``, ``zfill``, ``expandtabs``, ``indent``,
+  ``format``…) are checked against the limit before they run, or not offered;
+- rendering streams (``generate``) and stops as soon as the output passes the limit.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterator
+from typing import Any
+
+from jinja2 import StrictUndefined, nodes
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+MAX_OUTPUT_CHARS = 256 * 1024
+MAX_CALL_INT = 100_000
+MAX_NAME_REFERENCES = 64
+_FORBIDDEN = (
+    nodes.Macro,
+    nodes.CallBlock,
+    nodes.Include,
+    nodes.Import,
+    nodes.FromImport,
+    nodes.Extends,
+    nodes.Assign,
+    nodes.AssignBlock,
+    nodes.With,
+    nodes.FilterBlock,
+)
+# Filters whose output can be far larger than their input (or that format with a width): not offered.
+_UNSAFE_FILTERS = ("replace", "indent", "center", "format", "wordwrap", "batch", "urlize", "xmlattr", "join")
+_GROWING_METHODS = {"replace", "join", "center", "ljust", "rjust", "zfill", "expandtabs", "format", "format_map"}
+
+
+class PromptEnvironment(ImmutableSandboxedEnvironment):
+    """The immutable sandbox with limits on repetition, powers, call sizes and output."""
+
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def __init__(self) -> None:
+        # autoescape off: the output is chat text, not HTML. StrictUndefined: a typo is an error, not "".
+        super().__init__(undefined=StrictUndefined, autoescape=False)
+        for name in _UNSAFE_FILTERS:
+            self.filters.pop(name, None)
+        self.filters["join"] = _join
+
+    def call_binop(self, context: Any, op: str, left: Any, right: Any) -> Any:
+        """``*`` and ``**`` with their operands' sizes checked first."""
+        if op == "%":
+            if isinstance(left, str):  # printf-style formatting takes widths: '%999999999d' % 1
+                raise SecurityError("%-formatting of strings is not available in prompt templates")
+            return operator.mod(left, right)
+        if op == "**":
+            if _is_int(left) and _is_int(right) and (right > 64 or abs(left) > 2**32):
+                raise SecurityError("the power is too large for a prompt template")
+            return operator.pow(left, right)
+        if op == "*":
+            for seq, times in ((left, right), (right, left)):
+                if isinstance(seq, str | list | tuple) and _is_int(times) and len(seq) * times > MAX_OUTPUT_CHARS:
+                    raise SecurityError("the repetition is too large for a prompt template")
+            if _is_int(left) and _is_int(right) and left.bit_length() + right.bit_length() > 4096:
+                raise SecurityError("the product is too large for a prompt template")
+            return operator.mul(left, right)
+        return super().call_binop(context, op, left, right)
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        """Any call with an integer argument above ``MAX_CALL_INT`` is refused."""
+        for value in (*args, *kwargs.values()):
+            if _is_int(value) and abs(value) > MAX_CALL_INT:
+                raise SecurityError(f"a call argument above {MAX_CALL_INT} in a prompt template")
+        # The sandbox hands str.format out wrapped (functools.update_wrapper keeps name and __wrapped__).
+        owner = getattr(__obj, "__self__", None) or getattr(getattr(__obj, "__wrapped__", None), "__self__", None)
+        if isinstance(owner, str) and getattr(__obj, "__name__", "") in _GROWING_METHODS:
+            if __obj.__name__ == "join" and args:
+                args = (list(args[0]), *args[1:])  # measured, then joined: a generator is read once
+            _check_growth(owner, __obj.__name__, args)
+        return super().call(__context, __obj, *args, **kwargs)
+
+
+def _check_growth(text: str, method: str, args: tuple[Any, ...]) -> None:
+    """Refuse a string method whose result would pass the output limit, before it runs."""
+    if method in ("format", "format_map"):
+        raise SecurityError("str.format is not available in prompt templates; use {{ }} instead")
+    if method == "replace" and len(args) >= 2 and isinstance(args[0], str) and isinstance(args[1], str):
+        count = text.count(args[0]) if args[0] else len(text) + 1
+        size = len(text) + count * max(0, len(args[1]) - len(args[0]))
+    elif method == "join" and args:
+        items = args[0]
+        size = len(text) * len(items) + sum(len(str(i)) for i in items[:MAX_OUTPUT_CHARS])
+    elif method == "expandtabs":
+        size = len(text) * (args[0] if args and _is_int(args[0]) else 8)
+    else:  # center, ljust, rjust, zfill: the width
+        size = max(len(text), args[0] if args and _is_int(args[0]) else 0)
+    if size > MAX_OUTPUT_CHARS:
+        raise SecurityError(f"str.{method} would make more than {MAX_OUTPUT_CHARS} characters")
+
+
+def _join(value: Any, d: str = "", attribute: Any = None) -> str:
+    """The ``join`` filter, bounded: separators times items may not pass the output limit."""
+    items = [str(i if attribute is None else getattr(i, str(attribute), "")) for i in value]
+    if len(str(d)) * len(items) + sum(len(i) for i in items) > MAX_OUTPUT_CHARS:
+        raise SecurityError("join would make too much text for a prompt template")
+    return str(d).join(items)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_template(environment: PromptEnvironment, source: str) -> str | None:
+    """Why ``source`` may not be a prompt template, or None (a syntax error raises TemplateSyntaxError)."""
+    tree = environment.parse(source)
+    environment.compile(tree)  # an unknown filter or test is an error now, not at the first request
+    for node in tree.find_all(_FORBIDDEN):
+        return f"{type(node).__name__.lower()} is not allowed in a prompt template"
+    if sum(1 for _ in tree.find_all(nodes.Name)) > MAX_NAME_REFERENCES:
+        return f"a prompt template may name variables at most {MAX_NAME_REFERENCES} times"
+    for loop in tree.find_all(nodes.For):
+        if loop.recursive:
+            return "recursive loops are not allowed in a prompt template"
+        for inner in (*loop.body, *loop.else_):
+            if isinstance(inner, nodes.For) or any(True for _ in inner.find_all(nodes.For)):
+                return "a loop inside a loop is not allowed in a prompt template"
+    return None
+
+
+def render_bounded(template: Any, variables: dict[str, Any], limit: int = MAX_OUTPUT_CHARS) -> str | None:
+    """The rendered text, or None once it passes ``limit`` characters (rendering stops there)."""
+    parts: list[str] = []
+    size = 0
+    stream: Iterator[str] = template.generate(**variables)
+    for piece in stream:
+        size += len(piece)
+        if size > limit:
+            return None
+        parts.append(piece)
+    return "".join(parts)
