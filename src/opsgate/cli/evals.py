@@ -393,7 +393,7 @@ def run(
 
     try:
         run_ids = asyncio.run(go())
-    except ScorerError as error:
+    except (ScorerError, RuntimeError) as error:  # RuntimeError: the in-process gateway never became ready
         _fail(str(error))
     click.echo("\n".join(run_ids))
 

@@ -294,6 +294,7 @@ async def gateway_client(
     api_key: str | None = None,
     call_timeout: float = 120.0,
     connections: int = 64,
+    ready_timeout: float = 300.0,
 ) -> AsyncIterator[GatewayClient]:
     """A client for a running gateway (``base_url``, its ``/v1``) or for ``config`` served in-process."""
     prices = PriceBook(config) if config is not None else None
@@ -310,4 +311,15 @@ async def gateway_client(
 
     app = create_app(config)
     async with app.router.lifespan_context(app):
+        await _until_ready(app.state.gateway, ready_timeout)
         yield GatewayClient(AsgiPoster(app, _headers(api_key)), prices, call_timeout)
+
+
+async def _until_ready(gateway: Any, timeout_s: float) -> None:
+    """Wait until every alias can serve (embedded models load in the background at start): calls made
+    before would be refused as unavailable and open the breakers."""
+    deadline = time.monotonic() + timeout_s
+    while not gateway.registry.is_ready():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the in-process gateway was not ready after {timeout_s:.0f} s (see the log)")
+        await asyncio.sleep(0.1)
