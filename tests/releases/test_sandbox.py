@@ -59,6 +59,7 @@ def test_refused_at_creation(template: str) -> None:
         ("{{ v.ljust(99999) * 3 }}", {"v": "x"}),
         ("{{ '{:>99999999}'.format(1) }}", {}),
         ("{{ '%99999999d' % 1 }}", {}),
+        ("{% for i in range(100000) %}{{ '' if v.count('x') else '' }}{% endfor %}", {"v": "y" * 30_000}),
     ],
 )
 def test_stopped_while_rendering(template: str, variables: dict[str, Any]) -> None:

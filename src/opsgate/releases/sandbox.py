@@ -15,12 +15,14 @@ process from everyone. Here:
   above 100,000 is refused, and the string methods and filters whose output can outgrow their input
   (``replace``, ``join``, ``center``, ``ljust``, ``rjust``, ``zfill``, ``expandtabs``, ``indent``,
   ``format``…) are checked against the limit before they run, or not offered;
-- rendering streams (``generate``) and stops as soon as the output passes the limit.
+- rendering streams (``generate``) and stops as soon as the output passes the limit or has taken
+  ``MAX_RENDER_SECONDS`` (checked at every output piece, so also inside a loop that prints nothing).
 """
 
 from __future__ import annotations
 
 import operator
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,6 +32,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 MAX_OUTPUT_CHARS = 256 * 1024
 MAX_CALL_INT = 100_000
+MAX_RENDER_SECONDS = 0.1  # on the event loop: ordinary templates take microseconds
 MAX_NAME_REFERENCES = 64
 _FORBIDDEN = (
     nodes.Macro,
@@ -141,13 +144,17 @@ def check_template(environment: PromptEnvironment, source: str) -> str | None:
 
 
 def render_bounded(template: Any, variables: dict[str, Any], limit: int = MAX_OUTPUT_CHARS) -> str | None:
-    """The rendered text, or None once it passes ``limit`` characters (rendering stops there)."""
+    """The rendered text, or None once it passes ``limit`` characters (rendering stops there); a
+    SecurityError once it has taken ``MAX_RENDER_SECONDS``."""
     parts: list[str] = []
     size = 0
+    deadline = time.perf_counter() + MAX_RENDER_SECONDS
     stream: Iterator[str] = template.generate(**variables)
     for piece in stream:
         size += len(piece)
         if size > limit:
             return None
+        if time.perf_counter() > deadline:
+            raise SecurityError(f"the template took more than {MAX_RENDER_SECONDS:g} s to render")
         parts.append(piece)
     return "".join(parts)
