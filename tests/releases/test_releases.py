@@ -303,13 +303,21 @@ def test_shadow_traffic_is_mirrored_off_the_path_and_not_billed(
         response = client.chat(f"s{n}")
         assert response.status_code == 200 and response.json()["choices"][0]["message"]["content"] != "canary answer"
         ids.append(response.headers["x-request-id"])
-    assert wait_until(lambda: len(canary_upstream.requests) >= 6, timeout=20)
+    streamed = client.call(
+        "POST",
+        "/v1/chat/completions",
+        json={"model": "up", "messages": [{"role": "user", "content": "x"}], "user": "s-stream", "stream": True},
+    )
+    assert streamed.status_code == 200 and "[DONE]" in streamed.text
+    ids.append(streamed.headers["x-request-id"])
+    assert wait_until(lambda: len(canary_upstream.requests) >= 7, timeout=20)
+    assert not any(r["body"].get("stream") for r in canary_upstream.requests)  # a shadow call never streams
     gateway = client.gateway.app.state.gateway
     from opsgate.evals.store import EvalStore
 
     evals = EvalStore(gateway.record_log.store)
     run_id = f"shadow:{experiment}:-"
-    assert wait_until(lambda: len(evals.all_items(run_id)) >= 6, timeout=20)
+    assert wait_until(lambda: len(evals.all_items(run_id)) >= 7, timeout=20)
     items = evals.all_items(run_id)
     assert {i["request_id"] for i in items} == set(ids)
     assert all(i["output"] == "canary answer" for i in items)
@@ -317,4 +325,4 @@ def test_shadow_traffic_is_mirrored_off_the_path_and_not_billed(
     assert run is not None and run["kind"] == "shadow" and run["arm"] == "shadow"
     assert gateway.record_log.writer.flush()
     usage = client.call("GET", "/admin/usage", params={"by": "model"}).json()["data"]
-    assert sum(row["requests"] for row in usage) == 6  # the live requests only: shadow calls are not billed
+    assert sum(row["requests"] for row in usage) == 7  # the live requests only: shadow calls are not billed

@@ -14,7 +14,7 @@ import asyncio
 import random
 from typing import Any
 
-from opsgate.domain.context import GatewayResponse, JsonResult, RequestContext
+from opsgate.domain.context import GatewayResponse, JsonResult, RequestContext, StreamOutcome
 from opsgate.domain.errors import GatewayError, InvalidRequestError
 from opsgate.domain.requests import ChatCompletionRequest, ChatMessage
 from opsgate.pipeline.stage import PassStage
@@ -81,10 +81,19 @@ class ReleaseStage(PassStage):
     async def after(self, ctx: RequestContext, response: GatewayResponse) -> GatewayResponse:
         """Mirror a share of successful answers to the shadow release, off the request path."""
         shadow = ctx.scratch.get("release.shadow")
-        if shadow is not None and self.shadow is not None and isinstance(response, JsonResult):
-            arm, fraction, experiment = shadow
-            if response.error is None and self.rng.random() < fraction:
-                self.shadow.submit(ctx, arm, experiment)
+        if shadow is None or self.shadow is None or self.rng.random() >= shadow[1]:
+            return response
+        mirror, (arm, _, experiment) = self.shadow, shadow
+        if isinstance(response, JsonResult):
+            if response.error is None:
+                mirror.submit(ctx, arm, experiment)
+        else:  # a stream: mirrored (not streamed) once it has ended well
+
+            def mirror_stream(outcome: StreamOutcome) -> None:
+                if outcome.completed and outcome.error is None:
+                    mirror.submit(ctx, arm, experiment)
+
+            response.on_finish.append(mirror_stream)
         return response
 
     async def _client_prompt(self, ctx: RequestContext, ref: object) -> PromptVersion:
