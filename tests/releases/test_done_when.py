@@ -54,7 +54,7 @@ def test_prompt_change_as_a_10_percent_canary_on_the_embedded_model(tmp_path: Pa
         assert "-You answer in one word." in diff and "+You answer in one short sentence." in diff
         _cli(config, "release", "create", "smollm2", "--prompt", "greeter@1", "--param", "max_tokens=4", "--activate")
         _cli(config, "release", "create", "smollm2", "--prompt", "greeter@2", "--param", "max_tokens=4")
-        _cli(config, "release", "canary", "smollm2", "2", "--weight", "10")
+        _cli(config, "release", "canary", "smollm2", "--weight", "10")  # the newest release that is not active
 
         def in_cache(arms: int) -> bool:
             resolved = inner.releases.aliases.get("smollm2")

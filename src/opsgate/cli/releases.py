@@ -244,13 +244,24 @@ def release_create(
 
 @release.command("canary")
 @click.argument("alias")
-@click.argument("release_ref")
+@click.argument("release_ref", required=False)
 @click.option("--weight", type=float, required=True, help="Percent of users (sticky) on the release.")
 @config_option
-def release_canary(alias: str, release_ref: str, weight: float, config_path: str | None) -> None:
-    """Send WEIGHT % of ALIAS's users to RELEASE_REF (id or number)."""
+def release_canary(alias: str, release_ref: str | None, weight: float, config_path: str | None) -> None:
+    """Send WEIGHT % of ALIAS's users to RELEASE_REF (id or number; default: the newest release that is not
+    the active one)."""
     with _store(config_path) as (store, _):
-        _print_state(ReleaseStore(store).canary(alias, release_ref, weight, _actor()))
+        releases = ReleaseStore(store)
+        if release_ref is None:
+            state = releases.state(alias)
+            active = state.active if state else None
+            candidates = [r for r in releases.list_all(alias) if r.id != active]
+            if not candidates:
+                raise click.ClickException(
+                    f"{alias} has no release to canary: create one with `opsgate release create`"
+                )
+            release_ref = candidates[0].id
+        _print_state(releases.canary(alias, release_ref, weight, _actor()))
 
 
 @release.command("promote")
