@@ -53,6 +53,7 @@ class ReleaseStage(PassStage):
         ref = (metadata or {}).get("prompt")
         if ref is not None:
             prompt = await self._client_prompt(ctx, ref)
+            ctx.scratch["release.client_prompt"] = True  # it wins over a release's prompt (shadow too)
         elif variables:
             raise InvalidRequestError("metadata.variables needs metadata.prompt.", param="metadata.variables")
         tags = ctx.tags

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from opsgate.domain.context import GatewayResponse, JsonResult, RequestContext
 from opsgate.domain.requests import ChatCompletionRequest, ChatMessage
+from opsgate.releases.cache import Arm
 
 if TYPE_CHECKING:
     from opsgate.evals.store import EvalStore
-    from opsgate.releases.cache import Arm
 
 log = logging.getLogger("opsgate.releases.shadow")
 Terminal = Callable[[RequestContext], Awaitable[GatewayResponse]]
@@ -56,7 +56,12 @@ class ShadowMirror:
             self.dropped += 1
             return False
         self.in_flight += 1
-        original = ctx.scratch.get("release.original_messages") or body.messages
+        # The candidate's prompt goes in front of the client's own messages; a prompt the client named
+        # itself wins, as on the live path, so then the shadow sends what the live call sent.
+        client_prompt = bool(ctx.scratch.get("release.client_prompt"))
+        original = body.messages if client_prompt else ctx.scratch.get("release.original_messages") or body.messages
+        if client_prompt:
+            arm = Arm(arm.name, arm.release, None, arm.upper)
         task = asyncio.create_task(self._run(ctx, body, list(original), arm, experiment))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
