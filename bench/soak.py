@@ -58,7 +58,7 @@ class Sample:
     at: float
 
 
-def replica_config(path: Path, upstream: str, store: str, journal: Path, prefix: str) -> Path:
+def replica_config(path: Path, upstream: str, store: str, journal: Path, prefix: str, hot_rpm: int = HOT_RPM) -> Path:
     """A replica's config: shared store, cache, limits and breakers; prices so budgets apply."""
     deployment = {
         "type": "openai",
@@ -80,7 +80,7 @@ def replica_config(path: Path, upstream: str, store: str, journal: Path, prefix:
             "redis": REDIS,
             "key_prefix": f"{prefix}:limits:",
             "rules": [
-                {"per": "user", "requests_per_minute": HOT_RPM},
+                {"per": "user", "requests_per_minute": hot_rpm},
                 {"per": "user", "spend_per_day": BUDGET},
             ],
         },
@@ -194,6 +194,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=20.0, help="Requests per second, all clients together.")
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--window", type=float, default=60.0, help="Seconds per p99 window.")
+    parser.add_argument("--hot-rpm", type=int, default=HOT_RPM, help="Requests per minute allowed per user.")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/soak.json")
     args = parser.parse_args()
 
@@ -218,6 +219,7 @@ def main() -> None:
                 store,
                 work / f"journal-{name}",
                 f"soak{run}",
+                args.hot_rpm,
             )
             replicas[name] = Replica(config, free_port(), work / f"{name}.log", OPSGATE_DRAIN_DELAY_SECONDS="1")
             replicas[name].start(timeout=120)
