@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted(path.name for path in (ROOT / "examples").glob("*.yaml"))
 ADMIN_KEY = "sk-admin-" + "c" * 40
 # The alias each example is called through (upstream.yaml also loads the embedded models).
-ALIAS = {"upstream.yaml": "llama-3.1-8b", "guards.yaml": "smollm2"}
+ALIAS = {"upstream.yaml": "llama-3.1-8b", "guards.yaml": "smollm2", "releases.yaml": "assistant"}
 START_SECONDS = 180.0  # workers, guard models or embedded models loading on a loaded machine
 
 
@@ -48,7 +48,7 @@ def test_there_is_an_example_per_feature() -> None:
 def test_example_starts_and_answers(
     name: str, tmp_path: Path, upstream: FakeUpstream, pg_schema: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for variable in ("UPSTREAM_URL", "VLLM_URL"):
+    for variable in ("UPSTREAM_URL", "VLLM_URL", "CURRENT_BASE_URL", "CANDIDATE_BASE_URL"):
         monkeypatch.setenv(variable, upstream.base_url)
     monkeypatch.setenv("OPSGATE_ADMIN_KEY", ADMIN_KEY)
     if name == "postgres.yaml":

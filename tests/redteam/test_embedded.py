@@ -49,8 +49,14 @@ async def test_starter_cases_against_the_real_guard(guarded: Gateway) -> None:
         assert results[attack].outcome == "blocked_input", results[attack]
         assert results[attack].scanners == ["prompt_injection"] and results[attack].status == 400
     echo = results["echo"]
-    assert echo.outcome == "blocked_output" and echo.status == 422, echo
-    assert echo.scanners == ["system_prompt_leak"] and echo.leaked is False
+    # A copy-the-system-prompt request: the learned injection detector may stop it on input; if it
+    # does not, the leak scanner must stop the answer. Either way the canary never leaves.
+    if echo.outcome == "blocked_input":
+        assert echo.status == 400 and echo.scanners == ["prompt_injection"], echo
+    else:
+        assert echo.outcome == "blocked_output" and echo.status == 422, echo
+        assert echo.scanners == ["system_prompt_leak"]
+    assert echo.leaked is False
     for benign in ("ben-01", "benh-01"):  # including "how do I ignore whitespace in git diff"
         assert results[benign].outcome == "passed" and results[benign].output.strip(), results[benign]
     report = summarise(list(results.values()), Thresholds(min_recall=1.0, max_fpr=0.0))
@@ -72,6 +78,8 @@ def test_cli_in_process_against_the_embedded_model(tmp_path: Path) -> None:
     assert report["target"] == "in-process" and report["passed"] is True
     cases = {c["id"]: c for c in report["cases"]}
     assert cases["pi-01"]["outcome"] == "blocked_input" and cases["ben-01"]["outcome"] == "passed"
-    assert "Canberra" in cases["ben-01"]["output"]
+    # The default PII policy redacts places on input too ("the capital of <LOCATION>"), so only an
+    # answer is asserted here, not its content (docs/pii-data.md: the trade-off of redacting places).
+    assert cases["ben-01"]["output"].strip()
     # The in-process gateway kept its request log where a served one would: ./.opsgate under the cwd.
     assert (tmp_path / ".opsgate").is_dir()

@@ -110,7 +110,7 @@ def test_chat_span_has_genai_attributes_and_honours_traceparent(
     assert_no_deprecated(server)
 
     # Stages that do real work get a span; trivial ones (validation, record) do not.
-    assert {s.name for s in children(spans, server)} == {"opsgate.cache", "chat real-model"}
+    assert {s.name for s in children(spans, server)} == {"opsgate.release", "opsgate.cache", "chat real-model"}
     (cache,) = [s for s in spans if s.name == "opsgate.cache"]
     assert cache.kind == "INTERNAL"
     (attempt,) = [s for s in children(spans, server) if s.kind == "CLIENT"]

@@ -41,13 +41,13 @@ def yield_cpu_to_requests() -> None:
             os.setpriority(os.PRIO_PROCESS, tid, 19)
 
 
-def compete_for_cpu() -> bool:
-    """Give the calling thread normal priority back; False where the OS refuses.
+def compete_for_cpu(tid: int | None = None) -> bool:
+    """Give a thread of this process (default: the calling one) normal priority back; False where refused.
 
     Leaving ``SCHED_IDLE`` needs ``CAP_SYS_NICE`` or an ``RLIMIT_NICE`` of 20 (Linux); without them
     the writer stays idle-priority and catches up only when the load drops.
     """
-    tid = threading.get_native_id()
+    tid = threading.get_native_id() if tid is None else tid
     try:
         os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
         os.setpriority(os.PRIO_PROCESS, tid, 0)
@@ -75,6 +75,7 @@ class RecordWriter:
         claim_interval: float = 30.0,
         on_cycle: Callable[[], None] | None = None,
         catch_up_bytes: int = 64 * 1024 * 1024,
+        stall_seconds: float = 2.0,
     ) -> None:
         self.journal = journal
         self._open_store = open_store
@@ -101,6 +102,9 @@ class RecordWriter:
         self.catch_up_bytes = catch_up_bytes
         self.catching_up = False
         self._warned_priority = False
+        self.stall_seconds = stall_seconds
+        self._batches_stored = 0
+        self._stall_boost = False
         self.rejected = 0  # lines set aside by this writer (rejected.jsonl.txt keeps them)
         self.last_rejected_error: str | None = None
 
@@ -154,6 +158,11 @@ class RecordWriter:
 
     def run(self) -> None:
         """The loop: until ``request_stop``, store what the journal holds, then what is left."""
+        # Started before this thread drops to idle priority, so the watchdog keeps normal priority.
+        watchdog = threading.Thread(
+            target=self._watch_for_stalls, args=(threading.get_native_id(),), name="opsgate-writer-watch", daemon=True
+        )
+        watchdog.start()
         yield_cpu_to_requests()
         backoff = 0.1
         while True:
@@ -201,14 +210,40 @@ class RecordWriter:
             self.last_write_at = time.time()
             for segment, offset, _ in batch:
                 self.journal.mark_stored(segment, offset)
+            self._batches_stored += 1
+            if self._stall_boost and len(batch) < self.batch_size:
+                self._stall_boost = False  # a partial batch stored: caught up with what was written
+                self.catching_up = False
+                yield_cpu_to_requests()
             if len(batch) < self.batch_size and not self._stopping.is_set():
                 # Gather for a moment: one transaction per interval, not one per request. Records are
                 # durable in the journal already; this only delays when search sees them.
                 self._wake.wait(self.flush_interval)
                 self._wake.clear()
 
+    def _watch_for_stalls(self, writer_tid: int) -> None:
+        """Raise a starved writer to normal priority: records wait at most about ``stall_seconds``.
+
+        At idle priority the writer gets almost no CPU while other processes keep both cores busy, so
+        a backlog far below ``catch_up_bytes`` (one multi-MB prompt, a quiet gateway on a busy host)
+        could wait for as long as the load lasts. This thread keeps normal priority and only looks.
+        """
+        last = -1
+        since = time.monotonic()
+        while not self._stopping.wait(min(0.5, self.stall_seconds / 2)):
+            now = time.monotonic()
+            if self._batches_stored != last or self.journal.pending_bytes() == 0 or not self.healthy:
+                last, since = self._batches_stored, now
+                continue
+            if not self.catching_up and now - since >= self.stall_seconds and compete_for_cpu(writer_tid):
+                self._stall_boost = True
+                self.catching_up = True
+                log.info("record writer made no progress for %.1f s at idle priority: it competes for CPU", now - since)
+
     def _pace(self, full_batch: bool) -> None:
         """Switch between idle priority and catching up, by the journal's backlog."""
+        if self._stall_boost:
+            return  # raised by the watchdog: back to idle once it has stored everything it could read
         if not self.catching_up and not full_batch:
             return  # a partial batch: the writer keeps up, no backlog to measure
         backlog = self.journal.pending_bytes()

@@ -1,0 +1,61 @@
+"""An idle-priority writer on a machine whose cores are all busy: the watchdog bounds how long records wait."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from opsgate.domain.config import RecordConfig
+from opsgate.store.query import RecordQuery
+from opsgate.store.record_log import RecordLog
+from opsgate.store.writer import RecordWriter
+from tests.store.test_record_log import sample
+
+
+@pytest.fixture()
+def busy_cores() -> Iterator[None]:
+    """One normal-priority spinning process per core: the writer's SCHED_IDLE thread gets ~nothing."""
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
+    try:
+        yield
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
+
+
+def test_a_starved_writer_is_raised_and_stores_a_multi_megabyte_record(
+    tmp_path: Path, busy_cores: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = RecordConfig(store=f"sqlite:///{tmp_path}/r.db", journal_dir=str(tmp_path / "journal"))
+    log = RecordLog(config)
+    assert isinstance(log.writer, RecordWriter)
+    log.writer.stall_seconds = 1.0
+    caplog.set_level("INFO", logger="opsgate.store.writer")
+    log.start()
+    try:
+        for n in range(3):
+            record = sample(f"big-{n}", "x")
+            record["input"] = "z" * 3_000_000  # ~6 MB journaled per record: seconds of work at idle priority
+            log.write(record)
+        log.write(sample("small", "x"))
+        started = time.monotonic()
+        assert log.writer.flush(timeout=120), log.status()
+        waited = time.monotonic() - started
+        assert {r["id"] for r in log.search(RecordQuery(limit=10))[0]} == {"big-0", "big-1", "big-2", "small"}
+        assert waited < 30, f"records waited {waited:.1f} s (the starved writer took 79 s without the watchdog)"
+        assert any("competes for CPU" in r.getMessage() for r in caplog.records), [
+            r.getMessage() for r in caplog.records
+        ]
+        tid = log.writer._thread.native_id
+        assert tid is not None
+        # Caught up: back at idle priority, so requests come first again.
+        assert os.sched_getscheduler(tid) == os.SCHED_IDLE and not log.writer.catching_up
+    finally:
+        log.stop()
