@@ -126,6 +126,11 @@ class RecordWriter:
         """Store what is left (while storage answers), then stop."""
         self.request_stop()
         self._thread.join(timeout)
+        if self._thread.is_alive():
+            # Still inside a batch (a big backlog): closing its connection under a running
+            # sqlite3_step crashes the process. The journal keeps what is unstored for the next start.
+            log.warning("record writer still busy after %.0f s; stopping without waiting for it", timeout)
+            return
         if self.store is not None:
             self.store.close()
 
