@@ -14,10 +14,10 @@ import pytest
 
 from opsgate.domain.config import parse_config
 from tests.fake_upstream import FakeUpstream, Script
+from tests.store.conftest import PG_ADMIN_URL, pg_schema_url
 from tests.support import Gateway, isolated
 
 ADMIN_KEY = "og_adminkey0_hostile-suite-admin-secret"
-PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def hostile_config(upstream_url: str, store: str | None = None) -> dict[str, Any]:
@@ -104,7 +104,7 @@ def _pg_schema() -> Iterator[str]:
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
     try:
-        yield f"{PG_ADMIN_URL}?options=-csearch_path%3D{schema}"
+        yield pg_schema_url(schema)
     finally:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
