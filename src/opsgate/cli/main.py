@@ -15,6 +15,8 @@ from rich.table import Table
 
 from opsgate import __version__
 from opsgate.cli.audit import audit
+from opsgate.cli.bias import bias_group
+from opsgate.cli.drift import drift_group
 from opsgate.cli.config_file import exit_listing_problems, load_config_or_exit
 from opsgate.cli.errors import errors
 from opsgate.cli.evals import eval_group
@@ -26,6 +28,7 @@ from opsgate.cli.migrate import check_schema_or_exit, migrate
 from opsgate.cli.options import gateway_url_option
 from opsgate.cli.redteam import redteam
 from opsgate.cli.releases import experiment, prompts, release
+from opsgate.cli.sentinel import sentinel_group
 from opsgate.cli.serve_checks import exposure_problem, prepare_metrics_dir, serve_problems
 from opsgate.cli.slo import slo
 from opsgate.domain.config import GatewayConfig
@@ -315,6 +318,9 @@ cli.add_command(eval_group)
 cli.add_command(migrate)
 cli.add_command(prompts)
 cli.add_command(release)
+cli.add_command(drift_group)
+cli.add_command(sentinel_group)
+cli.add_command(bias_group)
 cli.add_command(experiment)
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from opsgate.domain.auth_config import AuthConfig
+from opsgate.domain.drift_config import DriftConfig
 from opsgate.domain.eval_config import EvalConfig
 from opsgate.domain.guard_config import GuardConfig
 from opsgate.domain.release_config import ReleasesConfig
@@ -35,6 +36,7 @@ from opsgate.domain.reliability_config import (
     LimitsConfig,
     RoutingConfig,
 )
+from opsgate.domain.sentinel_config import SentinelConfig
 from opsgate.domain.slo_config import AlertsConfig, SloConfig
 from opsgate.domain.telemetry_config import TelemetryConfig
 from opsgate.domain.urls import has_credentials
@@ -322,6 +324,8 @@ class GatewayConfig(_Strict):
     guard: GuardConfig = GuardConfig()
     eval: EvalConfig = EvalConfig()
     releases: ReleasesConfig = ReleasesConfig()
+    drift: DriftConfig = DriftConfig()
+    sentinel: SentinelConfig = SentinelConfig()
 
     @field_validator("models")
     @classmethod

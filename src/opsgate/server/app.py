@@ -55,6 +55,9 @@ from opsgate.server.openapi import openapi_document
 from opsgate.server.readiness import public_readiness
 from opsgate.server.release_routes import release_routes
 from opsgate.server.reload import ConfigReloader, reload_routes
+from opsgate.server.drift_routes import drift_routes
+from opsgate.server.sentinel_routes import sentinel_routes
+from opsgate.server.services import builders as service_builders
 from opsgate.server.slo_routes import slo_routes
 from opsgate.server.url_guard import UrlGuardMiddleware
 from opsgate.slo.service import SloService
@@ -83,6 +86,11 @@ class Gateway:
         self.online_eval = OnlineEvaluator.from_config(config, self._eval_store if self.record_log else None)
         if self.online_eval is not None:
             sinks.append(self.online_eval)
+        # Drift monitor, sentinel (server/services.py): off the request path; their sinks only enqueue.
+        record_log = self.record_log
+        opener = (lambda: record_log.store) if record_log is not None else None
+        self.services = [s for s in (build(config, opener) for build in service_builders()) if s is not None]
+        sinks.extend(s.sink for s in self.services if s.sink is not None)
         self.router = Router(config, self.registry)
         self.slo = SloService(config, self.record_log)  # SLOs, alerts, feedback: read the request log
         self.telemetry = Telemetry(
@@ -152,6 +160,8 @@ class Gateway:
             await self.releases.start()
         if self.rollback is not None:
             await self.rollback.start()
+        for service in self.services:
+            await service.start()
         await self.telemetry.start()
         for stage in self.pipeline.stages:
             start = getattr(stage, "start", None)
@@ -165,6 +175,8 @@ class Gateway:
             if close is not None:
                 await close()
         await self.slo.stop()
+        for service in reversed(self.services):
+            await service.stop()
         if self.online_eval is not None:
             await self.online_eval.stop()
         if self.rollback is not None:
@@ -201,6 +213,8 @@ class Gateway:
             body["slo"] = slo  # the alert evaluator: last run, alerts sent, webhook failures
         if self.online_eval is not None:
             body["eval_online"] = self.online_eval.status()  # sampled, scored, dropped (queue full, rate)
+        for service in self.services:
+            body[service.name] = service.status()
         scopes = [(d.get("breaker") or {}).get("scope") for d in body["deployments"].values()]
         if ready and "local_fallback" in scopes:
             # Shared breakers cannot reach Redis: each replica decides alone until it is back.
@@ -377,6 +391,8 @@ def create_app(
         *cache_routes(gateway),
         *eval_routes(gateway),
         *release_routes(gateway),
+        *drift_routes(gateway),
+        *sentinel_routes(gateway),
         *ui_routes(gateway),  # the /ui dashboard and its static files
         *reload_routes(reloader),
     ]
@@ -395,6 +411,8 @@ def create_app(
     app.state.gateway = gateway
     if gateway.online_eval is not None:
         gateway.online_eval.attach_app(app)  # an opt-in judge calls this app's own /v1
+    for service in gateway.services:
+        service.attach_app(app)  # the sentinel calls this app's own /v1
     app.state.lifecycle = lifecycle
     app.state.reloader = reloader
     return app

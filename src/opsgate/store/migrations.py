@@ -9,7 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from opsgate.drift import checks_schema as drift_checks_schema
+from opsgate.drift import schema as drift_schema
+from opsgate.drift import sentinel_schema
 from opsgate.releases import schema as release_schema
+from opsgate.store import quality_schema
 from opsgate.store import rollups
 
 
@@ -237,6 +241,10 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration("0008_releases", release_schema.SQLITE, release_schema.POSTGRES),
     Migration("0009_request_release_columns", release_schema.REQUEST_COLUMNS, release_schema.REQUEST_COLUMNS),
+    Migration("0010_quality_slis", quality_schema.SQLITE, quality_schema.POSTGRES),
+    Migration("0011_drift_windows", drift_schema.SQLITE, drift_schema.POSTGRES),
+    Migration("0012_drift_checks", drift_checks_schema.SQLITE, drift_checks_schema.POSTGRES),
+    Migration("0013_sentinel", sentinel_schema.SQLITE, sentinel_schema.POSTGRES),
 )
 
 

@@ -35,6 +35,7 @@ from opsgate.store.crypto import KeyError_
 from opsgate.store.query import RecordQuery, parse_time, query_from_params
 from opsgate.store.record_log import RecordLog
 from opsgate.ui import views
+from opsgate.ui.drift_pages import drift_pages
 from opsgate.ui.eval_pages import eval_pages
 from opsgate.ui.release_pages import release_pages
 
@@ -320,5 +321,6 @@ def ui_routes(source: DashboardSource) -> list[BaseRoute]:
         Route("/ui/guard", dash.guarded("guard", dash.guard), methods=["GET"]),
         *eval_pages(dash),  # /ui/evals: runs, a run's items, a comparison (ui/eval_pages.py)
         *release_pages(dash),  # /ui/releases, /ui/prompts/{name}, /ui/experiments/{id} (ui/release_pages.py)
+        *drift_pages(dash),  # /ui/drift: drift over time per alias (ui/drift_pages.py)
         Mount("/ui/static", app=StaticFiles(directory=HERE / "static"), name="ui-static"),
     ]

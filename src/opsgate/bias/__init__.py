@@ -1,0 +1,1 @@
+"""Bias audits: counterfactual prompt pairs compared between demographic groups."""

@@ -1,0 +1,1 @@
+"""Drift and quality monitoring: input/output drift per alias, the behaviour-change sentinel."""

@@ -1,0 +1,15 @@
+"""The behaviour-change sentinel as a gateway background service (built in the drift issue)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from opsgate.domain.config import GatewayConfig
+
+if TYPE_CHECKING:
+    from opsgate.server.services import BackgroundService, StoreOpener
+
+
+def build_sentinel(config: GatewayConfig, store: StoreOpener | None) -> BackgroundService | None:
+    """The sentinel for ``config``, or None when it is off or there is no store."""
+    return None
