@@ -7,7 +7,7 @@ and a KPI label. Alert rules follow Google's SRE workbook (multi-window, multi-b
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -24,13 +24,25 @@ SliKind = Literal[
     "guard_detection",
     "eval_degradation",
     "data_freshness",
+    "drift",
+    "behaviour_change",
 ]
 # SLIs measured as a share of good events: these have an error budget and burn rates.
 RATIO_SLIS: frozenset[str] = frozenset({"availability", "error_rate", "latency", "ttft", "csat"})
-# SLIs fed by POST /admin/slo/measurements (red-team runs, eval jobs, data pipelines).
-MEASURED_SLIS: frozenset[str] = frozenset({"guard_detection", "eval_degradation", "data_freshness"})
+# SLIs fed by POST /admin/slo/measurements (red-team runs, eval jobs, data pipelines) or by the
+# drift monitor (``drift``: 1 when the scope's latest check alarmed) and the sentinel
+# (``behaviour_change``: the share of golden prompts whose answer changed).
+MEASURED_SLIS: frozenset[str] = frozenset(
+    {"guard_detection", "eval_degradation", "data_freshness", "drift", "behaviour_change"}
+)
+# Measured SLIs whose target may be left out: 0, so any alarm or change is a miss.
+ZERO_TARGET_SLIS: frozenset[str] = frozenset({"drift", "behaviour_change"})
 # SLIs where a smaller value is better; the target is then an upper bound.
-LOWER_IS_BETTER: frozenset[str] = frozenset({"error_rate", "eval_degradation", "data_freshness"})
+LOWER_IS_BETTER: frozenset[str] = frozenset(
+    {"error_rate", "eval_degradation", "data_freshness", "drift", "behaviour_change"}
+)
+# SLIs whose value is a fraction from 0 to 1, so their target is too.
+FRACTION_SLIS: frozenset[str] = frozenset({"guard_detection", "eval_degradation", "drift", "behaviour_change"})
 
 
 def duration_seconds(value: str) -> float:
@@ -76,6 +88,14 @@ class SloDefinition(_Strict):
     sla: float | None = Field(None, ge=0, description="Contractual threshold, usually looser than target.")
     kpi: str | None = Field(None, description="The business KPI this objective supports.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_target(cls, data: Any) -> Any:
+        # drift / behaviour_change: the target may be left out (0: any alarm or change is a miss).
+        if isinstance(data, dict) and data.get("sli") in ZERO_TARGET_SLIS and data.get("target") is None:
+            return {**data, "target": 0.0}
+        return data
+
     @field_validator("window")
     @classmethod
     def _window(cls, value: str) -> str:
@@ -85,7 +105,7 @@ class SloDefinition(_Strict):
     def _consistent(self) -> SloDefinition:
         if self.sli in ("latency", "ttft") and self.threshold_ms is None:
             raise ValueError(f"a {self.sli} SLO needs threshold_ms")
-        if self.sli in RATIO_SLIS | {"guard_detection", "eval_degradation"} and self.target > 1:
+        if self.sli in RATIO_SLIS | FRACTION_SLIS and self.target > 1:
             raise ValueError(f"a {self.sli} target is a fraction from 0 to 1")
         if self.sli in RATIO_SLIS and self.sli != "error_rate" and self.target >= 1:
             raise ValueError("a target of 1 leaves no error budget; use e.g. 0.999")

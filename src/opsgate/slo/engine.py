@@ -126,11 +126,11 @@ class SloEngine:
             out["current"] = _round(self._point_value(definition, scope, now, cache))
             if sli.meets(definition, out["current"], definition.target) is False:
                 out["state"] = "ticket"  # no budget to burn: a miss is worth a ticket, not a page
-                if definition.sli == "eval_degradation":
-                    # Answer quality below its own baseline (evals/online.py) pages, as a burned budget
-                    # does: the firing label sends it through the alert path (webhooks, alert rows).
-                    out["state"] = "page"
-                    out["firing"] = ["page: quality below its baseline by more than the target"]
+                miss = measured_miss_label(definition)
+                if miss is not None:
+                    # The firing label sends the miss through the alert path (alert rows, webhooks).
+                    out["state"] = miss.split(":", 1)[0]
+                    out["firing"] = [miss]
         out["meets_target"] = sli.meets(definition, out["current"], definition.target)
         if definition.sla is not None:
             out["sla"] = {"threshold": definition.sla, "met": sli.meets(definition, out["current"], definition.sla)}
@@ -284,6 +284,30 @@ def window_summary(totals: dict[str, float]) -> dict[str, Any]:
         "prompt_tokens": int(totals.get("prompt_tokens", 0)),
         "completion_tokens": int(totals.get("completion_tokens", 0)),
     }
+
+
+def scope_label(definition: SloDefinition) -> str:
+    """What an objective watches, in words: ``model=chat, tenant=acme`` or ``all traffic``."""
+    f = definition.filter
+    parts = [f"{k}={v}" for k, v in (("model", f.model), ("deployment", f.deployment), ("tenant", f.tenant)) if v]
+    return ", ".join(parts) or "all traffic"
+
+
+def measured_miss_label(definition: SloDefinition) -> str | None:
+    """The firing label of a measured SLI that alerts on a miss (None: a plain ticket-state miss).
+
+    Answer quality below its own baseline (evals/online.py) and a deployment whose answers changed
+    (the sentinel) page; drift (the drift monitor) is a ticket: inputs moving is worth a look, not a wake-up.
+    """
+    if definition.sli == "eval_degradation":
+        return "page: quality below its baseline by more than the target"
+    if definition.sli == "drift":
+        return f"ticket: drift detected ({scope_label(definition)})"
+    if definition.sli == "behaviour_change":
+        f = definition.filter
+        label = f.deployment or (f"of {f.model}" if f.model else "(any)")
+        return f"page: deployment {label} changed behaviour"
+    return None
 
 
 def _rule_label(rule: BurnRateRule) -> str:
