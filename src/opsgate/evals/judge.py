@@ -79,14 +79,19 @@ def agreement(verdicts: list[Any]) -> float:
 
 class _Judge:
     def __init__(
-        self, client: GatewayClient, model: str, repeats: int, metadata: dict[str, str], temperature: float
+        self,
+        client: GatewayClient,
+        model: str,
+        repeats: int = 3,
+        metadata: dict[str, str] | None = None,
+        temperature: float = 0.7,
     ) -> None:
         if repeats < 1 or repeats > 20:
             raise ValueError("repeats must be 1-20")
         self.client = client
         self.model = model
         self.repeats = repeats
-        self.metadata = {**metadata, "purpose": "eval", "eval_role": "judge"}
+        self.metadata = {**(metadata or {}), "purpose": "eval", "eval_role": "judge"}
         self.temperature = temperature
 
     async def _ask(self, prompt: str, schema: dict[str, Any], name: str, seed: int) -> dict[str, Any]:
@@ -125,7 +130,7 @@ class PointwiseJudge(_Judge):
         metadata: dict[str, str] | None = None,
         temperature: float = 0.7,
     ) -> None:
-        super().__init__(client, model, repeats, metadata or {}, temperature)
+        super().__init__(client, model, repeats, metadata, temperature)
         self.rubric = rubric
 
     def prompt(self, sample: Sample) -> str:
@@ -167,16 +172,6 @@ class PairwiseJudge(_Judge):
     kind = "score"
     higher_is_better = True
     needs_logprobs = False
-
-    def __init__(
-        self,
-        client: GatewayClient,
-        model: str,
-        repeats: int = 3,
-        metadata: dict[str, str] | None = None,
-        temperature: float = 0.7,
-    ) -> None:
-        super().__init__(client, model, repeats, metadata or {}, temperature)
 
     @staticmethod
     def prompt(request: str, first: str, second: str) -> str:
