@@ -21,22 +21,6 @@ from tests.support import Gateway, start_gateway
 DEADLINE = 6.0
 
 
-@pytest.fixture(scope="module")
-def servers() -> Iterator[tuple[FakeUpstream, FakeUpstream]]:
-    primary, backup = FakeUpstream().start(), FakeUpstream().start()
-    yield primary, backup
-    primary.stop()
-    backup.stop()
-
-
-@pytest.fixture()
-def upstreams(servers: tuple[FakeUpstream, FakeUpstream]) -> tuple[FakeUpstream, FakeUpstream]:
-    for server in servers:
-        server.script = Script()
-        server.requests.clear()
-    return servers
-
-
 def alias(name: str, server: FakeUpstream, **routing: Any) -> dict[str, Any]:
     """An alias with default timeouts and retries (the configuration the issue was found with)."""
     return {

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -21,22 +20,6 @@ from tests.fake_upstream import FakeUpstream, Script
 from tests.support import Gateway, start_gateway
 
 MESSAGES = [{"role": "user", "content": "hi"}]
-
-
-@pytest.fixture(scope="module")
-def servers() -> Iterator[tuple[FakeUpstream, FakeUpstream]]:
-    a, b = FakeUpstream().start(), FakeUpstream().start()
-    yield a, b
-    a.stop()
-    b.stop()
-
-
-@pytest.fixture()
-def upstreams(servers: tuple[FakeUpstream, FakeUpstream]) -> tuple[FakeUpstream, FakeUpstream]:
-    for server in servers:
-        server.script = Script()
-        server.requests.clear()
-    return servers
 
 
 def deployment(server: FakeUpstream, **extra: Any) -> dict[str, Any]:
