@@ -6,17 +6,15 @@ example under a scratch key prefix; each gateway then answers one chat request.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
 
 from tests.fake_upstream import FakeUpstream
 from tests.limits.support import scratch_prefix
-from tests.store.conftest import PG_ADMIN_URL, pg_schema_url
+from tests.store.conftest import fresh_pg_schema
 from tests.support import serve_process
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,14 +27,8 @@ START_SECONDS = 180.0  # workers, guard models or embedded models loading on a l
 
 @pytest.fixture()
 def pg_schema() -> Iterator[str]:
-    schema = f"opsgate_example_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield pg_schema_url(schema)
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    with fresh_pg_schema("opsgate_example") as url:
+        yield url
 
 
 def test_there_is_an_example_per_feature() -> None:

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 
 from opsgate.domain.config import parse_config
 from tests.fake_upstream import FakeUpstream, Script
-from tests.store.conftest import PG_ADMIN_URL, pg_schema_url
+from tests.store.conftest import fresh_pg_schema
 from tests.support import Gateway, isolated
 
 ADMIN_KEY = "og_adminkey0_hostile-suite-admin-secret"
@@ -99,17 +98,6 @@ class Target:
         assert time.monotonic() - started < 10
 
 
-def _pg_schema() -> Iterator[str]:
-    schema = f"opsgate_hostile_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield pg_schema_url(schema)
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
-
-
 @pytest.fixture(scope="module")
 def hostile_upstream() -> Iterator[FakeUpstream]:
     server = FakeUpstream().start()
@@ -123,19 +111,17 @@ def target(
 ) -> Iterator[Target]:
     """The gateway to attack, once per store."""
     directory: Path = tmp_path_factory.mktemp("hostile")
-    schemas = _pg_schema() if request.param == "postgres" else None
-    store = next(schemas) if schemas is not None else None
-    config = isolated(parse_config(hostile_config(hostile_upstream.base_url, store)), str(directory))
-    gateway = Gateway(config, keep_record_config=True)
-    gateway.server.start("/healthz")
-    target = Target(gateway, hostile_upstream)
-    try:
-        yield target
-    finally:
-        target.client.close()
-        gateway.server.stop()
-        if schemas is not None:
-            next(schemas, None)
+    with contextlib.ExitStack() as stack:
+        store = stack.enter_context(fresh_pg_schema("opsgate_hostile")) if request.param == "postgres" else None
+        config = isolated(parse_config(hostile_config(hostile_upstream.base_url, store)), str(directory))
+        gateway = Gateway(config, keep_record_config=True)
+        gateway.server.start("/healthz")
+        target = Target(gateway, hostile_upstream)
+        try:
+            yield target
+        finally:
+            target.client.close()
+            gateway.server.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,10 +19,10 @@ def pg_schema_url(schema: str) -> str:
     return f"{PG_ADMIN_URL}?options=-csearch_path%3D{schema}"
 
 
-@pytest.fixture()
-def pg_url() -> Iterator[str]:
-    """A fresh schema in the real PostgreSQL server's ``test`` database, dropped afterwards."""
-    schema = f"opsgate_test_{uuid.uuid4().hex[:12]}"
+@contextlib.contextmanager
+def fresh_pg_schema(prefix: str = "opsgate_test") -> Iterator[str]:
+    """The URL of a new schema in the real PostgreSQL server's ``test`` database, dropped on exit."""
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
     try:
@@ -29,6 +30,13 @@ def pg_url() -> Iterator[str]:
     finally:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture()
+def pg_url() -> Iterator[str]:
+    """A fresh schema in the real PostgreSQL server's ``test`` database, dropped afterwards."""
+    with fresh_pg_schema() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
