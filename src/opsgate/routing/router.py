@@ -35,6 +35,7 @@ from opsgate.integrity.monitor import ModelIntegrityError
 from opsgate.routing import balancer
 from opsgate.routing.deployment import DeploymentHandle, now_ms
 from opsgate.routing.health import HealthChecker
+from opsgate.routing.pin import pinned
 from opsgate.routing.shared_breaker import SharedBreakers
 
 log = logging.getLogger("opsgate.routing")
@@ -116,6 +117,9 @@ class Router:
         assert ctx.alias is not None
         first = self.aliases[ctx.alias.name]
         deadline = time.monotonic() + first.routing.deadline_seconds
+        pin = pinned(ctx, self.handles[first.name])  # an operator's probe of one deployment (routing/pin.py)
+        if pin is not None:
+            return await self._pinned(ctx, pin, deadline)
         chain = [first.name, *first.routing.fallbacks]
         errors: list[str] = []
         last: GatewayError | None = None
@@ -181,6 +185,16 @@ class Router:
         if len(errors) > 1:
             last.message = f"all {len(errors)} attempts failed; last: {last.message}"
         raise last
+
+    async def _pinned(self, ctx: RequestContext, handle: DeploymentHandle, deadline: float) -> GatewayResponse:
+        """One attempt on the pinned deployment: no retry, no fallback; its failure counts like any call's."""
+        reason = self.integrity.refusal(handle.label)
+        if reason:
+            raise ModelIntegrityError(f"deployment {handle.label} is out of service: model integrity: {reason}")
+        call = self._attempt(ctx, handle, deadline, deadline)
+        response = await (call if self.tracer is None else self.tracer.attempt(ctx, handle.label, 0, call))
+        self._mark(ctx, response, handle, handle.alias, [])
+        return response
 
     @staticmethod
     def _mark(
