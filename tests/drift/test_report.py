@@ -135,9 +135,10 @@ def test_hostile_strings_are_escaped() -> None:
         0.5,
         label=HOSTILE,
         summary=f"share of {HOSTILE} | 2% → 31%\x00\n# heading\ud800",
-        effect_name="$\\frac{",  # mathtext would raise on this if it ever reached a plot
-        reference_distribution={HOSTILE: 0.9, "$\\frac{x": 0.1, "a" * 5000: 0.0},
-        current_distribution={HOSTILE: 0.1, "$\\frac{x": 0.9},
+        effect_name="$\\frac{$",
+        # Two "$": mathtext would parse this and raise on the bad \frac, if it ever reached the parser.
+        reference_distribution={HOSTILE: 0.9, "$\\frac{$": 0.1, "a" * 5000: 0.0},
+        current_distribution={HOSTILE: 0.1, "$\\frac{$": 0.9},
     )
     result = make_result(alias=HOSTILE, tenant="t<b>", tests=[hostile_test])
     html = render_html(result, [result])

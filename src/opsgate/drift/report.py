@@ -278,6 +278,12 @@ def render_markdown(result: dict[str, Any]) -> str:
 # -- plots ----------------------------------------------------------------------------------------
 
 
+def plot_text(value: str, limit: int) -> str:
+    """A label from traffic for a plot: every "$" escaped, so matplotlib never parses it as mathtext (a bad
+    "$\\frac{" raises at draw time). Per text, not through rcParams: those are global to every thread."""
+    return clean_text(value, limit).replace("$", r"\$")
+
+
 def _png(figure: Any) -> str:
     buffer = io.BytesIO()
     figure.tight_layout()
@@ -303,7 +309,7 @@ def distribution_png(test: TestView) -> str | None:
     positions = range(len(shown))
     ax.barh([p + 0.2 for p in positions], [ref.get(c, 0.0) for c in shown], 0.4, label="reference", color="#9ca3af")
     ax.barh([p - 0.2 for p in positions], [cur.get(c, 0.0) for c in shown], 0.4, label="current", color="#4f46e5")
-    ax.set_yticks(list(positions), [clean_text(c, 24) for c in shown])
+    ax.set_yticks(list(positions), [plot_text(c, 24) for c in shown])
     ax.set_xlabel("share" if test.kind != "numeric" else "value")
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(True, axis="x", alpha=0.3)
@@ -321,7 +327,7 @@ def stats_png(test: TestView) -> str | None:
     positions = range(len(names))
     ax.bar([p - 0.2 for p in positions], [ref.get(n, math.nan) for n in names], 0.4, label="reference", color="#9ca3af")
     ax.bar([p + 0.2 for p in positions], [cur.get(n, math.nan) for n in names], 0.4, label="current", color="#4f46e5")
-    ax.set_xticks(list(positions), [clean_text(n, 12) for n in names])
+    ax.set_xticks(list(positions), [plot_text(n, 12) for n in names])
     ax.legend(fontsize=8)
     ax.grid(True, axis="y", alpha=0.3)
     return _png(figure)
@@ -391,15 +397,11 @@ def _same_series(result: Mapping[str, Any], row: Mapping[str, Any]) -> bool:
 def render_html(result: dict[str, Any], history: list[dict[str, Any]]) -> str:
     """One self-contained page: the Markdown's content plus plots of each feature and of the score over
     ``history`` (the same alias and tenant's checks; others in the list are ignored)."""
-    from matplotlib import rc_context
-
     view = result_view(result)
     series = [row for row in history if isinstance(row, Mapping) and _same_series(result, row)]
     if not any(row.get("checked_at") == result.get("checked_at") for row in series):
         series.append(result)  # the check itself is a point of its own history
-    # Category names come from traffic: never let "$…$" reach mathtext's parser (it raises on bad TeX).
-    with rc_context({"text.parse_math": False, "text.usetex": False}):
-        history_plot = history_png(series)
-        plots = feature_plots(view.tests)
+    history_plot = history_png(series)
+    plots = feature_plots(view.tests)
     template = _environment().get_template(REPORT_TEMPLATE)
     return template.render(view=view, history_plot=history_plot, plots=plots, checks=len(series))
