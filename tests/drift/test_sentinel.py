@@ -50,6 +50,8 @@ class GoldenUpstream:
         self.answers: dict[str, str] = dict(ANSWERS)
         self.model: str | None = None
         self.fingerprint: str | None = "fp_1"
+        self.delay = 0.0  # seconds before answering
+        self.fail = False  # answer 500
         self.requests: list[dict[str, Any]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
@@ -82,6 +84,10 @@ class GoldenUpstream:
     async def _chat(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.requests.append(body)
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.fail:
+            return web.json_response({"error": {"message": "upstream down", "type": "server_error"}}, status=500)
         prompt = body["messages"][-1]["content"]
         answer = self.answers.get(prompt, "I do not know.")
         data: dict[str, Any] = {
