@@ -41,6 +41,14 @@ def make_test(feature: str, drifted: bool, effect: float, **extra: Any) -> dict[
 def make_result(**overrides: Any) -> dict[str, Any]:
     tests = [make_test(f"moved_{i}", True, 0.3 - i / 100) for i in range(3)]
     tests += [make_test(f"still_{i}", False, 0.01) for i in range(11)]
+    tests[-1] |= {  # as the engine writes an embedding test: sample counts, nothing to draw
+        "kind": "embedding",
+        "test": "mmd_permutation",
+        "reference_distribution": None,
+        "current_distribution": None,
+        "reference_stats": {"samples": 512.0},
+        "current_stats": {"samples": 500.0},
+    }
     tests[1] |= {
         "kind": "numeric",
         "test": "ks",
@@ -121,8 +129,8 @@ def test_html_is_self_contained_with_plots() -> None:
     assert "drift detected on smollm2: 3 of 14 features moved" in html
     assert "(25 checks)" in html  # 24 from history + the check itself
     pngs = images(html)
-    # history + 14 features (13 with shares, 1 with stats)
-    assert len(pngs) == 15 and all(p.startswith(b"\x89PNG\r\n\x1a\n") for p in pngs)
+    # history + 13 features (12 with shares, 1 with stats; the embedding test has no plot)
+    assert len(pngs) == 14 and all(p.startswith(b"\x89PNG\r\n\x1a\n") for p in pngs)
     for external in ("http://", "https://", "//cdn", "<link", "<script", "@import", "url("):
         assert external not in html, external
     assert html.index('id="moved"') < html.index('id="tests"')

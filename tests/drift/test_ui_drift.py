@@ -263,3 +263,10 @@ def test_the_page_draws_in_chromium(gateway: Gateway, browser_page: tuple[Any, l
     assert page.evaluate("() => document.images.length") == 3
     page.screenshot(path=str(ARTIFACTS / "drift-report.png"), full_page=True)
     assert problems == []
+
+
+def test_without_a_drift_history_the_page_says_so(gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("opsgate.ui.drift_pages.default_history", lambda store: None)
+    for path in ("/ui/drift", "/ui/drift/smollm2"):
+        response = httpx.get(gateway.url + path, headers=OPERATOR)
+        assert response.status_code in (404, 501) and "No drift" in response.text, path

@@ -376,6 +376,8 @@ def feature_plots(tests: list[TestView]) -> list[FeaturePlot]:
     for test in sorted(tests, key=lambda t: not t.drifted):  # stable: keeps the given order within each group
         if len(plots) >= MAX_FEATURE_PLOTS:
             break
+        if test.kind == "embedding":
+            continue  # its only "stats" are sample counts: the table's sentence says more than a bar would
         png = (stats_png(test) if test.kind == "numeric" else None) or distribution_png(test) or stats_png(test)
         if png:
             plots.append(FeaturePlot(test, png))
