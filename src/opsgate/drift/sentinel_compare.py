@@ -95,7 +95,7 @@ def verdict(items: list[RunItem], baselines: dict[str, Baseline], min_changed: i
         status = "changed"
     elif compared:
         status = "unchanged"
-    elif failed and failed == len(items):
+    elif not items or failed == len(items):
         status = "failed"
     else:
         status = "baseline"

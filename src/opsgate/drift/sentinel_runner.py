@@ -125,7 +125,12 @@ class SentinelRunner:
         """Run ``alias``'s golden prompts on ``deployment``; store and return the run (without items)."""
         started = time.time()
         run_id = "sen_" + uuid.uuid4().hex[:20]
-        prompts = await asyncio.to_thread(golden_prompts, self.settings, self.settings.models[alias], self.store)
+        problem: str | None = None
+        try:
+            prompts = await asyncio.to_thread(golden_prompts, self.settings, self.settings.models[alias], self.store)
+        except LookupError as error:  # a configured dataset that is not (yet) in the store
+            log.warning("sentinel: %s; run of %s skipped", error, deployment)
+            prompts, problem = [], str(error)
         baselines = {} if rebaseline else await asyncio.to_thread(self.store.baselines, alias, deployment)
         items = [await self._call(alias, deployment, run_id, golden) for golden in prompts]
         answered = [i for i in items if i.answer is not None]
@@ -151,7 +156,12 @@ class SentinelRunner:
             "share": result.share if result.compared else None,
             "model_changed": result.model_changed,
             "fingerprint_changed": result.fingerprint_changed,
-            "summary": {"compared": result.compared, "raw_share": result.raw_share, **result.details},
+            "summary": {
+                "compared": result.compared,
+                "raw_share": result.raw_share,
+                **result.details,
+                **({"error": problem} if problem else {}),
+            },
             "actor": actor,
         }
         await asyncio.to_thread(self._store, run, items, rebaseline)

@@ -164,6 +164,8 @@ def sentinel_routes(gateway: Any) -> list[Route]:
         sentinel = running()
         try:
             runs = await sentinel.run_now(alias, deployment, actor_of(request), rebaseline, kind="manual")
+        except RuntimeError as error:  # the models never became ready
+            raise GatewayError(str(error), status=503, code="sentinel_unavailable") from None
         except SentinelBusy:
             raise InvalidRequestError(
                 "A sentinel run is in progress on this replica; try again when it is done.",
