@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from opsgate.domain.principal import ANONYMOUS_OPERATOR, Principal
-from opsgate.store.query import RecordQuery
+from opsgate.store.query import RecordQuery, decode_cursor, encode_cursor
 from opsgate.ui import views
 
 GUARD_TAGS = {
@@ -70,7 +72,50 @@ def test_guard_summary_counts_events_by_scanner_action_and_time() -> None:
     assert dict(summary.by_scanner) == {"input:pii": 2, "output:toxicity": 1}
     assert dict(summary.by_action) == {"redact": 2, "block": 1}
     assert [n for _, n in summary.timeline] == [1, 0, 0, 0, 0, 2]
-    assert [r["id"] for r, _ in summary.events] == ["a", "a", "b"]
+
+
+def _search_over(records: list[dict[str, Any]]) -> views.Search:
+    """RecordLog.search over a list (newest first), with the store's cursor rule."""
+
+    def search(query: RecordQuery) -> tuple[list[dict[str, Any]], str | None]:
+        rows = sorted(records, key=lambda r: (r["ts"], r["id"]), reverse=True)
+        if query.cursor is not None:
+            rows = [r for r in rows if (r["ts"], r["id"]) < query.cursor]
+        page = rows[: query.limit]
+        more = len(rows) > query.limit
+        return page, encode_cursor(page[-1]["ts"], page[-1]["id"]) if more else None
+
+    return search
+
+
+def test_guard_event_pages_cover_every_event_once_whole_records_at_a_time() -> None:
+    hit = {"guard": {"input": [GUARD_TAGS["guard"]["input"][0]]}}
+    two = {"guard": {"input": [GUARD_TAGS["guard"]["input"][0]], "output": GUARD_TAGS["guard"]["output"]}}
+    records = [
+        {"id": f"r{i:04d}", "ts": float(i), "tags": two if i % 7 == 0 else hit if i % 2 else None} for i in range(700)
+    ]
+    expected = [(r["id"], v.scanner) for r in reversed(records) for v in views.guard_verdicts(r["tags"]) if v.is_event]
+    search, seen, pages, cursor = _search_over(records), [], 0, None
+    while True:
+        page = views.guard_event_page(search, RecordQuery(cursor=cursor and decode_cursor(cursor)), per_page=50)
+        assert 50 <= len(page.events) <= 51 or page.next_cursor is None  # one record's second hit may spill over
+        seen.extend((r["id"], v.scanner) for r, v in page.events)
+        pages += 1
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert seen == expected and pages > 1
+    # A long clean stretch: a page view reads at most max_records and still offers the rest.
+    clean = [{"id": f"c{i:05d}", "ts": float(i), "tags": None} for i in range(1000)]
+    first = views.guard_event_page(_search_over([*records[:3], *clean]), RecordQuery(), max_records=300)
+    assert first.events == [] and first.next_cursor is not None
+
+
+def test_guard_badges_are_coloured_by_verdict_not_action() -> None:
+    verdicts = views.guard_verdicts(GUARD_TAGS)
+    assert [(v.action, v.badge) for v in verdicts] == [("redact", "bad"), ("log", "ok"), ("block", "bad")]
+    passing_block = views.GuardVerdict("input", "banned_terms", "pass", 0.0, "block", 0.1)
+    assert passing_block.badge == "ok"
 
 
 def test_scope_query_keeps_tenants_apart() -> None:

@@ -32,7 +32,7 @@ from opsgate.domain.errors import GatewayError
 from opsgate.domain.principal import ANONYMOUS_OPERATOR, Principal
 from opsgate.server.http_io import FORM_MAX_BODY_BYTES, read_body, require_media_type
 from opsgate.store.crypto import KeyError_
-from opsgate.store.query import RecordQuery, parse_time, query_from_params
+from opsgate.store.query import RecordQuery, decode_cursor, parse_time, query_from_params, require_text
 from opsgate.store.record_log import RecordLog
 from opsgate.ui import views
 from opsgate.ui.drift_pages import drift_pages
@@ -62,6 +62,7 @@ NAV = (
     ("guard", "/ui/guard", "Guard"),
     ("evals", "/ui/evals", "Evals"),
     ("releases", "/ui/releases", "Releases"),
+    ("drift", "/ui/drift", "Drift"),
 )
 
 
@@ -271,7 +272,7 @@ class Dashboard:
         return self.render(request, "request_detail.html", detail=views.request_detail(record), **common)
 
     async def guard(self, request: Request, principal: Principal) -> Response:
-        """``/ui/guard``: guard events (blocks, redactions, warnings) by scanner and over time."""
+        """``/ui/guard``: guard events (blocks, redactions, warnings) by scanner and over time, paged."""
         since_text = request.query_params.get("since") or "24h"
         if since_text not in views.SINCE_CHOICES:
             since_text = "24h"
@@ -281,6 +282,7 @@ class Dashboard:
             "since": since_text,
             "since_choices": views.SINCE_CHOICES,
             "summary": None,
+            "events": None,
             "error": None,
         }
         record_log = self.source.record_log
@@ -290,8 +292,14 @@ class Dashboard:
         now = time.time()
         since = parse_time(since_text, "since", now)
         query = views.scope_query(RecordQuery(since=since, limit=1000), principal)
+        page_query = views.scope_query(RecordQuery(since=since), principal)
         try:
+            cursor = request.query_params.get("cursor")
+            if cursor:
+                require_text(cursor, "cursor")
+                page_query.cursor = decode_cursor(cursor)
             rows, _ = await run_in_threadpool(record_log.search, query)
+            events = await run_in_threadpool(views.guard_event_page, record_log.search, page_query)
         except GatewayError as error:
             context["error"] = error.message
             return self.render(request, "guard.html", min(error.status, 503), **context)
@@ -300,7 +308,13 @@ class Dashboard:
             "timeline": [[ts for ts, _ in summary.timeline], [n for _, n in summary.timeline]],
             "scanners": summary.by_scanner[:12],
         }
-        context.update(summary=summary, chart=chart)
+        older = (
+            "/ui/guard?" + urlencode({"since": since_text, "cursor": events.next_cursor})
+            if events.next_cursor
+            else None
+        )
+        newest = "/ui/guard?" + urlencode({"since": since_text}) if cursor else None
+        context.update(summary=summary, chart=chart, events=events.events, older_link=older, newest_link=newest)
         return self.render(request, "guard.html", **context)
 
 

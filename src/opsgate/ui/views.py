@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -15,11 +16,15 @@ from typing import Any
 import orjson
 
 from opsgate.domain.principal import Principal
-from opsgate.store.query import RecordQuery
+from opsgate.store.query import RecordQuery, decode_cursor, encode_cursor
 
 # Search filters the request-log page passes on to the store (a subset of the admin API's).
 SEARCH_FILTERS = ("q", "model", "status", "since", "user", "deployment")
 SINCE_CHOICES = ("15m", "1h", "6h", "24h", "7d", "30d")
+# Guard events per page of the events table (older ones a link away), and how many records one page
+# view reads at most while looking for them (a window of clean traffic must not be read whole).
+GUARD_EVENTS_PER_PAGE = 50
+GUARD_SCAN_PER_PAGE = 5000
 # A verdict other than these is a hit: an "event" worth a person's look. The action is what the policy
 # does on a hit, so a passing scanner configured to redact did nothing and is not an event.
 GUARD_QUIET_VERDICTS = frozenset({"pass", "passed", "clean", "ok", "allow", "allowed", "safe", None})
@@ -49,6 +54,12 @@ class GuardVerdict:
     def is_event(self) -> bool:
         """Whether the scanner found something (not a quiet pass)."""
         return self.verdict not in GUARD_QUIET_VERDICTS
+
+    @property
+    def badge(self) -> str:
+        """The verdict's colour: a hit is red whatever the policy did about it (redact, warn or log as
+        much as block), a pass is green."""
+        return "bad" if self.is_event else "ok"
 
 
 @dataclass
@@ -195,14 +206,13 @@ def request_detail(record: dict[str, Any]) -> RequestDetail:
 
 @dataclass
 class GuardSummary:
-    """Guard events over a window of records: counts for the charts and the newest events."""
+    """Guard events over a window of records: counts for the tiles and charts."""
 
     scanned: int
     total: int
     by_scanner: list[tuple[str, int]]
     by_action: list[tuple[str, int]]
     timeline: list[tuple[int, int]]  # (bucket start, events) for the chart
-    events: list[tuple[dict[str, Any], GuardVerdict]]
 
 
 def guard_summary(records: list[dict[str, Any]], since: float, now: float, buckets: int = 48) -> GuardSummary:
@@ -211,7 +221,6 @@ def guard_summary(records: list[dict[str, Any]], since: float, now: float, bucke
     by_action: Counter[str] = Counter()
     step = max(1.0, (now - since) / buckets)
     timeline = [0] * buckets
-    events: list[tuple[dict[str, Any], GuardVerdict]] = []
     total = 0
     for record in records:
         for verdict in guard_verdicts(record.get("tags")):
@@ -222,13 +231,48 @@ def guard_summary(records: list[dict[str, Any]], since: float, now: float, bucke
             index = int((float(record["ts"]) - since) // step)
             timeline[min(max(index, 0), buckets - 1)] += 1
             total += 1
-            if len(events) < 200:  # the newest ones, for the table
-                events.append((record, verdict))
     return GuardSummary(
         scanned=len(records),
         total=total,
         by_scanner=by_scanner.most_common(),
         by_action=by_action.most_common(),
         timeline=[(int(since + i * step), count) for i, count in enumerate(timeline)],
-        events=events,
     )
+
+
+@dataclass
+class GuardEventPage:
+    """One page of the guard events table, newest first, and the cursor of the next (None: no more)."""
+
+    events: list[tuple[dict[str, Any], GuardVerdict]]
+    next_cursor: str | None
+
+
+Search = Callable[[RecordQuery], tuple[list[dict[str, Any]], str | None]]
+
+
+def guard_event_page(
+    search: Search,
+    query: RecordQuery,
+    per_page: int = GUARD_EVENTS_PER_PAGE,
+    max_records: int = GUARD_SCAN_PER_PAGE,
+) -> GuardEventPage:
+    """The guard events of the records ``query`` matches, from its cursor on, until ``per_page`` events.
+
+    Whole records at a time (a record with two hits is never split across pages), so the next page's
+    cursor is the last record read; past ``max_records`` records the page ends short, with a cursor.
+    """
+    events: list[tuple[dict[str, Any], GuardVerdict]] = []
+    scanned = 0
+    query.limit = 200
+    while True:
+        rows, cursor = search(query)
+        for position, record in enumerate(rows):
+            scanned += 1
+            events.extend((record, v) for v in guard_verdicts(record.get("tags")) if v.is_event)
+            if len(events) >= per_page or scanned >= max_records:
+                more = position < len(rows) - 1 or cursor is not None
+                return GuardEventPage(events, encode_cursor(record["ts"], record["id"]) if more else None)
+        if cursor is None:
+            return GuardEventPage(events, None)
+        query.cursor = decode_cursor(cursor)
