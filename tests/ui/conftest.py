@@ -140,3 +140,160 @@ def browser() -> Iterator[Any]:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
         yield chromium
         chromium.close()
+
+
+# -- seeded traffic for the checks against the admin API -------------------------------------------
+
+GUARD_EVENT_COUNT = 55  # redactions: more than one page of guard events (ui.views.GUARD_EVENTS_PER_PAGE)
+
+
+def seeded_config(base_url: str) -> dict[str, Any]:
+    """Two priced aliases (one with two deployments, for a release canary), an SLO with an SLA, and a guard
+    policy that redacts e-mail addresses and blocks a banned word."""
+    deployment = {"type": "openai", "base_url": base_url, "model": "real-model", "breaker": {"enabled": False}}
+    return {
+        "models": [
+            {
+                "name": "up",
+                "price": {"input_per_million": 150.0, "output_per_million": 600.0},
+                "routing": {"retries": 0},
+                "deployments": [deployment, deployment],
+            },
+            {
+                "name": "cheap",
+                "price": {"input_per_million": 1.0, "output_per_million": 2.0},
+                "routing": {"retries": 0},
+                "deployments": [deployment],
+            },
+        ],
+        "record": {"flush_interval_ms": 20},
+        "releases": {"poll_seconds": 0.2},
+        "slo": {
+            "objectives": [
+                {
+                    "name": "availability",
+                    "sli": "availability",
+                    "target": 0.99,
+                    "sla": 0.95,
+                    "window": "1d",
+                    "kpi": "reliability",
+                },
+                {"name": "latency-p95", "sli": "latency", "threshold_ms": 500, "target": 0.95, "window": "1d"},
+            ]
+        },
+        "guard": {
+            "enabled": True,
+            "policies": [
+                {
+                    "name": "default",
+                    "input": [
+                        {"scanner": "pii", "entities": ["email"], "action": "redact"},
+                        {"scanner": "banned_terms", "terms": ["forbiddenword"], "action": "block"},
+                    ],
+                    "output": [],
+                }
+            ],
+        },
+    }
+
+
+class Seeded:
+    """What the seeded fixture made: the gateway, the guard events' request ids and the eval/release ids."""
+
+    def __init__(self, gateway: Gateway, guard_ids: list[str], runs: list[str], experiment: str) -> None:
+        self.gateway = gateway
+        self.guard_ids = guard_ids
+        self.runs = runs
+        self.experiment = experiment
+
+
+def _seed_evals(gateway: Gateway) -> list[str]:
+    """Two finished evaluation runs (for the run and comparison pages), written through the eval store."""
+    from opsgate.evals.dataset import parse_item
+    from opsgate.evals.runner import summarise_run
+    from opsgate.evals.store import EvalStore, ItemResult
+
+    store = EvalStore(gateway.app.state.gateway.record_log.store)
+    version, _ = store.save_dataset(None, "ui-set", [parse_item({"prompt": "2+2?", "reference": "4"})])
+    runs = []
+    for output in ("4", "four"):
+        run = store.create_run(None, "up", dataset_id=version.id)
+        scores = {"exact": {"value": 1.0 if output == "4" else 0.0, "passed": output == "4"}}
+        item = ItemResult("000000", 0, "ok", input="2+2?", output=output, scores=scores, latency_ms=5.0)
+        store.write_results(run, None, "up", [item])
+        store.finish_run(run, "completed", summarise_run(store, run))
+        runs.append(run)
+    return runs
+
+
+@pytest.fixture(scope="package")
+def seeded_upstream() -> Iterator[FakeUpstream]:
+    server = FakeUpstream().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="package")
+def seeded(seeded_upstream: FakeUpstream) -> Iterator[Seeded]:
+    """A gateway with mixed traffic: two models, 4xx (no model, unknown model, a blocked input), 5xx on both
+    models, slow answers (latency past a second), guard redactions over more than one page, a release canary
+    with its experiment, a prompt, two eval runs and feedback. Shared by the modules of this package."""
+    ui_upstream = seeded_upstream
+    gateway = start_gateway(seeded_config(ui_upstream.base_url))
+    url = gateway.base_url
+    client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0)
+    ask = [{"role": "user", "content": "hello"}]
+    ui_upstream.script = Script()
+    prompt = httpx.post(
+        gateway.url + "/admin/prompts", json={"name": "greeting", "messages": [{"role": "system", "content": "Hi"}]}
+    )
+    assert prompt.status_code in (200, 201), prompt.text
+    first = httpx.post(
+        gateway.url + "/admin/releases", json={"alias": "up", "deployments": {"up#0": 1}, "activate": True}
+    )
+    second = httpx.post(gateway.url + "/admin/releases", json={"alias": "up", "deployments": {"up#1": 1}})
+    assert first.status_code == 201 and second.status_code == 201, (first.text, second.text)
+    canary = httpx.post(gateway.url + "/admin/releases/up/canary", json={"release": second.json()["id"], "weight": 20})
+    assert canary.status_code == 200, canary.text
+    for i in range(8):
+        client.chat.completions.create(model="up", messages=ask, user=f"u{i}")
+    for _ in range(4):
+        client.chat.completions.create(model="cheap", messages=ask)
+    ui_upstream.script = Script(delay=1.2)  # past a second: the latency axis labels get four digits
+    for model in ("up", "cheap"):
+        client.chat.completions.create(model=model, messages=ask)
+    ui_upstream.script = Script(mode="status", status=500, body={"error": {"message": "boom"}})
+    for model in ("up", "up", "cheap"):
+        with pytest.raises(openai.APIStatusError):
+            client.chat.completions.create(model=model, messages=ask)
+    ui_upstream.script = Script()
+    # Client mistakes: no model at all (the record has none), an unknown model, a banned word (guard block).
+    assert httpx.post(url + "/chat/completions", json={"messages": ask}).status_code == 400
+    assert httpx.post(url + "/chat/completions", json={"model": "nope", "messages": ask}).status_code == 404
+    blocked = httpx.post(
+        url + "/chat/completions",
+        json={"model": "cheap", "messages": [{"role": "user", "content": "say forbiddenword"}]},
+    )
+    assert blocked.status_code == 400, blocked.text
+    guard_ids = [blocked.headers["x-request-id"]]
+    for i in range(GUARD_EVENT_COUNT):
+        answer = client.chat.completions.with_raw_response.create(
+            model="cheap", messages=[{"role": "user", "content": f"Write to person{i}@example.com today"}]
+        )
+        guard_ids.append(answer.headers["x-request-id"])
+    total = 8 + 4 + 2 + 3 + 3 + GUARD_EVENT_COUNT
+    assert len(wait_for_records(gateway, "limit=1000", count=total, timeout=60)) == total
+    for score in ("up", "down", 5):
+        sent = httpx.post(url + "/feedback", json={"request_id": guard_ids[1], "score": score})
+        assert sent.status_code == 201, sent.text
+    seeded = Seeded(gateway, guard_ids, _seed_evals(gateway), canary.json()["experiment"])
+    yield seeded
+    gateway.server.stop()
+
+
+def watch_console(page: Any) -> list[str]:
+    """Every console error (failed resources included) and uncaught script error of ``page``."""
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+    return problems

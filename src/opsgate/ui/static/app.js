@@ -58,7 +58,6 @@
   const fmtCost = (v) => (v === null || v === undefined ? "—" : v < 0.01 ? `$${v.toFixed(5)}` : `$${v.toFixed(2)}`);
   const fmtPct = (v, digits = 2) => (v === null || v === undefined ? "—" : `${(v * 100).toFixed(digits)}%`);
   const fmtTime = (sec) => new Date(sec * 1000).toLocaleString();
-  const sum = (xs) => xs.reduce((a, b) => a + (b || 0), 0);
 
   // -- charts -------------------------------------------------------------------------------------
 
@@ -71,6 +70,19 @@
       if (existing && existing.plot.width !== width) existing.plot.setSize({ width, height: existing.plot.height });
     }
   });
+
+  /**
+   * A y axis as wide as its widest tick label ("1000 ms", "$0.0005"), so no label is cut at the edge;
+   * uPlot calls it while laying out, with the labels it is about to draw.
+   */
+  function axisSize(self, values, axisIdx, cycleNum) {
+    const axis = self.axes[axisIdx];
+    self.ctx.font = axis.font[0];
+    const widest = Math.max(0, ...(values || []).filter((v) => v != null).map((v) => self.ctx.measureText(String(v)).width));
+    const size = Math.ceil(axis.ticks.size + axis.gap + widest / devicePixelRatio) + 2;
+    // Later layout passes (new labels for the new width) may only widen the axis: the layout settles.
+    return cycleNum > 1 ? Math.max(size, axis._size || 0) : size;
+  }
 
   /**
    * Draw (or update) a uPlot chart in `el`. `data` is [xs, ...ys]; `series` describes each y.
@@ -103,9 +115,9 @@
         },
         axes: [
           { stroke: "#6b7280", grid: { stroke: "#f0f2f5", show: opts.time !== false }, ticks: { stroke: "#e4e7ec" }, values: opts.xValues, splits: opts.xSplits },
-          { stroke: "#6b7280", grid: { stroke: "#f0f2f5" }, ticks: { stroke: "#e4e7ec" }, size: 60, values: opts.yValues },
+          { stroke: "#6b7280", grid: { stroke: "#f0f2f5" }, ticks: { stroke: "#e4e7ec" }, size: axisSize, values: opts.yValues },
           ...(series.some((s) => s.scale === "right")
-            ? [{ scale: "right", side: 1, stroke: "#6b7280", grid: { show: false }, ticks: { stroke: "#e4e7ec" }, size: 50 }]
+            ? [{ scale: "right", side: 1, stroke: "#6b7280", grid: { show: false }, ticks: { stroke: "#e4e7ec" }, size: axisSize }]
             : []),
         ],
         series: [
@@ -128,6 +140,7 @@
       el,
     );
     charts.set(el, { key, plot });
+    el.uplot = plot; // for the browser tests, which check the drawn axes
     resizer.observe(el);
   }
 
@@ -137,6 +150,7 @@
     if (existing) {
       existing.plot.destroy();
       charts.delete(el);
+      delete el.uplot;
     }
     el.dataset.points = "0";
     el.replaceChildren(h("div", { class: "unavailable", "data-unavailable": "", text }));
@@ -153,6 +167,7 @@
       xRange: () => [-0.5, n - 0.5],
       xSplits: () => labels.map((_, i) => i),
       xValues: (u, ticks) => ticks.map((t) => (labels[t] !== undefined ? shorten(labels[t], chars) : "")),
+      yValues: (u, ticks) => ticks.map((t) => (Number.isInteger(t) ? fmtNum(t) : "")), // counts: whole numbers
     });
   }
 
@@ -274,7 +289,9 @@
     body.replaceChildren(
       ...result.data.data.map((u) =>
         h("tr", {},
-          h("td", { text: u.model ?? "—" }),
+          u.model
+            ? h("td", { text: u.model })
+            : h("td", { class: "muted", text: "(none)", title: "Requests refused before a model was read (no or unreadable body)" }),
           h("td", { class: "num", text: fmtNum(u.requests) }),
           h("td", { class: "num", text: fmtNum(u.errors) }),
           h("td", { class: "num", text: fmtNum(u.prompt_tokens + u.completion_tokens) }),
@@ -318,11 +335,11 @@
             h("h3", { text: slo.name }),
             h("span", { class: "badge " + (STATE_BADGE[slo.state] || ""), text: slo.state || "?" }),
           ),
-          h("div", { class: "muted small", text: [slo.sli, slo.window, slo.kpi && `KPI: ${slo.kpi}`, slo.sla != null && `SLA ${fmtTarget(slo.sla)}`].filter(Boolean).join(" · ") }),
+          h("div", { class: "muted small slo-meta", text: [slo.sli, slo.window, slo.kpi && `KPI: ${slo.kpi}`, slaText(slo.sla)].filter(Boolean).join(" · ") }),
           h("div", { class: "slo-nums" },
-            h("div", {}, h("div", { class: "label", text: "Target" }), h("div", { class: "v", text: fmtTarget(slo.target) })),
-            h("div", {}, h("div", { class: "label", text: "Current" }), h("div", { class: "v", text: fmtTarget(slo.current) })),
-            h("div", {}, h("div", { class: "label", text: "Budget left" }), h("div", { class: "v", text: budget == null ? "—" : fmtPct(budget, 1) })),
+            h("div", {}, h("div", { class: "label", text: "Target" }), h("div", { class: "v", "data-value": "target", text: fmtTarget(slo.target) })),
+            h("div", {}, h("div", { class: "label", text: "Current" }), h("div", { class: "v", "data-value": "current", text: fmtTarget(slo.current) })),
+            h("div", {}, h("div", { class: "label", text: "Budget left" }), h("div", { class: "v", "data-value": "budget", text: budget == null ? "—" : fmtPct(budget, 1) })),
           ),
           h("div", { class: "budget" + (pct <= 0 ? " out" : pct < 0.25 ? " low" : "") }, h("span", { style: `width:${(pct * 100).toFixed(1)}%` })),
           h("div", { class: "burns" }, burns),
@@ -344,6 +361,13 @@
         ], { height: 180, yValues: (u, ticks) => ticks.map((t) => `${Math.round(t * 100)}%`) });
       }),
     );
+  }
+
+  /** The API's ``sla`` ({threshold, met}) in words: "SLA 95.0% (met)". */
+  function slaText(sla) {
+    if (!sla) return null;
+    const verdict = sla.met === true ? "met" : sla.met === false ? "missed" : "no data";
+    return `SLA ${fmtTarget(sla.threshold)} (${verdict})`;
   }
 
   function fmtTarget(v) {
@@ -433,10 +457,7 @@
 
   // -- feedback -----------------------------------------------------------------------------------
 
-  /** The share of positive answers, whatever the summary calls it. */
-  const csatOf = (row) => row.csat ?? row.csat_score ?? row.positive_share ?? null;
-  const countOf = (row) => row.feedback ?? row.count ?? row.responses ?? row.total ?? null;
-
+  // Every number here is the server's (/admin/feedback/summary): counts, CSAT and NPS per row and overall.
   function feedbackTable(container, rows, key) {
     if (!rows.length) return container.replaceChildren(h("p", { class: "muted", text: "No feedback yet." }));
     container.replaceChildren(
@@ -446,8 +467,8 @@
           rows.map((r) =>
             h("tr", {},
               h("td", { text: r[key] || "(none)" }),
-              h("td", { class: "num", text: fmtNum(countOf(r)) }),
-              h("td", { class: "num", text: fmtPct(csatOf(r), 1) }),
+              h("td", { class: "num", text: fmtNum(r.feedback) }),
+              h("td", { class: "num", text: fmtPct(r.csat, 1) }),
               h("td", { class: "num", text: r.nps == null ? "—" : fmtNum(r.nps, 1) }),
             ),
           ),
@@ -475,7 +496,7 @@
     if (days.length) {
       const now = Date.now() / 1000;
       const windowSeconds = { "7d": 7, "30d": 30, "90d": 90 }[since] * 86400;
-      chart(chartEl, [days.map((d) => toSec(d.day)), days.map(csatOf), days.map(countOf)], [
+      chart(chartEl, [days.map((d) => toSec(d.day)), days.map((d) => d.csat), days.map((d) => d.feedback)], [
         { label: "CSAT", color: COLORS.budget, value: (u, v) => fmtPct(v, 1) },
         { label: "responses", color: COLORS.requests, bars: true, scale: "right", fill: COLORS.requests + "55", value: (u, v) => fmtNum(v) },
       ], {
@@ -486,13 +507,11 @@
     } else {
       chartUnavailable(chartEl, "No feedback in this window.");
     }
-    const total = sum(days.map(countOf));
-    const overall = byDay.data.overall || byDay.data.total || {};
-    const csat = csatOf(overall) ?? (total ? sum(days.map((d) => (csatOf(d) || 0) * (countOf(d) || 0))) / total : null);
+    const overall = byDay.data.overall || {};
     tiles.replaceChildren(
-      h("div", { class: "tile" }, h("div", { class: "label", text: "Responses" }), h("div", { class: "value", text: fmtNum(countOf(overall) ?? total) })),
-      h("div", { class: "tile" }, h("div", { class: "label", text: "CSAT" }), h("div", { class: "value", text: fmtPct(csat, 1) }), h("div", { class: "sub", text: "share of positive answers" })),
-      h("div", { class: "tile" }, h("div", { class: "label", text: "NPS" }), h("div", { class: "value", text: overall.nps == null ? "—" : fmtNum(overall.nps, 1) })),
+      h("div", { class: "tile" }, h("div", { class: "label", text: "Responses" }), h("div", { class: "value", "data-value": "responses", text: fmtNum(overall.feedback) })),
+      h("div", { class: "tile" }, h("div", { class: "label", text: "CSAT" }), h("div", { class: "value", "data-value": "csat", text: fmtPct(overall.csat, 1) }), h("div", { class: "sub", text: "share of positive answers" })),
+      h("div", { class: "tile" }, h("div", { class: "label", text: "NPS" }), h("div", { class: "value", "data-value": "nps", text: overall.nps == null ? "—" : fmtNum(overall.nps, 1) })),
     );
     for (const [result, key, id] of [[byModel, "model", "feedback-model"], [byTenant, "tenant", "feedback-tenant"]]) {
       const container = document.getElementById(id);
