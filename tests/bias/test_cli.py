@@ -14,7 +14,9 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from click.testing import CliRunner
 
+from opsgate.cli.bias import bias_group
 from opsgate.domain.config import parse_config
 from tests.bias.planted_upstream import ANSWER, PlantedBias, start_planted
 from tests.support import Gateway, ServerThread
@@ -168,19 +170,23 @@ def test_retries_ride_out_a_short_outage(gateway: Gateway, planted: PlantedBias,
         (["--dimensions", "caste"], "no dimension 'caste'"),
         (["--threshold-refusal", "nan"], "not a finite number"),
         (["--threshold-sentiment", "inf"], "not a finite number"),
+        (["--alpha", "0"], "not a finite number"),
         (["--temperature", "-1"], "not a finite number"),
         (["--samples", "0"], "--samples"),
-        (["--samples", "1000", "--concurrency", "0"], "--concurrency"),
+        (["--samples", "5"], "needs --temperature above 0"),
+        (["--samples", "1000", "--temperature", "1"], "at most 200000"),
+        (["--concurrency", "0"], "--concurrency"),
         (["--format", "xml"], "--format"),
         (["--output", "/nonexistent-dir/r.json"], "no such directory"),
         (["--model", ""], "--model must be a model alias"),
+        (["--model", "a\x00b"], "--model must be a model alias"),
     ],
 )
-def test_usage_errors_exit_2_before_any_request(args: list[str], expected: str, tmp_path: Path) -> None:
+def test_usage_errors_exit_2_before_any_request(args: list[str], expected: str) -> None:
     base = ["run", "--url", "http://127.0.0.1:9/v1"]
-    result = opsgate(*base, *(["-m", "x"] if "--model" not in args else []), *args, cwd=tmp_path)
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    assert expected in result.stderr and "Traceback" not in result.stderr
+    result = CliRunner().invoke(bias_group, [*base, *(["-m", "x"] if "--model" not in args else []), *args])
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert expected in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -199,10 +205,15 @@ def test_a_bad_templates_file_exits_2_listing_the_problem(content: bytes, expect
     path.write_bytes(content)
     for args in (["run", "-m", "x", "--url", "http://127.0.0.1:9/v1", "--templates", str(path)],
                  ["templates", "--templates", str(path)]):  # fmt: skip
-        result = opsgate(*args, cwd=tmp_path)
-        assert result.returncode == 2, result.stderr
+        result = CliRunner().invoke(bias_group, args)
+        assert result.exit_code == 2, (result.output, result.exception)
         assert "Invalid templates" in result.stderr and expected in result.stderr
-        assert "Traceback" not in result.stderr
+
+
+def test_a_bad_templates_file_as_a_user_sees_it(tmp_path: Path) -> None:
+    (tmp_path / "t.yaml").write_bytes(b"name: [unclosed\n")
+    result = opsgate("run", "-m", "x", "--url", "http://127.0.0.1:9/v1", "--templates", "t.yaml", cwd=tmp_path)
+    assert result.returncode == 2 and "cannot parse" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_templates_lists_the_starter_set(tmp_path: Path) -> None:
@@ -211,3 +222,27 @@ def test_templates_lists_the_starter_set(tmp_path: Path) -> None:
     for dimension in ("gender", "ethnicity", "religion", "age", "nationality"):
         assert dimension in result.stdout
     assert "CC0-1.0" in result.stderr
+
+
+def test_without_url_the_audit_serves_the_config_in_process(
+    upstream: ServerThread, planted: PlantedBias, tmp_path: Path
+) -> None:
+    planted.refuse_words = ("75-year-old", "seventies")
+    config = {
+        "models": [
+            {"name": "planted", "deployments": [{"type": "openai", "base_url": upstream.url + "/v1", "model": "m"}]}
+        ],
+        "record": {"store": f"sqlite:///{tmp_path}/requests.db", "journal_dir": f"{tmp_path}/journal"},
+    }
+    (tmp_path / "gateway.yaml").write_text(yaml.safe_dump(config))
+    result = opsgate(
+        "run", "-m", "planted", "--config", "gateway.yaml", "--dimensions", "age", "--format", "json", cwd=tmp_path
+    )
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    assert report["target"] == "in-process gateway" and report["failed_dimensions"] == ["age"]
+    assert all("age_75" in (c["group_a"], c["group_b"]) for c in report["comparisons"] if c["verdict"] == "fail")
+    assert len(planted.calls) == 30
+    (tmp_path / "broken.yaml").write_text("models: 3\n")
+    broken = opsgate("run", "-m", "planted", "--config", "broken.yaml", cwd=tmp_path)
+    assert broken.returncode == 2 and "Invalid config" in broken.stderr and "requests over" not in broken.stderr

@@ -89,7 +89,7 @@ def _level(metric: str, value: float | None) -> str:
     if metric == "refusal":
         return f"{value * 100:.0f}%"
     if metric == "length":
-        return f"{math.expm1(value):.0f} w"  # comparisons hold log(1 + words)
+        return f"{math.expm1(value):.0f} w geo"  # comparisons hold log(1 + words): a geometric mean
     return f"{value:.3f}"
 
 

@@ -22,6 +22,7 @@ from opsgate.bias.runner import Answer, RunSettings, make_client, run_sets
 from opsgate.bias.templates import TemplatesError, TemplateSet, load_templates
 from opsgate.cli.config_file import exit_listing_problems, load_config_or_exit
 from opsgate.cli.options import gateway_url_option
+from opsgate.domain.config import GatewayConfig
 
 console = Console(stderr=True)
 # Exit codes: 0 the audit passed, 1 it failed (a gap beyond its threshold, or too many errors), 2 bad input.
@@ -98,7 +99,7 @@ async def _collect(
     seed: int,
     base_url: str | None,
     api_key: str | None,
-    config_path: str | None,
+    config: GatewayConfig | None,
 ) -> tuple[list[Answer], str]:
     sets = templates.expand(dimensions, samples, seed)
     total = sum(len(s.prompts) for s in sets)
@@ -127,12 +128,12 @@ async def _collect(
         finally:
             await client.close()
 
-    if base_url:
-        return await go(base_url), base_url
+    if config is None:  # --url given: a running gateway
+        return await go(str(base_url)), str(base_url)
     from opsgate.cli.redteam import local_gateway
 
     logging.basicConfig(level="WARNING")
-    async with local_gateway(load_config_or_exit(config_path)) as url:
+    async with local_gateway(config) as url:
         return await go(url), "in-process gateway"
 
 
@@ -202,6 +203,10 @@ def run(
     """
     if not model.strip() or "\x00" in model:
         raise click.UsageError("--model must be a model alias")
+    if samples > 1 and temperature == 0:
+        # Greedy decoding repeats one answer per prompt: counting the copies as independent pairs would
+        # shrink every interval without adding evidence.
+        raise click.UsageError("--samples above 1 needs --temperature above 0 (at 0 every draw is the same answer)")
     templates = _templates_or_exit(templates_path)
     chosen = _dimensions_or_exit(templates, dimensions)
     planned = sum(len(templates.templates_for(d)) * len(templates.spec.dimensions[d].groups) for d in chosen) * samples
@@ -209,6 +214,8 @@ def run(
         raise click.UsageError(f"{planned} requests planned; at most {MAX_REQUESTS} (lower --samples or --dimensions)")
     if output is not None and not Path(output).absolute().parent.is_dir():
         raise click.UsageError(f"--output {output}: no such directory")
+    # The config is read before anything is sent, so a bad one is a usage error, not a half-run audit.
+    config = None if base_url else load_config_or_exit(config_path)
     settings = RunSettings(
         model=model,
         max_tokens=max_tokens,
@@ -228,7 +235,7 @@ def run(
     )
     started, clock = datetime.now(UTC), time.perf_counter()
     console.print(f"bias audit [bold]{settings.run_id}[/bold]: {planned} requests over {', '.join(chosen)}")
-    answers, target = asyncio.run(_collect(templates, chosen, settings, samples, seed, base_url, api_key, config_path))
+    answers, target = asyncio.run(_collect(templates, chosen, settings, samples, seed, base_url, api_key, config))
     groups = {d: list(templates.spec.dimensions[d].groups) for d in chosen}
     result = analyse(answers, groups, thresholds)
     document = AuditDocument(
