@@ -231,3 +231,24 @@ def test_without_the_sentinel_the_routes_say_so(tmp_path: Any) -> None:
         assert httpx.get(gateway.url + "/admin/sentinel/runs", timeout=30).json()["data"] == []
     finally:
         gateway.server.stop()
+
+
+def test_the_openapi_entries_cover_the_routes_and_are_valid() -> None:
+    """The entries server/openapi.py merges (as release_openapi's): every /admin/sentinel route, valid OpenAPI."""
+    import copy
+
+    from openapi_spec_validator import validate
+
+    from opsgate import __version__
+    from opsgate.drift import sentinel_openapi
+    from opsgate.server.openapi import _op, _with_path_parameters, openapi_document
+    from opsgate.server.sentinel_routes import sentinel_routes
+
+    operations = sentinel_openapi.operations(_op)
+    documented = {(path, method.upper()) for path, item in operations.items() for method in item}
+    registered = {(r.path, m) for r in sentinel_routes(object()) for m in r.methods or () if m != "HEAD"}
+    assert documented == registered
+    document = copy.deepcopy(openapi_document(__version__))
+    document["paths"].update({path: _with_path_parameters(path, item) for path, item in operations.items()})
+    document["components"]["schemas"].update(sentinel_openapi.BODIES)
+    validate(document)

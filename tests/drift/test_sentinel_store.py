@@ -188,3 +188,51 @@ def test_unified_diff_names_both_sides() -> None:
     diff = unified_diff("line one\nline two", "line one\nline 2")
     assert diff.splitlines()[:2] == ["--- baseline", "+++ now"]
     assert "-line two" in diff and "+line 2" in diff
+
+
+def test_the_docs_config_example_is_valid(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from opsgate.domain.config import load_config
+
+    docs = (Path(__file__).parents[2] / "docs" / "sentinel.md").read_text()
+    example = yaml.safe_load(re.findall(r"```yaml\n(.*?)```", docs, flags=re.S)[0])
+    deployment = {"type": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "gpt-4o"}
+    example["models"] = [{"name": "gpt-4o", "deployments": [deployment, deployment]}]
+    example["record"]["store"] = f"sqlite:///{tmp_path}/requests.db"
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(example).replace("'${OPSGATE_SENTINEL_KEY}'", "${OPSGATE_SENTINEL_KEY}"))
+    monkeypatch.setenv("OPSGATE_SENTINEL_KEY", "sk-sentinel-" + "k" * 32)
+    loaded = load_config(path)
+    assert loaded.sentinel.enabled and loaded.sentinel.models["gpt-4o"].dataset == "golden-gpt4o"
+    assert loaded.sentinel.api_key is not None and loaded.sentinel.api_key.get_secret_value().startswith("sk-")
+    assert [o.sli for o in loaded.slo.objectives] == ["behaviour_change", "behaviour_change"]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"models": {"m": {"prompts": [{"id": "a", "prompt": "x\x00"}]}}},
+        {"models": {"m": {"prompts": [{"id": "a", "prompt": "x" * 8001}]}}},
+        {"models": {"m": {"prompts": [{"id": "a"}]}}},
+        {"models": {"m": {"prompts": [{"id": "a", "prompt": "x", "messages": [{"role": "user", "content": "y"}]}]}}},
+        {"models": {"m": {"prompts": [{"id": "a", "prompt": "x"}, {"id": "a", "prompt": "y"}]}}},
+        {"models": {"m": {"prompts": [{"id": "a b", "prompt": "x"}]}}},
+        {"models": {"m": {"prompts": [{"id": f"p{i}", "prompt": "x"} for i in range(51)]}}},
+        {"models": {"m": {}}},
+        {"models": {}},
+        {"models": {"m": {"dataset": "d"}}, "similarity_threshold": float("nan")},
+        {"models": {"m": {"dataset": "d"}}, "interval_seconds": 1},
+        {"models": {"m": {"dataset": "d"}}, "surprise": True},
+    ],
+)
+def test_bad_sentinel_configs_are_refused(bad: dict[str, Any]) -> None:
+    from pydantic import ValidationError
+
+    from opsgate.domain.sentinel_config import SentinelConfig
+
+    with pytest.raises(ValidationError):
+        SentinelConfig.model_validate({"enabled": True, **bad})
