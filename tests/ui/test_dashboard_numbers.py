@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -109,8 +110,12 @@ def test_overview_tiles_equal_the_admin_api_at_every_window(page: Any, seeded: S
     assert len(rates) == 1  # all the traffic is in every window: one error rate
 
 
+def utc_today() -> str:
+    return datetime.now(UTC).date().isoformat()
+
+
 def usage_mismatches(page: Any, seeded: Seeded) -> list[str]:
-    rows = admin(seeded, "/admin/usage", by="model", since="1d")["data"]
+    rows = admin(seeded, "/admin/usage", by="model", since=utc_today())["data"]
     page.evaluate("() => document.getElementById('window').dispatchEvent(new Event('change'))")
     shown = page.eval_on_selector_all(
         "#usage tbody tr", "rows => rows.map(r => [...r.querySelectorAll('td')].map(td => td.textContent))"
@@ -136,7 +141,7 @@ def test_usage_by_model_equals_the_admin_api_and_names_every_row(page: Any, seed
     page.goto(seeded.gateway.url + "/ui")
     page.wait_for_function("() => !document.querySelector('#usage').textContent.includes('Loading')")
     settle(lambda: usage_mismatches(page, seeded), "usage by model")
-    models = [row["model"] for row in admin(seeded, "/admin/usage", by="model", since="1d")["data"]]
+    models = [row["model"] for row in admin(seeded, "/admin/usage", by="model", since=utc_today())["data"]]
     assert "" in models and {"up", "cheap"} <= set(models)  # the request without a model has a row too
     names = page.eval_on_selector_all("#usage tbody tr td:first-child", "cells => cells.map(c => c.textContent)")
     assert all(name.strip() for name in names), names  # no blank model name

@@ -59,8 +59,9 @@ def test_every_page_loads_without_console_errors(browser: Any, seeded: Seeded) -
         assert "undefined" not in page.text_content("main"), path
         assert "NaN" not in page.text_content("main"), path
         assert problems == [] and failed == [], path
-        name = path.strip("/").split("?")[0].replace("/", "-")
-        page.screenshot(path=str(ARTIFACTS / f"page-{name[:60]}.png"), full_page=True)
+        # One file per kind of page (ids replaced), so reruns overwrite instead of piling up.
+        name = "-".join(part if i < 2 else "detail" for i, part in enumerate(path.split("?")[0].strip("/").split("/")))
+        page.screenshot(path=str(ARTIFACTS / f"page-{name}.png"), full_page=True)
         checked.append(path)
     context.close()
     assert len(checked) >= len(pages(seeded)) - 1

@@ -283,7 +283,9 @@
 
   async function loadUsage() {
     const body = document.querySelector("#usage tbody");
-    const result = await api("/admin/usage?by=model&since=1d");
+    // The daily rollup from the start of today (UTC): since=1d would also take in all of yesterday.
+    const today = new Date().toISOString().slice(0, 10);
+    const result = await api(`/admin/usage?by=model&since=${today}`);
     if (!result.ok) return body.replaceChildren(h("tr", {}, h("td", { colspan: 5, class: "muted", text: unavailable(result, "Usage") })));
     if (!result.data.data.length) return body.replaceChildren(h("tr", {}, h("td", { colspan: 5, class: "muted", text: "No requests today." })));
     body.replaceChildren(
