@@ -178,3 +178,15 @@ def test_a_service_key_cannot_use_the_dashboard(tenants: Gateway) -> None:
         follow_redirects=False,
     )
     assert login.status_code == 403 and "cannot use the dashboard" in login.text
+
+
+def test_guard_page_refuses_hostile_cursors_with_a_page_not_a_500(dashboard: Gateway, traffic: Traffic) -> None:
+    # NUL never reaches the page: the gateway's URL guard answers 400 first.
+    assert httpx.get(dashboard.url + "/ui/guard", params={"cursor": "\x00"}).status_code == 400
+    for cursor in ("garbage", "bmFufG54", "MWU0MDB8eA==", "x" * 5000):  # nan|nx, 1e400|x, long
+        page = httpx.get(dashboard.url + "/ui/guard", params={"since": "1h", "cursor": cursor})
+        assert page.status_code == 400, (cursor, page.status_code)
+        assert 'role="alert"' in page.text and "cursor" in page.text
+    # A cursor this page made goes on where it stopped; the window is kept in the link.
+    first = httpx.get(dashboard.url + "/ui/guard", params={"since": "1h"})
+    assert first.status_code == 200 and 'rel="next"' not in first.text  # one event: a single page
