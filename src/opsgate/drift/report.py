@@ -15,7 +15,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +111,7 @@ class TestView:
     effect: str
     effect_value: float | None
     effect_name: str
+    min_effect: str  # the engine's smallest effect that counts as drift ("" when it did not say)
     drifted: bool
     summary: str
     reference_distribution: dict[str, float]
@@ -159,6 +160,7 @@ def _test_view(raw: Mapping[str, Any]) -> TestView:
         effect=fmt_number(effect_value),
         effect_value=effect_value,
         effect_name=clean_text(raw.get("effect_name"), LABEL_LIMIT),
+        min_effect="" if number(raw.get("min_effect")) is None else fmt_number(raw.get("min_effect")),
         drifted=raw.get("drifted") is True,
         summary=clean_text(raw.get("summary")),
         reference_distribution=_shares(raw.get("reference_distribution")),
@@ -267,7 +269,9 @@ def render_markdown(result: dict[str, Any]) -> str:
             "|---|---|---|---:|---:|---|---|",
         ]
         for t in view.tests:
-            effect = t.effect + (f" ({md_escape(t.effect_name)})" if t.effect_name else "")
+            notes = [md_escape(t.effect_name)] if t.effect_name else []
+            notes += [f"counts from {t.min_effect}"] if t.min_effect else []
+            effect = t.effect + (f" ({', '.join(notes)})" if notes else "")
             lines.append(
                 f"| {md_escape(t.label)} | {md_escape(t.side)} | {md_escape(t.test)} | {t.p_adjusted} | {effect} | "
                 f"{'yes' if t.drifted else ''} | {md_escape(t.summary)} |"
@@ -354,6 +358,8 @@ def history_png(history: Iterable[Mapping[str, Any]]) -> str | None:
     drifted = [p for p in points if p[2]]
     if drifted:
         ax.scatter([p[0] for p in drifted], [p[1] for p in drifted], color="#dc2626", zorder=3, label="drift detected")
+    if len(points) == 1:  # matplotlib would spread one date over years
+        ax.set_xlim(points[0][0] - timedelta(hours=1), points[0][0] + timedelta(hours=1))
     ax.set_ylim(0, max(1.0, max(p[1] for p in points) * 1.1))
     ax.set_ylabel("drift score")
     ax.legend(loc="upper left", fontsize=8)
