@@ -143,6 +143,7 @@ def sentinel_config(
             "models": {"gold": {"prompts": [{"id": key, "prompt": text} for key, text in PROMPTS.items()]}},
             **sentinel,
         },
+        "alerts": {"interval_seconds": 1},  # the alert evaluator opens alert rows within a second
         "slo": {
             "objectives": [
                 {"name": "gold-0-behaviour", "sli": "behaviour_change", "window": "1h",
@@ -232,12 +233,22 @@ def test_a_planted_upstream_change_is_caught_and_pages(
         assert "page: deployment gold#1 changed behaviour" in rows["gold-1-behaviour"]["firing"]
         assert rows["gold-0-behaviour"]["state"] == "ok"
 
+        # …and the SLO alert path opens a page alert for it (the row webhooks are sent from).
+        def alerts(state: str) -> set[tuple[str, str]]:
+            response = httpx.get(gateway.url + "/admin/alerts", params={"state": state}, timeout=30)
+            assert response.status_code == 200, response.text
+            return {(a["slo"], a["severity"]) for a in response.json()["data"]}
+
+        assert wait_until(lambda: ("gold-1-behaviour", "page") in alerts("firing"), timeout=60)
+        assert ("gold-0-behaviour", "page") not in alerts("firing")
+
         # Re-baseline after an intended change: the next run is quiet again and the page clears.
         rebased = run_sentinel(gateway, "/admin/sentinel/baseline", alias="gold", deployment="gold#1")
         assert [r["status"] for r in rebased] == ["baseline"]
         runs = by_deployment(run_sentinel(gateway, deployment="gold#1"))
         assert runs["gold#1"]["status"] == "unchanged"
         assert slo_states(gateway)["gold-1-behaviour"] == "ok"
+        assert wait_until(lambda: ("gold-1-behaviour", "page") in alerts("resolved"), timeout=60)
 
         # Every sentinel call is an ordinary recorded request tagged purpose=sentinel.
         def recorded() -> list[dict[str, Any]]:
