@@ -200,6 +200,7 @@ def test_hostile_text_is_escaped_on_the_pages(gateway: Gateway) -> None:
         scripts = re.findall(r"<script[^>]*>", page.text)
         assert all(s.startswith(('<script src="/ui/static/', '<script type="application/json"')) for s in scripts)
     page = httpx.get(gateway.url + "/ui/drift", headers=OPERATOR)
+    assert 'href="/ui/drift/hostile"' in page.text and 'href="/ui/drift/%3Cscript' not in page.text  # no dead link
     data = page.text.split('<script type="application/json" id="drift-data">')[1].split("</script>")[0]
     assert "<" not in data
 

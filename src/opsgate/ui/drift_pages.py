@@ -96,12 +96,20 @@ class DriftSeries:
     chart: dict[str, Any]
 
     @property
+    def linkable(self) -> bool:
+        """Whether the alias is a name the alias page accepts (a stored result could hold anything)."""
+        tenant_ok = self.tenant is None or _TENANT.fullmatch(self.tenant) is not None
+        return tenant_ok and _ALIAS.fullmatch(self.alias) is not None
+
+    @property
     def link(self) -> str:
-        return alias_link(self.alias, self.tenant)
+        return alias_link(self.alias, self.tenant) if self.linkable else ""
 
     @property
     def report_link(self) -> str:
-        return alias_link(self.alias, self.tenant, at=repr(self.latest_at)) if self.latest_at is not None else ""
+        if not self.linkable or self.latest_at is None:
+            return ""
+        return alias_link(self.alias, self.tenant, at=repr(self.latest_at))
 
     @property
     def drifted_checks(self) -> int:
