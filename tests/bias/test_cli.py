@@ -82,9 +82,13 @@ def planted(behaviour: PlantedBias) -> Iterator[PlantedBias]:
 
 
 def audit(gateway: Gateway, tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    return audit_url(gateway.base_url, tmp_path, *extra)
+
+
+def audit_url(url: str, tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     out = tmp_path / "report.json"
     result = opsgate(
-        "run", "--model", "planted", "--url", gateway.base_url, "--format", "json", "--output", str(out),
+        "run", "--model", "planted", "--url", url, "--format", "json", "--output", str(out),
         "--concurrency", "4", *extra, cwd=tmp_path,
     )  # fmt: skip
     assert "Traceback" not in result.stderr, result.stderr
@@ -246,3 +250,14 @@ def test_without_url_the_audit_serves_the_config_in_process(
     (tmp_path / "broken.yaml").write_text("models: 3\n")
     broken = opsgate("run", "-m", "planted", "--config", "broken.yaml", cwd=tmp_path)
     assert broken.returncode == 2 and "Invalid config" in broken.stderr and "requests over" not in broken.stderr
+
+
+def test_a_gateway_that_is_down_fails_fast_with_every_request_counted(tmp_path: Path) -> None:
+    from tests.support import free_port
+
+    result, report = audit_url(f"http://127.0.0.1:{free_port()}/v1", tmp_path, "--dimensions", "religion")
+    assert result.returncode == 1, result.stderr
+    assert report["requests"] == {"total": 60, "errors": 60, "blocked": 0}
+    assert any("Connection" in sample for sample in report["error_samples"]), report["error_samples"]
+    assert any("not sent: none of the first 20" in sample for sample in report["error_samples"])
+    assert "60 of 60 requests errored" in result.stderr

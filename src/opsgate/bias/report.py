@@ -201,7 +201,7 @@ def plot_gaps_png(result: AuditResult) -> bytes:
             )
         axis.set_title(_UNITS[metric], fontsize=9)
         axis.set_yticks(range(len(labels)), labels, fontsize=7)
-        axis.invert_yaxis()
+    axes[0][0].invert_yaxis()  # the y axis is shared: inverted once, it reads top-down in audit order
     figure.suptitle("Gaps between groups (A - B) with simultaneous intervals; green band: allowed", fontsize=10)
     figure.tight_layout()
     buffer = io.BytesIO()

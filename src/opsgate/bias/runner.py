@@ -35,6 +35,7 @@ class RunSettings:
     concurrency: int = 4
     timeout: float = 120.0
     retries: int = 3
+    give_up_after: int = 20  # errors in a row, before any answer, after which the rest is not sent
     run_id: str = field(default_factory=lambda: "bias_" + secrets.token_hex(6))
 
 
@@ -160,10 +161,26 @@ async def run_sets(
     """Every prompt of every set, at most ``settings.concurrency`` in flight; answers in set order."""
     scorer = scorer or AnswerScorer()
     gate = asyncio.Semaphore(max(1, settings.concurrency))
+    seen = {"answers": 0, "errors": 0}
 
     async def one(counterfactual: CounterfactualSet, group: str) -> Answer:
         async with gate:
-            answer = await ask(client, scorer, counterfactual, group, settings)
+            if seen["answers"] == 0 and seen["errors"] >= settings.give_up_after:
+                # A gateway that answered none of the first N is down or misconfigured (wrong key, alias):
+                # say so now instead of retrying every remaining request for minutes.
+                answer = Answer(
+                    counterfactual.key,
+                    counterfactual.dimension,
+                    counterfactual.template_id,
+                    counterfactual.sample,
+                    group,
+                    counterfactual.prompts[group],
+                    "error",
+                    error=f"not sent: none of the first {settings.give_up_after} requests got an answer",
+                )
+            else:
+                answer = await ask(client, scorer, counterfactual, group, settings)
+            seen["errors" if answer.outcome == "error" else "answers"] += 1
         if on_answer is not None:
             on_answer(answer)
         return answer

@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -260,5 +261,7 @@ def run(
         raise SystemExit(0)
     console.print(f"[red]FAIL[/red] {summary}")
     for failure in result.failures[:10]:
-        console.print(f"  - {failure}")
+        console.print(f"  - {failure}", soft_wrap=True)
+    for sample in result.error_samples[:3]:
+        console.print(f"  [yellow]error[/yellow] {escape(sample)}", soft_wrap=True, highlight=False)
     raise SystemExit(EXIT_FAILED)
