@@ -150,12 +150,13 @@ def test_golden_prompts_from_an_evaluation_dataset(store: SqlRecordStore) -> Non
     missing = asyncio.run(sentinel.run_now(deployment="m#0"))
     assert missing[0]["status"] == "failed" and "does not exist" in missing[0]["summary"]["error"]
     items = [parse_item({"prompt": key, "id": f"q{key}"}) for key in ("a", "b")] + [parse_item({"prompt": "x"})]
+    items[1] = parse_item({"prompt": "b", "id": "qa"})  # a repeated id must not collide
     EvalStore(store).save_dataset(None, "golden", items)
     EvalStore(store).save_dataset("tenant-a", "golden", [parse_item({"prompt": "tenant secret"})])
     runs = asyncio.run(sentinel.run_now(deployment="m#0"))
     detail = SentinelStore(store).get_run(runs[0]["id"])
     assert detail is not None
-    assert sorted(i["prompt_id"] for i in detail["items"]) == ["c", "golden:qa", "golden:qb"]
+    assert sorted(i["prompt_id"] for i in detail["items"]) == ["c", "golden:1", "golden:qa"]
     assert all("tenant secret" not in str(call) for _, call in gateway.calls)  # only the operator's datasets
 
 

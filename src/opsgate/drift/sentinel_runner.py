@@ -26,6 +26,7 @@ from opsgate.domain.sentinel_config import MAX_PROMPTS, SentinelAlias, SentinelC
 from opsgate.drift.sentinel_compare import Verdict, compare_item, verdict
 from opsgate.drift.sentinel_store import RunItem, SentinelStore
 from opsgate.evals.client import Poster, TransportFailure
+from opsgate.store.encoding import storable_text
 
 log = logging.getLogger("opsgate.sentinel")
 PURPOSE = "sentinel"
@@ -102,9 +103,15 @@ def golden_prompts(settings: SentinelConfig, alias_config: SentinelAlias, store:
         dataset = evals.find_dataset(None, alias_config.dataset)
         if dataset is None:
             raise LookupError(f"sentinel dataset '{alias_config.dataset}' does not exist (operator datasets)")
+        seen = {golden.id for golden in out}
         for index, item in enumerate(evals.dataset_items(dataset.id)[: alias_config.dataset_items]):
             messages = item.messages or [{"role": "user", "content": item.prompt or ""}]
-            key = f"{dataset.name}:{item.id or index}"[:64]
+            key = storable_text(f"{dataset.name}:{item.id or index}"[:64])
+            if key in seen:  # an id cut to 64 characters, or one an inline prompt already has
+                key = f"{dataset.name}:{index}"[:64]
+            if key in seen:
+                continue
+            seen.add(key)
             out.append(Golden(key, [{"role": str(m["role"]), "content": str(m["content"])} for m in messages],
                               settings.max_tokens))  # fmt: skip
     return out[:MAX_PROMPTS]
