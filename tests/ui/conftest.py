@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
@@ -14,6 +15,7 @@ import openai
 import pytest
 
 from tests.fake_upstream import FakeUpstream, Script
+from tests.store.conftest import fresh_pg_schema
 from tests.support import Gateway, start_gateway
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -233,13 +235,25 @@ def seeded_upstream() -> Iterator[FakeUpstream]:
     server.stop()
 
 
-@pytest.fixture(scope="package")
-def seeded(seeded_upstream: FakeUpstream) -> Iterator[Seeded]:
+@pytest.fixture(scope="package", params=["sqlite", "postgres"])
+def seeded(request: pytest.FixtureRequest, seeded_upstream: FakeUpstream) -> Iterator[Seeded]:
     """A gateway with mixed traffic: two models, 4xx (no model, unknown model, a blocked input), 5xx on both
     models, slow answers (latency past a second), guard redactions over more than one page, a release canary
-    with its experiment, a prompt, two eval runs and feedback. Shared by the modules of this package."""
-    ui_upstream = seeded_upstream
-    gateway = start_gateway(seeded_config(ui_upstream.base_url))
+    with its experiment, a prompt, two eval runs and feedback. Shared by the modules of this package; once on
+    SQLite and once on PostgreSQL (a fresh schema of the local server's ``test`` database)."""
+    with contextlib.ExitStack() as stack:
+        config = seeded_config(seeded_upstream.base_url)
+        if request.param == "postgres":
+            config["record"]["store"] = stack.enter_context(fresh_pg_schema("opsgate_ui"))
+        gateway = start_gateway(config)
+        try:
+            yield _seed(gateway, seeded_upstream)
+        finally:
+            gateway.server.stop()
+
+
+def _seed(gateway: Gateway, ui_upstream: FakeUpstream) -> Seeded:
+    """Send the seeded traffic through ``gateway`` and wait until the writer stored all of it."""
     url = gateway.base_url
     client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0)
     ask = [{"role": "user", "content": "hello"}]
@@ -286,9 +300,7 @@ def seeded(seeded_upstream: FakeUpstream) -> Iterator[Seeded]:
     for score in ("up", "down", 5):
         sent = httpx.post(url + "/feedback", json={"request_id": guard_ids[1], "score": score})
         assert sent.status_code == 201, sent.text
-    seeded = Seeded(gateway, guard_ids, _seed_evals(gateway), canary.json()["experiment"])
-    yield seeded
-    gateway.server.stop()
+    return Seeded(gateway, guard_ids, _seed_evals(gateway), canary.json()["experiment"])
 
 
 def watch_console(page: Any) -> list[str]:

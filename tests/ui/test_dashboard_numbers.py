@@ -66,10 +66,33 @@ def choose(page: Any, window: str) -> None:
     page.wait_for_function("() => document.querySelector('[data-tile=requests]').textContent !== '—'")
 
 
+CHART_COLUMNS = {
+    "chart-traffic": ["requests", "errors"],
+    "chart-latency": ["p50_ms", "p95_ms", "p99_ms"],
+    "chart-cost": ["cost"],
+    "chart-tokens": ["prompt_tokens", "completion_tokens"],
+}
+
+
+def chart_mismatches(page: Any, rows: list[dict[str, Any]]) -> list[str]:
+    """Whether each overview chart draws exactly the API's buckets: its times and its columns, untouched."""
+    out = []
+    for chart, columns in CHART_COLUMNS.items():
+        drawn = page.evaluate(f"() => document.getElementById('{chart}').uplot.data.map((a) => Array.from(a))")
+        expected = [[row["ts"] for row in rows], *[[row[c] for row in rows] for c in columns]]
+        if drawn != expected:
+            out.append(f"{chart} draws other data than the API's {columns}")
+    return out
+
+
 def overview_mismatches(page: Any, seeded: Seeded, window: str) -> list[str]:
     since, step = window.split("|")
     choose(page, window)
-    summary = admin(seeded, "/admin/stats/timeseries", since=since, step=step)["summary"]
+    answer = admin(seeded, "/admin/stats/timeseries", since=since, step=step)
+    summary = answer["summary"]
+    drawn = chart_mismatches(page, answer["data"])
+    if drawn:
+        return drawn
     requests, cost = summary["requests"], summary["cost"]
     split = tile(page, "tokens_split").split("·")
     errors = tile(page, "errors").split("·")
@@ -178,3 +201,14 @@ def test_feedback_tiles_equal_the_admin_api(page: Any, seeded: Seeded) -> None:
         text = page.text_content(f"#feedback-tiles [data-value={name}]")
         assert shows(text, overall[key]), (name, text, overall[key])
     assert number(page.text_content("#feedback-tiles [data-value=responses]")) == 3
+
+
+def test_error_groups_equal_the_admin_api(page: Any, seeded: Seeded) -> None:
+    page.goto(seeded.gateway.url + "/ui/errors")
+    page.wait_for_selector("#error-groups table")
+    groups = admin(seeded, "/admin/errors", since="24h")["data"]
+    assert sum(group["count"] for group in groups) >= 3  # the upstream 500s
+    rows = page.eval_on_selector_all(
+        "#error-groups tbody tr", "rows => rows.map(r => [r.dataset.signature, r.querySelector('td.num').textContent])"
+    )
+    assert rows == [[group["signature"], f"{group['count']:,}"] for group in groups]

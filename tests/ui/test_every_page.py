@@ -27,7 +27,6 @@ def pages(seeded: Seeded) -> list[str]:
         f"/ui/evals/runs/{baseline}",
         f"/ui/evals/compare?baseline={baseline}&candidate={candidate}",
         "/ui/releases",
-        f"/ui/experiments/{seeded.experiment}",
         "/ui/prompts/greeting",
         "/ui/drift",
         "/ui/login",
@@ -65,3 +64,26 @@ def test_every_page_loads_without_console_errors(browser: Any, seeded: Seeded) -
         checked.append(path)
     context.close()
     assert len(checked) >= len(pages(seeded)) - 1
+
+
+# On PostgreSQL the experiment's metrics query (releases/metrics.py, not this package's) has a literal '%' in
+# its SQL ("NOT LIKE 'shadow:%'"), which psycopg reads as a placeholder: the page answers 500 (and the
+# auto-rollback check fails the same way). Strict: once that is fixed this test passes and the mark must go.
+PG_EXPERIMENT_BUG = "releases/metrics.py: literal '%' in SQL on PostgreSQL (NOT LIKE 'shadow:%')"
+
+
+def test_experiment_page_loads_without_console_errors(
+    browser: Any, seeded: Seeded, request: pytest.FixtureRequest
+) -> None:
+    if request.node.callspec.params.get("seeded") == "postgres":
+        request.applymarker(pytest.mark.xfail(strict=True, reason=PG_EXPERIMENT_BUG))
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
+    page = context.new_page()
+    problems = watch_console(page)
+    response = page.goto(f"{seeded.gateway.url}/ui/experiments/{seeded.experiment}")
+    assert response is not None and response.status == 200
+    page.wait_for_load_state("networkidle")
+    assert "Verdict" in page.text_content("main") and "canary" in page.text_content("main")
+    page.screenshot(path=str(ARTIFACTS / "page-ui-experiments-detail.png"), full_page=True)
+    context.close()
+    assert problems == []
