@@ -131,3 +131,44 @@ def test_concurrent_changes_are_serialised(pg_url: str) -> None:
         assert releases.clock() >= 2
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_experiment_metrics_read_eval_scores_but_not_shadow_ones(kind: str, pg_url: str, tmp_path: Any) -> None:
+    """The arm metrics join eval scores on both stores (a literal '%' in the SQL was a 500 on PostgreSQL)."""
+    from opsgate.releases.metrics import collect
+
+    url = pg_url if kind == "postgres" else f"sqlite:///{tmp_path}/metrics.db"
+    store = open_store(url)
+    now = time.time()
+    with store.connection() as conn, store.transaction(conn):
+        for rid, arm in (("req-a", "control"), ("req-b", "canary")):
+            store.execute(
+                conn,
+                "INSERT INTO requests (id, ts, endpoint, model, status, experiment, arm, latency_ms) "
+                "VALUES (?, ?, 'chat', 'up', 200, 'exp_1', ?, 12.0)",
+                [rid, now, arm],
+            )
+            store.execute(
+                conn,
+                "INSERT INTO feedback (id, ts, request_id, model, raw_score, score, positive) "
+                "VALUES (?, ?, ?, 'up', '1', 1, 1)",
+                [f"fb-{rid}", now, rid],
+            )
+        for run, value in (("online:1", 0.9), ("shadow:1", 0.1)):
+            store.execute(
+                conn,
+                "INSERT INTO eval_items (run_id, item_key, ts, model, request_id, status) "
+                "VALUES (?, 'k', ?, 'up', 'req-b', 'ok')",
+                [run, now],
+            )
+            store.execute(
+                conn,
+                "INSERT INTO eval_scores (run_id, item_key, scorer, ts, model, value) "
+                "VALUES (?, 'k', 'judge', ?, 'up', ?)",
+                [run, now, value],
+            )
+    arms = collect(store, "up", "exp_1", now - 60)
+    assert arms["canary"].scores["judge"] == [0.9]  # the shadow run's 0.1 is not the live arm's
+    assert arms["control"].rated == 1 and arms["canary"].positive == 1
+    store.close()

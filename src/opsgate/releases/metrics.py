@@ -133,8 +133,10 @@ def collect(
                 "SELECT i.request_id, s.scorer, s.value FROM eval_scores s JOIN eval_items i "
                 "ON i.run_id = s.run_id AND i.item_key = s.item_key "
                 "WHERE s.model = ? AND s.ts >= ? AND s.value IS NOT NULL AND i.request_id IS NOT NULL "
-                "AND s.run_id NOT LIKE 'shadow:%' LIMIT ?",  # a shadow answer's scores are not the live arm's
-                [alias, since, MAX_ROWS],
+                # A shadow answer's scores are not the live arm's. The pattern is a parameter: a literal
+                # '%' in the statement is a placeholder to psycopg (a 500 on PostgreSQL).
+                "AND s.run_id NOT LIKE ? LIMIT ?",
+                [alias, since, "shadow:%", MAX_ROWS],
             ).fetchall():
                 arm_data = by_id.get(rid)
                 if arm_data is not None:
