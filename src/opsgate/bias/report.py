@@ -12,11 +12,13 @@ import html
 import io
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from opsgate.bias.analysis import AuditResult, Comparison
 from opsgate.bias.metrics import METRICS
-from opsgate.bias.runner import Answer, RunSettings
+
+if TYPE_CHECKING:  # scipy, statsmodels and openai load in seconds: not at every `opsgate` start
+    from opsgate.bias.analysis import AuditResult, Comparison
+    from opsgate.bias.runner import Answer, RunSettings
 
 SCHEMA = "opsgate.bias.report/v1"
 FORMATS = ("md", "html", "json")

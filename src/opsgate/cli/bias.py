@@ -9,7 +9,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -17,13 +17,14 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from opsgate.bias.analysis import Thresholds, analyse
-from opsgate.bias.report import FORMATS, AuditDocument, render
-from opsgate.bias.runner import Answer, RunSettings, make_client, run_sets
+from opsgate.bias.report import FORMATS
 from opsgate.bias.templates import TemplatesError, TemplateSet, load_templates
 from opsgate.cli.config_file import exit_listing_problems, load_config_or_exit
 from opsgate.cli.options import gateway_url_option
 from opsgate.domain.config import GatewayConfig
+
+if TYPE_CHECKING:  # imported in the command: scipy, statsmodels and openai would slow every `opsgate` start
+    from opsgate.bias.runner import Answer, RunSettings
 
 console = Console(stderr=True)
 # Exit codes: 0 the audit passed, 1 it failed (a gap beyond its threshold, or too many errors), 2 bad input.
@@ -102,6 +103,8 @@ async def _collect(
     api_key: str | None,
     config: GatewayConfig | None,
 ) -> tuple[list[Answer], str]:
+    from opsgate.bias.runner import make_client, run_sets
+
     sets = templates.expand(dimensions, samples, seed)
     total = sum(len(s.prompts) for s in sets)
     progress = Progress(
@@ -204,6 +207,10 @@ def run(
     """
     if not model.strip() or "\x00" in model:
         raise click.UsageError("--model must be a model alias")
+    from opsgate.bias.analysis import Thresholds, analyse
+    from opsgate.bias.report import AuditDocument, render
+    from opsgate.bias.runner import RunSettings
+
     if samples > 1 and temperature == 0:
         # Greedy decoding repeats one answer per prompt: counting the copies as independent pairs would
         # shrink every interval without adding evidence.
