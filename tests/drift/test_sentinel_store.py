@@ -237,3 +237,20 @@ def test_bad_sentinel_configs_are_refused(bad: dict[str, Any]) -> None:
 
     with pytest.raises(ValidationError):
         SentinelConfig.model_validate({"enabled": True, **bad})
+
+
+def test_a_rebaseline_while_the_deployment_is_down_keeps_the_old_baselines(store: SqlRecordStore) -> None:
+    gateway = ScriptedGateway()
+    sentinel = service(config(), store, gateway)
+    asyncio.run(sentinel.run_now(deployment="m#0"))
+    gateway.down = True
+    runs = asyncio.run(sentinel.run_now(deployment="m#0", rebaseline=True))
+    assert runs[0]["status"] == "failed"
+    assert set(SentinelStore(store).baselines("m", "m#0")) == set(ANSWERS)
+    gateway.down = False
+    gateway.answers["m#0"] = {"a": "Lyon, I believe, though I may be wrong about this."}
+    runs = asyncio.run(sentinel.run_now(deployment="m#0"))
+    assert runs[0]["status"] == "changed"  # compared with the kept baselines, not silently re-baselined
+    runs = asyncio.run(sentinel.run_now(deployment="m#0", rebaseline=True))
+    assert runs[0]["status"] == "baseline" and runs[0]["kind"] == "baseline"
+    assert SentinelStore(store).baselines("m", "m#0")["a"].answer.startswith("Lyon")

@@ -171,20 +171,20 @@ class SentinelRunner:
             },
             "actor": actor,
         }
-        await asyncio.to_thread(self._store, run, items, rebaseline)
+        await asyncio.to_thread(self._store, run, items)
         if result.status == "changed":
             self._warn(deployment, run_id, result)
         elif result.status == "failed":
             log.warning("sentinel: every golden prompt failed on deployment %s (run %s)", deployment, run_id)
         return run
 
-    def _store(self, run: dict[str, Any], items: list[RunItem], rebaseline: bool) -> None:
+    def _store(self, run: dict[str, Any], items: list[RunItem]) -> None:
         alias, deployment, run_id = run["alias"], run["deployment"], run["id"]
         self.store.save_run(run, items)
+        # Per prompt: a prompt that failed keeps its old baseline (a re-baseline while the deployment
+        # is down must not wipe what the next run compares with).
         fresh = [i for i in items if i.status == "baseline"]
-        if rebaseline:
-            self.store.replace_baselines(alias, deployment, run_id, fresh, run["finished_at"])
-        elif fresh:
+        if fresh:
             self.store.add_baselines(alias, deployment, run_id, fresh, run["finished_at"])
         if run["status"] in ("changed", "unchanged"):
             self.measure(alias, deployment, run["finished_at"])

@@ -159,16 +159,8 @@ class SentinelStore:
         )
         return {r[0]: Baseline(r[0], r[1], r[2], r[3], r[4], decode_vector(r[5]), float(r[6])) for r in rows}
 
-    def replace_baselines(self, alias: str, deployment: str, run_id: str, items: list[RunItem], now: float) -> None:
-        """Make ``items`` (answered ones) the deployment's baselines; earlier ones are dropped."""
-        with self.store.connection() as conn, self.store.transaction(conn):
-            self.store.execute(
-                conn, "DELETE FROM sentinel_baselines WHERE alias = ? AND deployment = ?", [alias, deployment]
-            )
-            self._insert_baselines(conn, alias, deployment, run_id, items, now)
-
     def add_baselines(self, alias: str, deployment: str, run_id: str, items: list[RunItem], now: float) -> None:
-        """Baselines for prompts that had none, or whose prompt was edited (a later config)."""
+        """Store ``items`` as their prompts' baselines (first answers, edited prompts, re-baselines)."""
         with self.store.connection() as conn, self.store.transaction(conn):
             for item in items:
                 self.store.execute(
