@@ -4,8 +4,10 @@ p95, and the same error rate whichever window holds all the traffic."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import httpx
@@ -32,13 +34,15 @@ def page(browser: Any) -> Iterator[Any]:
 
 
 def fmt_pct(value: float | None) -> str:
-    return "—" if value is None else f"{value * 100:.2f}%"
+    # As the page's toFixed(2): the exact binary value, a tie rounded up (Python's format rounds it to even).
+    return "—" if value is None else f"{Decimal(value * 100).quantize(Decimal('0.01'), ROUND_HALF_UP)}%"
 
 
 def fmt_ms(value: float | None) -> str:
     if value is None:
         return "—"
-    return f"{value / 1000:.1f} s" if value >= 10000 else f"{round(value)} ms"
+    # As the page's Math.round: halves up (Python's round() takes 182.5 to 182, the page shows 183).
+    return f"{value / 1000:.1f} s" if value >= 10000 else f"{math.floor(value + 0.5)} ms"
 
 
 def summary(gateway: Gateway, window: str) -> dict[str, Any]:
