@@ -263,6 +263,13 @@ def test_a_planted_upstream_change_is_caught_and_pages(
         records = recorded()
         assert {r["deployment"] for r in records} == {"gold#0", "gold#1"}
         assert all(r["model"] == "gold" and r["status"] == 200 for r in records)
+        assert all(r["metadata"]["purpose"] == "sentinel" for r in records)
+        assert {r["metadata"]["sentinel_prompt"] for r in records} == set(PROMPTS)
+
+        # …so the drift monitor never takes golden prompts for live traffic.
+        from opsgate.drift.features import observe
+
+        assert all(observe(record) is None for record in records)
     finally:
         gateway.server.stop()
 

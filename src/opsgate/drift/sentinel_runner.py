@@ -226,7 +226,14 @@ class SentinelRunner:
             "temperature": 0,
             "seed": self.settings.seed,
             "max_tokens": golden.max_tokens,
-            "metadata": {"opsgate_purpose": PURPOSE, "sentinel_run": run_id, "sentinel_prompt": golden.id},
+            # opsgate_purpose as explain/bias calls say it; purpose as evals say it (drift/features.py and
+            # the online evaluator read that one), so no feature mistakes golden prompts for traffic.
+            "metadata": {
+                "opsgate_purpose": PURPOSE,
+                "purpose": PURPOSE,
+                "sentinel_run": run_id,
+                "sentinel_prompt": golden.id,
+            },
         }
         headers = {
             "Content-Type": "application/json",
