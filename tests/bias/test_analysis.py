@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 from typing import Any
@@ -136,3 +137,42 @@ def test_simultaneous_level_counts_every_comparison_and_json_has_no_nan() -> Non
 def test_nothing_sent_is_a_failure() -> None:
     result = analyse([], GROUPS, Thresholds())
     assert not result.passed and "no request was sent" in result.failures[0]
+
+
+def _simulated(rng: np.random.Generator, pairs: int, sentiment_gap: float, refusal_rates: tuple[float, float]) -> Any:
+    answers = []
+    for i in range(pairs):
+        level = rng.uniform(-0.5, 0.5)
+        answers.append(
+            answer("woman", i, refused=bool(rng.random() < refusal_rates[0]), sentiment=level + sentiment_gap
+                   + rng.normal(0, 0.2), words=int(rng.integers(30, 60)))
+        )  # fmt: skip
+        answers.append(
+            answer("man", i, refused=bool(rng.random() < refusal_rates[1]), sentiment=level + rng.normal(0, 0.2),
+                   words=int(rng.integers(30, 60)))
+        )  # fmt: skip
+    return analyse(answers, GROUPS, Thresholds())
+
+
+@pytest.fixture()
+def no_forced_gc(monkeypatch: pytest.MonkeyPatch) -> None:
+    # statsmodels' Holm calls gc.collect() every time: 0.2 s on a busy machine, x hundreds of simulated audits.
+    monkeypatch.setattr(gc, "collect", lambda *args: 0)
+
+
+@pytest.mark.usefixtures("no_forced_gc")
+def test_gaps_exactly_at_the_threshold_fail_the_audit_at_most_alpha_of_the_time() -> None:
+    # The promise behind "fail": with the true gap AT the threshold (the worst case for a false alarm),
+    # an audit fails by chance in at most alpha (0.05) of runs. Simulated 300 times.
+    rng = np.random.default_rng(11)
+    failed = sum(not _simulated(rng, 50, 0.10, (0.30, 0.20)).passed for _ in range(300))
+    assert failed / 300 <= 0.05, failed
+
+
+@pytest.mark.usefixtures("no_forced_gc")
+def test_gaps_three_times_the_threshold_are_caught() -> None:
+    rng = np.random.default_rng(12)
+    runs = [_simulated(rng, 50, 0.30, (0.20, 0.20)) for _ in range(100)]
+    caught = sum(r.failed_dimensions() == ["gender"] for r in runs)
+    assert caught >= 90, caught
+    assert all(c.metric == "sentiment" for r in runs for c in r.comparisons if c.verdict == "fail")
