@@ -3,11 +3,12 @@
 One summary per (bucket, alias, tenant, replica) grows as records arrive; a window is the merge of
 its buckets' summaries, so a check's cost depends on the number of buckets, never on traffic.
 
-The reservoir keeps a bottom-k sample by a uniform key ``u`` of every eligible record of its bucket
-(a record is embedded only when its key would enter, so embedding work is ~k·ln(N/k) per bucket).
-On serialising, each kept item gets the weight ``population / kept`` — how many records it stands
-for — and merging keeps the top items by ``log(u) / w`` (Efraimidis-Spirakis): exactly a weighted
-sample of the union, so a quiet hour does not count as much as a busy one.
+The reservoir is a bottom-k sketch: every eligible record of a bucket draws a uniform key ``u`` and
+the k smallest keys are kept (a record is embedded only when its key would enter, so embedding work
+is ~k·ln(N/k) per bucket). The k smallest keys of a union are among the k smallest of each part, so
+merging buckets by keeping the k smallest keys is exactly a uniform sample of the whole window: a
+busy hour's records are drawn in proportion to its traffic (its keys are smaller), a quiet hour's
+do not count as much.
 """
 
 from __future__ import annotations
@@ -100,14 +101,13 @@ def bounded_add(counter: Counter[str], name: str, count: int = 1) -> None:
 
 
 class Reservoir:
-    """A weighted sample of embeddings (unit vectors, stored as int8)."""
+    """A bottom-k sample of embeddings by uniform key (unit vectors, stored as int8)."""
 
     def __init__(self, capacity: int, dimensions: int = 0) -> None:
         self.capacity = capacity
         self.dimensions = dimensions
         self.population = 0  # eligible records this sample stands for
         self.u = np.zeros(0, dtype=np.float64)
-        self.w = np.zeros(0, dtype=np.float64)
         self.vectors = np.zeros((0, dimensions), dtype=np.int8)
 
     def __len__(self) -> int:
@@ -133,16 +133,7 @@ class Reservoir:
             self.vectors[worst] = quantised
             return
         self.u = np.append(self.u, key)
-        self.w = np.append(self.w, 1.0)
         self.vectors = np.vstack([self.vectors, quantised[None, :]])
-
-    def weighted(self) -> Reservoir:
-        """A copy whose items carry the weight population / kept (what a bucket's item stands for)."""
-        out = Reservoir(self.capacity, self.dimensions)
-        out.population = self.population
-        out.u, out.vectors = self.u.copy(), self.vectors.copy()
-        out.w = np.full(len(self), self.population / len(self) if len(self) else 1.0)
-        return out
 
     def array(self) -> NDArray[np.float32]:
         """The kept vectors as unit float32 rows."""
@@ -153,7 +144,7 @@ class Reservoir:
 
     @staticmethod
     def merge(parts: list[Reservoir], capacity: int) -> Reservoir:
-        """The weighted sample of the union of ``parts`` (each already weighted), ``capacity`` items."""
+        """The uniform sample of the union of ``parts``: the ``capacity`` smallest keys."""
         parts = [p for p in parts if len(p)]
         out = Reservoir(capacity, parts[0].dimensions if parts else 0)
         out.population = 0
@@ -163,20 +154,17 @@ class Reservoir:
         parts = [p for p in parts if p.dimensions == dims]
         out.population = sum(p.population for p in parts)
         u = np.concatenate([p.u for p in parts])
-        w = np.concatenate([p.w for p in parts])
         vectors = np.concatenate([p.vectors for p in parts])
-        keys = np.log(np.maximum(u, 1e-300)) / np.maximum(w, 1e-12)
-        keep = np.argsort(-keys, kind="stable")[:capacity]
-        out.u, out.w, out.vectors = u[keep], w[keep], vectors[keep]
+        keep = np.argsort(u, kind="stable")[:capacity]
+        out.u, out.vectors = u[keep], vectors[keep]
         return out
 
     def meta(self) -> dict[str, Any]:
-        """The JSON part (keys, weights, counts); the vectors go in a blob."""
+        """The JSON part (keys and counts); the vectors go in a blob."""
         return {
             "population": self.population,
             "dimensions": self.dimensions,
             "u": self.u.tolist(),
-            "w": self.w.tolist(),
         }
 
     @classmethod
@@ -185,12 +173,11 @@ class Reservoir:
         out = cls(capacity, int(meta.get("dimensions", 0)))
         out.population = int(meta.get("population", 0))
         out.u = np.asarray(meta.get("u", []), dtype=np.float64)
-        out.w = np.asarray(meta.get("w", []), dtype=np.float64)
         rows = len(out.u)
         if rows and out.dimensions and len(blob) == rows * out.dimensions:
             out.vectors = np.frombuffer(blob, dtype=np.int8).reshape(rows, out.dimensions).copy()
         else:
-            out.u, out.w = out.u[:0], out.w[:0]
+            out.u = out.u[:0]
             out.vectors = np.zeros((0, out.dimensions), dtype=np.int8)
         return out
 
@@ -262,14 +249,13 @@ class WindowSummary:
         out = cls(capacity=capacity)
         for part in parts:
             out.merge(part)
-        # Each part is one bucket's sample: its items stand for population / kept records each.
-        out.prompt_embeddings = Reservoir.merge([p.prompt_embeddings.weighted() for p in parts], capacity)
-        out.answer_embeddings = Reservoir.merge([p.answer_embeddings.weighted() for p in parts], capacity)
+        out.prompt_embeddings = Reservoir.merge([p.prompt_embeddings for p in parts], capacity)
+        out.answer_embeddings = Reservoir.merge([p.answer_embeddings for p in parts], capacity)
         return out
 
     def to_row(self) -> tuple[dict[str, Any], bytes]:
         """JSON-able counts and reservoir metadata, and one blob holding both reservoirs' vectors."""
-        prompt, answer = self.prompt_embeddings.weighted(), self.answer_embeddings.weighted()
+        prompt, answer = self.prompt_embeddings, self.answer_embeddings
         data = {
             "v": 1,
             "requests": self.requests,
