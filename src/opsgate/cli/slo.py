@@ -58,14 +58,19 @@ def status(config_path: str | None, tenant: str | None, as_json: bool) -> None:
         click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
         return
     windows = list(rows[0]["burn_rates"]) if rows else []
-    table = Table("SLO", "SLI", "target", "current", "budget left", *(f"burn {w}" for w in windows), "state")
+    table = Table(
+        "SLO", "SLI", "scope", "target", "current", "events", "budget left", *(f"burn {w}" for w in windows), "state"
+    )
     for row in rows:
         style = _STATE_STYLE.get(row["state"], "")
+        scope = ", ".join(f"{k}={v}" for k, v in (row.get("filter") or {}).items()) or "all"
         table.add_row(
             row["name"],
             row["sli"] + (f" ≤ {row['threshold_ms']:g} ms" if row.get("threshold_ms") else ""),
+            scope,
             f"{row['target']:g}",
             _fmt(row["current"]),
+            "-" if row.get("events") is None else str(row["events"]),
             _fmt(row["budget_remaining"], 3),
             *(_fmt(row["burn_rates"][w], 3) for w in windows),
             f"[{style}]{row['state']}[/{style}]" if style else row["state"],

@@ -26,9 +26,19 @@ SliKind = Literal[
     "data_freshness",
     "drift",
     "behaviour_change",
+    "injection_rate",
+    "pii_leak_rate",
+    "toxicity_rate",
+    "low_confidence_rate",
+    "refusal_rate",
 ]
-# SLIs measured as a share of good events: these have an error budget and burn rates.
-RATIO_SLIS: frozenset[str] = frozenset({"availability", "error_rate", "latency", "ttft", "csat"})
+# Quality SLIs (slo/quality.py): the share of requests or answers a guard verdict or the refusal
+# check flagged, from the rollups' quality counts. Lower is better; the target is the allowed share.
+QUALITY_SLIS: frozenset[str] = frozenset(
+    {"injection_rate", "pii_leak_rate", "toxicity_rate", "low_confidence_rate", "refusal_rate"}
+)
+# SLIs measured as a share of good (or bad) events: these have an error budget and burn rates.
+RATIO_SLIS: frozenset[str] = frozenset({"availability", "error_rate", "latency", "ttft", "csat"}) | QUALITY_SLIS
 # SLIs fed by POST /admin/slo/measurements (red-team runs, eval jobs, data pipelines) or by the
 # drift monitor (``drift``: 1 when the scope's latest check alarmed) and the sentinel
 # (``behaviour_change``: the share of golden prompts whose answer changed).
@@ -38,8 +48,8 @@ MEASURED_SLIS: frozenset[str] = frozenset(
 # Measured SLIs whose target may be left out: 0, so any alarm or change is a miss.
 ZERO_TARGET_SLIS: frozenset[str] = frozenset({"drift", "behaviour_change"})
 # SLIs where a smaller value is better; the target is then an upper bound.
-LOWER_IS_BETTER: frozenset[str] = frozenset(
-    {"error_rate", "eval_degradation", "data_freshness", "drift", "behaviour_change"}
+LOWER_IS_BETTER: frozenset[str] = (
+    frozenset({"error_rate", "eval_degradation", "data_freshness", "drift", "behaviour_change"}) | QUALITY_SLIS
 )
 # SLIs whose value is a fraction from 0 to 1, so their target is too.
 FRACTION_SLIS: frozenset[str] = frozenset({"guard_detection", "eval_degradation", "drift", "behaviour_change"})
@@ -74,8 +84,9 @@ class SloDefinition(_Strict):
     """One objective: ``sli`` should meet ``target`` over a rolling ``window``.
 
     Targets are fractions for ratio SLIs (``0.999`` availability, ``0.001`` error rate, ``0.95`` of
-    requests within ``threshold_ms``, ``0.9`` CSAT), requests per second for throughput, a fraction
-    for guard detection and eval degradation, and seconds of age for data freshness.
+    requests within ``threshold_ms``, ``0.9`` CSAT, ``0.01`` of answers refusing or leaking PII),
+    requests per second for throughput, a fraction for guard detection, eval degradation and
+    behaviour change, 0 or 1 for drift, and seconds of age for data freshness.
     """
 
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -107,7 +118,7 @@ class SloDefinition(_Strict):
             raise ValueError(f"a {self.sli} SLO needs threshold_ms")
         if self.sli in RATIO_SLIS | FRACTION_SLIS and self.target > 1:
             raise ValueError(f"a {self.sli} target is a fraction from 0 to 1")
-        if self.sli in RATIO_SLIS and self.sli != "error_rate" and self.target >= 1:
+        if self.sli in RATIO_SLIS and self.sli not in LOWER_IS_BETTER and self.target >= 1:
             raise ValueError("a target of 1 leaves no error budget; use e.g. 0.999")
         return self
 

@@ -17,6 +17,7 @@ from opsgate.domain.pricing import PriceBook
 from opsgate.domain.requests import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from opsgate.pipeline.request_id import client_request_id
 from opsgate.pipeline.stage import PassStage
+from opsgate.slo.quality import quality_flags
 from opsgate.store.encoding import record_json
 
 RequestRecord = dict[str, Any]
@@ -84,6 +85,16 @@ def logprob_summary(entries: list[dict[str, Any]]) -> dict[str, Any] | None:
     if not values:
         return None
     return {"tokens": len(values), "mean": sum(values) / len(values), "min": min(values)}
+
+
+def _refusal_field(body: dict[str, Any]) -> Any:
+    """The chat answer's ``refusal`` field (structured outputs: the model declined in its own field)."""
+    choices = body.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        message = choices[0].get("message")
+        if isinstance(message, dict):
+            return message.get("refusal")
+    return None
 
 
 def _response_payload(endpoint: str, body: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
@@ -200,6 +211,8 @@ class RecordStage(PassStage):
     def _build_json(self, ctx: RequestContext, response: JsonResult) -> RequestRecord:
         record = self._base(ctx)
         record["status"] = response.status
+        text: str | None = None
+        refusal: Any = None
         if response.error is not None:
             record["error_type"] = response.error.error_type
             record["error_message"] = response.error.message
@@ -209,10 +222,19 @@ class RecordStage(PassStage):
             self._usage(record, usage)
             record["cost"] = self._cost(ctx, record, usage)
             payload, text = _response_payload(ctx.endpoint, response.body)
+            refusal = _refusal_field(response.body)
             record["finish_reason"] = payload.get("finish_reason")
             if not self.metadata_only:
                 record["response"] = payload
                 record["output_text"] = text
+        record["quality_flags"] = quality_flags(
+            ctx.tags.get("guard"),
+            ctx.endpoint,
+            response.status,
+            text,
+            refusal,
+            record.get("finish_reason"),
+        )
         return record
 
     def _record_stream(self, ctx: RequestContext, outcome: StreamOutcome) -> None:
@@ -230,8 +252,8 @@ class RecordStage(PassStage):
         self._usage(record, outcome.usage)
         record["cost"] = self._cost(ctx, record, outcome.usage)
         record["finish_reason"] = outcome.finish_reason
+        text = outcome.text()
         if not self.metadata_only:
-            text = outcome.text()
             record["output_text"] = text
             record["response"] = {
                 "content": text,
@@ -248,4 +270,7 @@ class RecordStage(PassStage):
             record["error_message"] = "the client closed the connection mid-stream"
         else:
             record["status"] = 200
+        record["quality_flags"] = quality_flags(
+            ctx.tags.get("guard"), ctx.endpoint, record["status"], text, None, outcome.finish_reason
+        )
         return record

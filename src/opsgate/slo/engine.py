@@ -95,6 +95,7 @@ class SloEngine:
             "target": definition.target,
             "threshold_ms": definition.threshold_ms,
             "window": definition.window,
+            "filter": definition.filter.model_dump(exclude_none=True),
             "current": None,
             "events": None,
             "budget_remaining": None,

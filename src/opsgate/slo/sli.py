@@ -8,10 +8,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from opsgate.domain.slo_config import LOWER_IS_BETTER, SloDefinition
+from opsgate.domain.slo_config import LOWER_IS_BETTER, QUALITY_SLIS, SloDefinition
+from opsgate.slo import quality
 from opsgate.store.rollups import BOUNDS_MS, LATENCY_COLUMNS, TTFT_COLUMNS
 
 Sums = Mapping[str, float]
+# Quality SLIs: (bad, total) rollup columns. Injection counts among every request a guard policy
+# scanned (blocked ones too); the answer rates among answers (chat/completion answers that came
+# back, or that the output guard judged and blocked). See slo/quality.py.
+QUALITY_COLUMNS: dict[str, tuple[str, str]] = {
+    "injection_rate": (quality.COLUMN_OF[quality.INJECTION], quality.COLUMN_OF[quality.SCANNED]),
+    "pii_leak_rate": (quality.COLUMN_OF[quality.PII_LEAK], quality.COLUMN_OF[quality.ANSWERED]),
+    "toxicity_rate": (quality.COLUMN_OF[quality.TOXIC], quality.COLUMN_OF[quality.ANSWERED]),
+    "low_confidence_rate": (quality.COLUMN_OF[quality.LOW_CONFIDENCE], quality.COLUMN_OF[quality.ANSWERED]),
+    "refusal_rate": (quality.COLUMN_OF[quality.REFUSAL], quality.COLUMN_OF[quality.ANSWERED]),
+}
+assert set(QUALITY_COLUMNS) == QUALITY_SLIS
 
 
 def share_within(threshold_ms: float, cumulative: Sequence[float], total: float) -> float:
@@ -72,15 +84,19 @@ def bad_and_total(definition: SloDefinition, sums: Sums) -> tuple[float, float]:
     if sli == "csat":
         total = sums.get("feedback", 0)
         return total - sums.get("positive", 0), total
+    if sli in QUALITY_COLUMNS:
+        bad_column, total_column = QUALITY_COLUMNS[sli]
+        return sums.get(bad_column, 0), sums.get(total_column, 0)
     raise ValueError(f"{sli} is not a ratio SLI")
 
 
 def ratio_value(definition: SloDefinition, bad: float, total: float) -> float | None:
-    """The SLI as reported: the good share, or the bad share for error_rate; None without events."""
+    """The SLI as reported: the good share, or the bad share for error_rate and the quality rates;
+    None without events."""
     if total <= 0:
         return None
     bad_share = bad / total
-    return bad_share if definition.sli == "error_rate" else 1.0 - bad_share
+    return bad_share if definition.sli in LOWER_IS_BETTER else 1.0 - bad_share
 
 
 def burn_rate(definition: SloDefinition, bad: float, total: float) -> float:

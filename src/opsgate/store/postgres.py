@@ -22,7 +22,7 @@ _INSERT_BATCH = (
     f"ins AS (INSERT INTO requests ({', '.join(COLUMNS)}, stored_at) "
     f"  SELECT {_SELECT_BATCH}, extract(epoch FROM clock_timestamp()) FROM fresh "
     "  ON CONFLICT (id) DO NOTHING RETURNING ts, tenant, model, user_id, status, prompt_tokens, "
-    "  completion_tokens, cost, latency_ms, deployment, ttft_ms), "
+    "  completion_tokens, cost, latency_ms, deployment, ttft_ms, quality_flags), "
     f"r10 AS ({rollups.rollup_upsert(rollups.FINE_TABLE, rollups.FINE_SECONDS, 'ins', rollups.POSTGRES_BUCKET)}), "
     f"r1h AS ({rollups.rollup_upsert(rollups.HOUR_TABLE, rollups.HOUR_SECONDS, 'ins', rollups.POSTGRES_BUCKET)}), "
     f"up AS (INSERT INTO usage_daily ({USAGE_COLUMNS}) "

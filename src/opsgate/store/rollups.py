@@ -5,9 +5,16 @@ Two tables with the same columns: ``slo_rollup_10s`` (10-second buckets, for bur
 windows). Keyed by (bucket, tenant, model, deployment). Latency and time to first token are kept as
 cumulative histograms (``l3`` = successful requests with latency ≤ ``BOUNDS_MS[3]``), so "95% of
 requests within a bound" and percentiles come from sums, never from scanning ``requests``.
+
+Quality counts (migration 0010, ``q_*``) count the bits of each row's ``quality_flags``
+(``slo/quality.py``): the denominators and numerators of the quality SLIs.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+
+from opsgate.store.quality_schema import FLAG_COLUMNS
 
 # Histogram bucket bounds in milliseconds: LLM latencies span tens of ms to minutes. The tables are
 # created from these (migration 0004): changing them needs a new migration.
@@ -19,7 +26,8 @@ HOUR_TABLE, HOUR_SECONDS = "slo_rollup_1h", 3600
 KEY_COLUMNS = ("bucket", "tenant", "model", "deployment")
 # errors: server-side failures (5xx), what burns availability; client_errors: 4xx (their mistake or
 # our limit), kept apart so a client's bad requests never burn the gateway's error budget.
-SUM_COLUMNS: tuple[str, ...] = (
+# The columns migration 0004 created: frozen, since that migration builds its tables from them.
+BASE_SUM_COLUMNS: tuple[str, ...] = (
     "requests",
     "errors",
     "client_errors",
@@ -31,6 +39,9 @@ SUM_COLUMNS: tuple[str, ...] = (
     *LATENCY_COLUMNS,
     *TTFT_COLUMNS,
 )
+# Added by migration 0010 (store/quality_schema.py): quality-flag counts.
+QUALITY_COLUMNS: tuple[str, ...] = tuple(column for column, _ in FLAG_COLUMNS)
+SUM_COLUMNS: tuple[str, ...] = (*BASE_SUM_COLUMNS, *QUALITY_COLUMNS)
 _REAL_COLUMNS = {"cost", "latency_sum"}
 
 
@@ -47,35 +58,46 @@ def _aggregates() -> list[str]:
     ]
     out += [f"count(CASE WHEN status < 400 AND latency_ms <= {b} THEN 1 END)" for b in BOUNDS_MS]
     out += [f"count(CASE WHEN ttft_ms <= {b} THEN 1 END)" for b in BOUNDS_MS]
+    out += [f"count(CASE WHEN (quality_flags & {bit}) <> 0 THEN 1 END)" for _, bit in FLAG_COLUMNS]
     return out
 
 
 def table_ddl(table: str, real: str) -> str:
-    """CREATE TABLE for one rollup table; ``real`` is the dialect's floating-point type."""
-    sums = ", ".join(f"{c} {real if c in _REAL_COLUMNS else 'BIGINT'} NOT NULL" for c in SUM_COLUMNS)
+    """CREATE TABLE for one rollup table as migration 0004 made it; ``real`` is the dialect's floating-point type."""
+    sums = ", ".join(f"{c} {real if c in _REAL_COLUMNS else 'BIGINT'} NOT NULL" for c in BASE_SUM_COLUMNS)
     return (
         f"CREATE TABLE {table} (bucket BIGINT NOT NULL, tenant TEXT NOT NULL, model TEXT NOT NULL, "
         f"deployment TEXT NOT NULL, {sums}, PRIMARY KEY (bucket, tenant, model, deployment))"
     )
 
 
-def rollup_upsert(table: str, seconds: int, source: str, bucket_of_ts: str) -> str:
+def _is_backfill(source: str) -> bool:
+    """Whether ``source`` reads the ``requests`` table itself (migration 0004's backfill), not a new batch."""
+    return source == "requests" or " FROM requests " in f"{source} "
+
+
+def rollup_upsert(table: str, seconds: int, source: str, bucket_of_ts: str, sums: Sequence[str] | None = None) -> str:
     """INSERT … SELECT … GROUP BY … ON CONFLICT: roll the rows of ``source`` into ``table``.
 
     ``bucket_of_ts`` is the dialect's expression for the bucket start, with ``{n}`` for ``seconds``.
-    ``source`` must hold only rows inserted by this batch, so replays never double-count.
+    A batch ``source`` must hold only rows inserted by this batch, so replays never double-count.
+    ``sums``: the columns to roll up; by default every column for a batch, and migration 0004's
+    columns for a backfill from ``requests`` (that migration runs before 0010 adds the quality ones).
     """
-    columns = ", ".join((*KEY_COLUMNS, *SUM_COLUMNS))
+    if sums is None:
+        sums = BASE_SUM_COLUMNS if _is_backfill(source) else SUM_COLUMNS
+    aggregates = dict(zip(SUM_COLUMNS, _aggregates(), strict=True))
+    columns = ", ".join((*KEY_COLUMNS, *sums))
     select = ", ".join(
         (
             bucket_of_ts.format(n=seconds),
             "coalesce(tenant, '')",
             "coalesce(model, '')",
             "coalesce(deployment, '')",
-            *_aggregates(),
+            *(aggregates[c] for c in sums),
         )
     )
-    updates = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in SUM_COLUMNS)
+    updates = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in sums)
     # "WHERE true": SQLite's parser needs it between a SELECT … FROM and an upsert clause.
     return (
         f"INSERT INTO {table} ({columns}) SELECT {select} FROM {source} WHERE true GROUP BY 1, 2, 3, 4 "

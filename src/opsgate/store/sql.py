@@ -57,9 +57,13 @@ COLUMNS: tuple[str, ...] = (
     "release_id",
     "experiment",
     "arm",
+    # Quality SLI bits (migration 0010, slo/quality.py): written for the rollups, not read back (the
+    # guard verdicts they summarise are in ``tags``).
+    "quality_flags",
 )
+_WRITE_ONLY = ("quality_flags",)
 # What reads return: the columns plus ``stored_at``, when the writer inserted the row (the store's clock).
-READ_COLUMNS: tuple[str, ...] = (*COLUMNS, "stored_at")
+READ_COLUMNS: tuple[str, ...] = (*(c for c in COLUMNS if c not in _WRITE_ONLY), "stored_at")
 LIST_COLUMNS = tuple(c for c in READ_COLUMNS if c not in ("request", "response"))
 _JSON_COLUMNS = ("tags", "metadata", "request", "response")
 # Rollup of a batch of new rows (a table or CTE named by the dialect) into usage_daily.
