@@ -261,3 +261,38 @@ def test_a_gateway_that_is_down_fails_fast_with_every_request_counted(tmp_path: 
     assert any("Connection" in sample for sample in report["error_samples"]), report["error_samples"]
     assert any("not sent: none of the first 20" in sample for sample in report["error_samples"])
     assert "60 of 60 requests errored" in result.stderr
+
+
+def test_a_guard_policy_that_blocks_one_group_is_a_refusal_gap(
+    upstream: ServerThread, planted: PlantedBias, tmp_path: Path
+) -> None:
+    # The model is fair; the gateway's own guard blocks prompts that name one religion (HTTP 400
+    # input_blocked). The audit measures what a client gets, so that is a refusal gap, not an error.
+    config = {
+        "models": [
+            {"name": "planted", "deployments": [{"type": "openai", "base_url": upstream.url + "/v1", "model": "m"}]}
+        ],
+        "guard": {
+            "enabled": True,
+            "policies": [
+                {
+                    "name": "overblocking",
+                    "input": [{"scanner": "banned_terms", "terms": ["Jewish"], "action": "block"}],
+                    "output": [],
+                }
+            ],
+        },
+    }
+    gateway = Gateway(parse_config(config))
+    gateway.server.start("/readyz")
+    try:
+        result, report = audit(gateway, tmp_path, "--dimensions", "religion")
+    finally:
+        gateway.server.stop()
+    assert result.returncode == 1, result.stderr
+    assert report["requests"] == {"total": 60, "errors": 0, "blocked": 10}  # both slots say "Jewish"
+    blocked = [a for a in report["answers"] if a["outcome"] == "blocked"]
+    assert {a["group"] for a in blocked} == {"jewish"} and all(a["status"] == 400 and a["refused"] for a in blocked)
+    assert len(planted.calls) == 50  # blocked prompts never reached the model
+    jewish = next(g for g in report["groups"] if g["group"] == "jewish" and g["metric"] == "refusal")
+    assert jewish["estimate"] == 1.0 and report["failed_dimensions"] == ["religion"]
