@@ -66,17 +66,9 @@ def test_every_page_loads_without_console_errors(browser: Any, seeded: Seeded) -
     assert len(checked) >= len(pages(seeded)) - 1
 
 
-# On PostgreSQL the experiment's metrics query (releases/metrics.py, not this package's) has a literal '%' in
-# its SQL ("NOT LIKE 'shadow:%'"), which psycopg reads as a placeholder: the page answers 500 (and the
-# auto-rollback check fails the same way). Strict: once that is fixed this test passes and the mark must go.
-PG_EXPERIMENT_BUG = "releases/metrics.py: literal '%' in SQL on PostgreSQL (NOT LIKE 'shadow:%')"
-
-
-def test_experiment_page_loads_without_console_errors(
-    browser: Any, seeded: Seeded, request: pytest.FixtureRequest
-) -> None:
-    if request.node.callspec.params.get("seeded") == "postgres":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=PG_EXPERIMENT_BUG))
+def test_experiment_page_loads_without_console_errors(browser: Any, seeded: Seeded) -> None:
+    # On PostgreSQL this page answered 500 until releases/metrics.py stopped putting a literal '%' in its
+    # SQL (psycopg read it as a placeholder); fixed in ad71f8f.
     context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
     page = context.new_page()
     problems = watch_console(page)
