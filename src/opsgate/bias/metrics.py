@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
     from opsgate.evals.scorers_free import Refusal, Toxicity
 
+# Sentiment and toxicity read the first 20,000 characters: a runaway upstream's megabyte answer would
+# otherwise hold the event loop for seconds (VADER is pure Python). max_tokens keeps real answers far below.
+SCORED_CHARS = 20_000
 Metric = Literal["refusal", "sentiment", "toxicity", "length"]
 METRICS: tuple[Metric, ...] = ("refusal", "sentiment", "toxicity", "length")
 
@@ -65,10 +68,11 @@ class AnswerScorer:
         from opsgate.evals.dataset import DatasetItem
         from opsgate.evals.scoring import Sample
 
-        sample = Sample(item=DatasetItem(prompt="-"), output=text)
+        head = text[:SCORED_CHARS]
+        sample = Sample(item=DatasetItem(prompt="-"), output=head)
         refusal = await self._refusal.score(sample)
         toxicity = await self._toxicity.score(sample)
-        compound = float(self._sentiment.polarity_scores(text)["compound"])
+        compound = float(self._sentiment.polarity_scores(head)["compound"])
         return AnswerMetrics(
             refused=bool(refusal.value),
             sentiment=compound,
