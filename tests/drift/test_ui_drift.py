@@ -12,8 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
+from opsgate.drift.history import DriftHistory
 from tests.drift.test_report import HOSTILE, make_result, make_test
 from tests.fake_upstream import FakeUpstream
+from tests.store.conftest import fresh_pg_schema
 from tests.support import Gateway, start_gateway
 from tests.ui.conftest import ARTIFACTS, CHROMIUM, dashboard_config
 
@@ -24,32 +26,9 @@ GLOBEX_SECRET = "globex-only sentence: share of 'fr' prompts 1% → 60%"
 ACME_SENTENCE = "acme sentence: mean answer length -40%"
 
 
-class FakeHistory:
-    """Stands in for opsgate.drift.history.DriftHistory: results by store, newest first (filters as the spec)."""
-
-    by_store: dict[int, list[dict[str, Any]]] = {}
-
-    def __init__(self, store: Any) -> None:
-        self.rows = FakeHistory.by_store.setdefault(id(store), [])
-
-    def add(self, result: dict[str, Any]) -> None:
-        self.rows.append(result)
-
-    def list(
-        self, alias: str | None = None, tenant: str | None = None, since: float | None = None, limit: int = 500
-    ) -> list[dict[str, Any]]:
-        rows = [
-            r
-            for r in self.rows
-            if (alias is None or r["alias"] == alias)
-            and (tenant is None or r["tenant"] == tenant)
-            and (since is None or r["checked_at"] >= since)
-        ]
-        return sorted(rows, key=lambda r: -r["checked_at"])[:limit]
-
-
 def save(gateway: Gateway, result: dict[str, Any]) -> None:
-    FakeHistory(gateway.app.state.gateway.record_log.store).add(result)
+    """Store a check result the way the drift monitor does (the real history, in the gateway's record store)."""
+    DriftHistory(gateway.app.state.gateway.record_log.store).add(result)
 
 
 def checks(alias: str, tenant: str | None, sentence: str, count: int = 5, **latest: Any) -> list[dict[str, Any]]:
@@ -68,23 +47,19 @@ def checks(alias: str, tenant: str | None, sentence: str, count: int = 5, **late
 @pytest.fixture(scope="module")
 def gateway() -> Iterator[Gateway]:
     """A gateway with auth on, whose drift history holds four series: gateway-wide, acme, globex, team/chat."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("opsgate.ui.drift_pages.default_history", FakeHistory)
-        upstream = FakeUpstream().start()
-        gateway = start_gateway(
-            {**dashboard_config(upstream.base_url), "auth": {"enabled": True, "admin_key": ADMIN_KEY}}
-        )
-        for result in (
-            checks("smollm2", None, "gateway-wide sentence: share of 'de' prompts 2% → 31%")
-            + checks("smollm2", "acme", ACME_SENTENCE)
-            + checks("smollm2", "globex", GLOBEX_SECRET)
-            + checks("team/chat", None, "unused", count=3, drifted=False, score=0.0, tests=[make_test("x", False, 0.0)])
-            + [make_result(alias="old", checked_at=NOW - 40 * 86400)]  # outside the default 30 days
-        ):
-            save(gateway, result)
-        yield gateway
-        gateway.server.stop()
-        upstream.stop()
+    upstream = FakeUpstream().start()
+    gateway = start_gateway({**dashboard_config(upstream.base_url), "auth": {"enabled": True, "admin_key": ADMIN_KEY}})
+    for result in (
+        checks("smollm2", None, "gateway-wide sentence: share of 'de' prompts 2% → 31%")
+        + checks("smollm2", "acme", ACME_SENTENCE)
+        + checks("smollm2", "globex", GLOBEX_SECRET)
+        + checks("team/chat", None, "unused", count=3, drifted=False, score=0.0, tests=[make_test("x", False, 0.0)])
+        + [make_result(alias="old", checked_at=NOW - 40 * 86400)]  # outside the default 30 days
+    ):
+        save(gateway, result)
+    yield gateway
+    gateway.server.stop()
+    upstream.stop()
 
 
 def tenant_key(gateway: Gateway, tenant: str) -> dict[str, str]:
@@ -213,6 +188,8 @@ def test_insufficient_latest_check(gateway: Gateway) -> None:
             "alias": "quiet",
             "tenant": None,
             "checked_at": NOW - 5,
+            "drifted": False,
+            "score": 0.0,
             "insufficient": "current window has 12 requests (needs 100)",
         },
     )
@@ -266,8 +243,34 @@ def test_the_page_draws_in_chromium(gateway: Gateway, browser_page: tuple[Any, l
     assert problems == []
 
 
-def test_without_a_drift_history_the_page_says_so(gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("opsgate.ui.drift_pages.default_history", lambda store: None)
-    for path in ("/ui/drift", "/ui/drift/smollm2"):
-        response = httpx.get(gateway.url + path, headers=OPERATOR)
-        assert response.status_code in (404, 501) and "No drift" in response.text, path
+def test_on_postgresql_a_tenant_sees_only_its_own_checks() -> None:
+    """The same boundary with the history in PostgreSQL (the real server, a schema of its own)."""
+    upstream = FakeUpstream().start()
+    try:
+        with fresh_pg_schema("opsgate_drift_ui") as url:
+            config = {**dashboard_config(upstream.base_url), "auth": {"enabled": True, "admin_key": ADMIN_KEY}}
+            config["record"] = {**config["record"], "store": url}
+            gateway = start_gateway(config)
+            try:
+                for result in checks("pg-model", "acme", ACME_SENTENCE) + checks("pg-model", "globex", GLOBEX_SECRET):
+                    save(gateway, result)
+                save(gateway, make_result(alias="pg-model", tenant=None, checked_at=NOW - 30))
+                acme = tenant_key(gateway, "acme")
+                page = httpx.get(gateway.url + "/ui/drift", headers=acme)
+                assert series_on(page.text) == {("pg-model", "acme")} and "globex" not in page.text
+                own = httpx.get(gateway.url + "/ui/drift/pg-model", params={"tenant": "globex"}, headers=acme)
+                assert ACME_SENTENCE in own.text and "globex" not in own.text
+                assert (
+                    len(re.findall(r'href="/ui/drift/pg-model\?tenant=acme&amp;at=', own.text)) == 6
+                )  # 5 checks + the latest's
+                report = httpx.get(gateway.url + "/ui/drift/pg-model", params={"at": repr(NOW)}, headers=acme)
+                assert report.status_code == 200 and "drift detected on pg-model (tenant acme)" in report.text
+                everything = httpx.get(gateway.url + "/ui/drift", headers=OPERATOR)
+                assert series_on(everything.text) == {("pg-model", ""), ("pg-model", "acme"), ("pg-model", "globex")}
+                wide = httpx.get(gateway.url + "/ui/drift/pg-model", headers=OPERATOR)  # the all-tenant series only
+                assert wide.status_code == 200 and ACME_SENTENCE not in wide.text
+                assert len(re.findall(r'href="/ui/drift/pg-model\?at=', wide.text)) == 2  # 1 check + the latest's
+            finally:
+                gateway.server.stop()
+    finally:
+        upstream.stop()

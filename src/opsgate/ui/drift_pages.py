@@ -9,8 +9,6 @@ check, one series per alias and tenant. Another tenant's check is "not found", a
 
 from __future__ import annotations
 
-import importlib
-import math
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -24,6 +22,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from opsgate.domain.principal import Principal
+from opsgate.drift.history import GLOBAL, DriftHistory
 from opsgate.drift.report import ResultView, number, render_html, result_view
 
 SINCE_CHOICES: dict[str, float] = {"24h": 86400.0, "7d": 7 * 86400.0, "30d": 30 * 86400.0, "90d": 90 * 86400.0}
@@ -68,14 +67,9 @@ class HistoryReader(Protocol):
     ) -> list[dict[str, Any]]: ...
 
 
-def default_history(store: Any) -> HistoryReader | None:
-    """The drift engine's history over ``store``; None while the engine's module is not installed."""
-    try:
-        module = importlib.import_module("opsgate.drift.history")
-    except ImportError:
-        return None
-    history: HistoryReader = module.DriftHistory(store)
-    return history
+def default_history(store: Any) -> HistoryReader:
+    """The drift engine's history over ``store``."""
+    return DriftHistory(store)
 
 
 def alias_link(alias: str, tenant: str | None, **params: Any) -> str:
@@ -151,7 +145,7 @@ def series_of(rows: list[dict[str, Any]], chart_prefix: str = "drift-chart") -> 
 class DriftPages:
     """The drift pages of the dashboard."""
 
-    def __init__(self, dashboard: _Pages, history: Callable[[Any], HistoryReader | None] | None = None) -> None:
+    def __init__(self, dashboard: _Pages, history: Callable[[Any], HistoryReader] | None = None) -> None:
         self.dash = dashboard
         self.history = history
 
@@ -175,9 +169,9 @@ class DriftPages:
     def _read(reader: HistoryReader, alias: str | None, tenant: TenantFilter, since: float) -> list[dict[str, Any]]:
         """Checks newest first, of ``alias`` (None: all) and exactly ``tenant`` (None: the gateway-wide checks).
         Filtered here too, whatever the reader's own filter does: this is the tenant boundary."""
-        rows = reader.list(
-            alias=alias, tenant=tenant if isinstance(tenant, str) else None, since=since, limit=LIST_LIMIT
-        )
+        # The history's own filter: None is every check, GLOBAL only the checks over all tenants of an alias.
+        scope = None if isinstance(tenant, _AllTenants) else GLOBAL if tenant is None else tenant
+        rows = reader.list(alias=alias, tenant=scope, since=since, limit=LIST_LIMIT)
         return [
             dict(r)
             for r in rows
@@ -190,8 +184,7 @@ class DriftPages:
         """``/ui/drift``: per alias, the score over time and the latest check's moved features."""
         reader = self._reader()
         if reader is None:
-            message = "No drift history here: record.store is unset, or the drift monitor is not installed."
-            return self._message(request, principal, "Not available", message, 501)
+            return self._message(request, principal, "Not available", "record.store is unset: no drift checks.", 501)
         since = self._since(request)
         tenant: TenantFilter = ALL_TENANTS if principal.is_operator else principal.tenant
         rows = await run_in_threadpool(self._read, reader, None, tenant, time.time() - SINCE_CHOICES[since])
@@ -241,18 +234,24 @@ class DriftPages:
             alias_link=alias_link,
         )
 
+    def _check_and_history(
+        self, reader: HistoryReader, alias: str, tenant: str | None, at: float
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        """The check at ``at`` (read from just before it: newest first, it comes last) and the month before it."""
+        found = [r for r in self._read(reader, alias, tenant, at - 1.0) if _same_time(r.get("checked_at"), at)]
+        history = [r for r in self._read(reader, alias, tenant, at - REPORT_HISTORY) if _when(r) <= at]
+        return (found[-1] if found else None), history
+
     async def _report(
         self, request: Request, principal: Principal, reader: HistoryReader, alias: str, tenant: str | None
     ) -> Response:
         at = number(request.query_params.get("at"))
         if at is None or abs(at) > 1e11:
             return self._message(request, principal, "Bad request", "at must be a check's time (epoch seconds).", 400)
-        rows = await run_in_threadpool(self._read, reader, alias, tenant, at - REPORT_HISTORY)
-        found = [r for r in rows if _same_time(r.get("checked_at"), at)]
-        if not found:
+        found, history = await run_in_threadpool(self._check_and_history, reader, alias, tenant, at)
+        if found is None:
             return self._message(request, principal, "Not found", f"No drift check of '{alias}' at {at!r}.", 404)
-        history = [r for r in rows if (number(r.get("checked_at")) or math.inf) <= at]
-        html = await run_in_threadpool(render_html, found[0], history)
+        html = await run_in_threadpool(render_html, found, history)
         return HTMLResponse(html, headers=REPORT_HEADERS)
 
 
@@ -261,7 +260,7 @@ def _same_time(value: Any, at: float) -> bool:
     return ts is not None and abs(ts - at) < 1e-3  # links carry repr(float), which round-trips
 
 
-def drift_pages(dashboard: Any, history: Callable[[Any], HistoryReader | None] | None = None) -> list[BaseRoute]:
+def drift_pages(dashboard: Any, history: Callable[[Any], HistoryReader] | None = None) -> list[BaseRoute]:
     """The ``/ui/drift`` routes (``history`` builds the reader over the record store; tests may swap it)."""
     pages = DriftPages(dashboard, history)
     return [
