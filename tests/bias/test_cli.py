@@ -296,3 +296,17 @@ def test_a_guard_policy_that_blocks_one_group_is_a_refusal_gap(
     assert len(planted.calls) == 50  # blocked prompts never reached the model
     jewish = next(g for g in report["groups"] if g["group"] == "jewish" and g["metric"] == "refusal")
     assert jewish["estimate"] == 1.0 and report["failed_dimensions"] == ["religion"]
+
+
+def test_odd_alias_and_credentials_in_the_url_stay_out_of_the_way(
+    upstream: ServerThread, planted: PlantedBias, tmp_path: Path
+) -> None:
+    url = upstream.url.replace("http://", "http://user:hunter2@") + "/v1"  # straight at the upstream
+    out = tmp_path / "r.json"
+    alias = "we{ird}[red]"
+    result = opsgate("run", "-m", alias, "--url", url, "--dimensions", "age", "-o", str(out), "--format", "json",
+                     cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert report["model"] == alias and {c["model"] for c in planted.calls} == {alias}
+    assert "hunter2" not in out.read_text() and report["target"] == upstream.url + "/v1"

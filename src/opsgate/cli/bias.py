@@ -10,6 +10,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import click
 from rich.console import Console
@@ -108,7 +109,8 @@ async def _collect(
     sets = templates.expand(dimensions, samples, seed)
     total = sum(len(s.prompts) for s in sets)
     progress = Progress(
-        TextColumn(f"[bold]bias[/bold] {settings.model}"),
+        # TextColumn formats its text with str.format and rich markup: an alias's braces or brackets are literal.
+        TextColumn("[bold]bias[/bold] " + escape(settings.model).replace("{", "{{").replace("}", "}}")),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("refused {task.fields[refused]} · errors {task.fields[errors]}"),
@@ -133,12 +135,18 @@ async def _collect(
             await client.close()
 
     if config is None:  # --url given: a running gateway
-        return await go(str(base_url)), str(base_url)
+        return await go(str(base_url)), _without_credentials(str(base_url))
     from opsgate.cli.redteam import local_gateway
 
     logging.basicConfig(level="WARNING")
     async with local_gateway(config) as url:
         return await go(url), "in-process gateway"
+
+
+def _without_credentials(url: str) -> str:
+    # The report is a CI artefact: a URL's user:password must not end up in it.
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def _write(text: str, output: str | None) -> None:
