@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from opsgate.domain.requests import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from opsgate.drift import sentinel_openapi
 from opsgate.server import release_openapi
 
 _ERROR_SCHEMA = {
@@ -343,6 +344,7 @@ def _operations() -> dict[str, dict[str, dict[str, Any]]]:
         },
         "/ui/logout": {"post": _op("Log out", "dashboard", access="public", ok="303")},
         **release_openapi.operations(_op),
+        **sentinel_openapi.operations(_op),
     }
 
 
@@ -361,7 +363,13 @@ def openapi_document(version: str) -> dict[str, Any]:
         [(m, "validation") for m in (ChatCompletionRequest, CompletionRequest, EmbeddingRequest)],
         ref_template="#/components/schemas/{model}",
     )
-    components = {**schemas.get("$defs", {}), **_BODIES, **release_openapi.BODIES, "Error": _ERROR_SCHEMA}
+    components = {
+        **schemas.get("$defs", {}),
+        **_BODIES,
+        **release_openapi.BODIES,
+        **sentinel_openapi.BODIES,
+        "Error": _ERROR_SCHEMA,
+    }
     return {
         "openapi": "3.1.0",
         "info": {"title": "opsgate", "version": version, "description": "OpenAI-compatible LLM gateway."},
