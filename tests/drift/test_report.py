@@ -125,9 +125,11 @@ def test_quiet_and_insufficient_results() -> None:
 def test_html_is_self_contained_with_plots() -> None:
     history = [make_result(checked_at=NOW - 3600 * i, score=i / 40, drifted=i % 4 == 0) for i in range(1, 25)]
     history.append(make_result(alias="other-alias", checked_at=NOW - 60))  # not this alias: left out
+    history.append(make_result(tenant="acme", checked_at=NOW - 60))  # another scope of it: left out
+    history.append(make_result(tenant="", checked_at=NOW - 90000))  # "" is the all-tenant scope too
     html = render_html(make_result(), history)
     assert "drift detected on smollm2: 3 of 14 features moved" in html
-    assert "(25 checks)" in html  # 24 from history + the check itself
+    assert "(26 checks)" in html  # 25 from history + the check itself
     pngs = images(html)
     # history + 13 features (12 with shares, 1 with stats; the embedding test has no plot)
     assert len(pngs) == 14 and all(p.startswith(b"\x89PNG\r\n\x1a\n") for p in pngs)

@@ -399,7 +399,8 @@ def _environment() -> Environment:
 
 
 def _same_series(result: Mapping[str, Any], row: Mapping[str, Any]) -> bool:
-    return row.get("alias") == result.get("alias") and row.get("tenant") == result.get("tenant")
+    # A check over every tenant may say tenant None or "" (the store's column value for it).
+    return row.get("alias") == result.get("alias") and (row.get("tenant") or None) == (result.get("tenant") or None)
 
 
 def render_html(result: dict[str, Any], history: list[dict[str, Any]]) -> str:

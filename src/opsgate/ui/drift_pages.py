@@ -121,7 +121,7 @@ def series_of(rows: list[dict[str, Any]], chart_prefix: str = "drift-chart") -> 
     groups: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
     for row in rows:
         alias = row.get("alias")
-        tenant = row.get("tenant")
+        tenant = row.get("tenant") or None
         if isinstance(alias, str) and (tenant is None or isinstance(tenant, str)):
             groups.setdefault((alias, tenant), []).append(row)
     series: list[DriftSeries] = []
@@ -176,7 +176,7 @@ class DriftPages:
             dict(r)
             for r in rows
             if isinstance(r, Mapping)
-            and (tenant is ALL_TENANTS or r.get("tenant") == tenant)
+            and (tenant is ALL_TENANTS or (r.get("tenant") or None) == tenant)  # "" is the all-tenant check too
             and (alias is None or r.get("alias") == alias)
         ]
 
