@@ -120,8 +120,9 @@ def test_guard_events_show_whole_ids_and_page_through_every_event(page: Any, see
     page.screenshot(path=str(ARTIFACTS / "guard-page-2.png"), full_page=True)
 
 
-def test_nav_fits_at_820_px(browser: Any, seeded: Seeded) -> None:
-    context = browser.new_context(viewport={"width": 820, "height": 900})
+@pytest.mark.parametrize("width", [820, 1024, 1250, 1440])
+def test_nav_fits_at_820_px_and_wider(browser: Any, seeded: Seeded, width: int) -> None:
+    context = browser.new_context(viewport={"width": width, "height": 900})
     page = context.new_page()
     problems = watch_console(page)
     for path in ("/ui", "/ui/requests", "/ui/guard"):
@@ -140,6 +141,6 @@ def test_nav_fits_at_820_px(browser: Any, seeded: Seeded) -> None:
         ".tabs a", "links => links.map(a => [a.textContent.trim(), a.getAttribute('href')])"
     )
     assert ["Drift", "/ui/drift"] in labels
-    page.screenshot(path=str(ARTIFACTS / "nav-820.png"))
+    page.screenshot(path=str(ARTIFACTS / f"nav-{width}.png"))
     context.close()
     assert problems == []
