@@ -1,0 +1,180 @@
+"""``/admin/drift`` over real HTTP with keys: tenant scoping, roles, hostile bodies and params as 4xx."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from opsgate.drift.history import DriftHistory
+from tests.fake_upstream import FakeUpstream
+from tests.support import Gateway, start_gateway
+
+ADMIN = "bootstrap-admin-key-for-drift-0123456789"
+
+
+@pytest.fixture(scope="module")
+def gateway(upstream_server: FakeUpstream) -> Iterator[tuple[Gateway, dict[str, str]]]:
+    deployment = {"type": "openai", "base_url": upstream_server.base_url, "model": "m"}
+    gw = start_gateway(
+        {
+            "auth": {"enabled": True, "admin_key": ADMIN},
+            "models": [{"name": "alpha", "deployments": [deployment]}],
+            "drift": {"enabled": True, "embeddings": False, "interval": "1h", "per_tenant": True},
+        }
+    )
+    keys = {"op": ADMIN}
+    for name, tenant, role in [("a-dev", "a", "developer"), ("a-admin", "a", "admin"), ("b-admin", "b", "admin")]:
+        response = httpx.post(
+            gw.url + "/admin/keys", headers={"Authorization": f"Bearer {ADMIN}"}, json={"tenant": tenant, "role": role}
+        )
+        keys[name] = response.json()["secret"]
+    history = DriftHistory(gw.app.state.gateway.record_log.store)
+    for i, tenant in enumerate([None, "a", "b"]):
+        history.add(
+            {
+                "alias": "alpha",
+                "tenant": tenant,
+                "checked_at": 1000.0 + i,
+                "drifted": tenant == "b",
+                "score": 0.5 if tenant == "b" else 0.0,
+                "insufficient": None,
+                "tests": [{"feature": "prompt_language", "summary": f"secret of {tenant}", "drifted": tenant == "b"}],
+            }
+        )
+    yield gw, keys
+    gw.server.stop()
+
+
+def call(gw: Gateway, method: str, path: str, key: str, **kwargs: Any) -> httpx.Response:
+    return httpx.request(method, gw.url + path, headers={"Authorization": f"Bearer {key}"}, timeout=60, **kwargs)
+
+
+def error_of(response: httpx.Response) -> dict[str, Any]:
+    body = response.json()
+    assert set(body["error"]) >= {"message", "type", "param", "code"}
+    return dict(body["error"])
+
+
+def test_tenant_a_never_sees_tenant_b(gateway: tuple[Gateway, dict[str, str]]) -> None:
+    gw, keys = gateway
+    mine = call(gw, "GET", "/admin/drift/checks", keys["a-dev"]).json()["data"]
+    assert [r["tenant"] for r in mine] == ["a"]
+    assert "secret of b" not in str(mine) and "secret of None" not in str(mine)
+    assert call(gw, "GET", "/admin/drift/checks", keys["a-dev"], params={"tenant": "b"}).status_code == 403
+    status = call(gw, "GET", "/admin/drift/status", keys["a-dev"]).json()
+    assert [r["tenant"] for r in status["data"]] == ["a"] and "monitor" not in status
+    everything = call(gw, "GET", "/admin/drift/checks", keys["op"]).json()["data"]
+    assert [r["tenant"] for r in everything] == ["b", "a", None]
+    op_status = call(gw, "GET", "/admin/drift/status", keys["op"]).json()
+    assert len(op_status["data"]) == 3 and op_status["monitor"]["collector"]["replica"]
+    drifted = call(gw, "GET", "/admin/drift/checks", keys["op"], params={"drifted": "true"}).json()["data"]
+    assert [r["tenant"] for r in drifted] == ["b"]
+
+
+def test_checks_run_in_the_callers_scope(gateway: tuple[Gateway, dict[str, str]]) -> None:
+    gw, keys = gateway
+    assert (
+        call(gw, "POST", "/admin/drift/check", keys["a-dev"], json={"alias": "alpha"}).status_code == 403
+    )  # read only
+    own = call(gw, "POST", "/admin/drift/check", keys["a-admin"], json={"alias": "alpha"})
+    assert own.status_code == 200, own.text
+    assert own.json()["tenant"] == "a" and own.json()["insufficient"].startswith("current window has 0 requests")
+    other = call(gw, "POST", "/admin/drift/check", keys["a-admin"], json={"alias": "alpha", "tenant": "b"})
+    assert other.status_code == 403 and error_of(other)["code"] == "tenant_denied"
+    assert call(gw, "GET", "/admin/drift/checks", keys["b-admin"]).json()["data"][0]["tenant"] == "b"
+    glob = call(
+        gw, "POST", "/admin/drift/check", keys["op"], json={"alias": "alpha", "current": {"start": 10, "end": 20}}
+    )
+    assert glob.status_code == 200 and glob.json()["tenant"] is None and glob.json()["current"]["start"] == 10
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({}, "alias"),
+        ({"alias": "a\x00b"}, "alias"),
+        ({"alias": "x" * 201}, "alias"),
+        ({"alias": "alpha", "extra": 1}, "extra"),
+        ({"alias": "alpha", "current": {"start": 20, "end": 10}}, "current"),
+        ({"alias": "alpha", "current": {"start": "0", "end": 10}}, "current.start"),
+        ({"alias": "alpha", "current": {"start": -1, "end": 10}}, "current.start"),
+        ({"alias": "alpha", "current": {"start": 0, "end": 1e300}}, "current.end"),
+        ({"alias": "alpha", "current": {"start": True, "end": 10}}, "current.start"),
+        ({"alias": 5}, "alias"),
+        ({"alias": "alpha", "current": {"start": 0, "end": 100}, "reference": {"start": 50, "end": 150}}, "current"),
+    ],
+)
+def test_hostile_check_bodies_are_400(gateway: tuple[Gateway, dict[str, str]], body: Any, param: str) -> None:
+    gw, keys = gateway
+    response = call(gw, "POST", "/admin/drift/check", keys["op"], json=body)
+    assert response.status_code == 400, response.text
+    assert error_of(response)["param"] == param
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"[]", b"not json", b'{"alias": "alpha", "current": {"start": 0, "end": Infinity}}', b'"\xff\xfe"', b"1e999"],
+)
+def test_malformed_bodies_are_400(gateway: tuple[Gateway, dict[str, str]], raw: bytes) -> None:
+    gw, keys = gateway
+    headers = {"Authorization": f"Bearer {keys['op']}", "Content-Type": "application/json"}
+    response = httpx.post(gw.url + "/admin/drift/check", content=raw, headers=headers, timeout=30)
+    assert response.status_code == 400, response.text
+    error_of(response)
+
+
+def test_oversized_body_is_413(gateway: tuple[Gateway, dict[str, str]]) -> None:
+    gw, keys = gateway
+    response = call(gw, "POST", "/admin/drift/check", keys["op"], json={"alias": "alpha", "pad": "x" * 100_000})
+    assert response.status_code == 413
+    error_of(response)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"limit": "0"},
+        {"limit": "1e3"},
+        {"limit": "99999999"},
+        {"since": "yesterday-ish"},
+        {"bogus": "1"},
+        {"alias": "a\x00"},
+        {"drifted": "maybe"},
+    ],
+)
+def test_hostile_query_params_are_400(gateway: tuple[Gateway, dict[str, str]], params: dict[str, str]) -> None:
+    gw, keys = gateway
+    response = call(gw, "GET", "/admin/drift/checks", keys["op"], params=params)
+    assert response.status_code == 400, response.text
+    error_of(response)
+
+
+def test_baselines_are_scoped_and_audited(gateway: tuple[Gateway, dict[str, str]]) -> None:
+    gw, keys = gateway
+    body = {"alias": "alpha", "start": 100.0, "end": 200.0}
+    assert call(gw, "PUT", "/admin/drift/baseline", keys["a-dev"], json=body).status_code == 403
+    assert call(gw, "PUT", "/admin/drift/baseline", keys["a-admin"], json=body).json()["tenant"] == "a"
+    assert call(gw, "PUT", "/admin/drift/baseline", keys["a-admin"], json={**body, "tenant": "b"}).status_code == 403
+    assert call(gw, "GET", "/admin/drift/baseline", keys["a-dev"], params={"alias": "alpha"}).json()["end"] == 200.0
+    assert call(gw, "GET", "/admin/drift/baseline", keys["b-admin"], params={"alias": "alpha"}).status_code == 404
+    assert call(gw, "GET", "/admin/drift/baseline", keys["op"], params={"alias": "alpha"}).status_code == 404
+    reversed_ = call(gw, "PUT", "/admin/drift/baseline", keys["op"], json={"alias": "alpha", "start": 5, "end": 1})
+    assert reversed_.status_code == 400
+    # The pinned baseline becomes the reference of the tenant's next check.
+    result = call(gw, "POST", "/admin/drift/check", keys["a-admin"], json={"alias": "alpha"}).json()
+    assert result["reference"]["kind"] == "fixed" and result["reference"]["start"] == 100.0
+    assert call(gw, "DELETE", "/admin/drift/baseline", keys["a-admin"], params={"alias": "alpha"}).status_code == 200
+    assert call(gw, "DELETE", "/admin/drift/baseline", keys["a-admin"], params={"alias": "alpha"}).status_code == 404
+    actions = [e["action"] for e in gw.app.state.gateway.record_log.store.audit_entries(50)]
+    assert "drift.baseline.set" in actions and "drift.baseline.delete" in actions
+
+
+def test_readyz_shows_the_monitor(gateway: tuple[Gateway, dict[str, str]]) -> None:
+    gw, keys = gateway
+    body = call(gw, "GET", "/readyz", keys["op"]).json()  # the detail is shown to a key
+    drift = body.get("drift")
+    assert drift is not None, body
+    assert "collector" in drift and "holder" in drift
