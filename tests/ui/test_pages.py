@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -190,3 +192,23 @@ def test_guard_page_refuses_hostile_cursors_with_a_page_not_a_500(dashboard: Gat
     # A cursor this page made goes on where it stopped; the window is kept in the link.
     first = httpx.get(dashboard.url + "/ui/guard", params={"since": "1h"})
     assert first.status_code == 200 and 'rel="next"' not in first.text  # one event: a single page
+
+
+def test_a_tenant_pages_only_through_its_own_guard_events(tenants: Gateway) -> None:
+    hit = {"guard": {"input": [{"scanner": "pii", "verdict": "fail", "score": 1.0, "action": "redact", "ms": 0.1}]}}
+    records = []
+    for i in range(60):
+        for tenant in ("acme", "globex"):
+            record = _record(f"guard-{tenant}-{i:03d}", tenant, "mail me")
+            records.append({**record, "ts": record["ts"] - i, "tags": orjson.dumps(hit).decode()})
+    tenants.app.state.gateway.record_log.store.write_batch(records)
+    acme = _key(tenants, "acme", "viewer")
+    seen: list[str] = []
+    link: str | None = "/ui/guard?since=1h"
+    while link:
+        page = httpx.get(tenants.url + link, headers=acme)
+        assert page.status_code == 200
+        seen += re.findall(r'href="/ui/requests/(guard-[a-z]+-\d+)"', page.text)
+        found = re.search(r'<a href="([^"]+)" rel="next">', page.text)
+        link = html.unescape(found.group(1)) if found else None
+    assert sorted(seen) == [f"guard-acme-{i:03d}" for i in range(60)]  # every one of acme's, none of globex's
