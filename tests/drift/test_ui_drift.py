@@ -3,20 +3,26 @@ tenant's key only its own; one alias's page; one check's full report; hostile te
 
 from __future__ import annotations
 
+import math
 import os
+import random
 import re
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import openai
 import pytest
 
+from opsgate.drift.checker import DriftChecker
+from opsgate.drift.engine import Span
 from opsgate.drift.history import DriftHistory
 from tests.drift.test_report import HOSTILE, make_result, make_test
+from tests.drift.traffic import prompt
 from tests.fake_upstream import FakeUpstream
 from tests.store.conftest import fresh_pg_schema
-from tests.support import Gateway, start_gateway
+from tests.support import Gateway, start_gateway, wait_until
 from tests.ui.conftest import ARTIFACTS, CHROMIUM, dashboard_config
 
 ADMIN_KEY = "og-drift-ui-admin"
@@ -273,4 +279,57 @@ def test_on_postgresql_a_tenant_sees_only_its_own_checks() -> None:
             finally:
                 gateway.server.stop()
     finally:
+        upstream.stop()
+
+
+@pytest.mark.timeout(180)
+def test_a_check_of_real_traffic_shows_on_the_page() -> None:
+    """End to end: English then German prompts through /v1 (the openai SDK), the drift collector's summaries,
+    the engine's check stored in the history, and the page and report naming the language that moved."""
+    upstream = FakeUpstream().start()
+    drift = {
+        "enabled": True,
+        "embeddings": False,
+        "bucket": "1s",
+        "flush_interval": 0.1,
+        "interval": "7d",
+        "min_samples": {"requests": 20, "answers": 10},
+    }
+    gateway = start_gateway({**dashboard_config(upstream.base_url), "drift": drift})
+    try:
+        client = openai.OpenAI(base_url=gateway.base_url, api_key="unused", max_retries=0)
+        rng = random.Random(7)
+
+        def send(language: str, n: int) -> None:
+            for _ in range(n):
+                client.chat.completions.create(
+                    model="up", messages=[{"role": "user", "content": prompt(rng, language=language)}]
+                )
+
+        start = math.floor(time.time())
+        send("en", 30)
+        middle = math.floor(time.time()) + 1
+        time.sleep(max(0.0, middle - time.time()))  # the windows are whole 1 s buckets
+        send("de", 30)
+        end = math.floor(time.time()) + 1
+        checker = DriftChecker(gateway.config, gateway.app.state.gateway.record_log.store)
+        spans = {"reference": Span(start, middle), "current": Span(middle, end)}
+
+        def summarised() -> bool:  # the collector flushes in the background
+            result = checker.check("up", now=end + 1, store=False, **spans)
+            return not result["insufficient"] and result["current"]["requests"] >= 30
+
+        assert wait_until(summarised, timeout=60)
+        result = checker.check("up", now=end + 1, **spans)
+        assert result["drifted"], result.get("headline")
+
+        page = httpx.get(gateway.url + "/ui/drift")
+        assert page.status_code == 200 and ("up", "") in series_on(page.text)
+        assert re.search(r"drift detected on up: \d+ of \d+ features? moved", page.text)
+        assert "share of &#39;de&#39; prompts" in page.text  # the moved feature's sentence
+        report = httpx.get(gateway.url + "/ui/drift/up", params={"at": repr(end + 1.0)})
+        assert report.status_code == 200 and "Prompt language" in report.text
+        assert report.text.count('src="data:image/png;base64,') >= 2  # the score over time and the languages
+    finally:
+        gateway.server.stop()
         upstream.stop()
