@@ -55,6 +55,14 @@ def test_example_config_encodes_the_seed_tables() -> None:
         "eval_degradation",
         "data_freshness",
         "guard_detection",
+        # quality SLIs and the drift/sentinel measurements (issue 15)
+        "injection_rate",
+        "pii_leak_rate",
+        "toxicity_rate",
+        "low_confidence_rate",
+        "refusal_rate",
+        "drift",
+        "behaviour_change",
     }
     assert [(r.long_window, r.short_window, r.burn_rate) for r in parsed.alerts.rules] == [
         ("1h", "5m", 14.4),
