@@ -257,11 +257,12 @@ class SloEngine:
                     "completion_tokens": int(sums.get("completion_tokens", 0)),
                 }
             )
-        return out, window_summary(totals)
+        return out, window_summary(totals, span)
 
 
-def window_summary(totals: dict[str, float]) -> dict[str, Any]:
-    """One window's numbers, defined once on the server so every window and every client agree.
+def window_summary(totals: dict[str, float], seconds: float) -> dict[str, Any]:
+    """One window's numbers (``seconds`` long), defined once on the server so every window and every
+    client agree; the dashboard shows these and computes none of its own.
 
     An error is a server failure (5xx) among the requests that were not the client's mistake (4xx),
     as the availability and error-rate SLIs count it; percentiles come from the window's summed
@@ -284,6 +285,9 @@ def window_summary(totals: dict[str, float]) -> dict[str, Any]:
         "cost": _round(totals.get("cost", 0.0)),
         "prompt_tokens": int(totals.get("prompt_tokens", 0)),
         "completion_tokens": int(totals.get("completion_tokens", 0)),
+        "tokens": int(totals.get("prompt_tokens", 0)) + int(totals.get("completion_tokens", 0)),
+        "requests_per_minute": _round(requests / (seconds / 60), 4) if seconds > 0 else None,
+        "cost_per_request": _round(totals.get("cost", 0.0) / requests) if requests else None,
     }
 
 

@@ -206,7 +206,6 @@
 
   // -- overview -----------------------------------------------------------------------------------
 
-  const SINCE_SECONDS = { "15m": 900, "1h": 3600, "6h": 21600, "24h": 86400, "7d": 604800 };
   function setTile(name, text) {
     const node = document.querySelector(`[data-tile="${name}"]`);
     if (node) node.textContent = text;
@@ -248,18 +247,17 @@
     ]);
 
     const requests = summary.requests;
-    const seconds = SINCE_SECONDS[since];
     setTile("requests", fmtNum(requests));
-    setTile("rate", `${fmtNum(requests / (seconds / 60), 2)} / min`);
+    setTile("rate", `${fmtNum(summary.requests_per_minute, 2)} / min`);
     setTile("error_rate", fmtPct(summary.error_rate));
     setTile("errors", `${fmtNum(summary.errors)} errors (5xx) · ${fmtNum(summary.client_errors)} client (4xx)`);
     setTile("p95", fmtMs(summary.p95_ms));
     setTile("p50", `p50 ${fmtMs(summary.p50_ms)} · p99 ${fmtMs(summary.p99_ms)}`);
     const cost = summary.cost;
     setTile("cost", fmtCost(cost));
-    setTile("cost_per", requests ? `${fmtCost(cost / requests)} / request` : "");
+    setTile("cost_per", summary.cost_per_request === null ? "" : `${fmtCost(summary.cost_per_request)} / request`);
     const prompt = summary.prompt_tokens, completion = summary.completion_tokens;
-    setTile("tokens", fmtNum(prompt + completion));
+    setTile("tokens", fmtNum(summary.tokens));
     setTile("tokens_split", `${fmtNum(prompt)} in · ${fmtNum(completion)} out`);
     document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
   }
