@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import openai
+import orjson
 import pytest
 
 from opsgate.drift.checker import DriftChecker
@@ -333,3 +334,16 @@ def test_a_check_of_real_traffic_shows_on_the_page() -> None:
     finally:
         gateway.server.stop()
         upstream.stop()
+
+
+def test_the_chart_holds_every_check_in_the_window_the_table_the_newest(gateway: Gateway) -> None:
+    for i in range(250):  # 250 checks every 15 minutes, newest first; every 50th drifted
+        save(gateway, make_result(alias="busy", checked_at=NOW - 900 * i, drifted=i % 50 == 0, score=0.01 * (i % 50)))
+    page = httpx.get(gateway.url + "/ui/drift/busy", headers=OPERATOR)
+    assert page.status_code == 200 and "(newest 200 of 250)" in page.text
+    data = orjson.loads(page.text.split('id="drift-data">')[1].split("</script>")[0])
+    [chart] = data
+    assert len(chart["x"]) == 250 and chart["x"] == sorted(chart["x"])
+    assert sum(1 for v in chart["drifted"] if v is not None) == 5
+    overview = httpx.get(gateway.url + "/ui/drift", params={"since": "24h"}, headers=OPERATOR)
+    assert "96 checks, 2 with drift" in overview.text  # the last 24 h of them: i = 0..95

@@ -2,16 +2,18 @@
 ``/ui/drift/{alias}``: one alias's checks with the latest check's every test; ``?at=CHECKED_AT`` there is that
 check's full report (``opsgate.drift.report.render_html``, a page of its own).
 
-Read from the drift engine's history (``opsgate.drift.history.DriftHistory``) in a worker thread. A tenant's
-key sees only the checks whose ``tenant`` is its own (not the gateway-wide ones); the operator sees every
-check, one series per alias and tenant. Another tenant's check is "not found", as elsewhere in the dashboard.
+Read from the drift engine's history (``opsgate.drift.history.DriftHistory``, table ``drift_checks``) in a
+worker thread. Charts read only the indexed columns of the checks in the window (a 15-minute interval is
+~2,900 checks per alias a month), full results are read for the latest checks only. A tenant's key sees only
+the checks whose tenant is its own (not the all-tenant ones); the operator sees every check, one series per
+alias and tenant. Another tenant's check is "not found", as elsewhere in the dashboard.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote, urlencode
@@ -24,10 +26,13 @@ from starlette.routing import BaseRoute, Route
 from opsgate.domain.principal import Principal
 from opsgate.drift.history import GLOBAL, DriftHistory
 from opsgate.drift.report import ResultView, number, render_html, result_view
+from opsgate.store.sql import SqlRecordStore
 
 SINCE_CHOICES: dict[str, float] = {"24h": 86400.0, "7d": 7 * 86400.0, "30d": 30 * 86400.0, "90d": 90 * 86400.0}
 DEFAULT_SINCE = "30d"
-LIST_LIMIT = 2000  # checks read per page; hourly checks of one alias for 30 days fit ~3 times over
+MAX_POINTS = 10_000  # per chart: 90 days of checks every 15 minutes fit
+CHECKS_SHOWN = 200  # full results read for one alias's table of checks
+FIND_LIMIT = 2000  # a report's check is looked for among this many checks from its time on
 REPORT_HISTORY = 30 * 86400.0  # the score plot of one report covers the month before its check
 _ALIAS = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@-]{0,199}")  # the config's alias names
 _TENANT = re.compile(r"[^\x00-\x1f\x7f]{1,200}")
@@ -43,14 +48,6 @@ REPORT_HEADERS = {
 }
 
 
-class _AllTenants:
-    """Every tenant's checks (the operator's overview)."""
-
-
-ALL_TENANTS = _AllTenants()
-TenantFilter = str | None | _AllTenants
-
-
 class _Pages(Protocol):
     source: Any
 
@@ -59,23 +56,41 @@ class _Pages(Protocol):
     def guarded(self, page: str, handler: Any) -> Any: ...
 
 
-class HistoryReader(Protocol):
-    """What the pages need of ``DriftHistory``: stored results, newest first."""
-
-    def list(
-        self, alias: str | None = None, tenant: str | None = None, since: float | None = None, limit: int = 500
-    ) -> list[dict[str, Any]]: ...
-
-
-def default_history(store: Any) -> HistoryReader:
-    """The drift engine's history over ``store``."""
-    return DriftHistory(store)
-
-
 def alias_link(alias: str, tenant: str | None, **params: Any) -> str:
     """The dashboard URL of one alias's (and tenant's) drift page."""
     query = {k: v for k, v in {"tenant": tenant, **params}.items() if v is not None}
     return f"/ui/drift/{quote(alias, safe='')}" + (f"?{urlencode(query)}" if query else "")
+
+
+@dataclass(frozen=True)
+class ScorePoint:
+    """One check on a chart: its time, its score (None when it had too little data) and its decision."""
+
+    checked_at: float
+    score: float | None
+    drifted: bool
+
+    def as_result(self, alias: str, tenant: str | None) -> dict[str, Any]:
+        """The fields of a result the report's score plot reads."""
+        return {"alias": alias, "tenant": tenant, "checked_at": self.checked_at, "score": self.score,
+                "drifted": self.drifted, "insufficient": "yes" if self.score is None else None}  # fmt: skip
+
+
+def score_points(store: SqlRecordStore, alias: str, tenant: str | None, since: float, until: float) -> list[ScorePoint]:
+    """The checks of one series in [since, until], oldest first, from the indexed columns of ``drift_checks``
+    (the full results stay unread: a month of checks is thousands of them)."""
+    with store.connection() as conn:
+        rows = store.execute(
+            conn,
+            "SELECT checked_at, score, drifted, insufficient FROM drift_checks "
+            "WHERE alias = ? AND tenant = ? AND checked_at >= ? AND checked_at <= ? "
+            "ORDER BY checked_at DESC, id DESC LIMIT ?",
+            [alias, tenant or GLOBAL, since, until, MAX_POINTS],
+        ).fetchall()
+    return [
+        ScorePoint(float(at), None if insufficient else number(score), bool(drifted) and not insufficient)
+        for at, score, drifted, insufficient in reversed(rows)
+    ]
 
 
 @dataclass(frozen=True)
@@ -86,8 +101,28 @@ class DriftSeries:
     tenant: str | None
     latest: ResultView
     latest_at: float | None
-    checks: list[dict[str, Any]]  # newest first
-    chart: dict[str, Any]
+    points: list[ScorePoint]  # oldest first
+    chart_id: str
+
+    @property
+    def chart(self) -> dict[str, Any]:
+        """What drift.js draws: scores over time, and the checks that decided "drift" as red points."""
+        # Whole seconds and 4 digits: a month of 15-minute checks of ten aliases is ~29k points in the page.
+        scores = [None if p.score is None else round(p.score, 4) for p in self.points]
+        return {
+            "id": self.chart_id,
+            "x": [round(p.checked_at) for p in self.points],
+            "score": scores,
+            "drifted": [s if p.drifted else None for p, s in zip(self.points, scores, strict=True)],
+        }
+
+    @property
+    def checks(self) -> int:
+        return len(self.points)
+
+    @property
+    def drifted_checks(self) -> int:
+        return sum(1 for p in self.points if p.drifted)
 
     @property
     def linkable(self) -> bool:
@@ -105,55 +140,95 @@ class DriftSeries:
             return ""
         return alias_link(self.alias, self.tenant, at=repr(self.latest_at))
 
-    @property
-    def drifted_checks(self) -> int:
-        return sum(1 for c in self.checks if c.get("drifted") is True and not c.get("insufficient"))
+
+class _AllTenants:
+    """Every tenant's checks (the operator's overview)."""
 
 
-def _when(check: Mapping[str, Any]) -> float:
-    """A check's time for ordering and plotting; 0 for a missing or impossible one (not drawn)."""
-    ts = number(check.get("checked_at"))
-    return ts if ts is not None and 0 < ts < 1e11 else 0.0
+ALL_TENANTS = _AllTenants()
+TenantFilter = str | None | _AllTenants
 
 
-def series_of(rows: list[dict[str, Any]], chart_prefix: str = "drift-chart") -> list[DriftSeries]:
-    """Group checks (newest first) into one series per (alias, tenant); drifting aliases first."""
-    groups: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
-    for row in rows:
-        alias = row.get("alias")
-        tenant = row.get("tenant") or None
-        if isinstance(alias, str) and (tenant is None or isinstance(tenant, str)):
-            groups.setdefault((alias, tenant), []).append(row)
-    series: list[DriftSeries] = []
-    for index, ((alias, tenant), checks) in enumerate(sorted(groups.items(), key=lambda g: (g[0][0], g[0][1] or ""))):
-        checks.sort(key=_when, reverse=True)  # newest first, whatever order the store gave
-        oldest_first = [c for c in reversed(checks) if _when(c) > 0]
-        scores = [None if c.get("insufficient") else number(c.get("score")) for c in oldest_first]
-        chart = {
-            "id": f"{chart_prefix}-{index}",
-            "x": [_when(c) for c in oldest_first],
-            "score": scores,
-            # The checks that decided "drift", drawn as red points on the score line.
-            "drifted": [s if c.get("drifted") is True else None for c, s in zip(oldest_first, scores, strict=True)],
-        }
-        series.append(
-            DriftSeries(alias, tenant, result_view(checks[0]), number(checks[0].get("checked_at")), checks, chart)
-        )
-    return sorted(series, key=lambda s: s.latest.state != "drift")  # stable: by alias within each group
+def _visible(rows: list[dict[str, Any]], alias: str | None, tenant: TenantFilter) -> list[dict[str, Any]]:
+    """Rows of ``alias`` (None: any) and exactly ``tenant``, whatever the history's own filter did: this is
+    the tenant boundary. A check over every tenant may say tenant None or "" (the column's value for it)."""
+    return [
+        r
+        for r in rows
+        if isinstance(r, Mapping)
+        and isinstance(r.get("alias"), str)
+        and (alias is None or r["alias"] == alias)
+        and (tenant is ALL_TENANTS or (r.get("tenant") or None) == tenant)
+    ]
+
+
+def _history_scope(tenant: TenantFilter) -> str | None:
+    # DriftHistory's own filter: None is every check, GLOBAL only the checks over all tenants of an alias.
+    return None if isinstance(tenant, _AllTenants) else GLOBAL if tenant is None else tenant
+
+
+def read_overview(store: SqlRecordStore, tenant: TenantFilter, since: float, now: float) -> list[DriftSeries]:
+    """One series per (alias, tenant) with a check since ``since``; drifting ones first, then by name."""
+    history = DriftHistory(store)
+    # latest() names the series (its newest row by id); each one's newest check is read by time below.
+    scopes = {
+        (r["alias"], r.get("tenant") or None) for r in _visible(history.latest(_history_scope(tenant)), None, tenant)
+    }
+    series = []
+    for index, (alias, scope) in enumerate(sorted(scopes, key=lambda k: (k[0], k[1] or ""))):
+        newest = _visible(history.list(alias=alias, tenant=_history_scope(scope), since=since, limit=1), alias, scope)
+        if not newest:
+            continue  # nothing in the window
+        points = score_points(store, alias, scope, since, now)
+        at = number(newest[0].get("checked_at"))
+        series.append(DriftSeries(alias, scope, result_view(newest[0]), at, points, f"drift-chart-{index}"))
+    return sorted(series, key=lambda s: s.latest.state != "drift")  # stable: by name within each group
+
+
+def read_alias(
+    store: SqlRecordStore, alias: str, tenant: str | None, since: float, now: float
+) -> tuple[DriftSeries | None, list[dict[str, Any]]]:
+    """One series and its newest checks (full results, newest first); (None, []) without a check."""
+    checks = _visible(
+        DriftHistory(store).list(alias=alias, tenant=_history_scope(tenant), since=since, limit=CHECKS_SHOWN),
+        alias,
+        tenant,
+    )
+    if not checks:
+        return None, []
+    points = score_points(store, alias, tenant, since, now)
+    latest = checks[0]
+    return DriftSeries(
+        alias, tenant, result_view(latest), number(latest.get("checked_at")), points, "drift-chart-0"
+    ), checks
+
+
+def read_report(
+    store: SqlRecordStore, alias: str, tenant: str | None, at: float
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """The check at ``at`` (newest first from just before it: it comes last) and the month of checks before it."""
+    rows = DriftHistory(store).list(alias=alias, tenant=_history_scope(tenant), since=at - 1.0, limit=FIND_LIMIT)
+    found = [r for r in _visible(rows, alias, tenant) if _same_time(r.get("checked_at"), at)]
+    if not found:
+        return None, []
+    history = [p.as_result(alias, tenant) for p in score_points(store, alias, tenant, at - REPORT_HISTORY, at)]
+    return found[-1], history
+
+
+def _same_time(value: Any, at: float) -> bool:
+    ts = number(value)
+    return ts is not None and abs(ts - at) < 1e-3  # links carry repr(float), which round-trips
 
 
 class DriftPages:
     """The drift pages of the dashboard."""
 
-    def __init__(self, dashboard: _Pages, history: Callable[[Any], HistoryReader] | None = None) -> None:
+    def __init__(self, dashboard: _Pages) -> None:
         self.dash = dashboard
-        self.history = history
 
-    def _reader(self) -> HistoryReader | None:
+    def _store(self) -> SqlRecordStore | None:
         record_log = self.dash.source.record_log
-        if record_log is None:
-            return None
-        return (self.history or default_history)(record_log.store)
+        return None if record_log is None else record_log.store
 
     def _message(self, request: Request, principal: Principal, title: str, message: str, status: int) -> Response:
         return self.dash.render(
@@ -165,30 +240,14 @@ class DriftPages:
         since = request.query_params.get("since", DEFAULT_SINCE)
         return since if since in SINCE_CHOICES else DEFAULT_SINCE
 
-    @staticmethod
-    def _read(reader: HistoryReader, alias: str | None, tenant: TenantFilter, since: float) -> list[dict[str, Any]]:
-        """Checks newest first, of ``alias`` (None: all) and exactly ``tenant`` (None: the gateway-wide checks).
-        Filtered here too, whatever the reader's own filter does: this is the tenant boundary."""
-        # The history's own filter: None is every check, GLOBAL only the checks over all tenants of an alias.
-        scope = None if isinstance(tenant, _AllTenants) else GLOBAL if tenant is None else tenant
-        rows = reader.list(alias=alias, tenant=scope, since=since, limit=LIST_LIMIT)
-        return [
-            dict(r)
-            for r in rows
-            if isinstance(r, Mapping)
-            and (tenant is ALL_TENANTS or (r.get("tenant") or None) == tenant)  # "" is the all-tenant check too
-            and (alias is None or r.get("alias") == alias)
-        ]
-
     async def overview(self, request: Request, principal: Principal) -> Response:
         """``/ui/drift``: per alias, the score over time and the latest check's moved features."""
-        reader = self._reader()
-        if reader is None:
+        store = self._store()
+        if store is None:
             return self._message(request, principal, "Not available", "record.store is unset: no drift checks.", 501)
-        since = self._since(request)
+        since, now = self._since(request), time.time()
         tenant: TenantFilter = ALL_TENANTS if principal.is_operator else principal.tenant
-        rows = await run_in_threadpool(self._read, reader, None, tenant, time.time() - SINCE_CHOICES[since])
-        series = series_of(rows)
+        series = await run_in_threadpool(read_overview, store, tenant, now - SINCE_CHOICES[since], now)
         return self.dash.render(
             request,
             "drift.html",
@@ -202,25 +261,24 @@ class DriftPages:
 
     async def alias(self, request: Request, principal: Principal) -> Response:
         """``/ui/drift/{alias}?tenant=&since=``: one series; ``&at=CHECKED_AT``: that check's full report."""
-        reader = self._reader()
+        store = self._store()
         alias = request.path_params["alias"]
-        if reader is None or not _ALIAS.fullmatch(alias):
+        if store is None or not _ALIAS.fullmatch(alias):
             return self._message(request, principal, "Not found", "No drift checks for that alias.", 404)
-        tenant = principal.tenant
+        tenant = principal.tenant  # a tenant's key: its own series, whatever the URL says
         if principal.is_operator:
             wanted = request.query_params.get("tenant")
             if wanted is not None and not _TENANT.fullmatch(wanted):
                 return self._message(request, principal, "Not found", "No such tenant.", 404)
             tenant = wanted or None
         if "at" in request.query_params:
-            return await self._report(request, principal, reader, alias, tenant)
-        since = self._since(request)
-        rows = await run_in_threadpool(self._read, reader, alias, tenant, time.time() - SINCE_CHOICES[since])
-        if not rows:
+            return await self._report(request, principal, store, alias, tenant)
+        since, now = self._since(request), time.time()
+        series, checks = await run_in_threadpool(read_alias, store, alias, tenant, now - SINCE_CHOICES[since], now)
+        if series is None:
             who = f" (tenant {tenant})" if tenant else ""
             message = f"No drift checks for '{alias}'{who} in the last {since}."
             return self._message(request, principal, "Not found", message, 404)
-        [series] = series_of(rows)
         return self.dash.render(
             request,
             "drift_alias.html",
@@ -230,43 +288,27 @@ class DriftPages:
             since_choices=list(SINCE_CHOICES),
             s=series,
             charts=[series.chart],
-            checks=[(c, result_view(c), number(c.get("checked_at"))) for c in series.checks],
+            checks=[(result_view(c), number(c.get("checked_at"))) for c in checks],
             alias_link=alias_link,
         )
 
-    def _check_and_history(
-        self, reader: HistoryReader, alias: str, tenant: str | None, at: float
-    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-        """The check at ``at`` (read from just before it: newest first, it comes last) and the month before it."""
-        found = [r for r in self._read(reader, alias, tenant, at - 1.0) if _same_time(r.get("checked_at"), at)]
-        history = [r for r in self._read(reader, alias, tenant, at - REPORT_HISTORY) if _when(r) <= at]
-        return (found[-1] if found else None), history
-
     async def _report(
-        self, request: Request, principal: Principal, reader: HistoryReader, alias: str, tenant: str | None
+        self, request: Request, principal: Principal, store: SqlRecordStore, alias: str, tenant: str | None
     ) -> Response:
         at = number(request.query_params.get("at"))
         if at is None or abs(at) > 1e11:
             return self._message(request, principal, "Bad request", "at must be a check's time (epoch seconds).", 400)
-        found, history = await run_in_threadpool(self._check_and_history, reader, alias, tenant, at)
+        found, history = await run_in_threadpool(read_report, store, alias, tenant, at)
         if found is None:
             return self._message(request, principal, "Not found", f"No drift check of '{alias}' at {at!r}.", 404)
         html = await run_in_threadpool(render_html, found, history)
         return HTMLResponse(html, headers=REPORT_HEADERS)
 
 
-def _same_time(value: Any, at: float) -> bool:
-    ts = number(value)
-    return ts is not None and abs(ts - at) < 1e-3  # links carry repr(float), which round-trips
-
-
-def drift_pages(dashboard: Any, history: Callable[[Any], HistoryReader] | None = None) -> list[BaseRoute]:
-    """The ``/ui/drift`` routes (``history`` builds the reader over the record store; tests may swap it)."""
-    pages = DriftPages(dashboard, history)
+def drift_pages(dashboard: Any) -> list[BaseRoute]:
+    """The ``/ui/drift`` routes."""
+    pages = DriftPages(dashboard)
     return [
         Route("/ui/drift", dashboard.guarded("drift", pages.overview), methods=["GET"]),
         Route("/ui/drift/{alias:path}", dashboard.guarded("drift", pages.alias), methods=["GET"]),
     ]
-
-
-__all__ = ["DriftPages", "DriftSeries", "HistoryReader", "alias_link", "drift_pages", "series_of"]
