@@ -69,8 +69,8 @@ def gateway() -> Iterator[Gateway]:
     upstream.stop()
 
 
-def tenant_key(gateway: Gateway, tenant: str) -> dict[str, str]:
-    response = httpx.post(gateway.url + "/admin/keys", json={"tenant": tenant, "role": "viewer"}, headers=OPERATOR)
+def tenant_key(gateway: Gateway, tenant: str, role: str = "viewer") -> dict[str, str]:
+    response = httpx.post(gateway.url + "/admin/keys", json={"tenant": tenant, "role": role}, headers=OPERATOR)
     assert response.status_code == 201, response.text
     return {"Authorization": f"Bearer {response.json()['secret']}"}
 
@@ -123,6 +123,10 @@ def test_a_tenant_sees_only_its_own_checks(gateway: Gateway) -> None:
     empty = httpx.get(gateway.url + "/ui/drift", headers=nobody)
     assert empty.status_code == 200 and "No drift checks in the last 30d" in empty.text and not series_on(empty.text)
     assert httpx.get(gateway.url + "/ui/drift", follow_redirects=False).status_code == 303  # no key: log in
+    service = tenant_key(gateway, "acme", "service")  # a key for /v1 only
+    for path in ("/ui/drift", "/ui/drift/smollm2", f"/ui/drift/smollm2?at={NOW!r}"):
+        refused = httpx.get(gateway.url + path, headers=service)
+        assert refused.status_code == 403 and ACME_SENTENCE not in refused.text, path
 
 
 def test_alias_page_shows_the_latest_check_and_every_check(gateway: Gateway) -> None:
