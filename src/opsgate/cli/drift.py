@@ -47,6 +47,10 @@ def _local(config_path: str | None) -> Iterator[tuple[SqlRecordStore, GatewayCon
     store = open_store(config.record.store)
     try:
         yield store, config
+    except (click.ClickException, SystemExit):
+        raise
+    except Exception as error:  # a store that is down or has no drift tables: say so, no traceback
+        raise click.ClickException(f"reading {config.record.store}: {type(error).__name__}: {error}") from None
     finally:
         store.close()
 

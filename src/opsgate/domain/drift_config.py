@@ -80,6 +80,9 @@ class DriftConfig(_Strict):
     min_effect: MinEffects = MinEffects()
     min_samples: MinSamples = MinSamples()
     sample_rate: float = Field(1.0, ge=0, le=1, description="Share of records considered for embedding.")
+    language_sample_rate: float = Field(
+        0.2, ge=0, le=1, description="Share of prompts whose language is detected (py3langid: ~0.3-1.5 ms each)."
+    )
     max_embeddings_per_second: float = Field(20.0, ge=0, le=10_000)
     reservoir: int = Field(64, ge=8, le=512, description="Embeddings kept per bucket, side and replica.")
     test_embeddings: int = Field(256, ge=20, le=2000, description="Embeddings per window in the MMD test.")

@@ -112,6 +112,7 @@ class DriftCollector:
             "embed_dropped": 0,
             "embed_skipped": 0,
             "embedded": 0,
+            "embed_late": 0,
             "flushed_rows": 0,
             "flush_errors": 0,
         }
@@ -150,7 +151,9 @@ class DriftCollector:
 
     def add(self, record: dict[str, Any]) -> None:
         """Summarise one record now (the summariser thread calls this; tests and the bench may too)."""
-        obs = observe(record)
+        # Language detection is the costly part of a record (py3langid); a uniform Bernoulli sample of
+        # prompts keeps the chi-square valid and the summariser ahead of traffic.
+        obs = observe(record, language=self._rng.random() < self.config.language_sample_rate)
         if obs is None:
             self.counts["ignored"] += 1
             return
@@ -255,11 +258,19 @@ class DriftCollector:
             self.embed_error = f"{type(error).__name__}: {error}"[:300]
             log.exception("drift: embedding failed")
             return
+        # Embeddings that come back after their bucket was flushed and forgotten (a slow, busy CPU)
+        # go into its stored row, like late records.
+        revived = {
+            key: self._revive(key) for key, _, _, _ in batch if key in self._forgotten and key not in self._buckets
+        }
         with self._lock:
+            for key, stored in revived.items():
+                self._buckets.setdefault(key, stored)
             for (key, side, u, _), vector in zip(batch, vectors, strict=True):
                 summary = self._buckets.get(key)
                 if summary is None:
-                    continue  # the bucket was flushed and forgotten meanwhile
+                    self.counts["embed_late"] += 1  # forgotten long ago (the memory bound): lost
+                    continue
                 reservoir = summary.prompt_embeddings if side == "prompt" else summary.answer_embeddings
                 reservoir.add(u, np.asarray(vector, dtype=np.float32))
                 self._dirty.add(key)
@@ -303,8 +314,8 @@ class DriftCollector:
             return 0
         self.counts["flushed_rows"] += written
         self.last_flush = now
-        # A bucket is kept a while after it ends, for embeddings still in the queue.
-        grace = self.bucket_seconds + 2 * self.config.flush_interval + 60
+        # A bucket is kept a while after it ends, for late records and embeddings still in the queue.
+        grace = self.bucket_seconds + max(300.0, 2 * self.config.flush_interval)
         with self._lock:
             for key in list(self._buckets):
                 if key not in self._dirty and (final or key[1] + grace < now):
