@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,47 @@ from opsgate.domain.urls import redact_url
 _PATHS = {"chat": "/chat/completions", "completion": "/completions", "embedding": "/embeddings"}
 _GATEWAY_ONLY_FIELDS = ("metadata",)  # ours (tags for the record), not the upstream's
 log = logging.getLogger("opsgate.backends.upstream")
+
+
+@dataclass(frozen=True)
+class Phase:
+    """What the client was doing when aiohttp failed, in the words its errors use."""
+
+    timed_out: str  # "did not answer in time"
+    broke: str  # "connection failed"
+
+
+CONNECTING = Phase("did not answer in time", "connection failed")
+READING = Phase("did not finish in time", "broke off the response")
+STREAMING = Phase("stream stalled", "stream broke")
+
+
+@contextmanager
+def map_exceptions(label: str, phase: Phase, started: float | None = None) -> Iterator[None]:
+    """The one translation of aiohttp's (and the socket's) errors into the gateway's.
+
+    TLS failures, refused connections, timeouts (``started``: how long a stream waited) and any other
+    client or socket error become ``UpstreamError``/``UpstreamTimeoutError``: a 502/504 the router may
+    fall back from and the breaker counts, never an unexpected 500.
+    """
+    try:
+        yield
+    except TimeoutError:
+        waited = f" after {time.perf_counter() - started:.1f}s" if started is not None else ""
+        raise UpstreamTimeoutError(f"Upstream {label} {phase.timed_out}{waited}") from None
+    except aiohttp.ClientSSLError as error:  # before ClientConnectorError, its base class
+        reason = getattr(error, "certificate_error", None) or error.os_error
+        raise UpstreamError(
+            f"TLS with upstream {label} failed: {reason}. If it uses a private CA, set verify_tls "
+            "to the CA bundle's path.",
+            code="upstream_tls_error",
+        ) from None
+    except aiohttp.ClientConnectorError as error:
+        raise UpstreamError(
+            f"Cannot connect to upstream {label}: {error.os_error}", code="upstream_unreachable"
+        ) from None
+    except (aiohttp.ClientError, OSError) as error:  # a reset socket may surface as a bare OSError
+        raise UpstreamError(f"Upstream {label} {phase.broke}: {type(error).__name__}") from None
 
 
 def tls_option(deployment: UpstreamDeployment) -> ssl.SSLContext | bool:
@@ -167,28 +210,14 @@ class UpstreamBackend(Backend):
         if self._session is None:
             raise UpstreamError(f"Upstream {self.label} is not started", status=503)
         url = self.deployment.base_url + _PATHS[ctx.endpoint]
-        try:
-            response = await self._session.post(url, data=self._payload(ctx, stream))
-        except TimeoutError:
-            raise UpstreamTimeoutError(f"Upstream {self.label} did not answer in time") from None
-        except aiohttp.ClientSSLError as error:  # before ClientConnectorError, its base class
-            reason = getattr(error, "certificate_error", None) or error.os_error
-            raise UpstreamError(
-                f"TLS with upstream {self.label} failed: {reason}. If it uses a private CA, set verify_tls "
-                "to the CA bundle's path.",
-                code="upstream_tls_error",
-            ) from None
-        except aiohttp.ClientConnectorError as error:
-            raise UpstreamError(
-                f"Cannot connect to upstream {self.label}: {error.os_error}", code="upstream_unreachable"
-            ) from None
-        except aiohttp.ClientError as error:
-            raise UpstreamError(f"Upstream {self.label} connection failed: {type(error).__name__}") from None
+        payload = self._payload(ctx, stream)  # a client's unencodable body is its 400, outside the mapping
+        with map_exceptions(self.label, CONNECTING):
+            response = await self._session.post(url, data=payload)
         if response.status != 200:
             try:
                 raw = await response.read()
-            except (aiohttp.ClientError, TimeoutError):
-                raw = b""
+            except (aiohttp.ClientError, OSError, TimeoutError):
+                raw = b""  # the status says enough
             finally:
                 response.release()
             raise map_upstream_status(response.status, raw, response.headers, self.label)
@@ -197,11 +226,8 @@ class UpstreamBackend(Backend):
     async def _json(self, ctx: RequestContext) -> Chunk:
         response = await self._post(ctx, stream=False)
         try:
-            raw = await response.read()
-        except TimeoutError:
-            raise UpstreamTimeoutError(f"Upstream {self.label} did not finish in time") from None
-        except aiohttp.ClientError as error:
-            raise UpstreamError(f"Upstream {self.label} broke off the response: {type(error).__name__}") from None
+            with map_exceptions(self.label, READING):
+                raw = await response.read()
         finally:
             response.release()
         try:
@@ -235,31 +261,27 @@ class UpstreamBackend(Backend):
         done = False
         started = time.perf_counter()
         try:
-            async for raw_line in response.content:
-                line = raw_line.strip()
-                if not line.startswith(b"data:"):
-                    continue  # comments, event names, keep-alives
-                data = line[5:].strip()
-                if data == b"[DONE]":
-                    done = True
-                    break
-                try:
-                    chunk = orjson.loads(data)
-                except orjson.JSONDecodeError:
-                    raise UpstreamError(
-                        f"Upstream {self.label} sent a malformed stream event", code="upstream_bad_response"
-                    ) from None
-                if isinstance(chunk, dict) and "error" in chunk:
-                    raise UpstreamError(
-                        f"Upstream {self.label} failed mid-stream: {_error_message(500, data)}",
-                        code="upstream_stream_error",
-                    )
-                yield chunk
-        except TimeoutError:
-            waited = time.perf_counter() - started
-            raise UpstreamTimeoutError(f"Upstream {self.label} stream stalled after {waited:.1f}s") from None
-        except aiohttp.ClientError as error:
-            raise UpstreamError(f"Upstream {self.label} stream broke: {type(error).__name__}") from None
+            with map_exceptions(self.label, STREAMING, started):
+                async for raw_line in response.content:
+                    line = raw_line.strip()
+                    if not line.startswith(b"data:"):
+                        continue  # comments, event names, keep-alives
+                    data = line[5:].strip()
+                    if data == b"[DONE]":
+                        done = True
+                        break
+                    try:
+                        chunk = orjson.loads(data)
+                    except orjson.JSONDecodeError:
+                        raise UpstreamError(
+                            f"Upstream {self.label} sent a malformed stream event", code="upstream_bad_response"
+                        ) from None
+                    if isinstance(chunk, dict) and "error" in chunk:
+                        raise UpstreamError(
+                            f"Upstream {self.label} failed mid-stream: {_error_message(500, data)}",
+                            code="upstream_stream_error",
+                        )
+                    yield chunk
         finally:
             if done:
                 response.release()

@@ -6,6 +6,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import psycopg
 from psycopg_pool import ConnectionPool
 
 from opsgate.store import rollups
@@ -34,10 +35,25 @@ _INSERT_BATCH = (
 )
 
 
+# What the record writer retries later: the server gone or restarting, a broken connection, no pooled
+# connection in time (``PoolTimeout`` is an ``OperationalError``), a statement cancelled. And what says
+# a line's own data is refused (set aside, the rest stored): a value or constraint the schema refuses,
+# a line that is not JSON.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    OSError,
+    TimeoutError,
+)
+REFUSED_DATA_ERRORS: tuple[type[BaseException], ...] = (psycopg.DataError, psycopg.IntegrityError, ValueError)
+
+
 class PostgresRecordStore(SqlRecordStore):
     """A small connection pool; each batch is one statement (``_INSERT_BATCH``) in one transaction."""
 
     dialect = "postgres"
+    transient_errors = TRANSIENT_ERRORS
+    refused_data_errors = REFUSED_DATA_ERRORS
     # A text search's first walk, and the longest it walks before the trigram index (search_rows);
     # walking costs ~4 us a row here.
     walk_rows = 1000

@@ -17,6 +17,12 @@ from opsgate.store.sql import COLUMNS, USAGE_COLUMNS, USAGE_UPSERT, SqlRecordSto
 
 _COLUMN_LIST = ", ".join(COLUMNS)
 
+# What the record writer retries later (the database locked or unreachable, a disk error), and what
+# says a line's own data is refused (set aside, the rest stored). ``sqlite3.InterfaceError`` (a value
+# it cannot bind) is neither: the one-by-one pass finds out whether it is the line or the store.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (sqlite3.OperationalError, OSError, TimeoutError)
+REFUSED_DATA_ERRORS: tuple[type[BaseException], ...] = (sqlite3.DataError, sqlite3.IntegrityError, ValueError)
+
 
 def _extract(column: str) -> str:
     # json_extract gives objects back as JSON text and true/false as 1/0, as the row format wants.
@@ -43,6 +49,8 @@ class SqliteRecordStore(SqlRecordStore):
     """One connection per thread to a WAL database: the writer and readers never block each other."""
 
     dialect = "sqlite"
+    transient_errors = TRANSIENT_ERRORS
+    refused_data_errors = REFUSED_DATA_ERRORS
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)

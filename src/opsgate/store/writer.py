@@ -18,10 +18,31 @@ from typing import Any
 
 from opsgate.domain.config import RetentionConfig
 from opsgate.store.journal import SegmentSet
-from opsgate.store.rejected import MAX_ERROR_CHARS, append_rejected, refused_data, store_down
+from opsgate.store.rejected import MAX_ERROR_CHARS, append_rejected
 from opsgate.store.sql import SqlRecordStore
 
 log = logging.getLogger("opsgate.store.writer")
+
+# A store that declares nothing (a test double): only the operating system's own failures are transient.
+_GENERIC_TRANSIENT: tuple[type[BaseException], ...] = (OSError, TimeoutError)
+_GENERIC_REFUSED: tuple[type[BaseException], ...] = (ValueError,)
+
+
+def store_down(store: SqlRecordStore, error: BaseException) -> bool:
+    """Whether ``error`` says ``store`` is unreachable (retry the batch later), by the store's own declaration.
+
+    Each store names its transient errors (``transient_errors`` in ``store/sqlite.py``,
+    ``store/postgres.py``), so an unrelated error that happens to share a class name never blocks
+    the journal, and a driver's real outage is never mistaken for bad data.
+    """
+    transient: tuple[type[BaseException], ...] = getattr(store, "transient_errors", _GENERIC_TRANSIENT)
+    return isinstance(error, transient)
+
+
+def refused_data(store: SqlRecordStore, error: BaseException) -> bool:
+    """Whether ``error`` says ``store`` refuses this line's data (set it aside) rather than being broken."""
+    refused: tuple[type[BaseException], ...] = getattr(store, "refused_data_errors", _GENERIC_REFUSED)
+    return isinstance(error, refused) and not store_down(store, error)
 
 
 def yield_cpu_to_requests() -> None:
@@ -90,7 +111,6 @@ class RecordWriter:
         self.last_write_at: float | None = None
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._idle = threading.Event()
         self._thread = threading.Thread(target=self.run, name="opsgate-record-writer", daemon=True)
         self._next_retention = time.monotonic() + 5.0
         self.claim_interval = claim_interval
@@ -274,7 +294,7 @@ class RecordWriter:
         try:
             self.written += self.store.write_lines(lines)
         except Exception as error:
-            if not store_down(error) and self._write_one_by_one(lines):
+            if not store_down(self.store, error) and self._write_one_by_one(lines):
                 return None
             return error
         return None
@@ -288,7 +308,7 @@ class RecordWriter:
             try:
                 self.written += self.store.write_lines([line])
             except Exception as error:
-                if store_down(error):
+                if store_down(self.store, error):
                     return False  # the store went away meanwhile: retry the batch later
                 errors.append(error)
                 rejected.append(
@@ -298,7 +318,7 @@ class RecordWriter:
                         "line": line.decode(errors="replace"),
                     }
                 )
-        if len(rejected) == len(lines) and len(lines) > 1 and not all(map(refused_data, errors)):
+        if len(rejected) == len(lines) and len(lines) > 1 and not all(refused_data(self.store, e) for e in errors):
             return False  # nothing stores, for reasons other than the data: the store itself is the problem
         if not rejected:
             return True
