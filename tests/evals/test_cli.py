@@ -58,3 +58,16 @@ def test_bad_input_exits_2_with_a_message(tmp_path: Path) -> None:
     assert code == 0 and "0 ok, 1 failed" in out
     code, out = run("eval", "runs", "--config", cfg)
     assert code == 0 and "completed" in out
+
+
+def test_json_is_a_flag_and_a_file_is_output(tmp_path: Path) -> None:
+    # Before, --json took a file name (issue 17, "Consistent CLI"): now it never takes a value.
+    cfg = config(tmp_path)
+    for command in (["eval", "compare", "a", "b"], ["eval", "gate", "--baseline", "a", "--candidate", "b"]):
+        code, out = run(*command, "--json", "verdict.json", "--config", cfg)
+        assert code == 2 and "verdict.json" in out, out  # an unexpected argument, not a file
+        # The flag and -o/--output parse: what stops these runs is only that the runs do not exist.
+        code, out = run(*command, "--json", "--config", cfg)
+        assert code == 2 and "no evaluation run 'a'" in out, out
+        code, out = run(*command, "-o", str(tmp_path / "verdict.json"), "--config", cfg)
+        assert code == 2 and "no evaluation run 'a'" in out, out

@@ -51,7 +51,7 @@ def test_run_passes_and_writes_json(url: str, suite_file: Path, tmp_path: Path) 
     out = tmp_path / "report.json"
     result = opsgate(
         "run", "--model", "guarded", "--suite", str(suite_file), "--base-url", url, "--api-key", "sk-test",
-        "--min-recall", "0.5", "--max-fpr", "0.5", "--json", str(out), "--concurrency", "2",
+        "--min-recall", "0.5", "--max-fpr", "0.5", "--output", str(out), "--concurrency", "2",
         cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -76,7 +76,7 @@ def test_run_fails_the_gate(url: str, suite_file: Path, tmp_path: Path) -> None:
 
 def test_json_to_stdout_keeps_stdout_parseable(url: str, suite_file: Path, tmp_path: Path) -> None:
     result = opsgate(
-        "run", "-m", "guarded", "--suite", str(suite_file), "--base-url", url, "--json", "-", "--case", "a-block",
+        "run", "-m", "guarded", "--suite", str(suite_file), "--base-url", url, "--json", "--case", "a-block",
         "--case", "b-ok",
         cwd=tmp_path,
     )  # fmt: skip
@@ -84,6 +84,21 @@ def test_json_to_stdout_keeps_stdout_parseable(url: str, suite_file: Path, tmp_p
     report = json.loads(result.stdout)
     assert [c["id"] for c in report["cases"]] == ["a-block", "b-ok"]
     assert report["recall"]["rate"] == 1.0 and report["false_positive_rate"]["rate"] == 0.0
+
+
+def test_json_is_a_flag_and_a_file_is_output(url: str, suite_file: Path, tmp_path: Path) -> None:
+    # Before, --json took a file name; now it never takes a value (issue 17, "Consistent CLI").
+    refused = opsgate("run", "-m", "guarded", "--suite", str(suite_file), "--json", "report.json", cwd=tmp_path)
+    assert refused.returncode == 2 and "report.json" in refused.stderr, refused.stderr
+    assert not (tmp_path / "report.json").exists()
+    out = tmp_path / "short.json"
+    result = opsgate(
+        "run", "-m", "guarded", "--suite", str(suite_file), "--base-url", url, "-o", str(out), "--case", "a-block",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert [c["id"] for c in json.loads(out.read_text())["cases"]] == ["a-block"]
+    assert "a-block" not in result.stdout or "{" not in result.stdout  # the table, not the JSON, on stdout
 
 
 def test_errors_fail_the_gate_unless_allowed(url: str, tmp_path: Path) -> None:

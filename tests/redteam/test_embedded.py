@@ -70,7 +70,7 @@ def test_cli_in_process_against_the_embedded_model(tmp_path: Path) -> None:
     out = tmp_path / "report.json"
     result = opsgate(
         "run", "-m", "smollm2", "--config", str(config), "--case", "pi-01", "--case", "ben-01",
-        "--max-tokens", "16", "--min-recall", "1", "--max-fpr", "0", "--json", str(out),
+        "--max-tokens", "16", "--min-recall", "1", "--max-fpr", "0", "--output", str(out),
         cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

@@ -14,7 +14,7 @@ from opsgate.guard.training.corpus import CORPUS
 
 def test_roc_prints_the_curve_and_the_shipped_operating_point(tmp_path: Path) -> None:
     out = tmp_path / "roc.json"
-    result = CliRunner().invoke(redteam, ["roc", "--json", str(out)])
+    result = CliRunner().invoke(redteam, ["roc", "--output", str(out)])
     assert result.exit_code == 0, result.output
     assert "| model logit ≥ | false-positive rate | true-positive rate |" in result.output
     data = json.loads(out.read_text())

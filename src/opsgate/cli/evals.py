@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from opsgate.cli.config_file import load_config_or_exit
+from opsgate.cli.json_output import json_destination
 from opsgate.domain.config import GatewayConfig
 from opsgate.domain.errors import GatewayError
 from opsgate.evals.analysis import RunNotFound, compare_runs, gate_runs
@@ -442,12 +443,19 @@ def _words_table(comparisons: list[Any], title: str) -> Table:
 @click.argument("baseline")
 @click.argument("candidate")
 @click.option("-s", "--scorer", "scorers", multiple=True, help="Only these scorers.")
-@click.option("--json", "json_out", default=None, help="Write the comparison as JSON to this file ('-': stdout).")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON on stdout (the table on stderr).")
+@click.option("-o", "--output", default=None, help="Write the comparison as JSON to this file ('-': stdout).")
 @config_option
 def compare(
-    baseline: str, candidate: str, scorers: tuple[str, ...], json_out: str | None, config_path: str | None
+    baseline: str,
+    candidate: str,
+    scorers: tuple[str, ...],
+    as_json: bool,
+    output: str | None,
+    config_path: str | None,
 ) -> None:
     """Paired comparison of CANDIDATE against BASELINE, per scorer, with significance in words."""
+    json_out = json_destination(as_json, output)
     store = _store(load_config_or_exit(config_path))
     try:
         comparisons, base_fail, cand_fail, header = compare_runs(
@@ -471,18 +479,21 @@ def compare(
 @click.option("--candidate", required=True)
 @click.option("--max-degradation", default="5%", show_default=True, help="Allowed drop, 5% or 0.05.")
 @click.option("-s", "--scorer", "scorers", multiple=True, help="Only these scorers.")
-@click.option("--json", "json_out", default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON on stdout (the table on stderr).")
+@click.option("-o", "--output", default=None, help="Write the verdict as JSON to this file ('-': stdout).")
 @config_option
 def gate_command(
     baseline: str,
     candidate: str,
     max_degradation: str,
     scorers: tuple[str, ...],
-    json_out: str | None,
+    as_json: bool,
+    output: str | None,
     config_path: str | None,
 ) -> None:
     """Exit 0 when CANDIDATE is not worse than BASELINE by more than --max-degradation (pessimistic end of
     the 95% interval), else 1. For CI/CD."""
+    json_out = json_destination(as_json, output)
     try:
         limit = parse_percent(max_degradation)
     except ValueError as error:

@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from opsgate.cli.config_file import exit_listing_problems, load_config_or_exit
+from opsgate.cli.json_output import json_destination
 from opsgate.cli.options import gateway_url_option
 from opsgate.domain.config import GatewayConfig
 from opsgate.redteam.report import Report, Thresholds, render_table, summarise
@@ -164,7 +165,8 @@ def redteam() -> None:
 @click.option("--timeout", type=click.FloatRange(min=1), default=120.0, show_default=True, help="Per request.")
 @click.option("--category", "categories", multiple=True, help="Only these categories (repeatable).")
 @click.option("--case", "case_ids", multiple=True, help="Only these case ids (repeatable).")
-@click.option("--json", "json_out", default=None, help="Write the full report as JSON to this file ('-': stdout).")
+@click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON on stdout (the table on stderr).")
+@click.option("-o", "--output", default=None, help="Write the full report as JSON to this file ('-': stdout).")
 @click.option("--min-recall", type=click.FloatRange(0, 1), default=0.95, show_default=True)
 @click.option("--max-fpr", type=click.FloatRange(0, 1), default=0.02, show_default=True)
 @click.option("--strict", is_flag=True, help="Gate on the 95% interval's pessimistic end, not the point estimate.")
@@ -180,7 +182,8 @@ def run(
     timeout: float,
     categories: tuple[str, ...],
     case_ids: tuple[str, ...],
-    json_out: str | None,
+    as_json: bool,
+    output: str | None,
     min_recall: float,
     max_fpr: float,
     strict: bool,
@@ -191,6 +194,7 @@ def run(
     Exit 0 when the thresholds hold, 1 when they do not (or more cases than --max-errors failed to
     get any verdict), 2 for a bad suite, config or option.
     """
+    json_out = json_destination(as_json, output)
     suite = _suite_or_exit(suite_path)
     if categories or case_ids:
         suite = suite.subset(list(case_ids) or None, list(categories) or None)
@@ -202,7 +206,7 @@ def run(
     started, clock = datetime.now(UTC), time.perf_counter()
     results, target = asyncio.run(_run(suite, settings, base_url, api_key, config_path))
     report = summarise(results, thresholds)
-    # With --json -, stdout is the JSON document alone; the table goes to stderr with the progress.
+    # With --json (or -o -), stdout is the JSON document alone; the table goes to stderr with the progress.
     (console if json_out == "-" else Console()).print(
         render_table(report, f"red team: {suite.name} on {model} ({target})")
     )
@@ -244,8 +248,9 @@ def check(path: str | None) -> None:
 @redteam.command("roc")
 @click.option("--corpus", type=click.Path(dir_okay=False, exists=True), help="Default: the checkout's corpus.")
 @click.option("--split", default="dev", show_default=True, type=click.Choice(["train", "dev", "heldout"]))
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the ROC here.")
-def roc(corpus: str | None, split: str, json_out: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the ROC as JSON on stdout instead of Markdown.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Also write the ROC as JSON to this file.")
+def roc(corpus: str | None, split: str, as_json: bool, output: str | None) -> None:
     """The learned injection detector's ROC on its corpus split, and the operating point it ships with."""
     from opsgate.guard.training.corpus import CORPUS
     from opsgate.redteam.roc import detector_roc, render_markdown
@@ -255,6 +260,12 @@ def roc(corpus: str | None, split: str, json_out: str | None) -> None:
         console.print(f"[red]no corpus at {path}[/red]: run from a checkout, or pass --corpus")
         raise SystemExit(EXIT_USAGE)
     result = detector_roc(path, split)
+    data = orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n"
+    json_out = json_destination(as_json, output)
+    if json_out == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return
     click.echo(render_markdown(result))
     if json_out:
-        Path(json_out).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+        Path(json_out).write_bytes(data)
