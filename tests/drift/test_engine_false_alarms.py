@@ -37,6 +37,7 @@ def test_false_alarm_rate_of_resampled_unshifted_windows(encoder: CachedEncoder)
         if result["drifted"]:
             alarms.append(headline(result))
     assert tested >= RESAMPLES * 8  # every check ran the whole family (language, lengths, rates, embeddings)
+    print(f"false alarms: {len(alarms)}/{RESAMPLES} at alpha={ALPHA}, {tested} tests")  # shown with -s
     upper = binomtest(len(alarms), RESAMPLES, ALPHA, alternative="greater")
     assert upper.pvalue > 0.01, f"{len(alarms)}/{RESAMPLES} false alarms at alpha={ALPHA}: {alarms[:5]}"
 

@@ -8,6 +8,7 @@ AND its effect reaches the configured minimum: with months of traffic, trivial c
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -171,6 +172,9 @@ def run_check(
     ]
     if not found:
         return result
+    for test in found:  # a degenerate table can give NaN: that is "no evidence", not an alarm
+        if not math.isfinite(test["p_value"]):
+            test["p_value"] = 1.0
     reject, adjusted, _, _ = multipletests([t["p_value"] for t in found], alpha=config.alpha, method="holm")
     for test, significant, p_adjusted in zip(found, reject, adjusted, strict=True):
         test["p_adjusted"] = float(p_adjusted)
