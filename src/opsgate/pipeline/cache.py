@@ -6,7 +6,8 @@ that ended normally (stored from ``StreamResult.on_finish``, never a failed or a
 A hit is served the way it was asked for: JSON, or replayed as a stream. Every response that passed
 the cache carries ``x-opsgate-cache: hit | semantic-hit | miss``; a hit tags the record with
 ``cache_hit`` and ``saved_cost``. ``Cache-Control: no-cache`` skips the lookup (the fresh answer
-still refreshes the entry), ``no-store`` skips the fill.
+still refreshes the entry), ``no-store`` skips the fill; a pinned call (``x-opsgate-pin-deployment``)
+skips both.
 
 The cache never fails a request: an unreachable store is a miss, and any other failure in here is
 logged and treated as a miss.
@@ -32,6 +33,7 @@ from opsgate.domain.context import Chunk, GatewayResponse, JsonResult, RequestCo
 from opsgate.domain.pricing import PriceBook
 from opsgate.domain.requests import ChatCompletionRequest, CompletionRequest
 from opsgate.pipeline.stage import PassStage
+from opsgate.routing.pin import PIN_HEADER
 
 log = logging.getLogger("opsgate.cache")
 
@@ -120,6 +122,10 @@ class CacheStage(PassStage):
     async def before(self, ctx: RequestContext) -> GatewayResponse | None:
         """Answer from the cache when an entry matches and the client allows it."""
         if ctx.body is None or ctx.alias is None:
+            return None
+        if PIN_HEADER in ctx.headers:
+            # A pinned call asks one deployment (routing/pin.py decides who may): never answered from,
+            # nor stored in, the cache, so its 403/400 and its deployment's own answer are what it gets.
             return None
         try:
             directives = cache_directives(ctx.headers)
