@@ -310,3 +310,20 @@ def test_odd_alias_and_credentials_in_the_url_stay_out_of_the_way(
     report = json.loads(out.read_text())
     assert report["model"] == alias and {c["model"] for c in planted.calls} == {alias}
     assert "hunter2" not in out.read_text() and report["target"] == upstream.url + "/v1"
+
+
+def test_names_from_a_templates_file_are_text_not_markup(tmp_path: Path) -> None:
+    """'[/x]' in a name or licence is printed as written (rich took it for a closing tag: MarkupError)."""
+    starter = yaml.safe_load(files("opsgate.bias").joinpath("data/starter.yaml").read_text())
+    starter["name"], starter["license"] = "[/x]", "[/]"
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(starter))
+    result = opsgate("templates", "--templates", "t.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "[/x]" in result.stdout and "[/]" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "ftp://127.0.0.1/v1", "127.0.0.1:8080", "http://:80/v1"])
+def test_a_malformed_gateway_url_is_a_usage_error(url: str, tmp_path: Path) -> None:
+    result = opsgate("run", "-m", "x", "--url", url, cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "--url" in result.stderr

@@ -188,6 +188,7 @@ def test_broken_json_and_odd_queries_are_client_errors(setup: Setup) -> None:
         404,
     )
     for params in ({"limit": "0"}, {"limit": "abc"}, {"limit": "100000000"}, {"limit": "1e3"}, {"changed": "yes"},
+                   {"limit": "\u00b2"}, {"limit": "\u0663"},  # '²' and Arabic-Indic 3: isdigit() but not ASCII
                    {"alias": "a\u0000"}, {"alias": "x" * 500}):  # fmt: skip
         assert_error(setup.call("GET", "/admin/sentinel/runs", params=params), 400)
     for run_id in ("nope", "sen_zz", "sen_" + "a" * 60, "sen_0123456789abcdef0123"):

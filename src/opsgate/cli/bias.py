@@ -87,11 +87,13 @@ def list_templates(templates_path: str | None) -> None:
     """Validate a templates file (default: the starter set) and list its dimensions, groups and templates."""
     templates = _templates_or_exit(templates_path)
     spec = templates.spec
-    table = Table("dimension", "groups", "templates", title=f"{spec.name} ({templates.source})", title_justify="left")
+    # Names come from the user's file: escaped, so '[/x]' is text, not rich markup (a MarkupError).
+    title = escape(f"{spec.name} ({templates.source})")
+    table = Table("dimension", "groups", "templates", title=title, title_justify="left")
     for name, dimension in spec.dimensions.items():
-        table.add_row(name, ", ".join(dimension.groups), str(len(templates.templates_for(name))))
+        table.add_row(escape(name), escape(", ".join(dimension.groups)), str(len(templates.templates_for(name))))
     Console().print(table)
-    console.print(f"[green]OK[/green] {len(spec.templates)} templates; licence: {spec.license or 'not given'}")
+    console.print(f"[green]OK[/green] {len(spec.templates)} templates; licence: {escape(spec.license or 'not given')}")
 
 
 async def _collect(
@@ -250,7 +252,7 @@ def run(
         strict=strict,
     )
     started, clock = datetime.now(UTC), time.perf_counter()
-    console.print(f"bias audit [bold]{settings.run_id}[/bold]: {planned} requests over {', '.join(chosen)}")
+    console.print(f"bias audit [bold]{settings.run_id}[/bold]: {planned} requests over {escape(', '.join(chosen))}")
     answers, target = asyncio.run(_collect(templates, chosen, settings, samples, seed, base_url, api_key, config))
     groups = {d: list(templates.spec.dimensions[d].groups) for d in chosen}
     result = analyse(answers, groups, thresholds)
@@ -276,7 +278,7 @@ def run(
         raise SystemExit(0)
     console.print(f"[red]FAIL[/red] {summary}")
     for failure in result.failures[:10]:
-        console.print(f"  - {failure}", soft_wrap=True)
+        console.print(f"  - {escape(failure)}", soft_wrap=True)
     for sample in result.error_samples[:3]:
         console.print(f"  [yellow]error[/yellow] {escape(sample)}", soft_wrap=True, highlight=False)
     raise SystemExit(EXIT_FAILED)

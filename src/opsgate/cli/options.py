@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import click
 from rich.table import Column
@@ -24,6 +25,8 @@ def gateway_url_option(*, dest: str = "url", default: str | None = None, help: s
         def merged(*args: Any, base_url_alias: str | None = None, **kwargs: Any) -> Any:
             if base_url_alias is not None:
                 kwargs[dest] = base_url_alias
+            if kwargs.get(dest) is not None:
+                check_gateway_url(kwargs[dest])
             return func(*args, **kwargs)
 
         hidden = click.option("--base-url", "base_url_alias", default=None, hidden=True)(merged)
@@ -33,6 +36,18 @@ def gateway_url_option(*, dest: str = "url", default: str | None = None, help: s
         return shown(hidden)  # type: ignore[return-value]
 
     return decorate
+
+
+def check_gateway_url(value: str) -> None:
+    """A usage error (exit 2) unless ``value`` is an http(s) URL with a host: a malformed one such as
+    ``http://[::1`` would otherwise surface as a traceback from the HTTP client."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - parsing the port raises on a bad one
+    except ValueError as error:
+        raise click.BadParameter(f"{value!r} is not a URL ({error}).", param_hint="--url") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise click.BadParameter(f"{value!r} is not an http:// or https:// URL with a host.", param_hint="--url")
 
 
 def since_option(help: str = "From this time: 30m, 24h, 7d (ago), ISO 8601 or epoch seconds.") -> Callable[[F], F]:

@@ -58,7 +58,8 @@ async def _body(request: Request) -> dict[str, Any]:
 
 def _limit(request: Request) -> int:
     raw = request.query_params.get("limit", "50")
-    if not raw.isdigit() or not 1 <= int(raw[:6]) <= 500 or len(raw) > 6:
+    # isdigit() alone takes '²' and '٣' (int() then fails or reads another script): ASCII digits only.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 6 or not 1 <= int(raw) <= 500:
         raise InvalidRequestError("limit must be a whole number from 1 to 500.", param="limit")
     return int(raw)
 
