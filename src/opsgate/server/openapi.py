@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from opsgate.domain.requests import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from opsgate.drift import openapi as drift_openapi
 from opsgate.drift import sentinel_openapi
 from opsgate.server import release_openapi
 
@@ -336,6 +337,8 @@ def _operations() -> dict[str, dict[str, dict[str, Any]]]:
                 ("/ui/evals", "Evaluation runs"),
                 ("/ui/evals/compare", "Compare two evaluation runs"),
                 ("/ui/evals/runs/{run}", "An evaluation run's items"),
+                ("/ui/drift", "Drift over time per alias"),
+                ("/ui/drift/{alias}", "One alias's drift checks; ?at= one check's full report"),
             )
         },
         "/ui/login": {
@@ -345,6 +348,7 @@ def _operations() -> dict[str, dict[str, dict[str, Any]]]:
         "/ui/logout": {"post": _op("Log out", "dashboard", access="public", ok="303")},
         **release_openapi.operations(_op),
         **sentinel_openapi.operations(_op),
+        **drift_openapi.operations(_op),
     }
 
 
@@ -368,6 +372,7 @@ def openapi_document(version: str) -> dict[str, Any]:
         **_BODIES,
         **release_openapi.BODIES,
         **sentinel_openapi.BODIES,
+        **drift_openapi.BODIES,
         "Error": _ERROR_SCHEMA,
     }
     return {
