@@ -254,3 +254,27 @@ def test_a_rebaseline_while_the_deployment_is_down_keeps_the_old_baselines(store
     runs = asyncio.run(sentinel.run_now(deployment="m#0", rebaseline=True))
     assert runs[0]["status"] == "baseline" and runs[0]["kind"] == "baseline"
     assert SentinelStore(store).baselines("m", "m#0")["a"].answer.startswith("Lyon")
+
+
+@pytest.mark.parametrize(
+    ("sentinel", "message"),
+    [
+        ({"models": {"Gold": {"prompts": [{"id": "a", "prompt": "hi"}]}}}, "no model named 'Gold'"),
+        ({"models": {"gold": {"prompts": [{"id": "a", "prompt": "hi"}], "deployments": ["gold#9"]}}}, "gold#9"),
+        (
+            {"min_changed_prompts": 3, "models": {"gold": {"prompts": [{"id": "a", "prompt": "hi"}]}}},
+            "no change could ever be reported",
+        ),
+    ],
+)
+def test_a_sentinel_that_would_watch_nothing_is_refused_at_load(sentinel: dict[str, Any], message: str) -> None:
+    """Found by the outside probe: these passed `opsgate config check` and then watched nothing."""
+    from opsgate.domain.config import ConfigError, parse_config
+
+    deployment = {"type": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m"}
+    config = {
+        "models": [{"name": "gold", "deployments": [deployment, deployment]}],
+        "sentinel": {"enabled": True, **sentinel},
+    }
+    with pytest.raises((ConfigError, ValueError), match=message):
+        parse_config(config)

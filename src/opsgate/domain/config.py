@@ -351,6 +351,26 @@ class GatewayConfig(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _sentinel_watches_what_exists(self) -> GatewayConfig:
+        # A misspelled alias or label would otherwise leave the sentinel watching nothing, silently.
+        deployments = {m.name: len(m.deployments) for m in self.models}
+        k = self.sentinel.min_changed_prompts
+        for name, watched in self.sentinel.models.items():
+            where = f"sentinel.models.{name}"
+            if name not in deployments:
+                raise ValueError(f"{where}: no model named '{name}' (models: {', '.join(deployments) or 'none'})")
+            labels = {f"{name}#{i}" for i in range(deployments[name])}  # domain/pricing.py deployment_label
+            for label in watched.deployments or []:
+                if label not in labels:
+                    raise ValueError(f"{where}.deployments: '{label}' is not one of {', '.join(sorted(labels))}")
+            if watched.dataset is None and len(watched.prompts) < k:
+                raise ValueError(
+                    f"{where}: {len(watched.prompts)} golden prompt(s) but sentinel.min_changed_prompts is {k}: "
+                    "no change could ever be reported"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _auth_has_keys(self) -> GatewayConfig:
         if self.auth.enabled and self.auth.admin_key is None and self.record.store is None:
             raise ValueError("auth.enabled: set auth.admin_key or record.store (where API keys are kept)")

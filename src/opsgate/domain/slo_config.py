@@ -55,12 +55,18 @@ LOWER_IS_BETTER: frozenset[str] = (
 FRACTION_SLIS: frozenset[str] = frozenset({"guard_detection", "eval_degradation", "drift", "behaviour_change"})
 
 
+MAX_DURATION_SECONDS = 400 * 86400  # windows past ~13 months outlive the rollups and overflow epoch maths
+
+
 def duration_seconds(value: str) -> float:
-    """``10s``, ``5m``, ``1h``, ``3d``, ``2w`` as seconds; ValueError otherwise."""
+    """``10s``, ``5m``, ``1h``, ``3d``, ``2w`` as seconds (up to 400 days); ValueError otherwise."""
     match = _DURATION.match(value.strip())
     if not match or float(match.group(1)) <= 0:
         raise ValueError(f"'{value}' is not a duration like 5m, 1h or 30d")
-    return float(match.group(1)) * _SECONDS[match.group(2)]
+    seconds = float(match.group(1)) * _SECONDS[match.group(2)]
+    if seconds > MAX_DURATION_SECONDS:
+        raise ValueError(f"'{value}' is longer than 400 days")
+    return seconds
 
 
 def _check_duration(value: str) -> str:
