@@ -32,6 +32,13 @@ def auth_config(base_url: str) -> dict[str, Any]:
             {"name": "alpha", "deployments": [deployment]},
             {"name": "beta", "deployments": [deployment]},
         ],
+        # On, so the drift and sentinel routes answer with data in the sweep (no model load, no schedule soon).
+        "drift": {"enabled": True, "per_tenant": True, "embeddings": False, "interval": "1h"},
+        "sentinel": {
+            "enabled": True,
+            "first_run_seconds": 3600,
+            "models": {"alpha": {"prompts": [{"id": "p", "prompt": "hello"}]}},
+        },
     }
 
 
@@ -78,11 +85,46 @@ def tenants(upstream_server: FakeUpstream) -> Iterator[Tenants]:
     record_log = state.gateway.app.state.gateway.record_log
     assert record_log.writer.flush()
     state.evals = _tenant_b_evals(record_log.store)
+    _tenant_b_drift(record_log.store)
     # Tenant B's prompt, named like the {name} the sweep fills in, carrying B's marker in its template.
     prompt = {"name": "availability", "messages": [{"role": "system", "content": MARK_B}], "label": "production"}
     assert state.call("POST", "/admin/prompts", state.secret("b-admin"), json=prompt).status_code == 201
     yield state
     state.gateway.server.stop()
+
+
+def _tenant_b_drift(store: Any) -> None:
+    """A drift check of tenant B's traffic on alpha, carrying B's marker in a moved feature's sentence."""
+    from opsgate.drift.history import DriftHistory
+
+    window = {"start": time.time() - 7200, "end": time.time(), "requests": 500, "embedded": 0}
+    test = {
+        "feature": "prompt_language",
+        "label": "Prompt language",
+        "side": "input",
+        "kind": "categorical",
+        "test": "chi2",
+        "statistic": 90.0,
+        "p_value": 1e-9,
+        "p_adjusted": 1e-8,
+        "effect": 0.3,
+        "effect_name": "total variation distance",
+        "drifted": True,
+        "summary": f"share of '{MARK_B}' 2% -> 31%",
+    }
+    result = {
+        "alias": "alpha",
+        "tenant": "b",
+        "checked_at": time.time(),
+        "reference": {**window, "kind": "trailing"},
+        "current": window,
+        "alpha": 0.01,
+        "drifted": True,
+        "score": 0.3,
+        "insufficient": None,
+        "tests": [test],
+    }
+    DriftHistory(store).add(result)
 
 
 def _tenant_b_evals(store: Any) -> dict[str, str]:
@@ -213,6 +255,14 @@ def test_no_route_shows_tenant_b_to_tenant_a(tenants: Tenants) -> None:
     own_run = tenants.call("GET", f"/admin/evals/runs/{tenants.evals['run']}/items", tenants.secret("b-dev"))
     assert own_run.status_code == 200 and MARK_B in own_run.text  # B sees its own evaluation
     assert ("POST", "/admin/config/reload") in checked  # operator only: a tenant admin gets 403
+    assert {("GET", "/admin/drift/checks"), ("GET", "/admin/drift/status"), ("GET", "/ui/drift/{alias:path}")} <= set(
+        checked
+    )
+    assert {("GET", "/admin/sentinel/runs/{run}"), ("POST", "/admin/sentinel/run")} <= set(checked)
+    own_drift = tenants.call("GET", "/admin/drift/checks", tenants.secret("b-dev"), params={"alias": "alpha"})
+    assert own_drift.status_code == 200 and MARK_B in own_drift.text  # B sees its own drift check
+    sentinel = tenants.call("GET", "/admin/sentinel/status", tenants.secret("a-admin"))
+    assert sentinel.status_code == 403 and sentinel.json()["error"]["code"] == "operator_only"
     reload = tenants.call("POST", "/admin/config/reload", tenants.secret("a-admin"))
     assert reload.status_code == 403 and reload.json()["error"]["code"] == "operator_only"
     # The same routes do show B's data to B (the sweep is not vacuous).
