@@ -12,8 +12,9 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
+from pydantic import BeforeValidator
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -21,10 +22,11 @@ from starlette.routing import Route
 
 from opsgate.domain.errors import GatewayError, InvalidRequestError, NotFoundError
 from opsgate.server.access import actor_of, principal_of, require_operator, scoped_tenant
-from opsgate.server.http_io import error_response, json_response, read_json_value
+from opsgate.server.http_io import json_response, read_json_value
+from opsgate.server.query_params import NoQuery, QueryModel, Time, one_of, parse_query, whole_number
 from opsgate.store.crypto import KeyError_
 from opsgate.store.export import EXPORT_MEDIA_TYPES, export_chunks, require_export_format
-from opsgate.store.query import MAX_PAGE, check_params, parse_time, query_from_params
+from opsgate.store.query import MAX_PAGE, check_params, query_from_params
 from opsgate.store.record_log import RecordLog
 from opsgate.store.sql import USAGE_DIMENSIONS
 
@@ -57,37 +59,50 @@ AdminHandler = Callable[[Request, RecordLog], Awaitable[Response]]
 
 
 def _admin(holder: RecordLogHolder, handler: AdminHandler) -> Callable[[Request], Awaitable[Response]]:
-    """Wrap a handler: require a request log and render every GatewayError in the OpenAI shape."""
+    """Wrap a handler: require a request log (errors are rendered by the app's GatewayError handler)."""
 
     async def endpoint(request: Request) -> Response:
-        try:
-            if holder.record_log is None:
-                raise RecordLogDisabled(
-                    "The request log is not configured (record.store is unset), so the admin API has no records.",
-                    code="record_store_not_configured",
-                )
-            # NUL in any parameter or id is a 400 here, not a store error (PostgreSQL refuses it).
-            check_params(request.query_params, request.path_params)
-            return await handler(request, holder.record_log)
-        except GatewayError as error:
-            return error_response(error)
+        return await handler(request, require_record_log(holder))
 
     return endpoint
 
 
-def _reject_unknown(params: dict[str, str], known: set[str]) -> None:
-    unknown = sorted(set(params) - known)
-    if unknown:
-        raise InvalidRequestError(
-            f"Unknown parameter '{unknown[0]}'. Known: {', '.join(sorted(known))}.", param=unknown[0]
+def require_record_log(holder: RecordLogHolder, why: str = "so the admin API has no records") -> RecordLog:
+    """The gateway's request log; 501 when none is configured."""
+    if holder.record_log is None:
+        raise RecordLogDisabled(
+            f"The request log is not configured (record.store is unset), {why}.",
+            code="record_store_not_configured",
         )
+    return holder.record_log
 
 
-def _whole_number(raw: str, name: str, low: int, high: int) -> int:
-    value = int(raw) if re.fullmatch(r"[0-9]{1,9}", raw.strip()) else low - 1
-    if not low <= value <= high:
-        raise InvalidRequestError(f"{name} must be a whole number from {low} to {high}.", param=name)
-    return value
+def _anchor(raw: object) -> tuple[int, str]:
+    seq, _, digest = str(raw).partition(":")
+    if not re.fullmatch(r"[0-9]{1,18}", seq) or not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
+        raise ValueError("must be SEQ:HASH (a 64-digit hex SHA-256)")
+    return int(seq), digest.lower()
+
+
+class UsageQuery(QueryModel):
+    """``/admin/usage``'s parameters."""
+
+    by: Annotated[str, one_of(USAGE_DIMENSIONS)] = "model"
+    since: Time | None = None
+    until: Time | None = None
+    tenant: str | None = None
+
+
+class AuditQuery(QueryModel):
+    """``/admin/audit``'s parameters."""
+
+    limit: Annotated[int, whole_number(1, MAX_PAGE)] = 100
+
+
+class VerifyQuery(QueryModel):
+    """``/admin/audit/verify``'s parameters: ``anchor`` is ``SEQ:HASH`` from an earlier walk."""
+
+    anchor: Annotated[tuple[int, str] | None, BeforeValidator(_anchor)] = None
 
 
 def _open_payloads(record_log: RecordLog, record_id: str) -> dict[str, Any] | None:
@@ -99,6 +114,7 @@ def _open_payloads(record_log: RecordLog, record_id: str) -> dict[str, Any] | No
 
 async def search_requests(request: Request, record_log: RecordLog) -> Response:
     """``GET /admin/requests``: one page of matching records (newest first) and the next page's cursor."""
+    check_params(request.query_params, request.path_params)
     query = query_from_params(dict(request.query_params), request.query_params.getlist("tag"))
     query.tenant = scoped_tenant(request, query.tenant)
     rows, cursor = await run_in_threadpool(record_log.search, query)
@@ -107,6 +123,7 @@ async def search_requests(request: Request, record_log: RecordLog) -> Response:
 
 async def get_request(request: Request, record_log: RecordLog) -> Response:
     """``GET /admin/requests/{id}``: one record with its request and response payloads."""
+    parse_query(request, NoQuery)
     record_id = request.path_params["id"]
     record = await run_in_threadpool(_open_payloads, record_log, record_id)
     if record is not None and not principal_of(request).can_read_tenant(record.get("tenant")):
@@ -118,6 +135,7 @@ async def get_request(request: Request, record_log: RecordLog) -> Response:
 
 async def export_requests(request: Request, record_log: RecordLog) -> Response:
     """``GET /admin/requests/export``: every matching record, streamed as JSONL, CSV or Parquet."""
+    check_params(request.query_params, request.path_params)
     params = dict(request.query_params)
     export_format = require_export_format(params.pop("format", "jsonl"))
     query = query_from_params(params, request.query_params.getlist("tag"))
@@ -141,6 +159,7 @@ async def erase_user(request: Request, record_log: RecordLog) -> Response:
     """``POST /admin/erasure`` with ``{"user": "..."}``: delete the user's records; counts before/after."""
     # A data subject's erasure spans every tenant (their records, rollups and late journal lines).
     require_operator(request, "erase a user's records")
+    parse_query(request, NoQuery)
     body = await read_json_value(request, _MAX_BODY_BYTES)
     user = body.get("user") if isinstance(body, dict) else None
     if not isinstance(user, str) or not user.strip():
@@ -151,26 +170,18 @@ async def erase_user(request: Request, record_log: RecordLog) -> Response:
 
 async def usage(request: Request, record_log: RecordLog) -> Response:
     """``GET /admin/usage?by=model|user|day|tenant&since=&until=&tenant=``: requests, tokens and cost."""
-    params = dict(request.query_params)
-    _reject_unknown(params, {"by", "since", "until", "tenant"})
-    by = params.get("by") or "model"
-    if by not in USAGE_DIMENSIONS:
-        raise InvalidRequestError(f"by must be one of {', '.join(USAGE_DIMENSIONS)}.", param="by")
-    since = parse_time(params["since"], "since") if params.get("since") else None
-    until = parse_time(params["until"], "until") if params.get("until") else None
-    if since is not None and until is not None and since > until:
+    query = parse_query(request, UsageQuery)
+    if query.since is not None and query.until is not None and query.since > query.until:
         raise InvalidRequestError("since is after until.", param="since")
-    tenant = scoped_tenant(request, params.get("tenant") or None)
-    rows = await run_in_threadpool(record_log.usage, by, since, until, tenant)
-    return json_response({"object": "list", "by": by, "data": rows})
+    tenant = scoped_tenant(request, query.tenant)
+    rows = await run_in_threadpool(record_log.usage, query.by, query.since, query.until, tenant)
+    return json_response({"object": "list", "by": query.by, "data": rows})
 
 
 async def audit(request: Request, record_log: RecordLog) -> Response:
     """``GET /admin/audit?limit=``: the newest audit entries (erasures and other admin actions)."""
     require_operator(request, "read the audit log")
-    params = dict(request.query_params)
-    _reject_unknown(params, {"limit"})
-    limit = _whole_number(params["limit"], "limit", 1, MAX_PAGE) if params.get("limit") else 100
+    limit = parse_query(request, AuditQuery).limit
     entries = await run_in_threadpool(lambda: record_log.store.audit_entries(limit))
     return json_response({"object": "list", "data": entries})
 
@@ -179,14 +190,7 @@ async def verify_audit(request: Request, record_log: RecordLog) -> Response:
     """``GET /admin/audit/verify[?anchor=SEQ:HASH]``: walk the audit hash chain; ``ok`` false names the
     first broken ``seq``. Always 200 when the walk ran: a broken chain is a finding, not a failed request."""
     require_operator(request, "verify the audit log")
-    params = dict(request.query_params)
-    _reject_unknown(params, {"anchor"})
-    anchor = None
-    if params.get("anchor"):
-        seq, _, digest = params["anchor"].partition(":")
-        if not re.fullmatch(r"[0-9]{1,18}", seq) or not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
-            raise InvalidRequestError("anchor must be SEQ:HASH (a 64-digit hex SHA-256).", param="anchor")
-        anchor = (int(seq), digest.lower())
+    anchor = parse_query(request, VerifyQuery).anchor
     report = await run_in_threadpool(record_log.verify_audit, anchor)
     return json_response(report.to_dict())
 

@@ -13,7 +13,8 @@ from starlette.routing import Route
 from opsgate.domain.errors import GatewayError, NotFoundError
 from opsgate.pipeline.stage import Pipeline
 from opsgate.server.access import actor_of, require_operator
-from opsgate.server.http_io import error_response, json_response
+from opsgate.server.http_io import json_response
+from opsgate.server.query_params import NoQuery, parse_query
 from opsgate.store.record_log import RecordLog
 
 
@@ -28,23 +29,21 @@ def cache_routes(holder: CacheHolder) -> list[Route]:
     """The cache admin routes."""
 
     async def purge(request: Request) -> Response:
+        require_operator(request, "purge the response cache")
+        parse_query(request, NoQuery)
+        stage = next((s for s in holder.pipeline.stages if s.name == "cache"), None)
+        purge_cache: Callable[[], Awaitable[int]] | None = getattr(stage, "purge", None)
+        if purge_cache is None:
+            raise NotFoundError("The response cache is not enabled (cache.enabled).", code="cache_disabled")
         try:
-            require_operator(request, "purge the response cache")
-            stage = next((s for s in holder.pipeline.stages if s.name == "cache"), None)
-            purge_cache: Callable[[], Awaitable[int]] | None = getattr(stage, "purge", None)
-            if purge_cache is None:
-                raise NotFoundError("The response cache is not enabled (cache.enabled).", code="cache_disabled")
-            try:
-                dropped = await purge_cache()
-            except Exception as error:  # Redis unreachable: say so, the purge did not happen
-                raise GatewayError(f"The cache store could not be purged: {type(error).__name__}: {error}") from None
-            if holder.record_log is not None:
-                record_log = holder.record_log
-                await run_in_threadpool(
-                    lambda: record_log.store.audit(actor_of(request), "cache_purge", None, {"entries": dropped})
-                )
-            return json_response({"object": "cache.purge", "entries_dropped": dropped})
-        except GatewayError as error:
-            return error_response(error)
+            dropped = await purge_cache()
+        except Exception as error:  # Redis unreachable: say so, the purge did not happen
+            raise GatewayError(f"The cache store could not be purged: {type(error).__name__}: {error}") from None
+        if holder.record_log is not None:
+            record_log = holder.record_log
+            await run_in_threadpool(
+                lambda: record_log.store.audit(actor_of(request), "cache_purge", None, {"entries": dropped})
+            )
+        return json_response({"object": "cache.purge", "entries_dropped": dropped})
 
     return [Route("/admin/cache", purge, methods=["DELETE"])]

@@ -11,23 +11,25 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
+from pydantic import BeforeValidator, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from opsgate.domain.errors import GatewayError, InvalidRequestError, NotFoundError
+from opsgate.domain.errors import InvalidRequestError, NotFoundError
 from opsgate.evals.analysis import RunNotFound, compare_runs, gate_runs
 from opsgate.evals.dataset import DatasetError, ItemError, parse_item
 from opsgate.evals.report import pick_quality, render_html, render_markdown, report_rows
 from opsgate.evals.stats import parse_percent
 from opsgate.evals.store import ANY_TENANT, EvalStore, TenantScope
 from opsgate.server.access import actor_of, principal_of, scoped_tenant
-from opsgate.server.admin import RecordLogDisabled, RecordLogHolder
-from opsgate.server.http_io import ADMIN_MAX_BODY_BYTES, error_response, json_response, read_json_value
+from opsgate.server.admin import RecordLogHolder, require_record_log
+from opsgate.server.http_io import ADMIN_MAX_BODY_BYTES, json_response, read_json_value
+from opsgate.server.query_params import NoQuery, QueryModel, one_of, parse_query, whole_number
 from opsgate.store.query import check_params
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}")
@@ -39,19 +41,12 @@ EvalHandler = Callable[[Request, EvalStore], Awaitable[Response]]
 
 def _evals(holder: RecordLogHolder, handler: EvalHandler) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
-        try:
-            if holder.record_log is None:
-                raise RecordLogDisabled(
-                    "The record store is not configured (record.store), so there are no evaluation tables.",
-                    code="record_store_not_configured",
-                )
-            check_params(request.query_params, request.path_params)
-            for name, value in request.path_params.items():
-                if not _ID.fullmatch(str(value)):
-                    raise NotFoundError(f"No evaluation {name} '{str(value)[:100]}'.", param=name, code="not_found")
-            return await handler(request, EvalStore(holder.record_log.store))
-        except GatewayError as error:
-            return error_response(error)
+        record_log = require_record_log(holder, "so there are no evaluation tables")
+        check_params(request.query_params, request.path_params)
+        for name, value in request.path_params.items():
+            if not _ID.fullmatch(str(value)):
+                raise NotFoundError(f"No evaluation {name} '{str(value)[:100]}'.", param=name, code="not_found")
+        return await handler(request, EvalStore(record_log.store))
 
     return endpoint
 
@@ -62,29 +57,63 @@ def scope_of(request: Request) -> TenantScope:
     return ANY_TENANT if principal.is_operator else principal.tenant
 
 
-def _only(request: Request, known: set[str]) -> dict[str, str]:
-    params = dict(request.query_params)
-    unknown = sorted(set(params) - known)
-    if unknown:
-        raise InvalidRequestError(
-            f"Unknown parameter '{unknown[0]}'. Known: {', '.join(sorted(known))}.", param=unknown[0]
-        )
-    return params
+def _run_id(raw: object) -> str:
+    if not isinstance(raw, str) or not _ID.fullmatch(raw):
+        raise ValueError("must be a run id")
+    return raw
 
 
-def _limit(params: dict[str, str], default: int, high: int) -> int:
-    raw = params.get("limit")
-    if raw is None:
-        return default
-    if not re.fullmatch(r"[0-9]{1,6}", raw) or not 1 <= int(raw) <= high:
-        raise InvalidRequestError(f"limit must be a whole number from 1 to {high}.", param="limit")
-    return int(raw)
+def _item_key(raw: object) -> str:
+    if not isinstance(raw, str) or not _ID.fullmatch(raw):
+        raise ValueError("must be an item key this API returned")
+    return raw
 
 
-def _run_id(value: str | None, name: str) -> str:
-    if not value or not _ID.fullmatch(value):
-        raise InvalidRequestError(f"{name} must be a run id.", param=name)
-    return value
+def _percent(raw: object) -> float:
+    return parse_percent(str(raw))  # ValueError names what is wrong
+
+
+RunId = Annotated[str, BeforeValidator(_run_id)]
+
+
+class PageQuery(QueryModel):
+    """A page of datasets or runs."""
+
+    limit: Annotated[int, whole_number(1, 1000)] | None = None
+
+
+class DatasetQuery(QueryModel):
+    """How many of a dataset version's items to show."""
+
+    limit: Annotated[int, whole_number(1, MAX_ITEMS_PAGE)] = 100
+
+
+class ItemsQuery(DatasetQuery):
+    """A page of a run's items, after the last key of the page before."""
+
+    after: Annotated[str, BeforeValidator(_item_key)] | None = None
+
+
+class CompareQuery(QueryModel):
+    """Two runs to compare, optionally on some scorers only."""
+
+    baseline: RunId
+    candidate: RunId
+    scorer: list[str] = []
+
+
+class GateQuery(CompareQuery):
+    """The gate: a comparison and the degradation it tolerates (``5%``)."""
+
+    max_degradation: Annotated[float, BeforeValidator(_percent)] = 0.05
+
+
+class ReportQuery(QueryModel):
+    """The model-choice report over 1 to ``MAX_REPORT_RUNS`` runs."""
+
+    run: Annotated[list[RunId], Field(min_length=1, max_length=MAX_REPORT_RUNS)]
+    quality: str | None = None
+    format: Annotated[str, one_of(("json", "md", "html"))] = "json"
 
 
 async def _dataset_or_404(store: EvalStore, request: Request, ref: str) -> Any:
@@ -96,14 +125,15 @@ async def _dataset_or_404(store: EvalStore, request: Request, ref: str) -> Any:
 
 async def list_datasets(request: Request, store: EvalStore) -> Response:
     """``GET /admin/evals/datasets``: dataset versions, newest first."""
-    params = _only(request, {"limit"})
-    versions = await run_in_threadpool(store.list_datasets, scope_of(request), _limit(params, 100, 1000))
+    limit = parse_query(request, PageQuery).limit or 100
+    versions = await run_in_threadpool(store.list_datasets, scope_of(request), limit)
     return json_response({"object": "list", "data": [v.to_dict() for v in versions]})
 
 
 async def create_dataset(request: Request, store: EvalStore) -> Response:
     """``POST /admin/evals/datasets`` with ``{"name", "items": [...], "tenant"?}``: the next version
     (bodies are capped at 64 KiB; import larger files with ``opsgate eval dataset import``)."""
+    parse_query(request, NoQuery)
     body = await read_json_value(request, ADMIN_MAX_BODY_BYTES)
     if not isinstance(body, dict):
         raise InvalidRequestError('The body must be {"name": ..., "items": [...]}.')
@@ -137,16 +167,16 @@ async def create_dataset(request: Request, store: EvalStore) -> Response:
 
 async def get_dataset(request: Request, store: EvalStore) -> Response:
     """``GET /admin/evals/datasets/{dataset}``: a version (name, name@version or id) and its first items."""
-    params = _only(request, {"limit"})
+    limit = parse_query(request, DatasetQuery).limit
     version = await _dataset_or_404(store, request, request.path_params["dataset"])
     items = await run_in_threadpool(store.dataset_items, version.id)
-    shown = [i.to_dict() for i in items[: _limit(params, 100, MAX_ITEMS_PAGE)]]
+    shown = [i.to_dict() for i in items[:limit]]
     return json_response({**version.to_dict(), "data": shown})
 
 
 async def export_dataset(request: Request, store: EvalStore) -> Response:
     """``GET /admin/evals/datasets/{dataset}/export``: the version as JSONL."""
-    _only(request, set())
+    parse_query(request, NoQuery)
     version = await _dataset_or_404(store, request, request.path_params["dataset"])
     items = await run_in_threadpool(store.dataset_items, version.id)
     body = b"".join(orjson.dumps(i.to_dict()) + b"\n" for i in items)
@@ -158,8 +188,8 @@ async def export_dataset(request: Request, store: EvalStore) -> Response:
 
 async def list_runs(request: Request, store: EvalStore) -> Response:
     """``GET /admin/evals/runs``: runs, newest first."""
-    params = _only(request, {"limit"})
-    runs = await run_in_threadpool(store.list_runs, scope_of(request), _limit(params, 50, 1000))
+    limit = parse_query(request, PageQuery).limit or 50
+    runs = await run_in_threadpool(store.list_runs, scope_of(request), limit)
     return json_response({"object": "list", "data": runs})
 
 
@@ -172,35 +202,26 @@ async def _run_or_404(store: EvalStore, request: Request, run_id: str) -> dict[s
 
 async def get_run(request: Request, store: EvalStore) -> Response:
     """``GET /admin/evals/runs/{run}``: a run with its settings and summary."""
-    _only(request, set())
+    parse_query(request, NoQuery)
     return json_response(await _run_or_404(store, request, request.path_params["run"]))
 
 
 async def run_items(request: Request, store: EvalStore) -> Response:
     """``GET /admin/evals/runs/{run}/items?limit=&after=``: items with input, output, scores and judge reasons."""
-    params = _only(request, {"limit", "after"})
-    run = await _run_or_404(store, request, request.path_params["run"])
-    after = params.get("after") or None
-    if after is not None and not _ID.fullmatch(after):
-        raise InvalidRequestError("after must be an item key this API returned.", param="after")
-    limit = _limit(params, 100, MAX_ITEMS_PAGE)
-    items = await run_in_threadpool(lambda: list(store.iter_items(run["id"], after, limit)))
+    run = await _run_or_404(store, request, request.path_params["run"])  # a missing run is a 404 first
+    query = parse_query(request, ItemsQuery)
+    limit = query.limit
+    items = await run_in_threadpool(lambda: list(store.iter_items(run["id"], query.after, limit)))
     cursor = items[-1]["item_key"] if len(items) == limit else None
     return json_response({"object": "list", "data": items, "next_after": cursor})
 
 
-def _pair(params: dict[str, str]) -> tuple[str, str]:
-    return _run_id(params.get("baseline"), "baseline"), _run_id(params.get("candidate"), "candidate")
-
-
 async def compare(request: Request, store: EvalStore) -> Response:
     """``GET /admin/evals/compare?baseline=&candidate=[&scorer=]``: per-scorer paired comparison."""
-    params = _only(request, {"baseline", "candidate", "scorer"})
-    baseline, candidate = _pair(params)
-    scorers = request.query_params.getlist("scorer") or None
+    query = parse_query(request, CompareQuery)
     try:
         comparisons, base_fail, cand_fail, header = await run_in_threadpool(
-            compare_runs, store, scope_of(request), baseline, candidate, scorers
+            compare_runs, store, scope_of(request), query.baseline, query.candidate, query.scorer or None
         )
     except RunNotFound as error:
         raise NotFoundError(f"{error}.", code="run_not_found") from None
@@ -215,17 +236,12 @@ async def compare(request: Request, store: EvalStore) -> Response:
 
 async def gate(request: Request, store: EvalStore) -> Response:
     """``GET /admin/evals/gate?baseline=&candidate=&max_degradation=5%``: the gate's verdict (200 either way)."""
-    params = _only(request, {"baseline", "candidate", "max_degradation", "scorer"})
-    baseline, candidate = _pair(params)
-    try:
-        limit = parse_percent(params.get("max_degradation") or "5%")
-    except ValueError as error:
-        raise InvalidRequestError(str(error), param="max_degradation") from None
-    scorers = request.query_params.getlist("scorer") or None
+    query = parse_query(request, GateQuery)
     try:
         result, header = await run_in_threadpool(
-            gate_runs, store, scope_of(request), baseline, candidate, limit, scorers
-        )
+            gate_runs, store, scope_of(request), query.baseline, query.candidate, query.max_degradation,
+            query.scorer or None,
+        )  # fmt: skip
     except RunNotFound as error:
         raise NotFoundError(f"{error}.", code="run_not_found") from None
     return json_response({**header, **result.to_dict()})
@@ -233,15 +249,10 @@ async def gate(request: Request, store: EvalStore) -> Response:
 
 async def report(request: Request, store: EvalStore) -> Response:
     """``GET /admin/evals/report?run=…&run=…[&quality=][&format=json|md|html]``: the model choice report."""
-    _only(request, {"run", "quality", "format"})
-    run_ids = request.query_params.getlist("run")
-    if not run_ids or len(run_ids) > MAX_REPORT_RUNS:
-        raise InvalidRequestError(f"give 1 to {MAX_REPORT_RUNS} run parameters.", param="run")
-    fmt = request.query_params.get("format") or "json"
-    if fmt not in ("json", "md", "html"):
-        raise InvalidRequestError("format must be json, md or html.", param="format")
-    runs = [await _run_or_404(store, request, _run_id(r, "run")) for r in run_ids]
-    rows = report_rows(runs, request.query_params.get("quality") or pick_quality(runs))
+    query = parse_query(request, ReportQuery)
+    fmt = query.format
+    runs = [await _run_or_404(store, request, run_id) for run_id in query.run]
+    rows = report_rows(runs, query.quality or pick_quality(runs))
     if fmt == "json":
         return json_response({"object": "list", "data": rows})
     if fmt == "md":

@@ -10,20 +10,22 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
+from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from opsgate.domain.config import GatewayConfig
-from opsgate.domain.errors import GatewayError, InvalidRequestError, NotFoundError
+from opsgate.domain.errors import InvalidRequestError, NotFoundError
 from opsgate.releases import metrics
 from opsgate.releases.prompts import LABEL, PromptStore, check_name, diff
 from opsgate.releases.store import ReleaseStore, check_weight, validate_release_spec
 from opsgate.server.access import actor_of, require_operator, scoped_tenant
-from opsgate.server.admin import RecordLogDisabled
-from opsgate.server.http_io import error_response, json_response, read_json_value
+from opsgate.server.admin import require_record_log
+from opsgate.server.http_io import json_response, read_json_value
+from opsgate.server.query_params import NoQuery, QueryModel, parse_query, whole_number
 from opsgate.store.query import check_params
 from opsgate.store.record_log import RecordLog
 from opsgate.store.sql import SqlRecordStore
@@ -43,16 +45,9 @@ Handler = Callable[[Request, SqlRecordStore], Awaitable[Response]]
 
 def _route(holder: ReleasesHolder, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
-        try:
-            if holder.record_log is None:
-                raise RecordLogDisabled(
-                    "Prompts and releases live in the record store (record.store is unset).",
-                    code="record_store_not_configured",
-                )
-            check_params(request.query_params, request.path_params)
-            return await handler(request, holder.record_log.store)
-        except GatewayError as error:
-            return error_response(error)
+        record_log = require_record_log(holder, "and prompts and releases live in it")
+        check_params(request.query_params, request.path_params)  # path ids too
+        return await handler(request, record_log.store)
 
     return endpoint
 
@@ -73,8 +68,21 @@ def _revision(body: dict[str, Any]) -> int | None:
     return value
 
 
+class PromptQuery(QueryModel):
+    """Prompt routes: an operator may name a tenant (the shared prompts otherwise)."""
+
+    tenant: str | None = None
+
+
+class DiffQuery(PromptQuery):
+    """Two versions of a prompt to compare."""
+
+    from_: Annotated[int, whole_number(0, 10**9 - 1), Field(alias="from")]
+    to: Annotated[int, whole_number(0, 10**9 - 1)]
+
+
 def _prompt_tenant(request: Request) -> str | None:
-    return scoped_tenant(request, request.query_params.get("tenant"))
+    return scoped_tenant(request, parse_query(request, PromptQuery).tenant)
 
 
 def release_routes(holder: ReleasesHolder) -> list[Route]:
@@ -133,17 +141,15 @@ def release_routes(holder: ReleasesHolder) -> list[Route]:
         return json_response({"name": name, "labels": labels, "versions": [v.to_dict() for v in versions]})
 
     async def diff_prompt(request: Request, store: SqlRecordStore) -> Response:
-        tenant = _prompt_tenant(request)
+        query = parse_query(request, DiffQuery)
+        tenant = scoped_tenant(request, query.tenant)
         name = check_name(request.path_params["name"])
         prompts = PromptStore(store)
         found = []
-        for param in ("from", "to"):
-            raw = request.query_params.get(param, "")
-            if not raw.isdigit() or len(raw) > 9:
-                raise InvalidRequestError(f"{param} must be a version number.", param=param)
-            version = await asyncio.to_thread(prompts.get, tenant, name, int(raw))
+        for param, number in (("from", query.from_), ("to", query.to)):
+            version = await asyncio.to_thread(prompts.get, tenant, name, number)
             if version is None:
-                raise NotFoundError(f"no prompt {name}@{raw}.", param=param, code="prompt_not_found")
+                raise NotFoundError(f"no prompt {name}@{number}.", param=param, code="prompt_not_found")
             found.append(version)
         return json_response({"from": found[0].ref, "to": found[1].ref, "diff": diff(found[0], found[1])})
 
@@ -162,12 +168,14 @@ def release_routes(holder: ReleasesHolder) -> list[Route]:
 
     async def list_releases(request: Request, store: SqlRecordStore) -> Response:
         require_operator(request, "read releases")
+        parse_query(request, NoQuery)
         releases = ReleaseStore(store)
         _, states, _ = await asyncio.to_thread(releases.snapshot)
         return json_response({"object": "list", "data": [s.to_dict() for s in states.values()]})
 
     async def create_release(request: Request, store: SqlRecordStore) -> Response:
         require_operator(request, "create releases")
+        parse_query(request, NoQuery)
         body = await _body(request)
         alias = body.pop("alias", None)
         if not isinstance(alias, str) or alias not in aliases():
@@ -191,6 +199,7 @@ def release_routes(holder: ReleasesHolder) -> list[Route]:
 
     async def show_release(request: Request, store: SqlRecordStore) -> Response:
         require_operator(request, "read releases")
+        parse_query(request, NoQuery)
         alias = alias_of(request)
         releases = ReleaseStore(store)
         state = await asyncio.to_thread(releases.state, alias)
@@ -208,6 +217,7 @@ def release_routes(holder: ReleasesHolder) -> list[Route]:
     def change(action: str) -> Handler:
         async def handler(request: Request, store: SqlRecordStore) -> Response:
             require_operator(request, "change releases")
+            parse_query(request, NoQuery)
             alias = alias_of(request)
             body = await _body(request)
             releases = ReleaseStore(store)
@@ -245,11 +255,13 @@ def release_routes(holder: ReleasesHolder) -> list[Route]:
 
     async def list_experiments(request: Request, store: SqlRecordStore) -> Response:
         require_operator(request, "read experiments")
+        parse_query(request, NoQuery)
         data = await asyncio.to_thread(ReleaseStore(store).experiments, None)
         return json_response({"object": "list", "data": data})
 
     async def start_experiment(request: Request, store: SqlRecordStore) -> Response:
         require_operator(request, "start experiments")
+        parse_query(request, NoQuery)
         body = await _body(request)
         alias = body.get("alias")
         if not isinstance(alias, str) or alias not in aliases():
@@ -268,6 +280,7 @@ def release_routes(holder: ReleasesHolder) -> list[Route]:
 
     async def show_experiment(request: Request, store: SqlRecordStore) -> Response:
         require_operator(request, "read experiments")
+        parse_query(request, NoQuery)
         found = await asyncio.to_thread(ReleaseStore(store).experiment, request.path_params["experiment"][:64])
         if found is None:
             raise NotFoundError("no such experiment.", param="experiment", code="experiment_not_found")
@@ -276,6 +289,7 @@ def release_routes(holder: ReleasesHolder) -> list[Route]:
 
     async def stop_experiment(request: Request, store: SqlRecordStore) -> Response:
         require_operator(request, "stop experiments")
+        parse_query(request, NoQuery)
         releases = ReleaseStore(store)
         found = await asyncio.to_thread(releases.experiment, request.path_params["experiment"][:64])
         if found is None or found["status"] != "running":

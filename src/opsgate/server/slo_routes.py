@@ -17,19 +17,21 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
+from pydantic import BeforeValidator, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from opsgate.domain.errors import GatewayError, InvalidRequestError, NotFoundError
+from opsgate.domain.errors import InvalidRequestError, NotFoundError
 from opsgate.domain.slo_config import MEASURED_SLIS, duration_seconds
 from opsgate.errors_trail.groups import error_groups
 from opsgate.server.access import principal_of, scoped_tenant
-from opsgate.server.admin import RecordLogDisabled
-from opsgate.server.http_io import error_response, json_response, read_json_value
+from opsgate.server.admin import require_record_log
+from opsgate.server.http_io import json_response, read_json_value
+from opsgate.server.query_params import NoQuery, QueryModel, Time, one_of, parse_query, whole_number
 from opsgate.slo import feedback as feedback_kpis
 from opsgate.slo.service import SloService
 from opsgate.store.query import parse_time
@@ -54,51 +56,66 @@ Handler = Callable[[Request, SloService], Awaitable[Response]]
 
 def _route(holder: SloHolder, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
-        try:
-            if holder.record_log is None:
-                raise RecordLogDisabled(
-                    "The request log is not configured (record.store is unset); SLOs, feedback and error "
-                    "groups are computed from it.",
-                    code="record_store_not_configured",
-                )
-            return await handler(request, holder.slo)
-        except GatewayError as error:
-            return error_response(error)
+        require_record_log(holder, "and SLOs, feedback and error groups are computed from it")
+        return await handler(request, holder.slo)
 
     return endpoint
 
 
-def _params(request: Request, known: set[str]) -> dict[str, str]:
-    params = dict(request.query_params)
-    unknown = sorted(set(params) - known)
-    if unknown:
-        raise InvalidRequestError(
-            f"Unknown parameter '{unknown[0]}'. Known: {', '.join(sorted(known))}.", param=unknown[0]
-        )
-    return params
-
-
-def _since(params: dict[str, str], default: str) -> float:
-    return parse_time(params.get("since") or default, "since")
-
-
-def _duration(raw: str, name: str) -> int:
+def _step(raw: object) -> int:
+    text = str(raw)
     try:
-        seconds = float(raw) if raw.replace(".", "", 1).isdigit() else duration_seconds(raw)
+        seconds = float(text) if text.replace(".", "", 1).isdigit() else duration_seconds(text)
     except ValueError:
-        raise InvalidRequestError(f"{name} must be a duration like 10s, 1m or 1h.", param=name) from None
+        raise ValueError("must be a duration like 10s, 1m or 1h") from None
     if seconds < 1 or seconds != int(seconds):
-        raise InvalidRequestError(f"{name} must be a whole number of seconds, at least 1.", param=name)
+        raise ValueError("must be a whole number of seconds, at least 1")
     return int(seconds)
 
 
-def _limit(params: dict[str, str], default: int, high: int = 1000) -> int:
-    raw = params.get("limit")
-    if not raw:
-        return default
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= high:  # "²" is a digit to isdigit
-        raise InvalidRequestError(f"limit must be a whole number from 1 to {high}.", param="limit")
-    return int(raw)
+def _since(default: str) -> Any:
+    """``since`` (``1h``, ``7d``, ISO 8601 or epoch seconds) with a default window."""
+    return Field(default_factory=lambda: parse_time(default, "since"))
+
+
+Limit = Annotated[int, whole_number(1, 1000)]
+
+
+class FeedbackSummaryQuery(QueryModel):
+    """``/admin/feedback/summary``."""
+
+    by: str = "model"  # checked by the summary itself (model, tenant or day)
+    since: Time = _since("30d")
+    tenant: str | None = None
+
+
+class HistoryQuery(QueryModel):
+    """``/admin/slo/{name}/history``."""
+
+    since: Time = _since("7d")
+
+
+class AlertsQuery(QueryModel):
+    """``/admin/alerts``."""
+
+    state: Annotated[str, one_of(("firing", "resolved"))] | None = None
+    limit: Limit = 100
+
+
+class ErrorsQuery(QueryModel):
+    """``/admin/errors``."""
+
+    since: Time = _since("24h")
+    limit: Limit = 100
+    tenant: str | None = None
+
+
+class TimeseriesQuery(QueryModel):
+    """``/admin/stats/timeseries``."""
+
+    since: Time = _since("1h")
+    step: Annotated[int, BeforeValidator(_step)] = 60
+    tenant: str | None = None
 
 
 def _number(body: dict[str, Any], name: str, default: float | None) -> float:
@@ -168,6 +185,7 @@ class RequestFinder:
 async def post_feedback(request: Request, slo: SloService, finder: RequestFinder) -> Response:
     """``POST /v1/feedback``: thumbs or 1-5 stars on a request this caller may see; 201 with the id."""
     assert slo.record_log is not None
+    parse_query(request, NoQuery)
     feedback = feedback_kpis.parse_feedback(await _json_body(request))
     record = await finder.find(slo.record_log, feedback.request_id)
     if record is None or not principal_of(request).can_read_tenant(record["tenant"]):
@@ -190,10 +208,9 @@ async def post_feedback(request: Request, slo: SloService, finder: RequestFinder
 async def feedback_summary(request: Request, slo: SloService) -> Response:
     """``GET /admin/feedback/summary?by=model|tenant|day&since=30d``: CSAT and NPS-style KPIs."""
     assert slo.record_log is not None
-    params = _params(request, {"by", "since", "tenant"})
-    tenant = scoped_tenant(request, params.get("tenant") or None)
-    by, since = params.get("by") or "model", _since(params, "30d")
-    result = await run_in_threadpool(lambda: feedback_kpis.summary(slo.store(), by, since, tenant))
+    query = parse_query(request, FeedbackSummaryQuery)
+    tenant = scoped_tenant(request, query.tenant)
+    result = await run_in_threadpool(lambda: feedback_kpis.summary(slo.store(), query.by, query.since, tenant))
     return json_response(result)
 
 
@@ -202,7 +219,7 @@ async def feedback_summary(request: Request, slo: SloService) -> Response:
 
 async def slo_status(request: Request, slo: SloService) -> Response:
     """``GET /admin/slo``: every objective with value, budget left, burn rates and state."""
-    _params(request, set())
+    parse_query(request, NoQuery)
     assert slo.engine is not None
     tenant = scoped_tenant(request, None)
     data = await run_in_threadpool(slo.engine.status, tenant)
@@ -212,9 +229,8 @@ async def slo_status(request: Request, slo: SloService) -> Response:
 async def slo_history(request: Request, slo: SloService) -> Response:
     """``GET /admin/slo/{name}/history?since=7d``: SLI and budget left over time."""
     assert slo.engine is not None
-    params = _params(request, {"since"})
+    since = parse_query(request, HistoryQuery).since
     tenant = scoped_tenant(request, None)
-    since = _since(params, "7d")
     data = await run_in_threadpool(slo.engine.history, request.path_params["name"], since, tenant)
     return json_response({"object": "list", "slo": request.path_params["name"], "data": data})
 
@@ -222,6 +238,7 @@ async def slo_history(request: Request, slo: SloService) -> Response:
 async def post_measurement(request: Request, slo: SloService) -> Response:
     """``POST /admin/slo/measurements`` ``{slo, value, ts?}``: a value of a measured SLI."""
     assert slo.engine is not None
+    parse_query(request, NoQuery)
     body = await _json_body(request)
     if not isinstance(body, dict) or set(body) - {"slo", "value", "ts", "tenant"}:
         raise InvalidRequestError("The body must be {slo, value, ts?, tenant?}.", code="invalid_body")
@@ -240,12 +257,9 @@ async def post_measurement(request: Request, slo: SloService) -> Response:
 async def alerts(request: Request, slo: SloService) -> Response:
     """``GET /admin/alerts?state=firing|resolved&limit=``: alert episodes, newest first."""
     assert slo.alerts is not None
-    params = _params(request, {"state", "limit"})
-    state = params.get("state") or None
-    if state not in (None, "firing", "resolved"):
-        raise InvalidRequestError("state must be firing or resolved.", param="state")
+    query = parse_query(request, AlertsQuery)
     tenant = scoped_tenant(request, None)
-    data = await run_in_threadpool(slo.alerts.list, tenant, state, _limit(params, 100))
+    data = await run_in_threadpool(slo.alerts.list, tenant, query.state, query.limit)
     return json_response({"object": "list", "data": data})
 
 
@@ -255,21 +269,19 @@ async def alerts(request: Request, slo: SloService) -> Response:
 async def errors(request: Request, slo: SloService) -> Response:
     """``GET /admin/errors?since=24h&limit=``: failed requests grouped by signature."""
     assert slo.record_log is not None
-    params = _params(request, {"since", "limit", "tenant"})
-    tenant = scoped_tenant(request, params.get("tenant") or None)
-    since, limit = _since(params, "24h"), _limit(params, 100)
-    result = await run_in_threadpool(lambda: error_groups(slo.store(), since, tenant, limit=limit))
+    query = parse_query(request, ErrorsQuery)
+    tenant = scoped_tenant(request, query.tenant)
+    result = await run_in_threadpool(lambda: error_groups(slo.store(), query.since, tenant, limit=query.limit))
     return json_response(result)
 
 
 async def timeseries(request: Request, slo: SloService) -> Response:
     """``GET /admin/stats/timeseries?since=1h&step=1m``: traffic, errors, latency percentiles, cost, tokens."""
     assert slo.engine is not None
-    params = _params(request, {"since", "step", "tenant"})
-    tenant = scoped_tenant(request, params.get("tenant") or None)
-    since = _since(params, "1h")
-    step = _duration(params.get("step") or "1m", "step")
-    data, summary = await run_in_threadpool(slo.engine.window, since, step, tenant)
+    query = parse_query(request, TimeseriesQuery)
+    tenant = scoped_tenant(request, query.tenant)
+    step = query.step
+    data, summary = await run_in_threadpool(slo.engine.window, query.since, step, tenant)
     # ``summary``: the window's totals, error rate and percentiles, so the dashboard never recomputes them.
     return json_response({"object": "list", "step": step, "data": data, "summary": summary})
 
