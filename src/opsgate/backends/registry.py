@@ -40,13 +40,15 @@ def build_backend(alias: ModelAlias, index: int) -> Backend:
 class ModelRegistry:
     """Every alias's deployments, started and closed together."""
 
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, integrity: IntegrityMonitor | None = None) -> None:
         self.aliases = {alias.name: alias for alias in config.models}
         self.backends: dict[str, list[Backend]] = {
             alias.name: [build_backend(alias, i) for i in range(len(alias.deployments))] for alias in config.models
         }
-        # Hooks each local model's load; a digest mismatch takes that deployment out of service.
-        self.integrity = IntegrityMonitor(config, {backend.label: backend for backend in self.all()})
+        # The gateway's monitor (server/app.py builds it with its audit sink); a bare one for tools and
+        # tests. It hooks each local model's load: a digest mismatch takes that deployment out of service.
+        self.integrity = integrity if integrity is not None else IntegrityMonitor(config)
+        self.integrity.guard(self.all())
 
     def deployments(self, alias: str) -> list[Backend]:
         """The backends serving ``alias``, in config order."""

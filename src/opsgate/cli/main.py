@@ -14,10 +14,11 @@ from rich.console import Console
 from rich.table import Table
 
 from opsgate import __version__
+from opsgate.auth.key_limits import WORKERS_ENV
 from opsgate.cli.audit import audit
 from opsgate.cli.bias import bias_group
-from opsgate.cli.drift import drift_group
 from opsgate.cli.config_file import exit_listing_problems, load_config_or_exit
+from opsgate.cli.drift import drift_group
 from opsgate.cli.errors import errors
 from opsgate.cli.evals import eval_group
 from opsgate.cli.integrity import manifest
@@ -136,6 +137,7 @@ def serve(
         if config_path:
             os.environ["OPSGATE_CONFIG"] = os.path.abspath(config_path)
         os.environ["OPSGATE_LOG_LEVEL"] = level
+        os.environ[WORKERS_ENV] = str(workers)  # each worker knows it is one of several (auth/key_limits.py)
         metrics_dir = prepare_metrics_dir(config)  # one /metrics for all workers, not whichever takes the scrape
         try:
             uvicorn.run("opsgate.server.app:app_from_env", factory=True, workers=workers, **options)

@@ -1,7 +1,9 @@
-"""Watches the gateway's local model files, and records its effective config in the audit log.
+"""Watches the gateway's local model files and takes a deployment whose files changed out of service.
 
-At load, a deployment's files are hashed on its model thread before the model is built; they must
-match the manifest (``integrity.manifest``) or, without one, become the reference. Every
+The gateway builds it (``server/app.py``), with the audit sink it writes refusals to; the model
+registry hands it the backends to guard. At load, a deployment's files are hashed on its model
+thread before the model is built; they must match the manifest (``integrity.manifest``) or,
+without one, become the reference. Every
 ``check_interval_seconds`` they are hashed again in a worker thread. A mismatch takes the
 deployment out of service for the life of the process: the router skips it (falling back, or 503
 when nothing is left), the backend itself refuses calls (also those that bypass the router), the
@@ -18,7 +20,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -44,6 +46,13 @@ class ModelIntegrityError(GatewayError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, code="model_integrity_failed")
+
+
+class AuditSink(Protocol):
+    """Where the monitor writes its audit entries (``server/audit_sink.py``); blocking."""
+
+    def append(self, actor: str, action: str, target: str | None, details: dict[str, Any]) -> None:
+        """Append one entry to the audit chain."""
 
 
 @runtime_checkable
@@ -86,24 +95,29 @@ def _summary(problems: list[dict[str, object]]) -> str:
 class IntegrityMonitor:
     """Model-file digests for every local deployment of one gateway process."""
 
-    def __init__(self, config: GatewayConfig, backends: dict[str, Backend]) -> None:
+    def __init__(self, config: GatewayConfig, audit: AuditSink | None = None) -> None:
         self.config = config
         self.settings = config.integrity
-        self.backends = backends
+        self.audit = audit
+        self.backends: dict[str, Backend] = {}
         self.deployments: dict[str, DeploymentIntegrity] = {}
-        self.mismatches = 0
         self._manifest: Manifest | ManifestError | None = None
         self._lock = threading.Lock()  # models load on their own threads, concurrently
         self._tasks: list[asyncio.Task[None]] = []
+
+    def guard(self, backends: Iterable[Backend]) -> None:
+        """Hook each local deployment's load among ``backends`` (the registry's, built from the same config)."""
+        self.backends = {backend.label: backend for backend in backends}
         if not self.settings.enabled:
             return
+        config, backends_by_label = self.config, self.backends
         for alias in config.models:
             for index, deployment in enumerate(alias.deployments):
                 label = deployment_label(alias.name, index)
                 local = isinstance(deployment, SentenceEmbeddingDeployment) or (
                     isinstance(deployment, LlamaCppDeployment) and not deployment.hf_repo
                 )
-                backend = backends.get(label)
+                backend = backends_by_label.get(label)
                 if local and isinstance(backend, LoadGuarded):
                     self.deployments[label] = DeploymentIntegrity(label)
                     backend.before_load = functools.partial(self.verify_at_load, label)
@@ -111,15 +125,9 @@ class IntegrityMonitor:
     # -- lifecycle ----------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Log the effective config if it changed, and start the periodic checks."""
+        """Start the periodic checks."""
         if self.deployments:
             self._tasks.append(asyncio.create_task(self._periodic(), name="integrity-checks"))
-        if self.config.record.store:
-            task = asyncio.create_task(self._audit_config(), name="config-audit")
-            self._tasks.append(task)
-            # Usually a few ms: wait, so the entry is there once the gateway is up; an unreachable
-            # store must not hold up the start, though, so after 2 s it finishes in the background.
-            await asyncio.wait({task}, timeout=2.0)
 
     async def close(self) -> None:
         """Stop the background work."""
@@ -236,7 +244,6 @@ class IntegrityMonitor:
         if state.refused is not None:
             return False
         state.refused = reason
-        self.mismatches += 1
         log.error("MODEL INTEGRITY FAILURE: deployment %s is out of service (%s check): %s", state.label, phase, reason)
         backend = self.backends.get(state.label)
         if isinstance(backend, InProcessBackend):
@@ -252,37 +259,9 @@ class IntegrityMonitor:
         )
 
     def _audit(self, action: str, target: str, details: dict[str, Any]) -> None:
-        url = self.config.record.store
-        if url is None:
-            return
-        from opsgate.audit import append_audit
-        from opsgate.store.record_log import open_store
-
+        if self.audit is None:
+            return  # no record store: the error log is the record
         try:
-            store = open_store(url)
-            try:
-                append_audit(store, ACTOR, action, target, details)
-            finally:
-                store.close()
+            self.audit.append(ACTOR, action, target, details)
         except Exception:  # the refusal stands even if the audit log is unreachable
             log.exception("could not write the %s audit entry for %s", action, target)
-
-    async def _audit_config(self) -> None:
-        try:
-            entry = await asyncio.to_thread(self._record_config)
-        except Exception:
-            log.exception("could not record the effective config in the audit log")
-            return
-        if entry is not None:
-            log.info("config change recorded in the audit log (seq %s)", entry.seq)
-
-    def _record_config(self) -> Any:
-        from opsgate.audit.config_change import record_config_loaded
-        from opsgate.store.record_log import open_store
-
-        assert self.config.record.store is not None
-        store = open_store(self.config.record.store)
-        try:
-            return record_config_loaded(store, self.config, f"opsgate@{socket.gethostname()}")
-        finally:
-            store.close()

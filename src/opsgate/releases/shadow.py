@@ -14,13 +14,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from opsgate.domain.context import GatewayResponse, JsonResult, RequestContext
 from opsgate.domain.requests import ChatCompletionRequest, ChatMessage
 from opsgate.releases.cache import Arm
 
 if TYPE_CHECKING:
+    from opsgate.domain.pricing import PriceBook
     from opsgate.evals.store import EvalStore
 
 log = logging.getLogger("opsgate.releases.shadow")
@@ -35,12 +36,14 @@ class ShadowMirror:
         terminal: Terminal,
         evals: Callable[[], EvalStore] | None,
         max_in_flight: int = 4,
-        prices: dict[str, Any] | None = None,
+        prices: Callable[[], PriceBook] | None = None,
     ) -> None:
         self.terminal = terminal
         self.evals = evals
         self.max_in_flight = max_in_flight
-        self.prices = prices or {}
+        # The gateway's PriceBook (late-bound: a reload may change prices): a shadow call costs what the
+        # record would charge for the deployment that served it, its own price before its alias's.
+        self.prices = prices
         self.in_flight = 0
         self.sent = 0
         self.dropped = 0
@@ -124,7 +127,6 @@ class ShadowMirror:
     ) -> None:
         if self.evals is None or not isinstance(response, JsonResult):
             return
-        from opsgate.domain.pricing import cost_of
         from opsgate.evals.store import ItemResult
         from opsgate.pipeline.record import input_text
 
@@ -144,7 +146,7 @@ class ShadowMirror:
             latency_ms=round(latency, 3),
             prompt_tokens=(usage or {}).get("prompt_tokens"),
             completion_tokens=(usage or {}).get("completion_tokens"),
-            cost=cost_of(self.prices.get(live.alias.name), usage),
+            cost=self.prices().cost(live.alias.name, ctx.deployment, usage) if self.prices is not None else None,
             ts=time.time(),
         )
         tenant = live.principal.tenant

@@ -20,14 +20,17 @@ from starlette.routing import Route
 
 from opsgate import __version__
 from opsgate.auth.authenticator import Authenticator
+from opsgate.auth.key_limits import per_process_key_limits
 from opsgate.auth.key_store import KeyStore
 from opsgate.backends.registry import ModelRegistry
 from opsgate.domain.config import GatewayConfig, load_config
 from opsgate.domain.context import Endpoint, RequestContext
 from opsgate.domain.errors import GatewayError, InvalidRequestError, NotFoundError, PermissionDeniedError
+from opsgate.domain.pricing import PriceBook
 from opsgate.domain.urls import redact_urls
 from opsgate.evals.online import OnlineEvaluator
 from opsgate.evals.store import EvalStore
+from opsgate.integrity.monitor import IntegrityMonitor
 from opsgate.pipeline.build import build_pipeline
 from opsgate.pipeline.record import FanoutSink, LogSink, RecordSink
 from opsgate.pipeline.release import ReleaseStage
@@ -37,8 +40,10 @@ from opsgate.releases.shadow import ShadowMirror
 from opsgate.routing.router import Router
 from opsgate.server.access import AccessMiddleware, principal_of
 from opsgate.server.admin import admin_routes
+from opsgate.server.audit_sink import StoreAuditSink
 from opsgate.server.cache_routes import cache_routes
 from opsgate.server.drain import Lifecycle, LifecycleMiddleware, register_metrics
+from opsgate.server.drift_routes import drift_routes
 from opsgate.server.eval_routes import eval_routes
 from opsgate.server.http_io import (
     REFUSED_BODY_KEY,
@@ -55,7 +60,6 @@ from opsgate.server.openapi import openapi_document
 from opsgate.server.readiness import public_readiness
 from opsgate.server.release_routes import release_routes
 from opsgate.server.reload import ConfigReloader, reload_routes
-from opsgate.server.drift_routes import drift_routes
 from opsgate.server.sentinel_routes import sentinel_routes
 from opsgate.server.services import builders as service_builders
 from opsgate.server.slo_routes import slo_routes
@@ -73,8 +77,11 @@ class Gateway:
 
     def __init__(self, config: GatewayConfig, sink: RecordSink | None = None) -> None:
         self.config = config
-        self.registry = ModelRegistry(config)
+        self._prices: tuple[GatewayConfig, PriceBook] | None = None
         self.record_log = RecordLog(config.record) if config.record.store else None
+        # Integrity refusals and config loads go to the audit chain through the request log's store.
+        self.audit = StoreAuditSink(self.record_log) if self.record_log is not None else None
+        self.registry = ModelRegistry(config, self.integrity_monitor(config))
         sinks: list[RecordSink] = []
         if self.record_log is not None:
             sinks.append(self.record_log)
@@ -114,6 +121,17 @@ class Gateway:
             self.pipeline.trace_with(self.telemetry.tracing, config.telemetry.tracing.stage_spans)
             self.router.tracer = self.telemetry.tracing
 
+    @property
+    def prices(self) -> PriceBook:
+        """The PriceBook of the config now in force (rebuilt after a reload changed it)."""
+        if self._prices is None or self._prices[0] is not self.config:
+            self._prices = (self.config, PriceBook(self.config))
+        return self._prices[1]
+
+    def integrity_monitor(self, config: GatewayConfig) -> IntegrityMonitor:
+        """The model-file monitor for a registry built from ``config`` (this one, or a reload's)."""
+        return IntegrityMonitor(config, self.audit)
+
     def _stage_status(self) -> dict[str, Any]:
         statuses = ((stage.name, getattr(stage, "status", None)) for stage in self.pipeline.stages)
         return {name: status() for name, status in statuses if status is not None}
@@ -129,7 +147,7 @@ class Gateway:
             lambda ctx: self.router(ctx),  # late-bound: a config reload replaces the router
             self._eval_store if self.record_log is not None else None,
             config.releases.shadow_max_in_flight,
-            {alias.name: alias.price for alias in config.models},
+            lambda: self.prices,  # late-bound: a config reload may change prices
         )
         watch = AutoRollback(config, store) if store is not None and config.releases.auto_rollback.enabled else None
         return cache, ReleaseStage(cache, shadow), watch
@@ -146,6 +164,9 @@ class Gateway:
         """Open the request log (replaying any journal a crash left) and start the backends."""
         if self.record_log is not None:
             self.record_log.start()
+        if self.audit is not None:
+            await self.audit.record_config(self.config)  # a config_loaded entry when it changed
+        await self._warn_per_process_key_limits()
         if not self.config.auth.enabled:
             log.warning(
                 "AUTHENTICATION IS OFF: anyone who can reach this gateway can call its models and read and erase "
@@ -167,6 +188,22 @@ class Gateway:
             start = getattr(stage, "start", None)
             if start is not None:
                 await start()  # stages with connections (Redis) open them here
+
+    async def _warn_per_process_key_limits(self) -> None:
+        # New keys with limits are refused in this setup (server/keys_routes.py); existing ones are named here.
+        problem = per_process_key_limits(self.config)
+        record_log = self.record_log
+        if problem is None or record_log is None or not self.config.auth.enabled:
+            return
+        try:
+            keys = await asyncio.to_thread(lambda: KeyStore(record_log.store).list(None, include_inactive=False))
+        except Exception as error:  # the store is down: the keys API says so when used
+            log.warning("could not look for keys with limits: %s: %s", type(error).__name__, error)
+            return
+        limited = [key.key_id for key in keys if key.limits]
+        if limited:
+            shown = ", ".join(limited[:10]) + (f" (+{len(limited) - 10} more)" if len(limited) > 10 else "")
+            log.warning("%d active key(s) carry their own limits (%s). %s", len(limited), shown, problem)
 
     async def stop(self) -> None:
         """Stop the backends, then store the last records."""
@@ -305,9 +342,7 @@ def create_app(
         for entry in gateway.models(principal_of(request).allows_model)["data"]:
             if entry["id"] == name:
                 return json_response(entry)
-        return error_response(
-            NotFoundError(f"The model '{name}' does not exist.", param="model", code="model_not_found")
-        )
+        raise NotFoundError(f"The model '{name}' does not exist.", param="model", code="model_not_found")
 
     async def healthz(request: Request) -> Response:
         return json_response({"status": "ok"})
@@ -324,9 +359,9 @@ def create_app(
 
     async def metrics(request: Request) -> Response:
         if not principal_of(request).is_operator:
-            return error_response(PermissionDeniedError("/metrics covers every tenant: it needs an operator key."))
+            raise PermissionDeniedError("/metrics covers every tenant: it needs an operator key.")
         if gateway.telemetry.registry is None:
-            return error_response(NotFoundError("Metrics are off (telemetry.metrics.enabled).", code="not_found"))
+            raise NotFoundError("Metrics are off (telemetry.metrics.enabled).", code="not_found")
         body, content_type = gateway.telemetry.render(request.headers.get("accept"))
         return Response(body, headers={"Content-Type": content_type})
 
@@ -348,7 +383,7 @@ def create_app(
         return error_response(error, dict(exc.headers or {}))
 
     async def gateway_error(request: Request, exc: Exception) -> Response:
-        # A GatewayError a route did not catch itself (a body over its limit or too slow, say).
+        # The one place a route's GatewayError becomes its OpenAI-shaped answer (routes raise, never render).
         assert isinstance(exc, GatewayError)
         return error_response(exc)
 

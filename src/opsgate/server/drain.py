@@ -43,13 +43,11 @@ class Lifecycle:
 
     def __init__(self) -> None:
         self.draining = False
-        self.drain_started: float | None = None
         self._next_seq = 0
         self._active: dict[int, bool] = {}  # sequence number -> is an inference call (/v1 POST)
         self.inference_in_flight = 0
         self.generation = 1
         self.reloads: dict[str, int] = {"applied": 0, "refused": 0}
-        self.last_reload_at: float | None = None
 
     @property
     def in_flight(self) -> int:
@@ -85,9 +83,7 @@ class Lifecycle:
 
     def begin_drain(self) -> None:
         """Readiness turns 503 and responses close their connections from now on."""
-        if not self.draining:
-            self.draining = True
-            self.drain_started = time.monotonic()
+        self.draining = True
 
     def families(self) -> Iterable[Metric]:
         """Gauges for ``/metrics``: in-flight requests (the autoscaler's signal), draining, reloads."""

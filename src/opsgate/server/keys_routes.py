@@ -17,12 +17,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from opsgate.auth.authenticator import Authenticator
+from opsgate.auth.key_limits import per_process_key_limits
 from opsgate.auth.key_store import KeySpec, KeyStore
+from opsgate.domain.config import GatewayConfig
 from opsgate.domain.errors import GatewayError, InvalidRequestError, PermissionDeniedError
 from opsgate.domain.principal import ROLES
 from opsgate.domain.reliability_config import LimitRule
 from opsgate.server.access import actor_of, principal_of
-from opsgate.server.http_io import error_response, json_response, read_json_value
+from opsgate.server.http_io import json_response, read_json_value
+from opsgate.server.query_params import NoQuery, parse_query
 from opsgate.store.query import parse_duration
 from opsgate.store.record_log import RecordLog
 
@@ -34,6 +37,7 @@ _LIMIT_FIELDS = {"requests_per_minute", "tokens_per_minute", "concurrent", "spen
 class KeysHolder(Protocol):
     """What the keys API needs from the gateway."""
 
+    config: GatewayConfig
     record_log: RecordLog | None
     authenticator: Authenticator
 
@@ -53,7 +57,7 @@ async def _json_object(request: Request) -> dict[str, Any]:
     return body
 
 
-def _spec(body: dict[str, Any], request: Request) -> KeySpec:
+def _spec(body: dict[str, Any], request: Request, config: GatewayConfig) -> KeySpec:
     unknown = sorted(set(body) - _CREATE_FIELDS)
     if unknown:
         raise InvalidRequestError(f"Unknown field '{unknown[0]}'.", param=unknown[0])
@@ -73,6 +77,10 @@ def _spec(body: dict[str, Any], request: Request) -> KeySpec:
     if models is not None and (not isinstance(models, list) or not all(isinstance(m, str) and m for m in models)):
         raise InvalidRequestError("models must be a list of model names, or null for every model.", param="models")
     limits = body.get("limits")
+    if limits:
+        problem = per_process_key_limits(config)
+        if problem is not None:  # never silently N times the limit
+            raise InvalidRequestError(problem, param="limits", code="limits_not_shared")
     if limits is not None:
         if not isinstance(limits, dict) or not set(limits) <= _LIMIT_FIELDS:
             raise InvalidRequestError(f"limits may hold {', '.join(sorted(_LIMIT_FIELDS))}.", param="limits")
@@ -100,34 +108,32 @@ def _spec(body: dict[str, Any], request: Request) -> KeySpec:
     )
 
 
-KeysHandler = Callable[[Request, KeyStore, Authenticator], Awaitable[Response]]
+KeysHandler = Callable[[Request, KeyStore, KeysHolder], Awaitable[Response]]
 
 
 def _keys(holder: KeysHolder, handler: KeysHandler) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
-        try:
-            if holder.record_log is None:
-                raise KeysUnavailable(
-                    "API keys are kept in the record store; set record.store to manage keys.",
-                    code="record_store_not_configured",
-                )
-            record_log = holder.record_log
-            store = await run_in_threadpool(lambda: KeyStore(record_log.store))
-            return await handler(request, store, holder.authenticator)
-        except GatewayError as error:
-            return error_response(error)
+        if holder.record_log is None:
+            raise KeysUnavailable(
+                "API keys are kept in the record store; set record.store to manage keys.",
+                code="record_store_not_configured",
+            )
+        parse_query(request, NoQuery)  # no route here takes a query parameter
+        record_log = holder.record_log
+        store = await run_in_threadpool(lambda: KeyStore(record_log.store))
+        return await handler(request, store, holder)
 
     return endpoint
 
 
-async def create_key(request: Request, keys: KeyStore, authenticator: Authenticator) -> Response:
+async def create_key(request: Request, keys: KeyStore, holder: KeysHolder) -> Response:
     """``POST /admin/keys``: a new key; its secret is in this response only."""
-    spec = _spec(await _json_object(request), request)
+    spec = _spec(await _json_object(request), request, holder.config)
     created = await run_in_threadpool(keys.create, spec, actor_of(request))
     return json_response(created.to_json(), 201)
 
 
-async def list_keys(request: Request, keys: KeyStore, authenticator: Authenticator) -> Response:
+async def list_keys(request: Request, keys: KeyStore, holder: KeysHolder) -> Response:
     """``GET /admin/keys``: the caller's tenant's keys (every key for an operator)."""
     tenant_scope = principal_of(request).tenant
     infos = await run_in_threadpool(keys.list, tenant_scope)
@@ -138,7 +144,7 @@ def _scope(request: Request) -> str | None:
     return principal_of(request).tenant
 
 
-async def get_key(request: Request, keys: KeyStore, authenticator: Authenticator) -> Response:
+async def get_key(request: Request, keys: KeyStore, holder: KeysHolder) -> Response:
     """``GET /admin/keys/{id}``."""
     info = await run_in_threadpool(keys.require, request.path_params["id"], _scope(request))
     return json_response(info.to_json())
@@ -152,8 +158,9 @@ def _finite_number(value: object, low: float, high: float) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= high
 
 
-async def rotate_key(request: Request, keys: KeyStore, authenticator: Authenticator) -> Response:
+async def rotate_key(request: Request, keys: KeyStore, holder: KeysHolder) -> Response:
     """``POST /admin/keys/{id}/rotate`` with optional ``{"grace_seconds": N}``: a new secret; the old one lapses."""
+    authenticator = holder.authenticator
     body = await _json_object(request)
     grace = body.get("grace_seconds", authenticator.config.rotation_grace_seconds)
     if not _finite_number(grace, 0, 366 * 86400):
@@ -164,10 +171,10 @@ async def rotate_key(request: Request, keys: KeyStore, authenticator: Authentica
     return json_response(created.to_json(), 201)
 
 
-async def revoke_key(request: Request, keys: KeyStore, authenticator: Authenticator) -> Response:
+async def revoke_key(request: Request, keys: KeyStore, holder: KeysHolder) -> Response:
     """``POST /admin/keys/{id}/revoke`` (or ``DELETE /admin/keys/{id}``)."""
     info = await run_in_threadpool(keys.revoke, request.path_params["id"], actor_of(request), _scope(request))
-    authenticator.forget()  # this replica at once; others within auth.cache_ttl_seconds
+    holder.authenticator.forget()  # this replica at once; others within auth.cache_ttl_seconds
     return json_response(info.to_json())
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -97,7 +96,7 @@ def restart_only_changes(old: GatewayConfig, new: GatewayConfig) -> list[str]:
 
 def build_generation(gateway: Gateway, config: GatewayConfig) -> Generation:
     """A registry, router and pipeline for ``config`` that share the gateway's sink, authenticator and tracer."""
-    registry = ModelRegistry(config)
+    registry = ModelRegistry(config, gateway.integrity_monitor(config))
     router = Router(config, registry)
     # Stages the gateway holds for its whole life (the release stage, when releases are on) join the new pipeline.
     kept: dict[str, Any] = {}
@@ -147,8 +146,6 @@ class ConfigReloader:
         async with self._lock:
             outcome = await self._reload()
             self.lifecycle.reloads[outcome.result] += 1
-            if outcome.result == "applied":
-                self.lifecycle.last_reload_at = time.time()
             outcome.generation = self.lifecycle.generation
             outcome.audited = await self._audit(actor, outcome)
             level = logging.INFO if outcome.result == "applied" else logging.ERROR
@@ -183,6 +180,8 @@ class ConfigReloader:
             await close_generation(generation)
             return ReloadResult("refused", self.path, [f"cannot start: {type(error).__name__}: {error}"], changed)
         self._swap(generation)
+        if self.gateway.audit is not None:
+            await self.gateway.audit.record_config(new)  # config_loaded, as at start
         return ReloadResult("applied", self.path, [], changed)
 
     def _swap(self, new: Generation) -> None:
