@@ -9,25 +9,18 @@ from typing import Any
 def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
     """The Wilson score interval for ``successes`` out of ``trials`` (``trials`` > 0).
 
-    statsmodels' ``proportion_confint(method="wilson")`` when statsmodels is installed, else
-    scipy's ``binomtest(...).proportion_ci(method="wilson")``: the same interval, two well-kept
-    implementations. Wilson stays inside [0, 1] and behaves at 0 % and 100 %, where the normal
-    approximation collapses to a zero-width interval — which is where a guard's numbers usually are.
+    statsmodels' ``proportion_confint(method="wilson")`` (a dependency, so always there). Wilson stays
+    inside [0, 1] and behaves at 0 % and 100 %, where the normal approximation collapses to a
+    zero-width interval — which is where a guard's numbers usually are.
     """
+    from statsmodels.stats.proportion import proportion_confint  # here: statsmodels takes a second to import
+
     if trials <= 0:
         raise ValueError("trials must be positive")
     if not 0 <= successes <= trials:
         raise ValueError("successes must be between 0 and trials")
-    try:
-        from statsmodels.stats.proportion import proportion_confint
-    except ImportError:
-        from scipy.stats import binomtest
-
-        ci: Any = binomtest(successes, trials).proportion_ci(confidence_level=confidence, method="wilson")
-        low, high = float(ci.low), float(ci.high)
-    else:
-        bounds: Any = proportion_confint(successes, trials, alpha=1 - confidence, method="wilson")
-        low, high = float(bounds[0]), float(bounds[1])
+    bounds: Any = proportion_confint(successes, trials, alpha=1 - confidence, method="wilson")
+    low, high = float(bounds[0]), float(bounds[1])
     # Libraries return 1e-17 / 0.9999999999 at the edges; clamp so 0/n reads as exactly 0.
     return max(0.0, low), min(1.0, high)
 
