@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 
 from opsgate.redteam.stats import Proportion, wilson_interval
@@ -34,13 +32,6 @@ def test_edges_are_exact_and_inputs_are_checked() -> None:
         wilson_interval(1, 0)
     with pytest.raises(ValueError):
         wilson_interval(6, 5)
-
-
-def test_scipy_fallback_gives_the_same_interval(monkeypatch: pytest.MonkeyPatch) -> None:
-    # A None entry in sys.modules makes the import fail: the scipy branch runs even where statsmodels exists.
-    monkeypatch.setitem(sys.modules, "statsmodels.stats.proportion", None)
-    assert wilson_interval(8, 10) == pytest.approx((0.4902, 0.9433), abs=1e-4)
-    assert wilson_interval(0, 7)[0] == 0.0
 
 
 def test_proportion() -> None:
