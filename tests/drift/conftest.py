@@ -73,3 +73,9 @@ def config(**overrides: Any) -> DriftConfig:
     data: dict[str, Any] = {"enabled": True, "min_samples": {"requests": 100, "answers": 50, "embeddings": 30}}
     data.update(overrides)
     return DriftConfig.model_validate(data)
+
+
+def models(*names: str) -> list[dict[str, Any]]:
+    """Config entries for model aliases ``names`` (drift summarises and checks configured aliases only)."""
+    deployment = {"type": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m"}
+    return [{"name": name, "deployments": [deployment]} for name in names]

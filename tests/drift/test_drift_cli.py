@@ -15,7 +15,7 @@ from opsgate.drift.history import DriftHistory
 from opsgate.drift.summary import WindowSummary
 from opsgate.drift.windows import BucketRow, WindowStore
 from opsgate.store.record_log import open_store
-from tests.drift.conftest import config, observations
+from tests.drift.conftest import config, models, observations
 from tests.drift.traffic import mixed
 from tests.support import free_port
 
@@ -41,7 +41,12 @@ def config_file(tmp_path: Path) -> Path:
     history.add(run_check(settings, "quiet-model", None, summary(3, 400), summary(4, 400), Span(0, 1), Span(1, 2)))
     store.close()
     path = tmp_path / "gateway.yaml"
-    path.write_text(json.dumps({"record": {"store": url}, "drift": {"enabled": True, "embeddings": False}}))
+    settings_file = {
+        "record": {"store": url},
+        "models": models("chat-model", "quiet-model"),
+        "drift": {"enabled": True, "embeddings": False},
+    }
+    path.write_text(json.dumps(settings_file))
     return path
 
 
@@ -95,3 +100,24 @@ def test_clear_errors(tmp_path: Path) -> None:
     assert code == 2 and "record.store is not set" in out
     code, out = run("status", "--url", f"http://127.0.0.1:{free_port()}/v1")
     assert code == 1 and "cannot reach the gateway" in out
+
+
+@pytest.mark.parametrize("alias", ["FAKE-1", "<img src=x onerror=alert(1)>", "ghost\x00nul"])
+def test_check_refuses_an_alias_that_is_not_configured(config_file: Path, alias: str) -> None:
+    code, out = run("check", "--alias", alias, "--config", str(config_file))
+    assert code == 2 and "not a model alias in the config" in out and "Traceback" not in out, out
+    store = open_store(json.loads(config_file.read_text())["record"]["store"])
+    try:
+        assert {r["alias"] for r in DriftHistory(store).list()} == {"chat-model", "quiet-model"}  # nothing stored
+    finally:
+        store.close()
+
+
+def test_report_to_a_missing_directory_is_a_clear_error(config_file: Path, tmp_path: Path) -> None:
+    target = tmp_path / "nonexistent" / "dir" / "x.md"
+    result = CliRunner().invoke(
+        cli, ["drift", "report", "--alias", "chat-model", "--output", str(target), "--config", str(config_file)]
+    )
+    assert result.exit_code == 2, result.output
+    assert "--output" in result.output and "cannot write" in result.output and "No such file" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)  # no traceback

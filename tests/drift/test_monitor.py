@@ -13,6 +13,7 @@ from opsgate.domain.config import GatewayConfig
 from opsgate.drift.history import DriftHistory
 from opsgate.drift.service import DriftMonitor, build_drift_monitor
 from opsgate.store.sql import SqlRecordStore
+from tests.drift.conftest import models
 from tests.drift.traffic import mixed
 from tests.store.conftest import pg_url, store_url  # noqa: F401 - fixtures
 
@@ -32,6 +33,7 @@ def store(store_url: str) -> Iterator[SqlRecordStore]:  # noqa: F811
 def gateway_config(**drift: Any) -> GatewayConfig:
     return GatewayConfig.model_validate(
         {
+            "models": models("chat-model", "other"),
             "drift": {"enabled": True, "embeddings": False, "bucket": "1h", "interval": "1m", **drift},
             "slo": {
                 "objectives": [

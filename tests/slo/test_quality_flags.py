@@ -6,14 +6,13 @@ from typing import Any
 
 import pytest
 
-from opsgate.evals.scorers_free import _REFUSAL
+from opsgate.evals.scorers_free import REFUSAL_PHRASES, REFUSAL_WINDOW, looks_like_refusal
 from opsgate.slo.quality import (
     ANSWERED,
     INJECTION,
     LOW_CONFIDENCE,
     PII_LEAK,
     REFUSAL,
-    REFUSAL_PATTERN,
     SCANNED,
     TOXIC,
     is_refusal,
@@ -94,5 +93,9 @@ CORPUS = [
 
 
 @pytest.mark.parametrize("text", CORPUS)
-def test_fast_refusal_pattern_agrees_with_the_eval_scorer(text: str) -> None:
-    assert (REFUSAL_PATTERN.search(text) is None) == (_REFUSAL.search(text) is None)
+def test_fast_refusal_detector_agrees_with_the_plain_phrases(text: str) -> None:
+    # The fast (lookahead) detector must match exactly where the plain phrase list does, inside the
+    # window and past it (a phrase after the window is not a refusal).
+    for padded in (text, " " * (REFUSAL_WINDOW - 5) + text):
+        assert looks_like_refusal(padded) == (REFUSAL_PHRASES.search(padded[:REFUSAL_WINDOW]) is not None)
+    assert looks_like_refusal(text) == (REFUSAL_PHRASES.search(text) is not None)  # the corpus fits the window

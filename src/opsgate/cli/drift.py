@@ -62,11 +62,14 @@ class _Api:
         self.base = url.rstrip("/").removesuffix("/v1")
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def call(self, method: str, path: str, *, or_none_on: int | None = None, **kwargs: Any) -> Any:
+        """The JSON answer; None for HTTP ``or_none_on``; any other error status is a clear error."""
         try:
             response = httpx.request(method, self.base + path, headers=self.headers, timeout=120.0, **kwargs)
         except httpx.HTTPError as error:
             raise click.ClickException(f"cannot reach the gateway at {self.base}: {error}") from None
+        if response.status_code == or_none_on:
+            return None
         if response.status_code >= 400:
             try:
                 message = response.json()["error"]["message"]
@@ -89,12 +92,19 @@ def _history(
     url: str | None, api_key: str | None, config_path: str | None, alias: str | None, tenant: str | None, limit: int
 ) -> list[dict[str, Any]]:
     if url:
+        api = _Api(url, api_key)
         params: dict[str, Any] = {"limit": limit}
         if alias:
             params["alias"] = alias
         if tenant:
             params["tenant"] = tenant
-        return list(_Api(url, api_key).call("GET", "/admin/drift/checks", params=params)["data"])
+            return list(api.call("GET", "/admin/drift/checks", params=params)["data"])
+        # No --tenant: the all-tenant series only (never one tenant's checks mixed in). A tenant key
+        # may not read it (403): it gets its own tenant's checks, the only ones it can see.
+        page = api.call("GET", "/admin/drift/checks", params={**params, "scope": "global"}, or_none_on=403)
+        if page is None:
+            page = api.call("GET", "/admin/drift/checks", params=params)
+        return list(page["data"])
     from opsgate.drift.history import GLOBAL, DriftHistory
 
     with _local(config_path) as (store, _):
@@ -184,7 +194,11 @@ def report(
     else:
         text = _render(fmt, history[0], history)
     if output:
-        Path(output).write_text(text, encoding="utf-8")
+        try:
+            Path(output).write_text(text, encoding="utf-8")
+        except OSError as error:
+            reason = error.strerror or str(error)
+            raise click.BadParameter(f"cannot write {output}: {reason}", param_hint="--output") from None
         click.echo(f"wrote {output}", err=True)
     else:
         click.echo(text)
@@ -221,8 +235,14 @@ def check(
         from opsgate.drift.checker import DriftChecker, WindowError
 
         with _local(config_path) as (store, config):
+            checker = DriftChecker(config, store)
+            if not checker.is_configured(alias):
+                known = ", ".join(sorted(m.name for m in config.models)[:20]) or "none"
+                raise click.BadParameter(
+                    f"{alias[:200]!r} is not a model alias in the config (aliases: {known})", param_hint="--alias"
+                )
             try:
-                result = DriftChecker(config, store).check(alias, tenant)
+                result = checker.check(alias, tenant)
             except WindowError as error:
                 raise click.ClickException(str(error)) from None
     if as_json:

@@ -90,6 +90,12 @@ class DriftConfig(_Strict):
     embeddings: bool = Field(True, description="Embed prompts and answers (the embedded MiniLM).")
     embedding_model: str | None = Field(None, description="Model directory; None: the bundled MiniLM.")
     queue: int = Field(10_000, ge=10, le=1_000_000, description="Records waiting to be summarised; more drop.")
+    queue_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=64 * 1024,
+        le=4 * 1024**3,
+        description="Bytes the waiting records may hold (each keeps its lengths and ~2 KB of its texts); more drop.",
+    )
     per_tenant: bool = Field(False, description="Also check each tenant of an alias on its own.")
     aliases: list[str] | None = Field(None, description="Aliases to check; None: every alias seen.")
     retention_days: int = Field(90, ge=1, le=3650, description="Summaries and checks kept this long.")

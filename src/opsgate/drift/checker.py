@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,8 +89,12 @@ def matching_objectives(config: GatewayConfig, alias: str, tenant: str | None) -
 class DriftChecker:
     """Check one scope now, store the result, write the SLO measurements."""
 
-    def __init__(self, config: GatewayConfig, source: StoreSource) -> None:
+    def __init__(
+        self, config: GatewayConfig, source: StoreSource, *, aliases: Callable[[], Collection[str]] | None = None
+    ) -> None:
+        """``aliases``: the configured model aliases now (default: ``config.models``); only they are checked."""
         self.config = config
+        self.aliases = aliases or (lambda: {alias.name for alias in config.models})
         self.drift = config.drift
         self.windows = WindowStore(source)
         self.history = DriftHistory(source)
@@ -105,7 +110,8 @@ class DriftChecker:
         reference: Span | None = None,
         store: bool = True,
     ) -> DriftResult:
-        """Run one check of ``alias`` (``tenant`` None: every tenant together)."""
+        """Run one check of ``alias`` (``tenant`` None: every tenant together). Callers taking the alias
+        from a client check it is configured first (``is_configured``): this runs on any name."""
         now = time.time() if now is None else now
         baseline = None if reference is not None else self.windows.baseline(alias, tenant or NO_TENANT)
         spans = choose_windows(self.drift, now, current=current, reference=reference, baseline=baseline)
@@ -119,12 +125,17 @@ class DriftChecker:
             self.measure([result], now)
         return result
 
+    def is_configured(self, alias: str) -> bool:
+        """Whether ``alias`` is a configured model alias (a check of anything else is a client mistake)."""
+        return alias in self.aliases()
+
     def scopes(self, now: float) -> list[tuple[str, str | None]]:
         """The (alias, tenant) scopes to check: every alias with recent buckets (or the configured ones),
         and each tenant of it when ``per_tenant``."""
         since = int(now - self.drift.current_seconds - 2 * self.drift.bucket_seconds)
         seen = self.windows.scopes(since)
-        aliases = sorted({alias for alias, _ in seen})
+        known = self.aliases()  # rows of an alias no longer (or never) configured are not checked
+        aliases = sorted({alias for alias, _ in seen if alias in known})
         if self.drift.aliases is not None:
             aliases = [a for a in aliases if a in self.drift.aliases]
         out: list[tuple[str, str | None]] = [(alias, None) for alias in aliases]

@@ -1,11 +1,15 @@
 """The drift collector: a record sink that summarises traffic off the request path.
 
-``write`` only puts the record in a bounded queue (a full queue drops the record and counts it: the
-request path never waits on drift). A summariser thread turns records into per-bucket summaries; an
+``write`` extracts the record's few cheap features (lengths, verdict names, ~2 KB of each text: see
+``features.extract``) and puts them in a queue bounded by count and by bytes (a full queue drops
+and counts: the request path never waits on drift, and a 4 MB prompt costs what a short one does).
+Records of aliases that are not configured models (a 404 for ``ghost-model``) are never summarised.
+A summariser thread turns records into per-bucket summaries; an
 embedding thread runs the embedded MiniLM on the few texts that would enter a bucket's reservoir
 (bounded by a sample rate, a per-second budget and its own bounded queue). Every
 ``flush_interval`` seconds the summariser upserts this replica's changed buckets; a bucket is
-forgotten once it ended and was flushed.
+forgotten once it ended and was flushed. A row the store refuses as data is dropped and counted
+(``flush_refused``); it never blocks the other rows.
 """
 
 from __future__ import annotations
@@ -18,16 +22,17 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from opsgate.domain.drift_config import DriftConfig
-from opsgate.drift.features import observe
+from opsgate.drift.features import Observation, add_language, extract
 from opsgate.drift.summary import WindowSummary
 from opsgate.drift.windows import NO_TENANT, BucketRow, WindowStore
+from opsgate.store.writer import refused_data, store_down
 
 log = logging.getLogger("opsgate.drift.collector")
 Embedder = Callable[[list[str]], NDArray[np.float32]]
@@ -35,6 +40,7 @@ BucketKey = tuple[str, int, str]  # alias, bucket start, tenant
 EMBED_QUEUE = 512
 EMBED_BATCH = 16
 EMBED_CHARS = 2000  # MiniLM reads 256 tokens; more text is cut before tokenizing anyway
+KnownAliases = Callable[[], Collection[str]]
 
 
 def replica_id() -> str:
@@ -84,14 +90,20 @@ class DriftCollector:
         embedder: Embedder | None = None,
         replica: str | None = None,
         seed: int | None = None,
+        aliases: KnownAliases | None = None,
     ) -> None:
+        """``aliases``: the configured model aliases now (called per record, so keep it cheap); records
+        of any other alias are left out. None: every well-formed alias (tests, the bench)."""
         self.config = config
         self.windows = windows
         self.replica = replica or replica_id()
         self._embedder_source = embedder
         self._embed: Embedder | None = None
         self.bucket_seconds = config.bucket_seconds
-        self._queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=config.queue)
+        self._aliases = aliases
+        self._queue: queue.Queue[tuple[Observation, int]] = queue.Queue(maxsize=config.queue)
+        self._queued_bytes = 0
+        self._bytes_lock = threading.Lock()
         self._embed_queue: queue.Queue[tuple[BucketKey, str, float, str]] = queue.Queue(maxsize=EMBED_QUEUE)
         self._buckets: dict[BucketKey, WindowSummary] = {}
         self._dirty: set[BucketKey] = set()
@@ -108,6 +120,7 @@ class DriftCollector:
             "dropped": 0,
             "summarised": 0,
             "ignored": 0,
+            "unknown_alias": 0,
             "sampled": 0,
             "embed_dropped": 0,
             "embed_skipped": 0,
@@ -115,17 +128,51 @@ class DriftCollector:
             "embed_late": 0,
             "flushed_rows": 0,
             "flush_errors": 0,
+            "flush_refused": 0,
         }
 
     # -- the request path -------------------------------------------------------------------------
 
     def write(self, record: dict[str, Any]) -> None:
-        """Enqueue the record; drop and count it when the queue is full (never blocks)."""
+        """Enqueue the record's features; drop and count them when the queue is full (never blocks)."""
         self.counts["received"] += 1
+        obs = self._extract(record)
+        if obs is None:
+            return
+        size = obs.held_bytes
+        with self._bytes_lock:
+            if self._queued_bytes + size > self.config.queue_bytes:
+                self.counts["dropped"] += 1
+                return
+            self._queued_bytes += size
         try:
-            self._queue.put_nowait(record)
+            self._queue.put_nowait((obs, size))
         except queue.Full:
+            self._release(size)
             self.counts["dropped"] += 1
+
+    def _extract(self, record: dict[str, Any]) -> Observation | None:
+        try:
+            obs = extract(record)
+        except Exception:  # one odd record must not fail the request path
+            log.exception("drift: could not read record %s", str(record.get("id"))[:100])
+            obs = None
+        if obs is None:
+            self.counts["ignored"] += 1
+            return None
+        if self._aliases is not None and obs.alias not in self._aliases():
+            self.counts["unknown_alias"] += 1  # a 404 for a made-up model: not an alias to monitor
+            return None
+        return obs
+
+    def _release(self, size: int) -> None:
+        with self._bytes_lock:
+            self._queued_bytes -= size
+
+    @property
+    def queued_bytes(self) -> int:
+        """About how many bytes the queued records hold now (bounded by ``drift.queue_bytes``)."""
+        return self._queued_bytes
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -150,13 +197,17 @@ class DriftCollector:
     # -- summarising --------------------------------------------------------------------------------
 
     def add(self, record: dict[str, Any]) -> None:
-        """Summarise one record now (the summariser thread calls this; tests and the bench may too)."""
+        """Summarise one record now (tests and the bench; the summariser thread reads the queue)."""
+        obs = self._extract(record)
+        if obs is not None:
+            self.add_observation(obs)
+
+    def add_observation(self, obs: Observation) -> None:
+        """Summarise one record's features (the summariser thread calls this)."""
         # Language detection is the costly part of a record (py3langid); a uniform Bernoulli sample of
         # prompts keeps the chi-square valid and the summariser ahead of traffic.
-        obs = observe(record, language=self._rng.random() < self.config.language_sample_rate)
-        if obs is None:
-            self.counts["ignored"] += 1
-            return
+        if self._rng.random() < self.config.language_sample_rate:
+            add_language(obs)
         bucket = int(obs.ts // self.bucket_seconds) * self.bucket_seconds
         key = (obs.alias, bucket, obs.tenant or NO_TENANT)
         revived = self._revive(key) if key in self._forgotten and key not in self._buckets else None
@@ -193,29 +244,31 @@ class DriftCollector:
         done = 0
         while True:
             try:
-                record = self._queue.get_nowait()
+                item = self._queue.get_nowait()
             except queue.Empty:
                 return done
-            self._add_safely(record)
+            self._add_safely(item)
             done += 1
 
-    def _add_safely(self, record: dict[str, Any]) -> None:
+    def _add_safely(self, item: tuple[Observation, int]) -> None:
+        obs, size = item
+        self._release(size)
         try:
-            self.add(record)
+            self.add_observation(obs)
         except Exception:  # one odd record must not stop the summariser
             self.counts["ignored"] += 1
-            log.exception("drift: could not summarise record %s", str(record.get("id"))[:100])
+            log.exception("drift: could not summarise a record of %r", obs.alias[:100])
 
     def _summarise_loop(self) -> None:
         next_flush = time.monotonic() + self.config.flush_interval
         while not self._stop.is_set():
             timeout = max(0.01, min(0.5, next_flush - time.monotonic()))
             try:
-                record = self._queue.get(timeout=timeout)
+                item = self._queue.get(timeout=timeout)
             except queue.Empty:
-                record = None
-            if record is not None:
-                self._add_safely(record)
+                item = None
+            if item is not None:
+                self._add_safely(item)
             if time.monotonic() >= next_flush:
                 self.flush()
                 next_flush = time.monotonic() + self.config.flush_interval
@@ -304,13 +357,11 @@ class DriftCollector:
             self._dirty.clear()
         if not rows or self.windows is None:
             return 0
-        try:
-            written = self.windows.write(self.replica, rows, now=now)
-        except Exception:
+        written, retry = self._write_rows(rows, now)
+        if retry:
             with self._lock:
-                self._dirty.update(keys)  # try again at the next flush
-            self.counts["flush_errors"] += 1
-            log.exception("drift: flushing %d bucket summaries failed", len(rows))
+                self._dirty.update(retry)  # try again at the next flush
+        if written == 0 and retry:
             return 0
         self.counts["flushed_rows"] += written
         self.last_flush = now
@@ -324,6 +375,55 @@ class DriftCollector:
                     if len(self._forgotten) > 100_000:
                         self._forgotten.clear()  # bounded memory; a very late record then starts afresh
         return written
+
+    def _write_rows(self, rows: list[BucketRow], now: float) -> tuple[int, list[BucketKey]]:
+        """Write ``rows`` in one transaction; if that fails and the store is up, one by one, so a row
+        the store refuses as data (dropped, counted) never blocks the others. Rows written, keys to retry."""
+        assert self.windows is not None
+        try:
+            return self.windows.write(self.replica, rows, now=now), []
+        except Exception as error:
+            self.counts["flush_errors"] += 1
+            if len(rows) == 1 or self._store_down(error):
+                return self._failed_row(rows[0], error) if len(rows) == 1 else (0, [_key(r) for r in rows])
+        written = 0
+        retry: list[BucketKey] = []
+        for index, row in enumerate(rows):
+            try:
+                written += self.windows.write(self.replica, [row], now=now)
+            except Exception as error:
+                if self._store_down(error):
+                    log.warning("drift: the store went away while flushing: %s: %s", type(error).__name__, error)
+                    return written, retry + [_key(r) for r in rows[index:]]
+                retry += self._failed_row(row, error)[1]
+        return written, retry
+
+    def _failed_row(self, row: BucketRow, error: Exception) -> tuple[int, list[BucketKey]]:
+        """(0 written, the keys to retry) for a row whose write failed: none if the store refused its data."""
+        if not self._store_down(error) and self._refused(error):
+            self.counts["flush_refused"] += 1
+            log.error(
+                "drift: the store refused the summary of %r (tenant %r), dropped: %s: %s",
+                row.alias[:100],
+                row.tenant[:100],
+                type(error).__name__,
+                str(error)[:300],
+            )
+            return 0, []
+        log.warning("drift: flushing the summary of %r failed: %s: %s", row.alias[:100], type(error).__name__, error)
+        return 0, [_key(row)]
+
+    def _store_down(self, error: Exception) -> bool:
+        try:
+            return store_down(self.windows.store, error) if self.windows is not None else True
+        except Exception:  # the store cannot even be opened
+            return True
+
+    def _refused(self, error: Exception) -> bool:
+        try:
+            return refused_data(self.windows.store, error) if self.windows is not None else False
+        except Exception:
+            return False
 
     def _revive(self, key: BucketKey) -> WindowSummary:
         """A summary for a bucket forgotten after its flush that got a late record (a long stream, a
@@ -344,12 +444,17 @@ class DriftCollector:
         return {
             **self.counts,
             "queued": self._queue.qsize(),
+            "queued_bytes": self._queued_bytes,
             "embed_queued": self._embed_queue.qsize(),
             "buckets": len(self._buckets),
             "replica": self.replica,
             "last_flush": self.last_flush,
             "embed_error": self.embed_error,
         }
+
+
+def _key(row: BucketRow) -> BucketKey:
+    return (row.alias, row.bucket, row.tenant)
 
 
 def _copy(summary: WindowSummary) -> WindowSummary:

@@ -12,20 +12,29 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from opsgate.evals.scorers_free import _REFUSAL, _REFUSAL_WINDOW
+from opsgate.evals.scorers_free import looks_like_refusal
 
-# Synthetic traffic the gateway makes itself: not what users send, so not drift.
+# Synthetic traffic the gateway makes itself: not what users send, so not drift. Only an operator's
+# request (no tenant; auth off has none) may claim it: a tenant saying "sentinel" is still counted.
 SYNTHETIC_PURPOSES = frozenset({"sentinel", "bias", "eval"})
+PURPOSE_KEYS = ("purpose", "opsgate_purpose")  # metadata keys: drift/sentinel and bias/explain tags
 TEXT_ENDPOINTS = frozenset({"chat", "completion"})
 LANGUAGE_CHARS = 500  # enough text for a language guess; longer prompts are cut
 MIN_LANGUAGE_CHARS = 12  # shorter texts get "short": a guess on a greeting is noise
+# What is kept of a prompt or an answer: MiniLM reads 256 tokens, the language guess 500 characters,
+# the refusal detector 300. A 4 MB prompt costs its length and these characters, nothing more.
+TEXT_CHARS = 2000
 _CATEGORY = re.compile(r"^[a-z][a-z0-9_.-]{0,39}$")
+# The model alias name grammar (domain/config.py): keys built from anything else are never stored.
+_ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,199}$")
+MAX_TENANT_CHARS = 200
+OBSERVATION_OVERHEAD = 400  # bytes of an Observation beside its texts (CPython objects)
 OTHER = "other"
 
 
 @dataclass(slots=True)
 class Observation:
-    """One record's drift features, keyed by where they go."""
+    """One record's drift features, keyed by where they go (texts cut to ``TEXT_CHARS``)."""
 
     alias: str
     tenant: str | None
@@ -43,12 +52,33 @@ class Observation:
     output_failed: list[str] = field(default_factory=list)
     answer_text: str | None = None
 
+    @property
+    def held_bytes(self) -> int:
+        """About how much memory this observation holds (the collector's queue bound)."""
+        texts = len(self.prompt_text or "") + len(self.answer_text or "")
+        return OBSERVATION_OVERHEAD + 4 * texts  # up to 4 bytes a character (CPython's widest strings)
+
 
 def category(value: object) -> str:
     """A bounded, printable category name: unknown shapes become ``other``."""
     if isinstance(value, str) and _CATEGORY.match(value):
         return value
     return OTHER if value is not None else "none"
+
+
+def alias_name(value: object) -> str | None:
+    """``value`` if it is a well-formed alias name (what may become a key in the drift tables)."""
+    return value if isinstance(value, str) and _ALIAS.match(value) else None
+
+
+def safe_tenant(value: object) -> str | bool | None:
+    """The tenant id if it can be stored (printable, no NUL, at most 200 characters), None for no
+    tenant, False for an id that cannot be a key (the record is left out)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and len(value) <= MAX_TENANT_CHARS and value.isprintable():
+        return value
+    return False
 
 
 def _failed(entries: object) -> tuple[bool, list[str]]:
@@ -73,7 +103,7 @@ def last_user_text(record: dict[str, Any]) -> str | None:
                     return content
                 if isinstance(content, list):
                     parts = [p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
-                    return "\n".join(parts) if parts else None
+                    return "\n".join(parts)[:TEXT_CHARS] if parts else None
     text = record.get("input_text")
     return text if isinstance(text, str) else None
 
@@ -90,37 +120,40 @@ def detect_language(text: str) -> str:
 
 
 def is_refusal(text: str) -> bool:
-    """Whether the answer refuses, by the same phrases as the ``refusal`` eval scorer (empty counts)."""
-    return _REFUSAL.search(text[:_REFUSAL_WINDOW]) is not None or not text.strip()
+    """Whether the answer refuses, by the same detector as the ``refusal`` eval scorer (empty counts)."""
+    return looks_like_refusal(text) or not text or text.isspace()  # isspace stops at the first letter
 
 
-def observe(record: dict[str, Any], *, language: bool = True) -> Observation | None:
-    """The features of a chat/completion record with a model, or None for records drift does not read."""
-    alias = record.get("model")
-    if not isinstance(alias, str) or not alias or len(alias) > 200:
-        return None
-    if record.get("endpoint") not in TEXT_ENDPOINTS:
-        return None
-    tags = record.get("tags") if isinstance(record.get("tags"), dict) else {}
-    assert isinstance(tags, dict)
+def synthetic(record: dict[str, Any], tags: dict[str, Any], tenant: str | None) -> bool:
+    """Whether an operator's request (no tenant) says it is the gateway's own synthetic traffic."""
+    if tenant is not None:
+        return False  # a tenant cannot hide its traffic from drift by claiming a purpose
     metadata = record.get("metadata")
-    purpose = metadata.get("purpose") if isinstance(metadata, dict) else None
-    if purpose in SYNTHETIC_PURPOSES or tags.get("purpose") in SYNTHETIC_PURPOSES:
+    purposes = [metadata.get(key) for key in PURPOSE_KEYS] if isinstance(metadata, dict) else []
+    purposes.append(tags.get("purpose"))
+    return any(isinstance(p, str) and p in SYNTHETIC_PURPOSES for p in purposes)
+
+
+def extract(record: dict[str, Any]) -> Observation | None:
+    """The cheap features of a chat/completion record (no language), texts cut to ``TEXT_CHARS``;
+    None for records drift does not read. Cheap enough for the request path (the collector's write)."""
+    alias = alias_name(record.get("model"))
+    if alias is None or record.get("endpoint") not in TEXT_ENDPOINTS:
         return None
-    tenant = record.get("tenant")
+    tenant = safe_tenant(record.get("tenant"))
+    if tenant is False:
+        return None
+    assert tenant is None or isinstance(tenant, str)
+    raw_tags = record.get("tags")
+    tags: dict[str, Any] = raw_tags if isinstance(raw_tags, dict) else {}
+    if synthetic(record, tags, tenant):
+        return None
     ts = record.get("ts")
-    obs = Observation(
-        alias=alias,
-        tenant=tenant if isinstance(tenant, str) and tenant else None,
-        ts=float(ts) if isinstance(ts, int | float) else 0.0,
-    )
+    obs = Observation(alias=alias, tenant=tenant, ts=float(ts) if isinstance(ts, int | float) else 0.0)
     text = record.get("input_text")
     if isinstance(text, str):
         obs.prompt_chars = len(text)
-        prompt = last_user_text(record) or text
-        obs.prompt_text = prompt
-        if language:
-            obs.language = detect_language(prompt)
+        obs.prompt_text = (last_user_text(record) or text)[:TEXT_CHARS]
     guard = tags.get("guard") if isinstance(tags.get("guard"), dict) else None
     if guard is not None:
         obs.input_scanned, obs.input_failed = _failed(guard.get("input"))
@@ -131,6 +164,20 @@ def observe(record: dict[str, Any], *, language: bool = True) -> Observation | N
         answer = record.get("output_text")
         if isinstance(answer, str):
             obs.answer_chars = len(answer)
-            obs.refused = is_refusal(answer)
-            obs.answer_text = answer
+            obs.refused = is_refusal(answer)  # window-bounded: cheap on a 4 MB answer
+            obs.answer_text = answer[:TEXT_CHARS]
+    return obs
+
+
+def add_language(obs: Observation) -> None:
+    """Detect the prompt's language (the costly feature, so it runs off the request path)."""
+    if obs.prompt_text is not None:
+        obs.language = detect_language(obs.prompt_text)
+
+
+def observe(record: dict[str, Any], *, language: bool = True) -> Observation | None:
+    """The features of a chat/completion record with a model, or None for records drift does not read."""
+    obs = extract(record)
+    if obs is not None and language:
+        add_language(obs)
     return obs

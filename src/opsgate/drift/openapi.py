@@ -49,11 +49,22 @@ def operations(op: Callable[..., dict[str, Any]]) -> dict[str, dict[str, dict[st
                     "since": {"type": "string", "description": "1h, 7d, ISO 8601 or epoch seconds"},
                     "limit": {"type": "integer", "minimum": 1, "maximum": 1000},
                     "drifted": {"type": "string", "enum": ["true", "false"]},
+                    "scope": {
+                        "type": "string",
+                        "enum": ["global"],
+                        "description": "global: only the all-tenant checks (operator keys; no tenant). "
+                        "Unset: every check the key may see (a tenant key: its own tenant's).",
+                    },
                 },
             )
         },
         "/admin/drift/check": {
-            "post": op("Run one drift check now (stored, feeds drift SLOs)", "drift", body="DriftCheck")
+            "post": op(
+                "Run one drift check now (stored, feeds drift SLOs); 404 model_not_found for an alias "
+                "that is not a configured model; 503 while the store is unavailable or locked",
+                "drift",
+                body="DriftCheck",
+            )
         },
         "/admin/drift/baseline": {
             "get": op("The pinned fixed reference window of a scope", "drift", query=scope),

@@ -37,8 +37,10 @@ class DriftMonitor:
         self.config = config
         self.drift = config.drift
         self.windows = WindowStore(store)
-        self.checker = DriftChecker(config, store)
-        self.collector = DriftCollector(self.drift, self.windows, embedder=embedder)
+        self._gateway: Any = None  # set by attach_app: a config reload's aliases are seen at once
+        self._known: tuple[GatewayConfig, frozenset[str]] = (config, configured_aliases(config))
+        self.checker = DriftChecker(config, store, aliases=self.known_aliases)
+        self.collector = DriftCollector(self.drift, self.windows, embedder=embedder, aliases=self.known_aliases)
         self.holder = self.collector.replica
         self._task: asyncio.Task[None] | None = None
         self._leading = False
@@ -55,7 +57,17 @@ class DriftMonitor:
         return self.collector
 
     def attach_app(self, app: Any) -> None:
-        """Not needed: the monitor reads the store only."""
+        """Follow the gateway's config, so aliases a reload adds are monitored (and removed ones not)."""
+        self._gateway = getattr(getattr(app, "state", None), "gateway", None)
+
+    def known_aliases(self) -> frozenset[str]:
+        """The model aliases configured now (cached per config object: called for every record)."""
+        current = getattr(self._gateway, "config", None)
+        if not isinstance(current, GatewayConfig):
+            current = self.config
+        if self._known[0] is not current:
+            self._known = (current, configured_aliases(current))
+        return self._known[1]
 
     async def start(self) -> None:
         """Start collecting and the check loop."""
@@ -123,6 +135,11 @@ class DriftMonitor:
             "last_error": self.last_error,
             "collector": self.collector.status(),
         }
+
+
+def configured_aliases(config: GatewayConfig) -> frozenset[str]:
+    """The names of ``config``'s model aliases: the only aliases drift summarises and checks."""
+    return frozenset(alias.name for alias in config.models)
 
 
 def build_drift_monitor(config: GatewayConfig, store: StoreOpener | None) -> BackgroundService | None:

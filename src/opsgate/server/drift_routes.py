@@ -4,14 +4,16 @@ Tenant scoping: a check covers one alias over every tenant (global) or one tenan
 checks, ``drift.per_tenant``). A tenant-bound key sees and runs only its own tenant's per-tenant
 checks; global checks mix every tenant's traffic, so they are for operator keys only. Reads need
 ``read``, POST/PUT/DELETE ``write`` (``auth/permissions.py`` decides by method). Every client
-mistake is a 4xx in the OpenAI error shape.
+mistake is a 4xx in the OpenAI error shape; an alias that is not a configured model is a 404
+(``model_not_found``); a store that is down or locked past its busy timeout is a 503.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from starlette.concurrency import run_in_threadpool
@@ -19,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from opsgate.domain.errors import InvalidRequestError, NotFoundError
+from opsgate.domain.errors import GatewayError, InvalidRequestError, NotFoundError, PermissionDeniedError
 from opsgate.drift.checker import DriftChecker, WindowError
 from opsgate.drift.engine import Span
 from opsgate.drift.history import GLOBAL, DriftHistory
@@ -28,9 +30,12 @@ from opsgate.server.access import actor_of, principal_of, scoped_tenant
 from opsgate.server.admin import require_record_log
 from opsgate.server.http_io import ADMIN_MAX_BODY_BYTES, json_response, read_json_value
 from opsgate.server.query_params import NoQuery, QueryModel, Time, parse_query, whole_number
+from opsgate.store.record_log import StoreUnavailable
+from opsgate.store.writer import store_down
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,199}$")
 MAX_HISTORY = 1000
+T = TypeVar("T")
 
 
 def _name(raw: object) -> str:
@@ -86,6 +91,8 @@ class ChecksQuery(QueryModel):
     since: Time | None = None
     limit: Annotated[int, whole_number(1, MAX_HISTORY)] = 100
     drifted: Annotated[str, BeforeValidator(lambda v: _bool_text(v))] | None = None
+    # global: only the all-tenant checks (operator keys); unset: every check the key may see.
+    scope: Literal["global"] | None = None
 
 
 class ScopeQuery(QueryModel):
@@ -147,12 +154,35 @@ def drift_routes(gateway: Any) -> list[Route]:
     def store() -> Any:
         return require_record_log(gateway, "so there are no drift tables").store
 
+    async def blocking(call: Callable[[], T]) -> T:
+        """Run store work in a thread; a store that is down or locked (past its busy timeout) is a 503."""
+        try:
+            return await run_in_threadpool(call)
+        except GatewayError:
+            raise
+        except Exception as error:
+            try:
+                down = store_down(store(), error)
+            except GatewayError:
+                down = True
+            if not down:
+                raise
+            raise StoreUnavailable(
+                f"The record store is unavailable or busy; try again: {type(error).__name__}: {str(error)[:200]}",
+                code="store_unavailable",
+            ) from None
+
+    def require_alias(alias: str) -> None:
+        """404 for an alias that is not a configured model (as /v1 answers): no checks of made-up names."""
+        if alias not in {model.name for model in gateway.config.models}:
+            raise NotFoundError(f"The model '{alias}' does not exist.", param="alias", code="model_not_found")
+
     async def status(request: Request) -> Response:
         """``GET /admin/drift/status``: the newest result per alias in the caller's scope."""
         parse_query(request, NoQuery)
         principal = principal_of(request)
         scope = None if principal.is_operator else principal.tenant
-        rows = await run_in_threadpool(DriftHistory(store()).latest, scope)
+        rows = await blocking(lambda: DriftHistory(store()).latest(scope))
         body: dict[str, Any] = {"object": "list", "data": [_clean(r) for r in rows]}
         service = monitor()
         body["enabled"] = service is not None
@@ -164,10 +194,21 @@ def drift_routes(gateway: Any) -> list[Route]:
         """``GET /admin/drift/checks``: stored results, newest first (the drift spec's shape)."""
         query = parse_query(request, ChecksQuery)
         principal = principal_of(request)
-        tenant = query.tenant if principal.is_operator else scoped_tenant(request, query.tenant)
+        if query.scope == "global":
+            if not principal.is_operator:
+                raise PermissionDeniedError(
+                    "All-tenant drift checks mix every tenant's traffic: operator keys only.",
+                    param="scope",
+                    code="tenant_denied",
+                )
+            if query.tenant is not None:
+                raise InvalidRequestError("scope=global takes no tenant.", param="tenant", code="invalid_query")
+            tenant: str | None = GLOBAL
+        else:
+            tenant = query.tenant if principal.is_operator else scoped_tenant(request, query.tenant)
         drifted = None if query.drifted is None else query.drifted == "true"
-        rows = await run_in_threadpool(
-            DriftHistory(store()).list, query.alias, tenant, query.since, query.limit, drifted
+        rows = await blocking(
+            lambda: DriftHistory(store()).list(query.alias, tenant, query.since, query.limit, drifted)
         )
         return json_response({"object": "list", "data": [_clean(r) for r in rows]})
 
@@ -176,19 +217,18 @@ def drift_routes(gateway: Any) -> list[Route]:
         parse_query(request, NoQuery)
         body: CheckBody = await _json_body(request, CheckBody)
         tenant = _tenant_for(request, body.tenant)
+        require_alias(body.alias)
         current = Span(body.current.start, body.current.end) if body.current is not None else None
         reference = Span(body.reference.start, body.reference.end) if body.reference is not None else None
         service = monitor()
         try:
             if service is not None:
-                result = await run_in_threadpool(
+                result = await blocking(
                     lambda: service.check_now(body.alias, tenant, current=current, reference=reference)
                 )
             else:
                 checker = DriftChecker(gateway.config, store())
-                result = await run_in_threadpool(
-                    lambda: checker.check(body.alias, tenant, current=current, reference=reference)
-                )
+                result = await blocking(lambda: checker.check(body.alias, tenant, current=current, reference=reference))
         except WindowError as error:
             raise InvalidRequestError(f"{error}.", param="current", code="invalid_window") from None
         return json_response(_clean(result))
@@ -200,6 +240,7 @@ def drift_routes(gateway: Any) -> list[Route]:
         if not body.end > body.start:
             raise InvalidRequestError("end must be after start.", param="end", code="invalid_window")
         tenant = _tenant_for(request, body.tenant) or NO_TENANT
+        require_alias(body.alias)
         actor = actor_of(request)
 
         def save() -> None:
@@ -212,14 +253,14 @@ def drift_routes(gateway: Any) -> list[Route]:
                 {"tenant": tenant or None, "start": body.start, "end": body.end},
             )
 
-        await run_in_threadpool(save)
+        await blocking(save)
         return json_response({"alias": body.alias, "tenant": tenant or None, "start": body.start, "end": body.end})
 
     async def get_baseline(request: Request) -> Response:
         """``GET /admin/drift/baseline?alias=``: the pinned baseline of a scope (404 when none)."""
         query = parse_query(request, ScopeQuery)
         tenant = _tenant_for(request, query.tenant) or NO_TENANT
-        found = await run_in_threadpool(WindowStore(store()).baseline, query.alias, tenant)
+        found = await blocking(lambda: WindowStore(store()).baseline(query.alias, tenant))
         if found is None:
             raise NotFoundError(f"No drift baseline for '{query.alias}'.", param="alias", code="baseline_not_found")
         return json_response({"alias": query.alias, "tenant": tenant or None, "start": found[0], "end": found[1]})
@@ -237,7 +278,7 @@ def drift_routes(gateway: Any) -> list[Route]:
                 target.audit(actor, "drift.baseline.delete", query.alias, {"tenant": tenant or None})
             return removed
 
-        if not await run_in_threadpool(remove):
+        if not await blocking(remove):
             raise NotFoundError(f"No drift baseline for '{query.alias}'.", param="alias", code="baseline_not_found")
         return json_response({"deleted": True})
 

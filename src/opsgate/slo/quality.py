@@ -27,11 +27,10 @@ the request's guard policy; without it the bit is never set.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
-from opsgate.evals.scorers_free import _REFUSAL, _REFUSAL_WINDOW
+from opsgate.evals.scorers_free import looks_like_refusal
 from opsgate.store.quality_schema import FLAG_COLUMNS
 
 SCANNED = 1
@@ -43,9 +42,6 @@ LOW_CONFIDENCE = 32
 REFUSAL = 64
 # The rollup column counting each bit (the quality SLI kinds read these).
 COLUMN_OF = {bit: column for column, bit in FLAG_COLUMNS}
-# The eval ``refusal`` scorer's phrases, which all start with "i" or "a": the lookahead lets the regex
-# engine leave every other position at once (about 5 us of CPU for 300 characters instead of 14 us).
-REFUSAL_PATTERN = re.compile("(?=[ia])" + _REFUSAL.pattern, _REFUSAL.flags)
 _ANSWER_ENDPOINTS = frozenset({"chat", "completion"})
 # Output scanners whose failing verdict sets a bit.
 _OUTPUT_BITS = {"pii": PII_LEAK, "toxicity": TOXIC, "confidence": LOW_CONFIDENCE}
@@ -67,7 +63,7 @@ def is_refusal(text: str | None, refusal: Any = None, finish_reason: str | None 
         return True
     if finish_reason == "content_filter":
         return True
-    return isinstance(text, str) and REFUSAL_PATTERN.search(text, 0, _REFUSAL_WINDOW) is not None
+    return isinstance(text, str) and looks_like_refusal(text)
 
 
 def quality_flags(
