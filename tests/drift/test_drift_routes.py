@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+from click.testing import CliRunner
 
+from opsgate.cli.main import cli
 from opsgate.drift.history import DriftHistory
+from opsgate.drift.windows import WindowStore
 from tests.fake_upstream import FakeUpstream
-from tests.support import Gateway, start_gateway
+from tests.support import Gateway, start_gateway, wait_until
 
 ADMIN = "bootstrap-admin-key-for-drift-0123456789"
 
@@ -178,3 +183,82 @@ def test_readyz_shows_the_monitor(gateway: tuple[Gateway, dict[str, str]]) -> No
     drift = body.get("drift")
     assert drift is not None, body
     assert "collector" in drift and "holder" in drift
+
+
+@pytest.mark.parametrize("alias", ["FAKE-1", "ghost-model-1"])
+def test_a_check_of_an_alias_that_is_not_configured_is_404(gateway: tuple[Gateway, dict[str, str]], alias: str) -> None:
+    gw, keys = gateway
+    before = len(DriftHistory(gw.app.state.gateway.record_log.store).list(limit=1000))
+    for key in ("op", "a-admin"):
+        response = call(gw, "POST", "/admin/drift/check", keys[key], json={"alias": alias})
+        assert response.status_code == 404, response.text
+        assert error_of(response)["code"] == "model_not_found" and error_of(response)["param"] == "alias"
+    baseline = call(gw, "PUT", "/admin/drift/baseline", keys["op"], json={"alias": alias, "start": 1, "end": 2})
+    assert baseline.status_code == 404 and error_of(baseline)["code"] == "model_not_found"
+    assert len(DriftHistory(gw.app.state.gateway.record_log.store).list(limit=1000)) == before  # nothing stored
+
+
+def test_requests_to_unknown_models_are_not_monitored(gateway: tuple[Gateway, dict[str, str]]) -> None:
+    gw, keys = gateway
+    service = next(s for s in gw.app.state.gateway.services if s.name == "drift")
+    before = service.collector.status()
+    for model in ["ghost-model-1", "<img src=x onerror=alert(1)>", "ghost\x00nul"]:
+        body = {"model": model, "messages": [{"role": "user", "content": "hello there"}]}
+        response = call(gw, "POST", "/v1/chat/completions", keys["a-admin"], json=body)
+        assert response.status_code in (400, 404), response.text
+
+    def seen() -> bool:
+        status = service.collector.status()
+        return bool(status["received"] - before["received"] >= 3 and status["queued"] == 0)
+
+    assert wait_until(seen, 60), service.collector.status()
+    service.collector.flush()
+    status = service.collector.status()
+    assert status["flush_errors"] == before["flush_errors"] and status["summarised"] == before["summarised"]
+    aliases = {alias for alias, _ in WindowStore(gw.app.state.gateway.record_log.store).scopes(0)}
+    assert aliases <= {"alpha"}, aliases
+
+
+def test_scope_global_lists_only_the_all_tenant_checks(gateway: tuple[Gateway, dict[str, str]]) -> None:
+    gw, keys = gateway
+    rows = call(gw, "GET", "/admin/drift/checks", keys["op"], params={"scope": "global", "alias": "alpha"}).json()
+    assert rows["data"] and {r["tenant"] for r in rows["data"]} == {None}
+    denied = call(gw, "GET", "/admin/drift/checks", keys["a-dev"], params={"scope": "global"})
+    assert denied.status_code == 403 and error_of(denied)["param"] == "scope"
+    both = call(gw, "GET", "/admin/drift/checks", keys["op"], params={"scope": "global", "tenant": "a"})
+    assert both.status_code == 400 and error_of(both)["param"] == "tenant"
+    assert call(gw, "GET", "/admin/drift/checks", keys["op"], params={"scope": "all\x00"}).status_code == 400
+
+
+def test_cli_report_without_tenant_is_the_all_tenant_check(gateway: tuple[Gateway, dict[str, str]]) -> None:
+    gw, keys = gateway
+    # Tenant a's check is newer than the global one (the fixture's order): it must not be the report.
+    history = DriftHistory(gw.app.state.gateway.record_log.store)
+    history.add({"alias": "alpha", "tenant": "a", "checked_at": 9e9, "drifted": False, "score": 0.0, "tests": []})
+
+    def report(key: str, *extra: str) -> dict[str, Any]:
+        args = ["drift", "report", "--alias", "alpha", "--format", "json", "--url", gw.url + "/v1", "--api-key", key]
+        result = CliRunner().invoke(cli, [*args, *extra])
+        assert result.exit_code == 0, result.output
+        return dict(json.loads(result.output))
+
+    assert report(keys["op"])["tenant"] is None
+    assert report(keys["op"], "--tenant", "a")["tenant"] == "a"
+    assert report(keys["a-dev"])["tenant"] == "a"  # a tenant key: its own tenant's checks, the only ones it sees
+
+
+@pytest.mark.parametrize("error", [sqlite3.OperationalError("database is locked"), TimeoutError("pool timeout")])
+def test_a_locked_store_is_503(
+    gateway: tuple[Gateway, dict[str, str]], monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    gw, keys = gateway
+
+    def locked(*args: Any, **kwargs: Any) -> Any:
+        raise error
+
+    monkeypatch.setattr(DriftHistory, "add", locked)
+    monkeypatch.setattr(DriftHistory, "list", locked)
+    response = call(gw, "POST", "/admin/drift/check", keys["op"], json={"alias": "alpha"})
+    assert response.status_code == 503, response.text
+    assert error_of(response)["type"] == "store_unavailable"
+    assert call(gw, "GET", "/admin/drift/checks", keys["op"]).status_code == 503
