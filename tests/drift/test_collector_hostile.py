@@ -164,3 +164,32 @@ def test_queue_is_bounded_by_bytes_not_records(store: SqlRecordStore) -> None:
     assert collector.status()["queued_bytes"] == 0
     summary, _ = WindowStore(store).read("chat-model", None, 0, int(NOW) + 3600, 8)
     assert summary.requests == 1 + 50 - collector.counts["dropped"]
+
+
+def test_store_errors_map_to_503_by_the_stores_own_declaration(store: SqlRecordStore) -> None:
+    import asyncio
+    import sqlite3
+
+    import psycopg
+
+    from opsgate.server.drift_routes import store_work
+    from opsgate.store.record_log import StoreUnavailable
+
+    locked: Exception = (
+        sqlite3.OperationalError("database is locked")
+        if store.dialect == "sqlite"
+        else psycopg.OperationalError("couldn't get a connection after 10.00 sec")
+    )
+
+    def fail(error: Exception) -> Any:
+        def call() -> Any:
+            raise error
+
+        return call
+
+    with pytest.raises(StoreUnavailable) as caught:
+        asyncio.run(store_work(lambda: store, fail(locked)))
+    assert caught.value.status == 503 and caught.value.to_body()["error"]["code"] == "store_unavailable"
+    with pytest.raises(KeyError):  # a bug is not an outage: it stays a logged 500
+        asyncio.run(store_work(lambda: store, fail(KeyError("x"))))
+    assert asyncio.run(store_work(lambda: store, lambda: 7)) == 7

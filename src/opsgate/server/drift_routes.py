@@ -145,6 +145,26 @@ def _clean(result: dict[str, Any]) -> dict[str, Any]:
     return cleaned
 
 
+async def store_work(store: Callable[[], Any], call: Callable[[], T]) -> T:
+    """Run store work in a thread; a store that is down or locked (past its busy timeout), by the
+    store's own declaration of its transient errors, is a 503 in the OpenAI error shape, not a 500."""
+    try:
+        return await run_in_threadpool(call)
+    except GatewayError:
+        raise
+    except Exception as error:
+        try:
+            down = store_down(store(), error)
+        except GatewayError:
+            down = True
+        if not down:
+            raise
+        raise StoreUnavailable(
+            f"The record store is unavailable or busy; try again: {type(error).__name__}: {str(error)[:200]}",
+            code="store_unavailable",
+        ) from None
+
+
 def drift_routes(gateway: Any) -> list[Route]:
     """The ``/admin/drift`` routes over ``gateway``'s record store and drift monitor."""
 
@@ -155,22 +175,7 @@ def drift_routes(gateway: Any) -> list[Route]:
         return require_record_log(gateway, "so there are no drift tables").store
 
     async def blocking(call: Callable[[], T]) -> T:
-        """Run store work in a thread; a store that is down or locked (past its busy timeout) is a 503."""
-        try:
-            return await run_in_threadpool(call)
-        except GatewayError:
-            raise
-        except Exception as error:
-            try:
-                down = store_down(store(), error)
-            except GatewayError:
-                down = True
-            if not down:
-                raise
-            raise StoreUnavailable(
-                f"The record store is unavailable or busy; try again: {type(error).__name__}: {str(error)[:200]}",
-                code="store_unavailable",
-            ) from None
+        return await store_work(store, call)
 
     def require_alias(alias: str) -> None:
         """404 for an alias that is not a configured model (as /v1 answers): no checks of made-up names."""
