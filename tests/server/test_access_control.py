@@ -325,6 +325,10 @@ def test_public_routes_and_readyz(tenants: Tenants) -> None:
     ready = tenants.call("GET", "/readyz", tenants.secret("a-viewer")).json()
     assert ready["auth"]["enabled"] is True and "auth" in ready["pipeline"]
     assert "pipeline" not in tenants.call("GET", "/readyz", "og_wrongwrong_" + "x" * 43).json()
+    # The sentinel's and drift monitor's details are operator-only (as /admin/sentinel/status is).
+    operator = tenants.call("GET", "/readyz", ADMIN_KEY).json()
+    assert "aliases" in operator["sentinel"] or "lease" in str(operator["sentinel"]), operator["sentinel"]
+    assert ready["sentinel"] == {"running": True} and ready["drift"] == {"running": True}
     assert tenants.call("GET", "/admin/requests", None).status_code == 401
     ui = tenants.call("GET", "/ui", None, follow_redirects=False)
     assert ui.status_code == 303 and ui.headers["location"] == "/ui/login"

@@ -350,7 +350,14 @@ def create_app(
     async def readyz(request: Request) -> Response:
         ready, body = gateway.readiness()
         # The access layer leaves a principal only for a key that may read (or with auth off).
-        detailed = getattr(request.state, "principal", None) is not None
+        principal = getattr(request.state, "principal", None)
+        if principal is not None and not principal.is_operator:
+            # The drift monitor's and sentinel's details are operator-only in their own APIs: a tenant
+            # key sees that they run, not which aliases, runs or changes they hold.
+            for service in gateway.services:
+                if isinstance(body.get(service.name), dict):
+                    body[service.name] = {"running": bool(body[service.name])}
+        detailed = principal is not None
         return json_response(redact_urls(body) if detailed else public_readiness(body), 200 if ready else 503)
 
     async def deployments(request: Request) -> Response:
