@@ -29,7 +29,6 @@ import random
 import statistics
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
