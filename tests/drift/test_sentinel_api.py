@@ -189,8 +189,11 @@ def test_broken_json_and_odd_queries_are_client_errors(setup: Setup) -> None:
     )
     for params in ({"limit": "0"}, {"limit": "abc"}, {"limit": "100000000"}, {"limit": "1e3"}, {"changed": "yes"},
                    {"limit": "\u00b2"}, {"limit": "\u0663"},  # '²' and Arabic-Indic 3: isdigit() but not ASCII
+                   {"bogus": "1"}, {"limit": " 7"}, {"changed": "True"},
                    {"alias": "a\u0000"}, {"alias": "x" * 500}):  # fmt: skip
         assert_error(setup.call("GET", "/admin/sentinel/runs", params=params), 400)
+    for path in ("/admin/sentinel/status", "/admin/sentinel/runs/sen_0123456789abcdef0123"):
+        assert_error(setup.call("GET", path, params={"bogus": "1"}), 400)  # unknown parameters are refused
     for run_id in ("nope", "sen_zz", "sen_" + "a" * 60, "sen_0123456789abcdef0123"):
         assert_error(setup.call("GET", f"/admin/sentinel/runs/{run_id}"), 404, "run_not_found")
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import Field, field_validator
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -23,8 +24,8 @@ from opsgate.drift.sentinel_service import SentinelBusy, SentinelService
 from opsgate.drift.sentinel_store import SentinelStore
 from opsgate.server.access import actor_of, require_operator
 from opsgate.server.admin import RecordLogDisabled
-from opsgate.server.http_io import error_response, json_response, read_json_value
-from opsgate.store.query import check_params
+from opsgate.server.http_io import json_response, read_json_value
+from opsgate.server.query_params import NoQuery, QueryModel, parse_query
 
 _MAX_BODY_BYTES = 4096
 _MAX_TEXT = 200
@@ -56,12 +57,21 @@ async def _body(request: Request) -> dict[str, Any]:
     return body
 
 
-def _limit(request: Request) -> int:
-    raw = request.query_params.get("limit", "50")
-    # isdigit() alone takes '²' and '٣' (int() then fails or reads another script): ASCII digits only.
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 6 or not 1 <= int(raw) <= 500:
-        raise InvalidRequestError("limit must be a whole number from 1 to 500.", param="limit")
-    return int(raw)
+class RunsQuery(QueryModel):
+    """``GET /admin/sentinel/runs``: newest first, optionally one alias/deployment or changes only."""
+
+    limit: int = Field(50, ge=1, le=500, strict=False)
+    alias: str | None = Field(None, max_length=_MAX_TEXT)
+    deployment: str | None = Field(None, max_length=_MAX_TEXT)
+    changed: Literal["true", "false"] = "false"
+
+    @field_validator("limit", mode="before")
+    @classmethod
+    def _ascii_digits(cls, value: object) -> object:
+        # int() takes '²' and '٣' and ' 7 ': only ASCII digits are a limit.
+        if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+            raise ValueError("limit must be a whole number from 1 to 500")
+        return value
 
 
 def sentinel_routes(gateway: Any) -> list[Route]:
@@ -106,15 +116,13 @@ def sentinel_routes(gateway: Any) -> list[Route]:
         return alias, deployment
 
     def guarded(
-        what: str, handler: Callable[[Request], Awaitable[Response]]
+        what: str, handler: Callable[[Request], Awaitable[Response]], takes_query: bool = False
     ) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
-            try:
-                require_operator(request, what)
-                check_params(request.query_params, request.path_params)
-                return await handler(request)
-            except GatewayError as error:
-                return error_response(error)
+            require_operator(request, what)
+            if not takes_query:
+                parse_query(request, NoQuery)  # an unknown parameter is a 400, never silently ignored
+            return await handler(request)
 
         return endpoint
 
@@ -130,16 +138,10 @@ def sentinel_routes(gateway: Any) -> list[Route]:
         return json_response(body)
 
     async def list_runs(request: Request) -> Response:
-        limit = _limit(request)
-        params = request.query_params
-        alias, deployment = params.get("alias"), params.get("deployment")
-        for name, value in (("alias", alias), ("deployment", deployment)):
-            if value is not None and len(value) > _MAX_TEXT:
-                raise InvalidRequestError(f"{name} is longer than {_MAX_TEXT} characters.", param=name)
-        changed = params.get("changed", "false")
-        if changed not in ("true", "false"):
-            raise InvalidRequestError("changed must be true or false.", param="changed")
-        data = await asyncio.to_thread(store().list_runs, limit, alias, deployment, changed == "true")
+        query = parse_query(request, RunsQuery)
+        data = await asyncio.to_thread(
+            store().list_runs, query.limit, query.alias, query.deployment, query.changed == "true"
+        )
         return json_response({"object": "list", "data": data})
 
     async def get_run(request: Request) -> Response:
@@ -177,7 +179,7 @@ def sentinel_routes(gateway: Any) -> list[Route]:
 
     return [
         Route("/admin/sentinel/status", guarded("read the sentinel", status), methods=["GET"]),
-        Route("/admin/sentinel/runs", guarded("read sentinel runs", list_runs), methods=["GET"]),
+        Route("/admin/sentinel/runs", guarded("read sentinel runs", list_runs, takes_query=True), methods=["GET"]),
         Route("/admin/sentinel/runs/{run}", guarded("read sentinel runs", get_run), methods=["GET"]),
         Route("/admin/sentinel/run", guarded("run the sentinel", run_now), methods=["POST"]),
         Route("/admin/sentinel/baseline", guarded("re-baseline the sentinel", baseline), methods=["POST"]),
