@@ -50,7 +50,7 @@ ServiceBuilder = Callable[[GatewayConfig, StoreOpener | None], BackgroundService
 
 def builders() -> list[ServiceBuilder]:
     """The builders of every background service, in start order."""
-    from opsgate.drift.service import build_drift_monitor
     from opsgate.drift.sentinel_service import build_sentinel
+    from opsgate.drift.service import build_drift_monitor
 
     return [build_drift_monitor, build_sentinel]

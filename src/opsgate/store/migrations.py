@@ -13,8 +13,7 @@ from opsgate.drift import checks_schema as drift_checks_schema
 from opsgate.drift import schema as drift_schema
 from opsgate.drift import sentinel_schema
 from opsgate.releases import schema as release_schema
-from opsgate.store import quality_schema
-from opsgate.store import rollups
+from opsgate.store import quality_schema, rollups
 
 
 @dataclass(frozen=True)
