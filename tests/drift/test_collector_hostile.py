@@ -193,3 +193,19 @@ def test_store_errors_map_to_503_by_the_stores_own_declaration(store: SqlRecordS
     with pytest.raises(KeyError):  # a bug is not an outage: it stays a logged 500
         asyncio.run(store_work(lambda: store, fail(KeyError("x"))))
     assert asyncio.run(store_work(lambda: store, lambda: 7)) == 7
+
+
+def test_refusals_are_found_off_the_request_path_with_the_one_detector() -> None:
+    from opsgate.evals.scorers_free import looks_like_refusal
+
+    collector = DriftCollector(config(embeddings=False, language_sample_rate=0.0), None)
+    answers = ["I'm sorry, I can't help with that." + " x" * 3_000_000, "   \n", "Sure, here is the recipe. " * 50]
+    for answer in answers:
+        collector.write({**records(1)[0], "output_text": answer, "status": 200})
+    queued = [obs for obs, _ in list(collector._queue.queue)]
+    assert [o.refused for o in queued] == [False, True, False]  # only emptiness is judged in write()
+    collector.drain()
+    [summary] = collector._buckets.values()
+    expected = [looks_like_refusal(a) or not a.strip() for a in answers]
+    assert expected == [True, True, False]
+    assert summary.refusals == 2

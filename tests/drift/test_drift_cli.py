@@ -121,3 +121,8 @@ def test_report_to_a_missing_directory_is_a_clear_error(config_file: Path, tmp_p
     assert result.exit_code == 2, result.output
     assert "--output" in result.output and "cannot write" in result.output and "No such file" in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)  # no traceback
+
+
+def test_check_refuses_a_tenant_that_cannot_be_stored(config_file: Path) -> None:
+    code, out = run("check", "--alias", "chat-model", "--tenant", "ev\x00il", "--config", str(config_file))
+    assert code == 2 and "--tenant" in out and "Traceback" not in out, out

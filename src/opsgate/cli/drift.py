@@ -226,6 +226,10 @@ def check(
     alias: str, tenant: str | None, url: str | None, api_key: str | None, config_path: str | None, as_json: bool
 ) -> None:
     """Run one drift check of ALIAS now (stored, and fed to drift SLOs). Exit code 3 when it drifted."""
+    from opsgate.drift.features import safe_tenant
+
+    if tenant is not None and not isinstance(safe_tenant(tenant), str):
+        raise click.BadParameter("must be 1-200 printable characters", param_hint="--tenant")
     if url:
         body: dict[str, Any] = {"alias": alias}
         if tenant:

@@ -29,7 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from opsgate.domain.drift_config import DriftConfig
-from opsgate.drift.features import Observation, add_language, extract
+from opsgate.drift.features import Observation, complete, extract
 from opsgate.drift.summary import WindowSummary
 from opsgate.drift.windows import NO_TENANT, BucketRow, WindowStore
 from opsgate.store.writer import refused_data, store_down
@@ -206,8 +206,7 @@ class DriftCollector:
         """Summarise one record's features (the summariser thread calls this)."""
         # Language detection is the costly part of a record (py3langid); a uniform Bernoulli sample of
         # prompts keeps the chi-square valid and the summariser ahead of traffic.
-        if self._rng.random() < self.config.language_sample_rate:
-            add_language(obs)
+        complete(obs, language=self._rng.random() < self.config.language_sample_rate)
         bucket = int(obs.ts // self.bucket_seconds) * self.bucket_seconds
         key = (obs.alias, bucket, obs.tenant or NO_TENANT)
         revived = self._revive(key) if key in self._forgotten and key not in self._buckets else None
