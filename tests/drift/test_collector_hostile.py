@@ -209,3 +209,18 @@ def test_refusals_are_found_off_the_request_path_with_the_one_detector() -> None
     expected = [looks_like_refusal(a) or not a.strip() for a in answers]
     assert expected == [True, True, False]
     assert summary.refusals == 2
+
+
+def test_aliases_follow_a_config_reload(store: SqlRecordStore) -> None:
+    from types import SimpleNamespace
+
+    monitor = DriftMonitor(gateway_config(), lambda: store)
+    gateway = SimpleNamespace(config=gateway_config())
+    monitor.attach_app(SimpleNamespace(state=SimpleNamespace(gateway=gateway)))
+    monitor.collector.write(records(1, model="new-model")[0])
+    assert monitor.collector.status()["unknown_alias"] == 1
+    reloaded = {"models": models("chat-model", "new-model"), "drift": {"enabled": True, "embeddings": False}}
+    gateway.config = GatewayConfig.model_validate(reloaded)  # what server/reload.py swaps in
+    monitor.collector.write(records(1, model="new-model")[0])
+    monitor.collector.drain()
+    assert monitor.collector.status()["summarised"] == 1 and monitor.checker.is_configured("new-model")
