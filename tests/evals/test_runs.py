@@ -144,7 +144,6 @@ def test_run_compare_gate_report(
         "--config",
         config,
         "--json",
-        "-",
     )
     assert regression.exit_code == 1
     verdict = orjson.loads(regression.stdout)
