@@ -262,3 +262,22 @@ def test_a_locked_store_is_503(
     assert response.status_code == 503, response.text
     assert error_of(response)["type"] == "store_unavailable"
     assert call(gw, "GET", "/admin/drift/checks", keys["op"]).status_code == 503
+
+
+@pytest.mark.timeout(180)
+def test_a_really_locked_sqlite_store_is_503_not_500(gateway: tuple[Gateway, dict[str, str]]) -> None:
+    """Another process holds SQLite's write lock past the store's busy timeout (30 s): the check's
+    insert gives up with "database is locked", which the route answers as a 503."""
+    gw, keys = gateway
+    path = gw.config.record.store.removeprefix("sqlite:///")
+    holder = sqlite3.connect(path, isolation_level=None, timeout=5)
+    holder.execute("BEGIN IMMEDIATE")  # the write lock, held for the whole call
+    try:
+        response = call(gw, "POST", "/admin/drift/check", keys["op"], json={"alias": "alpha"})
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert response.status_code == 503, response.text
+    error = error_of(response)
+    assert error["type"] == "store_unavailable" and "locked" in error["message"]
+    assert call(gw, "POST", "/admin/drift/check", keys["op"], json={"alias": "alpha"}).status_code == 200
