@@ -29,7 +29,7 @@ from opsgate.store.crypto import KeyError_
 from opsgate.store.export import export_chunks, require_export_format
 from opsgate.store.query import RecordQuery, parse_time, query_from_params
 from opsgate.store.record_log import RecordLog
-from opsgate.store.sql import USAGE_DIMENSIONS
+from opsgate.store.sql import RELEASE_DIMENSIONS, USAGE_DIMENSIONS
 
 F = TypeVar("F", bound=Callable[..., Any])
 ERASURE_ACTOR = "cli"
@@ -64,6 +64,11 @@ def filter_options(func: F) -> F:
         click.option("--user", help="The request's user field."),
         click.option("--tenant", help="Tenant."),
         click.option("--client-request-id", help="The X-Request-Id the client sent (ids are the gateway's)."),
+        click.option("--prompt", help="Prompt name the release stage applied (opsgate prompts)."),
+        click.option("--prompt-version", help="Prompt version (with --prompt)."),
+        click.option("--release", help="Release id that served the request."),
+        click.option("--experiment", help="Experiment id."),
+        click.option("--arm", help="Experiment arm."),
         click.option("--tag", "tags", multiple=True, help="key=value; repeat to require several."),
         click.option("--min-latency-ms", help="At least this latency."),
         click.option("--max-latency-ms", help="At most this latency."),
@@ -378,14 +383,15 @@ def _export_to_file(records: Iterator[dict[str, Any]], export_format: str, outpu
 
 
 @click.command()
-@click.option("--by", type=click.Choice(list(USAGE_DIMENSIONS)), default="model", show_default=True)
+@click.option("--by", type=click.Choice([*USAGE_DIMENSIONS, *RELEASE_DIMENSIONS]), default="model", show_default=True)
 @since_option()
 @click.option("--until", default=None, help="Up to this time (default: now).")
 @click.option("--tenant", default=None, help="Only this tenant.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
 @config_option
 def usage(by: str, since: str, until: str | None, tenant: str | None, as_json: bool, config_path: str | None) -> None:
-    """Requests, errors, tokens and cost from the request log, grouped by model, user, day or tenant."""
+    """Requests, errors, tokens and cost from the request log, grouped by model, user, day, tenant, prompt
+    version, release or experiment arm."""
     with opened_record_log(config_path) as record_log:
         start = parse_time(since, "since") if since else None
         end = parse_time(until, "until") if until else None

@@ -28,7 +28,7 @@ from opsgate.store.crypto import KeyError_
 from opsgate.store.export import EXPORT_MEDIA_TYPES, export_chunks, require_export_format
 from opsgate.store.query import MAX_PAGE, check_params, query_from_params
 from opsgate.store.record_log import RecordLog
-from opsgate.store.sql import USAGE_DIMENSIONS
+from opsgate.store.sql import RELEASE_DIMENSIONS, USAGE_DIMENSIONS
 
 _MAX_BODY_BYTES = 64 * 1024
 
@@ -87,7 +87,7 @@ def _anchor(raw: object) -> tuple[int, str]:
 class UsageQuery(QueryModel):
     """``/admin/usage``'s parameters."""
 
-    by: Annotated[str, one_of(USAGE_DIMENSIONS)] = "model"
+    by: Annotated[str, one_of([*USAGE_DIMENSIONS, *RELEASE_DIMENSIONS])] = "model"
     since: Time | None = None
     until: Time | None = None
     tenant: str | None = None

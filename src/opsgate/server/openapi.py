@@ -55,6 +55,11 @@ _SEARCH = {
     "user": _STRING,
     "tenant": _STRING,
     "client_request_id": _STRING,
+    "prompt": _STRING,
+    "prompt_version": {"type": "integer", "minimum": 1},
+    "release": _STRING,
+    "experiment": _STRING,
+    "arm": _STRING,
     "tag": _STRING,
     "min_latency_ms": {"type": "number"},
     "max_latency_ms": {"type": "number"},
@@ -229,7 +234,10 @@ def _operations() -> dict[str, dict[str, dict[str, Any]]]:
                 "Requests, tokens and cost",
                 "requests",
                 query={
-                    "by": {"type": "string", "enum": ["model", "user", "day", "tenant"]},
+                    "by": {
+                        "type": "string",
+                        "enum": ["model", "user", "day", "tenant", "prompt_version", "release", "experiment_arm"],
+                    },
                     "since": _STRING,
                     "until": _STRING,
                     "tenant": _STRING,

@@ -100,6 +100,12 @@ class RecordQuery:
     user: str | None = None
     tenant: str | None = None
     client_request_id: str | None = None  # the client's X-Request-Id
+    # What the release stage applied (releases/): cut the log by prompt version, release or arm.
+    prompt: str | None = None
+    prompt_version: int | None = None
+    release: str | None = None
+    experiment: str | None = None
+    arm: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
     min_latency_ms: float | None = None
     max_latency_ms: float | None = None
@@ -149,6 +155,11 @@ _KNOWN = {
     "user",
     "tenant",
     "client_request_id",
+    "prompt",
+    "prompt_version",
+    "release",
+    "experiment",
+    "arm",
     "tag",
     "min_latency_ms",
     "max_latency_ms",
@@ -189,9 +200,24 @@ def query_from_params(params: dict[str, Any], tags: list[str] | None = None) -> 
     for name in ("since", "until", "stored_since"):
         if params.get(name):
             setattr(query, name, parse_time(str(params[name]), name))
-    for name in ("model", "deployment", "user", "tenant", "client_request_id"):
+    for name in (
+        "model",
+        "deployment",
+        "user",
+        "tenant",
+        "client_request_id",
+        "prompt",
+        "release",
+        "experiment",
+        "arm",
+    ):
         if params.get(name):
             setattr(query, name, str(params[name]))
+    version = _number(params, "prompt_version")
+    if version is not None:
+        if version < 1 or version > 2**31 - 1 or version != int(version):
+            raise InvalidRequestError("prompt_version must be a whole number from 1.", param="prompt_version")
+        query.prompt_version = int(version)
     status = params.get("status")
     if status:
         status = str(status).lower()

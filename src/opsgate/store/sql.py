@@ -81,6 +81,12 @@ USAGE_COLUMNS = (
     "latency_ms_sum"
 )
 USAGE_DIMENSIONS = {"model": "model", "user": "user_id", "day": "day", "tenant": "tenant"}
+# Cuts the daily rollup does not keep: read from the requests of the window (indexed by ts).
+RELEASE_DIMENSIONS = {
+    "prompt_version": "prompt || '@' || CAST(prompt_version AS TEXT)",
+    "release": "release_id",
+    "experiment_arm": "experiment || '/' || arm",
+}
 
 
 def user_hash(user: str) -> str:
@@ -183,6 +189,11 @@ class SqlRecordStore(ABC):
             ("user_id", query.user),
             ("tenant", query.tenant),
             ("client_request_id", query.client_request_id),
+            ("prompt", query.prompt),
+            ("prompt_version", query.prompt_version),
+            ("release_id", query.release),
+            ("experiment", query.experiment),
+            ("arm", query.arm),
         ):
             if value is not None:
                 add(f"{column} = ?", value)
@@ -266,9 +277,13 @@ class SqlRecordStore(ABC):
     def usage(
         self, by: str, since: float | None, until: float | None, tenant: str | None = None
     ) -> list[dict[str, Any]]:
-        """Usage and cost grouped by model, user, day or tenant, from the daily rollup."""
+        """Usage and cost grouped by model, user, day or tenant (the daily rollup), or by prompt version,
+        release or experiment arm (the window's requests)."""
+        if by in RELEASE_DIMENSIONS:
+            return self._usage_from_requests(by, since, until, tenant)
         if by not in USAGE_DIMENSIONS:
-            raise InvalidRequestError(f"by must be one of {', '.join(USAGE_DIMENSIONS)}.", param="by")
+            known = ", ".join([*USAGE_DIMENSIONS, *RELEASE_DIMENSIONS])
+            raise InvalidRequestError(f"by must be one of {known}.", param="by")
         column = USAGE_DIMENSIONS[by]
         conditions, params = [], []
         if since is not None:
@@ -288,6 +303,29 @@ class SqlRecordStore(ABC):
         )
         with self.connection() as conn:
             rows = self.execute(conn, statement, params).fetchall()
+        return self._usage_rows(by, rows)
+
+    def _usage_from_requests(
+        self, by: str, since: float | None, until: float | None, tenant: str | None
+    ) -> list[dict[str, Any]]:
+        key = RELEASE_DIMENSIONS[by]
+        conditions, params = [f"{key} IS NOT NULL"], []
+        for condition, value in (("ts >= ?", since), ("ts <= ?", until), ("tenant = ?", tenant)):
+            if value is not None:
+                conditions.append(condition)
+                params.append(value)
+        # Errors as usage_daily counts them (status >= 400), so every cut of usage agrees.
+        statement = (
+            f"SELECT {key}, count(*), count(CASE WHEN status >= 400 THEN 1 END), coalesce(sum(prompt_tokens), 0), "
+            "coalesce(sum(completion_tokens), 0), coalesce(sum(cost), 0), count(cost), coalesce(sum(latency_ms), 0) "
+            f"FROM requests WHERE {' AND '.join(conditions)} GROUP BY 1 ORDER BY 1"
+        )
+        with self.connection() as conn:
+            rows = self.execute(conn, statement, params).fetchall()
+        return self._usage_rows(by, rows)
+
+    @staticmethod
+    def _usage_rows(by: str, rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
         out = []
         for key, requests, errors, prompt, completion, cost, priced, latency in rows:
             out.append(
