@@ -21,6 +21,7 @@ from opsgate.cache.memory_store import ENTRY_OVERHEAD
 from opsgate.domain.config import Price, parse_config
 from opsgate.domain.context import GatewayResponse, JsonResult, RequestContext
 from opsgate.domain.pricing import cost_of
+from opsgate.domain.principal import Principal
 from opsgate.pipeline.cache import CacheStage
 from opsgate.pipeline.stage import PassStage, Pipeline
 from opsgate.pipeline.validation import ValidationStage
@@ -344,7 +345,7 @@ class Tenant(PassStage):
     name = "tenant"
 
     async def before(self, ctx: RequestContext) -> GatewayResponse | None:
-        ctx.tags["tenant"] = ctx.headers.get("x-tenant")
+        ctx.principal = Principal(key_id=None, tenant=ctx.headers.get("x-tenant"), role="developer")
         return None
 
 
@@ -353,7 +354,7 @@ async def test_tenants_never_share_entries() -> None:
     calls: list[str | None] = []
 
     async def model(ctx: RequestContext) -> GatewayResponse:
-        calls.append(ctx.tags.get("tenant"))
+        calls.append(ctx.tenant)
         return JsonResult({"choices": [{"index": 0, "message": {"content": "hi"}, "finish_reason": "stop"}]})
 
     stage = CacheStage.from_config(config, ModelRegistry(config))

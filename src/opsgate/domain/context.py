@@ -31,12 +31,25 @@ class RequestContext:
     deployment: str | None = None
     # Set by the auth stage; the anonymous operator when auth is off.
     principal: Principal = ANONYMOUS_OPERATOR
+    # Answered from the cache (set by the cache stage): limits charge nothing, the record costs 0.
+    cache_hit: bool = False
+    # What the record stores as the request's free-form tags (guard verdicts, release, attempts...).
     tags: dict[str, Any] = field(default_factory=dict)
     # Private hand-offs from a stage's before to its after (never recorded), keyed by stage name.
     scratch: dict[str, Any] = field(default_factory=dict)
     # A transport-level refusal (413, 415, 408, bad Content-Length) found before the body was read:
     # validation raises it, so the request still passes request id, record and auth like any other.
     body_error: GatewayError | None = None
+
+    @property
+    def tenant(self) -> str | None:
+        """The caller's tenant (None: the operator, or auth off or refused); the principal is the one source."""
+        return self.principal.tenant
+
+    @property
+    def api_key_id(self) -> str | None:
+        """The caller's API key id (None: auth off or refused)."""
+        return self.principal.key_id
 
     def elapsed_ms(self) -> float:
         """Milliseconds since the request arrived."""

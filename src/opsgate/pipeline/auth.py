@@ -14,7 +14,7 @@ from opsgate.pipeline.stage import PassStage
 
 
 class AuthStage(PassStage):
-    """Sets ``ctx.principal`` and the record's tenant/key tags, or refuses the request."""
+    """Sets ``ctx.principal`` (hence ``ctx.tenant`` and ``ctx.api_key_id``), or refuses the request."""
 
     name = "auth"
 
@@ -25,9 +25,6 @@ class AuthStage(PassStage):
         """401 without a valid key, 403 for a role that may not call models."""
         principal = await self.authenticator.authenticate(presented_key(ctx.headers))
         ctx.principal = principal
-        ctx.tags["api_key_id"] = principal.key_id
-        if principal.tenant is not None:
-            ctx.tags["tenant"] = principal.tenant
         if not allows(principal, "inference"):
             raise PermissionDeniedError(
                 f"API keys with the role '{principal.role}' cannot call models.", code="role_not_allowed"

@@ -4,10 +4,10 @@ Lookup: the exact key first, then (temperature 0, short conversations) the most 
 the same semantic bucket. Fill: only complete, successful answers — a 200 JSON body, or a stream
 that ended normally (stored from ``StreamResult.on_finish``, never a failed or abandoned one).
 A hit is served the way it was asked for: JSON, or replayed as a stream. Every response that passed
-the cache carries ``x-opsgate-cache: hit | semantic-hit | miss``; a hit tags the record with
-``cache_hit`` and ``saved_cost``. ``Cache-Control: no-cache`` skips the lookup (the fresh answer
-still refreshes the entry), ``no-store`` skips the fill; a pinned call (``x-opsgate-pin-deployment``)
-skips both.
+the cache carries ``x-opsgate-cache: hit | semantic-hit | miss``; a hit sets ``ctx.cache_hit``
+(the record shows it as ``cached`` and in its tags) and tags the record with ``saved_cost``.
+``Cache-Control: no-cache`` skips the lookup (the fresh answer still refreshes the entry),
+``no-store`` skips the fill; a pinned call (``x-opsgate-pin-deployment``) skips both.
 
 The cache never fails a request: an unreachable store is a miss, and any other failure in here is
 logged and treated as a miss.
@@ -130,7 +130,7 @@ class CacheStage(PassStage):
         try:
             directives = cache_directives(ctx.headers)
             rules = self.semantic.rules if self.semantic is not None else None
-            tenant = str(ctx.tags.get("tenant") or "default")
+            tenant = str(ctx.tenant or "default")
             keys = request_keys(ctx.endpoint, ctx.body, tenant, self.scopes.get(ctx.alias.name, ""), rules)
             plan = _Plan(keys, fill="no-store" not in directives)
             ctx.scratch[_PLAN] = plan
@@ -180,7 +180,7 @@ class CacheStage(PassStage):
         body: dict[str, Any] = orjson.loads(raw)
         plan.hit = True
         self.counts[kind] += 1
-        ctx.tags["cache_hit"] = True
+        ctx.cache_hit = True
         # No deployment served a hit: the saving is priced by the PriceBook's rule for an alias.
         ctx.tags["saved_cost"] = self.prices.cost(ctx.alias.name if ctx.alias else None, None, body.get("usage"))
         headers = {HEADER: kind}

@@ -159,7 +159,7 @@ class GuardStage(PassStage):
         body = ctx.body
         if body is None:
             return None
-        tenant = ctx.tags.get("tenant")
+        tenant = ctx.tenant
         policy = self.engine.policy_for(ctx.alias.name if ctx.alias else None, tenant)
         if policy is None:
             return None

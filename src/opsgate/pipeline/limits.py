@@ -38,7 +38,7 @@ def identify(ctx: RequestContext) -> Identity:
 
     User: the body's ``user`` (client-chosen, so only per-key rules hold against a hostile client).
     """
-    key = ctx.tags.get("api_key_id")
+    key = ctx.api_key_id
     if not key:
         scheme, _, token = (ctx.headers.get("authorization") or "").strip().partition(" ")
         token = token.strip() if scheme.lower() == "bearer" else scheme
@@ -155,7 +155,7 @@ class LimitsStage(PassStage):
         return response
 
     def _json_usage(self, ctx: RequestContext, response: JsonResult) -> tuple[float | None, float | None]:
-        if response.error is not None or response.status >= 400 or ctx.tags.get("cache_hit"):
+        if response.error is not None or response.status >= 400 or ctx.cache_hit:
             return 0, 0.0
         usage = response.body.get("usage")
         if not isinstance(usage, dict):
@@ -169,7 +169,7 @@ class LimitsStage(PassStage):
     def _settle_stream(
         self, ctx: RequestContext, reservation: Reservation, prompt: int, outcome: StreamOutcome
     ) -> None:
-        if ctx.tags.get("cache_hit"):
+        if ctx.cache_hit:
             usage: Usage = {}
         elif outcome.usage:
             usage = outcome.usage

@@ -119,6 +119,20 @@ def _response_payload(endpoint: str, body: dict[str, Any]) -> tuple[dict[str, An
     return payload, text if isinstance(text, str) else None
 
 
+def record_tags(ctx: RequestContext) -> dict[str, Any] | None:
+    """The record's ``tags``: the context's tags, plus ``cache_hit`` for a hit (readers of stored
+    records look for it there), placed before ``saved_cost`` where the cache stage used to put it."""
+    if not ctx.cache_hit:
+        return dict(ctx.tags) or None
+    tags: dict[str, Any] = {}
+    for key, value in ctx.tags.items():
+        if key == "saved_cost":
+            tags["cache_hit"] = True
+        tags[key] = value
+    tags.setdefault("cache_hit", True)
+    return tags
+
+
 class RecordStage(PassStage):
     """Builds a record from the context and the final response and hands it to the sink."""
 
@@ -147,19 +161,19 @@ class RecordStage(PassStage):
             "id": ctx.request_id,
             "client_request_id": client_request_id(ctx.headers),
             "ts": ctx.received_at,
-            "tenant": ctx.tags.get("tenant"),
-            "api_key_id": ctx.tags.get("api_key_id"),
+            "tenant": ctx.tenant,
+            "api_key_id": ctx.api_key_id,
             "user_id": getattr(body, "user", None),
             "endpoint": ctx.endpoint,
             "model": model,
             "deployment": ctx.deployment,
             "stream": bool(getattr(body, "stream", False)),
-            "cached": bool(ctx.tags.get("cache_hit")),
+            "cached": ctx.cache_hit,
             "latency_ms": round(ctx.elapsed_ms(), 3),
             "input_text": None if self.metadata_only else input_text(body),
             "request": request,
             "metadata": getattr(body, "metadata", None),
-            "tags": {k: v for k, v in ctx.tags.items() if k not in ("tenant", "api_key_id")} or None,
+            "tags": record_tags(ctx),
             # What the release stage applied (pipeline/release.py), as columns for reports and searches.
             "prompt": ctx.tags.get("prompt"),
             "prompt_version": ctx.tags.get("prompt_version"),
@@ -170,7 +184,7 @@ class RecordStage(PassStage):
 
     def _cost(self, ctx: RequestContext, record: RequestRecord, usage: dict[str, Any] | None) -> float | None:
         # A cache hit costs nothing; what it saved is in the tags (saved_cost).
-        if ctx.tags.get("cache_hit"):
+        if ctx.cache_hit:
             return 0.0
         # What served (the deployment's own price, fallbacks included), as the budgets count it.
         return self.prices.cost(ctx.alias.name if ctx.alias else record["model"], ctx.deployment, usage)
@@ -191,8 +205,8 @@ class RecordStage(PassStage):
             "id": ctx.request_id,
             "client_request_id": client_request_id(ctx.headers),
             "ts": ctx.received_at,
-            "tenant": ctx.tags.get("tenant"),
-            "api_key_id": ctx.tags.get("api_key_id"),
+            "tenant": ctx.tenant,
+            "api_key_id": ctx.api_key_id,
             "endpoint": ctx.endpoint,
             "model": model if isinstance(model, str) else None,
             "deployment": ctx.deployment,

@@ -59,7 +59,7 @@ class ReleaseStage(PassStage):
         tags = ctx.tags
         if resolved is not None:
             user = getattr(body, "user", None)
-            arm = resolved.pick(user or tags.get("api_key_id") or ctx.request_id)
+            arm = resolved.pick(user or ctx.api_key_id or ctx.request_id)
             self._apply_release(ctx, arm)
             if resolved.state.experiment is not None:
                 tags["experiment"] = resolved.state.experiment

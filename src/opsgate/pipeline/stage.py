@@ -21,9 +21,21 @@ Handler = Callable[[RequestContext], Awaitable[GatewayResponse]]
 
 
 class Stage(Protocol):
-    """One step of the request path."""
+    """One step of the request path, with a lifecycle the gateway drives (``PassStage`` has no-op ones)."""
 
     name: str
+
+    async def start(self) -> None:
+        """Open what the stage holds (a Redis connection); the gateway calls it once before serving."""
+        ...
+
+    async def close(self) -> None:
+        """Close what ``start`` opened; the gateway calls it once when it stops or a reload retires the stage."""
+        ...
+
+    def status(self) -> dict[str, Any] | None:
+        """What ``/readyz`` shows under the stage's name (counters, store state); None: nothing to show."""
+        ...
 
     async def before(self, ctx: RequestContext) -> GatewayResponse | None:
         """Inspect or enrich the request; return a response to stop the request here."""
@@ -51,9 +63,19 @@ class PipelineTracer(Protocol):
 
 
 class PassStage:
-    """A stage that does nothing; subclass and override one hook."""
+    """A stage that does nothing; subclass and override one hook (or a lifecycle method)."""
 
     name = "pass"
+
+    async def start(self) -> None:
+        """Nothing to open."""
+
+    async def close(self) -> None:
+        """Nothing to close."""
+
+    def status(self) -> dict[str, Any] | None:
+        """Nothing for ``/readyz``: the stage is not listed there."""
+        return None
 
     async def before(self, ctx: RequestContext) -> GatewayResponse | None:
         """Let the request through."""

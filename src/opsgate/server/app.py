@@ -133,8 +133,8 @@ class Gateway:
         return IntegrityMonitor(config, self.audit)
 
     def _stage_status(self) -> dict[str, Any]:
-        statuses = ((stage.name, getattr(stage, "status", None)) for stage in self.pipeline.stages)
-        return {name: status() for name, status in statuses if status is not None}
+        statuses = ((stage.name, stage.status()) for stage in self.pipeline.stages)
+        return {name: status for name, status in statuses if status is not None}
 
     def _releases(self, config: GatewayConfig) -> tuple[ReleaseCache | None, ReleaseStage | None, AutoRollback | None]:
         # Releases and experiments (releases/): a cache polled from the store, the stage, the rollback watch.
@@ -185,9 +185,7 @@ class Gateway:
             await service.start()
         await self.telemetry.start()
         for stage in self.pipeline.stages:
-            start = getattr(stage, "start", None)
-            if start is not None:
-                await start()  # stages with connections (Redis) open them here
+            await stage.start()  # stages with connections (Redis) open them here
 
     async def _warn_per_process_key_limits(self) -> None:
         # New keys with limits are refused in this setup (server/keys_routes.py); existing ones are named here.
@@ -208,9 +206,7 @@ class Gateway:
     async def stop(self) -> None:
         """Stop the backends, then store the last records."""
         for stage in self.pipeline.stages:
-            close = getattr(stage, "close", None)
-            if close is not None:
-                await close()
+            await stage.close()
         await self.slo.stop()
         for service in reversed(self.services):
             await service.stop()
@@ -241,10 +237,7 @@ class Gateway:
             "pipeline": self.pipeline.names,
             "auth": self.authenticator.status(),
         }
-        for stage in self.pipeline.stages:
-            status = getattr(stage, "status", None)
-            if status is not None:
-                body[stage.name] = status()  # cache and limits: counters, store state, Redis health
+        body.update(self._stage_status())  # cache and limits: counters, store state, Redis health
         slo = self.slo.status()
         if slo is not None:
             body["slo"] = slo  # the alert evaluator: last run, alerts sent, webhook failures

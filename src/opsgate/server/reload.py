@@ -33,7 +33,7 @@ from opsgate.audit.config_change import changed_paths, effective_config, fingerp
 from opsgate.backends.registry import ModelRegistry
 from opsgate.domain.config import ConfigError, GatewayConfig, load_config
 from opsgate.pipeline.build import build_pipeline
-from opsgate.pipeline.stage import Pipeline
+from opsgate.pipeline.stage import Pipeline, Stage
 from opsgate.routing.router import Router
 from opsgate.server.access import actor_of, require_operator
 from opsgate.server.drain import Lifecycle
@@ -61,7 +61,7 @@ class Generation:
     pipeline: Pipeline
     shared: tuple[object, ...] = ()  # stages the gateway keeps for life: neither started nor closed here
 
-    def own_stages(self) -> list[Any]:
+    def own_stages(self) -> list[Stage]:
         """The pipeline's stages this generation started and must close."""
         return [stage for stage in self.pipeline.stages if not any(stage is kept for kept in self.shared)]
 
@@ -116,17 +116,13 @@ async def start_generation(generation: Generation) -> None:
     await generation.registry.start()
     await generation.router.start()
     for stage in generation.own_stages():
-        start = getattr(stage, "start", None)
-        if start is not None:
-            await start()
+        await stage.start()
 
 
 async def close_generation(generation: Generation) -> None:
     """Close what ``start_generation`` opened, stages first (as ``Gateway.stop`` does)."""
     for stage in generation.own_stages():
-        close = getattr(stage, "close", None)
-        if close is not None:
-            await close()
+        await stage.close()
     await generation.router.close()
     await generation.registry.close()
 

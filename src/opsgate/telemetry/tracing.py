@@ -192,10 +192,10 @@ class Tracing:
         span.set_attribute("opsgate.request_id", ctx.request_id)
         if ctx.deployment:
             span.set_attribute("opsgate.deployment", ctx.deployment)
-        tenant = ctx.tags.get("tenant")
+        tenant = ctx.tenant
         if tenant:
             span.set_attribute("opsgate.tenant", tenant)
-        if ctx.tags.get("cache_hit"):
+        if ctx.cache_hit:
             span.set_attribute("opsgate.cache_hit", True)
         if self.config.capture_content:
             messages = _messages(body)
