@@ -298,6 +298,7 @@ def test_a_check_of_real_traffic_shows_on_the_page() -> None:
         "bucket": "1s",
         "flush_interval": 0.1,
         "interval": "7d",
+        "language_sample_rate": 1.0,  # every prompt's language (the default samples 20%)
         "min_samples": {"requests": 20, "answers": 10},
     }
     gateway = start_gateway({**dashboard_config(upstream.base_url), "drift": drift})
