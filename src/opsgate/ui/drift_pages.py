@@ -11,6 +11,7 @@ alias and tenant. Another tenant's check is "not found", as elsewhere in the das
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Mapping
@@ -225,6 +226,9 @@ class DriftPages:
 
     def __init__(self, dashboard: _Pages) -> None:
         self.dash = dashboard
+        # A report takes 1-3 s of CPU (matplotlib): at most two at once, so a burst of report views
+        # waits its turn instead of filling the worker threads every other page and route needs.
+        self._rendering = asyncio.Semaphore(2)
 
     def _store(self) -> SqlRecordStore | None:
         record_log = self.dash.source.record_log
@@ -301,7 +305,8 @@ class DriftPages:
         found, history = await run_in_threadpool(read_report, store, alias, tenant, at)
         if found is None:
             return self._message(request, principal, "Not found", f"No drift check of '{alias}' at {at!r}.", 404)
-        html = await run_in_threadpool(render_html, found, history)
+        async with self._rendering:
+            html = await run_in_threadpool(render_html, found, history)
         return HTMLResponse(html, headers=REPORT_HEADERS)
 
 
