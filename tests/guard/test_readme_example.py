@@ -14,7 +14,8 @@ README = (Path(__file__).parent.parent.parent / "README.md").read_text()
 
 
 def test_readme_guard_example_builds_its_policy() -> None:
-    [example] = [b for b in re.findall(r"```yaml\n(.*?)```", README, flags=re.S) if "guard:" in b]
+    # The guardrails section's example (the quality-SLI section shows a guard block too).
+    [example] = [b for b in re.findall(r"```yaml\n(.*?)```", README, flags=re.S) if "name: support-bot" in b]
     tree = yaml.safe_load(example)
     tree["models"] = [{"name": "smollm2", "deployments": [{"type": "llama_cpp"}]}]
     config = parse_config(tree)
