@@ -252,8 +252,7 @@ def check(
     if as_json:
         click.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
     else:
-        click.echo(
-            f"{alias}{f' ({tenant})' if tenant else ''}: {'DRIFT' if result['drifted'] else 'ok'} — {headline(result)}"
-        )
+        verdict = "DRIFT" if result["drifted"] else "INSUFFICIENT" if result.get("insufficient") else "ok"
+        click.echo(f"{alias}{f' ({tenant})' if tenant else ''}: {verdict} — {headline(result)}")
     if result.get("drifted"):
         raise SystemExit(3)

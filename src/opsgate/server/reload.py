@@ -45,8 +45,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("opsgate.server")
 
 # Sections held by objects that live as long as the process (see the module docstring).
-# ``releases``: the release stage and its cache are built once with the gateway and kept across reloads.
-RESTART_ONLY = ("server", "record", "auth", "telemetry", "slo", "alerts", "releases")
+# ``releases``: the release stage and its cache are built once with the gateway and kept across reloads;
+# ``drift`` and ``sentinel``: background services (server/services.py) built once, not per generation.
+RESTART_ONLY = ("server", "record", "auth", "telemetry", "slo", "alerts", "releases", "drift", "sentinel")
 LOAD_TIMEOUT = 600.0  # seconds the new generation's models may take to load before the reload is refused
 RETIRE_TIMEOUT = 900.0  # the longest an old generation waits for its requests before it is closed anyway
 
