@@ -87,6 +87,10 @@ def test_reload_under_load(tmp_path: Path, upstreams: tuple[PacedUpstream, Paced
                 write_config(path, new.base_url, store, tmp_path / "journal", server={"port": 1})
                 fixed = client.post(server.url + "/admin/config/reload")
                 assert fixed.status_code == 422 and fixed.json()["problems"][0].startswith("server: changed")
+                # Background services are built once: their sections are restart-only too.
+                write_config(path, new.base_url, store, tmp_path / "journal", drift={"enabled": True})
+                drift = client.post(server.url + "/admin/config/reload")
+                assert drift.status_code == 422 and drift.json()["problems"][0].startswith("drift: changed")
                 before = len(load.answers)
                 assert wait_until(lambda: len(load.answers) > before + 10, 30)
                 assert load.tags_since(before) == {"old"}
