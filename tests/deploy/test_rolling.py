@@ -124,8 +124,10 @@ def test_kill_9_loses_only_in_flight_requests_and_no_acknowledged_record(tmp_pat
     finally:
         load.finish()
         fleet.stop()
-    # Only requests that were on the replica when it died failed: none sent after, at most one per client.
+    # Only requests sent before the replica was seen dead failed: none sent after. A client whose
+    # request died can send its next one in the instant before HAProxy notices (seen under a CPU
+    # burner: a 502 for a request started 6 ms before death was confirmed), so at most two per client.
     assert all(o.started < dead_at for o in load.failures), f"{load.failures}\n{fleet.logs()}"
-    assert len(load.failures) <= 4, f"{load.failures}\n{fleet.logs()}"
+    assert len(load.failures) <= 2 * load.threads, f"{load.failures}\n{fleet.logs()}"
     missing = load.acknowledged - stored_request_ids(fleet.database)
     assert missing == set(), f"{len(missing)} acknowledged requests missing: {sorted(missing)[:5]}"

@@ -342,8 +342,9 @@ def test_a_check_of_real_traffic_shows_on_the_page() -> None:
 
 
 def test_the_chart_holds_every_check_in_the_window_the_table_the_newest(gateway: Gateway) -> None:
+    now = time.time() - 60  # the page's 24 h window holds i = 0..95 (NOW is from collection time, maybe long ago)
     for i in range(250):  # 250 checks every 15 minutes, newest first; every 50th drifted
-        save(gateway, make_result(alias="busy", checked_at=NOW - 900 * i, drifted=i % 50 == 0, score=0.01 * (i % 50)))
+        save(gateway, make_result(alias="busy", checked_at=now - 900 * i, drifted=i % 50 == 0, score=0.01 * (i % 50)))
     page = httpx.get(gateway.url + "/ui/drift/busy", headers=OPERATOR)
     assert page.status_code == 200 and "(newest 200 of 250)" in page.text
     data = orjson.loads(page.text.split('id="drift-data">')[1].split("</script>")[0])
