@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from opsgate.cli.main import cli
 from tests.fake_upstream import FakeUpstream
-from tests.support import Gateway, start_gateway
+from tests.support import Gateway, start_gateway, wait_until
 
 
 @pytest.fixture()
@@ -40,6 +40,12 @@ def tamper(gateway: Gateway, statement: str) -> None:
 
 
 def test_gateway_start_is_audited_and_the_chain_verifies(gateway: Gateway, tmp_path: Path) -> None:
+    # The start waits up to 2 s for the config_loaded entry, then lets it finish in the background (an
+    # unreachable store must not hold a start up): on a loaded machine it may land just after ready.
+    def audited() -> bool:
+        return bool(httpx.get(gateway.url + "/admin/audit/verify").json()["entries"] >= 1)
+
+    assert wait_until(audited, 60)
     report = httpx.get(gateway.url + "/admin/audit/verify").json()
     assert report["ok"] is True and report["entries"] == 1 and report["first_broken_seq"] is None
     [entry] = httpx.get(gateway.url + "/admin/audit").json()["data"]

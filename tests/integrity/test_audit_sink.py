@@ -19,7 +19,7 @@ from opsgate.domain.config import parse_config
 from opsgate.integrity.monitor import IntegrityMonitor
 from opsgate.store import record_log as record_log_module
 from tests.integrity.test_manifest import flip_byte
-from tests.support import start_gateway
+from tests.support import start_gateway, wait_until
 
 
 class ListSink:
@@ -85,8 +85,12 @@ def test_the_gateway_gives_its_sink_to_every_generation_and_audits_its_config_on
     try:
         held = gateway.app.state.gateway
         assert held.audit is not None and held.registry.integrity.audit is held.audit
-        actions = [e["action"] for e in httpx.get(gateway.url + "/admin/audit").json()["data"]]
-        assert actions == ["config_loaded"]
+
+        def actions() -> list[str]:
+            return [e["action"] for e in httpx.get(gateway.url + "/admin/audit").json()["data"]]
+
+        # The start's config_loaded entry may land just after ready on a loaded machine (2 s wait).
+        assert wait_until(lambda: actions() == ["config_loaded"], 60), actions()
         # A reload builds a new registry: its monitor is the gateway's, with the same sink.
         reloaded = _minilm_config(model_dir)
         reloaded["integrity"]["check_interval_seconds"] = 1800
@@ -98,7 +102,6 @@ def test_the_gateway_gives_its_sink_to_every_generation_and_audits_its_config_on
         assert answer.status_code == 200, answer.text
         assert held.registry.integrity.audit is held.audit
         assert held.registry.integrity.settings.check_interval_seconds == 1800
-        actions = [e["action"] for e in httpx.get(gateway.url + "/admin/audit").json()["data"]]
-        assert sorted(actions) == ["config_loaded", "config_loaded", "config_reload"]
+        assert sorted(actions()) == ["config_loaded", "config_loaded", "config_reload"]
     finally:
         gateway.server.stop()
