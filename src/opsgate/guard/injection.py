@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
+import re
 import unicodedata
 import urllib.parse
 
@@ -23,7 +24,7 @@ from opsgate.guard.base import ScanContext, ScanResult, verdict_for
 from opsgate.guard.injection_agent import agent_directed_score
 from opsgate.guard.injection_decoders import decodings
 from opsgate.guard.injection_model import InjectionModel, shipped_model
-from opsgate.guard.injection_patterns import FIRST_WORDS, WITH_SYMBOLS
+from opsgate.guard.injection_patterns import FIRST_WORDS, PATTERN_SET, WITH_SYMBOLS
 from opsgate.guard.injection_signals import PUNCTUATION, Text
 from opsgate.guard.linear_re import compile_linear as _re
 
@@ -33,6 +34,7 @@ _INVISIBLE = dict.fromkeys(
     [*map(ord, "\u200b\u200c\u200d\u200e\u200f\u2060\u2061\u2062\u2063\ufeff\u00ad"), *range(0xE0000, 0xE0080)], None
 )
 _INDEXED = frozenset(FIRST_WORDS)
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 _LEET = str.maketrans("013457@$!|", "oieastasii")
 # A digit inside a word (pr3v10u5, 1gn0r3), not an ordinal or a unit (3rd, 10km, mp3).
 _LEET_WORD = _re(r"[a-z]\d+[a-z]")
@@ -59,13 +61,21 @@ _HOMOGLYPHS = str.maketrans(
 )
 
 
+def _fold(run: str) -> str:
+    """One run of non-ASCII characters: invisible ones dropped, look-alikes folded, accents removed."""
+    run = unicodedata.normalize("NFKD", run.translate(_INVISIBLE).translate(_HOMOGLYPHS))
+    return "".join(ch for ch in run if not unicodedata.combining(ch))
+
+
 def _plain(text: str) -> str:
-    """Invisible characters and accents gone, look-alike letters folded (full-width, Cyrillic, Greek → ASCII)."""
-    text = text.translate(_INVISIBLE)
+    """Invisible characters and accents gone, look-alike letters folded (full-width, Cyrillic, Greek → ASCII).
+
+    Only the runs of non-ASCII characters are touched (all of them here are non-ASCII, and NFKD never
+    reorders across an ASCII character), so mostly-English text costs a regex pass, not a loop per character.
+    """
     if text.isascii():
         return text
-    text = unicodedata.normalize("NFKD", text.translate(_HOMOGLYPHS))
-    return "".join(ch for ch in text if not unicodedata.combining(ch))
+    return _NON_ASCII.sub(lambda m: _fold(m.group(0)), text)
 
 
 def variants(text: str) -> list[Text]:
@@ -166,8 +176,13 @@ def injection_score(text: str, found: list[Text] | None = None) -> tuple[float, 
         candidates = set(WITH_SYMBOLS)
         for word in variant.words & _INDEXED:
             candidates.update(FIRST_WORDS[word])
-        for signal in candidates:
-            if signal.name not in fired and signal.fires(variant):
+        opened = [s for s in candidates if s.name not in fired and s.opens(variant.lowered, variant.words)]
+        if not opened:
+            continue
+        # One pass of every pattern over the text says which signals can fire at all.
+        matching = PATTERN_SET.matching(variant.lowered)
+        for signal in opened:
+            if signal.name not in fired and signal.fires(variant, matching):
                 fired[signal.name] = signal.weight
     remaining = 1.0
     for weight in fired.values():

@@ -11,10 +11,13 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
+import re
 
 from opsgate.guard.linear_re import compile_linear
 
-_TAGS = range(0xE0000, 0xE0080)
+# Character classes and fixed counts only (Python's ``re`` runs these in one pass, in C).
+_TAG_CHARS = re.compile("[\U000e0000-\U000e007f]")
+_LONG_TOKEN = re.compile(r"\S{40}")  # a token of 40+ characters (``\s`` is what ``str.split`` cuts at)
 _ESCAPES = compile_linear(r"(?:\\u[0-9a-fA-F]{4}){4,}")
 _ASCII85 = compile_linear(r"<~[!-u\s]{10,}~>")
 _BASE85 = compile_linear(r"[0-9A-Za-z!#$%&()*+\-;<=>?@^_`{|}~]{40,}")
@@ -48,8 +51,8 @@ def _morse(run: str) -> str:
 def decodings(text: str, lowered: str, words: frozenset[str]) -> list[str]:
     """The decoded payloads hidden in ``text`` (lower-cased), if any."""
     out: list[str] = []
-    if any(ord(ch) in _TAGS for ch in text if ord(ch) > 0xFFFF):
-        out.append("".join(chr(ord(ch) - 0xE0000) for ch in text if ord(ch) in _TAGS))
+    if not text.isascii() and _TAG_CHARS.search(text):
+        out.append("".join(chr(ord(ch) - 0xE0000) for ch in _TAG_CHARS.findall(text)))
     if "\\u" in text:
         for match in _ESCAPES.finditer(text):
             out.append(codecs.decode(match.group(0) or "", "unicode_escape"))
@@ -68,7 +71,7 @@ def decodings(text: str, lowered: str, words: frozenset[str]) -> list[str]:
     if lowered.count(".") + lowered.count("-") >= 16:
         for match in _MORSE_RUN.finditer(lowered):
             out.append(_morse(match.group(0) or ""))
-    if any(len(token) >= 40 for token in text.split()):
+    if _LONG_TOKEN.search(text):
         for match in _BASE85.finditer(text):
             try:
                 decoded = _printable(base64.b85decode(match.group(0) or ""))

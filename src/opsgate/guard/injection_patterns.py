@@ -7,7 +7,7 @@ The gates in front of each are in ``injection_signals.py``. Every pattern is lin
 from __future__ import annotations
 
 from opsgate.guard.injection_signals import GATES, SYMBOLS, WHOLE_TEXT, Signal
-from opsgate.guard.linear_re import compile_linear
+from opsgate.guard.linear_re import LinearPattern, LinearSet, compile_linear
 
 _AI = r"(?:ai|assistant|llm|language model|chatbot|gpt|chatgpt|bot|model)"
 _TARGET = (
@@ -19,16 +19,24 @@ _SECRET_TEXT = r"(?:prompt|instructions?|message|directives?|rules|guidelines|co
 _NOT_OVERRIDING = frozenset({"if", "when", "for", "about", "from", "in"})
 
 
+# Every signal's patterns in the order of their ``Signal.ids``: ``PATTERN_SET`` runs them all in one pass.
+_ALL_PATTERNS: list[LinearPattern] = []
+
+
 def _signal(name: str, weight: float, pattern: str, *also: str) -> Signal:
+    compiled = [compile_linear(source, multiline=True) for source in (pattern, *also)]
+    first = len(_ALL_PATTERNS)
+    _ALL_PATTERNS.extend(compiled)
     return Signal(
         name,
         weight,
-        compile_linear(pattern, multiline=True),
+        compiled[0],
         GATES[name],
         SYMBOLS.get(name, ()),
-        also=tuple(compile_linear(extra, multiline=True) for extra in also),
+        also=tuple(compiled[1:]),
         unless_next=_NOT_OVERRIDING if "(?P<v>" in pattern else frozenset(),
         local=name not in WHOLE_TEXT,
+        ids=tuple(range(first, len(_ALL_PATTERNS))),
     )
 
 
@@ -325,3 +333,4 @@ for _signal_ in SIGNALS:
     for _word in _signal_.first_words:
         FIRST_WORDS[_word] = (*FIRST_WORDS.get(_word, ()), _signal_)
 WITH_SYMBOLS = tuple(signal for signal in SIGNALS if signal.symbols)
+PATTERN_SET = LinearSet(_ALL_PATTERNS)

@@ -40,6 +40,9 @@ class Signal:
     # Whether a match stays within one sentence (most patterns bound their gaps by [^.!?\n]); such a
     # pattern runs only on the sentences whose own words open the gate, not over the whole text.
     local: bool = True
+    # Indexes of ``pattern`` and each of ``also`` in the detector's ``LinearSet`` (one pass per text
+    # says which patterns match anywhere; a signal with one of its patterns absent cannot fire).
+    ids: tuple[int, ...] = ()
     # Every gate needs a word of its first group: one set test rejects most texts at once.
     first_words: frozenset[str] = field(init=False, default=frozenset())
 
@@ -54,11 +57,20 @@ class Signal:
                     return True
         return any(symbol in lowered for symbol in self.symbols)
 
-    def fires(self, text: Text) -> bool:
-        """Whether the signal is in ``text``."""
+    def fires(self, text: Text, matching: frozenset[int] | None = None) -> bool:
+        """Whether the signal is in ``text``; ``matching``: the set indexes of the patterns found in it, if known.
+
+        A pattern that matches no part of the whole text matches none of its sentences either (a
+        sentence is searched as a slice that starts and ends at punctuation, where the whole text has
+        the same word boundaries), so ``matching`` rules a signal out without splitting sentences.
+        """
         if not self.opens(text.lowered, text.words):
             return False
+        if matching is not None and self.ids and not matching.issuperset(self.ids):
+            return False
         if not self.local:
+            if matching is not None and self.ids and not self.unless_next:
+                return True  # every pattern matched the whole text: that is the signal
             return self._matches(text.lowered)
         sentences = text.sentences()
         # Only sentences holding a word of some gate's first group can open it (local signals have no symbols).
