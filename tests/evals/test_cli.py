@@ -9,6 +9,7 @@ import yaml
 from click.testing import CliRunner
 
 from opsgate.cli.main import cli
+from opsgate.store.record_log import open_store
 
 
 def config(tmp_path: Path) -> str:
@@ -16,6 +17,7 @@ def config(tmp_path: Path) -> str:
     record = {"store": f"sqlite:///{tmp_path}/r.db", "journal_dir": str(tmp_path / "j")}
     deployment = {"type": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m"}
     path.write_text(yaml.safe_dump({"models": [{"name": "m", "deployments": [deployment]}], "record": record}))
+    open_store(record["store"]).close()  # the eval commands never create the store
     return str(path)
 
 

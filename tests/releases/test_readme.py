@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from opsgate.domain.config import parse_config
+from opsgate.store.record_log import open_store
 
 README = (Path(__file__).parent.parent.parent / "README.md").read_text()
 
@@ -26,6 +27,7 @@ def test_readme_release_commands_run(tmp_path: Path) -> None:
             }
         )
     )
+    open_store(f"sqlite:///{tmp_path}/requests.db").close()  # the gateway's store: these commands never create it
     opsgate = str(Path(sys.executable).parent / "opsgate")
     experiment = ""
     for line in block.strip().splitlines():

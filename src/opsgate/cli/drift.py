@@ -19,9 +19,10 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from opsgate.cli.config_file import existing_store, load_config_or_exit
 from opsgate.cli.logs import config_option
 from opsgate.cli.options import gateway_url_option
-from opsgate.domain.config import ConfigError, GatewayConfig, load_config
+from opsgate.domain.config import GatewayConfig
 from opsgate.drift.engine import headline
 from opsgate.store.record_log import open_store
 from opsgate.store.sql import SqlRecordStore
@@ -37,14 +38,9 @@ def _when(ts: Any) -> str:
 
 @contextmanager
 def _local(config_path: str | None) -> Iterator[tuple[SqlRecordStore, GatewayConfig]]:
-    try:
-        config = load_config(config_path)
-    except ConfigError as error:
-        problems = "\n".join(f"  - {problem}" for problem in error.problems)
-        raise click.ClickException(f"invalid config {error.source}:\n{problems}") from None
-    if config.record.store is None:
-        raise click.UsageError("record.store is not set: drift summaries and checks live in the record store.")
-    store = open_store(config.record.store)
+    config = load_config_or_exit(config_path)
+    # Never a new empty store (a relative path from another directory): it would say "no checks".
+    store = open_store(existing_store(config, config_path, "drift summaries and checks"))
     try:
         yield store, config
     except (click.ClickException, SystemExit):

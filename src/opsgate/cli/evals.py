@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from opsgate.cli.config_file import load_config_or_exit
+from opsgate.cli.config_file import existing_store, load_config_or_exit
 from opsgate.cli.json_output import json_destination
 from opsgate.domain.config import GatewayConfig
 from opsgate.domain.errors import GatewayError
@@ -45,11 +45,15 @@ def _fail(message: str) -> NoReturn:
     raise SystemExit(EXIT_USAGE)
 
 
-def _store(config: GatewayConfig) -> EvalStore:
-    if config.record.store is None:
-        _fail("record.store is not configured: evaluation results live in the record store's database")
-    assert config.record.store is not None
-    return EvalStore(open_store(config.record.store))
+def _opened(config_path: str | None) -> tuple[GatewayConfig, EvalStore]:
+    """The config and its record store, which must exist: a new empty one (a relative path from another
+    directory) would answer "no run" or keep datasets and runs where no gateway or later command looks."""
+    config = load_config_or_exit(config_path)
+    try:
+        url = existing_store(config, config_path, "evaluation datasets and runs")
+    except click.ClickException as error:  # exit 2 (bad input): 1 would read as "the gate failed"
+        _fail(error.format_message())
+    return config, EvalStore(open_store(url))
 
 
 config_option = click.option(
@@ -99,7 +103,7 @@ def import_dataset(
     name: str, path: str, file_format: str | None, skip_invalid: bool, tenant: str | None, config_path: str | None
 ) -> None:
     """Import PATH (JSONL, CSV or Parquet) as the next version of dataset NAME."""
-    store = _store(load_config_or_exit(config_path))
+    _, store = _opened(config_path)
     try:
         result = read_dataset(path, file_format, skip_invalid=skip_invalid)
         version, created = store.save_dataset(
@@ -119,7 +123,7 @@ def import_dataset(
 @config_option
 def export_dataset(ref: str, output: str | None, config_path: str | None) -> None:
     """Write dataset REF (NAME, NAME@VERSION or its id) as JSONL."""
-    store = _store(load_config_or_exit(config_path))
+    _, store = _opened(config_path)
     version = store.find_dataset(ANY_TENANT, ref)
     if version is None:
         _fail(f"no dataset '{ref}'")
@@ -138,7 +142,7 @@ def export_dataset(ref: str, output: str | None, config_path: str | None) -> Non
 @config_option
 def list_datasets(config_path: str | None) -> None:
     """Every dataset version, newest first."""
-    store = _store(load_config_or_exit(config_path))
+    _, store = _opened(config_path)
     table = Table("name", "version", "id", "items", "tenant", "sha256", title="datasets", title_justify="left")
     for v in store.list_datasets(ANY_TENANT):
         table.add_row(v.name, str(v.version), v.id, str(v.items), v.tenant or "", v.content_hash[:16])
@@ -173,8 +177,7 @@ def from_logs(
     """Build dataset NAME from recorded traffic (PII scrubbed, duplicates removed, answers as references)."""
     from opsgate.store.query import query_from_params
 
-    config = load_config_or_exit(config_path)
-    store = _store(config)
+    config, store = _opened(config_path)
     params = {"since": since, "until": until, "model": model, "status": status, "tenant": tenant}
     try:
         query = query_from_params({k: v for k, v in params.items() if v}, list(tags))
@@ -352,8 +355,7 @@ def run(
     config_path: str | None,
 ) -> None:
     """Run DATASET through each --model and score the answers (results stored per item)."""
-    config = load_config_or_exit(config_path)
-    store = _store(config)
+    config, store = _opened(config_path)
     if resume:
         existing = store.get_run(ANY_TENANT, resume)
         if existing is None or existing["dataset_id"] is None:
@@ -404,7 +406,7 @@ def run(
 @config_option
 def list_runs(limit: int, config_path: str | None) -> None:
     """Runs, newest first."""
-    store = _store(load_config_or_exit(config_path))
+    _, store = _opened(config_path)
     table = Table("run", "kind", "model", "status", "items", "failed", "scores", title="runs", title_justify="left")
     for r in store.list_runs(ANY_TENANT, limit):
         summary = r["summary"] or {}
@@ -456,7 +458,7 @@ def compare(
 ) -> None:
     """Paired comparison of CANDIDATE against BASELINE, per scorer, with significance in words."""
     json_out = json_destination(as_json, output)
-    store = _store(load_config_or_exit(config_path))
+    _, store = _opened(config_path)
     try:
         comparisons, base_fail, cand_fail, header = compare_runs(
             store, ANY_TENANT, baseline, candidate, list(scorers) or None
@@ -498,7 +500,7 @@ def gate_command(
         limit = parse_percent(max_degradation)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--max-degradation") from None
-    store = _store(load_config_or_exit(config_path))
+    _, store = _opened(config_path)
     try:
         result, header = gate_runs(store, ANY_TENANT, baseline, candidate, limit, list(scorers) or None)
     except RunNotFound as error:
@@ -523,7 +525,7 @@ def gate_command(
 @config_option
 def report(runs: tuple[str, ...], fmt: str, output: str | None, quality: str | None, config_path: str | None) -> None:
     """Quality x cost x latency per run, with a Pareto plot (Markdown, HTML or JSON)."""
-    store = _store(load_config_or_exit(config_path))
+    _, store = _opened(config_path)
     loaded = []
     for run_id in runs:
         found = store.get_run(ANY_TENANT, run_id)

@@ -20,8 +20,9 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from opsgate.cli.config_file import existing_store, load_config_or_exit
 from opsgate.cli.logs import config_option
-from opsgate.domain.config import ConfigError, GatewayConfig, load_config
+from opsgate.domain.config import GatewayConfig
 from opsgate.domain.errors import GatewayError
 from opsgate.releases import metrics
 from opsgate.releases.prompts import PromptStore, diff
@@ -38,14 +39,9 @@ def _actor() -> str:
 
 @contextmanager
 def _store(config_path: str | None) -> Iterator[tuple[SqlRecordStore, GatewayConfig]]:
-    try:
-        config = load_config(config_path)
-    except ConfigError as error:
-        problems = "\n".join(f"  - {problem}" for problem in error.problems)
-        raise click.ClickException(f"invalid config {error.source}:\n{problems}") from None
-    if config.record.store is None:
-        raise click.UsageError("record.store is not set: prompts and releases are kept in the record store.")
-    store = open_store(config.record.store)
+    config = load_config_or_exit(config_path)
+    # Never a new empty store: prompts and releases written there would never reach the gateway.
+    store = open_store(existing_store(config, config_path, "prompts and releases"))
     try:
         yield store, config
     except GatewayError as error:
