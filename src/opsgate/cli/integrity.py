@@ -9,19 +9,12 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from opsgate.domain.config import ConfigError, GatewayConfig, load_config
+from opsgate.cli.config_file import load_config_or_exit
+from opsgate.domain.config import GatewayConfig
 from opsgate.integrity.digests import digest_files
 from opsgate.integrity.manifest import Manifest, ManifestError, build_manifest, compare, deployment_files
 
 stderr = Console(stderr=True)
-
-
-def _config(path: str | None) -> GatewayConfig:
-    try:
-        return load_config(path)
-    except ConfigError as error:
-        problems = "\n".join(f"  - {problem}" for problem in error.problems)
-        raise click.ClickException(f"invalid config {error.source}:\n{problems}") from None
 
 
 def _manifest_path(config: GatewayConfig, given: str | None) -> Path:
@@ -53,7 +46,7 @@ def manifest() -> None:
 @_manifest_option
 def write(config_path: str | None, manifest_path: str | None) -> None:
     """Hash every local model file the config uses and write the manifest."""
-    config = _config(config_path)
+    config = load_config_or_exit(config_path)
     target = _manifest_path(config, manifest_path)
     try:
         built = build_manifest(config)
@@ -71,7 +64,7 @@ def write(config_path: str | None, manifest_path: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the problems as JSON.")
 def check(config_path: str | None, manifest_path: str | None, as_json: bool) -> None:
     """Re-hash the config's local model files against the manifest; exit 1 on any difference."""
-    config = _config(config_path)
+    config = load_config_or_exit(config_path)
     try:
         expected = Manifest.load(_manifest_path(config, manifest_path))
         by_deployment = deployment_files(config)

@@ -18,10 +18,9 @@ from rich.console import Console
 from rich.table import Table
 
 from opsgate.auth.key_store import KeyInfo, KeySpec, KeyStore
-from opsgate.cli.config_file import existing_store
+from opsgate.cli.config_file import existing_store, load_config_or_exit
 from opsgate.cli.logs import config_option
 from opsgate.cli.options import id_column
-from opsgate.domain.config import ConfigError, load_config
 from opsgate.domain.errors import GatewayError
 from opsgate.domain.principal import ROLES
 from opsgate.store.query import parse_duration
@@ -36,11 +35,7 @@ def _actor() -> str:
 
 @contextmanager
 def _key_store(config_path: str | None) -> Iterator[tuple[KeyStore, float]]:
-    try:
-        config = load_config(config_path)
-    except ConfigError as error:
-        problems = "\n".join(f"  - {problem}" for problem in error.problems)
-        raise click.ClickException(f"invalid config {error.source}:\n{problems}") from None
+    config = load_config_or_exit(config_path)
     # Keys live in the record store the gateway reads: never in a new store made here by mistake.
     store = open_store(existing_store(config, config_path, "API keys"))
     try:

@@ -21,9 +21,8 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from opsgate.cli.config_file import existing_store
+from opsgate.cli.config_file import existing_store, load_config_or_exit
 from opsgate.cli.options import id_column, since_option
-from opsgate.domain.config import ConfigError, load_config
 from opsgate.domain.errors import GatewayError, InvalidRequestError
 from opsgate.store.crypto import KeyError_
 from opsgate.store.export import export_chunks, require_export_format
@@ -91,11 +90,7 @@ def build_query(text: str | None, filters: dict[str, Any], limit: int | None = N
 
 
 def _load_config_record_log(config_path: str | None) -> RecordLog:
-    try:
-        config = load_config(config_path)
-    except ConfigError as error:
-        problems = "\n".join(f"  - {problem}" for problem in error.problems)
-        raise click.ClickException(f"invalid config {error.source}:\n{problems}") from None
+    config = load_config_or_exit(config_path)
     existing_store(config, config_path, "reading")  # opening would create an empty one, "nothing found"
     return RecordLog(config.record, writer=False)
 

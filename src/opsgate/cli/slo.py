@@ -13,8 +13,9 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from opsgate.cli.config_file import load_config_or_exit
 from opsgate.cli.logs import config_option, opened_record_log
-from opsgate.domain.config import ConfigError, GatewayConfig, load_config
+from opsgate.domain.config import GatewayConfig
 from opsgate.slo import report
 from opsgate.slo.engine import SloEngine
 from opsgate.store.query import parse_time
@@ -23,11 +24,7 @@ _STATE_STYLE = {"ok": "green", "ticket": "yellow", "page": "bold red"}
 
 
 def _config(config_path: str | None) -> GatewayConfig:
-    try:
-        config = load_config(config_path)
-    except ConfigError as error:
-        problems = "\n".join(f"  - {problem}" for problem in error.problems)
-        raise click.ClickException(f"invalid config {error.source}:\n{problems}") from None
+    config = load_config_or_exit(config_path)
     if not config.slo.objectives:
         raise click.UsageError(
             f"{config_path or 'the embedded config'} defines no SLOs (slo.objectives). Start from "
