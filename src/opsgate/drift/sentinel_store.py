@@ -6,7 +6,6 @@ Synchronous, like the other stores: callers on the event loop use ``asyncio.to_t
 from __future__ import annotations
 
 import base64
-import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from opsgate.store import lease as store_lease
 from opsgate.store.encoding import storable_text
 from opsgate.store.sql import SqlRecordStore
 
@@ -119,19 +119,11 @@ class SentinelStore:
 
     def try_lead(self, holder: str, ttl: float, now: float | None = None) -> bool:
         """Take or renew the lease; False while another live holder has it."""
-        now = time.time() if now is None else now
-        with self.store.connection() as conn, self.store.transaction(conn):
-            cursor = self.store.execute(
-                conn,
-                "UPDATE sentinel_lease SET holder = ?, expires = ? WHERE id = 1 AND (holder = ? OR expires < ?)",
-                [holder, now + ttl, holder, now],
-            )
-            return int(cursor.rowcount) == 1
+        return store_lease.try_lead(self.store, "sentinel_lease", holder, ttl, now)
 
     def release(self, holder: str) -> None:
         """Give the lease up (at shutdown), so another replica takes over at its next tick."""
-        with self.store.connection() as conn, self.store.transaction(conn):
-            self.store.execute(conn, "UPDATE sentinel_lease SET expires = 0 WHERE id = 1 AND holder = ?", [holder])
+        store_lease.release(self.store, "sentinel_lease", holder)
 
     def lease(self) -> dict[str, Any]:
         """The lease row: holder, expires, next_run."""

@@ -15,6 +15,7 @@ import orjson
 
 from opsgate.drift.summary import WindowSummary
 from opsgate.slo.reader import StoreSource, resolve
+from opsgate.store import lease as store_lease
 from opsgate.store.sql import SqlRecordStore
 
 NO_TENANT = ""  # the tenant column's value for requests without one
@@ -116,14 +117,7 @@ class WindowStore:
 
     def try_lead(self, holder: str, ttl: float, now: float | None = None) -> bool:
         """Take or renew the monitor's lease; False while another live holder has it."""
-        now = time.time() if now is None else now
-        with self.store.connection() as conn, self.store.transaction(conn):
-            cursor = self.store.execute(
-                conn,
-                "UPDATE drift_leader SET holder = ?, expires = ? WHERE id = 1 AND (holder = ? OR expires < ?)",
-                [holder, now + ttl, holder, now],
-            )
-            return int(cursor.rowcount) == 1
+        return store_lease.try_lead(self.store, "drift_leader", holder, ttl, now)
 
     def leader(self) -> tuple[str | None, float]:
         """The lease's holder and expiry."""
@@ -133,8 +127,7 @@ class WindowStore:
 
     def release(self, holder: str) -> None:
         """Give the lease up at shutdown, so another replica takes over at its next tick."""
-        with self.store.connection() as conn, self.store.transaction(conn):
-            self.store.execute(conn, "UPDATE drift_leader SET expires = 0 WHERE id = 1 AND holder = ?", [holder])
+        store_lease.release(self.store, "drift_leader", holder)
 
     def set_baseline(self, alias: str, tenant: str, start: float, end: float, actor: str | None) -> None:
         """Pin the fixed reference window of ``alias`` (and tenant, '' for all)."""

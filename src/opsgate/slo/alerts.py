@@ -24,6 +24,7 @@ from opsgate.domain.slo_config import AlertsConfig
 from opsgate.slo.engine import SloEngine
 from opsgate.slo.reader import FINE_KEEP_SECONDS, StoreSource, resolve
 from opsgate.slo.webhooks import send, summary_line
+from opsgate.store import lease as store_lease
 from opsgate.store.sql import SqlRecordStore
 
 log = logging.getLogger("opsgate.slo.alerts")
@@ -43,19 +44,11 @@ class AlertStore:
 
     def try_lead(self, holder: str, ttl: float, now: float | None = None) -> bool:
         """Take or renew the evaluator lease; False while another live holder has it."""
-        now = time.time() if now is None else now
-        with self.store.connection() as conn, self.store.transaction(conn):
-            cursor = self.store.execute(
-                conn,
-                "UPDATE slo_leader SET holder = ?, expires = ? WHERE id = 1 AND (holder = ? OR expires < ?)",
-                [holder, now + ttl, holder, now],
-            )
-            return int(cursor.rowcount) == 1
+        return store_lease.try_lead(self.store, "slo_leader", holder, ttl, now)
 
     def release(self, holder: str) -> None:
         """Give the lease up (at shutdown), so another replica takes over at its next tick."""
-        with self.store.connection() as conn, self.store.transaction(conn):
-            self.store.execute(conn, "UPDATE slo_leader SET expires = 0 WHERE id = 1 AND holder = ?", [holder])
+        store_lease.release(self.store, "slo_leader", holder)
 
     def reconcile(self, statuses: list[dict[str, Any]], now: float, tenants: dict[str, str]) -> None:
         """Open alerts for (objective, severity) pairs that fire now; resolve open ones that stopped."""
