@@ -22,10 +22,10 @@ import urllib.parse
 from opsgate.domain.guard_config import InjectionScannerConfig
 from opsgate.guard.base import ScanContext, ScanResult, verdict_for
 from opsgate.guard.injection_agent import agent_directed_score
-from opsgate.guard.injection_decoders import decodings
+from opsgate.guard.injection_decoders import decodings, has_token
 from opsgate.guard.injection_model import InjectionModel, shipped_model
 from opsgate.guard.injection_patterns import FIRST_WORDS, PATTERN_SET, WITH_SYMBOLS
-from opsgate.guard.injection_signals import PUNCTUATION, Text
+from opsgate.guard.injection_signals import Text, split_words
 from opsgate.guard.linear_re import compile_linear as _re
 
 # Zero-width and format characters, and the Unicode tag block (U+E0000-E007F: "ASCII smuggling",
@@ -35,10 +35,14 @@ _INVISIBLE = dict.fromkeys(
 )
 _INDEXED = frozenset(FIRST_WORDS)
 _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+_LONG_LINE = 1024
+# A sentence with the marks that end it (as ``Text.sentences`` cuts); a line's sentences concatenate to it.
+_SENTENCE = re.compile(r"[^.!?\n]+[.!?\n]*|[.!?\n]+")
 _LEET = str.maketrans("013457@$!|", "oieastasii")
 # A digit inside a word (pr3v10u5, 1gn0r3), not an ordinal or a unit (3rd, 10km, mp3).
 _LEET_WORD = _re(r"[a-z]\d+[a-z]")
 _LEET_MARKS = frozenset("0123456789@$")
+_NUMBER_CHARS = "0123456789.,:;/-()\n\t"
 _SPACED = _re(r"\b(?:\w[ \t]){3,}\w\b")
 _BROKEN_STARTS = frozenset({"ign", "prev", "instruc", "instr", "disre", "syst", "pro", "rul", "guide"})
 # Spaced-out words have one-letter "words" other than the real ones (a, i).
@@ -82,17 +86,17 @@ def variants(text: str) -> list[Text]:
     """The text (lower-cased), plus the same with each disguise found in it undone."""
     plain = _plain(text)
     lowered = plain.lower()
-    first = Text(lowered)
+    tokens = split_words(lowered)
+    first = Text(lowered, frozenset(tokens))
     found: list[str] = []
     # Each disguise is undone only when a cheap test says it may be there (most prompts have none).
-    longest = max(map(len, plain.split()), default=0)
     if _LEET_WORD.search(lowered):
         found.append(" ".join(map(_unleet, lowered.split(" "))))
-    if not first.words.isdisjoint(_LONE_LETTERS) and _spaced_out(lowered.translate(PUNCTUATION).split()):
+    if not first.words.isdisjoint(_LONE_LETTERS) and _spaced_out(tokens):
         found.append(_SPACED.sub(lambda m: (m.group(0) or "").replace(" ", "").replace("\t", ""), lowered))
     if not first.words.isdisjoint(_BROKEN_STARTS) and _BROKEN_WORD.search(lowered):
         found.append(_BROKEN_WORD.sub(r"\1\2", lowered))
-    if longest >= 16:
+    if has_token(plain, 16):
         for blob in _BASE64.findall(plain):
             decoded = _decode_base64(blob)
             if decoded:
@@ -101,7 +105,7 @@ def variants(text: str) -> list[Text]:
             decoded = _decode_base32(blob)
             if decoded:
                 found.append(decoded.lower())
-        for blob in _HEX.findall(lowered) if longest >= 24 else ():
+        for blob in _HEX.findall(lowered) if has_token(plain, 24) else ():
             decoded = _printable(bytes.fromhex(blob))
             if decoded:
                 found.append(decoded.lower())
@@ -119,16 +123,54 @@ def variants(text: str) -> list[Text]:
     if _DOTTED.search(lowered):
         found.append(_DOTTED.sub(lambda m: (m.group(0) or "").translate(_DOTS), lowered))
     found.extend(decodings(text, lowered, first.words))
+    if not found:
+        return [first]
     # A variant is read only where it differs: a disguise undone in one line of a 32 KB document
     # should not cost a second scan of the other lines.
-    lines = frozenset(lowered.split("\n"))
-    changed = ("\n".join(line for line in variant.split("\n") if line not in lines) for variant in found)
-    return [first, *(Text(variant) for variant in dict.fromkeys(changed) if variant.strip())]
+    changed = _Unchanged(lowered)
+    return [first, *(Text(variant) for variant in dict.fromkeys(map(changed.drop, found)) if variant.strip())]
+
+
+class _Unchanged:
+    """Drops from a variant what the text itself already has: whole lines, and in a long line whole sentences.
+
+    A line of up to ``_LONG_LINE`` characters is kept whole when it differs; a longer one (a document
+    pasted as one line) keeps only its sentences that differ, contiguous ones together, so one
+    un-leeted postcode in 32 KB does not mean reading all of it again.
+    """
+
+    def __init__(self, lowered: str) -> None:
+        self.lines = frozenset(lowered.split("\n"))
+        self._sentences: frozenset[str] | None = None
+
+    def drop(self, variant: str) -> str:
+        """``variant`` without the lines (and long lines' sentences) the text has too."""
+        kept: list[str] = []
+        for line in variant.split("\n"):
+            if line in self.lines:
+                continue
+            if len(line) <= _LONG_LINE:
+                kept.append(line)
+                continue
+            if self._sentences is None:
+                self._sentences = frozenset(part for text_line in self.lines for part in _SENTENCE.findall(text_line))
+            run: list[str] = []
+            for sentence in _SENTENCE.findall(line):
+                if sentence not in self._sentences:
+                    run.append(sentence)
+                elif run:
+                    kept.append("".join(run))
+                    run = []
+            if run:
+                kept.append("".join(run))
+        return "\n".join(kept)
 
 
 def _unleet(token: str) -> str:
     """A token with a letter and a digit (or ``@``/``$``) read as leetspeak: ``1gn0r3`` → ``ignore``."""
-    if _LEET_MARKS.isdisjoint(token) or token.isdigit():
+    # Digits and punctuation alone are a number, a date or a postcode ("04790.", "11.02.1981", "60/95,"),
+    # as bare digits are; "4$" (as) and "!7" (it) are still read.
+    if _LEET_MARKS.isdisjoint(token) or not token.strip(_NUMBER_CHARS):
         return token
     return token.translate(_LEET)
 

@@ -15,9 +15,17 @@ import re
 
 from opsgate.guard.linear_re import compile_linear
 
-# Character classes and fixed counts only (Python's ``re`` runs these in one pass, in C).
 _TAG_CHARS = re.compile("[\U000e0000-\U000e007f]")
-_LONG_TOKEN = re.compile(r"\S{40}")  # a token of 40+ characters (``\s`` is what ``str.split`` cuts at)
+# A character ``str.split()`` does not cut at: RE2's ``\s`` is ASCII white space only, this is ``str.isspace``'s set.
+_NOT_SPACE = r"[^\t-\r\x1c- \x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}]"
+_TOKENS = {length: compile_linear(f"{_NOT_SPACE}{{{length}}}") for length in (16, 24, 40)}
+
+
+def has_token(text: str, length: int) -> bool:
+    """Whether ``text.split()`` has a token of ``length`` (16, 24 or 40) characters or more, in one RE2 pass."""
+    return _TOKENS[length].search(text) is not None
+
+
 _ESCAPES = compile_linear(r"(?:\\u[0-9a-fA-F]{4}){4,}")
 _ASCII85 = compile_linear(r"<~[!-u\s]{10,}~>")
 _BASE85 = compile_linear(r"[0-9A-Za-z!#$%&()*+\-;<=>?@^_`{|}~]{40,}")
@@ -71,7 +79,7 @@ def decodings(text: str, lowered: str, words: frozenset[str]) -> list[str]:
     if lowered.count(".") + lowered.count("-") >= 16:
         for match in _MORSE_RUN.finditer(lowered):
             out.append(_morse(match.group(0) or ""))
-    if _LONG_TOKEN.search(text):
+    if has_token(text, 40):
         for match in _BASE85.finditer(text):
             try:
                 decoded = _printable(base64.b85decode(match.group(0) or ""))
