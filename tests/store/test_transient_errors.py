@@ -17,12 +17,13 @@ import psycopg
 import psycopg_pool
 import pytest
 
+from opsgate.store.failures import refused_data, store_down
 from opsgate.store.journal import Journal
 from opsgate.store.postgres import PostgresRecordStore
 from opsgate.store.query import RecordQuery
-from opsgate.store.rejected import REJECTED_NAME
+from opsgate.store.rejected import REJECTED_NAME, append_rejected, replay_rejected
 from opsgate.store.sqlite import SqliteRecordStore
-from opsgate.store.writer import RecordWriter, refused_data, store_down
+from opsgate.store.writer import RecordWriter
 from tests.support import wait_until
 
 
@@ -125,5 +126,31 @@ def test_postgres_going_away_is_transient(pg_url: str, tmp_path: Path, journal: 
         with pytest.raises(Exception) as raised:
             store.write_lines([line("x").rstrip()])
         assert store_down(store, raised.value), repr(raised.value)
+    finally:
+        store.close()
+
+
+def test_the_replay_of_set_aside_lines_asks_the_store_too(tmp_path: Path) -> None:
+    # The replay had its own class-name check: an unbindable line counted as the store being down,
+    # so it stopped there and kept every line behind it unreplayed.
+    directory = tmp_path / "journal"
+    directory.mkdir()
+    lines = [line("bad", model="unbindable"), line("good")]
+    append_rejected(directory, [{"error": "x", "at": 0.0, "line": one.decode().strip()} for one in lines])
+    store = BindingRefusingStore(tmp_path / "r.db")
+    try:
+        counts = replay_rejected(directory, store)
+        assert counts == {"stored": 1, "duplicates": 0, "still_rejected": 1, "unreadable": 0}
+        assert [r["id"] for r in store.iter_records(RecordQuery())] == ["good"]
+        [kept] = (directory / REJECTED_NAME).read_bytes().splitlines()
+        assert b"InterfaceError" in kept and b"unbindable" in kept
+        UnreachableStore.locked = True  # a declared outage still stops the replay and keeps the rest
+        append_rejected(directory, [{"error": "x", "at": 0.0, "line": line("later").decode().strip()}])
+        down = UnreachableStore(tmp_path / "r.db")
+        try:
+            assert replay_rejected(directory, down)["still_rejected"] == 2
+        finally:
+            down.close()
+        assert len((directory / REJECTED_NAME).read_bytes().splitlines()) == 2
     finally:
         store.close()

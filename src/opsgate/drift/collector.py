@@ -32,7 +32,7 @@ from opsgate.domain.drift_config import DriftConfig
 from opsgate.drift.features import Observation, complete, extract
 from opsgate.drift.summary import WindowSummary
 from opsgate.drift.windows import NO_TENANT, BucketRow, WindowStore
-from opsgate.store.writer import refused_data, store_down
+from opsgate.store.failures import refused_data, store_down
 
 log = logging.getLogger("opsgate.drift.collector")
 Embedder = Callable[[list[str]], NDArray[np.float32]]

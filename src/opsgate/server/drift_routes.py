@@ -30,8 +30,8 @@ from opsgate.server.access import actor_of, principal_of, scoped_tenant
 from opsgate.server.admin import require_record_log
 from opsgate.server.http_io import ADMIN_MAX_BODY_BYTES, json_response, read_json_value
 from opsgate.server.query_params import NoQuery, QueryModel, Time, parse_query, whole_number
+from opsgate.store.failures import store_down
 from opsgate.store.record_log import StoreUnavailable
-from opsgate.store.writer import store_down
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,199}$")
 MAX_HISTORY = 1000

@@ -23,28 +23,13 @@ from typing import Any
 
 import orjson
 
+from opsgate.store.failures import store_down
 from opsgate.store.sql import SqlRecordStore
 
 REJECTED_NAME = "rejected.jsonl.txt"
 MAX_ERROR_CHARS = 1000  # PostgreSQL's message can quote the whole failing row; the line itself is kept
 _HEAD_BYTES = 16 * 1024
 _HEAD = re.compile(rb'\{"error":("(?:[^"\\]|\\.)*")(?:,"at":([-0-9.eE+]+))?')
-
-
-def store_down(error: Exception) -> bool:
-    """Whether an error says the store is unreachable (retry later) rather than refusing some data."""
-    names = {cls.__name__ for cls in type(error).__mro__}
-    return bool(names & {"OperationalError", "PoolTimeout", "InterfaceError", "OSError", "TimeoutError"})
-
-
-def refused_data(error: Exception) -> bool:
-    """Whether an error says the store refuses this line's data rather than being broken.
-
-    ``DataError``/``IntegrityError`` (psycopg and sqlite3), and ``ValueError`` (a line that is not
-    JSON, bytes that are not UTF-8): the line's fault, whatever the rest of the batch does.
-    """
-    names = {cls.__name__ for cls in type(error).__mro__}
-    return bool(names & {"DataError", "IntegrityError", "ValueError"}) and not store_down(error)
 
 
 def append_rejected(directory: Path, items: Iterable[dict[str, Any]]) -> Path:
@@ -158,7 +143,7 @@ def replay_rejected(directory: Path, store: SqlRecordStore) -> dict[str, int]:
             try:
                 inserted = store.write_lines([line])
             except Exception as error:
-                if store_down(error):
+                if store_down(store, error):
                     # The store is down: keep this line and every one after it, as they were.
                     kept.extend(entries[index:])
                     counts["still_rejected"] += len(entries) - index

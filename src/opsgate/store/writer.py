@@ -17,32 +17,12 @@ from collections.abc import Callable
 from typing import Any
 
 from opsgate.domain.config import RetentionConfig
+from opsgate.store.failures import refused_data, store_down
 from opsgate.store.journal import SegmentSet
 from opsgate.store.rejected import MAX_ERROR_CHARS, append_rejected
 from opsgate.store.sql import SqlRecordStore
 
 log = logging.getLogger("opsgate.store.writer")
-
-# A store that declares nothing (a test double): only the operating system's own failures are transient.
-_GENERIC_TRANSIENT: tuple[type[BaseException], ...] = (OSError, TimeoutError)
-_GENERIC_REFUSED: tuple[type[BaseException], ...] = (ValueError,)
-
-
-def store_down(store: SqlRecordStore, error: BaseException) -> bool:
-    """Whether ``error`` says ``store`` is unreachable (retry the batch later), by the store's own declaration.
-
-    Each store names its transient errors (``transient_errors`` in ``store/sqlite.py``,
-    ``store/postgres.py``), so an unrelated error that happens to share a class name never blocks
-    the journal, and a driver's real outage is never mistaken for bad data.
-    """
-    transient: tuple[type[BaseException], ...] = getattr(store, "transient_errors", _GENERIC_TRANSIENT)
-    return isinstance(error, transient)
-
-
-def refused_data(store: SqlRecordStore, error: BaseException) -> bool:
-    """Whether ``error`` says ``store`` refuses this line's data (set it aside) rather than being broken."""
-    refused: tuple[type[BaseException], ...] = getattr(store, "refused_data_errors", _GENERIC_REFUSED)
-    return isinstance(error, refused) and not store_down(store, error)
 
 
 def yield_cpu_to_requests() -> None:
