@@ -10,9 +10,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any
 
-from opsgate.evals.scoring import Factory, Sample, Score
+from opsgate.evals.scoring import Factory, Sample, Score, no_arg
 
 # Phrases that open or carry a refusal; matched case-insensitively near the start of the answer.
 REFUSAL_PHRASES = re.compile(
@@ -44,15 +43,6 @@ class _Base:
     higher_is_better = True
     needs_logprobs = False
     name = ""
-
-
-def _no_arg(cls: Any) -> Factory:
-    def factory(arg: str | None) -> Any:
-        if arg:
-            raise ValueError("takes no argument")
-        return cls()
-
-    return factory
 
 
 def _strip_fence(text: str) -> str:
@@ -201,11 +191,11 @@ class Confidence(_Base):
 
 
 FREE_SCORERS: dict[str, Factory] = {
-    "json_valid": _no_arg(JsonValid),
-    "json_schema": _no_arg(JsonSchema),
+    "json_valid": no_arg(JsonValid),
+    "json_schema": no_arg(JsonSchema),
     "length": Length,
-    "refusal": _no_arg(Refusal),
+    "refusal": no_arg(Refusal),
     "toxicity": Toxicity,
-    "pii_leak": _no_arg(PiiLeak),
-    "confidence": _no_arg(Confidence),
+    "pii_leak": no_arg(PiiLeak),
+    "confidence": no_arg(Confidence),
 }

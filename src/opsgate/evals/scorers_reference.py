@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from opsgate.evals.scoring import Factory, Sample, Score, references_of
+from opsgate.evals.scoring import Factory, Sample, Score, no_arg, references_of
 
 MAX_PATTERN_CHARS = 2000
 
@@ -127,20 +127,11 @@ class RougeL(_Base):
         return Score(float(best))
 
 
-def _no_arg(cls: Any) -> Factory:
-    def factory(arg: str | None) -> Any:
-        if arg:
-            raise ValueError("takes no argument")
-        return cls()
-
-    return factory
-
-
 REFERENCE_SCORERS: dict[str, Factory] = {
-    "exact": _no_arg(ExactMatch),
-    "contains": _no_arg(Contains),
+    "exact": no_arg(ExactMatch),
+    "contains": no_arg(Contains),
     "regex": RegexMatch,
-    "bleu": _no_arg(Bleu),
-    "chrf": _no_arg(ChrF),
-    "rouge_l": _no_arg(RougeL),
+    "bleu": no_arg(Bleu),
+    "chrf": no_arg(ChrF),
+    "rouge_l": no_arg(RougeL),
 }

@@ -70,6 +70,17 @@ class ScorerError(ValueError):
 Factory = Callable[[str | None], Scorer]
 
 
+def no_arg(cls: Callable[[], Scorer]) -> Factory:
+    """The factory of a built-in scorer that takes no argument (``bleu``, not ``bleu:x``)."""
+
+    def factory(arg: str | None) -> Scorer:
+        if arg:
+            raise ValueError("takes no argument")
+        return cls()
+
+    return factory
+
+
 class ScorerRegistry:
     """Built-in scorers plus those from the ``opsgate.scorers`` entry points."""
 
