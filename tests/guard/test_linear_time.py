@@ -60,7 +60,8 @@ def best_ms(call: Callable[[], object], runs: int = 7) -> float:
 def scanners() -> dict[str, Callable[[str], object]]:
     context = ScanContext("input", role="user")
     tool = ScanContext("input", role="tool")
-    injection = InjectionScanner(InjectionScannerConfig(scanner="prompt_injection"))
+    # No cache of texts read before: every run below must really scan.
+    injection = InjectionScanner(InjectionScannerConfig(scanner="prompt_injection"), cache_size=0)
     secrets = SecretsScanner(SecretsScannerConfig(scanner="secrets"))
     return {
         "prompt_injection": lambda text: injection.scan(text, context),

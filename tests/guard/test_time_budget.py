@@ -133,7 +133,9 @@ async def test_a_32kb_prompt_does_not_hold_up_concurrent_small_requests(
             return time.perf_counter() - started
 
         quiet = [await small(i) for i in range(10)]
-        bigs = [asyncio.create_task(client.post(**_chat("up", BIG, f"big-{i}"))) for i in range(6)]
+        # Six different texts: the scanner remembers texts it has read (a chat's history), not these.
+        texts = [f"Case {i}. {BIG}"[:32_000] for i in range(6)]
+        bigs = [asyncio.create_task(client.post(**_chat("up", text, f"big-{i}"))) for i, text in enumerate(texts)]
         loaded: list[float] = []
         while not all(task.done() for task in bigs):
             loaded.append(await small(100 + len(loaded)))

@@ -9,8 +9,11 @@ event loop, large ones (and every input of a policy with an ``off_loop`` scanner
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 Direction = Literal["input", "output"]
 Verdict = Literal["pass", "fail"]
@@ -86,3 +89,45 @@ class Vault:
 
     def __bool__(self) -> bool:
         return bool(self.originals)
+
+
+_Value = TypeVar("_Value")
+
+
+class TextCache(Generic[_Value]):
+    """What a scanner found in a text it has read before, keyed by the text's digest (never the text).
+
+    A chat re-sends its whole history every turn, so most of a long conversation's messages were
+    scanned one request ago. Bounded (least recently used out) and thread-safe: the guard stage scans
+    in a thread pool.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._entries: OrderedDict[bytes, _Value] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(text: str, *salt: object) -> bytes:
+        """The digest of ``text`` and whatever else the answer depends on (``salt``, e.g. the role)."""
+        digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16)
+        digest.update(repr(salt).encode())
+        return digest.digest()
+
+    def get(self, key: bytes) -> _Value | None:
+        """The stored value (now the most recently used), or None."""
+        with self._lock:
+            value = self._entries.get(key)
+            if value is not None:
+                self._entries.move_to_end(key)
+            return value
+
+    def put(self, key: bytes, value: _Value) -> None:
+        """Store ``value``, dropping the least recently used entry past ``size`` (size 0: store nothing)."""
+        if self.size <= 0:
+            return
+        with self._lock:
+            self._entries[key] = value
+            self._entries.move_to_end(key)
+            if len(self._entries) > self.size:
+                self._entries.popitem(last=False)

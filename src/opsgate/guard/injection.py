@@ -20,7 +20,7 @@ import unicodedata
 import urllib.parse
 
 from opsgate.domain.guard_config import InjectionScannerConfig
-from opsgate.guard.base import ScanContext, ScanResult, verdict_for
+from opsgate.guard.base import ScanContext, ScanResult, TextCache, Verdict, verdict_for
 from opsgate.guard.injection_agent import agent_directed_score
 from opsgate.guard.injection_decoders import decodings, has_token
 from opsgate.guard.injection_model import InjectionModel, shipped_model
@@ -246,13 +246,27 @@ class InjectionScanner:
 
     name = "prompt_injection"
 
-    def __init__(self, config: InjectionScannerConfig) -> None:
+    def __init__(self, config: InjectionScannerConfig, *, cache_size: int = 4096) -> None:
         self.threshold = config.threshold
         self.tool_threshold = config.tool_threshold
         self.model: InjectionModel | None = shipped_model() if config.learned else None
+        # (verdict, score, details) of texts read before: a chat's history comes again every turn.
+        self._seen: TextCache[tuple[Verdict, float, dict[str, object]]] = TextCache(cache_size)
 
     def scan(self, text: str, context: ScanContext) -> ScanResult:
         """Score the text; details name the signals that fired (``learned`` for the model) and its probability."""
+        untrusted = context.role in _UNTRUSTED_ROLES
+        key = TextCache.key(text, untrusted, id(self.model))
+        seen = self._seen.get(key)
+        if seen is None:
+            seen = self._score(text, untrusted)
+            self._seen.put(key, seen)
+        verdict, score, details = seen
+        # Copies: the engine keeps a result's details in the request's record.
+        copied = {name: list(value) if isinstance(value, list) else value for name, value in details.items()}
+        return ScanResult(text, verdict, score, copied)
+
+    def _score(self, text: str, untrusted: bool) -> tuple[Verdict, float, dict[str, object]]:
         found = variants(text)
         score, signals = injection_score(text, found)
         details: dict[str, object] = {}
@@ -263,7 +277,6 @@ class InjectionScanner:
             details["model_probability"] = round(probability, 4)
             if decision >= 0.5:
                 signals = [*signals, "learned"]
-        untrusted = context.role in _UNTRUSTED_ROLES
         if untrusted:
             agent_score, agent_signals = agent_directed_score(text)
             score = 1.0 - (1.0 - score) * (1.0 - agent_score)
@@ -271,4 +284,4 @@ class InjectionScanner:
         if signals:
             details["signals"] = signals
         threshold = self.tool_threshold if untrusted else self.threshold
-        return ScanResult(text, verdict_for(score, threshold), round(score, 4), details)
+        return verdict_for(score, threshold), round(score, 4), details
