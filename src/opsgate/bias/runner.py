@@ -93,6 +93,20 @@ def _messages(counterfactual: CounterfactualSet, prompt: str) -> list[dict[str, 
     return [*messages, {"role": "user", "content": prompt}]
 
 
+def _error_answer(counterfactual: CounterfactualSet, group: str, error: str = "") -> Answer:
+    """The answer of one group's prompt as an error (until a call succeeds, or when it is not sent)."""
+    return Answer(
+        counterfactual.key,
+        counterfactual.dimension,
+        counterfactual.template_id,
+        counterfactual.sample,
+        group,
+        counterfactual.prompts[group],
+        "error",
+        error=error,
+    )
+
+
 async def ask(
     client: openai.AsyncOpenAI,
     scorer: AnswerScorer,
@@ -102,15 +116,7 @@ async def ask(
 ) -> Answer:
     """Send one group's prompt of a set and score the answer; never raises for an HTTP or network failure."""
     prompt = counterfactual.prompts[group]
-    answer = Answer(
-        counterfactual.key,
-        counterfactual.dimension,
-        counterfactual.template_id,
-        counterfactual.sample,
-        group,
-        prompt,
-        "error",
-    )
+    answer = _error_answer(counterfactual, group)
     started = time.perf_counter()
     try:
         completion = await client.chat.completions.create(
@@ -168,15 +174,10 @@ async def run_sets(
             if seen["answers"] == 0 and seen["errors"] >= settings.give_up_after:
                 # A gateway that answered none of the first N is down or misconfigured (wrong key, alias):
                 # say so now instead of retrying every remaining request for minutes.
-                answer = Answer(
-                    counterfactual.key,
-                    counterfactual.dimension,
-                    counterfactual.template_id,
-                    counterfactual.sample,
+                answer = _error_answer(
+                    counterfactual,
                     group,
-                    counterfactual.prompts[group],
-                    "error",
-                    error=f"not sent: none of the first {settings.give_up_after} requests got an answer",
+                    f"not sent: none of the first {settings.give_up_after} requests got an answer",
                 )
             else:
                 answer = await ask(client, scorer, counterfactual, group, settings)
