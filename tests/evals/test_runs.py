@@ -50,11 +50,12 @@ def write_config(tmp_path: Path, good: ServerThread, bad: ServerThread, store: s
             "deployments": [deployment],
         }
 
+    url = store or f"sqlite:///{tmp_path}/requests.db"
+    open_store(url).close()  # the eval commands never create the store
     config = {
         "models": [alias("good", good, 1.0), alias("bad", bad, 0.5, own=0.4)],
-        "record": {"store": store or f"sqlite:///{tmp_path}/requests.db", "journal_dir": str(tmp_path / "journal")},
+        "record": {"store": url, "journal_dir": str(tmp_path / "journal")},
     }
-    open_store(config["record"]["store"]).close()  # the eval commands never create the store
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
