@@ -4,6 +4,11 @@ Run alone (``python bench/_guard_input.py --runs N``) it prints one JSON object;
 runs it twice — on this tree and, with ``--baseline-ref``, on an older commit checked out beside it —
 so the two are measured the same way. Only the opsgate API both trees have is used (the engine's
 ``run`` over the default policy's input scanners), so a baseline from before this file works.
+
+Each input is measured twice where it matters: the same text every run (what a chat's re-sent
+history costs, every cache of text read before warm) and a text new every run (a token unique to
+the run after every ~500 characters, so no cache — the injection scanner's, the PII model's — has
+read it).
 """
 
 from __future__ import annotations
@@ -13,8 +18,10 @@ import ast
 import gc
 import json
 import statistics
+import sys
 import sysconfig
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,14 +58,55 @@ def stdlib_text(chars: int) -> str:
     return "\n\n".join(parts)[:chars]
 
 
-def inputs() -> dict[str, str]:
-    """The prompts measured, by label."""
+HISTORY = [
+    ("system", "You are the support assistant of ACME Corp. Answer briefly and politely."),
+    ("user", (REQUEST * 3)[:600]),
+    ("assistant", "I checked order 58213-B: the warehouse scanned only one box. Size 10.5 is in stock. " * 5),
+    ("user", "Thanks. The tracking page still says 'in transit' for the whole order; is that expected? " * 4),
+    ("assistant", "Yes, it updates once the replacement leaves the warehouse, usually within 24 hours. " * 5),
+]
+
+
+def dense_pii(chars: int) -> str:
+    """Faker sentences full of names, addresses and numbers (``tests/data/guard/pii_faker_dev.jsonl``)."""
+    path = Path(__file__).resolve().parent.parent / "tests" / "data" / "guard" / "pii_faker_dev.jsonl"
+    return " ".join(json.loads(line)["text"] for line in path.read_text().splitlines())[:chars]
+
+
+def fresh(text: str, run: int) -> str:
+    """``text`` with a token unique to ``run`` after every ~500 characters: no cache has read it before."""
+    out: list[str] = []
+    last = 0
+    for cut in range(0, len(text), 500):
+        space = text.find(" ", cut)
+        if space < last:
+            continue
+        out += [text[last:space], f" r{run}x{cut}"]
+        last = space
+    return ("".join(out) + text[last:])[: len(text)]
+
+
+Messages = list[tuple[str, str]]
+
+
+def inputs() -> dict[str, Callable[[int], Messages]]:
+    """The prompts measured, by label: each a function of the run's number (``fresh`` ones differ every run)."""
     one_kb = (REQUEST * 6)[:1024]
     adversarial = "".join(line * 450 for line in ADVERSARIAL_LINES)[:32_000]
+    docstrings = stdlib_text(32_000)
+    pii = dense_pii(32_000)
     return {
-        "1 KB support request": one_kb,
-        "32 KB document (stdlib docstrings)": stdlib_text(32_000),
-        "32 KB adversarial near-misses": adversarial,
+        "1 KB support request": lambda run: [("user", one_kb)],
+        "1 KB support request, new text each run": lambda run: [("user", fresh(f"Ticket {run}. {one_kb}", run)[:1024])],
+        "chat: 2 KB history (re-sent) + 1 KB new user turn": lambda run: [
+            *HISTORY,
+            ("user", fresh(f"Ticket {run}. {one_kb}", run)[:1024]),
+        ],
+        "32 KB document (stdlib docstrings)": lambda run: [("user", docstrings)],
+        "32 KB stdlib docstrings, new text each run": lambda run: [("user", fresh(docstrings, run))],
+        "32 KB dense PII, new text each run": lambda run: [("user", fresh(pii, run))],
+        "32 KB adversarial near-misses": lambda run: [("user", adversarial)],
+        "32 KB adversarial near-misses, new text each run": lambda run: [("user", fresh(adversarial, run))],
     }
 
 
@@ -67,14 +115,16 @@ def measure(runs: int) -> dict[str, Any]:
     engine = GuardEngine(GuardConfig(enabled=True))
     policy = engine.policies[0]
     out: dict[str, Any] = {"scanners": [entry.name for entry in policy.input]}
-    for label, text in inputs().items():
-        count = runs if len(text) < 4096 else max(20, runs // 10)
+    for label, messages in inputs().items():
+        chars = sum(len(text) for _, text in messages(0))
+        count = runs if chars < 8192 else max(20, runs // 10)
         samples: list[int] = []
         per_scanner: dict[str, list[float]] = {}
         for index in range(count + 20):
             context = ScanContext("input", vault=Vault())
+            texts = messages(index)
             started = time.perf_counter_ns()
-            run = engine.run(policy.input, [("user", text)], context)
+            run = engine.run(policy.input, texts, context)
             elapsed = time.perf_counter_ns() - started
             if index >= 20:  # the first runs warm caches and lazy imports
                 samples.append(elapsed)
@@ -84,13 +134,17 @@ def measure(runs: int) -> dict[str, Any]:
                 gc.collect()
         ordered = sorted(samples)
         out[label] = {
-            "chars": len(text),
+            "chars": chars,
             "runs": count,
             "p50_ms": round(ordered[len(ordered) // 2] / 1e6, 3),
             "p99_ms": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] / 1e6, 3),
             "max_ms": round(ordered[-1] / 1e6, 3),
             "p50_ms_by_scanner": {k: round(statistics.median(v), 3) for k, v in per_scanner.items()},
+            "p99_ms_by_scanner": {
+                k: round(sorted(v)[min(len(v) - 1, int(0.99 * len(v)))], 3) for k, v in per_scanner.items()
+            },
         }
+        print(label, json.dumps(out[label]), file=sys.stderr, flush=True)
     return out
 
 

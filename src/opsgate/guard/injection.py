@@ -41,7 +41,10 @@ _SENTENCE = re.compile(r"[^.!?\n]+[.!?\n]*|[.!?\n]+")
 _LEET = str.maketrans("013457@$!|", "oieastasii")
 # A digit inside a word (pr3v10u5, 1gn0r3), not an ordinal or a unit (3rd, 10km, mp3).
 _LEET_WORD = _re(r"[a-z]\d+[a-z]")
-_LEET_MARKS = frozenset("0123456789@$")
+# A token (cut at single spaces, as ``split(" ")`` cuts) holding a digit, ``@`` or ``$``. Tried only at
+# a token's start, so a long token costs one pass, not one per character.
+_MARKED_TOKEN = re.compile(r"(?<![^ ])[^ ]*[0-9@$][^ ]*")
+_EIGHT_BITS = re.compile(r"[01]{8}")
 _NUMBER_CHARS = "0123456789.,:;/-()\n\t"
 _SPACED = _re(r"\b(?:\w[ \t]){3,}\w\b")
 _BROKEN_STARTS = frozenset({"ign", "prev", "instruc", "instr", "disre", "syst", "pro", "rul", "guide"})
@@ -91,7 +94,7 @@ def variants(text: str) -> list[Text]:
     found: list[str] = []
     # Each disguise is undone only when a cheap test says it may be there (most prompts have none).
     if _LEET_WORD.search(lowered):
-        found.append(" ".join(map(_unleet, lowered.split(" "))))
+        found.append(_MARKED_TOKEN.sub(_unleet, lowered))
     if not first.words.isdisjoint(_LONE_LETTERS) and _spaced_out(tokens):
         found.append(_SPACED.sub(lambda m: (m.group(0) or "").replace(" ", "").replace("\t", ""), lowered))
     if not first.words.isdisjoint(_BROKEN_STARTS) and _BROKEN_WORD.search(lowered):
@@ -113,7 +116,8 @@ def variants(text: str) -> list[Text]:
         found.append(codecs.decode(lowered, "rot13"))
     if not first.words.isdisjoint(_REVERSE_HINTS):
         found.append(lowered[::-1])
-    binary = _BINARY.search(lowered) if any(len(w) == 8 and not w.strip("01") for w in first.words) else None
+    eight_bits = _EIGHT_BITS.search(lowered) and any(len(w) == 8 and not w.strip("01") for w in first.words)
+    binary = _BINARY.search(lowered) if eight_bits else None
     if binary is not None:
         decoded = _printable(bytes(int(b, 2) for b in (binary.group(0) or "").split()))
         if decoded:
@@ -166,11 +170,12 @@ class _Unchanged:
         return "\n".join(kept)
 
 
-def _unleet(token: str) -> str:
+def _unleet(match: re.Match[str]) -> str:
     """A token with a letter and a digit (or ``@``/``$``) read as leetspeak: ``1gn0r3`` → ``ignore``."""
+    token = match.group(0)
     # Digits and punctuation alone are a number, a date or a postcode ("04790.", "11.02.1981", "60/95,"),
     # as bare digits are; "4$" (as) and "!7" (it) are still read.
-    if _LEET_MARKS.isdisjoint(token) or not token.strip(_NUMBER_CHARS):
+    if not token.strip(_NUMBER_CHARS):
         return token
     return token.translate(_LEET)
 
