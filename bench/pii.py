@@ -1,7 +1,10 @@
-"""PII scanner: recall and precision per kind on the Faker sets, and what a scan costs per 1 KB and 32 KB.
+"""PII scanner: recall and precision per kind on the Faker sets, and what a scan costs per 1 KB and 32 KB,
+for each name recogniser (``ner: fast`` and ``ner: spacy``) side by side.
 
-Accuracy: span scoring (``tests/guard/pii_scoring.py``) on ``pii_faker_dev.jsonl`` (tuned on) and
-``pii_faker_holdout.jsonl`` (not), per kind and per group, with 95% Wilson intervals from scipy;
+Accuracy: span scoring (``tests/guard/pii_scoring.py``) on ``pii_faker_dev.jsonl`` (tuned on),
+``pii_faker_holdout.jsonl`` (not tuned on, but looked at by earlier work) and
+``pii_blind_holdout.jsonl`` (written before the fast recogniser's first result, never tuned on),
+per kind and per group, with 95% Wilson intervals from scipy;
 plus the structured-identifier splits of ``make_pii_sets.py``. False alarms on benign prose: the
 names, places and organisations found per KB of the standard library's docstrings, which hold
 almost none (Python, GNU, Unicode are organisations to the model — and to a redactor).
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
@@ -40,8 +44,9 @@ from tests.guard.pii_scoring import MARKED, NAMED, STRUCTURED, faker_rows, group
 from opsgate.domain.guard_config import PII_ENTITIES, PiiScannerConfig  # noqa: E402
 from opsgate.guard import pii as pii_module  # noqa: E402
 from opsgate.guard.base import ScanContext, Vault  # noqa: E402
-from opsgate.guard.pii import PiiDetector, PiiScanner  # noqa: E402
-from opsgate.guard.pii_ner import NER_KINDS  # noqa: E402
+from opsgate.guard.pii import NerChoice, PiiDetector, PiiScanner  # noqa: E402
+from opsgate.guard.pii_fast import FastNameRecognizer  # noqa: E402
+from opsgate.guard.pii_ner import NER_KINDS, NameRecognizer  # noqa: E402
 
 
 def _rss_mib() -> float:
@@ -60,10 +65,13 @@ def _fill(parts: list[str], size: int) -> str:
     return " ".join(out)[:size]
 
 
-def accuracy(detector: PiiDetector) -> dict[str, Any]:
-    """Per-kind and per-group recall/precision on both Faker splits."""
+SPLITS = ("dev", "holdout", "blind")
+
+
+def accuracy(detector: PiiDetector, structured_sets: bool = True) -> dict[str, Any]:
+    """Per-kind and per-group recall/precision on the three Faker splits."""
     report: dict[str, Any] = {}
-    for split in ("dev", "holdout"):
+    for split in SPLITS:
         tallies = score(detector, faker_rows(split))
         kinds = {
             k: {"recall": rate(t.recalled, t.labelled), "precision": rate(t.correct, t.found)}
@@ -74,6 +82,8 @@ def accuracy(detector: PiiDetector) -> dict[str, Any]:
             t = group(tallies, members)
             groups[name] = {"recall": rate(t.recalled, t.labelled), "precision": rate(t.correct, t.found)}
         report[split] = {"kinds": dict(sorted(kinds.items())), "groups": groups}
+    if not structured_sets:
+        return report
     structured_only = PiiDetector([e for e in PII_ENTITIES if e not in NER_KINDS], ["US", "GB", "DE", "FR"])
     for split in ("dev", "test", "holdout"):
         found = expected = correct = 0
@@ -85,12 +95,12 @@ def accuracy(detector: PiiDetector) -> dict[str, Any]:
     return report
 
 
-def ablation() -> dict[str, Any]:
+def ablation(ner: NerChoice) -> dict[str, Any]:
     """Named-kind recall/precision of the parts: the model alone, and the patterns without the model."""
     out: dict[str, Any] = {}
 
     def measure(label: str, detector: PiiDetector) -> None:
-        for split in ("dev", "holdout"):
+        for split in SPLITS:
             t = group(score(detector, faker_rows(split)), NAMED)
             out[f"{label} / {split}"] = {"recall": rate(t.recalled, t.labelled), "precision": rate(t.correct, t.found)}
 
@@ -99,10 +109,13 @@ def ablation() -> dict[str, Any]:
         mock.patch.object(pii_module, "find_organisations", lambda text: []),
         mock.patch.object(pii_module, "correct_kind", lambda text, finding, allowed: finding),
     ):
-        measure("model and address patterns, no cue words or legal forms", PiiDetector(PII_ENTITIES, ner_budget_s=60))
-    without_model = PiiDetector(PII_ENTITIES, ner_budget_s=60)
-    without_model.names = None  # also drops the cue words, which only run beside the model
-    measure("no model: address patterns and legal forms", without_model)
+        measure(
+            "model and address patterns, no cue words or legal forms",
+            PiiDetector(PII_ENTITIES, ner_budget_s=60, ner=ner),
+        )
+    if ner == "fast":
+        without_model = PiiDetector(PII_ENTITIES, ner="off")
+        measure("no model (ner: off): address patterns, legal forms and cue words", without_model)
     return out
 
 
@@ -122,11 +135,12 @@ def timings(scanner: PiiScanner, text: str, runs: int, direction: str, seen: boo
     """p50/p99/max milliseconds of one scan; ``seen``: the model has read the text before (chat history)."""
     samples = []
     names = scanner.detector.names
-    if names is not None and seen:
-        names.find(text, budget_s=600.0)  # the whole text read once, past any budget
+    spacy = names if isinstance(names, NameRecognizer) else None
+    if spacy is not None and seen:
+        spacy.find(text, budget_s=600.0)  # the whole text read once, past any budget
     for _ in range(runs):
-        if names is not None and not seen:
-            names.model.seen.clear()  # a text the model has not read before
+        if spacy is not None and not seen:
+            spacy.model.seen.clear()  # a text the model has not read before
         context = ScanContext("input", vault=Vault()) if direction == "input" else ScanContext("output")
         started = time.perf_counter()
         scanner.scan(text, context)
@@ -144,27 +158,31 @@ def main() -> None:
     """Measure and write bench/results/pii.json."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=200, help="scans per 1 KB case (32 KB: a tenth)")
+    parser.add_argument("--ner", default="fast,spacy", help="recognisers to compare, comma-separated")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "pii.json")
     args = parser.parse_args()
-
-    rss_before = _rss_mib()
-    started = time.perf_counter()
-    full = PiiScanner(PiiScannerConfig(scanner="pii", reversible=True))
-    load_s = time.perf_counter() - started
-    rss_after = _rss_mib()
-    patterns = PiiScanner(PiiScannerConfig(scanner="pii", entities=[e for e in PII_ENTITIES if e not in NER_KINDS]))
+    choices: list[NerChoice] = [c for c in ("fast", "spacy") if c in args.ner.split(",")]
 
     report: dict[str, Any] = {
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "python": platform.python_version(),
-        "model_load_s": round(load_s, 2),
-        "model_max_rss_growth_mib": round(rss_after - rss_before, 1),
+        "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
     }
-    detector = PiiDetector(PII_ENTITIES, ["US", "GB", "DE", "FR"], ner_budget_s=5.0)
-    report["accuracy"] = accuracy(detector)
-    report["ablation_named"] = ablation()
+    scanners: dict[str, PiiScanner] = {}
+    for ner in choices:
+        rss_before = _rss_mib()
+        started = time.perf_counter()
+        scanners[ner] = PiiScanner(PiiScannerConfig(scanner="pii", reversible=True, ner=ner))
+        report[f"{ner}_load_s"] = round(time.perf_counter() - started, 2)
+        report[f"{ner}_max_rss_growth_mib"] = round(_rss_mib() - rss_before, 1)
+    patterns = PiiScanner(PiiScannerConfig(scanner="pii", entities=[e for e in PII_ENTITIES if e not in NER_KINDS]))
+
     paragraphs = stdlib_paragraphs()[:400]
-    report["prose_false_alarms"] = prose_false_alarms(detector, paragraphs)
+    for index, ner in enumerate(choices):
+        detector = PiiDetector(PII_ENTITIES, ["US", "GB", "DE", "FR"], ner_budget_s=5.0, ner=ner)
+        report[f"accuracy_{ner}"] = accuracy(detector, structured_sets=index == 0)
+        report[f"ablation_named_{ner}"] = ablation(ner)
+        report[f"prose_false_alarms_{ner}"] = prose_false_alarms(detector, paragraphs)
 
     pii_text = [str(row["text"]) for row in faker_rows("dev")]
     cases = {
@@ -176,15 +194,36 @@ def main() -> None:
     speed: dict[str, Any] = {}
     for name, text in cases.items():
         runs = args.runs if name.endswith("1kb") else max(10, args.runs // 10)
-        speed[name] = {
-            "input_default_with_ner": timings(full, text, runs, "input"),
-            "input_default_with_ner_seen_before": timings(full, text, runs, "input", seen=True),
-            "output_default_no_names": timings(full, text, runs, "output"),
-            "patterns_only": timings(patterns, text, runs, "input"),
-        }
+        row: dict[str, Any] = {}
+        for label, scanner in scanners.items():
+            row[f"input_default_{label}"] = timings(scanner, text, runs, "input")
+            if label == "spacy":
+                row["input_default_spacy_seen_before"] = timings(scanner, text, runs, "input", seen=True)
+        row["output_default_no_names"] = timings(patterns, text, runs, "output")
+        row["patterns_only"] = timings(patterns, text, runs, "input")
+        if "fast" in scanners:
+            names = scanners["fast"].detector.names
+            assert isinstance(names, FastNameRecognizer)
+            row["fast_recogniser_alone"] = _alone(names, text, runs)
+        speed[name] = row
     report["speed"] = speed
     args.output.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     print(json.dumps(report, indent=2, ensure_ascii=False))
+
+
+def _alone(names: FastNameRecognizer, text: str, runs: int) -> dict[str, float]:
+    """p50/p99 of the fast recogniser by itself (its share of the scanner's time)."""
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        names.find(text)
+        samples.append((time.perf_counter() - started) * 1000)
+    samples.sort()
+    return {
+        "p50_ms": round(statistics.median(samples), 3),
+        "p99_ms": round(samples[min(len(samples) - 1, int(len(samples) * 0.99))], 3),
+        "runs": runs,
+    }
 
 
 if __name__ == "__main__":

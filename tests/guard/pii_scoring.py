@@ -24,8 +24,12 @@ MARKED = ("date_of_birth", "age")
 
 
 def faker_rows(split: str) -> list[dict[str, object]]:
-    """``{"text", "locale", "entities": [{"kind", "start", "end", "value"}]}`` rows of a Faker split."""
-    lines = (DATA / f"pii_faker_{split}.jsonl").read_text(encoding="utf-8").splitlines()
+    """``{"text", "locale", "entities": [{"kind", "start", "end", "value"}]}`` rows of a Faker split.
+
+    ``dev``, ``holdout`` (``make_pii_faker_sets.py``) or ``blind`` (``pii_make_blind_holdout.py``: never tuned on).
+    """
+    name = "pii_blind_holdout.jsonl" if split == "blind" else f"pii_faker_{split}.jsonl"
+    lines = (DATA / name).read_text(encoding="utf-8").splitlines()
     return [json.loads(line) for line in lines]
 
 

@@ -18,7 +18,8 @@ from opsgate.guard.pii_names import find_cued_names, find_organisations
 from opsgate.guard.pii_ner import MODEL_SHA256, NameRecognizer, NerUnavailable, chunks, model_path, verify
 from tests.guard.pii_scoring import MARKED, NAMED, STRUCTURED, faker_rows, group, score
 
-DETECTOR = PiiDetector(PII_ENTITIES, ["US", "GB", "DE", "FR"], ner_budget_s=5.0)
+# spaCy's recogniser (``ner: spacy``); the default fast one has its own tests in test_pii_fast.py.
+DETECTOR = PiiDetector(PII_ENTITIES, ["US", "GB", "DE", "FR"], ner_budget_s=5.0, ner="spacy")
 
 
 @pytest.mark.parametrize(
@@ -111,7 +112,8 @@ def test_reversible_placeholders_for_names_and_addresses() -> None:
 
 
 def test_a_scanner_with_names_asks_to_run_off_the_event_loop() -> None:
-    assert PiiScanner(PiiScannerConfig(scanner="pii")).off_loop
+    assert PiiScanner(PiiScannerConfig(scanner="pii", ner="spacy")).off_loop
+    assert not PiiScanner(PiiScannerConfig(scanner="pii")).off_loop  # the fast recogniser costs what patterns cost
     assert not PiiScanner(PiiScannerConfig(scanner="pii", entities=["email", "phone"])).off_loop
 
 
@@ -148,7 +150,7 @@ def test_ner_stops_at_its_time_budget_and_says_how_much_it_left() -> None:
     assert result.findings and result.findings[0].value == "Anna Kowalski"
     # One chunk past the budget at most (~15 ms a chunk; generous for a loaded machine).
     assert elapsed < 1.0
-    scanner = PiiScanner(PiiScannerConfig(scanner="pii", ner_budget_ms=20))
+    scanner = PiiScanner(PiiScannerConfig(scanner="pii", ner_budget_ms=20, ner="spacy"))
     assert scanner.scan(text, ScanContext("input", vault=Vault())).details["ner_unread_chars"] > 0
 
 
@@ -172,7 +174,10 @@ def test_recall_and_precision_on_the_faker_sets(split: str) -> None:
 
 def test_scanners_of_two_policies_share_the_model_safely_across_threads() -> None:
     texts = [str(row["text"]) for row in faker_rows("dev")[:40]]
-    one, two = PiiScanner(PiiScannerConfig(scanner="pii")), PiiScanner(PiiScannerConfig(scanner="pii"))
+    one, two = (
+        PiiScanner(PiiScannerConfig(scanner="pii", ner="spacy")),
+        PiiScanner(PiiScannerConfig(scanner="pii", ner="spacy")),
+    )
     sequential = [one.scan(t, ScanContext("input", vault=Vault())).sanitized_text for t in texts]
     with ThreadPoolExecutor(max_workers=4) as pool:
         scanners = [one if i % 2 else two for i in range(len(texts))]

@@ -1,6 +1,7 @@
 """PII: structured identifiers found by one compiled pattern and confirmed by a validator; addresses,
 marked dates of birth and ages by pattern (``pii_address``); names, places and organisations by
-spaCy's NER model (``pii_ner``).
+a fast linear model over capitalised words (``pii_fast``, the default) or spaCy's NER model
+(``pii_ner``), with legal forms and cue words (``pii_names``) beside either.
 
 Structured kinds: email, phone, credit card, IBAN, IP address, and national ids (US SSN and ITIN,
 UK NINO, Spanish DNI/NIE, Italian codice fiscale, Indian Aadhaar).
@@ -19,6 +20,7 @@ import ipaddress
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Literal
 
 from stdnum import iban, luhn
 from stdnum.es import dni, nie
@@ -30,9 +32,12 @@ from opsgate.domain.guard_config import PiiEntity, PiiScannerConfig
 from opsgate.guard.base import ScanContext, ScanResult, Vault
 from opsgate.guard.pii_address import find_addresses, find_marked_dates_and_ages
 from opsgate.guard.pii_base import Finding, resolve_overlaps
+from opsgate.guard.pii_fast import FastNameRecognizer
 from opsgate.guard.pii_names import correct_kind, find_cued_names, find_organisations
-from opsgate.guard.pii_ner import NER_KINDS, NameRecognizer
+from opsgate.guard.pii_ner import NER_KINDS, NameRecognizer, NerResult
 from opsgate.guard.pii_phone import PhoneRules
+
+NerChoice = Literal["fast", "spacy", "off"]
 
 __all__ = ["Finding", "PiiDetector", "PiiScanner", "replace_findings", "restore", "split_partial_placeholder"]
 
@@ -140,13 +145,21 @@ class PiiDetector:
         entities: Iterable[PiiEntity],
         phone_regions: Iterable[str] = ("US",),
         ner_budget_s: float = 0.25,
+        ner: NerChoice = "fast",
     ) -> None:
         self.entities = frozenset(entities)
         self.phones = PhoneRules(phone_regions)
         self.ner_budget_s = ner_budget_s
-        # Loaded (and its files checked) at start, so a missing model is a start error, not a miss.
+        self.ner = ner
+        # Loaded (and spaCy's files checked) at start, so a missing model is a start error, not a miss.
         ner_kinds = self.entities & NER_KINDS
-        self.names = NameRecognizer(ner_kinds) if ner_kinds else None
+        self.names: NameRecognizer | FastNameRecognizer | None = None
+        if ner_kinds and ner == "spacy":
+            self.names = NameRecognizer(ner_kinds)
+        elif ner_kinds and ner == "fast":
+            self.names = FastNameRecognizer(ner_kinds)
+        # With ner: off, the legal forms and cue words still find the names they are sure of.
+        self.cues = bool(ner_kinds)
         self._checks: dict[str, Callable[[str], bool]] = {
             "email": lambda v: True,
             "iban": _iban,
@@ -193,13 +206,21 @@ class PiiDetector:
         unread = 0
         if "organization" in self.entities and names:
             ranked.append(find_organisations(text))
-        if self.names is not None and names:
+        if self.cues and names:
             ranked.append([f for f in find_cued_names(text) if f.kind in self.entities])
-            named = self.names.find(text, self.ner_budget_s)
-            corrected = (correct_kind(text, f, self.entities) for f in named.findings)
+        if self.names is not None and names:
+            named = self._names(text)
+            spacy = isinstance(self.names, NameRecognizer)
+            corrected = (correct_kind(text, f, self.entities, extend=spacy) for f in named.findings)
             ranked.append([f for f in corrected if f is not None])
             unread = named.unread_chars
         return Detection(resolve_overlaps(ranked), unread)
+
+    def _names(self, text: str) -> NerResult:
+        if isinstance(self.names, NameRecognizer):
+            return self.names.find(text, self.ner_budget_s)
+        assert self.names is not None
+        return NerResult(self.names.find(text), 0)
 
     def _confirm(self, text: str, match: re.Match[str]) -> Finding | None:
         group = match.lastgroup
@@ -280,13 +301,13 @@ class PiiScanner:
     name = "pii"
 
     def __init__(self, config: PiiScannerConfig) -> None:
-        self.detector = PiiDetector(config.entities, config.phone_regions, config.ner_budget_ms / 1000)
+        self.detector = PiiDetector(config.entities, config.phone_regions, config.ner_budget_ms / 1000, config.ner)
         self.reversible = config.reversible
         self.threshold = config.threshold
         self.names_on_output = config.names_on_output
-        # The NER model reads ~10-30 ms per KB: with names on, even a small input scan belongs off
-        # the event loop (the guard stage reads this, as the engine reads ``stream_scope``).
-        self.off_loop = self.detector.names is not None
+        # spaCy reads ~10-30 ms per KB: with it, even a small input scan belongs off the event loop
+        # (the guard stage reads this). The fast recogniser costs what the patterns cost.
+        self.off_loop = isinstance(self.detector.names, NameRecognizer)
 
     def scan(self, text: str, context: ScanContext) -> ScanResult:
         """Score 1 when anything is found; details count findings by kind (never the values).

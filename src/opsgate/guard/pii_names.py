@@ -105,10 +105,12 @@ def find_organisations(text: str) -> list[Finding]:
     return [f for f in found if not looks_like_code(f.value)]
 
 
-def correct_kind(text: str, finding: Finding, allowed: frozenset[PiiEntity]) -> Finding | None:
+def correct_kind(text: str, finding: Finding, allowed: frozenset[PiiEntity], extend: bool = True) -> Finding | None:
     """The model's finding with sentence-opening words cut off and its kind set by the words before it.
 
     None: the finding is dropped (a lone capitalised word the model calls an organisation).
+    ``extend``: a person takes in one capitalised word just before it (spaCy often drops a first name;
+    the fast recogniser has already weighed that word, and taking it in adds "Could Naidu").
     """
     lead = _LEADING.match(finding.value)
     if lead is not None and len(finding.value) > lead.end():
@@ -118,7 +120,7 @@ def correct_kind(text: str, finding: Finding, allowed: frozenset[PiiEntity]) -> 
     kind: PiiEntity = finding.kind
     # "Isabelle Valentin" read as only "Valentin": take in one capitalised word just before it.
     previous = re.search(rf"(?<![\w.])({_WORD})\s$", before)
-    if kind == "person" and previous is not None and not _LEADING.match(previous.group(1) + " "):
+    if extend and kind == "person" and previous is not None and not _LEADING.match(previous.group(1) + " "):
         start = finding.start - len(previous.group(0))
         finding = Finding(kind, start, finding.end, text[start : finding.end])
         before = text[max(0, start - 40) : start]

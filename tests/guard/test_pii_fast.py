@@ -1,0 +1,128 @@
+"""The fast name recogniser (``pii_fast``): names in context, none in code or prose, linear time, the Faker sets."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from opsgate.domain.guard_config import PII_ENTITIES, PiiScannerConfig
+from opsgate.guard.base import ScanContext, Vault
+from opsgate.guard.pii import PiiDetector, PiiScanner, restore
+from opsgate.guard.pii_fast import FastNameRecognizer, load
+from opsgate.guard.pii_ner import NER_KINDS
+from tests.guard.datasets import stdlib_paragraphs
+from tests.guard.pii_scoring import NAMED, STRUCTURED, faker_rows, group, score
+
+DETECTOR = PiiDetector(PII_ENTITIES, ["US", "GB", "DE", "FR"], ner="fast")
+NAMES = FastNameRecognizer(NER_KINDS)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "Please send the parcel to John Smith; he works for Acme Corporation in Berlin.",
+            [("person", "John Smith"), ("organization", "Acme Corporation"), ("location", "Berlin")],
+        ),
+        ("Dear Ferdinando Mimun, thanks for your order.", [("person", "Ferdinando Mimun")]),
+        ("Maria Garcia moved to Madrid last spring.", [("person", "Maria Garcia"), ("location", "Madrid")]),
+        ("hey, can you ask Priya Raman whether the invoice went out?", [("person", "Priya Raman")]),
+        # "Surname, First": two person findings (a comma joins organisations only), both redacted.
+        ("Name: Kowalski, Anna\nCity: Warsaw", [("person", "Kowalski"), ("person", "Anna"), ("location", "Warsaw")]),
+    ],
+)
+def test_names_in_context(text: str, expected: list[tuple[str, str]]) -> None:
+    found = [(f.kind, f.value) for f in DETECTOR.find(text)]
+    for item in expected:
+        assert item in found or any(item[1] in value and kind == item[0] for kind, value in found), (item, found)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Restart the service and check the logs for error code 504.",
+        "What is the difference between a process and a thread?",
+        "Return a new Decimal; raise ValueError if the String is empty.",
+        "Call os.path.join(Base, Name) and pass the Result to Popen.",
+        "The Quarterly Review is on Monday; the Release Notes are in the Admin Console.",
+        "class HTTPServer(BaseServer): Handles GET and POST with TLS.",
+    ],
+)
+def test_no_names_in_code_or_prose(text: str) -> None:
+    assert [f for f in NAMES.find(text)] == []
+
+
+def test_few_names_in_docstrings() -> None:
+    """The benchmark's docstring paragraphs (never trained on): well under one name per KB."""
+    paragraphs = stdlib_paragraphs()[:400]
+    kb = sum(len(p) for p in paragraphs) / 1024
+    found = sum(len(NAMES.find(p)) for p in paragraphs)
+    assert found / kb < 1.0, found / kb
+
+
+def test_reversible_placeholders_for_fast_findings() -> None:
+    scanner = PiiScanner(PiiScannerConfig(scanner="pii", reversible=True, ner="fast"))
+    assert not scanner.off_loop  # as cheap as the patterns: no thread hop for a small input
+    vault = Vault()
+    text = "Dear Ferdinando Mimun, your parcel to Madrid left today."
+    result = scanner.scan(text, ScanContext("input", vault=vault))
+    assert "Ferdinando Mimun" not in result.sanitized_text and "<PERSON_1>" in result.sanitized_text
+    assert "<LOCATION_1>" in result.sanitized_text
+    assert restore(result.sanitized_text, vault) == text
+    again = scanner.scan("Is Ferdinando Mimun still there?", ScanContext("input", vault=vault))
+    assert "<PERSON_1>" in again.sanitized_text  # the same name, the same placeholder
+
+
+def test_ner_off_keeps_only_the_sure_patterns() -> None:
+    off = PiiDetector(PII_ENTITIES, ner="off")
+    assert off.names is None
+    found = {(f.kind, f.value) for f in off.find("Invoice from Niemeier Müller KGaA; Dear Anna Kowalski, hi.")}
+    assert ("organization", "Niemeier Müller KGaA") in found and ("person", "Anna Kowalski") in found
+
+
+def test_threads_share_one_model() -> None:
+    texts = [str(row["text"]) for row in faker_rows("dev")[:60]]
+    sequential = [NAMES.find(t) for t in texts]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert list(pool.map(NAMES.find, texts)) == sequential
+    assert FastNameRecognizer(NER_KINDS).model is load()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Aaaa " * 6_600,
+        "Mr " * 11_000,
+        "Dear Aaaa " * 3_300,
+        "Aaaa-Bbbb-Cccc " * 2_200,
+        "Aaaa van de Bbbb " * 2_000,
+        "Aaaa, " * 5_500,
+        "A" * 32_000,
+        "Ünïcödé Ärger " * 2_300,
+        "x" * 32_000,
+    ],
+)
+def test_adversarial_inputs_in_linear_time(text: str) -> None:
+    """32 KB of repetition: the cost grows with the length (8x the text, not 64x), bounded in ms."""
+
+    def cost(sample: str) -> float:
+        started = time.perf_counter()
+        NAMES.find(sample)
+        return time.perf_counter() - started
+
+    cost(text[:1000])  # warm
+    short_s, long_s = cost(text[: len(text) // 8]), cost(text)
+    assert long_s < max(24 * short_s, 0.05), (short_s, long_s)
+    assert long_s < 1.0, long_s  # ~10-60 ms on a quiet core; generous for a loaded machine
+
+
+@pytest.mark.parametrize("split", ["dev", "holdout"])
+def test_recall_and_precision_on_the_faker_sets(split: str) -> None:
+    tallies = score(DETECTOR, faker_rows(split))
+    structured, named = group(tallies, STRUCTURED), group(tallies, NAMED)
+    assert structured.recalled / structured.labelled >= 0.95
+    assert structured.correct / structured.found >= 0.90
+    assert named.recalled / named.labelled >= 0.80
+    assert named.correct / named.found >= 0.80
