@@ -57,3 +57,13 @@ def test_a_cancelled_encoding_stops_before_its_next_pass(encoder: SentenceEncode
     cancelled.set()
     with pytest.raises(EncodingCancelled):
         encoder.encode(["some text"] * 8, max_batch=2, cancelled=cancelled)
+
+
+def test_background_services_share_one_loaded_encoder() -> None:
+    # Drift and the sentinel each asked for the bundled model; a second ~100 MB copy was loaded.
+    from opsgate.backends.minilm import default_minilm_dir, shared_encoder
+
+    first = shared_encoder(None)
+    assert shared_encoder(str(default_minilm_dir())) is first
+    vectors, _ = first.encode(["hello there"])
+    assert vectors.shape == (1, first.dimensions)

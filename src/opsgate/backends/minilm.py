@@ -196,3 +196,22 @@ class SentenceEncoder:
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         result: Array = (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
         return result
+
+
+_shared: dict[Path, SentenceEncoder] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_encoder(name_or_path: str | None) -> SentenceEncoder:
+    """One loaded copy per model directory for the process's background services (drift, sentinel).
+
+    Each copy is ~100 MB; ``encode`` only reads the weights and the tokenizer, so services on
+    different threads can share one. The ``/v1/embeddings`` backend keeps its own: it is loaded
+    after its integrity check and unloaded with its deployment.
+    """
+    directory = resolve_model_dir(name_or_path).resolve()
+    with _shared_lock:
+        encoder = _shared.get(directory)
+        if encoder is None:
+            encoder = _shared[directory] = SentenceEncoder(directory)
+        return encoder

@@ -50,9 +50,9 @@ def replica_id() -> str:
 
 def minilm_embedder(model_dir: str | None) -> Embedder:
     """The embedded MiniLM as an embedder (loaded now, in the calling thread)."""
-    from opsgate.backends.minilm import SentenceEncoder, resolve_model_dir
+    from opsgate.backends.minilm import shared_encoder
 
-    encoder = SentenceEncoder(resolve_model_dir(model_dir))
+    encoder = shared_encoder(model_dir)
 
     def embed(texts: list[str]) -> NDArray[np.float32]:
         vectors, _ = encoder.encode(texts, max_batch=EMBED_BATCH)

@@ -59,9 +59,9 @@ class Embedder:
     def _encode(self, texts: list[str]) -> np.ndarray:
         with self._lock:
             if self._encoder is None:
-                from opsgate.backends.minilm import SentenceEncoder, resolve_model_dir
+                from opsgate.backends.minilm import shared_encoder
 
-                self._encoder = SentenceEncoder(resolve_model_dir(self.model_path))
+                self._encoder = shared_encoder(self.model_path)
             vectors, _ = self._encoder.encode(texts)
         return np.asarray(vectors, dtype=np.float32)
 
