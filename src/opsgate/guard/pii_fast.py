@@ -9,9 +9,11 @@ gazetteer in ``data/ner_fast.npz``) labels each candidate O, PER, LOC, ORG or AD
 address: left to the address patterns). Adjacent words of one label, joined by a space, a hyphen or
 a connector that kind allows ("van", "de", "&", "and"), make one finding.
 
-Cost: two bounded-window regex searches and ~30 dictionary look-ups per capitalised word, then one
-numpy gather for the whole text — ~0.1-0.3 ms per KB of prose. There is no backtracking over the
-input and no model state between calls, so it is thread-safe and linear in the input by construction.
+Cost: one regex pass that cuts the text into tokens, then ~30 feature look-ups per capitalised word
+(a word's own features, and a context word's, are looked up once per text) and one numpy gather for
+the whole text: ~0.2 ms per KB of prose, ~1 ms per KB of text dense with names, on one loaded core.
+Nothing is tried more than once per token and nothing is kept between calls: linear in the input by
+construction, and thread-safe.
 """
 
 from __future__ import annotations

@@ -57,11 +57,12 @@ class PhoneRules:
         self.regions = tuple(regions)
         self._names = _country_names()
         alternatives = sorted(self._names, key=len, reverse=True)
-        self._country = re.compile(r"\b(" + "|".join(re.escape(n) for n in alternatives) + r")\b", re.I)
+        # Matched against the lowered context: with re.I, the 250 alternatives cost ~5x as much.
+        self._country = re.compile(r"\b(" + "|".join(re.escape(n) for n in alternatives) + r")\b")
 
     def regions_near(self, context: str) -> list[str]:
         """Regions whose country names appear in ``context``."""
-        return [self._names[m.group(1).lower()] for m in self._country.finditer(context)]
+        return [self._names[m.group(1)] for m in self._country.finditer(context.lower())]
 
     def is_phone(self, value: str, before: str = "", around: str = "") -> bool:
         """Whether ``value`` is a phone number, given the text ``before`` it and a window ``around`` it."""
