@@ -73,15 +73,25 @@ def dense_pii(chars: int) -> str:
     return " ".join(json.loads(line)["text"] for line in path.read_text().splitlines())[:chars]
 
 
+def _letters(number: int) -> str:
+    """``number`` written in letters (a token with digits in it would look like leetspeak to the scanner)."""
+    out = ""
+    while True:
+        number, digit = divmod(number, 26)
+        out += "abcdefghijklmnopqrstuvwxyz"[digit]
+        if not number:
+            return out
+
+
 def fresh(text: str, run: int) -> str:
-    """``text`` with a token unique to ``run`` after every ~500 characters: no cache has read it before."""
+    """``text`` with a word unique to ``run`` after every ~500 characters: no cache has read it before."""
     out: list[str] = []
     last = 0
     for cut in range(0, len(text), 500):
         space = text.find(" ", cut)
         if space < last:
             continue
-        out += [text[last:space], f" r{run}x{cut}"]
+        out += [text[last:space], f" zq{_letters(run)}q{_letters(cut // 500)}"]
         last = space
     return ("".join(out) + text[last:])[: len(text)]
 
@@ -97,10 +107,12 @@ def inputs() -> dict[str, Callable[[int], Messages]]:
     pii = dense_pii(32_000)
     return {
         "1 KB support request": lambda run: [("user", one_kb)],
-        "1 KB support request, new text each run": lambda run: [("user", fresh(f"Ticket {run}. {one_kb}", run)[:1024])],
+        "1 KB support request, new text each run": lambda run: [
+            ("user", fresh(f"Ticket {_letters(run)}. {one_kb}", run)[:1024])
+        ],
         "chat: 2 KB history (re-sent) + 1 KB new user turn": lambda run: [
             *HISTORY,
-            ("user", fresh(f"Ticket {run}. {one_kb}", run)[:1024]),
+            ("user", fresh(f"Ticket {_letters(run)}. {one_kb}", run)[:1024]),
         ],
         "32 KB document (stdlib docstrings)": lambda run: [("user", docstrings)],
         "32 KB stdlib docstrings, new text each run": lambda run: [("user", fresh(docstrings, run))],

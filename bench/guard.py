@@ -15,6 +15,7 @@ by ``bench/_guard_input.py`` in a subprocess, for this tree and, with ``--baseli
 older commit checked out in a temporary git worktree, so both are measured the same way.
 
     .venv/bin/python bench/guard.py [--runs 3000] [--baseline-ref 66f18b5]
+    .venv/bin/python bench/guard.py --input-only --no-roc --runs 1000 --baseline-ref REF --rounds 2   # trees take turns
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import argparse
 import asyncio
 import gc
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -287,20 +289,59 @@ def input_policy_cost(runs: int, src: Path) -> dict[str, Any]:
     return result
 
 
-def input_policy_side_by_side(runs: int, baseline_ref: str | None) -> dict[str, Any]:
-    """The default input policy's cost here, and at ``baseline_ref`` when given."""
-    out = {"this tree": input_policy_cost(runs, ROOT / "src")}
-    if baseline_ref:
-        with tempfile.TemporaryDirectory() as scratch:
-            tree = Path(scratch) / "baseline"
+def input_policy_side_by_side(runs: int, baseline_ref: str | None, rounds: int = 1) -> dict[str, Any]:
+    """The default input policy's cost here, and at ``baseline_ref`` when given.
+
+    With ``rounds`` > 1 the two trees take turns (this, baseline, this, baseline, …), so load from
+    other work on a shared machine falls on both alike; each key then holds one result per round,
+    and ``load_average`` the 1-minute load average before each measurement.
+    """
+    out: dict[str, Any] = {"this tree": [], "load_average": []}
+    with tempfile.TemporaryDirectory() as scratch:
+        tree = Path(scratch) / "baseline"
+        if baseline_ref:
+            out[f"baseline {baseline_ref}"] = []
             subprocess.run(
                 ["git", "-C", str(ROOT), "worktree", "add", "-f", "--detach", str(tree), baseline_ref], check=True
             )
-            try:
-                out[f"baseline {baseline_ref}"] = input_policy_cost(runs, tree / "src")
-            finally:
+        try:
+            for _ in range(rounds):
+                for label, src in [
+                    ("this tree", ROOT / "src"),
+                    *([(f"baseline {baseline_ref}", tree / "src")] * bool(baseline_ref)),
+                ]:
+                    out["load_average"].append({label: round(os.getloadavg()[0], 2)})
+                    out[label].append(input_policy_cost(runs, src))
+        finally:
+            if baseline_ref:
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
+    if rounds == 1:
+        return {key: value[0] if key != "load_average" else value for key, value in out.items()}
     return out
+
+
+def side_by_side_table(result: dict[str, Any]) -> str:
+    """Markdown: p50 / p99 (ms) per input, one column per tree and round, and the prompt_injection / secrets p50."""
+    trees = [key for key in result if key != "load_average"]
+    runs = {tree: result[tree] if isinstance(result[tree], list) else [result[tree]] for tree in trees}
+    header = [f"{tree} r{index + 1}" for tree in trees for index in range(len(runs[tree]))]
+    lines = ["| input | " + " | ".join(header) + " |", "|---|" + "---|" * len(header)]
+    labels = [label for label in runs[trees[0]][0] if label != "scanners"]
+    for label in labels:
+        cells = []
+        for tree in trees:
+            for one in runs[tree]:
+                row = one.get(label)
+                if row is None:
+                    cells.append("—")
+                    continue
+                by = row["p50_ms_by_scanner"]
+                cells.append(
+                    f"{row['p50_ms']} / {row['p99_ms']} (inj {by.get('prompt_injection', '—')}, "
+                    f"sec {by.get('secrets', '—')}, pii {by.get('pii', '—')})"
+                )
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def roc() -> dict[str, Any]:
@@ -318,11 +359,17 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3000)
     parser.add_argument("--baseline-ref", help="also measure the default input policy at this commit")
     parser.add_argument("--input-only", action="store_true", help="only the input-policy cost (and the ROC)")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="with --baseline-ref: the trees take turns this many times each"
+    )
+    parser.add_argument("--no-roc", action="store_true", help="with --input-only: skip the detector ROC")
     args = parser.parse_args()
     if args.input_only:
-        result = {"input_policy": input_policy_side_by_side(args.runs, args.baseline_ref), "detector_roc": roc()}
+        policy = input_policy_side_by_side(args.runs, args.baseline_ref, args.rounds)
+        result = {"input_policy": policy, **({} if args.no_roc else {"detector_roc": roc()})}
         RESULTS.with_name("guard_input.json").write_text(json.dumps(result, indent=2) + "\n")
         print(json.dumps(result, indent=2))
+        print(side_by_side_table(policy), file=sys.stderr)
         return
     default_policy = GuardConfig(enabled=True).effective_policies()[0]
     result = {
