@@ -229,7 +229,7 @@ def injection_score(text: str, found: list[Text] | None = None) -> tuple[float, 
         # One pass of every pattern over the text says which signals can fire at all.
         matching = PATTERN_SET.matching(variant.lowered)
         for signal in opened:
-            if signal.name not in fired and signal.fires(variant, matching):
+            if signal.name not in fired and signal.fires(variant, matching, opened=True):
                 fired[signal.name] = signal.weight
     remaining = 1.0
     for weight in fired.values():

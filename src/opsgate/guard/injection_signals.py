@@ -57,14 +57,15 @@ class Signal:
                     return True
         return any(symbol in lowered for symbol in self.symbols)
 
-    def fires(self, text: Text, matching: frozenset[int] | None = None) -> bool:
+    def fires(self, text: Text, matching: frozenset[int] | None = None, *, opened: bool = False) -> bool:
         """Whether the signal is in ``text``; ``matching``: the set indexes of the patterns found in it, if known.
 
         A pattern that matches no part of the whole text matches none of its sentences either (a
         sentence is searched as a slice that starts and ends at punctuation, where the whole text has
         the same word boundaries), so ``matching`` rules a signal out without splitting sentences.
+        ``opened``: the caller has seen the gate open on the whole text already.
         """
-        if not self.opens(text.lowered, text.words):
+        if not opened and not self.opens(text.lowered, text.words):
             return False
         if matching is not None and self.ids and not matching.issuperset(self.ids):
             return False
