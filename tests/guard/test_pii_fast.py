@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 
 from opsgate.domain.guard_config import PII_ENTITIES, PiiScannerConfig
@@ -82,6 +83,18 @@ def test_ner_off_keeps_only_the_sure_patterns() -> None:
     assert ("organization", "Niemeier Müller KGaA") in found and ("person", "Anna Kowalski") in found
 
 
+def test_cached_lookups_score_what_the_training_features_score() -> None:
+    """``scores`` caches feature ids per word and context word; the sums equal the plain feature sums."""
+    model = load()
+    text = "\n".join(str(row["text"]) for row in faker_rows("dev")[:80]) + " Mr. O'Brien's Acme-Widgets\nCity: Köln"
+    spans, logits = model.scores(text)
+    candidates = list(model.candidates(text))
+    assert [(start, end) for start, end, _ in spans] == [(c.start, c.end) for c in candidates]
+    for row, candidate in enumerate(candidates):
+        rows = [len(model.weights) - 1] + [model.vocabulary[f] for f in candidate.features if f in model.vocabulary]
+        assert np.allclose(model.weights[rows].sum(axis=0), logits[row], atol=1e-4)
+
+
 def test_threads_share_one_model() -> None:
     texts = [str(row["text"]) for row in faker_rows("dev")[:60]]
     sequential = [NAMES.find(t) for t in texts]
@@ -113,7 +126,9 @@ def test_adversarial_inputs_in_linear_time(text: str) -> None:
         return time.perf_counter() - started
 
     cost(text[:1000])  # warm
-    short_s, long_s = cost(text[: len(text) // 8]), cost(text)
+    # The best of three: one run can lose its core to another process on a loaded machine.
+    short_s = min(cost(text[: len(text) // 8]) for _ in range(3))
+    long_s = min(cost(text) for _ in range(3))
     assert long_s < max(24 * short_s, 0.05), (short_s, long_s)
     assert long_s < 1.0, long_s  # ~10-60 ms on a quiet core; generous for a loaded machine
 

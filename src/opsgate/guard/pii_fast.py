@@ -86,9 +86,9 @@ def _shape(word: str) -> str:
         shape += "-"
     if "'" in word or "\u2019" in word:
         shape += "'"
-    if any(ch.isdigit() for ch in word):
+    if any(map(str.isdigit, word)):
         shape += "d"
-    if any(ch.isupper() for ch in word[1:]) and "-" not in word:
+    if "-" not in word and any(map(str.isupper, word[1:])):
         shape += "C"  # McDonald, DeMarco, iOS-like
     return shape
 
@@ -119,7 +119,7 @@ class FastNames:
         """Each capitalised word worth classifying, with the two words on each side."""
         tokens = _TOKEN.findall(text)
         ends = list(accumulate(map(len, tokens)))
-        words = [token.lstrip() for token in tokens]
+        words = list(map(str.lstrip, tokens))
         count = len(words)
         gaz = self.gazetteer.get
         for index in [i for i, w in enumerate(words) if w[0].isupper()]:
@@ -191,7 +191,9 @@ class FastNames:
         vocab = self.vocabulary.get
         bias = len(self.weights) - 1
         word_ids: dict[str, list[int]] = {}
-        side_ids: dict[tuple[str, str], list[int]] = {}
+        before_ids: dict[str, list[int]] = {}
+        after_ids: dict[str, list[int]] = {}
+        positions = self._position_ids
         ids: list[int] = []
         starts: list[int] = []
         spans: list[tuple[int, int, int]] = []
@@ -199,6 +201,7 @@ class FastNames:
         def lookup(features: list[str]) -> list[int]:
             return [index for index in map(vocab, features) if index is not None]
 
+        # The same features as ``candidates`` (test_pii_fast checks the logits agree), looked up by parts.
         for start, end, word, lower, bits, p2, p1, n1, n2 in self.words(text):
             starts.append(len(ids))
             spans.append((start, end, bits))
@@ -208,15 +211,18 @@ class FastNames:
                 found = word_ids[word] = lookup(self._word_part(word, lower, bits))
             ids += found
             key = (bits, _position(p1, n1))
-            found = self._position_ids.get(key)
+            found = positions.get(key)
             if found is None:
-                found = self._position_ids[key] = lookup(_position_part(*key))
+                found = positions[key] = lookup(_position_part(*key))
             ids += found
-            for side, context in (("p", p1), ("n", n1)):
-                found = side_ids.get((side, context))
-                if found is None:
-                    found = side_ids[(side, context)] = lookup(self._side_part(side, context))
-                ids += found
+            found = before_ids.get(p1)
+            if found is None:
+                found = before_ids[p1] = lookup(self._side_part("p", p1))
+            ids += found
+            found = after_ids.get(n1)
+            if found is None:
+                found = after_ids[n1] = lookup(self._side_part("n", n1))
+            ids += found
             ids += lookup(_pairs(p2, p1, n1, n2))
         if not spans:
             return [], np.zeros((0, len(LABELS)), dtype=np.float32)
