@@ -113,9 +113,10 @@ class Generator:
             self.fakers[locale] = fake
         return self.fakers[locale]
 
-    def value(self, slot: str) -> tuple[str, str | None]:
+    def value(self, slot: str, fake: Faker | None = None) -> tuple[str, str | None]:
         """A value for ``slot`` and the label of its capitalised words (None: not a name)."""
-        rng, fake = self.rng, self.faker()
+        rng = self.rng
+        fake = fake or self.faker()
         makers: dict[str, Callable[[], tuple[str, str | None]]] = {
             "PER": lambda: (self._person(fake), "PER"),
             "FIRST": lambda: (str(fake.first_name()), "PER"),
@@ -132,12 +133,10 @@ class Generator:
         try:
             return makers[slot]()
         except AttributeError:  # a locale without that provider: an English value instead
-            self.fakers.setdefault("en_US", Faker("en_US"))
-            saved, self.faker = self.faker, lambda: self.fakers["en_US"]  # type: ignore[method-assign]
-            try:
-                return self.value(slot)
-            finally:
-                self.faker = saved  # type: ignore[method-assign]
+            if "en_US" not in self.fakers:
+                self.fakers["en_US"] = Faker("en_US")
+                self.fakers["en_US"].seed_instance(self.rng.randint(0, 2**31))
+            return self.value(slot, self.fakers["en_US"])
 
     def _person(self, fake: Faker) -> str:
         roll = self.rng.random()
