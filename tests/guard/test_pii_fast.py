@@ -91,7 +91,7 @@ def test_cached_lookups_score_what_the_training_features_score() -> None:
     candidates = list(model.candidates(text))
     assert [(start, end) for start, end, _ in spans] == [(c.start, c.end) for c in candidates]
     for row, candidate in enumerate(candidates):
-        rows = [len(model.weights) - 1] + [model.vocabulary[f] for f in candidate.features if f in model.vocabulary]
+        rows = [model.bias_row] + [model.vocabulary[f] for f in candidate.features if f in model.vocabulary]
         assert np.allclose(model.weights[rows].sum(axis=0), logits[row], atol=1e-4)
 
 

@@ -23,7 +23,7 @@ import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import accumulate
+from itertools import accumulate, repeat
 from pathlib import Path
 
 import numpy as np
@@ -98,7 +98,11 @@ class FastNames:
 
     def __init__(self, vocabulary: dict[str, int], weights: NDArray[np.float32], gazetteer: dict[str, int]) -> None:
         self.vocabulary = vocabulary
-        self.weights = weights  # (features + 1, labels): the last row is the bias
+        # (features + 2, labels): the bias row, then a row of zeros that unknown features look up (so a
+        # look-up needs no test for "unknown").
+        self.bias_row = len(weights) - 1
+        self.unknown_row = len(weights)
+        self.weights = np.vstack([weights, np.zeros((1, weights.shape[1]), dtype=weights.dtype)])
         self.gazetteer = gazetteer
         # (gazetteer bits, position) -> feature ids: a few hundred keys at most. Filled lazily; a
         # race between threads writes the same value twice.
@@ -165,13 +169,13 @@ class FastNames:
             "shape=" + _shape(word),
             "len=" + str(min(len(word), 12)),
         ]
-        out += ["g=" + name for index, name in enumerate(GAZ_BITS) if bits >> index & 1]
+        out += _G[bits]
         if "-" in word:
             # "Munoz-Green": both parts surnames is a firm in some locales, a double-barrelled person in others.
             both = -1
             for part in lower.split("-"):
                 both &= self.gazetteer.get(part, 0)
-            out += ["hy=" + name for index, name in enumerate(GAZ_BITS) if both >> index & 1]
+            out += _HY[both & 511]
         return out
 
     def _side_part(self, side: str, word: str) -> list[str]:
@@ -180,7 +184,7 @@ class FastNames:
             return [f"{side}1={word.lower()}", f"{side}1s=-"]
         bits = self.gazetteer.get(word.lower(), 0)
         out = [f"{side}1={word.lower()}", f"{side}1s={_shape(word)}"]
-        return out + [f"{side}g={name}" for index, name in enumerate(GAZ_BITS) if bits >> index & 1]
+        return out + (_PG if side == "p" else _NG)[bits]
 
     def scores(self, text: str) -> tuple[list[tuple[int, int, int]], NDArray[np.float32]]:
         """(start, end, gazetteer bits) of each candidate and its logits over ``LABELS``.
@@ -189,7 +193,7 @@ class FastNames:
         per text (names and function words repeat), then one numpy gather sums every candidate's rows.
         """
         vocab = self.vocabulary.get
-        bias = len(self.weights) - 1
+        bias, unknown = self.bias_row, repeat(self.unknown_row)
         word_ids: dict[str, list[int]] = {}
         before_ids: dict[str, list[int]] = {}
         after_ids: dict[str, list[int]] = {}
@@ -199,7 +203,7 @@ class FastNames:
         spans: list[tuple[int, int, int]] = []
 
         def lookup(features: list[str]) -> list[int]:
-            return [index for index in map(vocab, features) if index is not None]
+            return list(map(vocab, features, unknown))
 
         # The same features as ``candidates`` (test_pii_fast checks the logits agree), looked up by parts.
         for start, end, word, lower, bits, p2, p1, n1, n2 in self.words(text):
@@ -223,7 +227,7 @@ class FastNames:
             if found is None:
                 found = after_ids[n1] = lookup(self._side_part("n", n1))
             ids += found
-            ids += lookup(_pairs(p2, p1, n1, n2))
+            ids += map(vocab, _pairs(p2, p1, n1, n2), unknown)
         if not spans:
             return [], np.zeros((0, len(LABELS)), dtype=np.float32)
         return spans, np.add.reduceat(self.weights[np.asarray(ids)], np.asarray(starts), axis=0)
@@ -255,6 +259,14 @@ class FastNames:
             run_start, run_end, run_label = start, end, label
         _emit(text, run_label, run_start, run_end, kinds, findings)
         return findings
+
+
+def _bit_features(prefix: str) -> list[list[str]]:
+    """For every combination of gazetteer bits, its features: ``prefix + name`` for each bit set."""
+    return [[prefix + name for index, name in enumerate(GAZ_BITS) if bits >> index & 1] for bits in range(512)]
+
+
+_G, _PG, _NG, _HY = _bit_features("g="), _bit_features("pg="), _bit_features("ng="), _bit_features("hy=")
 
 
 def _position(p1: str, n1: str) -> str:
