@@ -76,6 +76,13 @@ def test_reversible_placeholders_for_fast_findings() -> None:
     assert "<PERSON_1>" in again.sanitized_text  # the same name, the same placeholder
 
 
+def test_the_recogniser_is_a_config_choice_and_fast_by_default() -> None:
+    assert PiiScannerConfig(scanner="pii").ner == "fast"
+    assert isinstance(PiiScanner(PiiScannerConfig(scanner="pii")).detector.names, FastNameRecognizer)
+    with pytest.raises(ValueError, match="ner"):
+        PiiScannerConfig(scanner="pii", ner="bert")
+
+
 def test_ner_off_keeps_only_the_sure_patterns() -> None:
     off = PiiDetector(PII_ENTITIES, ner="off")
     assert off.names is None
