@@ -20,13 +20,13 @@ _NOT_OVERRIDING = frozenset({"if", "when", "for", "about", "from", "in"})
 
 
 # Every signal's patterns in the order of their ``Signal.ids``: ``PATTERN_SET`` runs them all in one pass.
-_ALL_PATTERNS: list[LinearPattern] = []
+ALL_PATTERNS: list[LinearPattern] = []
 
 
 def _signal(name: str, weight: float, pattern: str, *also: str) -> Signal:
     compiled = [compile_linear(source, multiline=True) for source in (pattern, *also)]
-    first = len(_ALL_PATTERNS)
-    _ALL_PATTERNS.extend(compiled)
+    first = len(ALL_PATTERNS)
+    ALL_PATTERNS.extend(compiled)
     return Signal(
         name,
         weight,
@@ -36,7 +36,7 @@ def _signal(name: str, weight: float, pattern: str, *also: str) -> Signal:
         also=tuple(compiled[1:]),
         unless_next=_NOT_OVERRIDING if "(?P<v>" in pattern else frozenset(),
         local=name not in WHOLE_TEXT,
-        ids=tuple(range(first, len(_ALL_PATTERNS))),
+        ids=tuple(range(first, len(ALL_PATTERNS))),
     )
 
 
@@ -333,4 +333,4 @@ for _signal_ in SIGNALS:
     for _word in _signal_.first_words:
         FIRST_WORDS[_word] = (*FIRST_WORDS.get(_word, ()), _signal_)
 WITH_SYMBOLS = tuple(signal for signal in SIGNALS if signal.symbols)
-PATTERN_SET = LinearSet(_ALL_PATTERNS)
+PATTERN_SET = LinearSet(ALL_PATTERNS)
