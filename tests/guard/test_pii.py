@@ -77,7 +77,7 @@ def test_entities_can_be_limited() -> None:
 def test_recall_and_precision_on_structured_identifiers(split: str) -> None:
     found = expected = correct = 0
     for row in pii_rows(split):
-        want = {(e["kind"], e["value"]) for e in row["entities"]}  # type: ignore[attr-defined, index]
+        want = {(e["kind"], e["value"]) for e in row["entities"]}  # type: ignore[attr-defined]
         got = {(f.kind, f.value) for f in DETECTOR.find(str(row["text"]))}
         found, expected, correct = found + len(got), expected + len(want), correct + len(want & got)
     recall, precision = Rate(correct, expected), Rate(correct, found)

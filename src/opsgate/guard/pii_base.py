@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import bisect
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from opsgate.domain.guard_config import PiiEntity
 
 
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One confirmed piece of personal data: its kind and where it is."""
+class Finding(NamedTuple):
+    """One confirmed piece of personal data: its kind and where it is.
+
+    A named tuple, not a frozen dataclass: a dense 32 KB text makes ~2,000 of them per scan, and a
+    frozen dataclass's constructor costs three times as much.
+    """
 
     kind: PiiEntity
     start: int
