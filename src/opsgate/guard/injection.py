@@ -44,7 +44,7 @@ _LEET_WORD = _re(r"[a-z]\d+[a-z]")
 # A token (cut at single spaces, as ``split(" ")`` cuts) holding a digit, ``@`` or ``$``. Tried only at
 # a token's start, so a long token costs one pass, not one per character.
 _MARKED_TOKEN = re.compile(r"(?<![^ ])[^ ]*[0-9@$][^ ]*")
-_EIGHT_BITS = re.compile(r"[01]{8}")
+_EIGHT_BITS = _re(r"[01]{8}")
 _NUMBER_CHARS = "0123456789.,:;/-()\n\t"
 _SPACED = _re(r"\b(?:\w[ \t]){3,}\w\b")
 _BROKEN_STARTS = frozenset({"ign", "prev", "instruc", "instr", "disre", "syst", "pro", "rul", "guide"})
