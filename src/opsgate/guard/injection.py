@@ -77,8 +77,9 @@ def _fold(run: str) -> str:
 def _plain(text: str) -> str:
     """Invisible characters and accents gone, look-alike letters folded (full-width, Cyrillic, Greek → ASCII).
 
-    Only the runs of non-ASCII characters are touched (all of them here are non-ASCII, and NFKD never
-    reorders across an ASCII character), so mostly-English text costs a regex pass, not a loop per character.
+    Only the runs of non-ASCII characters are touched (every character these steps change is non-ASCII,
+    and NFKD never reorders across an ASCII one), so mostly-English text costs a regex pass, not a loop
+    per character.
     """
     if text.isascii():
         return text
