@@ -99,12 +99,13 @@ def test_attacks_in_other_languages_raise_the_learned_signal(scanner: InjectionS
 
 
 def test_tool_messages_are_held_to_their_own_threshold() -> None:
-    config = InjectionScannerConfig(scanner="prompt_injection", threshold=0.99, tool_threshold=0.001)
+    # 1e-4: since the LOSO operating point (logit 3.43, was 1.16) this benign text's decision score is ~1e-3.
+    config = InjectionScannerConfig(scanner="prompt_injection", threshold=0.99, tool_threshold=0.0001)
     scanner = InjectionScanner(config)
     text = "Please act as a helpful librarian and summarise the new rules of the reading room."
     user = scanner.scan(text, ScanContext("input", role="user"))
     tool = scanner.scan(text, ScanContext("input", role="tool"))
-    assert user.score == tool.score and 0.001 <= user.score < 0.99
+    assert user.score == tool.score and 0.0001 <= user.score < 0.99
     assert (user.verdict, tool.verdict) == ("pass", "fail")
 
 

@@ -173,7 +173,7 @@ def package_descriptions(count: int, rng: random.Random) -> list[Row]:
     for dist in sorted(importlib.metadata.distributions(), key=lambda d: str(d.metadata["Name"])):
         meta = dist.metadata
         licence = str(meta["License-Expression"] or meta["License"] or "")
-        licence = licence if len(licence) < 60 else ""
+        licence = licence if len(licence) < 60 and licence.upper() != "UNKNOWN" else ""  # then the classifiers
         classifiers = " ".join(str(c) for c in (meta.get_all("Classifier") or []) if "License" in str(c))
         if not _PERMISSIVE.search(licence + " " + classifiers):
             continue
