@@ -8,6 +8,7 @@ scanner for the record: ``{"scanner", "verdict", "score", "action", "ms"}`` (plu
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -100,6 +101,21 @@ class Entry:
     def scope(self) -> str:
         """In a stream: ``window`` (each new piece), ``whole`` (all text so far) or ``final`` (at the end)."""
         return str(getattr(self.scanner, "stream_scope", "window"))
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def scannable(text: str) -> str:
+    """``text`` with lone surrogates replaced by U+FFFD: RE2 and the models read UTF-8, which cannot
+    hold them, and a scanner that raised on one would give no answer for the request."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text)
+    return text
 
 
 @dataclass(slots=True)
@@ -226,10 +242,13 @@ class GuardEngine:
                 context.role = texts[index][0]
                 started = time.perf_counter_ns()
                 try:
-                    result = entry.scanner.scan(current[index], context)
-                except Exception:
-                    # A scanner bug must not take requests down with it; it is logged and skipped.
+                    result = entry.scanner.scan(scannable(current[index]), context)
+                except Exception as error:
+                    # A scanner bug must not take requests down with it: it is logged, and the record
+                    # says the scanner gave no answer for this request (not a silent pass).
                     log.exception("guard scanner %s failed", entry.name)
+                    folded.ns += time.perf_counter_ns() - started
+                    folded.details = {**folded.details, "error": type(error).__name__}
                     continue
                 folded.add(result, time.perf_counter_ns() - started)
                 if result.verdict == "fail":
