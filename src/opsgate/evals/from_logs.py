@@ -50,7 +50,7 @@ def pii_scrubber() -> Scrubber:
     from opsgate.guard.pii import PiiDetector, replace_findings
 
     config = PiiScannerConfig(scanner="pii")
-    detector = PiiDetector(config.entities, config.phone_regions, config.ner_budget_ms / 1000)
+    detector = PiiDetector(config.entities, config.phone_regions, config.ner_budget_ms / 1000, config.ner)
 
     def scrub(text: str) -> str:
         findings = detector.find(text)

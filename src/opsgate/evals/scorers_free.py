@@ -156,10 +156,10 @@ class PiiLeak(_Base):
         from opsgate.guard.pii_ner import NER_KINDS
 
         config = PiiScannerConfig(scanner="pii")
-        # Patterns only (as the output guard reads answers): without the name kinds the NER model
-        # is never loaded, which keeps a gateway with online evaluation from loading spaCy for it.
+        # Patterns only (as the output guard reads answers): without the name kinds no name
+        # recogniser is loaded for online evaluation.
         entities = [e for e in config.entities if e not in NER_KINDS]
-        self.detector = PiiDetector(entities, config.phone_regions, config.ner_budget_ms / 1000)
+        self.detector = PiiDetector(entities, config.phone_regions, config.ner_budget_ms / 1000, config.ner)
 
     async def score(self, sample: Sample) -> Score:
         """Patterns only on answers (names in answers are usually public ones, as in the output guard)."""
