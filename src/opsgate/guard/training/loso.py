@@ -31,7 +31,7 @@ from opsgate.guard.injection_model import Calibration, InjectionModel, shipped_m
 from opsgate.guard.training import sources_extra
 from opsgate.guard.training.corpus import CORPUS
 from opsgate.guard.training.evaluate import rate, roc, score_rows
-from opsgate.guard.training.train import Row, _is_document, load, operating_logit, platt, train_rows
+from opsgate.guard.training.train import MAX_FEATURES, Row, _is_document, load, operating_logit, platt, train_rows
 
 WRITTEN_HERE = "opsgate-written"
 
@@ -55,7 +55,7 @@ def featurise(rows: Sequence[Row]) -> None:
 
 
 def out_of_fold(
-    rows: Sequence[Row], l2: float, balance: float = 0.0
+    rows: Sequence[Row], l2: float, balance: float = 0.0, max_features: int = MAX_FEATURES
 ) -> tuple[list[float], dict[str, InjectionModel], dict[str, float]]:
     """Each row's logit from the model trained without its group; the fold models; seconds per fold."""
     groups = sorted({group_of(str(r["source"])) for r in rows})
@@ -65,7 +65,7 @@ def out_of_fold(
     for group in groups:
         started = time.perf_counter()
         train = [r for r in rows if group_of(str(r["source"])) != group]
-        model = train_rows(train, l2, balance, group_of)
+        model = train_rows(train, l2, balance, group_of, max_features)
         for index, row in enumerate(rows):
             if group_of(str(row["source"])) == group:
                 logits[index] = model.logit(row["text"])
@@ -107,11 +107,16 @@ def summarise(rows: Sequence[Row], hits: dict[str, Sequence[bool]]) -> dict[str,
 
 
 def evaluate(
-    rows: list[Row], l2: float, balance: float = 0.0, max_fpr: float = 0.01, scanner: bool = True
+    rows: list[Row],
+    l2: float,
+    balance: float = 0.0,
+    max_fpr: float = 0.01,
+    scanner: bool = True,
+    max_features: int = MAX_FEATURES,
 ) -> dict[str, Any]:
     """The LOSO report of one training configuration (``scanner``: also run the full scanner per fold)."""
     featurise(rows)
-    logits, models, seconds = out_of_fold(rows, l2, balance)
+    logits, models, seconds = out_of_fold(rows, l2, balance, max_features)
     labels = [int(r["label"]) for r in rows]
     # The cut comes from the outside groups' out-of-fold logits: 708 of the 827 first-round benign
     # prompts are ours, and with them left out their fold trains on almost no benign prompt at all, so
@@ -129,7 +134,7 @@ def evaluate(
         hits["scanner"] = [r["combined"] >= 0.5 for r in rows]
         hits["rules"] = [r["rules"] >= 0.5 for r in rows]
     return {
-        "config": {"l2": l2, "balance": balance, "max_fpr": max_fpr},
+        "config": {"l2": l2, "balance": balance, "max_fpr": max_fpr, "max_features": max_features},
         "operating_logit": round(cut, 4),
         "shipped_operating_logit": round(shipped_cut, 4),
         "platt": [a, b],
@@ -170,13 +175,16 @@ def main() -> None:
     parser.add_argument("--l2", type=float, default=0.1)
     parser.add_argument("--balance", type=float, default=0.0)
     parser.add_argument("--max-fpr", type=float, default=0.01)
+    parser.add_argument("--max-features", type=int, default=MAX_FEATURES)
     parser.add_argument("--no-scanner", action="store_true", help="the model alone (faster)")
     parser.add_argument("--blind", type=Path, help="score the new packages' rows (wheels in this directory)")
     args = parser.parse_args()
     if args.blind:
         result = blind(args.blind)
     else:
-        result = evaluate(load(args.corpus), args.l2, args.balance, args.max_fpr, scanner=not args.no_scanner)
+        result = evaluate(
+            load(args.corpus), args.l2, args.balance, args.max_fpr, not args.no_scanner, args.max_features
+        )
     args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     brief = {k: v for k, v in result.items() if k not in ("by_group", "by_source", "out_of_fold_logits", "misses")}
     print(json.dumps(brief, indent=1))

@@ -41,13 +41,13 @@ def load(path: Path = CORPUS) -> list[Row]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def vocabulary(windows: Sequence[set[str]]) -> dict[str, int]:
-    """Features in at least two training windows, the most frequent ``MAX_FEATURES`` of them (ties by name)."""
+def vocabulary(windows: Sequence[set[str]], max_features: int = MAX_FEATURES) -> dict[str, int]:
+    """Features in at least two training windows, the most frequent ``max_features`` of them (ties by name)."""
     counts: dict[str, int] = {}
     for features in windows:
         for feature in features:
             counts[feature] = counts.get(feature, 0) + 1
-    kept = sorted((f for f, c in counts.items() if c >= 2), key=lambda f: (-counts[f], f))[:MAX_FEATURES]
+    kept = sorted((f for f, c in counts.items() if c >= 2), key=lambda f: (-counts[f], f))[:max_features]
     return {feature: index for index, feature in enumerate(sorted(kept))}
 
 
@@ -188,7 +188,11 @@ def group_weights(groups: Sequence[str], labels: NDArray[np.float64], power: flo
 
 
 def train_rows(
-    rows: Sequence[Row], l2: float, balance: float = 0.0, group_of: Callable[[str], str] = str
+    rows: Sequence[Row],
+    l2: float,
+    balance: float = 0.0,
+    group_of: Callable[[str], str] = str,
+    max_features: int = MAX_FEATURES,
 ) -> InjectionModel:
     """Train on ``rows`` (each with its ``windows``), in two rounds.
 
@@ -209,7 +213,7 @@ def train_rows(
         windows += picked
         labels += [float(row["label"])] * len(picked)
         groups += [group_of(str(row["source"]))] * len(picked)
-    vocab = vocabulary(windows + [w for r in longs for w in r["windows"]])
+    vocab = vocabulary(windows + [w for r in longs for w in r["windows"]], max_features)
     y = np.array(labels)
     weights, bias = fit(matrix(windows, vocab), y, l2, group_weights(groups, y, balance))
     first = InjectionModel(vocab, weights.astype(np.float32), bias, Calibration(1.0, 0.0, 0.0))
