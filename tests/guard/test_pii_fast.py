@@ -91,9 +91,10 @@ def test_ner_off_keeps_only_the_sure_patterns() -> None:
 
 
 def test_cached_lookups_score_what_the_training_features_score() -> None:
-    """``scores`` caches feature ids per word and context word; the sums equal the plain feature sums."""
+    """``scores`` builds the features per distinct token and by shifts; the sums equal the plain feature sums."""
     model = load()
     text = "\n".join(str(row["text"]) for row in faker_rows("dev")[:80]) + " Mr. O'Brien's Acme-Widgets\nCity: Köln"
+    text += " in Big_Town a_b Rio_de_Janeiro\n\nAnna's Berlin's"  # two-word features split where "_" is
     spans, logits = model.scores(text)
     candidates = list(model.candidates(text))
     assert [(start, end) for start, end, _ in spans] == [(c.start, c.end) for c in candidates]

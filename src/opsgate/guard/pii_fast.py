@@ -9,11 +9,12 @@ gazetteer in ``data/ner_fast.npz``) labels each candidate O, PER, LOC, ORG or AD
 address: left to the address patterns). Adjacent words of one label, joined by a space, a hyphen or
 a connector that kind allows ("van", "de", "&", "and"), make one finding.
 
-Cost: one regex pass that cuts the text into tokens, then ~30 feature look-ups per capitalised word
-(a word's own features, and a context word's, are looked up once per text) and one numpy gather for
-the whole text: ~0.2 ms per KB of prose, ~1 ms per KB of text dense with names, on one loaded core.
-Nothing is tried more than once per token and nothing is kept between calls: linear in the input by
-construction, and thread-safe.
+Cost: one regex pass that cuts the text into tokens, one dictionary step per token (its code among
+the text's distinct tokens), and numpy for the rest: each distinct token's flags and feature ids are
+computed once per process while it stays among the 32,768 most recent (a bounded LRU), the context
+words are the token codes shifted, and one gather sums every candidate's weight rows. ~0.1 ms per KB
+of prose or of text dense with names, on one loaded core, plus ~20 us per token not seen before.
+Nothing is tried more than once per token: linear in the input by construction, and thread-safe.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import accumulate, repeat
+from itertools import accumulate
 from pathlib import Path
 
 import numpy as np
@@ -104,9 +105,15 @@ class FastNames:
         self.unknown_row = len(weights)
         self.weights = np.vstack([weights, np.zeros((1, weights.shape[1]), dtype=weights.dtype)])
         self.gazetteer = gazetteer
-        # (gazetteer bits, position) -> feature ids: a few hundred keys at most. Filled lazily; a
-        # race between threads writes the same value twice.
-        self._position_ids: dict[tuple[int, str], list[int]] = {}
+        # Per (gazetteer bits, position): the position part's feature ids, one padded row each.
+        keys = [(bits, position) for bits in range(512) for position in _POSITIONS]
+        rows = [self._padded(_position_part(bits, position), _POSITION_WIDTH) for bits, position in keys]
+        self._positions = np.array(rows, dtype=np.int32)
+        self._pairs = _PairTable(vocabulary)
+        # A token's row (its flags and the ids of its features as a candidate and as a context word),
+        # computed once per process while it stays among the most recent tokens: names and function
+        # words repeat across texts. Thread-safe; bounded (~0.3 KB a token).
+        self._row = functools.lru_cache(maxsize=1 << 15)(self._token_row)
 
     @classmethod
     def load(cls, path: Path = MODEL_PATH) -> FastNames:
@@ -189,74 +196,126 @@ class FastNames:
     def scores(self, text: str) -> tuple[list[tuple[int, int, int]], NDArray[np.float32]]:
         """(start, end, gazetteer bits) of each candidate and its logits over ``LABELS``.
 
-        The features of a word, of a context word and of a (bits, position) pair are looked up once
-        per text (names and function words repeat), then one numpy gather sums every candidate's rows.
+        The features ``candidates`` computes (test_pii_fast checks the logits agree, bit for bit), with
+        no Python step per token: each distinct token's row of flags and feature ids comes from
+        ``_row``; the context words are the token codes shifted by one and two; every candidate's ids
+        are gathered and summed in one ``reduceat``, in the order of its features.
         """
-        vocab = self.vocabulary.get
-        bias, unknown = self.bias_row, repeat(self.unknown_row)
-        word_ids: dict[str, list[int]] = {}
-        before_ids: dict[str, list[int]] = {}
-        after_ids: dict[str, list[int]] = {}
-        positions = self._position_ids
-        ids: list[int] = []
-        starts: list[int] = []
-        spans: list[tuple[int, int, int]] = []
-
-        def lookup(features: list[str]) -> list[int]:
-            return list(map(vocab, features, unknown))
-
-        # The same features as ``candidates`` (test_pii_fast checks the logits agree), looked up by parts.
-        for start, end, word, lower, bits, p2, p1, n1, n2 in self.words(text):
-            starts.append(len(ids))
-            spans.append((start, end, bits))
-            ids.append(bias)  # every candidate has its bias row, so no segment of the gather is empty
-            found = word_ids.get(word)
-            if found is None:
-                found = word_ids[word] = lookup(self._word_part(word, lower, bits))
-            ids += found
-            key = (bits, _position(p1, n1))
-            found = positions.get(key)
-            if found is None:
-                found = positions[key] = lookup(_position_part(*key))
-            ids += found
-            found = before_ids.get(p1)
-            if found is None:
-                found = before_ids[p1] = lookup(self._side_part("p", p1))
-            ids += found
-            found = after_ids.get(n1)
-            if found is None:
-                found = after_ids[n1] = lookup(self._side_part("n", n1))
-            ids += found
-            ids += map(vocab, _pairs(p2, p1, n1, n2), unknown)
-        if not spans:
+        tokens = _TOKEN.findall(text)
+        if not tokens:
             return [], np.zeros((0, len(LABELS)), dtype=np.float32)
-        return spans, np.add.reduceat(self.weights[np.asarray(ids)], np.asarray(starts), axis=0)
+        local = {token: code for code, token in enumerate(dict.fromkeys(tokens))}
+        empty, newline_code = len(local), len(local) + 1
+        rows = b"".join([*map(self._row, local), self._row(""), self._row("<nl>")])
+        table = np.frombuffer(rows, dtype=np.int32).reshape(-1, _ROW_WIDTH)
+        codes = np.array(list(map(local.__getitem__, tokens)), dtype=np.intp)
+        before = np.concatenate(([empty, empty], codes[:-1]))  # before[i + 1]: the token before token i
+        after = np.concatenate((codes[1:], [empty, empty]))  # after[i]: the token after token i
+        # A capitalised word glued to the token before it (no whitespace between) is part of something else.
+        glued = (table[codes, _SPACED_AT] == 0) & (table[before[1:], _GLUE_AT] == 1)
+        at = np.flatnonzero((table[codes, _CANDIDATE_AT] == 1) & ~glued)
+        if not at.size:
+            return [], np.zeros((0, len(LABELS)), dtype=np.float32)
+        word = codes[at]
+        breaks = table[word, _NEWLINE_AT] == 1
+        p1 = np.where(breaks, newline_code, before[at + 1])
+        p2 = np.where(breaks, before[at + 1], before[at])
+        breaks_after = table[after[at], _NEWLINE_AT] == 1
+        n1 = np.where(breaks_after, newline_code, after[at])
+        n2 = np.where(breaks_after, after[at], after[at + 1])
+        bits = table[word, _BITS_AT]
+        position = 4 * table[p1, _SENTENCE_AT] + 2 * table[p1, _CAPITAL_AT] + table[n1, _CAPITAL_AT]
+        pair_words = table[:, _PAIR_AT]
+        ids = np.concatenate(
+            (
+                np.full((at.size, 1), self.bias_row, dtype=np.int32),
+                table[word, _WORD_IDS],
+                self._positions[bits * 8 + position],
+                table[p1, _BEFORE_IDS],
+                table[n1, _AFTER_IDS],
+                table[p2, _P2_AT : _P2_AT + 1],
+                table[n2, _N2_AT : _N2_AT + 1],
+                self._pairs.ids(0, pair_words[p2], pair_words[p1], self.unknown_row),
+                self._pairs.ids(1, pair_words[n1], pair_words[n2], self.unknown_row),
+                self._pairs.ids(2, pair_words[p1], pair_words[n1], self.unknown_row),
+            ),
+            axis=1,
+        )
+        # The padding dropped, each candidate's ids are its features' in order: the same sums, bit for bit.
+        kept = ids >= 0
+        starts_at = np.concatenate(([0], np.cumsum(kept.sum(axis=1))[:-1]))
+        logits = np.add.reduceat(self.weights[ids[kept]], starts_at, axis=0)
+        ends = np.cumsum(table[codes, _TOKEN_LENGTH_AT])[at]
+        starts = ends - table[word, _LENGTH_AT]
+        spans = list(zip(starts.tolist(), (ends - table[word, _CUT_AT]).tolist(), bits.tolist(), strict=True))
+        return spans, logits
+
+    def _padded(self, features: list[str], width: int) -> list[int]:
+        """Feature ids (unknown ones the zero row), padded with ``_PAD`` to ``width``."""
+        ids = [self.vocabulary.get(feature, self.unknown_row) for feature in features]
+        return ids + [_PAD] * (width - len(ids))
+
+    def _token_row(self, token: str) -> bytes:
+        """Everything ``scores`` needs of one token (its leading whitespace, then a word or a character):
+        the flags and lengths of ``_ROW_FLAGS``, then the feature ids, as int32 bytes."""
+        word = token.lstrip()
+        capital = word[:1].isupper()
+        lower = word.lower()
+        vocab = self.vocabulary.get
+        cut = candidate = bits = 0
+        own = [_PAD] * _WORD_WIDTH
+        if capital:
+            if word.endswith(_POSSESSIVE) and len(word) > 2:
+                cut = 1 if word[-1] in "'\u2019" else 2
+            stem = word[: len(word) - cut]
+            stem_lower = stem.lower()
+            bits = self.gazetteer.get(stem_lower, 0)
+            if not (stem_lower in _STOP and not bits & 0b11):
+                candidate = 1
+                own = self._padded(self._word_part(stem, stem_lower, bits), _WORD_WIDTH)
+        flags = [
+            capital,
+            word in _GLUE,
+            word in _SENTENCE_START,
+            candidate,
+            cut,
+            bits,
+            self._pairs.word(lower),
+            vocab("p2=" + lower, self.unknown_row),
+            vocab("n2=" + lower, self.unknown_row),
+            len(word),
+            len(token),
+            "\n" in token,
+            len(token) != len(word),
+        ]
+        ids = own + self._padded(self._side_part("p", word), _SIDE_WIDTH)
+        ids += self._padded(self._side_part("n", word), _SIDE_WIDTH)
+        return np.array(flags + ids, dtype=np.int32).tobytes()
 
     def find(self, text: str, kinds: frozenset[PiiEntity]) -> list[Finding]:
         """Findings of ``kinds``: runs of capitalised words of one label, joined by what that kind allows."""
         spans, logits = self.scores(text)
         if not spans:
             return []
-        labels = logits.argmax(axis=1).tolist()
+        labels = logits.argmax(axis=1)
         # A first name the model left out of the surname right after it ("Thomas Carpenter" read as
         # O + PER: Faker's street names are built from first names too) joins the person.
-        for index in range(len(spans) - 1):
-            if (
-                labels[index] in (0, 4)
-                and labels[index + 1] == 1
-                and spans[index][2] & 1
-                and text[spans[index][1] : spans[index + 1][0]] == " "
-            ):
+        for index in np.flatnonzero((labels[:-1] % 4 == 0) & (labels[1:] == 1)).tolist():
+            if spans[index][2] & 1 and text[spans[index][1] : spans[index + 1][0]] == " ":
                 labels[index] = 1
+        # Runs of one label: only the named candidates are visited; any other candidate between two
+        # ends a run (its index is not the one after the run's last).
         findings: list[Finding] = []
-        run_start = run_end = -1
+        run_start = run_end = last = -2
         run_label = 0
-        for (start, end, _), label in zip(spans, labels, strict=True):
-            if label == run_label and label in _KIND and _joinable(text[run_end:start], label):
-                run_end = end
+        named = np.flatnonzero((labels >= 1) & (labels <= 3))
+        for index, label in zip(named.tolist(), labels[named].tolist(), strict=True):
+            start, end, _ = spans[index]
+            if index == last + 1 and label == run_label and _joinable(text[run_end:start], label):
+                run_end, last = end, index
                 continue
             _emit(text, run_label, run_start, run_end, kinds, findings)
-            run_start, run_end, run_label = start, end, label
+            run_start, run_end, run_label, last = start, end, label, index
         _emit(text, run_label, run_start, run_end, kinds, findings)
         return findings
 
@@ -267,6 +326,65 @@ def _bit_features(prefix: str) -> list[list[str]]:
 
 
 _G, _PG, _NG, _HY = _bit_features("g="), _bit_features("pg="), _bit_features("ng="), _bit_features("hy=")
+
+
+# A candidate's position as a number: 4 if sentence start, + 2 if a capitalised word before, + 1 if one after.
+_POSITIONS = [b + p + n for b in "bB" for p in "pP" for n in "nN"]
+# Widths of the padded feature-id parts: a word's own features (7, then up to 9 gazetteer and 9 hyphen
+# bits), a context word's (2 + 9 bits), a position's (pos=, g=none or up to 9 bits).
+_WORD_WIDTH, _SIDE_WIDTH, _POSITION_WIDTH = 25, 11, 11
+_PAD = -1  # not a feature: dropped before the sum
+# The layout of a token's row (``FastNames._token_row``): flags and lengths, then feature ids.
+_ROW_FLAGS = ("capital", "glue", "sentence", "candidate", "cut", "bits", "pair", "p2", "n2", "length",
+              "token_length", "newline", "spaced")  # fmt: skip
+(_CAPITAL_AT, _GLUE_AT, _SENTENCE_AT, _CANDIDATE_AT, _CUT_AT, _BITS_AT, _PAIR_AT, _P2_AT, _N2_AT, _LENGTH_AT,
+ _TOKEN_LENGTH_AT, _NEWLINE_AT, _SPACED_AT) = range(len(_ROW_FLAGS))  # fmt: skip
+_WORD_IDS = slice(len(_ROW_FLAGS), len(_ROW_FLAGS) + _WORD_WIDTH)
+_BEFORE_IDS = slice(_WORD_IDS.stop, _WORD_IDS.stop + _SIDE_WIDTH)
+_AFTER_IDS = slice(_BEFORE_IDS.stop, _BEFORE_IDS.stop + _SIDE_WIDTH)
+_ROW_WIDTH = _AFTER_IDS.stop
+_PAIR_PREFIXES = ("p2p1=", "n1n2=", "p1n1=")
+
+
+class _PairTable:
+    """The two-word features (``_pairs``: "p2p1=a_b", "n1n2=…", "p1n1=…") as sorted integer keys.
+
+    Each lowercased word that occurs in one gets a number; a pair is the key ``a * size + b``. A word
+    holding "_" makes the split ambiguous, so every split is registered: any split that matches two
+    words of a text spells the same feature string, so it is the feature the string look-up finds.
+    """
+
+    def __init__(self, vocabulary: dict[str, int]) -> None:
+        self.words: dict[str, int] = {}
+        found: list[list[tuple[str, str, int]]] = [[] for _ in _PAIR_PREFIXES]
+        for name, index in vocabulary.items():
+            if name[:5] in _PAIR_PREFIXES:
+                pair = name[5:]
+                for cut in [i for i, ch in enumerate(pair) if ch == "_"]:
+                    first, second = pair[:cut], pair[cut + 1 :]
+                    self.words.setdefault(first, len(self.words))
+                    self.words.setdefault(second, len(self.words))
+                    found[_PAIR_PREFIXES.index(name[:5])].append((first, second, index))
+        self.size = len(self.words) + 1
+        self.keys: list[NDArray[np.int64]] = []
+        self.values: list[NDArray[np.int32]] = []
+        for pairs in found:
+            keys = np.array([self.words[a] * self.size + self.words[b] for a, b, _ in pairs], dtype=np.int64)
+            order = np.argsort(keys, kind="stable")
+            # A sentinel above every key, so a search never runs off the end.
+            self.keys.append(np.append(keys[order], np.iinfo(np.int64).max))
+            self.values.append(np.append(np.array([i for *_, i in pairs], dtype=np.int32)[order], -1))
+
+    def word(self, lower: str) -> int:
+        """The number of a lowercased word, or -1 where it is in no two-word feature."""
+        return self.words.get(lower, -1)
+
+    def ids(self, kind: int, first: NDArray[np.int32], second: NDArray[np.int32], unknown: int) -> NDArray[np.int32]:
+        """Feature ids of the pairs (``first``, ``second``) of ``_PAIR_PREFIXES[kind]``, as a column."""
+        keys = first.astype(np.int64) * self.size + second
+        at = np.searchsorted(self.keys[kind], keys)
+        hit = (first >= 0) & (second >= 0) & (self.keys[kind][at] == keys)
+        return np.where(hit, self.values[kind][at], unknown).astype(np.int32)[:, None]
 
 
 def _position(p1: str, n1: str) -> str:
