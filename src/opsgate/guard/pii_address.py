@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from importlib import resources
 
-from opsgate.guard.pii_base import Finding, trim
+from opsgate.guard.pii_base import Finding, finditer_in, trim
 
 
 def _street_types() -> list[str]:
@@ -149,13 +149,19 @@ def find_marked_dates_and_ages(text: str) -> list[Finding]:
     # The patterns run only where their marker words are: most texts have none (a 32 KB scan costs ~2 ms).
     lowered = text.lower()
     found: list[Finding] = []
-    if any(word in lowered for word in ("birth", "born", "dob", "d.o.b")):
-        found += [
-            Finding("date_of_birth", m.start("date"), m.end("date"), m.group("date")) for m in _DOB.finditer(text)
-        ]
-    if not any(word in lowered for word in ("age", "year", "yr")):
+    dob = any(word in lowered for word in ("birth", "born", "dob", "d.o.b"))
+    age = any(word in lowered for word in ("age", "year", "yr"))
+    if not (dob or age):
         return found
-    for match in _AGE.finditer(text):
+    # Every match holds a digit, its marker at most ~40 characters before it and the rest (with the
+    # lookaheads) at most ~30 after: both patterns run only in windows around the runs of digits.
+    windows = _digit_windows(text, 64, 64)
+    if dob:
+        dates = finditer_in(_DOB, text, windows)
+        found += [Finding("date_of_birth", m.start("date"), m.end("date"), m.group("date")) for m in dates]
+    if not age:
+        return found
+    for match in finditer_in(_AGE, text, windows):
         group = "a" if match.group("a") is not None else "b"
         if int(match.group(group)) <= 120:
             found.append(Finding("age", match.start(group), match.end(group), match.group(group)))

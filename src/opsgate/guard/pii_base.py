@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import bisect
 import re
+import sys
+from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 from opsgate.domain.guard_config import PiiEntity
+from opsgate.guard.linear_re import LinearPattern
 
 
 class Finding(NamedTuple):
@@ -65,3 +68,48 @@ def looks_like_code(value: str) -> bool:
 def trim(value: str) -> str:
     """``value`` without trailing separators, nor a sentence's full stop ("Paris." but not "Str.")."""
     return _SENTENCE_DOT.sub("", value.rstrip(" ,;:"))
+
+
+# Python's ``\s`` on str (``str.isspace``), as a class RE2 reads: RE2's own ``\s`` is ASCII only.
+WHITESPACE = "[" + "".join(f"\\x{{{code:x}}}" for code in range(sys.maxunicode + 1) if chr(code).isspace()) + "]"
+
+
+def merge_windows(spans: Iterable[tuple[int, int]], before: int, after: int, size: int) -> list[tuple[int, int]]:
+    """Spans (in text order) widened by ``before`` and ``after``, clipped to ``size``, overlapping ones merged."""
+    out: list[tuple[int, int]] = []
+    for start, end in spans:
+        low, high = max(0, start - before), min(size, end + after)
+        if out and low <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], high))
+        else:
+            out.append((low, high))
+    return out
+
+
+def anchor_windows(
+    anchor: LinearPattern, text: str, before: int, after: int, longest: int = 64, chunk: int = 1024
+) -> list[tuple[int, int]]:
+    """Where a pattern can match: around each ``chunk`` of ``text`` holding a match of ``anchor``.
+
+    For a pattern whose every match holds a match of ``anchor`` (a literal it requires; at most
+    ``longest`` characters), starting at most ``before`` characters before that and ending (with its
+    lookaheads) at most ``after`` after it: it finds the same matches in these windows as in the whole
+    text (the lookbehinds and ``\\b`` of ``re`` see the text before a window). One RE2 search per chunk
+    (a dense text has an anchor every sentence: listing them all costs ~4 us each in RE2's wrapper).
+    A text RE2 cannot encode (a lone surrogate): one window.
+    """
+    spans: list[tuple[int, int]] = []
+    try:
+        for low in range(0, len(text), chunk):
+            high = min(len(text), low + chunk + longest)  # an anchor starting in the chunk ends by here
+            if anchor.search(text[low:high]) is not None:
+                spans.append((low, high))
+    except UnicodeEncodeError:
+        return [(0, len(text))]
+    return merge_windows(spans, before, after, len(text))
+
+
+def finditer_in(pattern: re.Pattern[str], text: str, windows: list[tuple[int, int]]) -> Iterator[re.Match[str]]:
+    """``pattern.finditer`` over each window of ``text``, in order."""
+    for low, high in windows:
+        yield from pattern.finditer(text, low, high)
