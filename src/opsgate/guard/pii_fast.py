@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import re
 import sys
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import accumulate
@@ -110,6 +111,10 @@ class FastNames:
         rows = [self._padded(_position_part(bits, position), _POSITION_WIDTH) for bits, position in keys]
         self._positions = np.array(rows, dtype=np.int32)
         self._pairs = _PairTable(vocabulary)
+        # The ids of the features that depend only on a number: gazetteer bits, a length, "not capitalised".
+        self._bit_ids = {prefix: [self._ids(names) for names in _bit_features(prefix)] for prefix in _BIT_PREFIXES}
+        self._length_ids = self._ids(["len=" + str(min(length, 12)) for length in range(13)])
+        self._dash_ids = self._ids(["p1s=-", "n1s=-"])
         # A token's row (its flags and the ids of its features as a candidate and as a context word),
         # computed once per process while it stays among the most recent tokens: names and function
         # words repeat across texts. Thread-safe; bounded (~0.3 KB a token).
@@ -204,25 +209,36 @@ class FastNames:
         tokens = _TOKEN.findall(text)
         if not tokens:
             return [], np.zeros((0, len(LABELS)), dtype=np.float32)
-        local = {token: code for code, token in enumerate(dict.fromkeys(tokens))}
-        empty, newline_code = len(local), len(local) + 1
-        rows = b"".join([*map(self._row, local), self._row(""), self._row("<nl>")])
-        table = np.frombuffer(rows, dtype=np.int32).reshape(-1, _ROW_WIDTH)
+        distinct = list(dict.fromkeys(tokens))
+        local = {token: code for code, token in enumerate(distinct)}
+        empty, newline_code = len(distinct), len(distinct) + 1
+        distinct += ["", "<nl>"]
         codes = np.array(list(map(local.__getitem__, tokens)), dtype=np.intp)
-        before = np.concatenate(([empty, empty], codes[:-1]))  # before[i + 1]: the token before token i
-        after = np.concatenate((codes[1:], [empty, empty]))  # after[i]: the token after token i
-        # A capitalised word glued to the token before it (no whitespace between) is part of something else.
-        glued = (table[codes, _SPACED_AT] == 0) & (table[before[1:], _GLUE_AT] == 1)
-        at = np.flatnonzero((table[codes, _CANDIDATE_AT] == 1) & ~glued)
+        capital = np.array([token.lstrip()[:1].isupper() for token in distinct], dtype=bool)
+        at = np.flatnonzero(capital[codes])
         if not at.size:
             return [], np.zeros((0, len(LABELS)), dtype=np.float32)
-        word = codes[at]
+        before = np.concatenate(([empty, empty], codes[:-1]))  # before[i + 1]: the token before token i
+        after = np.concatenate((codes[1:], [empty, empty]))  # after[i]: the token after token i
+        # Only the capitalised tokens and the two on each side are read: their rows (from the LRU) make
+        # the table, and the codes are renumbered into it.
+        around = (codes[at], before[at + 1], before[at], after[at], after[at + 1], [empty, newline_code])
+        needed = np.unique(np.concatenate(around))
+        renumber = np.zeros(len(distinct), dtype=np.intp)
+        renumber[needed] = np.arange(needed.size)
+        rows = b"".join([self._row(distinct[code]) for code in needed.tolist()])
+        table = np.frombuffer(rows, dtype=np.int32).reshape(-1, _ROW_WIDTH)
+        word, p1, p2, n1, n2 = (renumber[part] for part in around[:5])
+        empty, newline_code = renumber[empty], renumber[newline_code]
+        # A capitalised word glued to the token before it (no whitespace between) is part of something else.
+        keep = (table[word, _CANDIDATE_AT] == 1) & ~((table[word, _SPACED_AT] == 0) & (table[p1, _GLUE_AT] == 1))
+        if not keep.any():
+            return [], np.zeros((0, len(LABELS)), dtype=np.float32)
+        at, word, p1, p2, n1, n2 = at[keep], word[keep], p1[keep], p2[keep], n1[keep], n2[keep]
         breaks = table[word, _NEWLINE_AT] == 1
-        p1 = np.where(breaks, newline_code, before[at + 1])
-        p2 = np.where(breaks, before[at + 1], before[at])
-        breaks_after = table[after[at], _NEWLINE_AT] == 1
-        n1 = np.where(breaks_after, newline_code, after[at])
-        n2 = np.where(breaks_after, after[at], after[at + 1])
+        p1, p2 = np.where(breaks, newline_code, p1), np.where(breaks, p1, p2)
+        breaks_after = table[n1, _NEWLINE_AT] == 1
+        n1, n2 = np.where(breaks_after, newline_code, n1), np.where(breaks_after, n1, n2)
         bits = table[word, _BITS_AT]
         position = 4 * table[p1, _SENTENCE_AT] + 2 * table[p1, _CAPITAL_AT] + table[n1, _CAPITAL_AT]
         pair_words = table[:, _PAIR_AT]
@@ -245,10 +261,15 @@ class FastNames:
         kept = ids >= 0
         starts_at = np.concatenate(([0], np.cumsum(kept.sum(axis=1))[:-1]))
         logits = np.add.reduceat(self.weights[ids[kept]], starts_at, axis=0)
-        ends = np.cumsum(table[codes, _TOKEN_LENGTH_AT])[at]
+        lengths = np.array([len(token) for token in distinct], dtype=np.intp)
+        ends = np.cumsum(lengths[codes])[at]
         starts = ends - table[word, _LENGTH_AT]
         spans = list(zip(starts.tolist(), (ends - table[word, _CUT_AT]).tolist(), bits.tolist(), strict=True))
         return spans, logits
+
+    def _ids(self, features: list[str]) -> list[int]:
+        """Feature ids, unknown ones the zero row."""
+        return [self.vocabulary.get(feature, self.unknown_row) for feature in features]
 
     def _padded(self, features: list[str], width: int) -> list[int]:
         """Feature ids (unknown ones the zero row), padded with ``_PAD`` to ``width``."""
@@ -257,13 +278,14 @@ class FastNames:
 
     def _token_row(self, token: str) -> bytes:
         """Everything ``scores`` needs of one token (its leading whitespace, then a word or a character):
-        the flags and lengths of ``_ROW_FLAGS``, then the feature ids, as int32 bytes."""
+        the flags and lengths of ``_ROW_FLAGS``, then the feature ids, as int32 bytes. The ids are those
+        of ``_word_part`` and ``_side_part``'s features, with the bit and length features' ids precomputed."""
         word = token.lstrip()
         capital = word[:1].isupper()
         lower = word.lower()
-        vocab = self.vocabulary.get
+        vocab, unknown = self.vocabulary.get, self.unknown_row
         cut = candidate = bits = 0
-        own = [_PAD] * _WORD_WIDTH
+        own = _NO_IDS
         if capital:
             if word.endswith(_POSSESSIVE) and len(word) > 2:
                 cut = 1 if word[-1] in "'\u2019" else 2
@@ -272,7 +294,13 @@ class FastNames:
             bits = self.gazetteer.get(stem_lower, 0)
             if not (stem_lower in _STOP and not bits & 0b11):
                 candidate = 1
-                own = self._padded(self._word_part(stem, stem_lower, bits), _WORD_WIDTH)
+                own = self._own_ids(stem, stem_lower, bits)
+            shape, side_bits = _shape(word), self.gazetteer.get(lower, 0)
+            before = [vocab("p1=" + lower, unknown), vocab("p1s=" + shape, unknown), *self._bit_ids["pg="][side_bits]]
+            after = [vocab("n1=" + lower, unknown), vocab("n1s=" + shape, unknown), *self._bit_ids["ng="][side_bits]]
+        else:
+            before = [vocab("p1=" + lower, unknown), self._dash_ids[0]]
+            after = [vocab("n1=" + lower, unknown), self._dash_ids[1]]
         flags = [
             capital,
             word in _GLUE,
@@ -281,16 +309,36 @@ class FastNames:
             cut,
             bits,
             self._pairs.word(lower),
-            vocab("p2=" + lower, self.unknown_row),
-            vocab("n2=" + lower, self.unknown_row),
+            vocab("p2=" + lower, unknown),
+            vocab("n2=" + lower, unknown),
             len(word),
             len(token),
             "\n" in token,
             len(token) != len(word),
         ]
-        ids = own + self._padded(self._side_part("p", word), _SIDE_WIDTH)
-        ids += self._padded(self._side_part("n", word), _SIDE_WIDTH)
-        return np.array(flags + ids, dtype=np.int32).tobytes()
+        before += [_PAD] * (_SIDE_WIDTH - len(before))
+        after += [_PAD] * (_SIDE_WIDTH - len(after))
+        return array("i", flags + own + before + after).tobytes()
+
+    def _own_ids(self, word: str, lower: str, bits: int) -> list[int]:
+        """The ids of ``_word_part(word, lower, bits)``, padded to ``_WORD_WIDTH``."""
+        vocab, unknown = self.vocabulary.get, self.unknown_row
+        ids = [
+            vocab("w=" + lower, unknown),
+            vocab("s4=" + lower[-4:], unknown),
+            vocab("s3=" + lower[-3:], unknown),
+            vocab("s2=" + lower[-2:], unknown),
+            vocab("pre3=" + lower[:3], unknown),
+            vocab("shape=" + _shape(word), unknown),
+            self._length_ids[min(len(word), 12)],
+            *self._bit_ids["g="][bits],
+        ]
+        if "-" in word:
+            both = -1
+            for part in lower.split("-"):
+                both &= self.gazetteer.get(part, 0)
+            ids += self._bit_ids["hy="][both & 511]
+        return ids + [_PAD] * (_WORD_WIDTH - len(ids))
 
     def find(self, text: str, kinds: frozenset[PiiEntity]) -> list[Finding]:
         """Findings of ``kinds``: runs of capitalised words of one label, joined by what that kind allows."""
@@ -334,6 +382,8 @@ _POSITIONS = [b + p + n for b in "bB" for p in "pP" for n in "nN"]
 # bits), a context word's (2 + 9 bits), a position's (pos=, g=none or up to 9 bits).
 _WORD_WIDTH, _SIDE_WIDTH, _POSITION_WIDTH = 25, 11, 11
 _PAD = -1  # not a feature: dropped before the sum
+_NO_IDS = [_PAD] * _WORD_WIDTH
+_BIT_PREFIXES = ("g=", "pg=", "ng=", "hy=")
 # The layout of a token's row (``FastNames._token_row``): flags and lengths, then feature ids.
 _ROW_FLAGS = ("capital", "glue", "sentence", "candidate", "cut", "bits", "pair", "p2", "n2", "length",
               "token_length", "newline", "spaced")  # fmt: skip
