@@ -1,4 +1,5 @@
-"""The PII patterns that run only in windows (around their anchors or digits) find what a whole-text scan finds."""
+"""The PII patterns that run only in windows (around their anchors or digits), or only where a match can
+start, find what a whole-text scan finds."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import random
 import pytest
 
 from opsgate.guard import pii_address, pii_names
+from opsgate.guard.pii import _PATTERN, _matches, _windows
 from opsgate.guard.pii_address import find_marked_dates_and_ages
 from opsgate.guard.pii_base import Finding
 from opsgate.guard.pii_names import find_cued_names, find_organisations
@@ -45,3 +47,21 @@ def test_windows_find_what_the_whole_text_finds(seed: int, monkeypatch: pytest.M
     monkeypatch.setattr(pii_address, "_digit_windows", lambda text, *args: [(0, len(text))])
     assert windowed == _scan(texts)
     assert any(any(found) for found in windowed)  # the texts do hold names, firms and dates
+
+
+_IDS = [
+    "+44 20 7946 0958", "(415) 555-2671", "415.555.2671", "DE89 3704 0044 0532 0130 00", "RSSMRA85T10A562S",
+    "AB 12 34 56 C", "X-1234567-L", "12345678Z", "2234-5678-9012", "4111 1111 1111 1111", "123-45-6789",
+    "123456789", "192.168.0.1", "fe80::1", "::", "a@b.co", "bob88@x.org", "Tel", "call", "ext. 12", "x12", "١٢٣",
+    ":", "-", "+", "(", ")", "AB", "Smith", "v1.2.3.4", "0361717565", "2024-03-15", "_", "é",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_pattern_tried_at_its_starts_finds_what_finditer_finds(seed: int) -> None:
+    rng = random.Random(seed)
+    for _ in range(300):
+        text = "".join(rng.choice(_IDS) + rng.choice(_GLUE) for _ in range(rng.randint(1, 40)))
+        for low, high in [(0, len(text)), *_windows(text)]:
+            expected = [(m.span(), m.lastgroup) for m in _PATTERN.finditer(text, low, high)]
+            assert [(m.span(), m.lastgroup) for m in _matches(text, low, high)] == expected, text

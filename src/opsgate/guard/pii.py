@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -192,7 +192,7 @@ class PiiDetector:
         """
         structured: list[Finding] = []
         for low, high in _windows(text):
-            for match in _PATTERN.finditer(text, low, high):
+            for match in _matches(text, low, high):
                 finding = self._confirm(text, match)
                 if finding is not None:
                     structured.append(finding)
@@ -263,6 +263,33 @@ class PiiDetector:
         if kind not in self.entities:
             return None
         return Finding(kind, match.start(), match.end(), value)
+
+
+# Where a match of _PATTERN can start: every alternative needs a non-word character (or nothing) before
+# it and starts with a word character, ':', '+' or '('. Without an '@' in the window (no email), a word
+# start counts only where a digit, a few letters then a digit (IBAN, fiscal code, NINO, NIE) or hex
+# digits then ':' (IPv6) follow. Zero-width, so no start hides another.
+_STARTS = re.compile(r"\b(?=\w)|[:+(]")
+_STARTS_NO_EMAIL = re.compile(r"\b(?=\d|[A-Za-z]{1,6}[ -]?\d|[0-9A-Fa-f]{1,4}:)|[:+(]")
+
+
+def _matches(text: str, low: int, high: int) -> Iterator[re.Match[str]]:
+    """``_PATTERN.finditer(text, low, high)``, tried only where a match can start.
+
+    ``finditer`` tries all 13 alternatives at every position (~0.35 us each); the same matches come
+    from trying them only at the possible starts, skipping those inside the last match.
+    """
+    match = _PATTERN.match
+    starts = _STARTS if text.find("@", low, high) >= 0 else _STARTS_NO_EMAIL
+    resume = low
+    for start in starts.finditer(text, low, high):
+        at = start.start()
+        if at < resume:
+            continue
+        found = match(text, at, high)
+        if found is not None:
+            yield found
+            resume = found.end()
 
 
 def _windows(text: str) -> list[tuple[int, int]]:
