@@ -345,11 +345,11 @@ def side_by_side_table(result: dict[str, Any]) -> str:
 
 
 def roc() -> dict[str, Any]:
-    """The learned injection detector's dev ROC and operating point (printed as a table too)."""
+    """The learned injection detector's leave-one-source-out ROC and operating point (printed as a table too)."""
     from opsgate.guard.training.corpus import CORPUS
-    from opsgate.redteam.roc import detector_roc, render_markdown
+    from opsgate.redteam.roc import loso_roc, render_markdown
 
-    result = detector_roc(CORPUS, "dev")
+    result = loso_roc(CORPUS, CORPUS.with_name("loso.json"))
     print(render_markdown(result), file=sys.stderr)
     return result
 

@@ -1,4 +1,4 @@
-"""``opsgate redteam roc``: the learned detector's dev ROC and the operating point it ships with."""
+"""``opsgate redteam roc``: the detector's ROC (leave-one-source-out, or a split in-sample), its operating point."""
 
 from __future__ import annotations
 
@@ -12,11 +12,29 @@ from opsgate.guard.injection_model import shipped_model
 from opsgate.guard.training.corpus import CORPUS
 
 
-def test_roc_prints_the_curve_and_the_shipped_operating_point(tmp_path: Path) -> None:
+def test_roc_by_default_is_the_out_of_fold_curve_over_outside_sources(tmp_path: Path) -> None:
     out = tmp_path / "roc.json"
     result = CliRunner().invoke(redteam, ["roc", "--output", str(out)])
     assert result.exit_code == 0, result.output
+    assert "leave-one-source-out" in result.output
+    data = json.loads(out.read_text())
+    loso = json.loads(CORPUS.with_name("loso.json").read_text())
+    assert data["split"] == "loso"
+    # The shipped threshold is the one LOSO chose, and the rates are the report's, not in-sample ones.
+    assert data["operating_point"]["model_logit"] == round(shipped_model().calibration.operating_logit, 4)
+    assert data["operating_point"]["recall"] == loso["pooled_outside"]["scanner"]["recall"]
+    fprs = [p["fpr"] for p in data["model_logit"]["points"]]
+    assert fprs == sorted(fprs)
+    assert abs(data["model_logit"]["auc"] - loso["auc_outside"]) < 0.002
+    assert data["operating_point"]["false_positive_rate_prompts"]["rate"] <= 0.02
+
+
+def test_roc_of_a_split_is_in_sample_and_says_so(tmp_path: Path) -> None:
+    out = tmp_path / "roc.json"
+    result = CliRunner().invoke(redteam, ["roc", "--split", "dev", "--output", str(out)])
+    assert result.exit_code == 0, result.output
     assert "| model logit ≥ | false-positive rate | true-positive rate |" in result.output
+    assert "in-sample" in result.output
     data = json.loads(out.read_text())
     assert data["split"] == "dev" and data["rows"] > 2000
     assert data["operating_point"]["model_logit"] == round(shipped_model().calibration.operating_logit, 4)

@@ -247,19 +247,29 @@ def check(path: str | None) -> None:
 
 @redteam.command("roc")
 @click.option("--corpus", type=click.Path(dir_okay=False, exists=True), help="Default: the checkout's corpus.")
-@click.option("--split", default="dev", show_default=True, type=click.Choice(["train", "dev", "heldout"]))
+@click.option(
+    "--split",
+    default="loso",
+    show_default=True,
+    type=click.Choice(["loso", "train", "dev", "heldout"]),
+    help="loso: out-of-fold scores of the outside sources (the honest curve); a split: the shipped model in-sample.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the ROC as JSON on stdout instead of Markdown.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Also write the ROC as JSON to this file.")
 def roc(corpus: str | None, split: str, as_json: bool, output: str | None) -> None:
-    """The learned injection detector's ROC on its corpus split, and the operating point it ships with."""
+    """The learned injection detector's ROC (leave-one-source-out by default) and its shipped operating point."""
     from opsgate.guard.training.corpus import CORPUS
-    from opsgate.redteam.roc import detector_roc, render_markdown
+    from opsgate.redteam.roc import detector_roc, loso_roc, render_markdown
 
     path = Path(corpus) if corpus else CORPUS
     if not path.exists():
         console.print(f"[red]no corpus at {path}[/red]: run from a checkout, or pass --corpus")
         raise SystemExit(EXIT_USAGE)
-    result = detector_roc(path, split)
+    report = path.with_name("loso.json")
+    if split == "loso" and not report.exists():
+        console.print(f"[red]no leave-one-source-out report at {report}[/red]: run opsgate.guard.training.train")
+        raise SystemExit(EXIT_USAGE)
+    result = loso_roc(path, report) if split == "loso" else detector_roc(path, split)
     data = orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n"
     json_out = json_destination(as_json, output)
     if json_out == "-":

@@ -1,8 +1,12 @@
-"""The learned injection detector's ROC on the dev split of its corpus, and the operating point it ships with.
+"""The learned injection detector's ROC and the operating point it ships with.
 
-Shared by ``opsgate redteam roc`` and ``bench/guard.py``. Scores are the model's window-max logit
-(the curve) and the scanner's own score (rules and model, each row read as a message of its role;
-a hit at 0.5, the shipped operating point). Rates carry 95% Wilson intervals.
+Shared by ``opsgate redteam roc`` and ``bench/guard.py``. The default, ``loso``, is the honest curve:
+each outside source's rows scored by the model trained without that source (the out-of-fold logits
+of ``data/guard/injection/loso.json``), over the sources not written here; the operating point and
+the scanner's rates there come from the same report. A corpus split (``dev`` …) scores the shipped
+model, which trains on every row: in-sample, a check of the weights, not of generalisation. Scores
+are the model's window-max logit (the curve) and the scanner's own score (rules and model, each row
+read as a message of its role; a hit at 0.5). Rates carry 95% Wilson intervals.
 """
 
 from __future__ import annotations
@@ -46,11 +50,48 @@ def detector_roc(corpus: Path, split: str = "dev", model: InjectionModel | None 
     }
 
 
+def loso_roc(corpus: Path, report: Path) -> dict[str, Any]:
+    """ROC of the out-of-fold logits over the outside sources, with the LOSO operating point and rates."""
+    from opsgate.guard.training.loso import WRITTEN_HERE, group_of
+
+    rows = [json.loads(line) for line in corpus.read_text().splitlines() if line.strip()]
+    loso = json.loads(report.read_text())
+    logits = loso["out_of_fold_logits"]
+    if len(logits) != len(rows):
+        raise ValueError(f"{report} scores {len(logits)} rows, {corpus} has {len(rows)}: re-run the training")
+    outside = [
+        (logit, int(r["label"])) for logit, r in zip(logits, rows, strict=True) if group_of(r["source"]) != WRITTEN_HERE
+    ]
+    pooled = loso["pooled_outside"]
+    return {
+        "split": "loso",
+        "rows": len(outside),
+        "model_logit": roc([logit for logit, _ in outside], [label for _, label in outside]),
+        "operating_point": {
+            "model_logit": loso["operating_logit"],
+            "combined_threshold": 0.5,
+            "recall": pooled["scanner"]["recall"],
+            "false_positive_rate": pooled["scanner"]["fpr"],
+            "false_positive_rate_prompts": pooled["scanner"]["fpr_prompts"],
+        },
+    }
+
+
 def render_markdown(result: dict[str, Any]) -> str:
     """The ROC as a Markdown table (model logit thresholds), with the operating point under it."""
+    if result["split"] == "loso":
+        title = (
+            f"ROC of the learned detector, leave-one-source-out over the outside sources ({result['rows']} rows, "
+            f"each scored by the model trained without its source): AUC {result['model_logit']['auc']} (model)"
+        )
+    else:
+        title = (
+            f"ROC of the shipped detector on the {result['split']} split ({result['rows']} rows; in-sample: it "
+            f"trains on every row): AUC {result['model_logit']['auc']} (model), "
+            f"{result['combined']['auc']} (model + rules)"
+        )
     lines = [
-        f"ROC of the learned detector on the {result['split']} split ({result['rows']} rows): "
-        f"AUC {result['model_logit']['auc']} (model), {result['combined']['auc']} (model + rules)",
+        title,
         "",
         "| model logit ≥ | false-positive rate | true-positive rate |",
         "|---:|---:|---:|",
