@@ -19,6 +19,12 @@ model's load time and resident memory. Writes
 ``bench/results/pii.json``. About a minute.
 
 Run: ``.venv/bin/python bench/pii.py``.
+
+Cost only, this tree beside an earlier commit (``git archive`` of it into a scratch folder), the trees
+taking turns ``--rounds`` times, each in its own process (``bench/_pii_cost.py``: a new text every scan;
+warm and cold word caches)::
+
+    nice -n 10 .venv/bin/python bench/pii.py --cost-only --baseline-ref 244f249 --rounds 2
 """
 
 from __future__ import annotations
@@ -29,7 +35,9 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -171,7 +179,16 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=200, help="scans per 1 KB case (32 KB: a tenth)")
     parser.add_argument("--ner", default="fast,spacy", help="recognisers to compare, comma-separated")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "pii.json")
+    parser.add_argument("--cost-only", action="store_true", help="only the input default's cost (bench/_pii_cost.py)")
+    parser.add_argument("--baseline-ref", help="with --cost-only: also measure this commit, taking turns")
+    parser.add_argument("--rounds", type=int, default=1, help="with --cost-only: turns per tree")
     args = parser.parse_args()
+    if args.cost_only:
+        result = cost_side_by_side(args.runs, args.baseline_ref, args.rounds)
+        output = args.output if args.output.name != "pii.json" else args.output.with_name("pii_cost.json")
+        output.write_text(json.dumps(result, indent=2) + "\n")
+        print(cost_table(result))
+        return
     choices: list[NerChoice] = [c for c in ("fast", "spacy") if c in args.ner.split(",")]
 
     report: dict[str, Any] = {
@@ -220,6 +237,53 @@ def main() -> None:
     report["speed"] = speed
     args.output.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     print(json.dumps(report, indent=2, ensure_ascii=False))
+
+
+def _cost(src: Path, runs: int) -> dict[str, Any]:
+    """``bench/_pii_cost.py`` in its own process, with ``src`` first on the path."""
+    env = {"PYTHONPATH": str(src), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "_pii_cost.py"), "--runs", str(runs)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def cost_side_by_side(runs: int, baseline_ref: str | None, rounds: int) -> dict[str, Any]:
+    """The input default's scan cost here and at ``baseline_ref``, taking turns; load average before each."""
+    out: dict[str, Any] = {"machine": platform.machine(), "rounds": []}
+    with tempfile.TemporaryDirectory() as scratch:
+        trees = [("this tree", ROOT / "src")]
+        if baseline_ref:
+            archive = subprocess.run(
+                ["git", "-C", str(ROOT), "archive", baseline_ref, "src"], capture_output=True, check=True
+            ).stdout
+            subprocess.run(["tar", "-x", "-C", scratch], input=archive, check=True)
+            trees.append((f"baseline {baseline_ref}", Path(scratch) / "src"))
+        for _ in range(rounds):
+            for label, src in trees:
+                load = [round(x, 2) for x in os.getloadavg()]
+                out["rounds"].append({"tree": label, "load_average": load, "cost": _cost(src, runs)})
+    return out
+
+
+def cost_table(result: dict[str, Any]) -> str:
+    """Markdown: CPU and wall p50 / p99 (ms) per case, one column per tree and round."""
+    rounds = result["rounds"]
+    header = [f"{r['tree']} (load {r['load_average'][0]})" for r in rounds]
+    lines = ["| case | " + " | ".join(header) + " |", "|---|" + "---:|" * len(header)]
+    for case in rounds[0]["cost"]:
+        for kind, prefix in (("CPU", "cpu_"), ("wall", "")):
+            cells = []
+            for r in rounds:
+                cell = r["cost"].get(case)
+                cells.append(f"{cell[prefix + 'p50_ms']:.2f} / {cell[prefix + 'p99_ms']:.2f}" if cell else "—")
+            lines.append(f"| {case}, {kind} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _alone(names: FastNameRecognizer, text: str, runs: int) -> dict[str, float]:

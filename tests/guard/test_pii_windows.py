@@ -4,14 +4,15 @@ start, find what a whole-text scan finds."""
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 
 from opsgate.guard import pii_address, pii_names
 from opsgate.guard.pii import _PATTERN, _matches, _windows
 from opsgate.guard.pii_address import find_marked_dates_and_ages
-from opsgate.guard.pii_base import Finding
-from opsgate.guard.pii_names import find_cued_names, find_organisations
+from opsgate.guard.pii_base import _SENTENCE_DOT, Finding, trim
+from opsgate.guard.pii_names import _FROM_TO_CUE, _PLACE_CUE, find_cued_names, find_organisations
 
 _PIECES = [
     "Dear", "Mr.", "Mrs", "Dr", "patient", "Customer", "I am", "I'm", "name is", "Regards,", "lives in", "born in",
@@ -65,3 +66,26 @@ def test_pattern_tried_at_its_starts_finds_what_finditer_finds(seed: int) -> Non
         for low, high in [(0, len(text)), *_windows(text)]:
             expected = [(m.span(), m.lastgroup) for m in _PATTERN.finditer(text, low, high)]
             assert [(m.span(), m.lastgroup) for m in _matches(text, low, high)] == expected, text
+
+
+_PLACE_CUE_WHOLE = re.compile(
+    r"(?:\b(?:lives?\sin|living\sin|live\sin|based\sin|located\sin|moved\sto|moved\sfrom|born\sin|"
+    r"grew\sup\sin|visit(?:ing|ed)?|travel(?:l?ing|l?ed)?\sto|flew\sto|flew\sfrom|office\sin|lab\sin|"
+    r"branch\sin|city\sof|from\s\S+\sto|in)\s{1,3})$",
+    re.I,
+)
+_TAILS = [
+    "lives in", "from Rome to", "from x to", "travelling to", "grew up in", "visited", "city of", "in", "IN", "Paris.",
+    "Str.", "Abcde.", "Abcd.", "Xyzzy.\n", "a, ;", "to", "from", "\n", " ", "  ", "\u3000", ",", ".",
+]  # fmt: skip
+
+
+def test_shortcuts_agree_with_the_plain_patterns() -> None:
+    """``trim`` searches only the last characters, place cues the last 24: as the whole-string forms."""
+    rng = random.Random(5)
+    for _ in range(3000):
+        text = "".join(rng.choice(_TAILS) + rng.choice(["", " ", "  ", "\n"]) for _ in range(rng.randint(1, 8)))[-40:]
+        assert trim(text) == _SENTENCE_DOT.sub("", text.rstrip(" ,;:")), text
+        whole = _PLACE_CUE_WHOLE.search(text) is not None
+        tail = max(0, len(text) - 24)
+        assert whole == bool(_PLACE_CUE.search(text, tail) or _FROM_TO_CUE.search(text)), text

@@ -67,7 +67,10 @@ def looks_like_code(value: str) -> bool:
 
 def trim(value: str) -> str:
     """``value`` without trailing separators, nor a sentence's full stop ("Paris." but not "Str.")."""
-    return _SENTENCE_DOT.sub("", value.rstrip(" ,;:"))
+    value = value.rstrip(" ,;:")
+    # One match at most, ending the text or before its final newline ($): searched from there only.
+    dot = _SENTENCE_DOT.search(value, max(0, len(value) - 2))
+    return value if dot is None else value[: dot.start()] + value[dot.end() :]
 
 
 # Python's ``\s`` on str (``str.isspace``), as a class RE2 reads: RE2's own ``\s`` is ASCII only.

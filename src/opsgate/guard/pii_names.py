@@ -50,9 +50,11 @@ _PERSON_CUE = re.compile(
 _PLACE_CUE = re.compile(
     r"(?:\b(?:lives?\sin|living\sin|live\sin|based\sin|located\sin|moved\sto|moved\sfrom|born\sin|"
     r"grew\sup\sin|visit(?:ing|ed)?|travel(?:l?ing|l?ed)?\sto|flew\sto|flew\sfrom|office\sin|lab\sin|"
-    r"branch\sin|city\sof|from\s\S+\sto|in)\s{1,3})$",
+    r"branch\sin|city\sof|in)\s{1,3})$",
     re.I,
 )
+# The one place cue of no bounded length, apart: the others are searched in the last 24 characters only.
+_FROM_TO_CUE = re.compile(r"(?:\bfrom\s\S+\sto\s{1,3})$", re.I)
 _ORG_CUE = re.compile(
     r"(?:\b(?:works?\sat|working\sat|works?\sfor|working\sfor|employed\sby|employer:?|"
     r"order\sfrom|customer\sof|supplier|company|firm|at)\s{1,3})$",
@@ -153,14 +155,15 @@ def correct_kind(text: str, finding: Finding, allowed: frozenset[PiiEntity], ext
         start = finding.start - len(previous.group(0))
         finding = Finding(kind, start, finding.end, text[start : finding.end])
         before = text[max(0, start - 40) : start]
-    # The person and firm cues are at most 24 characters long and end where ``before`` ends: searching
-    # from there (\b still sees the character before) costs a fraction of a search over all 40.
+    # The person, firm and place cues (but "from … to") are at most 24 characters long and end where
+    # ``before`` ends: searching from there (\b still sees the character before) costs a fraction of a
+    # search over all 40.
     tail = max(0, len(before) - 24)
     if lead is not None or _PERSON_CUE.search(before, tail):
         kind = "person"
     elif _ORG_CUE.search(before, tail) and finding.kind == "person" and "-" in finding.value:
         kind = "organization"  # "works at Heath-Cervantes": a double-barrelled firm, not a person
-    elif _PLACE_CUE.search(before) and finding.kind != "organization":
+    elif finding.kind != "organization" and (_PLACE_CUE.search(before, tail) or _FROM_TO_CUE.search(before)):
         kind = "location"
     elif kind == "organization" and " " not in finding.value and not _ORG_CUE.search(before, tail):
         # One capitalised word the model calls a firm is, in prompts, far more often a product, a
