@@ -216,11 +216,19 @@ class FastNames:
         codes = np.array(list(map(local.__getitem__, tokens)), dtype=np.intp)
         capital = np.array([token.lstrip()[:1].isupper() for token in distinct], dtype=bool)
         at = np.flatnonzero(capital[codes])
+        if at.size:
+            # The capitalised tokens' rows first: those that are function words ("The", "If") need no
+            # rows for their neighbours.
+            first = np.unique(codes[at])
+            rows = b"".join([self._row(distinct[code]) for code in first.tolist()])
+            candidate = np.zeros(len(distinct), dtype=bool)
+            candidate[first] = np.frombuffer(rows, dtype=np.int32).reshape(-1, _ROW_WIDTH)[:, _CANDIDATE_AT] == 1
+            at = at[candidate[codes[at]]]
         if not at.size:
             return [], np.zeros((0, len(LABELS)), dtype=np.float32)
         before = np.concatenate(([empty, empty], codes[:-1]))  # before[i + 1]: the token before token i
         after = np.concatenate((codes[1:], [empty, empty]))  # after[i]: the token after token i
-        # Only the capitalised tokens and the two on each side are read: their rows (from the LRU) make
+        # Only the candidates and the two tokens on each side are read: their rows (from the LRU) make
         # the table, and the codes are renumbered into it.
         around = (codes[at], before[at + 1], before[at], after[at], after[at + 1], [empty, newline_code])
         needed = np.unique(np.concatenate(around))
@@ -231,7 +239,7 @@ class FastNames:
         word, p1, p2, n1, n2 = (renumber[part] for part in around[:5])
         empty, newline_code = renumber[empty], renumber[newline_code]
         # A capitalised word glued to the token before it (no whitespace between) is part of something else.
-        keep = (table[word, _CANDIDATE_AT] == 1) & ~((table[word, _SPACED_AT] == 0) & (table[p1, _GLUE_AT] == 1))
+        keep = ~((table[word, _SPACED_AT] == 0) & (table[p1, _GLUE_AT] == 1))
         if not keep.any():
             return [], np.zeros((0, len(LABELS)), dtype=np.float32)
         at, word, p1, p2, n1, n2 = at[keep], word[keep], p1[keep], p2[keep], n1[keep], n2[keep]
@@ -292,10 +300,11 @@ class FastNames:
             stem = word[: len(word) - cut]
             stem_lower = stem.lower()
             bits = self.gazetteer.get(stem_lower, 0)
+            shape = _shape(word)
             if not (stem_lower in _STOP and not bits & 0b11):
                 candidate = 1
-                own = self._own_ids(stem, stem_lower, bits)
-            shape, side_bits = _shape(word), self.gazetteer.get(lower, 0)
+                own = self._own_ids(stem, stem_lower, bits, shape if not cut else _shape(stem))
+            side_bits = bits if not cut else self.gazetteer.get(lower, 0)
             before = [vocab("p1=" + lower, unknown), vocab("p1s=" + shape, unknown), *self._bit_ids["pg="][side_bits]]
             after = [vocab("n1=" + lower, unknown), vocab("n1s=" + shape, unknown), *self._bit_ids["ng="][side_bits]]
         else:
@@ -308,7 +317,7 @@ class FastNames:
             candidate,
             cut,
             bits,
-            self._pairs.word(lower),
+            self._pairs.words.get(lower, -1),
             vocab("p2=" + lower, unknown),
             vocab("n2=" + lower, unknown),
             len(word),
@@ -320,8 +329,8 @@ class FastNames:
         after += [_PAD] * (_SIDE_WIDTH - len(after))
         return array("i", flags + own + before + after).tobytes()
 
-    def _own_ids(self, word: str, lower: str, bits: int) -> list[int]:
-        """The ids of ``_word_part(word, lower, bits)``, padded to ``_WORD_WIDTH``."""
+    def _own_ids(self, word: str, lower: str, bits: int, shape: str) -> list[int]:
+        """The ids of ``_word_part(word, lower, bits)`` (``shape``: ``_shape(word)``), padded to ``_WORD_WIDTH``."""
         vocab, unknown = self.vocabulary.get, self.unknown_row
         ids = [
             vocab("w=" + lower, unknown),
@@ -329,7 +338,7 @@ class FastNames:
             vocab("s3=" + lower[-3:], unknown),
             vocab("s2=" + lower[-2:], unknown),
             vocab("pre3=" + lower[:3], unknown),
-            vocab("shape=" + _shape(word), unknown),
+            vocab("shape=" + shape, unknown),
             self._length_ids[min(len(word), 12)],
             *self._bit_ids["g="][bits],
         ]
