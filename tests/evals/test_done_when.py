@@ -40,7 +40,10 @@ def test_traffic_to_dataset_to_two_models_with_a_repeated_judge(tmp_path: Path) 
         gateway = Gateway(parse_config(config), keep_record_config=True)
         gateway.server.start("/readyz", timeout=300)
         try:
-            for text in ("say: Paris", "say: blue", "say: Paris", "say: write to ann@example.org"):
+            # No lone names: the scrubber reads the prompt and the answer apart, and a lone "Paris" (a
+            # first name too) is a <PERSON> as an answer but not after "say:", so the echo's answer
+            # would no longer repeat its reference.
+            for text in ("say: green", "say: blue", "say: green", "say: write to ann@example.org"):
                 body = {"model": "second", "messages": [{"role": "user", "content": text}]}
                 assert httpx.post(gateway.base_url + "/chat/completions", json=body, timeout=60).status_code == 200
             assert gateway.app.state.gateway.record_log.writer.flush()
