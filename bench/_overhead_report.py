@@ -12,6 +12,7 @@ from _common import median
 TARGET_RPS = 3000.0
 TARGET_ADDED_P50_MS = 1.0
 REFERENCE_LITELLM = {"rps_at_8": 112.0, "p50_ms_at_1": 9.7}
+TARGET_VS_BARE_PCT = 75.0  # opsgate's req/s as a % of a bare Starlette + aiohttp proxy's (--bare)
 
 
 @dataclass
@@ -160,4 +161,45 @@ def report(targets: list[Target], connections: list[int]) -> tuple[str, dict[str
     )
     summary["checks"] = checks
     lines += [""] + [f"- {c}" for c in checks]
+    if any(t.name == "bare" for t in targets):
+        bare_lines, summary["vs_bare"] = vs_bare(targets, connections, rows)
+        lines += ["", *bare_lines]
     return "\n".join(lines), summary
+
+
+def vs_bare(
+    targets: list[Target], connections: list[int], rows: dict[tuple[str, int], WrkRun]
+) -> tuple[list[str], dict[str, Any]]:
+    """Each opsgate's req/s as a % of the bare proxy's: median over rounds, and round by round.
+
+    Each round runs the targets back to back, so a round's own ratio is the least touched by a busy
+    neighbour; both are shown.
+    """
+    bare = next(t for t in targets if t.name == "bare")
+    lines = [
+        f"| proxy | connections | req/s | bare req/s | % of bare (medians) | % of bare per round "
+        f"(target ≥ {TARGET_VS_BARE_PCT:g}%) |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    out: dict[str, Any] = {}
+    for t in targets:
+        if not t.name.startswith("opsgate"):
+            continue
+        per: dict[str, Any] = {}
+        for c in connections:
+            pct = rows[(t.name, c)].rps / rows[("bare", c)].rps * 100.0
+            mine = [r.rps for r in t.runs if r.connections == c]
+            base = [r.rps for r in bare.runs if r.connections == c]
+            rounds = [a / b * 100.0 for a, b in zip(mine, base, strict=True)]
+            per[str(c)] = {
+                "pct_of_bare": round(pct, 1),
+                "pct_of_bare_per_round": [round(x, 1) for x in rounds],
+                "median_of_round_pcts": round(median(rounds), 1),
+            }
+            lines.append(
+                f"| {t.name} | {c} | {fmt(rows[(t.name, c)].rps, 0)} | {fmt(rows[('bare', c)].rps, 0)} "
+                f"| {pct:.1f}% {'met' if pct >= TARGET_VS_BARE_PCT else 'NOT met'} "
+                f"| {' / '.join(f'{x:.1f}' for x in rounds)} |"
+            )
+        out[t.name] = per
+    return lines, out

@@ -1,4 +1,5 @@
-"""What the overhead benchmark measures: the nginx upstream, opsgate gateways (as shipped and variants), LiteLLM."""
+"""What the overhead benchmark measures: the nginx upstream, opsgate gateways (as shipped and variants), a bare
+Starlette + aiohttp proxy, LiteLLM."""
 
 from __future__ import annotations
 
@@ -218,6 +219,18 @@ def pin_writer_thread(gateway_pid: int, cpus: set[int], timeout: float = 15.0) -
                 continue
         time.sleep(0.1)
     raise SystemExit("no SCHED_IDLE record writer thread found in the gateway")
+
+
+@contextmanager
+def bare_proxy(tmp: Path, upstream: str, cpus: set[int] | None) -> Iterator[Target]:
+    """bench/_bare_proxy.py (Starlette + one aiohttp session, uvicorn as opsgate runs it) before ``upstream``."""
+    port = free_port()
+    log = tmp / "bare.log"
+    argv = [str(VENV_BIN / "python"), str(ROOT / "bench" / "_bare_proxy.py"), upstream, str(port)]
+    with child(argv, cpus=cpus, log=log) as proc:
+        base = f"http://127.0.0.1:{port}"
+        wait_http_ok(base + "/healthz", proc, 60, "bare", log)
+        yield Target("bare", base + "/v1/chat/completions", pid=proc.pid)
 
 
 @contextmanager

@@ -5,12 +5,15 @@ What it does, in one run:
      fixed chat.completion JSON; then ``opsgate serve`` (one worker, own temp working directory) with
      that nginx as its ``openai`` upstream twice: "opsgate" with the record settings as shipped (the
      durable request log on) and "opsgate-nostore" with ``record: {store: none}`` (``--no-nostore``
-     skips it); with ``--litellm``, also the LiteLLM proxy (one worker) on the same upstream;
+     skips it); with ``--bare``, also bench/_bare_proxy.py (a ~30-line Starlette + aiohttp proxy, uvicorn
+     run as opsgate runs it: the floor a Python proxy of this stack sets); with ``--litellm``, also the
+     LiteLLM proxy (one worker) on the same upstream;
   2. checks that each chain answers 200 with the expected body, so errors are never benchmarked;
   3. for each connection count (default 1, 8, 32): a warm-up, then a measured wrk run, direct and
      through each proxy, back to back; reports req/s, p50/p99 latency, non-2xx and socket errors,
      the proxy process's CPU use and the CPU other processes on the (shared) machine took meanwhile;
-  4. prints Markdown tables and writes bench/results/overhead.json;
+  4. prints Markdown tables (with ``--bare``: each opsgate's req/s as a % of the bare proxy's) and
+     writes bench/results/overhead.json;
   5. with ``--profile S``, samples opsgate with py-spy for S seconds under load and prints the top
      functions (own time), the split by thread and by package.
 
@@ -26,6 +29,7 @@ Run (needs ``apt-get install -y nginx wrk``; ``--profile`` needs ``pip install p
     .venv/bin/python bench/overhead.py
     .venv/bin/python bench/overhead.py --duration 10 --warmup 2 --connections 1 8 32 --litellm --profile 10
     .venv/bin/python bench/overhead.py --gc-probe              # same sweep, with GC pauses per run
+    .venv/bin/python bench/overhead.py --bare --auth --rounds 3  # opsgate as a % of a bare proxy
 """
 
 from __future__ import annotations
@@ -59,7 +63,15 @@ from _common import (
     write_json,
 )
 from _overhead_report import REFERENCE_LITELLM, Target, WrkRun, report
-from _overhead_targets import UPSTREAM_BODY, UPSTREAM_CONTENT, litellm_proxy, need, nginx_upstream, opsgate_gateway
+from _overhead_targets import (
+    UPSTREAM_BODY,
+    UPSTREAM_CONTENT,
+    bare_proxy,
+    litellm_proxy,
+    need,
+    nginx_upstream,
+    opsgate_gateway,
+)
 from _pyspy import summarise_raw
 
 REQUEST_BODY: dict[str, Any] = {
@@ -289,6 +301,11 @@ def profile_gateway(
     }
 
 
+def fmt_load(load: tuple[float, float, float]) -> str:
+    """A load average triple as '1.23 / 2.34 / 3.45'."""
+    return " / ".join(f"{x:.2f}" for x in load)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measured wrk run (default 10)")
@@ -303,6 +320,11 @@ def main() -> None:
         help="skip the second opsgate run with the durable request log off (record.store: none)",
     )
     parser.add_argument("--litellm", action="store_true", help="also measure the LiteLLM proxy (one worker)")
+    parser.add_argument(
+        "--bare",
+        action="store_true",
+        help="also measure bench/_bare_proxy.py (Starlette + aiohttp, no auth/log) and report opsgate as a %% of it",
+    )
     parser.add_argument(
         "--postgres",
         metavar="URL",
@@ -374,10 +396,11 @@ def main() -> None:
     parser.add_argument("--output", default="overhead.json", help="file name under bench/results/")
     args = parser.parse_args()
     info = machine()  # before the run: the commit and the date the numbers belong to
+    load_before = os.getloadavg()  # the machine is shared: what else ran, before and after
 
     wrk = need("wrk")
     proxy_cpus, load_cpus = plan_cpus(args.pin)
-    targets_count = 2 + args.nostore + args.litellm + bool(args.postgres) + args.writer_process
+    targets_count = 2 + args.nostore + args.bare + args.litellm + bool(args.postgres) + args.writer_process
     targets_count += args.baseline_src is not None
     total = args.rounds * len(args.connections) * targets_count * (args.duration + args.warmup)
     print(
@@ -406,6 +429,8 @@ def main() -> None:
         if gateway.api_key:  # every target gets the header; only the gateway with auth on checks it
             script.write_text(WRK_SCRIPT.format(body=json.dumps(REQUEST_BODY), auth=gateway.api_key))
         targets = [direct, gateway]
+        if args.bare:
+            targets.append(stack.enter_context(bare_proxy(tmp, upstream, proxy_cpus)))
         if args.nostore:
             nostore = opsgate_gateway(
                 tmp,
@@ -440,7 +465,7 @@ def main() -> None:
         check_answer(direct, exact=True)
         for t in targets[1:]:
             # opsgate relays the upstream's JSON unchanged; LiteLLM rebuilds it (content and usage must match)
-            check_answer(t, exact=t.name.startswith(("opsgate", "baseline")))
+            check_answer(t, exact=t.name.startswith(("opsgate", "baseline", "bare")))
         print("answers verified: 200 with the upstream's body through every chain", file=sys.stderr)
         own_pids = [os.getpid(), nginx_pid] + [t.pid for t in targets if t.pid]
         if args.wait_quiet > 0:
@@ -468,7 +493,9 @@ def main() -> None:
                 wrk, script, sampled, args.profile_connections, args.profile, load_cpus, tmp, args.profile_gil
             )
 
+    load_after = os.getloadavg()
     table, summary = report(targets, args.connections)
+    table += f"\n- load average (1/5/15 min) before: {fmt_load(load_before)}; after: {fmt_load(load_after)}"
     print(table)
     if profile:
         print(
@@ -500,7 +527,10 @@ def main() -> None:
             "load_cpus": sorted(load_cpus or []),
             "nginx": subprocess.run([need("nginx"), "-v"], capture_output=True, text=True).stderr.strip(),
             "auth": args.auth,
+            "bare": args.bare,
             "writer_cpus": args.writer_cpus,
+            "loadavg_before": [round(x, 2) for x in load_before],
+            "loadavg_after": [round(x, 2) for x in load_after],
             "command": " ".join([".venv/bin/python", "bench/overhead.py", *sys.argv[1:]]),
         },
         "request_body": REQUEST_BODY,
