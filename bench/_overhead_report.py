@@ -49,6 +49,7 @@ class Target:
     pid: int | None = None  # the proxy process whose CPU use is reported (None: direct)
     gc_probe: Path | None = None  # where bench/_gc_probe.py writes GC totals on SIGUSR1
     api_key: str | None = None  # the key wrk sends, when this target has auth on
+    admin_key: str | None = None  # with auth on: the key /readyz shows the journal backlog to
     runs: list[WrkRun] = field(default_factory=list)
 
 

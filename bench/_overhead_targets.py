@@ -136,6 +136,7 @@ def opsgate_gateway(
     auth is on and a service key is created in the gateway's store before it starts (``Target.api_key``).
     """
     port = free_port()
+    admin_key = uuid.uuid4().hex
     home = tmp / name
     home.mkdir()
     config = home / "opsgate.yaml"
@@ -149,7 +150,7 @@ def opsgate_gateway(
         "        model: fake-model\n"
         "        api_key: sk-test\n"
         + _record_yaml(record_store, store_url, writer)
-        + (f"auth: {{enabled: true, admin_key: '{uuid.uuid4().hex}'}}\n" if auth else "")
+        + (f"auth: {{enabled: true, admin_key: '{admin_key}'}}\n" if auth else "")
     )
     api_key = create_key(config, home) if auth else None
     log = home / "opsgate.log"
@@ -177,7 +178,14 @@ def opsgate_gateway(
             pin_writer_thread(proc.pid, writer_thread_cpus)
         if gc_freeze > 0:
             time.sleep(gc_freeze + 0.5)  # let the probe freeze the start-up heap first
-        yield Target(name, base + "/v1/chat/completions", pid=proc.pid, gc_probe=probe_out, api_key=api_key)
+        yield Target(
+            name,
+            base + "/v1/chat/completions",
+            pid=proc.pid,
+            gc_probe=probe_out,
+            api_key=api_key,
+            admin_key=admin_key if auth else None,
+        )
 
 
 def _record_yaml(record_store: bool, store_url: str | None, writer: str | None) -> str:

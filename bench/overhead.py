@@ -198,7 +198,9 @@ def wait_for_journal(target: Target, timeout: float = 120.0) -> tuple[int | None
     backlog: int | None = None
     while time.monotonic() - started < timeout:
         try:
-            body = httpx.get(readyz, timeout=5).json()
+            # with auth on, /readyz shows the record's state only to an operator (public: ready or not)
+            headers = {"Authorization": f"Bearer {target.admin_key}"} if target.admin_key else {}
+            body = httpx.get(readyz, headers=headers, timeout=5).json()
         except ValueError:
             return None, None  # not an opsgate (the direct upstream, LiteLLM)
         record = body.get("record") if isinstance(body, dict) else None
