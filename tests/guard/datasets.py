@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import ast
-import importlib.metadata
 import json
 import math
-import re
-import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
+
+# The benign prose sets: one copy, shared with the fast name recogniser's training (which must skip
+# exactly the paragraphs the benchmark counts names in).
+from opsgate.guard.training.ner_corpus import package_paragraphs as package_paragraphs
+from opsgate.guard.training.ner_corpus import stdlib_paragraphs as stdlib_paragraphs
 
 DATA = Path(__file__).parent.parent / "data" / "guard"
 
@@ -49,37 +50,3 @@ class Rate:
     def __str__(self) -> str:
         low, high = wilson(self.hits, self.total)
         return f"{self.value:.1%} ({self.hits}/{self.total}, 95% CI {low:.1%}-{high:.1%})"
-
-
-def stdlib_paragraphs() -> list[str]:
-    """Paragraphs of every docstring in the standard library's top-level modules (benign text, ~6,000)."""
-    paragraphs = []
-    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py")):
-        try:
-            tree = ast.parse(path.read_text(errors="ignore"))
-        except SyntaxError:
-            continue
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Module | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-                paragraphs += _paragraphs(ast.get_docstring(node) or "")
-    return paragraphs
-
-
-def package_paragraphs() -> list[str]:
-    """Paragraphs of the long descriptions of the installed packages (READMEs: install steps, "ignore", "system" …)."""
-    paragraphs = []
-    for dist in importlib.metadata.distributions():
-        text = dist.read_text("METADATA") or ""
-        paragraphs += [p for p in _paragraphs(text.partition("\n\n")[2]) if len(p) <= 2000]
-    return paragraphs
-
-
-def _paragraphs(text: str) -> list[str]:
-    out = []
-    for block in re.split(r"\n\s*\n", text):
-        if block.startswith(("```", "    ", "|", ">>>")):
-            continue  # code and tables
-        paragraph = " ".join(block.split())
-        if len(paragraph) >= 40:
-            out.append(paragraph)
-    return out

@@ -1,9 +1,9 @@
 """Prose with (almost) no personal data, for the fast name recogniser's negatives and its "common word" bit.
 
 Docstrings of the standard library's top-level modules and the long descriptions (READMEs) of the
-installed packages, cut into paragraphs the way ``tests/guard/datasets.py`` cuts them. The first
-``BENCH_PARAGRAPHS`` standard-library paragraphs are left out: ``bench/pii.py`` counts the names
-found in exactly those, so they are never trained on.
+installed packages, cut into paragraphs (``tests/guard/datasets.py`` and the benchmarks read them from
+here too). The first ``BENCH_PARAGRAPHS`` standard-library paragraphs are left out of training:
+``bench/pii.py`` counts the names found in exactly those.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def _paragraphs(text: str) -> list[str]:
 
 
 def stdlib_paragraphs() -> list[str]:
-    """Docstring paragraphs of the standard library, in the order ``tests/guard/datasets.py`` lists them."""
+    """Docstring paragraphs of the standard library's top-level modules, in file order (~6,000)."""
     paragraphs: list[str] = []
     for path in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py")):
         try:
