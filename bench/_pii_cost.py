@@ -30,7 +30,7 @@ from opsgate.guard.pii import PiiScanner  # noqa: E402
 
 
 def fill(parts: list[str], size: int) -> str:
-    """``parts`` joined by spaces, repeated until ``size`` characters, cut there (as ``bench/pii.py``)."""
+    """``parts`` joined by spaces, repeated until ``size`` characters, cut there (``bench/pii.py`` uses it too)."""
     out: list[str] = []
     total = 0
     while total < size:

@@ -49,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 from tests.guard.datasets import pii_rows, stdlib_paragraphs  # noqa: E402
 from tests.guard.pii_scoring import MARKED, NAMED, STRUCTURED, faker_rows, group, rate, score  # noqa: E402
 
+from _pii_cost import fill  # noqa: E402  (bench/ is the script's directory)
 from opsgate.domain.guard_config import PII_ENTITIES, PiiScannerConfig  # noqa: E402
 from opsgate.guard import pii as pii_module  # noqa: E402
 from opsgate.guard.base import ScanContext, Vault  # noqa: E402
@@ -59,18 +60,6 @@ from opsgate.guard.pii_ner import NER_KINDS, NameRecognizer  # noqa: E402
 
 def _rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _fill(parts: list[str], size: int) -> str:
-    out: list[str] = []
-    total = 0
-    while total < size:
-        for part in parts:
-            out.append(part)
-            total += len(part) + 1
-            if total >= size:
-                break
-    return " ".join(out)[:size]
 
 
 SPLITS = ("dev", "holdout", "blind")
@@ -214,10 +203,10 @@ def main() -> None:
 
     pii_text = [str(row["text"]) for row in faker_rows("dev")]
     cases = {
-        "pii_1kb": _fill(pii_text, 1024),
-        "pii_32kb": _fill(pii_text, 32 * 1024),
-        "prose_1kb": _fill(paragraphs, 1024),
-        "prose_32kb": _fill(paragraphs, 32 * 1024),
+        "pii_1kb": fill(pii_text, 1024),
+        "pii_32kb": fill(pii_text, 32 * 1024),
+        "prose_1kb": fill(paragraphs, 1024),
+        "prose_32kb": fill(paragraphs, 32 * 1024),
     }
     speed: dict[str, Any] = {}
     for name, text in cases.items():
