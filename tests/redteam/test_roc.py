@@ -52,3 +52,15 @@ def test_roc_without_a_corpus_is_a_usage_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(redteam, ["roc", "--corpus", str(missing)])
     assert result.exit_code == 2
     assert CORPUS.exists()
+
+
+def test_roc_of_a_corpus_its_report_does_not_match_is_a_usage_error(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text(CORPUS.read_text().splitlines()[0] + "\n")
+    (tmp_path / "loso.json").write_text(CORPUS.with_name("loso.json").read_text())
+    result = CliRunner().invoke(redteam, ["roc", "--corpus", str(corpus)])
+    assert result.exit_code == 2
+    assert "cannot read the corpus or its report" in result.output
+    (tmp_path / "loso.json").write_text("not json")
+    result = CliRunner().invoke(redteam, ["roc", "--corpus", str(corpus)])
+    assert result.exit_code == 2, result.output

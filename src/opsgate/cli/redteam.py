@@ -16,6 +16,7 @@ import click
 import httpx
 import orjson
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -269,7 +270,11 @@ def roc(corpus: str | None, split: str, as_json: bool, output: str | None) -> No
     if split == "loso" and not report.exists():
         console.print(f"[red]no leave-one-source-out report at {report}[/red]: run opsgate.guard.training.train")
         raise SystemExit(EXIT_USAGE)
-    result = loso_roc(path, report) if split == "loso" else detector_roc(path, split)
+    try:
+        result = loso_roc(path, report) if split == "loso" else detector_roc(path, split)
+    except (ValueError, KeyError, TypeError) as error:  # a corpus or report that is not ours (JSON errors too)
+        console.print(f"[red]cannot read the corpus or its report:[/red] {escape(str(error))}")
+        raise SystemExit(EXIT_USAGE) from None
     data = orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n"
     json_out = json_destination(as_json, output)
     if json_out == "-":
