@@ -2,6 +2,7 @@
 
     .venv/bin/python -m opsgate.guard.training.loso                 # ~5-10 min: data/guard/injection/loso.json
     .venv/bin/python -m opsgate.guard.training.loso --blind DIR     # new wheels' rows, scored by the shipped model
+    .venv/bin/python -m opsgate.guard.training.loso --blind DIR --round 3   # the third round's wheels
 
 A *group* is one independent author: each outside package is its own group; everything written here
 (the ``tmpl-*`` families and the team's earlier sets) is one group, ``opsgate-written``; the two
@@ -28,7 +29,7 @@ from typing import Any
 from rich.progress import track
 
 from opsgate.guard.injection_model import Calibration, InjectionModel, shipped_model, tokens, window_features
-from opsgate.guard.training import sources_extra
+from opsgate.guard.training import sources_extra, sources_round3
 from opsgate.guard.training.corpus import CORPUS
 from opsgate.guard.training.evaluate import rate, roc, score_rows
 from opsgate.guard.training.train import MAX_FEATURES, Row, _is_document, load, operating_logit, platt, train_rows
@@ -146,9 +147,11 @@ def evaluate(
     }
 
 
-def blind(directory: Path) -> dict[str, Any]:
-    """The new packages' rows scored by the model shipped *before* they were added (rules, model, scanner)."""
-    rows: list[Row] = [dict(r) for r in sources_extra.rows(directory)]
+def blind(directory: Path, round_: int = 2) -> dict[str, Any]:
+    """The new packages' rows scored by the model shipped *before* they were added (rules, model, scanner);
+    ``round_`` picks the readers (2: ``sources_extra``, 3: ``sources_round3``)."""
+    reader = sources_round3.rows if round_ == 3 else sources_extra.rows
+    rows: list[Row] = [dict(r) for r in reader(directory)]
     score_rows(rows, shipped_model())
     hits = {d: [r[d] >= 0.5 for r in rows] for d in ("combined", "model", "rules")}
     out: dict[str, Any] = {"pooled": {d: _rates(rows, h) for d, h in hits.items()}, "by_source": {}}
@@ -178,9 +181,10 @@ def main() -> None:
     parser.add_argument("--max-features", type=int, default=MAX_FEATURES)
     parser.add_argument("--no-scanner", action="store_true", help="the model alone (faster)")
     parser.add_argument("--blind", type=Path, help="score the new packages' rows (wheels in this directory)")
+    parser.add_argument("--round", type=int, default=2, choices=(2, 3), help="which round's readers --blind uses")
     args = parser.parse_args()
     if args.blind:
-        result = blind(args.blind)
+        result = blind(args.blind, args.round)
     else:
         result = evaluate(
             load(args.corpus), args.l2, args.balance, args.max_fpr, not args.no_scanner, args.max_features
