@@ -343,9 +343,10 @@ def main() -> None:
     parser.add_argument("--profile-connections", type=int, default=32)
     parser.add_argument(
         "--profile-target",
-        choices=["opsgate", "opsgate-nostore"],
-        default="opsgate",
-        help="which opsgate run to sample (default: opsgate, the shipped config)",
+        nargs="+",
+        choices=["opsgate", "opsgate-nostore", "baseline-nostore", "bare"],
+        default=["opsgate"],
+        help="which runs to sample, one after the other (default: opsgate, the shipped config)",
     )
     parser.add_argument("--profile-gil", action="store_true", help="py-spy --gil: sample only the GIL holder")
     parser.add_argument(
@@ -486,20 +487,22 @@ def main() -> None:
                         file=sys.stderr,
                     )
 
-        profile = None
-        if args.profile > 0:
-            sampled = next((t for t in targets if t.name == args.profile_target), None)
+        profiles: list[dict[str, Any]] = []
+        for name in args.profile_target if args.profile > 0 else []:
+            sampled = next((t for t in targets if t.name == name), None)
             if sampled is None:
-                raise SystemExit(f"--profile-target {args.profile_target} was not run (see --no-nostore)")
-            profile = profile_gateway(
-                wrk, script, sampled, args.profile_connections, args.profile, load_cpus, tmp, args.profile_gil
+                raise SystemExit(f"--profile-target {name} was not run (see --no-nostore, --baseline-src, --bare)")
+            profiles.append(
+                profile_gateway(
+                    wrk, script, sampled, args.profile_connections, args.profile, load_cpus, tmp, args.profile_gil
+                )
             )
 
     load_after = os.getloadavg()
     table, summary = report(targets, args.connections)
     table += f"\n- load average (1/5/15 min) before: {fmt_load(load_before)}; after: {fmt_load(load_after)}"
     print(table)
-    if profile:
+    for profile in profiles:
         print(
             f"\npy-spy{' --gil' if profile['gil_only'] else ''} on {profile['target']} at "
             f"{profile['connections']} connections ({profile['samples']} samples, "
@@ -539,7 +542,7 @@ def main() -> None:
         "runs": [asdict(r) for t in targets for r in t.runs],
         "summary": summary,
         "reference_litellm_reported": REFERENCE_LITELLM,
-        "profile": profile,
+        "profile": profiles[0] if len(profiles) == 1 else (profiles or None),
         "markdown": table,
     }
     print(f"\nwrote {write_json(args.output, result)}", file=sys.stderr)

@@ -10,8 +10,7 @@ from __future__ import annotations
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,32 +42,45 @@ READING = Phase("did not finish in time", "broke off the response")
 STREAMING = Phase("stream stalled", "stream broke")
 
 
-@contextmanager
-def map_exceptions(label: str, phase: Phase, started: float | None = None) -> Iterator[None]:
+class map_exceptions:  # lower case: used like the function it replaced, ``with map_exceptions(...)``
     """The one translation of aiohttp's (and the socket's) errors into the gateway's.
 
     TLS failures, refused connections, timeouts (``started``: how long a stream waited) and any other
     client or socket error become ``UpstreamError``/``UpstreamTimeoutError``: a 502/504 the router may
-    fall back from and the breaker counts, never an unexpected 500.
+    fall back from and the breaker counts, never an unexpected 500. A class, not a generator context
+    manager: it wraps every upstream call, twice per request.
     """
-    try:
-        yield
-    except TimeoutError:
-        waited = f" after {time.perf_counter() - started:.1f}s" if started is not None else ""
-        raise UpstreamTimeoutError(f"Upstream {label} {phase.timed_out}{waited}") from None
-    except aiohttp.ClientSSLError as error:  # before ClientConnectorError, its base class
-        reason = getattr(error, "certificate_error", None) or error.os_error
-        raise UpstreamError(
-            f"TLS with upstream {label} failed: {reason}. If it uses a private CA, set verify_tls "
-            "to the CA bundle's path.",
-            code="upstream_tls_error",
-        ) from None
-    except aiohttp.ClientConnectorError as error:
-        raise UpstreamError(
-            f"Cannot connect to upstream {label}: {error.os_error}", code="upstream_unreachable"
-        ) from None
-    except (aiohttp.ClientError, OSError) as error:  # a reset socket may surface as a bare OSError
-        raise UpstreamError(f"Upstream {label} {phase.broke}: {type(error).__name__}") from None
+
+    __slots__ = ("label", "phase", "started")
+
+    def __init__(self, label: str, phase: Phase, started: float | None = None) -> None:
+        self.label = label
+        self.phase = phase
+        self.started = started
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, _tb: object) -> None:
+        if kind is None:
+            return
+        label, phase = self.label, self.phase
+        if issubclass(kind, TimeoutError):
+            waited = f" after {time.perf_counter() - self.started:.1f}s" if self.started is not None else ""
+            raise UpstreamTimeoutError(f"Upstream {label} {phase.timed_out}{waited}") from None
+        if isinstance(error, aiohttp.ClientSSLError):  # before ClientConnectorError, its base class
+            reason = getattr(error, "certificate_error", None) or error.os_error
+            raise UpstreamError(
+                f"TLS with upstream {label} failed: {reason}. If it uses a private CA, set verify_tls "
+                "to the CA bundle's path.",
+                code="upstream_tls_error",
+            ) from None
+        if isinstance(error, aiohttp.ClientConnectorError):
+            raise UpstreamError(
+                f"Cannot connect to upstream {label}: {error.os_error}", code="upstream_unreachable"
+            ) from None
+        if isinstance(error, (aiohttp.ClientError, OSError)):  # a reset socket may surface as a bare OSError
+            raise UpstreamError(f"Upstream {label} {phase.broke}: {type(error).__name__}") from None
 
 
 def tls_option(deployment: UpstreamDeployment) -> ssl.SSLContext | bool:

@@ -36,9 +36,13 @@ class WorkQueue:
         """Feed a job's duration into the estimate behind ``Retry-After``."""
         self._avg_job_seconds = 0.8 * self._avg_job_seconds + 0.2 * seconds
 
+    def has_free_slot(self) -> bool:
+        """Whether ``acquire`` would take a slot at once (free, nobody ahead) without suspending."""
+        return not self._semaphore.locked() and not self.waiting
+
     async def acquire(self) -> None:
         """Wait in line for a slot; raise OverloadedError when the line is full or the wait too long."""
-        if not self._semaphore.locked() and not self.waiting:
+        if self.has_free_slot():
             await self._semaphore.acquire()  # free and nobody ahead: no suspension, no race
             self.running += 1
             return

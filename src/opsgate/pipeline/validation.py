@@ -6,6 +6,8 @@ Every client mistake becomes a 4xx in the OpenAI error shape with ``param`` nami
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from itertools import chain
 
 from pydantic import BaseModel, ValidationError
 
@@ -70,7 +72,64 @@ def check_values(value: object, path: str = "", depth: int = 0) -> None:
     """Raise a 400 naming the field if ``value`` holds a number JSON cannot carry or nests too deep.
 
     Walks parsed bodies (pydantic models, their extra fields, dicts and lists) anywhere they nest.
+    Every request pays for the walk, so it first runs without building field paths; only a body
+    that fails is walked again to name the field.
     """
+    if _bad(value, depth):
+        _explain(value, path, depth)
+
+
+_SCALARS = (str, bool, type(None))
+
+
+def _bad(value: object, depth: int) -> bool:
+    """Whether ``_explain`` would raise for ``value`` at ``depth`` (the same rules, no paths)."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return False
+    if kind is int:
+        return not INT_MIN <= value <= INT_MAX  # type: ignore[operator]
+    if kind is float:
+        return not math.isfinite(value)  # type: ignore[arg-type]
+    if kind is not dict and kind is not list and not isinstance(value, BaseModel):
+        return _bad_other(value, depth)  # subclasses of the scalars, and anything else
+    if depth >= MAX_DEPTH:
+        return True
+    items: Iterable[object]
+    if kind is list:
+        items = value  # type: ignore[assignment]
+    elif kind is dict:
+        items = value.values()  # type: ignore[attr-defined]
+    else:
+        extra = value.model_extra  # type: ignore[attr-defined]
+        items = chain(value.__dict__.values(), extra.values()) if extra else value.__dict__.values()
+    for item in items:
+        if item is None or type(item) is str or type(item) is bool:  # most fields: no call at all
+            continue
+        if _bad(item, depth + 1):
+            return True
+    return False
+
+
+def _bad_other(value: object, depth: int) -> bool:
+    # isinstance rules, exactly as _explain applies them (str/int/float subclasses, dict subclasses)
+    if isinstance(value, (str, bool)):
+        return False
+    if isinstance(value, int):
+        return not INT_MIN <= value <= INT_MAX
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if depth >= MAX_DEPTH:
+        return True
+    if isinstance(value, dict):
+        return any(_bad(item, depth + 1) for item in value.values())
+    if isinstance(value, list):
+        return any(_bad(item, depth + 1) for item in value)
+    return False
+
+
+def _explain(value: object, path: str = "", depth: int = 0) -> None:
+    """The walk with field paths: raises the 400 for the first bad value."""
     if value is None or isinstance(value, (str, bool)):
         return
     if isinstance(value, int):
@@ -97,15 +156,15 @@ def check_values(value: object, path: str = "", depth: int = 0) -> None:
         )
     if isinstance(value, BaseModel):
         for key, item in value.__dict__.items():
-            check_values(item, _join(path, key), depth + 1)
+            _explain(item, _join(path, key), depth + 1)
         for key, item in (value.model_extra or {}).items():
-            check_values(item, _join(path, key), depth + 1)
+            _explain(item, _join(path, key), depth + 1)
     elif isinstance(value, dict):
         for key, item in value.items():
-            check_values(item, _join(path, str(key)), depth + 1)
+            _explain(item, _join(path, str(key)), depth + 1)
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            check_values(item, _join(path, index), depth + 1)
+            _explain(item, _join(path, index), depth + 1)
 
 
 class ValidationStage(PassStage):
