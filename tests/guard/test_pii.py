@@ -201,13 +201,15 @@ def test_dates_of_birth_and_ages_only_when_marked(text: str, found: list[tuple[s
 )
 def test_adversarial_inputs_scan_in_linear_time(text: str) -> None:
     """32 KB of repetition: the patterns' cost must grow with the length, not faster."""
-    short = text[: len(text) // 8]
-    started = time.perf_counter()
-    DETECTOR.find(short)
-    short_s = time.perf_counter() - started
-    started = time.perf_counter()
-    DETECTOR.find(text)
-    long_s = time.perf_counter() - started
+
+    def cost(sample: str) -> float:
+        started = time.perf_counter()
+        DETECTOR.find(sample)
+        return time.perf_counter() - started
+
+    # The best of three: one run can lose its core to another process on a loaded machine.
+    short_s = min(cost(text[: len(text) // 8]) for _ in range(3))
+    long_s = min(cost(text) for _ in range(3))
     # 8x the text: linear is ~8x; allow noise on a loaded machine, but not a quadratic 64x.
     assert long_s < max(24 * short_s, 0.05), (short_s, long_s)
     assert long_s < 2.0

@@ -58,9 +58,8 @@ _PATTERN = re.compile(
     r"|(?P<phone>(?<![\w+])(?:\+\s?\d{1,3}[\s.-]?)?(?:\(\d{1,5}\)[\s.-]?)?\d{1,4}(?:[\s.-]?\d{2,4}){1,5}"
     r"(?:\s{0,2}(?:ext\.?|extension|x|\#)\s{0,2}\d{1,6})?(?!\w))"
 )
-# Where an identifier can be: digits, '@' or ':' — the full pattern runs only in windows around them,
-# because scanning every position of a long prose text with it costs ~0.4 ms per KB.
-_ANCHOR = re.compile(r"[\d:]+|@")
+# Where an identifier can be: digits, '@' or ':' — the full pattern runs only in windows around them
+# (``_windows``), because scanning every position of a long prose text with it costs ~0.4 ms per KB.
 _MERGE_GAP = 8
 _VERSION_CONTEXT = re.compile(r"(?:version|release|build|\bv)\s*$", re.I)
 _SSN_CONTEXT = re.compile(r"(ssn|social security|social-security|tax id|taxpayer)", re.I)
@@ -292,22 +291,32 @@ def _matches(text: str, low: int, high: int) -> Iterator[re.Match[str]]:
             resume = found.end()
 
 
+# Runs of anchor characters no more than 2 * _MERGE_GAP apart: their windows overlap or touch, so one match
+# is one merged window (a dense text has thousands of digit runs: one Python step per cluster, not per run).
+_CLUSTER = re.compile(rf"[\d:]+(?:[^\d:]{{1,{2 * _MERGE_GAP}}}[\d:]+)*")
+_AT = re.compile("@")
+
+
 def _windows(text: str) -> list[tuple[int, int]]:
-    """Merged spans of ``text`` around the characters an identifier must contain."""
-    spans: list[tuple[int, int]] = []
-    for anchor in _ANCHOR.finditer(text):
-        if anchor.group() == "@":
-            low, high = anchor.start() - 64, anchor.end() + 128  # an email's local part and domain
+    """Merged spans of ``text`` around the characters an identifier must contain.
+
+    The union of ``_MERGE_GAP`` around each run of digits or ':' and of an email's reach around each '@'
+    (64 before: an '@' window reaches back past the windows of digits in the same address, "bob88@x.org",
+    or the pattern would start inside the address and miss it), spans that overlap or touch merged.
+    """
+    spans = [(max(0, m.start() - _MERGE_GAP), m.end() + _MERGE_GAP) for m in _CLUSTER.finditer(text)]
+    if "@" in text:
+        spans += [(max(0, m.start() - 64), m.end() + 128) for m in _AT.finditer(text)]
+        spans.sort()
+    merged: list[tuple[int, int]] = []
+    for low, high in spans:
+        if merged and low <= merged[-1][1]:
+            if high > merged[-1][1]:
+                merged[-1] = (merged[-1][0], high)
         else:
-            low, high = anchor.start() - _MERGE_GAP, anchor.end() + _MERGE_GAP
-        low = max(0, low)
-        # An '@' window reaches back past the windows of digits in the same address ("bob88@x.org"):
-        # fold those in, or the pattern would start inside the address and miss it.
-        while spans and low <= spans[-1][1]:
-            previous_low, previous_high = spans.pop()
-            low, high = min(low, previous_low), max(high, previous_high)
-        spans.append((low, high))
-    return [(low, min(high, len(text))) for low, high in spans]
+            merged.append((low, high))
+    size = len(text)
+    return [(low, min(high, size)) for low, high in merged]
 
 
 def replace_findings(text: str, findings: list[Finding], label: Callable[[Finding], str]) -> str:

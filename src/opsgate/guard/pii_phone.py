@@ -14,6 +14,7 @@ the format or the word. Extensions (``ext. 123``, ``x123``, ``#123``) belong to 
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 
@@ -66,41 +67,63 @@ class PhoneRules:
 
     def is_phone(self, value: str, before: str = "", around: str = "") -> bool:
         """Whether ``value`` is a phone number, given the text ``before`` it and a window ``around`` it."""
-        main = _EXTENSION.sub("", value)
-        digits = re.sub(r"\D", "", main)
-        if not 7 <= len(digits) <= 15:
+        # Every extension form holds an 'x' or a '#' ("ext", "extension", "x", "#"; re.I folds no other
+        # character to them): without one there is nothing to cut.
+        main = _EXTENSION.sub("", value) if "x" in value or "X" in value or "#" in value else value
+        if not 7 <= len(_NON_DIGIT.sub("", main)) <= 15:
             return False
         stripped = main.lstrip("(")
         if stripped.startswith("+") or (stripped.startswith("00") and not stripped.startswith("000")):
             international = "+" + stripped.lstrip("+")[2:] if stripped.startswith("00") else stripped
-            return self._possible(international, None)
-        if len(digits) > 12:
+            return _possible(international, None)
+        if len(_NON_DIGIT.sub("", main)) > 12:
             return False  # national numbers stop at 12 digits; a longer run is a card or an account
-        worded = bool(PHONE_CONTEXT.search(before))
-        separated = bool(re.search(r"\d[\s.()/-]+\d", main))
-        if _NANP.fullmatch(main) and self._possible(main, "US"):
+        if _NANP.fullmatch(main) and _possible(main, "US"):
             return True
+        # The context is read only where a rule below needs it: most candidates are settled above.
+        worded = PHONE_CONTEXT.search(before) is not None
+        separated = main.startswith(("0", "(")) and _SEPARATED.search(main) is not None
+        bare = not separated and _BARE_TRUNK.fullmatch(main) is not None
+        if not (worded or separated or bare):
+            return False
         regions = [*self.regions_near(around), *self.regions]
-        if worded and any(self._possible(main, r) for r in regions):
+        if worded and any(_possible(main, r) for r in regions):
             return True
-        if separated and main.startswith(("0", "(")):
-            return any(self._valid(main, r) for r in dict.fromkeys([*regions, *_FALLBACK_REGIONS]))
+        if separated:
+            return any(_valid(main, r) for r in dict.fromkeys([*regions, *_FALLBACK_REGIONS]))
         # Bare digits with a trunk 0 ("0361717565"): a phone word somewhere near, and valid somewhere.
-        if re.fullmatch(r"0[1-9]\d{7,10}", main) and PHONE_CONTEXT.search(around):
-            return any(self._valid(main, r) for r in dict.fromkeys([*regions, *_FALLBACK_REGIONS]))
+        if bare and PHONE_CONTEXT.search(around):
+            return any(_valid(main, r) for r in dict.fromkeys([*regions, *_FALLBACK_REGIONS]))
         return False
 
-    @staticmethod
-    def _parse(value: str, region: str | None) -> phonenumbers.PhoneNumber | None:
-        try:
-            return phonenumbers.parse(value, region)
-        except phonenumbers.NumberParseException:
-            return None
 
-    def _possible(self, value: str, region: str | None) -> bool:
-        number = self._parse(value, region)
-        return number is not None and phonenumbers.is_possible_number(number)
+_NON_DIGIT = re.compile(r"\D")
+_SEPARATED = re.compile(r"\d[\s.()/-]+\d")
+_BARE_TRUNK = re.compile(r"0[1-9]\d{7,10}")
 
-    def _valid(self, value: str, region: str) -> bool:
-        number = self._parse(value, region)
-        return number is not None and phonenumbers.is_valid_number(number)
+
+def _parse(value: str, region: str | None) -> phonenumbers.PhoneNumber | None:
+    try:
+        return phonenumbers.parse(value, region)
+    except phonenumbers.NumberParseException:
+        return None
+
+
+# ``phonenumbers`` reads a candidate in ~40 us: the answers for the most recent (candidate, region) pairs
+# are kept, bounded, so a chat's history (re-sent with every turn) is not read again. Thread-safe.
+@functools.lru_cache(maxsize=8192)
+def _possible(value: str, region: str | None) -> bool:
+    number = _parse(value, region)
+    return number is not None and phonenumbers.is_possible_number(number)
+
+
+@functools.lru_cache(maxsize=8192)
+def _valid(value: str, region: str) -> bool:
+    number = _parse(value, region)
+    return number is not None and phonenumbers.is_valid_number(number)
+
+
+def clear_cache() -> None:
+    """Forget the remembered answers (benchmarks of text never seen)."""
+    _possible.cache_clear()
+    _valid.cache_clear()
