@@ -8,6 +8,10 @@ reproducible; data and provenance in ``data/guard/injection/``). Why not a head 
 sentence embeddings the gateway already loads: one 256-token forward pass of it costs ~40 ms of CPU
 here, so a 32 KB prompt (~30 windows) would take seconds; this model scores 32 KB in milliseconds
 and, with character trigrams, reads the other languages and the disguised spellings too.
+
+``normalise``, ``tokens``, ``token_features`` and ``window_features`` define the features (training
+uses them); ``InjectionModel.window_logits`` computes the same logits with numpy, and
+``bench/injection_parity.py`` holds the two equal.
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ import math
 import re
 import unicodedata
 from dataclasses import dataclass
-from functools import cache, lru_cache
-from itertools import pairwise
+from functools import cache
+from itertools import chain, count
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -29,22 +34,34 @@ MODEL_PATH = Path(__file__).parent / "data" / "injection_model.npz"
 WINDOW = 48  # tokens per window
 STRIDE = 24  # windows overlap by half, so an instruction is whole in at least one of them
 _TOKEN = re.compile(r"\w+|[^\w\s]")  # a run of word characters or one symbol (linear: no nesting)
-_HASH_MASK = (1 << 46) - 1  # unknown features' keys: -1 - (hash & mask), so key + _KEY_OFFSET fits 48 bits
-_KEY_OFFSET = 1 << 47
 _MAX_GRAM_CHARS = 64  # character trigrams from at most this much of one token (CJK runs are long)
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 # Zero-width and format characters, and the Unicode tag block (U+E0000-E007F: "ASCII smuggling",
 # decoded separately by ``injection_decoders``).
 _INVISIBLE = dict.fromkeys(
     [*map(ord, "\u200b\u200c\u200d\u200e\u200f\u2060\u2061\u2062\u2063\ufeff\u00ad"), *range(0xE0000, 0xE0080)], None
 )
+_HAS_INVISIBLE = re.compile("[\u00ad\u200b-\u200f\u2060-\u2063\ufeff\U000e0000-\U000e007f]")  # ranges: a fast class
 
 
 def normalise(text: str) -> str:
     """Lower case, invisible characters dropped, accents removed (``contraseña`` → ``contrasena``)."""
-    text = text.translate(_INVISIBLE).lower().replace("\u0131", "i")  # Turkish dotless i
+    if text.isascii():
+        return text.lower()
+    # ``translate`` with a dict costs a lookup per character on non-ASCII text: only when needed.
+    if _HAS_INVISIBLE.search(text):
+        text = text.translate(_INVISIBLE)
+    text = text.lower().replace("\u0131", "i")  # Turkish dotless i
     if text.isascii():
         return text
-    decomposed = unicodedata.normalize("NFKD", text)
+    # Only the runs of non-ASCII characters: NFKD decomposes character by character and reorders
+    # only combining marks (never across an ASCII character), so run by run is the whole text's
+    # NFKD, and mostly-English text costs a regex pass instead of a Python loop per character.
+    return _NON_ASCII.sub(_strip_accents, text)
+
+
+def _strip_accents(run: re.Match[str]) -> str:
+    decomposed = unicodedata.normalize("NFKD", run.group(0))
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 
 
@@ -76,6 +93,124 @@ def window_features(toks: list[str]) -> list[set[str]]:
     return out
 
 
+# The fast path's pieces. Tokens: cut with numpy (``_token_ids``); their features' integer keys
+# cached across texts (``_Keys``); a window's distinct features found by sorting integer codes.
+_TOKEN_CACHE = 100_000  # distinct tokens whose keys are kept (bounded: tokens come from clients)
+_UNKNOWN_CACHE = 1_000_000  # unknown features numbered before the numbering starts again
+_PACKED = 8  # ASCII tokens of up to 8 characters are told apart by their bytes packed into one integer
+_NEWLINE = 10  # never inside a token: the separator when distinct tokens are turned into strings at once
+
+
+def _kind(char: str) -> int:
+    """A character's part in a token, as ``_TOKEN`` reads it: 0 white space, 1 word character, 2 a symbol."""
+    return 1 if re.fullmatch(r"\w", char) else 0 if re.fullmatch(r"\s", char) else 2
+
+
+_ASCII_KIND = np.array([_kind(chr(c)) for c in range(128)], dtype=np.int8)
+
+
+def _token_ids(text: str) -> tuple[list[str], NDArray[np.int64]]:
+    """The distinct tokens of ``tokens(text)`` and each token's index among them: the same tokens, found faster.
+
+    Cut with numpy instead of ``_TOKEN.findall`` (a token starts at a symbol, or at a word character
+    after a non-word one). Short ASCII tokens (most of them) are grouped by their bytes packed into
+    an integer, so only the distinct ones become strings; longer ones are sliced out one by one.
+    """
+    lowered = normalise(text)
+    chars: NDArray[np.uint8] | NDArray[np.uint32]
+    if lowered.isascii():
+        chars = np.frombuffer(lowered.encode("ascii"), dtype=np.uint8)
+        kind = _ASCII_KIND[chars]
+    else:
+        chars = np.frombuffer(lowered.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        wide = chars >= 128
+        kind = _ASCII_KIND[np.where(wide, 0, chars)]
+        others = np.unique(chars[wide])
+        kinds = np.array([_kind(chr(c)) for c in others.tolist()], dtype=np.int8)
+        kind[wide] = kinds[np.searchsorted(others, chars[wide])]
+    word = np.concatenate(([False], kind == 1, [False]))
+    symbol = kind == 2
+    starts = np.flatnonzero(symbol | (word[1:-1] & ~word[:-2]))
+    ends = np.flatnonzero(symbol | (word[1:-1] & ~word[2:])) + 1
+    lengths = ends - starts
+    short = lengths <= _PACKED
+    if chars.dtype != np.uint8:
+        before = np.concatenate(([0], np.cumsum(wide)))  # non-ASCII characters before each position
+        short &= before[ends] == before[starts]
+    ids = np.empty(len(starts), dtype=np.int64)
+    # Short ASCII tokens' bytes, zeros after them (a token holds no zero byte, bar the symbol "\x00" alone).
+    grid = np.zeros((int(short.sum()), _PACKED), dtype=np.uint8)
+    inside = np.arange(_PACKED) < lengths[short, None]
+    grid[inside] = chars[(starts[short, None] + np.arange(_PACKED))[inside]]
+    packed = grid.view(np.uint64).ravel()
+    order = np.argsort(packed)
+    ordered = packed[order]
+    first = _firsts(ordered)
+    ids[np.flatnonzero(short)[order]] = np.cumsum(first) - 1
+    # The distinct ones as strings: each one's bytes and a newline, decoded and split once.
+    unique_lengths = lengths[short][order][first]
+    separator = np.zeros((len(unique_lengths), 1), dtype=np.uint8)
+    marked = np.concatenate((ordered[first].view(np.uint8).reshape(-1, _PACKED), separator), axis=1)
+    marked[np.arange(len(marked)), unique_lengths] = _NEWLINE
+    names = marked[np.arange(_PACKED + 1) <= unique_lengths[:, None]].tobytes().decode("ascii").split("\n")[:-1]
+    longer = np.flatnonzero(~short)
+    if len(longer):
+        words = [lowered[a:b] for a, b in zip(starts[longer].tolist(), ends[longer].tolist(), strict=True)]
+        extra = list(dict.fromkeys(words))
+        index = dict(zip(extra, range(len(names), len(names) + len(extra)), strict=True))
+        ids[longer] = np.fromiter(map(index.__getitem__, words), dtype=np.int64, count=len(words))
+        names += extra
+    return names, ids
+
+
+# A token's feature keys (int64 bytes), concept bits, and index among known pairs' first and second tokens.
+_Info = tuple[bytes, int, int, int]
+
+
+class _Keys:
+    """Integer keys of features: a known one's vocabulary index, an unknown one the next number after them.
+
+    Tokens' keys are kept across texts (a chat re-sends its history every turn), bounded since tokens
+    come from clients: when full, the model starts a new ``_Keys`` and a scoring in flight keeps the
+    one it started with, so its keys stay consistent. ``next`` on ``itertools.count`` is atomic under
+    the GIL: two threads never give one number to two features.
+    """
+
+    def __init__(self, vocabulary: dict[str, int]) -> None:
+        self.vocabulary = vocabulary
+        self.tokens: dict[str, _Info] = {}
+        self.unknown: dict[str, int] = {}
+        self._next = count(len(vocabulary) + 1)  # ``len(vocabulary)`` itself: the weight table's 0
+
+    def unknown_key(self, feature: str) -> int:
+        """The number of a feature not in the vocabulary."""
+        index = self.unknown.get(feature)
+        return index if index is not None else self.unknown.setdefault(feature, next(self._next))
+
+    def beyond(self) -> int:
+        """A number above every key given so far."""
+        return next(self._next)
+
+    def full(self) -> bool:
+        """Whether to start afresh."""
+        return len(self.tokens) >= _TOKEN_CACHE or len(self.unknown) >= _UNKNOWN_CACHE
+
+
+def _firsts(ordered: NDArray[np.integer]) -> NDArray[np.bool_]:
+    """Where each run of equal values in a sorted array starts."""
+    out = np.empty(len(ordered), dtype=np.bool_)
+    out[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=out[1:])
+    return out
+
+
+def _contains(ordered: NDArray[np.int64], values: NDArray[np.int64]) -> NDArray[np.bool_]:
+    """Whether each of ``values`` is in the sorted, non-empty array ``ordered``."""
+    where = np.minimum(np.searchsorted(ordered, values), len(ordered) - 1)
+    found: NDArray[np.bool_] = ordered[where] == values
+    return found
+
+
 @dataclass(frozen=True)
 class Calibration:
     """Maps a window's logit to a probability (Platt: ``sigmoid(a * z + b)``) and to the decision score."""
@@ -102,20 +237,27 @@ class InjectionModel:
         self.weights = weights
         self.bias = bias
         self.calibration = calibration
-        # A token's or a pair's feature keys depend only on the vocabulary: cached across texts (a
-        # chat re-sends its history every turn), bounded because tokens come from clients.
-        self._token_keys = lru_cache(maxsize=100_000)(self._keys_of_token)
-        self._pair_key = lru_cache(maxsize=200_000)(self._key_of_pair)
-
-    def _key(self, feature: str) -> int:
-        index = self.vocabulary.get(feature)
-        return index if index is not None else -1 - (hash(feature) & _HASH_MASK)
-
-    def _keys_of_token(self, token: str) -> tuple[tuple[int, ...], frozenset[str]]:
-        return tuple(self._key(f) for f in token_features(token)), frozenset(concepts([token]))
-
-    def _key_of_pair(self, first: str, second: str) -> int:
-        return self._key(f"b:{first} {second}")
+        self._keys = _Keys(vocabulary)
+        self._concept_bits: dict[str, int] = {}
+        self._concept_cost: dict[int, tuple[int, float]] = {}
+        # Known features' weights in float64, then a 0 for every other key.
+        self._weights64 = np.append(weights.astype(np.float64), 0.0)
+        # Known pairs ``b:x y`` as integers: x's index among first tokens * len(seconds) + y's, sorted.
+        self._firsts: dict[str, int] = {}
+        self._seconds: dict[str, int] = {}
+        rows = [
+            (
+                self._firsts.setdefault(parts[0], len(self._firsts)),
+                self._seconds.setdefault(parts[1], len(self._seconds)),
+                i,
+            )
+            for name, i in vocabulary.items()
+            if name.startswith("b:") and len(parts := name[2:].split(" ")) == 2
+        ]
+        table = np.array(rows, dtype=np.int64).reshape(-1, 3)
+        codes = table[:, 0] * len(self._seconds) + table[:, 1]
+        order = np.argsort(codes)
+        self._pair_codes, self._pair_index = codes[order], table[order, 2]
 
     @classmethod
     def load(cls, path: Path = MODEL_PATH) -> InjectionModel:
@@ -145,79 +287,118 @@ class InjectionModel:
     def window_logits(self, text: str) -> list[float]:
         """The logit of each window of ``text``: bias + weights of its known features / sqrt(all its features).
 
-        The same features as ``window_features`` (what training saw; a parity test holds them
-        equal), but computed with numpy: each distinct token and token pair is turned into integer
-        keys once (a known feature is its vocabulary index, an unknown one a negative number from
-        its hash), windows are pairs of half-window blocks, and one sort of (window, key) finds
-        each window's distinct features.
+        The features of ``window_features`` (what training saw), computed with numpy. Feature kinds
+        never collide (``w:``/``c:`` of tokens, ``b:`` pairs, ``k:`` concepts: different prefixes),
+        so each is counted on its own terms: a token's features by their integer keys (cached across
+        texts), a pair by its two tokens, the concepts as a bit mask. Window w is the half-window
+        blocks w and w+1, so one sort finds each distinct (feature, block), and a window's count and
+        weight sum are its two blocks' less what both blocks have; the pair across the blocks'
+        boundary (in window w only) is added on its own.
         """
-        toks = tokens(text)
-        if len(toks) <= WINDOW:
-            return self._logits_of(window_features(toks))
-        key = self._key
-        distinct: dict[str, int] = {}
-        ids = np.fromiter((distinct.setdefault(t, len(distinct)) for t in toks), dtype=np.int64, count=len(toks))
-        names = list(distinct)
-        cached = [self._token_keys(t) for t in names]
-        per_token = [keys for keys, _ in cached]
-        concept_sets = [found for _, found in cached]
-        pair_key = self._pair_key
-        pair_keys = np.fromiter((pair_key(a, b) for a, b in pairwise(toks)), dtype=np.int64, count=len(toks) - 1)
-        unique_lengths = np.array([len(k) for k in per_token], dtype=np.int64)
-        flat = np.fromiter((k for keys in per_token for k in keys), dtype=np.int64, count=int(unique_lengths.sum()))
-        first = np.cumsum(unique_lengths) - unique_lengths
-        lengths = unique_lengths[ids]
-        ends = np.cumsum(lengths)
-        within = np.arange(int(ends[-1])) - np.repeat(ends - lengths, lengths)
-        token_keys = flat[np.repeat(first[ids], lengths) + within]
-        token_pos = np.repeat(np.arange(len(toks)), lengths)
-        starts = np.arange(0, max(1, len(toks) - WINDOW + STRIDE), STRIDE)
-        window_ids, all_keys = [], []
-        for offset in range(WINDOW // STRIDE):
-            # Window w holds positions [w*S, w*S+W): the occurrence at p is in windows p//S - offset.
-            for positions, keys, last in (
-                (token_pos, token_keys, WINDOW),
-                (np.arange(len(toks) - 1), pair_keys, WINDOW - 1),
-            ):
-                window = positions // STRIDE - offset
-                inside = (window >= 0) & (window < len(starts)) & (positions - window * STRIDE < last)
-                window_ids.append(window[inside])
-                all_keys.append(keys[inside])
-        # Concepts as bit masks: a window's concepts are the OR of its two blocks' masks.
-        bits: dict[str, int] = {}
-        masks = np.array(
-            [sum(1 << bits.setdefault(c, len(bits)) for c in found) for found in concept_sets], dtype=np.int64
-        )[ids]
-        block_masks = np.bitwise_or.reduceat(masks, np.arange(0, len(toks), STRIDE))
-        concept_of_bit = sorted(bits, key=bits.__getitem__)
-        extra_keys: list[int] = []
-        extra_windows: list[int] = []
-        keys_of_mask: dict[int, list[int]] = {}
-        for w in range(len(starts)):
-            mask = int(block_masks[w]) | (int(block_masks[w + 1]) if w + 1 < len(block_masks) else 0)
-            if not mask:
-                continue
-            mask_keys = keys_of_mask.get(mask)
-            if mask_keys is None:
-                found = {c for i, c in enumerate(concept_of_bit) if mask >> i & 1}
-                mask_keys = keys_of_mask[mask] = [key(f) for f in features_of(found)]
-            extra_keys += mask_keys
-            extra_windows += [w] * len(mask_keys)
-        window_ids.append(np.array(extra_windows, dtype=np.int64))
-        all_keys.append(np.array(extra_keys, dtype=np.int64))
-        windows = np.concatenate(window_ids)
-        keys = np.concatenate(all_keys)
-        combined = np.sort((windows << 48) | (keys + _KEY_OFFSET))
-        combined = combined[np.concatenate(([True], combined[1:] != combined[:-1]))]  # distinct (window, key)
-        window_of = combined >> 48
-        key_of = (combined & ((1 << 48) - 1)) - _KEY_OFFSET
-        counts = np.bincount(window_of, minlength=len(starts))
-        known = key_of >= 0
-        sums = np.bincount(
-            window_of[known], weights=self.weights[key_of[known]].astype(np.float64), minlength=len(starts)
-        )
+        names, ids = _token_ids(text)
+        size = len(ids)
+        if size <= WINDOW:
+            return self._logits_of(window_features([names[i] for i in ids.tolist()]))
+        keys = self._keys
+        if keys.full():
+            keys = self._keys = _Keys(self.vocabulary)
+        key_bytes, masks, firsts, seconds = zip(*self._infos(keys, names), strict=True)
+        distinct, blocks = len(names), -(-size // STRIDE)
+        windows = blocks - 1
+        pair_base = keys.beyond()  # a pair's key: pair_base + first * distinct + second, above every feature's
+        if (pair_base + distinct * distinct) * blocks >= 1 << 62:
+            return self._logits_of(window_features(tokens(text)))  # past int64 codes (gigabytes of text)
+        flat = np.frombuffer(b"".join(key_bytes), dtype=np.int64)
+        lengths = np.fromiter(map(len, key_bytes), dtype=np.int64, count=distinct) // 8
+        # Each distinct (block, token), expanded to the token's feature keys.
+        block_token = np.arange(size) // STRIDE * distinct + ids
+        block_token.sort()
+        block_of, token_of = np.divmod(block_token[_firsts(block_token)], distinct)
+        per_entry = lengths[token_of]
+        ends = np.cumsum(per_entry)
+        offsets = (np.cumsum(lengths) - lengths)[token_of] - (ends - per_entry)
+        feature_keys = flat[np.repeat(offsets, per_entry) + np.arange(int(ends[-1]))]
+        # With the pairs inside a block (both positions in it): distinct (feature, block), feature-major.
+        positions = np.arange(size - 1)
+        pair_keys = pair_base + ids[:-1] * distinct + ids[1:]
+        inside = positions % STRIDE != STRIDE - 1
+        codes = np.concatenate((feature_keys, pair_keys[inside])) * blocks
+        codes += np.concatenate((np.repeat(block_of, per_entry), positions[inside] // STRIDE))
+        codes.sort()
+        codes = codes[_firsts(codes)]
+        feature, block = np.divmod(codes, blocks)
+        pair_tokens = (np.array(firsts, dtype=np.int64), np.array(seconds, dtype=np.int64), distinct, pair_base)
+        weight = self._weights64[np.minimum(feature, len(self.vocabulary))]
+        is_pair = feature >= pair_base
+        weight[is_pair] = self._pair_weights(feature[is_pair], *pair_tokens)
+        block_counts = np.bincount(block, minlength=blocks)
+        block_sums = np.bincount(block, weights=weight, minlength=blocks)
+        both = (feature[1:] == feature[:-1]) & (block[1:] == block[:-1] + 1)  # in blocks b and b+1: once in window b
+        shared = block[:-1][both]
+        counts = block_counts[:-1] + block_counts[1:] - np.bincount(shared, minlength=blocks)[:windows]
+        sums = block_sums[:-1] + block_sums[1:]
+        sums -= np.bincount(shared, weights=weight[:-1][both], minlength=blocks)[:windows]
+        # The pair across window w's middle (positions wS+S-1 and wS+S), unless either block has it too.
+        across = pair_keys[STRIDE - 1 : windows * STRIDE : STRIDE] * blocks + np.arange(windows)
+        added = ~(_contains(codes, across) | _contains(codes, across + 1))
+        counts += added
+        sums += np.where(added, self._pair_weights(across // blocks, *pair_tokens), 0.0)
+        # Concepts: a window's are its two blocks' (bit masks ORed); each distinct mask's features once.
+        block_masks = np.bitwise_or.reduceat(np.array(masks, dtype=np.int64)[ids], np.arange(0, size, STRIDE))
+        window_masks = block_masks[:-1] | block_masks[1:]
+        for mask in set(window_masks.tolist()) - {0}:
+            features, weight_sum = self._concept_cost_of(mask)
+            chosen = window_masks == mask
+            counts[chosen] += features
+            sums[chosen] += weight_sum
         logits: list[float] = (self.bias + sums / np.sqrt(np.maximum(counts, 1))).tolist()
         return logits
+
+    def _infos(self, keys: _Keys, names: list[str]) -> list[_Info]:
+        """Each token's ``_Info``, from the cache, or worked out (and cached) for the tokens not in it."""
+        infos = list(map(keys.tokens.get, names))
+        if None not in infos:
+            return cast(list[_Info], infos)
+        missing = [i for i, info in enumerate(infos) if info is None]
+        features = [token_features(names[i]) for i in missing]
+        known = iter(list(map(self.vocabulary.get, chain.from_iterable(features))))  # one C call for them all
+        bits = self._concept_bits
+        for i, own in zip(missing, features, strict=True):
+            token = names[i]
+            found = [next(known) for _ in own]
+            row = [k if k is not None else keys.unknown_key(f) for k, f in zip(found, own, strict=True)]
+            mask = sum(1 << bits.setdefault(c, len(bits)) for c in concepts([token]))
+            info = (
+                np.array(row, dtype=np.int64).tobytes(),
+                mask,
+                self._firsts.get(token, -1),
+                self._seconds.get(token, -1),
+            )
+            infos[i] = keys.tokens[token] = info
+        return cast(list[_Info], infos)  # no None left
+
+    def _pair_weights(
+        self, keys: NDArray[np.int64], firsts: NDArray[np.int64], seconds: NDArray[np.int64], distinct: int, base: int
+    ) -> NDArray[np.float64]:
+        """The weight of each pair key ``base + first * distinct + second`` (token ids of this text), 0 if unknown."""
+        if not len(self._pair_codes):
+            return np.zeros(len(keys))
+        first, second = np.divmod(keys - base, distinct)
+        first, second = firsts[first], seconds[second]
+        code = first * len(self._seconds) + second
+        where = np.minimum(np.searchsorted(self._pair_codes, code), len(self._pair_codes) - 1)
+        known = (first >= 0) & (second >= 0) & (self._pair_codes[where] == code)
+        weights: NDArray[np.float64] = self._weights64[np.where(known, self._pair_index[where], -1)]
+        return weights
+
+    def _concept_cost_of(self, mask: int) -> tuple[int, float]:
+        """How many ``k:`` features a window with these concept bits has, and their weights' sum."""
+        found = self._concept_cost.get(mask)
+        if found is None:
+            features = features_of({c for c, bit in self._concept_bits.items() if mask >> bit & 1})
+            ids = sorted(self.vocabulary[f] for f in features if f in self.vocabulary)
+            found = self._concept_cost[mask] = (len(features), float(self._weights64[ids].sum()))
+        return found
 
     def _logits_of(self, windows: list[set[str]]) -> list[float]:
         """Window logits from feature-string sets (the reference path: short texts, and the tests)."""

@@ -1,0 +1,54 @@
+"""The injection scanner's code at another commit, importable beside this tree's, on this tree's model file.
+
+``load(ref)`` copies the scanner's modules as they are at ``ref`` (``git show``) into a temporary
+package, with the lexicon and patterns of this tree (not the scanner's code: both sides read the
+same ones) and this tree's ``injection_model.npz``, and rewrites their ``opsgate.guard.*`` imports
+to it. Old and new code then run in one process, side by side, on the same model and data, so a
+comparison shows what the code change did and nothing else (a retrained model or corpus is on both
+sides alike). Used by ``bench/injection_speed.py`` and ``bench/injection_parity.py``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from types import ModuleType
+
+ROOT = Path(__file__).resolve().parent.parent
+GUARD = ROOT / "src" / "opsgate" / "guard"
+# The scanner's code, taken at the baseline commit.
+CODE = ("injection", "injection_model", "injection_signals", "injection_decoders", "injection_agent", "linear_re")
+# Read by the scanner but not its code: this tree's copies on both sides.
+SHARED = ("injection_lexicon", "injection_patterns")
+
+
+def load(ref: str) -> tuple[ModuleType, ModuleType]:
+    """(``injection``, ``injection_model``) as at ``ref``, with this tree's lexicon, patterns and model file."""
+    package = f"injection_at_{re.sub(r'[^0-9A-Za-z]', '_', ref)}"
+    if package not in sys.modules:
+        scratch = tempfile.mkdtemp(prefix="opsgate-baseline-")
+        atexit.register(shutil.rmtree, scratch, True)
+        folder = Path(scratch) / package
+        (folder / "data").mkdir(parents=True)
+        (folder / "__init__.py").write_text("")
+        shutil.copy(GUARD / "data" / "injection_model.npz", folder / "data" / "injection_model.npz")
+        names = "|".join(CODE + SHARED)
+        for name in CODE + SHARED:
+            if name in CODE:
+                source = subprocess.run(
+                    ["git", "-C", str(ROOT), "show", f"{ref}:src/opsgate/guard/{name}.py"],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout
+            else:
+                source = (GUARD / f"{name}.py").read_text()
+            (folder / f"{name}.py").write_text(re.sub(rf"\bopsgate\.guard\.({names})\b", rf"{package}.\1", source))
+        sys.path.insert(0, str(folder.parent))
+    return importlib.import_module(f"{package}.injection"), importlib.import_module(f"{package}.injection_model")
