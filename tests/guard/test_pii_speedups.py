@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import random
 import re
+from importlib import resources
 
 import pytest
 
+from opsgate.domain.guard_config import PiiEntity
+from opsgate.guard import pii_address, pii_names
 from opsgate.guard.pii import _MERGE_GAP, _windows
+from opsgate.guard.pii_base import Finding, anchor_windows, by_first_character, finditer_in, looks_like_code, trim
+from opsgate.guard.pii_names import find_cued_names
 
 _ANCHOR = re.compile(r"[\d:]+|@")
 
@@ -41,3 +46,116 @@ def test_windows_are_the_union_of_the_anchor_windows(seed: int) -> None:
     for _ in range(2000):
         text = "".join(rng.choice(_WINDOW_PIECES) for _ in range(rng.randint(0, 60)))
         assert _windows(text) == _windows_plain(text), text
+
+
+_ORG_PLAIN = re.compile(
+    "(?<![\\w-])" + pii_names._WORD + pii_names._ORG.pattern.split(pii_names._WORD[len(pii_names._CAPITAL) :], 1)[1]
+)
+
+
+def _cued_plain(text: str) -> list[Finding]:
+    """``find_cued_names`` as ``finditer`` in each window (the tree before the cue starts)."""
+    found: list[Finding] = []
+    windows = anchor_windows(pii_names._CUE_ANCHOR, text, 32, 448)
+    for match in finditer_in(pii_names._CUED, text, windows):
+        group = match.lastgroup
+        assert group is not None
+        kind: PiiEntity = "person" if group == "person" else "location" if group == "place" else "organization"
+        value = trim(match.group(group))
+        if not looks_like_code(value):
+            found.append(Finding(kind, match.start(group), match.start(group) + len(value), value))
+    for match in finditer_in(pii_names._TO_PLACE, text, windows):
+        value = trim(match.group("place"))
+        if not looks_like_code(value):
+            found.append(Finding("location", match.start("place"), match.start("place") + len(value), value))
+    return found
+
+
+_CUE_PIECES = [
+    "Dear", "Mr.", "Mrs", "Ms.", "Miss", "Dr", "Prof.", "patient", "Patient", "customer", "Client", "tenant",
+    "Applicant", "contact", "Ask for", "ask\tfor", "name is", "Name:", "I'm", "I am", "I\u3000am", "Signed",
+    "regards,", "Sincerely,", "lives in", "live in", "living in", "based in", "located in", "born in", "grew up in",
+    "moved from", "moved to", "flew to", "travelled from", "traveled to", "relocated to", "drove from", "to",
+    "office in", "lab in", "branch in", "works at", "work for", "working at", "employed by", "Employer:",
+    "order from", "customer of", "on behalf of", "on\xa0behalf\xa0of", "Anna", "Kowalski", "Müller", "Élodie",
+    "van", "de", "la", "d'", "Rio", "Acme", "GmbH", "Ltd", "Inc.", "& Co. KG", "S.A.", "and", "&", "at", "for",
+    "with", "by", "Nord-Süd", "x" * 35, "Ünïcödé", "sys.path", "KeyError", "USA", "am", "behalf", "liv", "lab",
+]  # fmt: skip
+_CUE_GLUE = [" ", " ", " ", "  ", ", ", ",", "\n", "\u3000", "\xa0", "", ". ", "-", "'s "]
+
+
+def _cue_texts(count: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        size = rng.choice((200, 1200, 5000))
+        parts: list[str] = []
+        while sum(map(len, parts)) < size:
+            parts += [rng.choice(_CUE_PIECES), rng.choice(_CUE_GLUE)]
+        out.append("".join(parts))
+    return out
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_cues_tried_at_their_starts_find_what_finditer_finds(seed: int) -> None:
+    texts = [*_cue_texts(300, seed), "Dear \ud800 Anna Smith lives in Rio", "I am", "on behalf of Acme Ltd"]
+    found = 0
+    for text in texts:
+        expected = _cued_plain(text)
+        assert find_cued_names(text) == expected, text
+        found += len(expected)
+    assert found > 1000  # the texts do hold cued names
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_organisation_pattern_reading_the_capital_first_matches_the_plain_form(seed: int) -> None:
+    rng = random.Random(seed)
+    pieces = [*_CUE_PIECES, "\u00d7", "\u00c0", "-Acme", "_Acme", "1Acme"]
+    found = 0
+    for text in [*_cue_texts(150, seed), *("".join(rng.choice(pieces) for _ in range(40)) for _ in range(300))]:
+        expected = [m.span() for m in _ORG_PLAIN.finditer(text)]
+        assert [m.span() for m in pii_names._ORG.finditer(text)] == expected, text
+        found += len(expected)
+    assert found > 100
+
+
+def _flat_street_types() -> str:
+    text = resources.files("opsgate.guard").joinpath("data/street_types.txt").read_text(encoding="utf-8")
+    words = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    return "|".join(
+        f"[{w[0].upper()}{w[0].lower()}]{re.escape(w[1:])}" for w in sorted(set(words), key=len, reverse=True)
+    )
+
+
+_FLAT_FORMS = "|".join(re.escape(form) for form in sorted(pii_names._LEGAL_FORMS, key=len, reverse=True))
+_ADDRESS_FLAT = re.compile(pii_address._ADDRESS.pattern.replace(pii_address._street_types(), _flat_street_types()))
+_ORG_FLAT_FORMS = re.compile(
+    pii_names._ORG.pattern.replace(
+        by_first_character([(re.escape(f[0]), re.escape(f[1:])) for f in pii_names._FORMS]), _FLAT_FORMS
+    )
+)
+_ADDRESS_PIECES = [
+    "12", "4068", "7b", "12-14", "Flat 3", "Apt. 4", "Suite 100", "P.O. Box 12", "PO Box 7", "USS Nimitz", "FPO AE 09",
+    "Jacob", "Baker", "Main", "North", "Élysée", "Street", "street", "St.", "Rd", "road", "Stream", "Streets",
+    "State Highway", "Right Of Way", "Cul-de-sac", "Way", "way", "Park", "Parkway", "Springfield", "IL", "62704",
+    "London", "NW1 6XE", "Kranzstr.", "Hauptstraße", "60/95", "Via Roma", "Calle de Alcalá", "rue de la Paix",
+    "avenue", "09895", "Iserlohn", "Acme", "Widgets", "Ltd", "GmbH & Co. KG", "GmbH", "S.A.", "SA", "Sp. z o.o.",
+    "AG", "and Sons", "& Partners", "- ME", "Group", "plc", "PLC", "Co.", "Company", "Inc", "Inc.", "Oy", "e figli",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_alternations_grouped_by_first_character_match_the_flat_ones(seed: int) -> None:
+    """The street types and legal forms, grouped by first letter, match what the flat lists match."""
+    rng = random.Random(seed)
+    glue = [" ", " ", ", ", "  ", "\n", "", "-", ". "]
+    found = [0, 0]
+    for _ in range(600):
+        text = "".join(rng.choice(_ADDRESS_PIECES) + rng.choice(glue) for _ in range(rng.randint(2, 30)))
+        expected = [(m.span(), m.groups()) for m in _ADDRESS_FLAT.finditer(text)]
+        assert [(m.span(), m.groups()) for m in pii_address._ADDRESS.finditer(text)] == expected, text
+        expected_orgs = [m.span() for m in _ORG_FLAT_FORMS.finditer(text)]
+        assert [m.span() for m in pii_names._ORG.finditer(text)] == expected_orgs, text
+        found[0] += len(expected)
+        found[1] += len(expected_orgs)
+    assert min(found) > 200

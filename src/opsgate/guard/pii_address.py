@@ -15,14 +15,16 @@ from __future__ import annotations
 import re
 from importlib import resources
 
-from opsgate.guard.pii_base import Finding, finditer_in, trim
+from opsgate.guard.pii_base import Finding, by_first_character, finditer_in, trim
 
 
-def _street_types() -> list[str]:
+def _street_types() -> str:
+    """The street types as one alternation: longest first, so "Streets" is tried before "Street"; the first
+    letter may be either case. Grouped by that letter (``by_first_character``: the same matches)."""
     text = resources.files("opsgate.guard").joinpath("data/street_types.txt").read_text(encoding="utf-8")
     words = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
-    # Longest first, so "Streets" is tried before "Street"; the first letter may be either case.
-    return [f"[{w[0].upper()}{w[0].lower()}]{re.escape(w[1:])}" for w in sorted(set(words), key=len, reverse=True)]
+    longest_first = sorted(set(words), key=len, reverse=True)
+    return by_first_character([(f"[{w[0].upper()}{w[0].lower()}]", re.escape(w[1:])) for w in longest_first])
 
 
 _NAME = r"[A-Z\u00C0-\u00DE][\w'\u2019.-]{0,30}"  # a capitalised word (accents included)
@@ -43,7 +45,7 @@ _EN_STREET = (
     rf"(?:(?:(?:Flat|Apt\.?|Apartment|Unit|Suite|Studio)\s{{1,3}}\d{{1,5}}[A-Za-z]?,?\s{{1,3}})?"
     rf"\d{{1,6}}[A-Za-z]?(?:[-/]\d{{1,5}})?,?\s{{1,3}}"
     rf"|(?:Flat|Apt\.?|Apartment|Unit|Suite|Studio)\s{{1,3}}\d{{1,5}}[A-Za-z]?,?\s{{1,3}})"
-    rf"(?:{_NAME}\s{{1,3}}){{1,4}}(?:{'|'.join(_street_types())})\b\.?{_UNIT}?"
+    rf"(?:{_NAME}\s{{1,3}}){{1,4}}(?:{_street_types()})\b\.?{_UNIT}?"
 )
 _CONTINENTAL = (
     r"(?:[A-Z\u00C0-\u00DE][\w\u00DF-]{1,30}"

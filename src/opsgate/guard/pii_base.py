@@ -73,6 +73,21 @@ def trim(value: str) -> str:
     return value if dot is None else value[: dot.start()] + value[dot.end() :]
 
 
+def by_first_character(alternatives: list[tuple[str, str]]) -> str:
+    """``"|".join(pattern for _, pattern in alternatives)`` with the alternatives grouped under their first
+    character: ``(first, rest)`` pairs, ``first`` a pattern for one character (``"G"``, ``"[Ss]"``), the
+    same string for the same characters and disjoint from the others.
+
+    The same matches: the alternatives that can match at a place all begin with the character there, so
+    they are one group, in their order. ``re`` tries every alternative of a flat list at each place (375
+    street types, ~90 legal forms); grouped, it tries the groups' first characters, then one group.
+    """
+    groups: dict[str, list[str]] = {}
+    for first, rest in alternatives:
+        groups.setdefault(first, []).append(rest)
+    return "|".join(f"{first}(?:{'|'.join(rests)})" for first, rests in groups.items())
+
+
 # Python's ``\s`` on str (``str.isspace``), as a class RE2 reads: RE2's own ``\s`` is ASCII only.
 WHITESPACE = "[" + "".join(f"\\x{{{code:x}}}" for code in range(sys.maxunicode + 1) if chr(code).isspace()) + "]"
 

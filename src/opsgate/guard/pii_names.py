@@ -13,10 +13,19 @@ two kinds of evidence it weighs too little are used here:
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 from opsgate.domain.guard_config import PiiEntity
 from opsgate.guard.linear_re import compile_linear
-from opsgate.guard.pii_base import WHITESPACE, Finding, anchor_windows, finditer_in, looks_like_code, trim
+from opsgate.guard.pii_base import (
+    WHITESPACE,
+    Finding,
+    anchor_windows,
+    by_first_character,
+    finditer_in,
+    looks_like_code,
+    trim,
+)
 
 # Legal forms of companies (the common ones of ISO 20275's list, by country), longest first.
 _LEGAL_FORMS = [
@@ -30,11 +39,16 @@ _LEGAL_FORMS = [
     "and Sons", "& Sons", "& Co.", "e figli", "e Filhos", "e Hijos", "et Fils", "y Asociados", "& Partners",
     "Partners", "Associates",
 ]  # fmt: skip
-_WORD = r"[A-Z\u00C0-\u00DE][\w'\u2019.&-]{0,30}"
+_FORMS = sorted(_LEGAL_FORMS, key=len, reverse=True)
+_CAPITAL = r"[A-Z\u00C0-\u00DE]"
+_WORD = _CAPITAL + r"[\w'\u2019.&-]{0,30}"
 _CONNECT = r"(?:,\s|\s(?:and|&|e|y|und|et|i|og|en)\s|\s|-)"
+# The first capital is read before the test of the character before it (``(?<![\w-])`` then ``_WORD``, the same
+# matches): a pattern that opens with a character class lets ``re`` skip to the capitals (~2x less per KB).
 _ORG = re.compile(
-    rf"(?<![\w-]){_WORD}(?:{_CONNECT}(?:{_WORD}|van|von|de|der|del|da|di|du)){{0,5}}"
-    rf",?\s(?:{'|'.join(re.escape(form) for form in sorted(_LEGAL_FORMS, key=len, reverse=True))})(?![\w&])"
+    rf"{_CAPITAL}(?<![\w-]{_CAPITAL}){_WORD[len(_CAPITAL) :]}"
+    rf"(?:{_CONNECT}(?:{_WORD}|van|von|de|der|del|da|di|du)){{0,5}}"
+    rf",?\s(?:{by_first_character([(re.escape(form[0]), re.escape(form[1:])) for form in _FORMS])})(?![\w&])"
 )
 # "Gomez, Scott and Garcia" after "at" / "for" / "from": a firm named after its partners.
 _PARTNERS = re.compile(
@@ -107,23 +121,65 @@ _PARTNER_ANCHOR = compile_linear(
 )
 
 
+# Where a _CUED or _TO_PLACE match can start: each of their cues begins with one of these strings, or
+# ("I am", "on behalf of") that many characters before one. Found by ``str.find`` in each window, then the
+# pattern is tried at those places only (as ``_matches`` in ``pii``): in a text dense with cues (every window
+# holds one) a scan of every position by ``re`` cost ~0.15 ms per KB.
+_CUE_STARTS: tuple[tuple[str, int], ...] = (
+    *((word, 0) for word in ("Dear", "Mr", "Ms", "Miss", "Dr", "Prof", "I'm", "Regards,", "regards,", "Sincerely,")),
+    *((word, 0) for word in ("sincerely,", "Signed", "signed", "Employer", "employer", "Ask", "ask", "Name", "name")),
+    *((word, 0) for word in ("Patient", "patient", "Customer", "customer", "Client", "client", "Tenant", "tenant")),
+    *((word, 0) for word in ("Applicant", "applicant", "Contact", "contact", "liv", "based", "located", "born")),
+    *((word, 0) for word in ("grew", "moved", "flew", "travel", "relocated", "drove", "office", "lab", "branch")),
+    *((word, 0) for word in ("work", "employed", "order")),
+    ("am", 2),  # "I am"
+    ("behalf", 3),  # "on behalf of"
+)
+
+
+def _cue_starts(text: str, low: int, high: int) -> list[int]:
+    """The places in ``text[low:high]`` where a cue of ``_CUE_STARTS`` may start, in order."""
+    found = set()
+    find = text.find
+    for literal, back in _CUE_STARTS:
+        at = find(literal, low, high)
+        while at >= 0:
+            found.add(at - back)
+            at = find(literal, at + 1, high)
+    return sorted(at for at in found if at >= low)
+
+
+def _tried_at(pattern: re.Pattern[str], text: str, starts: list[int], high: int) -> Iterator[re.Match[str]]:
+    """``pattern.finditer(text, starts[0], high)`` for a pattern that can match only at ``starts``."""
+    resume = 0
+    for at in starts:
+        if at < resume:
+            continue
+        match = pattern.match(text, at, high)
+        if match is not None:
+            yield match
+            resume = match.end()
+
+
 def find_cued_names(text: str) -> list[Finding]:
     """Names right after words that say what they are: "Dear …", "lives in …", "works at …"."""
     found: list[Finding] = []
-    windows = anchor_windows(_CUE_ANCHOR, text, 32, 448)
-    for match in finditer_in(_CUED, text, windows):
-        group = match.lastgroup
-        assert group is not None
-        kind: PiiEntity = "person" if group == "person" else "location" if group == "place" else "organization"
-        value = trim(match.group(group))
-        if looks_like_code(value):
-            continue
-        found.append(Finding(kind, match.start(group), match.start(group) + len(value), value))
-    for match in finditer_in(_TO_PLACE, text, windows):
-        value = trim(match.group("place"))
-        if looks_like_code(value):
-            continue
-        found.append(Finding("location", match.start("place"), match.start("place") + len(value), value))
+    windows = [(low, high, _cue_starts(text, low, high)) for low, high in anchor_windows(_CUE_ANCHOR, text, 32, 448)]
+    for _, high, starts in windows:
+        for match in _tried_at(_CUED, text, starts, high):
+            group = match.lastgroup
+            assert group is not None
+            kind: PiiEntity = "person" if group == "person" else "location" if group == "place" else "organization"
+            value = trim(match.group(group))
+            if looks_like_code(value):
+                continue
+            found.append(Finding(kind, match.start(group), match.start(group) + len(value), value))
+    for _, high, starts in windows:
+        for match in _tried_at(_TO_PLACE, text, starts, high):
+            value = trim(match.group("place"))
+            if looks_like_code(value):
+                continue
+            found.append(Finding("location", match.start("place"), match.start("place") + len(value), value))
     return found
 
 
