@@ -15,6 +15,7 @@ import pytest
 from opsgate.domain.guard_config import PiiEntity
 from opsgate.guard import pii_address, pii_names
 from opsgate.guard.pii import _MERGE_GAP, _windows
+from opsgate.guard.pii_address import find_marked_dates_and_ages
 from opsgate.guard.pii_base import Finding, anchor_windows, by_first_character, finditer_in, looks_like_code, trim
 from opsgate.guard.pii_names import find_cued_names
 
@@ -159,3 +160,46 @@ def test_alternations_grouped_by_first_character_match_the_flat_ones(seed: int) 
         found[0] += len(expected)
         found[1] += len(expected_orgs)
     assert min(found) > 200
+
+
+def _dates_plain(text: str) -> list[Finding]:
+    """``find_marked_dates_and_ages`` with ``finditer`` in each window (the tree before the marker starts)."""
+    lowered = text.lower()
+    found: list[Finding] = []
+    dob = any(word in lowered for word in ("birth", "born", "dob", "d.o.b"))
+    age = any(word in lowered for word in ("age", "year", "yr"))
+    if not (dob or age):
+        return found
+    windows = pii_address._digit_windows(text, 64, 64)
+    if dob:
+        dates = finditer_in(pii_address._DOB, text, windows)
+        found += [Finding("date_of_birth", m.start("date"), m.end("date"), m.group("date")) for m in dates]
+    if not age:
+        return found
+    for match in finditer_in(pii_address._AGE, text, windows):
+        group = "a" if match.group("a") is not None else "b"
+        if int(match.group(group)) <= 120:
+            found.append(Finding("age", match.start(group), match.end(group), match.group(group)))
+    return found
+
+
+_DATE_PIECES = [
+    "born on", "Born in", "BORN", "date of birth", "Date\tof birth", "birth date", "birthdate", "Birthday", "DOB:",
+    "d.o.b.", "D.O.B", "do.b", "d.ob", "dob", "12.03.1985", "1985-03-12", "March 3, 1990", "3rd of May, 1977",
+    "in 1990", "aged", "Age:", "AGE", "ages", "age of", "is", "was", "34", "7", "120", "121", "1000", "years old",
+    "yrs old", "Yrs-old", "year-old", "years ago", "kg", "%", "\u0131", "\u017f", "\u0130", "\u212a", "message",
+    "page", "usage", "١٢", "Ünïcödé", "x" * 30, "the", "of", "b\u0131rth date", "B\u0130RTHDAY", "age\u017f",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", [7, 8])
+def test_dates_and_ages_tried_at_their_markers_find_what_finditer_finds(seed: int) -> None:
+    rng = random.Random(seed)
+    glue = [" ", " ", "-", "", ": ", "\n", "\u3000", ", "]
+    found = 0
+    for _ in range(1500):
+        text = "".join(rng.choice(_DATE_PIECES) + rng.choice(glue) for _ in range(rng.randint(1, 40)))
+        expected = _dates_plain(text)
+        assert find_marked_dates_and_ages(text) == expected, text
+        found += len(expected)
+    assert found > 500
