@@ -8,9 +8,10 @@ prompt of ``tests/data/guard/injection_*.txt``, and long texts, where the window
 too), the docs in 8 KB pieces, corpus rows run together into 1-30 KB documents, attacks buried in
 benign prose, and random Unicode (accents, invisible and tag characters, CJK, lone surrogates).
 
-Per text: ``normalise`` and ``tokens`` equal; every window logit within 1e-9; for a user and a tool
-message, the same verdict, score within 1e-6 (scores are rounded to 4 places: equal in practice)
-and the same details. The fast path is also held to the training features' reference logits.
+Per text: ``normalise`` and ``tokens`` equal; every window logit within 1e-9; the rules' variants
+(the decoded and un-disguised texts they read) and their score and signals equal; for a user and a
+tool message, the same verdict, score within 1e-6 (scores are rounded to 4 places: equal in
+practice) and the same details. The fast path is also held to the training features' reference logits.
 Exit 1 on any difference.
 
     .venv/bin/python bench/injection_parity.py [--baseline-ref HEAD~1] [--quick]
@@ -95,6 +96,15 @@ def _scan(scanner: Any, text: str, role: str) -> ScanResult | str:
     return result
 
 
+def _rules(module: Any, text: str) -> tuple[list[str], tuple[float, list[str]]] | str:
+    """The variants the rules read (decoded, un-leeted, ...) and their score and signals, or what was raised."""
+    try:
+        found = module.variants(text)
+        return [variant.lowered for variant in found], module.injection_score(text, found)
+    except Exception as exc:
+        return f"raised {type(exc).__name__}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--baseline-ref", default="HEAD", help="the commit whose scanner code is compared")
@@ -136,6 +146,9 @@ def main() -> int:
             worst_reference = max(worst_reference, gap)
             if len(reference) != len(new_logits) or gap > 1e-9:
                 problems.append(f"reference logits differ by {gap:.3g}")
+        rules = [_rules(module, text) for module in (injection, old_injection)]
+        if rules[0] != rules[1]:
+            problems.append(f"rules: variants or signals differ: {rules[0]} vs {rules[1]}")
         for role in ("user", "tool"):
             new, old = (_scan(scanner, text, role) for scanner in (new_scanner, old_scanner))
             compared["scans"] += 1

@@ -26,13 +26,20 @@ from opsgate.guard.injection_decoders import decodings, has_token
 from opsgate.guard.injection_model import InjectionModel, shipped_model
 from opsgate.guard.injection_patterns import FIRST_WORDS, PATTERN_SET, WITH_SYMBOLS
 from opsgate.guard.injection_signals import Text, split_words
-from opsgate.guard.linear_re import compile_linear as _re
+from opsgate.guard.linear_re import LinearPattern, compile_linear
 
 # Zero-width and format characters, and the Unicode tag block (U+E0000-E007F: "ASCII smuggling",
 # decoded separately by ``injection_decoders``).
 _INVISIBLE = dict.fromkeys(
     [*map(ord, "\u200b\u200c\u200d\u200e\u200f\u2060\u2061\u2062\u2063\ufeff\u00ad"), *range(0xE0000, 0xE0080)], None
 )
+
+
+def _re(pattern: str, *, ignore_case: bool = False) -> LinearPattern:
+    """An RE2 pattern over whole texts: ASCII ones are searched as bytes (``linear_re``)."""
+    return compile_linear(pattern, ignore_case=ignore_case, ascii_as_bytes=True)
+
+
 _INDEXED = frozenset(FIRST_WORDS)
 _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 _LONG_LINE = 1024
@@ -45,6 +52,7 @@ _LEET_WORD = _re(r"[a-z]\d+[a-z]")
 # a token's start, so a long token costs one pass, not one per character.
 _MARKED_TOKEN = re.compile(r"(?<![^ ])[^ ]*[0-9@$][^ ]*")
 _EIGHT_BITS = _re(r"[01]{8}")
+_BYTE_WORDS = frozenset(f"{n:08b}" for n in range(256))  # the words of eight binary digits
 _NUMBER_CHARS = "0123456789.,:;/-()\n\t"
 _SPACED = _re(r"\b(?:\w[ \t]){3,}\w\b")
 _BROKEN_STARTS = frozenset({"ign", "prev", "instruc", "instr", "disre", "syst", "pro", "rul", "guide"})
@@ -117,7 +125,7 @@ def variants(text: str) -> list[Text]:
         found.append(codecs.decode(lowered, "rot13"))
     if not first.words.isdisjoint(_REVERSE_HINTS):
         found.append(lowered[::-1])
-    eight_bits = _EIGHT_BITS.search(lowered) and any(len(w) == 8 and not w.strip("01") for w in first.words)
+    eight_bits = _EIGHT_BITS.search(lowered) and not first.words.isdisjoint(_BYTE_WORDS)
     binary = _BINARY.search(lowered) if eight_bits else None
     if binary is not None:
         decoded = _printable(bytes(int(b, 2) for b in (binary.group(0) or "").split()))
@@ -224,7 +232,8 @@ def injection_score(text: str, found: list[Text] | None = None) -> tuple[float, 
         candidates = set(WITH_SYMBOLS)
         for word in variant.words & _INDEXED:
             candidates.update(FIRST_WORDS[word])
-        opened = [s for s in candidates if s.name not in fired and s.opens(variant.lowered, variant.words)]
+        symbols = variant.symbols()
+        opened = [s for s in candidates if s.name not in fired and s.opens(variant.lowered, variant.words, symbols)]
         if not opened:
             continue
         # One pass of every pattern over the text says which signals can fire at all.

@@ -18,7 +18,7 @@ from opsgate.guard.linear_re import compile_linear
 _TAG_CHARS = re.compile("[\U000e0000-\U000e007f]")
 # A character ``str.split()`` does not cut at: RE2's ``\s`` is ASCII white space only, this is ``str.isspace``'s set.
 _NOT_SPACE = r"[^\t-\r\x1c- \x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}]"
-_TOKENS = {length: compile_linear(f"{_NOT_SPACE}{{{length}}}") for length in (16, 24, 40)}
+_TOKENS = {length: compile_linear(f"{_NOT_SPACE}{{{length}}}", ascii_as_bytes=True) for length in (16, 24, 40)}
 
 
 def has_token(text: str, length: int) -> bool:
@@ -26,10 +26,10 @@ def has_token(text: str, length: int) -> bool:
     return _TOKENS[length].search(text) is not None
 
 
-_ESCAPES = compile_linear(r"(?:\\u[0-9a-fA-F]{4}){4,}")
-_ASCII85 = compile_linear(r"<~[!-u\s]{10,}~>")
-_BASE85 = compile_linear(r"[0-9A-Za-z!#$%&()*+\-;<=>?@^_`{|}~]{40,}")
-_MORSE_RUN = compile_linear(r"(?:[.\-]{1,7}[ /]+){8,}[.\-]{1,7}")
+_ESCAPES = compile_linear(r"(?:\\u[0-9a-fA-F]{4}){4,}", ascii_as_bytes=True)
+_ASCII85 = compile_linear(r"<~[!-u\s]{10,}~>", ascii_as_bytes=True)
+_BASE85 = compile_linear(r"[0-9A-Za-z!#$%&()*+\-;<=>?@^_`{|}~]{40,}", ascii_as_bytes=True)
+_MORSE_RUN = compile_linear(r"(?:[.\-]{1,7}[ /]+){8,}[.\-]{1,7}", ascii_as_bytes=True)
 _MORSE = {
     ".-": "a", "-...": "b", "-.-.": "c", "-..": "d", ".": "e", "..-.": "f", "--.": "g", "....": "h", "..": "i",
     ".---": "j", "-.-": "k", ".-..": "l", "--": "m", "-.": "n", "---": "o", ".--.": "p", "--.-": "q", ".-.": "r",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
+from array import array
 from dataclasses import dataclass
 from functools import cache
 from itertools import chain, count
@@ -98,6 +99,7 @@ def window_features(toks: list[str]) -> list[set[str]]:
 _TOKEN_CACHE = 100_000  # distinct tokens whose keys are kept (bounded: tokens come from clients)
 _UNKNOWN_CACHE = 1_000_000  # unknown features numbered before the numbering starts again
 _PACKED = 8  # ASCII tokens of up to 8 characters are told apart by their bytes packed into one integer
+_PAIR_HASH_BITS = 21  # a 2 MB table of which hashes known pairs have (~2% of the others collide)
 _NEWLINE = 10  # never inside a token: the separator when distinct tokens are turned into strings at once
 
 
@@ -107,6 +109,8 @@ def _kind(char: str) -> int:
 
 
 _ASCII_KIND = np.array([_kind(chr(c)) for c in range(128)], dtype=np.int8)
+_KIND_BYTES = bytes(_ASCII_KIND.tolist() + [2] * 128)  # for ``bytes.translate`` (ASCII text: only the first half)
+_LOW_BYTES = np.array([(1 << 8 * n) - 1 for n in range(_PACKED + 1)], dtype=np.uint64)  # masks of the first n bytes
 
 
 def _token_ids(text: str) -> tuple[list[str], NDArray[np.int64]]:
@@ -119,8 +123,9 @@ def _token_ids(text: str) -> tuple[list[str], NDArray[np.int64]]:
     lowered = normalise(text)
     chars: NDArray[np.uint8] | NDArray[np.uint32]
     if lowered.isascii():
-        chars = np.frombuffer(lowered.encode("ascii"), dtype=np.uint8)
-        kind = _ASCII_KIND[chars]
+        encoded = lowered.encode("ascii")
+        chars = np.frombuffer(encoded, dtype=np.uint8)
+        kind = np.frombuffer(encoded.translate(_KIND_BYTES), dtype=np.int8)
     else:
         chars = np.frombuffer(lowered.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
         wide = chars >= 128
@@ -138,19 +143,22 @@ def _token_ids(text: str) -> tuple[list[str], NDArray[np.int64]]:
         before = np.concatenate(([0], np.cumsum(wide)))  # non-ASCII characters before each position
         short &= before[ends] == before[starts]
     ids = np.empty(len(starts), dtype=np.int64)
-    # Short ASCII tokens' bytes, zeros after them (a token holds no zero byte, bar the symbol "\x00" alone).
-    grid = np.zeros((int(short.sum()), _PACKED), dtype=np.uint8)
-    inside = np.arange(_PACKED) < lengths[short, None]
-    grid[inside] = chars[(starts[short, None] + np.arange(_PACKED))[inside]]
-    packed = grid.view(np.uint64).ravel()
-    order = np.argsort(packed)
+    # Short ASCII tokens' bytes, zeros after them (a token holds no zero byte, bar the symbol "\x00" alone):
+    # the 8 bytes from each position read as one little-endian integer (a view, stride one byte), masked.
+    raw = np.zeros(len(chars) + _PACKED, dtype=np.uint8)
+    raw[: len(chars)] = chars  # a non-ASCII character's byte is garbage, but no packed token has one
+    at = np.ndarray((len(chars),), dtype="<u8", buffer=raw, strides=(1,))
+    packed = (at[starts[short]] & _LOW_BYTES[lengths[short]]).astype("<u8", copy=False)
+    order = np.argsort(packed)  # (a sort and ``searchsorted`` of unsorted keys cost more)
     ordered = packed[order]
     first = _firsts(ordered)
     ids[np.flatnonzero(short)[order]] = np.cumsum(first) - 1
+    unique = ordered[first]
     # The distinct ones as strings: each one's bytes and a newline, decoded and split once.
-    unique_lengths = lengths[short][order][first]
+    unique_lengths = np.count_nonzero(unique.view(np.uint8).reshape(-1, _PACKED), axis=1)
+    unique_lengths[unique == 0] = 1  # the symbol "\x00"
     separator = np.zeros((len(unique_lengths), 1), dtype=np.uint8)
-    marked = np.concatenate((ordered[first].view(np.uint8).reshape(-1, _PACKED), separator), axis=1)
+    marked = np.concatenate((unique.view(np.uint8).reshape(-1, _PACKED), separator), axis=1)
     marked[np.arange(len(marked)), unique_lengths] = _NEWLINE
     names = marked[np.arange(_PACKED + 1) <= unique_lengths[:, None]].tobytes().decode("ascii").split("\n")[:-1]
     longer = np.flatnonzero(~short)
@@ -194,6 +202,12 @@ class _Keys:
     def full(self) -> bool:
         """Whether to start afresh."""
         return len(self.tokens) >= _TOKEN_CACHE or len(self.unknown) >= _UNKNOWN_CACHE
+
+
+def _pair_hash(codes: NDArray[np.int64]) -> NDArray[np.int64]:
+    """Fibonacci hashing of pair codes into ``_PAIR_HASH_BITS`` bits."""
+    mixed = codes.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)  # wraps around: that is the hash
+    return (mixed >> np.uint64(64 - _PAIR_HASH_BITS)).astype(np.int64)
 
 
 def _firsts(ordered: NDArray[np.integer]) -> NDArray[np.bool_]:
@@ -258,6 +272,10 @@ class InjectionModel:
         codes = table[:, 0] * len(self._seconds) + table[:, 1]
         order = np.argsort(codes)
         self._pair_codes, self._pair_index = codes[order], table[order, 2]
+        # Which hashes of those codes occur: most of a text's pairs are ruled out by one lookup each,
+        # and only the rest are searched for (``searchsorted`` of unsorted keys is slow).
+        self._pair_hashes = np.zeros(1 << _PAIR_HASH_BITS, dtype=np.bool_)
+        self._pair_hashes[_pair_hash(codes)] = True
 
     @classmethod
     def load(cls, path: Path = MODEL_PATH) -> InjectionModel:
@@ -361,15 +379,17 @@ class InjectionModel:
             return cast(list[_Info], infos)
         missing = [i for i, info in enumerate(infos) if info is None]
         features = [token_features(names[i]) for i in missing]
-        known = iter(list(map(self.vocabulary.get, chain.from_iterable(features))))  # one C call for them all
+        everything = list(chain.from_iterable(features))
+        known = list(map(self.vocabulary.get, everything))  # one C call for them all
+        found = [k if k is not None else keys.unknown_key(f) for k, f in zip(known, everything, strict=True)]
         bits = self._concept_bits
+        end = 0
         for i, own in zip(missing, features, strict=True):
             token = names[i]
-            found = [next(known) for _ in own]
-            row = [k if k is not None else keys.unknown_key(f) for k, f in zip(found, own, strict=True)]
+            start, end = end, end + len(own)
             mask = sum(1 << bits.setdefault(c, len(bits)) for c in concepts([token]))
             info = (
-                np.array(row, dtype=np.int64).tobytes(),
+                array("q", found[start:end]).tobytes(),
                 mask,
                 self._firsts.get(token, -1),
                 self._seconds.get(token, -1),
@@ -386,9 +406,12 @@ class InjectionModel:
         first, second = np.divmod(keys - base, distinct)
         first, second = firsts[first], seconds[second]
         code = first * len(self._seconds) + second
-        where = np.minimum(np.searchsorted(self._pair_codes, code), len(self._pair_codes) - 1)
-        known = (first >= 0) & (second >= 0) & (self._pair_codes[where] == code)
-        weights: NDArray[np.float64] = self._weights64[np.where(known, self._pair_index[where], -1)]
+        maybe = np.flatnonzero((first >= 0) & (second >= 0))
+        maybe = maybe[self._pair_hashes[_pair_hash(code[maybe])]]
+        where = np.minimum(np.searchsorted(self._pair_codes, code[maybe]), len(self._pair_codes) - 1)
+        index = np.full(len(keys), -1, dtype=np.int64)  # -1: the weight table's last entry, 0
+        index[maybe] = np.where(self._pair_codes[where] == code[maybe], self._pair_index[where], -1)
+        weights: NDArray[np.float64] = self._weights64[index]
         return weights
 
     def _concept_cost_of(self, mask: int) -> tuple[int, float]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from opsgate.guard.linear_re import LinearPattern
+from opsgate.guard.linear_re import LinearPattern, LinearSet, compile_linear
 
 Gate = tuple[frozenset[str], ...]
 
@@ -49,12 +49,15 @@ class Signal:
     def __post_init__(self) -> None:
         object.__setattr__(self, "first_words", frozenset().union(*(gate[0] for gate in self.gates)))
 
-    def opens(self, lowered: str, words: frozenset[str]) -> bool:
-        """Whether the gate lets the pattern run on ``lowered`` (whose words are ``words``)."""
+    def opens(self, lowered: str, words: frozenset[str], symbols: frozenset[str] | None = None) -> bool:
+        """Whether the gate lets the pattern run on ``lowered`` (whose words are ``words``; ``symbols``: the
+        ``SYMBOLS`` it holds, if known)."""
         if not words.isdisjoint(self.first_words):
             for gate in self.gates:
                 if all(not words.isdisjoint(group) for group in gate):
                     return True
+        if symbols is not None:
+            return not symbols.isdisjoint(self.symbols)
         return any(symbol in lowered for symbol in self.symbols)
 
     def fires(self, text: Text, matching: frozenset[int] | None = None, *, opened: bool = False) -> bool:
@@ -127,6 +130,13 @@ class Text:
         self.words = frozenset(split_words(lowered)) if words is None else words
         self._sentences: list[tuple[int, int, frozenset[str]]] | None = None
         self._by_word: dict[str, list[int]] | None = None
+        self._symbols: frozenset[str] | None = None
+
+    def symbols(self) -> frozenset[str]:
+        """The ``SYMBOLS`` in the text, found in one pass (not one substring search per symbol and signal)."""
+        if self._symbols is None:
+            self._symbols = frozenset(_ALL_SYMBOLS[i] for i in _SYMBOL_SET.matching(self.lowered))
+        return self._symbols
 
     def sentences(self) -> list[tuple[int, int, frozenset[str]]]:
         """(start, end, words) of each sentence or line."""
@@ -367,6 +377,10 @@ SYMBOLS = {
     "fake_delimiter": ("<|", "[/", "<<", "</s>", "##", "[system", "[admin", "system:", "system :", "--"),
     "indirect": ("ai:", "ai :", "assistant:", "assistant :"),
 }
+
+
+_ALL_SYMBOLS = sorted({symbol for symbols in SYMBOLS.values() for symbol in symbols})
+_SYMBOL_SET = LinearSet([compile_linear(re.escape(symbol)) for symbol in _ALL_SYMBOLS])
 
 
 # Signals whose patterns reach across sentences (or whose patterns may match in different sentences).
