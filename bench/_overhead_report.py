@@ -165,6 +165,11 @@ def report(targets: list[Target], connections: list[int]) -> tuple[str, dict[str
     if any(t.name == "bare" for t in targets):
         bare_lines, summary["vs_bare"] = vs_bare(targets, connections, rows)
         lines += ["", *bare_lines]
+    names = {t.name for t in targets}
+    pairs = [(a, b) for a, b in (("opsgate-nostore", "baseline-nostore"), ("opsgate", "baseline")) if {a, b} <= names]
+    if pairs:
+        base_lines, summary["vs_baseline"] = vs_baseline(targets, connections, pairs)
+        lines += ["", *base_lines]
     return "\n".join(lines), summary
 
 
@@ -184,7 +189,7 @@ def vs_bare(
     ]
     out: dict[str, Any] = {}
     for t in targets:
-        if not t.name.startswith("opsgate"):
+        if not t.name.startswith(("opsgate", "baseline")):
             continue
         per: dict[str, Any] = {}
         for c in connections:
@@ -203,4 +208,40 @@ def vs_bare(
                 f"| {' / '.join(f'{x:.1f}' for x in rounds)} |"
             )
         out[t.name] = per
+    return lines, out
+
+
+def vs_baseline(
+    targets: list[Target], connections: list[int], pairs: list[tuple[str, str]]
+) -> tuple[list[str], dict[str, Any]]:
+    """This tree's req/s and p99 over the baseline checkout's (``--baseline-src``), same settings, per round.
+
+    The two run back to back in every round, so the per-round ratio is the one a busy machine
+    disturbs least; the median of those is the headline.
+    """
+    by_name = {t.name: t for t in targets}
+    lines = [
+        "| this tree / baseline | connections | req/s ratio per round | median | p99 ratio per round | median |",
+        "|---|---:|---|---:|---|---:|",
+    ]
+    out: dict[str, Any] = {}
+    for mine_name, base_name in pairs:
+        mine, base = by_name[mine_name], by_name[base_name]
+        per: dict[str, Any] = {}
+        for c in connections:
+            a = [r for r in mine.runs if r.connections == c]
+            b = [r for r in base.runs if r.connections == c]
+            rps = [x.rps / y.rps for x, y in zip(a, b, strict=True)]
+            p99 = [x.p99_ms / y.p99_ms for x, y in zip(a, b, strict=True)]
+            per[str(c)] = {
+                "rps_ratio_per_round": [round(x, 3) for x in rps],
+                "rps_ratio_median": round(median(rps), 3),
+                "p99_ratio_per_round": [round(x, 3) for x in p99],
+                "p99_ratio_median": round(median(p99), 3),
+            }
+            lines.append(
+                f"| {mine_name} / {base_name} | {c} | {' / '.join(f'{x:.2f}' for x in rps)} | {median(rps):.2f} "
+                f"| {' / '.join(f'{x:.2f}' for x in p99)} | {median(p99):.2f} |"
+            )
+        out[f"{mine_name}/{base_name}"] = per
     return lines, out

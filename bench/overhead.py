@@ -344,7 +344,7 @@ def main() -> None:
     parser.add_argument(
         "--profile-target",
         nargs="+",
-        choices=["opsgate", "opsgate-nostore", "baseline-nostore", "bare"],
+        choices=["opsgate", "opsgate-nostore", "baseline-nostore", "baseline", "bare"],
         default=["opsgate"],
         help="which runs to sample, one after the other (default: opsgate, the shipped config)",
     )
@@ -396,6 +396,11 @@ def main() -> None:
         help="also run opsgate (log off) from another checkout's src/ directory, side by side: "
         "e.g. `git worktree add /tmp/base v0.1 && ... --baseline-src /tmp/base/src`",
     )
+    parser.add_argument(
+        "--baseline-log",
+        action="store_true",
+        help="with --baseline-src, also run that checkout with the request log on as shipped ('baseline')",
+    )
     parser.add_argument("--output", default="overhead.json", help="file name under bench/results/")
     args = parser.parse_args()
     info = machine()  # before the run: the commit and the date the numbers belong to
@@ -404,7 +409,7 @@ def main() -> None:
     wrk = need("wrk")
     proxy_cpus, load_cpus = plan_cpus(args.pin)
     targets_count = 2 + args.nostore + args.bare + args.litellm + bool(args.postgres) + args.writer_process
-    targets_count += args.baseline_src is not None
+    targets_count += (args.baseline_src is not None) * (1 + args.baseline_log)
     total = args.rounds * len(args.connections) * targets_count * (args.duration + args.warmup)
     print(
         f"overhead benchmark: ~{total / 60:.1f} min of load; proxy CPUs {proxy_cpus}, nginx+wrk CPUs {load_cpus}",
@@ -450,6 +455,9 @@ def main() -> None:
                 tmp, upstream, proxy_cpus, name="baseline-nostore", record_store=False, source=args.baseline_src
             )
             targets.append(stack.enter_context(baseline))
+            if args.baseline_log:
+                logged = opsgate_gateway(tmp, upstream, proxy_cpus, name="baseline", source=args.baseline_src)
+                targets.append(stack.enter_context(logged))
         if args.writer_thread_spare_core:
             spare = opsgate_gateway(tmp, upstream, proxy_cpus, name="opsgate-spare-core", writer_thread_cpus=load_cpus)
             targets.append(stack.enter_context(spare))

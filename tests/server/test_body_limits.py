@@ -7,6 +7,7 @@ long as the client took to send it. These tests talk HTTP/1.1 by hand so they ca
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ import httpx
 import orjson
 import pytest
 
+from opsgate.server.http_io import _arrived, _BoundedReceive
 from tests.support import Gateway, start_gateway
 
 ADMIN_KEY = "bootstrap-admin-key-for-body-tests-0123456789"
@@ -205,3 +207,40 @@ def test_the_login_form_must_be_a_form(gateway: Gateway) -> None:
         headers={"Origin": gateway.url},
     )
     assert response.status_code == 415 and response.json()["error"]["code"] == "unsupported_media_type"
+
+
+def test_a_message_already_in_hand_is_read_without_arming_the_body_timer() -> None:
+    # _BoundedReceive skips asyncio.timeout_at when uvicorn's cycle has the message (message_event set).
+    class Cycle:
+        def __init__(self) -> None:
+            self.message_event = asyncio.Event()
+
+        async def receive(self) -> dict[str, object]:
+            await self.message_event.wait()
+            return {"type": "http.request", "body": b"abc", "more_body": False}
+
+    async def plain() -> dict[str, object]:
+        return {"type": "http.disconnect"}
+
+    async def scenario() -> None:
+        cycle = Cycle()
+        assert not _arrived(cycle.receive) and not _arrived(plain)
+        cycle.message_event.set()
+        assert _arrived(cycle.receive)
+        bounded = _BoundedReceive(cycle.receive, max_bytes=2, timeout=5.0)
+        try:
+            await bounded()
+        except Exception as error:  # counted as ever: 3 bytes past a 2-byte cap
+            assert getattr(error, "status", None) == 413
+        else:
+            raise AssertionError("the size cap was not applied on the fast path")
+        slow = Cycle()
+        bounded = _BoundedReceive(slow.receive, max_bytes=10, timeout=0.05)
+        try:
+            await bounded()  # never arrives: the timer path answers 408
+        except Exception as error:
+            assert getattr(error, "status", None) == 408
+        else:
+            raise AssertionError("no body timeout")
+
+    asyncio.run(scenario())

@@ -14,7 +14,7 @@ from opsgate.server.http_io import INFERENCE_PATHS, error_response
 
 
 def _has_nul(raw: bytes) -> bool:
-    return b"\x00" in raw or b"%00" in raw.lower()
+    return b"\x00" in raw or b"%00" in raw  # digits only: no case to fold
 
 
 class UrlGuardMiddleware:
