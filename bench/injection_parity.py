@@ -96,6 +96,16 @@ def _scan(scanner: Any, text: str, role: str) -> ScanResult | str:
     return result
 
 
+def _token_ids(text: str, numpy_from: int) -> tuple[list[str], Any]:
+    """``injection_model._token_ids`` with texts of ``numpy_from`` characters or more cut by numpy."""
+    kept = injection_model._NUMPY_FROM
+    injection_model._NUMPY_FROM = numpy_from
+    try:
+        return injection_model._token_ids(text)
+    finally:
+        injection_model._NUMPY_FROM = kept
+
+
 def _rules(module: Any, text: str) -> tuple[list[str], tuple[float, list[str]]] | str:
     """The variants the rules read (decoded, un-leeted, ...) and their score and signals, or what was raised."""
     try:
@@ -127,9 +137,10 @@ def main() -> int:
         toks = injection_model.tokens(text)
         if toks != old_model_module.tokens(text):
             problems.append("tokens")
-        names, ids = injection_model._token_ids(text)
-        if [names[i] for i in ids.tolist()] != toks or len(set(names)) != len(names):
-            problems.append("token ids")
+        for numpy_from in (0, injection_model._NUMPY_FROM):  # 0: the numpy tokeniser, whatever the length
+            names, ids = _token_ids(text, numpy_from)
+            if [names[i] for i in ids.tolist()] != toks or len(set(names)) != len(names):
+                problems.append(f"token ids (numpy from {numpy_from} characters)")
         new_logits, old_logits = new_model.window_logits(text), old_model.window_logits(text)
         if len(new_logits) != len(old_logits):
             problems.append(f"{len(new_logits)} windows, was {len(old_logits)}")

@@ -138,3 +138,17 @@ def test_the_secrets_pattern_set_agrees_with_each_pattern_on_adversarial_input(s
     expected = {index for index, (_, pattern) in enumerate(detect_secrets_patterns()) if pattern.search(text)}
     assert expected
     assert _pattern_set().matching(text) == expected
+
+
+@pytest.mark.parametrize("pattern", [r"[a-z]\d+[a-z]", r"\b(ign|prev)\s(\w{2,6})\b", r"\b(?:[a-z][.\-_·]){3,}[a-z]\b"])
+def test_searching_bytes_finds_what_the_re2_module_finds(pattern: str) -> None:
+    plain, as_bytes = compile_linear(pattern), compile_linear(pattern, ascii_as_bytes=True)
+    for text in ("ign 0re h3llo a.b.c.d", "é ign prev ß·a.b-c.d h4x0r", "", "ign\tprevious 忽略 x1y"):
+        found = [(m.group(0), m.start(), m.end()) for m in plain.finditer(text)]
+        assert [(m.group(0), m.start(), m.end()) for m in as_bytes.finditer(text)] == found
+        assert as_bytes.findall(text) == plain.findall(text)
+        assert as_bytes.sub(lambda m: (m.group(0) or "").upper(), text) == plain.sub(
+            lambda m: (m.group(0) or "").upper(), text
+        )
+        first = plain.search(text)
+        assert (as_bytes.search(text) is None) == (first is None)

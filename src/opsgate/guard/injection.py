@@ -48,9 +48,11 @@ _SENTENCE = re.compile(r"[^.!?\n]+[.!?\n]*|[.!?\n]+")
 _LEET = str.maketrans("013457@$!|", "oieastasii")
 # A digit inside a word (pr3v10u5, 1gn0r3), not an ordinal or a unit (3rd, 10km, mp3).
 _LEET_WORD = _re(r"[a-z]\d+[a-z]")
-# A token (cut at single spaces, as ``split(" ")`` cuts) holding a digit, ``@`` or ``$``. Tried only at
-# a token's start, so a long token costs one pass, not one per character.
-_MARKED_TOKEN = re.compile(r"(?<![^ ])[^ ]*[0-9@$][^ ]*")
+# A token (cut at single spaces, as ``split(" ")`` cuts) holding a digit, ``@`` or ``$``, and a character
+# that is not part of a number (``_unleet`` leaves digits and punctuation alone: not matching them saves
+# a Python call per number). Tried only at a token's start, so a long token costs one pass, not one per
+# character.
+_MARKED_TOKEN = re.compile(r"(?<![^ ])(?=[^ ]*[^ 0-9.,:;/\-()\n\t])[^ ]*[0-9@$][^ ]*")
 _EIGHT_BITS = _re(r"[01]{8}")
 _BYTE_WORDS = frozenset(f"{n:08b}" for n in range(256))  # the words of eight binary digits
 _NUMBER_CHARS = "0123456789.,:;/-()\n\t"

@@ -98,6 +98,7 @@ def window_features(toks: list[str]) -> list[set[str]]:
 # cached across texts (``_Keys``); a window's distinct features found by sorting integer codes.
 _TOKEN_CACHE = 100_000  # distinct tokens whose keys are kept (bounded: tokens come from clients)
 _UNKNOWN_CACHE = 1_000_000  # unknown features numbered before the numbering starts again
+_NUMPY_FROM = 4096  # characters: a shorter text is cut by ``_TOKEN`` (numpy's cost per call dominates there)
 _PACKED = 8  # ASCII tokens of up to 8 characters are told apart by their bytes packed into one integer
 _PAIR_HASH_BITS = 21  # a 2 MB table of which hashes known pairs have (~2% of the others collide)
 _NEWLINE = 10  # never inside a token: the separator when distinct tokens are turned into strings at once
@@ -116,11 +117,17 @@ _LOW_BYTES = np.array([(1 << 8 * n) - 1 for n in range(_PACKED + 1)], dtype=np.u
 def _token_ids(text: str) -> tuple[list[str], NDArray[np.int64]]:
     """The distinct tokens of ``tokens(text)`` and each token's index among them: the same tokens, found faster.
 
-    Cut with numpy instead of ``_TOKEN.findall`` (a token starts at a symbol, or at a word character
-    after a non-word one). Short ASCII tokens (most of them) are grouped by their bytes packed into
-    an integer, so only the distinct ones become strings; longer ones are sliced out one by one.
+    A text of 4 KB or more is cut with numpy instead of ``_TOKEN.findall`` (a token starts at a
+    symbol, or at a word character after a non-word one). Short ASCII tokens (most of them) are
+    grouped by their bytes packed into an integer, so only the distinct ones become strings; longer
+    ones are sliced out one by one.
     """
     lowered = normalise(text)
+    if len(lowered) < _NUMPY_FROM:
+        toks = _TOKEN.findall(lowered)
+        names = list(dict.fromkeys(toks))
+        index = dict(zip(names, range(len(names)), strict=True))
+        return names, np.fromiter(map(index.__getitem__, toks), dtype=np.int64, count=len(toks))
     chars: NDArray[np.uint8] | NDArray[np.uint32]
     if lowered.isascii():
         encoded = lowered.encode("ascii")

@@ -108,18 +108,30 @@ _SENTENCE_END = re.compile(r"[.!?\n]+")
 PUNCTUATION = str.maketrans({c: " " for c in ".,;:!?\"'`()[]{}<>|/\\-_*#=+~&^%“”«»\u2018\u2019"})
 
 
+_ASCII_PUNCTUATION = bytes.maketrans(
+    bytes(c for c in PUNCTUATION if c < 128), b" " * sum(1 for c in PUNCTUATION if c < 128)
+)
+_WIDE_PUNCTUATION = tuple(chr(c) for c in PUNCTUATION if c >= 128)
 _PUNCTUATION_OR_SPACE = re.compile("[" + re.escape("".join(map(chr, PUNCTUATION))) + r"\s]+")
 
 
 def split_words(text: str) -> list[str]:
     """``text.translate(PUNCTUATION).split()``: its words, punctuation cut like white space.
 
-    ``str.translate`` is fast on ASCII text only; on other text one regex split does the same work
-    at about half the cost (``\\s`` is ``str.isspace``, what ``split`` cuts at).
+    ``str.translate`` is fast on ASCII text only (a dict lookup per character otherwise): other
+    text is translated as UTF-8 bytes (a 256-byte table; bytes of non-ASCII characters are never
+    ASCII ones), and the few non-ASCII punctuation marks replaced after.
     """
     if text.isascii():
         return text.translate(PUNCTUATION).split()
-    return [word for word in _PUNCTUATION_OR_SPACE.split(text) if word]
+    try:
+        spaced = text.encode("utf-8").translate(_ASCII_PUNCTUATION).decode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: one regex split does the same work
+        return [word for word in _PUNCTUATION_OR_SPACE.split(text) if word]
+    for mark in _WIDE_PUNCTUATION:
+        if mark in spaced:
+            spaced = spaced.replace(mark, " ")
+    return spaced.split()
 
 
 class Text:

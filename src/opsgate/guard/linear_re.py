@@ -9,7 +9,8 @@ once per sentence.
 
 The ``re2`` module also turns every match's UTF-8 byte offsets back into character offsets with a
 pass over the bytes before it (``BytesToCharLen``): ``compile_linear(..., ascii_as_bytes=True)``
-searches an ASCII text as bytes instead, where the two are the same, for the same matches.
+searches the bytes and converts offsets only when asked (an ASCII text's need no converting), and
+keeps the last text's UTF-8 for the next pattern. The same matches either way.
 
 ``LinearSet`` runs many patterns in one pass (RE2's ``Set``) and says which of them match somewhere
 in a text: one pass over 32 KB costs about what two single-pattern searches do, so callers use it to
@@ -75,8 +76,9 @@ def compile_linear(
 ) -> LinearPattern:
     """``pattern`` compiled by RE2; raises ``ValueError`` for syntax RE2 lacks (lookarounds, backreferences).
 
-    ``ascii_as_bytes``: an ASCII text is searched as its bytes (only ``search``, ``finditer``,
-    ``findall`` and ``sub`` on a whole text, the ``LinearPattern`` methods, are offered then).
+    ``ascii_as_bytes``: the text is searched as its UTF-8 bytes, offsets converted only when asked
+    (only ``search``, ``finditer``, ``findall`` and ``sub`` on a whole text, the ``LinearPattern``
+    methods, are offered then).
     """
     source = f"(?m){pattern}" if multiline else pattern
     try:
@@ -86,29 +88,53 @@ def compile_linear(
     return _AsciiAsBytes(compiled) if ascii_as_bytes else cast(LinearPattern, compiled)
 
 
-class _AsciiMatch:
-    """A match found in an ASCII text's bytes, read as the text's: offsets are the same, groups ``str``."""
+# The last text encoded for a search, and its UTF-8: callers search one text with many patterns.
+_last: tuple[str, bytes] = ("", b"")
 
-    __slots__ = ("_match",)
 
-    def __init__(self, match: Any) -> None:
+def _utf8(text: str) -> bytes:
+    """``text`` in UTF-8 (strict, as the ``re2`` module encodes: a lone surrogate raises), the last one kept."""
+    global _last
+    last = _last  # one read: another thread may replace it
+    if last[0] is text:
+        return last[1]
+    encoded = text.encode("utf-8")
+    _last = (text, encoded)
+    return encoded
+
+
+class _BytesMatch:
+    """A match found in a text's UTF-8 bytes: groups as ``str``, offsets in characters (counted when asked)."""
+
+    __slots__ = ("_encoded", "_match")
+
+    def __init__(self, match: Any, encoded: bytes) -> None:
         self._match = match
+        self._encoded = encoded
 
     def group(self, group: int | str = 0) -> str | None:
         found: bytes | None = self._match.group(group)
-        return None if found is None else found.decode("ascii")
+        return None if found is None else found.decode("utf-8")
+
+    def _characters(self, offset: int) -> int:
+        if offset <= 0 or self._encoded.isascii():
+            return offset
+        return len(self._encoded[:offset].decode("utf-8"))
 
     def start(self, group: int = 0) -> int:
-        start: int = self._match.start(group)
-        return start
+        return self._characters(self._match.start(group))
 
     def end(self, group: int = 0) -> int:
-        end: int = self._match.end(group)
-        return end
+        return self._characters(self._match.end(group))
 
 
 class _AsciiAsBytes:
-    """An RE2 pattern that searches ASCII text as bytes, other text as the ``re2`` module does."""
+    """An RE2 pattern that searches a text's UTF-8 bytes (kept for the next pattern) with no offset bookkeeping.
+
+    The ``re2`` module encodes the text again for every search and converts each match's byte
+    offsets to character offsets; here a match's offsets are converted only if asked for (its
+    groups are decoded from the bytes), and an ASCII text's offsets need no conversion at all.
+    """
 
     __slots__ = ("_compiled", "pattern")
 
@@ -123,32 +149,29 @@ class _AsciiAsBytes:
 
     def search(self, text: str) -> LinearMatch | None:
         """The first match in ``text``."""
-        if not text.isascii():
-            return cast(LinearMatch | None, self._compiled.search(text))
-        match = self._compiled.search(text.encode("ascii"))
-        return None if match is None else _AsciiMatch(match)
+        encoded = _utf8(text)
+        match = self._compiled.search(encoded)
+        return None if match is None else _BytesMatch(match, encoded)
 
     def finditer(self, text: str) -> Iterator[LinearMatch]:
         """Every non-overlapping match."""
-        if not text.isascii():
-            return cast(Iterator[LinearMatch], self._compiled.finditer(text))
-        return map(_AsciiMatch, self._compiled.finditer(text.encode("ascii")))
+        encoded = _utf8(text)
+        return (_BytesMatch(match, encoded) for match in self._compiled.finditer(encoded))
 
     def findall(self, text: str) -> list[str]:
         """The text of every non-overlapping match (of the whole pattern: for patterns without groups)."""
-        if not text.isascii() or self._compiled.groups:
+        if self._compiled.groups:
             return cast(list[str], self._compiled.findall(text))
-        return [found.decode("ascii") for found in self._compiled.findall(text.encode("ascii"))]
+        return [found.decode("utf-8") for found in self._compiled.findall(_utf8(text))]
 
     def sub(self, replacement: str | Callable[[LinearMatch], str], text: str) -> str:
         """``text`` with each match replaced."""
-        if not text.isascii():
-            return cast(str, self._compiled.sub(replacement, text))
+        encoded = _utf8(text)
         if isinstance(replacement, str):
             as_bytes: bytes | Callable[[Any], bytes] = replacement.encode("utf-8")
         else:
-            as_bytes = lambda match: replacement(_AsciiMatch(match)).encode("utf-8")  # noqa: E731
-        return cast(bytes, self._compiled.sub(as_bytes, text.encode("ascii"))).decode("utf-8")
+            as_bytes = lambda match: replacement(_BytesMatch(match, encoded)).encode("utf-8")  # noqa: E731
+        return cast(bytes, self._compiled.sub(as_bytes, encoded)).decode("utf-8")
 
 
 class LinearSet:
