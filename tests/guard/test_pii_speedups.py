@@ -203,3 +203,50 @@ def test_dates_and_ages_tried_at_their_markers_find_what_finditer_finds(seed: in
         assert find_marked_dates_and_ages(text) == expected, text
         found += len(expected)
     assert found > 500
+
+
+# The continental street words of _ADDRESS ("Calle", "Avda.", "ul.", …), as the pattern spells them.
+_CONTINENTAL_WORDS = [*pii_address._CONTINENTAL.split("|(?:Calle|", 1)[1].split(")", 1)[0].split("|"), "Calle"]
+
+
+def _expand(piece: str) -> list[str]:
+    """The spellings of one suffix of the pattern: ``[Ss]tra(?:ß|ss)e`` is four, ``[Ss]tr\\.`` two."""
+    firsts = [piece[1], piece[2]] if piece.startswith("[") else [piece[0]]
+    rest = piece[4:] if piece.startswith("[") else piece[1:]
+    rests = [rest.replace("(?:ß|ss)", middle) for middle in ("ß", "ss")] if "(?:" in rest else [rest]
+    return [first + tail.replace("\\", "") for first in firsts for tail in rests]
+
+
+# The continental street suffixes of _ADDRESS ("[Ss]tra(?:ß|ss)e", "weg", …), every spelling.
+_SUFFIX_GROUP = pii_address._CONTINENTAL.split("{1,30}(?:", 1)[1].split(")|(?:Calle", 1)[0]
+_CONTINENTAL_SUFFIXES = [
+    spelling
+    for piece in _SUFFIX_GROUP.replace("(?:ß|ss)", "@").split("|")
+    for spelling in _expand(piece.replace("@", "(?:ß|ss)"))
+]
+_ADDRESS_ODD = [
+    "ul. Długa 5", "al. Jana 3", "ulica Polna 12", "osiedle Nowe 4", "place Vendôme 2", "12 bis rue", "١٢",
+    "Ährenstraße 12", "Öster", "Kranzstr., n.º 4", "P O Box 9", "P.O.Box 12", "Post Office Box 3", "PSC 1234, Box 5678",
+    "USNS Comfort", "USCGC Eagle", "APO AP 96543", "Studio 4", "Apartment 2", "Haupt-Weg 3",
+    "X" * 31 + "ring 4", "Y" * 32 + "weg 5", "XCallee 5", "ÄViallee 7",
+    *(word.replace("\\", "").replace("?", "") + " Mayor 5" for word in _CONTINENTAL_WORDS),
+    *(f"Haupt{suffix} 12" for suffix in _CONTINENTAL_SUFFIXES),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", [9, 10])
+def test_addresses_tried_at_their_starts_find_what_finditer_finds(seed: int) -> None:
+    rng = random.Random(seed)
+    glue = [" ", " ", ", ", "  ", "\n", "", "-", ". ", "_", "x"]
+    pieces = [*_ADDRESS_PIECES, *_ADDRESS_ODD, *_FRENCH_PIECES]
+    found = 0
+    for _ in range(800):
+        text = "".join(rng.choice(pieces) + rng.choice(glue) for _ in range(rng.randint(2, 40)))
+        for low, high in [(0, len(text)), *pii_address._digit_windows(text)]:
+            expected = [(m.span(), m.groups()) for m in pii_address._ADDRESS.finditer(text, low, high)]
+            assert [(m.span(), m.groups()) for m in pii_address._address_matches(text, low, high)] == expected, text
+            found += len(expected)
+    assert found > 500
+
+
+_FRENCH_PIECES = ["rue", "avenue", "boulevard", "bd", "chemin", "allée", "impasse", "quai", "route", "cours", "voie"]

@@ -61,9 +61,13 @@ _CONTINENTAL = (
     r",?\s{1,3}(?:n\.?\s?º?\s{0,2})?\d{1,5}[A-Za-z]?(?:\s?[/-]\s?\d{1,5}[A-Za-z]?)?"
     r"(?:,?\s{1,3}(?:Puerta|Piso|Esc\.|Appartamento|Piano|Interno|Apto\.?|Apt\.?|lok\.?|m\.)\s{0,3}[\w/º-]{1,6}){0,2}"
 )
+_FRENCH_STREETS = [
+    "rue", "avenue", "boulevard", "bd", "place", "chemin", "allée", "impasse", "quai", "route", "cours", "square",
+    "passage", "voie",
+]  # fmt: skip
 _FRENCH = (
     r"(?:\d{1,4}(?:\s?(?:bis|ter))?,?\s{1,3})?"
-    r"(?:rue|avenue|boulevard|bd|place|chemin|allée|impasse|quai|route|cours|square|passage|voie)"
+    rf"(?:{'|'.join(_FRENCH_STREETS)})"
     r"(?:\s{1,3}(?:de|du|des|de la|d'|l'|la|le|les)){0,2}\s{0,3}" + _NAME + r"(?:[\s-]{1,3}" + _NAME + r"){0,3}"
 )
 # USPS forms with no street: post-office boxes and military addresses (ship, unit or PSC; APO/FPO/DPO).
@@ -126,12 +130,56 @@ _TOWN_AFTER = re.compile(
 )
 
 
+# Where an address can start: every alternative of _ADDRESS begins with a digit (the start of a run of them:
+# no match starts after a word character), with one of these words (their first letters at least: "P" for
+# "P.O. Box", "Post", "PSC" and the Plaza, Piazza, … of _CONTINENTAL), or with a capital at most 31 characters
+# before one of the continental street suffixes ("Hauptstraße", "Kranzstr.").
+_DIGIT_RUN = re.compile(r"\d+")
+_CAPITAL = re.compile(r"[A-Z\u00C0-\u00DE]")
+_WORD_STARTS = (
+    "P", "US", "Unit", "Flat", "Apt", "Suite", "Studio", "Calle", "Av", "Camino", "Carre", "Ronda", "Glorieta",
+    "Rambla", "Vi", "Corso", "Largo", "Strada", "Stretto", "Contrada", "Borgo", "Rotonda", "Incrocio", "Canale",
+    "Rua", "Traves", "Alameda", "Rodovia", "Ladeira", "Estrada", "Acceso", "Cañada", "Cuesta", "Urbanización",
+    "Ulica", "ulica", "ul.", "Aleja", "aleja", "al.", "plac", "Osiedle", "osiedle", *_FRENCH_STREETS,
+)  # fmt: skip
+_SUFFIXES = (
+    "Straße", "straße", "Strasse", "strasse", "Str.", "str.", "Gasse", "gasse", "Weg", "weg", "Platz", "platz",
+    "Allee", "allee", "Ring", "ring", "Damm", "damm", "Ufer", "ufer", "straat", "laan", "plein", "singel", "gracht",
+    "kade", "dijk", "gatan", "vägen", "gränd", "torget", "stigen", "vej", "gade",
+)  # fmt: skip
+
+# One pass for both lists: their strings grouped by first character (``re`` tries one group per position).
+_LITERALS = re.compile(by_first_character([(re.escape(w[0]), re.escape(w[1:])) for w in (*_WORD_STARTS, *_SUFFIXES)]))
+
+
+def _address_matches(text: str, low: int, high: int) -> Iterator[re.Match[str]]:
+    """``_ADDRESS.finditer(text, low, high)``, tried only where a match can start (as ``pii._matches``):
+    ``re`` tried every alternative at every word (~0.15 ms per KB of windows)."""
+    starts = {m.start() for m in _DIGIT_RUN.finditer(text, low, high)}
+    for hit in _LITERALS.finditer(text, low, high):
+        # A hit may start an address itself, or end one ("Hauptstraße": the capital 2 to 31 characters
+        # before a suffix). Hits do not overlap, so a suffix may also start inside this hit ("Calle" and
+        # "allee"): the capitals up to the hit's end count too.
+        at = hit.start()
+        starts.add(at)
+        starts.update(m.start() for m in _CAPITAL.finditer(text, max(low, at - 31), hit.end()))
+    match = _ADDRESS.match
+    resume = low
+    for at in sorted(starts):
+        if at < resume:
+            continue
+        found = match(text, at, high)
+        if found is not None:
+            yield found
+            resume = found.end()
+
+
 def find_addresses(text: str) -> list[Finding]:
     """Street addresses, with their postcode and town when these follow; a town after one is a location."""
     found = []
     # Only near digits: the pattern tries 375 street types at every capitalised word, ~0.08 ms per KB.
     for low, high in _digit_windows(text):
-        for match in _ADDRESS.finditer(text, low, high):
+        for match in _address_matches(text, low, high):
             value = trim(match.group())
             if value[:1].isalpha() and value.split()[0].lower() in _FRENCH_WORDS and not _FRENCH_OK.search(value):
                 continue
