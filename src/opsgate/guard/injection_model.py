@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 import unicodedata
 from array import array
 from dataclasses import dataclass
@@ -260,6 +261,7 @@ class InjectionModel:
         self.calibration = calibration
         self._keys = _Keys(vocabulary)
         self._concept_bits: dict[str, int] = {}
+        self._concept_lock = threading.Lock()  # scanners run in a thread pool: one bit per concept
         self._concept_cost: dict[int, tuple[int, float]] = {}
         # Known features' weights in float64, then a 0 for every other key.
         self._weights64 = np.append(weights.astype(np.float64), 0.0)
@@ -389,12 +391,11 @@ class InjectionModel:
         everything = list(chain.from_iterable(features))
         known = list(map(self.vocabulary.get, everything))  # one C call for them all
         found = [k if k is not None else keys.unknown_key(f) for k, f in zip(known, everything, strict=True)]
-        bits = self._concept_bits
         end = 0
         for i, own in zip(missing, features, strict=True):
             token = names[i]
             start, end = end, end + len(own)
-            mask = sum(1 << bits.setdefault(c, len(bits)) for c in concepts([token]))
+            mask = sum(1 << self._concept_bit(c) for c in concepts([token]))
             info = (
                 array("q", found[start:end]).tobytes(),
                 mask,
@@ -421,11 +422,21 @@ class InjectionModel:
         weights: NDArray[np.float64] = self._weights64[index]
         return weights
 
+    def _concept_bit(self, concept: str) -> int:
+        """The concept's bit in a window's concept mask (given out once, under a lock)."""
+        bit = self._concept_bits.get(concept)
+        if bit is None:
+            with self._concept_lock:
+                bit = self._concept_bits.setdefault(concept, len(self._concept_bits))
+        return bit
+
     def _concept_cost_of(self, mask: int) -> tuple[int, float]:
         """How many ``k:`` features a window with these concept bits has, and their weights' sum."""
         found = self._concept_cost.get(mask)
         if found is None:
-            features = features_of({c for c, bit in self._concept_bits.items() if mask >> bit & 1})
+            with self._concept_lock:  # not iterated while another thread adds a concept
+                names = {c for c, bit in self._concept_bits.items() if mask >> bit & 1}
+            features = features_of(names)
             ids = sorted(self.vocabulary[f] for f in features if f in self.vocabulary)
             found = self._concept_cost[mask] = (len(features), float(self._weights64[ids].sum()))
         return found
