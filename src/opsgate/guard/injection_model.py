@@ -332,29 +332,32 @@ class InjectionModel:
         key_bytes, masks, firsts, seconds = zip(*self._infos(keys, names), strict=True)
         distinct, blocks = len(names), -(-size // STRIDE)
         windows = blocks - 1
-        pair_base = keys.beyond()  # a pair's key: pair_base + first * distinct + second, above every feature's
-        if (pair_base + distinct * distinct) * blocks >= 1 << 62:
+        # Integer codes are packed with shifts, not products (numpy's integer division is slow).
+        token_bits, block_bits = distinct.bit_length(), blocks.bit_length()
+        pair_base = keys.beyond()  # a pair's key: pair_base + (first << token_bits | second), above every feature's
+        if (pair_base + (1 << 2 * token_bits)) << block_bits >= 1 << 62:
             return self._logits_of(window_features(tokens(text)))  # past int64 codes (gigabytes of text)
         flat = np.frombuffer(b"".join(key_bytes), dtype=np.int64)
         lengths = np.fromiter(map(len, key_bytes), dtype=np.int64, count=distinct) // 8
         # Each distinct (block, token), expanded to the token's feature keys.
-        block_token = np.arange(size) // STRIDE * distinct + ids
+        block_token = np.arange(size) // STRIDE << token_bits | ids
         block_token.sort()
-        block_of, token_of = np.divmod(block_token[_firsts(block_token)], distinct)
+        block_token = block_token[_firsts(block_token)]
+        block_of, token_of = block_token >> token_bits, block_token & ((1 << token_bits) - 1)
         per_entry = lengths[token_of]
         ends = np.cumsum(per_entry)
         offsets = (np.cumsum(lengths) - lengths)[token_of] - (ends - per_entry)
         feature_keys = flat[np.repeat(offsets, per_entry) + np.arange(int(ends[-1]))]
         # With the pairs inside a block (both positions in it): distinct (feature, block), feature-major.
         positions = np.arange(size - 1)
-        pair_keys = pair_base + ids[:-1] * distinct + ids[1:]
+        pair_keys = pair_base + (ids[:-1] << token_bits | ids[1:])
         inside = positions % STRIDE != STRIDE - 1
-        codes = np.concatenate((feature_keys, pair_keys[inside])) * blocks
-        codes += np.concatenate((np.repeat(block_of, per_entry), positions[inside] // STRIDE))
+        codes = np.concatenate((feature_keys, pair_keys[inside])) << block_bits
+        codes |= np.concatenate((np.repeat(block_of, per_entry), positions[inside] // STRIDE))
         codes.sort()
         codes = codes[_firsts(codes)]
-        feature, block = np.divmod(codes, blocks)
-        pair_tokens = (np.array(firsts, dtype=np.int64), np.array(seconds, dtype=np.int64), distinct, pair_base)
+        feature, block = codes >> block_bits, codes & ((1 << block_bits) - 1)
+        pair_tokens = (np.array(firsts, dtype=np.int64), np.array(seconds, dtype=np.int64), token_bits, pair_base)
         weight = self._weights64[np.minimum(feature, len(self.vocabulary))]
         is_pair = feature >= pair_base
         weight[is_pair] = self._pair_weights(feature[is_pair], *pair_tokens)
@@ -366,10 +369,10 @@ class InjectionModel:
         sums = block_sums[:-1] + block_sums[1:]
         sums -= np.bincount(shared, weights=weight[:-1][both], minlength=blocks)[:windows]
         # The pair across window w's middle (positions wS+S-1 and wS+S), unless either block has it too.
-        across = pair_keys[STRIDE - 1 : windows * STRIDE : STRIDE] * blocks + np.arange(windows)
+        across = pair_keys[STRIDE - 1 : windows * STRIDE : STRIDE] << block_bits | np.arange(windows)
         added = ~(_contains(codes, across) | _contains(codes, across + 1))
         counts += added
-        sums += np.where(added, self._pair_weights(across // blocks, *pair_tokens), 0.0)
+        sums += np.where(added, self._pair_weights(across >> block_bits, *pair_tokens), 0.0)
         # Concepts: a window's are its two blocks' (bit masks ORed); each distinct mask's features once.
         block_masks = np.bitwise_or.reduceat(np.array(masks, dtype=np.int64)[ids], np.arange(0, size, STRIDE))
         window_masks = block_masks[:-1] | block_masks[1:]
@@ -406,12 +409,12 @@ class InjectionModel:
         return cast(list[_Info], infos)  # no None left
 
     def _pair_weights(
-        self, keys: NDArray[np.int64], firsts: NDArray[np.int64], seconds: NDArray[np.int64], distinct: int, base: int
+        self, keys: NDArray[np.int64], firsts: NDArray[np.int64], seconds: NDArray[np.int64], bits: int, base: int
     ) -> NDArray[np.float64]:
-        """The weight of each pair key ``base + first * distinct + second`` (token ids of this text), 0 if unknown."""
+        """The weight of each pair key ``base + (first << bits | second)`` (token ids of this text), 0 if unknown."""
         if not len(self._pair_codes):
             return np.zeros(len(keys))
-        first, second = np.divmod(keys - base, distinct)
+        first, second = (keys - base) >> bits, (keys - base) & ((1 << bits) - 1)
         first, second = firsts[first], seconds[second]
         code = first * len(self._seconds) + second
         maybe = np.flatnonzero((first >= 0) & (second >= 0))
