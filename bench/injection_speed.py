@@ -5,9 +5,12 @@ and take turns on every run (which goes first alternates), so load from other wo
 alike. Each run's text is new (a word unique to the run after every ~500 characters, as
 ``bench/_guard_input.py`` makes them), so no verdict cache has read it; the adversarial input is
 also measured as the same text every run. Per input and version: the whole scanner (``scan``:
-rules and learned model) p50/p99 wall time and p50 CPU time of the thread, and the model alone
+rules and learned model) p50/p99 wall time and CPU time of the thread, and the model alone
 (``InjectionModel.score`` of the text) and the rules alone (``variants`` + ``injection_score``)
-at p50 in CPU time (on a loaded machine wall time is mostly waiting for a core). Prints a Markdown table and writes ``bench/results/injection_speed.json``.
+at p50 in CPU time (on a loaded machine wall time is mostly waiting for a core). The parts run after
+the scan, on the text and a space: the scan has already cached the new words' feature keys. Like the
+gateway after start-up, the process calls ``gc.freeze()`` once the scanners are loaded. Prints a
+Markdown table and writes ``bench/results/injection_speed.json``.
 
     nice -n 10 .venv/bin/python bench/injection_speed.py --baseline-ref 9e1d0b4 [--runs 100]
 """
@@ -64,7 +67,13 @@ def measure(baseline_ref: str, runs: int) -> dict[str, Any]:
     versions: dict[str, Any] = {"this tree": injection, f"baseline {baseline_ref}": old_injection}
     scanners = {name: module.InjectionScanner(config) for name, module in versions.items()}
     context = ScanContext("input", role="user")
-    out: dict[str, Any] = {"baseline": baseline_ref, "runs": runs, "inputs": {}}
+    for scanner in scanners.values():
+        scanner.scan(inputs()["32 KB stdlib docstrings, new each run"](10**6), context)  # lazy imports
+    # As the gateway does after start-up (server/app.py): what is loaded by now is never traversed by
+    # the collector again, so a full collection costs what the requests since allocated, not the heap.
+    gc.collect()
+    gc.freeze()
+    out: dict[str, Any] = {"baseline": baseline_ref, "runs": runs, "gc_frozen": True, "inputs": {}}
     for label, make in inputs().items():
         count = runs * 3 if len(make(0)) < 8192 else runs
         wall: dict[str, list[int]] = {name: [] for name in versions}
