@@ -211,11 +211,12 @@ class FastNames:
         tokens = _TOKEN.findall(text)
         if not tokens:
             return [], np.zeros((0, len(LABELS)), dtype=np.float32)
-        distinct = list(dict.fromkeys(tokens))
-        local = {token: code for code, token in enumerate(distinct)}
+        # Each token's code: its rank among the distinct tokens in order of first appearance (one pass).
+        local: dict[str, int] = {}
+        codes = np.array([local.setdefault(token, len(local)) for token in tokens], dtype=np.intp)
+        distinct = list(local)
         empty, newline_code = len(distinct), len(distinct) + 1
         distinct += ["", "<nl>"]
-        codes = np.array(list(map(local.__getitem__, tokens)), dtype=np.intp)
         capital = np.array([token.lstrip()[:1].isupper() for token in distinct], dtype=bool)
         at = np.flatnonzero(capital[codes])
         if at.size:
