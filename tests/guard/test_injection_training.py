@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from opsgate.guard.injection_model import shipped_model
-from opsgate.guard.training import loso, sources, sources_extra, train
+from opsgate.guard.training import languages_round3, loso, sources, sources_extra, sources_round3, train
 from opsgate.guard.training.corpus import CORPUS
 from opsgate.guard.training.train import group_weights
 
@@ -28,13 +28,22 @@ def test_no_row_names_a_reserved_collection_and_every_licence_is_permissive(corp
     for row in corpus:
         assert not RESERVED.search(f"{row['source']} {row['licence']}"), row
         assert PERMISSIVE.search(row["licence"]), row
-    for name, (*_, licence) in {**sources_extra.PACKAGES, **sources.PACKAGES}.items():
+    for name, (*_, licence) in {**sources_extra.PACKAGES, **sources_round3.PACKAGES, **sources.PACKAGES}.items():
         assert not RESERVED.search(name) and PERMISSIVE.search(licence), name
 
 
 def test_the_second_round_sources_are_in_the_corpus(corpus: list[dict[str, Any]]) -> None:
     present = {row["source"] for row in corpus}
     assert set(sources_extra.PACKAGES) <= present
+    assert set(sources_round3.PACKAGES) <= present
+
+
+def test_the_third_round_templates_are_one_written_here_group(corpus: list[dict[str, Any]]) -> None:
+    rows = languages_round3.rows()
+    assert {loso.group_of(str(r["source"])) for r in rows} == {loso.WRITTEN_HERE}
+    assert {int(r["label"]) for r in rows} == {0, 1}  # every attack kind comes with benign look-alikes
+    present = {row["text"] for row in corpus}
+    assert sum(str(r["text"]).strip() in present for r in rows) >= 0.95 * len(rows)
 
 
 def test_everything_written_here_is_one_group() -> None:

@@ -23,7 +23,7 @@ import zlib
 from collections import Counter
 from pathlib import Path
 
-from opsgate.guard.training import sources, sources_extra, templates
+from opsgate.guard.training import languages_round3, sources, sources_extra, sources_round3, templates
 
 ROOT = Path(__file__).resolve().parents[4]
 CORPUS = ROOT / "data" / "guard" / "injection" / "corpus.jsonl"
@@ -97,8 +97,27 @@ def main() -> None:
         help="keep the committed rows as they are and add the second round's sources (README paragraphs "
         "depend on the venv's packages, so a full rebuild can differ there)",
     )
+    parser.add_argument(
+        "--append-round3",
+        choices=("all", "sources", "templates"),
+        help="keep the committed rows and add the third round's packages (sources_round3), its templated "
+        "families (templates_agentic, languages_round3), or both",
+    )
     args = parser.parse_args()
-    if args.append_extra:
+    if args.append_round3:
+        rows = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]
+        seen = {str(r["text"]) for r in rows}
+        new: list[dict[str, str | int]] = []
+        if args.append_round3 in ("all", "sources"):
+            new += sources_round3.rows(args.packages)
+        if args.append_round3 in ("all", "templates"):
+            new += languages_round3.rows()
+        for row in new:
+            text = str(row["text"]).strip()
+            if text and text not in seen:
+                seen.add(text)
+                rows.append({**row, "text": text, "split": split_of(str(row["source"]))})
+    elif args.append_extra:
         rows = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]
         seen = {str(r["text"]) for r in rows}
         for row in sources_extra.rows(args.packages):
