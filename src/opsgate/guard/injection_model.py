@@ -98,7 +98,7 @@ def window_features(toks: list[str]) -> list[set[str]]:
 # The fast path's pieces. Tokens: cut with numpy (``_token_ids``); their features' integer keys
 # cached across texts (``_Keys``); a window's distinct features found by sorting integer codes.
 _TOKEN_CACHE = 100_000  # distinct tokens whose keys are kept (bounded: tokens come from clients)
-_UNKNOWN_CACHE = 1_000_000  # unknown features numbered before the numbering starts again
+_UNKNOWN_CACHE = 250_000  # unknown features numbered before starting again (~30 MB of strings at most)
 _NUMPY_FROM = 4096  # characters: a shorter text is cut by ``_TOKEN`` (numpy's cost per call dominates there)
 _PACKED = 8  # ASCII tokens of up to 8 characters are told apart by their bytes packed into one integer
 _PAIR_HASH_BITS = 21  # a 2 MB table of which hashes known pairs have (~2% of the others collide)
