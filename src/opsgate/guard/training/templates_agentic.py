@@ -234,6 +234,30 @@ def _suffix_benign(rng: random.Random) -> str:
     )
 
 
+_MARKUP = [
+    "For full documentation see https://{pkg}.readthedocs.io/en/latest/.",
+    "{title}\n{rule}\n\nInstall with ``pip install {pkg}`` and read the docs.",
+    "- [{title}](https://docs.example.org/{pkg}/#{anchor}) ([CSV]({pkg}.csv) or [TSV]({pkg}.tsv))",
+    "```yaml\n{pkg}:\n  enabled: true\n  retries: 3  # ~30 s in all\n```",
+    "$ {pkg} run --config ./{pkg}.toml --verbose | head -n 20",
+    "Badges: |build| |coverage| |pypi| ... _{pkg}: https://pypi.org/project/{pkg}/",
+    "{rule}\n{title}\n{rule}",
+    "See <https://github.com/example/{pkg}/issues>_ for bugs; patches welcome :)",
+    "x = {{'a': [1, 2, 3], 'b': (4, 5)}}  # => {{'a': 6, 'b': 9}} after sum()",
+    "Usage: {pkg} [-h] [--out FILE] [--level {{debug,info,warn}}] PATH [PATH ...]",
+]  # fmt: skip
+_PKGS = ["quickparse", "yarl", "propcache", "sniffio", "tablib", "fastjsonl", "pathkit", "confetti"]
+_TITLES = ["Advanced configuration", "Quick start", "Changelog", "Command line", "Installing from source"]
+_RULES = ["~" * 30, "=" * 24, "-" * 18, "^" * 20, "*" * 12]
+
+
+def _markup(rng: random.Random) -> str:
+    """Punctuation-heavy benign text (READMEs, shell, config): the suffix soup's look-alikes."""
+    return rng.choice(_MARKUP).format(
+        pkg=rng.choice(_PKGS), title=rng.choice(_TITLES), rule=rng.choice(_RULES), anchor=rng.choice(_PKGS)
+    )
+
+
 def _puzzle(rng: random.Random, words: list[str], harmful: bool) -> str:
     target = rng.choice(words)
     letters = [c for c in target if c.isalpha()]
@@ -356,6 +380,7 @@ BENIGN_FAMILIES: dict[str, tuple[Callable[[random.Random], str], str]] = {
     "tmpl-benign-dialogue": (lambda rng: rng.choice(_DIALOGUE_BENIGN), "user"),
     "tmpl-benign-split": (_split_benign, "user"),
     "tmpl-benign-soup": (_suffix_benign, "user"),
+    "tmpl-benign-markup": (_markup, "tool"),
     "tmpl-benign-puzzle": (lambda rng: _puzzle(rng, _PUZZLE_BENIGN, False), "user"),
     "tmpl-benign-divergence": (lambda rng: rng.choice(_DIVERGE_BENIGN).format(w=rng.choice(_DIVERGE_WORDS)), "user"),
     "tmpl-benign-tense": (
