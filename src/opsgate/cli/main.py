@@ -140,7 +140,13 @@ def serve(
         os.environ[WORKERS_ENV] = str(workers)  # each worker knows it is one of several (auth/key_limits.py)
         metrics_dir = prepare_metrics_dir(config)  # one /metrics for all workers, not whichever takes the scrape
         try:
-            uvicorn.run("opsgate.server.app:app_from_env", factory=True, workers=workers, **options)
+            uvicorn.run(
+                "opsgate.server.app:app_from_env",
+                factory=True,
+                workers=workers,
+                timeout_worker_healthcheck=server.worker_healthcheck_seconds,
+                **options,
+            )
         finally:
             if metrics_dir is not None and not config.telemetry.metrics.multiprocess_dir:
                 shutil.rmtree(metrics_dir, ignore_errors=True)  # the temporary one made for this run

@@ -213,6 +213,16 @@ class ServerConfig(_Strict):
         30.0, gt=0, description="A request body must arrive within this time of its first read (else 408)."
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    worker_healthcheck_seconds: int = Field(
+        60,
+        ge=1,
+        le=600,
+        description=(
+            "With several workers: how long uvicorn's supervisor waits for a worker's health answer before it"
+            " kills and restarts it. uvicorn's own default (5 s) kills workers still starting up on a busy CPU"
+            " (loading the guard and embedding models), over and over (encode/uvicorn discussions 2396, 2450)."
+        ),
+    )
 
 
 class EncryptionConfig(_Strict):
