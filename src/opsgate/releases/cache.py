@@ -145,16 +145,33 @@ class ReleaseCache:
         self.prompts[(tenant, ref)] = found
         return found
 
-    async def start(self) -> None:
-        """Load once (so the first request sees releases), then poll in the background."""
+    async def start(self, wait_seconds: float = 3.0) -> None:
+        """Load once (so the first request sees releases), then poll in the background. A store that does
+        not answer within ``wait_seconds`` must not hold up the start (the pool's own timeout is 10 s,
+        and a restart during a database outage would wait for it): the first load then goes on in the
+        background and requests get the YAML config until it lands, as when it fails."""
         if self.source is None:
             return
-        try:
-            await asyncio.to_thread(self.refresh, True)
-        except Exception as error:  # the store may be down at start: keep serving the base config
-            self.last_error = f"{type(error).__name__}: {error}"
-            log.warning("releases: first load failed (%s); serving the YAML config until it works", error)
-        self._task = asyncio.create_task(self._run(), name="opsgate-release-cache")
+        first = asyncio.create_task(asyncio.to_thread(self.refresh, True), name="opsgate-release-first-load")
+        done, _ = await asyncio.wait({first}, timeout=wait_seconds)
+        if done:
+            self._first_load_ended(first)
+        else:
+            self.last_error = f"first load not finished after {wait_seconds:g} s"
+            log.warning(
+                "releases: the store has not answered in %g s; serving the YAML config until it does", wait_seconds
+            )
+        self._task = asyncio.create_task(self._run(None if done else first), name="opsgate-release-cache")
+
+    def _first_load_ended(self, first: asyncio.Task[bool]) -> None:
+        error = first.exception()
+        if error is None:
+            self.last_error = None
+            return
+        self.last_error = (
+            f"{type(error).__name__}: {error}"  # the store may be down at start: keep serving the base config
+        )
+        log.warning("releases: first load failed (%s); serving the YAML config until it works", error)
 
     async def close(self) -> None:
         """Stop polling."""
@@ -164,7 +181,14 @@ class ReleaseCache:
                 await self._task
             self._task = None
 
-    async def _run(self) -> None:
+    async def _run(self, first: asyncio.Task[bool] | None) -> None:
+        if first is not None:
+            try:
+                await asyncio.wait({first})
+            except asyncio.CancelledError:
+                first.cancel()  # the thread finishes on its own; nobody reads its answer
+                raise
+            self._first_load_ended(first)
         while True:
             await asyncio.sleep(self.poll_seconds)
             try:
