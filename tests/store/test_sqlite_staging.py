@@ -103,3 +103,37 @@ def test_a_line_that_is_not_json_is_the_lines_fault_and_a_blank_line_is_nothing(
         assert conn.execute("SELECT count(*) FROM temp.batch WHERE id IS NULL AND stream = 0").fetchone()[0] == 1
     store.close()
     assert store.write_lines([_lines()[0]]) == 1
+
+
+def _nested(depth: int) -> Any:
+    value: Any = "leaf"
+    for _ in range(depth):
+        value = {"k": value}
+    return value
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        # JSON orjson reads (1,024 levels) but cannot write back (254): the line's fault, not an outage.
+        b'{"id": "deep", "ts": 1, "metadata": ' + orjson.dumps(_nested(200)) + b"}",
+        b'{"id": "deep", "ts": 1, "metadata": ' + b'{"k": ' * 300 + b"1" + b"}" * 300 + b"}",
+        b'{"id": "huge", "ts": 1, "status": {"n": 1}, "latency_ms": ' + b"9" * 400 + b"}",
+    ],
+)
+def test_a_value_the_store_cannot_keep_is_refused_data(tmp_path: Path, line: bytes) -> None:
+    store = SqliteRecordStore(tmp_path / "r.db")
+    good = _lines()[0]
+    with store.connection() as conn:
+        try:
+            _stage(conn, [line, good])
+        except ValueError:
+            pass  # refused data: the writer stores the batch line by line and sets this line aside
+        except store.refused_data_errors:
+            pass
+    store.close()
+    try:
+        store.write_lines([line, line, good])
+    except store.refused_data_errors:
+        pass  # what the writer then sorts line by line; any other error would read as a store outage
+    assert isinstance(ValueError("x"), store.refused_data_errors)

@@ -96,11 +96,17 @@ def _stage(conn: sqlite3.Connection, lines: list[bytes]) -> None:
             continue
         statement = _STAGE_FULL if len(records) == _CHUNK_ROWS else _stage_sql(len(records))
         try:
-            conn.execute(statement, [value for record in records for value in _row(record)])
-        except (sqlite3.ProgrammingError, sqlite3.InterfaceError, OverflowError):
-            # A value sqlite3 cannot bind (an object in a plain column, a 64-bit-plus integer):
-            # nothing of the statement ran; bind the chunk again with every column converted.
-            conn.execute(statement, [value for record in records for value in _row_exact(record)])
+            try:
+                conn.execute(statement, [value for record in records for value in _row(record)])
+            except (sqlite3.ProgrammingError, sqlite3.InterfaceError, OverflowError):
+                # A value sqlite3 cannot bind (an object in a plain column, a 64-bit-plus integer):
+                # nothing of the statement ran; bind the chunk again with every column converted.
+                conn.execute(statement, [value for record in records for value in _row_exact(record)])
+        except (TypeError, OverflowError) as error:
+            # A value not even that makes storable (JSON nested past orjson's 254 levels, an integer
+            # past a float's range): refused data, so the writer stores the batch line by line and sets
+            # this line aside, rather than retrying the whole batch as if the store were down.
+            raise ValueError(f"a journal line holds a value the store cannot keep: {error}") from None
 
 
 _DROP_ERASED = (
