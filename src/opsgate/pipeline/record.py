@@ -8,6 +8,7 @@ sees the final response, whichever stage produced it.
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from typing import Any, Protocol
 
@@ -18,7 +19,7 @@ from opsgate.domain.requests import ChatCompletionRequest, CompletionRequest, Em
 from opsgate.pipeline.request_id import client_request_id
 from opsgate.pipeline.stage import PassStage
 from opsgate.slo.quality import quality_flags
-from opsgate.store.encoding import record_json
+from opsgate.store.nesting import bounded_record_json
 
 RequestRecord = dict[str, Any]
 log = logging.getLogger("opsgate.pipeline.record")
@@ -41,7 +42,7 @@ class LogSink:
     def write(self, record: RequestRecord) -> None:
         """Log the record if the logger is enabled for INFO (serialising only then)."""
         if self._log.isEnabledFor(logging.INFO):
-            self._log.info(record_json(record).decode())
+            self._log.info(bounded_record_json(record).decode())
 
 
 class MemorySink:
@@ -56,15 +57,21 @@ class MemorySink:
 
 
 class FanoutSink:
-    """Writes every record to several sinks."""
+    """Writes every record to several sinks; one sink's failure costs neither the others nor the client."""
 
     def __init__(self, *sinks: RecordSink) -> None:
         self.sinks = sinks
+        self.failures: dict[str, int] = {}  # by sink class name
 
     def write(self, record: RequestRecord) -> None:
-        """Write to each sink."""
+        """Write to each sink, logging and counting any that fails."""
         for sink in self.sinks:
-            sink.write(record)
+            try:
+                sink.write(record)
+            except Exception:
+                name = type(sink).__name__
+                self.failures[name] = self.failures.get(name, 0) + 1
+                log.exception("record sink %s failed on request %s", name, record.get("id"))
 
 
 def input_text(body: object) -> str | None:
@@ -119,6 +126,31 @@ def _response_payload(endpoint: str, body: dict[str, Any]) -> tuple[dict[str, An
     return payload, text if isinstance(text, str) else None
 
 
+def _count(value: Any) -> bool:
+    """A token count worth pricing: absent, or a real, finite, non-negative number."""
+    if value is None:
+        return True
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return value >= 0 and (isinstance(value, int) or math.isfinite(value))
+
+
+def _countable(usage: Any) -> bool:
+    """Whether ``usage`` holds only counts the price book can multiply (an upstream may send anything)."""
+    if usage is None:
+        return True
+    if not isinstance(usage, dict):
+        return False
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return (
+        (details is None or isinstance(details, dict))
+        and _count(usage.get("prompt_tokens"))
+        and _count(usage.get("completion_tokens"))
+        and _count(cached)
+    )
+
+
 def record_tags(ctx: RequestContext) -> dict[str, Any] | None:
     """The record's ``tags``: the context's tags, plus ``cache_hit`` for a hit (readers of stored
     records look for it there), placed before ``saved_cost`` where the cache stage used to put it."""
@@ -142,6 +174,7 @@ class RecordStage(PassStage):
         self.sink = sink
         self.prices = PriceBook(config)
         self.metadata_only = config.record.payloads == "metadata_only"
+        self.sink_failures = 0
 
     async def after(self, ctx: RequestContext, response: GatewayResponse) -> GatewayResponse:
         """Record now for a JSON answer; for a stream, when it ends."""
@@ -186,15 +219,19 @@ class RecordStage(PassStage):
         # A cache hit costs nothing; what it saved is in the tags (saved_cost).
         if ctx.cache_hit:
             return 0.0
+        if not _countable(usage):
+            return None  # counts the upstream sent as text or objects: the cost is unknown, not an error
         # What served (the deployment's own price, fallbacks included), as the budgets count it.
         return self.prices.cost(ctx.alias.name if ctx.alias else record["model"], ctx.deployment, usage)
 
     @staticmethod
     def _usage(record: RequestRecord, usage: dict[str, Any] | None) -> None:
-        usage = usage or {}
+        # As the upstream sent them, whatever their type (the store keeps a non-number as its text).
+        usage = usage if isinstance(usage, dict) else {}
+        details = usage.get("prompt_tokens_details")
         record["prompt_tokens"] = usage.get("prompt_tokens")
         record["completion_tokens"] = usage.get("completion_tokens")
-        record["cached_tokens"] = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
+        record["cached_tokens"] = details.get("cached_tokens") if isinstance(details, dict) else None
 
     def _minimal(self, ctx: RequestContext, status: int, error: Exception) -> RequestRecord:
         """The facts that cannot fail to build, for when the full record did (odd input or upstream output):
@@ -220,7 +257,7 @@ class RecordStage(PassStage):
             record = self._build_json(ctx, response)
         except Exception as error:
             record = self._minimal(ctx, response.status, error)
-        self.sink.write(record)
+        self._write(record)
 
     def _build_json(self, ctx: RequestContext, response: JsonResult) -> RequestRecord:
         record = self._base(ctx)
@@ -257,7 +294,15 @@ class RecordStage(PassStage):
         except Exception as error:
             status = outcome.error.status if outcome.error is not None else 200 if outcome.completed else 499
             record = self._minimal(ctx, status, error)
-        self.sink.write(record)
+        self._write(record)
+
+    def _write(self, record: RequestRecord) -> None:
+        # The answer stands whatever a sink does with its record (a FanoutSink already isolates its own).
+        try:
+            self.sink.write(record)
+        except Exception:
+            self.sink_failures += 1
+            log.exception("request %s: the record sink failed", record.get("id"))
 
     def _build_stream(self, ctx: RequestContext, outcome: StreamOutcome) -> RequestRecord:
         record = self._base(ctx)

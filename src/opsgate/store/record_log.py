@@ -13,8 +13,8 @@ from opsgate.audit.chain import ChainReport, verify_chain
 from opsgate.domain.config import RecordConfig
 from opsgate.domain.errors import GatewayError
 from opsgate.store.crypto import PayloadCipher
-from opsgate.store.encoding import record_json
 from opsgate.store.journal import Journal
+from opsgate.store.nesting import bounded_record_json
 from opsgate.store.query import RecordQuery
 from opsgate.store.rejected import RejectedLines, replay_rejected
 from opsgate.store.sql import SqlRecordStore
@@ -40,6 +40,29 @@ def open_store(url: str) -> SqlRecordStore:
     from opsgate.store.postgres import PostgresRecordStore
 
     return PostgresRecordStore.from_url(url)
+
+
+# The columns a record cannot do without, all plain values the pipeline sets itself.
+_ESSENTIAL = (
+    "id",
+    "client_request_id",
+    "ts",
+    "tenant",
+    "api_key_id",
+    "endpoint",
+    "model",
+    "deployment",
+    "status",
+    "latency_ms",
+)
+
+
+def essentials(record: dict[str, Any], error: Exception) -> dict[str, Any]:
+    """The plain columns of ``record`` and why the rest was not stored (``tags.record_error``)."""
+    kept = {key: record.get(key) for key in _ESSENTIAL}
+    kept = {key: value if isinstance(value, str | int | float) else None for key, value in kept.items()}
+    kept["tags"] = {"record_error": f"{type(error).__name__}: {error}"[:500]}
+    return kept
 
 
 class RecordLog:
@@ -74,6 +97,7 @@ class RecordLog:
         self._reader: SqlRecordStore | None = None
         self._reader_lock = threading.Lock()
         self._rejected = RejectedLines(self.journal.directory)
+        self.essentials_only = 0  # records stored as their essentials (the full record did not serialise)
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -99,7 +123,8 @@ class RecordLog:
 
         ``state`` is ``degraded`` while the store is unhealthy or any refused line waits in
         ``rejected.jsonl.txt`` for ``opsgate logs replay-rejected``: those records are acknowledged but
-        not searchable, and an operator has to act.
+        not searchable, and an operator has to act. ``essentials_only`` counts records stored without
+        their payloads because the full record could not be serialised (see ``write``).
         """
         state = self.writer.status() if self.writer is not None else {}
         set_aside = state.pop("rejected", 0)
@@ -111,17 +136,31 @@ class RecordLog:
             **state,
             "state": "degraded" if not healthy or rejected["pending"] else "ok",
             "rejected": rejected,
+            "essentials_only": self.essentials_only,
         }
 
     # -- the sink (event loop thread) ---------------------------------------------------------------
 
     def write(self, record: dict[str, Any]) -> None:
-        """Seal payloads and append to the journal (the writer polls it). Returns once the kernel has it."""
+        """Seal payloads and append to the journal (the writer polls it). Returns once the kernel has it.
+
+        Every request is recorded: should the full record not serialise (a value no encoder takes),
+        its essentials are, with the reason in ``tags.record_error``.
+        """
+        try:
+            line = self._line(record)
+        except Exception as error:
+            log.exception("request %s: its record cannot be serialised; storing the essentials", record.get("id"))
+            self.essentials_only += 1
+            line = self._line(essentials(record, error))
+        self.journal.append(line)
+
+    def _line(self, record: dict[str, Any]) -> bytes:
         rid = record["id"]
         for field in ("request", "response"):
             value = record.get(field)
             if value is not None:
-                text = record_json(value).decode()
+                text = bounded_record_json(value).decode()
                 record[field] = self.cipher.encrypt(text, rid) if self.cipher else text
         if self.cipher is not None:
             record["payload_key_id"] = self.cipher.active_id
@@ -129,7 +168,7 @@ class RecordLog:
                 record["input_text"] = None
             if "output" not in self.clear_fields:
                 record["output_text"] = None
-        self.journal.append(record_json(record) + b"\n")
+        return bounded_record_json(record) + b"\n"
 
     # -- queries (call from a worker thread) ----------------------------------------------------------
 

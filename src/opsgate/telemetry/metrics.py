@@ -14,6 +14,7 @@ tenants get their own label for the first ``max_tenants`` seen and ``other`` aft
 
 from __future__ import annotations
 
+import math
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -75,8 +76,8 @@ class Series:
         self.ttft_sum = 0.0
         self.tpot = [0] * (len(TPOT_BUCKETS) + 1)
         self.tpot_sum = 0.0
-        self.tokens_in = 0
-        self.tokens_out = 0
+        self.tokens_in: float = 0  # an int unless an upstream counted tokens in floats
+        self.tokens_out: float = 0
         self.cost = 0.0
         self.saved_cost = 0.0
         self.cache_hits = 0
@@ -102,6 +103,22 @@ class Series:
                 setattr(self, name, [a + b for a, b in zip(mine, theirs, strict=True)])
             else:
                 setattr(self, name, mine + theirs)
+
+
+_MAX_AMOUNT = 1 << 63  # beyond any real token count; also keeps the scrape's float() of a sum finite
+
+
+def amount(value: Any) -> float:
+    """A usage or cost value fit to add to a counter, else 0.
+
+    Token counts come from the upstream: an object, a string, a bool, NaN or a negative number is
+    not counted (the record still keeps what the upstream sent); a counter must never fail or go back.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0
+    if isinstance(value, float) and not math.isfinite(value):
+        return 0
+    return value if 0 <= value < _MAX_AMOUNT else 0
 
 
 class RequestMetrics:
@@ -141,7 +158,7 @@ class RequestMetrics:
         latency = (record.get("latency_ms") or 0.0) / 1000.0
         series.duration[bisect_left(LATENCY_BUCKETS, latency)] += 1
         series.duration_sum += latency
-        tokens_out = record.get("completion_tokens") or 0
+        tokens_out = amount(record.get("completion_tokens"))
         ttft_ms = record.get("ttft_ms")
         if ttft_ms is not None:
             ttft = ttft_ms / 1000.0
@@ -152,14 +169,14 @@ class RequestMetrics:
                 tpot = max(0.0, latency - ttft) / (tokens_out - 1)
                 series.tpot[bisect_left(TPOT_BUCKETS, tpot)] += 1
                 series.tpot_sum += tpot
-        series.tokens_in += record.get("prompt_tokens") or 0
+        series.tokens_in += amount(record.get("prompt_tokens"))
         series.tokens_out += tokens_out
-        series.cost += record.get("cost") or 0.0
+        series.cost += amount(record.get("cost"))
         if record.get("cached"):
             series.cache_hits += 1
         tags = record.get("tags")
         if tags:
-            series.saved_cost += tags.get("saved_cost") or 0.0
+            series.saved_cost += amount(tags.get("saved_cost"))
             verdicts = tags.get("guard")
             if verdicts:
                 self._count_guard(verdicts)
