@@ -89,17 +89,44 @@ def test_an_answer_nested_too_deep_is_recorded_with_the_depth_cut(
 ) -> None:
     body = answer(content=DEEP) if field == "content" else answer(finish=DEEP)
     response = ask(gateway, upstream, body, f"deep-{field}")
-    assert response.status_code != 500 or "internal error in record" not in response.text
+    assert "internal error in record" not in response.text
     record = stored(gateway, f"deep-{field}")
-    assert record["status"] == 200 and "record_error" not in (record.get("tags") or {})
-    kept = record["response"][field]
-    # The first levels as sent (the payload dict is one), the rest as its JSON text below them.
+    assert "record_error" not in (record.get("tags") or {})  # the full record, not its essentials
+    if record["status"] == 502:  # refused as a bad upstream answer before it reached the record
+        assert record["error_type"] == "upstream_error"
+    else:
+        assert record["status"] == 200
+        assert_cut(record["response"][field], 300)
+    assert gateway.app.state.gateway.sink.failures == {}
+
+
+def assert_cut(kept: Any, sent_depth: int) -> None:
+    """The first levels as sent (the payload dict is one), the rest as its JSON text below them."""
     assert depth(kept) == MAX_DEPTH - 1
     inner = kept
     while isinstance(inner, list):
         inner = inner[0]
-    assert isinstance(inner, str) and depth(json.loads(inner)) == 300 - depth(kept)
-    assert gateway.app.state.gateway.sink.failures == {}
+    assert isinstance(inner, str) and depth(json.loads(inner)) == sent_depth - depth(kept)
+
+
+def test_a_response_payload_nested_too_deep_is_stored_cut(tmp_path: Path) -> None:
+    record_log = RecordLog(
+        RecordConfig.model_validate({"store": f"sqlite:///{tmp_path}/r.db", "journal_dir": str(tmp_path / "j")})
+    )
+    record_log.start()
+    try:
+        payload = {"content": DEEP, "finish_reason": "stop"}
+        record_log.write({"id": "deep-1", "ts": 1.0, "endpoint": "chat", "status": 200, "response": payload})
+        record_log.write({"id": "deep-2", "ts": 1.0, "endpoint": "chat", "status": 200, "finish_reason": DEEP})
+        assert record_log.writer is not None and record_log.writer.flush(timeout=60), record_log.status()
+        first, second = record_log.get("deep-1"), record_log.get("deep-2")
+        assert record_log.status()["essentials_only"] == 0
+    finally:
+        record_log.stop()
+    assert first is not None and second is not None
+    assert_cut(first["response"]["content"], 300)
+    assert first["response"]["finish_reason"] == "stop"
+    assert second["status"] == 200 and second["finish_reason"] is not None  # a column: kept as text
 
 
 @pytest.mark.timeout(180)
