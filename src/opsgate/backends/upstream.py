@@ -83,6 +83,23 @@ class map_exceptions:  # lower case: used like the function it replaced, ``with 
             raise UpstreamError(f"Upstream {label} {phase.broke}: {type(error).__name__}") from None
 
 
+# orjson writes no deeper than this: an answer past it could be read but not sent on to the client.
+_RELAY_DEPTH = 254
+
+
+def _too_deep(raw: bytes, data: object) -> bool:
+    """Whether ``data`` (parsed from ``raw``) is nested too deep for the gateway to answer with."""
+    # The bracket count bounds the depth and costs two C scans; only a body with that many brackets
+    # (in strings too) is encoded once more to be sure.
+    if raw.count(b"[") + raw.count(b"{") < _RELAY_DEPTH:
+        return False
+    try:
+        orjson.dumps(data)
+    except TypeError:  # orjson's JSONEncodeError: "Recursion limit reached"
+        return True
+    return False
+
+
 def tls_option(deployment: UpstreamDeployment) -> ssl.SSLContext | bool:
     """aiohttp's ``ssl`` argument: verify against the system CAs (the default), a configured CA, or not."""
     verify = deployment.verify_tls
@@ -248,6 +265,8 @@ class UpstreamBackend(Backend):
             raise UpstreamError(f"Upstream {self.label} returned invalid JSON", code="upstream_bad_response") from None
         if not isinstance(data, dict):
             raise UpstreamError(f"Upstream {self.label} returned a non-object", code="upstream_bad_response")
+        if _too_deep(raw, data):
+            raise UpstreamError(f"Upstream {self.label} answered JSON nested too deep", code="upstream_bad_response")
         return data
 
     async def generate(self, ctx: RequestContext) -> Chunk:
@@ -288,6 +307,10 @@ class UpstreamBackend(Backend):
                         raise UpstreamError(
                             f"Upstream {self.label} sent a malformed stream event", code="upstream_bad_response"
                         ) from None
+                    if _too_deep(data, chunk):
+                        raise UpstreamError(
+                            f"Upstream {self.label} sent a stream event nested too deep", code="upstream_bad_response"
+                        )
                     if isinstance(chunk, dict) and "error" in chunk:
                         raise UpstreamError(
                             f"Upstream {self.label} failed mid-stream: {_error_message(500, data)}",
