@@ -50,6 +50,11 @@ def gateway(tmp_path: Path, upstream: FakeUpstream) -> Iterator[Gateway]:
     data = upstream_config(upstream.base_url)
     data["models"][0]["price"] = {"input_per_million": 1.0, "output_per_million": 2.0}  # cost from the usage
     data["record"] = {"store": f"sqlite:///{tmp_path}/requests.db", "journal_dir": str(tmp_path / "journal")}
+    # Budgets settle from the same usage: counts that are not numbers must keep the estimate, not fail.
+    data["limits"] = {
+        "enabled": True,
+        "rules": [{"per": "global", "tokens_per_minute": 10_000_000, "spend_per_day": 1_000.0}],
+    }
     gateway = Gateway(parse_config(data), keep_record_config=True)
     gateway.server.start("/readyz", timeout=120)
     yield gateway

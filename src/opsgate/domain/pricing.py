@@ -8,6 +8,7 @@ saved is priced at the alias's first deployment, the one an unconfigured router 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from opsgate.domain.config import GatewayConfig, ModelAlias, Price
@@ -23,9 +24,35 @@ def effective_price(alias: ModelAlias, index: int) -> Price | None:
     return alias.deployments[index].price or alias.price
 
 
+def is_count(value: Any) -> bool:
+    """A token count worth using: absent, or a real, finite, non-negative number (an upstream may send
+    text, objects, booleans or negatives there; they are unknown counts, never an error)."""
+    if value is None:
+        return True
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return value >= 0 and (isinstance(value, int) or math.isfinite(value))
+
+
+def countable_usage(usage: Any) -> bool:
+    """Whether ``usage`` holds only counts that can be priced and budgeted."""
+    if usage is None:
+        return True
+    if not isinstance(usage, dict):
+        return False
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return (
+        (details is None or isinstance(details, dict))
+        and is_count(usage.get("prompt_tokens"))
+        and is_count(usage.get("completion_tokens"))
+        and is_count(cached)
+    )
+
+
 def cost_of(price: Price | None, usage: dict[str, Any] | None) -> float | None:
-    """Cost from the price table; unknown price or usage stays None, never 0."""
-    if price is None or not usage:
+    """Cost from the price table; unknown price or usage (or counts that are not numbers) stays None, never 0."""
+    if price is None or not usage or not countable_usage(usage):
         return None
     prompt = usage.get("prompt_tokens") or 0
     completion = usage.get("completion_tokens") or 0

@@ -22,7 +22,7 @@ from typing import Any
 
 from opsgate.domain.config import ConfigError, GatewayConfig
 from opsgate.domain.context import GatewayResponse, JsonResult, RequestContext, StreamOutcome, StreamResult
-from opsgate.domain.pricing import PriceBook
+from opsgate.domain.pricing import PriceBook, is_count
 from opsgate.domain.requests import EmbeddingRequest
 from opsgate.limits import Demand, Identity, Limiter, MemoryCounters, RedisCounters, Reservation
 from opsgate.limits.limiter import CounterStore
@@ -67,12 +67,16 @@ def workers_problem(config: GatewayConfig, workers: int) -> str | None:
     )
 
 
-def used_tokens(usage: Usage) -> int:
-    """Total tokens of an OpenAI usage object."""
+def used_tokens(usage: Usage) -> int | None:
+    """Total tokens of an OpenAI usage object; None when its counts are not numbers (an upstream may
+    send anything there: the reservation's estimate then stands, rather than an error or a refund)."""
     total = usage.get("total_tokens")
-    if isinstance(total, int):
-        return total
-    return int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
+    if total is not None and is_count(total):
+        return int(total)
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if not (is_count(prompt) and is_count(completion)):
+        return None
+    return int((prompt or 0) + (completion or 0))
 
 
 class LimitsStage(PassStage):

@@ -8,13 +8,12 @@ sees the final response, whichever stage produced it.
 from __future__ import annotations
 
 import logging
-import math
 from collections import deque
 from typing import Any, Protocol
 
 from opsgate.domain.config import GatewayConfig
 from opsgate.domain.context import GatewayResponse, JsonResult, RequestContext, StreamOutcome, StreamResult
-from opsgate.domain.pricing import PriceBook
+from opsgate.domain.pricing import PriceBook, countable_usage
 from opsgate.domain.requests import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from opsgate.pipeline.request_id import client_request_id
 from opsgate.pipeline.stage import PassStage
@@ -126,31 +125,6 @@ def _response_payload(endpoint: str, body: dict[str, Any]) -> tuple[dict[str, An
     return payload, text if isinstance(text, str) else None
 
 
-def _count(value: Any) -> bool:
-    """A token count worth pricing: absent, or a real, finite, non-negative number."""
-    if value is None:
-        return True
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    return value >= 0 and (isinstance(value, int) or math.isfinite(value))
-
-
-def _countable(usage: Any) -> bool:
-    """Whether ``usage`` holds only counts the price book can multiply (an upstream may send anything)."""
-    if usage is None:
-        return True
-    if not isinstance(usage, dict):
-        return False
-    details = usage.get("prompt_tokens_details")
-    cached = details.get("cached_tokens") if isinstance(details, dict) else None
-    return (
-        (details is None or isinstance(details, dict))
-        and _count(usage.get("prompt_tokens"))
-        and _count(usage.get("completion_tokens"))
-        and _count(cached)
-    )
-
-
 def record_tags(ctx: RequestContext) -> dict[str, Any] | None:
     """The record's ``tags``: the context's tags, plus ``cache_hit`` for a hit (readers of stored
     records look for it there), placed before ``saved_cost`` where the cache stage used to put it."""
@@ -219,7 +193,7 @@ class RecordStage(PassStage):
         # A cache hit costs nothing; what it saved is in the tags (saved_cost).
         if ctx.cache_hit:
             return 0.0
-        if not _countable(usage):
+        if not countable_usage(usage):
             return None  # counts the upstream sent as text or objects: the cost is unknown, not an error
         # What served (the deployment's own price, fallbacks included), as the budgets count it.
         return self.prices.cost(ctx.alias.name if ctx.alias else record["model"], ctx.deployment, usage)
