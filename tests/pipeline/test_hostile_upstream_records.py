@@ -8,9 +8,10 @@ sink's failure stop the others or fail the request.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,9 @@ import orjson
 import pytest
 
 from opsgate.domain.config import RecordConfig, parse_config
+from opsgate.domain.context import StreamOutcome, StreamResult
+from opsgate.domain.pricing import MAX_COUNT, is_count, stored_count
+from opsgate.pipeline.limits import used_tokens
 from opsgate.pipeline.record import FanoutSink, MemorySink
 from opsgate.store.nesting import CUT_MARK, MAX_DEPTH, bounded_record_json, cut_nesting
 from opsgate.store.query import RecordQuery
@@ -167,7 +171,11 @@ def test_usage_that_is_not_a_count_is_answered_recorded_and_not_counted(
     assert response.json()["choices"][0]["message"]["content"] == "ok"
     record = stored(gateway, client_id)
     assert record["status"] == 200 and "record_error" not in (record.get("tags") or {})
-    assert record["prompt_tokens"] is not None  # what the upstream sent, kept (as text when not a number)
+    if counted == (0, 0):  # not counts: unknown (NULL; PostgreSQL's INTEGER columns refuse them), tagged
+        assert record["prompt_tokens"] is None or record["completion_tokens"] is None
+        assert record["tags"]["usage_not_counts"] is True
+    else:
+        assert (record["prompt_tokens"], record["completion_tokens"]) == counted
     assert record["cost"] is None  # unknown from such counts, not an error and not 0
     scrape = httpx.get(gateway.url + "/metrics", timeout=30)
     assert scrape.status_code == 200
@@ -247,3 +255,39 @@ def test_cut_nesting_keeps_the_first_levels_and_the_rest_as_text() -> None:
 )
 def test_only_real_counts_are_added(value: Any, counted: float) -> None:
     assert amount(value) == counted
+
+
+@pytest.mark.parametrize("usage", ["12", [1], 5, {"prompt_tokens": "12abc", "completion_tokens": 1e308}])
+def test_a_stream_whose_usage_is_not_counts_still_runs_every_finish_callback(usage: Any) -> None:
+    """A stream's usage chunk may hold anything; the limits callback must not fail, and one callback that
+    does fail must not skip the record's (the record callback runs after the limits one)."""
+
+    async def source() -> AsyncIterator[dict[str, Any]]:
+        yield {"choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": "stop"}]}
+        yield {"choices": [], "usage": usage}
+
+    seen: list[Any] = []
+
+    def limits_like(outcome: StreamOutcome) -> None:
+        seen.append(used_tokens(outcome.usage) if outcome.usage else 0)
+
+    def failing(outcome: StreamOutcome) -> None:
+        raise RuntimeError("a broken callback")
+
+    result = StreamResult(source(), on_finish=[limits_like, failing, lambda outcome: seen.append("recorded")])
+
+    async def drain() -> list[dict[str, Any]]:
+        return [chunk async for chunk in result.chunks()]
+
+    assert len(asyncio.run(drain())) == 2
+    assert seen[-1] == "recorded"
+    assert seen[0] in (0, None)  # unknown counts: the reservation's estimate stands
+    assert result.outcome.usage is None or isinstance(result.outcome.usage, dict)
+
+
+def test_counts_past_any_real_request_are_unknown_not_infinite() -> None:
+    assert not is_count(1e308) and not is_count(2**64 - 1) and not is_count(-1) and not is_count(True)
+    assert is_count(0) and is_count(MAX_COUNT) and not is_count(MAX_COUNT + 1)
+    assert used_tokens({"prompt_tokens": 1, "completion_tokens": 1e308}) is None
+    assert used_tokens({"total_tokens": 2**64, "prompt_tokens": 3, "completion_tokens": 4}) == 7
+    assert stored_count(3.0) == 3 and stored_count(1.5) is None and stored_count("3") is None

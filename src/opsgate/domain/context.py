@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -11,6 +12,8 @@ from opsgate.domain.config import ModelAlias
 from opsgate.domain.errors import GatewayError
 from opsgate.domain.principal import ANONYMOUS_OPERATOR, Principal
 from opsgate.domain.requests import RequestBody
+
+_log = logging.getLogger("opsgate.pipeline")
 
 Endpoint = Literal["chat", "completion", "embedding"]
 Chunk = dict[str, Any]
@@ -121,8 +124,9 @@ class StreamResult:
                         outcome.content.append(piece)
                     if choice.get("finish_reason"):
                         outcome.finish_reason = choice["finish_reason"]
-                if chunk.get("usage"):
-                    outcome.usage = chunk["usage"]
+                usage = chunk.get("usage")
+                if usage and isinstance(usage, dict):  # an upstream may send anything there
+                    outcome.usage = usage
                 yield chunk
             outcome.completed = True
         except GatewayError as error:
@@ -133,7 +137,10 @@ class StreamResult:
             raise outcome.error from error
         finally:
             for callback in self.on_finish:
-                callback(outcome)
+                try:
+                    callback(outcome)
+                except Exception:  # one failing callback (limits, say) must not skip the record's
+                    _log.exception("a stream's finish callback failed")
 
 
 GatewayResponse = JsonResult | StreamResult

@@ -24,14 +24,28 @@ def effective_price(alias: ModelAlias, index: int) -> Price | None:
     return alias.deployments[index].price or alias.price
 
 
+# Past any real request, and what the stores' count columns hold (PostgreSQL INTEGER): one answer
+# claiming 1e308 tokens must not price at infinity and exhaust a shared budget.
+MAX_COUNT = (1 << 31) - 1
+
+
 def is_count(value: Any) -> bool:
-    """A token count worth using: absent, or a real, finite, non-negative number (an upstream may send
-    text, objects, booleans or negatives there; they are unknown counts, never an error)."""
+    """A token count worth using: absent, or a real, finite number in 0..MAX_COUNT (an upstream may send
+    text, objects, booleans, negatives or 1e308 there; they are unknown counts, never an error)."""
     if value is None:
         return True
     if isinstance(value, bool) or not isinstance(value, int | float):
         return False
-    return value >= 0 and (isinstance(value, int) or math.isfinite(value))
+    return 0 <= value <= MAX_COUNT and (isinstance(value, int) or math.isfinite(value))
+
+
+def stored_count(value: Any) -> int | None:
+    """``value`` as a count column holds it: an integral count in range, else None (unknown)."""
+    if value is None or not is_count(value):
+        return None
+    if isinstance(value, float) and not value.is_integer():
+        return None
+    return int(value)
 
 
 def countable_usage(usage: Any) -> bool:

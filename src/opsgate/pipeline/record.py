@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from opsgate.domain.config import GatewayConfig
 from opsgate.domain.context import GatewayResponse, JsonResult, RequestContext, StreamOutcome, StreamResult
-from opsgate.domain.pricing import PriceBook, countable_usage
+from opsgate.domain.pricing import PriceBook, countable_usage, stored_count
 from opsgate.domain.requests import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from opsgate.pipeline.request_id import client_request_id
 from opsgate.pipeline.stage import PassStage
@@ -200,12 +200,21 @@ class RecordStage(PassStage):
 
     @staticmethod
     def _usage(record: RequestRecord, usage: dict[str, Any] | None) -> None:
-        # As the upstream sent them, whatever their type (the store keeps a non-number as its text).
+        # Integral counts in range only: PostgreSQL's INTEGER columns refuse 1.5, true, 2**64 or text,
+        # and a refused line is set aside, not stored. What an upstream sent otherwise is unknown (NULL),
+        # with a tag saying so.
         usage = usage if isinstance(usage, dict) else {}
         details = usage.get("prompt_tokens_details")
-        record["prompt_tokens"] = usage.get("prompt_tokens")
-        record["completion_tokens"] = usage.get("completion_tokens")
-        record["cached_tokens"] = details.get("cached_tokens") if isinstance(details, dict) else None
+        sent = {
+            "prompt_tokens": usage.get("prompt_tokens"),
+            "completion_tokens": usage.get("completion_tokens"),
+            "cached_tokens": details.get("cached_tokens") if isinstance(details, dict) else None,
+        }
+        for column, value in sent.items():
+            record[column] = stored_count(value)
+        if any(record[c] is None and v is not None for c, v in sent.items()):
+            tags = record.get("tags")
+            record["tags"] = {**(tags if isinstance(tags, dict) else {}), "usage_not_counts": True}
 
     def _minimal(self, ctx: RequestContext, status: int, error: Exception) -> RequestRecord:
         """The facts that cannot fail to build, for when the full record did (odd input or upstream output):
