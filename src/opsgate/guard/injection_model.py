@@ -98,6 +98,7 @@ def window_features(toks: list[str]) -> list[set[str]]:
 # The fast path's pieces. Tokens: cut with numpy (``_token_ids``); their features' integer keys
 # cached across texts (``_Keys``); a window's distinct features found by sorting integer codes.
 _TOKEN_CACHE = 100_000  # distinct tokens whose keys are kept (bounded: tokens come from clients)
+_MAX_KEPT_FEATURE = _MAX_GRAM_CHARS + 2  # "w:" and a token of at most this much: longer ones are not cached
 _UNKNOWN_CACHE = 250_000  # unknown features numbered before starting again (~30 MB of strings at most)
 _NUMPY_FROM = 4096  # characters: a shorter text is cut by ``_TOKEN`` (numpy's cost per call dominates there)
 _PACKED = 8  # ASCII tokens of up to 8 characters are told apart by their bytes packed into one integer
@@ -393,7 +394,12 @@ class InjectionModel:
         features = [token_features(names[i]) for i in missing]
         everything = list(chain.from_iterable(features))
         known = list(map(self.vocabulary.get, everything))  # one C call for them all
-        found = [k if k is not None else keys.unknown_key(f) for k, f in zip(known, everything, strict=True)]
+        # A long token's own "w:" feature is numbered afresh and not kept: a client's 100 KB tokens must not
+        # fill the caches (within this text each distinct token gets one number, all the counting needs).
+        found = [
+            k if k is not None else keys.unknown_key(f) if len(f) <= _MAX_KEPT_FEATURE else keys.beyond()
+            for k, f in zip(known, everything, strict=True)
+        ]
         end = 0
         for i, own in zip(missing, features, strict=True):
             token = names[i]
@@ -405,7 +411,9 @@ class InjectionModel:
                 self._firsts.get(token, -1),
                 self._seconds.get(token, -1),
             )
-            infos[i] = keys.tokens[token] = info
+            infos[i] = info
+            if len(token) <= _MAX_GRAM_CHARS:
+                keys.tokens[token] = info
         return cast(list[_Info], infos)  # no None left
 
     def _pair_weights(
