@@ -291,3 +291,16 @@ def test_counts_past_any_real_request_are_unknown_not_infinite() -> None:
     assert used_tokens({"prompt_tokens": 1, "completion_tokens": 1e308}) is None
     assert used_tokens({"total_tokens": 2**64, "prompt_tokens": 3, "completion_tokens": 4}) == 7
     assert stored_count(3.0) == 3 and stored_count(1.5) is None and stored_count("3") is None
+
+
+@pytest.mark.timeout(180)
+def test_a_failing_sink_is_visible_in_readyz_and_metrics(gateway: Gateway, upstream: FakeUpstream) -> None:
+    fanout = gateway.app.state.gateway.sink
+    fanout.sinks = (*fanout.sinks, Broken())
+    response = ask(gateway, upstream, answer(), "broken-sink-client")
+    assert response.status_code == 200  # the answer stands
+    assert stored(gateway, "broken-sink-client")["status"] == 200  # the request log still got it
+    ready = httpx.get(gateway.url + "/readyz", timeout=30).json()
+    assert ready["record_sinks"] == {"failures": 1, "failures_Broken": 1}
+    scrape = httpx.get(gateway.url + "/metrics", timeout=30).text
+    assert 'opsgate_stage_status{field="failures",stage="record_sinks"} 1.0' in scrape

@@ -134,7 +134,13 @@ class Gateway:
 
     def _stage_status(self) -> dict[str, Any]:
         statuses = ((stage.name, stage.status()) for stage in self.pipeline.stages)
-        return {name: status for name, status in statuses if status is not None}
+        found = {name: status for name, status in statuses if status is not None}
+        # Record sinks that failed (the request was answered; the request log, drift, metrics... missed it):
+        # in /readyz and as opsgate_stage_status{stage="record_sinks"} gauges.
+        failures = dict(self.sink.failures)
+        by_sink = {f"failures_{name}": count for name, count in failures.items()}
+        found["record_sinks"] = {"failures": sum(failures.values()), **by_sink}
+        return found
 
     def _releases(self, config: GatewayConfig) -> tuple[ReleaseCache | None, ReleaseStage | None, AutoRollback | None]:
         # Releases and experiments (releases/): a cache polled from the store, the stage, the rollback watch.
