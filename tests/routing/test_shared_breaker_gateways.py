@@ -112,7 +112,10 @@ def test_replicas_open_together_close_together_and_fall_back_when_redis_goes(
             return breaker(a)["state"] == "open" or (ask(a) == "svc#1" and breaker(a)["state"] == "open")
 
         assert wait_until(opened, timeout=SETTLE)
-        assert breaker(a)["reason"] == "3 consecutive failures"
+        # At the threshold (3), or past it on a loaded machine: a sync that timed out on our side may
+        # still have landed in Redis, so the shared count can hold one failure more when it opens.
+        reason = breaker(a)["reason"]
+        assert reason.endswith(" consecutive failures") and int(reason.split()[0]) >= 3, reason
 
         # B never called X while it failed, yet sees the breaker open (within the staleness bound when
         # the machine is idle; the deadline is generous so a loaded machine does not fail the test)…
