@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterator
 from importlib import resources
 
-from opsgate.guard.pii_base import Finding, by_first_character, finditer_in, trim
+from opsgate.guard.pii_base import Finding, by_first_character, finditer_in, matches_at, trim
 
 
 def _street_types() -> str:
@@ -163,15 +163,7 @@ def _address_matches(text: str, low: int, high: int) -> Iterator[re.Match[str]]:
         at = hit.start()
         starts.add(at)
         starts.update(m.start() for m in _CAPITAL.finditer(text, max(low, at - 31), hit.end()))
-    match = _ADDRESS.match
-    resume = low
-    for at in sorted(starts):
-        if at < resume:
-            continue
-        found = match(text, at, high)
-        if found is not None:
-            yield found
-            resume = found.end()
+    return matches_at(_ADDRESS.match, text, sorted(starts), low, high)
 
 
 def find_addresses(text: str) -> list[Finding]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import bisect
 import re
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
 
 from opsgate.domain.guard_config import PiiEntity
@@ -125,6 +125,21 @@ def anchor_windows(
     except UnicodeEncodeError:
         return [(0, len(text))]
     return merge_windows(spans, before, after, len(text))
+
+
+def matches_at(
+    match: Callable[[str, int, int], re.Match[str] | None], text: str, starts: Iterable[int], low: int, high: int
+) -> Iterator[re.Match[str]]:
+    """What ``finditer(text, low, high)`` of ``match``'s pattern finds, given ascending ``starts`` that hold
+    every place a match can begin: tried only there, skipping those inside the last match."""
+    resume = low
+    for at in starts:
+        if at < resume:
+            continue
+        found = match(text, at, high)
+        if found is not None:
+            yield found
+            resume = found.end()
 
 
 def finditer_in(pattern: re.Pattern[str], text: str, windows: list[tuple[int, int]]) -> Iterator[re.Match[str]]:
