@@ -8,6 +8,9 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
 
+import numpy as np
+from numpy.typing import NDArray
+
 from opsgate.domain.guard_config import PiiEntity
 from opsgate.guard.linear_re import LinearPattern
 
@@ -146,3 +149,40 @@ def finditer_in(pattern: re.Pattern[str], text: str, windows: list[tuple[int, in
     """``pattern.finditer`` over each window of ``text``, in order."""
     for low, high in windows:
         yield from pattern.finditer(text, low, high)
+
+
+def digit_runs(text: str, also: str = "") -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """(starts, ends) of the runs of ``[\\d{also}]+`` in ``text`` (``also``: ASCII characters), in order: what
+    ``re.finditer`` finds, from one numpy pass over the character codes.
+
+    ``re`` tries its pattern at every position (~1 ms per 32 KB even for ``\\d+``); this costs ~0.03 ms.
+    ``\\d`` is ``re``'s: a Unicode decimal digit (``str.isdecimal``), so the non-ASCII code points of a text
+    are asked, once each. A lone surrogate is one code point, as in the ``str``.
+    """
+    if text.isascii():
+        codes: NDArray[np.integer] = np.frombuffer(text.encode("ascii"), dtype=np.uint8)
+    else:
+        codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    mask = np.zeros(len(codes) + 2, dtype=bool)
+    inner = mask[1:-1]
+    np.logical_and(codes >= 48, codes <= 57, out=inner)
+    for char in also:
+        inner |= codes == ord(char)
+    if codes.dtype != np.uint8:
+        high = np.unique(codes[codes >= 128]).tolist()
+        decimal = [code for code in high if chr(code).isdecimal()]
+        if decimal:
+            inner |= np.isin(codes, decimal)
+    edges = np.flatnonzero(mask[1:] != mask[:-1])
+    return edges[::2], edges[1::2]
+
+
+def clusters(starts: NDArray[np.intp], ends: NDArray[np.intp], gap: int) -> list[tuple[int, int]]:
+    """Runs (``digit_runs``) no more than ``gap`` characters apart, joined: what ``re.finditer`` of
+    ``R(?:[^…]{0,gap}R)*`` finds (``R`` the runs' pattern and ``[^…]`` its complement), as (start, end)."""
+    if not starts.size:
+        return []
+    breaks = np.flatnonzero(starts[1:] - ends[:-1] > gap)
+    first = starts[np.concatenate(([0], breaks + 1))]
+    last = ends[np.concatenate((breaks, [ends.size - 1]))]
+    return list(zip(first.tolist(), last.tolist(), strict=True))

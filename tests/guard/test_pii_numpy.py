@@ -1,0 +1,58 @@
+"""The PII scanner's numpy shortcuts give what the ``re`` scans they replace give, on generated texts with
+Unicode digits (Arabic-Indic, Bengali, fullwidth), digit-like characters ``\\d`` does not match (superscripts,
+fractions), non-ASCII letters and a lone surrogate."""
+
+from __future__ import annotations
+
+import random
+import re
+
+import pytest
+
+from opsgate.guard import pii_address
+from opsgate.guard.pii_base import clusters, digit_runs
+
+_PIECES = ["1", "42", "\u0661\u0662", "\u09e6", "\uff11", "\u00b2", "\u2155", ":", "a", "Bob", " ", "\n", "\u00e9",
+           "-", ".", "\ud800", "x" * 7, "y" * 16, "z" * 17, "w" * 61]  # fmt: skip
+
+
+def _texts(seed: int, count: int = 400) -> list[str]:
+    rng = random.Random(seed)
+    return ["".join(rng.choice(_PIECES) for _ in range(rng.randint(0, 60))) for _ in range(count)]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_digit_runs_and_clusters_are_what_re_finds(seed: int) -> None:
+    for text in _texts(seed):
+        for also, runs, gap_class in (("", r"\d+", r"\D"), (":", r"[\d:]+", r"[^\d:]")):
+            starts, ends = digit_runs(text, also)
+            assert list(zip(starts.tolist(), ends.tolist(), strict=True)) == [
+                m.span() for m in re.finditer(runs, text)
+            ], text
+            for gap in (0, 1, 16, 64, 460):
+                pattern = rf"{runs}(?:{gap_class}{{0,{gap}}}{runs})*"
+                assert clusters(starts, ends, gap) == [m.span() for m in re.finditer(pattern, text)], (text, gap)
+
+
+def _digit_windows_plain(text: str, before: int, after: int) -> list[tuple[int, int]]:
+    """The address windows as ``re`` found their clusters (the tree before ``digit_runs``)."""
+    spans: list[tuple[int, int]] = []
+    for run in re.finditer(rf"\d+(?:\D{{0,{before + after}}}\d+)*", text):
+        low, high = max(0, run.start() - before), min(len(text), run.end() + after)
+        if spans and low <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], high)
+        else:
+            spans.append((low, high))
+    return spans
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_digit_windows_and_address_starts_are_what_re_finds(seed: int) -> None:
+    for text in _texts(seed):
+        for before, after in ((160, 300), (64, 64), (3, 2)):
+            assert pii_address._digit_windows(text, before, after) == _digit_windows_plain(text, before, after)
+        runs = digit_runs(text)
+        for low, high in [(0, len(text)), (3, 17), (5, 6), (len(text) // 2, len(text))]:
+            got = list(pii_address._address_matches(text, low, high, runs))
+            want = list(pii_address._address_matches(text, low, high, None))
+            assert [m.span() for m in got] == [m.span() for m in want]
