@@ -10,6 +10,7 @@ import re
 import pytest
 
 from opsgate.guard import pii_address
+from opsgate.guard.pii import _PATTERN, _matches, _windows
 from opsgate.guard.pii_base import clusters, digit_runs
 
 _PIECES = ["1", "42", "\u0661\u0662", "\u09e6", "\uff11", "\u00b2", "\u2155", ":", "a", "Bob", " ", "\n", "\u00e9",
@@ -56,3 +57,21 @@ def test_digit_windows_and_address_starts_are_what_re_finds(seed: int) -> None:
             got = list(pii_address._address_matches(text, low, high, runs))
             want = list(pii_address._address_matches(text, low, high, None))
             assert [m.span() for m in got] == [m.span() for m in want]
+
+
+_EMAIL_PIECES = [
+    "a@b.co", "bob.smith+tag@mail.example.org", "x%y@z.io", ".lead@x.de", "-dash@y.fr", "9to5@jobs.com", "@", "@@",
+    "a@", "@b.com", "user@host", "a.b.c@d.e.f.gh", "Ünï@x.de", "名@x.jp", "bob88@x.org", "+1 415 555 2671", "12",
+    "DE89 3704 0044 0532 0130 00", "fe80::1", "192.168.0.1", "x" * 70, "mail", ":", "(", "+",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", [6, 7, 8])
+def test_identifier_starts_find_what_finditer_finds_around_emails(seed: int) -> None:
+    rng = random.Random(seed)
+    for _ in range(400):
+        glue = [" ", "", ",", ".", "\n", "-", "_", "a", "%"]
+        text = "".join(rng.choice(_EMAIL_PIECES) + rng.choice(glue) for _ in range(rng.randint(1, 30)))
+        for low, high in [(0, len(text)), *_windows(text), (len(text) // 3, len(text))]:
+            expected = [(m.span(), m.lastgroup) for m in _PATTERN.finditer(text, low, high)]
+            assert [(m.span(), m.lastgroup) for m in _matches(text, low, high)] == expected, (text, low, high)
