@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from opsgate.guard import pii_address
+from opsgate.guard import pii, pii_address
 from opsgate.guard.pii import _PATTERN, _matches, _windows
 from opsgate.guard.pii_base import clusters, digit_runs
 
@@ -75,3 +75,22 @@ def test_identifier_starts_find_what_finditer_finds_around_emails(seed: int) -> 
         for low, high in [(0, len(text)), *_windows(text), (len(text) // 3, len(text))]:
             expected = [(m.span(), m.lastgroup) for m in _PATTERN.finditer(text, low, high)]
             assert [(m.span(), m.lastgroup) for m in _matches(text, low, high)] == expected, (text, low, high)
+
+
+@pytest.mark.parametrize("seed", [9, 10])
+def test_alternatives_by_first_character_match_what_the_whole_pattern_matches(seed: int) -> None:
+    """At every place of identifier soup, the alternatives ``_FIRST`` picks by its character match as
+    ``_PATTERN`` does (span and kind)."""
+    rng = random.Random(seed)
+    pieces = [*_EMAIL_PIECES, "X-1234567-L", "12345678Z", "AB 12 34 56 C", "RSSMRA85T10A562S", "2234-5678-9012",
+              "4111 1111 1111 1111", "123-45-6789", "123456789", "(415) 555-2671", "ext. 12", "x12",
+              "\u0661\u0662\u0663", "_a1", "abc:def::1", "v1.2.3.4"]  # fmt: skip
+    for _ in range(300):
+        text = "".join(rng.choice(pieces) + rng.choice([" ", "", ",", "-", "."]) for _ in range(rng.randint(1, 12)))
+        for at in range(len(text)):
+            whole = _PATTERN.match(text, at)
+            picked = pii._FIRST.get(text[at], _PATTERN).match(text, at)
+            assert (whole and (whole.span(), whole.lastgroup)) == (picked and (picked.span(), picked.lastgroup)), (
+                text,
+                at,
+            )

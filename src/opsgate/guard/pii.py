@@ -31,7 +31,7 @@ from stdnum.us import itin, ssn
 from opsgate.domain.guard_config import PiiEntity, PiiScannerConfig
 from opsgate.guard.base import ScanContext, ScanResult, Vault
 from opsgate.guard.pii_address import find_addresses, find_marked_dates_and_ages
-from opsgate.guard.pii_base import Finding, clusters, digit_runs, matches_at, resolve_overlaps
+from opsgate.guard.pii_base import Finding, clusters, digit_runs, resolve_overlaps
 from opsgate.guard.pii_fast import FastNameRecognizer
 from opsgate.guard.pii_names import correct_kind, find_cued_names, find_organisations
 from opsgate.guard.pii_ner import NER_KINDS, NameRecognizer, NerResult
@@ -293,7 +293,65 @@ def _matches(text: str, low: int, high: int) -> Iterator[re.Match[str]]:
             extra.update(m.start() for m in _WORD_START.finditer(text, begin, at))
             at = text.find("@", at + 1, high)
         starts = sorted(extra)
-    return matches_at(_PATTERN.match, text, starts, low, high)
+    return _matches_at_starts(text, starts, low, high)
+
+
+def _alternatives(pattern: str) -> dict[str, str]:
+    """The top-level alternatives of ``pattern``, each ``(?P<name>…)``, by name (in order)."""
+    out: dict[str, str] = {}
+    depth, begin, at = 0, 0, 0
+    while at < len(pattern):
+        char = pattern[at]
+        if char == "\\":
+            at += 2
+            continue
+        if char == "[":
+            at = pattern.index("]", at + 2) + 1
+            continue
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if (char == "|" and depth == 0) or at == len(pattern) - 1:
+            part = pattern[begin : at if char == "|" else at + 1]
+            name = re.match(r"\(\?P<(\w+)>", part)
+            assert name is not None and part.endswith(")"), part
+            out[name.group(1)] = part
+            begin = at + 1
+        at += 1
+    assert "|".join(out.values()) == pattern
+    return out
+
+
+# _PATTERN's alternatives that can match at a place, by the character there (the others cannot: each of them
+# needs another first character), in _PATTERN's order: the same match as _PATTERN's there, for a fraction of
+# the cost (``re`` tries the 13 alternatives one by one, ~1 us a place). A place that starts with any other
+# character (a non-ASCII digit or letter) tries the whole pattern.
+_BY_NAME = _alternatives(_PATTERN.pattern)
+_FIRST: dict[str, re.Pattern[str]] = {}
+for _chars, _names in (
+    ("0123456789", ("email", "ipv6", "ipv4", "ssn", "es_dni", "in_aadhaar", "card", "ssn_bare", "phone")),
+    (
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
+        ("email", "iban", "ipv6", "it_fiscal_code", "uk_nino", "es_nie"),
+    ),
+    (":", ("ipv6",)),
+    ("+(", ("phone",)),
+):
+    _compiled = re.compile("|".join(_BY_NAME[name] for name in _BY_NAME if name in _names))
+    _FIRST.update(dict.fromkeys(_chars, _compiled))
+del _chars, _names, _compiled
+
+
+def _matches_at_starts(text: str, starts: list[int], low: int, high: int) -> Iterator[re.Match[str]]:
+    """``matches_at(_PATTERN.match, text, starts, low, high)``, each place tried with the alternatives its
+    first character allows (``_FIRST``)."""
+    resume = low
+    first = _FIRST.get
+    for at in starts:
+        if at < resume:
+            continue
+        found = first(text[at], _PATTERN).match(text, at, high)
+        if found is not None:
+            yield found
+            resume = found.end()
 
 
 # Runs of anchor characters (``[\d:]+``) no more than 2 * _MERGE_GAP apart: their windows overlap or touch, so
