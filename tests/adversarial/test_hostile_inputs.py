@@ -7,6 +7,8 @@ This module is meant to grow: every new input path adds its cases here.
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -27,6 +29,10 @@ def _raw_chat(extra: str) -> bytes:
 
 
 _HELLO = {"model": "up", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def _incompressible(length: int) -> str:
+    return base64.b64encode(os.urandom(length)).decode()[:length]
 
 
 def _with_raw_id(target: Target, request_id: bytes) -> httpx.Response:
@@ -55,6 +61,17 @@ CASES: dict[str, Case] = {
     "NUL in stop": ((lambda t: t.chat(stop=["\u0000"])), {200, 400}),
     "NUL in model": ((lambda t: t.post("/v1/chat/completions", {"model": "up\u0000", "messages": []})), {400, 404}),
     "NUL in metadata": ((lambda t: t.chat(metadata={"k\u0000": "v\u0000"})), {200, 400}),
+    # Incompressible, past PostgreSQL's index entry limit: one such model name used to hold every later
+    # record in the journal (the store read "index row requires 9024 bytes" as an outage).
+    "model of 9,000 random characters": (
+        (lambda t: t.post("/v1/chat/completions", {"model": _incompressible(9000), "messages": []})),
+        {400},
+    ),
+    "embedding model of 3,000 random characters": (
+        (lambda t: t.post("/v1/embeddings", {"model": _incompressible(3000), "input": "x"})),
+        {400},
+    ),
+    "user of 9,000 random characters": ((lambda t: t.chat(user=_incompressible(9000))), {400}),
     "lone surrogate in content": (
         (lambda t: t.post("/v1/chat/completions", raw=_raw_chat(', "user": "\\ud800x"'))),
         {200, 400},

@@ -7,6 +7,8 @@ down, so one such line blocked the journal for every record behind it, forever.
 
 from __future__ import annotations
 
+import base64
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -128,6 +130,41 @@ def test_postgres_going_away_is_transient(pg_url: str, tmp_path: Path, journal: 
         assert store_down(store, raised.value), repr(raised.value)
     finally:
         store.close()
+
+
+def test_a_value_past_postgres_index_limits_is_set_aside_not_an_outage(
+    pg_url: str, tmp_path: Path, journal: Journal
+) -> None:
+    # PostgreSQL refuses an index entry past ~2.7 KB (btree) or 8 KB with "program limit exceeded",
+    # which the DB-API files under OperationalError. Read as an outage, one line whose indexed column
+    # held a long incompressible string kept every later record in the journal, forever.
+    store = PostgresRecordStore(pg_url)
+    try:
+        assert not store_down(store, psycopg.errors.ProgramLimitExceeded("index row requires 9024 bytes"))
+        assert refused_data(store, psycopg.errors.ProgramLimitExceeded("index row size 3016 exceeds"))
+        assert store_down(store, psycopg.OperationalError("server closed the connection unexpectedly"))
+    finally:
+        store.close()
+    junk = base64.b64encode(os.urandom(9000)).decode()[:9000]
+    writer = RecordWriter(journal, lambda: PostgresRecordStore(pg_url), flush_interval=0.01)
+    writer.start()
+    try:
+        journal.append(line("before"))
+        journal.append(line("long-model", model=junk))
+        journal.append(line("long-user-btree", model=junk[:3000]))
+        for n in range(5):
+            journal.append(line(f"after-{n}"))
+        assert writer.flush(timeout=60), writer.status()
+        assert writer.rejected == 2 and "ProgramLimitExceeded" in str(writer.last_rejected_error), writer.status()
+        assert writer.healthy, writer.status()
+        store = PostgresRecordStore(pg_url)
+        try:
+            stored = {r["id"] for r in store.iter_records(RecordQuery())}
+        finally:
+            store.close()
+        assert stored == {"before", *(f"after-{n}" for n in range(5))}
+    finally:
+        writer.stop()
 
 
 def test_the_replay_of_set_aside_lines_asks_the_store_too(tmp_path: Path) -> None:

@@ -10,6 +10,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+# Past any real model name. The record keeps the model in an indexed column, and PostgreSQL refuses an
+# index entry of more than ~2.7 KB: one request naming a 9,000-character model stalled every record.
+MODEL_NAME_MAX = 256
+
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -55,7 +59,7 @@ class ResponseFormat(BaseModel):
 
 
 class _Sampling(_Body):
-    model: str = Field(min_length=1)
+    model: str = Field(min_length=1, max_length=MODEL_NAME_MAX)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
     max_tokens: int | None = Field(None, ge=1)
@@ -141,7 +145,7 @@ class CompletionRequest(_Sampling):
 class EmbeddingRequest(_Body):
     """``POST /v1/embeddings``."""
 
-    model: str = Field(min_length=1)
+    model: str = Field(min_length=1, max_length=MODEL_NAME_MAX)
     input: str | list[str] | list[int] | list[list[int]]
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, ge=1)

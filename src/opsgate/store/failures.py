@@ -19,10 +19,13 @@ def store_down(store: SqlRecordStore, error: BaseException) -> bool:
     the journal, and a driver's real outage is never mistaken for bad data.
     """
     transient: tuple[type[BaseException], ...] = getattr(store, "transient_errors", _GENERIC_TRANSIENT)
-    return isinstance(error, transient)
+    refused: tuple[type[BaseException], ...] = getattr(store, "refused_data_errors", _GENERIC_REFUSED)
+    # A store may name a refused-data error that its driver files under a transient class (PostgreSQL's
+    # "program limit exceeded" is an OperationalError): the more specific declaration wins.
+    return isinstance(error, transient) and not isinstance(error, refused)
 
 
 def refused_data(store: SqlRecordStore, error: BaseException) -> bool:
     """Whether ``error`` says ``store`` refuses this line's data (set it aside) rather than being broken."""
     refused: tuple[type[BaseException], ...] = getattr(store, "refused_data_errors", _GENERIC_REFUSED)
-    return isinstance(error, refused) and not store_down(store, error)
+    return isinstance(error, refused)

@@ -45,7 +45,18 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
 )
-REFUSED_DATA_ERRORS: tuple[type[BaseException], ...] = (psycopg.DataError, psycopg.IntegrityError, ValueError)
+REFUSED_DATA_ERRORS: tuple[type[BaseException], ...] = (
+    psycopg.DataError,
+    psycopg.IntegrityError,
+    ValueError,
+    # Class 54, "program limit exceeded", is an OperationalError to the DB-API but says the data is too
+    # big for the server (an index entry past ~2.7 KB, JSON nested past the stack), not that it is down:
+    # read as an outage, one such line held every later record in the journal.
+    psycopg.errors.ProgramLimitExceeded,
+    psycopg.errors.StatementTooComplex,
+    psycopg.errors.TooManyColumns,
+    psycopg.errors.TooManyArguments,
+)
 
 
 class PostgresRecordStore(SqlRecordStore):
