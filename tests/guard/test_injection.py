@@ -121,3 +121,39 @@ def test_a_text_read_before_gets_the_same_answer_from_the_cache() -> None:
     first = scanner.scan(attack, ScanContext("input", role="user"))
     first.details["signals"].append("edited")
     assert "edited" not in scanner.scan(attack, ScanContext("input", role="user")).details["signals"]
+
+
+def test_lines_a_disguise_changes_are_the_variant_the_whole_substitution_leaves() -> None:
+    """Undotting and unspacing build only the lines they change: after dropping the text's own lines,
+    the same variant as substituting the whole text."""
+    import random
+
+    from opsgate.guard import injection
+
+    rng = random.Random(7)
+    alphabet = [
+        "a",
+        "b",
+        " ",
+        "  ",
+        "\n",
+        "\t",
+        ".",
+        "-",
+        "_",
+        "·",
+        "x y z",
+        "ignore",
+        "é",
+        "1",
+        "a.b.c.d",
+        "i g n o r e",
+    ]
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 300))) for _ in range(2_000)]
+    texts += ["p.r.e.v.i.o.u.s line\nsame\np.r.e.v.i.o.u.s line\nprevious line", "a b c d\nabcd\n" * 3]
+    for text in texts:
+        lowered = text.lower()
+        unchanged = injection._Unchanged(lowered)
+        for pattern, replace in ((injection._DOTTED, injection._undot), (injection._SPACED, injection._unspace)):
+            whole = unchanged.drop(pattern.sub(replace, lowered))
+            assert unchanged.drop(injection._changed_lines(pattern, replace, lowered)) == whole, text
