@@ -183,8 +183,10 @@ def _token_ids(text: str) -> tuple[list[str], NDArray[np.int64]]:
     return names, ids
 
 
-# A token's feature keys (int64 bytes), concept bits, and index among known pairs' first and second tokens.
-_Info = tuple[bytes, int, int, int]
+# A token's concept bits, index among known pairs' first and second tokens (-1: none), and feature keys, as
+# int64 bytes: a text's tokens' are joined and read by numpy at once.
+_Info = bytes
+_HEADER = 3  # the int64s before the feature keys
 
 
 class _Keys:
@@ -349,7 +351,7 @@ class InjectionModel:
         keys = self._keys
         if keys.full():
             keys = self._keys = _Keys(self.vocabulary)
-        key_bytes, masks, firsts, seconds = zip(*self._infos(keys, names), strict=True)
+        infos = self._infos(keys, names)
         distinct, blocks = len(names), -(-size // STRIDE)
         windows = blocks - 1
         # Integer codes are packed with shifts, not products (numpy's integer division is slow).
@@ -357,14 +359,17 @@ class InjectionModel:
         pair_base = keys.beyond()  # a pair's key: pair_base + (first << token_bits | second), above every feature's
         if (pair_base + (1 << 2 * token_bits)) << block_bits >= 1 << 62:
             return self._logits_of(window_features(tokens(text)))  # past int64 codes (gigabytes of text)
-        flat = np.frombuffer(b"".join(key_bytes), dtype=np.int64)
-        lengths = np.fromiter(map(len, key_bytes), dtype=np.int64, count=distinct) // 8
+        flat = np.frombuffer(b"".join(infos), dtype=np.int64)
+        sizes = np.fromiter(map(len, infos), dtype=np.int64, count=distinct) // 8
+        heads = np.cumsum(sizes) - sizes  # where each token's ``_Info`` starts
+        masks, firsts, seconds = flat[heads], flat[heads + 1], flat[heads + 2]
+        lengths = sizes - _HEADER  # its feature keys
         # Each distinct (block, token), expanded to the token's feature keys.
         block_token = _distinct(np.arange(size) // STRIDE, ids, blocks, token_bits)
         block_of, token_of = block_token >> token_bits, block_token & ((1 << token_bits) - 1)
         per_entry = lengths[token_of]
         ends = np.cumsum(per_entry)
-        offsets = (np.cumsum(lengths) - lengths)[token_of] - (ends - per_entry)
+        offsets = (heads + _HEADER)[token_of] - (ends - per_entry)
         feature_keys = flat[np.repeat(offsets, per_entry) + np.arange(int(ends[-1]))]
         # With the pairs inside a block (both positions in it): distinct (feature, block), feature-major.
         positions = np.arange(size - 1)
@@ -376,7 +381,7 @@ class InjectionModel:
         pair_codes = _distinct(pair_local[inside], positions[inside] // STRIDE, 1 << 2 * token_bits, block_bits)
         codes = np.concatenate((token_codes, pair_codes + (pair_base << block_bits)))
         feature, block = codes >> block_bits, codes & ((1 << block_bits) - 1)
-        pair_tokens = (np.array(firsts, dtype=np.int64), np.array(seconds, dtype=np.int64), token_bits, pair_base)
+        pair_tokens = (firsts, seconds, token_bits, pair_base)
         # The pair across window w's middle (positions wS+S-1 and wS+S), counted below unless either block has it.
         across = pair_keys[STRIDE - 1 : windows * STRIDE : STRIDE] << block_bits | np.arange(windows)
         # Every pair's weight in one lookup: the pairs inside blocks (the codes after the tokens'), then those across.
@@ -395,7 +400,7 @@ class InjectionModel:
         counts += added
         sums += np.where(added, pair_weights[len(codes) - split :], 0.0)
         # Concepts: a window's are its two blocks' (bit masks ORed); each distinct mask's features once.
-        block_masks = np.bitwise_or.reduceat(np.array(masks, dtype=np.int64)[ids], np.arange(0, size, STRIDE))
+        block_masks = np.bitwise_or.reduceat(masks[ids], np.arange(0, size, STRIDE))
         window_masks = block_masks[:-1] | block_masks[1:]
         for mask in set(window_masks.tolist()) - {0}:
             features, weight_sum = self._concept_cost_of(mask)
@@ -452,7 +457,7 @@ class InjectionModel:
             start, end = end, end + 8 * len(own)
             found_concepts = concepts([token])
             mask = sum(1 << self._concept_bit(c) for c in found_concepts) if found_concepts else 0
-            info = (packed[start:end], mask, firsts.get(token, -1), seconds.get(token, -1))
+            info = array("q", (mask, firsts.get(token, -1), seconds.get(token, -1))).tobytes() + packed[start:end]
             infos[i] = info
             if len(token) <= _MAX_GRAM_CHARS:
                 cached[token] = info
