@@ -151,28 +151,45 @@ def finditer_in(pattern: re.Pattern[str], text: str, windows: list[tuple[int, in
         yield from pattern.finditer(text, low, high)
 
 
+# The last text's character codes and ``\d`` mask: one scan reads them three times (identifier, address and
+# date windows). A tuple replaced whole, compared by identity: safe across threads (a miss recomputes).
+_last_digits: tuple[str, NDArray[np.integer], NDArray[np.bool_]] | None = None
+
+
+def _digit_mask(text: str) -> tuple[NDArray[np.integer], NDArray[np.bool_]]:
+    """``text``'s character codes and where ``re``'s ``\\d`` matches (a Unicode decimal digit, ``str.isdecimal``)."""
+    global _last_digits
+    last = _last_digits  # one read: another thread may replace it
+    if last is not None and last[0] is text:
+        return last[1], last[2]
+    if text.isascii():
+        codes: NDArray[np.integer] = np.frombuffer(text.encode("ascii"), dtype=np.uint8)
+    else:
+        codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    mask = (codes >= 48) & (codes <= 57)
+    if codes.dtype != np.uint8:
+        high = np.unique(codes[codes >= 128]).tolist()
+        decimal = [code for code in high if chr(code).isdecimal()]
+        if decimal:
+            mask |= np.isin(codes, decimal)
+    _last_digits = (text, codes, mask)
+    return codes, mask
+
+
 def digit_runs(text: str, also: str = "") -> tuple[NDArray[np.intp], NDArray[np.intp]]:
     """(starts, ends) of the runs of ``[\\d{also}]+`` in ``text`` (``also``: ASCII characters), in order: what
-    ``re.finditer`` finds, from one numpy pass over the character codes.
+    ``re.finditer`` finds, from numpy passes over the character codes.
 
     ``re`` tries its pattern at every position (~1 ms per 32 KB even for ``\\d+``); this costs ~0.03 ms.
     ``\\d`` is ``re``'s: a Unicode decimal digit (``str.isdecimal``), so the non-ASCII code points of a text
     are asked, once each. A lone surrogate is one code point, as in the ``str``.
     """
-    if text.isascii():
-        codes: NDArray[np.integer] = np.frombuffer(text.encode("ascii"), dtype=np.uint8)
-    else:
-        codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    codes, digits = _digit_mask(text)
     mask = np.zeros(len(codes) + 2, dtype=bool)
     inner = mask[1:-1]
-    np.logical_and(codes >= 48, codes <= 57, out=inner)
+    inner[:] = digits
     for char in also:
         inner |= codes == ord(char)
-    if codes.dtype != np.uint8:
-        high = np.unique(codes[codes >= 128]).tolist()
-        decimal = [code for code in high if chr(code).isdecimal()]
-        if decimal:
-            inner |= np.isin(codes, decimal)
     edges = np.flatnonzero(mask[1:] != mask[:-1])
     return edges[::2], edges[1::2]
 
