@@ -9,7 +9,8 @@
 The split is by *source*: a source is wholly in ``train``, ``dev`` (the ROC and the operating point
 are chosen there) or ``heldout`` (only reported, never looked at while tuning). Held out: three of
 the public packages, the installed packages' READMEs, two template families and three languages.
-The second round's sources (``sources_extra``) are ``train``. Since LOSO (``loso``) chooses the
+The second, third and fourth rounds' sources (``sources_extra``, ``sources_round3``, ``sources_round4``)
+are ``train``. Since LOSO (``loso``) chooses the
 training settings and the operating point, and the shipped model trains on every row, the split is a
 record of how each source was first used, not a holdout any more.
 """
@@ -23,7 +24,7 @@ import zlib
 from collections import Counter
 from pathlib import Path
 
-from opsgate.guard.training import languages_round3, sources, sources_extra, sources_round3, templates
+from opsgate.guard.training import languages_round3, sources, sources_extra, sources_round3, sources_round4, templates
 
 ROOT = Path(__file__).resolve().parents[4]
 CORPUS = ROOT / "data" / "guard" / "injection" / "corpus.jsonl"
@@ -86,6 +87,23 @@ def build(packages: Path, extra: bool = True) -> list[dict[str, str | int]]:
     return out
 
 
+def load_rows(path: Path) -> list[dict[str, str | int]]:
+    """The committed corpus rows, as they are."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def append(rows: list[dict[str, str | int]], new: list[dict[str, str | int]]) -> list[dict[str, str | int]]:
+    """``rows`` unchanged, then each of ``new`` whose text is not there yet, with its split."""
+    out = list(rows)
+    seen = {str(r["text"]) for r in rows}
+    for row in new:
+        text = str(row["text"]).strip()
+        if text and text not in seen:
+            seen.add(text)
+            out.append({**row, "text": text, "split": split_of(str(row["source"]))})
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--packages", type=Path, required=True, help="directory with the downloaded wheels")
@@ -103,28 +121,23 @@ def main() -> None:
         help="keep the committed rows and add the third round's packages (sources_round3), its templated "
         "families (templates_agentic, languages_round3), or both",
     )
+    parser.add_argument(
+        "--append-round4",
+        action="store_true",
+        help="keep the committed rows and add the fourth round's packages (sources_round4)",
+    )
     args = parser.parse_args()
-    if args.append_round3:
-        rows = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]
-        seen = {str(r["text"]) for r in rows}
-        new: list[dict[str, str | int]] = []
+    if args.append_round4 or args.append_round3 or args.append_extra:
+        new: list[dict[str, str | int]] = []  # in the order the rounds were added
+        if args.append_extra:
+            new += sources_extra.rows(args.packages)
         if args.append_round3 in ("all", "sources"):
             new += sources_round3.rows(args.packages)
         if args.append_round3 in ("all", "templates"):
             new += languages_round3.rows()
-        for row in new:
-            text = str(row["text"]).strip()
-            if text and text not in seen:
-                seen.add(text)
-                rows.append({**row, "text": text, "split": split_of(str(row["source"]))})
-    elif args.append_extra:
-        rows = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]
-        seen = {str(r["text"]) for r in rows}
-        for row in sources_extra.rows(args.packages):
-            text = str(row["text"]).strip()
-            if text and text not in seen:
-                seen.add(text)
-                rows.append({**row, "text": text, "split": split_of(str(row["source"]))})
+        if args.append_round4:
+            new += sources_round4.rows(args.packages)
+        rows = append(load_rows(args.out), new)
     else:
         rows = build(args.packages, extra=not args.no_extra)
     args.out.parent.mkdir(parents=True, exist_ok=True)
