@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from opsgate.guard.injection_model import shipped_model
-from opsgate.guard.training import languages_round3, loso, sources, sources_extra, sources_round3, train
+from opsgate.guard.training import languages_round3, loso, sources, sources_extra, sources_round3, sources_round4, train
 from opsgate.guard.training.corpus import CORPUS
 from opsgate.guard.training.train import group_weights
 
@@ -28,7 +28,8 @@ def test_no_row_names_a_reserved_collection_and_every_licence_is_permissive(corp
     for row in corpus:
         assert not RESERVED.search(f"{row['source']} {row['licence']}"), row
         assert PERMISSIVE.search(row["licence"]), row
-    for name, (*_, licence) in {**sources_extra.PACKAGES, **sources_round3.PACKAGES, **sources.PACKAGES}.items():
+    packages = {**sources_extra.PACKAGES, **sources_round3.PACKAGES, **sources_round4.PACKAGES, **sources.PACKAGES}
+    for name, (*_, licence) in packages.items():
         assert not RESERVED.search(name) and PERMISSIVE.search(licence), name
 
 
@@ -36,6 +37,16 @@ def test_the_second_round_sources_are_in_the_corpus(corpus: list[dict[str, Any]]
     present = {row["source"] for row in corpus}
     assert set(sources_extra.PACKAGES) <= present
     assert set(sources_round3.PACKAGES) <= present
+    assert set(sources_round4.PACKAGES) <= present
+
+
+def test_every_fourth_round_row_says_where_it_came_from(corpus: list[dict[str, Any]]) -> None:
+    rows = [r for r in corpus if r["source"] in sources_round4.PACKAGES]
+    assert rows
+    for row in rows:
+        package, version = str(row["provenance"]).split(":")[0].split(" ")
+        assert package in sources_round4.PACKAGES and version == sources_round4.PACKAGES[package][0], row
+        assert not RESERVED.search(row["provenance"]), row
 
 
 def test_the_third_round_templates_are_one_written_here_group(corpus: list[dict[str, Any]]) -> None:
@@ -51,6 +62,8 @@ def test_everything_written_here_is_one_group() -> None:
     assert loso.group_of("python-stdlib-docstrings-dev") == loso.group_of("python-stdlib-docstrings")
     assert loso.group_of("pypi-descriptions-dev") == loso.group_of("pypi-descriptions")
     assert loso.group_of("bastioncorpus") == "bastioncorpus"
+    assert loso.group_of("bastionprobe") == "bastioncorpus"  # same author (it requires bastioncorpus)
+    assert loso.group_of("deepset-prompt-injections") != loso.group_of("grendel-redteam")  # read from its wheel
 
 
 def test_a_fold_never_trains_on_the_group_it_scores(monkeypatch: pytest.MonkeyPatch) -> None:
