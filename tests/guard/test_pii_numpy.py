@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from opsgate.guard import pii, pii_address
+from opsgate.guard import pii, pii_address, pii_base
 from opsgate.guard.pii import _PATTERN, _matches, _windows
 from opsgate.guard.pii_base import clusters, digit_runs
 
@@ -22,9 +22,11 @@ def _texts(seed: int, count: int = 400) -> list[str]:
     return ["".join(rng.choice(_PIECES) for _ in range(rng.randint(0, 60))) for _ in range(count)]
 
 
+@pytest.mark.parametrize("short", [0, pii_base.SHORT])  # 0: numpy for every text
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_digit_runs_and_clusters_are_what_re_finds(seed: int) -> None:
-    for text in _texts(seed):
+def test_digit_runs_and_clusters_are_what_re_finds(seed: int, short: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pii_base, "SHORT", short)
+    for text in [*_texts(seed), *_long_texts(seed)]:
         for also, runs, gap_class in (("", r"\d+", r"\D"), (":", r"[\d:]+", r"[^\d:]")):
             starts, ends = digit_runs(text, also)
             assert list(zip(starts.tolist(), ends.tolist(), strict=True)) == [
@@ -33,6 +35,12 @@ def test_digit_runs_and_clusters_are_what_re_finds(seed: int) -> None:
             for gap in (0, 1, 16, 64, 460):
                 pattern = rf"{runs}(?:{gap_class}{{0,{gap}}}{runs})*"
                 assert clusters(starts, ends, gap) == [m.span() for m in re.finditer(pattern, text)], (text, gap)
+
+
+def _long_texts(seed: int, count: int = 6) -> list[str]:
+    """Texts longer than ``pii_base.SHORT`` (numpy's path), with many runs (``clusters``' numpy path)."""
+    rng = random.Random(seed)
+    return ["".join(rng.choice(_PIECES) for _ in range(rng.randint(700, 1400))) for _ in range(count)]
 
 
 def _digit_windows_plain(text: str, before: int, after: int) -> list[tuple[int, int]]:
@@ -47,9 +55,13 @@ def _digit_windows_plain(text: str, before: int, after: int) -> list[tuple[int, 
     return spans
 
 
+@pytest.mark.parametrize("short", [0, pii_base.SHORT])
 @pytest.mark.parametrize("seed", [4, 5])
-def test_digit_windows_and_address_starts_are_what_re_finds(seed: int) -> None:
-    for text in _texts(seed):
+def test_digit_windows_and_address_starts_are_what_re_finds(
+    seed: int, short: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pii_base, "SHORT", short)
+    for text in [*_texts(seed), *_long_texts(seed, 3)]:
         for before, after in ((160, 300), (64, 64), (3, 2)):
             assert pii_address._digit_windows(text, before, after) == _digit_windows_plain(text, before, after)
         runs = digit_runs(text)

@@ -19,7 +19,16 @@ from importlib import resources
 import numpy as np
 from numpy.typing import NDArray
 
-from opsgate.guard.pii_base import Finding, by_first_character, clusters, digit_runs, finditer_in, matches_at, trim
+from opsgate.guard.pii_base import (
+    SHORT,
+    Finding,
+    by_first_character,
+    clusters,
+    digit_runs,
+    finditer_in,
+    matches_at,
+    trim,
+)
 
 
 def _street_types() -> str:
@@ -136,6 +145,7 @@ _TOWN_AFTER = re.compile(
 # no match starts after a word character), with one of these words (their first letters at least: "P" for
 # "P.O. Box", "Post", "PSC" and the Plaza, Piazza, … of _CONTINENTAL), or with a capital at most 31 characters
 # before one of the continental street suffixes ("Hauptstraße", "Kranzstr.").
+_DIGIT_RUN = re.compile(r"\d+")
 _CAPITAL = re.compile(r"[A-Z\u00C0-\u00DE]")
 _WORD_STARTS = (
     "P", "US", "Unit", "Flat", "Apt", "Suite", "Studio", "Calle", "Av", "Camino", "Carre", "Ronda", "Glorieta",
@@ -159,11 +169,12 @@ def _address_matches(
     """``_ADDRESS.finditer(text, low, high)``, tried only where a match can start (as ``pii._matches``):
     ``re`` tried every alternative at every word (~0.15 ms per KB of windows). ``runs``: ``digit_runs(text)``."""
     if runs is None:
-        runs = digit_runs(text)
-    # The starts of ``re.finditer(r"\d+", text, low, high)``: the runs that end after ``low`` and start before
-    # ``high``, one cut at ``low``.
-    first, last = np.searchsorted(runs[1], low, side="right"), np.searchsorted(runs[0], high)
-    starts = set(np.maximum(runs[0][first:last], low).tolist())
+        starts = {m.start() for m in _DIGIT_RUN.finditer(text, low, high)}
+    else:
+        # The starts of ``_DIGIT_RUN.finditer(text, low, high)``: the runs that end after ``low`` and start before
+        # ``high``, one cut at ``low``.
+        first, last = np.searchsorted(runs[1], low, side="right"), np.searchsorted(runs[0], high)
+        starts = set(np.maximum(runs[0][first:last], low).tolist())
     for hit in _LITERALS.finditer(text, low, high):
         # A hit may start an address itself, or end one ("Hauptstraße": the capital 2 to 31 characters
         # before a suffix). Hits do not overlap, so a suffix may also start inside this hit ("Calle" and
@@ -178,7 +189,7 @@ def find_addresses(text: str) -> list[Finding]:
     """Street addresses, with their postcode and town when these follow; a town after one is a location."""
     found = []
     # Only near digits: the pattern tries 375 street types at every capitalised word, ~0.08 ms per KB.
-    runs = digit_runs(text)
+    runs = digit_runs(text) if len(text) >= SHORT else None  # a short text's by ``re`` (``_address_matches``)
     for low, high in _digit_windows(text, 160, 300, runs):
         for match in _address_matches(text, low, high, runs):
             value = trim(match.group())

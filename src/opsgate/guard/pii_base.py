@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import functools
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -176,6 +177,16 @@ def _digit_mask(text: str) -> tuple[NDArray[np.integer], NDArray[np.bool_]]:
     return codes, mask
 
 
+# Below this many characters, ``re`` finds the runs in less time than numpy's fixed cost per call (~5-10 us).
+SHORT = 2048
+_DIGIT_RUNS = re.compile(r"\d+")
+
+
+@functools.cache
+def _digit_runs_pattern(also: str) -> re.Pattern[str]:
+    return re.compile(rf"[\d{re.escape(also)}]+")
+
+
 def digit_runs(text: str, also: str = "") -> tuple[NDArray[np.intp], NDArray[np.intp]]:
     """(starts, ends) of the runs of ``[\\d{also}]+`` in ``text`` (``also``: ASCII characters), in order: what
     ``re.finditer`` finds, from numpy passes over the character codes.
@@ -184,6 +195,10 @@ def digit_runs(text: str, also: str = "") -> tuple[NDArray[np.intp], NDArray[np.
     ``\\d`` is ``re``'s: a Unicode decimal digit (``str.isdecimal``), so the non-ASCII code points of a text
     are asked, once each. A lone surrogate is one code point, as in the ``str``.
     """
+    if len(text) < SHORT:
+        spans = [m.span() for m in (_DIGIT_RUNS if not also else _digit_runs_pattern(also)).finditer(text)]
+        found = np.array(spans, dtype=np.intp).reshape(-1, 2)
+        return found[:, 0], found[:, 1]
     codes, digits = _digit_mask(text)
     mask = np.zeros(len(codes) + 2, dtype=bool)
     inner = mask[1:-1]
@@ -197,8 +212,14 @@ def digit_runs(text: str, also: str = "") -> tuple[NDArray[np.intp], NDArray[np.
 def clusters(starts: NDArray[np.intp], ends: NDArray[np.intp], gap: int) -> list[tuple[int, int]]:
     """Runs (``digit_runs``) no more than ``gap`` characters apart, joined: what ``re.finditer`` of
     ``R(?:[^…]{0,gap}R)*`` finds (``R`` the runs' pattern and ``[^…]`` its complement), as (start, end)."""
-    if not starts.size:
-        return []
+    if starts.size < 16:  # a few runs: a Python step each costs less than numpy's fixed cost
+        out: list[tuple[int, int]] = []
+        for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+            if out and start - out[-1][1] <= gap:
+                out[-1] = (out[-1][0], end)
+            else:
+                out.append((start, end))
+        return out
     breaks = np.flatnonzero(starts[1:] - ends[:-1] > gap)
     first = starts[np.concatenate(([0], breaks + 1))]
     last = ends[np.concatenate((breaks, [ends.size - 1]))]
