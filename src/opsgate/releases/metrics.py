@@ -3,8 +3,12 @@ counters of our own — and the comparisons of every arm against the first (the 
 
 The records of an experiment are the alias's rows since it started whose ``experiment`` column (written
 by the release stage, migration 0009, indexed with ``ts``) carries its id; ``arm`` says which arm. Feedback
-joins by request id; online-evaluation scores (issue 13's ``eval_items``/``eval_scores``) join by the
-request id their items carry, when there are any.
+joins by request id, one rating per request: the latest one posted for it (``/v1/feedback`` stores every
+post, so a client repeating a verdict adds nothing). Online-evaluation scores (issue 13's
+``eval_items``/``eval_scores``) join by the request id their items carry, when there are any.
+
+Each arm also keeps the rates the rollback watcher tests per tenant (``TenantRates``), so it can ask
+whether a difference still holds without any one tenant's requests (``rollback._quality``).
 """
 
 from __future__ import annotations
@@ -24,6 +28,17 @@ MAX_ROWS = 200_000
 
 
 @dataclass
+class TenantRates:
+    """One tenant's share of an arm's rates: (count, of n) for guard flags, positive feedback, score passes."""
+
+    requests: int = 0
+    flagged: int = 0
+    rated: int = 0
+    positive: int = 0
+    passed: dict[str, list[int]] = field(default_factory=dict)  # scorer -> [scores >= 0.5, scores]
+
+
+@dataclass
 class ArmData:
     """The raw per-request values of one arm."""
 
@@ -39,6 +54,7 @@ class ArmData:
     rated: int = 0
     scores: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     ids: set[str] = field(default_factory=set)
+    tenants: dict[str | None, TenantRates] = field(default_factory=dict)  # None: the operator (or auth off)
 
     @property
     def judged(self) -> int:
@@ -92,19 +108,23 @@ def collect(
     """Every arm's values from the records (and feedback and eval scores) of ``experiment``."""
     until = time.time() + 60 if until is None else until
     arms: dict[str, ArmData] = {name: ArmData() for name in arm_names or []}
-    by_id: dict[str, ArmData] = {}
+    by_id: dict[str, tuple[ArmData, TenantRates]] = {}
     with store.connection() as conn:
         rows = store.execute(
             conn,
-            "SELECT id, arm, status, latency_ms, ttft_ms, prompt_tokens, completion_tokens, cost, tags FROM requests "
-            "WHERE experiment = ? AND ts >= ? AND ts <= ? AND model = ? LIMIT ?",
+            "SELECT id, arm, status, latency_ms, ttft_ms, prompt_tokens, completion_tokens, cost, tags, tenant "
+            "FROM requests WHERE experiment = ? AND ts >= ? AND ts <= ? AND model = ? LIMIT ?",
             [experiment, since, until, alias, MAX_ROWS],
         ).fetchall()
-        for rid, arm_name, status, latency, ttft, prompt, completion, cost, raw in rows:
+        for rid, arm_name, status, latency, ttft, prompt, completion, cost, raw, tenant in rows:
             tags = orjson.loads(raw) if isinstance(raw, str | bytes) else raw or {}
             arm = arms.setdefault(str(arm_name), ArmData())
-            by_id[rid] = arm
+            rates = arm.tenants.get(tenant)
+            if rates is None:
+                rates = arm.tenants[tenant] = TenantRates()
+            by_id[rid] = (arm, rates)
             arm.requests += 1
+            rates.requests += 1
             if 400 <= status < 500:
                 arm.client_errors += 1
             elif status >= 500:
@@ -118,16 +138,23 @@ def collect(
             arm.cost += float(cost or 0.0)
             if isinstance(tags, dict) and _flagged(tags):
                 arm.flagged += 1
+                rates.flagged += 1
         if by_id:
+            # One rating per request, the latest posted (ordered by time, then id for equal times).
+            latest: dict[str, bool] = {}
             for rid, positive in store.execute(
                 conn,
-                "SELECT request_id, positive FROM feedback WHERE model = ? AND ts >= ?",
+                "SELECT request_id, positive FROM feedback WHERE model = ? AND ts >= ? ORDER BY ts, id",
                 [alias, since],
             ).fetchall():
-                arm_data = by_id.get(rid)
-                if arm_data is not None:
-                    arm_data.rated += 1
-                    arm_data.positive += int(bool(positive))
+                if rid in by_id:
+                    latest[rid] = bool(positive)
+            for rid, positive in latest.items():
+                arm, rates = by_id[rid]
+                arm.rated += 1
+                rates.rated += 1
+                arm.positive += positive
+                rates.positive += positive
             for rid, scorer, value in store.execute(
                 conn,
                 "SELECT i.request_id, s.scorer, s.value FROM eval_scores s JOIN eval_items i "
@@ -138,9 +165,13 @@ def collect(
                 "AND s.run_id NOT LIKE ? LIMIT ?",
                 [alias, since, "shadow:%", MAX_ROWS],
             ).fetchall():
-                arm_data = by_id.get(rid)
-                if arm_data is not None:
-                    arm_data.scores[str(scorer)].append(float(value))
+                found = by_id.get(rid)
+                if found is not None:
+                    arm, rates = found
+                    arm.scores[str(scorer)].append(float(value))
+                    passed = rates.passed.setdefault(str(scorer), [0, 0])
+                    passed[0] += float(value) >= 0.5  # scores in [0, 1]: a pass
+                    passed[1] += 1
     return arms
 
 

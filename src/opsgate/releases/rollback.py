@@ -7,9 +7,18 @@ rows every report reads) and applies:
 - the burn-rate rule of the SLO alerts (``slo/``'s page rule by default: the long and the short
   window both burn faster than ``burn_rate`` times the budget of ``slo_target``), on the canary arm's
   error rate, once the short window holds ``min_requests`` canary requests;
-- the always-valid sequential test (mSPRT) on the guard flag rate, positive feedback and the pass
-  rate of online-evaluation scores, canary against control, at ``alpha`` — valid however often it
-  looks.
+- the always-valid sequential test (mSPRT) on the guard flag rate, positive feedback (one rating per
+  request, its latest) and the pass rate of online-evaluation scores, canary against control, at
+  ``alpha`` — valid however often it looks.
+
+Those quality signals are steered by clients (their ratings, their inputs, what they ask for), and one
+rollback changes the release for every tenant of the alias. So a quality rule fires only when the
+canary is significantly worse both over all requests and without each tenant's requests in turn
+(every p-value at most ``alpha``, every difference the same way): no single tenant can decide a release
+for the others, however it rates or what it sends. The operator's own traffic (no tenant: auth off, or
+an operator key) is never left out, so with auth off, or with only operator traffic, the rule is the
+plain test; with auth on and a single tenant on the alias, that tenant's ratings alone never roll back
+(the experiment report still shows the difference). The burn-rate rule counts server errors as before.
 
 A rollback goes through ``ReleaseStore.rollback`` with the revision the watcher saw, so two replicas
 deciding together roll back once (the other gets a conflict and lets it be). It is audited in the
@@ -26,6 +35,8 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+import numpy as np
+import numpy.typing as npt
 import orjson
 
 from opsgate.domain.config import GatewayConfig
@@ -138,35 +149,29 @@ class AutoRollback:
             return None
         tau = float((experiment.get("settings") or {}).get("tau", 0.02))
         alpha = self.config.alpha
-        checks = [
-            ("guard_flag_rate", control.flagged, control.requests, canary.flagged, canary.requests, 1),
-            ("feedback_positive_rate", control.positive, control.rated, canary.positive, canary.rated, -1),
-        ]
-        for scorer, values in canary.scores.items():
-            base = control.scores.get(scorer, [])
-            # Scores in [0, 1]: compare the share at or above 0.5 (a pass), a rate the sequential test takes.
-            checks.append(
-                (
-                    f"score:{scorer}",
-                    sum(v >= 0.5 for v in base),
-                    len(base),
-                    sum(v >= 0.5 for v in values),
-                    len(values),
-                    -1,
-                )
-            )
-        for name, xa, na, xb, nb, worse in checks:
-            if na == 0 or nb == 0:
+        # Scores in [0, 1]: compare the share at or above 0.5 (a pass), a rate the sequential test takes.
+        names = ["guard_flag_rate", "feedback_positive_rate", *(f"score:{scorer}" for scorer in canary.scores)]
+        for name in names:
+            xa, na, xb, nb = leave_one_tenant_out(control, canary, name)
+            if na[0] == 0 or nb[0] == 0:
                 continue
-            verdict = stats.sequential_test(xa, na, xb, nb, tau, alpha)
-            diff = xb / nb - xa / na
-            if verdict["significant"] and diff * worse > 0:
+            worse = 1 if name == "guard_flag_rate" else -1
+            p_values = stats.msprt_p_value(xa, na, xb, nb, tau)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                diffs = xb / nb - xa / na
+            # Worse overall and without each tenant in turn: max(p) is the p-value of "all of these".
+            p_value = float(p_values.max())
+            if p_value <= alpha and bool(np.all(diffs * worse > 0)):
+                diff = float(diffs[0])
+                tenants = len(xa) - 1
+                also = f", and without any one of its {tenants} tenants" if tenants else ""
                 return {
                     "rule": name,
                     "diff": diff,
-                    "p_value": verdict["p_value"],
+                    "p_value": p_value,
+                    "tenants": tenants,
                     "summary": f"canary significantly worse on {name} ({diff:+.4f}, always-valid p = "
-                    f"{verdict['p_value']:.4g} <= {alpha:g})",
+                    f"{p_value:.4g} <= {alpha:g}{also})",
                 }
         return None
 
@@ -215,3 +220,33 @@ class AutoRollback:
     def status(self) -> dict[str, Any]:
         """For ``/readyz``."""
         return {"checks": self.checks, "rollbacks": len(self.rollbacks), "last_error": self.last_error}
+
+
+def _rate(rates: metrics.TenantRates, name: str) -> tuple[int, int]:
+    """(count, n) of the rate ``name`` in one tenant's share of an arm."""
+    if name == "guard_flag_rate":
+        return rates.flagged, rates.requests
+    if name == "feedback_positive_rate":
+        return rates.positive, rates.rated
+    passed = rates.passed.get(name.removeprefix("score:"))
+    return (passed[0], passed[1]) if passed else (0, 0)
+
+
+FloatArray = npt.NDArray[np.float64]
+
+
+def leave_one_tenant_out(
+    control: metrics.ArmData, canary: metrics.ArmData, name: str
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """(control count, control n, canary count, canary n) of rate ``name``: first over every request, then
+    without each tenant's requests in turn (the operator's, tenant None, are never left out)."""
+    empty = metrics.TenantRates()
+    tenants = sorted(t for t in control.tenants.keys() | canary.tenants.keys() if t is not None)
+    per = np.array(
+        [[*_rate(control.tenants.get(t, empty), name), *_rate(canary.tenants.get(t, empty), name)] for t in tenants],
+        dtype=np.float64,
+    ).reshape(len(tenants), 4)
+    operator = control.tenants.get(None, empty), canary.tenants.get(None, empty)
+    total = per.sum(axis=0) + np.array([*_rate(operator[0], name), *_rate(operator[1], name)], dtype=np.float64)
+    rows = np.vstack([total, total - per])
+    return rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]
