@@ -44,6 +44,34 @@ def test_scope_names_the_counted_party(per: str, model: str | None, counted: str
     assert WHO.scope(rule) == (counted, said)
 
 
+def test_per_user_counts_are_scoped_by_tenant_and_no_user_is_the_keys_own() -> None:
+    """FINDINGS #5: the raw ``user`` string was the whole key, so tenant A used up tenant B's "alice",
+    and every request without ``user`` (most SDK calls), of every tenant, shared one "anonymous" bucket."""
+    user = LimitRule(per="user", requests_per_minute=1)
+    user_model = LimitRule(per="user+model", requests_per_minute=1)
+    a_alice = Identity(key="ka", user="alice", model="gpt", tenant="A")
+    b_alice = Identity(key="kb", user="alice", model="gpt", tenant="B")
+    assert a_alice.scope(user) == ("tenant=1:A|user=alice", "user alice")
+    assert a_alice.scope(user_model) == ("model=gpt|tenant=1:A|user=alice", "user alice on model gpt")
+    assert a_alice.scope(user)[0] != b_alice.scope(user)[0]
+    # The same tenant's keys share its users; no tenant name or user can pose as another tenant's user.
+    assert Identity(key="ka2", user="alice", model="gpt", tenant="A").scope(user) == a_alice.scope(user)
+    forged = Identity(key="k", user="x|user=alice", model="gpt", tenant="A|user=x")
+    assert forged.scope(user)[0] != Identity(key="k", user="x|user=alice", model="gpt", tenant="A").scope(user)[0]
+    assert forged.scope(user)[0] != Identity(key="k", user="alice", model="gpt", tenant="A|user=x|user").scope(user)[0]
+    # No user named: each key's own bucket, whatever the tenant, and never a named user's.
+    anon_a = Identity(key="ka", user=None, model="gpt", tenant="A")
+    anon_b = Identity(key="kb", user=None, model="gpt", tenant="B")
+    assert anon_a.scope(user) == ("nouser=ka", "requests without a user on key ka")
+    assert anon_a.scope(user)[0] != anon_b.scope(user)[0]
+    assert anon_a.scope(user)[0] not in {
+        Identity(key="ka", user=name, model="gpt", tenant=tenant).scope(user)[0]
+        for name in ("anonymous", "ka", "nouser=ka")
+        for tenant in (None, "A")
+    }
+    assert anon_a.scope(user_model) == ("model=gpt|nouser=ka", "requests without a user on key ka on model gpt")
+
+
 def test_rule_ids_do_not_depend_on_order_or_limits() -> None:
     a = LimitRule(per="user", requests_per_minute=5)
     b = LimitRule(per="user", model="gpt", spend_per_month=10)

@@ -335,3 +335,38 @@ def test_the_record_and_the_budget_price_what_served(upstream: FakeUpstream) -> 
     assert record["deployment"] == "up#0" and record["cost"] == pytest.approx(100.0 * used)
     assert refused.status_code == 429
     assert refused.json()["error"]["message"].startswith(f"spend_per_day for user alice: {record['cost']:g} of ")
+
+
+def test_per_user_limits_are_per_tenant_and_no_user_is_per_key(upstream: FakeUpstream, backend: dict[str, Any]) -> None:
+    """FINDINGS #5: tenant A's "alice" used up tenant B's, and A's requests without ``user`` refused every
+    client of every tenant that sends none (one "anonymous" bucket)."""
+    admin = "limits-tenants-admin-key-0123456789abcdef"
+    config = gateway_config(upstream, {**backend, "rules": [{"per": "user", "requests_per_minute": 2}]})
+    config["auth"] = {"enabled": True, "admin_key": admin}
+    with serving(config) as gateway:
+
+        def key(tenant: str) -> dict[str, str]:
+            made = httpx.post(
+                gateway.url + "/admin/keys",
+                json={"tenant": tenant, "role": "service"},
+                headers={"authorization": f"Bearer {admin}"},
+            )
+            assert made.status_code == 201, made.text
+            return {"authorization": f"Bearer {made.json()['secret']}"}
+
+        a, a2, b = key("A"), key("A"), key("B")
+        no_user = json.dumps(
+            {"model": "up", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10}
+        ).encode()
+        for body in (chat_body(user="alice"), no_user):
+            assert [post(gateway, body, a).status_code for _ in range(3)] == [200, 200, 429]
+        # Tenant B's own alice, and B's requests without a user, are untouched by A.
+        assert [post(gateway, chat_body(user="alice"), b).status_code for _ in range(3)] == [200, 200, 429]
+        assert post(gateway, no_user, b).status_code == 200
+        # Within a tenant an end user is one, whichever key sends it; a request without one is its key's own.
+        refused = post(gateway, chat_body(user="alice"), a2)
+        assert refused.status_code == 429
+        assert refused.json()["error"]["message"].startswith("requests_per_minute for user alice: 2 of 2 used")
+        assert post(gateway, no_user, a2).status_code == 200
+        refused = post(gateway, no_user, a)
+        assert "for requests without a user on key " in refused.json()["error"]["message"]

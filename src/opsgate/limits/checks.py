@@ -41,27 +41,40 @@ _SHORT = {
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """Who is asking: the API key id, the end user, and the model alias."""
+    """Who is asking: the API key id, the end user (None: the request names none), the model alias, and
+    the key's tenant (None: an operator key, or auth off)."""
 
     key: str
-    user: str
+    user: str | None
     model: str
+    tenant: str | None = None
 
     def scope(self, rule: LimitRule) -> tuple[str, str]:
         """The counting key for ``rule.per`` and how a message names it (``user alice on model gpt``).
 
         The client-chosen value (user) comes last in a key, so no value can forge another key's layout.
+        Per-user rules: a named user is counted within its tenant (tenant A's ``alice`` is not tenant
+        B's; the tenant goes with its length, so no tenant name can pose as another's), and operator keys
+        and auth off count named users without a tenant (``user=alice``). A request naming no user is
+        its API key's own (``nouser=<key>``), not one bucket shared by every client of every tenant.
         """
         on = f" on model {rule.model}" if rule.model else ""
         match rule.per:
-            case "user":
-                return f"user={self.user}", f"user {self.user}{on}"
+            case "user" | "user+model":
+                user, tenant = self.user, self.tenant
+                if user is None:
+                    counted, said = f"nouser={self.key}", f"requests without a user on key {self.key}"
+                elif tenant is None:
+                    counted, said = f"user={user}", f"user {user}"
+                else:
+                    counted, said = f"tenant={len(tenant)}:{tenant}|user={user}", f"user {user}"
+                if rule.per == "user":
+                    return counted, said + on
+                return f"model={self.model}|{counted}", f"{said} on model {self.model}"
             case "key":
                 return f"key={self.key}", f"key {self.key}{on}"
             case "model":
                 return f"model={self.model}", f"model {self.model}"
-            case "user+model":
-                return f"model={self.model}|user={self.user}", f"user {self.user} on model {self.model}"
             case "key+model":
                 return f"model={self.model}|key={self.key}", f"key {self.key} on model {self.model}"
             case _:

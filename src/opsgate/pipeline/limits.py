@@ -36,16 +36,18 @@ Usage = dict[str, Any]
 def identify(ctx: RequestContext) -> Identity:
     """Key: ``api_key_id`` from auth, else a short SHA-256 of the bearer token, else ``anonymous``.
 
-    User: the body's ``user`` (client-chosen, so only per-key rules hold against a hostile client).
+    User: the body's ``user``, counted within the caller's tenant; None when the body names none (per-user
+    rules then count the key's own requests: ``Identity.scope``). A client chooses its ``user``, so
+    only per-key rules hold against a hostile client; per-user rules share out an honest client's quota.
     """
     key = ctx.api_key_id
     if not key:
         scheme, _, token = (ctx.headers.get("authorization") or "").strip().partition(" ")
         token = token.strip() if scheme.lower() == "bearer" else scheme
         key = hashlib.sha256(token.encode()).hexdigest()[:16] if token else "anonymous"
-    user = getattr(ctx.body, "user", None) or "anonymous"
+    user = getattr(ctx.body, "user", None) or None
     assert ctx.alias is not None
-    return Identity(key=str(key), user=user, model=ctx.alias.name)
+    return Identity(key=str(key), user=user, model=ctx.alias.name, tenant=ctx.tenant)
 
 
 def estimate_tokens(ctx: RequestContext, default_max_tokens: int) -> tuple[int, int]:
