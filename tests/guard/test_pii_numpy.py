@@ -106,3 +106,21 @@ def test_alternatives_by_first_character_match_what_the_whole_pattern_matches(se
                 text,
                 at,
             )
+
+
+@pytest.mark.parametrize("seed", [13, 14])
+def test_identifier_windows_by_numpy_are_the_anchor_windows(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``pii._windows`` past ``SHORT`` characters (numpy) and below it (``re``) give the windows of one step
+    per anchor; short texts are also run through the numpy path (``SHORT`` = 0)."""
+    from tests.guard.test_pii_speedups import _windows_plain
+
+    rng = random.Random(seed)
+    pieces = [*_PIECES, "@", "a@b.co", "12:30", "::1"]
+    texts = [
+        *_long_texts(seed, 4),
+        *("".join(rng.choice(pieces) for _ in range(rng.randint(0, 60))) for _ in range(300)),
+    ]
+    for short in (pii_base.SHORT, 0):
+        monkeypatch.setattr(pii, "SHORT", short)
+        for text in texts:
+            assert _windows(text) == _windows_plain(text), text

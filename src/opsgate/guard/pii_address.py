@@ -116,6 +116,9 @@ _AGE = re.compile(
 )
 
 
+_RUNS: dict[int, re.Pattern[str]] = {}
+
+
 def _digit_windows(
     text: str, before: int = 160, after: int = 300, runs: tuple[NDArray[np.intp], NDArray[np.intp]] | None = None
 ) -> list[tuple[int, int]]:
@@ -125,8 +128,16 @@ def _digit_windows(
     # Runs of digits closer than before + after characters share a window: one step per cluster of runs
     # instead of a Python step per run of digits (dense text has thousands), the clusters found by numpy
     # (``re`` took ~1-1.7 ms per 32 KB for ``\d+(?:\D{0,460}\d+)*``).
+    if runs is None and len(text) < SHORT:
+        # A short text: one ``re`` pass costs less than numpy's fixed cost per call.
+        gap = _RUNS.get(before + after) or _RUNS.setdefault(
+            before + after, re.compile(rf"\d+(?:\D{{0,{before + after}}}\d+)*")
+        )
+        found = [run.span() for run in gap.finditer(text)]
+    else:
+        found = clusters(*(runs if runs is not None else digit_runs(text)), before + after)
     spans: list[tuple[int, int]] = []
-    for start, end in clusters(*(runs if runs is not None else digit_runs(text)), before + after):
+    for start, end in found:
         low, high = max(0, start - before), min(len(text), end + after)
         if spans and low <= spans[-1][1]:
             spans[-1] = (spans[-1][0], high)
