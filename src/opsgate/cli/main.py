@@ -101,6 +101,8 @@ def serve(
     """Run the gateway (HTTPS with --tls-cert and --tls-key; settings also from OPSGATE_* variables)."""
     import uvicorn
 
+    from opsgate.server.http_limits import http_protocol
+
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
 
@@ -127,7 +129,7 @@ def serve(
         "log_level": level,
         "access_log": False,
         "loop": "uvloop",
-        "http": "httptools",
+        "http": http_protocol(server.max_header_bytes, server.header_timeout_seconds),  # httptools, heads bounded
         "timeout_graceful_shutdown": drain_timeout,
     }
     if tls_cert and tls_key:

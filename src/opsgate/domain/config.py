@@ -212,6 +212,24 @@ class ServerConfig(_Strict):
     body_timeout_seconds: float = Field(
         30.0, gt=0, description="A request body must arrive within this time of its first read (else 408)."
     )
+    max_header_bytes: int = Field(
+        64 * 1024,
+        ge=4096,
+        le=1024 * 1024,
+        description=(
+            "A request's head (request line and header fields) past this many bytes is refused (431) and its"
+            " connection closed, before the app or authentication runs."
+        ),
+    )
+    header_timeout_seconds: float = Field(
+        15.0,
+        ge=0.5,
+        le=300,
+        description=(
+            "A request's head must be complete within this time of its first byte (a connection's first"
+            " request: of the connection's start), else 408 and the connection is closed."
+        ),
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     worker_healthcheck_seconds: int = Field(
         60,
