@@ -157,3 +157,21 @@ def test_lines_a_disguise_changes_are_the_variant_the_whole_substitution_leaves(
         for pattern, replace in ((injection._DOTTED, injection._undot), (injection._SPACED, injection._unspace)):
             whole = unchanged.drop(pattern.sub(replace, lowered))
             assert unchanged.drop(injection._changed_lines(pattern, replace, lowered)) == whole, text
+
+
+def test_many_variants_are_compared_with_the_text_lines_through_one_set() -> None:
+    """The first few variant lines are looked for by substring search; past them the set of the text's lines
+    is built once, so a text decoding to a thousand blobs costs a thousand set lookups, not a thousand scans."""
+    from opsgate.guard import injection
+
+    lowered = "qujdrevgr0hjsktmtu5pua== \n" * 1_200 + "abcdefghijklmnop"
+    unchanged = injection._Unchanged(lowered)
+    assert [unchanged.drop(line) for line in ("abcdefghijklmnop", "new line", "qujdrevgr0hjsktmtu5pua== ")] == [
+        "",
+        "new line",
+        "",
+    ]
+    for _ in range(1_000):
+        assert unchanged.drop("abcdefghijklmnop") == ""
+    assert unchanged._searches == injection._FEW_LINES and unchanged._lines is not None
+    assert unchanged.drop("new line") == "new line"
