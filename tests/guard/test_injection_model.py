@@ -264,3 +264,15 @@ def test_distinct_codes_are_the_sorted_unique_codes_in_32_and_64_bits() -> None:
         expected = np.unique(keys << block_bits | blocks)
         got = _distinct(keys, blocks, bound, block_bits)
         assert got.dtype == np.int64 and np.array_equal(got, expected)
+
+
+def test_a_token_ruled_out_before_the_concept_lookup_has_no_concept(corpus: list[dict[str, Any]]) -> None:
+    """``may_have_concepts`` lets the model skip the stem lookup of a new token: never for one with a concept."""
+    from opsgate.guard.injection_lexicon import _LATIN, concepts, may_have_concepts
+
+    found = {token for row in corpus for token in tokens(str(row["text"]))}
+    for stem in _LATIN:
+        found.update({stem, stem + "s", stem + "x" * 9, stem[:4], stem[:3], "x" + stem})
+    skipped = [token for token in found if not may_have_concepts(token)]
+    assert len(skipped) > len(found) // 3
+    assert [token for token in skipped if concepts([token])] == []

@@ -119,6 +119,18 @@ def _token_concepts(token: str) -> frozenset[str]:
     return frozenset(found)
 
 
+# The first four letters of every stem matched as a token's start (``_LENGTHS``: longer than ``_WHOLE_WORD``).
+_HEADS = frozenset(stem[:4] for stem in _LATIN if len(stem) > _WHOLE_WORD)
+
+
+def may_have_concepts(token: str) -> bool:
+    """False only where ``concepts([token])`` is empty: an ASCII token shorter than 3 letters, or one that is
+    no stem, starts with no stem's first four letters and is too short for a compound (a test before the work)."""
+    if not token.isascii():
+        return True
+    return len(token) >= 3 and (token[:4] in _HEADS or token in _LATIN or len(token) >= _COMPOUND_FROM)
+
+
 def concepts(tokens: list[str]) -> set[str]:
     """The concepts present in ``tokens``."""
     found: set[str] = set()

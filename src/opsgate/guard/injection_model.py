@@ -30,7 +30,7 @@ from typing import cast
 import numpy as np
 from numpy.typing import NDArray
 
-from opsgate.guard.injection_lexicon import concept_features, concepts, features_of
+from opsgate.guard.injection_lexicon import concept_features, concepts, features_of, may_have_concepts
 
 MODEL_PATH = Path(__file__).parent / "data" / "injection_model.npz"
 WINDOW = 48  # tokens per window
@@ -455,7 +455,7 @@ class InjectionModel:
         for i, own in zip(missing, features, strict=True):
             token = names[i]
             start, end = end, end + 8 * len(own)
-            found_concepts = concepts([token])
+            found_concepts = concepts([token]) if may_have_concepts(token) else None
             mask = sum(1 << self._concept_bit(c) for c in found_concepts) if found_concepts else 0
             info = array("q", (mask, firsts.get(token, -1), seconds.get(token, -1))).tobytes() + packed[start:end]
             infos[i] = info
