@@ -38,6 +38,7 @@ MAX_TEMPLATE_CHARS = 64 * 1024
 MAX_VARIABLE_CHARS = 32 * 1024  # one variable's value, as text
 MAX_VARIABLES_CHARS = 128 * 1024  # all of them together
 MAX_RENDERED_CHARS = 256 * 1024
+MAX_PARAMETERS_CHARS = 64 * 1024  # a version's parameters, as JSON (a json_schema response_format)
 _COLUMNS = "id, tenant, name, version, messages, variables, parameters, notes, content_hash, created_at, created_by"
 
 
@@ -155,7 +156,7 @@ def validate_spec(messages: object, variables: object, parameters: object) -> tu
         if not isinstance(message, dict) or set(message) != {"role", "content"}:
             raise PromptError("each message is {role, content}.", param=f"messages[{index}]")
         role, content = message["role"], message["content"]
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:  # a list or object is unhashable: not a 500
             raise PromptError(f"role must be one of {', '.join(sorted(ROLES))}.", param=f"messages[{index}].role")
         if not isinstance(content, str) or "\x00" in content:
             raise PromptError("content must be text without NUL.", param=f"messages[{index}].content")
@@ -199,6 +200,23 @@ def check_parameters(parameters: dict[str, Any], where: str) -> None:
         or response_format.get("type") not in ("text", "json_object", "json_schema")
     ):
         raise PromptError("response_format must be an OpenAI response_format object.", param=f"{where}.response_format")
+    stop = parameters.get("stop")
+    if stop is not None and not (
+        (isinstance(stop, str) and "\x00" not in stop)
+        or (isinstance(stop, list) and len(stop) <= 4 and all(isinstance(s, str) and "\x00" not in s for s in stop))
+    ):
+        raise PromptError("stop must be text or a list of at most 4 texts, without NUL.", param=f"{where}.stop")
+    seed = parameters.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not -(2**63) <= seed < 2**63):
+        raise PromptError("seed must be a whole number (64-bit).", param=f"{where}.seed")
+    try:  # stored and hashed as JSON: nesting past orjson's depth limit would be a 500 there
+        size = len(orjson.dumps(parameters))
+    except orjson.JSONEncodeError:
+        size = MAX_PARAMETERS_CHARS + 1
+    if size > MAX_PARAMETERS_CHARS:
+        raise PromptError(
+            f"parameters must be JSON of at most {MAX_PARAMETERS_CHARS} characters, not nested too deep.", param=where
+        )
 
 
 def _hash(messages: list[dict[str, str]], variables: list[str], parameters: dict[str, Any]) -> str:
