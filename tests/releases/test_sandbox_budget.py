@@ -118,6 +118,20 @@ def test_a_deadline_past_due_stops_the_render_at_about_the_budget() -> None:
     assert time.perf_counter() - started < MAX_RENDER_SECONDS + 0.5
 
 
+def test_a_version_that_ran_out_of_time_is_refused_for_a_while_without_rendering() -> None:
+    version = _version(PROBE)
+    with pytest.raises(PromptError) as first:
+        version.render({})
+    assert "took more than" in first.value.message
+    started = time.perf_counter()
+    for _ in range(20):
+        with pytest.raises(PromptError) as again:
+            version.render({})
+        assert again.value.code == "prompt_render_failed" and "ago" in again.value.message
+    assert time.perf_counter() - started < 0.1  # twenty refusals cost less than one render's budget
+    assert _version("{{ 1 + 1 }}").render({})[0]["content"] == "2"  # other versions are not affected
+
+
 def test_values_are_measured_through_shared_and_nested_containers() -> None:
     inner = list(range(1000))
     assert value_size(inner) == 1000
@@ -287,6 +301,42 @@ def test_a_hostile_prompt_does_not_stall_another_tenant(
         thread.join()
     # The old code held the loop 7-41 s here; the render budget is 0.1 s a request.
     assert latencies and max(latencies) < 1.0 + 2 * baseline, f"b waited {max(latencies):.2f} s ({baseline:.2f})"
+
+
+def test_a_burst_of_hostile_requests_does_not_add_up_on_the_loop(
+    gateway: tuple[Gateway, dict[str, str]], upstream: FakeUpstream
+) -> None:
+    """Twenty at once, each version's render out of time once: the others are refused without rendering."""
+    gw, keys = gateway
+    upstream.script = Script(content="fine")
+    content = SLOW.replace("6000", "6001")
+    created = _call(
+        gw,
+        "POST",
+        "/admin/prompts",
+        keys["a"],
+        json={"name": "burst", "messages": [{"role": "system", "content": content}]},
+    )
+    assert created.status_code == 201, created.text
+    baseline = 0.0
+    for _ in range(3):
+        started = time.perf_counter()
+        assert _chat(gw, keys["b"]).status_code == 200
+        baseline = max(baseline, time.perf_counter() - started)
+    statuses: list[int] = []
+    threads = [
+        threading.Thread(target=lambda: statuses.append(_chat(gw, keys["a"], {"prompt": "burst@1"}).status_code))
+        for _ in range(20)
+    ]
+    for thread in threads:
+        thread.start()
+    started = time.perf_counter()
+    assert _chat(gw, keys["b"]).status_code == 200
+    waited = time.perf_counter() - started
+    for thread in threads:
+        thread.join()
+    assert statuses == [400] * 20
+    assert waited < 1.0 + 2 * baseline, f"b waited {waited:.2f} s ({baseline:.2f})"
 
 
 def test_a_role_of_the_wrong_type_is_a_400_in_the_openai_shape(gateway: tuple[Gateway, dict[str, str]]) -> None:

@@ -26,7 +26,13 @@ from jinja2 import TemplateError
 
 from opsgate.audit.chain import append_entry
 from opsgate.domain.errors import InvalidRequestError, NotFoundError
-from opsgate.releases.sandbox import PromptEnvironment, check_template, render_bounded
+from opsgate.releases.sandbox import (
+    MAX_RENDER_SECONDS,
+    PromptEnvironment,
+    RenderTimeout,
+    check_template,
+    render_bounded,
+)
 from opsgate.store.sql import SqlRecordStore
 
 NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
@@ -38,6 +44,7 @@ MAX_TEMPLATE_CHARS = 64 * 1024
 MAX_VARIABLE_CHARS = 32 * 1024  # one variable's value, as text
 MAX_VARIABLES_CHARS = 128 * 1024  # all of them together
 MAX_RENDERED_CHARS = 256 * 1024
+TIMEOUT_COOLDOWN_SECONDS = 30.0  # a version that ran out of render time is refused this long, without rendering
 MAX_PARAMETERS_CHARS = 64 * 1024  # a version's parameters, as JSON (a json_schema response_format)
 _COLUMNS = "id, tenant, name, version, messages, variables, parameters, notes, content_hash, created_at, created_by"
 
@@ -65,6 +72,7 @@ class PromptVersion:
     created_at: float
     created_by: str | None
     _compiled: list[tuple[str, Any]] = field(default_factory=list, compare=False, repr=False)
+    _timed_out: list[float] = field(default_factory=list, compare=False, repr=False)  # monotonic, last one
 
     @property
     def ref(self) -> str:
@@ -78,6 +86,15 @@ class PromptVersion:
     def render(self, variables: dict[str, Any]) -> list[dict[str, str]]:
         """The messages with ``variables`` filled in (exactly the declared ones)."""
         check_variables(self.variables, variables)
+        if self._timed_out and time.monotonic() - self._timed_out[-1] < TIMEOUT_COOLDOWN_SECONDS:
+            # Each render out of time held the event loop for the budget: a burst of requests for the same
+            # hostile version would add those up, so it is refused for a while without rendering.
+            raise PromptError(
+                f"prompt {self.ref} failed to render: it took more than {MAX_RENDER_SECONDS:g} s less than "
+                f"{TIMEOUT_COOLDOWN_SECONDS:g} s ago.",
+                param="metadata.variables",
+                code="prompt_render_failed",
+            )
         if not self._compiled:
             self._compiled.extend((m["role"], _ENV.from_string(m["content"])) for m in self.messages)
         out: list[dict[str, str]] = []
@@ -85,6 +102,13 @@ class PromptVersion:
         for role, template in self._compiled:
             try:
                 text = render_bounded(template, variables, MAX_RENDERED_CHARS - total)
+            except RenderTimeout as error:
+                self._timed_out[:] = [time.monotonic()]
+                raise PromptError(
+                    f"prompt {self.ref} failed to render: {error}",
+                    param="metadata.variables",
+                    code="prompt_render_failed",
+                ) from None
             except (TemplateError, ArithmeticError, TypeError, ValueError, RecursionError) as error:
                 # Sandbox refusals (SecurityError) are TemplateErrors; the rest is the template's own arithmetic.
                 raise PromptError(

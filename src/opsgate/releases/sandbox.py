@@ -174,6 +174,10 @@ class PromptEnvironment(ImmutableSandboxedEnvironment):
         return _checked(super().call(__context, __obj, *args, **kwargs))
 
 
+class RenderTimeout(SecurityError):
+    """The render took more than ``MAX_RENDER_SECONDS``."""
+
+
 class _OutOfTime(BaseException):
     """Raised by the render's trace function; a BaseException, so no filter's ``except Exception``
     (nor jinja's own handler) takes it for the template's error and carries on."""
@@ -316,7 +320,7 @@ def render_bounded(template: Any, variables: dict[str, Any], limit: int = MAX_OU
                 raise _OutOfTime
             parts.append(piece)
     except _OutOfTime:
-        raise SecurityError(f"the template took more than {MAX_RENDER_SECONDS:g} s to render") from None
+        raise RenderTimeout(f"the template took more than {MAX_RENDER_SECONDS:g} s to render") from None
     finally:
         sys.settrace(previous)
         stream.close()  # type: ignore[attr-defined]
