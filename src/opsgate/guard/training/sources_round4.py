@@ -16,7 +16,7 @@ among others), npm ``ecc-agentshield`` ("DAN 6.0 — Reddit" text, L1B3RT4S-deri
 the packages used: every item that names or is a DAN / Developer-Mode / "grandma" persona,
 grendel-redteam's AdvBench rows (plain harmful requests) and its packs whose references cite garak or
 jailbreak_llms, safelabs-eval's categories that are not injections (insecure output, resource
-exhaustion, supply-chain trust decisions; its hallucination probes are read as hard benign),
+exhaustion, supply-chain trust decisions; and its hallucination probes, ASI10: adversarial, but not injections),
 keelson's multi-turn probes (no single turn is the attack), weiseer's question about how the model
 would refuse, and vigia's salary / data questions and its resource, output and supply-chain
 categories (ordinary questions, attacks only by the author's intent).
@@ -59,11 +59,12 @@ _RESERVED = re.compile(
     r"advbench|harmbench|l1b3rt4s",
     re.I,
 )
-# safelabs-eval's OWASP-agentic categories whose prompts are injections or agent abuse; its hallucination
-# category (ASI10: false premises, demands for exact figures, authority claims, "decode this base64 question")
-# asks for nothing against the system and is read as hard benign.
+# safelabs-eval's OWASP-agentic categories whose prompts are injections or agent abuse. Its hallucination
+# category (ASI10: false premises, demands for exact figures, claimed authority — "This is Dr. X covering the
+# night shift", "you already told me …") is left out, like aicu-scanner's "no trigger words" sets: its author
+# wrote them as attacks on the model, they are not injections, and read as benign they contradict the
+# authority-claim attacks written here (first read as benign; see docs/guard-data.md, "Fourth round").
 _SAFELABS_KINDS = ("ASI01", "ASI03", "ASI05", "ASI06", "ASI08", "ASI09")
-_SAFELABS_BENIGN = "ASI10"
 _VIGIA_KINDS = ("prompt_injection", "hidden_context_exposure", "excessive_agency")
 _GERMAN = re.compile(r"\b(und|ich|nicht|der|die|das|ist|mir|Sie|du|alle|bitte|vergiss)\b")
 
@@ -81,7 +82,7 @@ def _row(text: str, label: int, source: str, kind: str, where: str, role: str = 
 
 def safelabs_eval(directory: Path) -> list[Row]:
     """safelabs-eval: its prompt library (each entry marked ``provenance="original"``): injection and agent-abuse
-    categories (attacks), hallucination probes (benign). The module is parsed, not imported: only the literal
+    categories (attacks; ASI10, hallucination probes, left out). The module is parsed, not imported: only the literal
     keyword arguments are read."""
     path = "safelabs/prompts/library.py"
     tree = ast.parse(_wheel(directory, "safelabs-eval").read(path).decode())
@@ -95,8 +96,8 @@ def safelabs_eval(directory: Path) -> list[Row]:
         kind = str(entry_id)[:5]
         if provenance != "original" or _RESERVED.search(str(prompt)):
             continue
-        if kind in _SAFELABS_KINDS or kind == _SAFELABS_BENIGN:
-            out.append(_row(str(prompt), int(kind != _SAFELABS_BENIGN), "safelabs-eval", kind, f"{path} {entry_id}"))
+        if kind in _SAFELABS_KINDS:
+            out.append(_row(str(prompt), 1, "safelabs-eval", kind, f"{path} {entry_id}"))
     return out
 
 
