@@ -192,3 +192,20 @@ def test_messages_marked_untrusted_are_scanned_as_tool_content(gateway: Gateway,
     assert marked.status_code == 400 and marked.json()["error"]["code"] == "input_blocked"
     entry = next(e for e in _guard_tags(gateway, "untrusted-1")["input"] if e["scanner"] == "prompt_injection")
     assert "tool_call_request" in entry["details"]["signals"]
+
+
+@pytest.mark.parametrize("value", ["²", "9" * 5000, "1,two", "-1"])
+def test_a_malformed_untrusted_header_is_a_client_error(gateway: Gateway, value: str) -> None:
+    # "²" is a digit to str.isdigit() but not to int(), and int() refuses 5,000 digits: both were a 500
+    # (a server error charged to the availability SLO). Ignoring the value would instead scan as trusted
+    # the messages the client meant to mark.
+    body = {"model": "up-plain", "messages": [{"role": "user", "content": "What is the capital of Portugal?"}]}
+    with httpx.Client(base_url=gateway.url, timeout=30) as client:
+        response = client.post(
+            "/v1/chat/completions", json=body, headers={"x-opsgate-untrusted-messages": value.encode("latin-1")}
+        )
+        fine = client.post("/v1/chat/completions", json=body, headers={"x-opsgate-untrusted-messages": "0 ,"})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_header" and error["param"] == "x-opsgate-untrusted-messages"
+    assert fine.status_code == 200, fine.text

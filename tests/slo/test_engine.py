@@ -7,7 +7,7 @@ import time
 import pytest
 
 from opsgate.domain.slo_config import AlertsConfig, SloConfig, SloDefinition
-from opsgate.slo.engine import SloEngine
+from opsgate.slo.engine import MAX_HISTORY_SECONDS, SloEngine
 from opsgate.slo.reader import Scope
 from opsgate.store.sql import SqlRecordStore
 from tests.slo.conftest import make_record
@@ -80,6 +80,21 @@ def test_history_and_timeseries(store: SqlRecordStore) -> None:
     assert sum(p["requests"] for p in series) == 5 and sum(p["errors"] for p in series) == 1
     busy = [p for p in series if p["requests"] and not p["errors"]]
     assert busy and all(50 <= p["p50_ms"] <= 100 for p in busy)
+
+
+def test_history_since_is_bounded_both_ways(store: SqlRecordStore) -> None:
+    # ``since`` is a reader's query parameter: the year 1 asked for 17.6 million hourly buckets per
+    # request (1.3 GB for six readers at once), a time after now for an array of negative size (a 500).
+    store.write_batch([make_record(NOW - 3600, latency_ms=80.0)])
+    slo_engine = engine(store, SloDefinition(name="a", sli="availability", target=0.5, window="2h"))
+    year_one = -62135596800.0
+    started = time.process_time()
+    far = slo_engine.history("a", year_one, now=NOW)
+    assert time.process_time() - started < 5.0  # bounded work, not 17.6 million buckets
+    assert 0 < len(far) <= 201 and far[0]["ts"] >= NOW - MAX_HISTORY_SECONDS - 3 * 3600
+    assert slo_engine.history("a", NOW + 10**9, now=NOW) == [] or all(
+        p["ts"] <= NOW + 3600 for p in slo_engine.history("a", NOW + 10**9, now=NOW)
+    )
 
 
 def test_measured_and_throughput_slis(store: SqlRecordStore) -> None:

@@ -179,7 +179,7 @@ class EvalStore:
         else:
             name, _, version = ref.partition("@")
             if version:
-                if not version.isdigit() or len(version) > 9:
+                if not (version.isascii() and version.isdigit()) or len(version) > 9:
                     return None
                 rows = self._rows(
                     f"SELECT {_DATASET_COLUMNS} FROM eval_datasets WHERE name = ? AND version = ? AND {condition} "

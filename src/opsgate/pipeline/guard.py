@@ -31,6 +31,7 @@ from typing import Any
 
 from opsgate.domain.config import GatewayConfig
 from opsgate.domain.context import Chunk, GatewayResponse, JsonResult, RequestContext, StreamResult
+from opsgate.domain.errors import InvalidRequestError
 from opsgate.domain.requests import ChatCompletionRequest, ChatMessage, CompletionRequest, EmbeddingRequest
 from opsgate.guard.base import ScanContext, Vault
 from opsgate.guard.engine import GuardBlocked, GuardEngine, GuardEntry, Policy, Run
@@ -59,10 +60,24 @@ class _State:
     output: dict[str, GuardEntry] = field(default_factory=dict)
 
 
+_MESSAGE_INDEX = re.compile(r"[0-9]{1,6}")  # ASCII only: "²".isdigit() is true and int() refuses it
+
+
 def _untrusted(headers: Mapping[str, str]) -> frozenset[int]:
-    """Indexes of the chat messages the client marks as untrusted (``x-opsgate-untrusted-messages: 2,4``)."""
-    value = headers.get(UNTRUSTED_HEADER) or ""
-    return frozenset(int(part) for part in value.replace(" ", "").split(",") if part.isdigit())
+    """Indexes of the chat messages the client marks as untrusted (``x-opsgate-untrusted-messages: 2,4``).
+
+    A value that is not such a list is the client's mistake (a 400): ignoring it would scan as trusted
+    the messages the client meant to mark.
+    """
+    value = headers.get(UNTRUSTED_HEADER)
+    if not value:
+        return frozenset()
+    parts = [part for part in value.replace(" ", "").split(",") if part]
+    if not all(_MESSAGE_INDEX.fullmatch(part) for part in parts):
+        raise InvalidRequestError(
+            f"{UNTRUSTED_HEADER} must list message indexes, like '2,4'.", param=UNTRUSTED_HEADER, code="invalid_header"
+        )
+    return frozenset(int(part) for part in parts)
 
 
 def _texts(body: object, untrusted: frozenset[int] = frozenset()) -> list[tuple[str, str]]:

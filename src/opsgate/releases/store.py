@@ -377,7 +377,7 @@ class ReleaseStore:
             self.store.execute(conn, "SELECT pg_advisory_xact_lock(?)", [_LOCK])
 
     def _release_of(self, conn: Any, alias: str, ref: str) -> Release:
-        if ref.isdigit() and len(ref) <= 9:
+        if ref.isascii() and ref.isdigit() and len(ref) <= 9:
             row = self.store.execute(
                 conn, f"SELECT {_RELEASE_COLUMNS} FROM releases WHERE alias = ? AND number = ?", [alias, int(ref)]
             ).fetchone()

@@ -74,11 +74,12 @@ class BodyLimitMiddleware:
         declared = Headers(scope=scope).get("content-length")
         refused: GatewayError | None = None
         if declared is not None:
-            if not declared.isdigit():
+            # ASCII digits only: "²".isdigit() is true and int() refuses it; past 18 digits it is over any limit.
+            if not (declared.isascii() and declared.isdigit()):
                 refused = InvalidRequestError(
                     "Content-Length is not a number.", code="invalid_content_length", headers=_CLOSE
                 )
-            elif int(declared) > max_bytes:
+            elif len(declared) > 18 or int(declared) > max_bytes:
                 refused = _too_large(max_bytes)
         if refused is not None:
             if scope["path"] not in INFERENCE_PATHS:
@@ -197,9 +198,37 @@ async def read_json_value(request: Request, max_bytes: int, empty: Any = None) -
     if empty is not None and not raw.strip():
         return empty
     try:
-        return orjson.loads(raw)
+        value = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise InvalidRequestError("The body is not valid JSON.", code="invalid_json") from None
+    # PostgreSQL text cannot hold NUL (a 500 there, stored on SQLite): refused alike on both stores. orjson
+    # itself refuses raw control characters and lone surrogates, so the escape is the only way one comes in.
+    if b"\\u0000" in raw:
+        where = _nul_at(value, "")
+        if where is not None:
+            raise InvalidRequestError(
+                "Strings in the body may not contain NUL (\\u0000).", param=where or None, code="invalid_body"
+            )
+    return value
+
+
+def _nul_at(value: Any, path: str) -> str | None:
+    """The path (``items[0].prompt``) of the first string in ``value`` holding NUL, else None."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in key:
+                return path
+            found = _nul_at(item, f"{path}.{key}" if path else key)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _nul_at(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
 
 
 def _too_large(max_bytes: int) -> InvalidRequestError:

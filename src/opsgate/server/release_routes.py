@@ -319,7 +319,7 @@ def release_routes(holder: ReleasesHolder) -> list[Route]:
 
 
 def _resolve_release(releases: ReleaseStore, alias: str, ref: str) -> str:
-    if ref.isdigit():
+    if ref.isascii() and ref.isdigit() and len(ref) <= 9:  # "²" is a digit to isdigit(), not to int()
         match = [r for r in releases.list_all(alias) if r.number == int(ref)]
         if not match:
             raise NotFoundError(f"{alias} has no release {ref}.", param="release", code="release_not_found")

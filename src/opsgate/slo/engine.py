@@ -49,6 +49,10 @@ def scope_of(definition: SloDefinition, tenant: str | None) -> Scope:
     return Scope(tenant=f.tenant if f.tenant is not None else tenant, model=f.model, deployment=f.deployment)
 
 
+# The furthest back a history reaches: a little over a year of hourly rollups.
+MAX_HISTORY_SECONDS = 400 * 86400
+
+
 class SloEngine:
     """Computes SLO status from the rollups of one store."""
 
@@ -160,6 +164,9 @@ class SloEngine:
     ) -> list[dict[str, Any]]:
         """The SLI and budget left over the objective's rolling window, at points from ``since`` to now."""
         now = time.time() if now is None else now
+        # Bounded: ``since`` is a reader's query parameter. The year 1 asked for 17.6 million buckets
+        # (1.3 GB for six readers at once), a time after now for an array of negative size.
+        since = min(max(since, now - MAX_HISTORY_SECONDS), now)
         definition = self.definition(name, tenant)
         scope = scope_of(definition, tenant)
         window = definition.window_seconds

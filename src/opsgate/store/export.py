@@ -52,11 +52,18 @@ def require_export_format(name: str) -> str:
     return name
 
 
+# A text cell a spreadsheet would read as a formula ("=HYPERLINK(...)", "+1", "@SUM"): prefixed with a
+# quote, as OWASP advises for CSV exports. Prompts and user ids are the clients' own text.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _csv_cell(column: str, value: Any) -> Any:
     if value is None:
         return ""
     if isinstance(value, bool | dict | list) or column in ("request", "response"):
         return orjson.dumps(value).decode()
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
     return value
 
 

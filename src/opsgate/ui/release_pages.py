@@ -86,7 +86,9 @@ class ReleasePages:
 
         def pick(param: str, default: int) -> int:
             raw = request.query_params.get(param, "")
-            return int(raw) if raw.isdigit() and int(raw) in by_number else default
+            # ASCII and short: "²" is a digit to isdigit() but not to int(), and int() refuses 5,000 digits.
+            number = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 9 else None
+            return number if number in by_number else default
 
         newest = versions[0].version
         old, new = pick("from", versions[1].version if len(versions) > 1 else newest), pick("to", newest)
