@@ -99,6 +99,31 @@ def test_reversible_redaction_uses_stable_placeholders_and_restores() -> None:
     )
 
 
+def test_a_text_read_before_costs_a_digest_and_each_request_gets_its_own_placeholders() -> None:
+    # A chat re-sends its history every turn: the findings are kept by the text's digest, the
+    # placeholders are made per request, in that request's vault.
+    scanner = PiiScanner(PiiScannerConfig(scanner="pii", reversible=True))
+    history = "Hi, I'm Maria Keller, reach me at maria.keller@example.com or +49 30 901820."
+    calls = 0
+    detect = scanner.detector.detect
+
+    def counted(text: str, names: bool = True) -> object:
+        nonlocal calls
+        calls += 1
+        return detect(text, names)
+
+    scanner.detector.detect = counted  # type: ignore[method-assign, assignment]
+    first_vault, second_vault = Vault(), Vault()
+    first = scanner.scan(history, ScanContext("input", vault=first_vault))
+    second = scanner.scan(history, ScanContext("input", vault=second_vault))
+    assert calls == 1
+    assert second.sanitized_text == first.sanitized_text and second.details == first.details
+    assert first.verdict == second.verdict == "fail" and "<EMAIL_1>" in second.sanitized_text
+    assert restore("<EMAIL_1>", second_vault) == "maria.keller@example.com"  # registered in the new vault
+    output = scanner.scan(history, ScanContext("output", vault=Vault()))
+    assert calls == 2 and "<EMAIL>" in output.sanitized_text  # names on output: another answer, not reused
+
+
 def test_output_redaction_is_never_reversible() -> None:
     scanner = PiiScanner(PiiScannerConfig(scanner="pii", reversible=True))
     result = scanner.scan("call 415-555-2671", ScanContext("output", vault=Vault()))

@@ -29,7 +29,7 @@ from stdnum.it import codicefiscale
 from stdnum.us import itin, ssn
 
 from opsgate.domain.guard_config import PiiEntity, PiiScannerConfig
-from opsgate.guard.base import ScanContext, ScanResult, Vault
+from opsgate.guard.base import ScanContext, ScanResult, TextCache, Vault
 from opsgate.guard.pii_address import find_addresses, find_marked_dates_and_ages
 from opsgate.guard.pii_base import SHORT, Finding, clusters, digit_runs, resolve_overlaps
 from opsgate.guard.pii_fast import FastNameRecognizer
@@ -400,6 +400,10 @@ def replace_findings(text: str, findings: list[Finding], label: Callable[[Findin
     return "".join(out)
 
 
+_CACHED_TEXTS = 1024
+_CACHED_FINDINGS = 256
+
+
 class PiiScanner:
     """Detects PII; redacts it as ``<EMAIL>``, or — reversible, on input — as ``<EMAIL_1>`` kept in the vault."""
 
@@ -413,6 +417,10 @@ class PiiScanner:
         # spaCy reads ~10-30 ms per KB: with it, even a small input scan belongs off the event loop
         # (the guard stage reads this). The fast recogniser costs what the patterns cost.
         self.off_loop = isinstance(self.detector.names, NameRecognizer)
+        # A chat re-sends its whole history every turn: what was found in a text read before costs a
+        # digest. Findings only (placeholders go into each request's own vault); bounded in entries and,
+        # since a dense text holds thousands of findings, in findings per entry (~40 MB at most).
+        self._seen: TextCache[Detection] = TextCache(_CACHED_TEXTS)
 
     def scan(self, text: str, context: ScanContext) -> ScanResult:
         """Score 1 when anything is found; details count findings by kind (never the values).
@@ -420,7 +428,14 @@ class PiiScanner:
         ``ner_unread_chars`` in the details: the NER model's time budget ran out that far before the
         end (the patterns still read it all).
         """
-        detection = self.detector.detect(text, names=context.direction == "input" or self.names_on_output)
+        names = context.direction == "input" or self.names_on_output
+        key = TextCache.key(text, names)
+        detection = self._seen.get(key)
+        if detection is None:
+            detection = self.detector.detect(text, names=names)
+            # A budget that ran out depends on the moment, not the text: such a detection is not kept.
+            if not detection.ner_unread_chars and len(detection.findings) <= _CACHED_FINDINGS:
+                self._seen.put(key, detection)
         findings = detection.findings
         extra: dict[str, int] = {"ner_unread_chars": detection.ner_unread_chars} if detection.ner_unread_chars else {}
         if not findings:
