@@ -168,7 +168,9 @@ class RecordWriter:
             target=self._watch_for_stalls, args=(threading.get_native_id(),), name="opsgate-writer-watch", daemon=True
         )
         watchdog.start()
-        yield_cpu_to_requests()
+        # Idle priority only once the store is open: opened at idle priority on a busy machine, the store
+        # could wait seconds for a core, and /readyz says "degraded" (store not open) until it is.
+        idle = False
         backoff = 0.1
         while True:
             now = time.monotonic()
@@ -190,6 +192,9 @@ class RecordWriter:
                     self._stopping.wait(backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue
+            if not idle:
+                yield_cpu_to_requests()
+                idle = True
             batch = self.journal.read_batch(self.batch_size)
             if not batch:
                 self._housekeeping()
