@@ -204,7 +204,7 @@ async def read_json_value(request: Request, max_bytes: int, empty: Any = None) -
     # PostgreSQL text cannot hold NUL (a 500 there, stored on SQLite): refused alike on both stores. orjson
     # itself refuses raw control characters and lone surrogates, so the escape is the only way one comes in.
     if b"\\u0000" in raw:
-        where = _nul_at(value, "")
+        where = _nul_at(value)
         if where is not None:
             raise InvalidRequestError(
                 "Strings in the body may not contain NUL (\\u0000).", param=where or None, code="invalid_body"
@@ -212,23 +212,29 @@ async def read_json_value(request: Request, max_bytes: int, empty: Any = None) -
     return value
 
 
-def _nul_at(value: Any, path: str) -> str | None:
-    """The path (``items[0].prompt``) of the first string in ``value`` holding NUL, else None."""
-    if isinstance(value, str):
-        return path if "\x00" in value else None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if "\x00" in key:
-                return path
-            found = _nul_at(item, f"{path}.{key}" if path else key)
-            if found is not None:
-                return found
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found = _nul_at(item, f"{path}[{index}]")
-            if found is not None:
-                return found
+def _nul_at(value: Any) -> str | None:
+    """The path (``items[0].prompt``) of the first string in ``value`` holding NUL, else None.
+
+    A loop, not recursion: orjson reads JSON nested 1,024 deep, past Python's recursion limit.
+    """
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(value, ())]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return _path(where)
+        elif isinstance(item, dict):
+            for key in item:
+                if "\x00" in key:
+                    return _path(where)
+            stack.extend((item[key], (*where, key)) for key in reversed(list(item)))
+        elif isinstance(item, list):
+            stack.extend((item[index], (*where, index)) for index in range(len(item) - 1, -1, -1))
     return None
+
+
+def _path(parts: tuple[str | int, ...]) -> str:
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in parts).lstrip(".")
 
 
 def _too_large(max_bytes: int) -> InvalidRequestError:
