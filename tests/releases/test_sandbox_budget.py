@@ -348,3 +348,12 @@ def test_a_role_of_the_wrong_type_is_a_400_in_the_openai_shape(gateway: tuple[Ga
         assert response.status_code == 400, response.text
         error = response.json()["error"]
         assert {"message", "type", "param", "code"} <= set(error) and error["param"] == "messages[0].role"
+
+
+@pytest.mark.parametrize("depth", [100, 2000])
+def test_a_template_nested_past_the_parser_is_a_400(depth: int) -> None:
+    # jinja parses and compiles recursively: this was a RecursionError, a 500 at POST /admin/prompts.
+    template = "{{ " + "[" * depth + "1" + "]" * depth + " }}"
+    with pytest.raises(PromptError) as error:
+        validate_spec([{"role": "system", "content": template}], [], {})
+    assert error.value.status == 400 and error.value.param == "messages[0].content"

@@ -191,6 +191,8 @@ def validate_spec(messages: object, variables: object, parameters: object) -> tu
             refused = check_template(_ENV, content)
         except TemplateError as error:
             raise PromptError(f"template does not parse: {error}"[:300], param=f"messages[{index}].content") from None
+        except RecursionError:  # jinja parses and compiles recursively: ~100 nested brackets are enough
+            raise PromptError("template nests too deeply.", param=f"messages[{index}].content") from None
         if refused is not None:
             raise PromptError(refused, param=f"messages[{index}].content")
         out.append({"role": role, "content": content})
