@@ -152,9 +152,16 @@ def finditer_in(pattern: re.Pattern[str], text: str, windows: list[tuple[int, in
         yield from pattern.finditer(text, low, high)
 
 
-# The last text's character codes and ``\d`` mask: one scan reads them three times (identifier, address and
-# date windows). A tuple replaced whole, compared by identity: safe across threads (a miss recomputes).
+# The last text's character codes and ``\d`` mask: one scan reads them four times (identifier, address and
+# date windows, the name recogniser's tokens). A tuple replaced whole, compared by identity: safe across threads
+# (a miss recomputes).
 _last_digits: tuple[str, NDArray[np.integer], NDArray[np.bool_]] | None = None
+
+
+def char_codes(text: str) -> NDArray[np.integer]:
+    """``text``'s character codes (uint8 for an ASCII text, else uint32; a lone surrogate is one code), read
+    once per text: the last text's are kept with its digit mask."""
+    return _digit_mask(text)[0]
 
 
 def _digit_mask(text: str) -> tuple[NDArray[np.integer], NDArray[np.bool_]]:

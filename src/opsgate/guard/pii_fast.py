@@ -9,8 +9,9 @@ gazetteer in ``data/ner_fast.npz``) labels each candidate O, PER, LOC, ORG or AD
 address: left to the address patterns). Adjacent words of one label, joined by a space, a hyphen or
 a connector that kind allows ("van", "de", "&", "and"), make one finding.
 
-Cost: one regex pass that cuts the text into tokens, one dictionary step per token (its code among
-the text's distinct tokens), and numpy for the rest: the flags and feature ids of each capitalised
+Cost: numpy passes over the character codes that find the tokens (``pii_tokens``), a Python step
+only for each capitalised token and the two tokens on each side of a candidate (cut out of the text,
+numbered among the distinct ones), and numpy for the rest: the flags and feature ids of each capitalised
 token and of the two tokens on each side of a candidate are computed once per process while they stay
 among the 32,768 most recent (a bounded LRU, ~0.3 KB each), the context words are the token codes
 shifted, and one gather sums every candidate's weight rows. On one loaded core: ~0.1 ms per KB of
@@ -22,7 +23,6 @@ Nothing is tried more than once per token: linear in the input by construction, 
 from __future__ import annotations
 
 import functools
-import re
 import sys
 from array import array
 from collections.abc import Iterator
@@ -35,6 +35,7 @@ from numpy.typing import NDArray
 
 from opsgate.domain.guard_config import PiiEntity
 from opsgate.guard.pii_base import Finding, looks_like_code
+from opsgate.guard.pii_tokens import TOKEN, token_spans
 
 MODEL_PATH = Path(__file__).parent / "data" / "ner_fast.npz"
 LABELS = ("O", "PER", "LOC", "ORG", "ADDR")
@@ -43,9 +44,8 @@ _KIND: dict[int, PiiEntity] = {1: "person", 2: "location", 3: "organization"}
 GAZ_BITS = ("first", "last", "city", "country", "region", "orgword", "street", "title", "common")
 
 
-# Tokens: leading whitespace, then a word (inner apostrophes, hyphens, "&") or one other character. They
-# cover the text without gaps, so each token's offset is the running sum of the lengths before it.
-_TOKEN = re.compile(r"\s*(?:[\w'\u2019&-]+|[^\w\s])")
+# Tokens: leading whitespace, then a word (inner apostrophes, hyphens, "&") or one other character (``pii_tokens``).
+_TOKEN = TOKEN
 # A capitalised word glued to one of these is part of a path, an address or a dotted name.
 _GLUE = frozenset({".", "@", "/", "\\", "-", "'", "\u2019", ":", "#", "$", "%", "=", "<"})
 _POSSESSIVE = ("'s", "\u2019s", "'", "\u2019")
@@ -204,48 +204,57 @@ class FastNames:
         """(start, end, gazetteer bits) of each candidate and its logits over ``LABELS``.
 
         The features ``candidates`` computes (test_pii_fast checks the logits agree, bit for bit), with
-        no Python step per token: each distinct token's row of flags and feature ids comes from
-        ``_row``; the context words are the token codes shifted by one and two; every candidate's ids
-        are gathered and summed in one ``reduceat``, in the order of its features.
+        no Python step per token: the tokens' bounds come from numpy (``token_spans``), and only the
+        capitalised ones and those around a candidate are cut out; each distinct one's row of flags and
+        feature ids comes from ``_row``; the context words are the candidates' numbers shifted by one
+        and two; every candidate's ids are gathered and summed in one ``reduceat``, in the order of its
+        features.
         """
-        tokens = _TOKEN.findall(text)
-        if not tokens:
-            return [], np.zeros((0, len(LABELS)), dtype=np.float32)
-        # Each token's code: its rank among the distinct tokens in order of first appearance (one pass).
-        local: dict[str, int] = {}
-        codes = np.array([local.setdefault(token, len(local)) for token in tokens], dtype=np.intp)
-        distinct = list(local)
-        empty, newline_code = len(distinct), len(distinct) + 1
-        distinct += ["", "<nl>"]
-        capital = np.array([token.lstrip()[:1].isupper() for token in distinct], dtype=bool)
-        at = np.flatnonzero(capital[codes])
-        if at.size:
-            # The capitalised tokens' rows first: those that are function words ("The", "If") need no
-            # rows for their neighbours.
-            first = np.unique(codes[at])
-            rows = b"".join([self._row(distinct[code]) for code in first.tolist()])
-            candidate = np.zeros(len(distinct), dtype=bool)
-            candidate[first] = np.frombuffer(rows, dtype=np.int32).reshape(-1, _ROW_WIDTH)[:, _CANDIDATE_AT] == 1
-            at = at[candidate[codes[at]]]
+        starts, ends, capital = token_spans(text)
+        count = ends.size
+        at = np.flatnonzero(capital)
         if not at.size:
             return [], np.zeros((0, len(LABELS)), dtype=np.float32)
-        before = np.concatenate(([empty, empty], codes[:-1]))  # before[i + 1]: the token before token i
-        after = np.concatenate((codes[1:], [empty, empty]))  # after[i]: the token after token i
-        # Only the candidates and the two tokens on each side are read: their rows (from the LRU) make
-        # the table, and the codes are renumbered into it.
-        around = (codes[at], before[at + 1], before[at], after[at], after[at + 1], [empty, newline_code])
-        needed = np.unique(np.concatenate(around))
-        renumber = np.zeros(len(distinct), dtype=np.intp)
-        renumber[needed] = np.arange(needed.size)
-        rows = b"".join([self._row(distinct[code]) for code in needed.tolist()])
+        # Only the capitalised tokens and the two tokens on each side are read: those are cut out of the text
+        # (once each), each distinct one's row (from the LRU) makes the table, and ``slot`` (shifted by 2) maps a
+        # token's number to its row, "" (the empty row) before the first token and after the last.
+        marked = np.zeros(count + 4, dtype=bool)
+        for shift in range(5):
+            marked[at + shift] = True
+        near = np.flatnonzero(marked[2:-2])
+        local: dict[str, int] = {}
+        index = [local.setdefault(token, len(local)) for token in _cut(text, starts, ends, near)]
+        empty, newline_code = local.setdefault("", len(local)), local.setdefault("<nl>", len(local))
+        slot = np.full(count + 4, empty, dtype=np.intp)
+        slot[near + 2] = index
+        rows = b"".join([self._row(token) for token in local])
         table = np.frombuffer(rows, dtype=np.int32).reshape(-1, _ROW_WIDTH)
-        word, p1, p2, n1, n2 = (renumber[part] for part in around[:5])
-        empty, newline_code = renumber[empty], renumber[newline_code]
+        # Function words ("The", "If") are no candidates.
+        at = at[table[slot[at + 2], _CANDIDATE_AT] == 1]
+        if not at.size:
+            return [], np.zeros((0, len(LABELS)), dtype=np.float32)
+        return self._scored(
+            table, slot[at + 2], slot[at + 1], slot[at], slot[at + 3], slot[at + 4], ends[at], newline_code
+        )
+
+    def _scored(
+        self,
+        table: NDArray[np.int32],
+        word: NDArray[np.intp],
+        p1: NDArray[np.intp],
+        p2: NDArray[np.intp],
+        n1: NDArray[np.intp],
+        n2: NDArray[np.intp],
+        word_ends: NDArray[np.intp],
+        newline_code: int,
+    ) -> tuple[list[tuple[int, int, int]], NDArray[np.float32]]:
+        """``scores`` of the candidates whose token (``word``) and the two on each side are rows of ``table``
+        (``newline_code``: the row of "<nl>"); ``word_ends``: where each candidate's token ends in the text."""
         # A capitalised word glued to the token before it (no whitespace between) is part of something else.
         keep = ~((table[word, _SPACED_AT] == 0) & (table[p1, _GLUE_AT] == 1))
         if not keep.any():
             return [], np.zeros((0, len(LABELS)), dtype=np.float32)
-        at, word, p1, p2, n1, n2 = at[keep], word[keep], p1[keep], p2[keep], n1[keep], n2[keep]
+        word, p1, p2, n1, n2, word_ends = word[keep], p1[keep], p2[keep], n1[keep], n2[keep], word_ends[keep]
         breaks = table[word, _NEWLINE_AT] == 1
         p1, p2 = np.where(breaks, newline_code, p1), np.where(breaks, p1, p2)
         breaks_after = table[n1, _NEWLINE_AT] == 1
@@ -255,7 +264,7 @@ class FastNames:
         pair_words = table[:, _PAIR_AT]
         ids = np.concatenate(
             (
-                np.full((at.size, 1), self.bias_row, dtype=np.int32),
+                np.full((word.size, 1), self.bias_row, dtype=np.int32),
                 table[word, _WORD_IDS],
                 self._positions[bits * 8 + position],
                 table[p1, _BEFORE_IDS],
@@ -272,10 +281,8 @@ class FastNames:
         kept = ids >= 0
         starts_at = np.concatenate(([0], np.cumsum(kept.sum(axis=1))[:-1]))
         logits = np.add.reduceat(self.weights[ids[kept]], starts_at, axis=0)
-        lengths = np.array([len(token) for token in distinct], dtype=np.intp)
-        ends = np.cumsum(lengths[codes])[at]
-        starts = ends - table[word, _LENGTH_AT]
-        spans = list(zip(starts.tolist(), (ends - table[word, _CUT_AT]).tolist(), bits.tolist(), strict=True))
+        word_starts = word_ends - table[word, _LENGTH_AT]
+        spans = list(zip(word_starts.tolist(), (word_ends - table[word, _CUT_AT]).tolist(), bits.tolist(), strict=True))
         return spans, logits
 
     def _ids(self, features: list[str]) -> list[int]:
@@ -378,6 +385,11 @@ class FastNames:
             run_start, run_end, run_label, last = start, end, label, index
         _emit(text, run_label, run_start, run_end, kinds, findings)
         return findings
+
+
+def _cut(text: str, starts: NDArray[np.intp], ends: NDArray[np.intp], which: NDArray[np.intp]) -> list[str]:
+    """The tokens numbered ``which`` (``token_spans``' bounds)."""
+    return [text[start:end] for start, end in zip(starts[which].tolist(), ends[which].tolist(), strict=True)]
 
 
 def _bit_features(prefix: str) -> list[list[str]]:
