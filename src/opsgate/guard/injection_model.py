@@ -31,6 +31,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from opsgate.guard.injection_lexicon import concept_features, concepts, features_of, may_have_concepts
+from opsgate.guard.injection_pairs import PairTable
 
 MODEL_PATH = Path(__file__).parent / "data" / "injection_model.npz"
 WINDOW = 48  # tokens per window
@@ -102,7 +103,6 @@ _MAX_KEPT_FEATURE = _MAX_GRAM_CHARS + 2  # "w:" and a token of at most this much
 _UNKNOWN_CACHE = 250_000  # unknown features numbered before starting again (~30 MB of strings at most)
 _NUMPY_FROM = 4096  # characters: a shorter text is cut by ``_TOKEN`` (numpy's cost per call dominates there)
 _PACKED = 8  # ASCII tokens of up to 8 characters are told apart by their bytes packed into one integer
-_PAIR_HASH_BITS = 21  # a 2 MB table of which hashes known pairs have (~2% of the others collide)
 _RADIX_FROM = 4096  # feature entries: fewer are sorted at once (the radix sort's extra passes cost more there)
 _NEWLINE = 10  # never inside a token: the separator when distinct tokens are turned into strings at once
 
@@ -218,12 +218,6 @@ class _Keys:
         return len(self.tokens) >= _TOKEN_CACHE or len(self.unknown) >= _UNKNOWN_CACHE
 
 
-def _pair_hash(codes: NDArray[np.int64]) -> NDArray[np.int64]:
-    """Fibonacci hashing of pair codes into ``_PAIR_HASH_BITS`` bits."""
-    mixed = codes.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)  # wraps around: that is the hash
-    return (mixed >> np.uint64(64 - _PAIR_HASH_BITS)).astype(np.int64)
-
-
 def _firsts(ordered: NDArray[np.integer]) -> NDArray[np.bool_]:
     """Where each run of equal values in a sorted array starts."""
     out = np.empty(len(ordered), dtype=np.bool_)
@@ -287,7 +281,7 @@ class InjectionModel:
         self._concept_cost: dict[int, tuple[int, float]] = {}
         # Known features' weights in float64, then a 0 for every other key.
         self._weights64 = np.append(weights.astype(np.float64), 0.0)
-        # Known pairs ``b:x y`` as integers: x's index among first tokens * len(seconds) + y's, sorted.
+        # Known pairs ``b:x y`` as integers: x's index among first tokens * len(seconds) + y's, in a hash table.
         self._firsts: dict[str, int] = {}
         self._seconds: dict[str, int] = {}
         rows = [
@@ -300,13 +294,7 @@ class InjectionModel:
             if name.startswith("b:") and len(parts := name[2:].split(" ")) == 2
         ]
         table = np.array(rows, dtype=np.int64).reshape(-1, 3)
-        codes = table[:, 0] * len(self._seconds) + table[:, 1]
-        order = np.argsort(codes)
-        self._pair_codes, self._pair_index = codes[order], table[order, 2]
-        # Which hashes of those codes occur: most of a text's pairs are ruled out by one lookup each,
-        # and only the rest are searched for (``searchsorted`` of unsorted keys is slow).
-        self._pair_hashes = np.zeros(1 << _PAIR_HASH_BITS, dtype=np.bool_)
-        self._pair_hashes[_pair_hash(codes)] = True
+        self._pairs = PairTable(table[:, 0] * len(self._seconds) + table[:, 1], table[:, 2])
 
     @classmethod
     def load(cls, path: Path = MODEL_PATH) -> InjectionModel:
@@ -384,11 +372,19 @@ class InjectionModel:
         pair_tokens = (firsts, seconds, token_bits, pair_base)
         # The pair across window w's middle (positions wS+S-1 and wS+S), counted below unless either block has it.
         across = pair_keys[STRIDE - 1 : windows * STRIDE : STRIDE] << block_bits | np.arange(windows)
-        # Every pair's weight in one lookup: the pairs inside blocks (the codes after the tokens'), then those across.
+        # Every pair's weight in one lookup: each distinct pair inside blocks once (the codes after the tokens',
+        # sorted by pair: a pair in several blocks is one run), then those across.
         split = len(token_codes)
-        pair_weights = self._pair_weights(np.concatenate((feature[split:], across >> block_bits)), *pair_tokens)
-        weight = np.concatenate((self._weights64[np.minimum(feature[:split], len(self.vocabulary))], pair_weights))
-        weight = weight[: len(codes)]
+        inside_pairs = feature[split:]
+        new_pair = _firsts(inside_pairs)
+        distinct_pairs = inside_pairs[new_pair]
+        pair_weights = self._pair_weights(np.concatenate((distinct_pairs, across >> block_bits)), *pair_tokens)
+        weight = np.concatenate(
+            (
+                self._weights64[np.minimum(feature[:split], len(self.vocabulary))],
+                pair_weights[np.cumsum(new_pair) - 1],
+            )
+        )
         block_counts = np.bincount(block, minlength=blocks)
         block_sums = np.bincount(block, weights=weight, minlength=blocks)
         both = (feature[1:] == feature[:-1]) & (block[1:] == block[:-1] + 1)  # in blocks b and b+1: once in window b
@@ -398,7 +394,7 @@ class InjectionModel:
         sums -= np.bincount(shared, weights=weight[:-1][both], minlength=blocks)[:windows]
         added = ~(_contains(codes, across) | _contains(codes, across + 1))
         counts += added
-        sums += np.where(added, pair_weights[len(codes) - split :], 0.0)
+        sums += np.where(added, pair_weights[len(distinct_pairs) :], 0.0)
         # Concepts: a window's are its two blocks' (bit masks ORed); each distinct mask's features once.
         block_masks = np.bitwise_or.reduceat(masks[ids], np.arange(0, size, STRIDE))
         window_masks = block_masks[:-1] | block_masks[1:]
@@ -467,16 +463,11 @@ class InjectionModel:
         self, keys: NDArray[np.int64], firsts: NDArray[np.int64], seconds: NDArray[np.int64], bits: int, base: int
     ) -> NDArray[np.float64]:
         """The weight of each pair key ``base + (first << bits | second)`` (token ids of this text), 0 if unknown."""
-        if not len(self._pair_codes):
-            return np.zeros(len(keys))
         first, second = (keys - base) >> bits, (keys - base) & ((1 << bits) - 1)
         first, second = firsts[first], seconds[second]
-        code = first * len(self._seconds) + second
         maybe = np.flatnonzero((first >= 0) & (second >= 0))
-        maybe = maybe[self._pair_hashes[_pair_hash(code[maybe])]]
-        where = np.minimum(np.searchsorted(self._pair_codes, code[maybe]), len(self._pair_codes) - 1)
         index = np.full(len(keys), -1, dtype=np.int64)  # -1: the weight table's last entry, 0
-        index[maybe] = np.where(self._pair_codes[where] == code[maybe], self._pair_index[where], -1)
+        index[maybe] = self._pairs.lookup(first[maybe] * len(self._seconds) + second[maybe])
         weights: NDArray[np.float64] = self._weights64[index]
         return weights
 
