@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
 import time
@@ -17,12 +18,27 @@ from opsgate.store.record_log import RecordLog
 from opsgate.store.writer import RecordWriter
 from tests.store.test_record_log import sample
 
+BURN = "import sys; sys.stdout.write('spinning'); sys.stdout.flush()\nwhile True: pass"
+
 
 @pytest.fixture()
 def busy_cores() -> Iterator[None]:
-    """One normal-priority spinning process per core: the writer's SCHED_IDLE thread gets ~nothing."""
-    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
+    """Two normal-priority spinning processes per core: the writer's SCHED_IDLE thread gets ~nothing.
+
+    With one per core, the kernel here (EEVDF, 6.x) still gave an idle-policy thread ~2% of a core, and
+    a fast machine stores a 6 MB record with that in under ``stall_seconds``: never starved, never
+    raised. With two per core it got ~0.3%. Yields only once every burner spins: on a loaded machine an
+    interpreter takes seconds to start, and a writer that stored its records before the burners ran was
+    never starved either (both failed loaded suite runs: the watchdog never had to act).
+    """
+    burners = [
+        subprocess.Popen([sys.executable, "-c", BURN], stdout=subprocess.PIPE) for _ in range(2 * (os.cpu_count() or 2))
+    ]
     try:
+        for burner in burners:
+            assert burner.stdout is not None
+            ready, _, _ = select.select([burner.stdout], [], [], 120)
+            assert ready and burner.stdout.read(8) == b"spinning", "a CPU burner did not start"
         yield
     finally:
         for burner in burners:
