@@ -21,6 +21,8 @@ from collections.abc import Iterable
 import phonenumbers
 from phonenumbers.geodata.locale import LOCALE_DATA
 
+from opsgate.guard.pii_base import by_first_character
+
 PHONE_CONTEXT = re.compile(
     r"(phone|call|tel\b|tel\.|telephone|mobile|cell|fax|whatsapp|sms|text\b|reach me|dial|ring|hotline|helpdesk"
     r"|landline|contact|helpline|switchboard)",
@@ -58,8 +60,11 @@ class PhoneRules:
         self.regions = tuple(regions)
         self._names = _country_names()
         alternatives = sorted(self._names, key=len, reverse=True)
-        # Matched against the lowered context: with re.I, the 250 alternatives cost ~5x as much.
-        self._country = re.compile(r"\b(" + "|".join(re.escape(n) for n in alternatives) + r")\b")
+        # Matched against the lowered context: with re.I, the 250 alternatives cost ~5x as much. Grouped by
+        # first character (``by_first_character``, the same matches): ``re`` tried all 250 at every position
+        # (~28 us a 170-character context, 26 contexts in a dense 32 KB text), now one group.
+        grouped = by_first_character([(re.escape(name[0]), re.escape(name[1:])) for name in alternatives])
+        self._country = re.compile(r"\b(" + grouped + r")\b")
 
     def regions_near(self, context: str) -> list[str]:
         """Regions whose country names appear in ``context``."""
