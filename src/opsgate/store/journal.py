@@ -232,7 +232,7 @@ class Journal(SegmentSet):
         """Append one record line (ending in a newline). Returns once the kernel has it."""
         if self._fd is None:
             raise RuntimeError("journal is not open")
-        os.write(self._fd, line)
+        _write_all(self._fd, line, self._size)
         if self.fsync:
             os.fsync(self._fd)
         self.appended += 1
@@ -350,3 +350,26 @@ class JournalReader(SegmentSet):
             if segment.lock_fd is not None:
                 os.close(segment.lock_fd)
                 segment.lock_fd = None
+
+
+def _write_all(fd: int, line: bytes, size_before: int) -> None:
+    """Write all of ``line`` at the end of ``fd``, or none of it.
+
+    ``os.write`` may write less than asked (Linux writes at most 2 GiB per call; a full disk can stop
+    it part-way): an unchecked short write lost the record's tail silently. On an error part-way the
+    file is cut back to ``size_before``, so the torn line cannot glue itself to the next record and
+    take it down too (readers read only complete lines, so they never saw the torn part).
+    """
+    view = memoryview(line)
+    written = 0
+    try:
+        while written < len(view):
+            n = os.write(fd, view[written:])
+            if n <= 0:
+                raise OSError(f"journal write made no progress after {written} of {len(view)} bytes")
+            written += n
+    except BaseException:
+        if written:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size_before)
+        raise

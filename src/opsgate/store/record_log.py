@@ -57,6 +57,16 @@ _ESSENTIAL = (
 )
 
 
+# A backstop far above what the request and output caps let a record reach: past it (a misbehaving
+# upstream's gigabytes), the record keeps its essentials. No store takes a single value near 1 GB
+# (PostgreSQL's limit, SQLite's default), and one write of 2 GiB or more is cut short by Linux.
+MAX_LINE_BYTES = 256 * 1024 * 1024
+
+
+class RecordTooLarge(ValueError):
+    """A record whose JSON line is past ``MAX_LINE_BYTES``."""
+
+
 def essentials(record: dict[str, Any], error: Exception) -> dict[str, Any]:
     """The plain columns of ``record`` and why the rest was not stored (``tags.record_error``)."""
     kept = {key: record.get(key) for key in _ESSENTIAL}
@@ -149,6 +159,8 @@ class RecordLog:
         """
         try:
             line = self._line(record)
+            if len(line) > MAX_LINE_BYTES:
+                raise RecordTooLarge(f"record of {len(line)} bytes is over the {MAX_LINE_BYTES}-byte journal limit")
         except Exception as error:
             log.exception("request %s: its record cannot be serialised; storing the essentials", record.get("id"))
             self.essentials_only += 1
