@@ -120,11 +120,13 @@ def import_dataset(
 @dataset.command("export")
 @click.argument("ref")
 @click.option("-o", "--output", default=None, help="File to write (default: stdout).")
+@click.option("--tenant", default=None, help="Resolve NAME among this tenant's datasets (default: the shared ones).")
 @config_option
-def export_dataset(ref: str, output: str | None, config_path: str | None) -> None:
+def export_dataset(ref: str, output: str | None, tenant: str | None, config_path: str | None) -> None:
     """Write dataset REF (NAME, NAME@VERSION or its id) as JSONL."""
     _, store = _opened(config_path)
-    version = store.find_dataset(ANY_TENANT, ref)
+    # A name is the shared dataset's unless --tenant says whose; an id reaches any tenant's.
+    version = store.find_dataset(tenant if tenant is not None else ANY_TENANT, ref)
     if version is None:
         _fail(f"no dataset '{ref}'")
     assert version is not None
@@ -366,6 +368,8 @@ def run(
     else:
         if not dataset_ref or not models:
             _fail("give DATASET and at least one --model (or --resume RUN)")
+        # A name resolves among the shared datasets (the release gate's), or --tenant's own; never
+        # another tenant's dataset of the same name. An id reaches any tenant's.
         version = store.find_dataset(tenant if tenant is not None else ANY_TENANT, str(dataset_ref))
     if version is None:
         _fail(f"no dataset '{dataset_ref}'")

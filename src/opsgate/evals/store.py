@@ -4,7 +4,8 @@ One class, ``EvalStore``, over a ``SqlRecordStore`` (its connections and dialect
 from migration ``0007_evals``). Calls block: run them in a worker thread from async code.
 
 Tenancy: every read takes ``tenant`` — a tenant's key passes its tenant and sees only its rows;
-an operator passes ``ANY_TENANT`` and sees all. Rows written by an operator have tenant NULL.
+an operator passes ``ANY_TENANT`` and sees all, except that a dataset *name* resolves among the shared
+(tenant NULL) datasets only (``find_dataset``). Rows written by an operator have tenant NULL.
 """
 
 from __future__ import annotations
@@ -171,22 +172,24 @@ class EvalStore:
         return version, True
 
     def find_dataset(self, tenant: TenantScope, ref: str) -> DatasetVersion | None:
-        """A version by id (``ds_…``), ``name@version`` or ``name`` (its latest version)."""
-        condition, params = _tenant_condition(tenant)
+        """A version by id (``ds_…``), ``name@version`` or ``name`` (its latest version).
+
+        An id is global (``ANY_TENANT`` reads any tenant's). A name resolves in one scope only: a
+        tenant's own datasets, or, for ``None`` and ``ANY_TENANT``, the shared (tenant NULL) ones —
+        so a tenant's dataset named like the operator's never replaces it in the operator's runs and
+        gates; pass the tenant to reach its dataset by name."""
         if ref.startswith("ds_"):
+            condition, params = _tenant_condition(tenant)
             statement = f"SELECT {_DATASET_COLUMNS} FROM eval_datasets WHERE id = ? AND {condition}"
             rows = self._rows(statement, [ref, *params])
         else:
+            condition, params = _tenant_condition(None if isinstance(tenant, _AnyTenant) else tenant)
             name, _, version = ref.partition("@")
             if version:
                 if not (version.isascii() and version.isdigit()) or len(version) > 9:
                     return None
                 rows = self._rows(
-                    f"SELECT {_DATASET_COLUMNS} FROM eval_datasets WHERE name = ? AND version = ? AND {condition} "
-                    "ORDER BY tenant NULLS FIRST LIMIT 1"
-                    if self.store.dialect == "postgres"
-                    else f"SELECT {_DATASET_COLUMNS} FROM eval_datasets WHERE name = ? AND version = ? AND {condition} "
-                    "ORDER BY tenant IS NOT NULL LIMIT 1",
+                    f"SELECT {_DATASET_COLUMNS} FROM eval_datasets WHERE name = ? AND version = ? AND {condition}",
                     [name, int(version), *params],
                 )
             else:
