@@ -88,6 +88,36 @@ def test_feedback_right_after_the_request_and_csat(gateway: Gateway) -> None:
     assert set(csat["burn_rates"]) == {"1h", "5m", "6h", "30m", "3d"}
 
 
+def test_one_request_rated_many_times_counts_once(upstream_server: FakeUpstream) -> None:
+    # A probe rated one answer "down" 300 times in half a second and paged the operators through the
+    # global CSAT objective. Each request counts once, with its latest rating; repeats by the same
+    # user replace the earlier row; another user's rating of the same answer is kept.
+    upstream_server.script = Script()
+    started = start_gateway(config(upstream_server.base_url))
+    try:
+        liked, hammered = ask(started), ask(started)
+        assert httpx.post(started.url + "/v1/feedback", json={"request_id": liked, "score": "up"}).status_code == 201
+        for _ in range(40):
+            posted = httpx.post(started.url + "/v1/feedback", json={"request_id": hammered, "score": "down"})
+            assert posted.status_code == 201, posted.text
+        other = {"request_id": hammered, "score": "down", "user": "someone-else"}
+        assert httpx.post(started.url + "/v1/feedback", json=other).status_code == 201
+        summary = httpx.get(started.url + "/admin/feedback/summary?by=model&since=1h").json()
+        assert summary["overall"]["feedback"] == 2 and summary["overall"]["csat"] == 0.5, summary
+        csat = next(s for s in httpx.get(started.url + "/admin/slo").json()["data"] if s["name"] == "csat")
+        assert csat["current"] == pytest.approx(0.5), csat
+        store = started.app.state.gateway.record_log.store
+        with store.connection() as conn:
+            kept = store.execute(conn, "SELECT count(*) FROM feedback WHERE request_id = ?", [hammered]).fetchone()
+        assert kept[0] == 2  # one anonymous row (the latest of 40) and the other user's
+        # The latest rating wins: the hammered answer is now liked.
+        assert httpx.post(started.url + "/v1/feedback", json=other | {"score": "up"}).status_code == 201
+        summary = httpx.get(started.url + "/admin/feedback/summary?by=model&since=1h").json()
+        assert summary["overall"]["csat"] == 1.0, summary
+    finally:
+        started.server.stop()
+
+
 @pytest.mark.parametrize(
     ("body", "param"),
     [

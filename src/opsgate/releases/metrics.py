@@ -3,8 +3,9 @@ counters of our own — and the comparisons of every arm against the first (the 
 
 The records of an experiment are the alias's rows since it started whose ``experiment`` column (written
 by the release stage, migration 0009, indexed with ``ts``) carries its id; ``arm`` says which arm. Feedback
-joins by request id, one rating per request: the latest one posted for it (``/v1/feedback`` stores every
-post, so a client repeating a verdict adds nothing). Online-evaluation scores (issue 13's
+joins by request id, one rating per request: the latest one posted for it (``/v1/feedback`` keeps each
+user's latest rating of a request, so a client repeating a verdict adds nothing; the SLO readers count
+ratings the same way, ``slo.reader.LATEST_FEEDBACK``). Online-evaluation scores (issue 13's
 ``eval_items``/``eval_scores``) join by the request id their items carry, when there are any.
 
 Each arm also keeps the rates the rollback watcher tests per tenant (``TenantRates``), so it can ask

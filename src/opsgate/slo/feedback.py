@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from opsgate.domain.errors import InvalidRequestError
-from opsgate.slo.reader import Scope
+from opsgate.slo.reader import LATEST_FEEDBACK, Scope
 from opsgate.store.sql import SqlRecordStore
 
 MAX_COMMENT = 4000
@@ -68,9 +68,19 @@ def find_request(store: SqlRecordStore, request_id: str) -> dict[str, Any] | Non
 
 
 def store_feedback(store: SqlRecordStore, feedback: Feedback, record: dict[str, Any]) -> str:
-    """Insert feedback for a stored request; returns the feedback id."""
+    """Insert feedback for a stored request; returns the feedback id.
+
+    A user's new rating of a request replaces their earlier one (so one client's repeats do not grow
+    the table); different users' ratings of one request are kept, and readers count its latest.
+    """
     feedback_id = "fb_" + uuid.uuid4().hex
     with store.connection() as conn, store.transaction(conn):
+        same_user = "user_id IS NULL" if feedback.user is None else "user_id = ?"
+        store.execute(
+            conn,
+            f"DELETE FROM feedback WHERE request_id = ? AND {same_user}",
+            [feedback.request_id] if feedback.user is None else [feedback.request_id, feedback.user],
+        )
         store.execute(
             conn,
             "INSERT INTO feedback (id, ts, request_id, tenant, model, deployment, user_id, raw_score, score, "
@@ -122,7 +132,8 @@ def summary(store: SqlRecordStore, by: str, since: float, tenant: str | None) ->
     with store.connection() as conn:
         rows = store.execute(
             conn,
-            f"SELECT {key}, {aggregates} FROM feedback WHERE ts >= ?{where} GROUP BY 1 ORDER BY 1",
+            f"SELECT {key}, {aggregates} FROM feedback WHERE ts >= ?{where} AND {LATEST_FEEDBACK} "
+            "GROUP BY 1 ORDER BY 1",
             [since, *params],
         ).fetchall()
     data = [{by: row[0], **_kpis(*(float(v) for v in row[1:]))} for row in rows]

@@ -63,6 +63,14 @@ _FEEDBACK_SELECT = (
     "count(CASE WHEN score >= 5 THEN 1 END), count(CASE WHEN score <= 3 THEN 1 END)"
 )
 
+# One rating per request counts: its latest (by time, then id). Every post is kept, but a client that
+# rated one answer 300 times "down" paged the operators through a global CSAT objective; the
+# canary rollback already read ratings this way. Uses the feedback_request index.
+LATEST_FEEDBACK = (
+    "NOT EXISTS (SELECT 1 FROM feedback newer WHERE newer.request_id = feedback.request_id "
+    "AND (newer.ts > feedback.ts OR (newer.ts = feedback.ts AND newer.id > feedback.id)))"
+)
+
 
 class RollupReader:
     """Queries for the SLO engine, over one store."""
@@ -108,14 +116,19 @@ class RollupReader:
     def feedback_sums(self, since: float, scope: Scope) -> dict[str, float]:
         """Feedback counts from ``since``: all, positive, numeric scores, promoters (5) and detractors (≤ 3)."""
         where, params = scope.conditions()
-        row = self._rows(f"SELECT {_FEEDBACK_SELECT} FROM feedback WHERE ts >= ?{where}", [since, *params])[0]
+        row = self._rows(
+            f"SELECT {_FEEDBACK_SELECT} FROM feedback WHERE ts >= ?{where} AND {LATEST_FEEDBACK}", [since, *params]
+        )[0]
         return {c: float(v or 0) for c, v in zip(FEEDBACK_COLUMNS, row, strict=True)}
 
     def feedback_series(self, since: float, step: int, scope: Scope) -> list[tuple[int, dict[str, float]]]:
         """Feedback counts per ``step`` seconds, oldest first."""
         where, params = scope.conditions()
         bucket = bucket_sql(self.store, "ts", step)
-        statement = f"SELECT {bucket}, {_FEEDBACK_SELECT} FROM feedback WHERE ts >= ?{where} GROUP BY 1 ORDER BY 1"
+        statement = (
+            f"SELECT {bucket}, {_FEEDBACK_SELECT} FROM feedback WHERE ts >= ?{where} AND {LATEST_FEEDBACK} "
+            "GROUP BY 1 ORDER BY 1"
+        )
         return [
             (int(row[0]), {c: float(v or 0) for c, v in zip(FEEDBACK_COLUMNS, row[1:], strict=True)})
             for row in self._rows(statement, [since, *params])
