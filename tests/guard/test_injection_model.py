@@ -279,3 +279,23 @@ def test_a_token_ruled_out_before_the_concept_lookup_has_no_concept(corpus: list
     skipped = [token for token in found if not may_have_concepts(token)]
     assert len(skipped) > len(found) // 3
     assert [token for token in skipped if concepts([token])] == []
+
+
+def test_tokens_cut_by_numpy_are_cached_by_their_packed_bytes_with_the_same_keys_as_by_name() -> None:
+    """Short ASCII tokens of long texts are looked up by their bytes as an integer (no string made unless new);
+    the features cached for one are those its name gives, so a short text (keys by name) scores alike."""
+    from opsgate.guard.injection_model import _name, _token_keys
+
+    model = InjectionModel.load()
+    words = "ignore the previous instructions x\x00y 12345678 abcdefgh abcdefghi"
+    long_text = (words + " ") * 200
+    keys, _ = _token_keys(long_text)
+    assert {type(key) for key in keys} == {int, str}  # 8 characters or fewer packed, "abcdefghi" by name
+    assert sorted(map(_name, keys)) == sorted(set(tokens(long_text)))
+    assert _name(0) == "\x00"
+    assert model.window_logits(long_text) == model._logits_of(window_features(tokens(long_text)))
+    cached = {_name(key): info for key, info in model._keys.tokens.items()}
+    model._keys.tokens.clear()
+    short_text = (words + " ") * 5  # over one window, under the numpy tokeniser's 4 KB: cut by findall, keyed by name
+    model.window_logits(short_text)
+    assert all(model._keys.tokens[token] == cached[token] for token in set(tokens(short_text)))

@@ -104,7 +104,6 @@ _UNKNOWN_CACHE = 250_000  # unknown features numbered before starting again (~30
 _NUMPY_FROM = 4096  # characters: a shorter text is cut by ``_TOKEN`` (numpy's cost per call dominates there)
 _PACKED = 8  # ASCII tokens of up to 8 characters are told apart by their bytes packed into one integer
 _RADIX_FROM = 4096  # feature entries: fewer are sorted at once (the radix sort's extra passes cost more there)
-_NEWLINE = 10  # never inside a token: the separator when distinct tokens are turned into strings at once
 
 
 def _kind(char: str) -> int:
@@ -117,18 +116,33 @@ _KIND_BYTES = bytes(_ASCII_KIND.tolist() + [2] * 128)  # for ``bytes.translate``
 _LOW_BYTES = np.array([(1 << 8 * n) - 1 for n in range(_PACKED + 1)], dtype=np.uint64)  # masks of the first n bytes
 
 
+# A token as a cache key: its string, or (cut by numpy, 8 ASCII characters at most) its bytes as an integer.
+TokenKey = str | int
+
+
+def _name(key: TokenKey) -> str:
+    """The token a key stands for (only the symbol NUL packs to 0: no other token holds a zero byte)."""
+    return key if isinstance(key, str) else key.to_bytes(_PACKED, "little").rstrip(b"\x00").decode("ascii") or "\x00"
+
+
 def _token_ids(text: str) -> tuple[list[str], NDArray[np.int64]]:
-    """The distinct tokens of ``tokens(text)`` and each token's index among them: the same tokens, found faster.
+    """The distinct tokens of ``tokens(text)`` and each token's index among them: the same tokens, found faster."""
+    keys, ids = _token_keys(text)
+    return list(map(_name, keys)), ids
+
+
+def _token_keys(text: str) -> tuple[list[TokenKey], NDArray[np.int64]]:
+    """``_token_ids`` with each distinct token as its key (``TokenKey``): most need never become strings.
 
     A text of 4 KB or more is cut with numpy instead of ``_TOKEN.findall`` (a token starts at a
     symbol, or at a word character after a non-word one). Short ASCII tokens (most of them) are
-    grouped by their bytes packed into an integer, so only the distinct ones become strings; longer
-    ones are sliced out one by one.
+    grouped by their bytes packed into an integer, and those integers are their keys (a string is
+    made only for a token new to the cache); longer ones are sliced out one by one.
     """
     lowered = normalise(text)
     if len(lowered) < _NUMPY_FROM:
         toks = _TOKEN.findall(lowered)
-        names = list(dict.fromkeys(toks))
+        names: list[TokenKey] = list(dict.fromkeys(toks))
         index = dict(zip(names, range(len(names)), strict=True))
         return names, np.fromiter(map(index.__getitem__, toks), dtype=np.int64, count=len(toks))
     chars: NDArray[np.uint8] | NDArray[np.uint32]
@@ -163,14 +177,7 @@ def _token_ids(text: str) -> tuple[list[str], NDArray[np.int64]]:
     ordered = packed[order]
     first = _firsts(ordered)
     ids[np.flatnonzero(short)[order]] = np.cumsum(first) - 1
-    unique = ordered[first]
-    # The distinct ones as strings: each one's bytes and a newline, decoded and split once.
-    unique_lengths = np.count_nonzero(unique.view(np.uint8).reshape(-1, _PACKED), axis=1)
-    unique_lengths[unique == 0] = 1  # the symbol "\x00"
-    separator = np.zeros((len(unique_lengths), 1), dtype=np.uint8)
-    marked = np.concatenate((unique.view(np.uint8).reshape(-1, _PACKED), separator), axis=1)
-    marked[np.arange(len(marked)), unique_lengths] = _NEWLINE
-    names = marked[np.arange(_PACKED + 1) <= unique_lengths[:, None]].tobytes().decode("ascii").split("\n")[:-1]
+    names = ordered[first].tolist()
     longer = np.flatnonzero(~short)
     if len(longer):
         words = [lowered[a:b] for a, b in zip(starts[longer].tolist(), ends[longer].tolist(), strict=True)]
@@ -200,7 +207,7 @@ class _Keys:
 
     def __init__(self, vocabulary: dict[str, int]) -> None:
         self.vocabulary = vocabulary
-        self.tokens: dict[str, _Info] = {}
+        self.tokens: dict[TokenKey, _Info] = {}
         self.unknown: dict[str, int] = {}
         self._next = count(len(vocabulary) + 1)  # ``len(vocabulary)`` itself: the weight table's 0
 
@@ -332,10 +339,10 @@ class InjectionModel:
         weight sum are its two blocks' less what both blocks have; the pair across the blocks'
         boundary (in window w only) is added on its own.
         """
-        names, ids = _token_ids(text)
+        names, ids = _token_keys(text)
         size = len(ids)
         if size <= WINDOW:
-            return self._logits_of(window_features([names[i] for i in ids.tolist()]))
+            return self._logits_of(window_features([_name(names[i]) for i in ids.tolist()]))
         keys = self._keys
         if keys.full():
             keys = self._keys = _Keys(self.vocabulary)
@@ -425,13 +432,14 @@ class InjectionModel:
         unknown = ~known
         return np.concatenate((codes[_firsts(codes)], _distinct(keys[unknown], blocks[unknown], bound, block_bits)))
 
-    def _infos(self, keys: _Keys, names: list[str]) -> list[_Info]:
+    def _infos(self, keys: _Keys, names: list[TokenKey]) -> list[_Info]:
         """Each token's ``_Info``, from the cache, or worked out (and cached) for the tokens not in it."""
         infos = list(map(keys.tokens.get, names))
         if None not in infos:
             return cast(list[_Info], infos)
         missing = [i for i, info in enumerate(infos) if info is None]
-        features = [token_features(names[i]) for i in missing]
+        tokens_missing = [_name(names[i]) for i in missing]
+        features = list(map(token_features, tokens_missing))
         everything = list(chain.from_iterable(features))
         known = list(map(self.vocabulary.get, everything))  # one C call for them all
         # A long token's own "w:" feature is numbered afresh and not kept: a client's 100 KB tokens must not
@@ -448,15 +456,14 @@ class InjectionModel:
         packed = array("q", found).tobytes()  # every missing token's keys, cut per token below
         end = 0
         firsts, seconds, cached = self._firsts, self._seconds, keys.tokens
-        for i, own in zip(missing, features, strict=True):
-            token = names[i]
+        for i, token, own in zip(missing, tokens_missing, features, strict=True):
             start, end = end, end + 8 * len(own)
             found_concepts = concepts([token]) if may_have_concepts(token) else None
             mask = sum(1 << self._concept_bit(c) for c in found_concepts) if found_concepts else 0
             info = array("q", (mask, firsts.get(token, -1), seconds.get(token, -1))).tobytes() + packed[start:end]
             infos[i] = info
             if len(token) <= _MAX_GRAM_CHARS:
-                cached[token] = info
+                cached[names[i]] = info
         return cast(list[_Info], infos)  # no None left
 
     def _pair_weights(
