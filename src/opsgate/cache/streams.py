@@ -2,6 +2,9 @@
 
 ``StreamAssembler`` builds the whole answer from the chunks of a stream as they pass; ``replay``
 turns a stored answer back into chunks, so a streaming request can be served from the cache.
+A stream whose deltas it cannot assemble faithfully (an upstream's tool call with object
+``arguments``, a list ``index``…) is marked not ``storable`` and relayed untouched: the cache
+skips what it cannot store, it never fails the answer.
 """
 
 from __future__ import annotations
@@ -10,6 +13,24 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from opsgate.domain.context import Chunk
+
+
+class _Unstorable(Exception):
+    """A delta the assembler cannot turn into part of a whole answer."""
+
+
+def _text(value: object) -> str:
+    """A text field of a delta: a string, or nothing (None, empty)."""
+    if value is None or type(value) is str:
+        return value or ""
+    raise _Unstorable
+
+
+def _index(value: object) -> int:
+    """A choice's or tool call's index: a plain integer (a bool or a list cannot key a dict of them)."""
+    if type(value) is not int:
+        raise _Unstorable
+    return value
 
 
 class _Choice:
@@ -35,16 +56,23 @@ class _Choice:
 
     def add_tool_calls(self, calls: object) -> None:
         for call in calls if isinstance(calls, list) else ():
-            slot = self.tool_calls.setdefault(
-                call.get("index", 0), {"id": None, "type": "function", "function": {"name": "", "arguments": ""}}
-            )
-            if call.get("id"):
-                slot["id"] = call["id"]
-            if call.get("type"):
-                slot["type"] = call["type"]
+            if type(call) is not dict:
+                raise _Unstorable
             function = call.get("function") or {}
-            slot["function"]["name"] += function.get("name") or ""
-            slot["function"]["arguments"] += function.get("arguments") or ""
+            if type(function) is not dict:
+                raise _Unstorable
+            name, arguments = _text(function.get("name")), _text(function.get("arguments"))
+            call_id, kind = _text(call.get("id")), _text(call.get("type"))
+            slot = self.tool_calls.setdefault(
+                _index(call.get("index", 0)),
+                {"id": None, "type": "function", "function": {"name": "", "arguments": ""}},
+            )
+            if call_id:
+                slot["id"] = call_id
+            if kind:
+                slot["type"] = kind
+            slot["function"]["name"] += name
+            slot["function"]["arguments"] += arguments
 
 
 class StreamAssembler:
@@ -55,30 +83,48 @@ class StreamAssembler:
         self.head: dict[str, Any] = {}
         self.choices: dict[int, _Choice] = {}
         self.usage: dict[str, Any] | None = None
+        self.storable = True  # False once a chunk could not be assembled: the stream is then not stored
 
     def add(self, chunk: Chunk) -> None:
-        """Take in one chunk (before anything downstream may change it)."""
+        """Take in one chunk (before anything downstream may change it); an unreadable one ends assembling."""
+        if not self.storable:
+            return
+        try:
+            self._add(chunk)
+        except _Unstorable:
+            self.storable = False
+            self.choices.clear()  # what was assembled will not be stored: free it now
+
+    def _add(self, chunk: Chunk) -> None:
         if not self.head:
             self.head = {k: chunk[k] for k in ("id", "created", "model", "system_fingerprint") if k in chunk}
         for raw in chunk.get("choices") or ():
-            choice = self.choices.get(raw.get("index", 0))
+            if type(raw) is not dict:
+                raise _Unstorable
+            index = _index(raw.get("index", 0))
+            choice = self.choices.get(index)
             if choice is None:
-                choice = self.choices[raw.get("index", 0)] = _Choice(raw.get("index", 0))
+                choice = self.choices[index] = _Choice(index)
             if self.chat:
                 delta = raw.get("delta") or {}
-                choice.role = delta.get("role") or choice.role
-                if delta.get("content"):
-                    choice.content.append(delta["content"])
-                if delta.get("refusal"):
-                    choice.refusal.append(delta["refusal"])
+                if type(delta) is not dict:
+                    raise _Unstorable
+                choice.role = _text(delta.get("role")) or choice.role
+                if content := _text(delta.get("content")):
+                    choice.content.append(content)
+                if refusal := _text(delta.get("refusal")):
+                    choice.refusal.append(refusal)
                 choice.add_tool_calls(delta.get("tool_calls"))
-            elif raw.get("text"):
-                choice.content.append(raw["text"])
+            elif text := _text(raw.get("text")):
+                choice.content.append(text)
             choice.add_logprobs(raw.get("logprobs"))
             if raw.get("finish_reason"):
                 choice.finish_reason = raw["finish_reason"]
-        if chunk.get("usage"):
-            self.usage = dict(chunk["usage"])
+        usage = chunk.get("usage")
+        if usage:
+            if type(usage) is not dict:
+                raise _Unstorable
+            self.usage = dict(usage)
 
     def body(self) -> dict[str, Any]:
         """The whole response the stream amounted to."""

@@ -204,16 +204,30 @@ class CacheStage(PassStage):
     def _fill_when_finished(self, ctx: RequestContext, plan: _Plan, response: StreamResult) -> None:
         """Watch the stream; once it ended normally, store what it amounted to (in the background)."""
         assembler = StreamAssembler(ctx.endpoint)
-        response.source = _observed(response.source, assembler)
+        response.source = self._observed(response.source, assembler)
 
         def finished(outcome: StreamOutcome) -> None:
-            if not outcome.completed or outcome.error is not None:
-                return  # failed or abandoned by the client: never stored
+            if not outcome.completed or outcome.error is not None or not assembler.storable:
+                return  # failed, abandoned by the client, or not assembled: never stored
             task = asyncio.get_running_loop().create_task(self._fill_quietly(plan, assembler.body()))
             self._fills.add(task)
             task.add_done_callback(self._fills.discard)
 
         response.on_finish.append(finished)
+
+    async def _observed(self, source: AsyncIterator[Chunk], assembler: StreamAssembler) -> AsyncIterator[Chunk]:
+        """Pass the chunks on, feeding each to ``assembler`` first (the SSE writer edits chunks after).
+
+        The assembler skips what it cannot store; should it raise all the same, the stream is
+        still relayed whole and only left unstored: the cache never fails an answer.
+        """
+        async for chunk in source:
+            try:
+                assembler.add(chunk)
+            except Exception:
+                assembler.storable = False
+                self._failed("stream assembly")
+            yield chunk
 
     async def _fill_quietly(self, plan: _Plan, body: dict[str, Any]) -> None:
         try:
@@ -237,10 +251,3 @@ def _complete(endpoint: str, body: dict[str, Any]) -> bool:
         and bool(choices)
         and all(isinstance(c, dict) and c.get("finish_reason") for c in choices)
     )
-
-
-async def _observed(source: AsyncIterator[Chunk], assembler: StreamAssembler) -> AsyncIterator[Chunk]:
-    """Pass the chunks on, feeding each to ``assembler`` first (the SSE writer edits chunks after)."""
-    async for chunk in source:
-        assembler.add(chunk)
-        yield chunk
