@@ -90,6 +90,7 @@ class OnlineEvaluator:
             "scored": 0,
             "failed": 0,
             "skipped_no_text": 0,
+            "store_failed": 0,  # scored, but the store refused the item: lost
             "measurements": 0,
         }
         self.last_error: str | None = None
@@ -207,10 +208,37 @@ class OnlineEvaluator:
         await asyncio.to_thread(self._store_all, by_run)
 
     def _store_all(self, by_run: dict[tuple[str | None, str], list[ItemResult]]) -> None:
+        """Store each (tenant, model) group on its own: one group's failure never loses the others'
+        samples (a batch mixes tenants)."""
         store = self._store()
         for (tenant, model), results in by_run.items():
-            run_id = store.ensure_online_run(tenant, model)
-            store.write_results(run_id, tenant, model, results)
+            try:
+                store.write_results(store.ensure_online_run(tenant, model), tenant, model, results)
+            except Exception as error:
+                self._store_error(tenant, model, error)
+                self._store_one_by_one(store, tenant, model, results)
+
+    def _store_one_by_one(self, store: EvalStore, tenant: str | None, model: str, results: list[ItemResult]) -> None:
+        """After a group failed: only the items the store refuses are lost, each counted in ``store_failed``.
+        Three refusals in a row mean the store is down: the rest are counted without more tries."""
+        in_a_row = 0
+        for index, result in enumerate(results if len(results) > 1 else []):
+            if in_a_row == 3:
+                self.counts["store_failed"] += len(results) - index
+                return
+            try:
+                store.write_results(store.ensure_online_run(tenant, model), tenant, model, [result])
+                in_a_row = 0
+            except Exception as error:
+                self._store_error(tenant, model, error)
+                self.counts["store_failed"] += 1
+                in_a_row += 1
+        if len(results) == 1:
+            self.counts["store_failed"] += 1
+
+    def _store_error(self, tenant: str | None, model: str, error: Exception) -> None:
+        self.last_error = f"storing online items of {tenant or '-'}:{model}: {type(error).__name__}: {error}"[:300]
+        log.warning("online evaluation: %s", self.last_error)
 
     def _score_all(self, records: list[RecordDict]) -> list[tuple[RecordDict, ItemResult]]:
         return [(record, self._score_one(record)) for record in records]

@@ -19,6 +19,7 @@ from typing import Any, Final
 import orjson
 
 from opsgate.evals.dataset import DatasetError, DatasetItem, dataset_hash, parse_item
+from opsgate.store.encoding import record_json, storable_text
 from opsgate.store.sql import SqlRecordStore
 
 
@@ -78,7 +79,13 @@ class ItemResult:
 
 
 def _json(value: Any) -> str | None:
-    return None if value is None else orjson.dumps(value).decode()
+    # record_json: a lone surrogate in a judge's reason or a reference must not refuse the row.
+    return None if value is None else record_json(value).decode()
+
+
+def _text(value: str | None) -> str | None:
+    """Text as the request log stores it (NUL and lone surrogates as U+FFFD): PostgreSQL refuses NUL."""
+    return None if value is None else storable_text(value)
 
 
 def _loads(value: Any) -> Any:
@@ -283,7 +290,9 @@ class EvalStore:
     # -- items and scores -------------------------------------------------------------------------
 
     def write_results(self, run_id: str, tenant: str | None, model: str, results: list[ItemResult]) -> None:
-        """Store items and their scores (replacing earlier attempts of the same items) in one transaction."""
+        """Store items and their scores (replacing earlier attempts of the same items) in one transaction.
+        Texts are stored as the request log stores them (NUL as U+FFFD), so a live prompt that the
+        request log took is never refused here (online and shadow items copy live traffic)."""
         if not results:
             return
         keys = [(run_id, r.item_key) for r in results]
@@ -301,9 +310,9 @@ class EvalStore:
                     model,
                     r.request_id,
                     r.status,
-                    r.error,
-                    r.input,
-                    r.output,
+                    _text(r.error),
+                    _text(r.input),
+                    _text(r.output),
                     _json(r.reference),
                     r.latency_ms,
                     r.prompt_tokens,
