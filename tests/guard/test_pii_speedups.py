@@ -266,3 +266,23 @@ def test_country_names_grouped_by_first_character_match_as_the_flat_list() -> No
         found = [(m.span(), m.group(1)) for m in rules._country.finditer(text)]
         assert found == [(m.span(), m.group(1)) for m in flat.finditer(text)], text
         assert rules.regions_near(text) == [rules._names[m.group(1)] for m in flat.finditer(text.lower())]
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_address_literals_found_in_regions_are_what_the_window_scan_finds(seed: int) -> None:
+    """``_literal_hits`` scans only RE2's regions of an ASCII text: the same hits as ``_LITERALS.finditer`` of
+    the window, where strings overlap ("Calleee", "Strasse"), windows cut them, and (non-ASCII, a lone
+    surrogate) where it scans whole windows."""
+    words = [*pii_address._WORD_STARTS, *pii_address._SUFFIXES]
+    pieces = [*words, *(w[:-1] for w in words), *(w[1:] for w in words), "Calleee", "Pl", " ", "1", "x", "\n", "s"]
+    rng = random.Random(seed)
+    for _ in range(1500):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 40)))
+        for variant in (text.encode("ascii", "ignore").decode(), text + "\ud800"):
+            regions = pii_address._literal_regions(variant)
+            assert (regions is None) == (not variant.isascii())
+            for _ in range(4):
+                low = rng.randint(0, len(variant))
+                high = rng.randint(low, len(variant))
+                expected = [m.span() for m in pii_address._LITERALS.finditer(variant, low, high)]
+                assert [m.span() for m in pii_address._literal_hits(variant, low, high, regions)] == expected
