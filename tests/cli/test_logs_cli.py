@@ -265,8 +265,9 @@ def test_erase_asks_then_deletes_and_shows_the_counts(tmp_path: Path, upstream: 
     assert {r["id"] for r in log.json("logs", "search", "--user", "erin")["data"]} == log.ids(user="erin")
 
     result = log.json("logs", "erase", "--user", "erin", "--yes")
-    assert result["before"] == {"requests": 2, "usage_daily": 2, "audit_log": 0}
-    assert result["after"] == {"requests": 0, "usage_daily": 0, "audit_log": 0}
+    copies = {"eval_items": 0, "eval_scores": 0, "feedback": 0}  # online evaluation is off here
+    assert result["before"] == {"requests": 2, "usage_daily": 2, "audit_log": 0, **copies}
+    assert result["after"] == {"requests": 0, "usage_daily": 0, "audit_log": 0, **copies}
     assert log.json("logs", "search", "--user", "erin")["data"] == []
     assert log.json("logs", "search", "secret")["data"] == []
     assert {r["id"] for r in log.json("logs", "search")["data"]} == log.ids(user="fay")

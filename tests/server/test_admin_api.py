@@ -328,7 +328,14 @@ def test_erasure_removes_every_trace_of_the_user(upstream: FakeUpstream) -> None
         assert response.status_code == 200, response.text
         result = response.json()
         assert result["before"]["requests"] == 2 and result["before"]["usage_daily"] == 1
-        assert result["after"] == {"requests": 0, "usage_daily": 0, "audit_log": 0}
+        assert result["after"] == {
+            "requests": 0,
+            "usage_daily": 0,
+            "audit_log": 0,
+            "eval_items": 0,
+            "eval_scores": 0,
+            "feedback": 0,
+        }
         assert result["requests_deleted"] == 2 and "erin" not in response.text
         assert ids_of(state.get("/admin/requests", user="erin")) == set()
         assert ids_of(state.get("/admin/requests", q="secret plan")) == set()
@@ -338,7 +345,13 @@ def test_erasure_removes_every_trace_of_the_user(upstream: FakeUpstream) -> None
         (entry,) = [e for e in state.get("/admin/audit").json()["data"] if e["action"] == "erase_user"]
         assert entry["actor"] == "auth-disabled"  # with auth on: the caller's key id
         assert entry["target"] == "user-sha256:" + result["user_sha256"][:16]
-        assert entry["details"] == {"requests_deleted": 2, "usage_rows_anonymised": 1}
+        assert entry["details"] == {
+            "requests_deleted": 2,
+            "usage_rows_anonymised": 1,
+            "eval_items_deleted": 0,
+            "eval_scores_deleted": 0,
+            "feedback_anonymised": 0,
+        }
     finally:
         state.gateway.server.stop()
 

@@ -121,7 +121,14 @@ def test_erasure_leaves_no_trace(store: SqlRecordStore) -> None:
     result = store.erase_user("bob", actor="test")
     assert result["requests_deleted"] == 5
     assert result["before"]["requests"] == 5
-    assert result["after"] == {"requests": 0, "usage_daily": 0, "audit_log": 0}
+    assert result["after"] == {
+        "requests": 0,
+        "usage_daily": 0,
+        "audit_log": 0,
+        "eval_items": 0,
+        "eval_scores": 0,
+        "feedback": 0,
+    }
     # Every table, and the search index, is clean of bob.
     assert store.search(RecordQuery(user="bob"))[0] == []
     assert {r["user_id"] for r in store.search(RecordQuery(text="bob secret", limit=100))[0]} == {"carol"}

@@ -345,7 +345,7 @@ class SqlRecordStore(ABC):
     # -- privacy ----------------------------------------------------------------------------------
 
     def user_traces(self, user: str) -> dict[str, int]:
-        """How many rows anywhere still name ``user`` (the proof an erasure shows)."""
+        """How many rows anywhere still name ``user`` or copy their requests (the proof an erasure shows)."""
         with self.connection() as conn:
             return {
                 "requests": self.execute(conn, "SELECT COUNT(*) FROM requests WHERE user_id = ?", [user]).fetchone()[0],
@@ -357,15 +357,49 @@ class SqlRecordStore(ABC):
                     "SELECT COUNT(*) FROM audit_log WHERE target = ? OR details LIKE ? ESCAPE '!'",
                     [user, '%"' + user.replace("!", "!!").replace("%", "!%").replace("_", "!_") + '"%'],
                 ).fetchone()[0],
+                **self._copy_traces(conn, user),
             }
 
+    def _copy_traces(self, conn: Any, user: str) -> dict[str, int]:
+        # Copies of the user's requests the quality loop keeps (joined through the requests still there),
+        # and feedback that names the user or comments on one of their requests.
+        counts: dict[str, int] = {}
+        for table, condition in (
+            ("eval_items", _OF_USER_ITEMS),
+            ("eval_scores", _OF_USER_SCORES),
+            ("feedback", _OF_USER_FEEDBACK + " AND (user_id IS NOT NULL OR comment IS NOT NULL)"),
+        ):
+            row = self.execute(conn, f"SELECT COUNT(*) FROM {table} WHERE {condition}", _params(condition, user))
+            counts[table] = row.fetchone()[0]
+        return counts
+
     def erase_user(self, user: str, actor: str) -> dict[str, Any]:
-        """Delete every record of ``user``; fold their usage into the anonymous row; audit it."""
+        """Delete every record of ``user`` and the evaluation items and scores copied from them; strip the
+        user and comment from feedback on them or by them; fold their usage into the anonymous row; audit it.
+
+        Feedback keeps its rating (as usage keeps its totals), so CSAT objectives do not move because
+        someone was erased.
+        """
         user = storable_text(user)  # as the writer stored it (NUL as U+FFFD), so the id matches
         now = time.time()
         before = self.user_traces(user)
         hashed = user_hash(user)
         with self.connection() as conn, self.transaction(conn):
+            # Copies first: they are found through the user's requests, which go next.
+            scores = self.execute(
+                conn, f"DELETE FROM eval_scores WHERE {_OF_USER_SCORES}", _params(_OF_USER_SCORES, user)
+            ).rowcount
+            items = self.execute(
+                conn, f"DELETE FROM eval_items WHERE {_OF_USER_ITEMS}", _params(_OF_USER_ITEMS, user)
+            ).rowcount
+            feedback = self.execute(
+                conn,
+                f"UPDATE feedback SET user_id = NULL, comment = NULL WHERE {_OF_USER_FEEDBACK}",
+                _params(_OF_USER_FEEDBACK, user),
+            ).rowcount
+            # The proof for the copies is taken here, in the erasure's transaction, while the requests
+            # that lead to them still exist: after the commit that join finds nothing by construction.
+            copies_left = self._copy_traces(conn, user)
             deleted = self.execute(conn, "DELETE FROM requests WHERE user_id = ?", [user]).rowcount
             usage_rows = self.execute(
                 conn,
@@ -378,10 +412,16 @@ class SqlRecordStore(ABC):
                 self._upsert_usage(conn, [(r[0], r[1], r[2], "", *r[3:]) for r in usage_rows])
             self.execute(conn, "DELETE FROM erasures WHERE user_id = ?", [hashed])
             self.execute(conn, "INSERT INTO erasures (user_id, erased_at) VALUES (?, ?)", [hashed, now])
-            details = {"requests_deleted": deleted, "usage_rows_anonymised": len(usage_rows)}
+            details = {
+                "requests_deleted": deleted,
+                "usage_rows_anonymised": len(usage_rows),
+                "eval_items_deleted": items,
+                "eval_scores_deleted": scores,
+                "feedback_anonymised": feedback,
+            }
             # In the erasure's own transaction: the deletion and its audit entry commit together.
             append_entry(self, conn, actor, "erase_user", f"user-sha256:{hashed[:16]}", details, ts=now)
-        after = self.user_traces(user)
+        after = {**self.user_traces(user), **copies_left}
         return {"user_sha256": hashed, "before": before, "after": after, **details}
 
     def audit(self, actor: str, action: str, target: str | None, details: dict[str, Any]) -> None:
@@ -399,19 +439,58 @@ class SqlRecordStore(ABC):
         return [{**dict(zip(columns, r, strict=True)), "details": orjson.loads(r[5]) if r[5] else None} for r in rows]
 
     def delete_expired(self, retention: RetentionConfig, now: float | None = None, pause: float = 0.0) -> int:
-        """Delete records past their retention, ``batch_size`` rows per transaction; returns how many."""
+        """Delete records past their retention, and the copies of live traffic (evaluation items and
+        scores of online and shadow runs, feedback) past the same rule by their own time, ``batch_size``
+        rows per transaction; returns how many requests, items and feedback rows went (an item's scores
+        go with it, uncounted)."""
         now = time.time() if now is None else now
         deleted = 0
         for condition, params in retention_conditions(retention, now):
-            while True:
-                with self.connection() as conn, self.transaction(conn):
-                    count = self.execute(conn, self.delete_limited(condition), [*params, retention.batch_size]).rowcount
-                deleted += max(count, 0)
-                if count < retention.batch_size:
-                    break
-                if pause:
-                    time.sleep(pause)  # let the writer and readers in between batches
+            for delete in (self._expire_requests, self._expire_live_items, self._expire_feedback):
+                while True:
+                    with self.connection() as conn, self.transaction(conn):
+                        count = max(delete(conn, condition, [*params, retention.batch_size]), 0)
+                    deleted += count
+                    if count < retention.batch_size:
+                        break
+                    if pause:
+                        time.sleep(pause)  # let the writer and readers in between batches
         return deleted
+
+    def _expire_requests(self, conn: Any, condition: str, params: list[Any]) -> int:
+        return int(self.execute(conn, self.delete_limited(condition), params).rowcount)
+
+    def _expire_live_items(self, conn: Any, condition: str, params: list[Any]) -> int:
+        # Items and their scores go together, by key: scores carry the item's time, but judge scores
+        # added later carry their own, and neither may outlive the other. Offline runs (dataset items,
+        # what gates compare against) are not copies of traffic and are kept.
+        keys = self.execute(
+            conn,
+            f"SELECT run_id, item_key FROM eval_items WHERE {condition} AND run_id IN ({_LIVE_RUNS}) LIMIT ?",
+            params,
+        ).fetchall()
+        if keys:
+            rows = [tuple(k) for k in keys]
+            self.insert_rows(conn, "DELETE FROM eval_scores WHERE run_id = ? AND item_key = ?", rows)
+            self.insert_rows(conn, "DELETE FROM eval_items WHERE run_id = ? AND item_key = ?", rows)
+        return len(keys)
+
+    def _expire_feedback(self, conn: Any, condition: str, params: list[Any]) -> int:
+        statement = f"DELETE FROM feedback WHERE id IN (SELECT id FROM feedback WHERE {condition} LIMIT ?)"
+        return int(self.execute(conn, statement, params).rowcount)
+
+
+# What an erasure reaches beyond the user's own rows: the copies made of their requests (by request id).
+_USER_REQUESTS = "SELECT id FROM requests WHERE user_id = ?"
+_OF_USER_ITEMS = f"request_id IN ({_USER_REQUESTS})"
+_OF_USER_SCORES = f"(run_id, item_key) IN (SELECT run_id, item_key FROM eval_items WHERE {_OF_USER_ITEMS})"
+_OF_USER_FEEDBACK = f"(user_id = ? OR request_id IN ({_USER_REQUESTS}))"
+# Runs whose items copy live requests (evals/online.py, releases/shadow.py): retention covers them.
+_LIVE_RUNS = "SELECT id FROM eval_runs WHERE kind IN ('online', 'shadow')"
+
+
+def _params(condition: str, user: str) -> list[Any]:
+    return [user] * condition.count("?")
 
 
 def retention_conditions(retention: RetentionConfig, now: float) -> list[tuple[str, list[Any]]]:
