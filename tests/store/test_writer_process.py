@@ -7,17 +7,28 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
+import psycopg
 import pytest
 
 from opsgate.domain.config import RecordConfig
+from opsgate.store import writer_process
 from opsgate.store.journal import Journal, JournalReader
 from opsgate.store.query import RecordQuery
 from opsgate.store.record_log import RecordLog
-from opsgate.store.writer_process import LOCK_NAME, WriterProcess, read_status
+from opsgate.store.writer_process import IDLE_EXIT, LOCK_NAME, WriterLifetime, WriterProcess, read_status
+from tests.store.writers import gone, stop_writers
+
+
+@pytest.fixture(autouse=True)
+def no_writer_left_behind(tmp_path: Path) -> Iterator[None]:
+    """Stop the writers a test started: one left running logs into the next tests' output."""
+    yield
+    assert not stop_writers(tmp_path), "a writer process ignored SIGTERM and was killed"
 
 
 def line(n: int) -> bytes:
@@ -146,9 +157,10 @@ def test_a_second_writer_for_the_same_directory_exits_at_once(tmp_path: Path) ->
 
 
 @pytest.mark.timeout(60)
-def test_writer_reports_a_store_it_cannot_open(tmp_path: Path) -> None:
+def test_writer_reports_a_store_it_cannot_open(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.support import free_port
 
+    monkeypatch.setattr(writer_process, "GIVE_UP", 1.0)  # passed to the writer in its settings
     config = RecordConfig(
         store=f"postgresql://postgres@127.0.0.1:{free_port()}/test",
         journal_dir=str(tmp_path / "journal"),
@@ -169,9 +181,13 @@ def test_writer_reports_a_store_it_cannot_open(tmp_path: Path) -> None:
     assert status["healthy"] is False and "cannot open store" in status["last_error"]
     assert status["pending_bytes"] > 0
     assert log.writer is not None and not log.writer.flush(timeout=0.3)
+    pid = status["writer_pid"]
     started = time.monotonic()
     log.stop()  # does not wait for a writer that cannot store
     assert time.monotonic() - started < 5
+    # Its gateway gone and its store down, the writer exits by itself, without waiting out its store's
+    # timeouts (each open waits 10 s for a connection; it used to take three, 20-30 s after the stop).
+    assert gone(pid, 15), "an orphaned writer whose store is down should exit"
     assert list((tmp_path / "journal").glob("*.jsonl")), "the record stays in the journal"
     assert (read_status(tmp_path / "journal") or {}).get("healthy") is False
 
@@ -190,3 +206,107 @@ def test_retention_runs_in_the_writer_process(tmp_path: Path) -> None:
         assert time.monotonic() < deadline, (log.search(RecordQuery())[0], log.status())
         time.sleep(0.2)
     log.stop()
+
+
+@pytest.mark.timeout(90)
+def test_an_orphaned_writer_whose_store_hangs_gives_up_and_a_restarted_gateway_takes_over(
+    tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A store that stops answering without refusing (here an INSERT waits on a lock; in production a
+    # server or proxy that stopped answering) blocks the writer's loop for good: its gateway gone,
+    # it used to hold the directory's lock for as long as that lasted.
+    monkeypatch.setattr(writer_process, "GIVE_UP", 2.0)
+    config = RecordConfig(store=pg_url, journal_dir=str(tmp_path / "journal"), writer="process")
+    log = RecordLog(config)
+    log.start()
+    blocker = psycopg.connect(pg_url)
+    try:
+        log.write(record("before"))
+        assert log.writer is not None and log.writer.flush(timeout=30)
+        pid = log.status()["writer_pid"]
+        blocker.execute("LOCK TABLE requests IN ACCESS EXCLUSIVE MODE")  # held until rollback
+        for n in range(5):
+            log.write(record(f"during-{n}"))
+        log.stop()  # the gateway goes: the writer is an orphan stuck inside an INSERT
+        assert gone(pid, 30), "an orphaned writer that stores nothing should give up"
+        status = read_status(tmp_path / "journal") or {}
+        assert status.get("healthy") is False and "gave up" in (status.get("last_error") or "")
+        assert list((tmp_path / "journal").glob("*.jsonl")), "the records stay in the journal"
+    finally:
+        blocker.rollback()
+        blocker.close()
+    # The next start stores what the one that gave up could not, once each.
+    again = RecordLog(config)
+    again.start()
+    try:
+        assert again.writer is not None and again.writer.flush(timeout=30), again.status()
+        ids = [r["id"] for r in again.iter_records(RecordQuery())]
+        assert sorted(ids) == sorted(["before", *(f"during-{n}" for n in range(5))])
+        assert again.status()["healthy"] is True
+    finally:
+        again.stop()
+
+
+class FakeWriter:
+    """What ``WriterLifetime`` reads of a ``RecordWriter``."""
+
+    def __init__(self, healthy: bool) -> None:
+        self.healthy = healthy
+        self.last_write_at: float | None = None
+        self.stop_requests = 0
+
+    def request_stop(self) -> None:
+        self.stop_requests += 1
+
+
+def lifetime_for(tmp_path: Path, healthy: bool) -> tuple[Journal, JournalReader, FakeWriter, WriterLifetime]:
+    journal = Journal(tmp_path, hand_over=True)  # a gateway: holds its segment's lock
+    journal.open()
+    journal.append(line(0))
+    reader = JournalReader(tmp_path)
+    reader.claim_orphans()
+    writer = FakeWriter(healthy)
+    return journal, reader, writer, WriterLifetime(tmp_path, reader, writer, give_up=5.0)  # type: ignore[arg-type]
+
+
+def test_lifetime_keeps_a_writer_while_a_gateway_appends_and_while_an_orphan_stores(tmp_path: Path) -> None:
+    journal, reader, writer, lifetime = lifetime_for(tmp_path, healthy=True)
+    t = time.monotonic()
+    assert lifetime.check(t) is None and lifetime.check(t + 100) is None  # however long nothing is stored
+    assert writer.stop_requests == 0
+    journal.close()
+    reader.claim_orphans()
+    assert lifetime.check(t + 101) is None  # orphaned from here, records still to store
+    assert lifetime.check(t + 101 + IDLE_EXIT + 0.1) is None and writer.stop_requests == 0
+    writer.last_write_at = time.time()  # a batch stored: the give-up clock restarts
+    assert lifetime.check(t + 104) is None
+    assert lifetime.check(t + 108.9) is None
+    reason = lifetime.check(t + 109.1)
+    assert reason is not None and "no gateway" in reason and writer.stop_requests == 0
+    reader.close()
+
+
+def test_lifetime_stops_an_orphan_whose_store_is_down_and_bounds_a_stop(tmp_path: Path) -> None:
+    journal, reader, writer, lifetime = lifetime_for(tmp_path, healthy=False)
+    t = time.monotonic()
+    assert lifetime.check(t) is None and writer.stop_requests == 0  # a gateway appends: it keeps trying
+    journal.close()
+    reader.claim_orphans()
+    assert lifetime.check(t + 1) is None and writer.stop_requests == 0
+    assert lifetime.check(t + 1 + IDLE_EXIT) is None and writer.stop_requests == 1  # the files wait
+    assert lifetime.check(t + 5.9 + IDLE_EXIT) is None
+    assert lifetime.check(t + 6.1 + IDLE_EXIT) is not None  # still inside the store: gives up
+    reader.close()
+
+
+def test_lifetime_bounds_a_stop_asked_for_while_a_gateway_appends(tmp_path: Path) -> None:
+    journal, reader, writer, lifetime = lifetime_for(tmp_path, healthy=True)
+    t = time.monotonic()
+    assert lifetime.check(t) is None
+    lifetime.request_stop()  # SIGTERM: a gateway with other settings replaces this writer
+    asked = time.monotonic()
+    assert writer.stop_requests == 1 and lifetime.check(asked + 4.9) is None
+    reason = lifetime.check(asked + 5.1)
+    assert reason is not None and "asked to stop" in reason
+    journal.close()
+    reader.close()

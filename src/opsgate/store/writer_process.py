@@ -20,7 +20,10 @@ The handover, all through files in the journal directory:
 Each gateway process runs a ``WriterProcess``: it starts the writer if none holds the lock, and
 checks every ``SUPERVISE_INTERVAL`` seconds, so a writer killed with ``-9`` is back within about a
 second. The writer stops by itself once no gateway appends to the directory any more and
-everything is stored (or the store is down: the files wait for the next start).
+everything is stored (or the store is down: the files wait for the next start). A thread of its own
+decides that, since the loop may be blocked on the store for as long as the store's timeouts allow
+(a hung connection: for good): a writer with no gateway left, or asked to stop, that stores nothing
+for ``GIVE_UP`` seconds writes its status and exits, and the journal waits for the next writer.
 
 This module's top level imports only the standard library: a writer that loses the race for the
 lock exits before paying for pydantic and the store drivers.
@@ -43,8 +46,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from opsgate.domain.config import RecordConfig
-    from opsgate.store.journal import Journal
+    from opsgate.store.journal import Journal, JournalReader
+    from opsgate.store.writer import RecordWriter
 
 log = logging.getLogger("opsgate.store.writer_process")
 
@@ -53,6 +59,8 @@ STATUS_NAME = "writer-status.json"
 HEARTBEAT = 0.5  # seconds between status writes while nothing is stored
 SUPERVISE_INTERVAL = 0.5  # how often a gateway checks that the writer is alive
 IDLE_EXIT = 2.0  # seconds with no live segment before the writer stops
+GIVE_UP = 30.0  # seconds an orphaned or stopping writer may store nothing before it exits anyway
+WATCH_INTERVAL = 0.25  # how often the writer checks whether a gateway still appends here
 
 
 def read_status(directory: Path) -> dict[str, Any] | None:
@@ -91,6 +99,84 @@ def _take_lock(directory: Path) -> int | None:
     return None
 
 
+def gateways_appending(directory: Path, ours: set[Path]) -> bool:
+    """Whether another process holds the lock of a segment (not one of ``ours``): a gateway appending here.
+
+    Probed with a shared lock on a fresh fd, released at once. A segment the writer's loop locks
+    meanwhile reads as held for one probe, which only postpones the decision by a probe.
+    """
+    for path in directory.glob("*.jsonl"):
+        if path in ours:
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # drops the probe's lock too
+    return False
+
+
+class WriterLifetime:
+    """When the writer process stops, decided from a thread of its own.
+
+    The writer's loop can be blocked on the store for as long as the store's timeouts allow (a
+    pool waiting 10 s per open, an INSERT on a connection whose server stopped answering: for
+    good), so it cannot be the one to notice that its gateways are gone. With no gateway appending
+    for ``IDLE_EXIT`` seconds the writer is asked to stop once all is stored or the store is down
+    (it stores what it still can, then returns). Orphaned or asked to stop (SIGTERM), a writer that
+    stores nothing for ``give_up`` seconds gives up: it writes its status and exits, holding
+    nothing; the journal is on disk and the next writer resumes from the status file's offsets.
+    """
+
+    def __init__(self, directory: Path, reader: JournalReader, writer: RecordWriter, give_up: float) -> None:
+        self.directory = directory
+        self.reader = reader
+        self.writer = writer
+        self.give_up = give_up
+        self.orphan_since: float | None = None
+        self.stop_requested_at: float | None = None
+        self._seen_write_at: float | None = None
+        self._progress_at = time.monotonic()
+
+    def request_stop(self, now: float | None = None) -> None:
+        """Ask the loop to store what it can and return (SIGTERM, or no gateway left)."""
+        if self.stop_requested_at is None:
+            self.stop_requested_at = time.monotonic() if now is None else now
+        self.writer.request_stop()
+
+    def check(self, now: float) -> str | None:
+        """One look: ask for a stop if due; the reason to give up now, or None."""
+        if self.writer.last_write_at != self._seen_write_at:
+            self._seen_write_at, self._progress_at = self.writer.last_write_at, now  # a batch was stored
+        ours = {segment.path for segment in list(self.reader.segments) if segment.lock_fd is not None}
+        if gateways_appending(self.directory, ours):
+            self.orphan_since = None
+        elif self.orphan_since is None:
+            self.orphan_since = now
+        orphaned = self.orphan_since is not None and now - self.orphan_since >= IDLE_EXIT
+        stopping = self.stop_requested_at is not None
+        if orphaned and not stopping and (not self.writer.healthy or self.reader.pending_bytes() == 0):
+            self.request_stop(now)  # all stored, or the store is down: the files wait for the next start
+        since = self.stop_requested_at if self.stop_requested_at is not None else self.orphan_since
+        if since is None or not (orphaned or stopping) or now - max(since, self._progress_at) < self.give_up:
+            return None
+        why = "asked to stop" if self.orphan_since is None else "no gateway appends to the journal"
+        return f"gave up after storing nothing for {self.give_up:.0f} s ({why}): the journal waits for the next writer"
+
+    def watch(self, give_up: Callable[[str], None]) -> None:
+        """The thread's body: look every ``WATCH_INTERVAL`` seconds; ``give_up`` does not return."""
+        while True:
+            time.sleep(WATCH_INTERVAL)
+            reason = self.check(time.monotonic())
+            if reason is not None:
+                give_up(reason)
+
+
 def run_writer(settings: dict[str, Any]) -> int:
     """The writer process's body: take the lock, store the directory's journal until no gateway is left."""
     directory = Path(settings["journal_dir"])
@@ -107,39 +193,39 @@ def run_writer(settings: dict[str, Any]) -> int:
     reader = JournalReader(directory, offsets=previous.get("offsets") or {})
     retention = settings.get("retention")
     started = time.time()
-    state: dict[str, Any] = {"offsets": None, "at": 0.0, "idle_since": None}
+    state: dict[str, Any] = {"offsets": None, "at": 0.0}
+    publishing = threading.Lock()  # the loop and the lifetime thread both write the status file
 
-    def publish(force: bool = False) -> None:
+    def publish(force: bool = False, gave_up: str | None = None) -> None:
         offsets = reader.offsets()
         now = time.monotonic()
         if not force and offsets == state["offsets"] and now - state["at"] < HEARTBEAT:
             return
         state["offsets"], state["at"] = offsets, now
-        write_status(
-            directory,
-            {
-                "pid": os.getpid(),
-                "started_at": started,
-                "updated_at": time.time(),
-                **writer.status(),
-                "live_segments": reader.live_count(),
-                "settings": settings.get("fingerprint"),
-                "offsets": offsets,
-            },
-        )
+        status = {
+            "pid": os.getpid(),
+            "started_at": started,
+            "updated_at": time.time(),
+            **writer.status(),
+            "live_segments": reader.live_count(),
+            "settings": settings.get("fingerprint"),
+            "offsets": offsets,
+        }
+        if gave_up is not None:
+            status |= {"healthy": False, "last_error": gave_up}
+        write_status(directory, status)
 
     def cycle() -> None:
-        publish()
-        # Stop once no gateway appends here any more and all is stored (or storage is down: the
-        # files wait). A gateway starting meanwhile finds the lock free and starts a new writer.
-        if reader.live_count():
-            state["idle_since"] = None
-        elif state["idle_since"] is None:
-            state["idle_since"] = time.monotonic()
-        elif time.monotonic() - state["idle_since"] >= IDLE_EXIT and (
-            not writer.healthy or reader.pending_bytes() == 0
-        ):
-            writer.request_stop()
+        with publishing:
+            publish()
+
+    def give_up(reason: str) -> None:
+        # The loop may be inside the store: no clean-up that could wait on it. Offsets only cover
+        # stored batches, and a replayed batch stores nothing twice, so exiting here loses nothing.
+        log.warning("record writer %d %s", os.getpid(), reason)
+        with publishing:  # held until exit: the loop writes no status after this one
+            publish(force=True, gave_up=reason)
+            os._exit(0)
 
     writer = RecordWriter(
         reader,
@@ -151,14 +237,18 @@ def run_writer(settings: dict[str, Any]) -> int:
         catch_up_bytes=int(settings.get("catch_up_bytes", 64 * 1024 * 1024)),
         on_cycle=cycle,
     )
-    signal.signal(signal.SIGTERM, lambda *_: writer.request_stop())
+    lifetime = WriterLifetime(directory, reader, writer, float(settings.get("give_up", GIVE_UP)))
+    signal.signal(signal.SIGTERM, lambda *_: lifetime.request_stop())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the gateways; their release stops us
+    # Started before the loop drops to idle priority (per thread), so it keeps normal priority.
+    threading.Thread(target=lifetime.watch, args=(give_up,), name="opsgate-writer-lifetime", daemon=True).start()
     log.info("record writer %d serving %s", os.getpid(), directory)
     try:
         writer.run()
     finally:
         reader.delete_finished()
-        publish(force=True)
+        with publishing:
+            publish(force=True)
         if writer.store is not None:
             writer.store.close()
         reader.close()
@@ -198,6 +288,7 @@ class WriterProcess:
             "catch_up_bytes": config.catch_up_mb * 1024 * 1024,
             "retention": config.retention.model_dump(mode="json"),
             "log_level": logging.getLogger("opsgate").getEffectiveLevel(),
+            "give_up": GIVE_UP,
         }
         # A writer started with other settings (the store URL changed across a restart) is asked to
         # stop, so the next one is started with ours.
