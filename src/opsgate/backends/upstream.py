@@ -19,6 +19,7 @@ import aiohttp
 import orjson
 
 from opsgate.backends.base import Backend
+from opsgate.backends.upstream_read import chunk_problem
 from opsgate.domain.config import UpstreamDeployment
 from opsgate.domain.context import Chunk, RequestContext
 from opsgate.domain.errors import GatewayError, InvalidRequestError, UpstreamError, UpstreamTimeoutError
@@ -315,6 +316,11 @@ class UpstreamBackend(Backend):
                         raise UpstreamError(
                             f"Upstream {self.label} failed mid-stream: {_error_message(500, data)}",
                             code="upstream_stream_error",
+                        )
+                    problem = chunk_problem(chunk)
+                    if problem is not None:
+                        raise UpstreamError(
+                            f"Upstream {self.label} sent a stream event that {problem}", code="upstream_bad_response"
                         )
                     yield chunk
         finally:

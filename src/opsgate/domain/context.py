@@ -120,7 +120,7 @@ class StreamResult:
                 for choice in chunk.get("choices") or ():
                     delta = choice.get("delta")
                     piece = delta.get("content") if delta is not None else choice.get("text")
-                    if piece:
+                    if piece and type(piece) is str:  # backends check types; the record must never lose billing to one
                         outcome.content.append(piece)
                     if choice.get("finish_reason"):
                         outcome.finish_reason = choice["finish_reason"]
