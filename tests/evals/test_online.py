@@ -3,6 +3,8 @@ the eval_degradation SLI moved by worse answers, and a bounded sampler that drop
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from typing import Any
 
@@ -126,3 +128,38 @@ def test_quality_combines_the_checks() -> None:
     assert quality({**ok, "json_valid": {"passed": False}}, asked_json=True).value == 0.0
     assert quality({**ok, "refusal": {"passed": False}}, asked_json=False).details == {"failed": ["refusal"]}
     assert ANY_TENANT is not None
+
+
+def test_the_queue_is_bounded_by_bytes_and_keeps_only_what_scoring_needs(upstream: FakeUpstream) -> None:
+    from opsgate.evals.online_sample import INPUT_CHARS
+
+    gateway = start_gateway(online_config(upstream.base_url, queue_bytes=64 * 1024))
+    try:
+        evaluator = gateway.app.state.gateway.online_eval
+        upstream.script = Script(content="fine")
+        release = threading.Event()
+        score_batch = evaluator.score_batch
+
+        async def slow_scorer(samples: list[Any]) -> None:  # a judge that cannot keep up
+            await asyncio.to_thread(release.wait, 60)  # a thread: the test's event is set from another thread
+            await score_batch(samples)
+
+        evaluator.score_batch = slow_scorer
+        for i in range(10):  # each sample holds ~24 KB (6,000 characters at up to 4 bytes): 2 fit in 64 KiB
+            assert chat(gateway.url, f"{i} " + "x" * 6000).status_code == 200
+            assert evaluator.held_bytes <= 64 * 1024
+        counts = evaluator.counts
+        assert counts["sampled"] == 2 and counts["dropped_queue_bytes"] == 8, counts
+        release.set()
+        assert wait_until(lambda: counts["scored"] == 2 and evaluator.held_bytes == 0, timeout=30)
+        # A 1 MB prompt is queued as the INPUT_CHARS the judge reads (and the item stores), not as 2 MB of record.
+        assert chat(gateway.url, "y" * 1_000_000).status_code == 200
+        assert counts["sampled"] == 3 and counts["dropped_queue_bytes"] == 8, counts
+        store = EvalStore(gateway.app.state.gateway.record_log.store)
+        run = store.ensure_online_run(None, "chat")
+        assert wait_until(lambda: len(store.all_items(run)) == 3, timeout=30)
+        assert sorted(len(i["input"]) for i in store.all_items(run))[-1] == INPUT_CHARS
+        ready = httpx.get(gateway.url + "/readyz", timeout=30).json()["eval_online"]
+        assert ready["queue_bytes"] == 64 * 1024 and ready["dropped_queue_bytes"] == 8
+    finally:
+        gateway.server.stop()

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from opsgate.evals.online import OnlineEvaluator
+from opsgate.evals.online_sample import sample_of
 from opsgate.evals.store import ANY_TENANT, EvalStore, ItemResult
 from tests.evals.test_online import online_config
 from tests.fake_upstream import FakeUpstream, Script
@@ -96,9 +97,9 @@ def test_one_groups_failure_never_loses_the_other_groups(
     assert [r["tenant"] for r in records] == ["a", "b", "b", "a"]
     # One batch mixing the tenants, tenant a's group first: the store refuses it.
     evaluator._store = lambda: _RefusesTenant(real, "a")  # type: ignore[assignment, return-value]
-    replayed = [{**r, "id": f"{r['id']}-again", "ts": time.time()} for r in records]
+    replayed = [sample_of({**r, "id": f"{r['id']}-again", "ts": time.time()}) for r in records]
     before = evaluator.counts["store_failed"]
     asyncio.run(evaluator.score_batch(replayed))  # the batch the task would take (scoring and storing in threads)
-    assert {i["item_key"] for i in items(real, "online:b:chat")} >= {r["id"] for r in replayed[1:3]}
+    assert {i["item_key"] for i in items(real, "online:b:chat")} >= {r.id for r in replayed[1:3]}
     assert evaluator.counts["store_failed"] - before == 2  # tenant a's two samples: lost, and counted
     assert evaluator.last_error is not None and "a:chat" in evaluator.last_error

@@ -8,6 +8,7 @@ eval:
     scorers: [refusal, pii_leak, toxicity, json_valid, length, confidence]
     judge: null                  # opt-in: a judge alias (its calls are recorded, purpose=eval)
     queue_size: 1000             # samples waiting; beyond it they are dropped and counted
+    queue_bytes: 33554432        # bytes the waiting (and scoring) samples may hold; beyond it dropped
     max_per_second: 20           # samples admitted per second; beyond it dropped and counted
 """
 
@@ -52,6 +53,13 @@ class OnlineEvalConfig(_Strict):
     judge_repeats: int = Field(1, ge=1, le=10)
     judge_api_key: SecretStr | None = Field(None, description="Key for the judge's calls when auth is on.")
     queue_size: int = Field(1000, ge=1, le=1_000_000)
+    queue_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=64 * 1024,
+        le=4 * 1024**3,
+        description="Bytes the waiting and scoring samples may hold (each keeps its answer and ~8 KB of "
+        "its prompt); more drop, counted.",
+    )
     max_per_second: float = Field(20.0, gt=0)
     flush_seconds: float = Field(1.0, gt=0, le=60)
     quality_scorer: str = Field("quality", description="The score the eval_degradation SLI follows.")

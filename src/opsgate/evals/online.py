@@ -27,11 +27,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from opsgate.domain.config import GatewayConfig
 from opsgate.domain.eval_config import OnlineEvalConfig, duration_seconds
 from opsgate.evals.dataset import DatasetItem
+from opsgate.evals.online_sample import OnlineSample, sample_of
 from opsgate.evals.scoring import Sample, Score, Scorer, ScorerRegistry
 from opsgate.evals.store import EvalStore, ItemResult
 
@@ -78,7 +77,8 @@ class OnlineEvaluator:
         self.objectives = [o for o in objectives or [] if o.sli == "eval_degradation"]
         self._random = (rng or random.Random()).random
         self._bucket = _Bucket(config.max_per_second, config.max_per_second, time.monotonic())
-        self.queue: asyncio.Queue[RecordDict] | None = None
+        self.queue: asyncio.Queue[OnlineSample] | None = None
+        self.held_bytes = 0  # of the samples queued or being scored (bounded by queue_bytes)
         self._task: asyncio.Task[None] | None = None
         self.scorers: list[Scorer] = []
         self.judge_client: Any = None  # a GatewayClient, set when a judge is configured and the app exists
@@ -86,6 +86,7 @@ class OnlineEvaluator:
             "seen": 0,
             "sampled": 0,
             "dropped_queue_full": 0,
+            "dropped_queue_bytes": 0,
             "dropped_rate": 0,
             "scored": 0,
             "failed": 0,
@@ -125,11 +126,16 @@ class OnlineEvaluator:
         if not self._bucket.take(time.monotonic()):
             self.counts["dropped_rate"] += 1
             return
-        try:
-            self.queue.put_nowait(record)
-        except asyncio.QueueFull:
+        if self.queue.full():
             self.counts["dropped_queue_full"] += 1
             return
+        sample = sample_of(record)  # the fields scoring needs, not the record (prompt cut, held bytes known)
+        size = sample.held_bytes
+        if self.held_bytes + size > self.config.queue_bytes:
+            self.counts["dropped_queue_bytes"] += 1
+            return
+        self.held_bytes += size
+        self.queue.put_nowait(sample)
         self.counts["sampled"] += 1
 
     # -- lifecycle ----------------------------------------------------------------------------------
@@ -167,6 +173,8 @@ class OnlineEvaluator:
             **self.counts,
             "queue": self.queue.qsize() if self.queue is not None else 0,
             "queue_size": self.config.queue_size,
+            "held_bytes": self.held_bytes,
+            "queue_bytes": self.config.queue_bytes,
             "aliases": sorted(self.rates),
             "last_error": self.last_error,
         }
@@ -177,7 +185,7 @@ class OnlineEvaluator:
         assert self.queue is not None
         next_measure = time.monotonic() + self.config.measure_interval_seconds
         while True:
-            batch: list[RecordDict] = []
+            batch: list[OnlineSample] = []
             timeout = max(0.01, min(self.config.flush_seconds, next_measure - time.monotonic()))
             try:
                 batch.append(await asyncio.wait_for(self.queue.get(), timeout))
@@ -187,7 +195,10 @@ class OnlineEvaluator:
                 pass
             try:
                 if batch:
-                    await self.score_batch(batch)
+                    try:
+                        await self.score_batch(batch)
+                    finally:  # scored or not, the batch no longer holds its bytes
+                        self.held_bytes -= sum(sample.held_bytes for sample in batch)
                 if time.monotonic() >= next_measure:
                     next_measure = time.monotonic() + self.config.measure_interval_seconds
                     await asyncio.to_thread(self.measure)
@@ -195,16 +206,16 @@ class OnlineEvaluator:
                 self.last_error = f"{type(error).__name__}: {error}"[:300]
                 log.warning("online evaluation: %s", self.last_error)
 
-    async def score_batch(self, records: list[RecordDict]) -> None:
+    async def score_batch(self, samples: list[OnlineSample]) -> None:
         """Score and store a batch (scoring in a worker thread; judge calls through the gateway)."""
-        results = await asyncio.to_thread(self._score_all, records)
-        for record, result in results:
-            judge = self.config.judge_for(record.get("model") or "")
+        results = await asyncio.to_thread(self._score_all, samples)
+        for sample, result in results:
+            judge = self.config.judge_for(sample.model)
             if judge and self.judge_client is not None and result.status == "ok":
-                await self._judge(judge, record, result)
+                await self._judge(judge, sample, result)
         by_run: dict[tuple[str | None, str], list[ItemResult]] = {}
-        for record, result in results:
-            by_run.setdefault((record.get("tenant"), record.get("model") or ""), []).append(result)
+        for sample, result in results:
+            by_run.setdefault((sample.tenant, sample.model), []).append(result)
         await asyncio.to_thread(self._store_all, by_run)
 
     def _store_all(self, by_run: dict[tuple[str | None, str], list[ItemResult]]) -> None:
@@ -240,48 +251,49 @@ class OnlineEvaluator:
         self.last_error = f"storing online items of {tenant or '-'}:{model}: {type(error).__name__}: {error}"[:300]
         log.warning("online evaluation: %s", self.last_error)
 
-    def _score_all(self, records: list[RecordDict]) -> list[tuple[RecordDict, ItemResult]]:
-        return [(record, self._score_one(record)) for record in records]
+    def _score_all(self, samples: list[OnlineSample]) -> list[tuple[OnlineSample, ItemResult]]:
+        return [(sample, self._score_one(sample)) for sample in samples]
 
-    def _score_one(self, record: RecordDict) -> ItemResult:
-        output = record.get("output_text")
+    def _score_one(self, record: OnlineSample) -> ItemResult:
+        output = record.output
         result = ItemResult(
-            item_key=str(record.get("id")),
+            item_key=str(record.id),
             idx=None,
             status="ok",
-            input=record.get("input_text"),
+            input=record.input,
             output=output,
-            request_id=record.get("id"),
-            latency_ms=record.get("latency_ms"),
-            prompt_tokens=record.get("prompt_tokens"),
-            completion_tokens=record.get("completion_tokens"),
-            cost=record.get("cost"),
-            ts=float(record.get("ts") or time.time()),
+            request_id=record.id,
+            latency_ms=record.latency_ms,
+            prompt_tokens=record.prompt_tokens,
+            completion_tokens=record.completion_tokens,
+            cost=record.cost,
+            ts=record.ts,
         )
         if not isinstance(output, str):
             self.counts["skipped_no_text"] += 1  # metadata_only, or encrypted without output in clear
             result.status = "failed"
             result.error = "no answer text in the record"
             return result
-        sample = Sample(DatasetItem(prompt=record.get("input_text") or "-"), output, _logprobs(record))
+        logprobs = None if record.logprob_mean is None else [{"logprob": record.logprob_mean}]
+        sample = Sample(DatasetItem(prompt=record.input or "-"), output, logprobs)
         scores: dict[str, dict[str, Any]] = {}
         for scorer in self.scorers:
             try:
                 scores[scorer.name] = _run_sync(scorer, sample).to_dict()
             except Exception as error:
                 scores[scorer.name] = {"value": None, "passed": None, "details": {"error": str(error)[:200]}}
-        scores["quality"] = quality(scores, _asked_json(record)).to_dict()
+        scores["quality"] = quality(scores, record.asked_json).to_dict()
         result.scores = scores
         self.counts["scored"] += 1
         return result
 
-    async def _judge(self, judge: str, record: RecordDict, result: ItemResult) -> None:
+    async def _judge(self, judge: str, record: OnlineSample, result: ItemResult) -> None:
         from opsgate.evals.judge import PointwiseJudge
 
         scorer = PointwiseJudge(
             self.judge_client, judge, self.config.judge_repeats, metadata={"eval_run": "online"}, temperature=0.7
         )
-        sample = Sample(DatasetItem(prompt=record.get("input_text") or "-"), result.output or "")
+        sample = Sample(DatasetItem(prompt=record.input or "-"), result.output or "")
         try:
             score = await scorer.score(sample)
             (result.scores or {})["judge"] = score.to_dict()
@@ -342,34 +354,3 @@ def quality(scores: dict[str, dict[str, Any]], asked_json: bool) -> Score:
         if passed is False:
             failed.append(name)
     return Score(0.0 if failed else 1.0, not failed, {"failed": failed} if failed else {})
-
-
-def _response(record: RecordDict) -> dict[str, Any] | None:
-    response = record.get("response")
-    if isinstance(response, str) and not response.startswith("enc:"):
-        try:
-            response = orjson.loads(response)
-        except orjson.JSONDecodeError:
-            return None
-    return response if isinstance(response, dict) else None
-
-
-def _logprobs(record: RecordDict) -> list[dict[str, Any]] | None:
-    """The record keeps a logprob summary (mean, min); a one-entry list at the mean gives its confidence."""
-    summary = (_response(record) or {}).get("logprobs")
-    if isinstance(summary, dict) and isinstance(summary.get("mean"), int | float):
-        return [{"logprob": float(summary["mean"])}]
-    return None
-
-
-def _asked_json(record: RecordDict) -> bool:
-    request = record.get("request")
-    if isinstance(request, str) and not request.startswith("enc:"):
-        try:
-            request = orjson.loads(request)
-        except orjson.JSONDecodeError:
-            return False
-    if not isinstance(request, dict):
-        return False
-    response_format = request.get("response_format")
-    return isinstance(response_format, dict) and response_format.get("type") in ("json_object", "json_schema")
