@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from opsgate.domain.auth_config import AuthConfig
+from opsgate.domain.body_shape_config import BodyShapeConfig
 from opsgate.domain.drift_config import DriftConfig
 from opsgate.domain.eval_config import EvalConfig
 from opsgate.domain.guard_config import GuardConfig
@@ -229,6 +230,10 @@ class ServerConfig(_Strict):
             "A request's head must be complete within this time of its first byte (a connection's first"
             " request: of the connection's start), else 408 and the connection is closed."
         ),
+    )
+    body_shape: BodyShapeConfig = Field(
+        default_factory=BodyShapeConfig,
+        description="Caps on how much structure an inference body holds (messages, tools, metadata, values).",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     worker_healthcheck_seconds: int = Field(
