@@ -163,3 +163,43 @@ def test_the_queue_is_bounded_by_bytes_and_keeps_only_what_scoring_needs(upstrea
         assert ready["queue_bytes"] == 64 * 1024 and ready["dropped_queue_bytes"] == 8
     finally:
         gateway.server.stop()
+
+
+def test_only_the_operator_and_the_judges_key_opt_out_with_purpose_eval(upstream: FakeUpstream, tmp_path: Any) -> None:
+    from opsgate.auth.key_store import KeySpec, KeyStore
+    from opsgate.domain.config import parse_config
+    from opsgate.store.record_log import open_store
+    from tests.support import Gateway
+
+    admin = "bootstrap-admin-key-for-purpose-0123456789"
+    url = f"sqlite:///{tmp_path}/requests.db"
+    opened = open_store(url)
+    keys = KeyStore(opened)
+    tenant_key = keys.create(KeySpec(tenant="a", role="service"), "test").secret
+    judge_key = keys.create(KeySpec(tenant="a", role="service", name="judge"), "test").secret  # a tenant's key
+    opened.close()
+    config = online_config(upstream.base_url, judge_api_key=judge_key)
+    config["auth"] = {"enabled": True, "admin_key": admin}
+    config["record"] = {"store": url, "journal_dir": str(tmp_path / "journal")}
+    gateway = Gateway(parse_config(config), keep_record_config=True)
+    gateway.server.start("/readyz")
+    try:
+        evaluator = gateway.app.state.gateway.online_eval
+        assert wait_until(lambda: evaluator.judge_key_id is not None, timeout=30)
+
+        def as_key(key: str, text: str) -> None:
+            body = {"model": "chat", "messages": [{"role": "user", "content": text}], "metadata": {"purpose": "eval"}}
+            headers = {"Authorization": f"Bearer {key}"}
+            response = httpx.post(gateway.url + "/v1/chat/completions", json=body, headers=headers, timeout=30)
+            assert response.status_code == 200
+
+        for key in (admin, judge_key):  # the gateway's own evaluation calls: never scored
+            as_key(key, "judge this")
+        assert evaluator.counts["seen"] == 2 and evaluator.counts["sampled"] == 0
+        for i in range(3):  # a tenant's client saying "eval" is still scored
+            as_key(tenant_key, f"hide me {i}")
+        assert evaluator.counts["sampled"] == 3
+        store = EvalStore(gateway.app.state.gateway.record_log.store)
+        assert wait_until(lambda: len(store.all_items("online:a:chat")) == 3, timeout=30)
+    finally:
+        gateway.server.stop()

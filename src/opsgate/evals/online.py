@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from typing import Any
 
 from opsgate.domain.config import GatewayConfig
 from opsgate.domain.eval_config import OnlineEvalConfig, duration_seconds
+from opsgate.drift.features import synthetic
 from opsgate.evals.dataset import DatasetItem
 from opsgate.evals.online_sample import OnlineSample, sample_of
 from opsgate.evals.scoring import Sample, Score, Scorer, ScorerRegistry
@@ -82,6 +84,8 @@ class OnlineEvaluator:
         self._task: asyncio.Task[None] | None = None
         self.scorers: list[Scorer] = []
         self.judge_client: Any = None  # a GatewayClient, set when a judge is configured and the app exists
+        self.judge_key_id: str | None = None  # the key id of judge_api_key, once looked up
+        self._judge_key_looked = -math.inf  # monotonic time of the last lookup (a key made later is found)
         self.counts = {
             "seen": 0,
             "sampled": 0,
@@ -120,8 +124,7 @@ class OnlineEvaluator:
             return
         if self._random() >= rate:
             return
-        metadata = record.get("metadata")
-        if isinstance(metadata, dict) and metadata.get("purpose") == "eval":
+        if self._own_call(record):
             return  # never score our own evaluation calls (a judge judging itself)
         if not self._bucket.take(time.monotonic()):
             self.counts["dropped_rate"] += 1
@@ -137,6 +140,37 @@ class OnlineEvaluator:
         self.held_bytes += size
         self.queue.put_nowait(sample)
         self.counts["sampled"] += 1
+
+    def _own_call(self, record: RecordDict) -> bool:
+        """The gateway's own evaluation (or sentinel, bias) traffic: an operator's request claiming such a
+        purpose (drift's rule: a tenant's claim is ignored, so no client opts out of being scored), or a
+        ``purpose: eval`` call made with the judge's own key (``judge_api_key`` may be a tenant's)."""
+        tags = record.get("tags")
+        tenant = record.get("tenant")
+        if synthetic(record, tags if isinstance(tags, dict) else {}, tenant if isinstance(tenant, str) else None):
+            return True
+        metadata = record.get("metadata")
+        return (
+            self.judge_key_id is not None
+            and record.get("api_key_id") == self.judge_key_id
+            and isinstance(metadata, dict)
+            and metadata.get("purpose") == "eval"
+        )
+
+    def _find_judge_key(self) -> None:
+        """The id of ``judge_api_key`` (records carry key ids, not secrets); a worker-thread lookup."""
+        key = self.config.judge_api_key
+        if key is None or self.judge_key_id is not None or time.monotonic() - self._judge_key_looked < 60:
+            return
+        self._judge_key_looked = time.monotonic()
+        from opsgate.auth.key_store import KeyStore
+
+        try:
+            found = KeyStore(self._store().store).lookup(key.get_secret_value())
+        except Exception as error:  # the store is down: try again with the next batch
+            log.warning("online evaluation: cannot look up judge_api_key: %s", error)
+            return
+        self.judge_key_id = found.key_id if found is not None else None
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -194,6 +228,8 @@ class OnlineEvaluator:
             except TimeoutError:
                 pass
             try:
+                if self.judge_key_id is None and self.config.judge_api_key is not None:
+                    await asyncio.to_thread(self._find_judge_key)
                 if batch:
                     try:
                         await self.score_batch(batch)
