@@ -6,6 +6,10 @@ Off the request path (a task started in the release stage's ``after``), bounded 
 evaluation tables (a run of kind ``shadow`` per experiment, item key = the live request's id), not to
 the request log: a shadow call is recorded as shadow and never billed in ``usage_daily``, and the
 online scorers and experiment reports read it like any other run item.
+
+The live prompt and the candidate's answer are kept as the request log keeps text (``ItemPayloads``):
+none with ``record.payloads: metadata_only``; with ``record.encryption``, sealed by the request log's
+own ``PayloadCipher`` unless the field is in ``index_in_clear``.
 """
 
 from __future__ import annotations
@@ -14,18 +18,64 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from opsgate.domain.context import GatewayResponse, JsonResult, RequestContext
 from opsgate.domain.requests import ChatCompletionRequest, ChatMessage
 from opsgate.releases.cache import Arm
+from opsgate.store.crypto import PayloadCipher, key_id_of
+from opsgate.store.encoding import storable_text
 
 if TYPE_CHECKING:
     from opsgate.domain.pricing import PriceBook
     from opsgate.evals.store import EvalStore
+    from opsgate.store.record_log import RecordLog
 
 log = logging.getLogger("opsgate.releases.shadow")
 Terminal = Callable[[RequestContext], Awaitable[GatewayResponse]]
+
+
+@dataclass(frozen=True)
+class ItemPayloads:
+    """How a shadow item keeps text (``input``, ``output``): by the request log's payload policy.
+
+    A sealed field is ``PayloadCipher`` ciphertext bound to ``run_id/item_key/field`` (so it cannot be
+    moved to another item or column unnoticed); ``open_item`` is the reader's side.
+    """
+
+    metadata_only: bool = False
+    cipher: PayloadCipher | None = None
+    clear_fields: frozenset[str] = frozenset({"input", "output"})
+
+    @classmethod
+    def of(cls, record_log: RecordLog | None) -> ItemPayloads:
+        """The policy of the request log (text kept in clear when there is none)."""
+        if record_log is None:
+            return cls()
+        metadata_only = record_log.config.payloads == "metadata_only"
+        return cls(metadata_only, record_log.cipher, frozenset(record_log.clear_fields))
+
+    def keep(self, field: str, text: str | None, run_id: str, item_key: str) -> str | None:
+        """What to store for ``field``: nothing, the text, or its ciphertext."""
+        if text is None or self.metadata_only:
+            return None
+        if self.cipher is None or field in self.clear_fields:
+            return storable_text(text)  # NUL as U+FFFD, as the request log stores it (PostgreSQL refuses NUL)
+        return self.cipher.encrypt(text, f"{run_id}/{item_key}/{field}")
+
+    def open_item(self, item: dict[str, Any]) -> dict[str, Any]:
+        """An item as stored (``EvalStore.iter_items``) with sealed fields opened; without the key they
+        read ``{"encrypted_with": key_id}``, as the request log's payloads do."""
+        for field in ("input", "output"):
+            value = item.get(field)
+            if not isinstance(value, str) or key_id_of(value) is None:
+                continue
+            if self.cipher is None:
+                item[field] = {"encrypted_with": key_id_of(value)}
+            else:
+                item[field] = self.cipher.decrypt(value, f"{item['run_id']}/{item['item_key']}/{field}")
+        return item
 
 
 class ShadowMirror:
@@ -37,9 +87,13 @@ class ShadowMirror:
         evals: Callable[[], EvalStore] | None,
         max_in_flight: int = 4,
         prices: Callable[[], PriceBook] | None = None,
+        payloads: ItemPayloads | None = None,
     ) -> None:
         self.terminal = terminal
         self.evals = evals
+        # Required in effect: the gateway passes the request log's policy; the default (clear text) is
+        # only for a mirror with no request log, whose items go nowhere anyway.
+        self.payloads = payloads or ItemPayloads()
         self.max_in_flight = max_in_flight
         # The gateway's PriceBook (late-bound: a reload may change prices): a shadow call costs what the
         # record would charge for the deployment that served it, its own price before its alias's.
@@ -135,12 +189,15 @@ class ShadowMirror:
         usage = response.body.get("usage") if ok else None
         choices = response.body.get("choices") or [{}]
         output = ((choices[0] or {}).get("message") or {}).get("content") if ok else None
+        tenant = live.principal.tenant
+        run_id = f"shadow:{experiment or arm.release.id}:{tenant or '-'}"
+        keep = self.payloads.keep
         item = ItemResult(
             item_key=live.request_id,
             idx=None,
             status="ok" if ok else "failed",
-            input=input_text(live.body),
-            output=output if isinstance(output, str) else None,
+            input=keep("input", input_text(live.body), run_id, live.request_id),
+            output=keep("output", output if isinstance(output, str) else None, run_id, live.request_id),
             error=None if ok else (response.error.message if response.error else f"HTTP {response.status}"),
             request_id=live.request_id,
             latency_ms=round(latency, 3),
@@ -149,9 +206,7 @@ class ShadowMirror:
             cost=self.prices().cost(live.alias.name, ctx.deployment, usage) if self.prices is not None else None,
             ts=time.time(),
         )
-        tenant = live.principal.tenant
         evals = self.evals()
-        run_id = f"shadow:{experiment or arm.release.id}:{tenant or '-'}"
 
         def write() -> None:
             if evals.get_run(tenant, run_id) is None:

@@ -36,7 +36,7 @@ from opsgate.pipeline.record import FanoutSink, LogSink, RecordSink
 from opsgate.pipeline.release import ReleaseStage
 from opsgate.releases.cache import ReleaseCache
 from opsgate.releases.rollback import AutoRollback
-from opsgate.releases.shadow import ShadowMirror
+from opsgate.releases.shadow import ItemPayloads, ShadowMirror
 from opsgate.routing.router import Router
 from opsgate.server.access import AccessMiddleware, principal_of
 from opsgate.server.admin import admin_routes
@@ -154,6 +154,7 @@ class Gateway:
             self._eval_store if self.record_log is not None else None,
             config.releases.shadow_max_in_flight,
             lambda: self.prices,  # late-bound: a config reload may change prices
+            ItemPayloads.of(record_log),  # shadow items keep text as the request log does
         )
         watch = AutoRollback(config, store) if store is not None and config.releases.auto_rollback.enabled else None
         return cache, ReleaseStage(cache, shadow), watch
