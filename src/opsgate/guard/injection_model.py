@@ -394,11 +394,13 @@ class InjectionModel:
         )
         block_counts = np.bincount(block, minlength=blocks)
         block_sums = np.bincount(block, weights=weight, minlength=blocks)
-        both = (feature[1:] == feature[:-1]) & (block[1:] == block[:-1] + 1)  # in blocks b and b+1: once in window b
-        shared = block[:-1][both]
+        # A feature in blocks b and b+1 (once in window b): sorted codes one apart (a block + 1 never carries
+        # into the feature's bits, every block being below 2**block_bits - 1).
+        in_both = np.flatnonzero(codes[1:] == codes[:-1] + 1)
+        shared = block[in_both]
         counts = block_counts[:-1] + block_counts[1:] - np.bincount(shared, minlength=blocks)[:windows]
         sums = block_sums[:-1] + block_sums[1:]
-        sums -= np.bincount(shared, weights=weight[:-1][both], minlength=blocks)[:windows]
+        sums -= np.bincount(shared, weights=weight[in_both], minlength=blocks)[:windows]
         added = ~(_contains(codes, across) | _contains(codes, across + 1))
         counts += added
         sums += np.where(added, pair_weights[len(distinct_pairs) :], 0.0)
@@ -470,7 +472,8 @@ class InjectionModel:
         self, keys: NDArray[np.int64], firsts: NDArray[np.int64], seconds: NDArray[np.int64], bits: int, base: int
     ) -> NDArray[np.float64]:
         """The weight of each pair key ``base + (first << bits | second)`` (token ids of this text), 0 if unknown."""
-        first, second = (keys - base) >> bits, (keys - base) & ((1 << bits) - 1)
+        local = keys - base
+        first, second = local >> bits, local & ((1 << bits) - 1)
         first, second = firsts[first], seconds[second]
         maybe = np.flatnonzero((first >= 0) & (second >= 0))
         index = np.full(len(keys), -1, dtype=np.int64)  # -1: the weight table's last entry, 0
