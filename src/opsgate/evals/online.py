@@ -25,13 +25,13 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from opsgate.domain.config import GatewayConfig
 from opsgate.domain.eval_config import OnlineEvalConfig, duration_seconds
 from opsgate.drift.features import synthetic
 from opsgate.evals.dataset import DatasetItem
+from opsgate.evals.online_budget import FairBudget
 from opsgate.evals.online_sample import OnlineSample, sample_of
 from opsgate.evals.scoring import Sample, Score, Scorer, ScorerRegistry
 from opsgate.evals.store import EvalStore, ItemResult
@@ -39,23 +39,6 @@ from opsgate.evals.store import EvalStore, ItemResult
 log = logging.getLogger("opsgate.evals.online")
 RecordDict = dict[str, Any]
 _QUALITY_PARTS = ("refusal", "pii_leak", "toxicity", "json_valid")
-
-
-@dataclass
-class _Bucket:
-    """A token bucket: ``rate`` admissions a second, bursts up to one second's worth."""
-
-    rate: float
-    tokens: float
-    last: float
-
-    def take(self, now: float) -> bool:
-        self.tokens = min(self.rate, self.tokens + (now - self.last) * self.rate)
-        self.last = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
 
 
 class OnlineEvaluator:
@@ -78,7 +61,7 @@ class OnlineEvaluator:
             log.warning("eval.online.models names aliases that do not exist: %s", ", ".join(unknown))
         self.objectives = [o for o in objectives or [] if o.sli == "eval_degradation"]
         self._random = (rng or random.Random()).random
-        self._bucket = _Bucket(config.max_per_second, config.max_per_second, time.monotonic())
+        self._budget = FairBudget(config.max_per_second, time.monotonic())  # max_per_second, shared per tenant
         self.queue: asyncio.Queue[OnlineSample] | None = None
         self.held_bytes = 0  # of the samples queued or being scored (bounded by queue_bytes)
         self._task: asyncio.Task[None] | None = None
@@ -126,7 +109,8 @@ class OnlineEvaluator:
             return
         if self._own_call(record):
             return  # never score our own evaluation calls (a judge judging itself)
-        if not self._bucket.take(time.monotonic()):
+        tenant = record.get("tenant")
+        if not self._budget.take(tenant if isinstance(tenant, str) else None, time.monotonic()):
             self.counts["dropped_rate"] += 1
             return
         if self.queue.full():
@@ -210,6 +194,7 @@ class OnlineEvaluator:
             "held_bytes": self.held_bytes,
             "queue_bytes": self.config.queue_bytes,
             "aliases": sorted(self.rates),
+            "tenants_sharing": self._budget.active,
             "last_error": self.last_error,
         }
 
