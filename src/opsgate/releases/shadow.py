@@ -2,7 +2,8 @@
 its answer, and the candidate's answer is kept as an evaluation item — never shown to anyone.
 
 Off the request path (a task started in the release stage's ``after``), bounded (at most
-``max_in_flight`` shadow calls; more are dropped and counted), never streamed. The results go to the
+``max_in_flight`` shadow calls; more are dropped and counted) and shared fairly between tenants (see
+``ShadowMirror._admit``), never streamed. The results go to the
 evaluation tables (a run of kind ``shadow`` per experiment, item key = the live request's id), not to
 the request log: a shadow call is recorded as shadow and never billed in ``usage_daily``, and the
 online scorers and experiment reports read it like any other run item.
@@ -99,6 +100,7 @@ class ShadowMirror:
         # record would charge for the deployment that served it, its own price before its alias's.
         self.prices = prices
         self.in_flight = 0
+        self._held: dict[str | None, int] = {}  # calls in flight per tenant holding any (None: operator)
         self.sent = 0
         self.dropped = 0
         self.failed = 0
@@ -109,10 +111,12 @@ class ShadowMirror:
         body = ctx.body
         if not isinstance(body, ChatCompletionRequest) or arm.release is None:
             return False
-        if self.in_flight >= self.max_in_flight:
+        tenant = ctx.principal.tenant
+        if not self._admit(tenant):
             self.dropped += 1
             return False
         self.in_flight += 1
+        self._held[tenant] = self._held.get(tenant, 0) + 1
         # The candidate's prompt goes in front of the client's own messages; a prompt the client named
         # itself wins, as on the live path, so then the shadow sends what the live call sent.
         client_prompt = bool(ctx.scratch.get("release.client_prompt"))
@@ -123,6 +127,30 @@ class ShadowMirror:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return True
+
+    def _admit(self, tenant: str | None) -> bool:
+        """Whether ``tenant`` may start a shadow call now.
+
+        One tenant's flood must not take every slot (the experiment would then score the candidate on
+        the prompts that tenant chose): a tenant holding no slot may take any free one; a tenant holding
+        some leaves the last free slot to tenants holding none and takes at most an even share among
+        the tenants holding slots now. A lone tenant so uses ``max_in_flight - 1`` slots at most.
+        """
+        if self.in_flight >= self.max_in_flight:
+            return False
+        held = self._held.get(tenant, 0)
+        if held == 0:
+            return True
+        share = -(-self.max_in_flight // len(self._held))  # ceil: the tenant is one of the holders
+        return self.in_flight + 1 < self.max_in_flight and held < share
+
+    def _release(self, tenant: str | None) -> None:
+        self.in_flight -= 1
+        left = self._held.get(tenant, 0) - 1
+        if left > 0:
+            self._held[tenant] = left
+        else:
+            self._held.pop(tenant, None)
 
     async def _run(
         self,
@@ -168,7 +196,7 @@ class ShadowMirror:
             self.failed += 1
             log.exception("shadow call for %s failed", live.request_id)
         finally:
-            self.in_flight -= 1
+            self._release(live.principal.tenant)
 
     async def _store(
         self,
