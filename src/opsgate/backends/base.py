@@ -6,7 +6,20 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 
 from opsgate.domain.context import Chunk, RequestContext
-from opsgate.domain.errors import InvalidRequestError
+from opsgate.domain.errors import InvalidRequestError, UpstreamError
+
+
+class AnswerTooLarge(UpstreamError):
+    """An upstream answer past the deployment's size bounds (``max_event_bytes``, ``max_response_bytes``).
+
+    A 502 ``upstream_bad_response`` that neither falls back nor counts for or against the breaker:
+    a client can ask for a long answer (many choices, a long tool call), and a client-chosen input
+    must not open a breaker every tenant shares; another deployment would only be made to write
+    the same oversized answer again. The record and metrics carry every such 502.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="upstream_bad_response", fallback_allowed=False)
 
 
 class Backend(ABC):  # noqa: B024 - every hook has a default; subclasses override what they serve

@@ -17,9 +17,10 @@ from typing import Any
 
 import aiohttp
 import orjson
+from aiohttp.http_exceptions import HttpProcessingError
 
-from opsgate.backends.base import Backend
-from opsgate.backends.upstream_read import chunk_problem
+from opsgate.backends.base import AnswerTooLarge, Backend
+from opsgate.backends.upstream_read import LineTooLong, chunk_problem, read_bounded, read_lines
 from opsgate.domain.config import UpstreamDeployment
 from opsgate.domain.context import Chunk, RequestContext
 from opsgate.domain.errors import GatewayError, InvalidRequestError, UpstreamError, UpstreamTimeoutError
@@ -82,6 +83,11 @@ class map_exceptions:  # lower case: used like the function it replaced, ``with 
             ) from None
         if isinstance(error, (aiohttp.ClientError, OSError)):  # a reset socket may surface as a bare OSError
             raise UpstreamError(f"Upstream {label} {phase.broke}: {type(error).__name__}") from None
+        if isinstance(error, HttpProcessingError):  # aiohttp's parser refused the answer (not a ClientError)
+            raise UpstreamError(
+                f"Upstream {label} sent an answer that cannot be read: {type(error).__name__}",
+                code="upstream_bad_response",
+            ) from None
 
 
 # orjson writes no deeper than this: an answer past it could be read but not sent on to the client.
@@ -253,13 +259,24 @@ class UpstreamBackend(Backend):
             raise map_upstream_status(response.status, raw, response.headers, self.label)
         return response
 
+    def _too_large(self, ctx: RequestContext, what: str, limit: str) -> AnswerTooLarge:
+        size = getattr(self.deployment, limit)
+        ctx.tags["answer_too_large"] = {"limit": limit, "bytes": size}  # the record's flag: output cut there
+        return AnswerTooLarge(f"Upstream {self.label} {what} longer than its {limit} ({size} bytes)")
+
     async def _json(self, ctx: RequestContext) -> Chunk:
         response = await self._post(ctx, stream=False)
+        raw: bytes | None = None
         try:
             with map_exceptions(self.label, READING):
-                raw = await response.read()
+                raw = await read_bounded(response, self.deployment.max_response_bytes)
         finally:
-            response.release()
+            if raw is None:
+                response.close()  # over the limit or failed: drop the connection, the rest unread
+            else:
+                response.release()
+        if raw is None:
+            raise self._too_large(ctx, "sent an answer", "max_response_bytes")
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -287,14 +304,26 @@ class UpstreamBackend(Backend):
     async def open_stream(self, ctx: RequestContext) -> AsyncIterator[Chunk]:
         """Start the upstream stream (errors before the first byte raise here) and relay its events."""
         response = await self._post(ctx, stream=True)
-        return self._relay(response)
+        return self._relay(response, ctx)
 
-    async def _relay(self, response: aiohttp.ClientResponse) -> AsyncIterator[Chunk]:
+    async def _relay(self, response: aiohttp.ClientResponse, ctx: RequestContext) -> AsyncIterator[Chunk]:
         done = False
         started = time.perf_counter()
+        # aiohttp's own line limit (512 KiB) refused legitimate events: engines send a whole tool call's
+        # arguments in one. Ours is explicit, and no event may be longer than a whole answer.
+        deployment = self.deployment
+        event_limit_name = (
+            "max_event_bytes" if deployment.max_event_bytes <= deployment.max_response_bytes else "max_response_bytes"
+        )
+        event_limit = getattr(deployment, event_limit_name)
+        budget = deployment.max_response_bytes  # bytes this stream may still send, framing included
+        lines = read_lines(response.content, event_limit)
         try:
             with map_exceptions(self.label, STREAMING, started):
-                async for raw_line in response.content:
+                async for raw_line in lines:
+                    budget -= len(raw_line)
+                    if budget < 0:
+                        raise self._too_large(ctx, "sent a stream", "max_response_bytes")
                     line = raw_line.strip()
                     if not line.startswith(b"data:"):
                         continue  # comments, event names, keep-alives
@@ -323,7 +352,10 @@ class UpstreamBackend(Backend):
                             f"Upstream {self.label} sent a stream event that {problem}", code="upstream_bad_response"
                         )
                     yield chunk
+        except LineTooLong:
+            raise self._too_large(ctx, "sent a stream event", event_limit_name) from None
         finally:
+            await lines.aclose()
             if done:
                 response.release()
             else:

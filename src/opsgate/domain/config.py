@@ -121,6 +121,18 @@ class UpstreamDeployment(_DeploymentBase):
     api_key: SecretStr | None = None
     timeouts: Timeouts = Timeouts()
     max_connections: int = Field(256, gt=0)
+    max_event_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Longest stream event line read from the upstream (engines may send a whole tool call in"
+        " one); at most max_response_bytes. Past it: 502 upstream_bad_response, the breaker not judged.",
+    )
+    max_response_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Most bytes of one answer read from the upstream (a non-streamed body, or a stream's lines"
+        " in all). Past it: 502 upstream_bad_response (a stream ends with that error event).",
+    )
     headers: dict[str, str] = Field(default_factory=dict)
     verify_tls: bool | str = Field(
         True, description="Verify the upstream's TLS certificate (default); false: don't; a path: trust that CA."

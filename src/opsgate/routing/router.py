@@ -20,6 +20,7 @@ import time
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any, Protocol, TypeVar
 
+from opsgate.backends.base import AnswerTooLarge
 from opsgate.backends.registry import ModelRegistry
 from opsgate.domain.config import GatewayConfig
 from opsgate.domain.context import Chunk, GatewayResponse, JsonResult, RequestContext, StreamResult
@@ -220,7 +221,8 @@ class Router:
         ``GatewayError`` without ``fallback_allowed`` and counts as a healthy call; load shedding and
         cancellation count as nothing. Backends therefore turn whatever the client got wrong into
         ``InvalidRequestError`` before calling the model (validation, ``build_job``, the upstream
-        payload), so it never reaches the catch-all below.
+        payload), so it never reaches the catch-all below. An answer over the deployment's size bounds
+        (``AnswerTooLarge``) counts neither way: a client may have asked for it.
         """
         if handle.queue.has_free_slot():
             await handle.queue.acquire()  # taken at once, no suspension: no timer to arm and cancel
@@ -246,8 +248,10 @@ class Router:
             raise UpstreamTimeoutError(
                 f"deployment {handle.label} did not answer within its share of the deadline"
             ) from None
-        except OverloadedError:
-            handle.queue.release()  # load shedding, not a fault: the breaker does not count it
+        except (OverloadedError, AnswerTooLarge):
+            # Load shedding is not a fault; an answer past our size bounds may be the client's choice
+            # (a long answer asked for), so it must not open a breaker other tenants share: neither counts.
+            handle.queue.release()
             handle.breaker.release()  # …but a half-open probe slot it took must come back
             raise
         except GatewayError as error:
