@@ -157,6 +157,22 @@ def test_a_second_writer_for_the_same_directory_exits_at_once(tmp_path: Path) ->
 
 
 @pytest.mark.timeout(60)
+def test_a_gateway_stopping_before_its_writer_took_the_lock_waits_for_it(tmp_path: Path) -> None:
+    # A gateway stopped right after its writer was spawned (a quick restart, or the writer replaced a
+    # moment before) took "no writer holds the lock" for "none running" and left at once.
+    log = log_for(tmp_path)
+    log.write(record("early"))
+    log.stop()  # microseconds after the spawn: the writer's interpreter is still starting
+    assert not list((tmp_path / "journal").glob("*.jsonl")), "stop() should wait for the writer it started"
+    check = RecordLog(RecordConfig(store=f"sqlite:///{tmp_path}/r.db", journal_dir=str(tmp_path / "j2")))
+    check.start()
+    try:
+        assert [r["id"] for r in check.iter_records(RecordQuery())] == ["early"]
+    finally:
+        check.stop()
+
+
+@pytest.mark.timeout(60)
 def test_writer_reports_a_store_it_cannot_open(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.support import free_port
 

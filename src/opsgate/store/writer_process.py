@@ -313,15 +313,18 @@ class WriterProcess:
         """Stop supervising and wait (bounded) for the writer to store and delete our segments.
 
         Call after the journal is closed (our locks released). A writer that reports the store down
-        is not waited for: the records stay in the journal for it or for the next start.
+        is not waited for: the records stay in the journal for it or for the next start. One we
+        started that has not taken the lock yet is (it used to read as "none running").
         """
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
         deadline = time.monotonic() + timeout
         while self.journal.own_sizes() and time.monotonic() < deadline:
-            status = read_status(self.directory)
-            if not self.alive() or (status is not None and status.get("healthy") is False):
+            if self.alive():
+                if self._store_down():
+                    break
+            elif not any(child.poll() is None for child in self._children):
                 break
             time.sleep(0.02)
         for child in self._children:
@@ -333,6 +336,15 @@ class WriterProcess:
         if self._probe_fd is not None:
             os.close(self._probe_fd)
             self._probe_fd = None
+
+    def _store_down(self) -> bool:
+        """Whether the running writer reports a store failure (not merely a store it has not opened yet)."""
+        status = read_status(self.directory) or {}
+        return (
+            status.get("pid") == self._writer_pid()
+            and status.get("healthy") is False
+            and bool(status.get("last_error"))
+        )
 
     def alive(self) -> bool:
         """Whether a writer process holds the directory's lock."""
