@@ -64,11 +64,11 @@ def main() -> None:
     args = parser.parse_args()
     trees = {"base": _tree(args.base), "new": _tree(args.new)}
     sys.path[:0] = [str(args.new), str(ROOT), str(ROOT / "bench")]
-    from _guard_input import REQUEST, dense_pii, fresh, stdlib_text
-    from _pii_cost import fill
-
     from tests.guard.datasets import stdlib_paragraphs
     from tests.guard.pii_scoring import faker_rows
+
+    from _guard_input import REQUEST, dense_pii, fresh, stdlib_text
+    from _pii_cost import fill
 
     cases = {
         "1 KB support request": (REQUEST * 6)[:1024],
