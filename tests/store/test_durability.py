@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -18,8 +19,16 @@ from opsgate.store.query import RecordQuery
 from opsgate.store.record_log import open_store
 from opsgate.store.writer_process import LOCK_NAME, read_status
 from tests.fake_upstream import FakeUpstream
+from tests.store.writers import gone, stop_writers
 from tests.support import free_port
 from tests.support import serve_process as gateway_process
+
+
+@pytest.fixture(autouse=True)
+def no_writer_left_behind(tmp_path: Path) -> Iterator[None]:
+    """Stop the writer processes a test's gateways left: they outlive a gateway on purpose."""
+    yield
+    assert not stop_writers(tmp_path), "a writer process ignored SIGTERM and was killed"
 
 
 def write_config(path: Path, upstream: FakeUpstream, store_url: str, writer: str = "process", workers: int = 1) -> Path:
@@ -67,16 +76,6 @@ def writers_holding(journal: Path) -> set[int]:
             if any(os.readlink(fd) == lock for fd in (proc / "fd").iterdir()):
                 found.add(int(proc.name))
     return found
-
-
-def gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        stat = Path(f"/proc/{pid}/stat")
-        if not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def load(url: str, stop: threading.Event, acked: list[str], workers: int = 6) -> list[threading.Thread]:
