@@ -26,16 +26,14 @@ class Bucket:
     tokens: float
     last: float
 
-    def take(self, now: float, rate: float | None = None) -> bool:
-        """One token if there is one; ``rate`` (if given) replaces the rate from now on."""
+    def refill(self, now: float, rate: float | None = None) -> bool:
+        """Add the tokens earned since the last call; ``rate`` (if given) applies from now on. Whether a
+        token is there."""
         self.tokens = min(max(1.0, self.rate), self.tokens + (now - self.last) * self.rate)
         self.last = now
         if rate is not None:
             self.rate = rate
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
+        return self.tokens >= 1.0
 
 
 class FairBudget:
@@ -62,6 +60,13 @@ class FairBudget:
         if entry is None and len(self._tenants) >= MAX_TENANTS:
             self._tenants.popitem(last=False)
         share = self.rate / (len(self._tenants) + 1)
-        bucket = entry[1] if entry is not None else Bucket(share, 1.0, now)
+        bucket = entry[1] if entry is not None else Bucket(share, max(1.0, share), now)  # a second's burst
         self._tenants[tenant] = (now, bucket)
-        return bucket.take(now, share) and self._total.take(now)
+        # Both or neither: a sample the global cap refuses does not cost the tenant its share.
+        has_own = bucket.refill(now, share)
+        has_total = self._total.refill(now)
+        if not (has_own and has_total):
+            return False
+        bucket.tokens -= 1.0
+        self._total.tokens -= 1.0
+        return True
