@@ -27,7 +27,14 @@ def gateway(upstream_server: FakeUpstream) -> Iterator[tuple[Gateway, dict[str, 
         {
             "auth": {"enabled": True, "admin_key": ADMIN},
             "models": [{"name": "alpha", "deployments": [deployment]}],
-            "drift": {"enabled": True, "embeddings": False, "interval": "1h", "per_tenant": True},
+            # Tests here run checks as one tenant back to back: no interval (its own test below has one).
+            "drift": {
+                "enabled": True,
+                "embeddings": False,
+                "interval": "1h",
+                "per_tenant": True,
+                "manual_check_interval": 0,
+            },
         }
     )
     keys = {"op": ADMIN}
@@ -281,3 +288,50 @@ def test_a_really_locked_sqlite_store_is_503_not_500(gateway: tuple[Gateway, dic
     error = error_of(response)
     assert error["type"] == "store_unavailable" and "locked" in error["message"]
     assert call(gw, "POST", "/admin/drift/check", keys["op"], json={"alias": "alpha"}).status_code == 200
+
+
+def test_a_tenant_admin_cannot_run_checks_back_to_back(upstream_server: FakeUpstream) -> None:
+    # A probe ran 136 checks a second as a tenant admin (each ~0.2 s of CPU with embeddings, each a
+    # stored row). One check of an alias per interval per tenant; other tenants and the operator are
+    # not held back by it.
+    deployment = {"type": "openai", "base_url": upstream_server.base_url, "model": "m"}
+    gw = start_gateway(
+        {
+            "auth": {"enabled": True, "admin_key": ADMIN},
+            "models": [{"name": "alpha", "deployments": [deployment]}],
+            "drift": {"enabled": True, "embeddings": False, "interval": "1h", "per_tenant": True},
+        }
+    )
+    try:
+        keys = {}
+        for tenant in ("a", "b"):
+            created = call(gw, "POST", "/admin/keys", ADMIN, json={"tenant": tenant, "role": "admin"})
+            keys[tenant] = created.json()["secret"]
+        first = call(gw, "POST", "/admin/drift/check", keys["b"], json={"alias": "alpha"})
+        assert first.status_code == 200, first.text
+        again = call(gw, "POST", "/admin/drift/check", keys["b"], json={"alias": "alpha"})
+        assert again.status_code == 429, again.text
+        assert error_of(again)["code"] == "drift_check_rate_limited" and error_of(again)["type"] == "rate_limit_error"
+        assert 1 <= int(again.headers["retry-after"]) <= 10
+        other_tenant = call(gw, "POST", "/admin/drift/check", keys["a"], json={"alias": "alpha"})
+        assert other_tenant.status_code == 200, other_tenant.text
+        for _ in range(2):
+            operator = call(gw, "POST", "/admin/drift/check", ADMIN, json={"alias": "alpha"})
+            assert operator.status_code == 200, operator.text
+    finally:
+        gw.server.stop()
+
+
+def test_one_check_at_a_time_per_scope() -> None:
+    from opsgate.drift.manual_checks import ManualChecks
+    from opsgate.limits.errors import RateLimitError
+
+    manual = ManualChecks(interval=0)
+    with manual.admit(None, "alpha", operator=True):
+        with pytest.raises(RateLimitError) as running, manual.admit(None, "beta", operator=True):
+            pass
+        assert running.value.code == "drift_check_running"
+        with manual.admit("t1", "alpha", operator=False):  # another scope runs meanwhile
+            pass
+    with manual.admit(None, "alpha", operator=True):  # released
+        pass

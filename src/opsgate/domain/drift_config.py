@@ -96,6 +96,12 @@ class DriftConfig(_Strict):
         le=4 * 1024**3,
         description="Bytes the waiting records may hold (each keeps its lengths and ~2 KB of its texts); more drop.",
     )
+    manual_check_interval: float = Field(
+        10.0,
+        ge=0,
+        le=86_400,
+        description="Least seconds between a tenant admin's manual checks of one alias (operators: no interval).",
+    )
     per_tenant: bool = Field(False, description="Also check each tenant of an alias on its own.")
     aliases: list[str] | None = Field(None, description="Aliases to check; None: every alias seen.")
     retention_days: int = Field(90, ge=1, le=3650, description="Summaries and checks kept this long.")

@@ -25,6 +25,7 @@ from opsgate.domain.errors import GatewayError, InvalidRequestError, NotFoundErr
 from opsgate.drift.checker import DriftChecker, WindowError
 from opsgate.drift.engine import Span
 from opsgate.drift.history import GLOBAL, DriftHistory
+from opsgate.drift.manual_checks import ManualChecks
 from opsgate.drift.windows import NO_TENANT, WindowStore
 from opsgate.server.access import actor_of, principal_of, scoped_tenant
 from opsgate.server.admin import require_record_log
@@ -168,6 +169,8 @@ async def store_work(store: Callable[[], Any], call: Callable[[], T]) -> T:
 def drift_routes(gateway: Any) -> list[Route]:
     """The ``/admin/drift`` routes over ``gateway``'s record store and drift monitor."""
 
+    manual = ManualChecks(gateway.config.drift.manual_check_interval)
+
     def monitor() -> Any:
         return next((s for s in getattr(gateway, "services", []) if getattr(s, "name", "") == "drift"), None)
 
@@ -226,14 +229,18 @@ def drift_routes(gateway: Any) -> list[Route]:
         current = Span(body.current.start, body.current.end) if body.current is not None else None
         reference = Span(body.reference.start, body.reference.end) if body.reference is not None else None
         service = monitor()
+        manual.interval = gateway.config.drift.manual_check_interval  # a reload may change it
         try:
-            if service is not None:
-                result = await blocking(
-                    lambda: service.check_now(body.alias, tenant, current=current, reference=reference)
-                )
-            else:
-                checker = DriftChecker(gateway.config, store())
-                result = await blocking(lambda: checker.check(body.alias, tenant, current=current, reference=reference))
+            with manual.admit(tenant, body.alias, operator=principal_of(request).is_operator):
+                if service is not None:
+                    result = await blocking(
+                        lambda: service.check_now(body.alias, tenant, current=current, reference=reference)
+                    )
+                else:
+                    checker = DriftChecker(gateway.config, store())
+                    result = await blocking(
+                        lambda: checker.check(body.alias, tenant, current=current, reference=reference)
+                    )
         except WindowError as error:
             raise InvalidRequestError(f"{error}.", param="current", code="invalid_window") from None
         return json_response(_clean(result))
