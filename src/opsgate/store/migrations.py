@@ -216,6 +216,13 @@ _EVALS = (
     "CREATE INDEX eval_scores_tenant_ts ON eval_scores (tenant, ts)",
 )
 
+# Erasure finds a user's copies by request id and retention expires live items by time: without these,
+# both scanned eval_items whole (1.9 s for 200k items on SQLite, inside the erasure's transaction).
+_EVAL_ITEMS_INDEXES = (
+    "CREATE INDEX eval_items_request ON eval_items (request_id)",
+    "CREATE INDEX eval_items_ts ON eval_items (ts)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("0001_requests_usage_audit", _sqlite_v1(), _postgres_v1()),
     Migration("0002_api_keys", _api_keys("REAL"), _api_keys("DOUBLE PRECISION")),
@@ -244,6 +251,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("0011_drift_windows", drift_schema.SQLITE, drift_schema.POSTGRES),
     Migration("0012_drift_checks", drift_checks_schema.SQLITE, drift_checks_schema.POSTGRES),
     Migration("0013_sentinel", sentinel_schema.SQLITE, sentinel_schema.POSTGRES),
+    Migration("0014_eval_items_request_ts", _EVAL_ITEMS_INDEXES, _EVAL_ITEMS_INDEXES),
 )
 
 
