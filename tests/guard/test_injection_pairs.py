@@ -75,3 +75,16 @@ def test_texts_around_one_window_get_the_training_features_logits_exactly(model:
     text = " ".join(words[:count])
     assert len(tokens(text)) == count
     assert model.window_logits(text) == model._logits_of(window_features(tokens(text)))
+
+
+@pytest.mark.parametrize("deduplicated_from", [0, 10**9])
+def test_pairs_looked_up_once_or_as_they_are_give_the_training_features_logits_exactly(
+    monkeypatch: pytest.MonkeyPatch, deduplicated_from: int
+) -> None:
+    """A long text's pairs are looked up once per distinct pair, a short one's as they come: the same logits."""
+    import opsgate.guard.injection_model as injection_model
+
+    monkeypatch.setattr(injection_model, "_DEDUPLICATED_FROM", deduplicated_from)
+    model = InjectionModel.load()
+    for text in (_PROSE * 10, (_PROSE * 300)[:25_000], "ab " * 8_000):
+        assert model.window_logits(text) == model._logits_of(window_features(tokens(text)))

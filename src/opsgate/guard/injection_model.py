@@ -103,6 +103,7 @@ _MAX_KEPT_FEATURE = _MAX_GRAM_CHARS + 2  # "w:" and a token of at most this much
 _UNKNOWN_CACHE = 250_000  # unknown features numbered before starting again (~30 MB of strings at most)
 _NUMPY_FROM = 4096  # characters: a shorter text is cut by ``_TOKEN`` (numpy's cost per call dominates there)
 _PACKED = 8  # ASCII tokens of up to 8 characters are told apart by their bytes packed into one integer
+_DEDUPLICATED_FROM = 2048  # pair entries: fewer are looked up as they are (the extra passes cost more there)
 _RADIX_FROM = 4096  # feature entries: fewer are sorted at once (the radix sort's extra passes cost more there)
 
 
@@ -379,19 +380,20 @@ class InjectionModel:
         pair_tokens = (firsts, seconds, token_bits, pair_base)
         # The pair across window w's middle (positions wS+S-1 and wS+S), counted below unless either block has it.
         across = pair_keys[STRIDE - 1 : windows * STRIDE : STRIDE] << block_bits | np.arange(windows)
-        # Every pair's weight in one lookup: each distinct pair inside blocks once (the codes after the tokens',
-        # sorted by pair: a pair in several blocks is one run), then those across.
+        # Every pair's weight in one lookup: the pairs inside blocks (the codes after the tokens'), then those
+        # across; in a long text each distinct pair once (sorted by pair: a pair in several blocks is one run).
         split = len(token_codes)
         inside_pairs = feature[split:]
-        new_pair = _firsts(inside_pairs)
-        distinct_pairs = inside_pairs[new_pair]
-        pair_weights = self._pair_weights(np.concatenate((distinct_pairs, across >> block_bits)), *pair_tokens)
-        weight = np.concatenate(
-            (
-                self._weights64[np.minimum(feature[:split], len(self.vocabulary))],
-                pair_weights[np.cumsum(new_pair) - 1],
-            )
-        )
+        if len(inside_pairs) >= _DEDUPLICATED_FROM:
+            new_pair = _firsts(inside_pairs)
+            distinct_pairs = inside_pairs[new_pair]
+            pair_weights = self._pair_weights(np.concatenate((distinct_pairs, across >> block_bits)), *pair_tokens)
+            inside_weights = pair_weights[np.cumsum(new_pair) - 1]
+        else:
+            distinct_pairs = inside_pairs
+            pair_weights = self._pair_weights(np.concatenate((distinct_pairs, across >> block_bits)), *pair_tokens)
+            inside_weights = pair_weights[: len(inside_pairs)]
+        weight = np.concatenate((self._weights64[np.minimum(feature[:split], len(self.vocabulary))], inside_weights))
         block_counts = np.bincount(block, minlength=blocks)
         block_sums = np.bincount(block, weights=weight, minlength=blocks)
         # A feature in blocks b and b+1 (once in window b): sorted codes one apart (a block + 1 never carries
