@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import uvicorn
 from click.testing import CliRunner
@@ -177,7 +178,8 @@ def test_a_1_mb_head_is_refused_with_431_and_the_connection_closed(server: _Serv
         head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Flood: " + b"a" * (1024 * 1024) + b"\r\n\r\n"
         sent = _send_all_or_reset(sock, head)
         status, headers, body = _response(sock)
-        assert (status, headers["connection"], body) == (431, "close", b"Request Header Fields Too Large")
+        assert (status, headers["connection"], headers["content-type"]) == (431, "close", "application/json")
+        assert orjson.loads(body)["error"]["code"] == "request_header_fields_too_large"
         assert _closed(sock)
     assert sent <= len(head)
 
@@ -254,7 +256,7 @@ def test_a_dripping_second_head_on_a_kept_alive_connection_is_closed(server: _Se
         assert _response(sock)[0] == 200
         sock.sendall(b"GET / HTTP/1.1\r\n")  # and nothing more: uvicorn's keep-alive timer stopped at this byte
         status, _, body = _response(sock)
-        assert (status, body) == (408, b"Request Timeout")
+        assert status == 408 and orjson.loads(body)["error"]["code"] == "request_timeout"
         assert _closed(sock)
 
 

@@ -57,15 +57,34 @@ log = logging.getLogger("opsgate.server")
 DEFAULT_MAX_HEAD_BYTES = 64 * 1024
 DEFAULT_HEAD_TIMEOUT = 15.0
 
-_431_BODY = b"Request Header Fields Too Large"
-_408_BODY = b"Request Timeout"
+# The OpenAI error shape, as every other refusal (a client's SDK parses it; plain text read as a crash).
+_431_BODY = orjson.dumps(
+    {
+        "error": {
+            "message": "Request header fields too large.",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "request_header_fields_too_large",
+        }
+    }
+)
+_408_BODY = orjson.dumps(
+    {
+        "error": {
+            "message": "The request head was not received in time.",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "request_timeout",
+        }
+    }
+)
 
 
-def _plain_response(status: int, body: bytes, request_id: str | None = None) -> bytes:
+def _head_refusal(status: int, body: bytes, request_id: str | None = None) -> bytes:
     return b"".join(
         [
             STATUS_LINE[status],
-            b"content-type: text/plain; charset=utf-8\r\n",
+            b"content-type: application/json\r\n",
             b"content-length: %d\r\n" % len(body),
             b"x-request-id: %s\r\n" % request_id.encode() if request_id else b"",
             b"connection: close\r\n\r\n",
@@ -95,7 +114,7 @@ def _head_too_large_app(request_id: str | None) -> Any:
     """An ASGI app answering a head found too large once complete (uvicorn frames it: pipelining, HEAD,
     keep-alive)."""
     headers = [
-        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-type", b"application/json"),
         (b"content-length", b"%d" % len(_431_BODY)),
         (b"connection", b"close"),
     ]
@@ -230,7 +249,7 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
         if self._refused or self.transport.is_closing():  # already answered or closed
             return
         request_id = self._report(431, "head_too_large", f"request head over {self._max_head_bytes} bytes", t0)
-        self._answer_and_close(_plain_response(431, _431_BODY, request_id))
+        self._answer_and_close(_head_refusal(431, _431_BODY, request_id))
 
     def _head_clock(self) -> None:
         """The connection's head timer: closes a head past its deadline, else re-arms for it or disarms."""
@@ -254,7 +273,7 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
             return
         reason = f"request head not complete within {self._head_timeout:g} s"
         request_id = self._report(408, "head_timeout", reason, t0)
-        self._answer_and_close(_plain_response(408, _408_BODY, request_id))
+        self._answer_and_close(_head_refusal(408, _408_BODY, request_id))
 
     # Refusals
 
