@@ -61,6 +61,14 @@ def test_delivery_and_bookkeeping_fields_are_not(change: dict[str, Any]) -> None
 
 def test_tenant_scope_and_endpoint_separate_entries() -> None:
     assert keys(BASE, tenant="a").exact != keys(BASE, tenant="b").exact
+    # Tenant-less traffic (operators, auth off) never shares entries with a tenant, whatever its name.
+    for name in ("default", "", "None", "null"):
+        assert (
+            request_keys("chat", ChatCompletionRequest.model_validate(BASE), None, "s").exact
+            != keys(BASE, tenant=name).exact
+        )
+    tenantless = request_keys("chat", ChatCompletionRequest.model_validate(BASE | {"temperature": 0}), None, "s", RULES)
+    assert tenantless.bucket != keys(BASE | {"temperature": 0}, tenant="default").bucket
     assert keys(BASE, scope="deployments-v1").exact != keys(BASE, scope="deployments-v2").exact
     prompt = {"model": "m", "prompt": "What is the capital of France?"}
     assert keys(prompt, endpoint="completion").exact != keys(BASE).exact

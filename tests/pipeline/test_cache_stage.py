@@ -308,6 +308,31 @@ def test_entries_expire_after_the_ttl(upstream: FakeUpstream) -> None:
         gateway.server.stop()
 
 
+def test_a_tenant_named_default_never_shares_the_operators_entries(upstream: FakeUpstream) -> None:
+    # Tenant-less traffic was keyed as tenant "default": a tenant of that name got the operator's
+    # cached answers (and could poison them). Now it is keyed by null.
+    admin = "bootstrap-admin-key-for-cache-tenants-0123456789"
+    gateway = start_gateway(cache_config(upstream.base_url) | {"auth": {"enabled": True, "admin_key": admin}})
+    try:
+        created = httpx.post(
+            gateway.url + "/admin/keys",
+            headers={"Authorization": f"Bearer {admin}"},
+            json={"tenant": "default", "role": "service"},
+        )
+        assert created.status_code in (200, 201), created.text
+        tenant_key = created.json()["secret"]
+        body = {"model": "up", "messages": question()}
+        operator = chat(gateway, body, {"Authorization": f"Bearer {admin}"})
+        assert operator.status_code == 200 and operator.headers["x-opsgate-cache"] == "miss"
+        tenant = chat(gateway, body, {"Authorization": f"Bearer {tenant_key}"})
+        assert tenant.status_code == 200 and tenant.headers["x-opsgate-cache"] == "miss", tenant.headers
+        assert chat(gateway, body, {"Authorization": f"Bearer {tenant_key}"}).headers["x-opsgate-cache"] == "hit"
+        assert chat(gateway, body, {"Authorization": f"Bearer {admin}"}).headers["x-opsgate-cache"] == "hit"
+        assert len(upstream.requests) == 2
+    finally:
+        gateway.server.stop()
+
+
 def test_the_byte_bound_evicts_the_least_recently_used(upstream: FakeUpstream) -> None:
     # Every answer here is the same size; room for two entries, not three.
     probe = chat_body_size(upstream)
@@ -367,8 +392,10 @@ async def test_tenants_never_share_entries() -> None:
         return response.headers["x-opsgate-cache"]
 
     assert [await ask("acme"), await ask("globex"), await ask(None)] == ["miss", "miss", "miss"]
-    assert [await ask("acme"), await ask("globex"), await ask(None), await ask("default")] == ["hit"] * 4
-    assert calls == ["acme", "globex", None]
+    assert [await ask("acme"), await ask("globex"), await ask(None)] == ["hit"] * 3
+    # A tenant named "default" is a tenant like any other, not the tenant-less traffic's slot.
+    assert [await ask("default"), await ask("default")] == ["miss", "hit"]
+    assert calls == ["acme", "globex", None, "default"]
 
 
 def test_purge_drops_every_entry(cached: Gateway, upstream: FakeUpstream) -> None:

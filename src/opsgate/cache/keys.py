@@ -23,7 +23,9 @@ from pydantic import BaseModel
 from opsgate.domain.config import ModelAlias
 from opsgate.domain.requests import ChatCompletionRequest, CompletionRequest
 
-KEY_VERSION = 1  # bump when the stored format or the key recipe changes
+# Bump when the stored format or the key recipe changes. 2: tenant-less traffic is keyed by null, not
+# "default" (a tenant named "default" shared, and could poison, the operators' entries).
+KEY_VERSION = 2
 NOT_IN_KEY = frozenset({"stream", "stream_options", "user", "metadata"})
 _DEPLOYMENT_IDENTITY = {"type", "base_url", "model", "model_path", "hf_repo", "hf_file"}
 
@@ -66,9 +68,12 @@ def normalised(body: BaseModel) -> dict[str, Any]:
 
 
 def request_keys(
-    endpoint: str, body: BaseModel, tenant: str, scope: str, semantic: SemanticRules | None = None
+    endpoint: str, body: BaseModel, tenant: str | None, scope: str, semantic: SemanticRules | None = None
 ) -> CacheKeys:
-    """The exact key of this request and, if ``semantic`` applies to it, its bucket and text."""
+    """The exact key of this request and, if ``semantic`` applies to it, its bucket and text.
+
+    ``tenant`` None (auth off, an operator key) is JSON null in the key, which no tenant's name equals.
+    """
     request = normalised(body)
     exact = digest({"v": KEY_VERSION, "endpoint": endpoint, "tenant": tenant, "scope": scope, "request": request})
     split = _semantic_split(body, request, semantic) if semantic is not None else None

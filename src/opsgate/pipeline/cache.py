@@ -130,8 +130,7 @@ class CacheStage(PassStage):
         try:
             directives = cache_directives(ctx.headers)
             rules = self.semantic.rules if self.semantic is not None else None
-            tenant = str(ctx.tenant or "default")
-            keys = request_keys(ctx.endpoint, ctx.body, tenant, self.scopes.get(ctx.alias.name, ""), rules)
+            keys = request_keys(ctx.endpoint, ctx.body, ctx.tenant, self.scopes.get(ctx.alias.name, ""), rules)
             plan = _Plan(keys, fill="no-store" not in directives)
             ctx.scratch[_PLAN] = plan
             if "no-cache" in directives:
