@@ -75,8 +75,14 @@ class PostgresRecordStore(SqlRecordStore):
         self.pool = ConnectionPool(
             url, min_size=1, max_size=pool_size, open=True, kwargs={"autocommit": True}, timeout=10
         )
-        with self.pool.connection() as conn:
-            migrate_postgres(conn)
+        try:
+            with self.pool.connection() as conn:
+                migrate_postgres(conn)
+        except BaseException:
+            # An open pool keeps reconnecting in its own threads: each failed open (a store that is
+            # down, retried by the writer) left four threads logging for minutes, 13 after three.
+            self.pool.close()
+            raise
 
     @classmethod
     def from_url(cls, url: str) -> PostgresRecordStore:
