@@ -73,6 +73,17 @@ class KeyInfo:
             limits=LimitRule(per="key", **self.limits) if self.limits else None,
         )
 
+    def spec(self) -> KeySpec:
+        """What this key is for: what a rotation copies onto the new key."""
+        return KeySpec(
+            tenant=self.tenant,
+            role=self.role,
+            name=self.name,
+            models=self.models,
+            limits=self.limits,
+            expires_at=self.expires_at,
+        )
+
     def to_json(self) -> dict[str, Any]:
         """The listing shape (no secret, no hash)."""
         return {
@@ -240,15 +251,7 @@ class KeyStore:
                 raise InvalidRequestError(
                     f"API key '{key_id}' is {old.state()}; only an active key can be rotated.", code="key_not_active"
                 )
-            spec = KeySpec(
-                tenant=old.tenant,
-                role=old.role,
-                name=old.name,
-                models=old.models,
-                limits=old.limits,
-                expires_at=old.expires_at,
-            )
-            created = self._insert(conn, spec, actor)
+            created = self._insert(conn, old.spec(), actor)
             grace_end = time.time() + grace_seconds
             if old.expires_at is not None:
                 grace_end = min(grace_end, old.expires_at)

@@ -1,7 +1,8 @@
 """``/admin/keys``: create, list, show, rotate and revoke API keys (role ``admin``; tenant admins see their tenant).
 
 A tenant admin creates and manages keys of its own tenant only; an operator key manages any, and
-only an operator can create another operator key (``"tenant": null``).
+only an operator can create another operator key (``"tenant": null``). A key that a tenant's key
+creates or rotates is never broader than that key (``auth/key_scope.py``).
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from starlette.routing import Route
 
 from opsgate.auth.authenticator import Authenticator
 from opsgate.auth.key_limits import per_process_key_limits
+from opsgate.auth.key_scope import bound_by_caller, caller_key
 from opsgate.auth.key_store import KeySpec, KeyStore
 from opsgate.domain.config import GatewayConfig
 from opsgate.domain.errors import GatewayError, InvalidRequestError, PermissionDeniedError
-from opsgate.domain.principal import ROLES
+from opsgate.domain.principal import ROLES, Principal
 from opsgate.domain.reliability_config import LimitRule
 from opsgate.server.access import actor_of, principal_of
 from opsgate.server.http_io import json_response, read_json_value
@@ -128,9 +130,34 @@ def _keys(holder: KeysHolder, handler: KeysHandler) -> Callable[[Request], Await
 
 async def create_key(request: Request, keys: KeyStore, holder: KeysHolder) -> Response:
     """``POST /admin/keys``: a new key; its secret is in this response only."""
-    spec = _spec(await _json_object(request), request, holder.config)
+    body = await _json_object(request)
+    spec = _spec(body, request, holder.config)
+    principal = principal_of(request)
+    if not principal.is_operator:
+        spec = await run_in_threadpool(_bounded, keys, principal, spec, body, holder.config)
     created = await run_in_threadpool(keys.create, spec, actor_of(request))
     return json_response(created.to_json(), 201)
+
+
+def _bounded(
+    keys: KeyStore, principal: Principal, spec: KeySpec, body: dict[str, Any], config: GatewayConfig
+) -> KeySpec:
+    """A tenant key's new key: what the body left out inherits the caller's restrictions; broader is 403."""
+    given = set(body) | ({"expires_at"} if "expires_in" in body else set())
+    expiry_param = "expires_in" if body.get("expires_in") is not None else "expires_at"
+    bounded = bound_by_caller(spec, caller_key(keys, principal), given, expiry_param=expiry_param)
+    if bounded.limits and "limits" not in body:
+        problem = per_process_key_limits(config)  # inherited limits would be counted per process too
+        if problem is not None:
+            raise InvalidRequestError(problem, param="limits", code="limits_not_shared")
+    return bounded
+
+
+def _check_rotation(keys: KeyStore, principal: Principal, key_id: str) -> None:
+    """A tenant key may rotate only a key no broader than itself: the new key copies the old one's scopes."""
+    target = keys.require(key_id, principal.tenant)
+    if target.state() == "active":  # otherwise the store refuses the rotation (key_not_active)
+        bound_by_caller(target.spec(), caller_key(keys, principal), subject=f"Key '{key_id}' (and so its rotation)")
 
 
 async def list_keys(request: Request, keys: KeyStore, holder: KeysHolder) -> Response:
@@ -166,6 +193,9 @@ async def rotate_key(request: Request, keys: KeyStore, holder: KeysHolder) -> Re
     if not _finite_number(grace, 0, 366 * 86400):
         raise InvalidRequestError("grace_seconds must be a number from 0 to a year.", param="grace_seconds")
     key_id = request.path_params["id"]
+    principal = principal_of(request)
+    if not principal.is_operator:
+        await run_in_threadpool(_check_rotation, keys, principal, key_id)
     created = await run_in_threadpool(keys.rotate, key_id, actor_of(request), float(grace), _scope(request))
     authenticator.forget()
     return json_response(created.to_json(), 201)
