@@ -333,6 +333,25 @@ def test_a_tenant_named_default_never_shares_the_operators_entries(upstream: Fak
         gateway.server.stop()
 
 
+@pytest.mark.parametrize("store", ["memory", "redis"])
+def test_an_answer_past_max_entry_bytes_is_served_not_kept(upstream: FakeUpstream, store: str) -> None:
+    # The Redis store took any size (a 40 MB answer was one 42 MB value); max_bytes bounded only memory.
+    extra = {"max_entry_bytes": 4096}
+    if store == "redis":
+        extra |= {"store": "redis://127.0.0.1:6379/0", "key_prefix": f"opsgate-test:{uuid.uuid4().hex}:"}
+    gateway = start_gateway(cache_config(upstream.base_url, **extra))
+    try:
+        upstream.script = Script(content="x" * 10_000)
+        big = {"model": "up", "messages": question()}
+        assert [chat(gateway, big).headers["x-opsgate-cache"] for _ in range(2)] == ["miss", "miss"]
+        upstream.script = Script()
+        small = {"model": "up", "messages": question()}
+        assert [chat(gateway, small).headers["x-opsgate-cache"] for _ in range(2)] == ["miss", "hit"]
+        assert len(upstream.requests) == 3
+    finally:
+        gateway.server.stop()
+
+
 def test_the_byte_bound_evicts_the_least_recently_used(upstream: FakeUpstream) -> None:
     # Every answer here is the same size; room for two entries, not three.
     probe = chat_body_size(upstream)

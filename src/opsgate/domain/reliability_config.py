@@ -76,6 +76,12 @@ class CacheConfig(_Strict):
     store: str = Field("memory", description="memory, or redis://host:port/db shared by replicas.")
     ttl_seconds: float = Field(300.0, gt=0)
     max_bytes: int = Field(64 * 1024 * 1024, gt=0, description="In-process store size bound (LRU).")
+    max_entry_bytes: int = Field(
+        4 * 1024 * 1024,
+        gt=0,
+        le=512 * 1024 * 1024,
+        description="Largest answer kept, in either store; a bigger one is served, not cached (Redis had no bound).",
+    )
     key_prefix: str = Field(
         "opsgate:cache:", min_length=1, description="Redis key prefix, so gateways can share one Redis."
     )

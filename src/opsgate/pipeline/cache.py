@@ -71,13 +71,15 @@ class CacheStage(PassStage):
         scopes: dict[str, str],
         prices: PriceBook,
         semantic: SemanticSettings | None = None,
+        max_entry_bytes: int = 4 * 1024 * 1024,
     ) -> None:
         self.store = store
         self.ttl = ttl
+        self.max_entry_bytes = max_entry_bytes
         self.scopes = scopes
         self.prices = prices
         self.semantic = semantic
-        self.counts = {"hit": 0, "semantic-hit": 0, "miss": 0, "fill": 0, "failure": 0}
+        self.counts = {"hit": 0, "semantic-hit": 0, "miss": 0, "fill": 0, "failure": 0, "entry_too_large": 0}
         self._fills: set[asyncio.Task[None]] = set()
 
     @classmethod
@@ -99,6 +101,7 @@ class CacheStage(PassStage):
             scopes={alias.name: alias_scope(alias) for alias in config.models},
             prices=PriceBook(config),
             semantic=semantic,
+            max_entry_bytes=cache.max_entry_bytes,
         )
 
     async def start(self) -> None:
@@ -190,6 +193,10 @@ class CacheStage(PassStage):
         return JsonResult(body, headers=headers)
 
     async def _fill(self, plan: _Plan, body: dict[str, Any]) -> None:
+        value = orjson.dumps(body)
+        if len(value) > self.max_entry_bytes:
+            self.counts["entry_too_large"] += 1  # served, not kept: one 40 MB answer was one 42 MB Redis value
+            return
         semantic = None
         if self.semantic is not None and plan.keys.semantic:
             assert plan.keys.bucket is not None and plan.keys.text is not None
@@ -197,7 +204,7 @@ class CacheStage(PassStage):
                 plan.vector = await self.semantic.embedder.embed(plan.keys.text)
             if plan.vector is not None:
                 semantic = SemanticEntry(plan.keys.bucket, plan.vector)
-        await self.store.put(plan.keys.exact, orjson.dumps(body), self.ttl, semantic)
+        await self.store.put(plan.keys.exact, value, self.ttl, semantic)
         self.counts["fill"] += 1
 
     def _fill_when_finished(self, ctx: RequestContext, plan: _Plan, response: StreamResult) -> None:
