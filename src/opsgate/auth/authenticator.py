@@ -59,6 +59,8 @@ class Authenticator:
         self._admin_digest = hashlib.sha256(admin.encode()).digest() if admin else None
         # sha256(secret) → (principal or None for unknown, monotonic expiry)
         self._cache: dict[bytes, tuple[Principal | None, float]] = {}
+        # Moved by forget(): a lookup that began before a revoke or rotation must not be cached after it.
+        self._generation = 0
         self.hits = 0
         self.misses = 0
 
@@ -87,29 +89,33 @@ class Authenticator:
         return principal
 
     async def _resolve(self, secret: str, digest: bytes, now: float) -> Principal | None:
+        generation = self._generation  # before the read: the row may predate a revoke that lands meanwhile
         info: KeyInfo | None = None
         if self._key_store is not None:
             store = self._key_store
             info = await asyncio.get_running_loop().run_in_executor(None, lambda: store().lookup(secret))
         wall = time.time()
         if info is None or info.state(wall) != "active":
-            self._remember(digest, None, now + self.config.negative_cache_seconds)
+            self._remember(digest, None, now + self.config.negative_cache_seconds, generation)
             return None
         expiry = now + self.config.cache_ttl_seconds
         if info.expires_at is not None:
             expiry = min(expiry, now + (info.expires_at - wall))
         principal = info.principal()
-        self._remember(digest, principal, expiry)
+        self._remember(digest, principal, expiry, generation)
         return principal
 
-    def _remember(self, digest: bytes, principal: Principal | None, expiry: float) -> None:
+    def _remember(self, digest: bytes, principal: Principal | None, expiry: float, generation: int) -> None:
+        if generation != self._generation:
+            return  # forgotten while the lookup ran: its answer may be stale (this request still gets it)
         if len(self._cache) >= _MAX_CACHE:
             # Bounded: a flood of random keys cannot grow memory; dropping everything is rare and safe.
             self._cache.clear()
         self._cache[digest] = (principal, expiry)
 
     def forget(self) -> None:
-        """Drop every cached lookup (this process sees a revocation at once)."""
+        """Drop every cached lookup (this process sees a revocation at once), lookups in flight included."""
+        self._generation += 1
         self._cache.clear()
 
     def status(self) -> dict[str, Any]:
