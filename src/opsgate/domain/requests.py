@@ -125,6 +125,8 @@ class CompletionRequest(_Sampling):
     logprobs: int | None = Field(None, ge=0, le=5)
     echo: bool | None = None
     suffix: str | None = None
+    # The upstream generates best_of answers and returns one: OpenAI's cap, and limits count them all.
+    best_of: int | None = Field(None, ge=1, le=20)
 
     @field_validator("prompt")
     @classmethod
