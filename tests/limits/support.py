@@ -54,12 +54,16 @@ class Clock:
 
 
 class TcpProxy:
-    """Forwards 127.0.0.1:port to a target port; ``cut()`` drops every connection and refuses new ones."""
+    """Forwards 127.0.0.1:port to a target port; ``cut()`` drops every connection and refuses new ones.
+
+    ``delay`` (seconds, settable at any time) holds every chunk that long before passing it on: a slow Redis.
+    """
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.port = free_port()
         self.open = True
+        self.delay = 0.0
         self._writers: set[asyncio.StreamWriter] = set()
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -91,6 +95,8 @@ class TcpProxy:
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             with suppress(OSError, asyncio.CancelledError):
                 while data := await src.read(65536):
+                    if self.delay:
+                        await asyncio.sleep(self.delay)
                     dst.write(data)
                     await dst.drain()
             dst.close()

@@ -9,6 +9,8 @@ reserved (its prompt was longer than estimated).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import math
 import secrets
@@ -36,7 +38,12 @@ from opsgate.limits.errors import CountersUnavailable, LimitsUnavailableError, R
 
 log = logging.getLogger("opsgate.limits")
 
-LEASE_SECONDS = 900.0  # a slot in flight lapses after this if its replica died before releasing it
+# A slot in flight lapses this long after its last renewal, so a replica that died (or a release lost
+# for good) blocks a slot for a minute, not a quarter of an hour. While the request runs, a heartbeat
+# renews its lease every third of that, for at most MAX_HOLD_SECONDS (a request never settled by a bug
+# then lapses too, as the old fixed 900 s lease did).
+LEASE_SECONDS = 60.0
+MAX_HOLD_SECONDS = 900.0
 
 
 class CounterStore(Protocol):
@@ -60,6 +67,10 @@ class CounterStore(Protocol):
         """Apply the adjustments now, or queue them ahead of any later reservation (never blocks)."""
         ...
 
+    def renew(self, leases: Sequence[tuple[str, str]], expires: float, ttl: int) -> None:
+        """Move the expiry of the (key, member) leases still held to ``expires`` (never blocks)."""
+        ...
+
     async def flush(self) -> None:
         """Wait until queued adjustments are applied."""
         ...
@@ -77,6 +88,7 @@ class Reservation:
     tallies: list[Tally]
     counted: bool = True  # False: admitted without counting while the store was unreachable (fail open)
     settled: bool = False
+    lease: str | None = None  # the member of its concurrent slots, renewed by the heartbeat until settled
 
     def headers(self) -> dict[str, str]:
         """``x-ratelimit-*`` headers, as OpenAI sends them: the tightest request and token limits."""
@@ -151,14 +163,40 @@ class Limiter:
         self.refused: dict[str, int] = {}
         self.passed_uncounted = 0
         self.refused_unavailable = 0
+        self._held: dict[str, tuple[float, list[Check]]] = {}  # lease member -> (reserved at, its checks)
+        self._heartbeat: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Open the store."""
+        """Open the store and start renewing the leases of requests in flight."""
         await self.store.start()
+        if self._heartbeat is None:
+            self._heartbeat = asyncio.get_running_loop().create_task(self._renew_forever())
 
     async def close(self) -> None:
-        """Apply what is queued, then close the store."""
+        """Stop renewing, apply what is queued, then close the store."""
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+            self._heartbeat = None
         await self.store.close()
+
+    async def _renew_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            self.renew_leases()
+
+    def renew_leases(self) -> None:
+        """One heartbeat: push back the expiry of every slot still held, in one store call."""
+        now = self.clock()
+        leases: list[tuple[str, str]] = []
+        for member, (since, checks) in list(self._held.items()):
+            if now - since > MAX_HOLD_SECONDS:
+                del self._held[member]  # never settled: let it lapse
+            else:
+                leases += [(check.key, member) for check in checks if check.kind == "lease"]
+        if leases:
+            self.store.renew(leases, now + self.lease_seconds, math.ceil(self.lease_seconds) + 1)
 
     async def reserve(self, who: Identity, demand: Demand, key_rule: LimitRule | None = None) -> Reservation | None:
         """Reserve ``demand`` on every rule that applies (and the API key's own ``key_rule``); None when none does.
@@ -170,7 +208,8 @@ class Limiter:
         rules, ids = self.rules, self.rule_ids
         if key_rule is not None:
             rules, ids = [*rules, key_rule], [*ids, "apikey"]
-        checks = plan(rules, ids, who, demand, now, secrets.token_hex(8), self.lease_seconds)
+        member = secrets.token_hex(8)
+        checks = plan(rules, ids, who, demand, now, member, self.lease_seconds)
         if not checks:
             return None
         for check in checks:
@@ -194,7 +233,9 @@ class Limiter:
             headers = rate_headers(checks, admission.tallies, reserved=False)
             raise refusal(check, admission.tallies[admission.refused], headers)
         self.admitted += 1
-        return Reservation(checks, admission.tallies)
+        # Registered whether or not a check is a lease: cheaper per request than looking (the heartbeat does).
+        self._held[member] = (now, checks)
+        return Reservation(checks, admission.tallies, lease=member)
 
     def settle(self, reservation: Reservation, tokens: float | None, cost: float | None) -> None:
         """Replace the estimate by the actual ``tokens`` and ``cost`` (None: keep the estimate); free the slot.
@@ -207,6 +248,8 @@ class Limiter:
             reservation.settled = True
             return
         reservation.settled = True
+        if reservation.lease is not None:
+            self._held.pop(reservation.lease, None)
         steps: list[Adjustment] = []
         for check in reservation.checks:
             if check.kind == "lease":
@@ -233,4 +276,5 @@ class Limiter:
             "refused": dict(self.refused),
             "passed_uncounted": self.passed_uncounted,
             "refused_unavailable": self.refused_unavailable,
+            "in_flight": len(self._held),
         }

@@ -80,6 +80,13 @@ class MemoryCounters:
             if entry is not None and entry[1] > now:
                 self._values[step.key] = (entry[0] + step.amount, entry[1])
 
+    def renew(self, leases: Sequence[tuple[str, str]], expires: float, ttl: int) -> None:
+        """Move the expiry of the leases still held to ``expires``; released ones stay released."""
+        for key, member in leases:
+            held = self._leases.get(key)
+            if held is not None and member in held:
+                held[member] = expires
+
     def _prune(self, now: float) -> None:
         if now - self._pruned_at < _PRUNE_EVERY:
             return

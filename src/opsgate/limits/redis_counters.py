@@ -14,11 +14,21 @@ use a single Redis, or a primary with replicas.
 When Redis fails, calls raise ``CountersUnavailable`` and, for ``probe_interval`` seconds, fail at
 once without touching the network (the caller's ``on_redis_error`` answers instead of a timeout
 per request). An outage is logged once when it starts and once when it ends, and counted.
+
+**Releases survive an outage.** Releasing a lease is idempotent (ZREM of a member that is gone does
+nothing), so a release whose call failed is kept in a bounded queue and sent again, ahead of
+everything else, in the first call that reaches Redis (a timer retries every ``probe_interval``
+when no request comes). A reservation whose call failed after it may have reached Redis (a timeout,
+a dropped connection) is undone the same way: its lease members are chosen here, not by Redis, so
+they can be released without the reply. Counter amounts are not idempotent and are not replayed: a
+lost settle or a lost reservation's estimate stays counted until its minute or day ends.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
 import time
 from collections.abc import Sequence
@@ -40,7 +50,8 @@ log = logging.getLogger("opsgate.limits")
 #   'R', now, checks, keys, then six fields per check: kind, limit, amount, share or expiry, ttl, member
 #        (kind w(indow) takes two keys, current and previous bucket; t(otal) and l(ease) one each);
 #   'S', steps, then two fields per step: 'a' and an amount to add if the counter still exists
-#        (INCRBYFLOAT keeps its expiry), or 'r' and a lease member to remove; one key each.
+#        (INCRBYFLOAT keeps its expiry), or 'r' and a lease member to remove; one key each;
+#   'L', count, expiry, ttl, then count lease members to renew if still held; one key each.
 # Returns, per 'R' in order: admitted (1/0), refused check (0-based, -1), n, the used amount of the
 # n checks read, then the current and previous bucket of the last check read (for Retry-After).
 SCRIPT = """
@@ -58,6 +69,16 @@ while a <= #ARGV do
         redis.call('ZREM', KEYS[k], ARGV[a + 1])
       end
       a, k = a + 2, k + 1
+    end
+  elseif ARGV[a] == 'L' then
+    local count, expires, ttl = tonumber(ARGV[a + 1]), ARGV[a + 2], ARGV[a + 3]
+    a = a + 4
+    for i = 1, count do
+      if redis.call('ZSCORE', KEYS[k], ARGV[a]) then
+        redis.call('ZADD', KEYS[k], 'XX', expires, ARGV[a])
+        redis.call('EXPIRE', KEYS[k], ttl)
+      end
+      a, k = a + 1, k + 1
     end
   else
     local now, n, nkeys = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
@@ -117,6 +138,8 @@ return out
 
 _KIND = {"window": "w", "total": "t", "lease": "l"}
 _MAX_BATCH = 256  # operations per script call, so one call stays short inside Redis
+_MAX_RELEASES = 10_000  # lease releases kept through an outage; past this the oldest lapse on their own
+_RELEASES_PER_CALL = 1024
 
 
 def safe_url(url: str) -> str:
@@ -137,6 +160,17 @@ class _Reserve:
 @dataclass(slots=True)
 class _Settle:
     steps: Sequence[Adjustment]
+
+
+@dataclass(slots=True)
+class _Renew:
+    leases: Sequence[tuple[str, str]]  # (key, member)
+    expires: float
+    ttl: int
+
+
+class _Lost(CountersUnavailable):
+    """The call failed after it may have reached Redis: what it reserved may be held there."""
 
 
 @dataclass(slots=True)
@@ -171,13 +205,17 @@ class RedisCounters:
         self.outage_note = outage_note
         self._client: aioredis.Redis | None = None
         self._script: Any = None
-        self._queue: list[_Reserve | _Settle] = []
+        self._queue: list[_Reserve | _Settle | _Renew] = []
+        self._releases: dict[tuple[str, str], None] = {}  # (key, member), oldest first, to send again
+        self._retry_timer: asyncio.TimerHandle | None = None
         self._sender: asyncio.Task[None] | None = None
         self._retry_at = 0.0
         self.down_since: float | None = None
         self.outages = 0
         self.errors = 0
         self.settle_failures = 0
+        self.releases_retried = 0
+        self.releases_dropped = 0
         self.calls = 0
         self.operations = 0
         self.last_error: str | None = None
@@ -200,6 +238,9 @@ class RedisCounters:
 
     async def close(self) -> None:
         """Send what is queued (for up to five seconds), then close the connection."""
+        if self._retry_timer is not None:
+            self._retry_timer.cancel()
+            self._retry_timer = None
         if self._sender is not None and not self._sender.done():
             await asyncio.wait([self._sender], timeout=5)
         if self._client is not None:
@@ -226,35 +267,93 @@ class RedisCounters:
         except RuntimeError:  # no running loop (interpreter shutdown): leases lapse on their own
             self.settle_failures += 1
 
+    def renew(self, leases: Sequence[tuple[str, str]], expires: float, ttl: int) -> None:
+        """Move the expiry of the leases still held to ``expires`` (the limiter's heartbeat); best effort."""
+        if leases:
+            with contextlib.suppress(RuntimeError):  # no running loop: the leases lapse on their own
+                self._enqueue(_Renew(leases, expires, ttl))
+
     async def flush(self) -> None:
         """Wait until everything queued so far has been sent (tests, shutdown)."""
         while self._sender is not None and not self._sender.done():
             await asyncio.wait([self._sender])
 
-    def _enqueue(self, operation: _Reserve | _Settle) -> None:
+    def _enqueue(self, operation: _Reserve | _Settle | _Renew) -> None:
         self._queue.append(operation)
         if self._sender is None or self._sender.done():
             self._sender = asyncio.get_running_loop().create_task(self._send())
 
     async def _send(self) -> None:
         """Send the queue, one script call at a time, until it is empty."""
-        while self._queue:
+        while self._queue or self._releases:
+            batch: list[_Reserve | _Settle | _Renew]
             batch, self._queue = self._queue[:_MAX_BATCH], self._queue[_MAX_BATCH:]
+            retried = self._take_releases()
+            if retried is not None:
+                batch.insert(0, retried)  # first, so the slots are free for the reservations behind
+            if not batch:
+                break  # only releases, and Redis is between probes: the retry timer comes back
             try:
                 reply = await self._call(self._pack(batch))
             except CountersUnavailable as error:
-                for operation in batch:
-                    if isinstance(operation, _Settle):
-                        self.settle_failures += 1
-                    elif not operation.done.done():
-                        operation.done.set_exception(error)
+                self._failed_batch(batch, error)
                 continue
             self.operations += len(batch)
             self._unpack(batch, reply)
 
-    def _pack(self, batch: list[_Reserve | _Settle]) -> _Batch:
+    def _take_releases(self) -> _Settle | None:
+        """Up to ``_RELEASES_PER_CALL`` kept releases, unless the next call would fail without trying."""
+        if not self._releases or (self.down_since is not None and time.monotonic() < self._retry_at):
+            return None
+        taken = list(itertools.islice(self._releases, _RELEASES_PER_CALL))
+        for item in taken:
+            del self._releases[item]
+        self.releases_retried += len(taken)
+        return _Settle([Adjustment(key, member=member) for key, member in taken])
+
+    def _keep_release(self, key: str, member: str) -> None:
+        self._releases[(key, member)] = None
+        if len(self._releases) > _MAX_RELEASES:
+            del self._releases[next(iter(self._releases))]
+            self.releases_dropped += 1
+
+    def _failed_batch(self, batch: list[_Reserve | _Settle | _Renew], error: CountersUnavailable) -> None:
+        """Keep the releases of a failed call (and undo its reservations if it may have reached Redis)."""
+        for operation in batch:
+            if isinstance(operation, _Settle):
+                amounts = 0
+                for step in operation.steps:
+                    if step.member is not None:
+                        self._keep_release(step.key, step.member)
+                    else:
+                        amounts += 1
+                if amounts:
+                    self.settle_failures += 1  # not idempotent, so not replayed (module docstring)
+            elif isinstance(operation, _Reserve):
+                if isinstance(error, _Lost):
+                    for check in operation.checks:
+                        if check.kind == "lease":
+                            self._keep_release(check.key, check.member)
+                if not operation.done.done():
+                    operation.done.set_exception(error)
+        if self._releases and self._retry_timer is None:
+            loop = asyncio.get_running_loop()
+            self._retry_timer = loop.call_later(max(self.probe_interval, 0.05), self._retry_releases)
+
+    def _retry_releases(self) -> None:
+        self._retry_timer = None
+        if self._releases and self._client is not None and (self._sender is None or self._sender.done()):
+            self._sender = asyncio.get_running_loop().create_task(self._send())
+
+    def _pack(self, batch: list[_Reserve | _Settle | _Renew]) -> _Batch:
         out = _Batch()
         for operation in batch:
+            if isinstance(operation, _Renew):
+                out.args += ["L", len(operation.leases), repr(operation.expires), operation.ttl]
+                for key, member in operation.leases:
+                    out.keys.append(self.prefix + key)
+                    out.args.append(member)
+                continue
             if isinstance(operation, _Settle):
                 out.args += ["S", len(operation.steps)]
                 for step in operation.steps:
@@ -273,10 +372,10 @@ class RedisCounters:
             out.args += ["R", repr(operation.now), len(operation.checks), len(out.keys) - keys_before, *fields]
         return out
 
-    def _unpack(self, batch: list[_Reserve | _Settle], reply: list[bytes]) -> None:
+    def _unpack(self, batch: list[_Reserve | _Settle | _Renew], reply: list[bytes]) -> None:
         at = 0
         for operation in batch:
-            if isinstance(operation, _Settle):
+            if not isinstance(operation, _Reserve):
                 continue
             admitted, refused, count = reply[at] == b"1", int(reply[at + 1]), int(reply[at + 2])
             used = [float(v) for v in reply[at + 3 : at + 3 + count]]
@@ -303,7 +402,7 @@ class RedisCounters:
             reply: list[bytes] = await self._script(keys=batch.keys, args=batch.args)
         except (RedisError, OSError) as error:
             self._failed(error)
-            raise CountersUnavailable(self.last_error or str(error)) from error
+            raise _Lost(self.last_error or str(error)) from error
         self.calls += 1
         if self.down_since is not None:
             log.warning(
@@ -343,6 +442,9 @@ class RedisCounters:
             "errors": self.errors,
             "last_error": self.last_error,
             "settle_failures": self.settle_failures,
+            "releases_pending": len(self._releases),
+            "releases_retried": self.releases_retried,
+            "releases_dropped": self.releases_dropped,
             "queued": len(self._queue),
             "calls": self.calls,
             "operations_per_call": round(self.operations / self.calls, 2) if self.calls else None,
