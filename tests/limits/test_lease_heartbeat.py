@@ -6,6 +6,7 @@ one), driven by ``Limiter.renew_leases`` — here called by hand with a settable
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
 
@@ -76,3 +77,20 @@ async def test_heartbeat_stops_after_the_longest_hold(store: CounterStore) -> No
         limits.renew_leases()
     await limits.flush()
     assert not await is_refused(limits) and limits.status()["in_flight"] == 0
+
+
+async def test_start_runs_the_heartbeat_and_close_stops_it() -> None:
+    store = MemoryCounters()
+    limits = Limiter([RULE], store, lease_seconds=0.3)  # real clock: a heartbeat every 0.1 s
+    await limits.start()
+    try:
+        held = await limits.reserve(ALICE, Demand(1, None))
+        assert held is not None
+        lease = next(c for c in held.checks if c.kind == "lease")
+        deadline = asyncio.get_running_loop().time() + 10
+        while store._leases[lease.key].get(lease.member, 0.0) <= lease.expires:
+            assert asyncio.get_running_loop().time() < deadline, "the heartbeat never renewed the lease"
+            await asyncio.sleep(0.05)
+    finally:
+        await limits.close()
+    assert limits._heartbeat is None
