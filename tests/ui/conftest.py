@@ -297,8 +297,9 @@ def _seed(gateway: Gateway, ui_upstream: FakeUpstream) -> Seeded:
         guard_ids.append(answer.headers["x-request-id"])
     total = 8 + 4 + 2 + 3 + 3 + GUARD_EVENT_COUNT
     assert len(wait_for_records(gateway, "limit=1000", count=total, timeout=60)) == total
-    for score in ("up", "down", 5):
-        sent = httpx.post(url + "/feedback", json={"request_id": guard_ids[1], "score": score})
+    # Three rated requests (a request counts once, with its latest rating: 4d07f03).
+    for request_id, score in zip(guard_ids[1:4], ("up", "down", 5), strict=True):
+        sent = httpx.post(url + "/feedback", json={"request_id": request_id, "score": score})
         assert sent.status_code == 201, sent.text
     return Seeded(gateway, guard_ids, _seed_evals(gateway), canary.json()["experiment"])
 
