@@ -57,50 +57,25 @@ log = logging.getLogger("opsgate.server")
 DEFAULT_MAX_HEAD_BYTES = 64 * 1024
 DEFAULT_HEAD_TIMEOUT = 15.0
 
-# The OpenAI error shape, as every other refusal (a client's SDK parses it; plain text read as a crash).
-_431_BODY = orjson.dumps(
-    {
-        "error": {
-            "message": "Request header fields too large.",
-            "type": "invalid_request_error",
-            "param": None,
-            "code": "request_header_fields_too_large",
-        }
-    }
-)
-_408_BODY = orjson.dumps(
-    {
-        "error": {
-            "message": "The request head was not received in time.",
-            "type": "invalid_request_error",
-            "param": None,
-            "code": "request_timeout",
-        }
-    }
-)
 
-
-def _head_refusal(status: int, body: bytes, request_id: str | None = None) -> bytes:
-    return b"".join(
-        [
-            STATUS_LINE[status],
-            b"content-type: application/json\r\n",
-            b"content-length: %d\r\n" % len(body),
-            b"x-request-id: %s\r\n" % request_id.encode() if request_id else b"",
-            b"connection: close\r\n\r\n",
-            body,
-        ]
-    )
-
-
-def _json_error(status: int, message: str, request_id: str | None, default_headers: list[tuple[bytes, bytes]]) -> bytes:
-    """The parser's refusal in the OpenAI error shape (``message`` is sanitised ASCII)."""
+def _error_body(message: str, code: str, status: int = 400) -> bytes:
+    """A refusal in the OpenAI error shape, as every other one (a client's SDK parses it)."""
     kind = "invalid_request_error" if status < 500 else "server_error"
-    body = orjson.dumps({"error": {"message": message, "type": kind, "param": None, "code": "invalid_http"}})
+    return orjson.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}})
+
+
+_431_BODY = _error_body("Request header fields too large.", "request_header_fields_too_large")
+_408_BODY = _error_body("The request head was not received in time.", "request_timeout")
+
+
+def _refusal(
+    status: int, body: bytes, request_id: str | None, default_headers: list[tuple[bytes, bytes]] | None = None
+) -> bytes:
+    """A JSON answer framed by hand, then the connection closes (the parser cannot go on)."""
     return b"".join(
         [
             STATUS_LINE[status],
-            *(b"%s: %s\r\n" % (name, value) for name, value in default_headers),
+            *(b"%s: %s\r\n" % (name, value) for name, value in default_headers or ()),
             b"content-type: application/json\r\n",
             b"content-length: %d\r\n" % len(body),
             b"x-request-id: %s\r\n" % request_id.encode() if request_id else b"",
@@ -249,7 +224,7 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
         if self._refused or self.transport.is_closing():  # already answered or closed
             return
         request_id = self._report(431, "head_too_large", f"request head over {self._max_head_bytes} bytes", t0)
-        self._answer_and_close(_head_refusal(431, _431_BODY, request_id))
+        self._answer_and_close(_refusal(431, _431_BODY, request_id))
 
     def _head_clock(self) -> None:
         """The connection's head timer: closes a head past its deadline, else re-arms for it or disarms."""
@@ -273,7 +248,7 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
             return
         reason = f"request head not complete within {self._head_timeout:g} s"
         request_id = self._report(408, "head_timeout", reason, t0)
-        self._answer_and_close(_head_refusal(408, _408_BODY, request_id))
+        self._answer_and_close(_refusal(408, _408_BODY, request_id))
 
     # Refusals
 
@@ -292,7 +267,9 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
             answer = "Invalid HTTP request: the request target cannot be parsed."  # the record has the details
         else:
             answer = f"Invalid HTTP request: {message}"  # llhttp's reason: a fixed string
-        self._answer_and_close(_json_error(status, answer, request_id, self.server_state.default_headers))
+        self._answer_and_close(
+            _refusal(status, _error_body(answer, "invalid_http", status), request_id, self.server_state.default_headers)
+        )
 
     def _report(self, status: int, reason: str, message: str, t0: float | None) -> str | None:
         """Count and record one refusal (with what the parser read of its head); its record id, if recorded."""
