@@ -20,8 +20,10 @@ from typing import Any
 
 from opsgate.evals.client import GatewayClient
 from opsgate.evals.dataset import DatasetItem
+from opsgate.evals.item_text import open_items
 from opsgate.evals.scoring import Sample, Scorer
 from opsgate.evals.store import EvalStore, ItemResult
+from opsgate.releases.shadow import ItemPayloads
 
 
 def item_key(index: int) -> str:
@@ -283,11 +285,21 @@ async def run_pairwise(
     candidate_run: str,
     candidate_model: str,
     concurrency: int = 4,
+    payloads: ItemPayloads | None = None,
 ) -> int:
     """Judge each shared item's answers (baseline vs candidate, both orders, repeated); the candidate's
-    win share is stored as its ``pairwise`` score. Returns how many items were judged."""
-    base = {i["item_key"]: i for i in await asyncio.to_thread(store.all_items, baseline_run) if i["status"] == "ok"}
-    cand = [i for i in await asyncio.to_thread(store.all_items, candidate_run) if i["status"] == "ok"]
+    win share is stored as its ``pairwise`` score. Returns how many items were judged.
+
+    Stored text is read through ``open_items`` (sealed shadow text opened with ``payloads``, the
+    request log's cipher); an item whose text stays sealed is not judged: a judge never reads ciphertext."""
+    opener = payloads or ItemPayloads()
+
+    def readable(run_id: str) -> list[dict[str, Any]]:
+        items = open_items(store.all_items(run_id), opener)
+        return [i for i in items if i["status"] == "ok" and not i["sealed"]]
+
+    base = {i["item_key"]: i for i in await asyncio.to_thread(readable, baseline_run)}
+    cand = await asyncio.to_thread(readable, candidate_run)
     pairs = [(c, base[c["item_key"]]) for c in cand if c["item_key"] in base]
     limit = asyncio.Semaphore(concurrency)
     judged = 0

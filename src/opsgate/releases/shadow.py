@@ -63,7 +63,7 @@ class ItemPayloads:
             return None
         if self.cipher is None or field in self.clear_fields:
             return storable_text(text)  # NUL as U+FFFD, as the request log stores it (PostgreSQL refuses NUL)
-        return self.cipher.encrypt(text, f"{run_id}/{item_key}/{field}")
+        return self.cipher.encrypt(text, bound_to(run_id, item_key, field))
 
     def open_item(self, item: dict[str, Any]) -> dict[str, Any]:
         """An item as stored (``EvalStore.iter_items``) with sealed fields opened; without the key they
@@ -75,8 +75,13 @@ class ItemPayloads:
             if self.cipher is None:
                 item[field] = {"encrypted_with": key_id_of(value)}
             else:
-                item[field] = self.cipher.decrypt(value, f"{item['run_id']}/{item['item_key']}/{field}")
+                item[field] = self.cipher.decrypt(value, bound_to(item["run_id"], item["item_key"], field))
         return item
+
+
+def bound_to(run_id: str, item_key: str, field: str) -> str:
+    """The associated data a sealed item field is bound to (readers: ``evals/item_text.py``)."""
+    return f"{run_id}/{item_key}/{field}"
 
 
 class ShadowMirror:

@@ -23,9 +23,11 @@ from starlette.routing import Route
 from opsgate.domain.errors import InvalidRequestError, NotFoundError
 from opsgate.evals.analysis import RunNotFound, compare_runs, gate_runs
 from opsgate.evals.dataset import DatasetError, ItemError, parse_item
+from opsgate.evals.item_text import open_items
 from opsgate.evals.report import pick_quality, render_html, render_markdown, report_rows
 from opsgate.evals.stats import parse_percent
 from opsgate.evals.store import ANY_TENANT, EvalStore, TenantScope
+from opsgate.releases.shadow import ItemPayloads
 from opsgate.server.access import actor_of, principal_of, scoped_tenant
 from opsgate.server.admin import RecordLogHolder, require_record_log
 from opsgate.server.http_io import ADMIN_MAX_BODY_BYTES, json_response, read_json_value
@@ -46,6 +48,8 @@ def _evals(holder: RecordLogHolder, handler: EvalHandler) -> Callable[[Request],
         for name, value in request.path_params.items():
             if not _ID.fullmatch(str(value)):
                 raise NotFoundError(f"No evaluation {name} '{str(value)[:100]}'.", param=name, code="not_found")
+        # Items' sealed text opens with the request log's own cipher (evals/item_text.py).
+        request.state.item_payloads = ItemPayloads.of(record_log)
         return await handler(request, EvalStore(record_log.store))
 
     return endpoint
@@ -207,11 +211,14 @@ async def get_run(request: Request, store: EvalStore) -> Response:
 
 
 async def run_items(request: Request, store: EvalStore) -> Response:
-    """``GET /admin/evals/runs/{run}/items?limit=&after=``: items with input, output, scores and judge reasons."""
+    """``GET /admin/evals/runs/{run}/items?limit=&after=``: items with input, output, scores and judge reasons.
+
+    Sealed text is opened; what does not open here reads ``null`` and is named in the item's ``sealed``."""
     run = await _run_or_404(store, request, request.path_params["run"])  # a missing run is a 404 first
     query = parse_query(request, ItemsQuery)
     limit = query.limit
-    items = await run_in_threadpool(lambda: list(store.iter_items(run["id"], query.after, limit)))
+    payloads: ItemPayloads = request.state.item_payloads
+    items = await run_in_threadpool(lambda: open_items(store.iter_items(run["id"], query.after, limit), payloads))
     cursor = items[-1]["item_key"] if len(items) == limit else None
     return json_response({"object": "list", "data": items, "next_after": cursor})
 

@@ -15,8 +15,10 @@ from starlette.routing import BaseRoute, Route
 
 from opsgate.domain.principal import Principal
 from opsgate.evals.analysis import RunNotFound, compare_runs
+from opsgate.evals.item_text import open_items
 from opsgate.evals.report import pareto_png, pick_quality, report_rows
 from opsgate.evals.store import ANY_TENANT, EvalStore, TenantScope
+from opsgate.releases.shadow import ItemPayloads
 from opsgate.store.record_log import RecordLog
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}")
@@ -45,6 +47,9 @@ class EvalPages:
         record_log: RecordLog | None = self.dash.source.record_log
         return EvalStore(record_log.store) if record_log is not None else None
 
+    def _payloads(self) -> ItemPayloads:
+        return ItemPayloads.of(self.dash.source.record_log)
+
     def _missing(self, request: Request, principal: Principal, message: str, status: int = 404) -> Response:
         return self.dash.render(
             request, "message.html", status, principal=principal, page="evals", title="Not found", message=message
@@ -70,7 +75,11 @@ class EvalPages:
         after = request.query_params.get("after")
         if after is not None and not _ID.fullmatch(after):
             after = None
-        items = await run_in_threadpool(lambda: list(store.iter_items(run_id, after, ITEMS_PER_PAGE)))
+        payloads = self._payloads()
+        items = await run_in_threadpool(lambda: open_items(store.iter_items(run_id, after, ITEMS_PER_PAGE), payloads))
+        for item in items:  # the page shows a marker where text stays sealed (the API: null and ``sealed``)
+            for field, key_id in item["sealed"].items():
+                item[field] = f"[sealed: key {key_id!r} is not configured here]"
         next_after = items[-1]["item_key"] if len(items) == ITEMS_PER_PAGE else None
         return self.dash.render(
             request, "eval_run.html", principal=principal, page="evals", run=run, items=items, next_after=next_after
