@@ -100,7 +100,6 @@ def test_presented_key_sources() -> None:
     assert presented_key({"authorization": "bearer  abc "}) == "abc"
     assert presented_key({"api-key": "k1"}) == "k1"
     assert presented_key({"x-api-key": "k2"}) == "k2"
-    assert presented_key({}, {"opsgate_key": "k3"}) == "k3"
     assert presented_key({"authorization": "Basic xyz"}) is None
 
 

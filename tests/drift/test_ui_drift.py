@@ -235,7 +235,11 @@ def browser_page() -> Iterator[tuple[Any, list[str]]]:
 @pytest.mark.timeout(120)
 def test_the_page_draws_in_chromium(gateway: Gateway, browser_page: tuple[Any, list[str]]) -> None:
     page, problems = browser_page
-    page.context.add_cookies([{"name": "opsgate_key", "value": ADMIN_KEY, "url": gateway.url}])
+    login = httpx.post(
+        gateway.url + "/ui/login", data={"key": ADMIN_KEY}, headers={"Origin": gateway.url}, follow_redirects=False
+    )
+    session = login.cookies["opsgate_session"]
+    page.context.add_cookies([{"name": "opsgate_session", "value": session, "url": gateway.url}])
     page.goto(gateway.url + "/ui/drift")
     page.wait_for_function("() => document.querySelectorAll('.drift-series .chart canvas').length >= 4")
     assert int(page.get_attribute("[data-alias='smollm2'][data-tenant=''] .chart", "data-points") or 0) == 5

@@ -358,8 +358,10 @@ def test_a_key_carries_its_own_rate_limit(tenants: Tenants) -> None:
 
 
 def test_a_stale_ui_cookie_goes_back_to_login(tenants: Tenants) -> None:
-    response = httpx.get(
-        tenants.gateway.url + "/ui", cookies={"opsgate_key": "og_aaaaaaaaaa_" + "y" * 43}, follow_redirects=False
-    )
-    assert response.status_code == 303 and response.headers["location"] == "/ui/login"
-    assert 'opsgate_key=""' in response.headers["set-cookie"]
+    for value in ("og_aaaaaaaaaa_" + "y" * 43, "y" * 43):
+        response = httpx.get(tenants.gateway.url + "/ui", cookies={"opsgate_session": value}, follow_redirects=False)
+        assert response.status_code == 303 and response.headers["location"] == "/ui/login"
+        assert 'opsgate_session=""' in response.headers["set-cookie"]
+    # The cookie of older releases held the key itself: even a valid key there logs nobody in now.
+    legacy = httpx.get(tenants.gateway.url + "/ui", cookies={"opsgate_key": ADMIN_KEY}, follow_redirects=False)
+    assert legacy.status_code == 303 and legacy.headers["location"] == "/ui/login"

@@ -180,7 +180,7 @@ def test_the_gateway_serves_others_while_a_slow_body_is_pending(gateway: Gateway
         headers={"Origin": gateway.url},
         follow_redirects=False,
     )
-    assert login.status_code == 303 and "opsgate_key" in login.headers["set-cookie"]  # the form still works
+    assert login.status_code == 303 and "opsgate_session" in login.headers["set-cookie"]  # the form still works
 
 
 @pytest.mark.parametrize(

@@ -38,8 +38,17 @@ def _new_key(gateway: Gateway) -> dict[str, Any]:
     return dict(created.json())
 
 
+def _session(gateway: Gateway) -> str:
+    """A dashboard session of the bootstrap admin, logged in from the gateway's own page."""
+    login = httpx.post(
+        gateway.url + "/ui/login", data={"key": ADMIN_KEY}, headers={"Origin": gateway.url}, follow_redirects=False
+    )
+    assert login.status_code == 303, login.text
+    return login.cookies["opsgate_session"]
+
+
 def _cookie_call(gateway: Gateway, method: str, path: str, headers: dict[str, str], **kwargs: Any) -> httpx.Response:
-    with httpx.Client(base_url=gateway.url, cookies={"opsgate_key": ADMIN_KEY}) as client:
+    with httpx.Client(base_url=gateway.url, cookies={"opsgate_session": _session(gateway)}) as client:
         return client.request(method, path, headers=headers, **kwargs)
 
 
@@ -106,7 +115,7 @@ def test_login_csrf_is_refused(gateway: Gateway) -> None:
     bare = httpx.post(gateway.url + "/ui/login", data=form, follow_redirects=False)
     assert _refused(bare)
     own = httpx.post(gateway.url + "/ui/login", data=form, headers={"Origin": gateway.url}, follow_redirects=False)
-    assert own.status_code == 303 and "opsgate_key=" in own.headers["set-cookie"]
+    assert own.status_code == 303 and "opsgate_session=" in own.headers["set-cookie"]
     referer = httpx.post(
         gateway.url + "/ui/login", data=form, headers={"Referer": gateway.url + "/ui/login"}, follow_redirects=False
     )

@@ -148,8 +148,9 @@ def test_login_with_a_tenant_key_sees_only_its_tenant(page: Any, secured: Gatewa
     page.click("button[type=submit]")
     page.wait_for_selector("#chart-traffic canvas")
     assert "acme" in page.text_content(".who") and "viewer" in page.text_content(".who")
-    [cookie] = [c for c in page.context.cookies() if c["name"] == "opsgate_key"]
-    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["value"] == viewer
+    [cookie] = [c for c in page.context.cookies() if c["name"] == "opsgate_session"]
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert viewer not in cookie["value"] and viewer.split("_")[-1] not in cookie["value"]  # a session id, not the key
 
     page.goto(f"{secured.url}/ui/requests?q={word}")
     rows = page.locator("table.requests tbody tr")
@@ -160,3 +161,6 @@ def test_login_with_a_tenant_key_sees_only_its_tenant(page: Any, secured: Gatewa
     page.wait_for_url("**/ui/login")
     page.goto(secured.url + "/ui")
     page.wait_for_url("**/ui/login*")
+    # Logout ended the session on the server: a copy of the cookie is refused too.
+    replay = httpx.get(secured.url + "/ui", cookies={"opsgate_session": cookie["value"]}, follow_redirects=False)
+    assert replay.status_code == 303 and replay.headers["location"] == "/ui/login"

@@ -3,6 +3,10 @@
 A cache miss reads the key store in a worker thread, so the event loop never waits on the database.
 Revocation and expiry therefore take effect within the TTL (documented); an expiry that falls inside
 the TTL is honoured exactly, because an entry never outlives its key.
+
+A dashboard session (``auth/ui_sessions.py``) is resolved here too: its key is looked up by id on
+each request through the same kind of cache, dropped by the same ``forget()``, so a revoked or
+rotated key's sessions end within the same bound.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from opsgate.auth.key_store import KeyInfo, KeyStore
+from opsgate.auth.session_store import MemorySessionStore, SessionRow, SessionStore, SqlSessionStore
+from opsgate.auth.ui_sessions import UiSessions, bootstrap_check, same_key_check
 from opsgate.domain.auth_config import AuthConfig
 from opsgate.domain.errors import AuthenticationError
 from opsgate.domain.principal import Principal
@@ -27,8 +33,11 @@ BOOTSTRAP_ADMIN = Principal(key_id=BOOTSTRAP_KEY_ID, tenant=None, role="admin", 
 _MAX_CACHE = 100_000
 
 
-def presented_key(headers: Mapping[str, str], cookies: Mapping[str, str] | None = None) -> str | None:
-    """The key in ``Authorization: Bearer``, ``api-key``/``x-api-key`` (Azure/Anthropic clients) or the UI cookie."""
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    """The key in ``Authorization: Bearer`` or ``api-key``/``x-api-key`` (Azure/Anthropic clients).
+
+    Never a cookie: the dashboard's cookie holds a session id (``auth/ui_sessions.py``), not a key.
+    """
     authorization = headers.get("authorization")
     if authorization:
         scheme, _, token = authorization.strip().partition(" ")
@@ -38,8 +47,6 @@ def presented_key(headers: Mapping[str, str], cookies: Mapping[str, str] | None 
         value = headers.get(name)
         if value:
             return value.strip()
-    if cookies:
-        return cookies.get("opsgate_key") or None
     return None
 
 
@@ -51,14 +58,20 @@ class Authenticator:
         config: AuthConfig,
         key_store: Callable[[], KeyStore] | None,
         clock: Callable[[], float] = time.monotonic,
+        sessions: UiSessions | None = None,
     ) -> None:
         self.config = config
         self._key_store = key_store
         self._clock = clock
         admin = config.admin_key.get_secret_value() if config.admin_key else None
+        self._admin = admin
         self._admin_digest = hashlib.sha256(admin.encode()).digest() if admin else None
+        self._admin_check: str | None = None  # bootstrap_check(admin), computed at the first login
         # sha256(secret) → (principal or None for unknown, monotonic expiry)
         self._cache: dict[bytes, tuple[Principal | None, float]] = {}
+        # key id → the same, for dashboard sessions (apart: a secret can never be taken for an id)
+        self._by_id: dict[str, tuple[Principal | None, float]] = {}
+        self.sessions = sessions or UiSessions(config.ui_session, _session_store(key_store), config.cache_ttl_seconds)
         # Moved by forget(): a lookup that began before a revoke or rotation must not be cached after it.
         self._generation = 0
         self.hits = 0
@@ -113,10 +126,76 @@ class Authenticator:
             self._cache.clear()
         self._cache[digest] = (principal, expiry)
 
+    # -- dashboard sessions -----------------------------------------------------------------------
+
+    async def start_session(self, principal: Principal) -> str:
+        """A dashboard session for a principal just authenticated by its key; the cookie's value."""
+        check = await self._bootstrap_check() if principal is BOOTSTRAP_ADMIN else None
+        return await self.sessions.create(principal, check)
+
+    async def authenticate_session(self, session_id: str | None) -> Principal:
+        """The principal of a live dashboard session whose key still works, or ``AuthenticationError``."""
+        row = await self.sessions.resolve(session_id)
+        principal = await self._session_principal(row) if row is not None else None
+        if principal is None:
+            if row is not None:
+                await self.sessions.end_hash(row.id_hash)  # its key was revoked, rotated or expired
+            raise AuthenticationError(
+                "No valid dashboard session (ended, expired or its key revoked): log in again.", code="invalid_session"
+            )
+        return principal
+
+    async def _session_principal(self, row: SessionRow) -> Principal | None:
+        if row.key_id == BOOTSTRAP_KEY_ID:
+            if self._admin is None:
+                return None
+            return BOOTSTRAP_ADMIN if same_key_check(row.key_check, await self._bootstrap_check()) else None
+        now = self._clock()
+        cached = self._by_id.get(row.key_id)
+        if cached is not None and cached[1] > now:
+            self.hits += 1
+            principal = cached[0]
+        else:
+            self.misses += 1
+            principal = await self._resolve_id(row.key_id, now)
+        if principal is None or principal.tenant != row.tenant:
+            return None
+        return principal
+
+    async def _resolve_id(self, key_id: str, now: float) -> Principal | None:
+        generation = self._generation
+        info: KeyInfo | None = None
+        if self._key_store is not None:
+            store = self._key_store
+            info = await asyncio.get_running_loop().run_in_executor(None, lambda: store().get(key_id))
+        wall = time.time()
+        # A rotated key's sessions end at the rotation, not at the end of the old key's grace period.
+        if info is None or info.state(wall) != "active" or info.rotated_to is not None:
+            principal, expiry = None, now + self.config.negative_cache_seconds
+        else:
+            principal, expiry = info.principal(), now + self.config.cache_ttl_seconds
+            if info.expires_at is not None:
+                expiry = min(expiry, now + (info.expires_at - wall))
+        if generation == self._generation:
+            if len(self._by_id) >= _MAX_CACHE:
+                self._by_id.clear()
+            self._by_id[key_id] = (principal, expiry)
+        return principal
+
+    async def _bootstrap_check(self) -> str | None:
+        if self._admin is None:
+            return None
+        if self._admin_check is None:
+            admin = self._admin
+            self._admin_check = await asyncio.get_running_loop().run_in_executor(None, bootstrap_check, admin)
+        return self._admin_check
+
     def forget(self) -> None:
         """Drop every cached lookup (this process sees a revocation at once), lookups in flight included."""
         self._generation += 1
         self._cache.clear()
+        self._by_id.clear()
+        self.sessions.forget()
 
     def status(self) -> dict[str, Any]:
         """For /readyz: whether auth is on, and the cache's effect."""
@@ -132,3 +211,11 @@ class Authenticator:
             "cache_hits": self.hits,
             "cache_misses": self.misses,
         }
+
+
+def _session_store(key_store: Callable[[], KeyStore] | None) -> SessionStore:
+    # Sessions live where keys do, so every replica shares them; without a database, in this process.
+    if key_store is None:
+        return MemorySessionStore()
+    opener = key_store
+    return SqlSessionStore(lambda: opener().store)

@@ -2,7 +2,29 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+
+class UiSessionConfig(BaseModel):
+    """The dashboard's server-side login sessions (``auth/ui_sessions.py``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lifetime_seconds: float = Field(
+        43200.0, ge=1, le=7 * 86400, description="Absolute lifetime of a dashboard session (12 h); then log in again."
+    )
+    idle_seconds: float = Field(1800.0, ge=1, le=86400, description="A session unused this long (30 min) ends.")
+    cookie_secure: Literal["auto", "always", "allow_http"] = Field(
+        "auto",
+        description=(
+            "Secure flag of the session cookie. auto: set it unless the request is plain http to a loopback "
+            "host (local use), and refuse a login over plain http elsewhere; always: set it on every response "
+            "(behind a TLS-terminating proxy); allow_http: set it only on https requests (plain http on a "
+            "trusted network: the cookie can be read on the wire)."
+        ),
+    )
 
 
 class AuthConfig(BaseModel):
@@ -24,3 +46,4 @@ class AuthConfig(BaseModel):
     allow_remote_without_auth: bool = Field(
         False, description="Permit auth off on a non-loopback address. Only behind another authenticating proxy."
     )
+    ui_session: UiSessionConfig = Field(default_factory=UiSessionConfig)

@@ -3,7 +3,8 @@
 A pure ASGI middleware rather than a check in each handler, so a route added later is protected by
 default (see ``auth.permissions.admin_permission``). Inference routes are authenticated by the
 pipeline's auth stage instead, so that refused calls are recorded like any other request.
-The caller lands in ``request.state.principal`` for handlers to scope their data by tenant.
+The caller lands in ``request.state.principal`` for handlers to scope their data by tenant. A key
+comes in a header; the dashboard's cookie carries a server-side session id (``auth/ui_sessions.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from opsgate.auth.authenticator import Authenticator, presented_key
 from opsgate.auth.permissions import admin_permission, allows
+from opsgate.auth.ui_sessions import COOKIE_NAME
 from opsgate.domain.errors import GatewayError, PermissionDeniedError
 from opsgate.domain.principal import ANONYMOUS_OPERATOR, Principal
 from opsgate.server.http_io import error_response
@@ -68,25 +70,25 @@ class AccessMiddleware:
         if path in PIPELINE_PATHS:
             await self.app(scope, receive, send)
             return
-        request = Request(scope)
         header_key = presented_key(headers)
-        secret = header_key or presented_key({}, request.cookies)
-        if changes_state and header_key is None and (secret is not None or path in _SESSION_FORMS):
+        # The dashboard's session cookie, only when no key is in a header (a header key wins).
+        cookie = Request(scope).cookies.get(COOKIE_NAME) if header_key is None else None
+        if changes_state and header_key is None and (cookie is not None or path in _SESSION_FORMS):
             refusal = csrf_refusal(headers, json_api=not path.startswith("/ui"))
             if refusal is not None:
                 await error_response(refusal)(scope, receive, send)
                 return
         if path in self.public or path.startswith(PUBLIC_PREFIXES):
-            if path in OPTIONAL_KEY_PATHS and secret is not None:
-                await self._optional_key(secret, state)
+            if path in OPTIONAL_KEY_PATHS and (header_key is not None or cookie is not None):
+                await self._optional_key(header_key, cookie, state)
             await self.app(scope, receive, send)
             return
-        if secret is None and path.startswith("/ui"):
+        if header_key is None and not cookie and path.startswith("/ui"):
             # A browser without its cookie: to the login page, not a JSON error.
-            await RedirectResponse("/ui/login", status_code=303)(scope, receive, send)
+            await _to_login(cookie is not None)(scope, receive, send)
             return
         try:
-            principal = await self.authenticator.authenticate(secret)
+            principal = await self._caller(header_key, cookie)
             permission = admin_permission(scope["method"], path)
             if not allows(principal, permission):
                 raise PermissionDeniedError(
@@ -95,24 +97,34 @@ class AccessMiddleware:
                 )
         except GatewayError as error:
             if path.startswith("/ui") and error.status == 401:
-                # A stale cookie (revoked or expired key): back to the login page, cookie dropped.
-                redirect = RedirectResponse("/ui/login", status_code=303)
-                redirect.delete_cookie("opsgate_key", path="/")
-                await redirect(scope, receive, send)
+                # A stale session (logged out, expired, its key revoked) or a garbled cookie: log in again.
+                await _to_login(True)(scope, receive, send)
                 return
             await error_response(error)(scope, receive, send)
             return
         state["principal"] = principal
         await self.app(scope, receive, send)
 
-    async def _optional_key(self, secret: str, state: dict[str, object]) -> None:
+    async def _caller(self, header_key: str | None, cookie: str | None) -> Principal:
+        if header_key is not None or cookie is None:
+            return await self.authenticator.authenticate(header_key)
+        return await self.authenticator.authenticate_session(cookie)
+
+    async def _optional_key(self, header_key: str | None, cookie: str | None, state: dict[str, object]) -> None:
         # A bad key on a public route is ignored: the caller gets the public answer, not a 401.
         try:
-            principal = await self.authenticator.authenticate(secret)
+            principal = await self._caller(header_key, cookie)
         except GatewayError:
             return
         if allows(principal, "read"):
             state["principal"] = principal
+
+
+def _to_login(drop_cookie: bool) -> RedirectResponse:
+    redirect = RedirectResponse("/ui/login", status_code=303)
+    if drop_cookie:
+        redirect.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="strict")
+    return redirect
 
 
 def csrf_refusal(headers: Headers, *, json_api: bool) -> PermissionDeniedError | None:

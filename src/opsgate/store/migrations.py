@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from opsgate.auth import session_store
 from opsgate.drift import checks_schema as drift_checks_schema
 from opsgate.drift import schema as drift_schema
 from opsgate.drift import sentinel_schema
@@ -252,6 +253,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("0012_drift_checks", drift_checks_schema.SQLITE, drift_checks_schema.POSTGRES),
     Migration("0013_sentinel", sentinel_schema.SQLITE, sentinel_schema.POSTGRES),
     Migration("0014_eval_items_request_ts", _EVAL_ITEMS_INDEXES, _EVAL_ITEMS_INDEXES),
+    Migration("0015_ui_sessions", session_store.SQLITE, session_store.POSTGRES),
 )
 
 

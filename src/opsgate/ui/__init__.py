@@ -1,5 +1,6 @@
 """The ``/ui`` dashboard: server-rendered pages over the request log and the admin JSON API."""
 
-from opsgate.ui.routes import COOKIE_NAME, ui_routes
+from opsgate.auth.ui_sessions import COOKIE_NAME
+from opsgate.ui.routes import ui_routes
 
 __all__ = ["COOKIE_NAME", "ui_routes"]

@@ -7,12 +7,14 @@ fetches the admin JSON API with the same credentials, and says "not available" w
 missing, so the dashboard degrades instead of breaking.
 
 Who is calling: ``server/access.py`` leaves the caller at ``request.state.principal`` (from
-``Authorization: Bearer`` or the ``opsgate_key`` cookie the login page sets) and sends a browser
-without a key to ``/ui/login``. With auth off every caller is the anonymous operator.
+``Authorization: Bearer`` or the ``opsgate_session`` cookie the login page sets: an opaque session id,
+never the key; see ``auth/ui_sessions.py``) and sends a browser without one to ``/ui/login``. With
+auth off every caller is the anonymous operator and no session is made.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,6 +29,7 @@ from starlette.staticfiles import StaticFiles
 
 from opsgate import __version__
 from opsgate.auth.authenticator import Authenticator
+from opsgate.auth.ui_sessions import COOKIE_NAME, LEGACY_COOKIE_NAME
 from opsgate.domain.config import GatewayConfig
 from opsgate.domain.errors import GatewayError
 from opsgate.domain.principal import ANONYMOUS_OPERATOR, Principal
@@ -40,7 +43,6 @@ from opsgate.ui.eval_pages import eval_pages
 from opsgate.ui.release_pages import release_pages
 
 HERE = Path(__file__).parent
-COOKIE_NAME = "opsgate_key"
 # Roles that may look at the dashboard; a service key calls /v1 only.
 UI_ROLES = frozenset({"admin", "developer", "viewer"})
 # Scripts only from our own origin (no inline script); uPlot sizes elements through inline styles.
@@ -87,6 +89,37 @@ def _environment() -> Environment:
     env.globals["nav"] = NAV
     env.globals["version"] = __version__
     return env
+
+
+def cookie_secure(request: Request, mode: str) -> bool | None:
+    """The session cookie's Secure flag for ``auth.ui_session.cookie_secure``; None: refuse the login.
+
+    ``auto`` sets it unless the request is plain http to a loopback host (a local gateway, where a
+    browser treats http as a secure context anyway), and refuses a plain-http login elsewhere rather
+    than send the session in the clear; ``allow_http`` is that choice made on purpose.
+    """
+    if mode == "always" or request.url.scheme == "https":
+        return True
+    if mode == "allow_http":
+        return False
+    return False if _loopback(request.url.hostname) else None
+
+
+def _loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _drop_legacy_cookie(response: Response) -> None:
+    # Before server-side sessions the cookie held the API key itself: take it out of the browser.
+    response.delete_cookie(LEGACY_COOKIE_NAME, path="/", httponly=True, samesite="strict")
 
 
 def _safe_next(target: str | None) -> str:
@@ -160,7 +193,7 @@ class Dashboard:
         )
 
     async def login(self, request: Request) -> Response:
-        """``POST /ui/login``: keep the key in an HttpOnly, SameSite=Strict cookie and go to the dashboard."""
+        """``POST /ui/login``: check the key, start a server-side session, set its id as the cookie, go on."""
         require_media_type(request, ("application/x-www-form-urlencoded",), required=True)
         body = await read_body(request, FORM_MAX_BODY_BYTES)
         form = parse_qs(body.decode("utf-8", "replace"))
@@ -168,30 +201,37 @@ class Dashboard:
         target = _safe_next((form.get("next") or [""])[0])
         if not key:
             return self.render(request, "login.html", 400, page="login", next=target, error="Enter an API key.")
-        if self.source.config.auth.enabled:
-            # Check the key now, so a typo is said on the form rather than as a JSON 401 on every page.
-            try:
-                principal = await self.source.authenticator.authenticate(key)
-            except GatewayError as error:
-                return self.render(request, "login.html", error.status, page="login", next=target, error=error.message)
-            if principal.role not in UI_ROLES:
-                message = f"The role '{principal.role}' cannot use the dashboard."
-                return self.render(request, "login.html", 403, page="login", next=target, error=message)
         response = RedirectResponse(target, status_code=303)
-        response.set_cookie(
-            COOKIE_NAME,
-            key,
-            httponly=True,
-            samesite="strict",
-            secure=request.url.scheme == "https",
-            path="/",
-        )
+        _drop_legacy_cookie(response)
+        if not self.source.config.auth.enabled:
+            return response  # everyone is the operator: nothing to remember
+        secure = cookie_secure(request, self.source.config.auth.ui_session.cookie_secure)
+        if secure is None:
+            message = (
+                "This gateway is reached over plain http, so the browser would not send back a Secure session "
+                "cookie. Use https, or set auth.ui_session.cookie_secure (see the docs)."
+            )
+            return self.render(request, "login.html", 400, page="login", next=target, error=message)
+        # Check the key now, so a typo is said on the form rather than as a JSON 401 on every page.
+        authenticator = self.source.authenticator
+        try:
+            principal = await authenticator.authenticate(key)
+        except GatewayError as error:
+            return self.render(request, "login.html", error.status, page="login", next=target, error=error.message)
+        if principal.role not in UI_ROLES:
+            message = f"The role '{principal.role}' cannot use the dashboard."
+            return self.render(request, "login.html", 403, page="login", next=target, error=message)
+        session_id = await authenticator.start_session(principal)
+        # Path=/ and not /ui: the dashboard's pages fetch /admin JSON with this cookie.
+        response.set_cookie(COOKIE_NAME, session_id, httponly=True, samesite="strict", secure=secure, path="/")
         return response
 
     async def logout(self, request: Request) -> Response:
-        """``POST /ui/logout``: forget the key."""
+        """``POST /ui/logout``: end the session on the server (a copy of the cookie stops working) and drop it."""
+        await self.source.authenticator.sessions.end(request.cookies.get(COOKIE_NAME))
         response = RedirectResponse("/ui/login", status_code=303)
         response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="strict")
+        _drop_legacy_cookie(response)
         return response
 
     # -- pages ------------------------------------------------------------------------------------
