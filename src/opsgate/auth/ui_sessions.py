@@ -62,7 +62,7 @@ class UiSessions:
         self.config = config
         self.store = store
         self._cache_ttl = cache_ttl_seconds
-        self._clock = clock
+        self.clock = clock  # wall time; tests move it
         # id hash -> (row as last seen here, wall time until which it needs no store read)
         self._cache: dict[str, tuple[SessionRow, float]] = {}
         # A row last written to the store this long ago gets its last_seen moved (not on every request).
@@ -71,7 +71,7 @@ class UiSessions:
     async def create(self, principal: Principal, key_check: str | None = None) -> str:
         """A new session for ``principal``; returns the id for the cookie (the only place it exists)."""
         session_id = secrets.token_urlsafe(32)
-        now = self._clock()
+        now = self.clock()
         row = SessionRow(
             id_hash=id_hash(session_id),
             key_id=principal.key_id or principal.name,
@@ -91,21 +91,23 @@ class UiSessions:
             return None
         assert session_id is not None
         digest = id_hash(session_id)
-        now = self._clock()
+        now = self.clock()
         cached = self._cache.get(digest)
-        row = cached[0] if cached is not None and cached[1] > now and self._live(cached[0], now) else None
-        if row is None:
+        if cached is not None and cached[1] > now and self._live(cached[0], now):
+            row, until = cached  # the deadline is the first read's: use does not extend it
+        else:
             self._cache.pop(digest, None)
-            row = await _in_thread(self.store.get, digest)
-            if row is None:
+            stored = await _in_thread(self.store.get, digest)
+            if stored is None:
                 return None
-            if not self._live(row, now):
+            if not self._live(stored, now):
                 await self.end_hash(digest)
                 return None
+            row, until = stored, now + self._cache_ttl
         if now - row.last_seen >= self._touch_every:
             await _in_thread(self.store.touch, digest, now)
             row = row.seen(now)
-        self._remember(digest, row, now)
+        self._remember(digest, row, until)
         return row
 
     async def end(self, session_id: str | None) -> None:
@@ -126,12 +128,12 @@ class UiSessions:
     def _live(self, row: SessionRow, now: float) -> bool:
         return now < row.expires_at and now - row.last_seen < self.config.idle_seconds
 
-    def _remember(self, digest: str, row: SessionRow, now: float) -> None:
+    def _remember(self, digest: str, row: SessionRow, until: float) -> None:
         if self._cache_ttl <= 0:
             return
-        if len(self._cache) >= _MAX_CACHE:
+        if len(self._cache) >= _MAX_CACHE and digest not in self._cache:
             self._cache.clear()  # bounded; dropping all is rare and safe
-        self._cache[digest] = (row, now + self._cache_ttl)
+        self._cache[digest] = (row, until)
 
     def status(self) -> dict[str, Any]:
         """For /readyz: the session settings."""
