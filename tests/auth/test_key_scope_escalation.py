@@ -1,4 +1,4 @@
-"""A key that a tenant's key creates or rotates is never broader than that key (probe 10, finding 1).
+"""A key that a tenant's key creates, rotates or revokes is never broader than that key (probe 10, finding 1).
 
 Real gateway with auth on, over loopback: the operator restricts a tenant admin's key (models,
 limits, expiry); that admin's new keys inherit what the request leaves out, and anything broader is
@@ -148,6 +148,24 @@ def test_rotation_cannot_broaden_either(site: Site) -> None:
     response = site.call("POST", f"/admin/keys/{narrow['id']}/rotate", site.restricted["secret"], json={})
     assert response.status_code == 201, response.text
     assert response.json()["models"] == ["alpha"] and response.json()["limits"] == narrow["limits"]
+
+
+def test_revocation_cannot_reach_a_broader_key(site: Site) -> None:
+    broader = site.mint({"tenant": "acme", "role": "admin", "name": "open-admin-r"}, key=ADMIN_KEY).json()
+    restricted = site.restricted["secret"]
+    for method, path in (("POST", f"/admin/keys/{broader['id']}/revoke"), ("DELETE", f"/admin/keys/{broader['id']}")):
+        _refused(site.call(method, path, restricted), "models")  # on the old code: 200, the operator's admin gone
+    assert site.call("GET", f"/admin/keys/{broader['id']}", ADMIN_KEY).json()["state"] == "active"
+    assert site.chat(broader["secret"], "beta") == 200
+    # A key no broader than the caller, and the caller itself, it may revoke; the operator any.
+    narrow = site.mint({"role": "service", "name": "narrow-r"}).json()
+    response = site.call("POST", f"/admin/keys/{narrow['id']}/revoke", restricted)
+    assert response.status_code == 200 and response.json()["state"] == "revoked"
+    response = site.call("DELETE", f"/admin/keys/{broader['id']}", ADMIN_KEY)
+    assert response.status_code == 200 and response.json()["state"] == "revoked"
+    # Another tenant's key stays "not found", as before.
+    other = site.mint({"tenant": "globex", "role": "service"}, key=ADMIN_KEY).json()
+    assert site.call("POST", f"/admin/keys/{other['id']}/revoke", restricted).status_code == 404
 
 
 def test_a_revoked_admin_key_cannot_mint_even_while_cached(site: Site) -> None:

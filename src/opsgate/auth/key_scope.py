@@ -1,4 +1,4 @@
-"""A key that a tenant's key creates or rotates is never broader than the calling key.
+"""A key that a tenant's key creates, rotates or revokes is never broader than the calling key.
 
 The operator may restrict a tenant admin's own key (model aliases, limits, expiry). Without this
 bound that admin could mint or rotate into an unrestricted key and step out of the restrictions.
@@ -7,6 +7,8 @@ Operator keys (no tenant) are not bounded.
 A field the request leaves out inherits the caller's restriction, so a restricted admin's keys are
 restricted the same way (a ``limits`` object inherits each dimension it does not name). A field set
 broader, ``null`` ("no restriction") included, is a 403 ``key_broader_than_caller`` naming it.
+Revocation follows the same rule: a restricted tenant admin must not cut off a broader key of its
+tenant (an unrestricted admin the operator made), or it could lock out whoever restricted it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,13 @@ def caller_key(keys: KeyStore, principal: Principal) -> KeyInfo:
     if info is None or info.state() != "active":
         raise AuthenticationError("Invalid API key (unknown, expired or revoked).", code="invalid_api_key")
     return info
+
+
+def check_revocation(keys: KeyStore, principal: Principal, key_id: str) -> None:
+    """A tenant key may revoke only a key of its tenant no broader than itself (403 otherwise)."""
+    target = keys.require(key_id, principal.tenant)  # another tenant's key: 404, as before
+    if target.state() == "active":  # revoking a revoked or expired key changes nothing
+        bound_by_caller(target.spec(), caller_key(keys, principal), subject=f"Key '{key_id}'")
 
 
 def bound_by_caller(

@@ -2,7 +2,7 @@
 
 A tenant admin creates and manages keys of its own tenant only; an operator key manages any, and
 only an operator can create another operator key (``"tenant": null``). A key that a tenant's key
-creates or rotates is never broader than that key (``auth/key_scope.py``).
+creates, rotates or revokes is never broader than that key (``auth/key_scope.py``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from opsgate.auth.authenticator import Authenticator
 from opsgate.auth.key_limits import per_process_key_limits
-from opsgate.auth.key_scope import bound_by_caller, caller_key
+from opsgate.auth.key_scope import bound_by_caller, caller_key, check_revocation
 from opsgate.auth.key_store import KeySpec, KeyStore
 from opsgate.domain.config import GatewayConfig
 from opsgate.domain.errors import GatewayError, InvalidRequestError, PermissionDeniedError
@@ -202,8 +202,12 @@ async def rotate_key(request: Request, keys: KeyStore, holder: KeysHolder) -> Re
 
 
 async def revoke_key(request: Request, keys: KeyStore, holder: KeysHolder) -> Response:
-    """``POST /admin/keys/{id}/revoke`` (or ``DELETE /admin/keys/{id}``)."""
-    info = await run_in_threadpool(keys.revoke, request.path_params["id"], actor_of(request), _scope(request))
+    """``POST /admin/keys/{id}/revoke`` (or ``DELETE /admin/keys/{id}``): a tenant key, only keys no broader."""
+    key_id = request.path_params["id"]
+    principal = principal_of(request)
+    if not principal.is_operator:
+        await run_in_threadpool(check_revocation, keys, principal, key_id)
+    info = await run_in_threadpool(keys.revoke, key_id, actor_of(request), _scope(request))
     holder.authenticator.forget()  # this replica at once; others within auth.cache_ttl_seconds
     return json_response(info.to_json())
 
