@@ -83,7 +83,8 @@ def test_sampled_answers_are_scored_and_move_the_quality_sli(upstream: FakeUpstr
         def degraded() -> float | None:
             status = httpx.get(gateway.url + "/admin/slo", timeout=30).json()
             objective = next(o for o in status["data"] if o["name"] == "chat-quality")
-            return objective["current"]
+            current = objective["current"]
+            return None if current is None else float(current)
 
         assert wait_until(lambda: (degraded() or 0) > 0.5, timeout=30), degraded()
         status = httpx.get(gateway.url + "/admin/slo", timeout=30).json()

@@ -79,6 +79,7 @@ class OnlineEvaluator:
             "failed": 0,
             "skipped_no_text": 0,
             "store_failed": 0,  # scored, but the store refused the item: lost
+            "dropped_erased": 0,  # scored, but its user was erased meanwhile: not stored
             "measurements": 0,
         }
         self.last_error: str | None = None
@@ -245,7 +246,7 @@ class OnlineEvaluator:
         store = self._store()
         for (tenant, model), results in by_run.items():
             try:
-                store.write_results(store.ensure_online_run(tenant, model), tenant, model, results)
+                self._stored(store.write_results(store.ensure_online_run(tenant, model), tenant, model, results))
             except Exception as error:
                 self._store_error(tenant, model, error)
                 self._store_one_by_one(store, tenant, model, results)
@@ -259,7 +260,7 @@ class OnlineEvaluator:
                 self.counts["store_failed"] += len(results) - index
                 return
             try:
-                store.write_results(store.ensure_online_run(tenant, model), tenant, model, [result])
+                self._stored(store.write_results(store.ensure_online_run(tenant, model), tenant, model, [result]))
                 in_a_row = 0
             except Exception as error:
                 self._store_error(tenant, model, error)
@@ -267,6 +268,10 @@ class OnlineEvaluator:
                 in_a_row += 1
         if len(results) == 1:
             self.counts["store_failed"] += 1
+
+    def _stored(self, dropped: int | None) -> None:
+        """Count the items ``write_results`` dropped because their user was erased after the request."""
+        self.counts["dropped_erased"] += dropped or 0
 
     def _store_error(self, tenant: str | None, model: str, error: Exception) -> None:
         self.last_error = f"storing online items of {tenant or '-'}:{model}: {type(error).__name__}: {error}"[:300]
@@ -289,6 +294,8 @@ class OnlineEvaluator:
             completion_tokens=record.completion_tokens,
             cost=record.cost,
             ts=record.ts,
+            user=record.user,
+            request_ts=record.ts,
         )
         if not isinstance(output, str):
             self.counts["skipped_no_text"] += 1  # metadata_only, or encrypted without output in clear

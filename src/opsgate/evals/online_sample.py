@@ -35,11 +35,12 @@ class OnlineSample:
     ts: float
     logprob_mean: float | None
     asked_json: bool
+    user: str | None = None  # the record's user_id: an erasure of that user drops the item (EvalStore)
 
     @property
     def held_bytes(self) -> int:
         """About how much memory the sample holds (up to 4 bytes a character: CPython's widest strings)."""
-        return SAMPLE_OVERHEAD + 4 * (len(self.input or "") + len(self.output or ""))
+        return SAMPLE_OVERHEAD + 4 * (len(self.input or "") + len(self.output or "") + len(self.user or ""))
 
 
 def sample_of(record: dict[str, Any]) -> OnlineSample:
@@ -60,6 +61,7 @@ def sample_of(record: dict[str, Any]) -> OnlineSample:
         ts=float(ts) if isinstance(ts, int | float) else time.time(),
         logprob_mean=_logprob_mean(record),
         asked_json=_asked_json(record),
+        user=user if isinstance(user := record.get("user_id"), str) else None,
     )
 
 

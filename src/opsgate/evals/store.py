@@ -20,7 +20,7 @@ import orjson
 
 from opsgate.evals.dataset import DatasetError, DatasetItem, dataset_hash, parse_item
 from opsgate.store.encoding import record_json, storable_text
-from opsgate.store.sql import SqlRecordStore
+from opsgate.store.sql import ERASURE_LOCK, SqlRecordStore, user_hash
 
 
 class _AnyTenant:
@@ -76,6 +76,10 @@ class ItemResult:
     cost: float | None = None
     scores: dict[str, dict[str, Any]] | None = None
     ts: float = 0.0
+    # Not stored: whose live request the item copies and when it was made (online and shadow items), so
+    # the writer drops the item when that user was erased after it (``write_results``).
+    user: str | None = None
+    request_ts: float | None = None
 
 
 def _json(value: Any) -> str | None:
@@ -289,13 +293,54 @@ class EvalStore:
 
     # -- items and scores -------------------------------------------------------------------------
 
-    def write_results(self, run_id: str, tenant: str | None, model: str, results: list[ItemResult]) -> None:
+    def write_results(self, run_id: str, tenant: str | None, model: str, results: list[ItemResult]) -> int:
         """Store items and their scores (replacing earlier attempts of the same items) in one transaction.
         Texts are stored as the request log stores them (NUL as U+FFFD), so a live prompt that the
-        request log took is never refused here (online and shadow items copy live traffic)."""
+        request log took is never refused here (online and shadow items copy live traffic).
+
+        An item copying a request of a user erased since (``erasures``, checked in this transaction
+        under the erasure lock: see ``store/sql.py``'s ``erase_user``) is not stored; returns how many
+        items were dropped so."""
         if not results:
-            return
+            return 0
         keys = [(run_id, r.item_key) for r in results]
+        with self.store.connection() as conn, self.store.transaction(conn):
+            kept = self._not_erased(conn, results)
+            self._write(conn, run_id, tenant, model, keys, kept)
+        return len(results) - len(kept)
+
+    def _not_erased(self, conn: Any, results: list[ItemResult]) -> list[ItemResult]:
+        """``results`` less the items whose user was erased at or after their request (the request log's
+        own rule for late records). Runs inside the writing transaction, after taking the erasure lock
+        shared (PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already serialises writers): an erasure either
+        committed before, and its tombstone is seen here, or starts after this commits, and deletes what
+        this stored — an erasure on another replica cannot slip in between the check and the insert."""
+        users = {user_hash(storable_text(r.user)) for r in results if r.user is not None}
+        if not users:
+            return results
+        if self.store.dialect == "postgres":
+            self.store.execute(conn, "SELECT pg_advisory_xact_lock_shared(?)", [ERASURE_LOCK])
+        hashes = sorted(users)
+        erased: dict[str, float] = {}
+        for start in range(0, len(hashes), 500):
+            chunk = hashes[start : start + 500]
+            rows = self.store.execute(
+                conn, f"SELECT user_id, erased_at FROM erasures WHERE user_id IN ({','.join('?' * len(chunk))})", chunk
+            ).fetchall()
+            erased.update({row[0]: float(row[1]) for row in rows})
+        if not erased:
+            return results
+        return [r for r in results if r.user is None or not _erased_after(erased, r)]
+
+    def _write(
+        self,
+        conn: Any,
+        run_id: str,
+        tenant: str | None,
+        model: str,
+        keys: list[tuple[str, str]],
+        results: list[ItemResult],
+    ) -> None:
         item_rows = []
         score_rows = []
         for r in results:
@@ -335,16 +380,17 @@ class EvalStore:
                         _json(score.get("details")),
                     )
                 )
-        with self.store.connection() as conn, self.store.transaction(conn):
-            self.store.insert_rows(conn, "DELETE FROM eval_scores WHERE run_id = ? AND item_key = ?", keys)
-            self.store.insert_rows(conn, "DELETE FROM eval_items WHERE run_id = ? AND item_key = ?", keys)
+        # Earlier attempts of every key go, also of an item dropped as erased (its copy must not stay).
+        self.store.insert_rows(conn, "DELETE FROM eval_scores WHERE run_id = ? AND item_key = ?", keys)
+        self.store.insert_rows(conn, "DELETE FROM eval_items WHERE run_id = ? AND item_key = ?", keys)
+        if item_rows:
             self.store.insert_rows(
                 conn, f"INSERT INTO eval_items ({_ITEM_COLUMNS}) VALUES ({','.join('?' * 16)})", item_rows
             )
-            if score_rows:
-                self.store.insert_rows(
-                    conn, f"INSERT INTO eval_scores ({_SCORE_COLUMNS}) VALUES ({','.join('?' * 9)})", score_rows
-                )
+        if score_rows:
+            self.store.insert_rows(
+                conn, f"INSERT INTO eval_scores ({_SCORE_COLUMNS}) VALUES ({','.join('?' * 9)})", score_rows
+            )
 
     def add_scores(self, run_id: str, item_key: str, tenant: str | None, model: str, scores: dict[str, Any]) -> None:
         """Add or replace scores of an item already stored (pairwise judgements after both runs)."""
@@ -432,6 +478,13 @@ class EvalStore:
             f"SELECT avg(s.value), count(*) FROM eval_scores s JOIN eval_runs r ON r.id = s.run_id WHERE {where}", args
         )[0]
         return (None if row[0] is None else float(row[0])), int(row[1])
+
+
+def _erased_after(erased: dict[str, float], result: ItemResult) -> bool:
+    assert result.user is not None
+    at = erased.get(user_hash(storable_text(result.user)))
+    made = result.request_ts if result.request_ts is not None else result.ts
+    return at is not None and at >= made
 
 
 def _passed(score: dict[str, Any]) -> int | None:

@@ -238,6 +238,9 @@ class ShadowMirror:
             completion_tokens=(usage or {}).get("completion_tokens"),
             cost=self.prices().cost(live.alias.name, ctx.deployment, usage) if self.prices is not None else None,
             ts=time.time(),
+            # The live record's user and time: an erasure of that user since then drops the item.
+            user=user if isinstance(user := getattr(live.body, "user", None), str) else None,
+            request_ts=live.received_at,
         )
         evals = self.evals()
 

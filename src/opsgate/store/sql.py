@@ -89,6 +89,12 @@ RELEASE_DIMENSIONS = {
 }
 
 
+# Erasure against the writers of copies (evals/store.py ``write_results``): the erasure takes this
+# PostgreSQL transaction lock exclusively, a writer of online/shadow items shared, so a copy is either
+# stored before the erasure (which then deletes it) or checked against its tombstone after.
+ERASURE_LOCK = 7041916
+
+
 def user_hash(user: str) -> str:
     """How an erased user is remembered: not their id, only enough to recognise late records."""
     return hashlib.sha256(user.encode()).hexdigest()
@@ -385,6 +391,8 @@ class SqlRecordStore(ABC):
         before = self.user_traces(user)
         hashed = user_hash(user)
         with self.connection() as conn, self.transaction(conn):
+            if self.dialect == "postgres":  # wait for copies being stored now; hold new ones until the tombstone
+                self.execute(conn, "SELECT pg_advisory_xact_lock(?)", [ERASURE_LOCK])
             # Copies first: they are found through the user's requests, which go next.
             scores = self.execute(
                 conn, f"DELETE FROM eval_scores WHERE {_OF_USER_SCORES}", _params(_OF_USER_SCORES, user)
