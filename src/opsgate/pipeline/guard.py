@@ -17,24 +17,30 @@ costs milliseconds per KB, like PII's NER), is scanned in the stage's own small 
 long prompt never holds the event loop for its whole scan; other small inputs are scanned inline
 (microseconds, less than a thread hop). Past the budget the policy's ``on_timeout`` decides — block (400, scanner
 ``time_budget``) or pass with a warning — and the record's guard entry says ``timed_out``.
+
+Output scans follow the same rule (the pool for large texts, ``off_loop`` scanners and checks
+against a client's JSON schema) and have the same budget, for all of an answer's scans together
+(every window of a stream). Past it, ``block`` withholds the answer (422 ``output_blocked``,
+scanner ``time_budget``; in a stream, the error event) and ``warn`` lets the rest through unscanned.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from opsgate.domain.config import GatewayConfig
 from opsgate.domain.context import Chunk, GatewayResponse, JsonResult, RequestContext, StreamResult
 from opsgate.domain.errors import InvalidRequestError
 from opsgate.domain.requests import ChatCompletionRequest, ChatMessage, CompletionRequest, EmbeddingRequest
 from opsgate.guard.base import ScanContext, Vault
-from opsgate.guard.engine import GuardBlocked, GuardEngine, GuardEntry, Policy, Run
+from opsgate.guard.engine import Entry, GuardBlocked, GuardEngine, GuardEntry, Policy, Run
 from opsgate.guard.pii import restore, split_partial_placeholder
 from opsgate.pipeline.stage import PassStage
 
@@ -58,6 +64,13 @@ class _State:
     strip_logprobs: bool = False
     strip_top: bool = False
     output: dict[str, GuardEntry] = field(default_factory=dict)
+    # What is left of the output scans' time budget (all windows of a stream together).
+    output_left_ns: int = 0
+    # Past that budget under on_timeout: warn, the rest of the answer passes unscanned.
+    output_unscanned: bool = False
+
+
+_Result = TypeVar("_Result")
 
 
 _MESSAGE_INDEX = re.compile(r"[0-9]{1,6}")  # ASCII only: "²".isdigit() is true and int() refuses it
@@ -182,7 +195,7 @@ class GuardStage(PassStage):
         texts = _texts(body, _untrusted(ctx.headers))
         tags: dict[str, Any] = {"policy": policy.name}
         ctx.tags["guard"] = tags
-        state = _State(policy, context, [])
+        state = _State(policy, context, [], output_left_ns=int(policy.time_budget_ms * 1e6))
         ctx.scratch[_SCRATCH] = state
         self.counts["scanned"] += 1
         if policy.input and texts:
@@ -268,7 +281,7 @@ class GuardStage(PassStage):
             return response
         if response.error is not None:
             return response
-        return self._guard_json(ctx, state, response)
+        return await self._guard_json(ctx, state, response)
 
     def _output_context(self, state: _State, logprobs: list[dict[str, Any]] | None, final: bool) -> ScanContext:
         ctx = state.context
@@ -283,7 +296,59 @@ class GuardStage(PassStage):
             vault=ctx.vault,
         )
 
-    def _guard_json(self, ctx: RequestContext, state: _State, response: JsonResult) -> JsonResult:
+    def _heavy_output(self, state: _State, entries: Sequence[Entry], chars: int) -> bool:
+        """Whether an output scan goes to the pool: as on input by size and ``off_loop``, and whenever it
+        checks the answer against the client's own JSON schema (its patterns are the client's code)."""
+        if any(getattr(entry.scanner, "off_loop", False) for entry in entries):
+            return True
+        if any(entry.name == "system_prompt_leak" for entry in entries):
+            chars += len(state.context.system_prompt or "")  # its cost grows with the prompt it looks for
+        if chars > _OFFLOAD_CHARS:
+            return True
+        response_format = state.context.response_format or {}
+        return response_format.get("type") == "json_schema" and any(entry.name == "json" for entry in entries)
+
+    async def _scan_output(self, state: _State, heavy: bool, work: Callable[[int], _Result]) -> _Result | None:
+        """``work(deadline_ns)`` inline or in the pool, within what is left of the output budget; None past it."""
+        left = state.output_left_ns
+        if left <= 0:
+            return None
+        started = time.perf_counter_ns()
+        result: _Result | None
+        if not heavy:
+            result = work(started + left)
+        else:
+            self.counts["offloaded"] += 1
+            loop = asyncio.get_running_loop()
+            future = loop.run_in_executor(self._pool, work, started + left)
+            try:
+                # shield: on a timeout the scan stops by itself at its next scanner (it checks the deadline).
+                result = await asyncio.wait_for(asyncio.shield(future), left / 1e9)
+            except TimeoutError:
+                result = None
+        state.output_left_ns -= time.perf_counter_ns() - started
+        return result
+
+    def _output_timed_out(self, ctx: RequestContext, state: _State) -> GuardBlocked | None:
+        """Past the output budget: the error that withholds the answer (block), or None (warn: it passes
+        unscanned from here on). The record's guard tag says ``timed_out`` either way."""
+        policy = state.policy
+        self.counts["timed_out"] += 1
+        entry = GuardEntry(_TIME_BUDGET, policy.on_timeout, 1.0, "fail", 1.0, int(policy.time_budget_ms * 1e6))
+        entry.details = {"timed_out": True, "budget_ms": policy.time_budget_ms}
+        state.output[_TIME_BUDGET] = entry
+        tags = ctx.tags["guard"]
+        tags["output"] = [e.record() for e in state.output.values()]
+        tags["timed_out"] = True
+        if policy.on_timeout == "block":
+            self.counts["output_blocked"] += 1
+            return GuardBlocked("output", policy.name, entry, None)
+        state.output_unscanned = True
+        if _TIME_BUDGET not in state.warn:
+            state.warn.append(_TIME_BUDGET)
+        return None
+
+    async def _guard_json(self, ctx: RequestContext, state: _State, response: JsonResult) -> JsonResult:
         choices = response.body.get("choices")
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
             return response
@@ -291,20 +356,30 @@ class GuardStage(PassStage):
         message = choice.get("message") if ctx.endpoint == "chat" else None
         text = (message or {}).get("content") if ctx.endpoint == "chat" else choice.get("text")
         logprobs = _logprob_entries(choice.get("logprobs"))
-        if state.policy.output and isinstance(text, str):
-            run = self.engine.run(
-                state.policy.output, [("assistant", text)], self._output_context(state, logprobs, final=True)
+        entries = state.policy.output
+        if entries and isinstance(text, str):
+            answer: str = text
+            context = self._output_context(state, logprobs, final=True)
+            run = await self._scan_output(
+                state,
+                self._heavy_output(state, entries, len(answer)),
+                lambda deadline: self.engine.run(entries, [("assistant", answer)], context, deadline_ns=deadline),
             )
-            ctx.tags["guard"]["output"] = run.record()
-            if run.blocked is not None:
-                self.counts["output_blocked"] += 1
-                blocked = JsonResult.from_error(GuardBlocked("output", state.policy.name, run.blocked, None))
-                blocked.headers.update({k: v for k, v in response.headers.items() if k.startswith("x-")})
-                return blocked
-            text = run.texts[0]
-            for name in run.warn:
-                if name not in state.warn:
-                    state.warn.append(name)
+            if run is None or run.timed_out:
+                if run is not None:
+                    state.output.update(run.entries)
+                error = self._output_timed_out(ctx, state)
+                if error is not None:
+                    return self._withheld(response, error)
+            else:
+                ctx.tags["guard"]["output"] = run.record()
+                if run.blocked is not None:
+                    self.counts["output_blocked"] += 1
+                    return self._withheld(response, GuardBlocked("output", state.policy.name, run.blocked, None))
+                text = run.texts[0]
+                for name in run.warn:
+                    if name not in state.warn:
+                        state.warn.append(name)
         if isinstance(text, str) and state.context.vault:
             text = restore(text, state.context.vault)
         if isinstance(text, str):
@@ -317,6 +392,13 @@ class GuardStage(PassStage):
             self.counts["warned"] += 1
             response.headers[WARN_HEADER] = ",".join(state.warn)
         return response
+
+    @staticmethod
+    def _withheld(response: JsonResult, error: GuardBlocked) -> JsonResult:
+        """The error answer in place of a blocked one, with the gateway's own ``x-`` headers kept."""
+        blocked = JsonResult.from_error(error)
+        blocked.headers.update({k: v for k, v in response.headers.items() if k.startswith("x-")})
+        return blocked
 
     @staticmethod
     def _strip(state: _State, choice: dict[str, Any]) -> None:
@@ -345,14 +427,36 @@ class GuardStage(PassStage):
         whole = [e for e in policy.output if e.scope == "whole"]
         final_only = [e for e in policy.output if e.scope == "final"]
 
-        def scan(segment: str, final: bool) -> str:
+        async def scan(segment: str, final: bool) -> str:
             nonlocal released
+            if state.output_unscanned:
+                released += segment
+                return segment
             context = self._output_context(state, logprobs, final)
-            runs = [self.engine.run(window, [("assistant", segment)], context, state.output)]
-            if runs[-1].blocked is None and whole:
-                runs.append(self.engine.run(whole, [("assistant", released + segment)], context, state.output))
-            if runs[-1].blocked is None and final and final_only:
-                runs.append(self.engine.run(final_only, [("assistant", released + segment)], context, state.output))
+            so_far = released + segment
+
+            def work(deadline: int) -> tuple[list[Run], dict[str, GuardEntry]]:
+                # Folded into a copy: a scan still running past the budget must not write the record's entries.
+                folded = {name: dataclasses.replace(e, details=dict(e.details)) for name, e in state.output.items()}
+                runs = [self.engine.run(window, [("assistant", segment)], context, folded, deadline)]
+                if runs[-1].blocked is None and whole and not runs[-1].timed_out:
+                    runs.append(self.engine.run(whole, [("assistant", so_far)], context, folded, deadline))
+                if runs[-1].blocked is None and final and final_only and not runs[-1].timed_out:
+                    runs.append(self.engine.run(final_only, [("assistant", so_far)], context, folded, deadline))
+                return runs, folded
+
+            chars = len(segment) + (len(so_far) if whole or (final and final_only) else 0)
+            entries = [*window, *whole, *(final_only if final else [])]
+            result = await self._scan_output(state, self._heavy_output(state, entries, chars), work)
+            if result is None or any(run.timed_out for run in result[0]):
+                if result is not None:
+                    state.output.update(result[1])
+                error = self._output_timed_out(ctx, state)
+                if error is not None:
+                    raise error
+                released += segment
+                return segment
+            runs, state.output = result
             ctx.tags["guard"]["output"] = [e.record() for e in state.output.values()]
             if runs[-1].blocked is not None:
                 self.counts["output_blocked"] += 1
@@ -399,7 +503,7 @@ class GuardStage(PassStage):
                 if not piece:
                     if template is not None and _carries_more_than_role(first):
                         # A tool call or refusal after text: the text before it leaves first, scanned.
-                        out, buffer = emit(scan(buffer, final=False), final=False), ""
+                        out, buffer = emit(await scan(buffer, final=False), final=False), ""
                         if out is not None:
                             yield out
                     if state.strip_logprobs:
@@ -412,12 +516,12 @@ class GuardStage(PassStage):
                     cut = _cut(buffer, self.window_chars)
                     if cut:
                         segment, buffer = buffer[:cut], buffer[cut:]
-                        out = emit(scan(segment, final=False), final=False)
+                        out = emit(await scan(segment, final=False), final=False)
                         if out is not None:
                             yield out
             if template is None:
                 template = held[0] if held else {"choices": []}
-            out = emit(scan(buffer, final=True), final=True)
+            out = emit(await scan(buffer, final=True), final=True)
             if out is not None:
                 yield out
             for chunk in held:
