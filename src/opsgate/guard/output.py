@@ -18,6 +18,7 @@ from opsgate.domain.guard_config import (
     ToxicityScannerConfig,
 )
 from opsgate.guard.base import ScanContext, ScanResult, verdict_for
+from opsgate.guard.json_schema import SchemaUnusable, first_violation
 
 _SENTENCE = re.compile(r"(?<=[.!?;:])\s+|\n+")
 
@@ -137,13 +138,16 @@ class JsonScanner:
             value = json.loads(text)
         except json.JSONDecodeError as error:
             return ScanResult(text, "fail", 1.0, {"error": f"not JSON: {error.msg} at {error.pos}"})
+        except (ValueError, RecursionError) as error:  # an integer of 5,000 digits; nesting past the stack
+            return ScanResult(text, "fail", 1.0, {"error": f"not JSON: {type(error).__name__}"})
         if schema is not None:
-            import jsonschema
-
-            problem = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(value))
+            # The schema is the client's: checked with no fetching, RE2 patterns and a work budget.
+            try:
+                problem = first_violation(schema, value)
+            except SchemaUnusable as unusable:
+                return ScanResult(text, "fail", 1.0, {"error": f"schema unusable: {unusable}"})
             if problem is not None:
-                where = "/".join(str(p) for p in problem.absolute_path) or "<root>"
-                return ScanResult(text, "fail", 1.0, {"error": f"schema: {where}: {problem.message[:200]}"})
+                return ScanResult(text, "fail", 1.0, {"error": f"schema: {problem}"})
         return ScanResult.clean(text)
 
 
