@@ -35,6 +35,14 @@ class ScanContext:
     final: bool = True
     # Reversible anonymisation: placeholder → original, shared by the input and output scans.
     vault: Vault | None = None
+    # The request's time budget ends here (``time.perf_counter_ns``): a scanner that checks it may stop
+    # early by raising ``ScanDeadline`` (None: no deadline, scan to the end).
+    deadline_ns: int | None = None
+
+
+class ScanDeadline(TimeoutError):
+    """A scanner stopped because ``ScanContext.deadline_ns`` passed: the scan has no answer (treat it as the
+    policy's time budget running out, never as a pass)."""
 
 
 @dataclass(slots=True)
