@@ -38,10 +38,12 @@ from typing import Any, TypeVar
 from opsgate.domain.config import GatewayConfig
 from opsgate.domain.context import Chunk, GatewayResponse, JsonResult, RequestContext, StreamResult
 from opsgate.domain.errors import InvalidRequestError
-from opsgate.domain.requests import ChatCompletionRequest, ChatMessage, CompletionRequest, EmbeddingRequest
+from opsgate.domain.requests import ChatCompletionRequest, CompletionRequest
 from opsgate.guard.base import ScanContext, Vault
 from opsgate.guard.engine import Entry, GuardBlocked, GuardEngine, GuardEntry, Policy, Run
 from opsgate.guard.pii import restore, split_partial_placeholder
+from opsgate.pipeline.guard_texts import texts as _texts
+from opsgate.pipeline.guard_texts import with_texts as _with_texts
 from opsgate.pipeline.stage import PassStage
 
 WARN_HEADER = "x-opsgate-guard-warn"
@@ -91,51 +93,6 @@ def _untrusted(headers: Mapping[str, str]) -> frozenset[int]:
             f"{UNTRUSTED_HEADER} must list message indexes, like '2,4'.", param=UNTRUSTED_HEADER, code="invalid_header"
         )
     return frozenset(int(part) for part in parts)
-
-
-def _texts(body: object, untrusted: frozenset[int] = frozenset()) -> list[tuple[str, str]]:
-    """(role, text) of every piece of input text, in order; a message marked untrusted reads as ``tool``."""
-    if isinstance(body, ChatCompletionRequest):
-        out: list[tuple[str, str]] = []
-        for index, message in enumerate(body.messages):
-            # Retrieved content pasted into a user message is scanned as what it is: not the user's words.
-            role = "tool" if index in untrusted and message.role in ("user", "system", "developer") else message.role
-            if isinstance(message.content, str):
-                out.append((role, message.content))
-            elif message.content:
-                out.extend((role, part.text or "") for part in message.content if part.type == "text")
-        return out
-    if isinstance(body, CompletionRequest):
-        return [("user", body.prompt_text())]
-    if isinstance(body, EmbeddingRequest):
-        inputs = [body.input] if isinstance(body.input, str) else body.input
-        return [("user", i) for i in inputs if isinstance(i, str)]
-    return []
-
-
-def _with_texts(body: Any, texts: list[str]) -> Any:
-    """A copy of ``body`` with its input texts replaced, in the order ``_texts`` listed them."""
-    pending = iter(texts)
-    if isinstance(body, ChatCompletionRequest):
-        messages: list[ChatMessage] = []
-        for message in body.messages:
-            if isinstance(message.content, str):
-                messages.append(message.model_copy(update={"content": next(pending)}))
-            elif message.content:
-                parts = [
-                    p.model_copy(update={"text": next(pending)}) if p.type == "text" else p for p in message.content
-                ]
-                messages.append(message.model_copy(update={"content": parts}))
-            else:
-                messages.append(message)
-        return body.model_copy(update={"messages": messages})
-    if isinstance(body, CompletionRequest):
-        prompt = next(pending)
-        return body.model_copy(update={"prompt": prompt if isinstance(body.prompt, str) else [prompt]})
-    assert isinstance(body, EmbeddingRequest)
-    if isinstance(body.input, str):
-        return body.model_copy(update={"input": next(pending)})
-    return body.model_copy(update={"input": [next(pending) if isinstance(i, str) else i for i in body.input]})
 
 
 def _logprob_entries(logprobs: Any) -> list[dict[str, Any]]:
