@@ -9,7 +9,7 @@ no email, card or AWS key in it, and the placeholder sits where the value was.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -46,7 +46,7 @@ def call(arguments: str) -> dict[str, Any]:
     return {"id": "c1", "type": "function", "function": {"name": "f", "arguments": arguments}}
 
 
-VECTORS: dict[str, tuple[str, dict[str, Any]]] = {
+VECTORS: dict[str, tuple[Literal["chat", "completion"], dict[str, Any]]] = {
     "part type input_text": (
         "chat",
         {"messages": [user(), {"role": "user", "content": [{"type": "input_text", "text": PAY}]}]},
@@ -136,7 +136,7 @@ VECTORS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-async def _before(config: Any, endpoint: str, body: dict[str, Any]) -> RequestContext:
+async def _before(config: Any, endpoint: Literal["chat", "completion"], body: dict[str, Any]) -> RequestContext:
     stage = GuardStage.from_config(config)
     model = "m" if endpoint == "chat" else "c"
     ctx = RequestContext(endpoint=endpoint, raw_body=json.dumps({"model": model, **body}).encode(), headers={})
