@@ -16,7 +16,7 @@ from collections.abc import Callable
 import pytest
 
 from opsgate.domain.guard_config import PiiScannerConfig
-from opsgate.guard.base import ScanContext, Vault
+from opsgate.guard.base import ScanContext, ScanDeadline, Vault
 from opsgate.guard.pii import PiiDetector, PiiScanner
 
 LIMIT = 32_000  # the default input_size limit (characters)
@@ -121,3 +121,25 @@ def test_findings_in_long_runs_are_kept() -> None:
     assert result.sanitized_text == "<EMAIL>"
     assert result.details["found"] == {"email": 1}
     assert scanner.scan(FAMILIES["run_then_bad_domain"](32 * 1024), ScanContext("input")).verdict == "pass"
+
+
+def test_scan_stops_at_the_deadline() -> None:
+    """Past ``ScanContext.deadline_ns`` the scan raises ScanDeadline soon instead of reading on (finding 5:
+    abandoned scans held the guard's 2-thread pool); before it, the answer is the full scan's."""
+    scanner = PiiScanner(PiiScannerConfig(scanner="pii", action="redact", reversible=False))
+    text = "Call +1 415 555 0199 or mail jane.roe@example.org. " + FAMILIES["digits_spaces"](512 * 1024)
+    started = time.thread_time()
+    full = scanner.detector.detect(text)
+    whole = time.thread_time() - started
+    assert [f.kind for f in full.findings[:2]] == ["phone", "email"]
+    late = ScanContext("input", deadline_ns=time.perf_counter_ns() + 5_000_000)
+    started = time.thread_time()
+    with pytest.raises(ScanDeadline):
+        scanner.scan(text + " fresh", late)
+    stopped = time.thread_time() - started
+    assert stopped < whole / 4, f"stopped after {stopped * 1000:.0f} ms, the whole scan takes {whole * 1000:.0f} ms"
+    # Nothing was kept for the text: without a deadline (or before it) the answer is the full one.
+    again = scanner.scan(text + " fresh", ScanContext("input", deadline_ns=time.perf_counter_ns() + 60 * 10**9))
+    assert again.details["found"]["phone"] >= 1 and again.details["found"]["email"] == 1
+    with pytest.raises(ScanDeadline):
+        scanner.scan("mail jane.roe@example.org", ScanContext("input", deadline_ns=time.perf_counter_ns() - 1))

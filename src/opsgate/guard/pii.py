@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -29,7 +30,7 @@ from stdnum.it import codicefiscale
 from stdnum.us import itin, ssn
 
 from opsgate.domain.guard_config import PiiEntity, PiiScannerConfig
-from opsgate.guard.base import ScanContext, ScanResult, TextCache, Vault
+from opsgate.guard.base import ScanContext, ScanDeadline, ScanResult, TextCache, Vault
 from opsgate.guard.pii_address import find_addresses, find_marked_dates_and_ages
 from opsgate.guard.pii_base import SHORT, Finding, clusters, digit_runs, resolve_overlaps
 from opsgate.guard.pii_fast import FastNameRecognizer
@@ -187,24 +188,28 @@ class PiiDetector:
         """Every finding, in order, not overlapping."""
         return self.detect(text).findings
 
-    def detect(self, text: str, names: bool = True) -> Detection:
+    def detect(self, text: str, names: bool = True, deadline_ns: int | None = None) -> Detection:
         """Every finding, in order, not overlapping, and what the NER budget left unread.
 
         ``names=False``: no person, location or organisation names (the NER model does not run).
+        ``deadline_ns`` (``time.perf_counter_ns``): past it, raise ``ScanDeadline`` (checked every
+        ``_DEADLINE_EVERY`` candidate places and between the recognisers) instead of reading on.
         """
         structured: list[Finding] = []
         for low, high in _windows(text):
-            for match in _matches(text, low, high):
+            for match in _matches(text, low, high, deadline_ns):
                 finding = self._confirm(text, match)
                 if finding is not None:
                     structured.append(finding)
         ranked = [structured]
+        _check(deadline_ns)
         if self.entities & {"date_of_birth", "age"}:
             ranked.append([f for f in find_marked_dates_and_ages(text) if f.kind in self.entities])
         if "street_address" in self.entities:
             # The town after an address is a location: a name kind, so only where names are looked for.
             allowed = self.entities if names else self.entities - NER_KINDS
             ranked.append([f for f in find_addresses(text) if f.kind in allowed])
+        _check(deadline_ns)
         unread = 0
         if "organization" in self.entities and names:
             ranked.append(find_organisations(text))
@@ -277,7 +282,7 @@ _WORD_START = re.compile(r"\b(?=\w)")
 _LOCAL_PART = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%+-")
 
 
-def _matches(text: str, low: int, high: int) -> Iterator[re.Match[str]]:
+def _matches(text: str, low: int, high: int, deadline_ns: int | None = None) -> Iterator[re.Match[str]]:
     """``_PATTERN.finditer(text, low, high)``, tried only where a match can start.
 
     ``finditer`` tries all 13 alternatives at every position (~0.35 us each); the same matches come
@@ -299,7 +304,7 @@ def _matches(text: str, low: int, high: int) -> Iterator[re.Match[str]]:
                 runs.append((begin, at, _DOMAIN.match(text, at + 1, high) is not None))
             at = text.find("@", at + 1, high)
         starts = sorted(extra)
-    return _matches_at_starts(text, starts, low, high, runs)
+    return _matches_at_starts(text, starts, low, high, runs, deadline_ns)
 
 
 def _alternatives(pattern: str) -> dict[str, str]:
@@ -353,7 +358,12 @@ _DOMAIN = re.compile(_EMAIL_DOMAIN)
 
 
 def _matches_at_starts(
-    text: str, starts: list[int], low: int, high: int, runs: list[tuple[int, int, bool]] | None = None
+    text: str,
+    starts: list[int],
+    low: int,
+    high: int,
+    runs: list[tuple[int, int, bool]] | None = None,
+    deadline_ns: int | None = None,
 ) -> Iterator[re.Match[str]]:
     """``matches_at(_PATTERN.match, text, starts, low, high)``, each place tried with the alternatives its
     first character allows (``_FIRST``).
@@ -364,15 +374,21 @@ def _matches_at_starts(
     past the run) and only if that domain matches, whatever the place: elsewhere the other alternatives
     are tried alone (``_OTHERS``). Tried at every place, the email's ``[…]*`` read to the end of the run
     each time: quadratic in a run of "1-2-3-…" (32 KB: ~0.6 s).
+
+    ``deadline_ns``: checked every ``_DEADLINE_EVERY`` places tried (``_check``).
     """
     resume = low
     first = _FIRST.get
     others = _OTHERS.get
     runs = runs or []
     index, count = 0, len(runs)
+    tried = 0
     for at in starts:
         if at < resume:
             continue
+        tried += 1
+        if deadline_ns is not None and not tried % _DEADLINE_EVERY:
+            _check(deadline_ns)
         char = text[at]
         while index < count and runs[index][1] <= at:
             index += 1
@@ -383,6 +399,17 @@ def _matches_at_starts(
         if found is not None:
             yield found
             resume = found.end()
+
+
+# Places tried between two looks at the clock (~60 ns each): a place costs ~1-3 us, so the scan overruns
+# its deadline by well under a millisecond.
+_DEADLINE_EVERY = 64
+
+
+def _check(deadline_ns: int | None) -> None:
+    """Raise ``ScanDeadline`` once ``deadline_ns`` (``time.perf_counter_ns``) has passed."""
+    if deadline_ns is not None and time.perf_counter_ns() > deadline_ns:
+        raise ScanDeadline("pii scan past the request's time budget")
 
 
 # Runs of anchor characters (``[\d:]+``) no more than 2 * _MERGE_GAP apart: their windows overlap or touch, so
@@ -463,7 +490,8 @@ class PiiScanner:
         key = TextCache.key(text, names)
         detection = self._seen.get(key)
         if detection is None:
-            detection = self.detector.detect(text, names=names)
+            # Past the request's deadline this raises ScanDeadline: no answer, and nothing cached.
+            detection = self.detector.detect(text, names=names, deadline_ns=context.deadline_ns)
             # A budget that ran out depends on the moment, not the text: such a detection is not kept.
             if not detection.ner_unread_chars and len(detection.findings) <= _CACHED_FINDINGS:
                 self._seen.put(key, detection)
