@@ -56,6 +56,10 @@ class _ScannerBase(_Strict):
         return self
 
 
+def _user_only() -> list[Role]:
+    return ["user"]
+
+
 class PiiScannerConfig(_ScannerBase):
     """Personal data: emails, phones, cards (Luhn), IBANs (checksum), national ids, IP addresses, marked
     dates of birth and ages, street addresses (patterns); names, places and organisations (``ner``).
@@ -74,6 +78,11 @@ class PiiScannerConfig(_ScannerBase):
         default_factory=lambda: ["US", "GB", "DE", "FR"], description="Regions tried for numbers without +country."
     )
     roles: list[Role] | None = Field(None, description="Input messages to scan; default: all.")
+    restore_roles: list[Role] = Field(
+        default_factory=_user_only,
+        description="reversible: the answer gets back only values that came from these roles' messages; "
+        "others (operator data in a system prompt, retrieved records in tool messages) stay placeholders.",
+    )
     names_on_output: bool = Field(
         False,
         description="Also look for person, location and organization names in answers (off: answers name "
@@ -98,6 +107,8 @@ class PiiScannerConfig(_ScannerBase):
     def _reversible_redacts(self) -> PiiScannerConfig:
         if self.reversible and self.action != "redact":
             raise ValueError("reversible needs action: redact")
+        if "restore_roles" in self.model_fields_set and not self.reversible:
+            raise ValueError("restore_roles needs reversible: true")
         return self
 
 

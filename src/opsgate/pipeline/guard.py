@@ -38,12 +38,14 @@ from typing import Any, TypeVar
 from opsgate.domain.config import GatewayConfig
 from opsgate.domain.context import Chunk, GatewayResponse, JsonResult, RequestContext, StreamResult
 from opsgate.domain.errors import InvalidRequestError
+from opsgate.domain.guard_config import PiiScannerConfig
 from opsgate.domain.requests import ChatCompletionRequest, CompletionRequest
 from opsgate.guard.base import ScanContext, Vault
 from opsgate.guard.engine import Entry, GuardBlocked, GuardEngine, GuardEntry, Policy, Run
 from opsgate.guard.pii import restore, split_partial_placeholder
 from opsgate.pipeline.guard_texts import texts as _texts
 from opsgate.pipeline.guard_texts import with_texts as _with_texts
+from opsgate.pipeline.guard_vault import RoleVault
 from opsgate.pipeline.stage import PassStage
 
 WARN_HEADER = "x-opsgate-guard-warn"
@@ -70,6 +72,8 @@ class _State:
     output_left_ns: int = 0
     # Past that budget under on_timeout: warn, the rest of the answer passes unscanned.
     output_unscanned: bool = False
+    # The placeholders put back in the answer: those of values from the restore_roles' messages.
+    restore: Vault = field(default_factory=Vault)
 
 
 _Result = TypeVar("_Result")
@@ -148,7 +152,8 @@ class GuardStage(PassStage):
         policy = self.engine.policy_for(ctx.alias.name if ctx.alias else None, tenant)
         if policy is None:
             return None
-        context = ScanContext("input", model=ctx.alias.name if ctx.alias else None, tenant=tenant, vault=Vault())
+        context = ScanContext("input", model=ctx.alias.name if ctx.alias else None, tenant=tenant)
+        vault = context.vault = RoleVault(context)
         texts = _texts(body, _untrusted(ctx.headers))
         tags: dict[str, Any] = {"policy": policy.name}
         ctx.tags["guard"] = tags
@@ -167,6 +172,8 @@ class GuardStage(PassStage):
             if run.texts != [t for _, t in texts]:
                 self.counts["redacted"] += 1
                 body = ctx.body = _with_texts(body, run.texts)
+        if vault:
+            state.restore = vault.restorable(_restore_roles(policy))
         if isinstance(body, ChatCompletionRequest):
             system = [m.text() for m in body.messages if m.role in ("system", "developer")]
             context.system_prompt = "\n".join(system) or None
@@ -337,8 +344,8 @@ class GuardStage(PassStage):
                 for name in run.warn:
                     if name not in state.warn:
                         state.warn.append(name)
-        if isinstance(text, str) and state.context.vault:
-            text = restore(text, state.context.vault)
+        if isinstance(text, str) and state.restore:
+            text = restore(text, state.restore)
         if isinstance(text, str):
             if message is not None:
                 message["content"] = text
@@ -371,7 +378,7 @@ class GuardStage(PassStage):
     ) -> AsyncIterator[Chunk]:
         """Hold the text back in windows, scan each before it leaves, end with an error event on a block."""
         chat = ctx.endpoint == "chat"
-        vault = state.context.vault
+        vault = state.restore
         buffer = ""  # model text not yet released
         released = ""  # model text already released (the whole-scope scanners read it all)
         carry = ""  # restored text held back: it may be a placeholder cut in two
@@ -491,6 +498,14 @@ class GuardStage(PassStage):
             close = getattr(source, "aclose", None)
             if close is not None:
                 await close()
+
+
+def _restore_roles(policy: Policy) -> list[str]:
+    """The roles whose values the reversible input PII scanner gives back (its ``restore_roles``)."""
+    for entry in policy.input:
+        if isinstance(entry.config, PiiScannerConfig) and entry.config.reversible:
+            return list(entry.config.restore_roles)
+    return []
 
 
 def _carries_more_than_role(choice: dict[str, Any]) -> bool:
