@@ -171,3 +171,26 @@ def test_a_shadow_call_in_flight_during_the_erasure_stores_nothing(store: SqlRec
     asyncio.run(go())
     assert mirror.status()["failed"] == 0
     assert sorted(stored(EvalStore(store), SHADOW_RUN)) == ["req-b"]
+
+
+def request(rid: str, user: str, ts: float) -> dict[str, Any]:
+    """A journaled record of ``user`` (what the writer stores as a request row)."""
+    return {"id": rid, "ts": ts, "endpoint": "chat", "model": "chat", "status": 200, "user_id": user,
+            "input_text": f"{user}'s passport is X1234567", "output_text": "noted"}  # fmt: skip
+
+
+def test_a_late_request_row_takes_the_copies_stored_before_the_erasure_with_it(store: SqlRecordStore) -> None:
+    """The erasure finds copies through the request rows: an item stored before it, while its request was
+    still in another replica's journal, is deleted when that request arrives and is dropped as erased."""
+    evals = EvalStore(store)
+    evals.create_run(None, "chat", kind="online", run_id=RUN)
+    made = time.time() - 60
+    evals.write_results(RUN, None, "chat", [copy("a1", "alice", made), copy("b1", "bob", made)])
+    store.erase_user("alice", "test")
+    assert sorted(stored(evals)) == ["a1", "b1"]  # out of the erasure's reach: no request row yet
+    assert store.write_batch([request("a1", "alice", ts=made), request("b1", "bob", ts=made)]) == 1
+    assert sorted(stored(evals)) == ["b1"]
+    with store.connection() as conn:
+        scores = store.execute(conn, "SELECT item_key FROM eval_scores").fetchall()
+        ids = store.execute(conn, "SELECT id FROM requests").fetchall()
+    assert [row[0] for row in scores] == ["b1"] and [row[0] for row in ids] == ["b1"]

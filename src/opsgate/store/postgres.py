@@ -18,8 +18,16 @@ from opsgate.store.sql import COLUMNS, LIST_COLUMNS, USAGE_COLUMNS, USAGE_UPSERT
 _SELECT_BATCH = ", ".join(f"coalesce({c}, false)" if c in ("stream", "cached") else c for c in COLUMNS)
 _INSERT_BATCH = (
     "WITH batch AS (SELECT DISTINCT ON (id) * FROM jsonb_populate_recordset(NULL::requests, %s::jsonb)), "
-    "fresh AS (SELECT * FROM batch b WHERE b.user_id IS NULL OR NOT EXISTS (SELECT 1 FROM erasures e "
+    # Records journaled before their user's erasure and arriving after it are not stored, and the
+    # online/shadow items copied from them go too (stored before the erasure while the request row was
+    # not there, they were out of its reach): all sub-statements see one snapshot, so the scores are
+    # found through the items this statement deletes.
+    "gone AS (SELECT b.id FROM batch b WHERE b.user_id IS NOT NULL AND EXISTS (SELECT 1 FROM erasures e "
     "  WHERE e.user_id = encode(sha256(convert_to(b.user_id, 'UTF8')), 'hex') AND e.erased_at >= b.ts)), "
+    "fresh AS (SELECT * FROM batch b WHERE NOT EXISTS (SELECT 1 FROM gone g WHERE g.id = b.id)), "
+    "gone_scores AS (DELETE FROM eval_scores s USING eval_items i WHERE i.request_id IN (SELECT id FROM gone) "
+    "  AND s.run_id = i.run_id AND s.item_key = i.item_key), "
+    "gone_items AS (DELETE FROM eval_items WHERE request_id IN (SELECT id FROM gone)), "
     f"ins AS (INSERT INTO requests ({', '.join(COLUMNS)}, stored_at) "
     f"  SELECT {_SELECT_BATCH}, extract(epoch FROM clock_timestamp()) FROM fresh "
     "  ON CONFLICT (id) DO NOTHING RETURNING ts, tenant, model, user_id, status, prompt_tokens, "

@@ -109,8 +109,8 @@ def _stage(conn: sqlite3.Connection, lines: list[bytes]) -> None:
             raise ValueError(f"a journal line holds a value the store cannot keep: {error}") from None
 
 
-_DROP_ERASED = (
-    "DELETE FROM temp.batch WHERE user_id IS NOT NULL AND EXISTS (SELECT 1 FROM main.erasures e "
+_ERASED_IN_BATCH = (
+    "SELECT DISTINCT id FROM temp.batch WHERE user_id IS NOT NULL AND EXISTS (SELECT 1 FROM main.erasures e "
     "WHERE e.user_id = opsgate_user_hash(temp.batch.user_id) AND e.erased_at >= temp.batch.ts)"
 )
 # Text searches whose window starts within this long bound the FTS walk by rowid (see text_condition).
@@ -119,6 +119,23 @@ _SLO_ROLLUPS = tuple(
     rollups.rollup_upsert(table, seconds, "temp.batch", rollups.SQLITE_BUCKET)
     for table, seconds in ((rollups.FINE_TABLE, rollups.FINE_SECONDS), (rollups.HOUR_TABLE, rollups.HOUR_SECONDS))
 )
+
+
+def _drop_erased(conn: sqlite3.Connection) -> None:
+    """Drop the batch's records of users erased after the request, and the online/shadow items copied
+    from them: such an item stored before the erasure, while its request row was not there yet, was
+    out of the erasure's reach (it finds copies through the request rows)."""
+    late = [row[0] for row in conn.execute(_ERASED_IN_BATCH)]
+    for start in range(0, len(late), 500):
+        chunk = late[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        conn.execute(
+            "DELETE FROM main.eval_scores WHERE (run_id, item_key) IN "
+            f"(SELECT run_id, item_key FROM main.eval_items WHERE request_id IN ({marks}))",
+            chunk,
+        )
+        conn.execute(f"DELETE FROM main.eval_items WHERE request_id IN ({marks})", chunk)
+        conn.execute(f"DELETE FROM temp.batch WHERE id IN ({marks})", chunk)
 
 
 class SqliteRecordStore(SqlRecordStore):
@@ -180,7 +197,7 @@ class SqliteRecordStore(SqlRecordStore):
         conn.execute("DELETE FROM temp.batch")
         _stage(conn, lines)
         if conn.execute("SELECT EXISTS (SELECT 1 FROM erasures)").fetchone()[0]:
-            conn.execute(_DROP_ERASED)  # journaled before the user's erasure, arriving after it
+            _drop_erased(conn)  # journaled before the user's erasure, arriving after it
         conn.execute(
             "DELETE FROM temp.batch WHERE id IN (SELECT id FROM main.requests) "
             "OR rowid NOT IN (SELECT min(rowid) FROM temp.batch GROUP BY id)"
