@@ -107,10 +107,10 @@ def test_a_text_read_before_costs_a_digest_and_each_request_gets_its_own_placeho
     calls = 0
     detect = scanner.detector.detect
 
-    def counted(text: str, names: bool = True) -> object:
+    def counted(text: str, names: bool = True, deadline_ns: int | None = None) -> object:
         nonlocal calls
         calls += 1
-        return detect(text, names)
+        return detect(text, names, deadline_ns)
 
     scanner.detector.detect = counted  # type: ignore[method-assign, assignment]
     first_vault, second_vault = Vault(), Vault()
