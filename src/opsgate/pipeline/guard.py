@@ -46,6 +46,10 @@ from opsgate.guard.pii import restore, split_partial_placeholder
 from opsgate.pipeline.guard_texts import texts as _texts
 from opsgate.pipeline.guard_texts import with_texts as _with_texts
 from opsgate.pipeline.guard_vault import RoleVault
+from opsgate.pipeline.guard_windows import carries_more_than_role as _carries_more_than_role
+from opsgate.pipeline.guard_windows import cut as _cut
+from opsgate.pipeline.guard_windows import merge_logprobs as _merge_logprobs
+from opsgate.pipeline.guard_windows import without_content as _without_content
 from opsgate.pipeline.stage import PassStage
 
 WARN_HEADER = "x-opsgate-guard-warn"
@@ -53,8 +57,6 @@ WARN_HEADER = "x-opsgate-guard-warn"
 UNTRUSTED_HEADER = "x-opsgate-untrusted-messages"
 _SCRATCH = "guard"
 _PARAM = {"chat": "messages", "completion": "prompt", "embedding": "input"}
-# Where a stream may be cut into windows without splitting an identifier: a line or sentence end.
-_BOUNDARY = re.compile(r"\n|[.!?](?=\s)")
 # Inputs longer than this are scanned in the guard's thread pool (a 4 KB scan costs ~0.5 ms).
 _OFFLOAD_CHARS = 4096
 _TIME_BUDGET = "time_budget"
@@ -506,49 +508,3 @@ def _restore_roles(policy: Policy) -> list[str]:
         if isinstance(entry.config, PiiScannerConfig) and entry.config.reversible:
             return list(entry.config.restore_roles)
     return []
-
-
-def _carries_more_than_role(choice: dict[str, Any]) -> bool:
-    """Whether a content-less chunk carries something of its own (tool calls, a refusal)."""
-    delta = choice.get("delta") or {}
-    return any(value for key, value in delta.items() if key not in ("role", "content"))
-
-
-def _cut(buffer: str, window: int) -> int:
-    """Where to cut a full window: after its last line or sentence end; mid-sentence only when 4 windows long."""
-    last = 0
-    for match in _BOUNDARY.finditer(buffer):
-        last = match.end()
-    if last:
-        return last
-    if len(buffer) >= 4 * window:
-        space = buffer.rfind(" ")
-        return space + 1 if space > 0 else len(buffer)
-    return 0
-
-
-def _without_content(chunk: Chunk, chat: bool) -> Chunk:
-    """The finish chunk with its text moved into the scanned buffer."""
-    choices = []
-    for choice in chunk.get("choices") or ():
-        choice = dict(choice)
-        if chat:
-            choice["delta"] = {k: v for k, v in (choice.get("delta") or {}).items() if k != "content"}
-        else:
-            choice["text"] = ""
-        choice["logprobs"] = None
-        choices.append(choice)
-    return {**chunk, "choices": choices}
-
-
-def _merge_logprobs(merged: dict[str, Any] | None, logprobs: Any) -> dict[str, Any] | None:
-    """Logprobs of several chunks as one chunk's (lists concatenated), in either shape."""
-    if not isinstance(logprobs, dict):
-        return merged
-    out = dict(merged or {})
-    for name, value in logprobs.items():
-        if isinstance(value, list):
-            out[name] = [*(out.get(name) or []), *value]
-        elif name not in out:
-            out[name] = value
-    return out

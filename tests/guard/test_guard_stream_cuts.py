@@ -1,0 +1,86 @@
+"""A stream's window cuts never split an identifier made of digits and separators (probe-guard finding 6).
+
+The stage on its own, the probe's case: 600-659 characters of words with no sentence end, then a card
+number written with spaces, in 7-character pieces. The old cut (the last space once 4 windows were
+held) fell inside the card at 15 of these 60 offsets, and neither half was a card to the PII scanner.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+
+from opsgate.domain.config import parse_config
+from opsgate.domain.context import Chunk, RequestContext, StreamResult
+from opsgate.pipeline.guard import GuardStage
+from opsgate.pipeline.guard_windows import cut
+from opsgate.pipeline.validation import ValidationStage
+
+CONFIG = parse_config(
+    {
+        "models": [
+            {"name": "m", "deployments": [{"type": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "x"}]}
+        ],
+        "guard": {
+            "enabled": True,
+            "stream_window_chars": 160,
+            "policies": [{"name": "p", "input": [], "output": [{"scanner": "pii", "action": "redact"}]}],
+        },
+    }
+)
+CARD = "4111 1111 1111 1111"
+
+
+def _chunk(content: str) -> Chunk:
+    return {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "model": "x",
+        "choices": [{"index": 0, "delta": {"content": content}}],
+    }
+
+
+async def _stream(text: str) -> list[str]:
+    stage = GuardStage.from_config(CONFIG)
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    ctx = RequestContext(endpoint="chat", raw_body=json.dumps(body).encode(), headers={})
+    await ValidationStage(CONFIG).before(ctx)
+    await stage.before(ctx)
+
+    async def source() -> AsyncIterator[Chunk]:
+        for start in range(0, len(text), 7):
+            yield _chunk(text[start : start + 7])
+
+    response = await stage.after(ctx, StreamResult(source=source()))
+    assert isinstance(response, StreamResult)
+    return [
+        (item["choices"][0].get("delta") or {}).get("content") or ""
+        async for item in response.chunks()
+        if item.get("choices")
+    ]
+
+
+@pytest.mark.parametrize("pad", range(600, 660))
+async def test_a_card_after_a_long_sentence_never_reaches_the_client_raw(pad: int) -> None:
+    text = ("word " * 200)[:pad] + f"card {CARD} and more words after it"
+    pieces = await _stream(text)
+    released = "".join(pieces)
+    assert CARD not in released
+    assert "<CREDIT_CARD>" in released
+    assert len(pieces) >= 2  # still released in windows, not held to the end
+
+
+async def test_a_long_run_of_digits_is_still_released_in_bounded_windows() -> None:
+    pieces = await _stream("12 34 " * 600)
+    assert len([p for p in pieces if p]) >= 2
+    assert max(len(p) for p in pieces) <= 16 * 160 + 7
+
+
+def test_cuts_fall_at_sentence_ends_or_spaces_outside_digit_runs() -> None:
+    assert cut("One. Two 4111 1111. three", 5) == len("One. Two 4111 1111.")  # the run ended at the stop
+    assert cut("Pay 4111 1111. 1111 1111 now", 5) == len("Pay 4111 1111. 1111 1111 ")  # not at the inner stop
+    held = "word " * 130 + "call +1 415 555 01"  # the number may go on in the next chunk
+    assert cut(held, 160) == len("word " * 130 + "call ")
+    assert cut("word " * 130 + "4111 1111 ", 160) == len("word " * 130)
