@@ -13,18 +13,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import logging
 import re
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeGuard
 
 from opsgate.auth.session_store import SessionRow, SessionStore
 from opsgate.domain.auth_config import UiSessionConfig
 from opsgate.domain.principal import Principal
-
-log = logging.getLogger("opsgate.auth")
 
 COOKIE_NAME = "opsgate_session"
 LEGACY_COOKIE_NAME = "opsgate_key"  # held the raw key before sessions; only ever deleted now
@@ -34,7 +31,7 @@ _MAX_CACHE = 10_000
 _BOOTSTRAP_SALT = b"opsgate-ui-session-bootstrap-key"
 
 
-def valid_session_id(value: str | None) -> bool:
+def valid_session_id(value: str | None) -> TypeGuard[str]:
     """Whether ``value`` could be a session id at all (absent, empty, long, non-ASCII and NUL are not)."""
     return value is not None and _ID_PATTERN.fullmatch(value) is not None
 
@@ -89,7 +86,6 @@ class UiSessions:
         """The live session for the cookie's value, or None (malformed, unknown, expired, idle)."""
         if not valid_session_id(session_id):
             return None
-        assert session_id is not None
         digest = id_hash(session_id)
         now = self.clock()
         cached = self._cache.get(digest)
@@ -113,7 +109,6 @@ class UiSessions:
     async def end(self, session_id: str | None) -> None:
         """Logout: delete the session, so the same cookie is refused from now on."""
         if valid_session_id(session_id):
-            assert session_id is not None
             await self.end_hash(id_hash(session_id))
 
     async def end_hash(self, digest: str) -> None:
