@@ -43,6 +43,7 @@ from opsgate.domain.requests import ChatCompletionRequest, CompletionRequest
 from opsgate.guard.base import ScanContext, Vault
 from opsgate.guard.engine import Entry, GuardBlocked, GuardEngine, GuardEntry, Policy, Run
 from opsgate.guard.pii import restore, split_partial_placeholder
+from opsgate.pipeline import guard_fields
 from opsgate.pipeline.guard_texts import texts as _texts
 from opsgate.pipeline.guard_texts import with_texts as _with_texts
 from opsgate.pipeline.guard_vault import RoleVault
@@ -338,6 +339,7 @@ class GuardStage(PassStage):
                 if error is not None:
                     return self._withheld(response, error)
             else:
+                state.output = run.entries
                 ctx.tags["guard"]["output"] = run.record()
                 if run.blocked is not None:
                     self.counts["output_blocked"] += 1
@@ -346,6 +348,12 @@ class GuardStage(PassStage):
                 for name in run.warn:
                     if name not in state.warn:
                         state.warn.append(name)
+        if isinstance(message, dict) and guard_fields.carries_fields(message):
+            try:
+                scanned = await self._scan_fields(ctx, state, guard_fields.texts([message]))
+            except GuardBlocked as error:
+                return self._withheld(response, error)
+            guard_fields.put_back([message], scanned, state.restore)
         if isinstance(text, str) and state.restore:
             text = restore(text, state.restore)
         if isinstance(text, str):
@@ -358,6 +366,40 @@ class GuardStage(PassStage):
             self.counts["warned"] += 1
             response.headers[WARN_HEADER] = ",".join(state.warn)
         return response
+
+    async def _scan_fields(
+        self, ctx: RequestContext, state: _State, found: dict[guard_fields.Key, str]
+    ) -> dict[guard_fields.Key, str]:
+        """The data scanners over an answer's arguments and refusal: their texts, redacted; raises on a block."""
+        entries = [entry for entry in state.policy.output if entry.name in guard_fields.DATA_SCANNERS]
+        if not found or not entries or state.output_unscanned:
+            return found
+        keys = list(found)
+        pairs = [("assistant", found[key]) for key in keys]
+        context = self._output_context(state, None, final=True)
+
+        def work(deadline: int) -> tuple[Run, dict[str, GuardEntry]]:
+            folded = _folded_copy(state.output)
+            return self.engine.run(entries, pairs, context, folded, deadline), folded
+
+        chars = sum(len(text) for _, text in pairs)
+        result = await self._scan_output(state, self._heavy_output(state, entries, chars), work)
+        if result is None or result[0].timed_out:
+            if result is not None:
+                state.output.update(result[1])
+            error = self._output_timed_out(ctx, state)
+            if error is not None:
+                raise error
+            return found
+        run, state.output = result
+        ctx.tags["guard"]["output"] = [e.record() for e in state.output.values()]
+        if run.blocked is not None:
+            self.counts["output_blocked"] += 1
+            raise GuardBlocked("output", state.policy.name, run.blocked, None)
+        for name in run.warn:
+            if name not in state.warn:
+                state.warn.append(name)
+        return dict(zip(keys, run.texts, strict=True))
 
     @staticmethod
     def _withheld(response: JsonResult, error: GuardBlocked) -> JsonResult:
@@ -388,6 +430,7 @@ class GuardStage(PassStage):
         raw_logprobs: dict[str, Any] | None = None  # the client's own logprobs, for the next released chunk
         template: Chunk | None = None
         held: list[Chunk] = []  # finish and usage chunks, released after the final scan
+        fields: list[Chunk] = []  # tool-call and refusal deltas: scanned whole, released after the text
         policy = state.policy
         window = [e for e in policy.output if e.scope == "window"]
         whole = [e for e in policy.output if e.scope == "whole"]
@@ -402,8 +445,7 @@ class GuardStage(PassStage):
             so_far = released + segment
 
             def work(deadline: int) -> tuple[list[Run], dict[str, GuardEntry]]:
-                # Folded into a copy: a scan still running past the budget must not write the record's entries.
-                folded = {name: dataclasses.replace(e, details=dict(e.details)) for name, e in state.output.items()}
+                folded = _folded_copy(state.output)
                 runs = [self.engine.run(window, [("assistant", segment)], context, folded, deadline)]
                 if runs[-1].blocked is None and whole and not runs[-1].timed_out:
                     runs.append(self.engine.run(whole, [("assistant", so_far)], context, folded, deadline))
@@ -474,7 +516,10 @@ class GuardStage(PassStage):
                             yield out
                     if state.strip_logprobs:
                         first["logprobs"] = None
-                    yield chunk  # the role chunk, tool-call deltas: no text to scan
+                    if chat and guard_fields.carries_fields(guard_fields.chunk_delta(chunk)):
+                        fields.append(chunk)
+                        continue
+                    yield chunk  # the role chunk: no text to scan
                     continue
                 template = template or chunk
                 buffer += piece
@@ -490,6 +535,12 @@ class GuardStage(PassStage):
             out = emit(await scan(buffer, final=True), final=True)
             if out is not None:
                 yield out
+            if fields:
+                deltas = [guard_fields.chunk_delta(chunk) for chunk in fields]
+                scanned = await self._scan_fields(ctx, state, guard_fields.texts(deltas))
+                guard_fields.put_back(deltas, scanned, state.restore)
+                for chunk in fields:
+                    yield chunk
             for chunk in held:
                 if state.strip_logprobs:
                     for choice in chunk.get("choices") or ():
@@ -500,6 +551,11 @@ class GuardStage(PassStage):
             close = getattr(source, "aclose", None)
             if close is not None:
                 await close()
+
+
+def _folded_copy(entries: dict[str, GuardEntry]) -> dict[str, GuardEntry]:
+    """The record's entries to fold a scan into: a scan still running past the budget must not write them."""
+    return {name: dataclasses.replace(e, details=dict(e.details)) for name, e in entries.items()}
 
 
 def _restore_roles(policy: Policy) -> list[str]:
