@@ -194,3 +194,41 @@ def test_a_late_request_row_takes_the_copies_stored_before_the_erasure_with_it(s
         scores = store.execute(conn, "SELECT item_key FROM eval_scores").fetchall()
         ids = store.execute(conn, "SELECT id FROM requests").fetchall()
     assert [row[0] for row in scores] == ["b1"] and [row[0] for row in ids] == ["b1"]
+
+
+def test_an_erasure_in_progress_on_another_replica_holds_the_record_writer_too(pg_url: str) -> None:
+    """PostgreSQL: a batch of the user's records journaled before the erasure, stored while it runs on
+    another replica, waits for it and is then dropped (before, it could commit beside the erasure's
+    DELETE, neither seeing the other, and the erased request stayed)."""
+    import psycopg
+
+    from opsgate.store.record_log import open_store
+    from opsgate.store.sql import ERASURE_LOCK
+
+    store = open_store(pg_url)
+    try:
+        made = time.time() - 5
+        result: list[int] = []
+        with psycopg.connect(pg_url) as erasure:
+            erasure.execute("SELECT pg_advisory_xact_lock(%s)", [ERASURE_LOCK])
+            writer = threading.Thread(target=lambda: result.append(store.write_batch([request("a1", "alice", made)])))
+            writer.start()
+
+            def waiting() -> bool:
+                row = erasure.execute(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND objid = %s",
+                    [ERASURE_LOCK],
+                ).fetchone()
+                return bool(row and row[0] >= 1)
+
+            assert wait_until(waiting, timeout=60), "the record writer did not wait for the erasure"
+            erasure.execute(
+                "INSERT INTO erasures (user_id, erased_at) VALUES (%s, %s)", [user_hash("alice"), time.time()]
+            )
+            erasure.commit()
+        writer.join(60)
+        assert result == [0]
+        with store.connection() as conn:
+            assert store.execute(conn, "SELECT count(*) FROM requests").fetchone()[0] == 0
+    finally:
+        store.close()

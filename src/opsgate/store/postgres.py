@@ -13,7 +13,7 @@ from opsgate.store import rollups
 from opsgate.store.encoding import storable_json_text
 from opsgate.store.migrations import migrate_postgres
 from opsgate.store.query import RecordQuery
-from opsgate.store.sql import COLUMNS, LIST_COLUMNS, USAGE_COLUMNS, USAGE_UPSERT, SqlRecordStore
+from opsgate.store.sql import COLUMNS, ERASURE_LOCK, LIST_COLUMNS, USAGE_COLUMNS, USAGE_UPSERT, SqlRecordStore
 
 _SELECT_BATCH = ", ".join(f"coalesce({c}, false)" if c in ("stream", "cached") else c for c in COLUMNS)
 _INSERT_BATCH = (
@@ -124,6 +124,10 @@ class PostgresRecordStore(SqlRecordStore):
         # PostgreSQL refuses NUL and lone surrogates that SQLite takes (store/encoding.py): replaced
         # by U+FFFD so such a record is stored, not set aside; bytes that are not UTF-8 likewise.
         batch = storable_json_text("[" + ",".join(line.decode(errors="replace") for line in lines) + "]")
+        # Shared with item writers, exclusive for an erasure (store/sql.py): a batch is stored before an
+        # erasure on any replica, which then deletes its rows, or after its tombstone, which drops them.
+        # Its own statement: the batch statement's snapshot must be taken after the wait.
+        conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", [ERASURE_LOCK])
         row = conn.execute(_INSERT_BATCH, [batch]).fetchone()
         return int(row[0])
 

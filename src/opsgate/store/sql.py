@@ -89,8 +89,8 @@ RELEASE_DIMENSIONS = {
 }
 
 
-# Erasure against the writers of copies (evals/store.py ``write_results``): the erasure takes this
-# PostgreSQL transaction lock exclusively, a writer of online/shadow items shared, so a copy is either
+# Erasure against the writers (the record writer's batches, evals/store.py ``write_results``): the
+# erasure takes this PostgreSQL transaction lock exclusively, writers shared, so a row or copy is either
 # stored before the erasure (which then deletes it) or checked against its tombstone after.
 ERASURE_LOCK = 7041916
 
