@@ -238,10 +238,15 @@ class GuardPolicy(_Strict):
     input: list[ScannerConfig] = Field(default_factory=_default_input)
     output: list[ScannerConfig] = Field(default_factory=_default_output)
     time_budget_ms: float = Field(
-        1000, gt=0, description="Input scanning past this (large inputs are scanned off the event loop) times out."
+        1000,
+        gt=0,
+        description="Input scanning past this times out; so do an answer's output scans, all together "
+        "(large texts are scanned off the event loop).",
     )
     on_timeout: Literal["block", "warn"] = Field(
-        "block", description="Past the time budget: block the request, or pass it unscanned with a warning."
+        "block",
+        description="Past the time budget: block the request (or withhold the answer), or pass it unscanned "
+        "with a warning.",
     )
 
     @model_validator(mode="after")
