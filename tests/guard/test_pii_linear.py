@@ -67,6 +67,8 @@ FAMILIES: dict[str, Callable[[int], str]] = {
     "run_then_bad_domain": _run_then("@-x"),
     "run_then_email": _run_then("@example.com"),
     "domains": _fill("x@a.b-c.d-"),
+    "hidden_emails": _fill("j\u200ba\u200bn\u200be\uff20x\u00ad.org "),
+    "hidden_runs": _fill("1\u200b-2\u00ad-3\uff20"),
     "at_signs": _fill("@"),
     "colons": _fill(":1"),
     "ip_ish": _fill("1.2.3.4.5.6.7.8."),

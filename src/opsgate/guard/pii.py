@@ -32,11 +32,12 @@ from stdnum.us import itin, ssn
 from opsgate.domain.guard_config import PiiEntity, PiiScannerConfig
 from opsgate.guard.base import ScanContext, ScanDeadline, ScanResult, TextCache, Vault
 from opsgate.guard.pii_address import find_addresses, find_marked_dates_and_ages
-from opsgate.guard.pii_base import SHORT, Finding, clusters, digit_runs, resolve_overlaps
+from opsgate.guard.pii_base import SHORT, Finding, clusters, digit_runs, merge_windows, resolve_overlaps
 from opsgate.guard.pii_fast import FastNameRecognizer
 from opsgate.guard.pii_names import correct_kind, find_cued_names, find_organisations
 from opsgate.guard.pii_ner import NER_KINDS, NameRecognizer, NerResult
 from opsgate.guard.pii_phone import PhoneRules
+from opsgate.guard.pii_unhide import original_span, unhide
 
 NerChoice = Literal["fast", "spacy", "off"]
 
@@ -201,7 +202,9 @@ class PiiDetector:
                 finding = self._confirm(text, match)
                 if finding is not None:
                     structured.append(finding)
-        ranked = [structured]
+        # An email written with hidden characters or a fullwidth '@' is read as a person reads it, and wins
+        # over what the patterns found of it in the text as written ("roe@example.org" of "jane\u200b.roe@…").
+        ranked = [_hidden_emails(text, deadline_ns), structured] if "email" in self.entities else [structured]
         _check(deadline_ns)
         if self.entities & {"date_of_birth", "age"}:
             ranked.append([f for f in find_marked_dates_and_ages(text) if f.kind in self.entities])
@@ -270,6 +273,24 @@ class PiiDetector:
         if kind not in self.entities:
             return None
         return Finding(kind, match.start(), match.end(), value)
+
+
+def _hidden_emails(text: str, deadline_ns: int | None) -> list[Finding]:
+    """Emails that only the text as read (``pii_unhide``) shows whole: each with its span in ``text``."""
+    unhidden = unhide(text)
+    if unhidden is None:
+        return []
+    read, kept = unhidden
+    ats = [match.span() for match in _AT.finditer(read)]
+    found: list[Finding] = []
+    for low, high in merge_windows(ats, 64, 128, len(read)):
+        for match in _matches(read, low, high, deadline_ns):
+            if match.lastgroup != "email":
+                continue
+            start, end = original_span(kept, match.start(), match.end())
+            if text[start:end] != match.group():  # shown whole as written: the patterns found it there
+                found.append(Finding("email", start, end, text[start:end]))
+    return found
 
 
 # Where a match of _PATTERN can start: every alternative needs a non-word character (or nothing) before
