@@ -17,7 +17,7 @@ import pytest
 
 from opsgate.domain.guard_config import PiiScannerConfig
 from opsgate.guard.base import ScanContext, ScanDeadline, Vault
-from opsgate.guard.pii import PiiDetector, PiiScanner
+from opsgate.guard.pii import _PATTERN, PiiDetector, PiiScanner, _matches
 
 LIMIT = 32_000  # the default input_size limit (characters)
 
@@ -145,3 +145,16 @@ def test_scan_stops_at_the_deadline() -> None:
     assert again.details["found"]["phone"] >= 1 and again.details["found"]["email"] == 1
     with pytest.raises(ScanDeadline):
         scanner.scan("mail jane.roe@example.org", ScanContext("input", deadline_ns=time.perf_counter_ns() - 1))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_matches_in_runs_are_finditer_matches(seed: int) -> None:
+    """Runs of local-part characters before an '@' with a good or a bad domain, '+' and '(' inside them:
+    ``_matches`` (each run's email read once) finds what ``_PATTERN.finditer`` finds."""
+    rng = random.Random(seed)
+    pieces = ["1-2-3", "a.b", "4111-1111-1111-1111", "+1", "(415)", "555.0199", "x%y", "9+8", "@", "@ex.com",
+              "@-bad", "@a.b-c.d", "_", " ", "ext", "::1", "GB82WEST12345698765433"]  # fmt: skip
+    for _ in range(400):
+        text = "".join(rng.choice(pieces) + rng.choice(["", "", "-", ".", " "]) for _ in range(rng.randint(1, 14)))
+        expected = [(m.span(), m.lastgroup) for m in _PATTERN.finditer(text)]
+        assert [(m.span(), m.lastgroup) for m in _matches(text, 0, len(text))] == expected, text

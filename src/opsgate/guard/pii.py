@@ -312,7 +312,7 @@ def _matches(text: str, low: int, high: int, deadline_ns: int | None = None) -> 
     word starts there are tried for it (every word start of a window with an '@' was, ~2,900 a dense 32 KB).
     """
     starts = [m.start() for m in _STARTS_NO_EMAIL.finditer(text, low, high)]
-    runs: list[tuple[int, int, bool]] = []
+    runs: list[tuple[int, int]] = []
     at = text.find("@", low, high)
     if at >= 0:
         extra = set(starts)
@@ -322,7 +322,7 @@ def _matches(text: str, low: int, high: int, deadline_ns: int | None = None) -> 
                 begin -= 1
             if begin < at:
                 extra.update(m.start() for m in _WORD_START.finditer(text, begin, at))
-                runs.append((begin, at, _DOMAIN.match(text, at + 1, high) is not None))
+                runs.append((begin, at))
             at = text.find("@", at + 1, high)
         starts = sorted(extra)
     return _matches_at_starts(text, starts, low, high, runs, deadline_ns)
@@ -374,8 +374,7 @@ for _chars, _names in (
     _without = re.compile("|".join(_BY_NAME[name] for name in _BY_NAME if name in _names and name != "email"))
     _OTHERS.update(dict.fromkeys(_chars, _without))
 del _chars, _names, _compiled, _without
-# An email's domain after its '@' (``_matches_at_starts``).
-_DOMAIN = re.compile(_EMAIL_DOMAIN)
+_ASCII_ALNUM = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 
 
 def _matches_at_starts(
@@ -383,18 +382,19 @@ def _matches_at_starts(
     starts: list[int],
     low: int,
     high: int,
-    runs: list[tuple[int, int, bool]] | None = None,
+    runs: list[tuple[int, int]] | None = None,
     deadline_ns: int | None = None,
 ) -> Iterator[re.Match[str]]:
     """``matches_at(_PATTERN.match, text, starts, low, high)``, each place tried with the alternatives its
-    first character allows (``_FIRST``).
+    first character allows (``_FIRST``); ``starts`` are word starts or one of ``:+(`` (``_matches``).
 
-    ``runs``: (begin, at, domain) of each '@' in the window, ``begin`` where the run of local-part characters
-    that ends at it starts, ``domain`` whether an email's domain matches after it. The email alternative
-    matches at a place only inside such a run (its ``[…]*`` cannot pass another character, nor reach an '@'
-    past the run) and only if that domain matches, whatever the place: elsewhere the other alternatives
-    are tried alone (``_OTHERS``). Tried at every place, the email's ``[…]*`` read to the end of the run
-    each time: quadratic in a run of "1-2-3-…" (32 KB: ~0.6 s).
+    ``runs``: (begin, at) of each '@' in the window, ``begin`` where the run of local-part characters that
+    ends at it starts. The email alternative can match at a place only inside such a run (its ``[…]*``
+    cannot pass another character, nor reach an '@' past the run): elsewhere the other alternatives are
+    tried alone (``_OTHERS``). Inside, at a word start with an ASCII letter or digit, it fails only where
+    the domain after the '@' fails, whatever the place: once it failed at one, the run's other places try
+    the others alone. Tried at every place, the email's ``[…]*`` read to the end of the run each time:
+    quadratic in a run of "1-2-3-…" (32 KB: ~0.6 s); now each run is read so once.
 
     ``deadline_ns``: checked every ``_DEADLINE_EVERY`` places tried (``_check``).
     """
@@ -403,6 +403,7 @@ def _matches_at_starts(
     others = _OTHERS.get
     runs = runs or []
     index, count = 0, len(runs)
+    failed = -1  # the run whose domain failed
     tried = 0
     for at in starts:
         if at < resume:
@@ -413,8 +414,10 @@ def _matches_at_starts(
         char = text[at]
         while index < count and runs[index][1] <= at:
             index += 1
-        if index < count and runs[index][0] <= at and runs[index][2]:
+        if index < count and runs[index][0] <= at and index != failed:
             found = first(char, _PATTERN).match(text, at, high)
+            if char in _ASCII_ALNUM and (found is None or found.lastgroup != "email"):
+                failed = index
         else:
             found = others(char, _PATTERN).match(text, at, high)
         if found is not None:
