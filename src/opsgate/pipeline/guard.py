@@ -41,7 +41,7 @@ from opsgate.domain.errors import InvalidRequestError
 from opsgate.domain.guard_config import PiiScannerConfig
 from opsgate.domain.requests import ChatCompletionRequest, CompletionRequest
 from opsgate.guard.base import ScanContext, Vault
-from opsgate.guard.engine import Entry, GuardBlocked, GuardEngine, GuardEntry, Policy, Run
+from opsgate.guard.engine import GuardBlocked, GuardEngine, GuardEntry, Policy, Run
 from opsgate.guard.pii import restore, split_partial_placeholder
 from opsgate.pipeline import guard_fields
 from opsgate.pipeline.guard_texts import texts as _texts
@@ -75,6 +75,8 @@ class _State:
     output_left_ns: int = 0
     # Past that budget under on_timeout: warn, the rest of the answer passes unscanned.
     output_unscanned: bool = False
+    # Off-loop scanner, characters a scan reads beyond the text (a leak check), a client JSON schema.
+    output_traits: tuple[bool, int, bool] | None = None
     # The placeholders put back in the answer: those of values from the restore_roles' messages.
     restore: Vault = field(default_factory=Vault)
 
@@ -134,6 +136,8 @@ class GuardStage(PassStage):
             "timed_out": 0,
             "offloaded": 0,
         }
+        # Per policy: (the policy, an off_loop output scanner, a leak scanner, a json scanner).
+        self._policy_traits: dict[int, tuple[Policy, bool, bool, bool]] = {}
         # Its own pool: a burst of long prompts queues here, not in the loop's default executor.
         self._pool = ThreadPoolExecutor(scan_threads, thread_name_prefix="opsgate-guard")
 
@@ -263,17 +267,30 @@ class GuardStage(PassStage):
             vault=ctx.vault,
         )
 
-    def _heavy_output(self, state: _State, entries: Sequence[Entry], chars: int) -> bool:
+    def _heavy_output(self, state: _State, chars: int, final: bool) -> bool:
         """Whether an output scan goes to the pool: as on input by size and ``off_loop``, and whenever it
         checks the answer against the client's own JSON schema (its patterns are the client's code)."""
-        if any(getattr(entry.scanner, "off_loop", False) for entry in entries):
-            return True
-        if any(entry.name == "system_prompt_leak" for entry in entries):
-            chars += len(state.context.system_prompt or "")  # its cost grows with the prompt it looks for
-        if chars > _OFFLOAD_CHARS:
-            return True
-        response_format = state.context.response_format or {}
-        return response_format.get("type") == "json_schema" and any(entry.name == "json" for entry in entries)
+        traits = state.output_traits
+        if traits is None:
+            policy = state.policy
+            known = self._policy_traits.get(id(policy))
+            if known is None or known[0] is not policy:
+                names = {entry.name for entry in policy.output}
+                off_loop = any(getattr(entry.scanner, "off_loop", False) for entry in policy.output)
+                known = self._policy_traits[id(policy)] = (
+                    policy,
+                    off_loop,
+                    "system_prompt_leak" in names,
+                    "json" in names,
+                )
+            _, off_loop, leak, json_check = known
+            # The leak scanner's cost grows with the prompt it looks for.
+            extra = len(state.context.system_prompt or "") if leak else 0
+            response_format = state.context.response_format
+            schema = json_check and response_format is not None and response_format.get("type") == "json_schema"
+            traits = state.output_traits = (off_loop, extra, schema)
+        off_loop, extra, schema = traits
+        return off_loop or (final and schema) or chars + extra > _OFFLOAD_CHARS
 
     async def _scan_output(self, state: _State, heavy: bool, work: Callable[[int], _Result]) -> _Result | None:
         """``work(deadline_ns)`` inline or in the pool, within what is left of the output budget; None past it."""
@@ -329,7 +346,7 @@ class GuardStage(PassStage):
             context = self._output_context(state, logprobs, final=True)
             run = await self._scan_output(
                 state,
-                self._heavy_output(state, entries, len(answer)),
+                self._heavy_output(state, len(answer), final=True),
                 lambda deadline: self.engine.run(entries, [("assistant", answer)], context, deadline_ns=deadline),
             )
             if run is None or run.timed_out:
@@ -378,12 +395,13 @@ class GuardStage(PassStage):
         pairs = [("assistant", found[key]) for key in keys]
         context = self._output_context(state, None, final=True)
 
+        heavy = self._heavy_output(state, sum(len(text) for _, text in pairs), final=False)
+
         def work(deadline: int) -> tuple[Run, dict[str, GuardEntry]]:
-            folded = _folded_copy(state.output)
+            folded = _folded_copy(state.output) if heavy else state.output
             return self.engine.run(entries, pairs, context, folded, deadline), folded
 
-        chars = sum(len(text) for _, text in pairs)
-        result = await self._scan_output(state, self._heavy_output(state, entries, chars), work)
+        result = await self._scan_output(state, heavy, work)
         if result is None or result[0].timed_out:
             if result is not None:
                 state.output.update(result[1])
@@ -444,8 +462,12 @@ class GuardStage(PassStage):
             context = self._output_context(state, logprobs, final)
             so_far = released + segment
 
+            chars = len(segment) + (len(so_far) if whole or (final and final_only) else 0)
+            heavy = self._heavy_output(state, chars, final)
+
             def work(deadline: int) -> tuple[list[Run], dict[str, GuardEntry]]:
-                folded = _folded_copy(state.output)
+                # In the pool, into a copy: a scan still running past the budget must not write the record.
+                folded = _folded_copy(state.output) if heavy else state.output
                 runs = [self.engine.run(window, [("assistant", segment)], context, folded, deadline)]
                 if runs[-1].blocked is None and whole and not runs[-1].timed_out:
                     runs.append(self.engine.run(whole, [("assistant", so_far)], context, folded, deadline))
@@ -453,9 +475,7 @@ class GuardStage(PassStage):
                     runs.append(self.engine.run(final_only, [("assistant", so_far)], context, folded, deadline))
                 return runs, folded
 
-            chars = len(segment) + (len(so_far) if whole or (final and final_only) else 0)
-            entries = [*window, *whole, *(final_only if final else [])]
-            result = await self._scan_output(state, self._heavy_output(state, entries, chars), work)
+            result = await self._scan_output(state, heavy, work)
             if result is None or any(run.timed_out for run in result[0]):
                 if result is not None:
                     state.output.update(result[1])

@@ -11,7 +11,6 @@ before the run, and failing that at the last space, so the text held stays bound
 
 from __future__ import annotations
 
-import bisect
 import re
 from typing import Any
 
@@ -24,34 +23,37 @@ _SEPARATORS = " \t-./()+"
 _DIGIT_RUN = re.compile(r"\d(?:[ \t\-./()+]*\d)*")
 
 
+def _inside_run(buffer: str, position: int) -> bool:
+    """Whether cutting before ``buffer[position]`` splits a run of digits and separators (one that reaches
+    the end of what is held may go on in the next chunk)."""
+    left = position - 1
+    while left >= 0 and buffer[left] in _SEPARATORS:
+        left -= 1
+    if left < 0 or not buffer[left].isdigit():
+        return False
+    right = position
+    while right < len(buffer) and buffer[right] in _SEPARATORS:
+        right += 1
+    return right == len(buffer) or buffer[right].isdigit()
+
+
 def cut(buffer: str, window: int) -> int:
     """Where to cut a full window (0: not yet), never inside a run of digits and separators."""
-    spans = [match.span() for match in _DIGIT_RUN.finditer(buffer)]
-    if spans and not buffer[spans[-1][1] :].strip(_SEPARATORS):
-        spans[-1] = (spans[-1][0], len(buffer) + 1)  # a run at the end of what is held may go on in the next chunk
-    starts = [start for start, _ in spans]
-
-    def safe(position: int) -> bool:
-        index = bisect.bisect_left(starts, position) - 1  # the last run starting before ``position``
-        return index < 0 or spans[index][1] <= position
-
-    last = 0
-    for match in _BOUNDARY.finditer(buffer):
-        if safe(match.end()):
-            last = match.end()
-    if last:
-        return last
+    for end in reversed([match.end() for match in _BOUNDARY.finditer(buffer)]):
+        if not _inside_run(buffer, end):
+            return end
     if len(buffer) < 4 * window:
         return 0
     space = buffer.rfind(" ")
     while space > 0:
-        if safe(space + 1):
+        if not _inside_run(buffer, space + 1):
             return space + 1
         space = buffer.rfind(" ", 0, space)
     if len(buffer) < 16 * window:
         return 0
-    if spans and spans[-1][0] > 0:
-        return spans[-1][0]
+    runs = [match.start() for match in _DIGIT_RUN.finditer(buffer)]
+    if runs and runs[-1] > 0:
+        return runs[-1]
     space = buffer.rfind(" ")
     return space + 1 if space > 0 else len(buffer)
 
