@@ -325,6 +325,13 @@ class RecordConfig(_Strict):
     encryption: EncryptionConfig = EncryptionConfig()
     retention: RetentionConfig = RetentionConfig()
     batch_size: int = Field(1000, gt=0, le=100_000)
+    batch_max_mb: int = Field(
+        16,
+        gt=0,
+        le=1024,
+        description="Bound (MiB) on the journal lines one writer batch takes (a larger record goes alone): "
+        "caps the writer's memory however large the journal's backlog grows.",
+    )
     flush_interval_ms: float = Field(
         50.0, gt=0, le=10_000, description="How often the writer stores what was journaled (search freshness)."
     )

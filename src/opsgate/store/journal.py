@@ -95,14 +95,27 @@ class SegmentSet(ABC):
 
     def read_batch(self, limit: int) -> list[tuple[Segment, int, bytes]]:
         """Up to ``limit`` complete lines not yet stored, as (segment, offset after line, line)."""
+        return self.read_bounded(limit, None)[0]
+
+    def read_bounded(self, limit: int, max_bytes: int | None) -> tuple[list[tuple[Segment, int, bytes]], bool]:
+        """``read_batch`` whose lines total at most ``max_bytes`` (the first line is always taken,
+        however large), and whether it is full: a bound, not the journal's end, stopped it.
+
+        Counted in lines alone, a backlog of many segments of multi-MB records made one batch of a
+        line from every segment: hundreds of MB held by the writer and again by the store.
+        """
         out: list[tuple[Segment, int, bytes]] = []
+        budget = max_bytes if max_bytes is not None else 1 << 62
+        taken = 0
+        full = False
         with self._lock:
             segments = list(self.segments)
         for segment in segments:
-            if len(out) >= limit:
+            if full or len(out) >= limit:
                 break
+            chunk = min(max(1 << 20, 2048 * (limit - len(out))), max(budget - taken, 64 << 10))
             try:
-                data = _read_lines_from(segment.path, segment.offset, max(1 << 20, 2048 * (limit - len(out))))
+                data = _read_lines_from(segment.path, segment.offset, chunk)
             except FileNotFoundError:
                 continue
             position = segment.offset
@@ -112,10 +125,15 @@ class SegmentSet(ABC):
                 end = data.find(b"\n", start)
                 if end < 0:
                     break
+                if out and taken + end - start > budget:
+                    full = True
+                    break
                 position += end + 1 - start
                 out.append((segment, position, data[start:end]))
+                taken += end - start
                 start = end + 1
-        return out
+            del data  # the chunk may hold a multi-MB line we did not take: not kept while reading on
+        return out, full or len(out) >= limit
 
     def mark_stored(self, segment: Segment, offset: int) -> None:
         """Everything up to ``offset`` of ``segment`` is in storage."""

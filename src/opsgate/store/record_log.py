@@ -100,6 +100,7 @@ class RecordLog:
                 self.journal,
                 lambda: open_store(self.url),
                 batch_size=config.batch_size,
+                batch_bytes=config.batch_max_mb * 1024 * 1024,
                 flush_interval=config.flush_interval_ms / 1000.0,
                 retention=config.retention,
                 catch_up_bytes=config.catch_up_mb * 1024 * 1024,

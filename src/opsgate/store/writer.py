@@ -71,6 +71,7 @@ class RecordWriter:
         open_store: Callable[[], SqlRecordStore],
         *,
         batch_size: int = 1000,
+        batch_bytes: int = 16 * 1024 * 1024,
         retention: RetentionConfig | None = None,
         flush_interval: float = 0.05,
         claim_interval: float = 30.0,
@@ -81,6 +82,9 @@ class RecordWriter:
         self.journal = journal
         self._open_store = open_store
         self.batch_size = batch_size
+        # Bounds what one batch holds in memory (the lines, their parsed records, the store's copies):
+        # a backlog of multi-MB records otherwise made batches of hundreds of MB (record.batch_max_mb).
+        self.batch_bytes = batch_bytes
         self.retention = retention
         self.flush_interval = flush_interval
         self.store: SqlRecordStore | None = None
@@ -195,7 +199,7 @@ class RecordWriter:
             if not idle:
                 yield_cpu_to_requests()
                 idle = True
-            batch = self.journal.read_batch(self.batch_size)
+            batch, full = self.journal.read_bounded(self.batch_size, self.batch_bytes)
             if not batch:
                 self._housekeeping()
                 if self._stopping.is_set():
@@ -203,7 +207,7 @@ class RecordWriter:
                 self._wake.wait(self.flush_interval)
                 self._wake.clear()
                 continue
-            self._pace(len(batch) == self.batch_size)
+            self._pace(full)
             failure = self._store_batch([line for _, _, line in batch])
             if failure is not None:
                 self._fail("write failed", failure)
@@ -221,11 +225,11 @@ class RecordWriter:
             for segment, offset, _ in batch:
                 self.journal.mark_stored(segment, offset)
             self._batches_stored += 1
-            if self._stall_boost and len(batch) < self.batch_size:
+            if self._stall_boost and not full:
                 self._stall_boost = False  # a partial batch stored: caught up with what was written
                 self.catching_up = False
                 yield_cpu_to_requests()
-            if len(batch) < self.batch_size and not self._stopping.is_set():
+            if not full and not self._stopping.is_set():
                 # Gather for a moment: one transaction per interval, not one per request. Records are
                 # durable in the journal already; this only delays when search sees them.
                 self._wake.wait(self.flush_interval)

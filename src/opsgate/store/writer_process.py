@@ -231,6 +231,7 @@ def run_writer(settings: dict[str, Any]) -> int:
         reader,
         lambda: open_store(settings["store"]),
         batch_size=int(settings["batch_size"]),
+        batch_bytes=int(settings.get("batch_bytes", 16 * 1024 * 1024)),
         flush_interval=float(settings["flush_interval"]),
         retention=RetentionConfig.model_validate(retention) if retention is not None else None,
         claim_interval=0.0,  # look for new and released segments every turn: a glob and a few flocks
@@ -284,6 +285,7 @@ class WriterProcess:
             "journal_dir": str(self.directory),
             "store": config.store,
             "batch_size": config.batch_size,
+            "batch_bytes": config.batch_max_mb * 1024 * 1024,
             "flush_interval": config.flush_interval_ms / 1000.0,
             "catch_up_bytes": config.catch_up_mb * 1024 * 1024,
             "retention": config.retention.model_dump(mode="json"),
