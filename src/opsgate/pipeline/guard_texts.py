@@ -162,6 +162,12 @@ def texts(body: object, untrusted: frozenset[int] = frozenset()) -> list[tuple[s
     return out
 
 
+def _feeder(items: list[str]) -> Replace:
+    """A ``Replace`` that hands out ``items`` in order, whatever it is given."""
+    pending = iter(items)
+    return lambda _: next(pending)
+
+
 def with_texts(body: Any, new: list[str]) -> Any:
     """A copy of ``body`` with its input texts replaced, in the order ``texts`` listed them."""
     pending = iter(new)
@@ -171,7 +177,15 @@ def with_texts(body: Any, new: list[str]) -> Any:
 
     update: dict[str, Any] = {}
     if isinstance(body, ChatCompletionRequest):
-        update["messages"] = [_message_replaced(message, replace) for message in body.messages]
+        messages = []
+        for message in body.messages:
+            before = list(_message_strings(message))
+            after = [next(pending) for _ in before]
+            if after == before:
+                messages.append(message)  # unchanged: no copy
+            else:
+                messages.append(_message_replaced(message, _feeder(after)))
+        update["messages"] = messages
     elif isinstance(body, CompletionRequest):
         prompt = replace(body.prompt_text())
         update["prompt"] = prompt if isinstance(body.prompt, str) else [prompt]
