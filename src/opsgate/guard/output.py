@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rapidfuzz import fuzz
 
 from opsgate.domain.guard_config import (
     ConfidenceScannerConfig,
@@ -19,8 +18,9 @@ from opsgate.domain.guard_config import (
 )
 from opsgate.guard.base import ScanContext, ScanResult, verdict_for
 from opsgate.guard.json_schema import SchemaUnusable, first_violation
+from opsgate.guard.prompt_leak import SENTENCE, leaked_chars
 
-_SENTENCE = re.compile(r"(?<=[.!?;:])\s+|\n+")
+_SENTENCE = SENTENCE
 
 
 _TOKEN = re.compile(r"\b\w\w+\b")
@@ -78,7 +78,7 @@ class ToxicityScanner:
 
 
 class SystemPromptLeakScanner:
-    """How much of the request's system message the answer repeats (fuzzy, sentence by sentence)."""
+    """How much of the request's system message the answer repeats (fuzzy or by shingles, sentence by sentence)."""
 
     name = "system_prompt_leak"
     stream_scope = "whole"
@@ -88,20 +88,18 @@ class SystemPromptLeakScanner:
         self.min_chars = config.min_chars
 
     def scan(self, text: str, context: ScanContext) -> ScanResult:
-        """Score: the share of the system prompt's characters found in the answer (partial ratio ≥ 85)."""
+        """Score: the share of the system prompt's sentence characters found in the answer (partial ratio ≥ 85).
+
+        Linear in the answer over a stream's repeated calls (``prompt_leak``: the read resumes where
+        the previous call's text left off); long prompts are compared by word shingles.
+        """
         prompt = context.system_prompt
         if not prompt or len(prompt) < self.min_chars or not text:
             return ScanResult.clean(text)
-        answer = " ".join(text.lower().split())
-        pieces = [" ".join(s.lower().split()) for s in _SENTENCE.split(prompt)]
-        pieces = [p for p in pieces if len(p) >= 12]
-        total = sum(len(p) for p in pieces)
-        if not total:
+        found, total = leaked_chars(prompt, text, final=context.final)
+        if not total or not found:
             return ScanResult.clean(text)
-        found = sum(len(p) for p in pieces if fuzz.partial_ratio(p, answer) >= 85)
         score = found / total
-        if score == 0.0:
-            return ScanResult.clean(text)
         verdict = verdict_for(score, self.threshold)
         return ScanResult(text, verdict, round(score, 4), {"sentences_found": f"{found}/{total} chars"})
 
