@@ -155,3 +155,16 @@ async def test_a_streamed_secret_in_arguments_ends_the_stream_with_the_error() -
     with pytest.raises(GatewayError) as caught:
         await _stream(chunks, model="strict")
     assert caught.value.code == "output_blocked"
+
+
+async def test_arguments_ending_in_the_finish_chunk_are_scanned_with_the_rest() -> None:
+    arguments = json.dumps({"to": LEAK})
+    finish = _chunk(tool_calls=[_call(arguments[12:], False)])
+    finish["choices"][0]["finish_reason"] = "tool_calls"
+    out = await _stream([_chunk(tool_calls=[_call(arguments[:12], True)]), finish])
+    assert "jane.roe" not in json.dumps(out)
+    joined = "".join(
+        call["function"]["arguments"] for c in out for call in (c["choices"][0]["delta"].get("tool_calls") or [])
+    )
+    assert json.loads(joined) == {"to": "leak <EMAIL> <CREDIT_CARD>"}
+    assert out[-1]["choices"][0]["finish_reason"] == "tool_calls"

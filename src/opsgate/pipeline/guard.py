@@ -555,12 +555,14 @@ class GuardStage(PassStage):
             out = emit(await scan(buffer, final=True), final=True)
             if out is not None:
                 yield out
-            if fields:
-                deltas = [guard_fields.chunk_delta(chunk) for chunk in fields]
+            # The finish chunk may carry the last fragment of arguments too (its delta is our copy).
+            deltas = [guard_fields.chunk_delta(chunk) for chunk in (*fields, *held)] if chat else []
+            deltas = [delta for delta in deltas if guard_fields.carries_fields(delta)]
+            if deltas:
                 scanned = await self._scan_fields(ctx, state, guard_fields.texts(deltas))
                 guard_fields.put_back(deltas, scanned, state.restore)
-                for chunk in fields:
-                    yield chunk
+            for chunk in fields:
+                yield chunk
             for chunk in held:
                 if state.strip_logprobs:
                     for choice in chunk.get("choices") or ():
