@@ -135,6 +135,9 @@ def test_pattern_properties_and_additional_properties_use_linear_patterns() -> N
         ({"properties": {"a": {"$schema": "http://json-schema.org/draft-07/schema#", "pattern": "x"}}}, "$schema"),
         ({"type": "nonsense"}, "not a valid JSON Schema"),
         ({"unevaluatedProperties": False}, "not supported"),
+        ({"prefixItems": 5}, "not a valid JSON Schema"),
+        ({"items": [{"type": "string"}]}, "not a valid JSON Schema"),
+        ({"required": 5}, "not a valid JSON Schema"),
         ({"description": "x" * (65 * 1024)}, "larger than 64 KB"),
         (json.loads('{"not": ' * 40 + "{}" + "}" * 40), "nested deeper than 32"),
     ],
@@ -145,15 +148,36 @@ def test_unusable_schemas_are_named(schema: dict[str, Any], words: str) -> None:
     assert scan(schema, "anything").details["error"] == f"schema unusable: {problem}"
 
 
+def _doubling(levels: int) -> dict[str, Any]:
+    """``allOf`` of two references to the next level: 2**levels evaluations of one value."""
+    defs: dict[str, Any] = {f"d{i}": {"allOf": [{"$ref": f"#/$defs/d{i + 1}"}] * 2} for i in range(levels)}
+    defs[f"d{levels}"] = {"type": "string"}
+    return defs
+
+
 def test_reference_graphs_and_unique_items_are_bounded() -> None:
-    # allOf of two references to the next level, 30 levels: 2**30 evaluations unbounded.
-    defs: dict[str, Any] = {f"d{i}": {"allOf": [{"$ref": f"#/$defs/d{i + 1}"}] * 2} for i in range(30)}
-    defs["d30"] = {"type": "string"}
+    # Refused up front (pure, fast): 2**30 evaluations of one value, and references that loop.
     started = time.thread_time()
-    result = scan({"$defs": defs, "$ref": "#/$defs/d0"}, "x")
+    problem = schema_problem({"$defs": _doubling(30), "$ref": "#/$defs/d0"})
+    assert problem is not None and "checks of one value" in problem
+    looping: list[dict[str, Any]] = [
+        {"$ref": "#"},
+        {"allOf": [{"$ref": "#"}]},
+        {"$defs": {"a": {"anyOf": [{"$ref": "#/$defs/b"}]}, "b": {"not": {"$ref": "#/$defs/a"}}}, "$ref": "#/$defs/a"},
+    ]
+    for schema in looping:
+        problem = schema_problem(schema)
+        assert problem is not None and "loop" in problem
+    assert time.thread_time() - started < 1.0
+    # Recursion that reads the answer is fine.
+    assert schema_problem({"type": "object", "properties": {"child": {"$ref": "#"}}}) is None
+    # Allowed per value (2**12) but over a long array: the work budget stops it.
+    costly = {"$defs": _doubling(12), "type": "array", "items": {"$ref": "#/$defs/d0"}}
+    assert schema_problem(costly) is None
+    started = time.thread_time()
+    result = scan(costly, ["x"] * 5_000)
     assert time.thread_time() - started < json_schema.MAX_CPU_S + 1.0
     assert result.verdict == "fail" and "work budget" in result.details["error"]
-    assert "recurse" in scan({"$ref": "#"}, 1).details["error"]
     # uniqueItems on 20,000 distinct objects (the stock check compares every pair).
     started = time.thread_time()
     assert scan({"uniqueItems": True}, [{"a": i} for i in range(20_000)]).verdict == "pass"
@@ -167,3 +191,19 @@ def test_answers_json_cannot_parse_are_a_fail_not_a_crash() -> None:
     context = ScanContext("output", response_format={"type": "json_object"})
     assert scanner.scan("1" * 5000, context).verdict == "fail"  # past Python's int digit limit
     assert scanner.scan("[" * 100_000 + "]" * 100_000, context).verdict == "fail"
+
+
+def test_checking_a_large_schema_is_cheap_and_malformed_parts_never_crash() -> None:
+    group = {
+        "type": "object",
+        "properties": {f"f{i}": {"anyOf": [{"type": "string"}, {"type": "null"}]} for i in range(20)},
+    }
+    schema = {"type": "object", "properties": {f"g{j}": {"type": "array", "items": group} for j in range(40)}}
+    assert 40_000 < len(json.dumps(schema)) < json_schema.MAX_SCHEMA_BYTES
+    started = time.thread_time()
+    assert schema_problem(schema) is None
+    assert time.thread_time() - started < 1.5  # 2020-12's meta-schema took ~0.5 s here; draft 7's ~0.1 s
+    # A subschema only 2020-12 knows, malformed: the answer's check says so instead of raising.
+    assert scan({"$defs": {"a": {"type": "nonsense"}}, "$ref": "#/$defs/a"}, 1).details["error"] == (
+        "schema unusable: the schema cannot be used: UnknownType"
+    )
