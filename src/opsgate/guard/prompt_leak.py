@@ -267,17 +267,21 @@ class PromptIndex:
         return found
 
 
-_indexes: _Lru[bytes, PromptIndex] = _Lru(64)
+# Prepared prompts: short ones are a few KB each; a 64 KB prompt's grams take ~5 MB, so few are kept.
+_indexes: _Lru[bytes, PromptIndex] = _Lru(128)
+_large_indexes: _Lru[bytes, PromptIndex] = _Lru(8)
+# Kept states: ≤ ~4 KB each (a 64 KB prompt's bitsets), most far less.
 _states: _Lru[bytes, _State] = _Lru(4096)
 
 
 def index_for(prompt: str) -> PromptIndex:
     """The prompt's index, built once per distinct prompt (cached by digest)."""
     key = hashlib.blake2b(prompt.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-    index = _indexes.get(key)
+    cache = _indexes if len(prompt) <= FUZZY_MAX_CHARS else _large_indexes
+    index = cache.get(key)
     if index is None:
         index = PromptIndex(prompt, key)
-        _indexes.put(key, index)
+        cache.put(key, index)
     return index
 
 
