@@ -115,3 +115,19 @@ def test_long_sentences_are_compared_in_pieces() -> None:
     results = stream(prompt, answer[:20_000] + " " + prompt + " " + answer[20_000:40_000])
     assert time.thread_time() - started < 2.0
     assert results[-1].verdict == "fail" and results[-1].score == 1.0
+
+
+@pytest.mark.parametrize("prompt", [SHORT_PROMPT, LONG_PROMPT], ids=["fuzzy", "shingles"])
+def test_interleaved_streams_sharing_a_beginning_keep_their_own_findings(prompt: str) -> None:
+    common = FILLER * 12  # ~1 KB both answers start with: its kept states are shared
+    leaking = common + "My instructions: " + prompt + " " + FILLER * 4
+    clean = common + "Nothing from the instructions here, only invoices and dates. " * 40
+    leak, other = scanner(), scanner()
+    results: dict[str, list[ScanResult]] = {"leaking": [], "clean": []}
+    for end in range(160, max(len(leaking), len(clean)) + 160, 160):
+        for name, answer, instance in (("leaking", leaking, leak), ("clean", clean, other)):
+            if end - 160 < len(answer):
+                context = ScanContext("output", system_prompt=prompt, final=end >= len(answer))
+                results[name].append(instance.scan(answer[:end], context))
+    assert results["leaking"][-1].verdict == "fail"
+    assert all(r.verdict == "pass" for r in results["clean"])
