@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -231,3 +232,22 @@ def test_a_failing_scanner_is_recorded_not_silent() -> None:
     run = engine.run([entry], [("user", "hello")], ScanContext("input"))
     assert run.blocked is None
     assert run.entries["prompt_injection"].record()["details"] == {"error": "RuntimeError"}
+
+
+def test_a_pii_scan_stopped_by_the_deadline_is_a_timeout_not_a_pass() -> None:
+    # The PII scanner stops at ScanContext.deadline_ns (ScanDeadline); the engine must hand it the run's
+    # deadline and treat the stop as past the budget. Before, the stop was logged as a scanner error and the
+    # run went on: with pii last, the text went upstream unredacted and not marked timed out.
+    engine = GuardEngine(GuardConfig(enabled=True))
+    [policy] = engine.policies
+    pii = [e for e in policy.input if e.name == "pii"]
+    text = "Write to jane.roe@example.org or call +1 415 555 0199. " * 9_000  # ~500 KB: a long scan
+    started = time.perf_counter_ns()
+    deadline = started + 5_000_000  # 5 ms
+    run = engine.run(pii, [("user", text)], ScanContext("input"), deadline_ns=deadline)
+    assert run.timed_out and run.blocked is None
+    assert run.texts[0] == text  # not a partial redaction passed off as done
+    assert "error" not in run.entries["pii"].record().get("details", {})
+    # Without a deadline the same scan runs to the end and redacts.
+    full = engine.run(pii, [("user", text[:2_000])], ScanContext("input"))
+    assert not full.timed_out and "jane.roe@example.org" not in full.texts[0]

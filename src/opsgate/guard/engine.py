@@ -29,7 +29,7 @@ from opsgate.domain.guard_config import (
     SystemPromptLeakScannerConfig,
     ToxicityScannerConfig,
 )
-from opsgate.guard.base import ScanContext, Scanner, ScanResult
+from opsgate.guard.base import ScanContext, ScanDeadline, Scanner, ScanResult
 
 log = logging.getLogger("opsgate.guard")
 
@@ -221,6 +221,8 @@ class GuardEngine:
         """
         current = [text for _, text in texts]
         run = Run(current, accumulated if accumulated is not None else {})
+        # Scanners that can stop early (pii) read the same deadline (perf_counter_ns) and raise ScanDeadline.
+        context.deadline_ns = deadline_ns
         for entry in entries:
             if deadline_ns is not None and time.perf_counter_ns() > deadline_ns:
                 # Past the time budget (``deadline_ns``, perf_counter): the caller applies the policy's on_timeout.
@@ -243,6 +245,12 @@ class GuardEngine:
                 started = time.perf_counter_ns()
                 try:
                     result = entry.scanner.scan(scannable(current[index]), context)
+                except ScanDeadline:
+                    # Past the budget inside a scanner: the same as past it between scanners (the caller
+                    # applies on_timeout); never a pass with the text unredacted.
+                    folded.ns += time.perf_counter_ns() - started
+                    run.timed_out = True
+                    return run
                 except Exception as error:
                     # A scanner bug must not take requests down with it: it is logged, and the record
                     # says the scanner gave no answer for this request (not a silent pass).
