@@ -401,3 +401,36 @@ def test_the_cache_behind_the_guard_stores_placeholders_not_values(text_upstream
         assert len(text_upstream.requests) == 1
     finally:
         gateway.server.stop()
+
+
+@pytest.mark.parametrize(
+    ("schema", "words"),
+    [
+        ({"$ref": "http://169.254.169.254/latest/meta-data/iam"}, "never fetched"),
+        ({"type": "string", "pattern": "^(?=a)b$"}, "pattern"),
+    ],
+)
+def test_a_schema_the_json_check_cannot_use_is_a_400_before_the_upstream(
+    gateway: Gateway, text_upstream: TextUpstream, schema: dict[str, Any], words: str
+) -> None:
+    # A remote $ref would make the gateway fetch a URL of the client's choosing; a lookahead cannot run on
+    # RE2. Both are the client's mistake: refused up front, never sent upstream, recorded.
+    text_upstream.script = Script(content='{"city": "Paris"}')
+    before = len(text_upstream.requests)
+    response = httpx.post(
+        f"{gateway.base_url}/chat/completions",
+        json={
+            "model": "up",
+            "messages": [{"role": "user", "content": "Capital of France?"}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "c", "schema": schema}},
+        },
+        headers={"X-Request-Id": f"bad-schema-{len(words)}"},
+        timeout=30,
+    )
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == "response_format" and error["code"] == "invalid_json_schema"
+    assert words in error["message"]
+    assert len(text_upstream.requests) == before
+    [record] = gateway.records_for(f"bad-schema-{len(words)}")
+    assert record["status"] == 400

@@ -42,6 +42,8 @@ from opsgate.domain.guard_config import PiiScannerConfig
 from opsgate.domain.requests import ChatCompletionRequest, CompletionRequest
 from opsgate.guard.base import ScanContext, Vault
 from opsgate.guard.engine import GuardBlocked, GuardEngine, GuardEntry, Policy, Run
+from opsgate.guard.json_schema import schema_problem
+from opsgate.guard.output import wants_json
 from opsgate.guard.pii import restore, split_partial_placeholder
 from opsgate.pipeline import guard_fields
 from opsgate.pipeline.guard_texts import texts as _texts
@@ -186,8 +188,26 @@ class GuardStage(PassStage):
             context.system_prompt = "\n".join(system) or None
             if body.response_format is not None:
                 context.response_format = body.response_format.model_dump(mode="json")
+                await self._refuse_unusable_schema(policy, context.response_format)
         self._ask_for_logprobs(ctx, state)
         return None
+
+    async def _refuse_unusable_schema(self, policy: Policy, response_format: dict[str, Any]) -> None:
+        """A client schema the json scanner cannot use (remote ``$ref``, a pattern RE2 refuses, too big or
+        deep, …) is the client's mistake: a 400 naming ``response_format``, before anything goes upstream."""
+        if not any(entry.name == "json" for entry in policy.output):
+            return
+        _, schema = wants_json(response_format)
+        if schema is None:
+            return
+        # Bounded but up to ~0.1 s for a 48 KB schema: in the pool, not on the event loop (cached by digest).
+        problem = await asyncio.get_running_loop().run_in_executor(self._pool, schema_problem, schema)
+        if problem is not None:
+            raise InvalidRequestError(
+                f"response_format.json_schema cannot be used: {problem}",
+                param="response_format",
+                code="invalid_json_schema",
+            )
 
     async def _scan_input(self, policy: Policy, texts: Sequence[tuple[str, str]], context: ScanContext) -> Run:
         """The input scan, inline for small inputs and in the pool for large ones, within the time budget."""
