@@ -10,7 +10,7 @@ seconds. The RSS of each gateway's process tree (gateway + any writer process) i
     .venv/bin/python bench/memory_flood.py --base-ref HEAD~3 --rounds 3 --flood 30
     .venv/bin/python bench/memory_flood.py --guard               # with the default guard policy on
 
-Prints the RSS over time side by side and a summary; writes bench/results/memory_flood.json.
+Prints the RSS over time side by side and a summary; writes bench/results/memory_flood[-process][-guard].json.
 """
 
 from __future__ import annotations
@@ -213,7 +213,8 @@ def main() -> int:
             cells.append(f"{value:.0f}" if isinstance(value, float) else json.dumps(value))
         print(f"| {key} | {' | '.join(cells)} |")
     arguments = {k: str(v) for k, v in vars(args).items()}
-    write_json("memory_flood.json", {"machine": machine(), "args": arguments, **results})
+    name = "memory_flood" + ("-process" if args.writer == "process" else "") + ("-guard" if args.guard else "")
+    write_json(f"{name}.json", {"machine": machine(), "args": arguments, **results})
     return 0
 
 
