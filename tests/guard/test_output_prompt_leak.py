@@ -11,7 +11,7 @@ import pytest
 
 from opsgate.domain.guard_config import SystemPromptLeakScannerConfig
 from opsgate.guard import prompt_leak
-from opsgate.guard.base import ScanContext, ScanResult
+from opsgate.guard.base import BoundedLru, ScanContext, ScanResult
 from opsgate.guard.output import SystemPromptLeakScanner
 
 LONG_PROMPT = " ".join(f"Rule number {i} says always be polite to user {i}." for i in range(600))  # ~30 KB
@@ -87,7 +87,7 @@ def test_resuming_gives_what_a_full_read_gives(prompt: str, monkeypatch: pytest.
     for end in ends:
         context = ScanContext("output", system_prompt=prompt, final=end == len(answer))
         resumed.append(scanner().scan(answer[:end], context).score)
-    monkeypatch.setattr(prompt_leak, "_states", prompt_leak._Lru(0))  # nothing kept: every call reads all
+    monkeypatch.setattr(prompt_leak, "_states", BoundedLru(0))  # nothing kept: every call reads all
     fresh = [
         scanner().scan(answer[:end], ScanContext("output", system_prompt=prompt, final=end == len(answer))).score
         for end in ends

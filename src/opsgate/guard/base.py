@@ -99,30 +99,19 @@ class Vault:
         return bool(self.originals)
 
 
+_Key = TypeVar("_Key")
 _Value = TypeVar("_Value")
 
 
-class TextCache(Generic[_Value]):
-    """What a scanner found in a text it has read before, keyed by the text's digest (never the text).
+class BoundedLru(Generic[_Key, _Value]):
+    """A bounded, thread-safe least-recently-used map (the guard's scanners run in a thread pool)."""
 
-    A chat re-sends its whole history every turn, so most of a long conversation's messages were
-    scanned one request ago. Bounded (least recently used out) and thread-safe: the guard stage scans
-    in a thread pool.
-    """
-
-    def __init__(self, size: int = 4096) -> None:
+    def __init__(self, size: int) -> None:
         self.size = size
-        self._entries: OrderedDict[bytes, _Value] = OrderedDict()
+        self._entries: OrderedDict[_Key, _Value] = OrderedDict()
         self._lock = threading.Lock()
 
-    @staticmethod
-    def key(text: str, *salt: object) -> bytes:
-        """The digest of ``text`` and whatever else the answer depends on (``salt``, e.g. the role)."""
-        digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16)
-        digest.update(repr(salt).encode())
-        return digest.digest()
-
-    def get(self, key: bytes) -> _Value | None:
+    def get(self, key: _Key) -> _Value | None:
         """The stored value (now the most recently used), or None."""
         with self._lock:
             value = self._entries.get(key)
@@ -130,7 +119,7 @@ class TextCache(Generic[_Value]):
                 self._entries.move_to_end(key)
             return value
 
-    def put(self, key: bytes, value: _Value) -> None:
+    def put(self, key: _Key, value: _Value) -> None:
         """Store ``value``, dropping the least recently used entry past ``size`` (size 0: store nothing)."""
         if self.size <= 0:
             return
@@ -139,3 +128,21 @@ class TextCache(Generic[_Value]):
             self._entries.move_to_end(key)
             if len(self._entries) > self.size:
                 self._entries.popitem(last=False)
+
+
+class TextCache(BoundedLru[bytes, _Value]):
+    """What a scanner found in a text it has read before, keyed by the text's digest (never the text).
+
+    A chat re-sends its whole history every turn, so most of a long conversation's messages were
+    scanned one request ago. Bounded (least recently used out) and thread-safe.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        super().__init__(size)
+
+    @staticmethod
+    def key(text: str, *salt: object) -> bytes:
+        """The digest of ``text`` and whatever else the answer depends on (``salt``, e.g. the role)."""
+        digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16)
+        digest.update(repr(salt).encode())
+        return digest.digest()

@@ -24,7 +24,6 @@ import hashlib
 import json
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
@@ -36,6 +35,7 @@ from jsonschema.exceptions import ValidationError
 from jsonschema.validators import Draft7Validator, Draft202012Validator, extend
 from jsonschema_specifications import REGISTRY as SPECIFICATIONS  # type: ignore[import-untyped]
 
+from opsgate.guard.base import BoundedLru
 from opsgate.guard.linear_re import LinearPattern, compile_linear
 
 MAX_SCHEMA_BYTES = 64 * 1024  # serialized (compact JSON)
@@ -75,23 +75,16 @@ def _counted(keyword: Any) -> Any:
 
 
 # ---- linear-time regular expressions
-_patterns: OrderedDict[str, LinearPattern] = OrderedDict()
-_patterns_lock = threading.Lock()
+_patterns: BoundedLru[str, LinearPattern] = BoundedLru(1024)
 
 
 def _compiled(pattern: str) -> LinearPattern:
     """RE2's compiled ``pattern`` (cached); ``ValueError`` for syntax RE2 lacks."""
-    with _patterns_lock:
-        found = _patterns.get(pattern)
-        if found is not None:
-            _patterns.move_to_end(pattern)
-            return found
-    compiled = compile_linear(pattern)
-    with _patterns_lock:
-        _patterns[pattern] = compiled
-        if len(_patterns) > 1024:
-            _patterns.popitem(last=False)
-    return compiled
+    found = _patterns.get(pattern)
+    if found is None:
+        found = compile_linear(pattern)
+        _patterns.put(pattern, found)
+    return found
 
 
 def _utf8_safe(text: str) -> str:
@@ -355,8 +348,7 @@ def _mentions(schema: Any, keyword: str) -> bool:
 
 # ---- checked schemas, by digest (a client sends the same schema with every request)
 _Checked = tuple[str | None, Any]
-_cache: OrderedDict[bytes, _Checked] = OrderedDict()
-_cache_lock = threading.Lock()
+_cache: BoundedLru[bytes, _Checked] = BoundedLru(256)
 
 
 def _checked(schema: Any) -> _Checked:
@@ -368,20 +360,15 @@ def _checked(schema: Any) -> _Checked:
         ).digest()
     except (TypeError, ValueError, RecursionError):
         return "the schema is not JSON", None
-    with _cache_lock:
-        found = _cache.get(key)
-        if found is not None:
-            _cache.move_to_end(key)
-            return found
+    found = _cache.get(key)
+    if found is not None:
+        return found
     problem = _problem(schema)
     validator = None
     if problem is None:
         root = {k: v for k, v in schema.items() if k != "$schema"} if isinstance(schema, dict) else schema
         validator = _LinearValidator(root, registry=_LOCAL_ONLY)
-    with _cache_lock:
-        _cache[key] = (problem, validator)
-        if len(_cache) > 256:
-            _cache.popitem(last=False)
+    _cache.put(key, (problem, validator))
     return problem, validator
 
 

@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
 
 from rapidfuzz import fuzz
+
+from opsgate.guard.base import BoundedLru
 
 SENTENCE = re.compile(r"(?<=[.!?;:])\s+|\n+")
 _WORD = re.compile(r"\w+")
@@ -69,33 +68,6 @@ def _chunks(sentence: str) -> list[str]:
 def normalize(text: str) -> str:
     """Lower case, runs of whitespace as one space (how prompt and answer are compared)."""
     return " ".join(text.lower().split())
-
-
-_K = TypeVar("_K")
-_V = TypeVar("_V")
-
-
-class _Lru(Generic[_K, _V]):
-    """A small thread-safe least-recently-used map."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._items: OrderedDict[_K, _V] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: _K) -> _V | None:
-        with self._lock:
-            value = self._items.get(key)
-            if value is not None:
-                self._items.move_to_end(key)
-            return value
-
-    def put(self, key: _K, value: _V) -> None:
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            if len(self._items) > self.size:
-                self._items.popitem(last=False)
 
 
 @dataclass(slots=True)
@@ -268,10 +240,10 @@ class PromptIndex:
 
 
 # Prepared prompts: short ones are a few KB each; a 64 KB prompt's grams take ~5 MB, so few are kept.
-_indexes: _Lru[bytes, PromptIndex] = _Lru(128)
-_large_indexes: _Lru[bytes, PromptIndex] = _Lru(8)
+_indexes: BoundedLru[bytes, PromptIndex] = BoundedLru(128)
+_large_indexes: BoundedLru[bytes, PromptIndex] = BoundedLru(8)
 # Kept states: ≤ ~4 KB each (a 64 KB prompt's bitsets), most far less.
-_states: _Lru[bytes, _State] = _Lru(4096)
+_states: BoundedLru[bytes, _State] = BoundedLru(4096)
 
 
 def index_for(prompt: str) -> PromptIndex:
