@@ -15,9 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
-from opsgate.auth.key_scope import bound_by_caller
+from opsgate.auth.key_scope import bound_by_caller, check_revocation
 from opsgate.auth.key_store import KeyInfo, KeySpec
 from opsgate.domain.errors import PermissionDeniedError
+from opsgate.domain.principal import Principal
 from tests.fake_upstream import FakeUpstream, Script
 from tests.support import Gateway, start_gateway
 
@@ -168,6 +169,49 @@ def test_revocation_cannot_reach_a_broader_key(site: Site) -> None:
     assert site.call("POST", f"/admin/keys/{other['id']}/revoke", restricted).status_code == 404
 
 
+def test_a_restricted_admin_may_revoke_any_lesser_role_key_of_its_tenant(site: Site) -> None:
+    # Probe 2026-12-06 M1: keys the operator made without expiry, model list or limits, with a lesser
+    # role, were a 403 key_broader_than_caller for a restricted admin (it could not cut off a leak).
+    restricted = site.restricted["secret"]
+    for role in ("viewer", "service", "developer"):
+        wide = site.mint({"tenant": "acme", "role": role, "name": f"wide-{role}"}, key=ADMIN_KEY).json()
+        assert wide["models"] is None and wide["expires_at"] is None
+        response = site.call("POST", f"/admin/keys/{wide['id']}/revoke", restricted)
+        assert response.status_code == 200, response.text  # on d1c3ccf: 403 naming models
+        assert response.json()["state"] == "revoked"
+    # The same role with a broader scope stays refused, whichever field is broader.
+    for extra in ({"models": ["alpha"], "limits": {"requests_per_minute": 1}}, {"models": ["alpha", "beta"]}):
+        admin = site.mint({"tenant": "acme", "role": "admin", **extra}, key=ADMIN_KEY).json()
+        response = site.call("POST", f"/admin/keys/{admin['id']}/revoke", restricted)
+        assert response.status_code == 403, response.text
+        assert response.json()["error"]["code"] == "key_broader_than_caller"
+        assert site.call("GET", f"/admin/keys/{admin['id']}", ADMIN_KEY).json()["state"] == "active"
+    # An admin no broader than the caller (it inherits every restriction) may be revoked.
+    peer = site.mint({"role": "admin", "name": "peer"}).json()
+    assert site.call("POST", f"/admin/keys/{peer['id']}/revoke", restricted).status_code == 200
+
+
+def test_a_lesser_role_cannot_revoke_a_greater_one() -> None:
+    infos = {
+        "k_dev": _info("developer", "k_dev"),
+        "k_admin": _info("admin", "k_admin"),
+        "k_view": _info("viewer", "k_view"),
+    }
+
+    class Keys:
+        def require(self, key_id: str, tenant: str | None) -> KeyInfo:
+            return infos[key_id]
+
+        def get(self, key_id: str, tenant: str | None) -> KeyInfo:
+            return infos[key_id]
+
+    principal = Principal(key_id="k_dev", tenant="acme", role="developer")
+    with pytest.raises(PermissionDeniedError) as raised:
+        check_revocation(Keys(), principal, "k_admin")  # type: ignore[arg-type]
+    assert raised.value.param == "role"
+    check_revocation(Keys(), principal, "k_view")  # type: ignore[arg-type]
+
+
 def test_a_revoked_admin_key_cannot_mint_even_while_cached(site: Site) -> None:
     admin = site.mint({"tenant": "acme", "role": "admin", "models": ["alpha"]}, key=ADMIN_KEY).json()
     assert site.mint({"role": "service"}, key=admin["secret"]).status_code == 201  # cached now
@@ -178,8 +222,8 @@ def test_a_revoked_admin_key_cannot_mint_even_while_cached(site: Site) -> None:
     assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
 
 
-def _info(role: str) -> KeyInfo:
-    return KeyInfo("key_x", "p", "acme", role, "", None, None, 0.0, None, None, None, None)  # type: ignore[arg-type]
+def _info(role: str, key_id: str = "key_x") -> KeyInfo:
+    return KeyInfo(key_id, "p", "acme", role, "", None, None, 0.0, None, None, None, None)  # type: ignore[arg-type]
 
 
 def test_a_role_granting_more_than_the_callers_is_refused() -> None:

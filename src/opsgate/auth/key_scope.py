@@ -7,8 +7,11 @@ Operator keys (no tenant) are not bounded.
 A field the request leaves out inherits the caller's restriction, so a restricted admin's keys are
 restricted the same way (a ``limits`` object inherits each dimension it does not name). A field set
 broader, ``null`` ("no restriction") included, is a 403 ``key_broader_than_caller`` naming it.
-Revocation follows the same rule: a restricted tenant admin must not cut off a broader key of its
-tenant (an unrestricted admin the operator made), or it could lock out whoever restricted it.
+Revocation only takes power away, so it is bounded by role: a tenant key may revoke any key of its
+tenant whose role grants strictly less than its own (a viewer, service or developer key, whatever
+its models, limits or expiry). A key with the same role (another admin) it may revoke only when that
+key is no broader than itself, so a restricted tenant admin cannot cut off the unrestricted admin the
+operator made (or lock out whoever restricted it). A key whose role grants more is refused (``role``).
 """
 
 from __future__ import annotations
@@ -37,10 +40,14 @@ def caller_key(keys: KeyStore, principal: Principal) -> KeyInfo:
 
 
 def check_revocation(keys: KeyStore, principal: Principal, key_id: str) -> None:
-    """A tenant key may revoke only a key of its tenant no broader than itself (403 otherwise)."""
+    """A tenant key may revoke a key of its tenant with a lesser role, or an equal role no broader (403 otherwise)."""
     target = keys.require(key_id, principal.tenant)  # another tenant's key: 404, as before
-    if target.state() == "active":  # revoking a revoked or expired key changes nothing
-        bound_by_caller(target.spec(), caller_key(keys, principal), subject=f"Key '{key_id}'")
+    if target.state() != "active":  # revoking a revoked or expired key changes nothing
+        return
+    caller = caller_key(keys, principal)
+    if target.key_id == caller.key_id or GRANTS[target.role] < GRANTS[caller.role]:
+        return  # itself, or a lesser role: taking that power away never widens the caller's
+    bound_by_caller(target.spec(), caller, subject=f"Key '{key_id}'")  # same role: scope must be no broader
 
 
 def bound_by_caller(
