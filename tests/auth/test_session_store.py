@@ -124,3 +124,32 @@ def test_sweep_removes_expired_and_idle_rows(store: SqlRecordStore) -> None:  # 
         assert backing.get(id_hash(old)) is None and backing.get(id_hash(fresh)) is not None
 
     asyncio.run(scenario())
+
+
+def test_a_key_holds_at_most_max_per_key_sessions_the_oldest_goes(backing: SessionStore) -> None:
+    # Probe 2026-12-06 L3: 300 logins of one key were 300 rows.
+    async def scenario() -> None:
+        config = UiSessionConfig(lifetime_seconds=3600, idle_seconds=600, max_per_key=3)
+        clock = Clock()
+        sessions = UiSessions(config, backing, 30.0, clock)
+        bob = Principal(key_id="key_bob", tenant="acme", role="viewer", name="bob")
+        other = await sessions.create(bob)
+        made = []
+        for _ in range(5):
+            clock.now += 1
+            made.append(await sessions.create(ALICE))
+            assert await sessions.resolve(made[-1]) is not None  # cached here too
+        for old in made[:2]:  # evicted: gone from the store and from this replica's cache
+            assert backing.get(id_hash(old)) is None
+            assert await sessions.resolve(old) is None
+        for kept in made[2:]:
+            assert await sessions.resolve(kept) is not None
+        assert await sessions.resolve(other) is not None  # another key's sessions are not touched
+
+    asyncio.run(scenario())
+
+
+def test_max_per_key_is_bounded() -> None:
+    for wrong in (0, 1001):
+        with pytest.raises(ValueError):
+            UiSessionConfig(max_per_key=wrong)

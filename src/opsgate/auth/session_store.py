@@ -66,6 +66,9 @@ class SessionStore(Protocol):
     def sweep(self, now: float, idle_seconds: float) -> int:
         """Delete sessions past their lifetime or idle too long; how many."""
 
+    def trim(self, key_id: str, keep: int) -> list[str]:
+        """Delete all but the ``keep`` newest sessions of ``key_id``; the id hashes deleted."""
+
 
 class SqlSessionStore:
     """Sessions in the record store's database (SQLite or PostgreSQL): shared by every replica."""
@@ -103,6 +106,19 @@ class SqlSessionStore:
     def sweep(self, now: float, idle_seconds: float) -> int:
         """Delete expired and idle rows."""
         return self._write("DELETE FROM ui_sessions WHERE expires_at <= ? OR last_seen <= ?", [now, now - idle_seconds])
+
+    def trim(self, key_id: str, keep: int) -> list[str]:
+        """Delete the sessions of ``key_id`` older than its ``keep`` newest (one transaction)."""
+        store = self._store()
+        with store.connection() as conn, store.transaction(conn):
+            found = store.execute(
+                conn, "SELECT id_hash FROM ui_sessions WHERE key_id = ? ORDER BY created_at DESC, id_hash", [key_id]
+            ).fetchall()
+            gone = [str(row[0]) for row in found[keep:]]
+            if gone:
+                marks = ",".join("?" * len(gone))
+                store.execute(conn, f"DELETE FROM ui_sessions WHERE id_hash IN ({marks})", gone)
+        return gone
 
     def _write(self, statement: str, params: list[Any]) -> int:
         store = self._store()
@@ -151,6 +167,17 @@ class MemorySessionStore:
             for id_hash in gone:
                 del self._rows[id_hash]
             return len(gone)
+
+    def trim(self, key_id: str, keep: int) -> list[str]:
+        """Forget the sessions of ``key_id`` older than its ``keep`` newest."""
+        with self._lock:
+            own = sorted(
+                (r for r in self._rows.values() if r.key_id == key_id), key=lambda r: (-r.created_at, r.id_hash)
+            )
+            gone = [r.id_hash for r in own[keep:]]
+            for id_hash in gone:
+                del self._rows[id_hash]
+            return gone
 
 
 def _row(values: Any) -> SessionRow:

@@ -6,6 +6,7 @@ through the authenticator (cached for ``auth.cache_ttl_seconds`` and dropped by 
 any key lookup), so revoking or rotating a key ends its sessions within that bound, on this replica
 at once. A session ends at its absolute lifetime, after ``idle_seconds`` unused, or at logout, which
 deletes the row: a copied cookie stops working on every replica (on others within the cache TTL).
+A key holds at most ``max_per_key`` sessions: a login past that ends the key's oldest.
 """
 
 from __future__ import annotations
@@ -80,6 +81,9 @@ class UiSessions:
         )
         await _in_thread(self.store.sweep, now, self.config.idle_seconds)  # expired rows go at each login
         await _in_thread(self.store.create, row)
+        # Bounded per key: repeated logins (a script, a leaked key) cannot grow the table without end.
+        for gone in await _in_thread(self.store.trim, row.key_id, self.config.max_per_key):
+            self._cache.pop(gone, None)
         return session_id
 
     async def resolve(self, session_id: str | None) -> SessionRow | None:

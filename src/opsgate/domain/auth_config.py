@@ -16,6 +16,9 @@ class UiSessionConfig(BaseModel):
         43200.0, ge=1, le=7 * 86400, description="Absolute lifetime of a dashboard session (12 h); then log in again."
     )
     idle_seconds: float = Field(1800.0, ge=1, le=86400, description="A session unused this long (30 min) ends.")
+    max_per_key: int = Field(
+        20, ge=1, le=1000, description="Live sessions one key may hold; a login past it ends that key's oldest."
+    )
     cookie_secure: Literal["auto", "always", "allow_http"] = Field(
         "auto",
         description=(
