@@ -273,3 +273,29 @@ def test_replicas_sharing_a_database_share_sessions(ui_upstream: FakeUpstream, s
     finally:
         first.server.stop()
         second.server.stop()
+
+
+def test_failed_logins_are_counted_then_refused_with_429(
+    ui_upstream: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Probe 2026-12-06 L4: 300 wrong keys were 300 401s, nothing refused, nothing recorded.
+    gateway = start_gateway(_config(ui_upstream.base_url, login_max_failures=3, login_window_seconds=600))
+    try:
+        guesses = [ADMIN_KEY[:-1] + "X", "og_wrong_guess_1", "og_wrong_guess_2"]
+        with caplog.at_level(logging.WARNING, logger="opsgate.auth"):
+            for guess in guesses:
+                assert login(gateway, guess).status_code == 401
+        refused = login(gateway, guesses[0])
+        assert refused.status_code == 429 and 1 <= int(refused.headers["Retry-After"]) <= 600
+        assert "Too many failed logins" in refused.text and "set-cookie" not in refused.headers
+        # Not even the right key is checked from this address until the window ends.
+        assert login(gateway, ADMIN_KEY).status_code == 429
+        assert caplog.text.count("dashboard login failed") == 3
+        for guess in guesses:
+            assert guess not in caplog.text  # the presented key is never logged
+        logins = httpx.get(gateway.url + "/readyz", headers=_admin()).json()["auth"]["dashboard_logins"]
+        assert logins["failed_logins"] == 3 and logins["refused_logins"] == 2
+        # Header keys (the API) are not held back by the dashboard's login throttle.
+        assert httpx.get(gateway.url + "/admin/keys", headers=_admin()).status_code == 200
+    finally:
+        gateway.server.stop()

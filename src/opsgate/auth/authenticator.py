@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from opsgate.auth.key_store import KeyInfo, KeyStore
+from opsgate.auth.login_throttle import LoginThrottle
 from opsgate.auth.session_store import MemorySessionStore, SessionRow, SessionStore, SqlSessionStore
 from opsgate.auth.ui_sessions import UiSessions, bootstrap_check, same_key_check
 from opsgate.domain.auth_config import AuthConfig
@@ -72,6 +73,8 @@ class Authenticator:
         # key id → the same, for dashboard sessions (apart: a secret can never be taken for an id)
         self._by_id: dict[str, tuple[Principal | None, float]] = {}
         self.sessions = sessions or UiSessions(config.ui_session, _session_store(key_store), config.cache_ttl_seconds)
+        ui = config.ui_session
+        self.login_throttle = LoginThrottle(ui.login_max_failures, ui.login_window_seconds)
         # Moved by forget(): a lookup that began before a revoke or rotation must not be cached after it.
         self._generation = 0
         self.hits = 0
@@ -210,6 +213,7 @@ class Authenticator:
             "cached_keys": len(self._cache),
             "cache_hits": self.hits,
             "cache_misses": self.misses,
+            "dashboard_logins": self.login_throttle.status(),
         }
 
 

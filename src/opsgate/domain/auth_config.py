@@ -19,6 +19,12 @@ class UiSessionConfig(BaseModel):
     max_per_key: int = Field(
         20, ge=1, le=1000, description="Live sessions one key may hold; a login past it ends that key's oldest."
     )
+    login_max_failures: int = Field(
+        10, ge=1, le=10_000, description="Failed logins from one address in a window before /ui/login is a 429."
+    )
+    login_window_seconds: float = Field(
+        300.0, ge=1, le=86400, description="The window of login_max_failures (per replica, from the first failure)."
+    )
     cookie_secure: Literal["auto", "always", "allow_http"] = Field(
         "auto",
         description=(

@@ -15,6 +15,8 @@ auth off every caller is the anonymous operator and no session is made.
 from __future__ import annotations
 
 import ipaddress
+import logging
+import math
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -43,6 +45,7 @@ from opsgate.ui.eval_pages import eval_pages
 from opsgate.ui.release_pages import release_pages
 
 HERE = Path(__file__).parent
+log = logging.getLogger("opsgate.auth")  # failed logins go where other auth events do
 # Roles that may look at the dashboard; a service key calls /v1 only.
 UI_ROLES = frozenset({"admin", "developer", "viewer"})
 # Scripts only from our own origin (no inline script); uPlot sizes elements through inline styles.
@@ -214,9 +217,21 @@ class Dashboard:
             return self.render(request, "login.html", 400, page="login", next=target, error=message)
         # Check the key now, so a typo is said on the form rather than as a JSON 401 on every page.
         authenticator = self.source.authenticator
+        client = request.client.host if request.client else "unknown"
+        wait = authenticator.login_throttle.retry_after(client)
+        if wait is not None:  # too many wrong keys from this address: not even checked (guessing)
+            seconds = max(1, math.ceil(wait))
+            message = f"Too many failed logins from this address; try again in {seconds} s."
+            page = self.render(request, "login.html", 429, page="login", next=target, error=message)
+            page.headers["Retry-After"] = str(seconds)
+            log.warning("dashboard login refused: too many failures from %s", client)
+            return page
         try:
             principal = await authenticator.authenticate(key)
         except GatewayError as error:
+            if error.status == 401:  # the key is wrong, not the request: count it, never log the key
+                failures = authenticator.login_throttle.failed(client)
+                log.warning("dashboard login failed from %s (%s, %d in window)", client, error.code, failures)
             return self.render(request, "login.html", error.status, page="login", next=target, error=error.message)
         if principal.role not in UI_ROLES:
             message = f"The role '{principal.role}' cannot use the dashboard."
