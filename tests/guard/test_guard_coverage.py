@@ -15,6 +15,7 @@ import pytest
 
 from opsgate.domain.config import parse_config
 from opsgate.domain.context import RequestContext
+from opsgate.domain.errors import InvalidRequestError
 from opsgate.guard.engine import GuardBlocked
 from opsgate.pipeline.guard import GuardStage
 from opsgate.pipeline.guard_texts import texts
@@ -133,6 +134,65 @@ VECTORS: dict[str, tuple[Literal["chat", "completion"], dict[str, Any]]] = {
     "vllm guided_json": ("chat", {"messages": [user()], "guided_json": {"description": PAY}}),
     "message extra key": ("chat", {"messages": [{"role": "user", "content": "hi", "contents": PAY}]}),
     "completion suffix": ("completion", {"prompt": "hi", "suffix": PAY}),
+    # probe-new M2: positions skipped by key name or prefix anywhere, not only real payloads.
+    "text prefixed data:;base64,": (
+        "chat",
+        {
+            "messages": [user()],
+            "tools": [{"type": "function", "function": {"name": "f", "description": "data:x;base64, " + PAY}}],
+        },
+    ),
+    "message extra key data": ("chat", {"messages": [{"role": "user", "content": "hi", "data": PAY}]}),
+    "content part key data": (
+        "chat",
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi", "data": PAY}]}]},
+    ),
+    "vendor documents id and data": (
+        "chat",
+        {"messages": [user()], "documents": [{"id": PAY, "data": PAY, "text": "t"}]},
+    ),
+    "tool call id and tool_call_id": (
+        "chat",
+        {
+            "messages": [
+                user(),
+                {"role": "assistant", "content": None, "tool_calls": [{**call("{}"), "id": PAY}]},
+                {"role": "tool", "tool_call_id": PAY, "content": "ok"},
+            ]
+        },
+    ),
+    "arguments as an object": (
+        "chat",
+        {
+            "messages": [
+                user(),
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [{**call(""), "function": {"name": "f", "arguments": {"to": PAY}}}],
+                },
+            ]
+        },
+    ),
+    "payload position that is not base64": (
+        "chat",
+        {
+            "messages": [
+                {"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": PAY, "format": "wav"}}]}
+            ]
+        },
+    ),
+    "image_url data: URL not of an image": (
+        "chat",
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [{"type": "image_url", "image_url": {"url": "data:text/plain;base64," + PAY}}],
+                }
+            ]
+        },
+    ),
 }
 
 
@@ -212,3 +272,52 @@ async def test_body_setup_text_reads_as_developer() -> None:
         },
     )
     assert texts(ctx.body) == [("user", "q"), ("developer", "u1"), ("developer", "f"), ("developer", "d")]
+
+
+async def test_payloads_are_left_alone_only_at_their_schema_positions() -> None:
+    audio = "UklGRiQAAABXQVZFZm10IBAAAAABAAEA"
+    pdf = "data:application/pdf;base64,JVBERi0xLjQK"
+    body = {
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": DATA_URL}},
+                    {"type": "input_audio", "input_audio": {"data": audio, "format": "wav"}},
+                    {"type": "file", "file": {"file_data": pdf, "filename": f"{EMAIL}.pdf"}},
+                    {"type": "text", "text": f"mail {EMAIL}"},
+                ],
+            }
+        ]
+    }
+    ctx = await _before(DATA, "chat", body)
+    parts = json.loads(_forwarded(ctx))["messages"][0]["content"]
+    assert parts[0]["image_url"]["url"] == DATA_URL
+    assert parts[1]["input_audio"] == {"data": audio, "format": "wav"}
+    assert parts[2]["file"]["file_data"] == pdf
+    assert EMAIL not in parts[2]["file"]["filename"] and "<EMAIL_1>" in parts[2]["file"]["filename"]
+
+
+async def test_a_key_the_policy_would_rewrite_refuses_the_request() -> None:
+    key = f"{EMAIL.replace('@', '_at_')}_{AWS}"
+    schema = {"type": "object", "properties": {key: {"type": "string"}}, "required": [key]}
+    body = {"messages": [user()], "tools": [{"type": "function", "function": {"name": "f", "parameters": schema}}]}
+    with pytest.raises(InvalidRequestError) as refused:
+        await _before(DATA, "chat", body)
+    assert refused.value.status == 400 and refused.value.code == "input_redacted_key"
+    assert refused.value.param == "tools"
+    # A key is scanned like any text: a block policy blocks it, and a clean key passes unchanged.
+    blocking = _config([{"scanner": "secrets", "action": "block"}])
+    with pytest.raises(GuardBlocked):
+        await _before(blocking, "chat", body)
+    clean = {
+        "messages": [user()],
+        "tools": [
+            {
+                "type": "function",
+                "function": {"name": "f", "parameters": {"type": "object", "properties": {"to": {"type": "string"}}}},
+            }
+        ],
+    }
+    ctx = await _before(DATA, "chat", clean)
+    assert json.loads(_forwarded(ctx))["tools"] == clean["tools"]

@@ -2,73 +2,149 @@
 
 ``texts`` lists ``(role, text)`` pairs in a fixed order; ``with_texts`` takes the (possibly redacted)
 texts in that same order and puts each back where it came from. Both walk the body with the same
-rules, so the order cannot drift apart.
+rules (``_is_text``, ``_payload``), so the order cannot drift apart.
 
-What is text (probe-guard finding 3: fields that reached the upstream unscanned):
+What is text (probe-guard finding 3 and probe-new M2: fields that reached the upstream unscanned):
 
-- a chat message: its ``content`` (a string, or every string inside every content part whatever
-  its ``type``: ``text``, ``input_text``, ``refusal``, an ``image_url``'s URL …), its ``name``, and
-  every string in any other key it carries (``tool_calls[].function.arguments``,
-  ``function_call.arguments``, a vendor's extra key). Role: the message's (a message the client
-  marks untrusted reads as ``tool``);
+- a chat message: its ``content`` (a string, or every string inside every content part), its
+  ``name``, and every string in any other key it carries (``tool_calls[].id`` and
+  ``.function.arguments`` — a string, or the strings of an object sent in its place —,
+  ``tool_call_id``, a vendor's extra key). Role: the message's (a message the client marks
+  untrusted reads as ``tool``);
 - the completions ``prompt`` and ``suffix`` (role ``user``); embedding inputs (``user``);
-- everything else in the body that is forwarded — ``tools`` (descriptions, parameter
-  descriptions), ``response_format`` (the JSON schema's descriptions), ``stop``, ``user``,
-  ``prediction`` and any unknown key (vLLM's ``chat_template``, ``documents``, ``guided_json`` …) —
-  with role ``developer``: the application's setup of the request, like a system prompt. The data
-  scanners (PII, secrets, banned terms: all roles by default) read it; the injection scanner does
-  only if the operator adds ``developer`` to its ``roles``.
+- everything else in the body that is forwarded — ``tools``, ``response_format``, ``stop``,
+  ``user``, ``prediction`` and any unknown key (vLLM's ``chat_template``, ``documents`` …) — with
+  role ``developer``: the application's setup of the request, like a system prompt.
+- dict keys the client chose (a JSON schema's property names, a vendor object's keys): scanned like
+  values. A key is an identifier the model echoes back (``{"<property>": …}``), so a redaction is
+  not applied to it: a key the policy would rewrite refuses the request (400
+  ``input_redacted_key``) — renaming it would change the contract of the answer; block, warn and
+  log act on a key as on any text.
 
-Never text: the values of ``type``, ``id`` and ``tool_call_id`` (an identifier rewritten would
-unlink a tool result from its call), base64 payloads (``data``, ``file_data`` and ``data:`` URLs:
-an image is not prose, and scanning megabytes of base64 would cost for nothing), keys (a JSON
-schema's property names) and non-strings. ``model``, ``messages`` (walked above) and ``metadata``
-(the gateway's own, not forwarded) are not walked as body text.
+Never text, by position only (the OpenAI content parts): a base64 payload — ``image_url.url`` that is
+a ``data:image/…;base64,`` URL, ``input_audio.data``, ``file.file_data`` (raw or a ``data:`` URL) —
+and only when it really is base64 (anything else there is scanned); the keys and literal values of
+the OpenAI / JSON-schema vocabulary (``type``, ``"function"``, ``"object"`` …: they cannot carry
+data, and every scanned string costs a scanner call each); ``model``, ``messages`` (walked above)
+and ``metadata`` (the gateway's own, not forwarded). An identifier such as a tool call's ``id`` is
+scanned: a redaction is the same text for the same value, so the id in the assistant's call and in
+the tool result's ``tool_call_id`` stay equal.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from opsgate.domain.errors import InvalidRequestError
 from opsgate.domain.requests import ChatCompletionRequest, ChatMessage, CompletionRequest, EmbeddingRequest
 
-_NOT_TEXT_KEYS = frozenset({"type", "id", "tool_call_id", "data", "file_data"})
 # Body fields that are not forwarded text, or are walked on their own.
 _NOT_BODY_TEXT = frozenset({"model", "messages", "metadata", "prompt", "suffix", "input"})
 _BODY_TEXT_FIELDS = ("user", "stop")  # declared string fields forwarded as they are
 _SETUP_ROLE = "developer"
+# Keys and values of the OpenAI / JSON-schema vocabulary: not data, not scanned (a scan per string).
+_VOCABULARY = frozenset(
+    {
+        "type", "function", "name", "description", "parameters", "properties", "required", "items",
+        "enum", "strict", "additionalProperties", "anyOf", "oneOf", "allOf", "$ref", "$defs", "definitions",
+        "format", "default", "title", "minimum", "maximum", "minItems", "maxItems", "minLength", "maxLength",
+        "pattern", "const", "nullable", "json_schema", "schema", "json_object", "text", "image_url",
+        "input_audio", "file", "url", "detail", "data", "file_data", "file_id", "filename", "id", "index",
+        "tool_calls", "tool_call_id", "arguments", "function_call", "refusal", "content", "role", "object",
+        "string", "number", "integer", "boolean", "array", "null", "auto", "none", "low", "high",
+        "wav", "mp3", "tool_choice", "parallel_tool_calls", "prediction", "documents", "tools", "seed",
+        "logit_bias", "top_k", "min_p", "chat_template", "guided_json", "reasoning_effort", "store",
+    }
+)  # fmt: skip
+# Content-part payload positions (OpenAI schema): the part's key -> the key of its base64 payload.
+_PAYLOADS = {"image_url": "url", "input_audio": "data", "file": "file_data"}
+_DATA_URL = re.compile(r"data:([A-Za-z0-9.+-]+/[A-Za-z0-9.+-]+)?;base64,")
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 
 Replace = Callable[[str], str]
 
 
-def _is_payload(text: str) -> bool:
-    return text.startswith("data:") and ";base64," in text[:200]
+class _KeyChanged(Exception):
+    """A key the scan would rewrite (see the module's docstring)."""
 
 
-def _strings(value: Any) -> Iterator[str]:
-    """Every text string in a JSON value, depth first, dict order."""
+def _is_text(text: str) -> bool:
+    return text not in _VOCABULARY
+
+
+def _payload(holder: str, text: str) -> bool:
+    """Whether ``text`` at ``<part>.<holder>.<payload key>`` is a base64 payload (not scanned)."""
+    start = 0
+    if text.startswith("data:"):
+        match = _DATA_URL.match(text)
+        if match is None or (holder == "image_url" and not (match.group(1) or "").startswith("image/")):
+            return False
+        start = match.end()
+    elif holder == "image_url":
+        return False  # an image URL that is not a data: URL is text (its query may carry data)
+    size = len(text) - start
+    return size > 0 and size % 4 == 0 and _BASE64.fullmatch(text, start) is not None
+
+
+def _strings(value: Any, part: bool = False) -> Iterator[str]:
+    """Every text string in a JSON value (keys before their values), depth first, dict order.
+    ``part``: ``value`` is a content part's extra keys (its payload positions are skipped)."""
     if isinstance(value, str):
-        if not _is_payload(value):
+        if _is_text(value):
             yield value
     elif isinstance(value, dict):
         for key, item in value.items():
-            if key not in _NOT_TEXT_KEYS:
+            if _is_text(key):
+                yield key
+            payload = _PAYLOADS.get(key) if part else None
+            if payload is not None and isinstance(item, dict):
+                for inner, text in item.items():
+                    if _is_text(inner):
+                        yield inner
+                    if not (inner == payload and isinstance(text, str) and _payload(key, text)):
+                        yield from _strings(text)
+            else:
                 yield from _strings(item)
     elif isinstance(value, list):
         for item in value:
             yield from _strings(item)
 
 
-def _replaced(value: Any, replace: Replace) -> Any:
+def _key(key: str, replace: Replace) -> str:
+    if _is_text(key) and replace(key) != key:
+        raise _KeyChanged(key)
+    return key
+
+
+def _replaced(value: Any, replace: Replace, part: bool = False) -> Any:
     """``value`` with each string ``_strings`` lists replaced (same walk, same order)."""
     if isinstance(value, str):
-        return value if _is_payload(value) else replace(value)
+        return replace(value) if _is_text(value) else value
     if isinstance(value, dict):
-        return {key: item if key in _NOT_TEXT_KEYS else _replaced(item, replace) for key, item in value.items()}
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            key = _key(key, replace)
+            payload = _PAYLOADS.get(key) if part else None
+            if payload is not None and isinstance(item, dict):
+                inner_out: dict[str, Any] = {}
+                for inner, text in item.items():
+                    inner = _key(inner, replace)
+                    skip = inner == payload and isinstance(text, str) and _payload(key, text)
+                    inner_out[inner] = text if skip else _replaced(text, replace)
+                out[key] = inner_out
+            else:
+                out[key] = _replaced(item, replace)
+        return out
     if isinstance(value, list):
         return [_replaced(item, replace) for item in value]
     return value
+
+
+def _part_type(text: str) -> bool:
+    """A content part's declared ``type`` is scanned unless it is one OpenAI defines."""
+    return _is_text(text) and text not in ("input_text", "output_text")
 
 
 def _message_strings(message: ChatMessage) -> Iterator[str]:
@@ -77,10 +153,12 @@ def _message_strings(message: ChatMessage) -> Iterator[str]:
         yield content
     elif content:
         for part in content:
+            if _part_type(part.type):
+                yield part.type
             if part.text is not None:
                 yield part.text
             if part.model_extra:
-                yield from _strings(part.model_extra)
+                yield from _strings(part.model_extra, part=True)
     if message.name is not None:
         yield message.name
     if message.model_extra:
@@ -96,10 +174,13 @@ def _message_replaced(message: ChatMessage, replace: Replace) -> ChatMessage:
         parts = []
         for part in content:
             changes: dict[str, Any] = {}
+            if _part_type(part.type):
+                changes["type"] = replace(part.type)
             if part.text is not None:
                 changes["text"] = replace(part.text)
             if part.model_extra:
-                changes.update(_replaced(part.model_extra, replace))
+                extra = _replaced(part.model_extra, replace, part=True)
+                changes.update(extra)
             parts.append(part.model_copy(update=changes) if changes else part)
         update["content"] = parts
     if message.name is not None:
@@ -118,7 +199,9 @@ def _setup_strings(body: ChatCompletionRequest | CompletionRequest | EmbeddingRe
     if isinstance(body, ChatCompletionRequest) and body.response_format is not None:
         yield from _strings(body.response_format.model_extra or {})
     for key, value in (body.model_extra or {}).items():
-        if key not in _NOT_BODY_TEXT and key not in _NOT_TEXT_KEYS:
+        if key not in _NOT_BODY_TEXT:
+            if _is_text(key):
+                yield key
             yield from _strings(value)
 
 
@@ -131,11 +214,28 @@ def _setup_replaced(body: Any, replace: Replace) -> dict[str, Any]:
     if isinstance(body, ChatCompletionRequest) and body.response_format is not None:
         extra = body.response_format.model_extra
         if extra:
-            update["response_format"] = body.response_format.model_copy(update=_replaced(extra, replace))
+            try:
+                changed = _replaced(extra, replace)
+            except _KeyChanged as error:
+                raise _refused("response_format") from error
+            update["response_format"] = body.response_format.model_copy(update=changed)
     for key, value in (body.model_extra or {}).items():
-        if key not in _NOT_BODY_TEXT and key not in _NOT_TEXT_KEYS:
-            update[key] = _replaced(value, replace)
+        if key not in _NOT_BODY_TEXT:
+            try:
+                key = _key(key, replace)  # before its value: the order _setup_strings lists them
+                update[key] = _replaced(value, replace)
+            except _KeyChanged as error:
+                raise _refused(key) from error
     return update
+
+
+def _refused(param: str) -> InvalidRequestError:
+    return InvalidRequestError(
+        f"A key in {param} (a property name?) holds text the guard policy redacts; a renamed key would change"
+        " the answer's shape, so the request is refused. Move the value out of the key.",
+        param=param,
+        code="input_redacted_key",
+    )
 
 
 def texts(body: object, untrusted: frozenset[int] = frozenset()) -> list[tuple[str, str]]:
@@ -184,7 +284,10 @@ def with_texts(body: Any, new: list[str]) -> Any:
             if after == before:
                 messages.append(message)  # unchanged: no copy
             else:
-                messages.append(_message_replaced(message, _feeder(after)))
+                try:
+                    messages.append(_message_replaced(message, _feeder(after)))
+                except _KeyChanged as error:
+                    raise _refused(f"messages[{len(messages)}]") from error
         update["messages"] = messages
     elif isinstance(body, CompletionRequest):
         prompt = replace(body.prompt_text())
