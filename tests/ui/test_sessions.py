@@ -105,7 +105,9 @@ def test_login_sets_an_opaque_cookie_that_is_not_the_key(site: Gateway) -> None:
     assert response.status_code == 303
     header = response.headers["set-cookie"]
     session = response.cookies[COOKIE]
-    assert len(session) == 43 and key not in header and key.split("_")[-1] not in header
+    assert len(session) == 43 and key not in header
+    secret_part = max(key.split("_"), key=len)  # the random part (the last '_' piece may be 1 character)
+    assert secret_part not in header
     assert session not in key
     attributes = [part.strip().lower() for part in header.split(f"{COOKIE}=", 1)[1].split(";")[1:]]
     assert "httponly" in attributes and "samesite=strict" in attributes and "path=/" in attributes
@@ -160,7 +162,7 @@ def test_the_raw_key_and_id_are_never_in_the_sessions_table(site: Gateway) -> No
     sessions = [session_of(site, key), session_of(site, ADMIN_KEY)]
     rows = _sessions_table(site)
     text = repr(rows)
-    for secret in (key, key.split("_")[-1], ADMIN_KEY, *sessions):
+    for secret in (key, max(key.split("_"), key=len), ADMIN_KEY, *sessions):
         assert secret not in text
     hashes = {row[0] for row in rows}
     assert {hashlib.sha256(s.encode()).hexdigest() for s in sessions} <= hashes
@@ -297,5 +299,59 @@ def test_failed_logins_are_counted_then_refused_with_429(
         assert logins["failed_logins"] == 3 and logins["refused_logins"] == 2
         # Header keys (the API) are not held back by the dashboard's login throttle.
         assert httpx.get(gateway.url + "/admin/keys", headers=_admin()).status_code == 200
+    finally:
+        gateway.server.stop()
+
+
+def _set_cookie(response: httpx.Response, start: str) -> str:
+    found = [value for value in response.headers.get_list("set-cookie") if value.startswith(start)]
+    assert len(found) == 1, response.headers.get_list("set-cookie")
+    return found[0]
+
+
+def _page(gateway: Gateway, cookie: str) -> httpx.Response:
+    return httpx.get(gateway.url + "/ui/requests", headers={"Cookie": cookie}, follow_redirects=False)
+
+
+def test_a_session_cookie_sent_twice_is_no_session(site: Gateway) -> None:
+    # Probe 2026-12-06 L5: the last opsgate_session won, so a cookie tossed in from a sibling
+    # subdomain (the attacker's own session) could stand in for the victim's.
+    good = session_of(site, _new_key(site)["secret"])
+    other = session_of(site, _new_key(site)["secret"])
+    assert _page(site, f"{COOKIE}={good}").status_code == 200
+    for cookie in (
+        f"{COOKIE}=x; {COOKIE}={good}",
+        f"{COOKIE}={good}; {COOKIE}={other}",
+        f"{COOKIE}={other}; {COOKIE}={good}",
+    ):
+        page = _page(site, cookie)
+        assert page.status_code == 303 and page.headers["location"] == "/ui/login", cookie  # on HEAD: 200
+        assert "set-cookie" not in page.headers  # neither copy is deleted: which is whose is unknown
+        api = httpx.get(site.url + "/admin/requests", headers={"Cookie": cookie})
+        assert api.status_code == 401, cookie
+    assert ui_works(site, good)  # the real session still works alone
+
+
+def test_a_secure_session_cookie_is_host_prefixed_and_the_plain_name_is_ignored(ui_upstream: FakeUpstream) -> None:
+    gateway = start_gateway(_config(ui_upstream.base_url, cookie_secure="always"))
+    try:
+        response = login(gateway, ADMIN_KEY)
+        assert response.status_code == 303
+        set_cookie = _set_cookie(response, f"__Host-{COOKIE}=")
+        flags = {part.strip().split("=")[0].lower() for part in set_cookie.split(";")[1:]}
+        assert {"secure", "path", "httponly"} <= flags and "domain" not in flags and "path=/;" in set_cookie.lower()
+        session = set_cookie.split(";", 1)[0].split("=", 1)[1]
+        assert _page(gateway, f"__Host-{COOKIE}={session}").status_code == 200
+        # The plain name is what a sibling subdomain can set: not read at all on a Secure gateway.
+        assert _page(gateway, f"{COOKIE}={session}").status_code == 303
+        assert _page(gateway, f"__Host-{COOKIE}={session}; __Host-{COOKIE}=x" + "y" * 42).status_code == 303
+        out = httpx.post(
+            gateway.url + "/ui/logout",
+            headers={"Cookie": f"__Host-{COOKIE}={session}", "Origin": gateway.url},
+            follow_redirects=False,
+        )
+        assert out.status_code == 303
+        assert "secure" in _set_cookie(out, f'__Host-{COOKIE}=""').lower()
+        assert _page(gateway, f"__Host-{COOKIE}={session}").status_code == 303  # ended on the server
     finally:
         gateway.server.stop()

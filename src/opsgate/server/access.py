@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from opsgate.auth.authenticator import Authenticator, presented_key
 from opsgate.auth.permissions import admin_permission, allows
-from opsgate.auth.ui_sessions import COOKIE_NAME
+from opsgate.auth.session_cookie import drop_session_cookie, read_session_cookie
 from opsgate.domain.errors import GatewayError, PermissionDeniedError
 from opsgate.domain.principal import ANONYMOUS_OPERATOR, Principal
 from opsgate.server.http_io import error_response
@@ -72,7 +72,10 @@ class AccessMiddleware:
             return
         header_key = presented_key(headers)
         # The dashboard's session cookie, only when no key is in a header (a header key wins).
-        cookie = Request(scope).cookies.get(COOKIE_NAME) if header_key is None else None
+        # Read by name for this request (__Host- when Secure); sent twice, it is no session at all.
+        request = Request(scope)
+        mode = self.authenticator.config.ui_session.cookie_secure
+        cookie = read_session_cookie(request, mode) if header_key is None else None
         if changes_state and header_key is None and (cookie is not None or path in _SESSION_FORMS):
             refusal = csrf_refusal(headers, json_api=not path.startswith("/ui"))
             if refusal is not None:
@@ -85,7 +88,7 @@ class AccessMiddleware:
             return
         if header_key is None and not cookie and path.startswith("/ui"):
             # A browser without its cookie: to the login page, not a JSON error.
-            await _to_login(cookie is not None)(scope, receive, send)
+            await _to_login(request, mode, cookie is not None)(scope, receive, send)
             return
         try:
             principal = await self._caller(header_key, cookie)
@@ -98,7 +101,7 @@ class AccessMiddleware:
         except GatewayError as error:
             if path.startswith("/ui") and error.status == 401:
                 # A stale session (logged out, expired, its key revoked) or a garbled cookie: log in again.
-                await _to_login(True)(scope, receive, send)
+                await _to_login(request, mode, True)(scope, receive, send)
                 return
             await error_response(error)(scope, receive, send)
             return
@@ -120,10 +123,10 @@ class AccessMiddleware:
             state["principal"] = principal
 
 
-def _to_login(drop_cookie: bool) -> RedirectResponse:
+def _to_login(request: Request, mode: str, drop_cookie: bool) -> RedirectResponse:
     redirect = RedirectResponse("/ui/login", status_code=303)
     if drop_cookie:
-        redirect.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="strict")
+        drop_session_cookie(redirect, request, mode)
     return redirect
 
 

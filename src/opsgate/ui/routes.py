@@ -7,14 +7,14 @@ fetches the admin JSON API with the same credentials, and says "not available" w
 missing, so the dashboard degrades instead of breaking.
 
 Who is calling: ``server/access.py`` leaves the caller at ``request.state.principal`` (from
-``Authorization: Bearer`` or the ``opsgate_session`` cookie the login page sets: an opaque session id,
-never the key; see ``auth/ui_sessions.py``) and sends a browser without one to ``/ui/login``. With
+``Authorization: Bearer`` or the session cookie the login page sets, ``__Host-opsgate_session`` when
+Secure, else ``opsgate_session``: an opaque session id, never the key; see ``auth/ui_sessions.py``
+and ``auth/session_cookie.py``) and sends a browser without one to ``/ui/login``. With
 auth off every caller is the anonymous operator and no session is made.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import math
 import time
@@ -31,7 +31,8 @@ from starlette.staticfiles import StaticFiles
 
 from opsgate import __version__
 from opsgate.auth.authenticator import Authenticator
-from opsgate.auth.ui_sessions import COOKIE_NAME, LEGACY_COOKIE_NAME
+from opsgate.auth.session_cookie import cookie_name, cookie_secure, drop_session_cookie, read_session_cookie
+from opsgate.auth.ui_sessions import LEGACY_COOKIE_NAME
 from opsgate.domain.config import GatewayConfig
 from opsgate.domain.errors import GatewayError
 from opsgate.domain.principal import ANONYMOUS_OPERATOR, Principal
@@ -92,32 +93,6 @@ def _environment() -> Environment:
     env.globals["nav"] = NAV
     env.globals["version"] = __version__
     return env
-
-
-def cookie_secure(request: Request, mode: str) -> bool | None:
-    """The session cookie's Secure flag for ``auth.ui_session.cookie_secure``; None: refuse the login.
-
-    ``auto`` sets it unless the request is plain http to a loopback host (a local gateway, where a
-    browser treats http as a secure context anyway), and refuses a plain-http login elsewhere rather
-    than send the session in the clear; ``allow_http`` is that choice made on purpose.
-    """
-    if mode == "always" or request.url.scheme == "https":
-        return True
-    if mode == "allow_http":
-        return False
-    return False if _loopback(request.url.hostname) else None
-
-
-def _loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _drop_legacy_cookie(response: Response) -> None:
@@ -238,14 +213,17 @@ class Dashboard:
             return self.render(request, "login.html", 403, page="login", next=target, error=message)
         session_id = await authenticator.start_session(principal)
         # Path=/ and not /ui: the dashboard's pages fetch /admin JSON with this cookie.
-        response.set_cookie(COOKIE_NAME, session_id, httponly=True, samesite="strict", secure=secure, path="/")
+        # __Host- when Secure: a sibling subdomain cannot set a cookie of that name (auth/session_cookie.py).
+        name = cookie_name(secure)
+        response.set_cookie(name, session_id, httponly=True, samesite="strict", secure=secure, path="/")
         return response
 
     async def logout(self, request: Request) -> Response:
         """``POST /ui/logout``: end the session on the server (a copy of the cookie stops working) and drop it."""
-        await self.source.authenticator.sessions.end(request.cookies.get(COOKIE_NAME))
+        mode = self.source.config.auth.ui_session.cookie_secure
+        await self.source.authenticator.sessions.end(read_session_cookie(request, mode))
         response = RedirectResponse("/ui/login", status_code=303)
-        response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="strict")
+        drop_session_cookie(response, request, mode)
         _drop_legacy_cookie(response)
         return response
 
