@@ -168,3 +168,69 @@ async def test_arguments_ending_in_the_finish_chunk_are_scanned_with_the_rest() 
     )
     assert json.loads(joined) == {"to": "leak <EMAIL> <CREDIT_CARD>"}
     assert out[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def _joined_arguments(out: list[Chunk]) -> str:
+    return "".join(
+        call["function"]["arguments"] for c in out for call in (c["choices"][0]["delta"].get("tool_calls") or [])
+    )
+
+
+async def test_a_tool_call_riding_on_a_content_delta_reaches_the_client_scanned() -> None:
+    # probe-new M3: the delta's text was released, its tool call dropped (finish_reason tool_calls, no call).
+    arguments = json.dumps({"to": LEAK})
+    both = _chunk(role="assistant", content=f"Sure, {EMAIL}. ", tool_calls=[_call(arguments, True)])
+    finish = _chunk()
+    finish["choices"][0]["finish_reason"] = "tool_calls"
+    out = await _stream([both, finish])
+    assert "jane.roe" not in json.dumps(out)
+    content = "".join(c["choices"][0]["delta"].get("content") or "" for c in out)
+    assert content == "Sure, <EMAIL>. "
+    assert json.loads(_joined_arguments(out)) == {"to": "leak <EMAIL> <CREDIT_CARD>"}
+    calls = [call for c in out for call in (c["choices"][0]["delta"].get("tool_calls") or [])]
+    assert calls[0]["id"] == "c" and calls[0]["function"]["name"] == "send"
+    assert out[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+ILL_TYPED = {
+    "arguments an object": {"tool_calls": [{"index": 0, "id": "c", "function": {"arguments": {"to": EMAIL}}}]},
+    "tool_calls an object": {"tool_calls": {"index": 0, "function": {"arguments": EMAIL}}},
+    "index missing": {"tool_calls": [{"id": "a", "function": {"arguments": "jane.roe@"}}]},
+    "index a string": {"tool_calls": [{"index": "0", "function": {"arguments": "jane.roe@"}}]},
+    "function_call arguments an object": {"function_call": {"name": "f", "arguments": {"to": EMAIL}}},
+    "refusal a list": {"refusal": [EMAIL]},
+}
+
+
+@pytest.mark.parametrize("name", list(ILL_TYPED))
+async def test_ill_typed_streamed_fields_are_the_upstreams_bad_answer(name: str) -> None:
+    # probe-new L1/L2: these passed unscanned (email leaked) or had two calls joined into one.
+    chunks = [_chunk(role="assistant"), _chunk(**ILL_TYPED[name]), _chunk(tool_calls=[_call("x", False)])]
+    with pytest.raises(GatewayError) as caught:
+        await _stream(chunks)
+    assert caught.value.status == 502 and caught.value.code == "upstream_bad_response"
+    assert not getattr(caught.value, "fallback_allowed", True)
+
+
+@pytest.mark.parametrize("name", ["arguments an object", "tool_calls an object", "function_call arguments an object"])
+async def test_ill_typed_fields_in_a_whole_answer_are_a_502(name: str) -> None:
+    message = {"role": "assistant", "content": None, **ILL_TYPED[name]}
+    response = await _json(message)
+    assert response.status == 502
+    assert response.body["error"]["code"] == "upstream_bad_response"
+    assert EMAIL not in json.dumps(response.body)
+
+
+async def test_a_whole_answers_tool_calls_need_no_index() -> None:
+    message = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": "c", "type": "function", "function": {"name": "f", "arguments": json.dumps({"to": EMAIL})}}
+        ],
+    }
+    response = await _json(message)
+    assert response.status == 200
+    assert json.loads(response.body["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]) == {
+        "to": "<EMAIL>"
+    }

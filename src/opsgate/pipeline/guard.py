@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 
 from opsgate.domain.config import GatewayConfig
 from opsgate.domain.context import Chunk, GatewayResponse, JsonResult, RequestContext, StreamResult
-from opsgate.domain.errors import InvalidRequestError
+from opsgate.domain.errors import GatewayError, InvalidRequestError, UpstreamError
 from opsgate.domain.guard_config import PiiScannerConfig
 from opsgate.domain.requests import ChatCompletionRequest, CompletionRequest
 from opsgate.guard.base import ScanContext, Vault
@@ -385,6 +385,10 @@ class GuardStage(PassStage):
                 for name in run.warn:
                     if name not in state.warn:
                         state.warn.append(name)
+        if isinstance(message, dict):
+            wrong = guard_fields.problem(message, stream=False)
+            if wrong is not None:
+                return self._withheld(response, _bad_answer(ctx, f"an answer that {wrong}"))
         if isinstance(message, dict) and guard_fields.carries_fields(message):
             try:
                 scanned = await self._scan_fields(ctx, state, guard_fields.texts([message]))
@@ -440,7 +444,7 @@ class GuardStage(PassStage):
         return dict(zip(keys, run.texts, strict=True))
 
     @staticmethod
-    def _withheld(response: JsonResult, error: GuardBlocked) -> JsonResult:
+    def _withheld(response: JsonResult, error: GatewayError) -> JsonResult:
         """The error answer in place of a blocked one, with the gateway's own ``x-`` headers kept."""
         blocked = JsonResult.from_error(error)
         blocked.headers.update({k: v for k, v in response.headers.items() if k.startswith("x-")})
@@ -538,7 +542,12 @@ class GuardStage(PassStage):
                 if first is None:
                     held.append(chunk)  # the usage chunk
                     continue
-                piece = (first.get("delta") or {}).get("content") if chat else first.get("text")
+                delta = first.get("delta") if chat else None
+                if isinstance(delta, dict):
+                    wrong = guard_fields.problem(delta, stream=True)
+                    if wrong is not None:
+                        raise _bad_answer(ctx, f"a stream event that {wrong}")
+                piece = (delta or {}).get("content") if chat else first.get("text")
                 logprobs.extend(_logprob_entries(first.get("logprobs")))
                 if first.get("logprobs") is not None and not state.strip_logprobs:
                     self._strip(state, first)
@@ -563,6 +572,13 @@ class GuardStage(PassStage):
                     continue
                 template = template or chunk
                 buffer += piece
+                if chat and _carries_more_than_role(first):
+                    # A tool call or refusal riding on a text delta (probe-new M3): the text goes to the
+                    # buffer, the rest is held with the other fields and scanned whole.
+                    rest = _without_content(chunk, chat)
+                    if state.strip_logprobs:
+                        rest["choices"][0]["logprobs"] = None
+                    fields.append(rest)
                 if len(buffer) >= self.window_chars:
                     cut = _cut(buffer, self.window_chars)
                     if cut:
@@ -593,6 +609,12 @@ class GuardStage(PassStage):
             close = getattr(source, "aclose", None)
             if close is not None:
                 await close()
+
+
+def _bad_answer(ctx: RequestContext, what: str) -> UpstreamError:
+    """The upstream's ill-typed answer: a 502 that does not judge the breaker (the call already counted)."""
+    label = ctx.deployment or "upstream"
+    return UpstreamError(f"Upstream {label} sent {what}", code="upstream_bad_response", fallback_allowed=False)
 
 
 def _folded_copy(entries: dict[str, GuardEntry]) -> dict[str, GuardEntry]:

@@ -6,6 +6,13 @@ to the client in ``tool_calls[].function.arguments`` or ``refusal``. These helpe
 runs the data scanners (PII, secrets, banned terms) over them. In a stream the deltas carrying them are
 held to the end — a fragment of arguments is not something a scanner can judge — and released with
 each field's whole scanned text in its first delta and empty strings in the rest (clients concatenate).
+
+The fields must be typed as the OpenAI schema has them (``problem``): ``tool_calls`` a list of objects,
+``arguments`` and ``refusal`` strings, and in a stream each tool-call delta an integer ``index`` (the
+only way to tell a second call from more of the first). Anything else is the upstream's bad answer —
+502 ``upstream_bad_response``, as ``backends.upstream_read.chunk_problem`` has ill-typed content — and
+never passes unscanned (probe-new L1, L2: arguments as an object reached the client raw; index-less
+deltas of two calls were joined into one).
 """
 
 from __future__ import annotations
@@ -23,6 +30,42 @@ DATA_SCANNERS = frozenset({"pii", "secrets", "banned_terms"})
 _ARGUMENTS = "arguments"
 
 Key = tuple[str, int]
+
+
+def problem(delta: dict[str, Any], stream: bool) -> str | None:
+    """What makes a message's or delta's tool calls, function call or refusal ill-typed, or None."""
+    calls = delta.get("tool_calls")
+    if calls is not None:
+        if type(calls) is not list:
+            return "has tool_calls that are not a list"
+        for call in calls:
+            if type(call) is not dict:
+                return "has a tool call that is not an object"
+            if stream and type(call.get("index")) is not int:
+                return "has a tool call delta without an integer index"
+            wrong = _function_problem(call.get("function"))
+            if wrong is not None:
+                return wrong
+    function_call = delta.get("function_call")
+    if function_call is not None:
+        wrong = _function_problem(function_call)
+        if wrong is not None:
+            return wrong
+    refusal = delta.get("refusal")
+    if refusal is not None and type(refusal) is not str:
+        return "has a refusal that is not a string"
+    return None
+
+
+def _function_problem(function: Any) -> str | None:
+    if function is None:
+        return None
+    if type(function) is not dict:
+        return "has a function call that is not an object"
+    arguments = function.get(_ARGUMENTS)
+    if arguments is not None and type(arguments) is not str:
+        return "has function arguments that are not a string"
+    return None
 
 
 def _fields(delta: dict[str, Any]) -> list[tuple[Key, dict[str, Any], str]]:
