@@ -292,7 +292,8 @@ def test_failed_logins_are_counted_then_refused_with_429(
         assert "Too many failed logins" in refused.text and "set-cookie" not in refused.headers
         # Not even the right key is checked from this address until the window ends.
         assert login(gateway, ADMIN_KEY).status_code == 429
-        assert caplog.text.count("dashboard login failed") == 3
+        assert caplog.text.count("dashboard login failed") == 3  # refusals are counted, not logged each
+        assert caplog.text.count("refused for 600 s") == 1
         for guess in guesses:
             assert guess not in caplog.text  # the presented key is never logged
         logins = httpx.get(gateway.url + "/readyz", headers=_admin()).json()["auth"]["dashboard_logins"]

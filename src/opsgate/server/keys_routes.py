@@ -2,7 +2,8 @@
 
 A tenant admin creates and manages keys of its own tenant only; an operator key manages any, and
 only an operator can create another operator key (``"tenant": null``). A key that a tenant's key
-creates, rotates or revokes is never broader than that key (``auth/key_scope.py``).
+creates or rotates is never broader than that key; it revokes keys of a lesser role, or of its own
+role when no broader (``auth/key_scope.py``).
 """
 
 from __future__ import annotations
@@ -202,7 +203,7 @@ async def rotate_key(request: Request, keys: KeyStore, holder: KeysHolder) -> Re
 
 
 async def revoke_key(request: Request, keys: KeyStore, holder: KeysHolder) -> Response:
-    """``POST /admin/keys/{id}/revoke`` (or ``DELETE /admin/keys/{id}``): a tenant key, only keys no broader."""
+    """``POST /admin/keys/{id}/revoke`` (or ``DELETE /admin/keys/{id}``): a tenant key, not a broader admin."""
     key_id = request.path_params["id"]
     principal = principal_of(request)
     if not principal.is_operator:

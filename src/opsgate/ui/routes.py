@@ -199,14 +199,16 @@ class Dashboard:
             message = f"Too many failed logins from this address; try again in {seconds} s."
             page = self.render(request, "login.html", 429, page="login", next=target, error=message)
             page.headers["Retry-After"] = str(seconds)
-            log.warning("dashboard login refused: too many failures from %s", client)
-            return page
+            return page  # counted in /readyz; not logged each time (a flood would flood the log)
         try:
             principal = await authenticator.authenticate(key)
         except GatewayError as error:
             if error.status == 401:  # the key is wrong, not the request: count it, never log the key
-                failures = authenticator.login_throttle.failed(client)
+                throttle = authenticator.login_throttle
+                failures = throttle.failed(client)  # at most max_failures lines per address and window
                 log.warning("dashboard login failed from %s (%s, %d in window)", client, error.code, failures)
+                if failures == throttle.max_failures:
+                    log.warning("dashboard logins from %s refused for %.0f s", client, throttle.window)
             return self.render(request, "login.html", error.status, page="login", next=target, error=error.message)
         if principal.role not in UI_ROLES:
             message = f"The role '{principal.role}' cannot use the dashboard."
