@@ -63,6 +63,8 @@ _PARAM = {"chat": "messages", "completion": "prompt", "embedding": "input"}
 # Inputs longer than this are scanned in the guard's thread pool (a 4 KB scan costs ~0.5 ms).
 _OFFLOAD_CHARS = 4096
 _TIME_BUDGET = "time_budget"
+# Stream delta keys that need no tool-call / refusal handling.
+_PLAIN_DELTA = frozenset({"role", "content"})
 
 
 @dataclass(slots=True)
@@ -543,8 +545,10 @@ class GuardStage(PassStage):
                     held.append(chunk)  # the usage chunk
                     continue
                 delta = first.get("delta") if chat else None
-                if isinstance(delta, dict):
-                    wrong = guard_fields.problem(delta, stream=True)
+                # Most deltas carry only text (or the role): one C-level key check, no field walk.
+                plain = not isinstance(delta, dict) or delta.keys() <= _PLAIN_DELTA
+                if not plain:
+                    wrong = guard_fields.problem(delta, stream=True)  # type: ignore[arg-type]
                     if wrong is not None:
                         raise _bad_answer(ctx, f"a stream event that {wrong}")
                 piece = (delta or {}).get("content") if chat else first.get("text")
@@ -572,7 +576,7 @@ class GuardStage(PassStage):
                     continue
                 template = template or chunk
                 buffer += piece
-                if chat and _carries_more_than_role(first):
+                if not plain and _carries_more_than_role(first):
                     # A tool call or refusal riding on a text delta (probe-new M3): the text goes to the
                     # buffer, the rest is held with the other fields and scanned whole.
                     rest = _without_content(chunk, chat)
