@@ -321,3 +321,11 @@ async def test_a_key_the_policy_would_rewrite_refuses_the_request() -> None:
     }
     ctx = await _before(DATA, "chat", clean)
     assert json.loads(_forwarded(ctx))["tools"] == clean["tools"]
+
+
+async def test_a_redacted_tool_call_id_stays_linked_to_its_result() -> None:
+    assistant = {"role": "assistant", "content": None, "tool_calls": [{**call("{}"), "id": PAY}]}
+    body = {"messages": [user(), assistant, {"role": "tool", "tool_call_id": PAY, "content": "ok"}]}
+    sent = json.loads(_forwarded(await _before(DATA, "chat", body)))["messages"]
+    assert EMAIL not in sent[1]["tool_calls"][0]["id"]
+    assert sent[1]["tool_calls"][0]["id"] == sent[2]["tool_call_id"]
