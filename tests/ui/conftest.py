@@ -129,9 +129,13 @@ def traffic(dashboard: Gateway, ui_upstream: FakeUpstream) -> Traffic:
     return Traffic(word, request_id, redacted_id)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless Debian Chromium for the whole session (Playwright drives it; no downloaded browser)."""
+    """One headless Debian Chromium per module (Playwright drives it; no downloaded browser).
+
+    Per module, not per session: while Playwright's sync API is open its event loop counts as running in
+    the main thread, so a later test's ``asyncio.run`` failed ("cannot be called from a running event
+    loop": tests/server/test_body_limits.py after tests/ui/test_browser.py in one process)."""
     sync_api = pytest.importorskip("playwright.sync_api")
     if not os.path.exists(CHROMIUM):
         if os.environ.get("CI"):
