@@ -9,7 +9,20 @@ from opsgate.domain.context import Chunk, RequestContext
 from opsgate.domain.errors import InvalidRequestError, UpstreamError
 
 
-class AnswerTooLarge(UpstreamError):
+class UnusableAnswer(UpstreamError):
+    """An upstream answer the gateway cannot use (too large, ill-typed): a 502 ``upstream_bad_response``
+    that neither falls back nor counts for or against the breaker (the call was already judged)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="upstream_bad_response", fallback_allowed=False)
+
+    @classmethod
+    def from_(cls, deployment: str | None, what: str) -> UnusableAnswer:
+        """``Upstream <deployment> sent <what>``."""
+        return cls(f"Upstream {deployment or 'upstream'} sent {what}")
+
+
+class AnswerTooLarge(UnusableAnswer):
     """An upstream answer past the deployment's size bounds (``max_event_bytes``, ``max_response_bytes``).
 
     A 502 ``upstream_bad_response`` that neither falls back nor counts for or against the breaker:
@@ -17,9 +30,6 @@ class AnswerTooLarge(UpstreamError):
     must not open a breaker every tenant shares; another deployment would only be made to write
     the same oversized answer again. The record and metrics carry every such 502.
     """
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, code="upstream_bad_response", fallback_allowed=False)
 
 
 class Backend(ABC):  # noqa: B024 - every hook has a default; subclasses override what they serve

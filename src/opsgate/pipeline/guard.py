@@ -28,17 +28,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import re
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from opsgate.backends.base import UnusableAnswer
 from opsgate.domain.config import GatewayConfig
 from opsgate.domain.context import Chunk, GatewayResponse, JsonResult, RequestContext, StreamResult
-from opsgate.domain.errors import GatewayError, InvalidRequestError, UpstreamError
-from opsgate.domain.guard_config import PiiScannerConfig
+from opsgate.domain.errors import GatewayError, InvalidRequestError
 from opsgate.domain.requests import ChatCompletionRequest, CompletionRequest
 from opsgate.guard.base import ScanContext, Vault
 from opsgate.guard.engine import GuardBlocked, GuardEngine, GuardEntry, Policy, Run
@@ -47,17 +46,17 @@ from opsgate.guard.output import wants_json
 from opsgate.guard.pii import restore, split_partial_placeholder
 from opsgate.pipeline import guard_fields
 from opsgate.pipeline.guard_texts import texts as _texts
+from opsgate.pipeline.guard_texts import untrusted_messages
 from opsgate.pipeline.guard_texts import with_texts as _with_texts
-from opsgate.pipeline.guard_vault import RoleVault
+from opsgate.pipeline.guard_vault import RoleVault, restore_roles
 from opsgate.pipeline.guard_windows import carries_more_than_role as _carries_more_than_role
 from opsgate.pipeline.guard_windows import cut as _cut
+from opsgate.pipeline.guard_windows import logprob_entries
 from opsgate.pipeline.guard_windows import merge_logprobs as _merge_logprobs
 from opsgate.pipeline.guard_windows import without_content as _without_content
 from opsgate.pipeline.stage import PassStage
 
 WARN_HEADER = "x-opsgate-guard-warn"
-# Chat messages (0-based indexes) holding content the application fetched, not the user's words.
-UNTRUSTED_HEADER = "x-opsgate-untrusted-messages"
 _SCRATCH = "guard"
 _PARAM = {"chat": "messages", "completion": "prompt", "embedding": "input"}
 # Inputs longer than this are scanned in the guard's thread pool (a 4 KB scan costs ~0.5 ms).
@@ -86,41 +85,6 @@ class _State:
 
 
 _Result = TypeVar("_Result")
-
-
-_MESSAGE_INDEX = re.compile(r"[0-9]{1,6}")  # ASCII only: "²".isdigit() is true and int() refuses it
-
-
-def _untrusted(headers: Mapping[str, str]) -> frozenset[int]:
-    """Indexes of the chat messages the client marks as untrusted (``x-opsgate-untrusted-messages: 2,4``).
-
-    A value that is not such a list is the client's mistake (a 400): ignoring it would scan as trusted
-    the messages the client meant to mark.
-    """
-    value = headers.get(UNTRUSTED_HEADER)
-    if not value:
-        return frozenset()
-    parts = [part for part in value.replace(" ", "").split(",") if part]
-    if not all(_MESSAGE_INDEX.fullmatch(part) for part in parts):
-        raise InvalidRequestError(
-            f"{UNTRUSTED_HEADER} must list message indexes, like '2,4'.", param=UNTRUSTED_HEADER, code="invalid_header"
-        )
-    return frozenset(int(part) for part in parts)
-
-
-def _logprob_entries(logprobs: Any) -> list[dict[str, Any]]:
-    """Per-token entries from either shape: chat (``content``) or legacy completions (parallel lists)."""
-    if not isinstance(logprobs, dict):
-        return []
-    if isinstance(logprobs.get("content"), list):
-        return [e for e in logprobs["content"] if isinstance(e, dict)]
-    values = logprobs.get("token_logprobs") or []
-    tops = logprobs.get("top_logprobs") or [None] * len(values)
-    return [
-        {"logprob": v, "top_logprobs": [{"logprob": lp} for lp in (t or {}).values()]}
-        for v, t in zip(values, tops, strict=False)
-        if v is not None
-    ]
 
 
 class GuardStage(PassStage):
@@ -165,7 +129,7 @@ class GuardStage(PassStage):
             return None
         context = ScanContext("input", model=ctx.alias.name if ctx.alias else None, tenant=tenant)
         vault = context.vault = RoleVault(context)
-        texts = _texts(body, _untrusted(ctx.headers))
+        texts = _texts(body, untrusted_messages(ctx.headers))
         tags: dict[str, Any] = {"policy": policy.name}
         ctx.tags["guard"] = tags
         state = _State(policy, context, [], output_left_ns=int(policy.time_budget_ms * 1e6))
@@ -184,7 +148,7 @@ class GuardStage(PassStage):
                 self.counts["redacted"] += 1
                 body = ctx.body = _with_texts(body, run.texts)
         if vault:
-            state.restore = vault.restorable(_restore_roles(policy))
+            state.restore = vault.restorable(restore_roles(policy))
         if isinstance(body, ChatCompletionRequest):
             system = [m.text() for m in body.messages if m.role in ("system", "developer")]
             context.system_prompt = "\n".join(system) or None
@@ -361,7 +325,7 @@ class GuardStage(PassStage):
         choice = choices[0]
         message = choice.get("message") if ctx.endpoint == "chat" else None
         text = (message or {}).get("content") if ctx.endpoint == "chat" else choice.get("text")
-        logprobs = _logprob_entries(choice.get("logprobs"))
+        logprobs = logprob_entries(choice.get("logprobs"))
         entries = state.policy.output
         if entries and isinstance(text, str):
             answer: str = text
@@ -390,7 +354,7 @@ class GuardStage(PassStage):
         if isinstance(message, dict):
             wrong = guard_fields.problem(message, stream=False)
             if wrong is not None:
-                return self._withheld(response, _bad_answer(ctx, f"an answer that {wrong}"))
+                return self._withheld(response, UnusableAnswer.from_(ctx.deployment, f"an answer that {wrong}"))
         if isinstance(message, dict) and guard_fields.carries_fields(message):
             try:
                 scanned = await self._scan_fields(ctx, state, guard_fields.texts([message]))
@@ -550,9 +514,9 @@ class GuardStage(PassStage):
                 if not plain:
                     wrong = guard_fields.problem(delta, stream=True)  # type: ignore[arg-type]
                     if wrong is not None:
-                        raise _bad_answer(ctx, f"a stream event that {wrong}")
+                        raise UnusableAnswer.from_(ctx.deployment, f"a stream event that {wrong}")
                 piece = (delta or {}).get("content") if chat else first.get("text")
-                logprobs.extend(_logprob_entries(first.get("logprobs")))
+                logprobs.extend(logprob_entries(first.get("logprobs")))
                 if first.get("logprobs") is not None and not state.strip_logprobs:
                     self._strip(state, first)
                     raw_logprobs = _merge_logprobs(raw_logprobs, first.get("logprobs"))
@@ -615,20 +579,6 @@ class GuardStage(PassStage):
                 await close()
 
 
-def _bad_answer(ctx: RequestContext, what: str) -> UpstreamError:
-    """The upstream's ill-typed answer: a 502 that does not judge the breaker (the call already counted)."""
-    label = ctx.deployment or "upstream"
-    return UpstreamError(f"Upstream {label} sent {what}", code="upstream_bad_response", fallback_allowed=False)
-
-
 def _folded_copy(entries: dict[str, GuardEntry]) -> dict[str, GuardEntry]:
     """The record's entries to fold a scan into: a scan still running past the budget must not write them."""
     return {name: dataclasses.replace(e, details=dict(e.details)) for name, e in entries.items()}
-
-
-def _restore_roles(policy: Policy) -> list[str]:
-    """The roles whose values the reversible input PII scanner gives back (its ``restore_roles``)."""
-    for entry in policy.input:
-        if isinstance(entry.config, PiiScannerConfig) and entry.config.reversible:
-            return list(entry.config.restore_roles)
-    return []

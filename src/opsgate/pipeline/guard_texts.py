@@ -34,7 +34,7 @@ the tool result's ``tool_call_id`` stay equal.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from opsgate.domain.errors import InvalidRequestError
@@ -302,3 +302,25 @@ def with_texts(body: Any, new: list[str]) -> Any:
             update["input"] = [replace(i) if isinstance(i, str) else i for i in body.input]
     update.update(_setup_replaced(body, replace))
     return body.model_copy(update=update)
+
+
+# Chat messages (0-based indexes) holding content the application fetched, not the user's words.
+UNTRUSTED_HEADER = "x-opsgate-untrusted-messages"
+_MESSAGE_INDEX = re.compile(r"[0-9]{1,6}")  # ASCII only: "²".isdigit() is true and int() refuses it
+
+
+def untrusted_messages(headers: Mapping[str, str]) -> frozenset[int]:
+    """Indexes of the chat messages the client marks as untrusted (``x-opsgate-untrusted-messages: 2,4``).
+
+    A value that is not such a list is the client's mistake (a 400): ignoring it would scan as trusted
+    the messages the client meant to mark.
+    """
+    value = headers.get(UNTRUSTED_HEADER)
+    if not value:
+        return frozenset()
+    parts = [part for part in value.replace(" ", "").split(",") if part]
+    if not all(_MESSAGE_INDEX.fullmatch(part) for part in parts):
+        raise InvalidRequestError(
+            f"{UNTRUSTED_HEADER} must list message indexes, like '2,4'.", param=UNTRUSTED_HEADER, code="invalid_header"
+        )
+    return frozenset(int(part) for part in parts)

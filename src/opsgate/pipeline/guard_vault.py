@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from opsgate.domain.guard_config import PiiScannerConfig
 from opsgate.guard.base import ScanContext, Vault
+from opsgate.guard.engine import Policy
 
 
 class RoleVault(Vault):
@@ -37,3 +39,11 @@ class RoleVault(Vault):
             token: value for token, value in self.originals.items() if self.roles.get(token, set()) & wanted
         }
         return out
+
+
+def restore_roles(policy: Policy) -> list[str]:
+    """The roles whose values the reversible input PII scanner gives back (its ``restore_roles``)."""
+    for entry in policy.input:
+        if isinstance(entry.config, PiiScannerConfig) and entry.config.reversible:
+            return list(entry.config.restore_roles)
+    return []

@@ -89,3 +89,18 @@ def merge_logprobs(merged: dict[str, Any] | None, logprobs: Any) -> dict[str, An
         elif name not in out:
             out[name] = value
     return out
+
+
+def logprob_entries(logprobs: Any) -> list[dict[str, Any]]:
+    """Per-token entries from either shape: chat (``content``) or legacy completions (parallel lists)."""
+    if not isinstance(logprobs, dict):
+        return []
+    if isinstance(logprobs.get("content"), list):
+        return [e for e in logprobs["content"] if isinstance(e, dict)]
+    values = logprobs.get("token_logprobs") or []
+    tops = logprobs.get("top_logprobs") or [None] * len(values)
+    return [
+        {"logprob": v, "top_logprobs": [{"logprob": lp} for lp in (t or {}).values()]}
+        for v, t in zip(values, tops, strict=False)
+        if v is not None
+    ]
