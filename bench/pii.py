@@ -25,6 +25,11 @@ taking turns ``--rounds`` times, each in its own process (``bench/_pii_cost.py``
 warm and cold word caches)::
 
     nice -n 10 .venv/bin/python bench/pii.py --cost-only --baseline-ref 244f249 --rounds 2
+
+Accuracy only, on a labelled file with per-row ``source`` (``tests/data/guard/pii_outside.jsonl``: text
+written by others, never tuned on), per source and pooled, under three span rules (``--data``)::
+
+    nice -n 10 .venv/bin/python bench/pii.py --data tests/data/guard/pii_outside.jsonl --ner fast,spacy
 """
 
 from __future__ import annotations
@@ -56,6 +61,91 @@ from opsgate.guard.base import ScanContext, Vault  # noqa: E402
 from opsgate.guard.pii import NerChoice, PiiDetector, PiiScanner  # noqa: E402
 from opsgate.guard.pii_fast import FastNameRecognizer  # noqa: E402
 from opsgate.guard.pii_ner import NER_KINDS, NameRecognizer  # noqa: E402
+
+# Ends a span may carry in one labelling convention and not another.
+_TRIM = " \t\n.,;:!?\"'()[]"
+
+
+def _trimmed(text: str, start: int, end: int) -> tuple[int, int]:
+    while start < end and text[start] in _TRIM:
+        start += 1
+    while end > start and text[end - 1] in _TRIM:
+        end -= 1
+    return start, end
+
+
+def _cover(start: int, end: int, spans: list[tuple[int, int]]) -> float:
+    return sum(max(0, min(end, b) - max(start, a)) for a, b in spans) / max(1, end - start)
+
+
+def outside_accuracy(detector: PiiDetector, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per source (and ``pooled``), per kind: recall, and precision where the source labels every entity.
+
+    Rules: ``standard`` as ``score()`` (same kind, half of the characters covered); ``strict`` (same
+    kind, the same span once spaces and punctuation at either end are trimmed); ``lenient`` (the value
+    is hidden whatever kind found it; a finding is wrong only if it is mostly outside every labelled and
+    unmapped span). A finding counts toward precision only if its kind is one the source labels."""
+    rules = ("standard", "strict", "lenient")
+    counts: dict[tuple[str, str, str], list[int]] = {}  # (source, kind, rule) -> [recalled, labelled, correct, found]
+    misses: dict[str, list[str]] = {}
+    false_alarms: dict[str, list[str]] = {}
+
+    def add(source: str, kind: str, rule: str, at: int, hit: bool) -> None:
+        for scope in (source, "pooled"):
+            cell = counts.setdefault((scope, kind, rule), [0, 0, 0, 0])
+            cell[at] += int(hit)
+            cell[at + 1] += 1
+
+    for row in rows:
+        text, source = str(row["text"]), str(row["source"])
+        found = detector.find(text)
+        gold = [(str(e["kind"]), int(e["start"]), int(e["end"])) for e in row["entities"]]
+        other = [(int(u["start"]), int(u["end"])) for u in row.get("unmapped", [])]
+        for kind, start, end in gold:
+            same = [(f.start, f.end) for f in found if f.kind == kind]
+            hits = {
+                "standard": _cover(start, end, same) >= 0.5,
+                "strict": _trimmed(text, start, end) in {_trimmed(text, a, b) for a, b in same},
+                "lenient": _cover(start, end, [(f.start, f.end) for f in found]) >= 0.5,
+            }
+            for rule in rules:
+                add(source, kind, rule, 0, hits[rule])
+            if not hits["standard"]:
+                misses.setdefault(source, []).append(f"{kind} {text[start:end]!r} in {text[:160]!r}")
+        if not row.get("labels_complete"):
+            continue
+        for f in found:
+            if f.kind not in row["kinds_labelled"]:
+                continue
+            same = [(a, b) for kind, a, b in gold if kind == f.kind]
+            hits = {
+                "standard": _cover(f.start, f.end, same) >= 0.5,
+                "strict": _trimmed(text, f.start, f.end) in {_trimmed(text, a, b) for a, b in same},
+                "lenient": _cover(f.start, f.end, [(a, b) for _, a, b in gold] + other) >= 0.5,
+            }
+            for rule in rules:
+                add(source, f.kind, rule, 2, hits[rule])
+            if not hits["standard"]:
+                false_alarms.setdefault(source, []).append(f"{f.kind} {f.value!r} in {text[:160]!r}")
+
+    report: dict[str, Any] = {}
+    for (scope, kind, rule), (recalled, labelled, correct, found_n) in sorted(counts.items()):
+        cell = report.setdefault(scope, {}).setdefault(kind, {})
+        if labelled:
+            cell[f"recall_{rule}"] = rate(recalled, labelled)
+        if found_n:
+            cell[f"precision_{rule}"] = rate(correct, found_n)
+    for scope in list(report):
+        for name, members in (("named", NAMED), ("structured", STRUCTURED)):
+            for rule in rules:
+                cells = [counts.get((scope, k, rule), [0, 0, 0, 0]) for k in members]
+                recalled, labelled, correct, found_n = (sum(c[i] for c in cells) for i in range(4))
+                cell = report[scope].setdefault(f"group:{name}", {})
+                if labelled:
+                    cell[f"recall_{rule}"] = rate(recalled, labelled)
+                if found_n:
+                    cell[f"precision_{rule}"] = rate(correct, found_n)
+    return {"scores": report, "misses": misses, "false_alarms": false_alarms}
 
 
 def _rss_mib() -> float:
@@ -171,7 +261,18 @@ def main() -> None:
     parser.add_argument("--cost-only", action="store_true", help="only the input default's cost (bench/_pii_cost.py)")
     parser.add_argument("--baseline-ref", help="with --cost-only: also measure this commit, taking turns")
     parser.add_argument("--rounds", type=int, default=1, help="with --cost-only: turns per tree")
+    parser.add_argument("--data", type=Path, help="only accuracy on this jsonl, per row 'source' (outside data)")
     args = parser.parse_args()
+    if args.data:
+        rows = [json.loads(line) for line in args.data.read_text(encoding="utf-8").splitlines() if line.strip()]
+        result = {
+            ner: outside_accuracy(PiiDetector(PII_ENTITIES, ["US", "GB", "DE", "FR"], ner_budget_s=60.0, ner=ner), rows)
+            for ner in args.ner.split(",")
+        }
+        output = args.output if args.output.name != "pii.json" else args.output.with_name("pii_outside.json")
+        output.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+        print(json.dumps({ner: r["scores"] for ner, r in result.items()}, indent=2, ensure_ascii=False))
+        return
     if args.cost_only:
         result = cost_side_by_side(args.runs, args.baseline_ref, args.rounds)
         output = args.output if args.output.name != "pii.json" else args.output.with_name("pii_cost.json")
