@@ -31,7 +31,7 @@ Sources (``SOURCES``; each capped at ``CAP`` rows, seeded sample):
 - ``allyanonimiser-fixtures``: ``allyanonimiser`` 2.5.0 (MIT), the example texts and expected entities of
   both ``conftest.py`` files (Australian insurance notes) and the ``challenging_examples`` with offsets.
   Value-labelled: every occurrence of a labelled value is labelled. Labels incomplete (the package's own
-  lists leave out e.g. the doctor's name and street corners).
+  list for the claim note leaves out "George St and Market St, Sydney").
 - ``privacyprobe-fixtures``: ``privacyprobe`` 0.2.1 (MIT), ``tests/test_checks.py``'s
   ``(pii_type, text)`` cases, one identifier per text; the 12 whose type maps to a kind of ours, the
   identifier located by hand (``PRIVACYPROBE_VALUES``: the package gives the type, not the span).
