@@ -209,3 +209,38 @@ def test_a_malformed_untrusted_header_is_a_client_error(gateway: Gateway, value:
     error = response.json()["error"]
     assert error["code"] == "invalid_header" and error["param"] == "x-opsgate-untrusted-messages"
     assert fine.status_code == 200, fine.text
+
+
+@pytest.fixture(scope="module")
+def default_gateway(text_upstream_server: TextUpstream) -> Iterator[Gateway]:
+    # The recommended policy as shipped (1 s budget, on_timeout: block) and the default 4 MiB body limit.
+    gateway = start_gateway(guarded_config(text_upstream_server.base_url, {}))
+    yield gateway
+    gateway.server.stop()
+
+
+async def test_scans_past_their_budget_give_the_pool_back_to_other_clients(
+    default_gateway: Gateway, text_upstream: TextUpstream
+) -> None:
+    # Requests just under the default policy's input_size limit (32,000 characters), built to be slow to
+    # scan: AWS key ids glued into one token. Each secrets match used to walk to the token's end (~4 s
+    # of CPU per request, quadratic), past the 1 s budget: the request was answered at the budget, but
+    # its scan went on holding one of the two pool threads, so another client's large prompt queued
+    # behind and timed out too (blocked: 400 time_budget). Now each scan stops at its deadline.
+    hostile = [f"keys {i}: " + ("AKIA" + "QWERTYUIOPASDFGH") * 1_590 for i in range(4)]
+    assert all(len(text) < 32_000 for text in hostile)
+    async with httpx.AsyncClient(base_url=default_gateway.url, timeout=120) as client:
+        answers = await asyncio.gather(
+            *(client.post(**_chat("up", text, f"pool-hostile-{i}")) for i, text in enumerate(hostile))
+        )
+        # Another client's ordinary 8 KB prompt (scanned in the pool: over 4 KB) right after.
+        ordinary = ("Please summarise the attached meeting notes for the team. " * 150)[:8_000]
+        response = await client.post(**_chat("up", ordinary, "pool-ordinary"))
+    assert response.status_code == 200, response.text[:300]
+    for i, answer in enumerate(answers):
+        # Secrets are redacted (200) when the scan ends within the budget, a 400 time_budget when not:
+        # both are fine here; what matters is that the next client was not held up.
+        assert answer.status_code in (200, 400), answer.text[:300]
+        if answer.status_code == 400:
+            assert "time_budget" in answer.json()["error"]["message"]
+            assert _guard_tags(default_gateway, f"pool-hostile-{i}")["timed_out"] is True  # recorded, and why

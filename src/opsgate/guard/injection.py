@@ -16,12 +16,13 @@ import base64
 import binascii
 import codecs
 import re
+import time
 import unicodedata
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 from opsgate.domain.guard_config import InjectionScannerConfig
-from opsgate.guard.base import ScanContext, ScanResult, TextCache, Verdict, verdict_for
+from opsgate.guard.base import ScanContext, ScanDeadline, ScanResult, TextCache, Verdict, verdict_for
 from opsgate.guard.injection_agent import agent_directed_score
 from opsgate.guard.injection_decoders import decodings, has_token
 from opsgate.guard.injection_model import InjectionModel, shipped_model
@@ -42,6 +43,9 @@ def _re(pattern: str, *, ignore_case: bool = False) -> LinearPattern:
 
 
 _INDEXED = frozenset(FIRST_WORDS)
+# Texts longer than this are read in sections (``sections``), the time budget checked between them.
+SECTION_CHARS = 65_536
+_SECTION_OVERLAP = 4_096  # characters a section repeats from the one before (a model window is ~300)
 _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 _LONG_LINE = 1024
 # A sentence with the marks that end it (as ``Text.sentences`` cuts); a line's sentences concatenate to it.
@@ -290,6 +294,20 @@ def _printable(raw: bytes) -> str | None:
 
 def injection_score(text: str, found: list[Text] | None = None) -> tuple[float, list[str]]:
     """The combined score and the names of the signals that fired (in any variant; ``found``: them, if known)."""
+    fired = fired_signals(text, found)
+    return _combined(fired.values()), sorted(fired)
+
+
+def _combined(weights: Iterable[float]) -> float:
+    """``1 - Π(1 - w)``: one strong signal or two weak ones cross 0.5."""
+    remaining = 1.0
+    for weight in weights:
+        remaining *= 1.0 - weight
+    return 1.0 - remaining
+
+
+def fired_signals(text: str, found: list[Text] | None = None) -> dict[str, float]:
+    """The signals that fired in any variant of the text, with their weights."""
     fired: dict[str, float] = {}
     for variant in found if found is not None else variants(text):
         candidates = set(WITH_SYMBOLS)
@@ -304,10 +322,23 @@ def injection_score(text: str, found: list[Text] | None = None) -> tuple[float, 
         for signal in opened:
             if signal.name not in fired and signal.fires(variant, matching, opened=True):
                 fired[signal.name] = signal.weight
-    remaining = 1.0
-    for weight in fired.values():
-        remaining *= 1.0 - weight
-    return 1.0 - remaining, sorted(fired)
+    return fired
+
+
+def sections(text: str) -> Iterator[str]:
+    """A long text in overlapping pieces of at most ``SECTION_CHARS``, each cut at white space where it can be.
+
+    Each piece repeats the last ``_SECTION_OVERLAP`` characters of the one before, so a model window (48
+    tokens) or a sentence a signal needs is whole in at least one piece; a shorter text is one piece.
+    """
+    start = 0
+    while len(text) - start > SECTION_CHARS:
+        end = start + SECTION_CHARS
+        space = max(text.rfind(" ", end - _SECTION_OVERLAP, end), text.rfind("\n", end - _SECTION_OVERLAP, end))
+        end = space if space > start + _SECTION_OVERLAP else end
+        yield text[start:end]
+        start = end - _SECTION_OVERLAP
+    yield text[start:]
 
 
 _UNTRUSTED_ROLES = frozenset({"tool", "function"})
@@ -337,20 +368,33 @@ class InjectionScanner:
         key = TextCache.key(text, untrusted, id(self.model))
         seen = self._seen.get(key)
         if seen is None:
-            seen = self._score(text, untrusted)
+            # Past the deadline this raises ScanDeadline: no answer, and nothing cached.
+            seen = self._score(text, untrusted, context.deadline_ns)
             self._seen.put(key, seen)
         verdict, score, details = seen
         # Copies: the engine keeps a result's details in the request's record.
         copied = {name: list(value) if isinstance(value, list) else value for name, value in details.items()}
         return ScanResult(text, verdict, score, copied)
 
-    def _score(self, text: str, untrusted: bool) -> tuple[Verdict, float, dict[str, object]]:
-        found = variants(text)
-        score, signals = injection_score(text, found)
+    def _score(self, text: str, untrusted: bool, deadline_ns: int | None) -> tuple[Verdict, float, dict[str, object]]:
+        # A long text is read section by section with the deadline checked between them, so a scan past the
+        # request's budget gives its pool thread back within one section (~10-20 ms), not at the end of
+        # megabytes; signals found in any section count, and the model takes its most suspicious window.
+        fired: dict[str, float] = {}
+        decision = probability = 0.0
+        for part in sections(text):
+            if deadline_ns is not None and time.perf_counter_ns() > deadline_ns:
+                raise ScanDeadline("prompt_injection scan past the request's time budget")
+            found = variants(part)
+            for name, weight in fired_signals(part, found).items():
+                fired.setdefault(name, weight)
+            if self.model is not None:
+                # The model reads the text and every disguise undone (decoded payloads, un-leeted words).
+                read = max(self.model.score(t) for t in [part, *(v.lowered for v in found[1:])])
+                decision, probability = max((decision, probability), read)
+        score, signals = _combined(fired.values()), sorted(fired)
         details: dict[str, object] = {}
         if self.model is not None:
-            # The model reads the text and every disguise undone (decoded payloads, un-leeted words).
-            decision, probability = max(self.model.score(t) for t in [text, *(v.lowered for v in found[1:])])
             score = 1.0 - (1.0 - score) * (1.0 - decision)
             details["model_probability"] = round(probability, 4)
             if decision >= 0.5:

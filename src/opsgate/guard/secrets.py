@@ -19,12 +19,13 @@ import importlib
 import inspect
 import pkgutil
 import re
+import time
 from collections.abc import Iterable
 from functools import cache
 from typing import cast
 
 from opsgate.domain.guard_config import SecretsScannerConfig
-from opsgate.guard.base import ScanContext, ScanResult
+from opsgate.guard.base import ScanContext, ScanDeadline, ScanResult
 from opsgate.guard.linear_re import LinearPattern, LinearSet, compile_linear
 
 _SKIPPED = {"IPPublicDetector"}  # IP addresses are the PII scanner's business
@@ -42,6 +43,8 @@ _ANCHOR = re.compile(r"(?<!\S)\S{16,}|-----BEGIN")
 _LOOK_BEHIND = 48  # keyword-style patterns (cloudant_password = "…") start before the token
 _LOOK_AHEAD = 40  # and a PEM header goes on after "-----BEGIN"
 _PEM_END = re.compile(r"-----END [A-Z ]*PRIVATE KEY-----|-----END [A-Z ]+-----")
+_TOKEN_STOP = re.compile(r"[\s\"'`,;)\]}>]")  # where a token-like secret ends
+_DEADLINE_EVERY = 64  # windows or matches between two looks at the clock
 
 
 # detect-secrets' lookarounds, as RE2 can run them (the extra character is trimmed off the match).
@@ -112,14 +115,41 @@ def _looks_secret(value: str) -> bool:
     return any(not c.isalpha() for c in value) or (value.lower() != value and value.upper() != value)
 
 
-def _extent(text: str, end: int, kind: str) -> int:
-    """Where a found secret really ends: a PEM block at its END line, a token at its last character."""
-    if kind == "Private Key":
-        closing = _PEM_END.search(text, end)
-        return closing.end() if closing else len(text)
-    while end < len(text) and not text[end].isspace() and text[end] not in "\"'`,;)]}>":
-        end += 1
-    return end
+class _Extents:
+    """Where a found secret really ends: a PEM block at its END line, a token at its last character.
+
+    Each answer is the first stop (white space or closing punctuation; an END line) at or after a
+    position. The last search is remembered: the same stop answers every later position up to it, so
+    thousands of matches inside one long token (``AKIA…AKIA…`` with no space) cost one search, not one
+    walk to the token's end each (quadratic before).
+    """
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        # pem? → (searched from, the stop's start, the answer): every position from the first to the second
+        # has the same answer.
+        self._last: dict[bool, tuple[int, int, int]] = {}
+
+    def end(self, end: int, kind: str) -> int:
+        """The end of the secret whose match ends at ``end``."""
+        pem = kind == "Private Key"
+        last = self._last.get(pem)
+        if last is not None and last[0] <= end <= last[1]:
+            return last[2]
+        size = len(self.text)
+        if pem:
+            closing = _PEM_END.search(self.text, end)
+            self._last[pem] = (end, closing.start(), closing.end()) if closing else (end, size, size)
+        else:
+            stop = _TOKEN_STOP.search(self.text, end)
+            self._last[pem] = (end, stop.start(), stop.start()) if stop else (end, size, size)
+        return self._last[pem][2]
+
+
+def _check(deadline_ns: int) -> None:
+    """Raise ``ScanDeadline`` once ``deadline_ns`` (``time.perf_counter_ns``) has passed."""
+    if time.perf_counter_ns() > deadline_ns:
+        raise ScanDeadline("secrets scan past the request's time budget")
 
 
 class SecretsScanner:
@@ -132,23 +162,35 @@ class SecretsScanner:
         self.pattern_set = _pattern_set()
         self.threshold = config.threshold
 
-    def spans(self, text: str) -> list[tuple[int, int, str]]:
-        """(start, end, secret type) of every secret, merged where they overlap."""
+    def spans(self, text: str, deadline_ns: int | None = None) -> list[tuple[int, int, str]]:
+        """(start, end, secret type) of every secret, merged where they overlap.
+
+        ``deadline_ns`` (``time.perf_counter_ns``): past it, raise ``ScanDeadline`` (looked at every
+        ``_DEADLINE_EVERY`` windows or matches), so a scan past the request's budget gives its thread back.
+        """
         spans: list[tuple[int, int, str]] = []
         lowered = text.lower()
         if any(word in lowered for word in _ASSIGNED_WORDS):
             for match in _ASSIGNED.finditer(text):
                 if _looks_secret(match.group(1) or ""):
                     spans.append((match.start(1), match.end(1), "Password"))
+        extents = _Extents(text)
+        steps = 0
         for low, high in _windows(text):
             window = text[low:high]
             # One pass of all the patterns says which can match; only those are run for their spans.
             for index in sorted(self.pattern_set.matching(window)):
                 kind, pattern = self.patterns[index]
                 for match in pattern.finditer(window):
+                    steps += 1
+                    if deadline_ns is not None and not steps % _DEADLINE_EVERY:
+                        _check(deadline_ns)
                     start, end = _trimmed(window, match.start(), match.end())
                     if end > start:
-                        spans.append((low + start, _extent(text, low + end, kind), kind))
+                        spans.append((low + start, extents.end(low + end, kind), kind))
+            steps += 1
+            if deadline_ns is not None and not steps % _DEADLINE_EVERY:
+                _check(deadline_ns)
         spans.sort()
         merged: list[tuple[int, int, str]] = []
         for start, end, kind in spans:
@@ -161,7 +203,7 @@ class SecretsScanner:
 
     def scan(self, text: str, context: ScanContext) -> ScanResult:
         """Score 1 when a secret is found; details list the secret types (never the values)."""
-        spans = self.spans(text)
+        spans = self.spans(text, context.deadline_ns)
         if not spans:
             return ScanResult.clean(text)
         out: list[str] = []
