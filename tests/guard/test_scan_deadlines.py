@@ -110,3 +110,15 @@ def test_unclosed_private_key_headers_cost_linear_time() -> None:
     spans = scanner.spans(text)
     assert time.thread_time() - started < 2.0
     assert len(spans) == 1 and spans[0][1] == len(text)  # a PEM block with no END runs to the end
+
+
+def test_the_secrets_scan_stops_at_the_deadline_even_without_long_tokens() -> None:
+    # 4 MB of ordinary prose: no window to scan, but finding that out (the anchor search) cost ~0.25 s of
+    # CPU past any deadline; it is read in slices now, the deadline looked at between them.
+    context = ScanContext("input")
+    text = _PROSE * 30_000
+    context.deadline_ns = time.perf_counter_ns() + 2_000_000
+    started = time.thread_time()
+    with pytest.raises(ScanDeadline):
+        SecretsScanner(SecretsScannerConfig(scanner="secrets")).scan(text, context)
+    assert time.thread_time() - started < 0.1
