@@ -103,6 +103,8 @@ def test_variables_missing_extra_huge_and_bad_refs_are_400s_naming_them(
         ({"prompt": "greet", "variables": {"who": "x" * 40_000}}, "metadata.variables.who"),
         ({"prompt": "Greet@production", "variables": {"who": "x"}}, "metadata.prompt"),
         ({"prompt": "greet@nolabel", "variables": {"who": "x"}}, "metadata.prompt"),
+        ({"prompt": "greet@\u00b2", "variables": {"who": "x"}}, "metadata.prompt"),  # a digit to isdigit(): was a 500
+        ({"prompt": "greet@\u0661\u00b9", "variables": {"who": "x"}}, "metadata.prompt"),
         ({"prompt": "nope@production"}, "metadata.prompt"),
         ({"prompt": "greet", "variables": "who=x"}, "metadata.variables"),
     ]
@@ -185,7 +187,7 @@ def test_label_moves_are_audited_and_diffed(gateway: tuple[Gateway, dict[str, st
 def test_refs_parse() -> None:
     assert parse_ref("a@3") == ("a", 3)
     assert parse_ref("a") == ("a", "production")
-    for bad in ("", "@x", "a@B", "a" * 100, 5):
+    for bad in ("", "@x", "a@B", "a" * 100, 5, "a@\u00b2", "a@1\u00b2"):
         with pytest.raises(PromptError):
             parse_ref(bad)
     assert issubclass(PromptError, GatewayError)

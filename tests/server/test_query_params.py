@@ -100,6 +100,8 @@ MALFORMED = [
     ("/admin/errors", {"since": "yesterday-ish"}, "since"),
     ("/admin/stats/timeseries", {"step": "0"}, "step"),
     ("/admin/stats/timeseries", {"step": "1.5"}, "step"),
+    ("/admin/stats/timeseries", {"step": "9" * 309}, "step"),  # inf as a float: was a 500 (OverflowError)
+    ("/admin/stats/timeseries", {"step": "9" * 20}, "step"),  # finite but longer than any window
     ("/admin/slo/x/history", {"since": "inf"}, "since"),
     ("/admin/feedback/summary", {"since": "-"}, "since"),
 ]

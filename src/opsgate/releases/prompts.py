@@ -165,7 +165,8 @@ def parse_ref(ref: object) -> tuple[str, str | int]:
     check_name(name, "metadata.prompt")
     if not selector:
         return name, "production"
-    if selector.isdigit() and len(selector) <= 9:
+    # ASCII digits only: "²" is a digit to str.isdigit() but not to int() (a 500 before).
+    if selector.isascii() and selector.isdigit() and len(selector) <= 9:
         return name, int(selector)
     return name, check_name(selector, "metadata.prompt", LABEL)
 

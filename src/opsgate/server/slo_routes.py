@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -62,14 +63,18 @@ def _route(holder: SloHolder, handler: Handler) -> Callable[[Request], Awaitable
     return endpoint
 
 
+_MAX_STEP_S = 366 * 86_400
+
+
 def _step(raw: object) -> int:
     text = str(raw)
     try:
         seconds = float(text) if text.replace(".", "", 1).isdigit() else duration_seconds(text)
     except ValueError:
         raise ValueError("must be a duration like 10s, 1m or 1h") from None
-    if seconds < 1 or seconds != int(seconds):
-        raise ValueError("must be a whole number of seconds, at least 1")
+    # 309 digits parse as inf (int() of it raised OverflowError: a 500); a year is more than any window.
+    if not math.isfinite(seconds) or seconds < 1 or seconds != int(seconds) or seconds > _MAX_STEP_S:
+        raise ValueError(f"must be a whole number of seconds, from 1 to {_MAX_STEP_S}")
     return int(seconds)
 
 
