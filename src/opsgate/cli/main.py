@@ -131,7 +131,11 @@ def serve(
         "loop": "uvloop",
         "http": http_protocol(server.max_header_bytes, server.header_timeout_seconds),  # httptools, heads bounded
         "timeout_graceful_shutdown": drain_timeout,
+        # X-Forwarded-For from trusted peers is the client's address (server.forwarded_allow_ips).
+        "proxy_headers": True,
     }
+    if server.forwarded_allow_ips is not None:  # else uvicorn's: $FORWARDED_ALLOW_IPS, or 127.0.0.1
+        options["forwarded_allow_ips"] = list(server.forwarded_allow_ips)
     if tls_cert and tls_key:
         options.update(ssl_certfile=tls_cert, ssl_keyfile=tls_key)  # uvicorn's defaults: TLS 1.2+, no client certs
     if workers > 1:

@@ -6,6 +6,7 @@ can fix a file without reading a traceback.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from importlib import resources
@@ -248,6 +249,18 @@ class ServerConfig(_Strict):
         description="Caps on how much structure an inference body holds (messages, tools, metadata, values).",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    forwarded_allow_ips: list[str] | None = Field(
+        None,
+        max_length=256,
+        description=(
+            "Peers (addresses or CIDR networks) whose X-Forwarded-For / X-Forwarded-Proto are believed: the"
+            " client's address is then the one the proxy saw (the dashboard's failed-login throttle counts per"
+            " address: behind an ingress that is not listed, every client shares the ingress's count). Unset:"
+            " uvicorn's default, the FORWARDED_ALLOW_IPS environment variable or else 127.0.0.1. Empty: believe"
+            " no one. '*' believes anyone, so any client can choose its address: only behind a proxy that is"
+            " the only way in."
+        ),
+    )
     worker_healthcheck_seconds: int = Field(
         60,
         ge=1,
@@ -258,6 +271,17 @@ class ServerConfig(_Strict):
             " (loading the guard and embedding models), over and over (encode/uvicorn discussions 2396, 2450)."
         ),
     )
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _addresses(cls, value: list[str] | None) -> list[str] | None:
+        for entry in value or ():
+            if entry != "*":
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError:
+                    raise ValueError(f"{entry!r} is not an address, a CIDR network or '*'") from None
+        return value
 
 
 class EncryptionConfig(_Strict):
