@@ -13,7 +13,8 @@ from typing import Any
 
 import orjson
 
-from opsgate.audit.chain import append_entry
+from opsgate.audit.chain import append_entry, lock_chain
+from opsgate.auth.key_fields import audited
 from opsgate.auth.secrets import display, generate_key, key_prefix, matches
 from opsgate.domain.errors import InvalidRequestError, NotFoundError
 from opsgate.domain.principal import ROLES, Principal, Role
@@ -136,6 +137,16 @@ class KeySpec:
             raise InvalidRequestError("expires_at is in the past.", param="expires_at")
 
 
+class KeyLimitReached(InvalidRequestError):
+    """The tenant holds as many active keys as ``auth.max_keys_per_tenant`` allows."""
+
+    # 409, not 429: waiting does not help (no rate refills); revoking a key does. Not 403: the caller may.
+    status = 409
+
+
+KeyPage = tuple[list[KeyInfo], tuple[float, str] | None]
+
+
 class KeyStore:
     """Create, list, rotate, revoke and look up keys."""
 
@@ -177,6 +188,25 @@ class KeyStore:
             raise NotFoundError(f"No API key with id '{key_id}'.", param="id", code="key_not_found")
         return info
 
+    def _check_room(self, conn: Any, tenant: str | None, cap: int | None, replacing: str | None = None) -> None:
+        """409 when ``tenant`` already holds ``cap`` active keys (``replacing``, a key being rotated, aside)."""
+        if cap is None or tenant is None:  # operator keys: only an operator makes them
+            return
+        lock_chain(self.store, conn)  # PostgreSQL: two creators would both count below the cap (SQLite: IMMEDIATE)
+        row = self.store.execute(
+            conn,
+            "SELECT count(*) FROM api_keys WHERE tenant = ? AND revoked_at IS NULL "
+            "AND (expires_at IS NULL OR expires_at > ?) AND key_id <> ?",
+            [tenant, time.time(), replacing or ""],
+        ).fetchone()
+        if int(row[0]) >= cap:
+            raise KeyLimitReached(
+                f"Tenant '{tenant}' already has {int(row[0])} active API keys, the most auth.max_keys_per_tenant "
+                f"allows ({cap}); revoke unused keys first.",
+                param="tenant",
+                code="key_limit_reached",
+            )
+
     def _insert(self, conn: Any, spec: KeySpec, actor: str) -> CreatedKey:
         new = generate_key()
         key_id = "key_" + uuid.uuid4().hex[:20]
@@ -200,14 +230,18 @@ class KeyStore:
             ],
         )
         info = self._require_on(conn, key_id, None)
-        append_entry(self.store, conn, actor, "key_create", key_id, {"after": info.to_json()})
+        append_entry(self.store, conn, actor, "key_create", key_id, {"after": audited(info.to_json())})
         return CreatedKey(info=info, secret=new.secret)
 
     # Each change and its audit entry commit together: no key change without its trail.
 
-    def create(self, spec: KeySpec, actor: str) -> CreatedKey:
-        """A new key for ``spec``; the only time its secret exists outside the caller's hands."""
+    def create(self, spec: KeySpec, actor: str, max_per_tenant: int | None = None) -> CreatedKey:
+        """A new key for ``spec``; the only time its secret exists outside the caller's hands.
+
+        ``max_per_tenant``: 409 ``key_limit_reached`` when the tenant already holds that many active keys.
+        """
         with self.store.connection() as conn, self.store.transaction(conn):
+            self._check_room(conn, spec.tenant, max_per_tenant)
             return self._insert(conn, spec, actor)
 
     def get(self, key_id: str, tenant_scope: str | None = None) -> KeyInfo | None:
@@ -227,6 +261,27 @@ class KeyStore:
         keys = [self._row_info(r) for r in rows]
         return keys if include_inactive else [k for k in keys if k.state() == "active"]
 
+    def page(self, tenant_scope: str | None, limit: int, after: tuple[float, str] | None = None) -> KeyPage:
+        """At most ``limit`` keys, newest first, after the (created_at, key_id) ``after``; and the next ``after``."""
+        conditions: list[str] = []
+        params: list[Any] = []
+        if tenant_scope is not None:
+            conditions.append("tenant = ?")
+            params.append(tenant_scope)
+        if after is not None:
+            conditions.append("(created_at < ? OR (created_at = ? AND key_id < ?))")
+            params += [after[0], after[0], after[1]]
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        with self.store.connection() as conn:
+            rows = self.store.execute(
+                conn,
+                f"SELECT {','.join(_COLUMNS)} FROM api_keys{where} ORDER BY created_at DESC, key_id DESC LIMIT ?",
+                [*params, limit + 1],
+            ).fetchall()
+        keys = [self._row_info(r) for r in rows[:limit]]
+        more = len(rows) > limit
+        return keys, (keys[-1].created_at, keys[-1].key_id) if more else None
+
     def require(self, key_id: str, tenant_scope: str | None = None) -> KeyInfo:
         """One key, or 404 (also for another tenant's key)."""
         with self.store.connection() as conn:
@@ -239,18 +294,30 @@ class KeyStore:
             if before.revoked_at is None:
                 self.store.execute(conn, "UPDATE api_keys SET revoked_at = ? WHERE key_id = ?", [time.time(), key_id])
             after = self._require_on(conn, key_id, tenant_scope)
-            details = {"before": before.to_json(), "after": after.to_json()}
+            details = {"before": audited(before.to_json()), "after": audited(after.to_json())}
             append_entry(self.store, conn, actor, "key_revoke", key_id, details)
         return after
 
-    def rotate(self, key_id: str, actor: str, grace_seconds: float, tenant_scope: str | None = None) -> CreatedKey:
-        """A new key with the same tenant, role and scopes; the old one keeps working for ``grace_seconds``."""
+    def rotate(
+        self,
+        key_id: str,
+        actor: str,
+        grace_seconds: float,
+        tenant_scope: str | None = None,
+        max_per_tenant: int | None = None,
+    ) -> CreatedKey:
+        """A new key with the same tenant, role and scopes; the old one keeps working for ``grace_seconds``.
+
+        ``max_per_tenant`` counts the tenant's other active keys (those in a grace period included): the
+        key being rotated is being replaced, so a tenant at the cap can still rotate, once per key.
+        """
         with self.store.connection() as conn, self.store.transaction(conn):
             old = self._require_on(conn, key_id, tenant_scope)
             if old.state() != "active":
                 raise InvalidRequestError(
                     f"API key '{key_id}' is {old.state()}; only an active key can be rotated.", code="key_not_active"
                 )
+            self._check_room(conn, old.tenant, max_per_tenant, replacing=key_id)
             created = self._insert(conn, old.spec(), actor)
             grace_end = time.time() + grace_seconds
             if old.expires_at is not None:
@@ -261,7 +328,7 @@ class KeyStore:
                 [grace_end, created.info.key_id, key_id],
             )
             after = self._require_on(conn, key_id, tenant_scope)
-            details = {"before": old.to_json(), "after": after.to_json()}
+            details = {"before": audited(old.to_json()), "after": audited(after.to_json())}
             append_entry(self.store, conn, actor, "key_rotate", key_id, details)
         return created
 

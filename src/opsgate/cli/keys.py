@@ -17,10 +17,12 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from opsgate.auth.key_fields import checked_models
 from opsgate.auth.key_store import KeyInfo, KeySpec, KeyStore
 from opsgate.cli.config_file import existing_store, load_config_or_exit
 from opsgate.cli.logs import config_option
 from opsgate.cli.options import id_column
+from opsgate.domain.config import GatewayConfig
 from opsgate.domain.errors import GatewayError
 from opsgate.domain.principal import ROLES
 from opsgate.store.query import parse_duration
@@ -34,12 +36,12 @@ def _actor() -> str:
 
 
 @contextmanager
-def _key_store(config_path: str | None) -> Iterator[tuple[KeyStore, float]]:
+def _key_store(config_path: str | None) -> Iterator[tuple[KeyStore, GatewayConfig]]:
     config = load_config_or_exit(config_path)
     # Keys live in the record store the gateway reads: never in a new store made here by mistake.
     store = open_store(existing_store(config, config_path, "API keys"))
     try:
-        yield KeyStore(store), config.auth.rotation_grace_seconds
+        yield KeyStore(store), config
     except GatewayError as error:
         raise click.ClickException(error.message) from None
     finally:
@@ -81,15 +83,17 @@ def create(
     as_json: bool,
 ) -> None:
     """Create a key and print its secret (once)."""
-    with _key_store(config_path) as (store, _grace):
+    with _key_store(config_path) as (store, config):
+        aliases = {alias.name for alias in config.models}
         spec = KeySpec(
             tenant=tenant,
             role=role,  # type: ignore[arg-type]  # click.Choice(ROLES) checked it
             name=name,
-            models=tuple(m.strip() for m in models.split(",") if m.strip()) if models else None,
+            # The same bounds as POST /admin/keys: configured aliases, at most 64, no repeats.
+            models=checked_models([m.strip() for m in models.split(",") if m.strip()], aliases) if models else None,
             expires_at=time.time() + parse_duration(expires_in, "expires_in") if expires_in else None,
         )
-        created = store.create(spec, _actor())
+        created = store.create(spec, _actor(), config.auth.max_keys_per_tenant)
     if as_json:
         click.echo(orjson.dumps(created.to_json(), option=orjson.OPT_INDENT_2).decode())
     else:
@@ -103,7 +107,7 @@ def create(
 @click.option("--json", "as_json", is_flag=True)
 def list_keys(config_path: str | None, tenant: str | None, show_all: bool, as_json: bool) -> None:
     """List keys (prefixes only; secrets are never stored)."""
-    with _key_store(config_path) as (store, _grace):
+    with _key_store(config_path) as (store, _config):
         infos = store.list(tenant, include_inactive=show_all)
     if as_json:
         click.echo(orjson.dumps([i.to_json() for i in infos], option=orjson.OPT_INDENT_2).decode())
@@ -131,7 +135,7 @@ def list_keys(config_path: str | None, tenant: str | None, show_all: bool, as_js
 @click.argument("key_id")
 def show(config_path: str | None, key_id: str) -> None:
     """Show one key as JSON."""
-    with _key_store(config_path) as (store, _grace):
+    with _key_store(config_path) as (store, _config):
         info = store.require(key_id)
     click.echo(orjson.dumps(info.to_json(), option=orjson.OPT_INDENT_2).decode())
 
@@ -142,9 +146,9 @@ def show(config_path: str | None, key_id: str) -> None:
 @click.option("--grace", default=None, help="How long the old key keeps working, e.g. 1h (default: auth config).")
 def rotate(config_path: str | None, key_id: str, grace: str | None) -> None:
     """Issue a new secret for a key; the old one lapses after the grace period."""
-    with _key_store(config_path) as (store, default_grace):
-        seconds = parse_duration(grace, "grace") if grace else default_grace
-        created = store.rotate(key_id, _actor(), seconds)
+    with _key_store(config_path) as (store, config):
+        seconds = parse_duration(grace, "grace") if grace else config.auth.rotation_grace_seconds
+        created = store.rotate(key_id, _actor(), seconds, max_per_tenant=config.auth.max_keys_per_tenant)
     _print_secret(created.secret, created.info)
     console.print(f"the old key {key_id} stops working at {_when(time.time() + seconds)} or its own expiry.")
 
@@ -154,6 +158,6 @@ def rotate(config_path: str | None, key_id: str, grace: str | None) -> None:
 @click.argument("key_id")
 def revoke(config_path: str | None, key_id: str) -> None:
     """Revoke a key (gateways stop accepting it within auth.cache_ttl_seconds)."""
-    with _key_store(config_path) as (store, _grace):
+    with _key_store(config_path) as (store, _config):
         info = store.revoke(key_id, _actor())
     console.print(f"revoked {info.key_id} ({info.to_json()['key']}, tenant {info.tenant or '*'})")

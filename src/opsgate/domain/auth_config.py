@@ -51,6 +51,15 @@ class AuthConfig(BaseModel):
     )
     negative_cache_seconds: float = Field(5.0, ge=0, description="How long an unknown key is remembered as unknown.")
     rotation_grace_seconds: float = Field(86400.0, ge=0, description="How long a rotated key keeps working.")
+    max_keys_per_tenant: int = Field(
+        1000,
+        ge=1,
+        le=1_000_000,
+        description=(
+            "Active (unrevoked, unexpired) API keys one tenant may hold; creating one more is a 409 "
+            "key_limit_reached until a key is revoked. Operator keys (no tenant) are not counted."
+        ),
+    )
     public_metrics: bool = Field(False, description="Serve /metrics without a key (scraper on a private network).")
     allow_remote_without_auth: bool = Field(
         False, description="Permit auth off on a non-loopback address. Only behind another authenticating proxy."

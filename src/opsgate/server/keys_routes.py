@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
-from pydantic import ValidationError
+from pydantic import BeforeValidator, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from opsgate.auth.authenticator import Authenticator
+from opsgate.auth.key_fields import checked_models, checked_tenant
 from opsgate.auth.key_limits import per_process_key_limits
 from opsgate.auth.key_scope import bound_by_caller, caller_key, check_revocation
 from opsgate.auth.key_store import KeySpec, KeyStore
@@ -28,13 +29,29 @@ from opsgate.domain.principal import ROLES, Principal
 from opsgate.domain.reliability_config import LimitRule
 from opsgate.server.access import actor_of, principal_of
 from opsgate.server.http_io import json_response, read_json_value
-from opsgate.server.query_params import NoQuery, parse_query
-from opsgate.store.query import parse_duration
+from opsgate.server.query_params import NoQuery, QueryModel, parse_query, whole_number
+from opsgate.store.query import decode_cursor, encode_cursor, parse_duration
 from opsgate.store.record_log import RecordLog
 
 _MAX_BODY_BYTES = 64 * 1024
 _CREATE_FIELDS = {"tenant", "role", "name", "models", "limits", "expires_at", "expires_in"}
 _LIMIT_FIELDS = {"requests_per_minute", "tokens_per_minute", "concurrent", "spend_per_day", "spend_per_month"}
+MAX_KEYS_PAGE = 1000  # like /admin/requests; a key holds at most 64 aliases (16 KB), so a page is bounded
+DEFAULT_KEYS_PAGE = 100
+
+
+def _cursor(raw: object) -> tuple[float, str]:
+    try:
+        return decode_cursor(str(raw))
+    except InvalidRequestError as error:
+        raise ValueError(error.message) from None
+
+
+class KeysQuery(QueryModel):
+    """``GET /admin/keys``: one page, newest first; ``cursor`` is the ``next_cursor`` of the page before."""
+
+    limit: Annotated[int, whole_number(1, MAX_KEYS_PAGE)] = DEFAULT_KEYS_PAGE
+    cursor: Annotated[tuple[float, str], BeforeValidator(_cursor)] | None = None
 
 
 class KeysHolder(Protocol):
@@ -65,9 +82,7 @@ def _spec(body: dict[str, Any], request: Request, config: GatewayConfig) -> KeyS
     if unknown:
         raise InvalidRequestError(f"Unknown field '{unknown[0]}'.", param=unknown[0])
     principal = principal_of(request)
-    tenant = body.get("tenant", principal.tenant)
-    if tenant is not None and not isinstance(tenant, str):
-        raise InvalidRequestError("tenant must be a string or null.", param="tenant")
+    tenant = checked_tenant(body.get("tenant", principal.tenant))
     if not principal.is_operator and tenant != principal.tenant:
         raise PermissionDeniedError("A tenant's key can only create keys for its own tenant.", param="tenant")
     role = body.get("role", "service")
@@ -76,9 +91,7 @@ def _spec(body: dict[str, Any], request: Request, config: GatewayConfig) -> KeyS
     name = body.get("name", "")
     if not isinstance(name, str) or len(name) > 200:
         raise InvalidRequestError("name must be a string of at most 200 characters.", param="name")
-    models = body.get("models")
-    if models is not None and (not isinstance(models, list) or not all(isinstance(m, str) and m for m in models)):
-        raise InvalidRequestError("models must be a list of model names, or null for every model.", param="models")
+    models = checked_models(body.get("models"), {alias.name for alias in config.models})
     limits = body.get("limits")
     if limits:
         problem = per_process_key_limits(config)
@@ -105,7 +118,7 @@ def _spec(body: dict[str, Any], request: Request, config: GatewayConfig) -> KeyS
         tenant=tenant,
         role=role,
         name=name,
-        models=tuple(models) if models is not None else None,
+        models=models,
         limits=limits,
         expires_at=float(expires_at) if expires_at is not None else None,
     )
@@ -114,14 +127,17 @@ def _spec(body: dict[str, Any], request: Request, config: GatewayConfig) -> KeyS
 KeysHandler = Callable[[Request, KeyStore, KeysHolder], Awaitable[Response]]
 
 
-def _keys(holder: KeysHolder, handler: KeysHandler) -> Callable[[Request], Awaitable[Response]]:
+def _keys(
+    holder: KeysHolder, handler: KeysHandler, own_query: bool = False
+) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         if holder.record_log is None:
             raise KeysUnavailable(
                 "API keys are kept in the record store; set record.store to manage keys.",
                 code="record_store_not_configured",
             )
-        parse_query(request, NoQuery)  # no route here takes a query parameter
+        if not own_query:
+            parse_query(request, NoQuery)  # only the listing takes query parameters (it parses its own)
         record_log = holder.record_log
         store = await run_in_threadpool(lambda: KeyStore(record_log.store))
         return await handler(request, store, holder)
@@ -136,7 +152,8 @@ async def create_key(request: Request, keys: KeyStore, holder: KeysHolder) -> Re
     principal = principal_of(request)
     if not principal.is_operator:
         spec = await run_in_threadpool(_bounded, keys, principal, spec, body, holder.config)
-    created = await run_in_threadpool(keys.create, spec, actor_of(request))
+    cap = holder.config.auth.max_keys_per_tenant
+    created = await run_in_threadpool(keys.create, spec, actor_of(request), cap)
     return json_response(created.to_json(), 201)
 
 
@@ -162,10 +179,15 @@ def _check_rotation(keys: KeyStore, principal: Principal, key_id: str) -> None:
 
 
 async def list_keys(request: Request, keys: KeyStore, holder: KeysHolder) -> Response:
-    """``GET /admin/keys``: the caller's tenant's keys (every key for an operator)."""
+    """``GET /admin/keys?limit=&cursor=``: a page of the caller's tenant's keys (every key for an operator).
+
+    Newest first, like ``/admin/requests``: ``next_cursor`` (null on the last page) fetches the next page.
+    """
+    query = parse_query(request, KeysQuery)
     tenant_scope = principal_of(request).tenant
-    infos = await run_in_threadpool(keys.list, tenant_scope)
-    return json_response({"object": "list", "data": [info.to_json() for info in infos]})
+    infos, after = await run_in_threadpool(keys.page, tenant_scope, query.limit, query.cursor)
+    cursor = encode_cursor(*after) if after is not None else None
+    return json_response({"object": "list", "data": [info.to_json() for info in infos], "next_cursor": cursor})
 
 
 def _scope(request: Request) -> str | None:
@@ -197,7 +219,8 @@ async def rotate_key(request: Request, keys: KeyStore, holder: KeysHolder) -> Re
     principal = principal_of(request)
     if not principal.is_operator:
         await run_in_threadpool(_check_rotation, keys, principal, key_id)
-    created = await run_in_threadpool(keys.rotate, key_id, actor_of(request), float(grace), _scope(request))
+    cap = holder.config.auth.max_keys_per_tenant
+    created = await run_in_threadpool(keys.rotate, key_id, actor_of(request), float(grace), _scope(request), cap)
     authenticator.forget()
     return json_response(created.to_json(), 201)
 
@@ -217,7 +240,7 @@ def keys_routes(holder: KeysHolder) -> list[Route]:
     """The ``/admin/keys`` routes."""
     return [
         Route("/admin/keys", _keys(holder, create_key), methods=["POST"]),
-        Route("/admin/keys", _keys(holder, list_keys), methods=["GET"]),
+        Route("/admin/keys", _keys(holder, list_keys, own_query=True), methods=["GET"]),
         Route("/admin/keys/{id}", _keys(holder, get_key), methods=["GET"]),
         Route("/admin/keys/{id}", _keys(holder, revoke_key), methods=["DELETE"]),
         Route("/admin/keys/{id}/rotate", _keys(holder, rotate_key), methods=["POST"]),
