@@ -9,7 +9,14 @@ ratings the same way, ``slo.reader.LATEST_FEEDBACK``). Online-evaluation scores 
 ``eval_items``/``eval_scores``) join by the request id their items carry, when there are any.
 
 Each arm also keeps the rates the rollback watcher tests per tenant (``TenantRates``), so it can ask
-whether a difference still holds without any one tenant's requests (``rollback._quality``).
+whether a difference, or an error budget burning, still holds without any one tenant's requests
+(``rollback``).
+
+An error is a server-side failure (status >= 500) the client did not cause. An answer past the
+deployment's size bounds (``backends.base.AnswerTooLarge``, flagged in the record's tags as
+``answer_too_large``) is a 502 the client may have asked for (a long answer): the router spares the
+breaker for it, and the error budget here spares it too — it counts with the client's 4xx, outside the
+error rate's denominator (``ArmData.judged``).
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ class TenantRates:
     """One tenant's share of an arm's rates: (count, of n) for guard flags, positive feedback, score passes."""
 
     requests: int = 0
+    client_errors: int = 0
+    errors: int = 0
     flagged: int = 0
     rated: int = 0
     positive: int = 0
@@ -87,6 +96,12 @@ def _percentiles(values: Any) -> dict[str, float | None]:
     return {"p50": round(float(p50), 3), "p95": round(float(p95), 3)}
 
 
+def client_caused(tags: Any) -> bool:
+    """Whether a 5xx record is an answer the breaker spares as possibly the client's doing: one past the
+    deployment's size bounds (the record's ``answer_too_large`` tag, set with ``AnswerTooLarge``)."""
+    return isinstance(tags, dict) and bool(tags.get("answer_too_large"))
+
+
 def _flagged(tags: dict[str, Any]) -> bool:
     guard = tags.get("guard")
     if not isinstance(guard, dict):
@@ -126,10 +141,12 @@ def collect(
             by_id[rid] = (arm, rates)
             arm.requests += 1
             rates.requests += 1
-            if 400 <= status < 500:
+            if 400 <= status < 500 or (status >= 500 and client_caused(tags)):
                 arm.client_errors += 1
+                rates.client_errors += 1
             elif status >= 500:
                 arm.errors += 1
+                rates.errors += 1
             elif latency is not None:
                 arm.latency.append(float(latency))
             if ttft is not None and status < 400:

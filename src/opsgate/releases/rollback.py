@@ -18,7 +18,18 @@ canary is significantly worse both over all requests and without each tenant's r
 for the others, however it rates or what it sends. The operator's own traffic (no tenant: auth off, or
 an operator key) is never left out, so with auth off, or with only operator traffic, the rule is the
 plain test; with auth on and a single tenant on the alias, that tenant's ratings alone never roll back
-(the experiment report still shows the difference). The burn-rate rule counts server errors as before.
+(the experiment report still shows the difference).
+
+The burn-rate rule counts the server errors the client did not cause: an answer past the deployment's
+size bounds (``AnswerTooLarge``, which the breaker spares as possibly asked for) is not an error here
+(``metrics.client_caused``). Clients still steer some real errors (a long generation that times out),
+so the burn rule, like the quality rules, must also hold without each tenant's requests in turn: every
+leave-one-out row burns past ``burn_rate`` in both windows, and its short window holds ``min_requests``
+judged canary requests. When a single tenant (with or without operator traffic) used the alias over the
+long window, that tenant is the alias's whole audience then, and the plain rule applies: a single-tenant
+deployment (auth off, operator keys, or one tenant key) still rolls a broken canary back, and the
+rollback only returns that tenant to the active release. The rollback's reason names the tenants the
+canary's errors came from (the top few).
 
 A rollback goes through ``ReleaseStore.rollback`` with the revision the watcher saw, so two replicas
 deciding together roll back once (the other gets a conflict and lets it be). It is audited in the
@@ -121,26 +132,45 @@ class AutoRollback:
     def judge(self, store: SqlRecordStore, experiment: dict[str, Any], now: float) -> dict[str, Any] | None:
         """Why the canary of ``experiment`` must go, or None."""
         alias, exp_id, started = experiment["alias"], experiment["id"], experiment["started_at"]
-        allowed = 1.0 - self.config.slo_target
-        burns: dict[str, float] = {}
-        short_n = 0
+        windows: list[tuple[str, dict[str, metrics.ArmData]]] = []
         for name, window in (("long", self.config.long_window), ("short", self.config.short_window)):
             since = max(started, now - duration_seconds(window))
-            arm = metrics.collect(store, alias, exp_id, since, now + 1).get("canary")
+            data = metrics.collect(store, alias, exp_id, since, now + 1)
+            arm = data.get("canary")
             if arm is None or arm.judged == 0:
                 return None if name == "long" else self._quality(store, experiment, now)
-            burns[window] = (arm.errors / arm.judged) / allowed
-            if name == "short":
-                short_n = arm.judged
-        if short_n >= self.config.min_requests and all(b > self.config.burn_rate for b in burns.values()):
-            text = ", ".join(f"{w} {b:.1f}x" for w, b in burns.items())
-            return {
-                "rule": "burn_rate",
-                "burn_rates": burns,
-                "summary": f"canary burns its error budget ({text} > {self.config.burn_rate:g}x of a "
-                f"{self.config.slo_target:.4g} availability target)",
-            }
-        return self._quality(store, experiment, now)
+            windows.append((window, data))
+        return self._burn(windows) or self._quality(store, experiment, now)
+
+    def _burn(self, windows: list[tuple[str, dict[str, metrics.ArmData]]]) -> dict[str, Any] | None:
+        """The burn-rate rule over every canary request, and without each tenant's in turn (when two or
+        more tenants used the alias over the long window)."""
+        allowed = 1.0 - self.config.slo_target
+        long_name, long_data = windows[0]
+        tenants = sorted({t for arm in long_data.values() for t in arm.tenants if t is not None})
+        left_out = tenants if len(tenants) > 1 else []
+        burns: dict[str, float] = {}
+        for index, (window, data) in enumerate(windows):
+            errors, judged = burn_rows(data["canary"], left_out)
+            if index == len(windows) - 1 and judged.min() < self.config.min_requests:  # the short window
+                return None
+            rates = errors / np.maximum(judged, 1) / allowed  # no judged request: no burn
+            if not bool(np.all(rates > self.config.burn_rate)):
+                return None
+            burns[window] = float(rates[0])
+        by_tenant = _errors_by_tenant(long_data["canary"])
+        text = ", ".join(f"{w} {b:.1f}x" for w, b in burns.items())
+        also = f", and without any one of its {len(left_out)} tenants" if left_out else ""
+        sources = ", ".join(f"{e['tenant'] or 'operator'}: {e['errors']}" for e in by_tenant)
+        return {
+            "rule": "burn_rate",
+            "burn_rates": burns,
+            "tenants": len(left_out),
+            "errors_by_tenant": by_tenant,
+            "summary": f"canary burns its error budget ({text} > {self.config.burn_rate:g}x of a "
+            f"{self.config.slo_target:.4g} availability target{also}; {long_name} window errors by tenant: "
+            f"{sources or 'none'})",
+        }
 
     def _quality(self, store: SqlRecordStore, experiment: dict[str, Any], now: float) -> dict[str, Any] | None:
         data = metrics.collect(store, experiment["alias"], experiment["id"], experiment["started_at"], now + 1)
@@ -182,6 +212,7 @@ class AutoRollback:
             "target": self.config.slo_target,
             "budget_remaining": None,
             "burn_rates": event.get("burn_rates") or {},
+            "errors_by_tenant": event.get("errors_by_tenant"),
             "release": event["alias"],
             "experiment": event["experiment"],
             "action": "rolled back",
@@ -250,3 +281,20 @@ def leave_one_tenant_out(
     total = per.sum(axis=0) + np.array([*_rate(operator[0], name), *_rate(operator[1], name)], dtype=np.float64)
     rows = np.vstack([total, total - per])
     return rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]
+
+
+def burn_rows(canary: metrics.ArmData, left_out: list[str]) -> tuple[FloatArray, FloatArray]:
+    """(errors, judged) of the canary arm: first over every request, then without each tenant of
+    ``left_out`` in turn."""
+    empty = metrics.TenantRates()
+    shares = [canary.tenants.get(t, empty) for t in left_out]
+    per = np.array([[r.errors, r.requests - r.client_errors] for r in shares], dtype=np.float64)
+    total = np.array([canary.errors, canary.judged], dtype=np.float64)
+    rows = np.vstack([total, total - per.reshape(len(left_out), 2)])
+    return rows[:, 0], rows[:, 1]
+
+
+def _errors_by_tenant(canary: metrics.ArmData, top: int = 5) -> list[dict[str, Any]]:
+    """The canary's errors per tenant (None: the operator's traffic), the ``top`` largest first."""
+    counts = sorted(((r.errors, t) for t, r in canary.tenants.items() if r.errors), key=lambda c: -c[0])
+    return [{"tenant": t, "errors": n} for n, t in counts[:top]]
