@@ -7,6 +7,7 @@ through the admin API, else the config's ``reference.start``/``end``. Blocking; 
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Collection
@@ -21,6 +22,7 @@ from opsgate.drift.history import DriftHistory
 from opsgate.drift.windows import NO_TENANT, WindowStore
 from opsgate.slo.reader import RollupReader, StoreSource
 
+log = logging.getLogger("opsgate.drift.monitor")
 MAX_WINDOW_SECONDS = 400 * 86400  # an override longer than this is a client mistake
 
 
@@ -75,6 +77,38 @@ def choose_windows(
     if reference.start < current.end and current.start < reference.end:
         raise WindowError("the reference and current windows overlap")
     return Windows(reference, current, kind)
+
+
+def validate_baseline(config: DriftConfig, start: float, end: float, now: float) -> None:
+    """Raise ``WindowError`` unless ``start``..``end`` can be the reference of this scope's checks now:
+    the rules ``choose_windows`` applies to it, and wholly before the current window (a baseline in the
+    future would only start overlapping it later). The admin API checks a baseline with this at PUT."""
+    windows = choose_windows(config, now, baseline=(start, end))
+    if end > windows.current.start:
+        raise WindowError("the baseline must end before the current window starts (not in the future)")
+
+
+def failed_result(alias: str, tenant: str | None, error: Exception, now: float) -> DriftResult:
+    """The stored result of a scope whose check raised: it names the scope and the error, decides nothing
+    (``insufficient``, so reports and SLO measurements pass it over) and keeps the round going."""
+    message = f"{type(error).__name__}: {error}"[:300]
+    result: DriftResult = {
+        "alias": alias,
+        "tenant": tenant,
+        "checked_at": now,
+        "error": message,
+        "drifted": False,
+        "score": 0.0,
+        "insufficient": f"check failed: {message}",
+        "tests": [],
+    }
+    result["headline"] = headline(result)
+    return result
+
+
+def scope_name(alias: str, tenant: str | None) -> str:
+    """``alias`` or ``alias (tenant t)``: how an error names the scope it happened in."""
+    return alias if tenant is None else f"{alias} (tenant {tenant})"
 
 
 def matching_objectives(config: GatewayConfig, alias: str, tenant: str | None) -> list[Any]:
@@ -144,9 +178,17 @@ class DriftChecker:
         return out
 
     def check_all(self, now: float | None = None) -> list[DriftResult]:
-        """One round: check every scope, store each result, then feed the drift objectives."""
+        """One round: check every scope, store each result, then feed the drift objectives. A scope whose
+        check raises (a baseline gone bad, a corrupt row) gets a failed result naming it; the others go on."""
         now = time.time() if now is None else now
-        results = [self.check(alias, tenant, now=now, store=False) for alias, tenant in self.scopes(now)]
+        results = []
+        for alias, tenant in self.scopes(now):
+            try:
+                results.append(self.check(alias, tenant, now=now, store=False))
+            except Exception as error:  # one scope's failure must not stop every tenant's round
+                name = scope_name(alias, tenant)
+                log.warning("drift: check of %s failed: %s", name, error, exc_info=not isinstance(error, WindowError))
+                results.append(failed_result(alias, tenant, error, now))
         for result in results:
             result["id"] = self.history.add(result)
         self.measure(results, now)

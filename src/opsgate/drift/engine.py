@@ -190,6 +190,8 @@ def run_check(
 
 def headline(result: DriftResult) -> str:
     """One line for alerts and tables: the features that moved, or why nothing was decided."""
+    if result.get("error"):
+        return f"check failed: {result['error']}"
     if result.get("insufficient"):
         return f"insufficient data: {result['insufficient']}"
     moved = [t["summary"] for t in result.get("tests", []) if t.get("drifted")]

@@ -189,6 +189,8 @@ def verdict(result: Mapping[str, Any]) -> tuple[str, str]:
     alias = clean_text(result.get("alias"), LABEL_LIMIT) or "?"
     tenant = clean_text(result.get("tenant"), LABEL_LIMIT)
     target = f"{alias} (tenant {tenant})" if tenant else alias
+    if result.get("error"):
+        return "insufficient", f"check failed on {target}: {clean_text(result.get('error'))}"
     insufficient = result.get("insufficient")
     if insufficient:
         return "insufficient", f"not enough data on {target}: {clean_text(insufficient)}"

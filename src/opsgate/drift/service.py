@@ -15,7 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from opsgate.domain.config import GatewayConfig
-from opsgate.drift.checker import DriftChecker
+from opsgate.drift.checker import DriftChecker, scope_name
 from opsgate.drift.collector import DriftCollector, Embedder
 from opsgate.drift.engine import DriftResult
 from opsgate.drift.windows import WindowStore
@@ -108,7 +108,10 @@ class DriftMonitor:
         self.checks += len(results)
         self.alarms += sum(1 for r in results if r["drifted"])
         self.last_check = now
-        self.last_error = None
+        failed = [r for r in results if r.get("error")]
+        self.last_error = (
+            "; ".join(f"{scope_name(r['alias'], r['tenant'])}: {r['error']}" for r in failed)[:300] or None
+        )
         if now - self._last_prune > PRUNE_EVERY:
             self.checker.prune(now)
             self._last_prune = now
