@@ -129,16 +129,22 @@ class WindowStore:
         """Give the lease up at shutdown, so another replica takes over at its next tick."""
         store_lease.release(self.store, "drift_leader", holder)
 
-    def set_baseline(self, alias: str, tenant: str, start: float, end: float, actor: str | None) -> None:
-        """Pin the fixed reference window of ``alias`` (and tenant, '' for all)."""
+    def set_baseline(self, alias: str, tenant: str, start: float, end: float, actor: str | None) -> bool:
+        """Pin the fixed reference window of ``alias`` (and tenant, '' for all); False when it was pinned
+        to exactly this window already (nothing written). One upsert: concurrent PUTs of a scope cannot
+        collide on the primary key as a DELETE then INSERT did on PostgreSQL."""
         with self.store.connection() as conn, self.store.transaction(conn):
-            self.store.execute(conn, "DELETE FROM drift_baselines WHERE alias = ? AND tenant = ?", [alias, tenant])
-            self.store.execute(
+            row = self.store.execute(
                 conn,
                 "INSERT INTO drift_baselines (alias, tenant, start_ts, end_ts, created_at, created_by) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (alias, tenant) DO UPDATE SET "
+                "start_ts = excluded.start_ts, end_ts = excluded.end_ts, created_at = excluded.created_at, "
+                "created_by = excluded.created_by "
+                "WHERE drift_baselines.start_ts <> excluded.start_ts OR drift_baselines.end_ts <> excluded.end_ts "
+                "RETURNING 1",
                 [alias, tenant, start, end, time.time(), actor],
-            )
+            ).fetchone()
+        return row is not None
 
     def baseline(self, alias: str, tenant: str) -> tuple[float, float] | None:
         """The pinned fixed reference of ``alias``/``tenant``, if one was set."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -22,7 +23,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from opsgate.domain.errors import GatewayError, InvalidRequestError, NotFoundError, PermissionDeniedError
-from opsgate.drift.checker import DriftChecker, WindowError
+from opsgate.drift.checker import DriftChecker, WindowError, validate_baseline
 from opsgate.drift.engine import Span
 from opsgate.drift.history import GLOBAL, DriftHistory
 from opsgate.drift.manual_checks import ManualChecks
@@ -170,6 +171,12 @@ def drift_routes(gateway: Any) -> list[Route]:
     """The ``/admin/drift`` routes over ``gateway``'s record store and drift monitor."""
 
     manual = ManualChecks(gateway.config.drift.manual_check_interval)
+    baseline_changes = ManualChecks(
+        gateway.config.drift.manual_check_interval,
+        action="drift baseline change",
+        code="drift_baseline",
+        exclusive=False,
+    )
 
     def monitor() -> Any:
         return next((s for s in getattr(gateway, "services", []) if getattr(s, "name", "") == "drift"), None)
@@ -246,27 +253,34 @@ def drift_routes(gateway: Any) -> list[Route]:
         return json_response(_clean(result))
 
     async def put_baseline(request: Request) -> Response:
-        """``PUT /admin/drift/baseline``: compare the scope with this fixed window from now on."""
+        """``PUT /admin/drift/baseline``: compare the scope with this fixed window from now on. Checked with
+        the rules a check applies to it (a baseline no check can use would fail every round); a PUT that
+        changes nothing answers the baseline without writing; a tenant admin changes one alias's baseline
+        at most once per ``manual_check_interval`` (each change is an append-only audit row)."""
         parse_query(request, NoQuery)
         body: BaselineBody = await _json_body(request, BaselineBody)
-        if not body.end > body.start:
-            raise InvalidRequestError("end must be after start.", param="end", code="invalid_window")
         tenant = _tenant_for(request, body.tenant) or NO_TENANT
         require_alias(body.alias)
+        try:
+            validate_baseline(gateway.config.drift, body.start, body.end, time.time())
+        except WindowError as error:
+            raise InvalidRequestError(f"{error}.", param="end", code="invalid_window") from None
         actor = actor_of(request)
+        answer = {"alias": body.alias, "tenant": tenant or None, "start": body.start, "end": body.end}
+        if await blocking(lambda: WindowStore(store()).baseline(body.alias, tenant)) == (body.start, body.end):
+            return json_response(answer)
 
         def save() -> None:
             target = store()
-            WindowStore(target).set_baseline(body.alias, tenant, body.start, body.end, actor)
-            target.audit(
-                actor,
-                "drift.baseline.set",
-                body.alias,
-                {"tenant": tenant or None, "start": body.start, "end": body.end},
-            )
+            if WindowStore(target).set_baseline(body.alias, tenant, body.start, body.end, actor):
+                target.audit(
+                    actor, "drift.baseline.set", body.alias, {k: answer[k] for k in ("tenant", "start", "end")}
+                )
 
-        await blocking(save)
-        return json_response({"alias": body.alias, "tenant": tenant or None, "start": body.start, "end": body.end})
+        baseline_changes.interval = gateway.config.drift.manual_check_interval  # a reload may change it
+        with baseline_changes.admit(tenant, body.alias, operator=principal_of(request).is_operator):
+            await blocking(save)
+        return json_response(answer)
 
     async def get_baseline(request: Request) -> Response:
         """``GET /admin/drift/baseline?alias=``: the pinned baseline of a scope (404 when none)."""
