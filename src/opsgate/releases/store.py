@@ -256,8 +256,19 @@ class ReleaseStore:
         return release
 
     def activate(self, alias: str, release_id: str, actor: str | None, expect: int | None = None) -> AliasState:
-        """Make ``release_id`` the active release at once (no canary); the old one becomes ``previous``."""
-        return self._change(alias, actor, expect, lambda conn, s: self._set_active(conn, s, release_id, "activated"))
+        """Make ``release_id`` the active release at once (no canary); the old one becomes ``previous``.
+
+        A running canary or experiment ends with it (its arms go): its row is closed as ``stopped``, in
+        the same transaction, so it is never left ``running`` without traffic."""
+
+        def change(conn: Any, state: AliasState) -> tuple[AliasState, str, str | None, dict[str, Any]]:
+            new, action, release, details = self._set_active(conn, state, release_id, "activated")
+            if state.arms:
+                self._stop(conn, state, "stopped", {"ended_by": "activate", "activated": release})
+                details = {**details, "experiment_stopped": state.experiment}
+            return new, action, release, details
+
+        return self._change(alias, actor, expect, change)
 
     def canary(
         self, alias: str, release_id: str, weight: float, actor: str | None, expect: int | None = None
@@ -358,11 +369,31 @@ class ReleaseStore:
         return self._change(alias, actor, expect, change)
 
     def stop_experiment(
-        self, alias: str, actor: str | None, verdict: dict[str, Any] | None = None, expect: int | None = None
+        self,
+        alias: str,
+        actor: str | None,
+        verdict: dict[str, Any] | None = None,
+        expect: int | None = None,
+        experiment: str | None = None,
     ) -> AliasState:
-        """End the running experiment without promoting anything (traffic back on the active release)."""
+        """End the running experiment without promoting anything (traffic back on the active release).
+
+        With ``experiment`` (an id), only that one: if the alias runs another, or none, nothing of the
+        alias changes (a 409, ``experiment_not_current``) — except that a row still ``running`` which
+        the alias no longer runs (an orphan: its arms went with an ``activate`` before that closed it)
+        is closed as ``stopped``, ``{"orphaned": true}``, without touching the alias's traffic."""
 
         def change(conn: Any, state: AliasState) -> tuple[AliasState, str, str | None, dict[str, Any]]:
+            if experiment is not None and experiment != state.experiment:
+                closed = self._close_orphan(conn, alias, experiment)
+                if closed:
+                    return state, "experiment_stopped", state.active, {"experiment": experiment, "orphaned": True}
+                raise ReleaseConflict(
+                    f"experiment {experiment} is not running on {alias} (it runs {state.experiment or 'none'}); "
+                    "look again.",
+                    param="experiment",
+                    code="experiment_not_current",
+                )
             if not state.arms:
                 raise InvalidRequestError(f"{alias} has no running experiment.", param="alias", code="no_experiment")
             self._stop(conn, state, "stopped", verdict or {})
@@ -473,6 +504,20 @@ class ReleaseStore:
                 "UPDATE release_experiments SET status = ?, stopped_at = ?, verdict = ? WHERE id = ?",
                 [status, time.time(), orjson.dumps(verdict).decode(), state.experiment],
             )
+
+    def _close_orphan(self, conn: Any, alias: str, experiment: str) -> bool:
+        """Close ``experiment`` if its row is still ``running`` though the alias runs something else."""
+        row = self.store.execute(
+            conn, "SELECT status FROM release_experiments WHERE id = ? AND alias = ?", [experiment, alias]
+        ).fetchone()
+        if row is None or row[0] != "running":
+            return False
+        self.store.execute(
+            conn,
+            "UPDATE release_experiments SET status = ?, stopped_at = ?, verdict = ? WHERE id = ?",
+            ["stopped", time.time(), orjson.dumps({"orphaned": True}).decode(), experiment],
+        )
+        return True
 
     def _log(
         self, conn: Any, alias: str, action: str, release: str | None, details: dict[str, Any], actor: str | None

@@ -294,7 +294,11 @@ def release_routes(holder: ReleasesHolder) -> list[Route]:
         found = await asyncio.to_thread(releases.experiment, request.path_params["experiment"][:64])
         if found is None or found["status"] != "running":
             raise NotFoundError("no running experiment with that id.", param="experiment", code="experiment_not_found")
-        state = await asyncio.to_thread(releases.stop_experiment, found["alias"], actor_of(request))
+        # By id, under the store's lock: never the alias's other experiment (409 if it runs another now;
+        # an orphaned row, running without arms, is closed and the alias left as it is).
+        state = await asyncio.to_thread(
+            releases.stop_experiment, found["alias"], actor_of(request), experiment=found["id"]
+        )
         return json_response(state.to_dict())
 
     r = _route
