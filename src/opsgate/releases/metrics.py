@@ -17,6 +17,9 @@ deployment's size bounds (``backends.base.AnswerTooLarge``, flagged in the recor
 ``answer_too_large``) is a 502 the client may have asked for (a long answer): the router spares the
 breaker for it, and the error budget here spares it too — it counts with the client's 4xx, outside the
 error rate's denominator (``ArmData.judged``).
+
+Feedback is aggregated in SQL (one row per arm and tenant), so the read stays bounded however many
+ratings a request has (a client can post one per ``user`` value).
 """
 
 from __future__ import annotations
@@ -33,6 +36,17 @@ from opsgate.releases import stats
 from opsgate.store.sql import SqlRecordStore
 
 MAX_ROWS = 200_000
+
+# The latest rating of each request of the experiment, summed per (arm, tenant). The window function
+# picks the latest (ORDER BY ts, id as before) in one pass; the join keeps the experiment's records.
+_FEEDBACK_BY_ARM = (
+    "SELECT r.arm, r.tenant, COUNT(*), SUM(latest.positive) FROM ("
+    "SELECT request_id, positive, ROW_NUMBER() OVER (PARTITION BY request_id ORDER BY ts DESC, id DESC) AS n "
+    "FROM feedback WHERE model = ? AND ts >= ?) latest "
+    "JOIN requests r ON r.id = latest.request_id "
+    "WHERE latest.n = 1 AND r.experiment = ? AND r.ts >= ? AND r.ts <= ? AND r.model = ? "
+    "GROUP BY r.arm, r.tenant"
+)
 
 
 @dataclass
@@ -158,21 +172,18 @@ def collect(
                 arm.flagged += 1
                 rates.flagged += 1
         if by_id:
-            # One rating per request, the latest posted (ordered by time, then id for equal times).
-            latest: dict[str, bool] = {}
-            for rid, positive in store.execute(
-                conn,
-                "SELECT request_id, positive FROM feedback WHERE model = ? AND ts >= ? ORDER BY ts, id",
-                [alias, since],
-            ).fetchall():
-                if rid in by_id:
-                    latest[rid] = bool(positive)
-            for rid, positive in latest.items():
-                arm, rates = by_id[rid]
-                arm.rated += 1
-                rates.rated += 1
-                arm.positive += positive
-                rates.positive += positive
+            # One rating per request, the latest posted (by time, then id), counted per arm and tenant in SQL:
+            # the rows read are (arms x tenants), however many ratings a request has.
+            params = [alias, since, experiment, since, until, alias]
+            for arm_name, tenant, rated, positive in store.execute(conn, _FEEDBACK_BY_ARM, params).fetchall():
+                arm = arms.setdefault(str(arm_name), ArmData())
+                rates = arm.tenants.get(tenant)
+                if rates is None:
+                    rates = arm.tenants[tenant] = TenantRates()
+                arm.rated += int(rated)
+                rates.rated += int(rated)
+                arm.positive += int(positive or 0)
+                rates.positive += int(positive or 0)
             for rid, scorer, value in store.execute(
                 conn,
                 "SELECT i.request_id, s.scorer, s.value FROM eval_scores s JOIN eval_items i "
