@@ -23,11 +23,19 @@ from phonenumbers.geodata.locale import LOCALE_DATA
 
 from opsgate.guard.pii_base import by_first_character
 
-PHONE_CONTEXT = re.compile(
-    r"(phone|call|tel\b|tel\.|telephone|mobile|cell|fax|whatsapp|sms|text\b|reach me|dial|ring|hotline|helpdesk"
-    r"|landline|contact|helpline|switchboard)",
-    re.I,
-)
+# Words that say a phone number follows or is near (matched on lower-cased text): English, and the same in
+# the other languages people write numbers in (teléfono, telefone, Telefon, telefonu, téléphone, τηλέφωνο,
+# телефон, puhelin, móvil, telemóvel, celular, cellulare, Handy, GSM, portable, mobiel; "call me": llámame,
+# ligue, appelez, anrufen, chiamami, zadzwoń; 電話, 전화).
+_PHONE_WORDS = (
+    "phone", "call", r"tel\b", r"tel\.", "telephone", "mobile", "cell", "fax", "whatsapp", "sms", r"text\b",
+    "reach me", "dial", "ring", "hotline", "helpdesk", "landline", "contact", "helpline", "switchboard",
+    "tel[eé]f", "t[eé]l[eé]ph", "τηλ[εέ]φ", "телеф", "puhelin", "m[oó]vil", "telem[oó]vel", "celular",
+    "cellulare", "handy", "gsm", "portable", "mobiel", "mobil", "kontakt", "llam", "ligue", "appel", "anruf",
+    "chiam", "zadzwo", "電話", "전화",
+)  # fmt: skip
+# Grouped by first character (``by_first_character``): ``re`` tries one group at a place, not all 43 words.
+PHONE_CONTEXT = re.compile(by_first_character([(word[0], word[1:]) for word in _PHONE_WORDS]))
 # North American formats: (415) 555-2671, 415-555-2671, 415.555.2671, 415 555 2671.
 _NANP = re.compile(r"(?:\+?1[\s.-]?|001[\s.-]?)?(?:\(\d{3}\)\s?|\d{3}[\s.-])\d{3}[\s.-]\d{4}")
 _EXTENSION = re.compile(r"\s{0,2}(?:ext\.?|extension|x|#)\s{0,2}(\d{1,6})$", re.I)
@@ -39,15 +47,31 @@ _FALLBACK_REGIONS = (
 )  # fmt: skip
 
 
+# Country names are read in these languages too ("España", "Deutschland", "Ελλάδα"): scripts with word
+# boundaries, so a name is matched as a word (not Chinese, Japanese or Thai).
+_NAME_LANGUAGES = ("en", "es", "pt", "it", "fr", "de", "nl", "da", "sv", "nb", "fi", "pl", "cs", "el", "ru", "tr")
+
+
 def _country_names() -> dict[str, str]:
-    """English country name (lower case) → region code, from phonenumbers' own locale data."""
+    """Country name (lower case) → region code, in English and ``_NAME_LANGUAGES``, from phonenumbers' locale
+    data; a name two regions share in different languages is left out."""
     names: dict[str, str] = {}
+    shared: set[str] = set()
     for region, by_language in LOCALE_DATA.items():
-        name = by_language.get("en", "")
-        if name.startswith("*"):
-            name = by_language.get(name[1:], "")
-        if name and len(region) == 2:
-            names[name.lower()] = region
+        if len(region) != 2:
+            continue
+        for language in _NAME_LANGUAGES:
+            name = by_language.get(language, "")
+            if name.startswith("*"):
+                name = by_language.get(name[1:], "")
+            name = name.lower()
+            if len(name) < 4:
+                continue
+            if names.get(name, region) != region:
+                shared.add(name)
+            names[name] = region
+    for name in shared:
+        del names[name]
     names.update({"uk": "GB", "england": "GB", "scotland": "GB", "wales": "GB", "britain": "GB"})
     names.update({"usa": "US", "america": "US", "holland": "NL", "the netherlands": "NL"})
     return names
@@ -68,6 +92,8 @@ class PhoneRules:
 
     def regions_near(self, context: str) -> list[str]:
         """Regions whose country names appear in ``context``."""
+        if _NAME_LETTERS.search(context) is None:
+            return []  # no word a country name could be (runs of digits and separators): skip the big pattern
         return [self._names[m.group(1)] for m in self._country.finditer(context.lower())]
 
     def is_phone(self, value: str, before: str = "", around: str = "") -> bool:
@@ -86,23 +112,32 @@ class PhoneRules:
         if _NANP.fullmatch(main) and _possible(main, "US"):
             return True
         # The context is read only where a rule below needs it: most candidates are settled above.
-        worded = PHONE_CONTEXT.search(before) is not None
+        worded = PHONE_CONTEXT.search(before.lower()) is not None
         separated = main.startswith(("0", "(")) and _SEPARATED.search(main) is not None
         bare = not separated and _BARE_TRUNK.fullmatch(main) is not None
-        if not (worded or separated or bare):
+        if not (worded or separated or bare or _SEPARATED.search(main)):
             return False
-        regions = [*self.regions_near(around), *self.regions]
+        near = self.regions_near(around)
+        regions = [*near, *self.regions]
         if worded and any(_possible(main, r) for r in regions):
             return True
         if separated:
             return any(_valid(main, r) for r in dict.fromkeys([*regions, *_FALLBACK_REGIONS]))
+        if worded and _SEPARATED.search(main) is not None:
+            # A phone word before a number grouped as people write one, in a region without a trunk prefix
+            # (Spain, Portugal, Denmark, Poland …: "612 34 56 78"): valid in a region named near it or a likely one.
+            return any(_valid(main, r) for r in dict.fromkeys([*regions, *_FALLBACK_REGIONS]))
+        if near and _SEPARATED.search(main) is not None:
+            # The country is named near a grouped number ("our office in Denmark: 32 12 34 56"): valid there.
+            return any(_valid(main, r) for r in near)
         # Bare digits with a trunk 0 ("0361717565"): a phone word somewhere near, and valid somewhere.
-        if bare and PHONE_CONTEXT.search(around):
+        if bare and PHONE_CONTEXT.search(around.lower()):
             return any(_valid(main, r) for r in dict.fromkeys([*regions, *_FALLBACK_REGIONS]))
         return False
 
 
 _NON_DIGIT = re.compile(r"\D")
+_NAME_LETTERS = re.compile(r"[^\W\d_]{4}")  # four letters in a row: every country name read has them
 _SEPARATED = re.compile(r"\d[\s.()/-]+\d")
 _BARE_TRUNK = re.compile(r"0[1-9]\d{7,10}")
 
