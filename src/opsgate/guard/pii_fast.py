@@ -65,7 +65,19 @@ _STOP_WORDS = (
     "and or but so for in on at to of by with from as is are be was were do does did can could would should "
     "please thanks thank yes no not my our your his her their there here then also all any each every some "
     "one after before because while since until about note see use returns return set get let make "
-    "hi hello hey dear ok okay"
+    "hi hello hey dear ok okay "
+    # The same words that open sentences in the other languages prompts come in (determiners, possessives,
+    # pronouns, prepositions, greetings): "Mi teléfono", "Il mio", "Unser Büro" were places and people.
+    # A word that is also a first name or surname in the gazetteer stays a candidate ("Ma", "Son").
+    "el la los las un una unos unas mi mis tu tus su sus nuestro nuestra nuestros nuestras este esta estos "
+    "estas ese esa eso por para con sin sobre entre hola gracias buenos buenas muy "
+    "o os um uma meu minha meus minhas seu sua nosso nossa isso com sem olá obrigado obrigada sim não "
+    "il lo gli le uno mio mia miei mie tuo tua suo nostro nostra questo questa senza ciao grazie "
+    "les une des mon ma mes ton ta tes son sa ses notre nos votre vos ce cette ces pour avec sans bonjour "
+    "merci oui non je nous vous elle ils elles "
+    "der die das ein eine einen einem einer mein meine meinen unser unsere ihr ihre sein seine dies diese "
+    "dieser für mit ohne hallo danke ja nein ich wir sie er es bitte "
+    "het een mijn onze ons jouw uw deze dit voor met zonder dank nee ik wij"
 )
 _STOP = frozenset(_STOP_WORDS.split())
 
