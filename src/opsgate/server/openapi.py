@@ -86,10 +86,16 @@ _BODIES: dict[str, dict[str, Any]] = {
     "KeyCreate": {
         "type": "object",
         "properties": {
-            "tenant": {"type": ["string", "null"]},
+            "tenant": {"type": ["string", "null"], "maxLength": 256},
             "role": {"type": "string", "enum": ["admin", "developer", "viewer", "service"]},
             "name": {"type": "string", "maxLength": 200},
-            "models": {"type": ["array", "null"], "items": {"type": "string", "minLength": 1}},
+            "models": {
+                "type": ["array", "null"],
+                "items": {"type": "string", "minLength": 1, "maxLength": 256},
+                "maxItems": 64,
+                "uniqueItems": True,
+                "description": "Configured aliases this key may call (exact names).",
+            },
             "limits": {"anyOf": [_KEY_LIMITS, {"type": "null"}]},
             "expires_at": {"type": ["number", "null"]},
             "expires_in": {"type": ["string", "null"], "examples": ["30d"]},
@@ -293,7 +299,9 @@ def _operations() -> dict[str, dict[str, dict[str, Any]]]:
             )
         },
         "/admin/keys": {
-            "get": _op("List API keys", "keys"),
+            "get": _op(
+                "List API keys (newest first, a page at a time)", "keys", query={"limit": _LIMIT, "cursor": _STRING}
+            ),
             "post": _op("Create an API key (the secret is shown once)", "keys", body="KeyCreate", ok="201"),
         },
         "/admin/keys/{id}": {
