@@ -33,19 +33,19 @@ import numpy as np
 import orjson
 
 from opsgate.releases import stats
+from opsgate.slo.reader import LATEST_FEEDBACK
 from opsgate.store.sql import SqlRecordStore
 
 MAX_ROWS = 200_000
 
-# The latest rating of each request of the experiment, summed per (arm, tenant). The window function
-# picks the latest (ORDER BY ts, id as before) in one pass; the join keeps the experiment's records.
+# The latest rating of each request of the experiment (by time, then id: ``slo.reader.LATEST_FEEDBACK``,
+# which probes the feedback_request index, at most MAX_RATERS_PER_REQUEST rows a request), summed per
+# (arm, tenant) of the experiment's records.
 _FEEDBACK_BY_ARM = (
-    "SELECT r.arm, r.tenant, COUNT(*), SUM(latest.positive) FROM ("
-    "SELECT request_id, positive, ROW_NUMBER() OVER (PARTITION BY request_id ORDER BY ts DESC, id DESC) AS n "
-    "FROM feedback WHERE model = ? AND ts >= ?) latest "
-    "JOIN requests r ON r.id = latest.request_id "
-    "WHERE latest.n = 1 AND r.experiment = ? AND r.ts >= ? AND r.ts <= ? AND r.model = ? "
-    "GROUP BY r.arm, r.tenant"
+    "SELECT r.arm, r.tenant, COUNT(*), SUM(feedback.positive) FROM requests r "
+    "JOIN feedback ON feedback.request_id = r.id "
+    "WHERE r.experiment = ? AND r.ts >= ? AND r.ts <= ? AND r.model = ? AND feedback.model = ? AND feedback.ts >= ? "
+    f"AND {LATEST_FEEDBACK} GROUP BY r.arm, r.tenant"
 )
 
 
@@ -174,7 +174,7 @@ def collect(
         if by_id:
             # One rating per request, the latest posted (by time, then id), counted per arm and tenant in SQL:
             # the rows read are (arms x tenants), however many ratings a request has.
-            params = [alias, since, experiment, since, until, alias]
+            params = [experiment, since, until, alias, alias, since]
             for arm_name, tenant, rated, positive in store.execute(conn, _FEEDBACK_BY_ARM, params).fetchall():
                 arm = arms.setdefault(str(arm_name), ArmData())
                 rates = arm.tenants.get(tenant)
