@@ -235,4 +235,4 @@ def test_health_and_readiness(embedded: Gateway) -> None:
     ready = httpx.get(embedded.url + "/readyz").json()
     assert ready["status"] == "ready"
     assert ready["deployments"]["smollm2#0"]["ready"] is True
-    assert ready["pipeline"] == ["request_id", "record", "validation", "release", "backend"]
+    assert ready["pipeline"] == ["request_id", "record", "record_admission", "validation", "release", "backend"]

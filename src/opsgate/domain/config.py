@@ -366,6 +366,26 @@ class RecordConfig(_Strict):
         description="Journal backlog (MiB) past which the writer leaves idle priority and competes with requests "
         "for CPU until the backlog halves: bounds how far the store lags a saturated gateway.",
     )
+    max_backlog_mb: int = Field(
+        2048,
+        gt=0,
+        le=10_000_000,
+        description="Journal backlog (MiB not yet stored) past which requests with a body over shed_body_kb are "
+        "refused (503 record_backlog, recorded without payload); past 1.25x it every new request is.",
+    )
+    min_free_disk_mb: int = Field(
+        512,
+        ge=0,
+        le=10_000_000,
+        description="Free space (MiB) to keep on the journal's filesystem: below 1.25x this, large requests are "
+        "refused as past max_backlog_mb; below it, every new request is (0: no free-space check).",
+    )
+    shed_body_kb: int = Field(
+        64,
+        ge=0,
+        le=1_000_000,
+        description="Request bodies (KiB) over this are the first refused while the journal is over its bound.",
+    )
     fsync: bool = Field(False, description="fsync the journal per write: survives power loss, not just kill -9.")
     # "thread" stays the default until "process" measures better on a quiet machine (docs/benchmarks.md).
     writer: Literal["thread", "process"] = Field(

@@ -19,17 +19,21 @@ def build_pipeline(
     authenticator: Authenticator | None = None,
     release: Stage | None = None,
 ) -> Pipeline:
-    """request id → record → auth → validation → release → limits (reserve) → guard → cache → backend, then out.
+    """request id → record → auth → record admission → validation → release → limits (reserve) → guard → cache
+    → backend, then out.
 
     ``after`` hooks run in reverse: cache fill, then settle the limits with the real usage, then the
     record — which sits second so its ``after`` runs last and sees the final response of every
     request, including ones a later stage rejected or answered from cache.
     """
-    stages: list[Stage] = [RequestIdStage(), RecordStage(config, sink)]
+    record = RecordStage(config, sink)
+    stages: list[Stage] = [RequestIdStage(), record]
     if authenticator is not None and authenticator.enabled:
         from opsgate.pipeline.auth import AuthStage
 
         stages.append(AuthStage(authenticator))
+    if record.admission is not None:  # the journal's backlog bound: after auth (refusals are attributed)
+        stages.append(record.admission)
     stages.append(ValidationStage(config))
     if release is not None:  # releases, arms and prompts (pipeline/release.py), before anything counts tokens
         stages.append(release)

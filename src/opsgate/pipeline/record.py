@@ -18,7 +18,9 @@ from opsgate.domain.requests import ChatCompletionRequest, CompletionRequest, Em
 from opsgate.pipeline.request_id import client_request_id
 from opsgate.pipeline.stage import PassStage
 from opsgate.slo.quality import quality_flags
+from opsgate.store.backlog import BacklogGate, RecordBacklogFull
 from opsgate.store.nesting import bounded_record_json
+from opsgate.store.record_log import essentials
 
 RequestRecord = dict[str, Any]
 log = logging.getLogger("opsgate.pipeline.record")
@@ -61,6 +63,15 @@ class FanoutSink:
     def __init__(self, *sinks: RecordSink) -> None:
         self.sinks = sinks
         self.failures: dict[str, int] = {}  # by sink class name
+
+    @property
+    def backlog_gate(self) -> BacklogGate | None:
+        """The first sink's journal backlog gate (the durable request log's), if any sink has one."""
+        for sink in self.sinks:
+            gate = getattr(sink, "backlog_gate", None)
+            if isinstance(gate, BacklogGate):
+                return gate
+        return None
 
     def write(self, record: RequestRecord) -> None:
         """Write to each sink, logging and counting any that fails."""
@@ -139,6 +150,36 @@ def record_tags(ctx: RequestContext) -> dict[str, Any] | None:
     return tags
 
 
+# ``ctx.scratch`` key: the request was refused by the backlog gate, so its record keeps only the essentials.
+SHED = "record_backlog"
+
+
+class RecordAdmissionStage(PassStage):
+    """Refuses what would grow an over-bound journal (``store/backlog.py``): large bodies first, then all.
+
+    It sits right after auth, so a refusal is recorded under the caller's key, and before validation,
+    so a refused multi-MB body is never parsed. The refusal is an overload (503, ``Retry-After``),
+    and its record holds no payload (``RecordStage`` writes the essentials).
+    """
+
+    name = "record_admission"
+
+    def __init__(self, gate: BacklogGate) -> None:
+        self.gate = gate
+
+    def status(self) -> dict[str, Any] | None:
+        """Not listed apart: ``/readyz`` shows the gate under ``record.backlog``."""
+        return None
+
+    async def before(self, ctx: RequestContext) -> GatewayResponse | None:
+        """Admit, or answer 503 ``record_backlog`` and mark the record payload-free."""
+        error = self.gate.refusal(len(ctx.raw_body))
+        if error is None:
+            return None
+        ctx.scratch[SHED] = error
+        return JsonResult.from_error(error)
+
+
 class RecordStage(PassStage):
     """Builds a record from the context and the final response and hands it to the sink."""
 
@@ -149,9 +190,16 @@ class RecordStage(PassStage):
         self.prices = PriceBook(config)
         self.metadata_only = config.record.payloads == "metadata_only"
         self.sink_failures = 0
+        gate = getattr(sink, "backlog_gate", None)
+        # The admission stage the pipeline places after auth, when the sink journals records.
+        self.admission = RecordAdmissionStage(gate) if isinstance(gate, BacklogGate) else None
 
     async def after(self, ctx: RequestContext, response: GatewayResponse) -> GatewayResponse:
         """Record now for a JSON answer; for a stream, when it ends."""
+        shed = ctx.scratch.get(SHED)
+        if isinstance(shed, RecordBacklogFull) and isinstance(response, JsonResult):
+            self._write(self._shed_record(ctx, response, shed))
+            return response
         if isinstance(response, StreamResult):
             response.on_finish.append(lambda outcome: self._record_stream(ctx, outcome))
             return response
@@ -221,6 +269,21 @@ class RecordStage(PassStage):
         a request answered is recorded, whatever its body held."""
         log.exception("request %s: building its record failed; recording the essentials", ctx.request_id)
         model = getattr(ctx.body, "model", None)
+        record = self._plain_fields(ctx, status, model if isinstance(model, str) else None)
+        record["tags"] = {"record_error": f"{type(error).__name__}: {error}"[:500]}
+        return record
+
+    def _shed_record(self, ctx: RequestContext, response: JsonResult, error: RecordBacklogFull) -> RequestRecord:
+        """The essentials of a request the backlog gate refused: no payload, so refusing grows nothing much."""
+        # Refused before validation: the body was never parsed, so no model either.
+        record = essentials(self._plain_fields(ctx, response.status, None), error)
+        record["error_type"] = error.error_type
+        record["error_message"] = error.message
+        return record
+
+    @staticmethod
+    def _plain_fields(ctx: RequestContext, status: int, model: str | None) -> RequestRecord:
+        """The columns that cannot fail to build, from the context alone."""
         return {
             "id": ctx.request_id,
             "client_request_id": client_request_id(ctx.headers),
@@ -228,11 +291,10 @@ class RecordStage(PassStage):
             "tenant": ctx.tenant,
             "api_key_id": ctx.api_key_id,
             "endpoint": ctx.endpoint,
-            "model": model if isinstance(model, str) else None,
+            "model": model,
             "deployment": ctx.deployment,
             "status": status,
             "latency_ms": round(ctx.elapsed_ms(), 3),
-            "tags": {"record_error": f"{type(error).__name__}: {error}"[:500]},
         }
 
     def _record_json(self, ctx: RequestContext, response: JsonResult) -> None:

@@ -217,6 +217,7 @@ class Journal(SegmentSet):
         self._fd: int | None = None
         self._size = 0
         self.appended = 0
+        self.appended_bytes = 0  # what the backlog gate counts between its measurements
 
     # -- writing (event loop thread) ----------------------------------------------------------
 
@@ -254,6 +255,7 @@ class Journal(SegmentSet):
         if self.fsync:
             os.fsync(self._fd)
         self.appended += 1
+        self.appended_bytes += len(line)
         self._size += len(line)
         if self._size >= self.segment_bytes:
             self._start_segment()  # thread mode: the old one stays locked until stored and deleted

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,6 +13,7 @@ import orjson
 from opsgate.audit.chain import ChainReport, verify_chain
 from opsgate.domain.config import RecordConfig
 from opsgate.domain.errors import GatewayError
+from opsgate.store.backlog import BacklogGate
 from opsgate.store.crypto import PayloadCipher
 from opsgate.store.journal import Journal
 from opsgate.store.nesting import bounded_record_json
@@ -56,6 +58,8 @@ _ESSENTIAL = (
     "latency_ms",
 )
 
+
+LOST_LOG_INTERVAL = 10.0  # seconds between log lines about records the journal could not take
 
 # A backstop far above what the request and output caps let a record reach: past it (a misbehaving
 # upstream's gigabytes), the record keeps its essentials. No store takes a single value near 1 GB
@@ -109,6 +113,26 @@ class RecordLog:
         self._reader_lock = threading.Lock()
         self._rejected = RejectedLines(self.journal.directory)
         self.essentials_only = 0  # records stored as their essentials (the full record did not serialise)
+        self.lost = 0  # records the journal could not take (disk full, I/O error): not stored anywhere
+        self.last_lost_error: str | None = None
+        self.last_lost_at: float | None = None
+        self._lost_logged_at = float("-inf")
+        self._lost_unlogged = 0
+        # Admission by backlog (store/backlog.py), for the processes that write: the pipeline asks it.
+        self.backlog_gate: BacklogGate | None = None
+        if self.writer is not None:
+            # Process mode: the whole directory, measured against the writer process's stored offsets.
+            pending = (
+                self.writer.pending_bytes if isinstance(self.writer, WriterProcess) else self.journal.pending_bytes
+            )
+            self.backlog_gate = BacklogGate(
+                self.journal.directory,
+                pending,
+                lambda: self.journal.appended_bytes,
+                max_backlog_bytes=config.max_backlog_mb * 1024 * 1024,
+                min_free_bytes=config.min_free_disk_mb * 1024 * 1024,
+                large_body_bytes=config.shed_body_kb * 1024,
+            )
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -135,19 +159,27 @@ class RecordLog:
         ``state`` is ``degraded`` while the store is unhealthy or any refused line waits in
         ``rejected.jsonl.txt`` for ``opsgate logs replay-rejected``: those records are acknowledged but
         not searchable, and an operator has to act. ``essentials_only`` counts records stored without
-        their payloads because the full record could not be serialised (see ``write``).
+        their payloads because the full record could not be serialised (see ``write``). ``backlog``
+        is the admission gate's view (``store/backlog.py``); ``lost`` counts records the journal could
+        not take (a full disk): the state is ``degraded`` for a minute after one.
         """
         state = self.writer.status() if self.writer is not None else {}
         set_aside = state.pop("rejected", 0)
         state.pop("last_rejected_error", None)
         rejected = {**self._rejected.summary(), "set_aside": set_aside}
         healthy = state.get("healthy", True)
+        backlog = self.backlog_gate.status() if self.backlog_gate is not None else None
+        shedding = backlog is not None and backlog["state"] != "ok"
+        losing = self.last_lost_at is not None and time.monotonic() - self.last_lost_at < 60.0
         return {
             "store": self.url.split("://", 1)[0],
             **state,
-            "state": "degraded" if not healthy or rejected["pending"] else "ok",
+            "state": "degraded" if not healthy or rejected["pending"] or shedding or losing else "ok",
             "rejected": rejected,
             "essentials_only": self.essentials_only,
+            "backlog": backlog,
+            "lost": self.lost,
+            "last_lost_error": self.last_lost_error,
         }
 
     # -- the sink (event loop thread) ---------------------------------------------------------------
@@ -166,7 +198,28 @@ class RecordLog:
             log.exception("request %s: its record cannot be serialised; storing the essentials", record.get("id"))
             self.essentials_only += 1
             line = self._line(essentials(record, error))
-        self.journal.append(line)
+        try:
+            self.journal.append(line)
+        except OSError as error:
+            self._lose(record, error)
+
+    def _lose(self, record: dict[str, Any], error: OSError) -> None:
+        """A record the journal refused (disk full): counted and shown, logged once per interval, not per request."""
+        self.lost += 1
+        self._lost_unlogged += 1
+        self.last_lost_error = f"{type(error).__name__}: {error}"[:500]
+        now = time.monotonic()
+        self.last_lost_at = now
+        if now - self._lost_logged_at >= LOST_LOG_INTERVAL:
+            log.error(
+                "the journal refused %d record(s) (%d lost since start; last request %s): %s",
+                self._lost_unlogged,
+                self.lost,
+                record.get("id"),
+                self.last_lost_error,
+            )
+            self._lost_logged_at = now
+            self._lost_unlogged = 0
 
     def _line(self, record: dict[str, Any]) -> bytes:
         rid = record["id"]

@@ -411,13 +411,7 @@ class WriterProcess:
         status = read_status(self.directory) or {}
         alive = self.alive()
         current = alive and status.get("pid") == self._writer_pid()
-        offsets: dict[str, int] = status.get("offsets") or {}
-        pending = 0
-        segments = 0
-        for path in self.directory.glob("*.jsonl"):
-            with contextlib.suppress(FileNotFoundError):
-                pending += max(0, path.stat().st_size - offsets.get(path.name, 0))
-                segments += 1
+        pending, segments = self._backlog(status)
         if not alive:
             error: str | None = "the record writer process is not running (restarting it)"
         elif not current:
@@ -439,6 +433,21 @@ class WriterProcess:
             "last_rejected_error": status.get("last_rejected_error"),
             "writer_starts": self.spawned,
         }
+
+    def pending_bytes(self) -> int:
+        """Bytes journaled in the directory (by every gateway process) that the writer has not stored yet."""
+        return self._backlog(read_status(self.directory) or {})[0]
+
+    def _backlog(self, status: dict[str, Any]) -> tuple[int, int]:
+        """Pending bytes and segment count, from the segments' sizes and the writer's stored offsets."""
+        offsets: dict[str, int] = status.get("offsets") or {}
+        pending = 0
+        segments = 0
+        for path in self.directory.glob("*.jsonl"):
+            with contextlib.suppress(FileNotFoundError):
+                pending += max(0, path.stat().st_size - offsets.get(path.name, 0))
+                segments += 1
+        return pending, segments
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything journaled in the directory so far is stored (tests, erasure, feedback)."""

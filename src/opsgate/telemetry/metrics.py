@@ -396,6 +396,28 @@ def state_families(
             "Refused journal lines waiting in rejected.jsonl.txt for 'opsgate logs replay-rejected'.",
             rejected.get("pending") or 0,
         )
+        yield CounterMetricFamily(
+            "opsgate_records_lost",
+            "Records the journal could not take (disk full): stored nowhere.",
+            status.get("lost") or 0,
+        )
+        backlog = status.get("backlog")
+        if isinstance(backlog, dict):
+            level = {"ok": 0, "shedding_large": 1, "shedding_all": 2}.get(str(backlog.get("state")), 0)
+            yield GaugeMetricFamily(
+                "opsgate_record_backlog_shedding",
+                "0: every request admitted; 1: large requests refused (journal over record.max_backlog_mb "
+                "or low disk); 2: every request refused.",
+                level,
+            )
+            shed = CounterMetricFamily(
+                "opsgate_record_backlog_shed",
+                "Requests refused (503 record_backlog) to bound the journal, by body size class.",
+                labels=["size"],
+            )
+            shed.add_metric(["large"], backlog.get("shed_large") or 0)
+            shed.add_metric(["any"], backlog.get("shed_all") or 0)
+            yield shed
 
     stage = GaugeMetricFamily(
         "opsgate_stage_status", "Numeric fields of each stage's status().", labels=["stage", "field"]
