@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from opsgate.auth.admin_throttle import AdminThrottle
 from opsgate.auth.key_store import KeyInfo, KeyStore
 from opsgate.auth.login_throttle import LoginThrottle
 from opsgate.auth.session_store import MemorySessionStore, SessionRow, SessionStore, SqlSessionStore
@@ -75,6 +76,7 @@ class Authenticator:
         self.sessions = sessions or UiSessions(config.ui_session, _session_store(key_store), config.cache_ttl_seconds)
         ui = config.ui_session
         self.login_throttle = LoginThrottle(ui.login_max_failures, ui.login_window_seconds)
+        self.admin_throttle = AdminThrottle(config.tenant_admin_rate)
         # Moved by forget(): a lookup that began before a revoke or rotation must not be cached after it.
         self._generation = 0
         self.hits = 0
@@ -214,6 +216,7 @@ class Authenticator:
             "cache_hits": self.hits,
             "cache_misses": self.misses,
             "dashboard_logins": self.login_throttle.status(),
+            "tenant_admin_refused": self.admin_throttle.refused_total,
         }
 
 

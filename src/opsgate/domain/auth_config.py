@@ -36,6 +36,19 @@ class UiSessionConfig(BaseModel):
     )
 
 
+class AdminRateConfig(BaseModel):
+    """Per tenant, per replica: admin reads and writes a second (token buckets; 0 turns one off)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reads_per_second: float = Field(100.0, ge=0, le=100_000, description="GETs to /admin and /ui a second.")
+    read_burst: int = Field(500, ge=1, le=1_000_000, description="Reads allowed at once (a dashboard page makes ~10).")
+    writes_per_second: float = Field(
+        10.0, ge=0, le=100_000, description="POST/PUT/PATCH/DELETE to /admin and /ui a second (each may append audit)."
+    )
+    write_burst: int = Field(100, ge=1, le=1_000_000, description="Writes allowed at once.")
+
+
 class AuthConfig(BaseModel):
     """Who may call the gateway. Off by default for local use; the gateway warns loudly when it is off."""
 
@@ -65,3 +78,7 @@ class AuthConfig(BaseModel):
         False, description="Permit auth off on a non-loopback address. Only behind another authenticating proxy."
     )
     ui_session: UiSessionConfig = Field(default_factory=UiSessionConfig)
+    tenant_admin_rate: AdminRateConfig = Field(
+        default_factory=lambda: AdminRateConfig(),
+        description="How fast one tenant's keys together may call /admin and /ui (operator keys are not limited).",
+    )

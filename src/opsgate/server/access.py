@@ -9,6 +9,7 @@ comes in a header; the dashboard's cookie carries a server-side session id (``au
 
 from __future__ import annotations
 
+import math
 from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers
@@ -21,6 +22,7 @@ from opsgate.auth.permissions import admin_permission, allows
 from opsgate.auth.session_cookie import drop_session_cookie, read_session_cookie
 from opsgate.domain.errors import GatewayError, PermissionDeniedError
 from opsgate.domain.principal import ANONYMOUS_OPERATOR, Principal
+from opsgate.limits.errors import RateLimitError
 from opsgate.server.http_io import error_response
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/ui/login", "/ui/logout"})
@@ -105,6 +107,13 @@ class AccessMiddleware:
                 return
             await error_response(error)(scope, receive, send)
             return
+        throttled = self.authenticator.admin_throttle.enabled and path.startswith(("/admin", "/ui"))
+        if throttled and principal.tenant is not None:
+            # One tenant's script looping on admin routes must not take the store and threads from the others.
+            wait = self.authenticator.admin_throttle.retry_after(principal.tenant, write=changes_state)
+            if wait is not None:
+                await error_response(_too_fast(wait, changes_state))(scope, receive, send)
+                return
         state["principal"] = principal
         await self.app(scope, receive, send)
 
@@ -121,6 +130,16 @@ class AccessMiddleware:
             return
         if allows(principal, "read"):
             state["principal"] = principal
+
+
+def _too_fast(wait: float, write: bool) -> RateLimitError:
+    kind = "writes" if write else "reads"
+    return RateLimitError(
+        f"Too many admin {kind} for this tenant (auth.tenant_admin_rate); retry in {max(1, math.ceil(wait))} s.",
+        code="admin_rate_limited",
+        retry_after=wait,
+        headers={},
+    )
 
 
 def _to_login(request: Request, mode: str, drop_cookie: bool) -> RedirectResponse:
