@@ -374,11 +374,12 @@ class RecordConfig(_Strict):
         "refused (503 record_backlog, recorded without payload); past 1.25x it every new request is.",
     )
     min_free_disk_mb: int = Field(
-        512,
+        128,
         ge=0,
         le=10_000_000,
         description="Free space (MiB) to keep on the journal's filesystem: below 1.25x this, large requests are "
-        "refused as past max_backlog_mb; below it, every new request is (0: no free-space check).",
+        "refused as past max_backlog_mb; below it, every new request is (0: no free-space check). Low, because "
+        "past it the gateway refuses traffic: the floor is there so the disk never fills and records are lost.",
     )
     shed_body_kb: int = Field(
         64,
