@@ -139,7 +139,9 @@ def test_scan_stops_at_the_deadline() -> None:
     with pytest.raises(ScanDeadline):
         scanner.scan(text + " fresh", late)
     stopped = time.thread_time() - started
-    assert stopped < whole / 4, f"stopped after {stopped * 1000:.0f} ms, the whole scan takes {whole * 1000:.0f} ms"
+    # Measured 0.17-0.26 of the whole scan on a loaded machine, on this tree and on 04b1253 alike (~0.2 s of
+    # setup on 512 KB runs before the first look at the clock): a third still proves it stops early.
+    assert stopped < whole / 3, f"stopped after {stopped * 1000:.0f} ms, the whole scan takes {whole * 1000:.0f} ms"
     # Nothing was kept for the text: without a deadline (or before it) the answer is the full one.
     again = scanner.scan(text + " fresh", ScanContext("input", deadline_ns=time.perf_counter_ns() + 60 * 10**9))
     assert again.details["found"]["phone"] >= 1 and again.details["found"]["email"] == 1
