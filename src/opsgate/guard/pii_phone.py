@@ -113,9 +113,10 @@ class PhoneRules:
             return True
         # The context is read only where a rule below needs it: most candidates are settled above.
         worded = PHONE_CONTEXT.search(before.lower()) is not None
-        separated = main.startswith(("0", "(")) and _SEPARATED.search(main) is not None
+        grouped = _SEPARATED.search(main) is not None  # digits with separators between them, read once
+        separated = grouped and main.startswith(("0", "("))
         bare = not separated and _BARE_TRUNK.fullmatch(main) is not None
-        if not (worded or separated or bare or _SEPARATED.search(main)):
+        if not (worded or grouped or bare):
             return False
         near = self.regions_near(around)
         regions = [*near, *self.regions]
@@ -123,11 +124,11 @@ class PhoneRules:
             return True
         if separated:
             return any(_valid(main, r) for r in dict.fromkeys([*regions, *_FALLBACK_REGIONS]))
-        if worded and _SEPARATED.search(main) is not None:
+        if worded and grouped:
             # A phone word before a number grouped as people write one, in a region without a trunk prefix
             # (Spain, Portugal, Denmark, Poland …: "612 34 56 78"): valid in a region named near it or a likely one.
             return any(_valid(main, r) for r in dict.fromkeys([*regions, *_FALLBACK_REGIONS]))
-        if near and _SEPARATED.search(main) is not None:
+        if near and grouped:
             # The country is named near a grouped number ("our office in Denmark: 32 12 34 56"): valid there.
             return any(_valid(main, r) for r in near)
         # Bare digits with a trunk 0 ("0361717565"): a phone word somewhere near, and valid somewhere.
