@@ -191,7 +191,14 @@ def test_malformed_heads_are_recorded_with_their_reason(
     assert record["tags"]["client"] == source
 
 
-def test_a_bad_chunk_in_a_body_is_recorded_with_the_head_the_app_had(gateway: _Gateway, source: str) -> None:
+def test_a_bad_chunk_in_an_inference_body_is_recorded_once_as_the_400_the_client_got(
+    gateway: _Gateway, source: str
+) -> None:
+    # The route was reading the body when the parser refused it: the route saw a disconnect, and recorded
+    # the request as a 499 (client gone) beside the HTTP layer's own record. Now one record, the route's
+    # (with its endpoint), under the id the client was given, saying what the client was sent.
+    disconnects = len(gateway.records(endpoint="embedding", status=499))
+    before = gateway.http_count("400")
     with _connect(gateway.port, source) as sock:
         sock.sendall(
             b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -203,13 +210,65 @@ def test_a_bad_chunk_in_a_body_is_recorded_with_the_head_the_app_had(gateway: _G
         assert _closed(sock)
     assert status == 400
     _openai_error(headers, body)
-    tags = gateway.record(headers["x-request-id"])["tags"]
+    record = gateway.record(headers["x-request-id"])
+    assert (record["endpoint"], record["status"], record["error_type"]) == ("embedding", 400, "invalid_http")
+    assert "chunk" in record["error_message"].lower()
+    time.sleep(0.5)  # a second record would have been written by now (the route answers at once)
+    assert len(gateway.records(id=headers["x-request-id"])) == 1
+    assert len(gateway.records(endpoint="embedding", status=499)) == disconnects
+    assert gateway.http_count("400") == before  # counted once, as the route's request
+
+
+def test_a_bad_chunk_in_another_routes_body_is_recorded_with_the_head_the_app_had(
+    gateway: _Gateway, source: str
+) -> None:
+    # No route but the inference ones records its requests: the HTTP layer does, with the app's head.
+    with _connect(gateway.port, source) as sock:
+        sock.sendall(
+            b"POST /admin/evals/datasets HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Transfer-Encoding: chunked\r\n\r\n5\r\n{"a":\r\n'
+        )
+        time.sleep(0.2)
+        sock.sendall(b"zz\r\n")
+        status, headers, body = _response(sock)
+        assert _closed(sock)
+    assert status == 400
+    _openai_error(headers, body)
+    record = gateway.record(headers["x-request-id"])
+    tags = record["tags"]
+    assert record["endpoint"] == "http"
     assert (tags["reason"], tags["method"], tags["path"], tags["dispatched"]) == (
         "invalid_chunk",
         "POST",
-        "/v1/embeddings",
+        "/admin/evals/datasets",
         True,
     )
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "error_type", "reason"),
+    [
+        ("POST", "/v1/responses", 404, "not_found", "unknown_route"),  # an SDK's newer API
+        ("GET", "/v1/chat/completions", 405, "method_not_allowed", "method_not_allowed"),
+        ("GET", "/v1/%ff%fe/x", 404, "not_found", "unknown_route"),  # broken UTF-8
+    ],
+)
+def test_a_route_the_gateway_lacks_is_recorded_with_an_id(
+    gateway: _Gateway, source: str, method: str, path: str, status: int, error_type: str, reason: str
+) -> None:
+    transport = httpx.HTTPTransport(local_address=source)
+    with httpx.Client(transport=transport, timeout=20) as client:
+        response = client.request(
+            method, f"http://127.0.0.1:{gateway.port}{path}", json={"model": "up"}, headers={"x-request-id": "mine-1"}
+        )
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["code"] == error_type
+    record = gateway.record(response.headers["x-request-id"])
+    assert (record["status"], record["error_type"], record["tags"]["reason"]) == (status, error_type, reason)
+    tags = record["tags"]
+    assert (tags["method"], tags["client"], record["client_request_id"]) == (method, source, "mine-1")
+    assert tags["path"].isprintable() and tags["path"].isascii()
 
 
 def test_a_head_too_large_is_recorded_and_counted(gateway: _Gateway, source: str) -> None:

@@ -39,8 +39,10 @@ class RequestIdStage(PassStage):
         self._counter = itertools.count(1)
 
     async def before(self, ctx: RequestContext) -> GatewayResponse | None:
-        """Make the request's id (never the client's: see the module docstring)."""
-        ctx.request_id = f"{self._prefix}{next(self._counter):08x}"
+        """Make the request's id (never the client's: see the module docstring); the HTTP layer may have
+        made it already, for a body it refused while the route read it (``server/http_io.BodyRefusal``)."""
+        if not ctx.request_id:
+            ctx.request_id = f"{self._prefix}{next(self._counter):08x}"
         return None
 
     async def after(self, ctx: RequestContext, response: GatewayResponse) -> GatewayResponse:

@@ -46,9 +46,11 @@ from opsgate.server.drain import Lifecycle, LifecycleMiddleware, register_metric
 from opsgate.server.drift_routes import drift_routes
 from opsgate.server.eval_routes import eval_routes
 from opsgate.server.http_io import (
+    BODY_REFUSAL_KEY,
     REFUSED_BODY_KEY,
     BodyLimitMiddleware,
     BodyLimits,
+    InvalidHttpError,
     error_response,
     json_response,
     read_json_body,
@@ -57,6 +59,7 @@ from opsgate.server.http_io import (
 from opsgate.server.keys_routes import keys_routes
 from opsgate.server.logs import configure_logging
 from opsgate.server.openapi import openapi_document
+from opsgate.server.protocol_rejects import record_route_miss
 from opsgate.server.readiness import public_readiness
 from opsgate.server.release_routes import release_routes
 from opsgate.server.reload import ConfigReloader, reload_routes
@@ -275,6 +278,9 @@ class Gateway:
             except GatewayError as error:
                 refused = error
         ctx = RequestContext(endpoint=endpoint, raw_body=raw, headers=request.headers, body_error=refused)
+        if isinstance(refused, InvalidHttpError):
+            # The HTTP layer answered already, quoting an id: the record must be findable by it.
+            ctx.request_id = request.scope[BODY_REFUSAL_KEY].request_id
         if refused is not None:
             return render(await self.pipeline.handle(ctx))  # answered at once; nothing to cancel
         # If the client hangs up before the answer, cancel the work (and the upstream call) for it.
@@ -377,8 +383,9 @@ def create_app(
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
+        headers = dict(exc.headers or {})
         if exc.status_code == 405:
-            error = InvalidRequestError(
+            error: GatewayError = InvalidRequestError(
                 f"Method {request.method} is not allowed on {request.url.path}.",
                 status=405,
                 code="method_not_allowed",
@@ -387,7 +394,13 @@ def create_app(
             error = NotFoundError(f"No route {request.method} {request.url.path}.", code="not_found")
         else:
             error = InvalidRequestError(str(exc.detail), status=exc.status_code)
-        return error_response(error, dict(exc.headers or {}))
+        if exc.status_code in (404, 405):
+            # A call to a route the gateway lacks (an SDK's /v1/responses, a typo) is still a request:
+            # recorded (rate-limited like the HTTP layer's refusals) and given an id to quote.
+            record_id = record_route_miss(request, error)
+            if record_id is not None:
+                headers["x-request-id"] = record_id
+        return error_response(error, headers)
 
     async def gateway_error(request: Request, exc: Exception) -> Response:
         # The one place a route's GatewayError becomes its OpenAI-shaped answer (routes raise, never render).

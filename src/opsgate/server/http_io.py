@@ -33,6 +33,28 @@ FORM_PATHS = frozenset({"/ui/login", "/ui/logout"})
 _CLOSE = {"Connection": "close"}
 # Where the middleware leaves an inference body it refused before reading, for the route to record.
 REFUSED_BODY_KEY = "opsgate.refused_body"
+# Where the HTTP layer leaves its refusal of a body the route was reading (a bad chunk): the route sees a
+# disconnect, and records the request as the 400 the client was sent, not as a client that went away.
+BODY_REFUSAL_KEY = "opsgate.body_refusal"
+
+
+@dataclass(frozen=True, slots=True)
+class BodyRefusal:
+    """The HTTP layer's 400 for an inference body it could not parse, with the id its answer carried."""
+
+    request_id: str
+    status: int
+    reason: str  # a category (protocol_rejects.classify): invalid_chunk, ...
+    message: str
+
+    def error(self) -> GatewayError:
+        return InvalidHttpError(f"Invalid HTTP request: {self.message}", status=self.status, code="invalid_http")
+
+
+class InvalidHttpError(InvalidRequestError):
+    """What the HTTP layer refused, as the route records it: ``error_type`` as in the HTTP layer's own records."""
+
+    error_type = "invalid_http"
 
 
 @dataclass(frozen=True)
@@ -161,6 +183,9 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
                 raise _too_large(max_bytes)
             parts.append(part)
     except ClientDisconnect:
+        refusal: BodyRefusal | None = request.scope.get(BODY_REFUSAL_KEY)
+        if refusal is not None:
+            raise refusal.error() from None
         raise ClientDisconnected() from None
     return b"".join(parts)
 

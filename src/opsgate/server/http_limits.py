@@ -44,12 +44,13 @@ import logging
 import math
 from collections.abc import Iterable
 from time import monotonic
-from typing import Any
+from typing import Any, cast
 
 import httptools
 import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from opsgate.server.http_io import BODY_REFUSAL_KEY, INFERENCE_PATHS, BodyRefusal
 from opsgate.server.protocol_rejects import ProtocolReject, RejectLog, classify, reject_log_of
 
 log = logging.getLogger("opsgate.server")
@@ -291,6 +292,12 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
             except Exception:
                 method = None
         request_id = next((value for name, value in headers if name == b"x-request-id"), None)
+        if dispatched and cycle.scope.get("path") in INFERENCE_PATHS:
+            # The inference route is reading this body: it records the request (its tenant, key and
+            # model included) as this refusal when its read ends, under the id the client gets now.
+            refusal = BodyRefusal(rejects.new_id(), status, reason, message)
+            cast(dict[str, Any], cycle.scope)[BODY_REFUSAL_KEY] = refusal  # ASGI scopes take extra keys
+            return refusal.request_id
         return rejects.add(
             ProtocolReject(
                 status=status,

@@ -36,7 +36,9 @@ from itertools import count
 from typing import Any
 
 import httptools
+from starlette.requests import Request
 
+from opsgate.domain.errors import GatewayError
 from opsgate.pipeline.record import FanoutSink, RecordSink, RequestRecord
 from opsgate.pipeline.request_id import client_request_id
 from opsgate.telemetry.metrics import RequestMetrics
@@ -146,6 +148,7 @@ class ProtocolReject:
     dispatched: bool = False  # the head had reached the app (the refusal is in its body): the app saw a disconnect
     client_request_id: str | None = None
     latency_ms: float | None = None
+    error_type: str = ERROR_TYPE  # ``not_found``/``method_not_allowed`` for a route the app does not have
 
 
 @dataclass(slots=True)
@@ -247,8 +250,12 @@ class RejectLog:
         bucket.statuses[status] = bucket.statuses.get(status, 0) + 1
         return None
 
+    def new_id(self) -> str:
+        """A request id shaped like the pipeline's, unique in this process."""
+        return f"{self._prefix}{next(self._ids):08x}"
+
     def _record(self, reject: ProtocolReject) -> str:
-        record_id = f"{self._prefix}{next(self._ids):08x}"
+        record_id = self.new_id()
         host, port = reject.client if reject.client else (None, None)
         method = reject.method
         tags: dict[str, Any] = {"client": printable(host, 64), "client_port": port, "reason": reject.reason}
@@ -266,6 +273,7 @@ class RejectLog:
                 "client_request_id": client_request_id({"x-request-id": reject.client_request_id or ""}),
                 "ts": time.time(),
                 "status": reject.status,
+                "error_type": reject.error_type,
                 "error_message": message,
                 "latency_ms": None if reject.latency_ms is None else round(reject.latency_ms, 3),
                 "tags": tags,
@@ -323,7 +331,7 @@ class RejectLog:
         self._write(
             {
                 **_RECORD_BASE,
-                "id": f"{self._prefix}{next(self._ids):08x}",
+                "id": self.new_id(),
                 "ts": time.time(),
                 "status": int(status),
                 "error_message": message[:MESSAGE_CHARS],
@@ -389,3 +397,28 @@ def reject_log_of(app: Any) -> RejectLog | None:
         if app is None:
             break
     return None
+
+
+def record_route_miss(request: Request, error: GatewayError) -> str | None:
+    """Count and record a request for a route the app does not have (404) or a method it refuses (405).
+
+    Such a request reaches no handler, so nothing else records it. It goes through the same rate limits as
+    the HTTP layer's refusals: a scanner walking paths leaves summaries, not a row per probe. Returns the
+    record's id when it was recorded on its own.
+    """
+    rejects = reject_log_of(request.app)
+    if rejects is None:
+        return None
+    client = request.client
+    return rejects.add(
+        ProtocolReject(
+            status=error.status,
+            reason="unknown_route" if error.status == 404 else "method_not_allowed",  # tags.reason
+            message=error.message,
+            client=(client.host, client.port) if client is not None else None,
+            method=request.method,
+            path=request.scope.get("raw_path") or request.url.path.encode("utf-8", "surrogateescape"),
+            client_request_id=request.headers.get("x-request-id"),
+            error_type=error.code or "not_found",
+        )
+    )
