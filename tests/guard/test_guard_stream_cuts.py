@@ -84,3 +84,30 @@ def test_cuts_fall_at_sentence_ends_or_spaces_outside_digit_runs() -> None:
     held = "word " * 130 + "call +1 415 555 01"  # the number may go on in the next chunk
     assert cut(held, 160) == len("word " * 130 + "call ")
     assert cut("word " * 130 + "4111 1111 ", 160) == len("word " * 130)
+
+
+PAD = "The weather was fine that day and we walked along the river. "
+ADDRESS = "Ship it to 221B Baker Street\nLondon NW1 6XE\nUnited Kingdom"
+
+
+@pytest.mark.parametrize("pad", range(0, 200, 3))
+async def test_an_address_on_two_lines_is_never_cut_between_them(pad: int) -> None:
+    # A cut at the street line's end left "London NW1 6XE" alone in the next window, no address to the
+    # scanner, and it reached the client raw (10 of these 67 offsets, 18 with truncated sentences).
+    text = (PAD * 5)[: 100 + pad] + " " + ADDRESS + ". " + PAD * 3
+    released = "".join(await _stream(text))
+    assert "Baker Street" not in released and "NW1 6XE" not in released
+    assert "<STREET_ADDRESS>" in released
+
+
+async def test_code_with_digits_is_still_cut_at_its_lines() -> None:
+    code = "".join(f"    total = total + values[{i}] * {i}\n" for i in range(60))
+    pieces = [p for p in await _stream(code) if p]
+    assert len(pieces) >= 8 and max(len(p) for p in pieces) <= 2 * 160
+
+
+def test_a_line_an_address_may_go_on_from_is_no_cut() -> None:
+    assert cut("Deliver to 12 Oak Rd,\nLeeds LS1 4AP and s" + "x" * 150, 160) == 0  # wait for a better place
+    assert cut("A sentence ends here.\nSend it to 742 Evergreen Terrace\nSpringf" + "x" * 140, 160) == len(
+        "A sentence ends here.\n"
+    )

@@ -5,7 +5,8 @@ something a window-scope scanner (PII, secrets) has to see whole. A cut goes aft
 sentence end; with none, once the text held is 4 windows long, at a space. Either way never inside a
 run of digits and separators ("4111 1111 1111 1111", "+1 415 555 0199", an IBAN's groups): a card cut
 at its inner space left in two windows, neither of them a card, and reached the client raw
-(probe-guard finding 6). With no such place by 16 windows (a run of digits that long), the cut falls
+(probe-guard finding 6). Nor after a line with a digit or a trailing comma: an address's lines must
+reach the scanner together. With no such place by 16 windows (a run of digits that long), the cut falls
 before the run, and failing that at the last space, so the text held stays bounded.
 """
 
@@ -21,6 +22,10 @@ _BOUNDARY = re.compile(r"\n|[.!?](?=\s)")
 # Digits with the separators identifiers are written with (spaces, not line breaks) between them.
 _SEPARATORS = " \t-./()+"
 _DIGIT_RUN = re.compile(r"\d(?:[ \t\-./()+]*\d)*")
+# An address line: short, and none of the characters code and markup are made of.
+_ADDRESS_LINE_CHARS = 160
+_SENTENCE_END = re.compile(r"[.!?]\s")
+_CODE_FREE = re.compile(r"[^=;{}\[\]<>|`*_$@]*")
 
 
 def _inside_run(buffer: str, position: int) -> bool:
@@ -37,11 +42,28 @@ def _inside_run(buffer: str, position: int) -> bool:
     return right == len(buffer) or buffer[right].isdigit()
 
 
+def _may_go_on(buffer: str, newline: int) -> bool:
+    """Whether the line ending at ``buffer[newline]`` may go on in the next one, as a postal address does
+    ("221B Baker Street" / "London NW1 6XE"): a short line that ends with a comma or holds a digit, and no
+    code. Cut there, each line was scanned alone and neither was an address: the city and postcode
+    reached the client raw. Code and tables (digits on most lines) keep their line cuts."""
+    start = buffer.rfind("\n", 0, newline) + 1
+    for sentence_end in _SENTENCE_END.finditer(buffer, start, newline):
+        start = sentence_end.end()  # the line's last sentence: an address may follow prose on its line
+    line = buffer[start:newline].strip()
+    if not line or len(line) > _ADDRESS_LINE_CHARS or not _CODE_FREE.fullmatch(line):
+        return False
+    return line.endswith(",") or any(char.isdigit() for char in line)
+
+
 def cut(buffer: str, window: int) -> int:
-    """Where to cut a full window (0: not yet), never inside a run of digits and separators."""
-    for end in reversed([match.end() for match in _BOUNDARY.finditer(buffer)]):
-        if not _inside_run(buffer, end):
-            return end
+    """Where to cut a full window (0: not yet), never inside a run of digits and separators, nor after a
+    line an address may go on from."""
+    for match in reversed(list(_BOUNDARY.finditer(buffer))):
+        end = match.end()
+        if _inside_run(buffer, end) or (match.group() == "\n" and _may_go_on(buffer, match.start())):
+            continue
+        return end
     if len(buffer) < 4 * window:
         return 0
     space = buffer.rfind(" ")
