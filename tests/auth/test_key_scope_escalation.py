@@ -234,3 +234,19 @@ def test_a_role_granting_more_than_the_callers_is_refused() -> None:
     assert bound_by_caller(KeySpec(tenant="acme", role="viewer"), _info("developer")).role == "viewer"
     with pytest.raises(PermissionDeniedError):
         bound_by_caller(KeySpec(tenant="acme", role="service"), _info("viewer"))  # inference is not in read
+
+
+@pytest.mark.parametrize(
+    ("path", "key", "status"),
+    [("/v1/models", "sk-not-a-key", 401), ("/v1/models", None, 401), ("/v1/responses", ADMIN_KEY, 404)],
+)
+def test_a_refused_call_to_the_api_outside_inference_is_recorded(
+    site: Site, path: str, key: str | None, status: int
+) -> None:
+    # /v1/models with a bad key and a route the gateway lacks were answered and never recorded.
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    response = httpx.get(site.gateway.url + path, headers=headers, timeout=30)
+    assert response.status_code == status
+    records = site.gateway.records_for(response.headers["x-request-id"])
+    assert [(r["endpoint"], r["status"], r["tags"]["path"]) for r in records] == [("http", status, path)]
+    assert "sk-not-a-key" not in str(records)

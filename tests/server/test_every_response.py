@@ -72,4 +72,6 @@ def test_refused_requests_are_counted_in_the_metrics(guarded: Gateway) -> None:
         assert record["status"] == 401
     models = httpx.get(guarded.base_url + "/models", timeout=30)
     assert models.status_code == 401
-    assert wait_until(lambda: requests_total(guarded, "401") == before + 2, timeout=30)
+    (record,) = guarded.records_for(models.headers["x-request-id"])  # refused before any route: endpoint http
+    assert (record["endpoint"], record["status"]) == ("http", 401)
+    assert wait_until(lambda: requests_total(guarded, "401") == before + 3, timeout=30)

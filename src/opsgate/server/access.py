@@ -24,6 +24,7 @@ from opsgate.domain.errors import GatewayError, PermissionDeniedError
 from opsgate.domain.principal import ANONYMOUS_OPERATOR, Principal
 from opsgate.limits.errors import RateLimitError
 from opsgate.server.http_io import error_response
+from opsgate.server.protocol_rejects import record_unhandled
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/ui/login", "/ui/logout"})
 PUBLIC_PREFIXES = ("/ui/static/",)
@@ -105,7 +106,13 @@ class AccessMiddleware:
                 # A stale session (logged out, expired, its key revoked) or a garbled cookie: log in again.
                 await _to_login(request, mode, True)(scope, receive, send)
                 return
-            await error_response(error)(scope, receive, send)
+            quoted: dict[str, str] = {}
+            if path.startswith("/v1/"):
+                # The API clients call (/v1/models, a route we lack): a refused call is recorded as one.
+                record_id = record_unhandled(request, error, "access_refused")
+                if record_id is not None:
+                    quoted["x-request-id"] = record_id
+            await error_response(error, quoted)(scope, receive, send)
             return
         throttled = self.authenticator.admin_throttle.enabled and path.startswith(("/admin", "/ui"))
         if throttled and principal.tenant is not None:

@@ -406,19 +406,26 @@ def record_route_miss(request: Request, error: GatewayError) -> str | None:
     the HTTP layer's refusals: a scanner walking paths leaves summaries, not a row per probe. Returns the
     record's id when it was recorded on its own.
     """
-    rejects = reject_log_of(request.app)
+    reason = "unknown_route" if error.status == 404 else "method_not_allowed"
+    return record_unhandled(request, error, reason)
+
+
+def record_unhandled(request: Request, error: GatewayError, reason: str) -> str | None:
+    """Count and record a request answered with ``error`` before any handler (``reason``: ``tags.reason``),
+    rate-limited like the HTTP layer's refusals; its record id when recorded on its own."""
+    rejects = reject_log_of(request.scope.get("app"))
     if rejects is None:
         return None
     client = request.client
     return rejects.add(
         ProtocolReject(
             status=error.status,
-            reason="unknown_route" if error.status == 404 else "method_not_allowed",  # tags.reason
+            reason=reason,
             message=error.message,
             client=(client.host, client.port) if client is not None else None,
             method=request.method,
             path=request.scope.get("raw_path") or request.url.path.encode("utf-8", "surrogateescape"),
             client_request_id=request.headers.get("x-request-id"),
-            error_type=error.code or "not_found",
+            error_type=error.code or error.error_type,
         )
     )
