@@ -193,7 +193,8 @@ class ValidationStage(PassStage):
         name: str = body.model  # type: ignore[attr-defined]
         alias = self._aliases.get(name)
         if alias is None:
-            raise ModelNotFoundError(name, sorted(self._aliases))
+            # Only the aliases this key may call, as /v1/models lists them: never another tenant's models.
+            raise ModelNotFoundError(name, sorted(a for a in self._aliases if ctx.principal.allows_model(a)))
         if not ctx.principal.allows_model(name):
             raise PermissionDeniedError(
                 f"This API key may not call the model '{name}'.", param="model", code="model_not_allowed"
