@@ -8,6 +8,7 @@ cheaper. Upstream API keys live only in request headers, never in logs or errors
 from __future__ import annotations
 
 import logging
+import re
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -118,8 +119,42 @@ def tls_option(deployment: UpstreamDeployment) -> ssl.SSLContext | bool:
     return ssl.create_default_context(cafile=str(path))
 
 
+# The operator's account identifiers an upstream may quote in its errors: OpenAI's organization
+# (``org-…``), project (``proj_…``) and user (``user-…``) ids, API keys (``sk-…``, also in their
+# masked form), AWS ARNs and account numbers. The tenant sees the message, never whose account it is.
+_ACCOUNT_IDS = re.compile(
+    r"\b(?:(?P<prefix>org-|proj_|user-|sk-|sess-|acct_)[A-Za-z0-9][A-Za-z0-9_\-*.]*"
+    r"|(?P<arn>arn:aws[A-Za-z\-]*:)[^\s\"',]+)"
+)
+
+
+_NAMED_BY = re.compile(r"(?:organization|organisation|org|project|user|key)[\s:=]*$", re.IGNORECASE)
+
+
+def _mask_account(match: re.Match[str]) -> str:
+    prefix = match.group("prefix")
+    if not prefix:
+        return f"{match.group('arn')}***"
+    rest = match.group(0)[len(prefix) :]
+    # An id has a digit, a capital or a mask in it ("org-wide", "user-facing" are words), unless the
+    # text names it as one ("in organization org-x").
+    word = rest.islower() and rest.replace("-", "").replace("_", "").replace(".", "").isalpha()
+    if word and not _NAMED_BY.search(match.string, max(0, match.start() - 20), match.start()):
+        return match.group(0)
+    return f"{prefix}***"
+
+
+def redact_upstream_text(text: str) -> str:
+    """``text`` without the operator's account identifiers or URL credentials (``redact_url``)."""
+    return redact_url(_ACCOUNT_IDS.sub(_mask_account, text))
+
+
 def _error_message(status: int, raw: bytes) -> str:
-    """The upstream's own error message, from whichever shape it answered in."""
+    """The upstream's own error message, from whichever shape it answered in, account ids redacted."""
+    return redact_upstream_text(_raw_error_message(status, raw))
+
+
+def _raw_error_message(status: int, raw: bytes) -> str:
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -137,14 +172,44 @@ def _error_message(status: int, raw: bytes) -> str:
     return f"HTTP {status}"
 
 
+# OpenAI's 429 for one request larger than the organization's per-minute budget: "Request too large
+# for gpt-4o in organization org-… on tokens per min (TPM): Limit 30000, Requested 120000. The input or
+# output tokens must be reduced…" (type "tokens", code "rate_limit_exceeded"). Its overload 429 reads
+# "Rate limit reached for … Limit 30000, Used 29000, Requested 2000. Please try again in 2s." — the
+# request fits, the minute does not: that one is worth a retry, this one never is.
+_TOO_LARGE = re.compile(r"request too large", re.IGNORECASE)
+_LIMIT_REQUESTED = re.compile(r"\bLimit:?\s*([\d,]+)[^.]*?\bRequested:?\s*([\d,]+)", re.IGNORECASE)
+
+
+def request_too_large(message: str) -> bool:
+    """Whether an upstream 429's message says the request itself exceeds the limit (not the moment's load)."""
+    if _TOO_LARGE.search(message):
+        return True
+    found = _LIMIT_REQUESTED.search(message)
+    if found is None:
+        return False
+    limit, requested = (int(n.replace(",", "") or "0") for n in found.groups())
+    return requested > limit > 0
+
+
 def map_upstream_status(status: int, raw: bytes, headers: Any, label: str) -> GatewayError:
     """Turn an upstream HTTP error into the gateway error the client sees.
 
-    The client's own mistakes (400/404/413/422) keep their status; everything else is the
-    gateway's problem to report: 502 for upstream failures, 503 when it is overloaded, 504 for its
-    timeouts. The upstream status and message are kept in the body.
+    The client's own mistakes (400/404/413/422) keep their status, and so does a 429 that says the
+    request alone is over the limit ("Request too large", or "Limit N, Requested M" with M > N): 413
+    ``request_too_large``, a client's error (no retry, no fallback, no breaker failure). Everything
+    else is the gateway's problem to report: 502 for upstream failures, 503 when it is overloaded, 504
+    for its timeouts. The upstream status and message are kept in the body, the message without the
+    operator's account identifiers (``redact_upstream_text``).
     """
     message = _error_message(status, raw)
+    if status == 429 and request_too_large(message):
+        return InvalidRequestError(
+            f"Upstream {label} refused the request as too large for its limits: {message}",
+            status=413,
+            code="request_too_large",
+            extra={"upstream_status": status},
+        )
     if status in (400, 404, 413, 422):
         error = InvalidRequestError(
             f"Upstream {label} rejected the request: {message}",

@@ -6,12 +6,24 @@ are refused; after ``open_seconds`` up to ``half_open_probes`` probe calls go th
 many successes close it again (one failure re-opens it). Only the deployment's own failures count
 (5xx, timeouts, connection errors, overload) — never a client's 4xx.
 
+**One tenant alone cannot open it.** A timeout or 5xx can still be one client's doing (a huge
+``max_tokens`` that runs past ``first_byte``), and a breaker is shared by every tenant of the
+deployment. So each outcome carries its tenant, and when more than one tenant used the deployment in
+the window, a rule that is met must still be met without the failures of the tenant that contributed
+the most (its calls leave the rate's denominator too; for the consecutive rule, its failures leave the
+run). Calls without a tenant (the operator, auth off) are never removed, nor do they count as a
+second tenant, so a single-tenant or auth-off deployment opens exactly as before. A rule held back
+this way is counted (``spared_one_tenant`` in the status) and logged, naming the tenant, at most once
+per window. The bookkeeping is incremental (running totals per tenant, kept with the window), so the
+request path pays a dict update per call and the rule's check stays O(1) until a rule is met.
+
 This breaker is per process. ``shared_breaker.SharedCircuitBreaker`` keeps the same state machine
 in Redis for replicas that should open and close together, and falls back to this one.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -20,6 +32,7 @@ from typing import Any, Literal, Protocol
 from opsgate.domain.reliability_config import BreakerConfig
 
 State = Literal["closed", "open", "half_open"]
+log = logging.getLogger("opsgate.routing.breaker")
 
 
 class Breaker(Protocol):
@@ -34,8 +47,8 @@ class Breaker(Protocol):
         """Whether a call may go to the deployment now."""
         ...
 
-    def record(self, ok: bool) -> None:
-        """The outcome of a call that ``allow`` let through."""
+    def record(self, ok: bool, tenant: str | None = None) -> None:
+        """The outcome of a call that ``allow`` let through, and whose call it was (None: no tenant)."""
         ...
 
     def release(self) -> None:
@@ -50,17 +63,26 @@ class Breaker(Protocol):
 class CircuitBreaker:
     """The breaker of one deployment (per process)."""
 
-    def __init__(self, config: BreakerConfig, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, config: BreakerConfig, clock: Callable[[], float] = time.monotonic, label: str = "a deployment"
+    ) -> None:
         self.config = config
+        self.label = label
         self._clock = clock
         self._state: State = "closed"
         self._opened_at = 0.0
         self._consecutive = 0
-        self._window: deque[tuple[float, bool]] = deque()
+        self._window: deque[tuple[float, bool, str | None]] = deque()
+        self._failures = 0  # failures in the window (a running total)
+        # Per tenant in the window: [calls, failures]; an entry goes when its calls leave the window.
+        self._tenants: dict[str | None, list[int]] = {}
+        self._run: dict[str | None, int] = {}  # the trailing run of failures, per tenant
         self._probes_in_flight = 0
         self._probe_successes = 0
         self.opened_count = 0
         self.last_reason: str | None = None
+        self.spared = 0  # rules met that did not hold without one tenant's failures
+        self._spared_logged = -1e18
 
     @property
     def state(self) -> State:
@@ -83,8 +105,8 @@ class CircuitBreaker:
             return True
         return False
 
-    def record(self, ok: bool) -> None:
-        """Feed the outcome of a call that ``allow`` let through."""
+    def record(self, ok: bool, tenant: str | None = None) -> None:
+        """Feed the outcome of a call that ``allow`` let through, with its tenant (None: no tenant)."""
         if not self.config.enabled:
             return
         now = self._clock()
@@ -98,21 +120,82 @@ class CircuitBreaker:
             if self._probe_successes >= self.config.half_open_probes:
                 self._close()
             return
-        self._window.append((now, ok))
+        window, tenants = self._window, self._tenants
+        window.append((now, ok, tenant))
+        counts = tenants.get(tenant)
+        if counts is None:
+            tenants[tenant] = counts = [0, 0]
+        counts[0] += 1
+        if not ok:
+            counts[1] += 1
+            self._failures += 1
         horizon = now - self.config.window_seconds
-        while self._window and self._window[0][0] < horizon:
-            self._window.popleft()
-        self._consecutive = 0 if ok else self._consecutive + 1
-        if state != "closed" or ok:
+        while window[0][0] < horizon:
+            _, good, who = window.popleft()
+            gone = tenants[who]
+            gone[0] -= 1
+            if not good:
+                gone[1] -= 1
+                self._failures -= 1
+            if not gone[0]:
+                del tenants[who]
+        if ok:
+            self._consecutive = 0
+            if self._run:
+                self._run.clear()
             return
-        if self._consecutive >= self.config.consecutive_failures:
-            self._open(now, f"{self._consecutive} consecutive failures")
+        self._consecutive += 1
+        self._run[tenant] = self._run.get(tenant, 0) + 1
+        if state != "closed":
             return
-        calls = len(self._window)
-        if calls >= self.config.min_requests:
-            failures = sum(1 for _, good in self._window if not good)
-            if failures / calls >= self.config.error_rate:
-                self._open(now, f"{failures} of {calls} calls failed in {self.config.window_seconds:.0f}s")
+        config = self.config
+        if self._consecutive >= config.consecutive_failures:
+            top = self._top_tenant(self._run)
+            if top is None or self._consecutive - self._run[top] >= config.consecutive_failures:
+                self._open(now, f"{self._consecutive} consecutive failures")
+            else:
+                self._spare(now, top, f"{self._consecutive} consecutive failures")
+            return
+        calls, failures = len(window), self._failures
+        if calls >= config.min_requests and failures / calls >= config.error_rate:
+            reason = f"{failures} of {calls} calls failed in {config.window_seconds:.0f}s"
+            top = self._top_tenant({who: n for who, (_, n) in tenants.items()})
+            if top is None:
+                self._open(now, reason)
+                return
+            top_calls, top_failures = tenants[top]
+            rest_calls, rest_failures = calls - top_calls, failures - top_failures
+            if rest_calls >= config.min_requests and rest_failures / rest_calls >= config.error_rate:
+                self._open(now, reason)
+            else:
+                self._spare(now, top, reason)
+
+    def _top_tenant(self, failures: dict[str | None, int]) -> str | None:
+        """The tenant with the most ``failures`` when the window holds more than one tenant; else None.
+
+        None (no attribution, the plain rule applies) when at most one tenant used the deployment in
+        the window: a single-tenant or auth-off deployment opens as it always did. Calls without a
+        tenant (the operator) are neither a second tenant nor removed.
+        """
+        if len(self._tenants) - (None in self._tenants) < 2:
+            return None
+        top: str | None = None
+        most = 0
+        for who, count in failures.items():
+            if who is not None and count > most:
+                top, most = who, count
+        return top
+
+    def _spare(self, now: float, tenant: str, reason: str) -> None:
+        self.spared += 1
+        if now - self._spared_logged >= self.config.window_seconds:
+            self._spared_logged = now
+            log.warning(
+                "breaker of %s: %s, but not without tenant %s's failures; it stays closed",
+                self.label,
+                reason,
+                tenant,
+            )
 
     def release(self) -> None:
         """Free a half-open probe slot taken by a call that ended without a verdict.
@@ -133,6 +216,9 @@ class CircuitBreaker:
         self._state = "closed"
         self._consecutive = 0
         self._window.clear()
+        self._failures = 0
+        self._tenants.clear()
+        self._run.clear()
 
     def status(self) -> dict[str, Any]:
         """For ``/readyz``, the admin API and the record."""
@@ -142,4 +228,5 @@ class CircuitBreaker:
             "opened": self.opened_count,
             "reason": self.last_reason,
             "consecutive_failures": self._consecutive,
+            "spared_one_tenant": self.spared,
         }

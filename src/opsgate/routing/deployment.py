@@ -44,12 +44,12 @@ class DeploymentHandle:
         """Calls running now (including streams still open)."""
         return self.queue.running
 
-    def observe(self, ok: bool, latency_ms: float | None) -> None:
-        """Feed one call's outcome into the breaker and the latency average."""
+    def observe(self, ok: bool, latency_ms: float | None, tenant: str | None = None) -> None:
+        """Feed one call's outcome (and whose call it was) into the breaker and the latency average."""
         self.calls += 1
         if not ok:
             self.failures += 1
-        self.breaker.record(ok)
+        self.breaker.record(ok, tenant)
         if ok and latency_ms is not None:
             previous = self.latency_ewma_ms
             self.latency_ewma_ms = latency_ms if previous is None else 0.8 * previous + 0.2 * latency_ms

@@ -6,7 +6,9 @@ between them, all inside the alias's ``deadline_seconds``. The deadline is budge
 the chain gets an equal slice of what is left when its turn comes, so a hung primary cannot use up
 the time its fallbacks need; a stream, once started, must end by the deadline too. Only retryable failures move on
 (connect errors, timeouts, 429/5xx, overload — errors with ``fallback_allowed``); a client's
-mistake (4xx) is answered at once. A stream falls back only until its first chunk arrives: the
+mistake (4xx) is answered at once. A deployment that timed out (or said "busy") is not tried again
+for the same request, and a request counts at most one failure against each deployment's breaker,
+with its tenant (``_failed``). A stream falls back only until its first chunk arrives: the
 router waits for that chunk before the response starts, so a stream that dies before it is retried
 like any other failure, and one that dies after it ends with an error event.
 """
@@ -143,7 +145,10 @@ class Router:
                     label, reason = refused[0][0].label, refused[0][1]
                     last = ModelIntegrityError(f"deployment {label} is out of service: model integrity: {reason}")
                     continue
-            full: set[str] = set()  # deployments that said "busy": retrying them at once only adds load
+            # Deployments not to try again for this request: one that said "busy" (retrying it at once
+            # only adds load), or one that timed out (the same request would most likely run past its
+            # timeout again: one huge max_tokens must not become retries + 1 long generations).
+            full: set[str] = set()
             for attempt in range(routing.retries + 1):
                 remaining = window_end - time.monotonic()
                 if remaining <= 0:
@@ -171,7 +176,7 @@ class Router:
                     errors.append(f"{handle.label}: {error.message}")
                     if not error.fallback_allowed:
                         raise  # the client's mistake: another deployment would say the same
-                    if isinstance(error, OverloadedError):
+                    if isinstance(error, (OverloadedError, UpstreamTimeoutError)):
                         full.add(handle.label)
                     last = error
                     continue
@@ -222,7 +227,9 @@ class Router:
         cancellation count as nothing. Backends therefore turn whatever the client got wrong into
         ``InvalidRequestError`` before calling the model (validation, ``build_job``, the upstream
         payload), so it never reaches the catch-all below. An answer over the deployment's size bounds
-        (``AnswerTooLarge``) counts neither way: a client may have asked for it.
+        (``AnswerTooLarge``) counts neither way: a client may have asked for it. Every outcome carries
+        the request's tenant, and a request's second failure on the same deployment is not a second
+        vote (``_failed``), so one tenant's oversized requests cannot open a breaker others share.
         """
         if handle.queue.has_free_slot():
             await handle.queue.acquire()  # taken at once, no suspension: no timer to arm and cancel
@@ -244,7 +251,7 @@ class Router:
                 response = await self._call(ctx, handle, deadline)
         except TimeoutError:
             handle.queue.release()
-            handle.observe(False, None)
+            _failed(ctx, handle)
             raise UpstreamTimeoutError(
                 f"deployment {handle.label} did not answer within its share of the deadline"
             ) from None
@@ -256,18 +263,21 @@ class Router:
             raise
         except GatewayError as error:
             handle.queue.release()
-            handle.observe(not error.fallback_allowed, None)  # a client's 4xx means the deployment is fine
+            if error.fallback_allowed:
+                _failed(ctx, handle)
+            else:
+                handle.observe(True, None, ctx.tenant)  # a client's 4xx means the deployment is fine
             raise
         except Exception as error:
             handle.queue.release()
-            handle.observe(False, None)
+            _failed(ctx, handle)
             log.exception("deployment %s failed", handle.label)
             raise BackendFailure(f"deployment {handle.label} failed: {type(error).__name__}") from error
         except BaseException:  # cancelled (client gone, shutdown): free the slot, judge nobody
             handle.queue.release()
             handle.breaker.release()
             raise
-        handle.observe(True, now_ms() - started)
+        handle.observe(True, now_ms() - started, ctx.tenant)
         if isinstance(response, StreamResult):
             response.on_finish.append(lambda _: handle.queue.release())  # a stream holds its slot to the end
         else:
@@ -291,6 +301,27 @@ class Router:
             ) from None
         source = _prepend(first, chunks, deadline, handle.label)
         return StreamResult(source=source, include_usage=body.include_usage())
+
+
+def _failed(ctx: RequestContext, handle: DeploymentHandle) -> None:
+    """Count a failed attempt against ``handle``'s breaker, once per request and deployment.
+
+    A request's retries and fallbacks that come back to the same deployment fail for the same reason
+    (often the request itself: a huge ``max_tokens`` that runs past the timeout), so one request is
+    one vote: its later failures there are counted in the handle's totals but release the breaker
+    instead. The failure carries the request's tenant, so that one tenant alone cannot open a breaker
+    that several share (``breaker.py``).
+    """
+    voted: set[str] | None = ctx.scratch.get("breaker_votes")
+    if voted is None:
+        ctx.scratch["breaker_votes"] = voted = set()
+    elif handle.label in voted:
+        handle.calls += 1
+        handle.failures += 1
+        handle.breaker.release()  # a half-open probe slot it took comes back
+        return
+    voted.add(handle.label)
+    handle.observe(False, None, ctx.tenant)
 
 
 async def _prepend(first: Chunk, rest: AsyncIterator[Chunk], deadline: float, label: str) -> AsyncIterator[Chunk]:

@@ -200,7 +200,7 @@ class SharedCircuitBreaker:
     def __init__(self, config: BreakerConfig, key: str, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.key = key
-        self.local = CircuitBreaker(config, clock)  # fed every outcome, so the fallback is warm
+        self.local = CircuitBreaker(config, clock, key)  # fed every outcome, so the fallback is warm
         # The config part of this breaker's script argument, built once.
         lease = max(config.open_seconds, PROBE_LEASE_MIN)
         self.script_fields = " ".join(
@@ -270,10 +270,10 @@ class SharedCircuitBreaker:
                     self._wake()
         return False
 
-    def record(self, ok: bool) -> None:
+    def record(self, ok: bool, tenant: str | None = None) -> None:
         """Count an outcome for the next sync (and in the local breaker)."""
         before = self.local.opened_count
-        self.local.record(ok)
+        self.local.record(ok, tenant)
         if not self.config.enabled:
             return
         if self.local.opened_count != before and not self.shared_active:
@@ -547,4 +547,4 @@ def make_breaker(config: BreakerConfig, key: str) -> Breaker:
     """The breaker ``config`` asks for: shared through Redis, or per process."""
     if config.shared is not None and config.enabled:
         return SharedCircuitBreaker(config, key)
-    return CircuitBreaker(config)
+    return CircuitBreaker(config, label=key)

@@ -1,0 +1,291 @@
+"""One tenant alone cannot open a breaker that several tenants share (probe-e F2/F3).
+
+Before: a tenant's own oversized requests (a huge ``max_tokens`` that runs past ``first_byte``, or an
+upstream 429 "Request too large … Limit 30000, Requested 45000") counted as the deployment's failures,
+once per attempt: with ``retries: 2`` two such requests opened the breaker and every other tenant got
+503 ``circuit_open``; the 429 was a retried 503 ``upstream_overloaded`` that quoted the operator's
+``organization org-…``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp import web
+
+from opsgate.domain.reliability_config import BreakerConfig
+from opsgate.routing.breaker import CircuitBreaker
+from opsgate.routing.deployment import DeploymentHandle
+from tests.fake_upstream import FakeUpstream, Script
+from tests.support import Gateway, start_gateway, wait_until
+
+ADMIN = "bootstrap-admin-key-for-breaker-tenant-tests-0123"
+CHAT = "/v1/chat/completions"
+TOO_LARGE = {
+    "error": {
+        "message": "Request too large for gpt-4o in organization org-AbC123xyz on tokens per min (TPM): "
+        "Limit 30000, Requested 45000. The input or output tokens must be reduced in order to run successfully.",
+        "type": "tokens",
+        "param": None,
+        "code": "rate_limit_exceeded",
+    }
+}
+RATE_LIMITED = {
+    "error": {
+        "message": "Rate limit reached for gpt-4o in organization org-AbC123xyz on tokens per min (TPM): "
+        "Limit 30000, Used 29500, Requested 900. Please try again in 2s.",
+        "type": "tokens",
+        "param": None,
+        "code": "rate_limit_exceeded",
+    }
+}
+
+
+def state(breaker: CircuitBreaker) -> str:
+    return breaker.state  # a str: mypy would narrow the Literal across assertions
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# --- the rule, on a fake clock -------------------------------------------------------------------
+
+
+def test_one_tenants_consecutive_failures_do_not_open_a_shared_breaker() -> None:
+    breaker = CircuitBreaker(BreakerConfig(consecutive_failures=5), Clock())
+    breaker.record(True, "b")
+    for _ in range(20):
+        breaker.record(False, "a")
+    assert state(breaker) == "closed"
+    assert breaker.status()["spared_one_tenant"] == 16
+    for _ in range(4):
+        breaker.record(False, "b")
+    assert state(breaker) == "closed"  # 24 in a row, 4 without a's
+    breaker.record(False, "b")
+    assert state(breaker) == "open"  # 5 in a row without a's: the deployment fails for others too
+
+
+def test_a_single_tenant_or_auth_off_deployment_opens_as_before() -> None:
+    for tenants in (["a"], [None], ["a", None]):  # one tenant, auth off, one tenant + the operator
+        breaker = CircuitBreaker(BreakerConfig(consecutive_failures=5), Clock())
+        for n in range(4):
+            breaker.record(False, tenants[n % len(tenants)])
+        assert state(breaker) == "closed"
+        breaker.record(False, tenants[0])
+        assert state(breaker) == "open", tenants
+
+
+def test_the_operators_failures_are_never_removed() -> None:
+    breaker = CircuitBreaker(BreakerConfig(consecutive_failures=5), Clock())
+    breaker.record(True, "b")
+    for _ in range(3):
+        breaker.record(False, "a")
+    for _ in range(5):
+        breaker.record(False, None)
+    assert state(breaker) == "open"  # 8 in a row, 5 without a's
+
+
+def test_error_rate_must_hold_without_the_top_tenant() -> None:
+    clock = Clock()
+    config = BreakerConfig(consecutive_failures=1000, error_rate=0.5, min_requests=10, window_seconds=30)
+    breaker = CircuitBreaker(config, clock)
+    for n in range(30):
+        breaker.record(n % 2 == 0, "a")  # a: 15 of 30 failed
+        breaker.record(True, "b")
+    assert state(breaker) == "closed"  # 15 of 60
+    for _ in range(40):
+        breaker.record(False, "a")
+    assert state(breaker) == "closed"  # 55 of 100 failed, all a's: b's 30 calls all fine
+    assert breaker.spared > 0
+    for _ in range(30):
+        breaker.record(False, "b")
+    assert state(breaker) == "open"  # without a: 30 of 60
+
+
+def test_tenants_leave_with_the_window() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(BreakerConfig(consecutive_failures=3, window_seconds=30), clock)
+    breaker.record(True, "b")
+    breaker.record(False, "a")
+    breaker.record(False, "a")
+    clock.now = 31  # b's call and a's failures leave the window: a is the only tenant now
+    breaker.record(False, "a")
+    assert state(breaker) == "open"
+    assert breaker.status()["reason"] == "3 consecutive failures"
+
+
+# --- over HTTP: two tenants, a scripted upstream --------------------------------------------------
+
+
+class Picky(FakeUpstream):
+    """Slow for a huge ``max_tokens``; OpenAI's 429s for 'HUGE' / 'BUSY' prompts; else as scripted."""
+
+    async def _completion(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()  # aiohttp keeps the body: the base handler reads it again
+        text = str(body.get("messages"))
+        if (body.get("max_tokens") or 0) >= 100_000:
+            self._record(request, body)
+            await asyncio.sleep(3)  # a long generation, past first_byte (the gateway has given up)
+            return web.json_response({})
+        if "HUGE" in text:
+            self._record(request, body)
+            return web.json_response(TOO_LARGE, status=429)
+        if "BUSY" in text:
+            self._record(request, body)
+            return web.json_response(RATE_LIMITED, status=429, headers={"Retry-After": "2"})
+        return await super()._completion(request)
+
+
+@pytest.fixture(scope="module")
+def picky() -> Iterator[Picky]:
+    server = Picky()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def upstream(picky: Picky) -> Picky:
+    picky.script = Script()
+    picky.requests.clear()
+    return picky
+
+
+def gateway_for(upstream: FakeUpstream, fallback: bool = False) -> Gateway:
+    def deployment(model: str) -> dict[str, Any]:
+        return {
+            "type": "openai",
+            "base_url": upstream.base_url,
+            "model": model,
+            "timeouts": {"first_byte": 0.5, "total": 10},
+        }
+
+    models: list[dict[str, Any]] = [
+        {
+            "name": "m",
+            "routing": {"retries": 2, "backoff_initial": 0.001, "fallbacks": ["m2"] if fallback else []},
+            "deployments": [deployment("real")],
+        }
+    ]
+    if fallback:
+        models.append({"name": "m2", "routing": {"retries": 0}, "deployments": [deployment("other")]})
+    return start_gateway({"auth": {"enabled": True, "admin_key": ADMIN}, "models": models})
+
+
+def mint(gateway: Gateway, tenant: str) -> dict[str, str]:
+    response = httpx.post(
+        gateway.url + "/admin/keys",
+        headers={"Authorization": f"Bearer {ADMIN}"},
+        json={"tenant": tenant, "role": "service", "name": f"{tenant}-key"},
+        timeout=30,
+    )
+    assert response.status_code == 201, response.text
+    return {"Authorization": f"Bearer {response.json()['secret']}"}
+
+
+def chat(gateway: Gateway, key: dict[str, str], content: str = "hi", **extra: Any) -> httpx.Response:
+    body = {"model": "m", "messages": [{"role": "user", "content": content}], **extra}  # extra may set model
+    return httpx.post(gateway.url + CHAT, headers=key, json=body, timeout=60)
+
+
+def handle(gateway: Gateway, alias: str = "m") -> DeploymentHandle:
+    return gateway.app.state.gateway.router.handles[alias][0]  # type: ignore[no-any-return]
+
+
+def attacker_calls(upstream: FakeUpstream) -> int:
+    return sum(
+        1
+        for q in upstream.requests
+        if (q["body"].get("max_tokens") or 0) >= 100_000 or "HUGE" in str(q["body"].get("messages"))
+    )
+
+
+@pytest.mark.parametrize("fallback", [False, True])
+def test_one_tenants_huge_max_tokens_neither_opens_the_breaker_nor_multiplies(upstream: Picky, fallback: bool) -> None:
+    gateway = gateway_for(upstream, fallback)
+    try:
+        a, b = mint(gateway, "tenant-a"), mint(gateway, "tenant-b")
+        assert chat(gateway, b).status_code == 200
+        if fallback:  # b uses the fallback alias too
+            assert chat(gateway, b, model="m2").status_code == 200
+        for _ in range(6):
+            response = chat(gateway, a, "write a novel", max_tokens=100_000)
+            assert response.status_code == 504, response.text
+            assert response.json()["error"]["code"] == "upstream_timeout"
+        # One upstream generation per alias and request, not retries + 1 of them.
+        assert wait_until(lambda: attacker_calls(upstream) == 6 * (2 if fallback else 1), timeout=30)
+        for alias in ["m", "m2"] if fallback else ["m"]:
+            status = handle(gateway, alias).breaker.status()
+            assert status["state"] == "closed", (alias, status)
+            assert status["spared_one_tenant"] >= 1
+        served = chat(gateway, b)
+        assert served.status_code == 200, served.text
+        assert served.headers["x-opsgate-deployment"] == "m#0"  # not silently moved to the fallback
+        ready = httpx.get(gateway.url + "/readyz", timeout=30).json()
+        assert ready["deployments"]["m#0"] == "ready", ready
+    finally:
+        gateway.server.stop()
+
+
+def test_upstream_request_too_large_is_the_clients_413_not_an_overload(upstream: Picky) -> None:
+    gateway = gateway_for(upstream)
+    try:
+        a, b = mint(gateway, "tenant-a"), mint(gateway, "tenant-b")
+        for _ in range(6):
+            response = chat(gateway, a, "HUGE " + "x" * 100)
+            assert response.status_code == 413, response.text
+            error = response.json()["error"]
+            assert set(error) >= {"message", "type", "param", "code"}
+            assert error["type"] == "invalid_request_error" and error["code"] == "request_too_large"
+            assert error["upstream_status"] == 429
+            assert "Retry-After" not in response.headers  # nothing to wait for: the request must shrink
+            assert "AbC123xyz" not in response.text and "org-***" in error["message"]
+        assert attacker_calls(upstream) == 6  # not retried
+        status = handle(gateway, "m").breaker.status()
+        assert status["state"] == "closed" and status["consecutive_failures"] == 0
+        assert handle(gateway, "m").failures == 0
+        assert chat(gateway, b).status_code == 200
+    finally:
+        gateway.server.stop()
+
+
+def test_a_genuine_upstream_429_is_still_an_overload_with_the_org_redacted(upstream: Picky) -> None:
+    gateway = gateway_for(upstream)
+    try:
+        a = mint(gateway, "tenant-a")
+        response = chat(gateway, a, "BUSY")
+        assert response.status_code == 503, response.text
+        error = response.json()["error"]
+        assert error["code"] == "upstream_overloaded" and response.headers["Retry-After"] == "2"
+        assert "AbC123xyz" not in response.text and "org-***" in error["message"]
+        assert len(upstream.requests) == 3  # retried, as before
+    finally:
+        gateway.server.stop()
+
+
+def test_a_deployment_failing_for_every_tenant_still_opens(upstream: Picky) -> None:
+    gateway = gateway_for(upstream)
+    try:
+        a, b = mint(gateway, "tenant-a"), mint(gateway, "tenant-b")
+        assert chat(gateway, b).status_code == 200
+        upstream.script = Script(mode="status", status=500, body={"error": {"message": "engine died"}})
+        for _ in range(5):
+            assert chat(gateway, a).status_code == 502
+        assert handle(gateway).breaker.status()["state"] == "closed"  # only a's so far
+        codes = [chat(gateway, b).status_code for _ in range(5)]
+        assert codes[:4] == [502] * 4
+        assert handle(gateway).breaker.status()["state"] == "open"
+        assert codes[4] in (502, 503)
+        refused = chat(gateway, a)
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "circuit_open"
+    finally:
+        gateway.server.stop()
