@@ -1,9 +1,11 @@
 """Cache keys: what makes two requests the same answer, exactly or semantically.
 
 The exact key hashes the whole validated body (every parameter that can change the output,
-vendor extensions included) with the endpoint, the tenant and the alias's deployments; only
-``stream``, ``stream_options``, ``user`` and ``metadata`` are left out, since they change how an
-answer is delivered or recorded, not what it says.
+vendor extensions included) with the endpoint, the tenant, the alias's deployments and the route
+a release picked for this request (its deployment weights: the arm of a canary, the release
+activated); only ``stream``, ``stream_options``, ``user`` and ``metadata`` are left out, since they
+change how an answer is delivered or recorded, not what it says. A release's prompt and parameters
+are already in the body by then (pipeline/release.py runs first).
 
 The semantic bucket is the same hash with the text of the last user turn left out; that text is
 what gets embedded. Earlier turns (the system prompt among them) stay in the bucket exactly: a long
@@ -24,8 +26,9 @@ from opsgate.domain.config import ModelAlias
 from opsgate.domain.requests import ChatCompletionRequest, CompletionRequest
 
 # Bump when the stored format or the key recipe changes. 2: tenant-less traffic is keyed by null, not
-# "default" (a tenant named "default" shared, and could poison, the operators' entries).
-KEY_VERSION = 2
+# "default" (a tenant named "default" shared, and could poison, the operators' entries). 3: the
+# release's route is in the key (an entry filled under version 2 may hold another arm's answer).
+KEY_VERSION = 3
 NOT_IN_KEY = frozenset({"stream", "stream_options", "user", "metadata"})
 _DEPLOYMENT_IDENTITY = {"type", "base_url", "model", "model_path", "hf_repo", "hf_file"}
 
@@ -62,20 +65,44 @@ def alias_scope(alias: ModelAlias) -> str:
     return digest([d.model_dump(mode="json", include=_DEPLOYMENT_IDENTITY) for d in alias.deployments])
 
 
+def route_identity(weights: Mapping[str, float] | None) -> dict[str, float] | None:
+    """The deployment weights a release routes with, as shares of their sum (None: the alias's own routing).
+
+    Weights that route alike key alike (``{a: 1, b: 1}`` and ``{a: 50, b: 50}``); a deployment kept
+    at weight 0 (a backup) stays in, since it may still answer.
+    """
+    if not weights:
+        return None
+    total = sum(weights.values())
+    if total <= 0:
+        return dict(weights)
+    return {label: round(weight / total, 9) for label, weight in weights.items()}
+
+
 def normalised(body: BaseModel) -> dict[str, Any]:
     """The request as it is keyed: every field that can change the output, unset and null fields dropped."""
     return body.model_dump(mode="json", exclude_none=True, exclude=set(NOT_IN_KEY))
 
 
 def request_keys(
-    endpoint: str, body: BaseModel, tenant: str | None, scope: str, semantic: SemanticRules | None = None
+    endpoint: str,
+    body: BaseModel,
+    tenant: str | None,
+    scope: str,
+    semantic: SemanticRules | None = None,
+    route: Mapping[str, float] | None = None,
 ) -> CacheKeys:
     """The exact key of this request and, if ``semantic`` applies to it, its bucket and text.
 
     ``tenant`` None (auth off, an operator key) is JSON null in the key, which no tenant's name equals.
+    ``route`` is the release's deployment weights for this request (None: the alias's own routing), so
+    two arms or releases that send the same body to different deployments never share an answer.
     """
     request = normalised(body)
-    exact = digest({"v": KEY_VERSION, "endpoint": endpoint, "tenant": tenant, "scope": scope, "request": request})
+    routed = route_identity(route)
+    exact = digest(
+        {"v": KEY_VERSION, "endpoint": endpoint, "tenant": tenant, "scope": scope, "route": routed, "request": request}
+    )
     split = _semantic_split(body, request, semantic) if semantic is not None else None
     if split is None:
         return CacheKeys(exact)
@@ -86,6 +113,7 @@ def request_keys(
             "endpoint": endpoint,
             "tenant": tenant,
             "scope": scope,
+            "route": routed,
             "embedding": semantic.embedding_model if semantic else None,
             "request": rest,
         }

@@ -32,6 +32,7 @@ from opsgate.domain.config import ConfigError, GatewayConfig
 from opsgate.domain.context import Chunk, GatewayResponse, JsonResult, RequestContext, StreamOutcome, StreamResult
 from opsgate.domain.pricing import PriceBook
 from opsgate.domain.requests import ChatCompletionRequest, CompletionRequest
+from opsgate.pipeline.release import WEIGHTS_KEY
 from opsgate.pipeline.stage import PassStage
 from opsgate.routing.pin import PIN_HEADER
 
@@ -133,7 +134,11 @@ class CacheStage(PassStage):
         try:
             directives = cache_directives(ctx.headers)
             rules = self.semantic.rules if self.semantic is not None else None
-            keys = request_keys(ctx.endpoint, ctx.body, ctx.tenant, self.scopes.get(ctx.alias.name, ""), rules)
+            # The release stage ran first: its route (a canary arm's, the active release's deployments)
+            # is in the key, so an answer is only ever reused for a request routed the same way.
+            route = ctx.scratch.get(WEIGHTS_KEY)
+            scope = self.scopes.get(ctx.alias.name, "")
+            keys = request_keys(ctx.endpoint, ctx.body, ctx.tenant, scope, rules, route)
             plan = _Plan(keys, fill="no-store" not in directives)
             ctx.scratch[_PLAN] = plan
             if "no-cache" in directives:
