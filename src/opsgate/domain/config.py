@@ -226,6 +226,17 @@ class ServerConfig(_Strict):
     body_timeout_seconds: float = Field(
         30.0, gt=0, description="A request body must arrive within this time of its first read (else 408)."
     )
+    send_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        allow_inf_nan=False,
+        description=(
+            "Each piece of a streamed answer must be taken by the client within this time, else the stream is"
+            " abandoned: the upstream call is closed, the deployment's slot freed, the connection closed, and"
+            " the request recorded as the client's (499 client_stalled), not the upstream's."
+        ),
+    )
     max_header_bytes: int = Field(
         64 * 1024,
         ge=4096,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -105,11 +105,12 @@ class StreamResult:
     status: int = 200
     on_finish: list[Callable[[StreamOutcome], None]] = field(default_factory=list)
 
-    async def chunks(self) -> AsyncIterator[Chunk]:
+    async def chunks(self) -> AsyncGenerator[Chunk, None]:
         """The chunks, observed into ``outcome``; ``on_finish`` callbacks run once the stream ends.
 
         A stream ends by completing, by failing (``outcome.error``), or by the client going away
-        (the generator is closed); the callbacks run in every case so nothing goes unrecorded.
+        (the generator is closed); the callbacks run in every case so nothing goes unrecorded, and the
+        source is closed after them.
         """
         outcome = self.outcome
         try:
@@ -141,6 +142,14 @@ class StreamResult:
                     callback(outcome)
                 except Exception:  # one failing callback (limits, say) must not skip the record's
                     _log.exception("a stream's finish callback failed")
+            # An abandoned stream (client gone or stalled, shutdown) closes its source now, and with it
+            # the upstream call, rather than when the result is collected.
+            aclose = getattr(self.source, "aclose", None)
+            if aclose is not None:
+                try:
+                    await aclose()
+                except Exception:
+                    _log.exception("closing a stream's source failed")
 
 
 GatewayResponse = JsonResult | StreamResult

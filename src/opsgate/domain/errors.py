@@ -95,6 +95,23 @@ class ClientDisconnected(GatewayError):
         super().__init__("the client closed the connection before the response", code="client_disconnected")
 
 
+class ClientStalled(GatewayError):
+    """The client stopped reading a streamed answer: a chunk waited on it past ``server.send_timeout_seconds``.
+
+    A 499 like a disconnect (the client's doing, so no breaker or availability SLO counts it); the
+    stream was abandoned and its connection closed.
+    """
+
+    status = 499
+    error_type = "client_stalled"
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            f"the client did not read the stream for {seconds:g} s (server.send_timeout_seconds); stream abandoned",
+            code="client_stalled",
+        )
+
+
 class UpstreamError(GatewayError):
     """An upstream server failed; keeps the upstream's own status and message."""
 

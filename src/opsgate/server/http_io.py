@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +16,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from opsgate.domain.context import GatewayResponse, JsonResult, StreamResult
-from opsgate.domain.errors import ClientDisconnected, GatewayError, InvalidRequestError
+from opsgate.domain.errors import ClientDisconnected, ClientStalled, GatewayError, InvalidRequestError
 
 log = logging.getLogger("opsgate.server")
 
@@ -290,28 +291,112 @@ def render(result: GatewayResponse) -> Response:
     """The HTTP response for a pipeline result."""
     if isinstance(result, JsonResult):
         return json_response(result.body, result.status, result.headers)
-    return StreamingResponse(
-        _sse(result),
-        status_code=result.status,
-        headers={**_SSE_HEADERS, **result.headers},
-        media_type="text/event-stream",
-    )
+    return SseResponse(result)
 
 
-async def _sse(result: StreamResult) -> AsyncIterator[bytes]:
+# ``server.send_timeout_seconds`` where the app serving a stream has no gateway config (a bare test app).
+DEFAULT_SEND_TIMEOUT = 30.0
+
+
+class SseResponse(StreamingResponse):
+    """A streamed answer as server-sent events, sent only as fast as the client takes it, and never longer.
+
+    The pipeline's stream holds a deployment slot and an upstream connection until it ends, so the client
+    cannot be allowed to hold them by not reading: a chunk that the client does not take within
+    ``server.send_timeout_seconds`` (uvicorn waits on the socket's drain with no limit) abandons the
+    stream as ``ClientStalled`` (499) and aborts the connection, whose unsent megabytes would otherwise
+    wait on the client. A client found gone between chunks (uvicorn drops writes to a closed connection
+    silently) ends it as a disconnect, so a fast upstream is not read to its end for nobody. However the
+    response ends — done, abandoned, cancelled by a disconnect or by the shutdown's drain — the stream is
+    closed before it returns, so its record and its slot's release never wait on garbage collection.
+    """
+
+    def __init__(self, result: StreamResult) -> None:
+        self.result = result
+        self.events = _sse(result)
+        self.send_timeout = DEFAULT_SEND_TIMEOUT
+        self.transport: Any = None
+        super().__init__(
+            self.events,
+            status_code=result.status,
+            headers={**_SSE_HEADERS, **result.headers},
+            media_type="text/event-stream",
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.send_timeout = _send_timeout(scope)
+        self.transport = _transport(receive)
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.events.aclose()
+
+    async def stream_response(self, send: Send) -> None:
+        """The headers, each event, then the end; stops early when the client is gone or stalled."""
+        start: Message = {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        if not await self._send(send, start):
+            return
+        async for event in self.events:
+            if self.transport is not None and self.transport.is_closing():
+                return  # the client left: the stream ends unfinished (499 client_disconnected)
+            if not await self._send(send, {"type": "http.response.body", "body": event, "more_body": True}):
+                return
+        await self._send(send, {"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _send(self, send: Send, message: Message) -> bool:
+        """Send ``message`` within the send deadline; False (the stream abandoned) when the client stalled."""
+        try:
+            async with asyncio.timeout(self.send_timeout):
+                await send(message)
+        except TimeoutError:
+            stalled = ClientStalled(self.send_timeout)
+            log.warning("stream abandoned: %s", stalled.message)
+            self.result.outcome.error = stalled  # recorded as the client's, when the stream closes
+            if self.transport is not None:
+                self.transport.abort()  # drop the unsent bytes: close() would wait for the client to read them
+                await asyncio.sleep(0)  # uvicorn sees the connection lost before the app returns
+            return False
+        return True
+
+
+def _send_timeout(scope: Scope) -> float:
+    """``server.send_timeout_seconds`` of the gateway serving ``scope`` (``app.state.gateway``), else the default."""
+    gateway = getattr(getattr(scope.get("app"), "state", None), "gateway", None)
+    server = getattr(getattr(gateway, "config", None), "server", None)
+    seconds = getattr(server, "send_timeout_seconds", None)
+    return float(seconds) if isinstance(seconds, int | float) else DEFAULT_SEND_TIMEOUT
+
+
+def _transport(receive: Receive) -> Any:
+    """The connection's transport under uvicorn (its request cycle's ``transport``), else None.
+
+    Found through ``receive``, which no middleware outside ``BodyLimitMiddleware`` wraps (as
+    ``_arrived`` reads it); ``send`` is wrapped by several. Anything else: None, and a stalled stream
+    is left for the server to close.
+    """
+    inner = receive.receive if isinstance(receive, _BoundedReceive) else receive
+    transport = getattr(getattr(inner, "__self__", None), "transport", None)
+    if callable(getattr(transport, "abort", None)) and callable(getattr(transport, "is_closing", None)):
+        return transport
+    return None
+
+
+async def _sse(result: StreamResult) -> AsyncGenerator[bytes, None]:
     """Server-sent events: one ``data:`` line per chunk, an error event on failure, then ``[DONE]``."""
-    try:
-        async for chunk in result.chunks():
-            if not result.include_usage:
-                if not chunk.get("choices") and chunk.get("usage"):
-                    continue  # the usage chunk the client did not ask for
-                chunk.pop("usage", None)
-            elif chunk.get("choices"):
-                chunk.setdefault("usage", None)
-            yield b"data: " + orjson.dumps(chunk) + b"\n\n"
-    except GatewayError as error:
-        # Headers are gone already; the error travels as an event the OpenAI SDK raises on.
-        log.warning("stream failed: %s", error.message)
-        yield b"data: " + orjson.dumps(error.to_body()) + b"\n\n"
-        return
+    # Closed with the events, so the stream's finish callbacks run when the response ends, not when collected.
+    async with aclosing(result.chunks()) as chunks:
+        try:
+            async for chunk in chunks:
+                if not result.include_usage:
+                    if not chunk.get("choices") and chunk.get("usage"):
+                        continue  # the usage chunk the client did not ask for
+                    chunk.pop("usage", None)
+                elif chunk.get("choices"):
+                    chunk.setdefault("usage", None)
+                yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+        except GatewayError as error:
+            # Headers are gone already; the error travels as an event the OpenAI SDK raises on.
+            log.warning("stream failed: %s", error.message)
+            yield b"data: " + orjson.dumps(error.to_body()) + b"\n\n"
+            return
     yield b"data: [DONE]\n\n"

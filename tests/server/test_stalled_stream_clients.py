@@ -1,0 +1,204 @@
+"""Streams whose client stops reading, leaves early, or is still held when the server shuts down.
+
+A stream holds its deployment's slot and an upstream connection until it ends, so the client must not
+be able to hold them by not reading (``server.send_timeout_seconds``), a client that left must not have
+the upstream read to its end for nobody, and a shutdown must record what it cut off.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp import web
+
+from opsgate.domain.config import ConfigError, parse_config
+from tests.fake_upstream import FakeUpstream
+from tests.support import Gateway, serve_process, start_gateway, wait_until
+
+SEND_TIMEOUT = 1.5
+
+
+class LargeStream(FakeUpstream):
+    """Streams ``chunks`` events of ``size`` characters each, as fast as they are read (20 MB by default)."""
+
+    chunks = 200
+    size = 100_000
+    streams_open = 0
+
+    async def _stream(self, request: web.Request, body: dict[str, Any], chat: bool) -> web.StreamResponse:
+        self.streams_open += 1
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        base = {"id": "up", "object": "chat.completion.chunk", "created": int(time.time()), "model": body["model"]}
+        piece = {**base, "choices": [{"index": 0, "delta": {"content": "x" * self.size}, "finish_reason": None}]}
+        event = b"data: " + json.dumps(piece).encode() + b"\n\n"
+        try:
+            for _ in range(self.chunks):
+                await response.write(event)
+            last = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+            usage = {**base, "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 9, "total_tokens": 14}}
+            for item in (last, usage):
+                await response.write(b"data: " + json.dumps(item).encode() + b"\n\n")
+            await response.write(b"data: [DONE]\n\n")
+        except ConnectionError:
+            pass  # the gateway closed the upstream call
+        finally:
+            self.streams_open -= 1
+        return response
+
+
+def _config(upstream: FakeUpstream, **server: Any) -> dict[str, Any]:
+    deployment = {
+        "type": "openai",
+        "base_url": upstream.base_url,
+        "model": "real-model",
+        "timeouts": {"first_byte": 10, "total": 300},  # no upstream deadline ends these streams
+        "limits": {"max_in_flight": 1, "max_queue": 1, "queue_timeout": 2},
+    }
+    return {"server": server, "models": [{"name": "m", "routing": {"retries": 0}, "deployments": [deployment]}]}
+
+
+def _open_stream(port: int, request_id: str, rcvbuf: int | None = 4096) -> socket.socket:
+    """A raw client that asks for a stream (and reads nothing unless the test does)."""
+    body = json.dumps({"model": "m", "stream": True, "messages": [{"role": "user", "content": "long"}]}).encode()
+    sock = socket.socket()
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.connect(("127.0.0.1", port))
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"X-Request-Id: {request_id}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    sock.sendall(head.encode() + body)
+    return sock
+
+
+def _closed_by_server(sock: socket.socket, within: float) -> bool:
+    """Whether the server closed (or reset) the connection: reading it to the end finishes within ``within``."""
+    sock.settimeout(within)
+    deadline = time.monotonic() + within
+    try:
+        while time.monotonic() < deadline:
+            if not sock.recv(1 << 20):
+                return True
+    except ConnectionError:
+        return True
+    except TimeoutError:
+        return False
+    return False
+
+
+@pytest.fixture
+def upstream() -> Iterator[LargeStream]:
+    server = LargeStream().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def gateway(upstream: LargeStream) -> Iterator[Gateway]:
+    gw = start_gateway(_config(upstream, send_timeout_seconds=SEND_TIMEOUT))
+    yield gw
+    gw.server.stop()
+
+
+def test_a_client_that_stops_reading_is_abandoned_at_the_send_deadline(gateway: Gateway, upstream: LargeStream) -> None:
+    sock = _open_stream(gateway.server.port, "stalled-1")
+    try:
+        started = time.monotonic()
+        # Recorded once the client has not read for SEND_TIMEOUT (before: only when the client closed).
+        records = gateway.records_for("stalled-1", timeout=15)
+        held = time.monotonic() - started
+        assert len(records) == 1, records
+        record = records[0]
+        assert record["status"] == 499 and record["error_type"] == "client_stalled", record
+        assert "send_timeout_seconds" in record["error_message"]
+        assert held < 12
+        # The slot is free (max_in_flight 1): another client is served, not answered 503 overloaded.
+        other = httpx.post(
+            gateway.base_url + "/chat/completions",
+            json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+            timeout=30,
+        )
+        assert other.status_code == 200, other.text
+        # The upstream call was closed, and so was the client's connection (its unsent bytes dropped).
+        assert wait_until(lambda: upstream.streams_open == 0, 10)
+        assert _closed_by_server(sock, 10)
+    finally:
+        sock.close()
+
+
+def test_a_reading_client_gets_the_whole_stream(gateway: Gateway) -> None:
+    with httpx.stream(
+        "POST",
+        gateway.base_url + "/chat/completions",
+        json={"model": "m", "stream": True, "messages": [{"role": "user", "content": "long"}]},
+        headers={"X-Request-Id": "reader-1"},
+        timeout=60,
+    ) as response:
+        size = sum(len(part) for part in response.iter_bytes())
+    assert response.status_code == 200 and size > 20_000_000
+    [record] = gateway.records_for("reader-1", timeout=10)
+    assert record["status"] == 200 and len(record["output_text"]) == 200 * 100_000
+
+
+def test_a_client_that_leaves_early_is_recorded_as_gone_and_the_upstream_is_not_read_on(
+    tmp_path: Path, upstream: LargeStream
+) -> None:
+    upstream.chunks, upstream.size = 400, 20_000  # 8 MB, sent as fast as it is read
+    config = _config(upstream)
+    config["record"] = {"store": f"sqlite:///{tmp_path}/requests.db", "journal_dir": f"{tmp_path}/journal"}
+    (tmp_path / "gw.yaml").write_text(json.dumps(config))
+    with serve_process(tmp_path / "gw.yaml", log=tmp_path / "log.txt") as (_, url):
+        port = int(url.rsplit(":", 1)[1])
+        for i in range(6):
+            sock = _open_stream(port, f"leaver-{i}", rcvbuf=None)
+            sock.recv(2000)
+            sock.close()
+            assert wait_until(lambda: upstream.streams_open == 0, 10)
+
+        def rows() -> list[tuple[Any, ...]]:
+            with sqlite3.connect(tmp_path / "requests.db") as db:
+                query = "select status, error_type, length(output_text) from requests where endpoint = 'chat'"
+                return list(db.execute(query))
+
+        assert wait_until(lambda: len(rows()) == 6, 20), rows()
+    for status, error_type, length in rows():
+        assert (status, error_type) == (499, "client_disconnected"), rows()
+        assert length < 8_000_000
+
+
+def test_shutdown_records_streams_whose_clients_stopped_reading(tmp_path: Path, upstream: LargeStream) -> None:
+    config = _config(upstream)  # the default send deadline (30 s) outlasts the drain
+    config["record"] = {"store": f"sqlite:///{tmp_path}/requests.db", "journal_dir": f"{tmp_path}/journal"}
+    config["models"][0]["deployments"][0]["limits"]["max_in_flight"] = 4
+    (tmp_path / "gw.yaml").write_text(json.dumps(config))
+    socks = []
+    try:
+        with serve_process(tmp_path / "gw.yaml", log=tmp_path / "log.txt", args=["--drain-timeout", "2"]) as (_, url):
+            port = int(url.rsplit(":", 1)[1])
+            socks = [_open_stream(port, f"stuck-{i}") for i in range(2)]
+            assert wait_until(lambda: upstream.streams_open == 2, 15)
+            time.sleep(1)  # both are now waiting on their clients
+        # serve_process sent SIGTERM and waited for the exit: the cut-off streams are in the store.
+        with sqlite3.connect(tmp_path / "requests.db") as db:
+            rows = list(db.execute("select id, status from requests where endpoint = 'chat' order by id"))
+    finally:
+        for sock in socks:
+            sock.close()
+    assert [status for _, status in rows] == [499, 499], rows
+
+
+@pytest.mark.parametrize("seconds", [0, -1, float("inf"), float("nan"), 7200])
+def test_the_send_deadline_is_a_finite_positive_time(seconds: float) -> None:
+    with pytest.raises(ConfigError, match="send_timeout_seconds"):
+        parse_config({"server": {"send_timeout_seconds": seconds}, "models": []})
+    assert parse_config({"models": []}).server.send_timeout_seconds == 30
