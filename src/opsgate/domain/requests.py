@@ -13,10 +13,42 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 # Past any real model name. The record keeps the model in an indexed column, and PostgreSQL refuses an
 # index entry of more than ~2.7 KB: one request naming a 9,000-character model stalled every record.
 MODEL_NAME_MAX = 256
+# Candidates an upstream generates for one answer (``best_of``; vLLM takes it on chat too, with
+# ``use_beam_search`` as the beam width): OpenAI's cap on /v1/completions, on every endpoint.
+BEST_OF_MAX = 20
+# What a client may ask of the upstream's scheduling. OpenAI's ``service_tier`` picks the price and
+# the queue ("priority" bills at a premium, "flex" is cheaper and slower) and vLLM's ``priority`` the
+# place in its queue (lower goes first): on a deployment shared by tenants, both are the operator's
+# choice, not one tenant's at the others' expense (and bill). Values that change nothing pass, since
+# SDKs may send them; any other is a 400 naming the field rather than silently dropped, so a client
+# that asked for "flex" or for a place in the queue learns it was not given one. An operator who does
+# let clients choose widens these (a per-alias or per-key setting would live in domain/config.py).
+CLIENT_SERVICE_TIERS: frozenset[str] = frozenset({"auto", "default"})
+CLIENT_PRIORITIES: range = range(0, 1)
 
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="allow")
+    # Declared (not left to ``extra``) only to be checked; forwarded as sent when allowed.
+    service_tier: str | None = None
+    priority: int | None = None
+
+    @field_validator("service_tier")
+    @classmethod
+    def _client_service_tier(cls, tier: str | None) -> str | None:
+        if tier is not None and tier not in CLIENT_SERVICE_TIERS:
+            allowed = " or ".join(f"'{t}'" for t in sorted(CLIENT_SERVICE_TIERS)) or "nothing"
+            raise ValueError(f"this gateway's operator chooses the service tier; a client may send {allowed}")
+        return tier
+
+    @field_validator("priority")
+    @classmethod
+    def _client_priority(cls, priority: int | None) -> int | None:
+        if priority is not None and priority not in CLIENT_PRIORITIES:
+            allowed = CLIENT_PRIORITIES
+            shown = str(allowed.start) if len(allowed) == 1 else f"{allowed.start} to {allowed.stop - 1}"
+            raise ValueError(f"this gateway's operator sets scheduling priority; a client may send {shown}")
+        return priority
 
 
 class ContentPart(BaseModel):
@@ -66,6 +98,8 @@ class _Sampling(_Body):
     stop: str | list[str] | None = None
     seed: int | None = None
     n: int | None = Field(None, ge=1, le=1, description="Only n=1 is served.")
+    # The upstream generates best_of answers and returns one: bounded, and the limits count them all.
+    best_of: int | None = Field(None, ge=1, le=BEST_OF_MAX)
     stream: bool = False
     stream_options: StreamOptions | None = None
     presence_penalty: float | None = Field(None, ge=-2, le=2)
@@ -97,6 +131,10 @@ class _Sampling(_Body):
         """Whether the client asked for the final usage chunk of a stream."""
         return bool(self.stream_options and self.stream_options.include_usage)
 
+    def candidates(self) -> int:
+        """How many answers the upstream generates (and bills) for this request; one or ``n`` are returned."""
+        return max(self.best_of or 1, self.n or 1)
+
 
 class ChatCompletionRequest(_Sampling):
     """``POST /v1/chat/completions``."""
@@ -125,8 +163,6 @@ class CompletionRequest(_Sampling):
     logprobs: int | None = Field(None, ge=0, le=5)
     echo: bool | None = None
     suffix: str | None = None
-    # The upstream generates best_of answers and returns one: OpenAI's cap, and limits count them all.
-    best_of: int | None = Field(None, ge=1, le=20)
 
     @field_validator("prompt")
     @classmethod

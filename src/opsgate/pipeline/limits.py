@@ -23,7 +23,7 @@ from typing import Any
 from opsgate.domain.config import ConfigError, GatewayConfig
 from opsgate.domain.context import GatewayResponse, JsonResult, RequestContext, StreamOutcome, StreamResult
 from opsgate.domain.pricing import PriceBook, is_count
-from opsgate.domain.requests import CompletionRequest, EmbeddingRequest
+from opsgate.domain.requests import EmbeddingRequest
 from opsgate.limits import Demand, Identity, Limiter, MemoryCounters, RedisCounters, Reservation
 from opsgate.limits.limiter import CounterStore
 from opsgate.pipeline.stage import PassStage
@@ -55,10 +55,8 @@ def estimate_tokens(ctx: RequestContext, default_max_tokens: int) -> tuple[int, 
     prompt = -(-len(ctx.raw_body) // 4)
     if isinstance(ctx.body, EmbeddingRequest) or ctx.body is None:
         return prompt, 0
-    output = ctx.body.token_limit() or default_max_tokens
-    if isinstance(ctx.body, CompletionRequest) and ctx.body.best_of:
-        output *= ctx.body.best_of  # every candidate is generated (and billed), one is returned
-    return prompt, output
+    # Every candidate (``best_of``, on chat as on completions) is generated and billed; one is returned.
+    return prompt, (ctx.body.token_limit() or default_max_tokens) * ctx.body.candidates()
 
 
 def workers_problem(config: GatewayConfig, workers: int) -> str | None:
