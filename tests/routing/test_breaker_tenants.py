@@ -10,7 +10,8 @@ once per attempt: with ``retries: 2`` two such requests opened the breaker and e
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -20,7 +21,9 @@ from aiohttp import web
 from opsgate.domain.reliability_config import BreakerConfig
 from opsgate.routing.breaker import CircuitBreaker
 from opsgate.routing.deployment import DeploymentHandle
+from opsgate.routing.shared_breaker import BreakerSync, SharedCircuitBreaker
 from tests.fake_upstream import FakeUpstream, Script
+from tests.limits.support import REDIS_URL, scratch_prefix
 from tests.support import Gateway, start_gateway, wait_until
 
 ADMIN = "bootstrap-admin-key-for-breaker-tenant-tests-0123"
@@ -289,3 +292,81 @@ def test_a_deployment_failing_for_every_tenant_still_opens(upstream: Picky) -> N
         assert refused.status_code == 503 and refused.json()["error"]["code"] == "circuit_open"
     finally:
         gateway.server.stop()
+
+
+# --- the same rule in the breaker shared through Redis -------------------------------------------
+
+
+@pytest.fixture()
+def redis_prefix() -> Iterator[str]:
+    with scratch_prefix() as prefix:
+        yield prefix
+
+
+@asynccontextmanager
+async def replica(cfg: BreakerConfig) -> AsyncIterator[tuple[SharedCircuitBreaker, BreakerSync]]:
+    breaker = SharedCircuitBreaker(cfg, "svc#0")
+    assert cfg.shared is not None
+    sync = BreakerSync(cfg.shared, cfg.key_prefix, [breaker], interval=cfg.sync_interval_seconds)
+    await sync.connect()
+    try:
+        yield breaker, sync
+    finally:
+        await sync.close()
+
+
+def shared_config(prefix: str, **extra: object) -> BreakerConfig:
+    values: dict[str, object] = {
+        "consecutive_failures": 3,
+        "open_seconds": 30,
+        "shared": REDIS_URL,
+        "key_prefix": prefix,
+        "sync_interval_seconds": 5,  # syncs are explicit
+        **extra,
+    }
+    return BreakerConfig.model_validate(values)
+
+
+async def test_shared_one_tenants_failures_on_every_replica_do_not_open_it(redis_prefix: str) -> None:
+    cfg = shared_config(redis_prefix)
+    async with replica(cfg) as (one, sync_one), replica(cfg) as (two, sync_two):
+        two.record(True, "b")
+        await sync_two.sync_once()
+        for _ in range(4):
+            one.record(False, "a")
+            two.record(False, "a")
+        await sync_one.sync_once()
+        await sync_two.sync_once()
+        status = two.status()
+        assert status["scope"] == "shared" and status["state"] == "closed", status
+        assert status["consecutive_failures"] == 8 and status["spared_one_tenant"] >= 1
+        for _ in range(2):
+            two.record(False, "b")
+        await sync_two.sync_once()
+        assert two.status()["state"] == "closed"  # 10 in a row, 2 without a's
+        one.record(False, None)  # the operator's failure is never removed
+        await sync_one.sync_once()
+        assert one.status()["state"] == "open"
+        await sync_two.sync_once()
+        assert two.state == "open" and two.status()["reason"] == "11 consecutive failures"
+
+
+async def test_shared_single_tenant_opens_as_before_and_the_rate_holds_without_the_top(redis_prefix: str) -> None:
+    async with replica(shared_config(redis_prefix)) as (one, sync_one):
+        for _ in range(3):
+            one.record(False, "a")
+        await sync_one.sync_once()
+        assert one.state == "open"
+    cfg = shared_config(redis_prefix + "rate:", consecutive_failures=1000, min_requests=10, error_rate=0.5)
+    async with replica(cfg) as (one, sync_one):
+        for _ in range(10):
+            one.record(True, "b")
+            one.record(False, "a")
+        one.record(False, "a")
+        await sync_one.sync_once()
+        status = one.status()
+        assert status["state"] == "closed" and status["window_failures"] == 11 and status["spared_one_tenant"] == 1
+        for _ in range(10):
+            one.record(False, "b")
+        await sync_one.sync_once()
+        assert one.state == "open"  # without a: 10 of 20

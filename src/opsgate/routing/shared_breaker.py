@@ -4,7 +4,9 @@ A deployment whose ``breaker.shared`` names a Redis gets a ``SharedCircuitBreake
 machine is the per-process one's (``breaker.py``), but it runs in Redis, in one Lua script:
 
     {prefix}{label}          hash: state (c/o), until (Redis time), opened, reason, consec,
-                             pok (probe successes), seq, and the window's buckets w:o:<n> / w:f:<n>
+                             pok (probe successes), seq, spared, the window's buckets w:o:<n> /
+                             w:f:<n>, per tenant u:c:<n>:<t> / u:f:<n>:<t> (calls, failures) and the
+                             trailing run's failures r:<t> (<t>: a digest of the tenant's name)
     {prefix}{label}:probes   sorted set: half-open probe leases (member → expiry)
 
 **No Redis on the request path.** ``allow`` and ``record`` only read and bump local fields. Each
@@ -29,12 +31,18 @@ and each deployment's breaker status (``/readyz``, ``GET /admin/deployments``) s
 ``"scope": "local_fallback"`` with the Redis error. What a failed sync carried is dropped, not
 replayed when Redis returns (it would be stale by then). All keys of one call go to one script,
 so Redis Cluster is not supported.
+
+**One tenant alone cannot open it** (the rule of ``breaker.py``, across replicas): each report
+carries, per tenant, its calls, failures and failures in the trailing run; the script keeps them in
+the window's buckets and, when a rule is met while more than one tenant is in the window, applies it
+again without the tenant with the most failures. Calls without a tenant are in the totals only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 import uuid
@@ -62,9 +70,10 @@ _BUCKETS = 30  # the window is kept as this many buckets in the hash
 # ARGV[1] = replica id; then one argument per breaker (KEYS: hash, probes), its fields separated by
 # spaces (one string is far cheaper for redis-py to send than a dozen arguments): consecutive_failures,
 # error_rate, window_seconds, min_requests, open_seconds, half_open_probes, lease seconds, ok, fail,
-# trailing failures, probe leases wanted, n results, n pairs (member, 1/0), n releases, n members.
+# trailing failures, probe leases wanted, n results, n pairs (member, 1/0), n releases, n members,
+# n tenants, n quadruples (tenant digest, calls, failures, failures in the trailing run).
 # Returns per breaker: state, seconds until the open time is up, opened, reason, consec, window
-# calls, window failures, probe successes, n granted, n members.
+# calls, window failures, probe successes, spared, n granted, n members.
 SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -74,8 +83,21 @@ local out = {}
 
 local function clear_window(h)
   for _, f in ipairs(redis.call('HKEYS', h)) do
-    if string.sub(f, 1, 2) == 'w:' then redis.call('HDEL', h, f) end
+    local kind = string.sub(f, 1, 2)
+    if kind == 'w:' or kind == 'u:' or kind == 'r:' then redis.call('HDEL', h, f) end
   end
+end
+
+-- The tenant with the most failures in `counts` when `present` holds two tenants or more; else nil.
+local function top_tenant(present, counts)
+  local n = 0
+  for _ in pairs(present) do n = n + 1 end
+  if n < 2 then return nil end
+  local top, most = nil, 0
+  for t, c in pairs(counts) do
+    if c > most then top, most = t, c end
+  end
+  return top
 end
 
 local function set_open(h, p, open_s, reason)
@@ -97,6 +119,8 @@ for arg = 2, #ARGV do
   local res_at = 13
   local nrel = tonumber(f[res_at + 2 * nres])
   local rel_at = res_at + 2 * nres + 1
+  local nten = tonumber(f[rel_at + nrel])
+  local ten_at = rel_at + nrel + 1
 
   -- A replica that has nothing to report for this breaker only reads it (the common, idle case).
   local busy = ok + fail + want + nres + nrel > 0
@@ -133,23 +157,69 @@ for arg = 2, #ARGV do
     local consec = trailing
     if ok == 0 then consec = tonumber(redis.call('HGET', h, 'consec') or '0') + fail end
     redis.call('HSET', h, 'consec', consec)
+    if ok > 0 then  -- a success ended the run: only this report's trailing failures are in it
+      for _, k in ipairs(redis.call('HKEYS', h)) do
+        if string.sub(k, 1, 2) == 'r:' then redis.call('HDEL', h, k) end
+      end
+    end
+    for i = 0, nten - 1 do
+      local at = ten_at + 4 * i
+      local t, tc, tf, tr = f[at], tonumber(f[at + 1]), tonumber(f[at + 2]), tonumber(f[at + 3])
+      if tc > 0 then redis.call('HINCRBY', h, 'u:c:' .. bucket .. ':' .. t, tc) end
+      if tf > 0 then redis.call('HINCRBY', h, 'u:f:' .. bucket .. ':' .. t, tf) end
+      if tr > 0 then redis.call('HINCRBY', h, 'r:' .. t, tr) end
+    end
+    local t_calls, t_fails, t_runs = {}, {}, {}
     local flat = redis.call('HGETALL', h)
     for i = 1, #flat, 2 do
       local f = flat[i]
-      if string.sub(f, 1, 2) == 'w:' then
+      local kind = string.sub(f, 1, 2)
+      if kind == 'w:' then
         if tonumber(string.sub(f, 5)) <= bucket - __BUCKETS__ then
           redis.call('HDEL', h, f)
         else
           calls = calls + tonumber(flat[i + 1])
           if string.sub(f, 3, 3) == 'f' then fails = fails + tonumber(flat[i + 1]) end
         end
+      elseif kind == 'u:' then
+        local rest = string.sub(f, 5)
+        local colon = string.find(rest, ':', 1, true)
+        if tonumber(string.sub(rest, 1, colon - 1)) <= bucket - __BUCKETS__ then
+          redis.call('HDEL', h, f)
+        else
+          local t, n = string.sub(rest, colon + 1), tonumber(flat[i + 1])
+          if string.sub(f, 3, 3) == 'f' then
+            t_fails[t] = (t_fails[t] or 0) + n
+          else
+            t_calls[t] = (t_calls[t] or 0) + n
+          end
+        end
+      elseif kind == 'r:' then
+        t_runs[string.sub(f, 3)] = tonumber(flat[i + 1])
       end
     end
+    local reason = nil
     if fail > 0 and consec >= threshold then
-      set_open(h, p, open_s, consec .. ' consecutive failures')
-      state, opened_until, calls, fails = 'o', now + open_s, 0, 0
+      local top = top_tenant(t_calls, t_runs)
+      if top == nil or consec - t_runs[top] >= threshold then
+        reason = consec .. ' consecutive failures'
+      else
+        redis.call('HINCRBY', h, 'spared', 1)
+      end
     elseif fail > 0 and calls >= min_req and fails / calls >= rate then
-      set_open(h, p, open_s, fails .. ' of ' .. calls .. ' calls failed in ' .. math.floor(window + 0.5) .. 's')
+      local top = top_tenant(t_calls, t_fails)
+      local rest_calls, rest_fails = calls, fails
+      if top ~= nil then
+        rest_calls, rest_fails = calls - (t_calls[top] or 0), fails - t_fails[top]
+      end
+      if rest_calls >= min_req and rest_fails / rest_calls >= rate then
+        reason = fails .. ' of ' .. calls .. ' calls failed in ' .. math.floor(window + 0.5) .. 's'
+      else
+        redis.call('HINCRBY', h, 'spared', 1)
+      end
+    end
+    if reason ~= nil then
+      set_open(h, p, open_s, reason)
       state, opened_until, calls, fails = 'o', now + open_s, 0, 0
     end
   end
@@ -168,13 +238,14 @@ for arg = 2, #ARGV do
 
   out[#out + 1] = state
   out[#out + 1] = tostring(opened_until - now)
-  local v = redis.call('HMGET', h, 'opened', 'reason', 'consec', 'pok')
+  local v = redis.call('HMGET', h, 'opened', 'reason', 'consec', 'pok', 'spared')
   out[#out + 1] = v[1] or '0'
   out[#out + 1] = v[2] or ''
   out[#out + 1] = v[3] or '0'
   out[#out + 1] = tostring(calls)
   out[#out + 1] = tostring(fails)
   out[#out + 1] = v[4] or '0'
+  out[#out + 1] = v[5] or '0'
   out[#out + 1] = tostring(#granted)
   for _, member in ipairs(granted) do out[#out + 1] = member end
 end
@@ -192,6 +263,21 @@ class _Report:
     want: int = 0
     results: list[tuple[str, bool]] = field(default_factory=list)
     releases: list[str] = field(default_factory=list)
+    tenants: dict[str, list[int]] = field(default_factory=dict)  # tenant: [calls, failures, failures in the run]
+    run: bool = False  # some tenant has failures in the trailing run (cleared on a success)
+
+
+_DIGESTS: dict[str, str] = {}
+
+
+def tenant_digest(tenant: str) -> str:
+    """A short, space-free name for ``tenant`` in the script's argument and the hash's fields."""
+    digest = _DIGESTS.get(tenant)
+    if digest is None:
+        if len(_DIGESTS) > 65_536:
+            _DIGESTS.clear()
+        digest = _DIGESTS[tenant] = hashlib.blake2b(tenant.encode(), digest_size=8).hexdigest()
+    return digest
 
 
 class SharedCircuitBreaker:
@@ -225,6 +311,7 @@ class SharedCircuitBreaker:
         self._consecutive = 0
         self._window = (0, 0)
         self._probe_successes = 0
+        self._spared = 0
         # What the next sync reports.
         self._report = _Report()
         self._permits: list[tuple[str, float]] = []  # granted probe leases not used yet: (member, use by)
@@ -285,12 +372,26 @@ class SharedCircuitBreaker:
             self._wake()
             return
         report = self._report
+        counts: list[int] | None = None
+        if tenant is not None:
+            counts = report.tenants.get(tenant)
+            if counts is None:
+                report.tenants[tenant] = counts = [0, 0, 0]
+            counts[0] += 1
         if ok:
             report.ok += 1
             report.trailing = 0
+            if report.run:
+                report.run = False
+                for other in report.tenants.values():
+                    other[2] = 0
         else:
             report.fail += 1
             report.trailing += 1
+            if counts is not None:
+                counts[1] += 1
+                counts[2] += 1
+                report.run = True
             if report.trailing == self.config.consecutive_failures:
                 self._wake()  # enough to open it: tell the others now, not at the next tick
 
@@ -331,15 +432,16 @@ class SharedCircuitBreaker:
         if int(reply[at + 5]) >= 0:  # -1: not read in this sync
             self._window = (int(reply[at + 5]), int(reply[at + 6]))
         self._probe_successes = int(reply[at + 7])
-        granted = int(reply[at + 8])
-        members = [m.decode() for m in reply[at + 9 : at + 9 + granted]]
+        self._spared = int(reply[at + 8])
+        granted = int(reply[at + 9])
+        members = [m.decode() for m in reply[at + 10 : at + 10 + granted]]
         self._denied = self._asked and not members
         if half_open:
             self._permits.extend((m, now + PERMIT_SECONDS) for m in members)
         else:  # a new spell: old leases are void, and calls still out are ordinary calls again
             self._permits.clear()
             self._probes.clear()
-        return at + 9 + granted
+        return at + 10 + granted
 
     def status(self) -> dict[str, Any]:
         """Scope (shared or local fallback), state, and the sync's health."""
@@ -361,6 +463,7 @@ class SharedCircuitBreaker:
             "window_calls": calls,
             "window_failures": failures,
             "probe_successes": self._probe_successes,
+            "spared_one_tenant": self._spared,
             "probes_here": len(self._probes),
             "shared": shared,
         }
@@ -459,9 +562,10 @@ class BreakerSync:
             keys += [self.prefix + breaker.key, self.prefix + breaker.key + ":probes"]
             results = " ".join(f"{member} {1 if ok else 0}" for member, ok in report.results)
             releases = " ".join(report.releases)
+            tenants = " ".join(f"{tenant_digest(t)} {c} {f} {r}" for t, (c, f, r) in report.tenants.items())
             args.append(
                 f"{breaker.script_fields} {report.ok} {report.fail} {report.trailing} {report.want} "
-                f"{len(report.results)} {results} {len(report.releases)} {releases}"
+                f"{len(report.results)} {results} {len(report.releases)} {releases} {len(report.tenants)} {tenants}"
             )
         if self._client is None:
             return
