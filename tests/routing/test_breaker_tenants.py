@@ -18,6 +18,7 @@ import httpx
 import pytest
 from aiohttp import web
 
+from opsgate.backends.upstream import redact_upstream_text, request_too_large
 from opsgate.domain.reliability_config import BreakerConfig
 from opsgate.routing.breaker import CircuitBreaker
 from opsgate.routing.deployment import DeploymentHandle
@@ -370,3 +371,41 @@ async def test_shared_single_tenant_opens_as_before_and_the_rate_holds_without_t
             one.record(False, "b")
         await sync_one.sync_once()
         assert one.state == "open"  # without a: 10 of 20
+
+
+# --- what an upstream's error text may say ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "kept", "gone"),
+    [
+        (TOO_LARGE["error"]["message"], "organization org-***", "AbC123xyz"),
+        ("Incorrect API key provided: sk-proj-abc1***wxyz. You can find your API key at …", "sk-***", "abc1"),
+        (
+            "exceed the rate limit for your organization (a22cf6e6-a940-4fff-8c4c-1580816ac7be) of 1,000,000",
+            "(***)",
+            "a22cf6e6",
+        ),
+        ("not authorized: arn:aws:bedrock:us-east-1:123456789012:foundation-model/x", "arn:aws:***", "123456789012"),
+        ("project proj_Zx81 over budget; see https://user:secret@example.com/x", "proj_***", "secret"),
+        ("an org-wide, user-facing limit", "an org-wide, user-facing limit", "***"),
+    ],
+)
+def test_upstream_error_texts_lose_the_operators_account_ids(text: str, kept: str, gone: str) -> None:
+    redacted = redact_upstream_text(text)
+    assert kept in redacted and gone not in redacted, redacted
+
+
+@pytest.mark.parametrize(
+    ("message", "too_large"),
+    [
+        (TOO_LARGE["error"]["message"], True),
+        ("Request too large for o1 in organization org-1 on requests per day (RPD).", True),
+        (RATE_LIMITED["error"]["message"], False),  # Used + Requested > Limit: the minute, not the request
+        ("Rate limit reached for requests", False),
+        ("Limit 1,000, Requested 1,001", True),
+        ("You exceeded your current quota, please check your plan and billing details.", False),
+    ],
+)
+def test_which_429_says_the_request_is_too_large(message: str, too_large: bool) -> None:
+    assert request_too_large(message) is too_large

@@ -144,9 +144,20 @@ def _mask_account(match: re.Match[str]) -> str:
     return f"{prefix}***"
 
 
+# Anthropic names the organization by a UUID: "the rate limit for your organization (a22cf6e6-…)".
+_NAMED_UUID = re.compile(
+    r"(?P<named>\b(?:organization|organisation|workspace|project|account)\b[\s:=(]*)"
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
+    re.IGNORECASE,
+)
+
+
 def redact_upstream_text(text: str) -> str:
     """``text`` without the operator's account identifiers or URL credentials (``redact_url``)."""
-    return redact_url(_ACCOUNT_IDS.sub(_mask_account, text))
+    text = _ACCOUNT_IDS.sub(_mask_account, text)
+    if "-" in text:
+        text = _NAMED_UUID.sub(r"\g<named>***", text)
+    return redact_url(text)
 
 
 def _error_message(status: int, raw: bytes) -> str:
