@@ -30,6 +30,8 @@ Kind = Literal["window", "total", "lease"]
 EPSILON = 1e-9
 WINDOW_TTL = 180  # a minute bucket is read as "previous" for one more minute, and settled a little later
 PERIOD_GRACE = 2 * 86400  # day and month counters outlive their period, for late settles and for reading
+# Rules whose counter every caller shares (the others count a key, or users within a tenant).
+SHARED_PER = frozenset({"model", "global"})
 _SHORT = {
     "requests_per_minute": "rpm",
     "tokens_per_minute": "tpm",
@@ -97,6 +99,9 @@ class Check:
     prev_share: float = 0.0  # window: the share of the previous minute still inside the window
     member: str = ""  # lease: this request's entry
     expires: float = 0.0  # lease: when the entry lapses if never released
+    # Counted for every caller alike (``per: model`` or ``global``): its count is other tenants' traffic,
+    # so it never shows in a caller's x-ratelimit-* headers or in a refusal's message.
+    shared: bool = False
 
     @property
     def code(self) -> str:
@@ -227,6 +232,7 @@ def plan(
             continue
         counted, said = who.scope(rule)
         base = f"{rule_id}:{counted}"
+        first = len(checks)
         if rule.requests_per_minute:
             checks.append(_window("requests_per_minute", base, rule.requests_per_minute, 1.0, said, at))
         if rule.tokens_per_minute:
@@ -253,6 +259,9 @@ def plan(
                 checks.append(
                     _total("spend_per_month", base, rule.spend_per_month, demand.cost, said, at.month, at.month_left)
                 )
+        if rule.per in SHARED_PER:
+            for check in checks[first:]:
+                check.shared = True
     return checks
 
 

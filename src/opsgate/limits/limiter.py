@@ -96,12 +96,16 @@ class Reservation:
 
 
 def rate_headers(checks: Sequence[Check], tallies: Sequence[Tally], *, reserved: bool) -> dict[str, str]:
-    """Limit, remaining and reset for the tightest requests-per-minute and tokens-per-minute check read."""
+    """Limit, remaining and reset for the tightest requests-per-minute and tokens-per-minute check read.
+
+    Only the caller's own rules (key, user, key+model, user+model, the key's limits): a shared rule's
+    remaining count would show other tenants' traffic, request by request (probe-e F9).
+    """
     out: dict[str, str] = {}
     for metric, name in (("requests_per_minute", "requests"), ("tokens_per_minute", "tokens")):
         tightest: tuple[float, float, float] | None = None
         for check, tally in zip(checks, tallies, strict=False):  # on refusal, only the checks read
-            if check.metric == metric:
+            if check.metric == metric and not check.shared:
                 remaining = check.limit - tally.used - (check.amount if reserved else 0.0)
                 if tightest is None or remaining < tightest[1]:
                     tightest = (check.limit, remaining, check.resets_in)
@@ -130,7 +134,10 @@ def refusal(check: Check, tally: Tally, headers: dict[str, str]) -> RateLimitErr
         message = f"{check.metric} for {check.scope}: this request alone needs ~{need}, over the limit of {limit}; "
         return RateLimitError(message + advice, code=check.code, retry_after=None, headers=headers)
     wait = retry_after(check, tally)
-    if check.kind == "lease":
+    if check.shared:
+        # What a 429 says anyway (this shared limit is full, when to retry), not how much others used.
+        message = f"{check.metric} for {check.scope}, shared by every caller: over its limit of {limit}"
+    elif check.kind == "lease":
         message = f"concurrent for {check.scope}: {used} of {limit} requests in flight"
     elif check.metric == "requests_per_minute":
         message = f"requests_per_minute for {check.scope}: {used} of {limit} used"
