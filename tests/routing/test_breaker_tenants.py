@@ -409,3 +409,18 @@ def test_upstream_error_texts_lose_the_operators_account_ids(text: str, kept: st
 )
 def test_which_429_says_the_request_is_too_large(message: str, too_large: bool) -> None:
     assert request_too_large(message) is too_large
+
+
+async def test_shared_another_tenant_counts_only_within_the_window(redis_prefix: str) -> None:
+    cfg = shared_config(redis_prefix, window_seconds=5.0)
+    async with replica(cfg) as (one, sync_one), replica(cfg) as (two, sync_two):
+        two.record(True, "b")
+        await sync_two.sync_once()
+        for _ in range(3):
+            one.record(False, "a")
+        await sync_one.sync_once()
+        assert one.status()["state"] == "closed"  # b used it within the window
+        await asyncio.sleep(5.5)  # b's call leaves the window: a is the only tenant now
+        one.record(False, "a")
+        await sync_one.sync_once()
+        assert one.status()["state"] == "open", one.status()

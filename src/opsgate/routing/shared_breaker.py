@@ -5,8 +5,10 @@ machine is the per-process one's (``breaker.py``), but it runs in Redis, in one 
 
     {prefix}{label}          hash: state (c/o), until (Redis time), opened, reason, consec,
                              pok (probe successes), seq, spared, the window's buckets w:o:<n> /
-                             w:f:<n>, per tenant u:c:<n>:<t> / u:f:<n>:<t> (calls, failures) and the
-                             trailing run's failures r:<t> (<t>: a digest of the tenant's name)
+                             w:f:<n>, per tenant that failed u:c:<n>:<t> / u:f:<n>:<t> (calls,
+                             failures), the trailing run's failures r:<t>, and who uses it: pt (the
+                             latest tenant), pb (its last bucket), ob (the last bucket another tenant
+                             was seen in) (<t>: a digest of the tenant's name)
     {prefix}{label}:probes   sorted set: half-open probe leases (member → expiry)
 
 **No Redis on the request path.** ``allow`` and ``record`` only read and bump local fields. Each
@@ -33,9 +35,11 @@ replayed when Redis returns (it would be stale by then). All keys of one call go
 so Redis Cluster is not supported.
 
 **One tenant alone cannot open it** (the rule of ``breaker.py``, across replicas): each report
-carries, per tenant, its calls, failures and failures in the trailing run; the script keeps them in
-the window's buckets and, when a rule is met while more than one tenant is in the window, applies it
-again without the tenant with the most failures. Calls without a tenant are in the totals only.
+carries, per tenant, its calls, failures and failures in the trailing run; the script keeps, per
+bucket, the calls and failures of the tenants that failed (a healthy tenant adds no field), the run
+per tenant, and in three fields whether another tenant used the deployment within the window. When a
+rule is met while more than one tenant did, it is applied again without the tenant with the most
+failures. Calls without a tenant are in the totals only.
 """
 
 from __future__ import annotations
@@ -88,11 +92,10 @@ local function clear_window(h)
   end
 end
 
--- The tenant with the most failures in `counts` when `present` holds two tenants or more; else nil.
-local function top_tenant(present, counts)
-  local n = 0
-  for _ in pairs(present) do n = n + 1 end
-  if n < 2 then return nil end
+-- The tenant with the most failures in `counts` when two tenants or more used the breaker's
+-- deployment in the window (`shared`); else nil.
+local function top_tenant(shared, counts)
+  if not shared then return nil end
   local top, most = nil, 0
   for t, c in pairs(counts) do
     if c > most then top, most = t, c end
@@ -157,18 +160,28 @@ for arg = 2, #ARGV do
     local consec = trailing
     if ok == 0 then consec = tonumber(redis.call('HGET', h, 'consec') or '0') + fail end
     redis.call('HSET', h, 'consec', consec)
-    if ok > 0 then  -- a success ended the run: only this report's trailing failures are in it
-      for _, k in ipairs(redis.call('HKEYS', h)) do
-        if string.sub(k, 1, 2) == 'r:' then redis.call('HDEL', h, k) end
-      end
-    end
+    -- Who uses it, in O(1) fields: pt is the latest tenant, pb the bucket it was last seen in, and
+    -- ob the last bucket in which another tenant was seen (the last call before the latest switch).
+    local seen = redis.call('HMGET', h, 'pt', 'pb', 'ob')
+    local pt, pb, ob = seen[1], tonumber(seen[2] or '0'), tonumber(seen[3] or '-1')
     for i = 0, nten - 1 do
       local at = ten_at + 4 * i
-      local t, tc, tf, tr = f[at], tonumber(f[at + 1]), tonumber(f[at + 2]), tonumber(f[at + 3])
-      if tc > 0 then redis.call('HINCRBY', h, 'u:c:' .. bucket .. ':' .. t, tc) end
-      if tf > 0 then redis.call('HINCRBY', h, 'u:f:' .. bucket .. ':' .. t, tf) end
-      if tr > 0 then redis.call('HINCRBY', h, 'r:' .. t, tr) end
+      local t, tc, tf = f[at], tonumber(f[at + 1]), tonumber(f[at + 2])
+      if nten > 1 then
+        ob = bucket
+      elseif pt ~= nil and t ~= pt then
+        ob = pb
+      end
+      pt, pb = t, bucket
+      -- Calls and failures only for a tenant that failed here: its calls leave the rate's denominator
+      -- with its failures; a tenant without failures is never the one removed.
+      if tf > 0 then
+        redis.call('HINCRBY', h, 'u:c:' .. bucket .. ':' .. t, tc)
+        redis.call('HINCRBY', h, 'u:f:' .. bucket .. ':' .. t, tf)
+      end
     end
+    if nten > 0 then redis.call('HSET', h, 'pt', pt, 'pb', pb, 'ob', ob) end
+    local shared = ob > bucket - __BUCKETS__
     local t_calls, t_fails, t_runs = {}, {}, {}
     local flat = redis.call('HGETALL', h)
     for i = 1, #flat, 2 do
@@ -195,19 +208,31 @@ for arg = 2, #ARGV do
           end
         end
       elseif kind == 'r:' then
-        t_runs[string.sub(f, 3)] = tonumber(flat[i + 1])
+        if ok > 0 then  -- a success ended the run: only this report's trailing failures are in it
+          redis.call('HDEL', h, f)
+        else
+          t_runs[string.sub(f, 3)] = tonumber(flat[i + 1])
+        end
+      end
+    end
+    for i = 0, nten - 1 do
+      local at = ten_at + 4 * i
+      local t, tr = f[at], tonumber(f[at + 3])
+      if tr > 0 then
+        t_runs[t] = (t_runs[t] or 0) + tr
+        redis.call('HSET', h, 'r:' .. t, t_runs[t])
       end
     end
     local reason = nil
     if fail > 0 and consec >= threshold then
-      local top = top_tenant(t_calls, t_runs)
+      local top = top_tenant(shared, t_runs)
       if top == nil or consec - t_runs[top] >= threshold then
         reason = consec .. ' consecutive failures'
       else
         redis.call('HINCRBY', h, 'spared', 1)
       end
     elseif fail > 0 and calls >= min_req and fails / calls >= rate then
-      local top = top_tenant(t_calls, t_fails)
+      local top = top_tenant(shared, t_fails)
       local rest_calls, rest_fails = calls, fails
       if top ~= nil then
         rest_calls, rest_fails = calls - (t_calls[top] or 0), fails - t_fails[top]
