@@ -29,7 +29,9 @@ def command(path: list[str]) -> click.Command:
     found: click.Command = cli
     for name in path:
         assert isinstance(found, click.Group)
-        found = found.commands[name]
+        sub = found.get_command(click.Context(found), name)  # subcommands are loaded lazily
+        assert sub is not None, name
+        found = sub
     return found
 
 

@@ -7,40 +7,44 @@ import logging
 import os
 import shutil
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
 from opsgate import __version__
-from opsgate.auth.key_limits import WORKERS_ENV
-from opsgate.cli.audit import audit
-from opsgate.cli.bias import bias_group
-from opsgate.cli.config_file import exit_listing_problems, load_config_or_exit
-from opsgate.cli.drift import drift_group
-from opsgate.cli.errors import errors
-from opsgate.cli.evals import eval_group
-from opsgate.cli.integrity import manifest
-from opsgate.cli.keys import keys
-from opsgate.cli.load import load
-from opsgate.cli.logs import logs, usage
-from opsgate.cli.migrate import check_schema_or_exit, migrate
+from opsgate.cli.config_file import load_config_or_exit
+from opsgate.cli.lazy import LazyGroup
 from opsgate.cli.options import gateway_url_option
-from opsgate.cli.redteam import redteam
-from opsgate.cli.releases import experiment, prompts, release
-from opsgate.cli.sentinel import sentinel_group
-from opsgate.cli.serve_checks import exposure_problem, prepare_metrics_dir, serve_problems
-from opsgate.cli.slo import slo
-from opsgate.domain.config import GatewayConfig
-from opsgate.domain.urls import redact_url
-from opsgate.pipeline.limits import workers_problem
-from opsgate.server.logs import configure_logging
+
+if TYPE_CHECKING:
+    from opsgate.domain.config import GatewayConfig
+
+# Imported when they run: each pulls in its own heavy libraries (statsmodels, scipy, the OpenAI SDK...).
+SUBCOMMANDS = {
+    "logs": "opsgate.cli.logs:logs",
+    "usage": "opsgate.cli.logs:usage",
+    "audit": "opsgate.cli.audit:audit",
+    "keys": "opsgate.cli.keys:keys",
+    "load": "opsgate.cli.load:load",
+    "redteam": "opsgate.cli.redteam:redteam",
+    "slo": "opsgate.cli.slo:slo",
+    "errors": "opsgate.cli.errors:errors",
+    "eval": "opsgate.cli.evals:eval_group",
+    "migrate": "opsgate.cli.migrate:migrate",
+    "prompts": "opsgate.cli.releases:prompts",
+    "release": "opsgate.cli.releases:release",
+    "experiment": "opsgate.cli.releases:experiment",
+    "drift": "opsgate.cli.drift:drift_group",
+    "sentinel": "opsgate.cli.sentinel:sentinel_group",
+    "bias": "opsgate.cli.bias:bias_group",
+}
 
 console = Console(stderr=True)
 
 
-@click.group()
+@click.group(cls=LazyGroup, lazy_subcommands=SUBCOMMANDS)
 @click.version_option(__version__, prog_name="opsgate")
 def cli() -> None:
     """opsgate: one OpenAI-compatible gateway for every LLM call."""
@@ -101,7 +105,12 @@ def serve(
     """Run the gateway (HTTPS with --tls-cert and --tls-key; settings also from OPSGATE_* variables)."""
     import uvicorn
 
+    from opsgate.auth.key_limits import WORKERS_ENV
+    from opsgate.cli.migrate import check_schema_or_exit
+    from opsgate.cli.serve_checks import prepare_metrics_dir
+    from opsgate.pipeline.limits import workers_problem
     from opsgate.server.http_limits import http_protocol
+    from opsgate.server.logs import configure_logging
 
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
@@ -172,6 +181,8 @@ def serve(
 
 def _check_exposure(config: GatewayConfig, host: str) -> None:
     """Refuse to serve without auth on a reachable address; say how to get a key either way."""
+    from opsgate.cli.serve_checks import exposure_problem
+
     auth = config.auth
     if auth.enabled:
         console.print(
@@ -235,7 +246,7 @@ def chat(
     raise SystemExit(code)
 
 
-@cli.group(invoke_without_command=True)
+@cli.group(cls=LazyGroup, lazy_subcommands={"manifest": "opsgate.cli.integrity:manifest"}, invoke_without_command=True)
 @gateway_url_option(help="A running gateway's /v1 base URL (else: from config).")
 @click.option("--api-key", envvar="OPSGATE_API_KEY", default=None)
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="OPSGATE_CONFIG")
@@ -282,6 +293,10 @@ def config() -> None:
 def config_check(path: str) -> None:
     """Validate PATH and say what it configures (exit 2 and every problem if it is wrong, or if
     ``opsgate serve`` would refuse it as it stands)."""
+    from opsgate.cli.config_file import exit_listing_problems
+    from opsgate.cli.serve_checks import serve_problems
+    from opsgate.domain.urls import redact_url
+
     loaded = load_config_or_exit(path)
     refused = serve_problems(loaded)
     if refused:
@@ -302,6 +317,8 @@ def config_schema() -> None:
     """Print the config's JSON Schema (for editor completion, e.g. yaml-language-server's $schema)."""
     import orjson
 
+    from opsgate.domain.config import GatewayConfig
+
     click.echo(orjson.dumps(GatewayConfig.model_json_schema(), option=orjson.OPT_INDENT_2).decode())
 
 
@@ -318,24 +335,6 @@ def version() -> None:
         except PackageNotFoundError:
             click.echo(f"{package} not installed")
 
-
-cli.add_command(logs)
-cli.add_command(audit)
-models.add_command(manifest)
-cli.add_command(keys)
-cli.add_command(load)
-cli.add_command(usage)
-cli.add_command(redteam)
-cli.add_command(slo)
-cli.add_command(errors)
-cli.add_command(eval_group)
-cli.add_command(migrate)
-cli.add_command(prompts)
-cli.add_command(release)
-cli.add_command(drift_group)
-cli.add_command(sentinel_group)
-cli.add_command(bias_group)
-cli.add_command(experiment)
 
 if __name__ == "__main__":
     cli()
