@@ -136,6 +136,25 @@ def test_a_client_that_stops_reading_is_abandoned_at_the_send_deadline(gateway: 
         sock.close()
 
 
+def test_a_client_that_stops_reading_then_closes_is_recorded_as_gone_not_as_an_upstream_timeout(
+    upstream: LargeStream,
+) -> None:
+    # Events larger than what the gateway's upstream reader buffers: the next one must come off the network.
+    upstream.chunks, upstream.size = 20, 1_000_000
+    config = _config(upstream, send_timeout_seconds=30)
+    config["models"][0]["deployments"][0]["timeouts"]["total"] = 1  # runs out while the send waits on the client
+    gateway = start_gateway(config)
+    try:
+        sock = _open_stream(gateway.server.port, "closer-1")
+        assert wait_until(lambda: upstream.streams_open == 1, 10)
+        time.sleep(2.5)
+        sock.close()
+        [record] = gateway.records_for("closer-1", timeout=10)
+        assert (record["status"], record["error_type"]) == (499, "client_disconnected"), record
+    finally:
+        gateway.server.stop()
+
+
 def test_a_reading_client_gets_the_whole_stream(gateway: Gateway) -> None:
     with httpx.stream(
         "POST",

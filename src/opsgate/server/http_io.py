@@ -337,14 +337,16 @@ class SseResponse(StreamingResponse):
         if not await self._send(send, start):
             return
         async for event in self.events:
-            if self.transport is not None and self.transport.is_closing():
-                return  # the client left: the stream ends unfinished (499 client_disconnected)
             if not await self._send(send, {"type": "http.response.body", "body": event, "more_body": True}):
                 return
         await self._send(send, {"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _send(self, send: Send, message: Message) -> bool:
-        """Send ``message`` within the send deadline; False (the stream abandoned) when the client stalled."""
+        """Send ``message`` within the send deadline; False (stop streaming) when the client stalled or left.
+
+        Checked after the send, before the next chunk is pulled: a send that waited on a client who then
+        closed must not pull from an upstream whose own deadline ran out meanwhile (a 504 blaming it).
+        """
         try:
             async with asyncio.timeout(self.send_timeout):
                 await send(message)
@@ -356,7 +358,8 @@ class SseResponse(StreamingResponse):
                 self.transport.abort()  # drop the unsent bytes: close() would wait for the client to read them
                 await asyncio.sleep(0)  # uvicorn sees the connection lost before the app returns
             return False
-        return True
+        # The client left (uvicorn dropped the write): the stream ends unfinished, 499 client_disconnected.
+        return self.transport is None or not self.transport.is_closing()
 
 
 def _send_timeout(scope: Scope) -> float:
