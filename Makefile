@@ -6,8 +6,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.opsgate-installed
 LLAMA_CPP_VERSION := 0.3.36
 # A default llama-cpp-python build targets the exact CPU and crashes on AMX machines
-# (ggml-org/llama.cpp#20824); these flags build a portable AVX2 binary instead.
-LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+# (ggml-org/llama.cpp#20824); these flags build a portable AVX2 binary instead. LLAVA_BUILD=OFF skips the
+# multimodal (mtmd) library, which opsgate never loads (llama_cpp imports it only for image chat
+# handlers): 22% less compile CPU (476 vs 612 s user, both measured here).
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DLLAVA_BUILD=OFF
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
