@@ -27,7 +27,9 @@ def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path: Path) -> None:
     path.write_text("models:\n  - name: x\n   bad: [\n")
     code, output = check(path)
     assert code == 2
-    assert f"invalid YAML in {path}, line 3" in output and "<unicode string>" not in output
+    # Rich wraps at the width of the console it made on import (a long tmp path breaks mid-word).
+    unwrapped = output.replace("\n", "")
+    assert f"invalid YAML in {path}, line 3" in unwrapped and "<unicode string>" not in unwrapped
 
 
 @pytest.mark.parametrize("text", ["", "# nothing but a comment\n", "\n\n"])
