@@ -108,6 +108,24 @@ async def test_code_with_digits_is_still_cut_at_its_lines() -> None:
 
 def test_a_line_an_address_may_go_on_from_is_no_cut() -> None:
     assert cut("Deliver to 12 Oak Rd,\nLeeds LS1 4AP and s" + "x" * 150, 160) == 0  # wait for a better place
-    assert cut("A sentence ends here.\nSend it to 742 Evergreen Terrace\nSpringf" + "x" * 140, 160) == len(
-        "A sentence ends here.\n"
-    )
+    before = "A sentence ends here. " * 8 + "\n"
+    assert cut(before + "Send it to 742 Evergreen Terrace\nSpringf" + "x" * 140, 160) == len(before)
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        [f"2026-12-07 03:{i % 60:02d}:11 worker {i} took {i % 97} ms" for i in range(400)],  # logs
+        [f"row{i},{i * 7},{i * 13}" for i in range(400)],  # CSV: digits, no spaces
+        [f"Step {i}: open the valve {i % 5} turns" for i in range(400)],
+    ],
+    ids=["logs", "csv", "steps"],
+)
+async def test_lines_with_digits_are_released_in_windows_of_about_the_usual_size(lines: list[str]) -> None:
+    # Every line looks like an address's (a digit, no code): only the last few may hold a cut back. Before
+    # that bound, CSV was held for 16 windows (2,559 characters) and logs for 4.
+    text = "\n".join(lines) + "\n"
+    pieces = [p for p in await _stream(text) if p]
+    assert "".join(pieces) == text
+    assert max(len(p) for p in pieces) <= 2 * 160
+    assert len(pieces) >= len(text) // (2 * 160)

@@ -52,6 +52,7 @@ from opsgate.pipeline.guard_vault import RoleVault, restore_roles
 from opsgate.pipeline.guard_windows import carries_more_than_role as _carries_more_than_role
 from opsgate.pipeline.guard_windows import cut as _cut
 from opsgate.pipeline.guard_windows import logprob_entries
+from opsgate.pipeline.guard_windows import may_cut_now as _may_cut_now
 from opsgate.pipeline.guard_windows import merge_logprobs as _merge_logprobs
 from opsgate.pipeline.guard_windows import without_content as _without_content
 from opsgate.pipeline.stage import PassStage
@@ -547,7 +548,7 @@ class GuardStage(PassStage):
                     if state.strip_logprobs:
                         rest["choices"][0]["logprobs"] = None
                     fields.append(rest)
-                if len(buffer) >= self.window_chars:
+                if len(buffer) >= self.window_chars and _may_cut_now(buffer, len(piece), self.window_chars):
                     cut = _cut(buffer, self.window_chars)
                     if cut:
                         segment, buffer = buffer[:cut], buffer[cut:]

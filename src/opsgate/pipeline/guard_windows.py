@@ -24,6 +24,7 @@ _SEPARATORS = " \t-./()+"
 _DIGIT_RUN = re.compile(r"\d(?:[ \t\-./()+]*\d)*")
 # An address line: short, and none of the characters code and markup are made of.
 _ADDRESS_LINE_CHARS = 160
+_ADDRESS_LINES = 3  # address-like line ends a cut may pass over, from the end of what is held
 _SENTENCE_END = re.compile(r"[.!?]\s")
 _CODE_FREE = re.compile(r"[^=;{}\[\]<>|`*_$@]*")
 
@@ -56,13 +57,31 @@ def _may_go_on(buffer: str, newline: int) -> bool:
     return line.endswith(",") or any(char.isdigit() for char in line)
 
 
+def may_cut_now(buffer: str, added: int, window: int) -> bool:
+    """Whether the last ``added`` characters could have made a cut possible: they end a line or sentence,
+    or the text held has reached the size where a cut no longer waits for one. Saves a walk over the
+    held text per chunk while a window waits (lines of logs or CSV, a few characters a chunk)."""
+    if len(buffer) >= 4 * window:
+        return True
+    tail = buffer[-added - 1 :]  # with the character before: a sentence end completed by a space
+    if "\n" in tail:
+        return True
+    return ("." in tail or "!" in tail or "?" in tail) and _BOUNDARY.search(tail) is not None
+
+
 def cut(buffer: str, window: int) -> int:
     """Where to cut a full window (0: not yet), never inside a run of digits and separators, nor after a
     line an address may go on from."""
+    deferred = 0
     for match in reversed(list(_BOUNDARY.finditer(buffer))):
         end = match.end()
-        if _inside_run(buffer, end) or (match.group() == "\n" and _may_go_on(buffer, match.start())):
+        if _inside_run(buffer, end):
             continue
+        if match.group() == "\n" and deferred < _ADDRESS_LINES and _may_go_on(buffer, match.start()):
+            deferred += 1  # an address is a few lines: past these, digits on every line (logs, CSV) cut as before
+            continue
+        if deferred and end < window and len(buffer) < 4 * window:
+            return 0  # lines held back for an address: wait for a window's worth before them, not a line at a time
         return end
     if len(buffer) < 4 * window:
         return 0
