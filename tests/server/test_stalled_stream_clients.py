@@ -1,4 +1,5 @@
-"""Streams whose client stops reading, leaves early, or is still held when the server shuts down.
+"""Streams whose client stops reading, leaves early (even before the first event), or is still held when
+the server shuts down.
 
 A stream holds its deployment's slot and an upstream connection until it ends, so the client must not
 be able to hold them by not reading (``server.send_timeout_seconds``), a client that left must not have
@@ -7,21 +8,26 @@ the upstream read to its end for nobody, and a shutdown must record what it cut 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from aiohttp import web
+from starlette.types import Message
 
 from opsgate.domain.config import ConfigError, parse_config
+from opsgate.domain.context import Chunk, StreamOutcome, StreamResult
+from opsgate.pipeline.record import MemorySink
+from opsgate.server.app import create_app
 from tests.fake_upstream import FakeUpstream
-from tests.support import Gateway, serve_process, start_gateway, wait_until
+from tests.support import Gateway, isolated, serve_process, start_gateway, wait_until
 
 SEND_TIMEOUT = 1.5
 
@@ -98,7 +104,8 @@ def _closed_by_server(sock: socket.socket, within: float) -> bool:
 
 @pytest.fixture
 def upstream() -> Iterator[LargeStream]:
-    server = LargeStream().start()
+    server = LargeStream()
+    server.start()
     yield server
     server.stop()
 
@@ -142,12 +149,14 @@ def test_a_client_that_stops_reading_then_closes_is_recorded_as_gone_not_as_an_u
     # Events larger than what the gateway's upstream reader buffers: the next one must come off the network.
     upstream.chunks, upstream.size = 20, 1_000_000
     config = _config(upstream, send_timeout_seconds=30)
-    config["models"][0]["deployments"][0]["timeouts"]["total"] = 1  # runs out while the send waits on the client
+    # Runs out while the send waits on the client; long enough that the first 1 MB event is in hand before
+    # it does, even on a loaded machine (with 1 s it sometimes was not: a 504 before the stream began).
+    config["models"][0]["deployments"][0]["timeouts"]["total"] = 3
     gateway = start_gateway(config)
     try:
         sock = _open_stream(gateway.server.port, "closer-1")
         assert wait_until(lambda: upstream.streams_open == 1, 10)
-        time.sleep(2.5)
+        time.sleep(4.5)  # past the upstream deadline: the gateway's send has been waiting on the client since
         sock.close()
         [record] = gateway.records_for("closer-1", timeout=10)
         assert (record["status"], record["error_type"]) == (499, "client_disconnected"), record
@@ -221,3 +230,116 @@ def test_the_send_deadline_is_a_finite_positive_time(seconds: float) -> None:
     with pytest.raises(ConfigError, match="send_timeout_seconds"):
         parse_config({"server": {"send_timeout_seconds": seconds}, "models": []})
     assert parse_config({"models": []}).server.send_timeout_seconds == 30
+
+
+class _Cycle:
+    """What ``SseResponse`` reads of uvicorn's request cycle through ``receive``: the connection's transport.
+
+    ``receive`` gives the body, then blocks the gateway's disconnect watcher (the pipeline's work finishes),
+    then reports the disconnect at once when ``gone`` (the disconnect listener of ASGI 2.3).
+    """
+
+    def __init__(self, body: bytes, closing: bool, gone: bool) -> None:
+        self.transport = self
+        self.closing = closing
+        self.gone = gone
+        self.body = body
+        self.calls = 0
+        self.sent: list[Message] = []
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def abort(self) -> None:
+        self.closing = True
+
+    async def receive(self) -> Message:
+        self.calls += 1
+        if self.calls == 1:
+            return {"type": "http.request", "body": self.body, "more_body": False}
+        if self.calls == 2 or not self.gone:
+            await asyncio.sleep(3600)  # the watcher in Gateway.handle: cancelled once the work is done
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: Message) -> None:
+        self.sent.append(message)
+
+
+def _scope(spec: str, request_id: str) -> dict[str, Any]:
+    headers = [(b"content-type", b"application/json"), (b"x-request-id", request_id.encode())]
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": spec},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+
+
+@pytest.mark.parametrize(
+    ("spec", "closing", "gone"),
+    [
+        ("2.4", True, False),  # the connection is closing when the response start is sent
+        # Under Starlette's disconnect listener (uvicorn's ASGI 2.3), which returns at once and cancels the sender.
+        ("2.3", True, True),
+    ],
+)
+async def test_a_client_gone_before_the_first_event_frees_the_slot_and_is_recorded(
+    upstream: LargeStream, spec: str, closing: bool, gone: bool
+) -> None:
+    sink = MemorySink(100)
+    config = isolated(parse_config(_config(upstream)))  # max_in_flight 1
+    app = create_app(config, sink=sink)
+    body = json.dumps({"model": "m", "stream": True, "messages": [{"role": "user", "content": "long"}]}).encode()
+    async with app.router.lifespan_context(app):
+        cycle = _Cycle(body, closing=closing, gone=gone)
+        await asyncio.wait_for(app(_scope(spec, "early-1"), cycle.receive, cycle.send), 30)
+        assert not any(m["type"] == "http.response.body" for m in cycle.sent), cycle.sent
+        # Recorded as the client's leaving (on the previous tree: never recorded).
+        records = [r for r in sink.records if r.get("client_request_id") == "early-1" or r["id"] == "early-1"]
+        assert [(r["status"], r["error_type"]) for r in records] == [(499, "client_disconnected")], records
+        # The upstream call under the never-started stream is closed, not left to garbage collection.
+        assert await asyncio.to_thread(wait_until, lambda: upstream.streams_open == 0, 10)
+        # The slot is free (max_in_flight 1): the next request is served, not 503 after the queue timeout.
+        plain = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
+        other = _Cycle(plain, closing=False, gone=False)
+        await asyncio.wait_for(app(_scope("2.4", "early-2"), other.receive, other.send), 30)
+        assert other.sent[0]["status"] == 200, other.sent
+
+
+async def test_closing_a_stream_that_never_started_closes_the_upstream_under_its_wrappers() -> None:
+    closed: list[str] = []
+    finished: list[StreamOutcome] = []
+
+    async def upstream_call() -> AsyncIterator[Chunk]:
+        try:
+            yield {"choices": [{"index": 0, "delta": {"content": "a"}}]}
+            yield {"choices": [{"index": 0, "delta": {"content": "b"}}]}
+        finally:
+            closed.append("upstream")
+
+    async def wrapper(first: Chunk, rest: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+        try:  # as the router's first-chunk wrapper: its finally closes ``rest``, but only once it started
+            yield first
+            async for chunk in rest:
+                yield chunk
+        finally:
+            closed.append("wrapper")
+
+    inner = upstream_call()
+    first = await anext(inner)  # the router has the first chunk in hand
+    result = StreamResult(source=wrapper(first, inner))
+    result.on_finish.append(finished.append)
+    await result.close()
+    assert closed == ["upstream"] and len(finished) == 1  # while ``result`` is still referenced: no GC needed
+    await result.close()
+    async for _ in result.chunks():
+        pass
+    assert len(finished) == 1  # the callbacks run once, whoever ends the stream

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dis
+import inspect
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
@@ -104,6 +106,8 @@ class StreamResult:
     outcome: StreamOutcome = field(default_factory=StreamOutcome)
     status: int = 200
     on_finish: list[Callable[[StreamOutcome], None]] = field(default_factory=list)
+    # Set once the finish callbacks have run and the source is closed (by ``chunks()`` or ``close()``).
+    closed: bool = field(default=False, init=False)
 
     async def chunks(self) -> AsyncGenerator[Chunk, None]:
         """The chunks, observed into ``outcome``; ``on_finish`` callbacks run once the stream ends.
@@ -137,19 +141,65 @@ class StreamResult:
             outcome.error = GatewayError(f"stream failed: {type(error).__name__}: {error}")
             raise outcome.error from error
         finally:
-            for callback in self.on_finish:
-                try:
-                    callback(outcome)
-                except Exception:  # one failing callback (limits, say) must not skip the record's
-                    _log.exception("a stream's finish callback failed")
-            # An abandoned stream (client gone or stalled, shutdown) closes its source now, and with it
-            # the upstream call, rather than when the result is collected.
-            aclose = getattr(self.source, "aclose", None)
-            if aclose is not None:
-                try:
-                    await aclose()
-                except Exception:
-                    _log.exception("closing a stream's source failed")
+            await self.close()
+
+    async def close(self) -> None:
+        """End the stream where it stands: the ``on_finish`` callbacks run and the source is closed, once.
+
+        ``chunks()`` ends this way; a consumer that stops without iterating it (the client left before
+        the first event) must call it, since closing a ``chunks()`` generator that never started runs
+        none of its body: the slot release, the record and the limits' settlement would never happen.
+        """
+        if self.closed:
+            return
+        self.closed = True
+        for callback in self.on_finish:
+            try:
+                callback(self.outcome)
+            except Exception:  # one failing callback (limits, say) must not skip the record's
+                _log.exception("a stream's finish callback failed")
+        # An abandoned stream (client gone or stalled, shutdown) closes its source now, and with it
+        # the upstream call, rather than when the result is collected.
+        try:
+            await _close_source(self.source)
+        except Exception:
+            _log.exception("closing a stream's source failed")
+
+
+async def _close_source(source: Any, depth: int = 0) -> None:
+    """Close ``source``; if it is an async generator that never started, close what it was given too.
+
+    The stages wrap a stream in generators (the router's first chunk, the guard, the cache), each of
+    which closes its inner stream in a ``finally``, but one that never started has no ``finally`` to
+    run: the upstream call under it, already started, would stay open until garbage collection.
+    """
+    # Only streams among its arguments (a stage, a client with its own ``aclose``, is not the stream's to close).
+    inner = [value for value in source.ag_frame.f_locals.values() if _is_stream(value)] if _unstarted(source) else []
+    aclose = getattr(source, "aclose", None)
+    if aclose is not None:
+        await aclose()
+    if depth < 8:
+        for value in inner:
+            await _close_source(value, depth + 1)
+
+
+def _is_stream(value: object) -> bool:
+    return hasattr(value, "__anext__") and hasattr(value, "aclose")
+
+
+def _unstarted(source: Any) -> bool:
+    """Whether ``source`` is an async generator not yet started (its frame holds only its arguments)."""
+    if not inspect.isasyncgen(source):
+        return False
+    state = getattr(inspect, "getasyncgenstate", None)  # Python 3.12+
+    if state is not None:
+        return bool(state(source) == "AGEN_CREATED")
+    # Python 3.11: a created generator's frame stands at its RETURN_GENERATOR (after any cell set-up).
+    frame = source.ag_frame
+    if frame is None or source.ag_running:
+        return False
+    code = frame.f_code.co_code
+    return 0 <= frame.f_lasti < len(code) and code[frame.f_lasti] == dis.opmap.get("RETURN_GENERATOR")
 
 
 GatewayResponse = JsonResult | StreamResult

@@ -305,10 +305,11 @@ class SseResponse(StreamingResponse):
     cannot be allowed to hold them by not reading: a chunk that the client does not take within
     ``server.send_timeout_seconds`` (uvicorn waits on the socket's drain with no limit) abandons the
     stream as ``ClientStalled`` (499) and aborts the connection, whose unsent megabytes would otherwise
-    wait on the client. A client found gone between chunks (uvicorn drops writes to a closed connection
+    wait on the client. A client found gone after a send (uvicorn drops writes to a closed connection
     silently) ends it as a disconnect, so a fast upstream is not read to its end for nobody. However the
-    response ends — done, abandoned, cancelled by a disconnect or by the shutdown's drain — the stream is
-    closed before it returns, so its record and its slot's release never wait on garbage collection.
+    response ends — done, abandoned, cancelled by a disconnect or by the shutdown's drain, or before its
+    first event — the stream is closed before it returns, so its record and its slot's release never wait
+    on garbage collection.
     """
 
     def __init__(self, result: StreamResult) -> None:
@@ -316,6 +317,7 @@ class SseResponse(StreamingResponse):
         self.events = _sse(result)
         self.send_timeout = DEFAULT_SEND_TIMEOUT
         self.transport: Any = None
+        self.flow: Any = None
         super().__init__(
             self.events,
             status_code=result.status,
@@ -325,11 +327,18 @@ class SseResponse(StreamingResponse):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.send_timeout = _send_timeout(scope)
-        self.transport = _transport(receive)
+        self.transport, self.flow = _connection(receive)
         try:
             await super().__call__(scope, receive, send)
         finally:
-            await self.events.aclose()
+            await self.events.aclose()  # a stream that reached its first chunk ends here (chunks() closes it)
+            if not self.result.closed:
+                # Never reached it: the client left before the response start, or the disconnect listener
+                # cancelled the send first. Closing the events did nothing (a generator that never started
+                # runs no code), so the stream's record, slot release and upstream close happen here.
+                if self.result.outcome.error is None:
+                    self.result.outcome.error = ClientDisconnected()
+                await self.result.close()
 
     async def stream_response(self, send: Send) -> None:
         """The headers, each event, then the end; stops early when the client is gone or stalled."""
@@ -347,17 +356,22 @@ class SseResponse(StreamingResponse):
         Checked after the send, before the next chunk is pulled: a send that waited on a client who then
         closed must not pull from an upstream whose own deadline ran out meanwhile (a 504 blaming it).
         """
-        try:
-            async with asyncio.timeout(self.send_timeout):
-                await send(message)
-        except TimeoutError:
-            stalled = ClientStalled(self.send_timeout)
-            log.warning("stream abandoned: %s", stalled.message)
-            self.result.outcome.error = stalled  # recorded as the client's, when the stream closes
-            if self.transport is not None:
-                self.transport.abort()  # drop the unsent bytes: close() would wait for the client to read them
-                await asyncio.sleep(0)  # uvicorn sees the connection lost before the app returns
-            return False
+        if self.flow is not None and not self.flow.write_paused:
+            # uvicorn waits in send only while its flow control is paused; otherwise the bytes go to the
+            # transport at once, and arming a timer (~6 us, on every event) would buy nothing.
+            await send(message)
+        else:
+            try:
+                async with asyncio.timeout(self.send_timeout):
+                    await send(message)
+            except TimeoutError:
+                stalled = ClientStalled(self.send_timeout)
+                log.warning("stream abandoned: %s", stalled.message)
+                self.result.outcome.error = stalled  # recorded as the client's, when the stream closes
+                if self.transport is not None:
+                    self.transport.abort()  # drop the unsent bytes: close() would wait for the client to read them
+                    await asyncio.sleep(0)  # uvicorn sees the connection lost before the app returns
+                return False
         # The client left (uvicorn dropped the write): the stream ends unfinished, 499 client_disconnected.
         return self.transport is None or not self.transport.is_closing()
 
@@ -370,18 +384,23 @@ def _send_timeout(scope: Scope) -> float:
     return float(seconds) if isinstance(seconds, int | float) else DEFAULT_SEND_TIMEOUT
 
 
-def _transport(receive: Receive) -> Any:
-    """The connection's transport under uvicorn (its request cycle's ``transport``), else None.
+def _connection(receive: Receive) -> tuple[Any, Any]:
+    """The connection's transport and flow control under uvicorn (its request cycle's), else None for each.
 
     Found through ``receive``, which no middleware outside ``BodyLimitMiddleware`` wraps (as
-    ``_arrived`` reads it); ``send`` is wrapped by several. Anything else: None, and a stalled stream
-    is left for the server to close.
+    ``_arrived`` reads it); ``send`` is wrapped by several, none of which waits. Without a transport
+    a stalled stream is left for the server to close; without the flow control (whose
+    ``write_paused`` is the only thing uvicorn's ``send`` waits on) every send gets the deadline.
     """
     inner = receive.receive if isinstance(receive, _BoundedReceive) else receive
-    transport = getattr(getattr(inner, "__self__", None), "transport", None)
-    if callable(getattr(transport, "abort", None)) and callable(getattr(transport, "is_closing", None)):
-        return transport
-    return None
+    cycle = getattr(inner, "__self__", None)
+    transport = getattr(cycle, "transport", None)
+    if not (callable(getattr(transport, "abort", None)) and callable(getattr(transport, "is_closing", None))):
+        transport = None
+    flow = getattr(cycle, "flow", None)
+    if not isinstance(getattr(flow, "write_paused", None), bool):
+        flow = None
+    return transport, flow
 
 
 async def _sse(result: StreamResult) -> AsyncGenerator[bytes, None]:
