@@ -14,11 +14,14 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
 from aiohttp import web
 
-from opsgate.backends.upstream import redact_upstream_text, request_too_large
+from opsgate.backends.base import UpstreamConnectTimeout
+from opsgate.backends.upstream import CONNECTING, map_exceptions, redact_upstream_text, request_too_large
+from opsgate.domain.errors import UpstreamTimeoutError
 from opsgate.domain.reliability_config import BreakerConfig
 from opsgate.routing.breaker import CircuitBreaker
 from opsgate.routing.deployment import DeploymentHandle
@@ -66,14 +69,15 @@ class Clock:
 
 def test_one_tenants_consecutive_failures_do_not_open_a_shared_breaker() -> None:
     breaker = CircuitBreaker(BreakerConfig(consecutive_failures=5), Clock())
-    breaker.record(True, "b")
+    for _ in range(5):
+        breaker.record(True, "b")
     for _ in range(20):
         breaker.record(False, "a")
     assert state(breaker) == "closed"
-    assert breaker.status()["spared_one_tenant"] == 16
+    assert breaker.status()["spared_one_tenant"] == 16  # once per outcome, though both rules were met
     for _ in range(4):
         breaker.record(False, "b")
-    assert state(breaker) == "closed"  # 24 in a row, 4 without a's
+    assert state(breaker) == "closed"  # 24 in a row, 4 without a's (b: 4 of 9 failed)
     breaker.record(False, "b")
     assert state(breaker) == "open"  # 5 in a row without a's: the deployment fails for others too
 
@@ -127,6 +131,55 @@ def test_tenants_leave_with_the_window() -> None:
     assert breaker.status()["reason"] == "3 consecutive failures"
 
 
+def test_the_rate_rule_is_checked_when_the_consecutive_rule_is_held_back() -> None:
+    breaker = CircuitBreaker(BreakerConfig(), Clock())  # 5 in a row, or half of >= 20 calls
+    for n in range(12):  # b and c: 8 of 12 failed, never 3 in a row
+        breaker.record(n % 3 == 2, "b" if n % 2 else "c")
+    for _ in range(7):
+        breaker.record(False, "a")
+    # a's run alone meets the consecutive rule, held back (b and c had successes, no run of theirs);
+    # 19 calls: too few for the rate rule yet.
+    assert state(breaker) == "closed" and breaker.spared == 3
+    breaker.record(False, "a")
+    # 20 calls, and without a (the top) still 8 of 12 failed: the rate rule opens it, though the
+    # consecutive rule was held back on this very outcome.
+    assert state(breaker) == "open"
+    assert breaker.status()["reason"] == "16 of 20 calls failed in 30s"
+
+
+def test_an_outage_only_one_tenants_traffic_hits_opens_within_a_window() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(BreakerConfig(window_seconds=30), clock)
+    for _ in range(3):  # b: a few calls, all fine
+        clock.now += 0.1
+        breaker.record(True, "b")
+    while state(breaker) == "closed" and clock.now < 60:  # then only a calls, 100 a second, all failing
+        clock.now += 0.01
+        breaker.record(False, "a")
+    assert state(breaker) == "open"
+    assert 30 < clock.now <= 30.3 + 0.05  # once b's last success left the window, not never
+    assert breaker.spared > 0
+
+
+def test_without_a_success_of_the_others_the_rule_applies_to_every_call() -> None:
+    breaker = CircuitBreaker(BreakerConfig(consecutive_failures=5), Clock())
+    breaker.record(False, "b")
+    for _ in range(4):
+        breaker.record(False, "a")
+    assert state(breaker) == "open"  # b's one call failed too: no evidence the deployment works
+
+
+def test_few_calls_of_the_others_with_a_success_are_evidence_enough() -> None:
+    config = BreakerConfig(consecutive_failures=1000, error_rate=0.5, min_requests=20)
+    breaker = CircuitBreaker(config, Clock())
+    breaker.record(True, "b")
+    for _ in range(30):
+        breaker.record(False, "a")
+    assert state(breaker) == "closed"  # b: 0 of 1 failed, under the rate (no min_requests for the rest)
+    breaker.record(False, "b")
+    assert state(breaker) == "open"  # b: 1 of 2, at the rate
+
+
 # --- over HTTP: two tenants, a scripted upstream --------------------------------------------------
 
 
@@ -140,7 +193,10 @@ class Picky(FakeUpstream):
             self._record(request, body)
             await asyncio.sleep(3)  # a long generation, past first_byte (the gateway has given up)
             return web.json_response({})
-        if "HUGE" in text:
+        if "BAD" in text:  # a client's mistake, whatever the script says
+            self._record(request, body)
+            return web.json_response({"error": {"message": "messages[0] is malformed"}}, status=400)
+        if "HUGE" in text and ("HUGEALL" in text or body.get("model") != "other"):  # the fallback's limits are higher
             self._record(request, body)
             return web.json_response(TOO_LARGE, status=429)
         if "BUSY" in text:
@@ -170,7 +226,7 @@ def gateway_for(upstream: FakeUpstream, fallback: bool = False) -> Gateway:
             "type": "openai",
             "base_url": upstream.base_url,
             "model": model,
-            "timeouts": {"first_byte": 0.5, "total": 10},
+            "timeouts": {"first_byte": 2, "total": 10},
         }
 
     models: list[dict[str, Any]] = [
@@ -295,6 +351,75 @@ def test_a_deployment_failing_for_every_tenant_still_opens(upstream: Picky) -> N
         gateway.server.stop()
 
 
+def test_another_tenants_client_errors_do_not_hold_an_outage_closed(upstream: Picky) -> None:
+    gateway = gateway_for(upstream)
+    try:
+        a, b = mint(gateway, "tenant-a"), mint(gateway, "tenant-b")
+        upstream.script = Script(mode="status", status=500, body={"error": {"message": "engine died"}})
+        codes = []
+        for _ in range(5):  # a's calls fail (one breaker vote per request); b's end in its own 400 in between
+            codes.append(chat(gateway, a).status_code)
+            response = chat(gateway, b, "BAD")
+            assert response.status_code in (400, 503), response.text
+        assert codes[:4] == [502] * 4 and codes[4] in (502, 503)
+        status = handle(gateway).breaker.status()
+        assert status["state"] == "open", status  # a client's 400 is no evidence the deployment works
+        refused = chat(gateway, b, "BAD")
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "circuit_open"
+    finally:
+        gateway.server.stop()
+
+
+def test_a_fallback_with_higher_limits_serves_what_the_primary_refused_for_size(upstream: Picky) -> None:
+    gateway = gateway_for(upstream, fallback=True)
+    try:
+        a = mint(gateway, "tenant-a")
+        served = chat(gateway, a, "HUGE " + "x" * 100)
+        assert served.status_code == 200, served.text
+        assert served.headers["x-opsgate-deployment"] == "m2#0"
+        refused = chat(gateway, a, "HUGEALL " + "x" * 100)  # every deployment refuses it: the client's 413
+        assert refused.status_code == 413, refused.text
+        assert refused.json()["error"]["code"] == "request_too_large"
+        assert attacker_calls(upstream) == 2 + 2  # each deployment asked once per request, no retries
+        for alias in ("m", "m2"):
+            status = handle(gateway, alias).breaker.status()
+            assert status["state"] == "closed" and status["consecutive_failures"] == 0, (alias, status)
+            assert handle(gateway, alias).failures == 0
+    finally:
+        gateway.server.stop()
+
+
+def test_a_connect_timeout_is_retried_on_the_same_deployment(upstream: Picky, monkeypatch: pytest.MonkeyPatch) -> None:
+    gateway = gateway_for(upstream)
+    try:
+        a = mint(gateway, "tenant-a")
+        backend = handle(gateway).backend
+        real = backend.generate
+        tries: list[int] = []
+
+        async def generate(ctx: Any) -> Any:
+            tries.append(1)
+            if len(tries) == 1:  # aiohttp's connect / pool-wait timeout: the request was never sent
+                with map_exceptions(backend.label, CONNECTING):
+                    raise aiohttp.ConnectionTimeoutError("Connection timeout to host")
+            return await real(ctx)
+
+        monkeypatch.setattr(backend, "generate", generate)
+        response = chat(gateway, a)
+        assert response.status_code == 200, response.text
+        assert len(tries) == 2 and len(upstream.requests) == 1
+    finally:
+        gateway.server.stop()
+
+
+def test_a_read_timeout_is_not_retried_but_a_connect_timeout_says_so() -> None:
+    with pytest.raises(UpstreamConnectTimeout), map_exceptions("up#0", CONNECTING):
+        raise aiohttp.ConnectionTimeoutError("Connection timeout to host")
+    with pytest.raises(UpstreamTimeoutError) as caught, map_exceptions("up#0", CONNECTING):
+        raise aiohttp.SocketTimeoutError("Timeout on reading data from socket")
+    assert not isinstance(caught.value, UpstreamConnectTimeout)
+
+
 # --- the same rule in the breaker shared through Redis -------------------------------------------
 
 
@@ -389,6 +514,10 @@ async def test_shared_single_tenant_opens_as_before_and_the_rate_holds_without_t
         ("not authorized: arn:aws:bedrock:us-east-1:123456789012:foundation-model/x", "arn:aws:***", "123456789012"),
         ("project proj_Zx81 over budget; see https://user:secret@example.com/x", "proj_***", "secret"),
         ("an org-wide, user-facing limit", "an org-wide, user-facing limit", "***"),
+        ("AccessDenied for account 123456789012 in us-east-1", "account *** in", "123456789012"),
+        ("quota for subscription 0c3f7b2e-1111-2222-3333-444455556666 reached", "subscription ***", "0c3f7b2e"),
+        ("Incorrect API key provided: sk-proj-abcDEF1234****5678. You can find", "sk-***. You", "abcDEF"),
+        ("limit of 30000 tokens per minute for the account", "30000 tokens", "***"),
     ],
 )
 def test_upstream_error_texts_lose_the_operators_account_ids(text: str, kept: str, gone: str) -> None:
@@ -423,4 +552,44 @@ async def test_shared_another_tenant_counts_only_within_the_window(redis_prefix:
         await asyncio.sleep(5.5)  # b's call leaves the window: a is the only tenant now
         one.record(False, "a")
         await sync_one.sync_once()
+        assert one.status()["state"] == "open", one.status()
+
+
+async def test_shared_without_a_success_of_the_others_the_rule_applies_to_every_call(redis_prefix: str) -> None:
+    cfg = shared_config(redis_prefix)
+    async with replica(cfg) as (one, sync_one), replica(cfg) as (two, sync_two):
+        two.record(False, "b")
+        await sync_two.sync_once()
+        for _ in range(3):
+            one.record(False, "a")
+        await sync_one.sync_once()
+        assert one.status()["state"] == "open", one.status()  # b's call failed too: no evidence
+
+
+async def test_shared_the_rate_rule_is_checked_when_the_consecutive_rule_is_held_back(redis_prefix: str) -> None:
+    cfg = shared_config(redis_prefix, min_requests=8, error_rate=0.5)  # 3 in a row, or half of >= 8
+    async with replica(cfg) as (one, sync_one):
+        for n in range(9):  # b and c: 6 of 9 failed, never 3 in a row
+            one.record(n % 3 == 2, "b" if n % 2 else "c")
+        for _ in range(4):
+            one.record(False, "a")
+        await sync_one.sync_once()
+        status = one.status()
+        assert status["state"] == "open" and "calls failed" in status["reason"], status
+
+
+async def test_shared_the_top_tenants_successes_are_not_the_others(redis_prefix: str) -> None:
+    cfg = shared_config(redis_prefix, consecutive_failures=1000, min_requests=4, error_rate=0.5)
+    async with replica(cfg) as (one, sync_one):
+        one.record(False, "a")  # a failed in the window: its calls are kept per tenant from here on
+        one.record(False, "b")
+        await sync_one.sync_once()
+        for _ in range(3):
+            one.record(True, "a")
+        await sync_one.sync_once()
+        assert one.status()["state"] == "closed"  # 2 of 5
+        for _ in range(4):
+            one.record(False, "a")
+        await sync_one.sync_once()
+        # 6 of 9 failed; without a (5 of its 8 calls failed) b's one call failed: a's 3 successes are a's.
         assert one.status()["state"] == "open", one.status()

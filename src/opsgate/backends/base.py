@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 
 from opsgate.domain.context import Chunk, RequestContext
-from opsgate.domain.errors import InvalidRequestError, UpstreamError
+from opsgate.domain.errors import InvalidRequestError, UpstreamError, UpstreamTimeoutError
 
 
 class UnusableAnswer(UpstreamError):
@@ -30,6 +30,27 @@ class AnswerTooLarge(UnusableAnswer):
     must not open a breaker every tenant shares; another deployment would only be made to write
     the same oversized answer again. The record and metrics carry every such 502.
     """
+
+
+class RequestTooLargeForUpstream(InvalidRequestError):
+    """An upstream refused the request as larger than its limits (OpenAI's 429 "Request too large").
+
+    A 413 ``request_too_large`` that may fall back (``fallback_allowed``): another deployment may have
+    higher limits (a low-tier key as primary, Azure as fallback); the same deployment is not tried
+    again. It counts neither way for the breaker (the request's size is the client's choice), and the
+    client gets it only when every deployment tried refused the request for its size (``router.py``).
+    """
+
+    fallback_allowed = True
+
+    def __init__(self, message: str, upstream_status: int) -> None:
+        super().__init__(message, status=413, code="request_too_large", extra={"upstream_status": upstream_status})
+
+
+class UpstreamConnectTimeout(UpstreamTimeoutError):
+    """No connection in time (connect, TLS, or the wait for a pooled connection): the request was never
+    sent, so unlike a read timeout it says nothing about the request and the router may retry the same
+    deployment."""
 
 
 class Backend(ABC):  # noqa: B024 - every hook has a default; subclasses override what they serve

@@ -20,7 +20,7 @@ import aiohttp
 import orjson
 from aiohttp.http_exceptions import HttpProcessingError
 
-from opsgate.backends.base import AnswerTooLarge, Backend
+from opsgate.backends.base import AnswerTooLarge, Backend, RequestTooLargeForUpstream, UpstreamConnectTimeout
 from opsgate.backends.upstream_read import LineTooLong, chunk_problem, read_bounded, read_lines
 from opsgate.domain.config import UpstreamDeployment
 from opsgate.domain.context import Chunk, RequestContext
@@ -68,6 +68,8 @@ class map_exceptions:  # lower case: used like the function it replaced, ``with 
         if kind is None:
             return
         label, phase = self.label, self.phase
+        if isinstance(error, aiohttp.ConnectionTimeoutError):  # connect or pool wait: nothing was sent
+            raise UpstreamConnectTimeout(f"Upstream {label}: no connection in time") from None
         if issubclass(kind, TimeoutError):
             waited = f" after {time.perf_counter() - self.started:.1f}s" if self.started is not None else ""
             raise UpstreamTimeoutError(f"Upstream {label} {phase.timed_out}{waited}") from None
@@ -121,9 +123,11 @@ def tls_option(deployment: UpstreamDeployment) -> ssl.SSLContext | bool:
 
 # The operator's account identifiers an upstream may quote in its errors: OpenAI's organization
 # (``org-…``), project (``proj_…``) and user (``user-…``) ids, API keys (``sk-…``, also in their
-# masked form), AWS ARNs and account numbers. The tenant sees the message, never whose account it is.
+# masked form), AWS ARNs and account numbers ("account 123456789012", ``_NAMED_NUMBER``), and UUIDs
+# named as an organization, workspace, project, account or (Azure) subscription (``_NAMED_UUID``).
+# The tenant sees the message, never whose account it is. An id never ends in a '.' (a sentence's).
 _ACCOUNT_IDS = re.compile(
-    r"\b(?:(?P<prefix>org-|proj_|user-|sk-|sess-|acct_)[A-Za-z0-9][A-Za-z0-9_\-*.]*"
+    r"\b(?:(?P<prefix>org-|proj_|user-|sk-|sess-|acct_)[A-Za-z0-9](?:[A-Za-z0-9_\-*.]*[A-Za-z0-9_\-*])?"
     r"|(?P<arn>arn:aws[A-Za-z\-]*:)[^\s\"',]+)"
 )
 
@@ -146,10 +150,14 @@ def _mask_account(match: re.Match[str]) -> str:
 
 # Anthropic names the organization by a UUID: "the rate limit for your organization (a22cf6e6-…)".
 _NAMED_UUID = re.compile(
-    r"(?P<named>\b(?:organization|organisation|workspace|project|account)\b[\s:=(]*)"
+    r"(?P<named>\b(?:organization|organisation|workspace|project|account|subscription)\b[\s:=(]*)"
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
     re.IGNORECASE,
 )
+
+
+# An account number the text names as one: AWS's "account 123456789012", "account id: 1234567".
+_NAMED_NUMBER = re.compile(r"(?P<named>\baccount(?:\s+(?:id|number|no\.?))?[\s:=#(]*)\d{6,}\b", re.IGNORECASE)
 
 
 def redact_upstream_text(text: str) -> str:
@@ -157,6 +165,7 @@ def redact_upstream_text(text: str) -> str:
     text = _ACCOUNT_IDS.sub(_mask_account, text)
     if "-" in text:
         text = _NAMED_UUID.sub(r"\g<named>***", text)
+    text = _NAMED_NUMBER.sub(r"\g<named>***", text)
     return redact_url(text)
 
 
@@ -208,18 +217,16 @@ def map_upstream_status(status: int, raw: bytes, headers: Any, label: str) -> Ga
 
     The client's own mistakes (400/404/413/422) keep their status, and so does a 429 that says the
     request alone is over the limit ("Request too large", or "Limit N, Requested M" with M > N): 413
-    ``request_too_large``, a client's error (no retry, no fallback, no breaker failure). Everything
+    ``request_too_large`` (``RequestTooLargeForUpstream``: no retry here, but a fallback with higher
+    limits is tried; it counts neither way for the breaker). Everything
     else is the gateway's problem to report: 502 for upstream failures, 503 when it is overloaded, 504
     for its timeouts. The upstream status and message are kept in the body, the message without the
     operator's account identifiers (``redact_upstream_text``).
     """
     message = _error_message(status, raw)
     if status == 429 and request_too_large(message):
-        return InvalidRequestError(
-            f"Upstream {label} refused the request as too large for its limits: {message}",
-            status=413,
-            code="request_too_large",
-            extra={"upstream_status": status},
+        return RequestTooLargeForUpstream(
+            f"Upstream {label} refused the request as too large for its limits: {message}", status
         )
     if status in (400, 404, 413, 422):
         error = InvalidRequestError(

@@ -9,12 +9,19 @@ many successes close it again (one failure re-opens it). Only the deployment's o
 **One tenant alone cannot open it.** A timeout or 5xx can still be one client's doing (a huge
 ``max_tokens`` that runs past ``first_byte``), and a breaker is shared by every tenant of the
 deployment. So each outcome carries its tenant, and when more than one tenant used the deployment in
-the window, a rule that is met must still be met without the failures of the tenant that contributed
-the most (its calls leave the rate's denominator too; for the consecutive rule, its failures leave the
-run). Calls without a tenant (the operator, auth off) are never removed, nor do they count as a
-second tenant, so a single-tenant or auth-off deployment opens exactly as before. A rule held back
-this way is counted (``spared_one_tenant`` in the status) and logged, naming the tenant, at most once
-per window. The bookkeeping is incremental (running totals per tenant, kept with the window), so the
+the window, a rule that is met is held back only on evidence that the deployment works for the
+others: the tenants other than the one that contributed the most failures had at least one success
+in the window, and judged alone they do not meet the rule (their failure share is under
+``error_rate``, without ``min_requests`` for them; their own failures in the trailing run are under
+``consecutive_failures``). When the others had no success in the window the rule applies to every
+call, so in an outage that only one tenant's traffic hits, the breaker opens at the latest once the
+others' last success has left the window (``window_seconds`` later), not never. A consecutive rule held
+back still leaves the rate rule to be checked. Calls without a tenant (the operator, auth off) are
+never removed, nor do they count as a second tenant, so a single-tenant or auth-off deployment opens
+exactly as before. A client's own 4xx is no outcome at all (the router releases the call, as for
+load shedding): it neither holds a breaker closed nor closes a half-open one. A rule held back this
+way is counted (``spared_one_tenant`` in the status) and logged, naming the tenant, at most once per
+window. The bookkeeping is incremental (running totals per tenant, kept with the window), so the
 request path pays a dict update per call and the rule's check stays O(1) until a rule is met.
 
 This breaker is per process. ``shared_breaker.SharedCircuitBreaker`` keeps the same state machine
@@ -149,13 +156,16 @@ class CircuitBreaker:
         if state != "closed":
             return
         config = self.config
+        held: tuple[str, str] | None = None  # a rule met but held back: (the top tenant, the rule)
         if self._consecutive >= config.consecutive_failures:
+            reason = f"{self._consecutive} consecutive failures"
             top = self._top_tenant(self._run)
-            if top is None or self._consecutive - self._run[top] >= config.consecutive_failures:
-                self._open(now, f"{self._consecutive} consecutive failures")
-            else:
-                self._spare(now, top, f"{self._consecutive} consecutive failures")
-            return
+            if top is None or not self._works_for_others(
+                top, self._consecutive - self._run[top] < config.consecutive_failures
+            ):
+                self._open(now, reason)
+                return
+            held = (top, reason)  # …and the rate rule may still hold without that tenant
         calls, failures = len(window), self._failures
         if calls >= config.min_requests and failures / calls >= config.error_rate:
             reason = f"{failures} of {calls} calls failed in {config.window_seconds:.0f}s"
@@ -165,10 +175,21 @@ class CircuitBreaker:
                 return
             top_calls, top_failures = tenants[top]
             rest_calls, rest_failures = calls - top_calls, failures - top_failures
-            if rest_calls >= config.min_requests and rest_failures / rest_calls >= config.error_rate:
+            # Without min_requests for the rest: one success among few calls is evidence enough.
+            if not self._works_for_others(top, rest_failures < config.error_rate * rest_calls):
                 self._open(now, reason)
-            else:
-                self._spare(now, top, reason)
+                return
+            held = held or (top, reason)
+        if held is not None:
+            self._spare(now, *held)  # counted once per outcome, whichever rules were held back
+
+    def _works_for_others(self, top: str, rest_below: bool) -> bool:
+        """Whether the window shows the deployment working for the tenants other than ``top``: they
+        had a success in it, and judged alone they do not meet the rule (``rest_below``)."""
+        if not rest_below:
+            return False
+        top_calls, top_failures = self._tenants[top]
+        return len(self._window) - self._failures - (top_calls - top_failures) > 0
 
     def _top_tenant(self, failures: dict[str | None, int]) -> str | None:
         """The tenant with the most ``failures`` when the window holds more than one tenant; else None.

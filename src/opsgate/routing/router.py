@@ -6,9 +6,12 @@ between them, all inside the alias's ``deadline_seconds``. The deadline is budge
 the chain gets an equal slice of what is left when its turn comes, so a hung primary cannot use up
 the time its fallbacks need; a stream, once started, must end by the deadline too. Only retryable failures move on
 (connect errors, timeouts, 429/5xx, overload — errors with ``fallback_allowed``); a client's
-mistake (4xx) is answered at once. A deployment that timed out (or said "busy") is not tried again
-for the same request, and a request counts at most one failure against each deployment's breaker,
-with its tenant (``_failed``). A stream falls back only until its first chunk arrives: the
+mistake (4xx) is answered at once. An upstream's "request too large for its limits" moves on to the
+next deployment (it may have higher limits); the client gets that 413 only when every deployment
+tried refused the request for its size. A deployment that timed out after the request was sent (read,
+first byte, total; a connect timeout is retried as before), said "busy" or refused the request for
+its size is not tried again for the same request, and a request counts at most one failure against
+each deployment's breaker, with its tenant (``_failed``). A stream falls back only until its first chunk arrives: the
 router waits for that chunk before the response starts, so a stream that dies before it is retried
 like any other failure, and one that dies after it ends with an error event.
 """
@@ -22,7 +25,7 @@ import time
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any, Protocol, TypeVar
 
-from opsgate.backends.base import AnswerTooLarge
+from opsgate.backends.base import AnswerTooLarge, RequestTooLargeForUpstream, UpstreamConnectTimeout
 from opsgate.backends.registry import ModelRegistry
 from opsgate.domain.config import GatewayConfig
 from opsgate.domain.context import Chunk, GatewayResponse, JsonResult, RequestContext, StreamResult
@@ -126,6 +129,7 @@ class Router:
         chain = [first.name, *first.routing.fallbacks]
         errors: list[str] = []
         last: GatewayError | None = None
+        other: GatewayError | None = None  # the last failure that was not a refusal for size
         for position, alias_name in enumerate(chain):
             routing = self.aliases[alias_name].routing
             # This alias's window: an equal share of what is left with every alias after it, so a
@@ -146,8 +150,10 @@ class Router:
                     last = ModelIntegrityError(f"deployment {label} is out of service: model integrity: {reason}")
                     continue
             # Deployments not to try again for this request: one that said "busy" (retrying it at once
-            # only adds load), or one that timed out (the same request would most likely run past its
-            # timeout again: one huge max_tokens must not become retries + 1 long generations).
+            # only adds load), one that refused the request for its size (it would again), or one that
+            # timed out after the request was sent (the same request would most likely run past its
+            # timeout again: one huge max_tokens must not become retries + 1 long generations). A
+            # connect timeout never reached the model: that deployment may be tried again.
             full: set[str] = set()
             for attempt in range(routing.retries + 1):
                 remaining = window_end - time.monotonic()
@@ -163,7 +169,7 @@ class Router:
                 )
                 if handle is None:
                     break
-                if attempt > 0 and last is not None and not isinstance(last, (CircuitOpen, OverloadedError)):
+                if attempt > 0 and last is not None and not isinstance(last, _NO_BACKOFF):
                     backoff = min(routing.backoff_max, routing.backoff_initial * 2 ** (attempt - 1))
                     await asyncio.sleep(min(self.rng.uniform(0, backoff), remaining))  # full jitter
                 try:
@@ -176,12 +182,16 @@ class Router:
                     errors.append(f"{handle.label}: {error.message}")
                     if not error.fallback_allowed:
                         raise  # the client's mistake: another deployment would say the same
-                    if isinstance(error, (OverloadedError, UpstreamTimeoutError)):
+                    if isinstance(error, _NOT_AGAIN) and not isinstance(error, UpstreamConnectTimeout):
                         full.add(handle.label)
                     last = error
+                    if not isinstance(error, RequestTooLargeForUpstream):
+                        other = error
                     continue
                 self._mark(ctx, response, handle, alias_name, errors)
                 return response
+        if isinstance(last, RequestTooLargeForUpstream) and other is not None:
+            last = other  # 413 only when every deployment tried refused the request for its size
         if last is None or deadline - time.monotonic() <= 0:
             last = UpstreamTimeoutError(
                 f"no deployment answered within the {first.routing.deadline_seconds:.0f}s deadline"
@@ -226,8 +236,10 @@ class Router:
         ``GatewayError`` without ``fallback_allowed`` and counts as a healthy call; load shedding and
         cancellation count as nothing. Backends therefore turn whatever the client got wrong into
         ``InvalidRequestError`` before calling the model (validation, ``build_job``, the upstream
-        payload), so it never reaches the catch-all below. An answer over the deployment's size bounds
-        (``AnswerTooLarge``) counts neither way: a client may have asked for it. Every outcome carries
+        payload), so it never reaches the catch-all below. A client's mistake (a ``GatewayError``
+        without ``fallback_allowed``, or an upstream's refusal of the request for its size), like an
+        answer over the deployment's size bounds (``AnswerTooLarge``), counts neither way: a success
+        would hold a failing breaker closed (or close a half-open one) on the client's say. Every outcome carries
         the request's tenant, and a request's second failure on the same deployment is not a second
         vote (``_failed``), so one tenant's oversized requests cannot open a breaker others share.
         """
@@ -255,9 +267,10 @@ class Router:
             raise UpstreamTimeoutError(
                 f"deployment {handle.label} did not answer within its share of the deadline"
             ) from None
-        except (OverloadedError, AnswerTooLarge):
-            # Load shedding is not a fault; an answer past our size bounds may be the client's choice
-            # (a long answer asked for), so it must not open a breaker other tenants share: neither counts.
+        except (OverloadedError, AnswerTooLarge, RequestTooLargeForUpstream):
+            # Load shedding is not a fault; an answer past our size bounds or a request past the
+            # upstream's limits is the client's choice, so it must not open a breaker other tenants
+            # share: neither counts.
             handle.queue.release()
             handle.breaker.release()  # …but a half-open probe slot it took must come back
             raise
@@ -266,7 +279,10 @@ class Router:
             if error.fallback_allowed:
                 _failed(ctx, handle)
             else:
-                handle.observe(True, None, ctx.tenant)  # a client's 4xx means the deployment is fine
+                # A client's 4xx: no verdict on the deployment. Counted a success, it would hold a
+                # breaker closed through an outage (or close a half-open one) on the client's say.
+                handle.calls += 1
+                handle.breaker.release()
             raise
         except Exception as error:
             handle.queue.release()
@@ -301,6 +317,12 @@ class Router:
             ) from None
         source = _prepend(first, chunks, deadline, handle.label)
         return StreamResult(source=source, include_usage=body.include_usage())
+
+
+# After these, the next attempt goes at once (no backoff): nothing to wait out.
+_NO_BACKOFF = (CircuitOpen, OverloadedError, RequestTooLargeForUpstream)
+# A deployment that answered so is not tried again for the same request (but see UpstreamConnectTimeout).
+_NOT_AGAIN = (OverloadedError, UpstreamTimeoutError, RequestTooLargeForUpstream)
 
 
 def _failed(ctx: RequestContext, handle: DeploymentHandle) -> None:

@@ -6,7 +6,8 @@ machine is the per-process one's (``breaker.py``), but it runs in Redis, in one 
     {prefix}{label}          hash: state (c/o), until (Redis time), opened, reason, consec,
                              pok (probe successes), seq, spared, the window's buckets w:o:<n> /
                              w:f:<n>, per tenant that failed u:c:<n>:<t> / u:f:<n>:<t> (calls,
-                             failures), the trailing run's failures r:<t>, and who uses it: pt (the
+                             failures) and uf<t> (the last bucket it failed in), the trailing
+                             run's failures r:<t>, and who uses it: pt (the
                              latest tenant), pb (its last bucket), ob (the last bucket another tenant
                              was seen in) (<t>: a digest of the tenant's name)
     {prefix}{label}:probes   sorted set: half-open probe leases (member → expiry)
@@ -36,10 +37,15 @@ so Redis Cluster is not supported.
 
 **One tenant alone cannot open it** (the rule of ``breaker.py``, across replicas): each report
 carries, per tenant, its calls, failures and failures in the trailing run; the script keeps, per
-bucket, the calls and failures of the tenants that failed (a healthy tenant adds no field), the run
-per tenant, and in three fields whether another tenant used the deployment within the window. When a
-rule is met while more than one tenant did, it is applied again without the tenant with the most
-failures. Calls without a tenant are in the totals only.
+bucket, the calls and failures of the tenants that failed in the window (from the sync round of a
+tenant's first failure on; a healthy tenant adds no field), the run per tenant, and in three fields
+whether another tenant used the deployment within the window. When a rule is met while more than one
+tenant did, it is held back only if the tenants other than the one with the most failures had a
+success in the window and do not meet the rule alone, as in ``breaker.py``. One difference remains:
+the top tenant's successes in sync rounds before its first failure in the window count as the
+others' (the script has no field for a tenant that never failed), so where the local breaker would
+open at once, a shared one may wait until those rounds leave the window (at most ``window_seconds``).
+Calls without a tenant are in the totals only.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ local out = {}
 local function clear_window(h)
   for _, f in ipairs(redis.call('HKEYS', h)) do
     local kind = string.sub(f, 1, 2)
-    if kind == 'w:' or kind == 'u:' or kind == 'r:' then redis.call('HDEL', h, f) end
+    if kind == 'w:' or kind == 'u:' or kind == 'r:' or kind == 'uf' then redis.call('HDEL', h, f) end
   end
 end
 
@@ -109,11 +109,16 @@ for arg = 2, #ARGV do
         ob = pb
       end
       pt, pb = t, bucket
-      -- Calls and failures only for a tenant that failed here: its calls leave the rate's denominator
-      -- with its failures; a tenant without failures is never the one removed.
+      -- Calls and failures only for a tenant that failed within the window (uf:<t>: the last bucket
+      -- it failed in), from the round of its first failure on: its calls leave the rate's denominator
+      -- with its failures, and its successes are not taken for the others'. A tenant without
+      -- failures is never the one removed.
       if tf > 0 then
         redis.call('HINCRBY', h, 'u:c:' .. bucket .. ':' .. t, tc)
         redis.call('HINCRBY', h, 'u:f:' .. bucket .. ':' .. t, tf)
+        redis.call('HSET', h, 'uf' .. t, bucket)
+      elseif tonumber(redis.call('HGET', h, 'uf' .. t) or '-1e18') > bucket - __BUCKETS__ then
+        redis.call('HINCRBY', h, 'u:c:' .. bucket .. ':' .. t, tc)
       end
     end
     if nten > 0 then redis.call('HSET', h, 'pt', pt, 'pb', pb, 'ob', ob) end
@@ -143,6 +148,8 @@ for arg = 2, #ARGV do
             t_calls[t] = (t_calls[t] or 0) + n
           end
         end
+      elseif kind == 'uf' then
+        if tonumber(flat[i + 1]) <= bucket - __BUCKETS__ then redis.call('HDEL', h, f) end
       elseif kind == 'r:' then
         if ok > 0 then  -- a success ended the run: only this report's trailing failures are in it
           redis.call('HDEL', h, f)
@@ -159,26 +166,37 @@ for arg = 2, #ARGV do
         redis.call('HSET', h, 'r:' .. t, t_runs[t])
       end
     end
-    local reason = nil
+    -- A rule met is held back only on evidence that the deployment works for the others (all but the
+    -- top failing tenant): a success of theirs in the window, and the rule not met by them alone.
+    local function works_for_others(top, rest_below)
+      if not rest_below then return false end
+      local top_ok = (t_calls[top] or 0) - (t_fails[top] or 0)
+      return (calls - fails) - top_ok > 0
+    end
+    local reason, held = nil, false
     if fail > 0 and consec >= threshold then
       local top = top_tenant(shared, t_runs)
-      if top == nil or consec - t_runs[top] >= threshold then
+      if top == nil or not works_for_others(top, consec - t_runs[top] < threshold) then
         reason = consec .. ' consecutive failures'
       else
-        redis.call('HINCRBY', h, 'spared', 1)
-      end
-    elseif fail > 0 and calls >= min_req and fails / calls >= rate then
-      local top = top_tenant(shared, t_fails)
-      local rest_calls, rest_fails = calls, fails
-      if top ~= nil then
-        rest_calls, rest_fails = calls - (t_calls[top] or 0), fails - t_fails[top]
-      end
-      if rest_calls >= min_req and rest_fails / rest_calls >= rate then
-        reason = fails .. ' of ' .. calls .. ' calls failed in ' .. math.floor(window + 0.5) .. 's'
-      else
-        redis.call('HINCRBY', h, 'spared', 1)
+        held = true
       end
     end
+    -- A consecutive rule held back still leaves the rate rule to be checked.
+    if reason == nil and fail > 0 and calls >= min_req and fails / calls >= rate then
+      local top = top_tenant(shared, t_fails)
+      if top == nil then
+        reason = fails .. ' of ' .. calls .. ' calls failed in ' .. math.floor(window + 0.5) .. 's'
+      else
+        local rest_calls, rest_fails = calls - (t_calls[top] or 0), fails - t_fails[top]
+        if works_for_others(top, rest_fails < rate * rest_calls) then
+          held = true
+        else
+          reason = fails .. ' of ' .. calls .. ' calls failed in ' .. math.floor(window + 0.5) .. 's'
+        end
+      end
+    end
+    if reason == nil and held then redis.call('HINCRBY', h, 'spared', 1) end
     if reason ~= nil then
       set_open(h, p, open_s, reason)
       state, opened_until, calls, fails = 'o', now + open_s, 0, 0
