@@ -88,7 +88,7 @@ def test_a_key_minted_without_restrictions_inherits_the_callers(site: Site) -> N
     assert minted["limits"] == {"requests_per_minute": 1, "tokens_per_minute": 100_000}
     assert minted["expires_at"] == site.restricted["expires_at"]
     # And it behaves so: a model the operator did not allow is refused, the rpm of 1 holds.
-    assert site.chat(minted["secret"], "beta") == 403
+    assert site.chat(minted["secret"], "beta") == 404  # not its model: as if it did not exist
     assert [site.chat(minted["secret"], "alpha") for _ in range(2)] == [200, 429]
 
 

@@ -156,9 +156,12 @@ def test_openai_sdk_with_keys_and_model_scopes(tenants: Tenants) -> None:
     client = openai.OpenAI(base_url=tenants.gateway.base_url, api_key=tenants.secret("a-service"), max_retries=0)
     reply = client.chat.completions.create(model="alpha", messages=[{"role": "user", "content": "hello"}])
     assert reply.choices[0].message.content == "answer"
-    with pytest.raises(openai.PermissionDeniedError) as denied:
+    with pytest.raises(openai.NotFoundError) as denied:  # as if it did not exist: no name confirmed
         client.chat.completions.create(model="beta", messages=[{"role": "user", "content": "hello"}])
-    assert denied.value.code == "model_not_allowed"
+    assert denied.value.code == "model_not_found" and "beta' does not exist" in denied.value.message
+    with pytest.raises(openai.NotFoundError) as unknown:
+        client.chat.completions.create(model="no-such-alias", messages=[{"role": "user", "content": "hello"}])
+    assert unknown.value.message.replace("no-such-alias", "beta") == denied.value.message
     assert [m.id for m in client.models.list().data] == ["alpha"]  # only what the key may call
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=tenants.gateway.base_url, api_key="wrong", max_retries=0).models.list()

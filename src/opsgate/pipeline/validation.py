@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from opsgate.domain.config import GatewayConfig
 from opsgate.domain.context import Endpoint, GatewayResponse, RequestContext
-from opsgate.domain.errors import InvalidRequestError, ModelNotFoundError, PermissionDeniedError
+from opsgate.domain.errors import InvalidRequestError, ModelNotFoundError
 from opsgate.domain.requests import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from opsgate.pipeline.body_shape import BodyShape
 from opsgate.pipeline.stage import PassStage
@@ -192,13 +192,11 @@ class ValidationStage(PassStage):
         ctx.body = body  # type: ignore[assignment]
         name: str = body.model  # type: ignore[attr-defined]
         alias = self._aliases.get(name)
-        if alias is None:
-            # Only the aliases this key may call, as /v1/models lists them: never another tenant's models.
+        if alias is None or not ctx.principal.allows_model(name):
+            # Only the aliases this key may call, as /v1/models lists them: never another tenant's models,
+            # and an alias the key may not call answers as one that does not exist (a 403 confirmed the
+            # name, so another tenant's aliases could be found by guessing).
             raise ModelNotFoundError(name, sorted(a for a in self._aliases if ctx.principal.allows_model(a)))
-        if not ctx.principal.allows_model(name):
-            raise PermissionDeniedError(
-                f"This API key may not call the model '{name}'.", param="model", code="model_not_allowed"
-            )
         wanted = "embedding" if ctx.endpoint == "embedding" else "chat"
         if alias.kind != wanted:
             raise InvalidRequestError(
