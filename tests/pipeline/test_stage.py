@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from opsgate.domain.context import GatewayResponse, JsonResult, RequestContext
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from opsgate.domain.context import Chunk, GatewayResponse, JsonResult, RequestContext, StreamResult
 from opsgate.domain.errors import InvalidRequestError
 from opsgate.pipeline.stage import PassStage, Pipeline
 
@@ -72,3 +78,49 @@ async def test_gateway_errors_and_bugs_become_responses() -> None:
     assert isinstance(response, JsonResult) and response.status == 500
     assert "broken" in response.body["error"]["message"]
     assert log == ["before:a", "before:broken", "after:broken", "after:a"]
+
+
+class _Breaks(PassStage):
+    name = "breaks"
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    async def after(self, ctx: RequestContext, response: GatewayResponse) -> GatewayResponse:
+        raise self.error
+
+
+async def _stream_terminal_and_finished() -> tuple[Any, list[str], list[str]]:
+    finished: list[str] = []
+    closed: list[str] = []
+
+    async def source() -> AsyncIterator[Chunk]:
+        try:
+            yield {"choices": []}
+        finally:
+            closed.append("source")
+
+    async def terminal(_: RequestContext) -> GatewayResponse:
+        stream = source()
+        await anext(stream)  # the upstream call has begun
+        result = StreamResult(source=stream)
+        result.on_finish.append(lambda outcome: finished.append("slot released"))
+        return result
+
+    return terminal, finished, closed
+
+
+async def test_a_stream_replaced_by_an_after_hooks_error_is_closed() -> None:
+    # The stage's error became the answer and the stream was dropped unclosed: the router's slot, the
+    # limits' reservation and the upstream call were never given back (review of SseResponse's close()).
+    terminal, finished, closed = await _stream_terminal_and_finished()
+    response = await Pipeline([_Breaks(RuntimeError("stage bug"))], terminal).handle(ctx())
+    assert isinstance(response, JsonResult) and response.status == 500
+    assert finished == ["slot released"] and closed == ["source"]
+
+
+async def test_a_stream_cancelled_among_the_after_hooks_is_closed() -> None:
+    terminal, finished, closed = await _stream_terminal_and_finished()
+    with pytest.raises(asyncio.CancelledError):
+        await Pipeline([_Breaks(asyncio.CancelledError())], terminal).handle(ctx())
+    assert finished == ["slot released"] and closed == ["source"]

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
-from opsgate.domain.context import GatewayResponse, JsonResult, RequestContext
+from opsgate.domain.context import GatewayResponse, JsonResult, RequestContext, StreamResult
 from opsgate.domain.errors import BackendFailure, ClientDisconnected, GatewayError
 
 log = logging.getLogger("opsgate.pipeline")
@@ -157,11 +157,19 @@ class Pipeline:
             # released and the request is recorded as 499; then the cancellation goes on.
             cancelled = error
             response = JsonResult.from_error(ClientDisconnected())
-        for stage in reversed(self.stages[:entered]):
-            try:
-                response = await stage.after(ctx, response)
-            except Exception as error:
-                response = _as_response(error, ctx, stage.name)
+        try:
+            for stage in reversed(self.stages[:entered]):
+                try:
+                    response = await stage.after(ctx, response)
+                except Exception as error:
+                    if isinstance(response, StreamResult):
+                        # Replaced by the error: the stream must still give back its slot, limits and upstream.
+                        await response.close()
+                    response = _as_response(error, ctx, stage.name)
+        except BaseException:
+            if isinstance(response, StreamResult):
+                await response.close()  # cancelled among the after hooks: nobody will read this stream
+            raise
         if cancelled is not None:
             raise cancelled
         return response

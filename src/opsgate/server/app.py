@@ -24,7 +24,7 @@ from opsgate.auth.key_limits import per_process_key_limits
 from opsgate.auth.key_store import KeyStore
 from opsgate.backends.registry import ModelRegistry
 from opsgate.domain.config import GatewayConfig, load_config
-from opsgate.domain.context import Endpoint, RequestContext
+from opsgate.domain.context import Endpoint, RequestContext, StreamResult
 from opsgate.domain.errors import GatewayError, InvalidRequestError, NotFoundError, PermissionDeniedError
 from opsgate.domain.pricing import PriceBook
 from opsgate.domain.urls import redact_urls
@@ -290,6 +290,9 @@ class Gateway:
             result = await work
         except asyncio.CancelledError:
             if not work.cancelled():
+                finished = work.result() if work.done() and work.exception() is None else None
+                if isinstance(finished, StreamResult):
+                    await finished.close()  # finished as we were cancelled: nobody will read the stream
                 raise  # we are being cancelled ourselves (shutdown)
             return Response(status_code=499)
         finally:
