@@ -103,3 +103,40 @@ def test_values_that_change_nothing_pass_as_sent(gateway: Gateway, upstream: Fak
         assert _chat(gateway, **extra).status_code == 200, extra
     sent = [{k: r["body"][k] for k in ("service_tier", "priority") if k in r["body"]} for r in upstream.requests]
     assert sent == [{"service_tier": "auto"}, {"service_tier": "default"}, {"priority": 0}, {}]
+
+
+def test_an_alias_can_let_clients_choose(upstream: FakeUpstream) -> None:
+    # An operator whose clients use OpenAI's flex tier (or vLLM priorities) allows them per alias.
+    upstream.script = Script(content="answer")
+    deployment = {"type": "openai", "base_url": upstream.base_url, "model": "real", "breaker": {"enabled": False}}
+    alias = {"routing": {"retries": 0}, "deployments": [deployment]}
+    started = start_gateway(
+        {
+            "models": [
+                {"name": "up", **alias, "client_service_tiers": ["auto", "flex"], "client_priorities": [-10, 10]},
+                {"name": "strict", **alias},
+            ]
+        }
+    )
+    try:
+        for extra, status in (
+            ({"service_tier": "flex"}, 200),
+            ({"priority": -10}, 200),
+            ({"priority": 11}, 400),
+            ({"service_tier": "default"}, 400),  # not in this alias's list
+        ):
+            assert _chat(started, **extra).status_code == status, extra
+        refused = _post(started, "/chat/completions", {"model": "strict", "messages": MESSAGES, "service_tier": "flex"})
+        assert refused.status_code == 400 and "'auto' or 'default'" in refused.json()["error"]["message"]
+        assert [r["body"].get("service_tier") for r in upstream.requests] == ["flex", None]
+    finally:
+        started.server.stop()
+
+
+@pytest.mark.parametrize("bounds", [[5, 1], [0, 10**7], ["a", 1]])
+def test_client_priorities_must_be_a_sane_range(bounds: list[object]) -> None:
+    from opsgate.domain.config import ConfigError, parse_config
+
+    deployment = {"type": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m"}
+    with pytest.raises(ConfigError):
+        parse_config({"models": [{"name": "up", "deployments": [deployment], "client_priorities": bounds}]})

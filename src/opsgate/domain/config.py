@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    StringConstraints,
     ValidationError,
     field_validator,
     model_validator,
@@ -200,6 +201,27 @@ class ModelAlias(_Strict):
         None, description="chat or embedding; inferred from the deployments when left out."
     )
     deployments: list[Deployment] = Field(min_length=1)
+    # What a client may ask of the upstream's scheduling. OpenAI's ``service_tier`` picks price and queue
+    # ("priority" bills at a premium, "flex" is cheaper and slower), vLLM's ``priority`` the place in its
+    # queue (lower first): on a deployment tenants share, the operator's choice, not one tenant's at the
+    # others' expense. Values outside these are a 400 naming the field (not dropped: a client that asked
+    # for "flex" learns it did not get it); allowed ones are forwarded as sent.
+    client_service_tiers: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] = Field(
+        default_factory=lambda: ["auto", "default"],
+        max_length=16,
+        description="service_tier values a client may send for this alias (others: 400).",
+    )
+    client_priorities: tuple[int, int] = Field(
+        (0, 0), description="[lowest, highest] vLLM priority a client may send for this alias (others: 400)."
+    )
+
+    @field_validator("client_priorities")
+    @classmethod
+    def _priority_range(cls, bounds: tuple[int, int]) -> tuple[int, int]:
+        low, high = bounds
+        if low > high or max(abs(low), abs(high)) > 1_000_000:
+            raise ValueError("must be [lowest, highest], each within ±1,000,000")
+        return bounds
 
     @model_validator(mode="after")
     def _infer_kind(self) -> ModelAlias:

@@ -16,39 +16,14 @@ MODEL_NAME_MAX = 256
 # Candidates an upstream generates for one answer (``best_of``; vLLM takes it on chat too, with
 # ``use_beam_search`` as the beam width): OpenAI's cap on /v1/completions, on every endpoint.
 BEST_OF_MAX = 20
-# What a client may ask of the upstream's scheduling. OpenAI's ``service_tier`` picks the price and
-# the queue ("priority" bills at a premium, "flex" is cheaper and slower) and vLLM's ``priority`` the
-# place in its queue (lower goes first): on a deployment shared by tenants, both are the operator's
-# choice, not one tenant's at the others' expense (and bill). Values that change nothing pass, since
-# SDKs may send them; any other is a 400 naming the field rather than silently dropped, so a client
-# that asked for "flex" or for a place in the queue learns it was not given one. An operator who does
-# let clients choose widens these (a per-alias or per-key setting would live in domain/config.py).
-CLIENT_SERVICE_TIERS: frozenset[str] = frozenset({"auto", "default"})
-CLIENT_PRIORITIES: range = range(0, 1)
 
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="allow")
-    # Declared (not left to ``extra``) only to be checked; forwarded as sent when allowed.
+    # Declared (not left to ``extra``) to be type-checked here; whether a client may choose them is the
+    # alias's (``ModelAlias.client_service_tiers`` / ``client_priorities``, checked by validation).
     service_tier: str | None = None
     priority: int | None = None
-
-    @field_validator("service_tier")
-    @classmethod
-    def _client_service_tier(cls, tier: str | None) -> str | None:
-        if tier is not None and tier not in CLIENT_SERVICE_TIERS:
-            allowed = " or ".join(f"'{t}'" for t in sorted(CLIENT_SERVICE_TIERS)) or "nothing"
-            raise ValueError(f"this gateway's operator chooses the service tier; a client may send {allowed}")
-        return tier
-
-    @field_validator("priority")
-    @classmethod
-    def _client_priority(cls, priority: int | None) -> int | None:
-        if priority is not None and priority not in CLIENT_PRIORITIES:
-            allowed = CLIENT_PRIORITIES
-            shown = str(allowed.start) if len(allowed) == 1 else f"{allowed.start} to {allowed.stop - 1}"
-            raise ValueError(f"this gateway's operator sets scheduling priority; a client may send {shown}")
-        return priority
 
 
 class ContentPart(BaseModel):

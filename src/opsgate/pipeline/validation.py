@@ -8,10 +8,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from itertools import chain
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from opsgate.domain.config import GatewayConfig
+from opsgate.domain.config import GatewayConfig, ModelAlias
 from opsgate.domain.context import Endpoint, GatewayResponse, RequestContext
 from opsgate.domain.errors import InvalidRequestError, ModelNotFoundError
 from opsgate.domain.requests import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
@@ -197,6 +198,7 @@ class ValidationStage(PassStage):
             # and an alias the key may not call answers as one that does not exist (a 403 confirmed the
             # name, so another tenant's aliases could be found by guessing).
             raise ModelNotFoundError(name, sorted(a for a in self._aliases if ctx.principal.allows_model(a)))
+        _check_scheduling(body, alias)
         wanted = "embedding" if ctx.endpoint == "embedding" else "chat"
         if alias.kind != wanted:
             raise InvalidRequestError(
@@ -206,3 +208,26 @@ class ValidationStage(PassStage):
             )
         ctx.alias = alias
         return None
+
+
+def _check_scheduling(body: Any, alias: ModelAlias) -> None:
+    """400 for a ``service_tier`` or ``priority`` the alias does not let clients choose (see ``ModelAlias``)."""
+    tier = body.service_tier
+    if tier is not None and tier not in alias.client_service_tiers:
+        allowed = " or ".join(f"'{t}'" for t in alias.client_service_tiers) or "nothing"
+        raise InvalidRequestError(
+            f"service_tier: this gateway's operator chooses the service tier of '{alias.name}'; a client may "
+            f"send {allowed}.",
+            param="service_tier",
+            code="invalid_value",
+        )
+    priority = body.priority
+    low, high = alias.client_priorities
+    if priority is not None and not low <= priority <= high:
+        shown = str(low) if low == high else f"{low} to {high}"
+        raise InvalidRequestError(
+            f"priority: this gateway's operator sets the scheduling priority of '{alias.name}'; a client may "
+            f"send {shown}.",
+            param="priority",
+            code="invalid_value",
+        )
