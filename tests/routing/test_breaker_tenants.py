@@ -10,6 +10,7 @@ once per attempt: with ``retries: 2`` two such requests opened the breaker and e
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -366,6 +367,25 @@ def test_another_tenants_client_errors_do_not_hold_an_outage_closed(upstream: Pi
         assert status["state"] == "open", status  # a client's 400 is no evidence the deployment works
         refused = chat(gateway, b, "BAD")
         assert refused.status_code == 503 and refused.json()["error"]["code"] == "circuit_open"
+    finally:
+        gateway.server.stop()
+
+
+def test_a_half_open_probe_that_ends_in_a_client_error_does_not_close_the_breaker(upstream: Picky) -> None:
+    gateway = gateway_for(upstream)
+    try:
+        b = mint(gateway, "tenant-b")
+        breaker = handle(gateway).breaker
+        assert isinstance(breaker, CircuitBreaker)
+        breaker._open(time.monotonic() - breaker.config.open_seconds - 1, "test")  # its open time is up
+        assert state(breaker) == "half_open"
+        for _ in range(breaker.config.half_open_probes + 1):
+            response = chat(gateway, b, "BAD")
+            assert response.status_code == 400, response.text  # each took a probe slot and gave it back
+        assert state(breaker) == "half_open"  # a client's 400 says nothing about the deployment
+        for _ in range(breaker.config.half_open_probes):
+            assert chat(gateway, b).status_code == 200
+        assert state(breaker) == "closed"
     finally:
         gateway.server.stop()
 
