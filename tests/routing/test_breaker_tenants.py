@@ -170,6 +170,18 @@ def test_without_a_success_of_the_others_the_rule_applies_to_every_call() -> Non
     assert state(breaker) == "open"  # b's one call failed too: no evidence the deployment works
 
 
+def test_a_run_older_than_the_window_is_no_error() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(BreakerConfig(consecutive_failures=5, window_seconds=30), clock)
+    for _ in range(3):
+        breaker.record(False, "a")
+    clock.now = 31  # a's failures leave the window, its run does not (no success since)
+    breaker.record(False, "b")
+    breaker.record(False, "c")
+    # 5 in a row, a the top of the run but no longer in the window; b and c had no success: it opens.
+    assert state(breaker) == "open"
+
+
 def test_few_calls_of_the_others_with_a_success_are_evidence_enough() -> None:
     config = BreakerConfig(consecutive_failures=1000, error_rate=0.5, min_requests=20)
     breaker = CircuitBreaker(config, Clock())

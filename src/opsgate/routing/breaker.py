@@ -188,7 +188,7 @@ class CircuitBreaker:
         had a success in it, and judged alone they do not meet the rule (``rest_below``)."""
         if not rest_below:
             return False
-        top_calls, top_failures = self._tenants[top]
+        top_calls, top_failures = self._tenants.get(top) or (0, 0)  # its run may be older than the window
         return len(self._window) - self._failures - (top_calls - top_failures) > 0
 
     def _top_tenant(self, failures: dict[str | None, int]) -> str | None:
