@@ -164,6 +164,37 @@ def test_a_client_that_stops_reading_then_closes_is_recorded_as_gone_not_as_an_u
         gateway.server.stop()
 
 
+def test_a_client_that_reads_too_slowly_for_the_upstream_deadline_is_recorded_as_slow_not_as_a_504(
+    upstream: LargeStream,
+) -> None:
+    # The client reads a little at a time, each event inside the send deadline, so the stream runs past the
+    # deployment's timeouts.total while the gateway waits on it: that was a 504 blaming the upstream (and
+    # spending the availability SLO's budget); now a 499 client_slow.
+    upstream.chunks, upstream.size = 400, 20_000
+    config = _config(upstream, send_timeout_seconds=30)
+    config["models"][0]["deployments"][0]["timeouts"]["total"] = 3
+    gateway = start_gateway(config)
+    try:
+        sock = _open_stream(gateway.server.port, "slow-1")
+        try:
+            sock.settimeout(1.0)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not gateway.records_for("slow-1", timeout=0):
+                try:
+                    if not sock.recv(4096):
+                        break
+                except TimeoutError:
+                    pass
+                time.sleep(0.05)  # about 80 KB/s: a 20 KB event drains in a quarter of a second
+            [record] = gateway.records_for("slow-1", timeout=10)
+        finally:
+            sock.close()
+        assert (record["status"], record["error_type"]) == (499, "client_slow"), record
+        assert "waited" in record["error_message"]
+    finally:
+        gateway.server.stop()
+
+
 def test_a_reading_client_gets_the_whole_stream(gateway: Gateway) -> None:
     with httpx.stream(
         "POST",

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from opsgate.domain.config import ModelAlias
-from opsgate.domain.errors import GatewayError
+from opsgate.domain.errors import ClientTooSlow, GatewayError, UpstreamTimeoutError
 from opsgate.domain.principal import ANONYMOUS_OPERATOR, Principal
 from opsgate.domain.requests import RequestBody
 
@@ -87,6 +87,7 @@ class StreamOutcome:
     chunks: int = 0
     error: GatewayError | None = None
     completed: bool = False
+    client_wait: float = 0.0  # seconds the server spent blocked sending to a client that read slowly
 
     def text(self) -> str:
         """The assembled output text."""
@@ -135,6 +136,10 @@ class StreamResult:
                 yield chunk
             outcome.completed = True
         except GatewayError as error:
+            if isinstance(error, UpstreamTimeoutError) and _client_was_slow(outcome):
+                waited, span = outcome.client_wait, time.perf_counter() - (outcome.first_chunk_at or 0.0)
+                outcome.error = ClientTooSlow(waited, span)
+                raise outcome.error from error
             outcome.error = error
             raise
         except Exception as error:  # a backend bug must still end the stream cleanly and be recorded
@@ -164,6 +169,17 @@ class StreamResult:
             await _close_source(self.source)
         except Exception:
             _log.exception("closing a stream's source failed")
+
+
+# A stream whose upstream deadline ran out while the gateway spent at least this share of the time since
+# its first chunk blocked on the client's reading is the client's doing (``ClientTooSlow``), not the upstream's.
+SLOW_CLIENT_SHARE = 0.5
+
+
+def _client_was_slow(outcome: StreamOutcome) -> bool:
+    if outcome.first_chunk_at is None or outcome.client_wait <= 0.0:
+        return False
+    return outcome.client_wait >= SLOW_CLIENT_SHARE * (time.perf_counter() - outcome.first_chunk_at)
 
 
 async def _close_source(source: Any, depth: int = 0) -> None:

@@ -95,6 +95,25 @@ class ClientDisconnected(GatewayError):
         super().__init__("the client closed the connection before the response", code="client_disconnected")
 
 
+class ClientTooSlow(GatewayError):
+    """The upstream's deadline ran out on a stream while the gateway was mostly waiting on the client to read.
+
+    The deployment's ``timeouts.total`` counts time spent waiting on the client; a client that reads just
+    fast enough to stay inside ``server.send_timeout_seconds`` would otherwise be recorded as a 504 that
+    blames the upstream and spends the availability SLO's budget. A 499, as the client's doing.
+    """
+
+    status = 499
+    error_type = "client_slow"
+
+    def __init__(self, waited: float, span: float) -> None:
+        super().__init__(
+            f"the stream's upstream deadline ran out while the gateway waited {waited:.1f} s of {span:.1f} s on the"
+            " client to read it",
+            code="client_slow",
+        )
+
+
 class ClientStalled(GatewayError):
     """The client stopped reading a streamed answer: a chunk waited on it past ``server.send_timeout_seconds``.
 

@@ -361,9 +361,12 @@ class SseResponse(StreamingResponse):
             # transport at once, and arming a timer (~6 us, on every event) would buy nothing.
             await send(message)
         else:
+            clock = asyncio.get_running_loop().time
+            began = clock()
             try:
                 async with asyncio.timeout(self.send_timeout):
                     await send(message)
+                self.result.outcome.client_wait += clock() - began  # the upstream's deadline runs on meanwhile
             except TimeoutError:
                 stalled = ClientStalled(self.send_timeout)
                 log.warning("stream abandoned: %s", stalled.message)
