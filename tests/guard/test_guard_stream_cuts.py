@@ -15,7 +15,7 @@ import pytest
 from opsgate.domain.config import parse_config
 from opsgate.domain.context import Chunk, RequestContext, StreamResult
 from opsgate.pipeline.guard import GuardStage
-from opsgate.pipeline.guard_windows import cut
+from opsgate.pipeline.guard_windows import cut, may_cut_now
 from opsgate.pipeline.validation import ValidationStage
 
 CONFIG = parse_config(
@@ -129,3 +129,26 @@ async def test_lines_with_digits_are_released_in_windows_of_about_the_usual_size
     assert "".join(pieces) == text
     assert max(len(p) for p in pieces) <= 2 * 160
     assert len(pieces) >= len(text) // (2 * 160)
+
+
+def _windows(pieces: list[str], gated: bool) -> list[str]:
+    held, out = "", []
+    for piece in pieces:
+        held += piece
+        if len(held) >= 160 and (not gated or may_cut_now(held, len(piece), 160)):
+            at = cut(held, 160)
+            if at:
+                out.append(held[:at])
+                held = held[at:]
+    return [*out, held]
+
+
+@pytest.mark.parametrize(
+    "text", [PAD * 40, "Item 3. Next step here and more words follow. " * 40, CARD + " and. " * 60], ids=str.__len__
+)
+def test_the_cut_gate_releases_what_trying_every_chunk_would(text: str) -> None:
+    # Trying a cut only when a chunk could have made one possible must not hold text longer: a window
+    # filled by a chunk with no boundary in it is cut at the sentence end already held (review of 5319939:
+    # prose windows had grown from 116 to 206 characters on average, the first text a sentence later).
+    pieces = [text[i : i + 5] for i in range(0, len(text), 5)]
+    assert _windows(pieces, gated=True) == _windows(pieces, gated=False)

@@ -22,6 +22,7 @@ _BOUNDARY = re.compile(r"\n|[.!?](?=\s)")
 # Digits with the separators identifiers are written with (spaces, not line breaks) between them.
 _SEPARATORS = " \t-./()+"
 _DIGIT_RUN = re.compile(r"\d(?:[ \t\-./()+]*\d)*")
+_RUN_CHARS = frozenset("0123456789" + _SEPARATORS)
 # An address line: short, and none of the characters code and markup are made of.
 _ADDRESS_LINE_CHARS = 160
 _ADDRESS_LINES = 3  # address-like line ends a cut may pass over, from the end of what is held
@@ -61,8 +62,10 @@ def may_cut_now(buffer: str, added: int, window: int) -> bool:
     """Whether the last ``added`` characters could have made a cut possible: they end a line or sentence,
     or the text held has reached the size where a cut no longer waits for one. Saves a walk over the
     held text per chunk while a window waits (lines of logs or CSV, a few characters a chunk)."""
-    if len(buffer) >= 4 * window:
-        return True
+    if len(buffer) >= 4 * window or len(buffer) - added < window:
+        return True  # past the size where a cut stops waiting, or just filled: the text held may have a place
+    if buffer[-added - 1] in _RUN_CHARS:
+        return True  # a run of digits may have ended, and a boundary it blocked be free now
     tail = buffer[-added - 1 :]  # with the character before: a sentence end completed by a space
     if "\n" in tail:
         return True
