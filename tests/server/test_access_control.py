@@ -327,6 +327,13 @@ def test_public_routes_and_readyz(tenants: Tenants) -> None:
     assert "auth" not in public and "pipeline" not in public  # details need a key
     ready = tenants.call("GET", "/readyz", tenants.secret("a-viewer")).json()
     assert ready["auth"]["enabled"] is True and "auth" in ready["pipeline"]
+    assert {state["alias"] for state in ready["deployments"].values()} == {"alpha", "beta"}
+    # A key restricted to some aliases sees only their deployments (the others answer as unknown models).
+    narrow = tenants.call(
+        "POST", "/admin/keys", ADMIN_KEY, json={"tenant": "a", "role": "viewer", "name": "narrow", "models": ["alpha"]}
+    ).json()
+    restricted = tenants.call("GET", "/readyz", narrow["secret"]).json()
+    assert {state["alias"] for state in restricted["deployments"].values()} == {"alpha"}
     assert "pipeline" not in tenants.call("GET", "/readyz", "og_wrongwrong_" + "x" * 43).json()
     # The sentinel's and drift monitor's details are operator-only (as /admin/sentinel/status is).
     operator = tenants.call("GET", "/readyz", ADMIN_KEY).json()

@@ -366,6 +366,15 @@ def create_app(
             for service in gateway.services:
                 if isinstance(body.get(service.name), dict):
                     body[service.name] = {"running": bool(body[service.name])}
+            # Only the deployments of aliases the key may call, as /v1/models lists them (an alias it may
+            # not call answers as unknown: its deployments must not name it here).
+            deployments = body.get("deployments")
+            if isinstance(deployments, dict):
+                body["deployments"] = {
+                    label: state
+                    for label, state in deployments.items()
+                    if principal.allows_model(str((state or {}).get("alias") or label.rsplit("#", 1)[0]))
+                }
         detailed = principal is not None
         return json_response(redact_urls(body) if detailed else public_readiness(body), 200 if ready else 503)
 
