@@ -140,3 +140,22 @@ def test_client_priorities_must_be_a_sane_range(bounds: list[object]) -> None:
     deployment = {"type": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m"}
     with pytest.raises(ConfigError):
         parse_config({"models": [{"name": "up", "deployments": [deployment], "client_priorities": bounds}]})
+
+
+def test_a_fallback_must_allow_what_its_alias_lets_clients_choose() -> None:
+    # The fallback alias is sent the body the client wrote for the first one: a premium tier allowed on
+    # 'a' reached 'b''s deployment, whose operator never allowed it (second review of 74229a8).
+    from opsgate.domain.config import ConfigError, parse_config
+
+    deployment = {"type": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m"}
+
+    def config(b: dict[str, object]) -> dict[str, object]:
+        a = {"name": "a", "deployments": [deployment], "routing": {"fallbacks": ["b"]}}
+        return {"models": [a | {"client_service_tiers": ["auto", "priority"], "client_priorities": [-5, 5]},
+                           {"name": "b", "deployments": [deployment], **b}]}  # fmt: skip
+
+    with pytest.raises(ConfigError, match="must allow"):
+        parse_config(config({}))
+    with pytest.raises(ConfigError, match="must allow"):
+        parse_config(config({"client_service_tiers": ["auto", "priority"]}))  # priorities still narrower
+    parse_config(config({"client_service_tiers": ["auto", "priority", "flex"], "client_priorities": [-9, 9]}))

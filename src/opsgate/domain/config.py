@@ -470,6 +470,7 @@ class GatewayConfig(_Strict):
     @model_validator(mode="after")
     def _fallbacks_exist(self) -> GatewayConfig:
         kinds = {m.name: m.kind for m in self.models}
+        by_name = {m.name: m for m in self.models}
         for index, model in enumerate(self.models):
             for name in model.routing.fallbacks:
                 if name not in kinds:
@@ -478,6 +479,16 @@ class GatewayConfig(_Strict):
                     raise ValueError(f"models[{index}].routing.fallbacks: '{name}' cannot fall back to itself")
                 if kinds[name] != model.kind:
                     raise ValueError(f"models[{index}].routing.fallbacks: '{name}' is a {kinds[name]} model")
+                # A fallback is sent the body as the client wrote it for this alias: what this alias lets
+                # clients choose (a premium tier, a queue place) must be allowed there too.
+                fallback = by_name[name]
+                wider = set(model.client_service_tiers) - set(fallback.client_service_tiers)
+                low, high = model.client_priorities
+                if wider or not fallback.client_priorities[0] <= low <= high <= fallback.client_priorities[1]:
+                    raise ValueError(
+                        f"models[{index}].routing.fallbacks: '{name}' must allow the client_service_tiers and "
+                        f"client_priorities '{model.name}' allows (it is sent the same body)"
+                    )
         return self
 
     @model_validator(mode="after")
