@@ -90,8 +90,8 @@ class _Breaks(PassStage):
         raise self.error
 
 
-async def _stream_terminal_and_finished() -> tuple[Any, list[str], list[str]]:
-    finished: list[str] = []
+async def _stream_terminal_and_finished() -> tuple[Any, list[Any], list[str]]:
+    finished: list[Any] = []
     closed: list[str] = []
 
     async def source() -> AsyncIterator[Chunk]:
@@ -104,7 +104,7 @@ async def _stream_terminal_and_finished() -> tuple[Any, list[str], list[str]]:
         stream = source()
         await anext(stream)  # the upstream call has begun
         result = StreamResult(source=stream)
-        result.on_finish.append(lambda outcome: finished.append("slot released"))
+        result.on_finish.append(lambda outcome: finished.extend(["slot released", outcome.error]))
         return result
 
     return terminal, finished, closed
@@ -116,11 +116,40 @@ async def test_a_stream_replaced_by_an_after_hooks_error_is_closed() -> None:
     terminal, finished, closed = await _stream_terminal_and_finished()
     response = await Pipeline([_Breaks(RuntimeError("stage bug"))], terminal).handle(ctx())
     assert isinstance(response, JsonResult) and response.status == 500
-    assert finished == ["slot released"] and closed == ["source"]
+    assert finished == ["slot released", response.error] and closed == ["source"]  # recorded as the 500
 
 
 async def test_a_stream_cancelled_among_the_after_hooks_is_closed() -> None:
     terminal, finished, closed = await _stream_terminal_and_finished()
     with pytest.raises(asyncio.CancelledError):
         await Pipeline([_Breaks(asyncio.CancelledError())], terminal).handle(ctx())
-    assert finished == ["slot released"] and closed == ["source"]
+    assert finished[0] == "slot released" and finished[1].status == 499 and closed == ["source"]
+
+
+async def test_closing_an_unstarted_wrapper_closes_its_argument_not_what_it_captured() -> None:
+    # On Python 3.11 an unstarted generator's frame also holds the variables a closure captured: a stream
+    # shared with other requests must not be closed with this one (second review of 29c5a66).
+    closed: list[str] = []
+
+    async def stream(name: str) -> AsyncIterator[Chunk]:
+        try:
+            yield {"choices": []}
+        finally:
+            closed.append(name)
+
+    shared, own = stream("shared"), stream("own")
+    await anext(shared)
+    await anext(own)
+
+    def make_wrapper() -> Any:
+        async def wrapper(inner: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+            _ = shared  # captured by the closure
+            async for chunk in inner:
+                yield chunk
+
+        return wrapper
+
+    result = StreamResult(source=make_wrapper()(own))
+    await result.close()
+    assert closed == ["own"]
+    await shared.aclose()

@@ -189,14 +189,23 @@ async def _close_source(source: Any, depth: int = 0) -> None:
     which closes its inner stream in a ``finally``, but one that never started has no ``finally`` to
     run: the upstream call under it, already started, would stay open until garbage collection.
     """
-    # Only streams among its arguments (a stage, a client with its own ``aclose``, is not the stream's to close).
-    inner = [value for value in source.ag_frame.f_locals.values() if _is_stream(value)] if _unstarted(source) else []
+    # Only streams among its arguments (a stage, a client with its own ``aclose``, is not the stream's to
+    # close; nor is anything a closure captured, which the frame's locals hold too on Python 3.11).
+    inner = [value for value in _arguments(source) if _is_stream(value)] if _unstarted(source) else []
     aclose = getattr(source, "aclose", None)
     if aclose is not None:
         await aclose()
     if depth < 8:
         for value in inner:
             await _close_source(value, depth + 1)
+
+
+def _arguments(source: Any) -> list[object]:
+    """The values ``source`` (an async generator's frame) was called with, positional and keyword-only."""
+    code = source.ag_frame.f_code
+    names = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
+    local = source.ag_frame.f_locals
+    return [local[name] for name in names if name in local]
 
 
 def _is_stream(value: object) -> bool:

@@ -232,13 +232,18 @@ class CacheStage(PassStage):
         The assembler skips what it cannot store; should it raise all the same, the stream is
         still relayed whole and only left unstored: the cache never fails an answer.
         """
-        async for chunk in source:
-            try:
-                assembler.add(chunk)
-            except Exception:
-                assembler.storable = False
-                self._failed("stream assembly")
-            yield chunk
+        try:
+            async for chunk in source:
+                try:
+                    assembler.add(chunk)
+                except Exception:
+                    assembler.storable = False
+                    self._failed("stream assembly")
+                yield chunk
+        finally:
+            close = getattr(source, "aclose", None)
+            if close is not None:
+                await close()  # closed with this wrapper (a client gone), not when collected
 
     async def _fill_quietly(self, plan: _Plan, body: dict[str, Any]) -> None:
         try:

@@ -162,12 +162,16 @@ class Pipeline:
                 try:
                     response = await stage.after(ctx, response)
                 except Exception as error:
+                    replacement = _as_response(error, ctx, stage.name)
                     if isinstance(response, StreamResult):
-                        # Replaced by the error: the stream must still give back its slot, limits and upstream.
+                        # Replaced by the error: the stream must still give back its slot, limits and upstream,
+                        # and what its callbacks record is that error, not a client that left.
+                        response.outcome.error = response.outcome.error or replacement.error
                         await response.close()
-                    response = _as_response(error, ctx, stage.name)
+                    response = replacement
         except BaseException:
             if isinstance(response, StreamResult):
+                response.outcome.error = response.outcome.error or ClientDisconnected()
                 await response.close()  # cancelled among the after hooks: nobody will read this stream
             raise
         if cancelled is not None:
