@@ -144,7 +144,9 @@ def test_replicas_open_together_close_together_and_fall_back_when_redis_goes(
         assert wait_until(lambda: breaker(a)["scope"] == breaker(b)["scope"] == "local_fallback", timeout=SETTLE)
         assert httpx.get(a.url + "/readyz").json()["status"] == "degraded"  # visible, never silent
         shared = breaker(a)["shared"]
-        assert shared["healthy"] is False and shared["outages"] == 1 and shared["last_error"]
+        # At least this one: on a loaded machine a sync may also have run past its 0.5 s socket timeout
+        # earlier, which counts as an outage of its own (seen once at load ~10, with a CPU burner).
+        assert shared["healthy"] is False and shared["outages"] >= 1 and shared["last_error"]
         x.script = Script(mode="status", status=500, body={"error": {"message": "X is down"}})
         assert [ask(a) for _ in range(4)] == ["svc#1"] * 4
         assert breaker(a)["state"] == "open"  # A's local breaker opened on A's own failures
