@@ -313,6 +313,7 @@ class BreakerSync:
         self._script: Any = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._closing = False
         self._last_ok: float | None = None
         # True from a successful sync until a failed one or ``stale_after`` without one (a timer, so
         # the request path reads a flag instead of the clock).
@@ -342,6 +343,7 @@ class BreakerSync:
     async def start(self) -> None:
         """Connect, sync once (so a replica starts with the shared state), then sync in the background."""
         await self.connect()
+        self._closing = False
         self._task = asyncio.create_task(self._run(), name=f"breaker-sync-{self.prefix}")
 
     async def connect(self) -> None:
@@ -358,6 +360,7 @@ class BreakerSync:
 
     async def close(self) -> None:
         """Stop syncing; send what is counted (best effort), then close the connection."""
+        self._closing = True  # the loop also stops on this: 3.11's wait_for can swallow the cancel below
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -373,9 +376,14 @@ class BreakerSync:
         self.active = False
 
     async def _run(self) -> None:
-        while True:
+        while not self._closing:
             with contextlib.suppress(TimeoutError):
+                # Python 3.11's wait_for returns the result when a cancel lands as the wait completes (a
+                # woken sync while close() cancels): the cancel is lost, so the loop checks _closing too
+                # (else close() awaited this task forever: a test hung 300 s under load).
                 await asyncio.wait_for(self._wake.wait(), self.interval)
+            if self._closing:
+                return
             self._wake.clear()
             await self.sync_once()
 
