@@ -191,6 +191,20 @@ def test_malformed_heads_are_recorded_with_their_reason(
     assert record["tags"]["client"] == source
 
 
+def _bad_chunk_while_read(port: int, source: str, path: bytes) -> tuple[int, dict[str, str], bytes]:
+    """A chunked POST whose second chunk size is garbage, sent once the app is reading the body."""
+    with _connect(port, source) as sock:
+        sock.sendall(
+            b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Transfer-Encoding: chunked\r\n\r\n5\r\n{"a":\r\n'
+        )
+        time.sleep(0.2)  # the app is reading the body now
+        sock.sendall(b"zz\r\n")
+        answer = _response(sock)
+        assert _closed(sock)
+    return answer
+
+
 def test_a_bad_chunk_in_an_inference_body_is_recorded_once_as_the_400_the_client_got(
     gateway: _Gateway, source: str
 ) -> None:
@@ -199,15 +213,7 @@ def test_a_bad_chunk_in_an_inference_body_is_recorded_once_as_the_400_the_client
     # (with its endpoint), under the id the client was given, saying what the client was sent.
     disconnects = len(gateway.records(endpoint="embedding", status=499))
     before = gateway.http_count("400")
-    with _connect(gateway.port, source) as sock:
-        sock.sendall(
-            b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b'Transfer-Encoding: chunked\r\n\r\n5\r\n{"a":\r\n'
-        )
-        time.sleep(0.2)  # the app is reading the body now
-        sock.sendall(b"zz\r\n")
-        status, headers, body = _response(sock)
-        assert _closed(sock)
+    status, headers, body = _bad_chunk_while_read(gateway.port, source, b"/v1/embeddings")
     assert status == 400
     _openai_error(headers, body)
     record = gateway.record(headers["x-request-id"])
@@ -223,15 +229,7 @@ def test_a_bad_chunk_in_another_routes_body_is_recorded_with_the_head_the_app_ha
     gateway: _Gateway, source: str
 ) -> None:
     # No route but the inference ones records its requests: the HTTP layer does, with the app's head.
-    with _connect(gateway.port, source) as sock:
-        sock.sendall(
-            b"POST /admin/evals/datasets HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b'Transfer-Encoding: chunked\r\n\r\n5\r\n{"a":\r\n'
-        )
-        time.sleep(0.2)
-        sock.sendall(b"zz\r\n")
-        status, headers, body = _response(sock)
-        assert _closed(sock)
+    status, headers, body = _bad_chunk_while_read(gateway.port, source, b"/admin/evals/datasets")
     assert status == 400
     _openai_error(headers, body)
     record = gateway.record(headers["x-request-id"])
