@@ -249,6 +249,7 @@ def test_a_bad_chunk_in_another_routes_body_is_recorded_with_the_head_the_app_ha
         ("POST", "/v1/responses", 404, "not_found", "unknown_route"),  # an SDK's newer API
         ("GET", "/v1/chat/completions", 405, "method_not_allowed", "method_not_allowed"),
         ("GET", "/v1/%ff%fe/x", 404, "not_found", "unknown_route"),  # broken UTF-8
+        ("GET", "/v1/responses%00", 400, "invalid_url", "invalid_url"),  # NUL: refused before any route
     ],
 )
 def test_a_route_the_gateway_lacks_is_recorded_with_an_id(

@@ -7,10 +7,12 @@ covers the routes that exist and those added later.
 
 from __future__ import annotations
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from opsgate.domain.errors import InvalidRequestError
 from opsgate.server.http_io import INFERENCE_PATHS, error_response
+from opsgate.server.protocol_rejects import record_unhandled
 
 
 def _has_nul(raw: bytes) -> bool:
@@ -33,6 +35,12 @@ class UrlGuardMiddleware:
                 error = InvalidRequestError(
                     f"The request {where} contains a NUL character.", param=where, code="invalid_url"
                 )
-                await error_response(error)(scope, receive, send)
+                quoted: dict[str, str] = {}
+                if scope["path"].startswith("/v1/"):
+                    # The API clients call: refused before any route, recorded like the HTTP layer's refusals.
+                    record_id = record_unhandled(Request(scope), error, "invalid_url")
+                    if record_id is not None:
+                        quoted["x-request-id"] = record_id
+                await error_response(error, quoted)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
