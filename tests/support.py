@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -23,12 +25,25 @@ from opsgate.domain.config import GatewayConfig, parse_config
 from opsgate.pipeline.record import MemorySink
 from opsgate.server.app import create_app
 
+# Each test process (pytest-xdist's gw0, gw1, ...) hands out ports from its own block, below the kernel's
+# ephemeral range (32768+): a port one process picked and has not bound yet cannot be given to another
+# process, nor to an outgoing connection (port 0 could: a request then reached another test's gateway).
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:]
+_PORT_BLOCK = 20_000 + (int(_WORKER) % 8 if _WORKER.isdigit() else 0) * 1_500
+_next_port = itertools.count(random.randrange(1_500))
+
 
 def free_port() -> int:
-    """A port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port nothing listens on right now (from this test process's own block)."""
+    for _ in range(1_500):
+        port = _PORT_BLOCK + next(_next_port) % 1_500
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {_PORT_BLOCK}-{_PORT_BLOCK + 1_499}")
 
 
 class ServerThread:

@@ -95,10 +95,10 @@ def trusting(pki: Pki) -> ssl.SSLContext:
 
 
 @pytest.fixture()
-def https_gateway(pki: Pki, tmp_path: Path, upstream_server: FakeUpstream) -> Iterator[str]:
+def https_gateway(pki: Pki, tmp_path: Path, upstream: FakeUpstream) -> Iterator[str]:
     """``opsgate serve --tls-cert --tls-key`` as a real process; yields its https base URL."""
     config = tmp_path / "opsgate.yaml"
-    deployment = {"type": "openai", "base_url": upstream_server.base_url, "model": "m"}
+    deployment = {"type": "openai", "base_url": upstream.base_url, "model": "m"}
     config.write_text(
         yaml.safe_dump({"models": [{"name": "up", "deployments": [deployment]}], "record": {"store": None}})
     )
