@@ -297,6 +297,40 @@ def test_reservation_released_when_the_client_leaves_mid_stream(
         assert int(after.headers["x-ratelimit-remaining-tokens"]) > limit - max_tokens
 
 
+def test_a_request_the_client_abandons_is_charged_its_prompt(upstream: FakeUpstream, backend: dict[str, Any]) -> None:
+    # Before, a client that gave up before the answer (a 499) was charged nothing: opening calls with
+    # large prompts and leaving at once loaded the upstream while never counting a token.
+    upstream.script = Script(delay=5.0)
+    limit, used = 100_000, UPSTREAM_PROMPT_TOKENS + upstream.script.words
+    abandoned = chat_body(max_tokens=500, messages=[{"role": "user", "content": "x" * 4000}])
+    follow = chat_body()
+    prompt = math.ceil(len(abandoned) / 4)
+    with serving(
+        gateway_config(upstream, {**backend, **{"rules": [{"per": "user", "tokens_per_minute": limit}]}})
+    ) as gateway:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(
+                gateway.url + "/v1/chat/completions",
+                content=abandoned,
+                headers={"content-type": "application/json"},
+                timeout=httpx.Timeout(30, read=0.5),
+            )
+        upstream.script = Script()
+        sent = 0
+
+        def settled() -> bool:
+            nonlocal sent
+            remaining = int(post(gateway, follow).headers["x-ratelimit-remaining-tokens"])
+            expected = limit - prompt - sent * used - estimate(follow, 10)
+            sent += 1
+            time.sleep(0.2)
+            # Still reserved: prompt + 500 more; settled to nothing (the old rule): prompt fewer.
+            assert remaining in (expected, expected - 500, expected + prompt), (remaining, expected)
+            return remaining == expected
+
+        assert wait_until(settled, 30)
+
+
 def test_per_key_limits_use_a_hash_of_the_bearer_token(upstream: FakeUpstream, backend: dict[str, Any]) -> None:
     with serving(
         gateway_config(upstream, {**backend, **{"rules": [{"per": "key", "requests_per_minute": 1}]}})

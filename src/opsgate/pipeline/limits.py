@@ -8,10 +8,12 @@ or 503 when Redis is down and ``on_redis_error`` is closed):
 
 ``after`` adds the ``x-ratelimit-*`` headers and settles on what was used: for a JSON answer as it
 leaves, for a stream when it ends (completed, failed or abandoned by the client). A failed request
-settles to nothing, and so does a cache hit (no upstream tokens); a stream cut short without usage
-settles to the prompt estimate plus the pieces it sent. The response never waits for a settle: in
-process it is applied at once; with Redis it is queued ahead of any later reservation, so the same
-client's next request is counted after it.
+settles to nothing, and so does a cache hit (no upstream tokens). A request the client abandoned (a
+499, JSON or a stream before its first piece) settles to the prompt estimate, and a stream cut short
+without usage to the prompt estimate plus the pieces it sent: the upstream had the prompt, and
+otherwise opening calls and leaving at once would load it while never counting a token. The response
+never waits for a settle: in process it is applied at once; with Redis it is queued ahead of any later
+reservation, so the same client's next request is counted after it.
 """
 
 from __future__ import annotations
@@ -158,11 +160,17 @@ class LimitsStage(PassStage):
         if isinstance(response, StreamResult):
             response.on_finish.append(lambda outcome: self._settle_stream(ctx, reservation, prompt, outcome))
             return response
-        self.limiter.settle(reservation, *self._json_usage(ctx, response))
+        self.limiter.settle(reservation, *self._json_usage(ctx, response, prompt))
         return response
 
-    def _json_usage(self, ctx: RequestContext, response: JsonResult) -> tuple[float | None, float | None]:
-        if response.error is not None or response.status >= 400 or ctx.cache_hit:
+    def _json_usage(self, ctx: RequestContext, response: JsonResult, prompt: int) -> tuple[float | None, float | None]:
+        if ctx.cache_hit:
+            return 0, 0.0
+        if response.error is not None and response.error.status == 499:
+            # The client left while the call was under way: the upstream may already hold the prompt.
+            abandoned: Usage = {"prompt_tokens": prompt, "completion_tokens": 0}
+            return used_tokens(abandoned), self._cost(ctx, abandoned)
+        if response.error is not None or response.status >= 400:
             return 0, 0.0
         usage = response.body.get("usage")
         if not isinstance(usage, dict):
@@ -180,7 +188,7 @@ class LimitsStage(PassStage):
             usage: Usage = {}
         elif outcome.usage:
             usage = outcome.usage
-        elif outcome.content:
+        elif outcome.content or _client_ended(outcome):
             # Cut short (upstream failure or client gone) before the usage chunk: the upstream
             # still did the work, so count the prompt estimate and about a token per piece sent.
             usage = {"prompt_tokens": prompt, "completion_tokens": len(outcome.content)}
@@ -188,3 +196,8 @@ class LimitsStage(PassStage):
             usage = {}
         tokens = used_tokens(usage) if usage else 0
         self.limiter.settle(reservation, tokens, self._cost(ctx, usage) if usage else 0.0)
+
+
+def _client_ended(outcome: StreamOutcome) -> bool:
+    """The stream was served until the client left or stalled (or it ended without usage): not an upstream failure."""
+    return outcome.error is None or outcome.error.status == 499
