@@ -164,6 +164,11 @@ def char_codes(text: str) -> NDArray[np.integer]:
     return _digit_mask(text)[0]
 
 
+def digit_mask(text: str) -> tuple[NDArray[np.integer], NDArray[np.bool_]]:
+    """``text``'s character codes (``char_codes``) and where ``re``'s ``\\d`` matches, read once per text."""
+    return _digit_mask(text)
+
+
 def _digit_mask(text: str) -> tuple[NDArray[np.integer], NDArray[np.bool_]]:
     """``text``'s character codes and where ``re``'s ``\\d`` matches (a Unicode decimal digit, ``str.isdecimal``)."""
     global _last_digits
