@@ -417,19 +417,47 @@ def test_records_per_address_and_overall_are_bounded() -> None:
             max_clients=4,
             clock=lambda: now[0],
         )
-        ids = [rejects.add(ProtocolReject(400, "malformed", "m", ("10.0.0.1", 1))) for _ in range(10)]
-        assert sum(i is not None for i in ids) == 3
-        ids = [rejects.add(ProtocolReject(400, "malformed", "m", (f"10.0.1.{n}", 1))) for n in range(10)]
-        assert sum(i is not None for i in ids) == 2  # the overall burst (5) is spent
+        first = [rejects.add(ProtocolReject(400, "malformed", "m", ("10.0.0.1", 1))) for _ in range(10)]
+        # Three recorded one by one; the seven past the burst share the id their summary will have.
+        assert len(set(first[:3])) == 3 and len(set(first[3:])) == 1 and first[3] not in first[:3]
+        second = [rejects.add(ProtocolReject(400, "malformed", "m", (f"10.0.1.{n}", 1))) for n in range(10)]
+        assert len(set(second[:2])) == 2  # the overall burst (5) is spent after two more
         assert rejects.status()["clients"] == 5  # four addresses and the shared bucket past them
         rejects.flush()
         aggregated = sum(r["tags"].get("aggregated", 0) for r in sink.records)
         assert aggregated + 5 == 20
+        # Every refusal's answer quoted the id of a record that holds it: its own, or its summary's.
+        written = {r["id"]: r for r in sink.records}
+        for request_id in first + second:
+            assert request_id in written, request_id
+        assert written[first[3]]["tags"]["aggregated"] == 7
         now[0] += 100.0
         assert rejects.add(ProtocolReject(400, "malformed", "m", ("10.0.0.1", 1))) is not None
         now[0] += 100.0
         rejects.flush()
         assert rejects.status() == {"refused": 21, "recorded": 6, "aggregated": 15, "summaries": 3, "clients": 0}
+
+    asyncio.run(run())
+
+
+def test_addresses_past_the_summary_cap_are_listed_in_the_last_summary() -> None:
+    from opsgate.server.protocol_rejects import MAX_SUMMARIES, ProtocolReject
+
+    async def run() -> None:
+        sink = MemorySink()
+        rejects = RejectLog(sink, None, client_burst=1, client_rate=0.001, total_burst=1000, clock=lambda: 0.0)
+        answered: dict[str, str | None] = {}
+        for n in range(MAX_SUMMARIES + 8):
+            host = f"10.1.{n // 250}.{n % 250}"
+            rejects.add(ProtocolReject(400, "malformed", "m", (host, 1)))  # recorded on its own
+            answered[host] = rejects.add(ProtocolReject(400, "malformed", "m", (host, 1)))  # aggregated
+        rejects.flush()
+        summaries = {r["id"]: r for r in sink.records if r["tags"].get("aggregated")}
+        assert len(summaries) == MAX_SUMMARIES + 1
+        listed = {i for r in summaries.values() for i in r["tags"].get("request_ids", [])}
+        assert len(listed) == 8
+        for host, request_id in answered.items():
+            assert request_id is not None and (request_id in summaries or request_id in listed), host
 
     asyncio.run(run())
 

@@ -57,6 +57,7 @@ MAX_CLIENTS = 4096  # addresses tracked; past that, new ones share one bucket (`
 FLUSH_SECONDS = 10.0
 MAX_SUMMARIES = 32  # summary records per flush; the addresses past these are summed into one more
 OTHER = "*"
+MAX_MERGED_IDS = 256  # ids listed in the one summary of the addresses past MAX_SUMMARIES
 
 MESSAGE_CHARS = 300
 PATH_CHARS = 200
@@ -160,6 +161,8 @@ class _Bucket:
     statuses: dict[str, int] = field(default_factory=dict)
     first: float = 0.0
     last: float = 0.0
+    summary_id: str | None = None  # the id of the summary that will stand for what was aggregated
+    merged_ids: list[str] = field(default_factory=list)  # summaries merged into this one (past MAX_SUMMARIES)
 
     def take(self, now: float, rate: float, burst: int) -> bool:
         self.tokens = min(float(burst), self.tokens + (now - self.at) * rate)
@@ -220,7 +223,7 @@ class RejectLog:
         return cls(records, metrics, **limits)
 
     def add(self, reject: ProtocolReject) -> str | None:
-        """Count and record (or aggregate) one refusal; the record's id when it was recorded on its own."""
+        """Count and record (or aggregate) one refusal; the id of its record, or of the summary standing for it."""
         self.counts["refused"] += 1
         if self.metrics is not None:
             self.metrics.write({"endpoint": ENDPOINT, "status": reject.status, "latency_ms": reject.latency_ms})
@@ -243,12 +246,15 @@ class RejectLog:
         wall = time.time()
         if bucket.suppressed == 0:
             bucket.first = wall
+            # Answered now with the id its summary will be written under, so a client quoting it finds
+            # the record that stands for its request.
+            bucket.summary_id = self.new_id()
         bucket.last = wall
         bucket.suppressed += 1
         bucket.reasons[reject.reason] = bucket.reasons.get(reject.reason, 0) + 1
         status = str(reject.status)
         bucket.statuses[status] = bucket.statuses.get(status, 0) + 1
-        return None
+        return bucket.summary_id
 
     def new_id(self) -> str:
         """A request id shaped like the pipeline's, unique in this process."""
@@ -328,22 +334,26 @@ class RejectLog:
             f"{bucket.suppressed} requests from {client} refused by the HTTP layer past the record rate limits "
             f"(this record stands for them; each is counted in /metrics): {by_reason}"
         )
+        tags: dict[str, Any] = {
+            "client": client,
+            "reason": reason,
+            "aggregated": bucket.suppressed,
+            "reasons": dict(bucket.reasons),
+            "statuses": dict(bucket.statuses),
+            "first_ts": bucket.first,
+            "last_ts": bucket.last,
+        }
+        if bucket.merged_ids:
+            # Addresses past MAX_SUMMARIES: their clients were answered with their own summaries' ids.
+            tags["request_ids"] = bucket.merged_ids[:MAX_MERGED_IDS]
         self._write(
             {
                 **_RECORD_BASE,
-                "id": self.new_id(),
+                "id": bucket.summary_id or self.new_id(),
                 "ts": time.time(),
                 "status": int(status),
                 "error_message": message[:MESSAGE_CHARS],
-                "tags": {
-                    "client": client,
-                    "reason": reason,
-                    "aggregated": bucket.suppressed,
-                    "reasons": dict(bucket.reasons),
-                    "statuses": dict(bucket.statuses),
-                    "first_ts": bucket.first,
-                    "last_ts": bucket.last,
-                },
+                "tags": tags,
             }
         )
         self.counts["summaries"] += 1
@@ -370,6 +380,8 @@ def _merge(into: _Bucket, bucket: _Bucket) -> None:
         into.first = bucket.first
     into.last = max(into.last, bucket.last)
     into.suppressed += bucket.suppressed
+    if bucket.summary_id is not None:
+        into.merged_ids.append(bucket.summary_id)
     for reason, n in bucket.reasons.items():
         into.reasons[reason] = into.reasons.get(reason, 0) + n
     for status, n in bucket.statuses.items():
@@ -378,6 +390,8 @@ def _merge(into: _Bucket, bucket: _Bucket) -> None:
 
 def _reset(bucket: _Bucket) -> None:
     bucket.suppressed = 0
+    bucket.summary_id = None
+    bucket.merged_ids = []
     bucket.reasons = {}
     bucket.statuses = {}
 
