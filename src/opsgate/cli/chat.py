@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import aclosing
 from typing import Any, TextIO
 
 import aiohttp
@@ -34,11 +35,13 @@ async def chat_in_process(config: GatewayConfig, body: dict[str, Any], out: Text
             return 1
         usage = None
         try:
-            async for chunk in result.chunks():
-                for choice in chunk.get("choices") or ():
-                    out.write(choice.get("delta", {}).get("content") or "")
-                    out.flush()
-                usage = chunk.get("usage") or usage
+            # Closed here even on Ctrl-C, so the stream's record and slot release run before the gateway stops.
+            async with aclosing(result.chunks()) as chunks:
+                async for chunk in chunks:
+                    for choice in chunk.get("choices") or ():
+                        out.write(choice.get("delta", {}).get("content") or "")
+                        out.flush()
+                    usage = chunk.get("usage") or usage
         except Exception as error:
             console.print(f"\n[red]stream failed[/red]: {error}")
             return 1
