@@ -24,6 +24,7 @@ from opsgate.guard.linear_re import compile_linear
 from opsgate.guard.pii_base import (
     SHORT,
     Finding,
+    Literals,
     by_first_character,
     clusters,
     digit_runs,
@@ -180,17 +181,26 @@ _LITERALS_LINEAR = compile_linear(_LITERALS.pattern)
 _LONGEST = max(len(word) for word in (*_WORD_STARTS, *_SUFFIXES))
 
 
+# Every occurrence of the strings, by numpy (``Literals``): in a text of ``SHORT`` characters or more, any text.
+_LITERAL_STRINGS = Literals((*_WORD_STARTS, *_SUFFIXES))
+
+
 def _literal_regions(text: str) -> list[tuple[int, int]] | None:
-    """Where ``_LITERALS`` can match in ``text``: every one of its strings that occurs starts inside one of
-    RE2's (non-overlapping) matches, so it lies in that match's start to its end + ``_LONGEST`` - 1; such
-    spans that overlap are merged. None: not an ASCII text (``_LITERALS`` runs over whole windows)."""
-    if not text.isascii():
+    """Where ``_LITERALS`` can match in ``text``: spans that hold every occurrence of its strings whole, those
+    that overlap merged. A long text's: the occurrences themselves (``_LITERAL_STRINGS``); a short ASCII text's:
+    every string that occurs starts inside one of RE2's (non-overlapping) matches, so it lies in that match's
+    start to its end + ``_LONGEST`` - 1. None: a short text that is not ASCII (``_LITERALS`` runs over whole
+    windows; RE2's non-ASCII offsets cost a pass over the text before each match)."""
+    if len(text) >= SHORT:
+        spans = [(at, at + len(string)) for at, string in _LITERAL_STRINGS.find(text)]
+    elif text.isascii():
+        spans = [(hit.start(), hit.end() + _LONGEST - 1) for hit in _LITERALS_LINEAR.finditer(text)]
+    else:
         return None
     regions: list[tuple[int, int]] = []
-    for hit in _LITERALS_LINEAR.finditer(text):
-        start, reach = hit.start(), hit.end() + _LONGEST - 1
+    for start, reach in spans:
         if regions and start < regions[-1][1]:
-            regions[-1] = (regions[-1][0], reach)
+            regions[-1] = (regions[-1][0], max(regions[-1][1], reach))
         else:
             regions.append((start, reach))
     return regions

@@ -236,3 +236,61 @@ def clusters(starts: NDArray[np.intp], ends: NDArray[np.intp], gap: int) -> list
     first = starts[np.concatenate(([0], breaks + 1))]
     last = ends[np.concatenate((breaks, [ends.size - 1]))]
     return list(zip(first.tolist(), last.tolist(), strict=True))
+
+
+# Character codes above this are one bucket in ``Literals``' tables (a superset: every place is checked by
+# ``str.startswith`` after).
+_TOP = 128
+_SIDE = _TOP + 1
+
+
+class Literals:
+    """Every occurrence of some strings in a text, overlapping ones included: what a ``str.find`` loop per
+    string finds, for a fixed cost per text (~0.2 ms per 32 KB) instead of one pass over the text per string
+    (~15 us each: ~50 strings cost ~0.8 ms a text).
+
+    numpy reads the codes of each place and the two after it (codes above 127 as one value) in tables of the
+    strings' first two and three characters; ``str.startswith`` checks the few places left. Built once,
+    read-only, thread-safe.
+    """
+
+    def __init__(self, strings: Iterable[str]) -> None:
+        self.strings = tuple(dict.fromkeys(strings))
+        assert self.strings and all(self.strings), "no empty string"
+        pairs = np.zeros((_SIDE, _SIDE), dtype=bool)
+        triples = np.zeros((_SIDE, _SIDE, _SIDE), dtype=bool)
+        by_prefix: dict[str, list[str]] = {}
+        for string in self.strings:
+            codes = [min(ord(char), _TOP) for char in string[:3]]
+            # A string shorter than three characters takes every code after it.
+            pairs[codes[0], codes[1] if len(codes) > 1 else slice(None)] = True
+            triples[tuple(codes) + (slice(None),) * (3 - len(codes))] = True
+            by_prefix.setdefault(string[:3], []).append(string)
+        self._pairs = pairs.reshape(-1)
+        self._triples = triples.reshape(-1)
+        self._by_prefix = {prefix: tuple(strings) for prefix, strings in by_prefix.items()}
+        self._prefix_lengths = sorted({len(prefix) for prefix in by_prefix})
+
+    def find(self, text: str) -> list[tuple[int, str]]:
+        """(where, string) of every occurrence of every string in ``text``, by place."""
+        codes = char_codes(text)
+        size = len(codes)
+        if not size:
+            return []
+        clipped = np.zeros(size + 2, dtype=np.uint16)  # and two past the end (every place is checked after)
+        clipped[:size] = codes if codes.dtype == np.uint8 else np.minimum(codes, _TOP)
+        pair_keys = clipped[:size] * _SIDE + clipped[1 : size + 1]
+        places = np.flatnonzero(self._pairs[pair_keys])
+        keys = pair_keys[places].astype(np.intp) * _SIDE + clipped[places + 2]
+        places = places[self._triples[keys]]
+        found: list[tuple[int, str]] = []
+        by_prefix, lengths, starts_with = self._by_prefix, self._prefix_lengths, text.startswith
+        for at in places.tolist():
+            for length in lengths:
+                prefix = text[at : at + length]
+                if len(prefix) < length:  # the text ends: a shorter prefix was read already
+                    break
+                for string in by_prefix.get(prefix, ()):
+                    if starts_with(string, at):
+                        found.append((at, string))
+        return found

@@ -12,6 +12,7 @@ two kinds of evidence it weighs too little are used here:
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Iterator
 
@@ -20,6 +21,7 @@ from opsgate.guard.linear_re import compile_linear
 from opsgate.guard.pii_base import (
     WHITESPACE,
     Finding,
+    Literals,
     anchor_windows,
     by_first_character,
     finditer_in,
@@ -233,10 +235,38 @@ def _tried_at(pattern: re.Pattern[str], text: str, starts: list[int], high: int)
             resume = match.end()
 
 
+# The same places for long windows: every occurrence of the strings in the text found at once (``Literals``, ~0.3
+# ms per 32 KB), then each window's own. A ``str.find`` loop per string costs ~0.5 ns per character of the windows
+# per string (~25 ns for the ~50 strings): from ~12 KB of windows on, the one pass costs less.
+_CUE_LITERALS = Literals(word for word, _ in _CUE_STARTS)
+_CUE_BACK = dict(_CUE_STARTS)
+_ONE_PASS_FROM = 12 * 1024
+
+
+def _cue_starts_in(places: list[tuple[int, str]], at: list[int], low: int, high: int) -> list[int]:
+    """``_cue_starts(text, low, high)`` from ``places`` (``_CUE_LITERALS.find(text)``; ``at``: their places)."""
+    found = set()
+    for index in range(bisect.bisect_left(at, low), bisect.bisect_left(at, high)):
+        place, word = places[index]
+        if place + len(word) <= high:  # as ``str.find(word, low, high)``: the whole word inside the window
+            found.add(place - _CUE_BACK[word])
+    return sorted(place for place in found if place >= low)
+
+
+def _windows_and_starts(text: str) -> list[tuple[int, int, list[int]]]:
+    """The windows of ``_CUE_ANCHOR`` and, in each, where a ``_CUED`` or ``_TO_PLACE`` match can start."""
+    windows = anchor_windows(_CUE_ANCHOR, text, 32, 448)
+    if sum(high - low for low, high in windows) < _ONE_PASS_FROM:
+        return [(low, high, _cue_starts(text, low, high)) for low, high in windows]
+    places = _CUE_LITERALS.find(text)
+    at = [place for place, _ in places]
+    return [(low, high, _cue_starts_in(places, at, low, high)) for low, high in windows]
+
+
 def find_cued_names(text: str) -> list[Finding]:
     """Names right after words that say what they are: "Dear …", "lives in …", "works at …"."""
     found: list[Finding] = []
-    windows = [(low, high, _cue_starts(text, low, high)) for low, high in anchor_windows(_CUE_ANCHOR, text, 32, 448)]
+    windows = _windows_and_starts(text)
     for _, high, starts in windows:
         for match in _tried_at(_CUED, text, starts, high):
             group = match.lastgroup
