@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import time
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any, Protocol, TypeVar
@@ -200,6 +201,7 @@ class Router:
         ctx.tags["attempt_errors"] = errors[-5:]
         if len(errors) > 1:
             last.message = f"all {len(errors)} attempts failed; last: {last.message}"
+        last.message = _hide_fallbacks(last.message, chain, ctx)
         raise last
 
     async def _pinned(self, ctx: RequestContext, handle: DeploymentHandle, deadline: float) -> GatewayResponse:
@@ -216,8 +218,14 @@ class Router:
     def _mark(
         ctx: RequestContext, response: GatewayResponse, handle: DeploymentHandle, alias: str, errors: list[str]
     ) -> None:
-        response.headers["x-opsgate-deployment"] = handle.label
-        response.headers["x-opsgate-model"] = alias
+        if ctx.principal.allows_model(alias):
+            response.headers["x-opsgate-deployment"] = handle.label
+            response.headers["x-opsgate-model"] = alias
+        else:
+            # A fallback alias this key may not call: its name is the operator's (the key gets 404 for it,
+            # exactly as for an unknown model), so the answer says only that a fallback served it.
+            response.headers["x-opsgate-deployment"] = "fallback"
+            response.headers["x-opsgate-model"] = ctx.alias.name if ctx.alias is not None else "fallback"
         ctx.deployment = handle.label
         if ctx.alias is not None and alias != ctx.alias.name:
             ctx.tags["fallback_from"] = ctx.alias.name
@@ -364,3 +372,15 @@ async def _prepend(first: Chunk, rest: AsyncIterator[Chunk], deadline: float, la
         aclose = getattr(rest, "aclose", None)
         if aclose is not None:
             await aclose()
+
+
+def _hide_fallbacks(message: str, chain: list[str], ctx: RequestContext) -> str:
+    """``message`` with the fallback aliases the caller may not call named only as ``fallback``.
+
+    Their names are the operator's: the key gets 404 for them, exactly as for an unknown model, so a
+    failure message must not confirm them (deployment labels are ``alias#n``; the record keeps them).
+    """
+    for alias in chain[1:]:
+        if not ctx.principal.allows_model(alias) and alias in message:
+            message = re.sub(rf"(?<![\w.-]){re.escape(alias)}(?![\w.-])", "fallback", message)
+    return message

@@ -1,0 +1,97 @@
+"""A fallback alias that a key may not call stays unnamed in what that key gets back.
+
+Such an alias answers the key with 404, exactly as an unknown model does, so its name is the
+operator's; before, a restricted key learned it from ``x-opsgate-model`` / ``x-opsgate-deployment``
+of an answer it served, and from the "all N attempts failed" message. The record keeps it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fake_upstream import FakeUpstream, Script
+from tests.support import Gateway, start_gateway
+
+ADMIN_KEY = "bootstrap-admin-key-for-fallback-name-tests-0123"
+SECRET_ALIAS = "internal-reserve-7"
+
+
+def _deployment(server: FakeUpstream) -> dict[str, Any]:
+    timeouts = {"connect": 1, "first_byte": 2, "total": 5}
+    breaker = {"enabled": False}
+    return {"type": "openai", "base_url": server.base_url, "model": "m", "timeouts": timeouts, "breaker": breaker}
+
+
+@pytest.fixture()
+def gateway(upstreams: tuple[FakeUpstream, FakeUpstream]) -> Iterator[Gateway]:
+    a, b = upstreams
+    started = start_gateway(
+        {
+            "auth": {"enabled": True, "admin_key": ADMIN_KEY},
+            "models": [
+                {
+                    "name": "svc",
+                    "routing": {"retries": 0, "fallbacks": [SECRET_ALIAS]},
+                    "deployments": [_deployment(a)],
+                },
+                {"name": SECRET_ALIAS, "deployments": [_deployment(b)]},
+            ],
+        }
+    )
+    yield started
+    started.server.stop()
+
+
+def _key(gateway: Gateway, models: list[str] | None) -> dict[str, str]:
+    created = httpx.post(
+        gateway.url + "/admin/keys",
+        json={"tenant": "t", "role": "service", "models": models},
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+    )
+    assert created.status_code == 201, created.text
+    return {"Authorization": f"Bearer {created.json()['secret']}"}
+
+
+def _chat(gateway: Gateway, headers: dict[str, str]) -> httpx.Response:
+    body = {"model": "svc", "messages": [{"role": "user", "content": "hi"}]}
+    return httpx.post(gateway.url + "/v1/chat/completions", json=body, headers=headers, timeout=30)
+
+
+def test_a_restricted_key_is_not_told_which_fallback_served(
+    gateway: Gateway, upstreams: tuple[FakeUpstream, FakeUpstream]
+) -> None:
+    a, _ = upstreams
+    a.script = Script(mode="status", status=500, body={"error": {"message": "boom"}})
+    narrow, wide = _key(gateway, ["svc"]), _key(gateway, None)
+    served = _chat(gateway, narrow)
+    assert served.status_code == 200, served.text
+    assert SECRET_ALIAS not in str(served.headers)
+    assert served.headers["x-opsgate-model"] == "svc" and served.headers["x-opsgate-deployment"] == "fallback"
+    # The name is confirmable by no other route either: the alias answers as unknown.
+    direct = httpx.post(
+        gateway.url + "/v1/chat/completions",
+        json={"model": SECRET_ALIAS, "messages": [{"role": "user", "content": "hi"}]},
+        headers=narrow,
+    )
+    assert direct.status_code == 404
+    # A key that may call it sees it, and the record keeps it for the operator.
+    allowed = _chat(gateway, wide)
+    assert allowed.headers["x-opsgate-model"] == SECRET_ALIAS
+    assert allowed.headers["x-opsgate-deployment"] == f"{SECRET_ALIAS}#0"
+    record = gateway.records_for(served.headers["x-request-id"])[0]
+    assert record["deployment"] == f"{SECRET_ALIAS}#0"
+
+
+def test_a_restricted_key_is_not_told_which_fallback_failed(
+    gateway: Gateway, upstreams: tuple[FakeUpstream, FakeUpstream]
+) -> None:
+    for server in upstreams:
+        server.script = Script(mode="status", status=500, body={"error": {"message": "boom"}})
+    failed = _chat(gateway, _key(gateway, ["svc"]))
+    assert failed.status_code >= 500
+    message = failed.json()["error"]["message"]
+    assert message.startswith("all ") and "fallback#0" in message and SECRET_ALIAS not in failed.text, message
