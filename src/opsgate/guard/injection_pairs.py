@@ -1,8 +1,8 @@
 """The injection model's known word pairs as an open-addressing hash table, looked up with numpy.
 
-A text's pairs are looked up all at once, each in one read of ``_WINDOW`` neighbouring slots (32 or
-64 bytes), instead of the ~16 steps of a binary search over the sorted codes (~0.3 ms per 25 KB
-on a loaded machine, most of it cache misses). Linear probing without wrapping around: a code sits at
+A text's pairs are looked up all at once, slot by slot from each one's hash (most settle at the first
+slot), instead of the ~16 steps of a binary search over the sorted codes (~0.3 ms per 25 KB on a loaded
+machine, most of it cache misses). Linear probing without wrapping around: a code sits at
 the first free slot from its hash on, and the table is made big enough that every code sits within
 ``_WINDOW`` slots of its hash, so a code that is not in its window is not in the table. Written once,
 at load; only read after.
@@ -52,6 +52,7 @@ class PairTable:
             placed[winners] = True
             pending = pending[~placed[pending]]
             slots[pending] += 1  # the slot was taken: the next one
+        self._table = table
         # Row h: the _WINDOW slots from h on (a read-only view of the table, no copy).
         self._windows = as_strided(table, shape=(1 << bits, _WINDOW), strides=(table.itemsize,) * 2, writeable=False)
         return True
@@ -61,11 +62,23 @@ class PairTable:
         return (mixed >> np.uint64(64 - self._bits)).astype(np.int64)
 
     def lookup(self, codes: NDArray[np.int64]) -> NDArray[np.int64]:
-        """Each code's value, -1 where the code is not in the table (``codes`` non-negative)."""
-        homes = self._hash(codes)
-        # Where each code sits in its window, if it does (a free slot's -1 is never a code; a code is in one slot).
-        hits = np.flatnonzero(self._windows[homes] == codes[:, None])
-        rows = hits // _WINDOW
+        """Each code's value, -1 where the code is not in the table (``codes`` non-negative).
+
+        Slot by slot from each code's hash, for the codes not settled yet: a code is found, or a free slot
+        says it is absent (a code sits at the first slot that was free from its hash on, and no slot is
+        freed after, so none lies past a free one). The table is at most half full: most codes settle at
+        the first slot, and one gather of one slot per code costs half of reading whole windows (numpy's
+        fancy indexing of the overlapping window view copies row by row).
+        """
         out = np.full(len(codes), -1, dtype=np.int64)
-        out[rows] = self._values[homes[rows] + hits % _WINDOW]
+        where = np.arange(len(codes))
+        slots = self._hash(codes)
+        for _ in range(_WINDOW):  # a code in the table sits within its window
+            seen = self._table[slots]
+            found = seen == codes
+            out[where[found]] = self._values[slots[found]]
+            going = np.flatnonzero(~found & (seen != _EMPTY))
+            if not len(going):
+                break
+            where, slots, codes = where[going], slots[going] + 1, codes[going]
         return out
