@@ -59,6 +59,8 @@ def write_records(
     n: int,
     status: int = 200,
     tags: dict[str, Any] | None = None,
+    cached: bool = False,
+    latency_ms: float = 50.0,
 ) -> list[str]:
     """``n`` request records of one arm and tenant, as the release stage tags them."""
     now = time.time()
@@ -66,8 +68,8 @@ def write_records(
     store.write_batch(
         [
             {"id": rid, "ts": now, "tenant": tenant, "endpoint": "chat", "model": "up", "status": status,
-             "latency_ms": 50.0, "tags": {"experiment": experiment, "arm": arm, **(tags or {})},
-             "experiment": experiment, "arm": arm}
+             "latency_ms": latency_ms, "tags": {"experiment": experiment, "arm": arm, **(tags or {})},
+             "experiment": experiment, "arm": arm, "cached": cached}
             for rid in ids
         ]
     )  # fmt: skip

@@ -145,3 +145,15 @@ def test_a_tenant_cannot_roll_back_the_canary_with_answers_too_large(
     finally:
         http.close()
         gateway.server.stop()
+
+
+def test_cache_hits_count_as_requests_but_not_in_an_arms_latency(any_store: SqlRecordStore) -> None:
+    # Before, 30 hits at 0.5 ms beside 10 real answers at 50 ms made the canary's p50 0.5 ms: an arm whose
+    # users repeat themselves looked faster than its model is.
+    experiment = start_canary(any_store)
+    write_records(any_store, experiment, "canary", "t", 10, latency_ms=50.0)
+    write_records(any_store, experiment, "canary", "t", 30, cached=True, latency_ms=0.5)
+    arm = metrics.collect(any_store, "up", experiment, 0.0)["canary"]
+    summary = arm.summary()
+    assert (summary["requests"], summary["cache_hits"]) == (40, 30)
+    assert summary["latency_ms"]["p50"] == 50.0 and len(arm.latency) == 10

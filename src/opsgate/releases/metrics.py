@@ -16,7 +16,9 @@ An error is a server-side failure (status >= 500) the client did not cause. An a
 deployment's size bounds (``backends.base.AnswerTooLarge``, flagged in the record's tags as
 ``answer_too_large``) is a 502 the client may have asked for (a long answer): the router spares the
 breaker for it, and the error budget here spares it too — it counts with the client's 4xx, outside the
-error rate's denominator (``ArmData.judged``).
+error rate's denominator (``ArmData.judged``). A cache hit counts as a request of its arm but not in its
+latency, time to first token or tokens: it measures the cache, and hits would pull an arm's latency
+toward zero by however often its users repeat themselves.
 
 Feedback is aggregated in SQL (one row per arm and tenant), so the read stays bounded however many
 ratings a request has (a client can post one per ``user`` value).
@@ -70,6 +72,7 @@ class ArmData:
     client_errors: int = 0
     errors: int = 0
     flagged: int = 0
+    cache_hits: int = 0  # served from the response cache: in requests, not in latency or tokens
     latency: list[float] = field(default_factory=list)
     ttft: list[float] = field(default_factory=list)
     tokens: list[float] = field(default_factory=list)
@@ -91,6 +94,7 @@ class ArmData:
         ttft = np.asarray(self.ttft) if self.ttft else None
         return {
             "requests": self.requests,
+            "cache_hits": self.cache_hits,
             "errors": self.errors,
             "error_rate": self.errors / self.judged if self.judged else None,
             "latency_ms": _percentiles(latency),
@@ -142,11 +146,11 @@ def collect(
     with store.connection() as conn:
         rows = store.execute(
             conn,
-            "SELECT id, arm, status, latency_ms, ttft_ms, prompt_tokens, completion_tokens, cost, tags, tenant "
+            "SELECT id, arm, status, latency_ms, ttft_ms, prompt_tokens, completion_tokens, cost, tags, tenant, cached "
             "FROM requests WHERE experiment = ? AND ts >= ? AND ts <= ? AND model = ? LIMIT ?",
             [experiment, since, until, alias, MAX_ROWS],
         ).fetchall()
-        for rid, arm_name, status, latency, ttft, prompt, completion, cost, raw, tenant in rows:
+        for rid, arm_name, status, latency, ttft, prompt, completion, cost, raw, tenant, cached in rows:
             tags = orjson.loads(raw) if isinstance(raw, str | bytes) else raw or {}
             arm = arms.setdefault(str(arm_name), ArmData())
             rates = arm.tenants.get(tenant)
@@ -161,11 +165,14 @@ def collect(
             elif status >= 500:
                 arm.errors += 1
                 rates.errors += 1
+            elif cached:
+                # A cache hit says nothing of the arm's model: its latency and tokens would only dilute the arm's.
+                arm.cache_hits += 1
             elif latency is not None:
                 arm.latency.append(float(latency))
-            if ttft is not None and status < 400:
+            if ttft is not None and status < 400 and not cached:
                 arm.ttft.append(float(ttft))
-            if prompt is not None or completion is not None:
+            if (prompt is not None or completion is not None) and not cached:
                 arm.tokens.append(float((prompt or 0) + (completion or 0)))
             arm.cost += float(cost or 0.0)
             if isinstance(tags, dict) and _flagged(tags):
