@@ -61,10 +61,11 @@ def decodings(text: str, lowered: str, words: frozenset[str]) -> list[str]:
     out: list[str] = []
     if not text.isascii() and _TAG_CHARS.search(text):
         out.append("".join(chr(ord(ch) - 0xE0000) for ch in _TAG_CHARS.findall(text)))
-    if "\\u" in text:
+    # One character first: ``in`` finds one with memchr, two only by a scan of ~1 ns per character (20 us per 25 KB).
+    if "\\" in text and "\\u" in text:
         for match in _ESCAPES.finditer(text):
             out.append(codecs.decode(match.group(0) or "", "unicode_escape"))
-    if "<~" in text:
+    if "~" in text and "<~" in text:
         for match in _ASCII85.finditer(text):
             try:
                 decoded = _printable(base64.a85decode(match.group(0) or "", adobe=True))
