@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+import struct
 import threading
 import unicodedata
 from array import array
@@ -232,6 +233,38 @@ def _group(values: NDArray[np.uint64]) -> tuple[NDArray[np.uint64], NDArray[np.i
 # int64 bytes: a text's tokens' are joined and read by numpy at once.
 _Info = bytes
 _HEADER = 3  # the int64s before the feature keys
+_pack_header = struct.Struct("=3q").pack  # three int64s in native byte order, as ``array("q")`` writes them
+_pack_key = struct.Struct("=q").pack
+_GRAMS_FROM = 8  # missing word tokens: fewer take ``token_features`` (numpy's cost per call dominates there)
+
+
+# Word tokens (most new tokens) have their character trigrams keyed with numpy, not one string each: a trigram
+# of these characters (a word token's, with its boundary marks) is a number below ``_GRAMS``.
+_GRAM_CHARS = "<>0123456789_abcdefghijklmnopqrstuvwxyz"
+_GRAMS = len(_GRAM_CHARS) ** 3
+_GRAM_INDEX = {char: i for i, char in enumerate(_GRAM_CHARS)}
+_GRAM_BYTES = np.full(256, -1, dtype=np.int64)
+_GRAM_BYTES[np.frombuffer(_GRAM_CHARS.encode("ascii"), dtype=np.uint8)] = np.arange(len(_GRAM_CHARS))
+_WORD_TOKEN = re.compile(r"[0-9_a-z]+")  # ``fullmatch``: a token of those characters alone, bar the marks
+
+
+def _gram_code(feature: str) -> int | None:
+    """The number of a ``c:`` feature whose three characters are all of ``_GRAM_CHARS``, else None."""
+    if len(feature) != 5 or not feature.startswith("c:"):
+        return None
+    a, b, c = (_GRAM_INDEX.get(char) for char in feature[2:])
+    if a is None or b is None or c is None:
+        return None
+    return (a * len(_GRAM_CHARS) + b) * len(_GRAM_CHARS) + c
+
+
+def _gram_table(vocabulary: dict[str, int]) -> NDArray[np.int64]:
+    """Each trigram number's key: its vocabulary index, or the number ``_Keys`` sets aside for it."""
+    table = np.arange(_GRAMS, dtype=np.int64) + len(vocabulary) + 1
+    for name, index in vocabulary.items():
+        if name.startswith("c:") and (code := _gram_code(name)) is not None:
+            table[code] = index
+    return table
 
 
 class _Keys:
@@ -247,12 +280,20 @@ class _Keys:
         self.vocabulary = vocabulary
         self.tokens: dict[TokenKey, _Info] = {}
         self.unknown: dict[str, int] = {}
-        self._next = count(len(vocabulary) + 1)  # ``len(vocabulary)`` itself: the weight table's 0
+        # ``len(vocabulary)`` itself: the weight table's 0; then a number set aside for every trigram of
+        # ``_GRAM_CHARS`` (``_gram_keys``); then the others, numbered as they come.
+        self.grams_from = len(vocabulary) + 1
+        self._next = count(self.grams_from + _GRAMS)
 
     def unknown_key(self, feature: str) -> int:
         """The number of a feature not in the vocabulary."""
         index = self.unknown.get(feature)
-        return index if index is not None else self.unknown.setdefault(feature, next(self._next))
+        if index is not None:
+            return index
+        gram = _gram_code(feature)
+        if gram is not None:
+            return self.grams_from + gram  # the number ``_gram_keys`` gives it
+        return self.unknown.setdefault(feature, next(self._next))
 
     def beyond(self) -> int:
         """A number above every key given so far."""
@@ -321,6 +362,7 @@ class InjectionModel:
         self.bias = bias
         self.calibration = calibration
         self._keys = _Keys(vocabulary)
+        self._gram_keys = _gram_table(vocabulary)
         self._concept_bits: dict[str, int] = {}
         self._concept_lock = threading.Lock()  # scanners run in a thread pool: one bit per concept
         self._concept_cost: dict[int, tuple[int, float]] = {}
@@ -467,11 +509,20 @@ class InjectionModel:
         if size > 1 << 16 or len(keys) < _RADIX_FROM:
             return _distinct(keys, blocks, bound, block_bits)
         known = keys < size
-        known_keys, known_blocks = keys[known], blocks[known]
-        order = np.argsort(known_keys.astype(np.uint16), kind="stable")
-        codes = known_keys[order] << block_bits | known_blocks[order]
-        unknown = ~known
-        return np.concatenate((codes[_firsts(codes)], _distinct(keys[unknown], blocks[unknown], bound, block_bits)))
+        # Codes first, then split and ordered: one gather per step instead of one for keys and one for blocks.
+        codes = keys << block_bits
+        codes |= blocks
+        known_codes = codes[known]
+        known_codes = known_codes[np.argsort(keys[known].astype(np.uint16), kind="stable")]
+        unknown_codes = codes[~known]
+        if bound << block_bits <= 1 << 32:
+            narrow = unknown_codes.astype(np.uint32)
+            narrow.sort()
+            unknown_codes = narrow[_firsts(narrow)].astype(np.int64)
+        else:
+            unknown_codes.sort()
+            unknown_codes = unknown_codes[_firsts(unknown_codes)]
+        return np.concatenate((known_codes[_firsts(known_codes)], unknown_codes))
 
     def _infos(self, keys: _Keys, names: list[TokenKey]) -> list[_Info]:
         """Each token's ``_Info``, from the cache, or worked out (and cached) for the tokens not in it."""
@@ -480,6 +531,9 @@ class InjectionModel:
             return cast(list[_Info], infos)
         missing = [i for i, info in enumerate(infos) if info is None]
         tokens_missing = [_name(names[i]) for i in missing]
+        is_word = [_WORD_TOKEN.fullmatch(token) is not None for token in tokens_missing]
+        if sum(is_word) >= _GRAMS_FROM:
+            return self._word_infos(keys, names, infos, missing, tokens_missing, is_word)
         features = list(map(token_features, tokens_missing))
         everything = list(chain.from_iterable(features))
         known = list(map(self.vocabulary.get, everything))  # one C call for them all
@@ -506,6 +560,66 @@ class InjectionModel:
             if len(token) <= _MAX_GRAM_CHARS:
                 cached[names[i]] = info
         return cast(list[_Info], infos)  # no None left
+
+    def _word_infos(
+        self,
+        keys: _Keys,
+        names: list[TokenKey],
+        infos: list[_Info | None],
+        missing: list[int],
+        tokens_missing: list[str],
+        is_word: list[bool],
+    ) -> list[_Info]:
+        """``_infos`` for the missing tokens, the word tokens' trigrams keyed at once with numpy.
+
+        A word token's features are ``token_features``: ``w:`` and its word, then the trigrams of
+        ``<token[:64]>`` in order; a trigram's key is ``self._gram_keys`` of its number (the vocabulary
+        index, or the number ``_Keys.unknown_key`` gives it), so the keys are the ones ``_infos`` finds.
+        Other tokens (symbols, non-ASCII) take ``token_features`` as there.
+        """
+        words = [token[:_MAX_GRAM_CHARS] for token, word in zip(tokens_missing, is_word, strict=True) if word]
+        marked = np.frombuffer("".join(f"<{word}>" for word in words).encode("ascii"), dtype=np.uint8)
+        codes = _GRAM_BYTES[marked]
+        grams = (codes[:-2] * len(_GRAM_CHARS) + codes[1:-1]) * len(_GRAM_CHARS) + codes[2:]
+        lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))  # each word's trigrams
+        starts = np.cumsum(lengths + 2) - (lengths + 2)  # where each "<word>" starts
+        total = int(lengths.sum())
+        within = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        gram_keys = self._gram_keys[grams[np.repeat(starts, lengths) + within]].tobytes()
+        vocabulary, unknown = self.vocabulary, keys.unknown
+        firsts, seconds, cached = self._firsts, self._seconds, keys.tokens
+        end = 0
+        for i, token, word in zip(missing, tokens_missing, is_word, strict=True):
+            if word:
+                own = f"w:{token}"
+                key = vocabulary.get(own)
+                if key is None:
+                    long_word = len(own) > _MAX_KEPT_FEATURE  # numbered afresh, not kept (as ``_infos`` does)
+                    key = keys.beyond() if long_word else unknown.get(own) or keys.unknown_key(own)
+                start, end = end, end + 8 * min(len(token), _MAX_GRAM_CHARS)
+                body = _pack_key(key) + gram_keys[start:end]
+            else:
+                body = self._keys_of(keys, token_features(token))
+            found_concepts = concepts([token]) if may_have_concepts(token) else None
+            mask = sum(1 << self._concept_bit(c) for c in found_concepts) if found_concepts else 0
+            info = _pack_header(mask, firsts.get(token, -1), seconds.get(token, -1)) + body
+            infos[i] = info
+            if len(token) <= _MAX_GRAM_CHARS:
+                cached[names[i]] = info
+        return cast(list[_Info], infos)  # no None left
+
+    def _keys_of(self, keys: _Keys, features: list[str]) -> bytes:
+        """The features' keys as int64 bytes (as ``_infos`` numbers them)."""
+        vocabulary, unknown = self.vocabulary, keys.unknown
+        found = [
+            k
+            if (k := vocabulary.get(f)) is not None
+            else (unknown.get(f) or keys.unknown_key(f))
+            if len(f) <= _MAX_KEPT_FEATURE
+            else keys.beyond()
+            for f in features
+        ]
+        return array("q", found).tobytes()
 
     def _pair_weights(
         self, keys: NDArray[np.int64], firsts: NDArray[np.int64], seconds: NDArray[np.int64], bits: int, base: int
