@@ -13,7 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from opsgate.domain.guard_config import PiiEntity
-from opsgate.guard.linear_re import LinearPattern
+from opsgate.guard.linear_re import LinearPattern, LinearSet
 
 
 class Finding(NamedTuple):
@@ -129,6 +129,25 @@ def anchor_windows(
     except UnicodeEncodeError:
         return [(0, len(text))]
     return merge_windows(spans, before, after, len(text))
+
+
+def anchor_windows_of_set(
+    anchors: LinearSet, text: str, reaches: list[tuple[int, int]], longest: int = 64, chunk: int = 1024
+) -> list[list[tuple[int, int]]]:
+    """``[anchor_windows(anchor, text, before, after, longest, chunk) for …]`` for the patterns of ``anchors``, each
+    with its (before, after) in ``reaches``: one RE2 set pass per chunk says which of them match there (~6 us;
+    a search per pattern costs ~4 us each)."""
+    chunks: list[list[tuple[int, int]]] = [[] for _ in reaches]
+    try:
+        for low in range(0, len(text), chunk):
+            high = min(len(text), low + chunk + longest)
+            for index in anchors.matching(text[low:high]):
+                chunks[index].append((low, high))
+    except UnicodeEncodeError:
+        return [[(0, len(text))] for _ in reaches]
+    return [
+        merge_windows(spans, before, after, len(text)) for spans, (before, after) in zip(chunks, reaches, strict=True)
+    ]
 
 
 def matches_at(
