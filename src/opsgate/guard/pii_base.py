@@ -108,8 +108,48 @@ def merge_windows(spans: Iterable[tuple[int, int]], before: int, after: int, siz
     return out
 
 
+class AnchorGroup:
+    """Anchors whose chunks (``anchor_windows``) are found together: one RE2 set pass per chunk says which of them
+    match there (~6 us; a search per pattern costs ~4 us each). The last text's chunks are kept, for the next
+    pattern of the group. Thread-safe (a tuple replaced whole, compared by identity; a miss recomputes)."""
+
+    def __init__(self, patterns: list[LinearPattern]) -> None:
+        self._set = LinearSet(patterns)
+        self._count = len(patterns)
+        self._last: tuple[str, int, int, list[list[tuple[int, int]]] | None] | None = None
+
+    def member(self, index: int) -> AnchorMember:
+        """The pattern at ``index``, for ``anchor_windows``."""
+        return AnchorMember(self, index)
+
+    def chunks(self, text: str, longest: int, chunk: int) -> list[list[tuple[int, int]]] | None:
+        """Per pattern, the (low, high) spans ``anchor_windows`` searches in which it matches; None: RE2 cannot
+        encode the text (a lone surrogate)."""
+        last = self._last  # one read: another thread may replace it
+        if last is not None and last[0] is text and last[1:3] == (longest, chunk):
+            return last[3]
+        spans: list[list[tuple[int, int]]] = [[] for _ in range(self._count)]
+        found: list[list[tuple[int, int]]] | None = spans
+        try:
+            for low in range(0, len(text), chunk):
+                high = min(len(text), low + chunk + longest)
+                for index in self._set.matching(text[low:high]):
+                    spans[index].append((low, high))
+        except UnicodeEncodeError:
+            found = None
+        self._last = (text, longest, chunk, found)
+        return found
+
+
+class AnchorMember(NamedTuple):
+    """One pattern of an ``AnchorGroup``."""
+
+    group: AnchorGroup
+    position: int
+
+
 def anchor_windows(
-    anchor: LinearPattern, text: str, before: int, after: int, longest: int = 64, chunk: int = 1024
+    anchor: LinearPattern | AnchorMember, text: str, before: int, after: int, longest: int = 64, chunk: int = 1024
 ) -> list[tuple[int, int]]:
     """Where a pattern can match: around each ``chunk`` of ``text`` holding a match of ``anchor``.
 
@@ -118,8 +158,12 @@ def anchor_windows(
     lookaheads) at most ``after`` after it: it finds the same matches in these windows as in the whole
     text (the lookbehinds and ``\\b`` of ``re`` see the text before a window). One RE2 search per chunk
     (a dense text has an anchor every sentence: listing them all costs ~4 us each in RE2's wrapper).
-    A text RE2 cannot encode (a lone surrogate): one window.
+    A text RE2 cannot encode (a lone surrogate): one window. ``anchor`` of an ``AnchorGroup``: the chunks of all
+    the group's patterns are found at once.
     """
+    if isinstance(anchor, AnchorMember):
+        found = anchor.group.chunks(text, longest, chunk)
+        return [(0, len(text))] if found is None else merge_windows(found[anchor.position], before, after, len(text))
     spans: list[tuple[int, int]] = []
     try:
         for low in range(0, len(text), chunk):
@@ -129,25 +173,6 @@ def anchor_windows(
     except UnicodeEncodeError:
         return [(0, len(text))]
     return merge_windows(spans, before, after, len(text))
-
-
-def anchor_windows_of_set(
-    anchors: LinearSet, text: str, reaches: list[tuple[int, int]], longest: int = 64, chunk: int = 1024
-) -> list[list[tuple[int, int]]]:
-    """``[anchor_windows(anchor, text, before, after, longest, chunk) for …]`` for the patterns of ``anchors``, each
-    with its (before, after) in ``reaches``: one RE2 set pass per chunk says which of them match there (~6 us;
-    a search per pattern costs ~4 us each)."""
-    chunks: list[list[tuple[int, int]]] = [[] for _ in reaches]
-    try:
-        for low in range(0, len(text), chunk):
-            high = min(len(text), low + chunk + longest)
-            for index in anchors.matching(text[low:high]):
-                chunks[index].append((low, high))
-    except UnicodeEncodeError:
-        return [[(0, len(text))] for _ in reaches]
-    return [
-        merge_windows(spans, before, after, len(text)) for spans, (before, after) in zip(chunks, reaches, strict=True)
-    ]
 
 
 def matches_at(

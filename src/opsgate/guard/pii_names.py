@@ -17,12 +17,13 @@ import re
 from collections.abc import Iterator
 
 from opsgate.domain.guard_config import PiiEntity
-from opsgate.guard.linear_re import LinearSet, compile_linear
+from opsgate.guard.linear_re import compile_linear
 from opsgate.guard.pii_base import (
     WHITESPACE,
+    AnchorGroup,
     Finding,
     Literals,
-    anchor_windows_of_set,
+    anchor_windows,
     by_first_character,
     finditer_in,
     looks_like_code,
@@ -196,23 +197,10 @@ _PARTNER_ANCHOR = compile_linear(
 )
 
 
-# The three anchors in one RE2 set pass per chunk (``anchor_windows_of_set``), with their reaches; the last text's
-# windows are kept: ``find_cued_names`` and ``find_organisations`` read the same text one after the other. A tuple
-# replaced whole, compared by identity: safe across threads (a miss recomputes).
-_ANCHORS = LinearSet([_CUE_ANCHOR, _FORM_ANCHOR, _PARTNER_ANCHOR])
-_REACHES = [(32, 448), (288, 32), (32, 224)]
-_last_windows: tuple[str, list[list[tuple[int, int]]]] | None = None
-
-
-def _anchor_windows(text: str) -> list[list[tuple[int, int]]]:
-    """``anchor_windows`` of ``_CUE_ANCHOR``, ``_FORM_ANCHOR`` and ``_PARTNER_ANCHOR`` in ``text`` (``_REACHES``)."""
-    global _last_windows
-    last = _last_windows  # one read: another thread may replace it
-    if last is not None and last[0] is text:
-        return last[1]
-    windows = anchor_windows_of_set(_ANCHORS, text, _REACHES)
-    _last_windows = (text, windows)
-    return windows
+# The three anchors' chunks in one RE2 set pass per chunk (``AnchorGroup``): ``find_cued_names`` and
+# ``find_organisations`` read the same text one after the other.
+_ANCHORS = AnchorGroup([_CUE_ANCHOR, _FORM_ANCHOR, _PARTNER_ANCHOR])
+_CUE_CHUNKS, _FORM_CHUNKS, _PARTNER_CHUNKS = (_ANCHORS.member(index) for index in range(3))
 
 
 # Where a _CUED or _TO_PLACE match can start: each of their cues begins with one of these strings, or
@@ -275,7 +263,7 @@ def _cue_starts_in(places: list[tuple[int, str]], at: list[int], low: int, high:
 
 def _windows_and_starts(text: str) -> list[tuple[int, int, list[int]]]:
     """The windows of ``_CUE_ANCHOR`` and, in each, where a ``_CUED`` or ``_TO_PLACE`` match can start."""
-    windows = _anchor_windows(text)[0]
+    windows = anchor_windows(_CUE_CHUNKS, text, 32, 448)
     if sum(high - low for low, high in windows) < _ONE_PASS_FROM:
         return [(low, high, _cue_starts(text, low, high)) for low, high in windows]
     places = _CUE_LITERALS.find(text)
@@ -315,7 +303,7 @@ def _form_windows(text: str) -> list[tuple[int, int]]:
     ``_ONE_PASS_FROM`` characters, the same reach around every occurrence of a legal form after whitespace
     (``_FORM_ANCHOR``'s matches, overlapping ones included): every match holds one, starting at most ~215
     characters before it and ending where it ends (its lookahead reads one more)."""
-    windows = _anchor_windows(text)[1]
+    windows = anchor_windows(_FORM_CHUNKS, text, 288, 32)
     if sum(high - low for low, high in windows) < _ONE_PASS_FROM:
         return windows
     spans = [(at - 1, at + len(form)) for at, form in _FORM_LITERALS.find(text) if at and text[at - 1].isspace()]
@@ -326,7 +314,7 @@ def find_organisations(text: str) -> list[Finding]:
     """Organisations named with a legal form, or as a list of partners after "at", "for", "from"."""
     orgs = finditer_in(_ORG, text, _form_windows(text))
     found = [Finding("organization", m.start(), m.end(), m.group()) for m in orgs]
-    partners = finditer_in(_PARTNERS, text, _anchor_windows(text)[2])
+    partners = finditer_in(_PARTNERS, text, anchor_windows(_PARTNER_CHUNKS, text, 32, 224))
     found += [Finding("organization", m.start("org"), m.end("org"), m.group("org")) for m in partners]
     return [f for f in found if not looks_like_code(f.value)]
 
