@@ -6,7 +6,8 @@ issue 12's goal: 1 KB, 25 KB of stdlib docstrings, 25 KB of prose (docstring par
 spaces into one line, as ``bench/pii.py``'s prose case: a long line takes other paths in the rules)
 and 32 KB of docstrings. Each run's text is new (``fresh``); the two versions alternate which goes
 first; ``gc.freeze()`` after loading, as the gateway does. Per round and input: thread CPU p50/p99 ms
-of each version and the ratio of p50s.
+of each version and the ratio of p50s. The baseline looks its pairs up with its own ``injection_pairs``
+(``use_baseline_pairs``).
 
     nice -n 10 .venv/bin/python bench/injection_cost.py --baseline-ref HEAD [--runs 200] [--rounds 3]
 """
@@ -17,8 +18,10 @@ import argparse
 import gc
 import json
 import os
+import subprocess
 import sys
 import time
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 
+import numpy as np  # noqa: E402
 from tests.guard.datasets import stdlib_paragraphs  # noqa: E402
 
 from _guard_input import REQUEST, _letters, fresh, stdlib_text  # noqa: E402
@@ -52,6 +56,28 @@ def inputs() -> dict[str, Callable[[int], str]]:
     }
 
 
+def use_baseline_pairs(ref: str, model: Any) -> bool:
+    """Give the baseline's model the baseline's ``PairTable``: ``_injection_baseline`` copies the scanner's
+    modules but not ``injection_pairs``, so both sides would look pairs up with this tree's table.
+
+    The table is rebuilt from the same (code, value) entries with ``ref``'s class. False where ``ref`` has
+    no ``injection_pairs`` or its model no table.
+    """
+    pairs = getattr(model, "_pairs", None)
+    found = subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{ref}:src/opsgate/guard/injection_pairs.py"], capture_output=True, text=True
+    )
+    if pairs is None or found.returncode != 0:
+        return False
+    module = types.ModuleType(f"injection_pairs_at_{ref}")
+    exec(compile(found.stdout, f"{ref}:injection_pairs.py", "exec"), module.__dict__)
+    windows = pairs._windows  # row h: slots h, h+1, ...: column 0 and the last row's tail are every slot
+    slots = np.concatenate((windows[:, 0], windows[-1, 1:]))
+    used = slots != -1
+    model._pairs = module.PairTable(slots[used].astype(np.int64), pairs._values[used].astype(np.int64))
+    return True
+
+
 def _ms(samples: list[int], q: float) -> float:
     ordered = sorted(samples)
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6, 3)
@@ -62,6 +88,8 @@ def measure(baseline_ref: str, runs: int, rounds: int) -> dict[str, Any]:
     old_injection, _ = load(baseline_ref)
     config = InjectionScannerConfig(scanner="prompt_injection")
     scanners = {"new": injection.InjectionScanner(config), "old": old_injection.InjectionScanner(config)}
+    own_pairs = use_baseline_pairs(baseline_ref, scanners["old"].model)
+    print(f"baseline's own PairTable: {own_pairs}", file=sys.stderr)
     context = ScanContext("input", role="user")
     made = inputs()
     for scanner in scanners.values():
@@ -83,7 +111,7 @@ def measure(baseline_ref: str, runs: int, rounds: int) -> dict[str, Any]:
                     started = time.thread_time_ns()
                     scanners[name].scan(text, context)
                     cpu[name].append(time.thread_time_ns() - started)
-            row = {name: {"p50": _ms(cpu[name], 0.5), "p99": _ms(cpu[name], 0.99)} for name in scanners}
+            row: dict[str, Any] = {name: {"p50": _ms(cpu[name], 0.5), "p99": _ms(cpu[name], 0.99)} for name in scanners}
             row["ratio_p50"] = round(row["new"]["p50"] / row["old"]["p50"], 3)
             row["load_1m"] = [round(load_before, 1), round(os.getloadavg()[0], 1)]
             this_round[label] = row

@@ -252,7 +252,7 @@ def _gram_code(feature: str) -> int | None:
     """The number of a ``c:`` feature whose three characters are all of ``_GRAM_CHARS``, else None."""
     if len(feature) != 5 or not feature.startswith("c:"):
         return None
-    a, b, c = (_GRAM_INDEX.get(char) for char in feature[2:])
+    a, b, c = _GRAM_INDEX.get(feature[2]), _GRAM_INDEX.get(feature[3]), _GRAM_INDEX.get(feature[4])
     if a is None or b is None or c is None:
         return None
     return (a * len(_GRAM_CHARS) + b) * len(_GRAM_CHARS) + c
@@ -291,8 +291,8 @@ class _Keys:
         if index is not None:
             return index
         gram = _gram_code(feature)
-        if gram is not None:
-            return self.grams_from + gram  # the number ``_gram_keys`` gives it
+        if gram is not None:  # the number ``_gram_keys`` gives it (kept: the next lookup is one ``get``)
+            return self.unknown.setdefault(feature, self.grams_from + gram)
         return self.unknown.setdefault(feature, next(self._next))
 
     def beyond(self) -> int:
@@ -531,9 +531,10 @@ class InjectionModel:
             return cast(list[_Info], infos)
         missing = [i for i, info in enumerate(infos) if info is None]
         tokens_missing = [_name(names[i]) for i in missing]
-        is_word = [_WORD_TOKEN.fullmatch(token) is not None for token in tokens_missing]
-        if sum(is_word) >= _GRAMS_FROM:
-            return self._word_infos(keys, names, infos, missing, tokens_missing, is_word)
+        if len(missing) >= _GRAMS_FROM:
+            is_word = [_WORD_TOKEN.fullmatch(token) is not None for token in tokens_missing]
+            if sum(is_word) >= _GRAMS_FROM:
+                return self._word_infos(keys, names, infos, missing, tokens_missing, is_word)
         features = list(map(token_features, tokens_missing))
         everything = list(chain.from_iterable(features))
         known = list(map(self.vocabulary.get, everything))  # one C call for them all

@@ -16,6 +16,8 @@ from numpy.typing import NDArray
 
 _EMPTY = -1  # a free slot (every entry is >= 0)
 _WINDOW = 8  # slots read per lookup: 64 bytes
+# Codes per lookup from which it goes slot by slot (fewer: whole windows, in fewer numpy calls than the steps).
+_STEPPED_FROM = 512
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing
 
 
@@ -70,6 +72,8 @@ class PairTable:
         the first slot, and one gather of one slot per code costs half of reading whole windows (numpy's
         fancy indexing of the overlapping window view copies row by row).
         """
+        if len(codes) < _STEPPED_FROM:
+            return self._lookup_windows(codes)
         out = np.full(len(codes), -1, dtype=np.int64)
         where = np.arange(len(codes))
         slots = self._hash(codes)
@@ -81,4 +85,14 @@ class PairTable:
             if not len(going):
                 break
             where, slots, codes = where[going], slots[going] + 1, codes[going]
+        return out
+
+    def _lookup_windows(self, codes: NDArray[np.int64]) -> NDArray[np.int64]:
+        """``lookup`` in a fixed number of numpy calls: each code's whole window read and compared at once."""
+        homes = self._hash(codes)
+        # Where each code sits in its window, if it does (a free slot's -1 is never a code; a code is in one slot).
+        hits = np.flatnonzero(self._windows[homes] == codes[:, None])
+        rows = hits // _WINDOW
+        out = np.full(len(codes), -1, dtype=np.int64)
+        out[rows] = self._values[homes[rows] + hits % _WINDOW]
         return out
