@@ -393,6 +393,7 @@ class InjectionModel:
         self._concept_cost: dict[int, tuple[int, float]] = {}
         # Known features' weights in float64, then a 0 for every other key.
         self._weights64 = np.append(weights.astype(np.float64), 0.0)
+        self._weight_list: list[float] = self._weights64.tolist()  # indexed one by one in a short text
         # Known pairs ``b:x y`` as integers: x's index among first tokens * len(seconds) + y's, in a hash table.
         self._firsts: dict[str, int] = {}
         self._seconds: dict[str, int] = {}
@@ -446,11 +447,11 @@ class InjectionModel:
         """
         names, ids = _token_keys(text)
         size = len(ids)
-        if size <= WINDOW:
-            return self._logits_of(window_features([_name(names[i]) for i in ids.tolist()]))
         keys = self._keys
         if keys.full():
             keys = self._keys = _Keys(self.vocabulary)
+        if size <= WINDOW:
+            return [self._short_logit(keys, names, ids.tolist())]
         infos = self._infos(keys, names)
         distinct, blocks = len(names), -(-size // STRIDE)
         windows = blocks - 1
@@ -519,6 +520,40 @@ class InjectionModel:
             sums[chosen] += weight_sum
         logits: list[float] = (self.bias + sums / np.sqrt(np.maximum(counts, 1))).tolist()
         return logits
+
+    def _short_logit(self, keys: _Keys, names: list[TokenKey], ids: list[int]) -> float:
+        """The one window of a text of at most ``WINDOW`` tokens, from the tokens' cached keys.
+
+        The same features as ``window_features``: each token's keys (``_infos``), each distinct pair
+        ``b:x y`` looked up by its string, and the concepts of the tokens' bits (``_concept_cost_of``).
+        The weights are float16 values, so their float64 sum is exact in any order, as in ``_logits_of``.
+        """
+        if not ids:
+            return self.bias
+        own: set[int] = set()
+        mask = 0
+        for info in self._infos(keys, names):
+            values = array("q", info)
+            mask |= values[0]
+            own.update(values[_HEADER:])
+        size, weights = len(self.vocabulary), self._weight_list
+        known = [weights[key] for key in own if key < size]
+        count = len(own)
+        tokens = [_name(names[i]) for i in ids]
+        vocabulary = self.vocabulary
+        for pair in set(map("b:{} {}".format, tokens[:-1], tokens[1:])):
+            count += 1
+            index = vocabulary.get(pair)
+            if index is not None:
+                known.append(weights[index])
+        if mask:
+            features, weight_sum = self._concept_cost_of(mask)
+            count += features
+            if features:
+                known.append(weight_sum)
+        if not known:
+            return self.bias
+        return self.bias + sum(known) / math.sqrt(count)
 
     def _distinct_features(
         self, keys: NDArray[np.int64], blocks: NDArray[np.int64], bound: int, block_bits: int
