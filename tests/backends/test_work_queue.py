@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from opsgate.backends.work_queue import WorkQueue
+from opsgate.backends.work_queue import ADMISSION, Admission, WorkQueue
 from opsgate.domain.errors import OverloadedError
 
 
@@ -55,3 +55,66 @@ async def test_waiting_past_timeout_is_rejected() -> None:
         await queue.acquire()
     queue.release()
     assert queue.waiting == 0 and queue.running == 0
+
+
+async def _queued(queue: WorkQueue, owner: str | None, order: list[str], name: str, gate: asyncio.Event) -> None:
+    ADMISSION.set(Admission(owner))
+    async with queue.slot():
+        order.append(name)
+        await gate.wait()
+
+
+async def test_owners_take_turns_so_one_cannot_push_another_behind_all_of_its_calls() -> None:
+    # Before, the line was one FIFO: tenant B's call waited behind all of tenant A's (an outside probe
+    # queued 32 long generations from one key; every other tenant then waited minutes or got 503).
+    queue = WorkQueue("m", slots=1, max_waiting=32, timeout=30)
+    order: list[str] = []
+    gate = asyncio.Event()
+    gate.set()
+    await queue.acquire()  # a job runs; everyone below waits
+    tasks = [asyncio.create_task(_queued(queue, "a", order, f"a{n}", gate)) for n in range(5)]
+    await asyncio.sleep(0)
+    tasks.append(asyncio.create_task(_queued(queue, "b", order, "b0", gate)))
+    await asyncio.sleep(0.01)
+    assert queue.waiting == 6
+    queue.release()
+    await asyncio.gather(*tasks)
+    assert order == ["a0", "b0", "a1", "a2", "a3", "a4"]  # B's call is served second, not sixth
+    assert queue.status() == {"running": 0, "waiting": 0, "max_waiting": 32, "rejected": 0}
+
+
+async def test_one_owner_cannot_fill_the_line() -> None:
+    queue = WorkQueue("m", slots=1, max_waiting=4, timeout=30)
+    assert queue.owner_limit == 3
+    gate = asyncio.Event()
+    order: list[str] = []
+    await queue.acquire()
+    hog = [asyncio.create_task(_queued(queue, "a", order, f"a{n}", gate)) for n in range(3)]
+    await asyncio.sleep(0.01)
+    ADMISSION.set(Admission("a"))
+    with pytest.raises(OverloadedError, match="its share"):
+        await queue.acquire()
+    other = asyncio.create_task(_queued(queue, "b", order, "b0", gate))  # the place kept for the others
+    await asyncio.sleep(0.01)
+    assert queue.waiting == 4
+    gate.set()
+    queue.release()
+    await asyncio.gather(*hog, other)
+    assert order[:2] == ["a0", "b0"]
+
+
+async def test_a_turn_handed_to_a_caller_that_gave_up_goes_to_the_next() -> None:
+    queue = WorkQueue("m", slots=1, max_waiting=8, timeout=30)
+    order: list[str] = []
+    gate = asyncio.Event()
+    gate.set()
+    await queue.acquire()
+    first = asyncio.create_task(_queued(queue, "a", order, "a0", gate))
+    second = asyncio.create_task(_queued(queue, "b", order, "b0", gate))
+    await asyncio.sleep(0.01)
+    queue.release()  # a0's turn is set…
+    first.cancel()  # …and a0 gives up before it runs
+    await asyncio.gather(first, return_exceptions=True)
+    await asyncio.wait_for(second, 5)
+    assert order == ["b0"]
+    assert queue.status()["running"] == 0 and queue.waiting == 0 and queue.has_free_slot()

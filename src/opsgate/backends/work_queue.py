@@ -1,28 +1,62 @@
-"""A bounded wait line in front of an in-process model: one job runs, a few wait, the rest get 503.
+"""A bounded wait line in front of a model or a deployment: some jobs run, a few wait, the rest get 503.
 
-Jobs are served in arrival order and never interrupt each other; a job that waits longer than
-``timeout`` gives up with 503 and ``Retry-After`` rather than hanging.
+Waiting jobs are served turn by turn across their owners (the request's tenant), in arrival order
+within one owner, and no owner may hold more than ``owner_share`` of the line: one tenant that opens
+many calls cannot fill the line or push another tenant's call behind all of its own (an outside probe
+filled the embedded model's 32 places from one key and every other tenant got 503 at once). A job
+that waits longer than ``timeout`` gives up with 503 and ``Retry-After`` rather than hanging.
+
+Who owns a job, and whether it is still in line, travels in a context variable (``ADMISSION``) that
+the router sets for each call: the backends' own lines (``InProcessBackend.queue``) see the caller
+without any signature knowing about tenants, and the router can tell a deadline that ran out while
+the call still waited its turn (load: 503, no verdict on the model) from one the model used up.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 
 from opsgate.domain.errors import OverloadedError
 
 
-class WorkQueue:
-    """Admits ``slots`` jobs at a time and at most ``max_waiting`` more in line."""
+@dataclass
+class Admission:
+    """A call's owner in the lines it joins, and whether it is waiting in one now."""
 
-    def __init__(self, name: str, *, slots: int = 1, max_waiting: int = 32, timeout: float = 120.0) -> None:
+    owner: str | None
+    in_line: bool = False
+
+
+ADMISSION: ContextVar[Admission | None] = ContextVar("opsgate_queue_admission", default=None)
+
+
+class WorkQueue:
+    """Admits ``slots`` jobs at a time and at most ``max_waiting`` more in line, turn by turn per owner."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        slots: int = 1,
+        max_waiting: int = 32,
+        timeout: float = 120.0,
+        owner_share: float = 0.75,
+    ) -> None:
         self.name = name
         self.slots = slots
         self.max_waiting = max_waiting
         self.timeout = timeout
-        self._semaphore = asyncio.Semaphore(slots)
+        # Places one owner may hold in the line: the rest are kept for the others.
+        self.owner_limit = max(1, math.ceil(max_waiting * owner_share))
+        self._free = slots
+        self._lines: dict[str | None, deque[asyncio.Future[None]]] = {}  # insertion order = whose turn
+        self._waiting_by_owner: dict[str | None, int] = {}
         self.waiting = 0
         self.running = 0
         self.rejected = 0
@@ -37,37 +71,83 @@ class WorkQueue:
         self._avg_job_seconds = 0.8 * self._avg_job_seconds + 0.2 * seconds
 
     def has_free_slot(self) -> bool:
-        """Whether ``acquire`` would take a slot at once (free, nobody ahead) without suspending."""
-        return not self._semaphore.locked() and not self.waiting
+        """Whether ``acquire`` would take a slot at once (free, nobody waiting) without suspending."""
+        return self._free > 0 and not self.waiting
 
     async def acquire(self) -> None:
-        """Wait in line for a slot; raise OverloadedError when the line is full or the wait too long."""
+        """Wait in line for a slot; raise OverloadedError when the line (or the owner's share) is full or
+        the wait too long."""
         if self.has_free_slot():
-            await self._semaphore.acquire()  # free and nobody ahead: no suspension, no race
+            self._free -= 1  # free and nobody ahead: no suspension, no race
             self.running += 1
             return
+        admission = ADMISSION.get()
+        owner = admission.owner if admission is not None else None
         if self.waiting >= self.max_waiting:
             self.rejected += 1
             raise OverloadedError(
                 f"{self.name} is busy: {self.running} running and {self.waiting} waiting (the limit).",
                 retry_after=self.retry_after(),
             )
-        self.waiting += 1
-        try:
-            await asyncio.wait_for(self._semaphore.acquire(), self.timeout)
-        except TimeoutError:
+        if self._waiting_by_owner.get(owner, 0) >= self.owner_limit:
             self.rejected += 1
             raise OverloadedError(
-                f"{self.name} is busy: waited {self.timeout:.0f}s for a turn.", retry_after=self.retry_after()
-            ) from None
+                f"{self.name} is busy: this caller already has {self.owner_limit} requests waiting (its share"
+                " of the line).",
+                retry_after=self.retry_after(),
+            )
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._lines.setdefault(owner, deque()).append(turn)
+        self._waiting_by_owner[owner] = self._waiting_by_owner.get(owner, 0) + 1
+        self.waiting += 1
+        if admission is not None:
+            admission.in_line = True
+        try:
+            async with asyncio.timeout(self.timeout):
+                await asyncio.shield(turn)
+        except BaseException as error:
+            if turn.done() and not turn.cancelled():
+                self._free += 1  # handed a slot just as it gave up: pass the slot on
+                self._hand_over()
+            else:
+                turn.cancel()  # skipped when its owner's turn comes
+            if isinstance(error, TimeoutError):
+                self.rejected += 1
+                raise OverloadedError(
+                    f"{self.name} is busy: waited {self.timeout:.0f}s for a turn.", retry_after=self.retry_after()
+                ) from None
+            raise
         finally:
             self.waiting -= 1
+            left = self._waiting_by_owner[owner] - 1
+            if left:
+                self._waiting_by_owner[owner] = left
+            else:
+                del self._waiting_by_owner[owner]
+        if admission is not None:
+            admission.in_line = False
         self.running += 1
 
     def release(self) -> None:
         """Give the slot back (exactly once per successful ``acquire``)."""
         self.running -= 1
-        self._semaphore.release()
+        self._free += 1
+        self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Free slots to the next owners in turn: each owner's oldest live waiter, then that owner goes last."""
+        while self._free > 0 and self._lines:
+            owner, line = next(iter(self._lines.items()))
+            del self._lines[owner]
+            while line and line[0].done():
+                line.popleft()  # gave up (timed out or cancelled) while waiting
+            if not line:
+                continue
+            turn = line.popleft()
+            if line:
+                self._lines[owner] = line  # to the back: the other owners go first
+            self._free -= 1
+            turn.set_result(None)
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:

@@ -28,6 +28,7 @@ from typing import Any, Protocol, TypeVar
 
 from opsgate.backends.base import AnswerTooLarge, RequestTooLargeForUpstream, UpstreamConnectTimeout
 from opsgate.backends.registry import ModelRegistry
+from opsgate.backends.work_queue import ADMISSION, Admission, WorkQueue
 from opsgate.domain.config import GatewayConfig
 from opsgate.domain.context import Chunk, GatewayResponse, JsonResult, RequestContext, StreamResult
 from opsgate.domain.errors import (
@@ -251,6 +252,10 @@ class Router:
         the request's tenant, and a request's second failure on the same deployment is not a second
         vote (``_failed``), so one tenant's oversized requests cannot open a breaker others share.
         """
+        # Whose call this is in every line it joins (this deployment's, an in-process model's), and
+        # whether it is still waiting its turn when the window runs out.
+        admission = Admission(ctx.tenant)
+        ADMISSION.set(admission)
         if handle.queue.has_free_slot():
             await handle.queue.acquire()  # taken at once, no suspension: no timer to arm and cancel
         else:
@@ -271,6 +276,15 @@ class Router:
                 response = await self._call(ctx, handle, deadline)
         except TimeoutError:
             handle.queue.release()
+            if admission.in_line:
+                # Still waiting for an in-process model's turn behind other calls: load, not the model
+                # failing (a 504 here opened the breaker for everyone behind one tenant's long generations).
+                handle.breaker.release()
+                line = getattr(handle.backend, "queue", None)
+                raise OverloadedError(
+                    f"deployment {handle.label} had no free turn in its share of the deadline",
+                    retry_after=line.retry_after() if isinstance(line, WorkQueue) else 1,
+                ) from None
             _failed(ctx, handle)
             raise UpstreamTimeoutError(
                 f"deployment {handle.label} did not answer within its share of the deadline"
