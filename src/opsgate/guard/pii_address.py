@@ -110,8 +110,19 @@ _DATE = (
     rf"|{_MONTH}\s{{1,2}}\d{{1,2}}(?:st|nd|rd|th)?,?\s{{1,2}}\d{{4}}"
     rf"|\d{{1,2}}(?:st|nd|rd|th)?\s{{1,2}}(?:of\s)?{_MONTH},?\s{{1,2}}\d{{4}})"
 )
+# The marker in English, and in Spanish, Portuguese, French, German, Italian and Dutch ("fecha de
+# nacimiento", "nasceu em", "né le", "geboren am", "nata il", "geboortedatum").
+_DOB_MARKERS = (
+    r"date\sof\sbirth|birth\s?date|birthday|d\.?o\.?b\.?|born(?:\s(?:on|in))?"
+    r"|fecha\sde\snacimiento|nacid[oa]\s(?:el|en)|naci[oó]\s(?:el|en)|f\.\s?nac\."
+    r"|data\sde\snascimento|nascid[oa]\s(?:em|a)|nasceu\s(?:em|a)"
+    r"|date\sde\snaissance|n[éÉ]e?\sle"
+    r"|geburtsdatum|geboren\s(?:am|den)|geb\."
+    r"|data\sdi\snascita|nat[oa]\sil"
+    r"|geboortedatum|geboren\sop"
+)
 _DOB = re.compile(
-    rf"(?i:\b(?:date\sof\sbirth|birth\s?date|birthday|d\.?o\.?b\.?|born(?:\s(?:on|in))?)\b)"
+    rf"(?i:\b(?:{_DOB_MARKERS})(?!\w))"
     rf"\s{{0,3}}[:=-]?\s{{0,3}}(?:is\s|was\s)?(?P<date>{_DATE}|(?<=in\s)(?:19|20)\d{{2}}\b)"
 )
 _AGE = re.compile(
@@ -309,7 +320,13 @@ _FRENCH_WORDS |= {"cours", "square", "passage", "voie"}
 # Where a match of _DOB or _AGE can start, in the lowered text: at its marker word ("date of birth", "birth
 # date", "birthday", "d.o.b", "born"; "age"), or (the "34 years old" form) 2 to 4 characters before "year" or
 # "yr" (1-3 digits and a space or '-'). Offsets: (string, how far before it).
-_DOB_STARTS = (("date", 0), ("birth", 0), ("born", 0), ("dob", 0), ("d.ob", 0), ("do.b", 0), ("d.o.b", 0))
+_DOB_STARTS = (
+    ("date", 0), ("birth", 0), ("born", 0), ("dob", 0), ("d.ob", 0), ("do.b", 0), ("d.o.b", 0),
+    ("fecha", 0), ("nacid", 0), ("naci", 0), ("f.", 0), ("data", 0), ("nascid", 0), ("nasceu", 0), ("né", 0),
+    ("née", 0), ("geburtsdatum", 0), ("geboren", 0), ("geb.", 0), ("nato", 0), ("nata", 0), ("geboortedatum", 0),
+)  # fmt: skip
+# Words one of the markers holds: a text with none of them has no marked date of birth.
+_DOB_WORDS = ("birth", "born", "dob", "d.o.b", "nac", "nasc", "naiss", "né", "geb", "nato", "nata", "geboorte")
 _AGE_STARTS = (("age", 0), *((marker, back) for marker in ("year", "yr") for back in (2, 3, 4)))
 # Characters that ``re.I`` reads as an ASCII letter though ``str.lower`` keeps them (dotless i and long s,
 # U+0131 and U+017F, are 'i' and 's' to it) or lowers them to two characters (U+0130), and the Kelvin sign:
@@ -357,7 +374,7 @@ def find_marked_dates_and_ages(text: str) -> list[Finding]:
     # The patterns run only where their marker words are: most texts have none (a 32 KB scan costs ~2 ms).
     lowered = text.lower()
     found: list[Finding] = []
-    dob = any(word in lowered for word in ("birth", "born", "dob", "d.o.b"))
+    dob = any(word in lowered for word in _DOB_WORDS)
     age = any(word in lowered for word in ("age", "year", "yr"))
     if not (dob or age):
         return found

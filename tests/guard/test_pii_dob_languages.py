@@ -1,0 +1,39 @@
+"""Dates of birth marked in other languages are found; a bare date, or a look-alike phrase, is not."""
+
+from __future__ import annotations
+
+import pytest
+
+from opsgate.guard.pii_address import find_marked_dates_and_ages
+
+
+@pytest.mark.parametrize(
+    ("text", "date"),
+    [
+        ("Paciente: Ana Ruiz. Fecha de nacimiento: 12/03/1985.", "12/03/1985"),
+        ("Ela nasceu em 05/09/1990 em Lisboa.", "05/09/1990"),
+        ("Data de nascimento: 05-09-1990", "05-09-1990"),
+        ("Né le 05/09/1990 à Lyon.", "05/09/1990"),
+        ("Date de naissance : 14/02/1979", "14/02/1979"),
+        ("Geburtsdatum: 01.02.1970", "01.02.1970"),
+        ("Herr Weber, geboren am 3.4.1966 in Köln", "3.4.1966"),
+        ("Nata il 14/07/1992 a Roma", "14/07/1992"),
+        ("Geboortedatum: 21-11-1988", "21-11-1988"),
+    ],
+)
+def test_marked_dates_of_birth_in_other_languages(text: str, date: str) -> None:
+    found = [f for f in find_marked_dates_and_ages(text) if f.kind == "date_of_birth"]
+    assert [text[f.start : f.end] for f in found] == [date]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "La reunión es el 12/03/2025 a las diez.",
+        "je ne le 05/09/1990 savais pas",  # "ne le" is not "né le"
+        "The data was collected on 05/09/1990.",
+        "Die Lieferung kam am 01.02.2024 an.",
+    ],
+)
+def test_bare_dates_are_not_dates_of_birth(text: str) -> None:
+    assert not [f for f in find_marked_dates_and_ages(text) if f.kind == "date_of_birth"]
