@@ -174,8 +174,9 @@ _TOWN_AFTER = re.compile(
 _DIGIT_RUN = re.compile(r"\d+")
 _CAPITAL = re.compile(r"[A-Z\u00C0-\u00DE]")
 _WORD_STARTS = (
-    "P", "US", "Unit", "Flat", "Apt", "Suite", "Studio", "Calle", "Av", "Camino", "Carre", "Ronda", "Glorieta",
-    "Rambla", "Vi", "Corso", "Largo", "Strada", "Stretto", "Contrada", "Borgo", "Rotonda", "Incrocio", "Canale",
+    "P", "US", "Unit", "Flat", "Apt", "Apartment", "Suite", "Studio", "Calle", "Av", "Camino", "Carre", "Ronda",
+    "Glorieta", "Rambla", "Vi", "Corso", "Largo", "Strada", "Stretto", "Contrada", "Borgo", "Rotonda", "Incrocio",
+    "Canale",
     "Rua", "Traves", "Alameda", "Rodovia", "Ladeira", "Estrada", "Acceso", "Cañada", "Cuesta", "Urbanización",
     "Ulica", "ulica", "ul.", "Aleja", "aleja", "al.", "plac", "Osiedle", "osiedle", *_FRENCH_STREETS,
 )  # fmt: skip

@@ -37,3 +37,13 @@ def test_marked_dates_of_birth_in_other_languages(text: str, date: str) -> None:
 )
 def test_bare_dates_are_not_dates_of_birth(text: str) -> None:
     assert not [f for f in find_marked_dates_and_ages(text) if f.kind == "date_of_birth"]
+
+
+def test_an_address_that_starts_with_apartment_is_found_whole() -> None:
+    # "Apartment" was not among the words an address may start at, so only "12 Baker Street" was found
+    # and "Apartment 5" reached the model (noted by this session's PII cost work).
+    from opsgate.guard.pii_address import find_addresses
+
+    text = "Send it to Apartment 5, 12 Baker Street, London"
+    streets = [text[f.start : f.end] for f in find_addresses(text) if f.kind == "street_address"]
+    assert streets == ["Apartment 5, 12 Baker Street"]
