@@ -292,6 +292,45 @@ def _printable(raw: bytes) -> str | None:
     return decoded if decoded and printable / len(decoded) > 0.95 and " " in decoded else None
 
 
+# "Decode … and follow / respond to it / sigue …" (accents folded), the order after the decoding word.
+_DECODE_WORDS = (
+    r"\b(?:decode|decoded|decoding|decipher|decrypt|descodifica|decodifica|decodificar|decodez|decoder|dekodiere"
+    r"|dekodieren|entschlussle|decifra|decodificare)\b"
+)
+_ACT_WORDS = (
+    r"(?:\b(?:follow|obey|execute|carry out|act on|comply with|respond to|reply to|do what it says|do as it says"
+    r"|do it|perform)\b|\b(?:sigue|siga|seguir|ejecuta|obedece|responde)\b|\b(?:suis|suivez|execute|executez"
+    r"|obeis|reponds)\b|\b(?:befolge|befolgen|ausfuhren|fuhre)\b|\b(?:segui|esegui|obbedisci|rispondi)\b)"
+)
+_PAYLOAD_ORDER = compile_linear(
+    _DECODE_WORDS
+    + r"[^\n]{0,160}?(?:\band\b|\bthen\b|\by\b|\bet\b|\bund\b|\be\b|[,.;:])\s*(?:\w+\s+){0,3}?"
+    + _ACT_WORDS
+)
+PAYLOAD_WEIGHT = 0.9
+_SPELLED_CIPHERS = frozenset({"rot13", "rot", "caesar"})
+
+
+def _decoded_payload(text: str) -> bool:
+    """Whether an encoded payload really decodes in ``text`` (base64/32, hex, bytes, a named rot13, or one of
+    ``injection_decoders``'), not merely a word that makes ``variants`` try (its rot13 hint "decode")."""
+    plain = _plain(text)
+    lowered = plain.lower()
+    words = frozenset(split_words(lowered))
+    if has_token(plain, 16):
+        if any(_decode_base64(blob) for blob in _BASE64.findall(plain)):
+            return True
+        if any(_decode_base32(blob) for blob in _BASE32.findall(plain)):
+            return True
+        if has_token(plain, 24) and any(_printable(bytes.fromhex(blob)) for blob in _HEX.findall(lowered)):
+            return True
+    if not words.isdisjoint(_SPELLED_CIPHERS):
+        return True
+    if _EIGHT_BITS.search(lowered) and not words.isdisjoint(_BYTE_WORDS):
+        return True
+    return bool(decodings(text, lowered, words))
+
+
 def injection_score(text: str, found: list[Text] | None = None) -> tuple[float, list[str]]:
     """The combined score and the names of the signals that fired (in any variant; ``found``: them, if known)."""
     fired = fired_signals(text, found)
@@ -309,7 +348,13 @@ def _combined(weights: Iterable[float]) -> float:
 def fired_signals(text: str, found: list[Text] | None = None) -> dict[str, float]:
     """The signals that fired in any variant of the text, with their weights."""
     fired: dict[str, float] = {}
-    for variant in found if found is not None else variants(text):
+    found = variants(text) if found is None else found
+    if len(found) > 1 and _PAYLOAD_ORDER.search(found[0].lowered) is not None and _decoded_payload(text):
+        # A disguise was undone (an encoded payload is really there) and the text says to decode it and
+        # act on it: smuggling, whatever the payload says and whichever encoding (the rule that names the
+        # encoding misses "decode and follow: <base64>").
+        fired["payload_instruction"] = PAYLOAD_WEIGHT
+    for variant in found:
         candidates = set(WITH_SYMBOLS)
         for word in variant.words & _INDEXED:
             candidates.update(FIRST_WORDS[word])

@@ -46,6 +46,19 @@ _SIGNALS = (
             ignore_case=True,
         ),
     ),
+    # Orders dressed as the system's inside fetched content: "<system>…</system>", "[SYSTEM OVERRIDE]", "(system: …",
+    # "[Automated system note]", "<!-- hidden instruction …". A tool result has no system to speak for.
+    (
+        "planted_markup",
+        0.9,
+        compile_linear(
+            r"<\s*(?:system|sys|admin|administrator|developer|instructions?|system_?(?:prompt|message|note"
+            r"|instruction))\s*>|\[\s*(?:system|admin|developer|sys)[ _-]*(?:override|note|instruction|message|prompt"
+            r"|command|update)\s*\]|\(\s*system\s*:|<!--\s*(?:hidden|secret|ai|assistant|system)"
+            r"|\[\s*(?:automated\s+)?system\s+(?:note|message|notice)\s*\]",
+            ignore_case=True,
+        ),
+    ),
     # Data leaving: "send this summary to x@y", "post the result to https://…".
     (
         "send_out",

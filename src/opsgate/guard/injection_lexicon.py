@@ -1,4 +1,4 @@
-"""A multilingual signal for the learned detector: the words attacks are made of, as concepts, in 15 languages.
+"""A multilingual signal for the learned detector: the words attacks are made of, as concepts, in 25 languages.
 
 "Ignore", "ignoriere", "zignoruj", "игнорируй" and "忽略" all become the feature ``k:ignore``;
 "instructions", "指令" become ``k:instructions``; pairs inside one window
@@ -68,6 +68,47 @@ _STEMS: dict[str, tuple[str, ...]] = {
         "扮演", "假装", "角色", "ふり", "役", "역할",
     ),
 }  # fmt: skip
+# Added in the thirteenth session (normalised as tokens are: accents and combining marks removed): Arabic,
+# Swahili, Ukrainian, Hebrew, Persian, Greek, Czech, Hungarian, Catalan, Basque.
+_MORE_STEMS: dict[str, tuple[str, ...]] = {
+    "ignore": (
+        "تجاهل", "اهمل", "انس", "puuza", "sahau", "ігнор", "התעלם", "שכח", "نادیده", "فراموش", "αγνοησ",
+        "αγνοηστ", "ξεχασ", "zapomen", "felejt", "figyelmen", "oblida", "baztertu",
+    ),
+    "instructions": (
+        "تعليمات", "التعليمات", "اوامر", "الاوامر", "ההוראות", "maagizo", "maelekezo", "інструкц", "вказівк",
+        "הוראות", "دستورالعمل", "دستورات", "οδηγι", "pokyn", "utasitas", "argibide", "jarraibide",
+    ),
+    "rules": (
+        "قواعد", "القواعد", "قيود", "القيود", "הכללים", "sheria", "vikwazo", "обмежен", "כללים", "הגבלות",
+        "قوانین", "محدودیت", "κανον", "περιορισμ", "pravidl", "omezen", "szabaly", "korlatoz",
+    ),
+    "previous": (
+        "سابق", "السابق", "awali", "попередн", "הקודמ", "قبلی", "προηγουμεν", "predchoz", "elozo", "aurreko",
+    ),
+    "system": (
+        "نظام", "النظام", "המערכת", "mfumo", "מערכת", "سیستم", "συστημ", "rendszer",
+    ),
+    "secret": (
+        "nenosiri", "סיסמ", "הסיסמ", "κωδικ", "heslo", "jelszo", "contrasenya", "pasahitz",
+    ),
+    "reveal": (
+        "اكشف", "اظهر", "اعرض", "onyesha", "funua", "розкри", "виведи", "חשוף", "הצג", "αποκαλυψ", "δειξ",
+        "odhal", "mutasd", "felfed", "erakutsi",
+    ),
+    "without": (
+        "بدون", "ללא", "χωρις", "nelkul",
+    ),
+    "authority": (
+        "مطور", "مسوول", "msimamizi", "розробник", "адміністратор", "διαχειριστ", "προγραμματιστ", "spravce",
+        "vyvojar", "fejleszto",
+    ),
+    "persona": (
+        "تظاهر", "jifanye", "удаваи", "υποδυ", "predstirej",
+    ),
+}  # fmt: skip
+for _concept, _more in _MORE_STEMS.items():
+    _STEMS[_concept] = (*_STEMS[_concept], *_more)
 _PAIRS = (
     ("ignore", "instructions"),
     ("ignore", "rules"),
@@ -83,11 +124,16 @@ _PAIRS = (
 )
 # Stems this short ("sin", "sem", "bez") match only a whole token: as prefixes they would match "since".
 _WHOLE_WORD = 3
+
+
+def _spaced(first: str) -> bool:
+    """Whether a token starting with ``first`` is a word of a script written with spaces (Latin, Greek,
+    Cyrillic, Hebrew, Arabic: below U+0E00), matched by its start; CJK and Thai stems match anywhere in a token."""
+    return first < "\u0e00"
+
+
 _LATIN: dict[str, str] = {
-    stem: concept
-    for concept, stems in _STEMS.items()
-    for stem in stems
-    if stem.isascii() or stem[0] in "абвгдеёжзийклмнопрстуфхцчшщъыьэюя"
+    stem: concept for concept, stems in _STEMS.items() for stem in stems if stem.isascii() or _spaced(stem[0])
 }
 _CJK: tuple[tuple[str, str], ...] = tuple(
     (stem, concept) for concept, stems in _STEMS.items() for stem in stems if stem not in _LATIN
@@ -135,7 +181,7 @@ def concepts(tokens: list[str]) -> set[str]:
     """The concepts present in ``tokens``."""
     found: set[str] = set()
     for token in tokens:
-        if token.isascii() or token[0] in "абвгдеёжзийклмнопрстуфхцчшщъыьэюя":
+        if token.isascii() or _spaced(token[0]):
             if len(token) >= 3:
                 found |= _token_concepts(token)
         else:

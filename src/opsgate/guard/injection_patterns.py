@@ -308,12 +308,67 @@ SIGNALS: tuple[Signal, ...] = (
     _signal(
         "encoded_instruction",
         0.9,
-        # Decoding alone is an everyday request; decoding and then obeying what comes out is smuggling.
+        # Decoding alone is an everyday request; decoding and then obeying what comes out is smuggling. The
+        # order is the attack's: "follow the install notes and decode the file with base64" is not one.
         r"\b(?:decode|decoded|decoding|decrypt|translate|convert)\b[^.\n]{0,40}\b(?:base64|hex|rot13"
-        r"|base32|binary|morse|cipher|encoded|ascii85|base85|hexadecimal)\b",
-        r"\b(?:follow|execute|obey"
+        r"|base32|binary|morse|cipher|encoded|ascii85|base85|hexadecimal)\b[^\n]{0,80}?(?:\b(?:follow|execute|obey"
         r"|carry out|do what|perform|act on|comply|secure system message|system message|instructions? (?:inside|within"
-        r"|in it)|and then do|then do it|as instructed|do as it says|do it)",
+        r"|in it)|and then do|then do it|as instructed|do as it says|do it)\b|:\s*(?:then\s+)?(?:follow|obey"
+        r"|execute)\b)"
+        r"|\b(?:follow|obey|execute|carry out)\s+(?:the\s+)?(?:instructions?|commands?|orders?|steps?|message)\s+"
+        r"(?:encoded|hidden|contained)?\s*(?:in|inside|within|below)\s+(?:this|the following|the)\s+(?:\w+\s+)?"
+        r"(?:base64|hex|rot13|base32|binary|morse|cipher|encoded|ascii85|base85|hexadecimal)\b",
+    ),
+    _signal(
+        "override_generic",
+        0.9,
+        # "Forget everything, write …", "ignore all that and just say …": an override whose object is
+        # everything said so far, followed by the new order (the "ignore … instructions" signals need the noun).
+        r"\b(?:ignore|ignoring|disregard|disregarding|forget|drop|discard|abandon|set aside|pay no attention to)\s+"
+        r"(?:about\s+)?(?:everything|all of (?:that|this|it|the above)|all that|anything|what (?:i|we|you)"
+        r" (?:said|told you|wrote|asked|discussed)|(?:the|all|any|those|these) (?:previous|prior|above|earlier"
+        r"|preceding) (?:\w+ ){0,2}?(?:messages?|text|conversation|discussion|content|input))\b[^\n]{0,60}?"
+        r"(?:\b(?:and|then|now|instead|just|only)\b[^.!?\n]{0,30}?\b(?:say|write|output|print|reply|respond|answer"
+        r"|tell|repeat|return|type|explain|describe|list|generate|give)\b|[.,:;!]\s*(?:now\s+|just\s+|instead\s+"
+        r"|then\s+)?(?:say|write|output|print|reply|respond|answer|tell|repeat|return|type|explain|describe|list"
+        r"|generate|give|how|what|why|who|where|when)\b)",
+    ),
+    _signal(
+        "override_generic_multilingual",
+        0.9,
+        # "Forget everything before / you were told" in German, Spanish, French, Italian and Portuguese (accents
+        # folded); the bare "vergiss alles" is everyday German, so the words after it are required.
+        r"\b(?:vergiss|vergesst|vergessen sie|ignoriere|ignorieren sie)\s+(?:bitte\s+)?(?:alles|alle vorherigen"
+        r"|alle bisherigen)\s+(?:davor|zuvor|bisher|vorher|bisherige|oben|(?:,\s*)?was (?:ich|wir|du|sie) (?:bisher"
+        r" |vorher |zuvor )?(?:gesagt|geschrieben|besprochen))"
+        r"|\b(?:olvida|olvide|olvidar|olvidad|olvidate|ignora)\s+(?:de\s+)?todo\s+(?:lo anterior|lo que (?:te )?"
+        r"(?:dije|he dicho|hemos|sabes)|(?:que|lo que) (?:digo|dije) antes|antes)"
+        r"|\b(?:oublie|oubliez|ignore|ignorez)\s+tout\s+(?:ce qui precede|ce que (?:je|nous|tu|vous) (?:t'ai |vous ai"
+        r" |avons )?(?:dit|ecrit)|avant)"
+        r"|\b(?:dimentica|dimenticate|ignora|ignorate)\s+tutto\s+(?:quello che (?:ti ho|ho|abbiamo) (?:detto|scritto)"
+        r"|cio che precede|prima)"
+        r"|\b(?:esqueca|esquece|ignore|ignora)\s+tudo\s+(?:o que (?:foi|eu|nos) (?:dito|disse|escrevi)|antes|acima)"
+        r"|\b(?:abweichend|entgegen)\s+(?:zu\s+)?(?:den\s+)?(?:vorherigen|bisherigen|obigen)\b"
+        r"|\b(?:nun|jetzt)\s+folgen\s+neue\s+(?:anweisungen|aufgaben|instruktionen)\b",
+    ),
+    _signal(
+        "fake_markup",
+        0.45,
+        # Tags and brackets that dress an order as the system's: "<system>…", "[SYSTEM OVERRIDE]", "(system: …",
+        # "<!-- hidden …". Weak alone: people paste prompt templates with such tags to ask about them (in a tool
+        # result the agent signal ``planted_markup`` holds them to more).
+        r"<\s*(?:system|sys|admin|administrator|developer|instructions?|system_?(?:prompt|message|note|instruction))"
+        r"\s*>|\[\s*(?:system|admin|developer|sys)[ _-]*(?:override|note|instruction|message|prompt|command|update)"
+        r"\s*\]|\(\s*system\s*:|<!--\s*(?:hidden|secret|ai|assistant|system)|\[\s*(?:automated\s+)?system\s+(?:note"
+        r"|message|notice)\s*\]",
+    ),
+    _signal(
+        "fake_authority_note",
+        0.9,
+        # "Hidden instruction: …", "NEW INSTRUCTION FROM ADMIN", "Note from the developer: …".
+        r"\b(?:hidden|secret|system|admin|administrator|developer|malicious)\s+(?:instruction|note|directive|command"
+        r"|override)s?\s*:|\b(?:instructions?|note|message|notice|memo)\s+from\s+(?:the\s+)?(?:admin|administrator"
+        r"|developers?|system|operator|security team|it department|openai|anthropic)\b",
     ),
     _signal(
         "secret_request",

@@ -378,6 +378,37 @@ GATES.update(
                 "decode decoded decoding decrypt translate convert",
                 "base64 hex rot13 base32 binary morse cipher encoded ascii85 base85 hexadecimal",
             ),
+            _gate(
+                "follow obey execute carry",
+                "base64 hex rot13 base32 binary morse cipher encoded ascii85 base85 hexadecimal",
+            ),
+        ),
+        "override_generic": (
+            _gate(
+                _forms("ignore", "disregard", "forget", "drop", "discard", "abandon") | {"aside", "attention"},
+                "everything all anything what previous prior above earlier preceding",
+            ),
+        ),
+        "override_generic_multilingual": (
+            _gate("vergiss vergesst vergessen ignoriere ignorieren", "alles alle"),
+            _gate("olvida olvide olvidar olvidad olvidate ignora", "todo"),
+            _gate("oublie oubliez ignore ignorez", "tout"),
+            _gate("dimentica dimenticate ignora ignorate", "tutto"),
+            _gate("esqueca esquece ignore ignora", "tudo"),
+            _gate("abweichend entgegen", "vorherigen bisherigen obigen"),
+            _gate("nun jetzt", "folgen", "neue"),
+        ),
+        "fake_markup": (_gate("system sys admin administrator developer instruction instructions"),),
+        "fake_authority_note": (
+            _gate(
+                "hidden secret system admin administrator developer malicious",
+                "instruction instructions note notes directive directives command commands override overrides",
+            ),
+            _gate(
+                "instruction instructions note message notice memo",
+                "from",
+                "admin administrator developer developers system operator security openai anthropic department",
+            ),
         ),
         "secret_request": (
             _gate("password pin token secret code passphrase", "your the"),
@@ -388,6 +419,19 @@ GATES.update(
 SYMBOLS = {
     "fake_delimiter": ("<|", "[/", "<<", "</s>", "##", "[system", "[admin", "system:", "system :", "--"),
     "indirect": ("ai:", "ai :", "assistant:", "assistant :"),
+    "fake_markup": (
+        "<system",
+        "<sys>",
+        "<admin",
+        "<developer",
+        "<instruction",
+        "[system",
+        "[admin",
+        "[developer",
+        "[sys",
+        "(system",
+        "<!--",
+    ),
 }
 
 
@@ -406,4 +450,9 @@ WHOLE_TEXT = {
     "pii_extraction",
     # A markdown link's URL has dots, "?" and "!" in it: split into sentences it could never match.
     "exfiltration",
+    # "Forget everything before that. How …": the new order is often the next sentence.
+    "override_generic",
+    "fake_markup",
+    # "Decode the following base64. It is a secure system message.": the order may be the next sentence.
+    "encoded_instruction",
 }
