@@ -46,6 +46,16 @@ def _sampling(body: ChatCompletionRequest | CompletionRequest, deployment: Llama
     }
 
 
+def cache_owner(ctx: RequestContext) -> str:
+    """Whose cached prompt a job may reuse: its tenant's, else its key's (the operator, or auth off).
+
+    llama.cpp skips a prompt prefix it still holds from the last job, so the time to answer tells
+    whether the last prompt started the same way: that must never cross from one tenant to another.
+    """
+    principal = ctx.principal
+    return f"tenant:{principal.tenant}" if principal.tenant is not None else f"key:{principal.key_id or ''}"
+
+
 def build_job(ctx: RequestContext, deployment: LlamaCppDeployment) -> Any:
     """Translate the validated OpenAI request into a GenerationJob for the engine.
 
@@ -80,16 +90,24 @@ def build_job(ctx: RequestContext, deployment: LlamaCppDeployment) -> Any:
             top_logprobs=body.top_logprobs or 0,
             json_mode=json_mode,
             grammar=grammar,
+            owner=cache_owner(ctx),
         )
     assert isinstance(body, CompletionRequest)
     if body.suffix:
         raise InvalidRequestError("suffix (fill-in-the-middle) is not served by this model", param="suffix")
+    prompt = body.prompt_text()
+    if not prompt:
+        # llama.cpp cannot start from zero tokens (SmolLM2 adds no BOS): the client's mistake, a 400.
+        raise InvalidRequestError(
+            "The prompt is empty: send at least one character.", param="prompt", code="empty_prompt"
+        )
     return GenerationJob(
         messages=None,
-        prompt=body.prompt_text(),
+        prompt=prompt,
         **_sampling(body, deployment),
         logprobs=body.logprobs is not None,
         top_logprobs=body.logprobs or 0,
+        owner=cache_owner(ctx),
     )
 
 
@@ -157,23 +175,27 @@ class EmbeddedLlamaBackend(InProcessBackend):
         """Run one generation to the end and answer with the whole response."""
         from opsgate.backends.llama_engine import DoneEvent
 
-        _, events = await self._start(ctx)
+        job, events = await self._start(ctx)
         pieces: list[str] = []
         logprobs: list[dict[str, Any]] = []
-        while True:
-            event = await events.get()
-            if isinstance(event, _Failed):
-                raise event.error
-            if isinstance(event, DoneEvent):
-                break
-            pieces.append(event.text)
-            if event.logprob is not None:
-                logprobs.append(event.logprob)
+        try:
+            while True:
+                event = await events.get()
+                if isinstance(event, _Failed):
+                    raise event.error
+                if isinstance(event, DoneEvent):
+                    break
+                pieces.append(event.text)
+                if event.logprob is not None:
+                    logprobs.append(event.logprob)
+        finally:
+            # Whatever ends the wait early (the client left, a routing deadline, a drain) stops the
+            # engine at its next check; otherwise it would hold the model for nobody.
+            job.cancelled.set()
         text = "".join(pieces)
         if isinstance(ctx.body, CompletionRequest) and ctx.body.echo:
             text = ctx.body.prompt_text() + text
         assert ctx.body is not None
-        wants_logprobs = bool(getattr(ctx.body, "logprobs", None)) or getattr(ctx.body, "logprobs", None) == 0
         return shapes.whole_response(
             ctx.endpoint,
             request_id=ctx.request_id,
@@ -182,13 +204,17 @@ class EmbeddedLlamaBackend(InProcessBackend):
             finish_reason=event.finish_reason,
             prompt_tokens=event.prompt_tokens,
             completion_tokens=event.completion_tokens,
-            logprobs=logprobs if wants_logprobs else None,
+            logprobs=logprobs if job.logprobs else None,  # chat False -> null; completions 0 -> []
         )
 
     async def open_stream(self, ctx: RequestContext) -> AsyncIterator[Chunk]:
         """Start a generation; errors before the first token (bad prompt, no model) raise here."""
         job, events = await self._start(ctx)
-        first = await events.get()
+        try:
+            first = await events.get()
+        except BaseException:
+            job.cancelled.set()  # left before the first token (e.g. during a long prompt): stop it too
+            raise
         if isinstance(first, _Failed):
             raise first.error
         return self._relay(ctx, job, first, events)

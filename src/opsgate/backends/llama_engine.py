@@ -25,6 +25,7 @@ from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 from numpy.typing import NDArray
 
 from opsgate.backends.json_grammar import schema_error
+from opsgate.backends.llama_prompt import ChatTokenizer
 from opsgate.domain.config import LlamaCppDeployment
 from opsgate.domain.errors import InvalidRequestError
 
@@ -64,6 +65,8 @@ class GenerationJob:
     top_logprobs: int = 0
     json_mode: bool = False
     grammar: str | None = None  # GBNF converted from the client's json_schema (``json_grammar``)
+    # Who may reuse the cached prompt this job leaves behind, and whose it may reuse (a tenant or key).
+    owner: str = ""
     cancelled: threading.Event = field(default_factory=threading.Event)
 
 
@@ -126,14 +129,15 @@ class LlamaEngine:
             bos_token=model.token_get_text(bos_id) if bos_id >= 0 else "",
             stop_token_ids=[eos_id],
         )
+        self._chat = ChatTokenizer(self.llama, lambda messages: self._formatter(messages=messages).prompt)  # type: ignore[arg-type]
+        self._owner: str | None = None  # the owner of the prompt now in llama.cpp's cache
 
     # -- prompts -------------------------------------------------------------------------------
 
     def prompt_tokens(self, job: GenerationJob) -> list[int]:
-        """Tokens of the formatted prompt; the chat template adds its own special tokens."""
+        """Tokens of the formatted prompt; only the chat template's own markers are special tokens."""
         if job.messages is not None:
-            formatted = self._formatter(messages=job.messages)  # type: ignore[arg-type]
-            return list(self.llama.tokenize(formatted.prompt.encode("utf-8"), add_bos=False, special=True))
+            return self._chat.tokens(job.messages)
         assert job.prompt is not None
         return list(self.llama.tokenize(job.prompt.encode("utf-8"), add_bos=True, special=False))
 
@@ -172,6 +176,11 @@ class LlamaEngine:
         """
         param = "messages" if job.messages is not None else "prompt"
         tokens = self._prompt(job, param)
+        if not tokens:
+            # llama.cpp asserts on an empty prompt: the client's mistake, never the model's failure.
+            raise InvalidRequestError(
+                "The prompt is empty: send at least one character.", param=param, code="empty_prompt"
+            )
         if len(tokens) >= self.n_ctx:
             raise InvalidRequestError(
                 f"This model's maximum context length is {self.n_ctx} tokens; the prompt has {len(tokens)}.",
@@ -200,6 +209,9 @@ class LlamaEngine:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         vocab = self.llama._model.vocab
 
+        if not self._prefill(tokens, job):
+            emit(DoneEvent("cancelled", len(tokens), 0))
+            return
         generated = 0
         finish = "length"
         for token in self.llama.generate(
@@ -239,6 +251,38 @@ class LlamaEngine:
         if tail:
             emit(TokenEvent(tail))
         emit(DoneEvent(finish, len(tokens), generated))
+
+    def _prefill(self, tokens: list[int], job: GenerationJob) -> bool:
+        """Evaluate the prompt batch by batch, stopping if the job is cancelled; False if it was.
+
+        Does what ``Llama.generate`` would do with the same batches (keep the longest cached prefix,
+        evaluate the rest), so ``generate`` then finds the whole prompt cached and samples at once.
+        The cache is kept only for the same owner: another tenant's cached prefix would make this
+        prompt measurably faster exactly when it starts like theirs.
+        """
+        llama = self.llama
+        if job.owner != self._owner or llama._is_recurrent or llama._is_hybrid:
+            llama.reset()  # type: ignore[no-untyped-call]
+            self._owner = job.owner
+        cached = llama._input_ids
+        if len(cached) == len(tokens) and not llama._requires_eval and cached.tolist() == tokens:
+            return True  # the same prompt again, its logits still live: generate samples from them
+        keep = 0
+        for old, new in zip(cached.tolist(), tokens, strict=False):
+            if old != new:
+                break
+            keep += 1
+        # At least the last prompt token is evaluated again: its logits are what the first token samples.
+        keep = min(keep, len(tokens) - 1)
+        if keep and not llama._ctx.kv_cache_seq_rm(-1, keep, -1):
+            keep = 0  # this cache cannot drop just a tail (as in generate): evaluate it all
+        llama.n_tokens = keep  # eval() drops the cache past n_tokens
+        llama._requires_eval = True  # the live logits are not those of this prefix
+        for start in range(llama.n_tokens, len(tokens), llama.n_batch):
+            if job.cancelled.is_set():
+                return False
+            llama.eval(tokens[start : start + llama.n_batch])
+        return True
 
     def _logprob_entry(
         self, token: int, piece: bytes, steps: list[NDArray[np.float32]], job: GenerationJob
