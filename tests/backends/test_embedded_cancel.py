@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -20,7 +20,7 @@ import pytest
 from opsgate.backends.embedded_llama import EmbeddedLlamaBackend
 from opsgate.backends.llama_engine import DoneEvent, GenerationJob, TokenEvent
 from opsgate.routing.deployment import DeploymentHandle
-from tests.support import Gateway, wait_until
+from tests.support import Gateway, start_gateway, wait_until
 
 COUNTING = {"model": "smollm2", "prompt": "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,", "temperature": 0}
 MESSAGES = [{"role": "user", "content": "Say hi."}]
@@ -110,6 +110,28 @@ async def test_a_stream_left_before_its_first_token_stops(embedded: Gateway, mon
     assert done is not None and done.finish_reason == "cancelled", done
     assert done.completion_tokens == 0
     assert wait_until(lambda: backend(embedded).queue.status()["running"] == 0, 60), "the model is free again"
+
+
+@pytest.fixture(scope="module")
+def short_deadline() -> Iterator[Gateway]:
+    routing = {"deadline_seconds": 2, "retries": 0}
+    gateway = start_gateway(
+        {"models": [{"name": "smollm2", "routing": routing, "deployments": [{"type": "llama_cpp"}]}]}
+    )
+    yield gateway
+    gateway.server.stop()
+
+
+def test_a_request_past_its_routing_deadline_stops(short_deadline: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The worker is held at the first token until the job is cancelled: the deadline passes meanwhile.
+    watch = Watch(short_deadline, monkeypatch, hold_at=lambda event: isinstance(event, TokenEvent))
+    body = {**COUNTING, "max_tokens": 64}
+    response = httpx.post(short_deadline.url + "/v1/completions", json=body, timeout=120)
+    assert response.status_code == 504, response.text
+    assert wait_until(lambda: watch.done() is not None, 120)
+    done = watch.done()
+    assert done is not None and done.finish_reason == "cancelled", done
+    assert wait_until(lambda: backend(short_deadline).queue.status()["running"] == 0, 60), "the model is free again"
 
 
 @pytest.mark.parametrize("prompt", ["", [""]])
