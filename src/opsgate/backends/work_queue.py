@@ -31,6 +31,7 @@ class Admission:
 
     owner: str | None
     in_line: bool = False
+    waited: float = 0.0  # seconds spent in lines before a turn came
 
 
 ADMISSION: ContextVar[Admission | None] = ContextVar("opsgate_queue_admission", default=None)
@@ -102,6 +103,7 @@ class WorkQueue:
         self.waiting += 1
         if admission is not None:
             admission.in_line = True
+        joined = asyncio.get_running_loop().time()
         try:
             async with asyncio.timeout(self.timeout):
                 await asyncio.shield(turn)
@@ -126,6 +128,7 @@ class WorkQueue:
                 del self._waiting_by_owner[owner]
         if admission is not None:
             admission.in_line = False
+            admission.waited += asyncio.get_running_loop().time() - joined
         self.running += 1
 
     def release(self) -> None:

@@ -194,7 +194,8 @@ class Router:
                 return response
         if isinstance(last, RequestTooLargeForUpstream) and other is not None:
             last = other  # 413 only when every deployment tried refused the request for its size
-        if last is None or deadline - time.monotonic() <= 0:
+        if last is None or (deadline - time.monotonic() <= 0 and not isinstance(last, OverloadedError)):
+            # (A call that ran out of time waiting its turn stays the 503 it was: load, not the deployment.)
             last = UpstreamTimeoutError(
                 f"no deployment answered within the {first.routing.deadline_seconds:.0f}s deadline"
             )
@@ -271,14 +272,16 @@ class Router:
             raise CircuitOpen(handle.label)
         ctx.deployment = handle.label
         started = now_ms()
+        window = max(0.001, window_end - time.monotonic())
         try:
-            async with asyncio.timeout(max(0.001, window_end - time.monotonic())):
+            async with asyncio.timeout(window):
                 response = await self._call(ctx, handle, deadline)
         except TimeoutError:
             handle.queue.release()
-            if admission.in_line:
-                # Still waiting for an in-process model's turn behind other calls: load, not the model
-                # failing (a 504 here opened the breaker for everyone behind one tenant's long generations).
+            if admission.in_line or admission.waited >= window / 2:
+                # Still waiting for an in-process model's turn behind other calls, or let in with too little
+                # of its window left to be judged: load, not the model failing (a 504 here opened the
+                # breaker for everyone behind one tenant's long generations).
                 handle.breaker.release()
                 line = getattr(handle.backend, "queue", None)
                 raise OverloadedError(
