@@ -95,6 +95,28 @@ class ClientDisconnected(GatewayError):
         super().__init__("the client closed the connection before the response", code="client_disconnected")
 
 
+class ServerStopping(GatewayError):
+    """The server stopped (its graceful-shutdown time ran out) before the answer was ready; the work was cancelled.
+
+    The gateway's doing, not the client's: a 503 in the OpenAI shape, recorded as such (it was a 499
+    "client closed the connection" with an empty body, blaming the client for a restart).
+    """
+
+    status = 503
+    error_type = "server_stopping"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the gateway is shutting down and stopped this request; retry it",
+            code="server_stopping",
+            headers={"Retry-After": "1", "Connection": "close"},
+        )
+
+
+# ``RequestContext.scratch`` key: set when the server (not the client) cancels a request's work.
+CUT_BY_SERVER = "cut_by_server"
+
+
 class ClientTooSlow(GatewayError):
     """The upstream's deadline ran out on a stream while the gateway was mostly waiting on the client to read.
 

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from opsgate.domain.context import GatewayResponse, JsonResult, RequestContext, StreamResult
-from opsgate.domain.errors import BackendFailure, ClientDisconnected, GatewayError
+from opsgate.domain.errors import CUT_BY_SERVER, BackendFailure, ClientDisconnected, GatewayError, ServerStopping
 
 log = logging.getLogger("opsgate.pipeline")
 
@@ -156,7 +156,8 @@ class Pipeline:
             # The client left (or the server is stopping): the after hooks still run, so limits are
             # released and the request is recorded as 499; then the cancellation goes on.
             cancelled = error
-            response = JsonResult.from_error(ClientDisconnected())
+            stopped = ctx.scratch.get(CUT_BY_SERVER)  # set by the server's handler: a shutdown, not the client
+            response = JsonResult.from_error(ServerStopping() if stopped else ClientDisconnected())
         try:
             for stage in reversed(self.stages[:entered]):
                 try:

@@ -24,8 +24,15 @@ from opsgate.auth.key_limits import per_process_key_limits
 from opsgate.auth.key_store import KeyStore
 from opsgate.backends.registry import ModelRegistry
 from opsgate.domain.config import GatewayConfig, load_config
-from opsgate.domain.context import Endpoint, RequestContext, StreamResult
-from opsgate.domain.errors import GatewayError, InvalidRequestError, NotFoundError, PermissionDeniedError
+from opsgate.domain.context import Endpoint, JsonResult, RequestContext, StreamResult
+from opsgate.domain.errors import (
+    CUT_BY_SERVER,
+    GatewayError,
+    InvalidRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+    ServerStopping,
+)
 from opsgate.domain.pricing import PriceBook
 from opsgate.domain.urls import redact_urls
 from opsgate.evals.online import OnlineEvaluator
@@ -287,14 +294,24 @@ class Gateway:
         work = asyncio.ensure_future(self.pipeline.handle(ctx))
         watcher = asyncio.ensure_future(_cancel_on_disconnect(request, work))
         try:
-            result = await work
+            # Shielded: a cancellation of this handler is the server stopping (uvicorn's graceful-shutdown
+            # time ran out), which the work must learn before it is cancelled, to record it as the server's.
+            result = await asyncio.shield(work)
         except asyncio.CancelledError:
-            if not work.cancelled():
-                finished = work.result() if work.done() and work.exception() is None else None
-                if isinstance(finished, StreamResult):
-                    await finished.close()  # finished as we were cancelled: nobody will read the stream
-                raise  # we are being cancelled ourselves (shutdown)
-            return Response(status_code=499)
+            if work.cancelled():
+                return Response(status_code=499)  # the watcher: the client left
+            if not work.done():
+                ctx.scratch[CUT_BY_SERVER] = True
+                work.cancel()
+                await asyncio.wait([work])
+                stopped = JsonResult.from_error(ServerStopping())
+                if ctx.request_id:
+                    stopped.headers["x-request-id"] = ctx.request_id  # the id its record has
+                return render(stopped)
+            finished = work.result() if work.exception() is None else None
+            if isinstance(finished, StreamResult):
+                await finished.close()  # finished as we were cancelled: nobody will read the stream
+            raise
         finally:
             watcher.cancel()
         return render(result)

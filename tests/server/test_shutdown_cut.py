@@ -1,0 +1,49 @@
+"""A request the server stops at shutdown is the server's doing: a 503 in the OpenAI shape, recorded so.
+
+Before, once the graceful-shutdown time ran out, a client still waiting on a non-streamed answer got
+HTTP 499 with an empty body, recorded as ``client_disconnected`` ("the client closed the connection"):
+restarts were blamed on clients and fell outside availability SLOs (probe-f #8).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.fake_upstream import FakeUpstream, Script
+from tests.support import serve_process, wait_until
+
+
+def test_a_request_cut_by_shutdown_is_a_503_recorded_as_the_servers(tmp_path: Path, upstream: FakeUpstream) -> None:
+    upstream.script = Script(delay=60.0)  # answers long after the shutdown's grace time
+    deployment = {"type": "openai", "base_url": upstream.base_url, "model": "m", "timeouts": {"total": 120}}
+    config: dict[str, Any] = {
+        "models": [{"name": "m", "routing": {"retries": 0}, "deployments": [deployment]}],
+        "record": {"store": f"sqlite:///{tmp_path}/requests.db", "journal_dir": f"{tmp_path}/journal"},
+    }
+    (tmp_path / "gw.yaml").write_text(json.dumps(config))
+    answers: list[httpx.Response] = []
+    with serve_process(tmp_path / "gw.yaml", log=tmp_path / "log.txt", args=["--drain-timeout", "2"]) as (_, url):
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+
+        def call() -> None:
+            answers.append(httpx.post(url + "/v1/chat/completions", json=body, timeout=90))
+
+        caller = threading.Thread(target=call, daemon=True)
+        caller.start()
+        assert wait_until(lambda: len(upstream.requests) == 1, 30), "the call never reached the upstream"
+        time.sleep(0.5)
+    caller.join(60)  # serve_process sent SIGTERM and waited for the exit
+    assert answers, "no answer before the process exited"
+    answer = answers[0]
+    assert answer.status_code == 503, (answer.status_code, answer.text)
+    assert answer.json()["error"]["code"] == "server_stopping" and answer.headers.get("x-request-id")
+    with sqlite3.connect(tmp_path / "requests.db") as db:
+        rows = list(db.execute("select status, error_type from requests where endpoint = 'chat'"))
+    assert rows == [(503, "server_stopping")], rows
