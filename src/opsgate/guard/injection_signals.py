@@ -385,9 +385,14 @@ GATES.update(
         ),
         "override_generic": (
             _gate(
-                _forms("ignore", "disregard", "forget", "drop", "discard", "abandon") | {"aside", "attention"},
+                _forms("ignore", "disregard", "forget", "discard", "abandon") | {"aside", "attention"},
                 "everything all anything what previous prior above earlier preceding",
             ),
+        ),
+        "override_generic_forced": (_gate(_forms("ignore", "disregard", "forget"), "everything all anything"),),
+        "instructions_replaced_german": (
+            _gate("abweichend entgegen", "vorherigen bisherigen obigen"),
+            _gate("nun jetzt", "folgen", "neue"),
         ),
         "override_generic_multilingual": (
             _gate("vergiss vergesst vergessen ignoriere ignorieren", "alles alle"),
@@ -395,8 +400,6 @@ GATES.update(
             _gate("oublie oubliez ignore ignorez", "tout"),
             _gate("dimentica dimenticate ignora ignorate", "tutto"),
             _gate("esqueca esquece ignore ignora", "tudo"),
-            _gate("abweichend entgegen", "vorherigen bisherigen obigen"),
-            _gate("nun jetzt", "folgen", "neue"),
         ),
         "fake_markup": (_gate("system sys admin administrator developer instruction instructions"),),
         "fake_authority_note": (
