@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.fake_upstream import FakeUpstream, Script
 from tests.support import serve_process, wait_until
@@ -47,3 +48,21 @@ def test_a_request_cut_by_shutdown_is_a_503_recorded_as_the_servers(tmp_path: Pa
     with sqlite3.connect(tmp_path / "requests.db") as db:
         rows = list(db.execute("select status, error_type from requests where endpoint = 'chat'"))
     assert rows == [(503, "server_stopping")], rows
+
+
+async def test_an_in_process_callers_own_timeout_is_not_a_shutdown(upstream: FakeUpstream) -> None:
+    # In-process evals and judges call the app under their own asyncio.timeout: that cancellation is theirs,
+    # so it must end as their TimeoutError (TransportFailure), not as a 503 "server_stopping" the server
+    # answered (the first version of the shutdown fix took any cancellation for a shutdown).
+    from opsgate.domain.config import parse_config
+    from opsgate.evals.client import AsgiPoster, TransportFailure
+    from opsgate.server.app import create_app
+
+    upstream.script = Script(mode="hang")
+    deployment = {"type": "openai", "base_url": upstream.base_url, "model": "m"}
+    app = create_app(parse_config({"models": [{"name": "m", "deployments": [deployment]}]}))
+    async with app.router.lifespan_context(app):
+        poster = AsgiPoster(app, {})
+        body = b'{"model":"m","messages":[{"role":"user","content":"hi"}]}'
+        with pytest.raises(TransportFailure, match="no answer within"):
+            await poster.post("chat/completions", body, {}, 1.0)

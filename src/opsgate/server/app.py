@@ -294,23 +294,28 @@ class Gateway:
         work = asyncio.ensure_future(self.pipeline.handle(ctx))
         watcher = asyncio.ensure_future(_cancel_on_disconnect(request, work))
         try:
-            # Shielded: a cancellation of this handler is the server stopping (uvicorn's graceful-shutdown
-            # time ran out), which the work must learn before it is cancelled, to record it as the server's.
+            # Shielded, so that when this handler is cancelled the work can learn why before it is cancelled
+            # too: the server stopping (draining, and uvicorn's graceful-shutdown time ran out) is recorded
+            # as the server's; any other canceller (an in-process caller's own timeout) as before, a 499.
             result = await asyncio.shield(work)
         except asyncio.CancelledError:
             if work.cancelled():
                 return Response(status_code=499)  # the watcher: the client left
             if not work.done():
-                ctx.scratch[CUT_BY_SERVER] = True
+                stopping = _draining(request)
+                if stopping:
+                    ctx.scratch[CUT_BY_SERVER] = True
                 work.cancel()
                 await asyncio.wait([work])
-                stopped = JsonResult.from_error(ServerStopping())
-                if ctx.request_id:
-                    stopped.headers["x-request-id"] = ctx.request_id  # the id its record has
-                return render(stopped)
-            finished = work.result() if work.exception() is None else None
-            if isinstance(finished, StreamResult):
-                await finished.close()  # finished as we were cancelled: nobody will read the stream
+                if not work.cancelled():
+                    await _close_if_stream(work)  # it finished as it was cancelled: nobody reads it now
+                if stopping:
+                    stopped = JsonResult.from_error(ServerStopping())
+                    if ctx.request_id:
+                        stopped.headers["x-request-id"] = ctx.request_id  # the id its record has
+                    return render(stopped)
+                raise
+            await _close_if_stream(work)  # finished as we were cancelled: nobody will read the stream
             raise
         finally:
             watcher.cancel()
@@ -333,6 +338,19 @@ class Gateway:
                 if allowed(alias.name)
             ],
         }
+
+
+def _draining(request: Request) -> bool:
+    """Whether the server serving ``request`` is shutting down (``server/drain.Lifecycle``)."""
+    lifecycle = getattr(getattr(request.app, "state", None), "lifecycle", None)
+    return bool(getattr(lifecycle, "draining", False))
+
+
+async def _close_if_stream(work: asyncio.Future[Any]) -> None:
+    """Close the stream ``work`` finished with, if it did: its slot and upstream are given back now."""
+    finished = work.result() if work.done() and not work.cancelled() and work.exception() is None else None
+    if isinstance(finished, StreamResult):
+        await finished.close()
 
 
 async def _cancel_on_disconnect(request: Request, work: asyncio.Future[Any]) -> None:
