@@ -118,3 +118,47 @@ async def test_a_turn_handed_to_a_caller_that_gave_up_goes_to_the_next() -> None
     await asyncio.wait_for(second, 5)
     assert order == ["b0"]
     assert queue.status()["running"] == 0 and queue.waiting == 0 and queue.has_free_slot()
+
+
+async def test_without_an_owner_the_whole_line_is_usable() -> None:
+    # Auth off (or the operator): one caller, no one to keep places for (the share cut the line to 3 of 4).
+    queue = WorkQueue("m", slots=1, max_waiting=4, timeout=30)
+    order: list[str] = []
+    gate = asyncio.Event()
+    await queue.acquire()
+    tasks = [asyncio.create_task(_queued(queue, None, order, f"n{i}", gate)) for i in range(4)]
+    await asyncio.sleep(0.01)
+    assert queue.waiting == 4 and queue.rejected == 0
+    gate.set()
+    queue.release()
+    await asyncio.gather(*tasks)
+    assert order == ["n0", "n1", "n2", "n3"]
+
+
+async def test_callers_that_give_up_leave_the_line_at_once() -> None:
+    queue = WorkQueue("m", slots=1, max_waiting=8, timeout=30)
+    gate = asyncio.Event()
+    gate.set()
+    await queue.acquire()
+    quitters = [asyncio.create_task(_queued(queue, "a", [], f"a{i}", gate)) for i in range(5)]
+    await asyncio.sleep(0.01)
+    for task in quitters:
+        task.cancel()
+    await asyncio.gather(*quitters, return_exceptions=True)
+    assert queue.waiting == 0 and not queue._lines  # no stale places kept for "a" in the rotation
+    order: list[str] = []
+    later = [asyncio.create_task(_queued(queue, owner, order, owner, gate)) for owner in ("b", "a")]
+    await asyncio.sleep(0.01)
+    queue.release()
+    await asyncio.gather(*later)
+    assert order == ["b", "a"]  # "a" queued after "b", and its abandoned calls kept no earlier place
+
+
+async def test_a_line_that_does_not_move_says_for_how_long() -> None:
+    queue = WorkQueue("m", slots=1, max_waiting=8, timeout=30)
+    assert queue.stalled_for() == 0.0
+    await queue.acquire()
+    await asyncio.sleep(0.05)
+    assert queue.stalled_for() >= 0.04
+    queue.release()
+    assert queue.stalled_for() == 0.0

@@ -18,7 +18,7 @@ import asyncio
 import math
 from collections import deque
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -62,6 +62,7 @@ class WorkQueue:
         self.running = 0
         self.rejected = 0
         self._avg_job_seconds = 1.0
+        self._progress_at = 0.0  # loop time of the last job start on an idle line or job end: the line moving
 
     def retry_after(self) -> int:
         """Seconds a rejected client should wait: the line ahead of it at the recent job time."""
@@ -70,6 +71,12 @@ class WorkQueue:
     def observe_job(self, seconds: float) -> None:
         """Feed a job's duration into the estimate behind ``Retry-After``."""
         self._avg_job_seconds = 0.8 * self._avg_job_seconds + 0.2 * seconds
+
+    def stalled_for(self) -> float:
+        """Seconds since the line last moved (a job ended, or one started on an idle line); 0 when idle."""
+        if not self.running:
+            return 0.0
+        return asyncio.get_running_loop().time() - self._progress_at
 
     def has_free_slot(self) -> bool:
         """Whether ``acquire`` would take a slot at once (free, nobody waiting) without suspending."""
@@ -80,6 +87,8 @@ class WorkQueue:
         the wait too long."""
         if self.has_free_slot():
             self._free -= 1  # free and nobody ahead: no suspension, no race
+            if not self.running:
+                self._progress_at = asyncio.get_running_loop().time()
             self.running += 1
             return
         admission = ADMISSION.get()
@@ -90,7 +99,8 @@ class WorkQueue:
                 f"{self.name} is busy: {self.running} running and {self.waiting} waiting (the limit).",
                 retry_after=self.retry_after(),
             )
-        if self._waiting_by_owner.get(owner, 0) >= self.owner_limit:
+        if owner is not None and self._waiting_by_owner.get(owner, 0) >= self.owner_limit:
+            # (No owner: auth off or the operator, one caller with the whole line, as before.)
             self.rejected += 1
             raise OverloadedError(
                 f"{self.name} is busy: this caller already has {self.owner_limit} requests waiting (its share"
@@ -112,7 +122,8 @@ class WorkQueue:
                 self._free += 1  # handed a slot just as it gave up: pass the slot on
                 self._hand_over()
             else:
-                turn.cancel()  # skipped when its owner's turn comes
+                turn.cancel()
+                self._leave_line(owner, turn)
             if isinstance(error, TimeoutError):
                 self.rejected += 1
                 raise OverloadedError(
@@ -135,7 +146,19 @@ class WorkQueue:
         """Give the slot back (exactly once per successful ``acquire``)."""
         self.running -= 1
         self._free += 1
+        self._progress_at = asyncio.get_running_loop().time()
         self._hand_over()
+
+    def _leave_line(self, owner: str | None, turn: asyncio.Future[None]) -> None:
+        """Take a waiter that gave up out of its owner's line now (the line is at most ``owner_limit`` long), so
+        abandoned calls do not pile up, nor keep a place in the rotation for their owner."""
+        line = self._lines.get(owner)
+        if line is None:
+            return
+        with suppress(ValueError):  # a turn handed over was taken out of its line already
+            line.remove(turn)
+        if not line:
+            del self._lines[owner]
 
     def _hand_over(self) -> None:
         """Free slots to the next owners in turn: each owner's oldest live waiter, then that owner goes last."""

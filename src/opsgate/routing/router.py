@@ -29,7 +29,7 @@ from typing import Any, Protocol, TypeVar
 from opsgate.backends.base import AnswerTooLarge, RequestTooLargeForUpstream, UpstreamConnectTimeout
 from opsgate.backends.registry import ModelRegistry
 from opsgate.backends.work_queue import ADMISSION, Admission, WorkQueue
-from opsgate.domain.config import GatewayConfig
+from opsgate.domain.config import GatewayConfig, ModelAlias
 from opsgate.domain.context import Chunk, GatewayResponse, JsonResult, RequestContext, StreamResult
 from opsgate.domain.errors import (
     BackendFailure,
@@ -273,12 +273,13 @@ class Router:
         ctx.deployment = handle.label
         started = now_ms()
         window = max(0.001, window_end - time.monotonic())
+        admission.waited = 0.0  # from here: waits in the backend's own line (an in-process model's)
         try:
             async with asyncio.timeout(window):
                 response = await self._call(ctx, handle, deadline)
         except TimeoutError:
             handle.queue.release()
-            if admission.in_line or admission.waited >= window / 2:
+            if (admission.in_line or admission.waited >= window / 2) and not _stuck(handle, self.aliases):
                 # Still waiting for an in-process model's turn behind other calls, or let in with too little
                 # of its window left to be judged: load, not the model failing (a 504 here opened the
                 # breaker for everyone behind one tenant's long generations).
@@ -401,3 +402,13 @@ def _hide_fallbacks(message: str, chain: list[str], ctx: RequestContext) -> str:
         if not ctx.principal.allows_model(alias) and alias in message:
             message = re.sub(rf"(?<![\w.-]){re.escape(alias)}(?![\w.-])", "fallback", message)
     return message
+
+
+def _stuck(handle: DeploymentHandle, aliases: dict[str, ModelAlias]) -> bool:
+    """Whether an in-process model's line has not moved for twice its alias's deadline: no job may run that
+    long (a job is cancelled at its caller's deadline), so the model is hung, and a call that timed out
+    waiting behind it is the model's failure, not load (else a hung model would never open its breaker)."""
+    line = getattr(handle.backend, "queue", None)
+    if not isinstance(line, WorkQueue):
+        return False
+    return line.stalled_for() > 2 * aliases[handle.alias].routing.deadline_seconds
