@@ -95,3 +95,27 @@ def test_a_restricted_key_is_not_told_which_fallback_failed(
     assert failed.status_code >= 500
     message = failed.json()["error"]["message"]
     assert message.startswith("all ") and "fallback#0" in message and SECRET_ALIAS not in failed.text, message
+
+
+def test_no_failure_path_names_the_fallback_either(
+    gateway: Gateway, upstreams: tuple[FakeUpstream, FakeUpstream]
+) -> None:
+    # Found by review: the failure's x-opsgate-deployment header, a fallback's own 400 and an error event
+    # in a stream the fallback served still named it.
+    _, b = upstreams
+    narrow = _key(gateway, ["svc"])
+    for server in upstreams:
+        server.script = Script(mode="status", status=500, body={"error": {"message": "boom"}})
+    failed = _chat(gateway, narrow)
+    assert failed.status_code >= 500 and failed.headers["x-opsgate-deployment"] == "fallback"
+    assert SECRET_ALIAS not in str(failed.headers)
+    b.script = Script(mode="status", status=400, body={"error": {"message": "bad request"}})
+    refused = _chat(gateway, narrow)
+    assert refused.status_code == 400 and SECRET_ALIAS not in refused.text + str(refused.headers), refused.text
+    b.script = Script(mode="stream_error")
+    body = {"model": "svc", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    with httpx.stream("POST", gateway.url + "/v1/chat/completions", json=body, headers=narrow, timeout=30) as stream:
+        text = "".join(stream.iter_text())
+        headers = str(stream.headers)
+    assert '"error"' in text and "fallback#0" in text, text[-300:]
+    assert SECRET_ALIAS not in text + headers

@@ -183,6 +183,7 @@ class Router:
                 except GatewayError as error:
                     errors.append(f"{handle.label}: {error.message}")
                     if not error.fallback_allowed:
+                        error.message = _hide_fallbacks(error.message, chain, ctx)
                         raise  # the client's mistake: another deployment would say the same
                     if isinstance(error, _NOT_AGAIN) and not isinstance(error, UpstreamConnectTimeout):
                         full.add(handle.label)
@@ -228,6 +229,8 @@ class Router:
             # exactly as for an unknown model), so the answer says only that a fallback served it.
             response.headers["x-opsgate-deployment"] = "fallback"
             response.headers["x-opsgate-model"] = ctx.alias.name if ctx.alias is not None else "fallback"
+            if isinstance(response, StreamResult):
+                response.source = _unnamed_errors(response.source, alias)  # a mid-stream error event names it
         ctx.deployment = handle.label
         if ctx.alias is not None and alias != ctx.alias.name:
             ctx.tags["fallback_from"] = ctx.alias.name
@@ -412,3 +415,17 @@ def _stuck(handle: DeploymentHandle, aliases: dict[str, ModelAlias]) -> bool:
     if not isinstance(line, WorkQueue):
         return False
     return line.stalled_for() > 2 * aliases[handle.alias].routing.deadline_seconds
+
+
+async def _unnamed_errors(source: AsyncIterator[Chunk], alias: str) -> AsyncIterator[Chunk]:
+    """``source``, with ``alias`` named ``fallback`` in the message of an error it raises."""
+    try:
+        async for chunk in source:
+            yield chunk
+    except GatewayError as error:
+        error.message = re.sub(rf"(?<![\w.-]){re.escape(alias)}(?![\w.-])", "fallback", error.message)
+        raise
+    finally:
+        close = getattr(source, "aclose", None)
+        if close is not None:
+            await close()
