@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import math
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -329,6 +330,44 @@ def test_a_request_the_client_abandons_is_charged_its_prompt(upstream: FakeUpstr
             return remaining == expected
 
         assert wait_until(settled, 30)
+
+
+def test_a_request_abandoned_before_reaching_the_upstream_is_not_charged(upstream: FakeUpstream) -> None:
+    # Review: a client that gave up while still waiting in the gateway's own line (nothing sent upstream)
+    # was charged its prompt too.
+    upstream.script = Script(delay=5.0)
+    limit = 100_000
+    config = gateway_config(upstream, {"rules": [{"per": "user", "tokens_per_minute": limit}]})
+    config["models"][0]["deployments"][0]["limits"] = {"max_in_flight": 1, "max_queue": 4, "queue_timeout": 30}
+    with serving(config) as gateway:
+        holder = threading.Thread(target=lambda: post(gateway, chat_body(user="alice")), daemon=True)
+        holder.start()
+        assert wait_until(lambda: len(upstream.requests) == 1, 10)
+        waiting = chat_body(user="bob", max_tokens=500, messages=[{"role": "user", "content": "x" * 4000}])
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(
+                gateway.url + "/v1/chat/completions",
+                content=waiting,
+                headers={"content-type": "application/json"},
+                timeout=httpx.Timeout(30, read=0.5),
+            )
+        holder.join(30)
+        upstream.script = Script()
+        follow = chat_body(user="bob")
+        prompt, used, sent = math.ceil(len(waiting) / 4), UPSTREAM_PROMPT_TOKENS + upstream.script.words, 0
+
+        def settled() -> bool:
+            nonlocal sent
+            remaining = int(post(gateway, follow).headers["x-ratelimit-remaining-tokens"])
+            expected = limit - sent * used - estimate(follow, 10)
+            sent += 1
+            time.sleep(0.2)
+            # Still reserved: prompt + 500 more; charged its prompt (the first version of the rule): prompt less.
+            assert remaining in (expected, expected - prompt - 500, expected - prompt), (remaining, expected)
+            return remaining == expected
+
+        assert wait_until(settled, 30)
+        assert len(upstream.requests) == 1 + sent  # bob's abandoned call never reached the upstream
 
 
 def test_per_key_limits_use_a_hash_of_the_bearer_token(upstream: FakeUpstream, backend: dict[str, Any]) -> None:

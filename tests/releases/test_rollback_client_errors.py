@@ -157,3 +157,4 @@ def test_cache_hits_count_as_requests_but_not_in_an_arms_latency(any_store: SqlR
     summary = arm.summary()
     assert (summary["requests"], summary["cache_hits"]) == (40, 30)
     assert summary["latency_ms"]["p50"] == 50.0 and len(arm.latency) == 10
+    assert arm.judged == 10  # nor in the error rate's denominator (review: hits diluted a failing canary)

@@ -21,6 +21,10 @@ Endpoint = Literal["chat", "completion", "embedding"]
 Chunk = dict[str, Any]
 
 
+# ``RequestContext.scratch`` key: set when the request reached a backend (an upstream or the in-process model).
+BACKEND_CALLED = "backend_called"
+
+
 @dataclass(slots=True)
 class RequestContext:
     """Everything one request carries through the stages; stages add to it, never replace it."""

@@ -23,7 +23,14 @@ import logging
 from typing import Any
 
 from opsgate.domain.config import ConfigError, GatewayConfig
-from opsgate.domain.context import GatewayResponse, JsonResult, RequestContext, StreamOutcome, StreamResult
+from opsgate.domain.context import (
+    BACKEND_CALLED,
+    GatewayResponse,
+    JsonResult,
+    RequestContext,
+    StreamOutcome,
+    StreamResult,
+)
 from opsgate.domain.pricing import PriceBook, is_count
 from opsgate.domain.requests import EmbeddingRequest
 from opsgate.limits import Demand, Identity, Limiter, MemoryCounters, RedisCounters, Reservation
@@ -166,8 +173,9 @@ class LimitsStage(PassStage):
     def _json_usage(self, ctx: RequestContext, response: JsonResult, prompt: int) -> tuple[float | None, float | None]:
         if ctx.cache_hit:
             return 0, 0.0
-        if response.error is not None and response.error.status == 499:
-            # The client left while the call was under way: the upstream may already hold the prompt.
+        if response.error is not None and response.error.status == 499 and ctx.scratch.get(BACKEND_CALLED):
+            # The client left while the call was under way: the upstream may already hold the prompt (not
+            # while it still waited in the gateway's own lines or guards: then nothing was sent).
             abandoned: Usage = {"prompt_tokens": prompt, "completion_tokens": 0}
             return used_tokens(abandoned), self._cost(ctx, abandoned)
         if response.error is not None or response.status >= 400:

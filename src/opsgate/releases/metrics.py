@@ -85,8 +85,9 @@ class ArmData:
 
     @property
     def judged(self) -> int:
-        """Requests that count for the error rate: not the client's mistake."""
-        return self.requests - self.client_errors
+        """Requests that count for the error rate: not the client's mistake, nor served by the cache (a hit
+        cannot fail as the model would, so counting it would dilute the arm's error rate)."""
+        return self.requests - self.client_errors - self.cache_hits
 
     def summary(self) -> dict[str, Any]:
         """The arm's metrics."""

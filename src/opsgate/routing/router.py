@@ -30,7 +30,7 @@ from opsgate.backends.base import AnswerTooLarge, RequestTooLargeForUpstream, Up
 from opsgate.backends.registry import ModelRegistry
 from opsgate.backends.work_queue import ADMISSION, Admission, WorkQueue
 from opsgate.domain.config import GatewayConfig, ModelAlias
-from opsgate.domain.context import Chunk, GatewayResponse, JsonResult, RequestContext, StreamResult
+from opsgate.domain.context import BACKEND_CALLED, Chunk, GatewayResponse, JsonResult, RequestContext, StreamResult
 from opsgate.domain.errors import (
     BackendFailure,
     GatewayError,
@@ -331,6 +331,7 @@ class Router:
 
     async def _call(self, ctx: RequestContext, handle: DeploymentHandle, deadline: float) -> GatewayResponse:
         backend = handle.backend
+        ctx.scratch[BACKEND_CALLED] = True  # the limits charge a call the client abandons only from here
         body = ctx.body
         if isinstance(body, EmbeddingRequest):
             return JsonResult(await backend.embed(ctx))
