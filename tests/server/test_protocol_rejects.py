@@ -441,21 +441,24 @@ def test_records_per_address_and_overall_are_bounded() -> None:
 
 
 def test_addresses_past_the_summary_cap_are_listed_in_the_last_summary() -> None:
-    from opsgate.server.protocol_rejects import MAX_SUMMARIES, ProtocolReject
+    from opsgate.server.protocol_rejects import MAX_MERGED_IDS, MAX_SUMMARIES, ProtocolReject
 
     async def run() -> None:
         sink = MemorySink()
-        rejects = RejectLog(sink, None, client_burst=1, client_rate=0.001, total_burst=1000, clock=lambda: 0.0)
+        rejects = RejectLog(
+            sink, None, client_burst=1, client_rate=0.001, total_burst=10_000, max_clients=4096, clock=lambda: 0.0
+        )
         answered: dict[str, str | None] = {}
-        for n in range(MAX_SUMMARIES + 8):
+        extra = MAX_MERGED_IDS + 44  # past one record's list of ids (review: those ids found no record)
+        for n in range(MAX_SUMMARIES + extra):
             host = f"10.1.{n // 250}.{n % 250}"
             rejects.add(ProtocolReject(400, "malformed", "m", (host, 1)))  # recorded on its own
             answered[host] = rejects.add(ProtocolReject(400, "malformed", "m", (host, 1)))  # aggregated
         rejects.flush()
         summaries = {r["id"]: r for r in sink.records if r["tags"].get("aggregated")}
         assert len(summaries) == MAX_SUMMARIES + 1
-        listed = {i for r in summaries.values() for i in r["tags"].get("request_ids", [])}
-        assert len(listed) == 8
+        listed = {i for r in sink.records for i in r["tags"].get("request_ids", [])}
+        assert len(listed) == extra
         for host, request_id in answered.items():
             assert request_id is not None and (request_id in summaries or request_id in listed), host
 

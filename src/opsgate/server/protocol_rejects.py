@@ -343,13 +343,30 @@ class RejectLog:
             "first_ts": bucket.first,
             "last_ts": bucket.last,
         }
+        summary_id = bucket.summary_id or self.new_id()
         if bucket.merged_ids:
-            # Addresses past MAX_SUMMARIES: their clients were answered with their own summaries' ids.
+            # Addresses past MAX_SUMMARIES: their clients were answered with their own summaries' ids, listed
+            # here, MAX_MERGED_IDS a record (the rest in records that continue this one: every id is findable).
             tags["request_ids"] = bucket.merged_ids[:MAX_MERGED_IDS]
+            for start in range(MAX_MERGED_IDS, len(bucket.merged_ids), MAX_MERGED_IDS):
+                self._write(
+                    {
+                        **_RECORD_BASE,
+                        "id": self.new_id(),
+                        "ts": time.time(),
+                        "status": int(status),
+                        "error_message": f"continues the summary {summary_id}: the ids it answered",
+                        "tags": {
+                            "client": client,
+                            "continues": summary_id,
+                            "request_ids": bucket.merged_ids[start : start + MAX_MERGED_IDS],
+                        },
+                    }
+                )
         self._write(
             {
                 **_RECORD_BASE,
-                "id": bucket.summary_id or self.new_id(),
+                "id": summary_id,
                 "ts": time.time(),
                 "status": int(status),
                 "error_message": message[:MESSAGE_CHARS],
