@@ -105,5 +105,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"recall {recall['rate']:.1%} ({recall['hits']}/{recall['total']}, 95% CI {recall['ci95'][0]:.1%}-"
         f"{recall['ci95'][1]:.1%}), false positives {fpr['rate']:.2%} ({fpr['hits']}/{fpr['total']}, 95% CI "
         f"{fpr['ci95'][0]:.2%}-{fpr['ci95'][1]:.2%}).",
+        "(The rules' part is as they were when the LOSO report was computed; bench/rules_loso.py scores the "
+        "current rules against the same out-of-fold logits.)",
     ]
     return "\n".join(lines)
