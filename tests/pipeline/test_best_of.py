@@ -35,3 +35,32 @@ def test_the_token_estimate_counts_every_candidate() -> None:
         return estimate_tokens(ctx, 256)[1]
 
     assert output() == 100 and output(best_of=1) == 100 and output(best_of=5) == 500
+
+
+def test_integer_fields_are_strict_as_openais_are(upstream: FakeUpstream) -> None:
+    # max_tokens: true was served as 1 and best_of: "20" as 20 (pydantic's lax mode); OpenAI answers 400.
+    upstream.script = Script()
+    deployment = {"type": "openai", "base_url": upstream.base_url, "model": "m", "breaker": {"enabled": False}}
+    gateway = start_gateway({"models": [{"name": "up", "routing": {"retries": 0}, "deployments": [deployment]}]})
+    try:
+        chat = {"model": "up", "messages": [{"role": "user", "content": "hi"}]}
+        for field, value in (
+            ("max_tokens", True),
+            ("max_tokens", "5"),
+            ("max_tokens", 5.0),
+            ("seed", "7"),
+            ("n", True),
+        ):
+            response = httpx.post(gateway.base_url + "/chat/completions", json=chat | {field: value}, timeout=30)
+            assert response.status_code == 400, (field, value, response.text)
+            assert response.json()["error"]["param"] == field
+        completion = {"model": "up", "prompt": "hi", "best_of": "20"}
+        response = httpx.post(gateway.base_url + "/completions", json=completion, timeout=30)
+        assert response.status_code == 400 and response.json()["error"]["param"] == "best_of"
+        assert (
+            httpx.post(gateway.base_url + "/chat/completions", json=chat | {"max_tokens": 5}, timeout=30).status_code
+            == 200
+        )
+        assert len(upstream.requests) == 1
+    finally:
+        gateway.server.stop()

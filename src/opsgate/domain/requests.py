@@ -1,7 +1,8 @@
 """The OpenAI request bodies the gateway accepts, validated with pydantic.
 
 Unknown fields are kept (``extra="allow"``) so vendor extensions pass through to an upstream;
-known fields are checked so a client mistake is a 400 naming the field, not a failure later.
+known fields are checked so a client mistake is a 400 naming the field, not a failure later. Integer
+fields are strict, as OpenAI's are: ``max_tokens: true`` or ``"5"`` is a 400, not a silent 1 or 5.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ class _Body(BaseModel):
     # Declared (not left to ``extra``) to be type-checked here; whether a client may choose them is the
     # alias's (``ModelAlias.client_service_tiers`` / ``client_priorities``, checked by validation).
     service_tier: str | None = None
-    priority: int | None = None
+    priority: int | None = Field(None, strict=True)
 
 
 class ContentPart(BaseModel):
@@ -69,12 +70,12 @@ class _Sampling(_Body):
     model: str = Field(min_length=1, max_length=MODEL_NAME_MAX)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1, strict=True)
     stop: str | list[str] | None = None
-    seed: int | None = None
-    n: int | None = Field(None, ge=1, le=1, description="Only n=1 is served.")
+    seed: int | None = Field(None, strict=True)
+    n: int | None = Field(None, ge=1, le=1, strict=True, description="Only n=1 is served.")
     # The upstream generates best_of answers and returns one: bounded, and the limits count them all.
-    best_of: int | None = Field(None, ge=1, le=BEST_OF_MAX)
+    best_of: int | None = Field(None, ge=1, le=BEST_OF_MAX, strict=True)
     stream: bool = False
     stream_options: StreamOptions | None = None
     presence_penalty: float | None = Field(None, ge=-2, le=2)
@@ -115,9 +116,9 @@ class ChatCompletionRequest(_Sampling):
     """``POST /v1/chat/completions``."""
 
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1, strict=True)
     logprobs: bool | None = None
-    top_logprobs: int | None = Field(None, ge=0, le=20)
+    top_logprobs: int | None = Field(None, ge=0, le=20, strict=True)
     response_format: ResponseFormat | None = None
 
     @model_validator(mode="after")
@@ -135,7 +136,7 @@ class CompletionRequest(_Sampling):
     """``POST /v1/completions`` (the legacy text completion API)."""
 
     prompt: str | list[str] = Field(description="One prompt; a list of one string is accepted.")
-    logprobs: int | None = Field(None, ge=0, le=5)
+    logprobs: int | None = Field(None, ge=0, le=5, strict=True)
     echo: bool | None = None
     suffix: str | None = None
 
@@ -161,7 +162,7 @@ class EmbeddingRequest(_Body):
     model: str = Field(min_length=1, max_length=MODEL_NAME_MAX)
     input: str | list[str] | list[int] | list[list[int]]
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(None, ge=1)
+    dimensions: int | None = Field(None, ge=1, strict=True)
     user: str | None = Field(None, max_length=256)
 
     @field_validator("input")
