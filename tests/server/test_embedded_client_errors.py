@@ -100,6 +100,25 @@ def test_tools_are_refused_by_name(embedded: Gateway) -> None:
     assert response.json()["error"]["param"] == "tools"
 
 
+@pytest.mark.parametrize(
+    ("path", "extra", "param"),
+    [
+        (CHAT, {"logit_bias": {"50256": -100}}, "logit_bias"),
+        (CHAT, {"best_of": 3}, "best_of"),
+        ("/v1/completions", {"best_of": 5}, "best_of"),
+    ],
+)
+def test_parameters_the_model_would_ignore_are_refused_by_name(
+    embedded: Gateway, path: str, extra: dict[str, Any], param: str
+) -> None:
+    # They were accepted and silently dropped (probe-f #10): the client believed them applied.
+    body = {"model": "smollm2", "max_tokens": 4, **extra}
+    body |= {"messages": MESSAGES} if path == CHAT else {"prompt": "Hello"}
+    response = httpx.post(embedded.url + path, json=body, timeout=120)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param
+
+
 def test_more_inputs_than_max_batch_is_a_400_naming_input(embedded: Gateway) -> None:
     response = httpx.post(
         embedded.url + "/v1/embeddings", json={"model": "all-minilm-l6-v2", "input": ["x"] * 65}, timeout=60

@@ -65,6 +65,18 @@ def build_job(ctx: RequestContext, deployment: LlamaCppDeployment) -> Any:
     from opsgate.backends.llama_engine import GenerationJob
 
     body = ctx.body
+    assert isinstance(body, ChatCompletionRequest | CompletionRequest)
+    # Parameters this engine would otherwise drop without a word: the client would believe them applied.
+    if (body.best_of or 1) > 1:
+        raise InvalidRequestError(
+            "best_of is not served by this model: it generates one answer.",
+            param="best_of",
+            code="unsupported_parameter",
+        )
+    if (body.model_extra or {}).get("logit_bias"):
+        raise InvalidRequestError(
+            "logit_bias is not served by this model.", param="logit_bias", code="unsupported_parameter"
+        )
     if isinstance(body, ChatCompletionRequest):
         extra = body.model_extra or {}
         for name in _TOOL_FIELDS:
