@@ -21,7 +21,12 @@ from tests.fake_upstream import FakeUpstream, Script
 from tests.support import serve_process, wait_until
 
 
-def test_a_request_cut_by_shutdown_is_a_503_recorded_as_the_servers(tmp_path: Path, upstream: FakeUpstream) -> None:
+@pytest.mark.parametrize("workers", [[], ["--workers", "2"]])
+def test_a_request_cut_by_shutdown_is_a_503_recorded_as_the_servers(
+    tmp_path: Path, upstream: FakeUpstream, workers: list[str]
+) -> None:
+    # With --workers the processes run plain uvicorn servers (no DrainingServer, nothing sets draining): the
+    # second version of this fix, which asked the Lifecycle, answered them 500 and recorded a 499 again.
     upstream.script = Script(delay=60.0)  # answers long after the shutdown's grace time
     deployment = {"type": "openai", "base_url": upstream.base_url, "model": "m", "timeouts": {"total": 120}}
     config: dict[str, Any] = {
@@ -30,7 +35,8 @@ def test_a_request_cut_by_shutdown_is_a_503_recorded_as_the_servers(tmp_path: Pa
     }
     (tmp_path / "gw.yaml").write_text(json.dumps(config))
     answers: list[httpx.Response] = []
-    with serve_process(tmp_path / "gw.yaml", log=tmp_path / "log.txt", args=["--drain-timeout", "2"]) as (_, url):
+    args = ["--drain-timeout", "2", *workers]
+    with serve_process(tmp_path / "gw.yaml", log=tmp_path / "log.txt", args=args, timeout=60) as (_, url):
         body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 
         def call() -> None:

@@ -115,6 +115,8 @@ class ServerStopping(GatewayError):
 
 # ``RequestContext.scratch`` key: set when the server (not the client) cancels a request's work.
 CUT_BY_SERVER = "cut_by_server"
+# ASGI scope key of requests the gateway sends itself (evals, judges, the sentinel: ``evals.client.AsgiPoster``).
+IN_PROCESS_SCOPE_KEY = "opsgate.in_process"
 
 
 class ClientTooSlow(GatewayError):

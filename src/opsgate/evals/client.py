@@ -19,6 +19,7 @@ import httpx
 import orjson
 
 from opsgate.domain.config import GatewayConfig
+from opsgate.domain.errors import IN_PROCESS_SCOPE_KEY
 from opsgate.domain.pricing import PriceBook, cost_of
 
 
@@ -112,6 +113,7 @@ class AsgiPoster:
             "client": self.client,
             "server": ("opsgate.local", 80),
             "state": {},
+            IN_PROCESS_SCOPE_KEY: True,  # its cancellation is the caller's (a timeout), never a server stopping
         }
         finished = asyncio.Event()
         delivered = False

@@ -27,6 +27,7 @@ from opsgate.domain.config import GatewayConfig, load_config
 from opsgate.domain.context import Endpoint, JsonResult, RequestContext, StreamResult
 from opsgate.domain.errors import (
     CUT_BY_SERVER,
+    IN_PROCESS_SCOPE_KEY,
     GatewayError,
     InvalidRequestError,
     NotFoundError,
@@ -295,14 +296,16 @@ class Gateway:
         watcher = asyncio.ensure_future(_cancel_on_disconnect(request, work))
         try:
             # Shielded, so that when this handler is cancelled the work can learn why before it is cancelled
-            # too: the server stopping (draining, and uvicorn's graceful-shutdown time ran out) is recorded
-            # as the server's; any other canceller (an in-process caller's own timeout) as before, a 499.
+            # too. uvicorn cancels a request's task only when its graceful-shutdown time has run out (a client
+            # leaving comes through ``receive``, to the watcher): that is the server stopping, recorded as the
+            # server's, in every worker process. A request the gateway sent itself (``AsgiPoster``: evals,
+            # judges, the sentinel) is cancelled by its caller (a timeout, a service stopping): a 499, re-raised.
             result = await asyncio.shield(work)
         except asyncio.CancelledError:
             if work.cancelled():
                 return Response(status_code=499)  # the watcher: the client left
             if not work.done():
-                stopping = _draining(request)
+                stopping = not request.scope.get(IN_PROCESS_SCOPE_KEY)
                 if stopping:
                     ctx.scratch[CUT_BY_SERVER] = True
                 work.cancel()
@@ -310,6 +313,9 @@ class Gateway:
                 if not work.cancelled():
                     await _close_if_stream(work)  # it finished as it was cancelled: nobody reads it now
                 if stopping:
+                    task = asyncio.current_task()
+                    if task is not None:
+                        task.uncancel()  # answered, not cancelled: the 503 is this task's result
                     stopped = JsonResult.from_error(ServerStopping())
                     if ctx.request_id:
                         stopped.headers["x-request-id"] = ctx.request_id  # the id its record has
@@ -338,12 +344,6 @@ class Gateway:
                 if allowed(alias.name)
             ],
         }
-
-
-def _draining(request: Request) -> bool:
-    """Whether the server serving ``request`` is shutting down (``server/drain.Lifecycle``)."""
-    lifecycle = getattr(getattr(request.app, "state", None), "lifecycle", None)
-    return bool(getattr(lifecycle, "draining", False))
 
 
 async def _close_if_stream(work: asyncio.Future[Any]) -> None:
