@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from tests.fake_upstream import FakeUpstream, Script
 from tests.support import Gateway, start_gateway, wait_until
 
 ADMIN = "bootstrap-admin-key-for-model-line-tests-0123456"
@@ -79,3 +80,61 @@ def test_a_call_that_times_out_waiting_for_the_model_is_a_503_and_no_breaker_vot
     # A's own call held the model past its deadline: that 504 is the model's (one vote); B's wait is none.
     assert statuses and handle.failures == (1 if statuses[0] == 504 else 0), (statuses, handle.failures)
     assert handle.breaker.status()["state"] == "closed"
+
+
+def test_a_remote_call_that_waited_in_the_deployments_line_is_still_judged(upstream: FakeUpstream) -> None:
+    # Review: the wait in the deployment's own line (before the call's window is measured) counted as load,
+    # so B, which then held the slot against a hung upstream for its whole remaining window, got 503 and no
+    # vote. Only a wait in an in-process model's line is load.
+    upstream.script = Script(mode="hang")
+    deployment = {
+        "type": "openai",
+        "base_url": upstream.base_url,
+        "model": "m",
+        "limits": {"max_in_flight": 1, "max_queue": 4, "queue_timeout": 30},
+        "breaker": {"consecutive_failures": 100},
+    }
+    started = start_gateway(
+        {"models": [{"name": "up", "routing": {"retries": 0, "deadline_seconds": 3}, "deployments": [deployment]}]}
+    )
+    try:
+        handle = started.app.state.gateway.router.handles["up"][0]
+        body = {"model": "up", "messages": [{"role": "user", "content": "hi"}]}
+        statuses: list[int] = []
+        first = threading.Thread(
+            target=lambda: statuses.append(
+                httpx.post(started.url + "/v1/chat/completions", json=body, timeout=60).status_code
+            )
+        )
+        first.start()
+        assert wait_until(lambda: len(upstream.requests) == 1, 10)
+        time.sleep(1.0)
+        second = httpx.post(started.url + "/v1/chat/completions", json=body, timeout=60)
+        first.join(60)
+        assert statuses == [504] and second.status_code == 504, (statuses, second.text)
+        assert second.json()["error"]["code"] == "upstream_timeout"
+        assert handle.failures == 2  # both held the upstream and it did not answer: both are its failures
+    finally:
+        started.server.stop()
+
+
+def test_a_line_that_stood_still_past_every_deadline_is_a_hung_model() -> None:
+    from types import SimpleNamespace
+
+    from opsgate.backends.work_queue import WorkQueue
+    from opsgate.routing.router import _stuck
+
+    async def run() -> None:
+        line = WorkQueue("model m", slots=1)
+        handle = SimpleNamespace(backend=SimpleNamespace(queue=line))
+        await line.acquire()
+        line._progress_at -= 1.5  # a job running for 1.5 s
+        assert not _stuck(handle, 1.0)  # may still be a fallback's long job under a longer chain
+        line._progress_at -= 1.0  # 2.5 s: past twice the longest deadline
+        assert _stuck(handle, 1.0)
+        line.release()
+        assert not _stuck(handle, 1.0)
+
+    import asyncio
+
+    asyncio.run(run())

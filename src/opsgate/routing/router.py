@@ -29,7 +29,7 @@ from typing import Any, Protocol, TypeVar
 from opsgate.backends.base import AnswerTooLarge, RequestTooLargeForUpstream, UpstreamConnectTimeout
 from opsgate.backends.registry import ModelRegistry
 from opsgate.backends.work_queue import ADMISSION, Admission, WorkQueue
-from opsgate.domain.config import GatewayConfig, ModelAlias
+from opsgate.domain.config import GatewayConfig
 from opsgate.domain.context import BACKEND_CALLED, Chunk, GatewayResponse, JsonResult, RequestContext, StreamResult
 from opsgate.domain.errors import (
     BackendFailure,
@@ -89,6 +89,9 @@ class Router:
 
     def __init__(self, config: GatewayConfig, registry: ModelRegistry, rng: random.Random | None = None) -> None:
         self.aliases = {alias.name: alias for alias in config.models}
+        # No job may run longer than the longest deadline of any alias (a job is cancelled at its caller's,
+        # and a fallback runs under its primary's): a line that stands still longer is a hung model.
+        self.longest_deadline = max((alias.routing.deadline_seconds for alias in config.models), default=0.0)
         self.handles: dict[str, list[DeploymentHandle]] = {
             alias.name: [
                 DeploymentHandle(alias, i, backend) for i, backend in enumerate(registry.deployments(alias.name))
@@ -282,7 +285,7 @@ class Router:
                 response = await self._call(ctx, handle, deadline)
         except TimeoutError:
             handle.queue.release()
-            if (admission.in_line or admission.waited >= window / 2) and not _stuck(handle, self.aliases):
+            if (admission.in_line or admission.waited >= window / 2) and not _stuck(handle, self.longest_deadline):
                 # Still waiting for an in-process model's turn behind other calls, or let in with too little
                 # of its window left to be judged: load, not the model failing (a 504 here opened the
                 # breaker for everyone behind one tenant's long generations).
@@ -321,6 +324,8 @@ class Router:
         except BaseException:  # cancelled (client gone, shutdown): free the slot, judge nobody
             handle.queue.release()
             handle.breaker.release()
+            if admission.in_line:
+                ctx.scratch.pop(BACKEND_CALLED, None)  # still waiting for an in-process model: nothing was sent
             raise
         handle.observe(True, now_ms() - started, ctx.tenant)
         if isinstance(response, StreamResult):
@@ -408,14 +413,15 @@ def _hide_fallbacks(message: str, chain: list[str], ctx: RequestContext) -> str:
     return message
 
 
-def _stuck(handle: DeploymentHandle, aliases: dict[str, ModelAlias]) -> bool:
-    """Whether an in-process model's line has not moved for twice its alias's deadline: no job may run that
-    long (a job is cancelled at its caller's deadline), so the model is hung, and a call that timed out
-    waiting behind it is the model's failure, not load (else a hung model would never open its breaker)."""
+def _stuck(handle: DeploymentHandle, longest_deadline: float) -> bool:
+    """Whether an in-process model's line has not moved for twice the longest deadline of any alias: no job
+    may run that long (each is cancelled at its caller's deadline, a fallback's under its primary's), so the
+    model is hung, and a call that timed out waiting behind it is the model's failure, not load (else a hung
+    model would never open its breaker)."""
     line = getattr(handle.backend, "queue", None)
     if not isinstance(line, WorkQueue):
         return False
-    return line.stalled_for() > 2 * aliases[handle.alias].routing.deadline_seconds
+    return line.stalled_for() > 2 * longest_deadline
 
 
 async def _unnamed_errors(source: AsyncIterator[Chunk], alias: str) -> AsyncIterator[Chunk]:
