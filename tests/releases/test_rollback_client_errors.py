@@ -158,3 +158,17 @@ def test_cache_hits_count_as_requests_but_not_in_an_arms_latency(any_store: SqlR
     assert (summary["requests"], summary["cache_hits"]) == (40, 30)
     assert summary["latency_ms"]["p50"] == 50.0 and len(arm.latency) == 10
     assert arm.judged == 10  # nor in the error rate's denominator (review: hits diluted a failing canary)
+
+
+def test_per_tenant_rows_leave_cache_hits_out_too(any_store: SqlRecordStore) -> None:
+    # Second review: judged left hits out but the per-tenant rows did not, so leaving out a tenant whose
+    # requests were mostly hits gave a negative denominator (200 - 1000 + ...), and the burn rule gave up.
+    from opsgate.releases.rollback import burn_rows
+
+    experiment = start_canary(any_store)
+    write_records(any_store, experiment, "canary", "a", 100)
+    write_records(any_store, experiment, "canary", "a", 900, cached=True, latency_ms=0.5)
+    write_records(any_store, experiment, "canary", "b", 100)
+    canary = metrics.collect(any_store, "up", experiment, 0.0)["canary"]
+    errors, judged = burn_rows(canary, ["a", "b"])
+    assert judged.tolist() == [200.0, 100.0, 100.0]

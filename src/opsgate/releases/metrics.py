@@ -57,11 +57,17 @@ class TenantRates:
 
     requests: int = 0
     client_errors: int = 0
+    cache_hits: int = 0
     errors: int = 0
     flagged: int = 0
     rated: int = 0
     positive: int = 0
     passed: dict[str, list[int]] = field(default_factory=dict)  # scorer -> [scores >= 0.5, scores]
+
+    @property
+    def judged(self) -> int:
+        """This tenant's requests in the arm's error-rate denominator (``ArmData.judged``'s rule)."""
+        return self.requests - self.client_errors - self.cache_hits
 
 
 @dataclass
@@ -169,6 +175,7 @@ def collect(
             elif cached:
                 # A cache hit says nothing of the arm's model: its latency and tokens would only dilute the arm's.
                 arm.cache_hits += 1
+                rates.cache_hits += 1
             elif latency is not None:
                 arm.latency.append(float(latency))
             if ttft is not None and status < 400 and not cached:

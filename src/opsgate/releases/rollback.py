@@ -288,7 +288,7 @@ def burn_rows(canary: metrics.ArmData, left_out: list[str]) -> tuple[FloatArray,
     ``left_out`` in turn."""
     empty = metrics.TenantRates()
     shares = [canary.tenants.get(t, empty) for t in left_out]
-    per = np.array([[r.errors, r.requests - r.client_errors] for r in shares], dtype=np.float64)
+    per = np.array([[r.errors, r.judged] for r in shares], dtype=np.float64)
     total = np.array([canary.errors, canary.judged], dtype=np.float64)
     rows = np.vstack([total, total - per.reshape(len(left_out), 2)])
     return rows[:, 0], rows[:, 1]
