@@ -170,5 +170,5 @@ def test_per_tenant_rows_leave_cache_hits_out_too(any_store: SqlRecordStore) -> 
     write_records(any_store, experiment, "canary", "a", 900, cached=True, latency_ms=0.5)
     write_records(any_store, experiment, "canary", "b", 100)
     canary = metrics.collect(any_store, "up", experiment, 0.0)["canary"]
-    errors, judged = burn_rows(canary, ["a", "b"])
+    _, judged = burn_rows(canary, ["a", "b"])
     assert judged.tolist() == [200.0, 100.0, 100.0]
