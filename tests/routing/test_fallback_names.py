@@ -119,3 +119,42 @@ def test_no_failure_path_names_the_fallback_either(
         headers = str(stream.headers)
     assert '"error"' in text and "fallback#0" in text, text[-300:]
     assert SECRET_ALIAS not in text + headers
+
+
+def test_the_output_guard_does_not_name_the_fallback(upstreams: tuple[FakeUpstream, FakeUpstream]) -> None:
+    # Second review: an answer the guard withholds as unusable was reported as "Upstream <alias>#0 sent …".
+    a, b = upstreams
+    started = start_gateway(
+        {
+            "auth": {"enabled": True, "admin_key": ADMIN_KEY},
+            "guard": {"enabled": True},
+            "models": [
+                {
+                    "name": "svc",
+                    "routing": {"retries": 0, "fallbacks": [SECRET_ALIAS]},
+                    "deployments": [_deployment(a)],
+                },
+                {"name": SECRET_ALIAS, "deployments": [_deployment(b)]},
+            ],
+        }
+    )
+    try:
+        a.script = Script(mode="status", status=500, body={"error": {"message": "boom"}})
+        message = {"role": "assistant", "content": "hi", "tool_calls": "oops"}
+        b.script = Script(
+            mode="status",
+            status=200,
+            body={
+                "id": "x",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "m",
+                "choices": [{"index": 0, "finish_reason": "stop", "message": message}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            },
+        )
+        withheld = _chat(started, _key(started, ["svc"]))
+        assert withheld.status_code == 502 and "tool_calls" in withheld.text, withheld.text
+        assert SECRET_ALIAS not in withheld.text + str(withheld.headers)
+    finally:
+        started.server.stop()

@@ -60,6 +60,14 @@ class RequestContext:
         """The caller's API key id (None: auth off or refused)."""
         return self.principal.key_id
 
+    def visible_deployment(self) -> str | None:
+        """``deployment`` as the caller may see it: ``fallback`` for a deployment of an alias its key may not
+        call (that alias answers it 404, as an unknown model; its name is the operator's)."""
+        label = self.deployment
+        if label and not self.principal.allows_model(label.rsplit("#", 1)[0]):
+            return "fallback"
+        return label
+
     def elapsed_ms(self) -> float:
         """Milliseconds since the request arrived."""
         return (time.perf_counter() - self.started) * 1000.0

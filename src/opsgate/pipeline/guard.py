@@ -355,7 +355,8 @@ class GuardStage(PassStage):
         if isinstance(message, dict):
             wrong = guard_fields.problem(message, stream=False)
             if wrong is not None:
-                return self._withheld(response, UnusableAnswer.from_(ctx.deployment, f"an answer that {wrong}"))
+                unusable = UnusableAnswer.from_(ctx.visible_deployment(), f"an answer that {wrong}")
+                return self._withheld(response, unusable)
         if isinstance(message, dict) and guard_fields.carries_fields(message):
             try:
                 scanned = await self._scan_fields(ctx, state, guard_fields.texts([message]))
@@ -515,7 +516,7 @@ class GuardStage(PassStage):
                 if not plain:
                     wrong = guard_fields.problem(delta, stream=True)  # type: ignore[arg-type]
                     if wrong is not None:
-                        raise UnusableAnswer.from_(ctx.deployment, f"a stream event that {wrong}")
+                        raise UnusableAnswer.from_(ctx.visible_deployment(), f"a stream event that {wrong}")
                 piece = (delta or {}).get("content") if chat else first.get("text")
                 logprobs.extend(logprob_entries(first.get("logprobs")))
                 if first.get("logprobs") is not None and not state.strip_logprobs:

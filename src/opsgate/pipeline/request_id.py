@@ -50,8 +50,5 @@ class RequestIdStage(PassStage):
         response.headers["x-request-id"] = ctx.request_id
         # On every answer: the deployment that served (or whose failure is answered); ``none`` when the
         # request never reached one (refused, invalid, unknown model, a cache hit).
-        label = ctx.deployment
-        if label and not ctx.principal.allows_model(label.rsplit("#", 1)[0]):
-            label = "fallback"  # a fallback alias this key may not call: its name is the operator's
-        response.headers.setdefault("x-opsgate-deployment", label or "none")
+        response.headers.setdefault("x-opsgate-deployment", ctx.visible_deployment() or "none")
         return response
