@@ -20,8 +20,10 @@ _NOT_OVERRIDING = frozenset({"if", "when", "for", "about", "from", "in"})
 
 
 # Signals that say little alone (everyday text has them too): they count only with the model's or another
-# signal's support (two of them together just reach the block threshold: 1 - 0.7 * 0.7 = 0.51).
+# signal's support.
 WEAK = 0.3
+# The signals at that weight that everyday text has too: they count once however many fire (``injection``).
+WEAK_SIGNALS = frozenset({"override_generic", "override_generic_multilingual", "fake_authority_note"})
 
 # Every signal's patterns in the order of their ``Signal.ids``: ``PATTERN_SET`` runs them all in one pass.
 ALL_PATTERNS: list[LinearPattern] = []
@@ -370,8 +372,9 @@ SIGNALS: tuple[Signal, ...] = (
         0.9,
         # "Abweichend zu vorherigen Instruktionen …", "Nun folgen neue Anweisungen": the German forms of
         # ``instructions_replaced``.
+        # (Not "Regeln" or "Vorgaben": "Entgegen den bisherigen Regeln dürfen alle … im Homeoffice arbeiten" is HR.)
         r"\b(?:abweichend|entgegen)\s+(?:zu\s+)?(?:den\s+)?(?:vorherigen|bisherigen|obigen)\s+(?:instruktionen"
-        r"|anweisungen|vorgaben|regeln)\b|\b(?:nun|jetzt)\s+folgen\s+neue\s+(?:anweisungen|aufgaben|instruktionen)\b",
+        r"|anweisungen)\b|\b(?:nun|jetzt)\s+folgen\s+neue\s+(?:anweisungen|instruktionen)\b",
     ),
     _signal(
         "fake_markup",
