@@ -459,6 +459,9 @@ def test_addresses_past_the_summary_cap_are_listed_in_the_last_summary() -> None
         assert len(summaries) == MAX_SUMMARIES + 1
         listed = {i for r in sink.records for i in r["tags"].get("request_ids", [])}
         assert len(listed) == extra
+        continued = [r for r in sink.records if r["tags"].get("continues")]
+        assert continued and all(r["error_type"] == "summary_continuation" for r in continued)
+        assert sum(r["tags"].get("aggregated", 0) for r in sink.records) == MAX_SUMMARIES + extra
         for host, request_id in answered.items():
             assert request_id is not None and (request_id in summaries or request_id in listed), host
 

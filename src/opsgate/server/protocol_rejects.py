@@ -355,9 +355,11 @@ class RejectLog:
                         "id": self.new_id(),
                         "ts": time.time(),
                         "status": int(status),
+                        "error_type": "summary_continuation",  # not a refusal of its own: counted in its summary
                         "error_message": f"continues the summary {summary_id}: the ids it answered",
                         "tags": {
                             "client": client,
+                            "aggregated": 0,
                             "continues": summary_id,
                             "request_ids": bucket.merged_ids[start : start + MAX_MERGED_IDS],
                         },
