@@ -27,6 +27,7 @@ from opsgate.drift.sentinel_compare import Verdict, compare_item, verdict
 from opsgate.drift.sentinel_store import RunItem, SentinelStore
 from opsgate.evals.client import Poster, TransportFailure
 from opsgate.store.encoding import storable_text
+from opsgate.store.finished_thread import finished_in_thread
 
 log = logging.getLogger("opsgate.sentinel")
 PURPOSE = "sentinel"
@@ -171,7 +172,7 @@ class SentinelRunner:
             },
             "actor": actor,
         }
-        await asyncio.to_thread(self._store, run, items)
+        await finished_in_thread(self._store, run, items)
         if result.status == "changed":
             self._warn(deployment, run_id, result)
         elif result.status == "failed":

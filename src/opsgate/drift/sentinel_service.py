@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from opsgate.domain.config import GatewayConfig
 from opsgate.drift.sentinel_runner import Embedder, SentinelRunner, watched
 from opsgate.drift.sentinel_store import SentinelStore
+from opsgate.store.finished_thread import finished_in_thread
 
 if TYPE_CHECKING:
     from opsgate.server.services import BackgroundService, StoreOpener
@@ -92,7 +93,7 @@ class SentinelService:
             self._task = None
         if self.leader:
             try:
-                await asyncio.to_thread(self.store.release, self.holder)
+                await finished_in_thread(self.store.release, self.holder)
             except Exception as error:  # the store may already be gone at shutdown
                 log.info("sentinel: could not release the lease: %s", error)
             self.leader = False
@@ -145,9 +146,9 @@ class SentinelService:
                     self.counts["failed_runs"] += run["status"] == "failed"
                     self.last_run = {k: run[k] for k in ("id", "alias", "deployment", "status", "finished_at")}
                     if kind == "scheduled":  # a long sweep keeps its lease
-                        await asyncio.to_thread(self.store.try_lead, self.holder, self.settings.lease_seconds)
+                        await finished_in_thread(self.store.try_lead, self.holder, self.settings.lease_seconds)
             self.counts["sweeps"] += 1
-            await asyncio.to_thread(self.store.prune, self.settings.keep_runs)
+            await finished_in_thread(self.store.prune, self.settings.keep_runs)
         finally:
             self.running = False
         return runs
@@ -180,14 +181,14 @@ class SentinelService:
         """Renew the lease; run a sweep when one is due. Returns the runs made."""
         now = time.time() if now is None else now
         store = self.store
-        self.leader = await asyncio.to_thread(store.try_lead, self.holder, self.settings.lease_seconds, now)
+        self.leader = await finished_in_thread(store.try_lead, self.holder, self.settings.lease_seconds, now)
         lease = await asyncio.to_thread(store.lease)
         self.next_run = lease["next_run"]
         if not self.leader:
             return []
         if self.next_run is None:
             self.next_run = now + self.settings.first_run_seconds + self.rng.uniform(0, self.settings.jitter_seconds)
-            await asyncio.to_thread(store.set_next_run, self.holder, self.next_run)
+            await finished_in_thread(store.set_next_run, self.holder, self.next_run)
         if now < self.next_run or self.lock.locked():
             return []
         async with self.lock:
@@ -199,7 +200,7 @@ class SentinelService:
                 self.next_run = (
                     time.time() + self.settings.interval_seconds + self.rng.uniform(0, self.settings.jitter_seconds)
                 )
-                await asyncio.to_thread(store.set_next_run, self.holder, self.next_run)
+                await finished_in_thread(store.set_next_run, self.holder, self.next_run)
         return runs
 
 

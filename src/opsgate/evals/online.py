@@ -35,6 +35,7 @@ from opsgate.evals.online_budget import FairBudget
 from opsgate.evals.online_sample import OnlineSample, sample_of
 from opsgate.evals.scoring import Sample, Score, Scorer, ScorerRegistry
 from opsgate.evals.store import EvalStore, ItemResult
+from opsgate.store.finished_thread import finished_in_thread
 
 log = logging.getLogger("opsgate.evals.online")
 RecordDict = dict[str, Any]
@@ -215,7 +216,7 @@ class OnlineEvaluator:
                 pass
             try:
                 if self.judge_key_id is None and self.config.judge_api_key is not None:
-                    await asyncio.to_thread(self._find_judge_key)
+                    await finished_in_thread(self._find_judge_key)
                 if batch:
                     try:
                         await self.score_batch(batch)
@@ -223,14 +224,14 @@ class OnlineEvaluator:
                         self.held_bytes -= sum(sample.held_bytes for sample in batch)
                 if time.monotonic() >= next_measure:
                     next_measure = time.monotonic() + self.config.measure_interval_seconds
-                    await asyncio.to_thread(self.measure)
+                    await finished_in_thread(self.measure)
             except Exception as error:  # keep sampling; say what went wrong
                 self.last_error = f"{type(error).__name__}: {error}"[:300]
                 log.warning("online evaluation: %s", self.last_error)
 
     async def score_batch(self, samples: list[OnlineSample]) -> None:
         """Score and store a batch (scoring in a worker thread; judge calls through the gateway)."""
-        results = await asyncio.to_thread(self._score_all, samples)
+        results = await finished_in_thread(self._score_all, samples)
         for sample, result in results:
             judge = self.config.judge_for(sample.model)
             if judge and self.judge_client is not None and result.status == "ok":
@@ -238,7 +239,7 @@ class OnlineEvaluator:
         by_run: dict[tuple[str | None, str], list[ItemResult]] = {}
         for sample, result in results:
             by_run.setdefault((sample.tenant, sample.model), []).append(result)
-        await asyncio.to_thread(self._store_all, by_run)
+        await finished_in_thread(self._store_all, by_run)
 
     def _store_all(self, by_run: dict[tuple[str | None, str], list[ItemResult]]) -> None:
         """Store each (tenant, model) group on its own: one group's failure never loses the others'
