@@ -39,34 +39,27 @@ def load(ref: str) -> tuple[ModuleType, ModuleType]:
         (folder / "__init__.py").write_text("")
         shutil.copy(GUARD / "data" / "injection_model.npz", folder / "data" / "injection_model.npz")
         names = "|".join(CODE + SHARED)
-        shared = SHARED
-        if _lacks_gates(ref):
+        at_ref = {name: _at(ref, name) for name in CODE}
+        shared: tuple[str, ...] = SHARED
+        if _lacks_gates(at_ref["injection_signals"]):
             # A ref from before a signal was added has no gate for it: the gates are rules (data), so this
             # tree's injection_signals is on both sides (its code is then not compared).
             shared = (*SHARED, "injection_signals")
         for name in CODE + SHARED:
-            if name in CODE and name not in shared:
-                source = subprocess.run(
-                    ["git", "-C", str(ROOT), "show", f"{ref}:src/opsgate/guard/{name}.py"],
-                    check=True,
-                    capture_output=True,
-                    text=True,
-                ).stdout
-            else:
-                source = (GUARD / f"{name}.py").read_text()
+            source = at_ref[name] if name not in shared else (GUARD / f"{name}.py").read_text()
             (folder / f"{name}.py").write_text(re.sub(rf"\bopsgate\.guard\.({names})\b", rf"{package}.\1", source))
         sys.path.insert(0, str(folder.parent))
     return importlib.import_module(f"{package}.injection"), importlib.import_module(f"{package}.injection_model")
 
 
-def _lacks_gates(ref: str) -> bool:
-    """Whether ``ref``'s injection_signals has no gate for one of this tree's signals."""
+def _at(ref: str, name: str) -> str:
+    """The guard module ``name``'s source at ``ref``."""
+    command = ["git", "-C", str(ROOT), "show", f"{ref}:src/opsgate/guard/{name}.py"]
+    return subprocess.run(command, check=True, capture_output=True, text=True).stdout
+
+
+def _lacks_gates(signals_source: str) -> bool:
+    """Whether an injection_signals source has no gate for one of this tree's signals."""
     from opsgate.guard.injection_patterns import SIGNALS
 
-    source = subprocess.run(
-        ["git", "-C", str(ROOT), "show", f"{ref}:src/opsgate/guard/injection_signals.py"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return any(f'"{signal.name}"' not in source for signal in SIGNALS)
+    return any(f'"{signal.name}"' not in signals_source for signal in SIGNALS)

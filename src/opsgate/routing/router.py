@@ -409,8 +409,13 @@ def _hide_fallbacks(message: str, chain: list[str], ctx: RequestContext) -> str:
     """
     for alias in chain[1:]:
         if not ctx.principal.allows_model(alias) and alias in message:
-            message = re.sub(rf"(?<![\w.-]){re.escape(alias)}(?![\w.-])", "fallback", message)
+            message = _renamed(message, alias)
     return message
+
+
+def _renamed(message: str, alias: str) -> str:
+    """``message`` with ``alias`` (as a whole name, ``alias#n`` included) written ``fallback``."""
+    return re.sub(rf"(?<![\w.-]){re.escape(alias)}(?![\w.-])", "fallback", message)
 
 
 def _stuck(handle: DeploymentHandle, longest_deadline: float) -> bool:
@@ -430,7 +435,7 @@ async def _unnamed_errors(source: AsyncIterator[Chunk], alias: str) -> AsyncIter
         async for chunk in source:
             yield chunk
     except GatewayError as error:
-        error.message = re.sub(rf"(?<![\w.-]){re.escape(alias)}(?![\w.-])", "fallback", error.message)
+        error.message = _renamed(error.message, alias)
         raise
     finally:
         close = getattr(source, "aclose", None)
