@@ -38,7 +38,6 @@ from opsgate.guard.pii_base import (
     SHORT,
     Finding,
     clusters,
-    digit_mask,
     digit_runs,
     merge_windows,
     resolve_overlaps,
@@ -47,6 +46,9 @@ from opsgate.guard.pii_fast import FastNameRecognizer
 from opsgate.guard.pii_names import correct_kind, find_cued_names, find_organisations
 from opsgate.guard.pii_ner import NER_KINDS, NameRecognizer, NerResult
 from opsgate.guard.pii_phone import PhoneRules
+from opsgate.guard.pii_places import PLACES_FROM as _PLACES_FROM
+from opsgate.guard.pii_places import may_match as _may_match
+from opsgate.guard.pii_places import start_places as _start_places
 from opsgate.guard.pii_unhide import original_span, unhide
 
 NerChoice = Literal["fast", "spacy", "off"]
@@ -495,96 +497,10 @@ def _windows(text: str) -> list[tuple[int, int]]:
     return [(low, min(high, size)) for low, high in merged]
 
 
-# re's ``\w`` and what may separate two digits of one match (``[\s.-]``) for each ASCII code; above 127, ``\w`` is
-# asked per distinct code point and any character may be a space.
-_ASCII_WORD = np.array([re.match(r"\w", chr(code)) is not None for code in range(128)], dtype=bool)
-_ASCII_SEPARATOR = np.array([re.match(r"[\s.-]", chr(code)) is not None for code in range(128)], dtype=bool)
-_ASCII_LETTER = np.array([re.match(r"[A-Za-z]", chr(code)) is not None for code in range(128)], dtype=bool)
-# Texts whose identifier windows hold fewer characters: ``_STARTS_NO_EMAIL`` in each window costs less (~85 ns a
-# character) than ``_start_places``' passes over the whole text (~0.2 ms per 32 KB).
-_PLACES_FROM = 8 * 1024
-
-
-def _start_places(text: str) -> NDArray[np.intp]:
-    """Places of ``text`` that hold every match of ``_STARTS_NO_EMAIL`` (in any window), found by numpy passes
-    over the character codes, and more: only word starts (a ``\\w`` after none, exactly as ``re`` reads it) and
-    '(', '+', ':'. Its lookaheads are read loosely (two digits anywhere in the next eight characters, a ':' in the
-    next four or five, any character above 127 as a space), and window ends are ignored.
-
-    The same matches: a place where no alternative can match is tried for nothing; the places ``_matches``
-    adds for emails in a run before an '@' are every word start there, so a word start added here was one
-    already (and ``(+:`` never start an email, so they never mark a run's email as failed).
-    """
-    codes, digits = digit_mask(text)
-    size = len(codes)
-    ascii_codes = np.minimum(codes, 127)
-    high = codes > 127
-    word = _ASCII_WORD[ascii_codes] & ~high
-    separator = _ASCII_SEPARATOR[ascii_codes] | high
-    if high.any():
-        distinct, inverse = np.unique(codes[high], return_inverse=True)
-        word[high] = np.array([re.match(r"\w", chr(code)) is not None for code in distinct.tolist()])[inverse]
-    # Digits, and counts before each place of ':' and of digit pairs (a digit with a digit after it), padded past
-    # the end: "a ':' in p + 1 .. p + k" is a difference of two counts.
-    after = np.zeros(size + 8, dtype=bool)
-    after[:size] = digits
-    colons = np.zeros(size + 8, dtype=np.intp)
-    colons[1 : size + 1] = np.cumsum(codes == 58)
-    colons[size + 1 :] = colons[size]
-    pairs = np.zeros(size + 8, dtype=np.intp)
-    pairs[1 : size + 1] = np.cumsum(digits & after[1 : size + 1])
-    pairs[size + 1 :] = pairs[size]
-    colon_4 = colons[5 : size + 5] > colons[1 : size + 1]
-    next_digit = after[1 : size + 1]
-    digit_after_separator = _shifted(separator, 1) & after[2 : size + 2]
-    # \d[\s.-]?\d, or hex digits then ':' (IPv6).
-    digit_start = digits & (next_digit | digit_after_separator | colon_4)
-    # [A-Za-z]{1,6}[ -]?\d\d (a digit pair starting in p + 1 .. p + 7), or hex letters then ':'.
-    letter_start = _ASCII_LETTER[ascii_codes] & ~high & ((pairs[8 : size + 8] > pairs[1 : size + 1]) | colon_4)
-    before_word = np.zeros(size, dtype=bool)
-    before_word[1:] = word[:-1]
-    starts = ~before_word & (digit_start | letter_start)
-    starts |= (codes == 40) & next_digit  # '('
-    starts |= (codes == 43) & (next_digit | digit_after_separator)  # '+'
-    starts |= (codes == 58) & (colons[6 : size + 6] > colons[1 : size + 1])  # ':' then [0-9A-Fa-f]{0,4}:
-    return np.flatnonzero(starts)
-
-
-def _shifted(mask: NDArray[np.bool_], by: int) -> NDArray[np.bool_]:
-    """``mask`` read ``by`` places on: ``out[p] = mask[p + by]``, False past the end."""
-    out = np.zeros_like(mask)
-    out[: len(mask) - by] = mask[by:]
-    return out
-
-
 def _identifier_windows(text: str) -> list[tuple[int, int]]:
     """``_windows``, less those in which no identifier can be (``_may_match``; texts of ``SHORT`` or more)."""
     windows = _windows(text)
     return windows if len(text) < SHORT or not windows else _may_match(text, windows)
-
-
-def _may_match(text: str, windows: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The ``windows`` in which ``_PATTERN`` can match: those holding an '@', two ``\\d`` at most two places
-    apart, or two ':' at most five apart.
-
-    Every alternative's match holds one of these: an email its '@'; an IPv6 address ``[0-9A-Fa-f]{0,4}:`` twice;
-    every other alternative two digits in a row or with one ``[\\s.-]`` between ("1.2" of an IPv4 address, "1 2"
-    of a card). A window around a lone digit or a ':' after a word (docstrings: "Args:", "version 3") holds none,
-    and was read by the start pattern and tried at its places for nothing (~100 of ~220 windows of 32 KB of
-    stdlib docstrings). The kept windows are the same windows: only whole ones are dropped.
-    """
-    codes, digits = digit_mask(text)
-    marks = np.zeros(len(codes), dtype=bool)
-    marks[:-1] = digits[:-1] & digits[1:]
-    marks[:-2] |= digits[:-2] & digits[2:]
-    colons = codes == 58
-    for apart in range(1, 6):
-        marks[:-apart] |= colons[:-apart] & colons[apart:]
-    marks |= codes == 64  # '@'
-    at = np.flatnonzero(marks)
-    bounds = np.array(windows, dtype=np.intp).reshape(-1, 2)
-    keep = np.searchsorted(at, bounds[:, 0]) < np.searchsorted(at, bounds[:, 1])
-    return [window for window, kept in zip(windows, keep.tolist(), strict=True) if kept]
 
 
 def replace_findings(text: str, findings: list[Finding], label: Callable[[Finding], str]) -> str:
