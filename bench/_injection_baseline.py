@@ -23,7 +23,15 @@ from types import ModuleType
 ROOT = Path(__file__).resolve().parent.parent
 GUARD = ROOT / "src" / "opsgate" / "guard"
 # The scanner's code, taken at the baseline commit.
-CODE = ("injection", "injection_model", "injection_signals", "injection_decoders", "injection_agent", "linear_re")
+CODE = (
+    "injection",
+    "injection_model",
+    "injection_arrays",
+    "injection_signals",
+    "injection_decoders",
+    "injection_agent",
+    "linear_re",
+)
 # Read by the scanner but not its code: this tree's copies on both sides.
 SHARED = ("injection_lexicon", "injection_patterns")
 
@@ -53,9 +61,10 @@ def load(ref: str) -> tuple[ModuleType, ModuleType]:
 
 
 def _at(ref: str, name: str) -> str:
-    """The guard module ``name``'s source at ``ref``."""
+    """The guard module ``name``'s source at ``ref`` (this tree's where the ref has no such module yet)."""
     command = ["git", "-C", str(ROOT), "show", f"{ref}:src/opsgate/guard/{name}.py"]
-    return subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    shown = subprocess.run(command, capture_output=True, text=True)
+    return shown.stdout if shown.returncode == 0 else (GUARD / f"{name}.py").read_text()
 
 
 def _lacks_gates(signals_source: str) -> bool:

@@ -12,7 +12,7 @@ import random
 import numpy as np
 import pytest
 
-from opsgate.guard import injection_model
+from opsgate.guard import injection_arrays, injection_model
 from opsgate.guard.injection_model import shipped_model, tokens, window_features
 
 
@@ -25,7 +25,7 @@ def _plain_group(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def test_grouping_by_hash_numbers_values_as_a_sort_would(monkeypatch: pytest.MonkeyPatch, collide: bool) -> None:
     if collide:
         # Every value in one slot each round: all but one per round left to the sorted fallback.
-        monkeypatch.setattr(injection_model, "_MIXES", (np.uint64(0), np.uint64(0)))
+        monkeypatch.setattr(injection_arrays, "MIXES", (np.uint64(0), np.uint64(0)))
     rng = random.Random(5)
     values = np.array([rng.choice([rng.getrandbits(64), 7, 2**63, 12345]) for _ in range(3000)], dtype=np.uint64)
     distinct, number = injection_model._group(values)
