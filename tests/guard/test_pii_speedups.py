@@ -286,3 +286,20 @@ def test_address_literals_found_in_regions_are_what_the_window_scan_finds(seed: 
                 high = rng.randint(low, len(variant))
                 expected = [m.span() for m in pii_address._LITERALS.finditer(variant, low, high)]
                 assert [m.span() for m in pii_address._literal_hits(variant, low, high, regions)] == expected
+
+
+def test_marker_words_found_in_one_pass_as_in_finds_them() -> None:
+    """``pii_address._markers`` (one RE2 set pass) says what ``word in lowered`` for each word says."""
+    rng = random.Random(11)
+    pieces = [*pii_address._DOB_WORDS, *pii_address._AGE_WORDS, "d.o", "ne\u0301", "n", "\u00e9", "ag", "ye", "a", " ",
+              "\u4e2d", "x" * 20, "geboort", "\ud800", "birt", "bo", "rn"]  # fmt: skip
+    seen = set()
+    for _ in range(2000):
+        lowered = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 6)))
+        expected = (
+            any(word in lowered for word in pii_address._DOB_WORDS),
+            any(word in lowered for word in pii_address._AGE_WORDS),
+        )
+        assert pii_address._markers(lowered) == expected, lowered
+        seen.add(expected)
+    assert len(seen) == 4

@@ -20,7 +20,7 @@ from importlib import resources
 import numpy as np
 from numpy.typing import NDArray
 
-from opsgate.guard.linear_re import compile_linear
+from opsgate.guard.linear_re import LinearSet, compile_linear
 from opsgate.guard.pii_base import (
     SHORT,
     Finding,
@@ -329,6 +329,23 @@ _DOB_STARTS = (
 # Words one of the markers holds: a text with none of them has no marked date of birth.
 _DOB_WORDS = ("birth", "born", "dob", "d.o.b", "nac", "nasc", "naiss", "né", "geb", "nato", "nata", "geboorte")
 _AGE_STARTS = (("age", 0), *((marker, back) for marker in ("year", "yr") for back in (2, 3, 4)))
+_AGE_WORDS = ("age", "year", "yr")
+# Which of the two word lists occur in a lowered text, in one RE2 pass: a ``str`` search per word (~20 us each
+# per 32 KB of prose, most of them reading it to the end) cost ~0.3 ms a text.
+_MARKER_SET = LinearSet(
+    [compile_linear("|".join(map(re.escape, words)), ascii_as_bytes=True) for words in (_DOB_WORDS, _AGE_WORDS)]
+)
+
+
+def _markers(lowered: str) -> tuple[bool, bool]:
+    """Whether ``lowered`` holds one of ``_DOB_WORDS``, and one of ``_AGE_WORDS`` (substrings, as ``in`` reads)."""
+    try:
+        found = _MARKER_SET.matching(lowered)
+    except UnicodeEncodeError:  # a lone surrogate: RE2 reads UTF-8
+        return any(word in lowered for word in _DOB_WORDS), any(word in lowered for word in _AGE_WORDS)
+    return 0 in found, 1 in found
+
+
 # Characters that ``re.I`` reads as an ASCII letter though ``str.lower`` keeps them (dotless i and long s,
 # U+0131 and U+017F, are 'i' and 's' to it) or lowers them to two characters (U+0130), and the Kelvin sign:
 # in a text with one, the starts are not looked for.
@@ -375,8 +392,7 @@ def find_marked_dates_and_ages(text: str) -> list[Finding]:
     # The patterns run only where their marker words are: most texts have none (a 32 KB scan costs ~2 ms).
     lowered = text.lower()
     found: list[Finding] = []
-    dob = any(word in lowered for word in _DOB_WORDS)
-    age = any(word in lowered for word in ("age", "year", "yr"))
+    dob, age = _markers(lowered)
     if not (dob or age):
         return found
     # Every match holds a digit, its marker at most ~40 characters before it and the rest (with the
