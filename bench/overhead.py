@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -260,8 +261,11 @@ def profile_gateway(
     With ``gil`` only the thread holding the GIL is sampled (py-spy --gil): who keeps the GIL.
     """
     py_spy = VENV_BIN / "py-spy"
-    if not py_spy.exists():
-        raise SystemExit(f"{py_spy} not found: {VENV_BIN}/pip install py-spy")
+    if not py_spy.exists():  # else one on PATH (e.g. ``pip install --target /tmp/pyspy py-spy``, its bin/ on PATH)
+        found = shutil.which("py-spy")
+        if found is None:
+            raise SystemExit(f"{py_spy} not found: {VENV_BIN}/pip install py-spy (or put a py-spy on PATH)")
+        py_spy = Path(found)
     assert target.pid is not None
     raw = tmp / "profile.txt"
     spy = subprocess.Popen(
