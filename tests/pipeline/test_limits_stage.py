@@ -443,3 +443,38 @@ def test_per_user_limits_are_per_tenant_and_no_user_is_per_key(upstream: FakeUps
         assert post(gateway, no_user, a2).status_code == 200
         refused = post(gateway, no_user, a)
         assert "for requests without a user on key " in refused.json()["error"]["message"]
+
+
+def test_no_rule_and_a_key_without_limits_reserve_nothing_but_a_key_limit_still_counts() -> None:
+    # Auth on, limits off: the stage skips the estimate and the limiter when no rule can apply, and
+    # still enforces a key's own rule (the stage's before, driven directly).
+    from opsgate.domain.context import RequestContext
+    from opsgate.domain.principal import Principal
+    from opsgate.domain.reliability_config import LimitRule
+    from opsgate.limits.errors import RateLimitError
+    from opsgate.pipeline.validation import ValidationStage
+
+    config = parse_config(
+        {
+            "models": [
+                {"name": "up", "deployments": [{"type": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "x"}]}
+            ]
+        }
+    )
+    stage = LimitsStage.from_config(config)
+    assert stage.limiter.rules == []
+
+    async def reserved(limits: LimitRule | None) -> bool:
+        principal = Principal(key_id="key_x", tenant="t", role="service", limits=limits)
+        ctx = RequestContext(endpoint="chat", raw_body=chat_body(), headers={}, principal=principal)
+        assert await ValidationStage(config).before(ctx) is None
+        assert await stage.before(ctx) is None
+        return stage.name in ctx.scratch
+
+    assert asyncio.run(reserved(None)) is False
+    assert stage.limiter.admitted == 0
+    one_a_minute = LimitRule(per="key", requests_per_minute=1)
+    assert asyncio.run(reserved(one_a_minute)) is True
+    assert stage.limiter.admitted == 1
+    with pytest.raises(RateLimitError):
+        asyncio.run(reserved(one_a_minute))

@@ -150,9 +150,14 @@ class LimitsStage(PassStage):
     async def before(self, ctx: RequestContext) -> GatewayResponse | None:
         """Reserve the request's estimate, or raise 429 / 503."""
         assert ctx.alias is not None
+        key_rule = ctx.principal.limits
+        if key_rule is None and not self.limiter.rules:
+            # Nothing can apply (auth on, limits off, a key without its own): the limiter would plan no
+            # check and reserve nothing, after an estimate and a random lease id (a syscall) per request.
+            return None
         prompt, output = estimate_tokens(ctx, self.default_max_tokens)
         demand = Demand(tokens=prompt + output, cost=self.prices.estimate(ctx.alias.name, prompt, output))
-        reservation = await self.limiter.reserve(identify(ctx), demand, ctx.principal.limits)
+        reservation = await self.limiter.reserve(identify(ctx), demand, key_rule)
         if reservation is not None:
             ctx.scratch[self.name] = (reservation, prompt)  # for after, which runs whenever before did
         return None
