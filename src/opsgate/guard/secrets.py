@@ -28,7 +28,7 @@ from typing import cast
 import numpy as np
 
 from opsgate.domain.guard_config import SecretsScannerConfig
-from opsgate.guard.base import ScanContext, ScanDeadline, ScanResult
+from opsgate.guard.base import ScanContext, ScanDeadline, ScanResult, TextCache
 from opsgate.guard.linear_re import LinearPattern, LinearSet, compile_linear
 from opsgate.guard.pii_base import char_codes
 
@@ -51,6 +51,8 @@ _TOKEN_STOP = re.compile(r"[\s\"'`,;)\]}>]")  # where a token-like secret ends
 _DEADLINE_EVERY = 64  # windows or matches between two looks at the clock
 _SLICE = 131_072  # characters of text searched for anchors between two looks at the clock
 _SPACE = re.compile(r"\s")
+_CACHED_TEXTS = 1024  # texts whose spans are kept (``SecretsScanner.scan``)
+_CACHED_SPANS = 256  # spans of one text at most, for it to be kept
 
 
 # detect-secrets' lookarounds, as RE2 can run them (the extra character is trimmed off the match).
@@ -224,6 +226,9 @@ class SecretsScanner:
         self.patterns = detect_secrets_patterns()
         self.pattern_set = _pattern_set()
         self.threshold = config.threshold
+        # A chat re-sends its whole history every turn: the spans found in a text read before cost a digest
+        # (the other scanners keep theirs so too). Bounded in texts and in spans per text.
+        self._seen: TextCache[tuple[tuple[int, int, str], ...]] = TextCache(_CACHED_TEXTS)
 
     def spans(self, text: str, deadline_ns: int | None = None) -> list[tuple[int, int, str]]:
         """(start, end, secret type) of every secret, merged where they overlap.
@@ -266,7 +271,13 @@ class SecretsScanner:
 
     def scan(self, text: str, context: ScanContext) -> ScanResult:
         """Score 1 when a secret is found; details list the secret types (never the values)."""
-        spans = self.spans(text, context.deadline_ns)
+        key = TextCache.key(text)
+        spans = self._seen.get(key)
+        if spans is None:
+            # Past the request's deadline this raises ScanDeadline: no answer, and nothing cached.
+            spans = tuple(self.spans(text, context.deadline_ns))
+            if len(spans) <= _CACHED_SPANS:
+                self._seen.put(key, spans)
         if not spans:
             return ScanResult.clean(text)
         out: list[str] = []
