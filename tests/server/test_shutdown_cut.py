@@ -72,3 +72,42 @@ async def test_an_in_process_callers_own_timeout_is_not_a_shutdown(upstream: Fak
         body = b'{"model":"m","messages":[{"role":"user","content":"hi"}]}'
         with pytest.raises(TransportFailure, match="no answer within"):
             await poster.post("chat/completions", body, {}, 1.0)
+
+
+@pytest.mark.parametrize("workers", [[], ["--workers", "2"]])
+def test_a_stream_cut_by_shutdown_ends_with_a_server_stopping_event_recorded_as_the_servers(
+    tmp_path: Path, upstream: FakeUpstream, workers: list[str]
+) -> None:
+    # A stream still going when the graceful-shutdown time ran out was recorded 499 client_disconnected, and
+    # the client saw its stream simply stop: a restart blamed on clients, outside availability SLOs.
+    upstream.script = Script(words=200_000)  # ~1 ms a word: streams long past the 2 s grace time
+    deployment = {"type": "openai", "base_url": upstream.base_url, "model": "m", "timeouts": {"total": 600}}
+    config: dict[str, Any] = {
+        "models": [{"name": "m", "routing": {"retries": 0}, "deployments": [deployment]}],
+        "record": {"store": f"sqlite:///{tmp_path}/requests.db", "journal_dir": f"{tmp_path}/journal"},
+    }
+    (tmp_path / "gw.yaml").write_text(json.dumps(config))
+    events: list[str] = []
+    first = threading.Event()
+    args = ["--drain-timeout", "2", *workers]
+    with serve_process(tmp_path / "gw.yaml", log=tmp_path / "log.txt", args=args, timeout=60) as (_, url):
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+
+        def call() -> None:
+            with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=90) as answer:
+                for line in answer.iter_lines():
+                    if line.startswith("data: "):
+                        events.append(line[len("data: ") :])
+                        first.set()
+
+        caller = threading.Thread(target=call, daemon=True)
+        caller.start()
+        assert first.wait(30), "the stream never started"
+    caller.join(60)  # serve_process sent SIGTERM and waited for the exit
+    assert not caller.is_alive(), "the stream did not end with the server"
+    assert len(events) > 2 and events[-1] != "[DONE]", events[-3:]
+    last = json.loads(events[-1])
+    assert last["error"]["code"] == "server_stopping", last
+    with sqlite3.connect(tmp_path / "requests.db") as db:
+        rows = list(db.execute("select status, error_type from requests where endpoint = 'chat'"))
+    assert rows == [(503, "server_stopping")], rows

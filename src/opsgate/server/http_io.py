@@ -16,7 +16,14 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from opsgate.domain.context import GatewayResponse, JsonResult, StreamResult
-from opsgate.domain.errors import ClientDisconnected, ClientStalled, GatewayError, InvalidRequestError
+from opsgate.domain.errors import (
+    IN_PROCESS_SCOPE_KEY,
+    ClientDisconnected,
+    ClientStalled,
+    GatewayError,
+    InvalidRequestError,
+    ServerStopping,
+)
 
 log = logging.getLogger("opsgate.server")
 
@@ -318,6 +325,9 @@ class SseResponse(StreamingResponse):
         self.send_timeout = DEFAULT_SEND_TIMEOUT
         self.transport: Any = None
         self.flow: Any = None
+        self.in_process = False  # sent by the gateway itself: its cancellation is its caller's, never a shutdown
+        self.streaming = False  # between the response start and the end of ``stream_response``
+        self.cut_by_server = False
         super().__init__(
             self.events,
             status_code=result.status,
@@ -328,27 +338,74 @@ class SseResponse(StreamingResponse):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.send_timeout = _send_timeout(scope)
         self.transport, self.flow = _connection(receive)
+        self.in_process = bool(scope.get(IN_PROCESS_SCOPE_KEY))
         try:
             await super().__call__(scope, receive, send)
+        except asyncio.CancelledError:
+            if not self.cut_by_server:
+                raise
+            # The server stopped mid-stream: the client gets the reason as the stream's last event (the
+            # OpenAI SDK raises on it), not a cut connection it would take for a network fault.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            await self._end_stream()  # recorded first: the store closes with the server
+            await self._send_stop(send)
         finally:
-            await self.events.aclose()  # a stream that reached its first chunk ends here (chunks() closes it)
-            if not self.result.closed:
-                # Never reached it: the client left before the response start, or the disconnect listener
-                # cancelled the send first. Closing the events did nothing (a generator that never started
-                # runs no code), so the stream's record, slot release and upstream close happen here.
-                if self.result.outcome.error is None:
-                    self.result.outcome.error = ClientDisconnected()
-                await self.result.close()
+            await self._end_stream()
+
+    async def _end_stream(self) -> None:
+        """Close the stream however the response ended: its record, slot release and upstream close run now."""
+        await self.events.aclose()  # a stream that reached its first chunk ends here (chunks() closes it)
+        if not self.result.closed:
+            # Never reached it: the client left before the response start, or the disconnect listener
+            # cancelled the send first. Closing the events did nothing (a generator that never started
+            # runs no code), so the stream's record, slot release and upstream close happen here.
+            if self.result.outcome.error is None:
+                self.result.outcome.error = ClientDisconnected()
+            await self.result.close()
 
     async def stream_response(self, send: Send) -> None:
         """The headers, each event, then the end; stops early when the client is gone or stalled."""
         start: Message = {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
-        if not await self._send(send, start):
-            return
-        async for event in self.events:
-            if not await self._send(send, {"type": "http.response.body", "body": event, "more_body": True}):
+        self.streaming = True
+        try:
+            if not await self._send(send, start):
                 return
-        await self._send(send, {"type": "http.response.body", "body": b"", "more_body": False})
+            async for event in self.events:
+                if not await self._send(send, {"type": "http.response.body", "body": event, "more_body": True}):
+                    return
+            await self._send(send, {"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            self.streaming = False
+
+    async def listen_for_disconnect(self, receive: Receive) -> None:
+        """Starlette's listener, which also tells a shutdown from the stream's own end.
+
+        Starlette cancels this listener once ``stream_response`` returns. Cancelled while the stream is
+        still going, it is the server cutting the request (uvicorn cancels a request's task when its
+        graceful-shutdown time runs out; a client leaving comes through ``receive``): the outcome is set
+        here, before the stream's own cancellation closes it, so it is recorded as the server's 503
+        ``server_stopping``, not as a client that left (499).
+        """
+        try:
+            await super().listen_for_disconnect(receive)
+        except asyncio.CancelledError:
+            outcome = self.result.outcome
+            if self.streaming and not self.in_process and not self.result.closed and outcome.error is None:
+                outcome.error = ServerStopping()
+                self.cut_by_server = True
+            raise
+
+    async def _send_stop(self, send: Send) -> None:
+        """The ``server_stopping`` error event and the end of the body, if the client takes them at once."""
+        event = b"data: " + orjson.dumps(ServerStopping().to_body()) + b"\n\n"
+        try:
+            async with asyncio.timeout(1.0):
+                await send({"type": "http.response.body", "body": event, "more_body": True})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except (TimeoutError, OSError):
+            pass  # the connection closes with the server either way; the record already says why
 
     async def _send(self, send: Send, message: Message) -> bool:
         """Send ``message`` within the send deadline; False (stop streaming) when the client stalled or left.
