@@ -24,11 +24,11 @@ from collections.abc import Callable, Iterator
 from opsgate.domain.guard_config import InjectionScannerConfig
 from opsgate.guard.base import ScanContext, ScanDeadline, ScanResult, TextCache, Verdict, verdict_for
 from opsgate.guard.injection_agent import agent_directed_score
-from opsgate.guard.injection_decoders import decodings, has_token
+from opsgate.guard.injection_decoders import MORSE_RUN, decodings, has_token
 from opsgate.guard.injection_model import InjectionModel, shipped_model
 from opsgate.guard.injection_patterns import FIRST_WORDS, PATTERN_SET, WEAK_SIGNALS, WITH_SYMBOLS
 from opsgate.guard.injection_signals import Text, split_words
-from opsgate.guard.linear_re import LinearMatch, LinearPattern, compile_linear
+from opsgate.guard.linear_re import LinearMatch, LinearPattern, LinearSet, compile_linear
 
 # Zero-width and format characters, and the Unicode tag block (U+E0000-E007F: "ASCII smuggling",
 # decoded separately by ``injection_decoders``).
@@ -77,6 +77,12 @@ _URL_ESCAPE = _re(r"%[0-9a-f]{2}")
 _DOTTED = _re(r"\b(?:[a-z][.\-_·]){3,}[a-z]\b")
 _DOTS = str.maketrans("", "", ".-_·")
 # Latin look-alikes that NFKD leaves alone: Cyrillic and Greek letters used to dodge word filters.
+# The disguise patterns read in the lowered text, in one RE2 pass (``LinearSet``): which match anywhere. A
+# pattern that matches nowhere is not run (each pass over 32 KB costs ~50 us; most texts have none of them).
+_LEET_AT, _SPACED_AT, _BROKEN_AT, _HEX_AT, _EIGHT_BITS_AT, _BINARY_AT, _URL_AT, _DOTTED_AT, _MORSE_AT = range(9)
+_LOWERED_SET = LinearSet(
+    [_LEET_WORD, _SPACED, _BROKEN_WORD, _HEX, _EIGHT_BITS, _BINARY, _URL_ESCAPE, _DOTTED, MORSE_RUN]
+)
 _HOMOGLYPHS = str.maketrans(
     "аеорсухіјѕһԁӏАВЕКМНОРСТХІЈЅαεικνορτυχΑΒΕΖΗΙΚΜΝΟΡΤΥΧ",
     "aeopcyxijshdlABEKMHOPCTXIJSaeikvoptuxABEZHIKMNOPTYX",
@@ -109,11 +115,13 @@ def variants(text: str) -> list[Text]:
     first = Text(lowered, frozenset(tokens))
     found: list[str] = []
     # Each disguise is undone only when a cheap test says it may be there (most prompts have none).
-    if _LEET_WORD.search(lowered):
+    hits = _LOWERED_SET.matching(lowered)
+    if _LEET_AT in hits:
         found.append(_MARKED_TOKEN.sub(_unleet, lowered))
-    if not first.words.isdisjoint(_LONE_LETTERS) and _spaced_out(tokens):
+    # With no match, undoing changes no line: the variant would be dropped whole (``_Unchanged``).
+    if _SPACED_AT in hits and not first.words.isdisjoint(_LONE_LETTERS) and _spaced_out(tokens):
         found.append(_changed_lines(_SPACED, _unspace, lowered))
-    if not first.words.isdisjoint(_BROKEN_STARTS) and _BROKEN_WORD.search(lowered):
+    if _BROKEN_AT in hits and not first.words.isdisjoint(_BROKEN_STARTS):
         found.append(_BROKEN_WORD.sub(r"\1\2", lowered))
     if has_token(plain, 16):
         for blob in _BASE64.findall(plain):
@@ -124,7 +132,7 @@ def variants(text: str) -> list[Text]:
             decoded = _decode_base32(blob)
             if decoded:
                 found.append(decoded.lower())
-        for blob in _HEX.findall(lowered) if has_token(plain, 24) else ():
+        for blob in _HEX.findall(lowered) if _HEX_AT in hits and has_token(plain, 24) else ():
             decoded = _printable(bytes.fromhex(blob))
             if decoded:
                 found.append(decoded.lower())
@@ -132,17 +140,17 @@ def variants(text: str) -> list[Text]:
         found.append(codecs.decode(lowered, "rot13"))
     if not first.words.isdisjoint(_REVERSE_HINTS):
         found.append(lowered[::-1])
-    eight_bits = _EIGHT_BITS.search(lowered) and not first.words.isdisjoint(_BYTE_WORDS)
-    binary = _BINARY.search(lowered) if eight_bits else None
+    eight_bits = _EIGHT_BITS_AT in hits and not first.words.isdisjoint(_BYTE_WORDS)
+    binary = _BINARY.search(lowered) if eight_bits and _BINARY_AT in hits else None
     if binary is not None:
         decoded = _printable(bytes(int(b, 2) for b in (binary.group(0) or "").split()))
         if decoded:
             found.append(decoded.lower())
-    if "%" in lowered and _URL_ESCAPE.search(lowered):
+    if _URL_AT in hits:
         found.append(urllib.parse.unquote(lowered))
-    if _DOTTED.search(lowered):
+    if _DOTTED_AT in hits:
         found.append(_changed_lines(_DOTTED, _undot, lowered))
-    found.extend(decodings(text, lowered, first.words))
+    found.extend(decodings(text, lowered, first.words, morse=_MORSE_AT in hits))
     if not found:
         return [first]
     # A variant is read only where it differs: a disguise undone in one line of a 32 KB document

@@ -29,7 +29,7 @@ def has_token(text: str, length: int) -> bool:
 _ESCAPES = compile_linear(r"(?:\\u[0-9a-fA-F]{4}){4,}", ascii_as_bytes=True)
 _ASCII85 = compile_linear(r"<~[!-u\s]{10,}~>", ascii_as_bytes=True)
 _BASE85 = compile_linear(r"[0-9A-Za-z!#$%&()*+\-;<=>?@^_`{|}~]{40,}", ascii_as_bytes=True)
-_MORSE_RUN = compile_linear(r"(?:[.\-]{1,7}[ /]+){8,}[.\-]{1,7}", ascii_as_bytes=True)
+MORSE_RUN = compile_linear(r"(?:[.\-]{1,7}[ /]+){8,}[.\-]{1,7}", ascii_as_bytes=True)
 _MORSE = {
     ".-": "a", "-...": "b", "-.-.": "c", "-..": "d", ".": "e", "..-.": "f", "--.": "g", "....": "h", "..": "i",
     ".---": "j", "-.-": "k", ".-..": "l", "--": "m", "-.": "n", "---": "o", ".--.": "p", "--.-": "q", ".-.": "r",
@@ -56,8 +56,9 @@ def _morse(run: str) -> str:
     return " ".join("".join(_MORSE.get(letter, "?") for letter in word) for word in words)
 
 
-def decodings(text: str, lowered: str, words: frozenset[str]) -> list[str]:
-    """The decoded payloads hidden in ``text`` (lower-cased), if any."""
+def decodings(text: str, lowered: str, words: frozenset[str], *, morse: bool = True) -> list[str]:
+    """The decoded payloads hidden in ``text`` (lower-cased), if any (``morse``: False where ``MORSE_RUN`` is known
+    to match nowhere in ``lowered``)."""
     out: list[str] = []
     if not text.isascii() and _TAG_CHARS.search(text):
         out.append("".join(chr(ord(ch) - 0xE0000) for ch in _TAG_CHARS.findall(text)))
@@ -77,8 +78,8 @@ def decodings(text: str, lowered: str, words: frozenset[str]) -> list[str]:
         out.append(codecs.decode(lowered, "rot13"))
     if len(words & _REVERSED_WORDS) >= 2:
         out.append(lowered[::-1])
-    if lowered.count(".") + lowered.count("-") >= 16:
-        for match in _MORSE_RUN.finditer(lowered):
+    if morse and lowered.count(".") + lowered.count("-") >= 16:
+        for match in MORSE_RUN.finditer(lowered):
             out.append(_morse(match.group(0) or ""))
     if has_token(text, 40):
         for match in _BASE85.finditer(text):
