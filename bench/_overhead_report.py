@@ -184,8 +184,8 @@ def vs_bare(
     bare = next(t for t in targets if t.name == "bare")
     lines = [
         f"| proxy | connections | req/s | bare req/s | % of bare (medians) | % of bare per round "
-        f"(target ≥ {TARGET_VS_BARE_PCT:g}%) |",
-        "|---|---:|---:|---:|---:|---|",
+        f"(target ≥ {TARGET_VS_BARE_PCT:g}%) | CPU per request / bare's, per round | median |",
+        "|---|---:|---:|---:|---:|---|---|---:|",
     ]
     out: dict[str, Any] = {}
     for t in targets:
@@ -197,15 +197,19 @@ def vs_bare(
             mine = [r.rps for r in t.runs if r.connections == c]
             base = [r.rps for r in bare.runs if r.connections == c]
             rounds = [a / b * 100.0 for a, b in zip(mine, base, strict=True)]
+            cpu = cpu_ratios([r for r in t.runs if r.connections == c], [r for r in bare.runs if r.connections == c])
             per[str(c)] = {
                 "pct_of_bare": round(pct, 1),
                 "pct_of_bare_per_round": [round(x, 1) for x in rounds],
                 "median_of_round_pcts": round(median(rounds), 1),
+                "cpu_per_request_vs_bare_per_round": [round(x, 3) for x in cpu],
+                "cpu_per_request_vs_bare_median": round(median(cpu), 3) if cpu else None,
             }
             lines.append(
                 f"| {t.name} | {c} | {fmt(rows[(t.name, c)].rps, 0)} | {fmt(rows[('bare', c)].rps, 0)} "
                 f"| {pct:.1f}% {'met' if pct >= TARGET_VS_BARE_PCT else 'NOT met'} "
-                f"| {' / '.join(f'{x:.1f}' for x in rounds)} |"
+                f"| {' / '.join(f'{x:.1f}' for x in rounds)} "
+                f"| {' / '.join(f'{x:.2f}' for x in cpu) or '-'} | {f'{median(cpu):.2f}x' if cpu else '-'} |"
             )
         out[t.name] = per
     return lines, out
@@ -221,8 +225,9 @@ def vs_baseline(
     """
     by_name = {t.name: t for t in targets}
     lines = [
-        "| this tree / baseline | connections | req/s ratio per round | median | p99 ratio per round | median |",
-        "|---|---:|---|---:|---|---:|",
+        "| this tree / baseline | connections | req/s ratio per round | median | p99 ratio per round | median "
+        "| CPU per request ratio per round | median |",
+        "|---|---:|---|---:|---|---:|---|---:|",
     ]
     out: dict[str, Any] = {}
     for mine_name, base_name in pairs:
@@ -233,15 +238,33 @@ def vs_baseline(
             b = [r for r in base.runs if r.connections == c]
             rps = [x.rps / y.rps for x, y in zip(a, b, strict=True)]
             p99 = [x.p99_ms / y.p99_ms for x, y in zip(a, b, strict=True)]
+            cpu = cpu_ratios(a, b)
             per[str(c)] = {
                 "rps_ratio_per_round": [round(x, 3) for x in rps],
                 "rps_ratio_median": round(median(rps), 3),
                 "p99_ratio_per_round": [round(x, 3) for x in p99],
                 "p99_ratio_median": round(median(p99), 3),
+                "cpu_per_request_ratio_per_round": [round(x, 3) for x in cpu],
+                "cpu_per_request_ratio_median": round(median(cpu), 3) if cpu else None,
             }
             lines.append(
                 f"| {mine_name} / {base_name} | {c} | {' / '.join(f'{x:.2f}' for x in rps)} | {median(rps):.2f} "
-                f"| {' / '.join(f'{x:.2f}' for x in p99)} | {median(p99):.2f} |"
+                f"| {' / '.join(f'{x:.2f}' for x in p99)} | {median(p99):.2f} "
+                f"| {' / '.join(f'{x:.3f}' for x in cpu) or '-'} | {f'{median(cpu):.3f}' if cpu else '-'} |"
             )
         out[f"{mine_name}/{base_name}"] = per
     return lines, out
+
+
+def cpu_ratios(mine: list[WrkRun], base: list[WrkRun]) -> list[float]:
+    """Round by round, ``mine``'s proxy CPU per request over ``base``'s (CPU % / req/s); empty without CPU figures.
+
+    On a shared machine this is steadier than the req/s ratio: a neighbour taking the core lowers both
+    the proxy's req/s and its CPU %, not what each request costs.
+    """
+    out: list[float] = []
+    for x, y in zip(mine, base, strict=True):
+        if not (x.proxy_cpu_pct and y.proxy_cpu_pct and x.rps and y.rps):
+            return []
+        out.append((x.proxy_cpu_pct / x.rps) / (y.proxy_cpu_pct / y.rps))
+    return out

@@ -403,7 +403,8 @@ def main() -> None:
     parser.add_argument(
         "--baseline-log",
         action="store_true",
-        help="with --baseline-src, also run that checkout with the request log on as shipped ('baseline')",
+        help="with --baseline-src, also run that checkout with the request log on as shipped ('baseline'); "
+        "with --auth, auth on too (its key is made by this tree's key store code)",
     )
     parser.add_argument("--output", default="overhead.json", help="file name under bench/results/")
     args = parser.parse_args()
@@ -460,7 +461,10 @@ def main() -> None:
             )
             targets.append(stack.enter_context(baseline))
             if args.baseline_log:
-                logged = opsgate_gateway(tmp, upstream, proxy_cpus, name="baseline", source=args.baseline_src)
+                # With --auth, auth on as in the main target: auth + log + metrics against auth + log + metrics.
+                logged = opsgate_gateway(
+                    tmp, upstream, proxy_cpus, name="baseline", source=args.baseline_src, auth=args.auth
+                )
                 targets.append(stack.enter_context(logged))
         if args.writer_thread_spare_core:
             spare = opsgate_gateway(tmp, upstream, proxy_cpus, name="opsgate-spare-core", writer_thread_cpus=load_cpus)
@@ -477,6 +481,12 @@ def main() -> None:
         if args.litellm:
             targets.append(stack.enter_context(litellm_proxy(tmp, upstream, proxy_cpus, args.litellm_venv)))
 
+        # A target with its own key (a second gateway with auth on) gets its own wrk script.
+        scripts = {t.name: script for t in targets}
+        for t in targets:
+            if t.api_key and t.api_key != gateway.api_key:
+                scripts[t.name] = tmp / f"chat-{t.name}.lua"
+                scripts[t.name].write_text(WRK_SCRIPT.format(body=json.dumps(REQUEST_BODY), auth=t.api_key))
         check_answer(direct, exact=True)
         for t in targets[1:]:
             # opsgate relays the upstream's JSON unchanged; LiteLLM rebuilds it (content and usage must match)
@@ -490,7 +500,7 @@ def main() -> None:
         for round_no in range(args.rounds):
             for c in args.connections:
                 for t in targets:
-                    run = measure(wrk, script, t, c, args.duration, args.warmup, load_cpus, own_pids)
+                    run = measure(wrk, scripts[t.name], t, c, args.duration, args.warmup, load_cpus, own_pids)
                     t.runs.append(run)
                     print(
                         f"  round {round_no + 1} c={c:<3} {t.name:<8} {run.rps:>9,.0f} req/s  "
@@ -506,7 +516,14 @@ def main() -> None:
                 raise SystemExit(f"--profile-target {name} was not run (see --no-nostore, --baseline-src, --bare)")
             profiles.append(
                 profile_gateway(
-                    wrk, script, sampled, args.profile_connections, args.profile, load_cpus, tmp, args.profile_gil
+                    wrk,
+                    scripts[sampled.name],
+                    sampled,
+                    args.profile_connections,
+                    args.profile,
+                    load_cpus,
+                    tmp,
+                    args.profile_gil,
                 )
             )
 
