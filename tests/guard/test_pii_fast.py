@@ -149,3 +149,34 @@ def test_recall_and_precision_on_the_faker_sets(split: str) -> None:
     assert structured.correct / structured.found >= 0.90
     assert named.recalled / named.labelled >= 0.80
     assert named.correct / named.found >= 0.80
+
+
+def test_packed_tokens_are_numbered_as_the_strings_are() -> None:
+    """``_numbered`` (tokens of up to 8 ASCII characters told apart by their packed bytes) gives each token the
+    number of its own string, one number per distinct string, whichever path the text takes."""
+    from opsgate.guard.pii_fast import _numbered
+    from opsgate.guard.pii_tokens import token_spans
+
+    ascii_text = " ".join(str(row["text"]) for row in faker_rows("dev")[:200] if str(row["text"]).isascii())
+    ascii_text += "\n  Anna  Annabelle\tAnna's a-b-c-d-e-f-g-h-i 12345678 123456789 &&&& '"
+    for text in (ascii_text, ascii_text + " K\u00f6ln", ascii_text + " A\x00B \x00 Anna"):
+        starts, ends, _ = token_spans(text)
+        which = np.arange(0, len(starts), 2)
+        distinct, index = _numbered(text, starts, ends, which)
+        assert len(set(distinct)) == len(distinct)
+        tokens = [text[a:b] for a, b in zip(starts[which].tolist(), ends[which].tolist(), strict=True)]
+        assert [distinct[i] for i in list(index)] == tokens
+
+
+def test_ascii_scores_are_the_training_features_sums() -> None:
+    """As ``test_cached_lookups_score_what_the_training_features_score``, on an ASCII text (the packed path)."""
+    model = load()
+    text = "\n".join(str(row["text"]) for row in faker_rows("dev")[:120] if str(row["text"]).isascii())
+    text += " Mr. O'Brien's Acme-Widgets\nCity: Bonn in Big_Town a_b Rio_de_Janeiro\n\nAnna's Berlin's"
+    assert text.isascii()
+    spans, logits = model.scores(text)
+    candidates = list(model.candidates(text))
+    assert [(start, end) for start, end, _ in spans] == [(c.start, c.end) for c in candidates]
+    for row, candidate in enumerate(candidates):
+        rows = [model.bias_row] + [model.vocabulary[f] for f in candidate.features if f in model.vocabulary]
+        assert np.allclose(model.weights[rows].sum(axis=0), logits[row], atol=1e-4)

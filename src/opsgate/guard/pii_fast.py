@@ -34,7 +34,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from opsgate.domain.guard_config import PiiEntity
-from opsgate.guard.pii_base import Finding, looks_like_code
+from opsgate.guard.injection_arrays import group
+from opsgate.guard.pii_base import Finding, char_codes, looks_like_code
 from opsgate.guard.pii_tokens import TOKEN, token_spans
 
 MODEL_PATH = Path(__file__).parent / "data" / "ner_fast.npz"
@@ -234,12 +235,12 @@ class FastNames:
         for shift in range(5):
             marked[at + shift] = True
         near = np.flatnonzero(marked[2:-2])
-        local: dict[str, int] = {}
-        index = [local.setdefault(token, len(local)) for token in _cut(text, starts, ends, near)]
-        empty, newline_code = local.setdefault("", len(local)), local.setdefault("<nl>", len(local))
+        distinct, index = _numbered(text, starts, ends, near)
+        # "" and "<nl>" are no tokens (a token holds a word or one character that is neither white space nor \w).
+        empty, newline_code = len(distinct), len(distinct) + 1
         slot = np.full(count + 4, empty, dtype=np.intp)
         slot[near + 2] = index
-        rows = b"".join([self._row(token) for token in local])
+        rows = b"".join([self._row(token) for token in (*distinct, "", "<nl>")])
         table = np.frombuffer(rows, dtype=np.int32).reshape(-1, _ROW_WIDTH)
         # Function words ("The", "If") are no candidates.
         at = at[table[slot[at + 2], _CANDIDATE_AT] == 1]
@@ -402,6 +403,48 @@ class FastNames:
 def _cut(text: str, starts: NDArray[np.intp], ends: NDArray[np.intp], which: NDArray[np.intp]) -> list[str]:
     """The tokens numbered ``which`` (``token_spans``' bounds)."""
     return [text[start:end] for start, end in zip(starts[which].tolist(), ends[which].tolist(), strict=True)]
+
+
+_PACKED = 8  # characters: an ASCII token of up to this many is told apart by its bytes packed into one integer
+_LOW_BYTES = np.array([(1 << 8 * n) - 1 for n in range(_PACKED + 1)], dtype=np.uint64)  # masks of the first n bytes
+
+
+def _numbered(
+    text: str, starts: NDArray[np.intp], ends: NDArray[np.intp], which: NDArray[np.intp]
+) -> tuple[list[str], list[int] | NDArray[np.int64]]:
+    """The distinct tokens among those numbered ``which`` (in no set order), and each one's index among them.
+
+    In an ASCII text with no NUL, a token of up to ``_PACKED`` characters (most of them: a word and the white
+    space before it) is its bytes packed into an integer, and equal integers are equal tokens: they are
+    numbered by numpy (``injection_arrays.group``) and only the distinct ones are cut out of the text; the
+    longer ones one by one. Elsewhere every token is cut out and numbered through a dict.
+    """
+    codes = char_codes(text)
+    if codes.dtype != np.uint8 or "\x00" in text:
+        local: dict[str, int] = {}
+        numbered_all = [local.setdefault(token, len(local)) for token in _cut(text, starts, ends, which)]
+        return list(local), numbered_all
+    first, last = starts[which], ends[which]
+    lengths = last - first
+    short = lengths <= _PACKED
+    raw = np.zeros(len(codes) + _PACKED, dtype=np.uint8)
+    raw[: len(codes)] = codes
+    at = np.ndarray((len(codes),), dtype="<u8", buffer=raw, strides=(1,))  # 8 bytes from each place
+    packed = (at[first[short]] & _LOW_BYTES[lengths[short]]).astype(np.uint64, copy=False)
+    values, numbers = group(packed)
+    stands = np.empty(len(values), dtype=np.intp)
+    stands[numbers] = np.arange(len(numbers))  # any one place of each value: its tokens are equal
+    index = np.empty(len(which), dtype=np.int64)
+    index[short] = numbers
+    distinct = _cut(text, first[short], last[short], stands)
+    longer = np.flatnonzero(~short)
+    if len(longer):
+        numbered: dict[str, int] = {}
+        base = len(distinct)
+        tokens = _cut(text, first, last, longer)
+        index[longer] = [numbered.setdefault(token, base + len(numbered)) for token in tokens]
+        distinct += numbered
+    return distinct, index
 
 
 def _bit_features(prefix: str) -> list[list[str]]:
