@@ -8,7 +8,8 @@ shortcut gives what the plain form gives:
 
 - ``pii_base.Literals.find``: every occurrence that a ``str.find`` loop per string finds;
 - ``pii._identifier_windows``: no window it drops holds a match of ``_PATTERN`` (``finditer``);
-- ``pii._start_places``: ``_matches`` with them finds what it finds with ``_STARTS_NO_EMAIL``, in every window;
+- ``pii_places.start_places`` (and ``start_places_in``, each window's alone): ``_matches`` with them finds what it
+  finds with ``_STARTS_NO_EMAIL``, in every window;
 - ``pii_address``: ``_address_matches`` with the house numbers and the regions of ``Literals`` finds what
   ``_ADDRESS.finditer`` finds, in every window;
 - ``pii_names._form_windows``: ``_ORG`` in them finds what ``_ORG.finditer`` finds in the whole text;
@@ -29,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
-from opsgate.guard import pii, pii_address, pii_base, pii_names  # noqa: E402
+from opsgate.guard import pii, pii_address, pii_base, pii_names, pii_places  # noqa: E402
 
 
 def _find_loop(text: str, strings: list[str]) -> list[tuple[int, str]]:
@@ -74,11 +75,19 @@ def check_identifiers(rng: random.Random, count: int) -> str:
     for _ in range(count):
         pieces = [*rng.sample(_ID_PIECES, rng.randint(2, 12)), " ", "the "]
         text = "".join(rng.choice(pieces) for _ in range(rng.randint(50, 2000)))
-        places = pii._start_places(text)
+        places = pii_places.start_places(text)
         kept = set(pii._identifier_windows(text))
-        for window in [*pii._windows(text), (0, len(text))]:
+        every = pii._windows(text)
+        # Each window's places alone (``start_places_in``): the whole text's that fall in it, for any windows.
+        in_windows = dict(zip(every, pii_places.start_places_in(text, every), strict=True)) if every else {}
+        in_windows[(0, len(text))] = pii_places.start_places_in(text, [(0, len(text))])[0]
+        assert in_windows[(0, len(text))] == places.tolist(), text
+        for window in [*every, (0, len(text))]:
             plain = [(m.span(), m.lastgroup) for m in pii._matches(text, *window)]
             assert [(m.span(), m.lastgroup) for m in pii._matches(text, *window, places=places)] == plain, text
+            inside = [place for place in places.tolist() if window[0] <= place < window[1]]
+            assert in_windows[window] == inside, text
+            assert [(m.span(), m.lastgroup) for m in pii._matches(text, *window, starts=inside)] == plain, text
             if window not in kept and window != (0, len(text)):
                 dropped += 1
                 assert not list(pii._PATTERN.finditer(text, *window)), text[window[0] : window[1]]

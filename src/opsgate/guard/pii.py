@@ -48,7 +48,7 @@ from opsgate.guard.pii_ner import NER_KINDS, NameRecognizer, NerResult
 from opsgate.guard.pii_phone import PhoneRules
 from opsgate.guard.pii_places import PLACES_FROM as _PLACES_FROM
 from opsgate.guard.pii_places import may_match as _may_match
-from opsgate.guard.pii_places import start_places as _start_places
+from opsgate.guard.pii_places import start_places_in as _start_places_in
 from opsgate.guard.pii_unhide import original_span, unhide
 
 NerChoice = Literal["fast", "spacy", "off"]
@@ -210,9 +210,9 @@ class PiiDetector:
         """
         structured: list[Finding] = []
         windows = _identifier_windows(text)
-        places = _start_places(text) if sum(high - low for low, high in windows) >= _PLACES_FROM else None
-        for low, high in windows:
-            for match in _matches(text, low, high, deadline_ns, places):
+        places = _start_places_in(text, windows) if sum(high - low for low, high in windows) >= _PLACES_FROM else None
+        for index, (low, high) in enumerate(windows):
+            for match in _matches(text, low, high, deadline_ns, starts=None if places is None else places[index]):
                 finding = self._confirm(text, match)
                 if finding is not None:
                     structured.append(finding)
@@ -324,7 +324,12 @@ _LOCAL_PART = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 
 
 def _matches(
-    text: str, low: int, high: int, deadline_ns: int | None = None, places: NDArray[np.intp] | None = None
+    text: str,
+    low: int,
+    high: int,
+    deadline_ns: int | None = None,
+    places: NDArray[np.intp] | None = None,
+    starts: list[int] | None = None,
 ) -> Iterator[re.Match[str]]:
     """``_PATTERN.finditer(text, low, high)``, tried only where a match can start.
 
@@ -333,9 +338,12 @@ def _matches(
     ``[A-Za-z0-9][A-Za-z0-9._%+-]*@`` starts in the run of those characters that ends at an '@': only the
     word starts there are tried for it (every word start of a window with an '@' was, ~2,900 a dense 32 KB).
 
-    ``places``: ``_start_places(text)``, read in place of ``_STARTS_NO_EMAIL`` (the same matches: see there).
+    ``places``: ``pii_places.start_places(text)``, read in place of ``_STARTS_NO_EMAIL`` (the same matches: see there);
+    ``starts``: those of the window already (``pii_places.start_places_in``).
     """
-    if places is None:
+    if starts is not None:
+        pass
+    elif places is None:
         starts = [m.start() for m in _STARTS_NO_EMAIL.finditer(text, low, high)]
     else:
         starts = places[np.searchsorted(places, low) : np.searchsorted(places, high)].tolist()
