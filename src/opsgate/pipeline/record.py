@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from opsgate.domain.config import GatewayConfig
 from opsgate.domain.context import GatewayResponse, JsonResult, RequestContext, StreamOutcome, StreamResult
-from opsgate.domain.pricing import PriceBook, countable_usage, stored_count
+from opsgate.domain.pricing import MAX_COUNT, PriceBook, countable_usage, stored_count
 from opsgate.domain.requests import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from opsgate.pipeline.request_id import client_request_id
 from opsgate.pipeline.stage import PassStage
@@ -150,6 +150,13 @@ def record_tags(ctx: RequestContext) -> dict[str, Any] | None:
     return tags
 
 
+def _stored(value: Any) -> int | None:
+    """``stored_count``, with the usual case (a plain int in range) first."""
+    if type(value) is int and 0 <= value <= MAX_COUNT:
+        return value
+    return stored_count(value)
+
+
 # ``ctx.scratch`` key: the request was refused by the backlog gate, so its record keeps only the essentials.
 SHED = "record_backlog"
 
@@ -211,7 +218,8 @@ class RecordStage(PassStage):
         model = getattr(body, "model", None)
         request = None
         if body is not None and not self.metadata_only:
-            request = body.model_dump(mode="json", exclude_unset=True)
+            # model_dump(mode="json", exclude_unset=True) without its Python wrapper (~1 µs a request)
+            request = body.__pydantic_serializer__.to_python(body, mode="json", exclude_unset=True)
         return {
             "id": ctx.request_id,
             "client_request_id": client_request_id(ctx.headers),
@@ -253,14 +261,16 @@ class RecordStage(PassStage):
         # with a tag saying so.
         usage = usage if isinstance(usage, dict) else {}
         details = usage.get("prompt_tokens_details")
-        sent = {
-            "prompt_tokens": usage.get("prompt_tokens"),
-            "completion_tokens": usage.get("completion_tokens"),
-            "cached_tokens": details.get("cached_tokens") if isinstance(details, dict) else None,
-        }
-        for column, value in sent.items():
-            record[column] = stored_count(value)
-        if any(record[c] is None and v is not None for c, v in sent.items()):
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        cached = details.get("cached_tokens") if isinstance(details, dict) else None
+        record["prompt_tokens"] = stored_prompt = _stored(prompt)
+        record["completion_tokens"] = stored_completion = _stored(completion)
+        record["cached_tokens"] = stored_cached = _stored(cached)
+        if (
+            (stored_prompt is None and prompt is not None)
+            or (stored_completion is None and completion is not None)
+            or (stored_cached is None and cached is not None)
+        ):
             tags = record.get("tags")
             record["tags"] = {**(tags if isinstance(tags, dict) else {}), "usage_not_counts": True}
 
