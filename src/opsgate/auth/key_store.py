@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,6 +139,13 @@ class KeySpec:
             raise InvalidRequestError("expires_at is in the past.", param="expires_at")
 
 
+class KeyNotActive(InvalidRequestError):
+    """The key was revoked, has expired or was already rotated: it cannot be rotated (again)."""
+
+    # 409: the key's state conflicts with the change (another admin, or a retried request, got there first).
+    status = 409
+
+
 class KeyLimitReached(InvalidRequestError):
     """The tenant holds as many active keys as ``auth.max_keys_per_tenant`` allows."""
 
@@ -189,10 +198,12 @@ class KeyStore:
         return info
 
     def _check_room(self, conn: Any, tenant: str | None, cap: int | None, replacing: str | None = None) -> None:
-        """409 when ``tenant`` already holds ``cap`` active keys (``replacing``, a key being rotated, aside)."""
+        """409 when ``tenant`` already holds ``cap`` active keys (``replacing``, a key being rotated, aside).
+
+        Call with the chain lock held (``_locked``): two creators would both count below the cap.
+        """
         if cap is None or tenant is None:  # operator keys: only an operator makes them
             return
-        lock_chain(self.store, conn)  # PostgreSQL: two creators would both count below the cap (SQLite: IMMEDIATE)
         row = self.store.execute(
             conn,
             "SELECT count(*) FROM api_keys WHERE tenant = ? AND revoked_at IS NULL "
@@ -234,13 +245,27 @@ class KeyStore:
         return CreatedKey(info=info, secret=new.secret)
 
     # Each change and its audit entry commit together: no key change without its trail.
+    #
+    # Every change takes the audit chain's lock first, before it reads the row it changes, and holds it to
+    # the commit (probe-g G5, G6). One lock order: a revoke that updated the row and then waited for the
+    # chain lock, while a rotation held that lock and waited for the row, deadlocked on PostgreSQL (one
+    # of them a 500). And one change to a key at a time: each reads the state the previous one committed,
+    # so a key is rotated once (concurrent rotations minted several live successors) and a key revoked
+    # meanwhile is not rotated at all.
+
+    @contextmanager
+    def _locked(self) -> Iterator[Any]:
+        """A write transaction holding the audit chain's lock (SQLite: BEGIN IMMEDIATE already is one)."""
+        with self.store.connection() as conn, self.store.transaction(conn):
+            lock_chain(self.store, conn)
+            yield conn
 
     def create(self, spec: KeySpec, actor: str, max_per_tenant: int | None = None) -> CreatedKey:
         """A new key for ``spec``; the only time its secret exists outside the caller's hands.
 
         ``max_per_tenant``: 409 ``key_limit_reached`` when the tenant already holds that many active keys.
         """
-        with self.store.connection() as conn, self.store.transaction(conn):
+        with self._locked() as conn:
             self._check_room(conn, spec.tenant, max_per_tenant)
             return self._insert(conn, spec, actor)
 
@@ -289,7 +314,7 @@ class KeyStore:
 
     def revoke(self, key_id: str, actor: str, tenant_scope: str | None = None) -> KeyInfo:
         """Revoke a key now (it stops working within the auth cache TTL)."""
-        with self.store.connection() as conn, self.store.transaction(conn):
+        with self._locked() as conn:
             before = self._require_on(conn, key_id, tenant_scope)
             if before.revoked_at is None:
                 self.store.execute(conn, "UPDATE api_keys SET revoked_at = ? WHERE key_id = ?", [time.time(), key_id])
@@ -310,12 +335,20 @@ class KeyStore:
 
         ``max_per_tenant`` counts the tenant's other active keys (those in a grace period included): the
         key being rotated is being replaced, so a tenant at the cap can still rotate, once per key.
+
+        A key rotates once: a key already rotated (in its grace period), revoked or expired is a 409
+        ``key_not_active`` (``KeyNotActive``); rotate its successor instead.
         """
-        with self.store.connection() as conn, self.store.transaction(conn):
-            old = self._require_on(conn, key_id, tenant_scope)
+        with self._locked() as conn:
+            old = self._require_on(conn, key_id, tenant_scope)  # read under the lock: no change lands meanwhile
             if old.state() != "active":
-                raise InvalidRequestError(
+                raise KeyNotActive(
                     f"API key '{key_id}' is {old.state()}; only an active key can be rotated.", code="key_not_active"
+                )
+            if old.rotated_to is not None:
+                raise KeyNotActive(
+                    f"API key '{key_id}' was already rotated to '{old.rotated_to}'; rotate that key instead.",
+                    code="key_not_active",
                 )
             self._check_room(conn, old.tenant, max_per_tenant, replacing=key_id)
             created = self._insert(conn, old.spec(), actor)
