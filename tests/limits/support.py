@@ -114,6 +114,21 @@ class TcpProxy:
 
         self._loop.call_soon_threadsafe(drop)
 
+    def drop(self) -> None:
+        """Close every open connection once (done when this returns); new ones are accepted at once.
+
+        What a server restart, a failover, an idle timeout or a NAT does to a client's pooled connections
+        while the server itself is healthy.
+        """
+
+        async def close_all() -> int:
+            writers = list(self._writers)
+            for writer in writers:
+                writer.close()
+            return len(writers)
+
+        asyncio.run_coroutine_threadsafe(close_all(), self._loop).result(5)
+
     def restore(self) -> None:
         self._loop.call_soon_threadsafe(setattr, self, "open", True)
 
