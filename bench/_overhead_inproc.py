@@ -132,6 +132,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--log", action="store_true", help="the request log on as shipped (default: store none)")
     parser.add_argument("--auth", action="store_true", help="auth on, requests with a service key (needs --log)")
+    parser.add_argument("--bare", action="store_true", help="drive bench/_bare_proxy.py's app instead (the floor)")
     parser.add_argument("--cprofile", type=Path, help="write a cProfile of the measured requests here")
     args = parser.parse_args()
     if args.auth and not args.log:
@@ -147,6 +148,13 @@ def main() -> None:
                 + ("" if args.log else "record: {store: none}\n")
                 + ("auth: {enabled: true, admin_key: 'bench-admin-key-0123456789'}\n" if args.auth else "")
             )
+            if args.bare:
+                import _bare_proxy
+
+                _bare_proxy.UPSTREAM = f"{upstream}/chat/completions"
+                cpu = uvloop.run(drive(_bare_proxy.app, args.requests, args.concurrency, args.cprofile))
+                print(f"main-thread CPU per request: {cpu:.1f} us ({args.requests} requests, bare proxy)")
+                return
             key = create_key(config, tmp) if args.auth else None
             os.chdir(tmp)  # the default store and journal are relative to the working directory
             from opsgate.domain.config import load_config
