@@ -11,7 +11,9 @@ load nothing waits longer than one round trip. Within a call each reservation is
 All keys of one call go to one script, so Redis Cluster (keys in many hash slots) is not supported:
 use a single Redis, or a primary with replicas.
 
-When Redis fails, calls raise ``CountersUnavailable`` and, for ``probe_interval`` seconds, fail at
+A call that fails on a connection error is sent once more at once, on a new connection: a connection
+closed while idle (a Redis restart or failover, Redis's ``timeout``, a NAT or balancer) is not an
+outage. When Redis fails, calls raise ``CountersUnavailable`` and, for ``probe_interval`` seconds, fail at
 once without touching the network (the caller's ``on_redis_error`` answers instead of a timeout
 per request). An outage is logged once when it starts and once when it ends, and counted.
 
@@ -39,6 +41,7 @@ from urllib.parse import urlsplit
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from opsgate.limits.checks import EPSILON, Adjustment, Admission, Check, Tally
@@ -136,6 +139,12 @@ end
 return out
 """
 
+# Not on a timeout: the call may be running in Redis, and waiting twice is the outage's cost, not a cure.
+# A connection error after the call was sent could in principle follow its execution (a connection cut
+# between Redis's reply and ours): the retry then counts that call twice, an over-count (refusing early),
+# never an admission uncounted. A connection Redis closed while idle never ran the call.
+RETRY_ONCE_ON_A_NEW_CONNECTION = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+
 _KIND = {"window": "w", "total": "t", "lease": "l"}
 _MAX_BATCH = 256  # operations per script call, so one call stays short inside Redis
 _MAX_RELEASES = 10_000  # lease releases kept through an outage; past this the oldest lapse on their own
@@ -226,8 +235,10 @@ class RedisCounters:
             self.url,
             socket_timeout=self.timeout,
             socket_connect_timeout=self.timeout,
-            # redis-py retries ten times with backoff by default: seconds per request in an outage.
-            retry=Retry(NoBackoff(), 0),
+            # redis-py retries ten times with backoff by default: seconds per request in an outage. One
+            # immediate retry on a new connection, for a connection error only (probe-g G1): a pooled
+            # connection that Redis (a restart, its idle `timeout`) or a NAT closed is not an outage.
+            retry=RETRY_ONCE_ON_A_NEW_CONNECTION,
             single_connection_client=True,  # one call in flight at a time, by design (see above)
         )
         self._script = self._client.register_script(SCRIPT)

@@ -64,6 +64,7 @@ from typing import Any, Literal
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from opsgate.domain.reliability_config import BreakerConfig
@@ -352,7 +353,9 @@ class BreakerSync:
             self.url,
             socket_timeout=self.timeout,
             socket_connect_timeout=self.timeout,
-            retry=Retry(NoBackoff(), 0),  # redis-py's default retries would stretch one failure to seconds
+            # redis-py's default retries would stretch one failure to seconds. One at once, on a new
+            # connection, for a connection error only: one Redis (or a NAT) closed while idle is no outage.
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
             single_connection_client=True,  # only the sync loop talks to Redis
         )
         self._script = self._client.register_script(breaker_script(_BUCKETS, KEY_TTL_SECONDS))
