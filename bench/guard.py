@@ -278,18 +278,21 @@ def stage_cost(runs: int, guard: dict[str, Any], request: str) -> dict[str, floa
     return percentiles(samples)
 
 
-def input_policy_cost(runs: int, src: Path) -> dict[str, Any]:
+def input_policy_cost(runs: int, src: Path, long_runs: int | None = None) -> dict[str, Any]:
     """``bench/_guard_input.py`` run with ``src`` first on the path (this tree's or a baseline's)."""
     script = ROOT / "bench" / "_guard_input.py"
     env = {"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin"}
+    extra = ["--long-runs", str(long_runs)] if long_runs else []
     output = subprocess.run(
-        [sys.executable, str(script), "--runs", str(runs)], env=env, capture_output=True, text=True, check=True
+        [sys.executable, str(script), "--runs", str(runs), *extra], env=env, capture_output=True, text=True, check=True
     ).stdout
     result: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
     return result
 
 
-def input_policy_side_by_side(runs: int, baseline_ref: str | None, rounds: int = 1) -> dict[str, Any]:
+def input_policy_side_by_side(
+    runs: int, baseline_ref: str | None, rounds: int = 1, long_runs: int | None = None
+) -> dict[str, Any]:
     """The default input policy's cost here, and at ``baseline_ref`` when given.
 
     With ``rounds`` > 1 the two trees take turns (this, baseline, this, baseline, …), so load from
@@ -311,7 +314,7 @@ def input_policy_side_by_side(runs: int, baseline_ref: str | None, rounds: int =
                     *([(f"baseline {baseline_ref}", tree / "src")] * bool(baseline_ref)),
                 ]:
                     out["load_average"].append({label: round(os.getloadavg()[0], 2)})
-                    out[label].append(input_policy_cost(runs, src))
+                    out[label].append(input_policy_cost(runs, src, long_runs))
         finally:
             if baseline_ref:
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
@@ -363,9 +366,12 @@ def main() -> None:
         "--rounds", type=int, default=1, help="with --baseline-ref: the trees take turns this many times each"
     )
     parser.add_argument("--no-roc", action="store_true", help="with --input-only: skip the detector ROC")
+    parser.add_argument(
+        "--long-runs", type=int, help="runs of the inputs of 8 KB or more (default max(20, runs // 10))"
+    )
     args = parser.parse_args()
     if args.input_only:
-        policy = input_policy_side_by_side(args.runs, args.baseline_ref, args.rounds)
+        policy = input_policy_side_by_side(args.runs, args.baseline_ref, args.rounds, args.long_runs)
         result = {"input_policy": policy, **({} if args.no_roc else {"detector_roc": roc()})}
         RESULTS.with_name("guard_input.json").write_text(json.dumps(result, indent=2) + "\n")
         print(json.dumps(result, indent=2))
