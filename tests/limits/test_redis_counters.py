@@ -18,7 +18,7 @@ from opsgate.limits import (
     LimitsUnavailableError,
     RedisCounters,
 )
-from opsgate.limits.redis_counters import safe_url
+from opsgate.limits.redis_counters import MARKER_KEY, safe_url
 from tests.limits.support import REDIS_URL, TcpProxy, redis_keys
 from tests.support import free_port
 
@@ -33,6 +33,7 @@ async def test_keys_live_under_the_prefix_and_expire(redis_prefix: str) -> None:
     reservation = await limits.reserve(ALICE, Demand(100, 0.5))
     assert reservation is not None
     keys = redis_keys(redis_prefix)
+    assert keys.pop(redis_prefix + MARKER_KEY) == -1  # the one key without expiry: it shows counters were lost
     assert {key.removeprefix(redis_prefix).split(":")[0] for key in keys} == {"rpm", "tpm", "conc", "day"}
     assert all(ttl > 0 for ttl in keys.values()), keys  # nothing lives forever
     day_key = next(key for key in keys if ":day:" in key)
@@ -114,6 +115,11 @@ async def test_outage_and_recovery(redis_prefix: str, caplog: pytest.LogCaptureF
     assert len([line for line in lines if "reachable again" in line]) == 1, lines
 
 
+def counter_keys(prefix: str) -> list[str]:
+    """The counters under ``prefix`` (without it), not the marker."""
+    return [key.removeprefix(prefix) for key in redis_keys(prefix) if key != prefix + MARKER_KEY]
+
+
 def test_safe_url_drops_the_password() -> None:
     assert safe_url("redis://user:pw@cache.internal:6380/2") == "redis://cache.internal:6380/2"
     assert safe_url("rediss://cache") == "rediss://cache"
@@ -132,14 +138,12 @@ async def test_calls_are_shared_under_load_and_a_cancelled_reservation_is_given_
             assert reservation is not None
             limits.settle(reservation, tokens=10, cost=0.01)
         await limits.flush()
-        before = {
-            key: await store.read(key.removeprefix(redis_prefix), time.time()) for key in redis_keys(redis_prefix)
-        }
+        before = {key: await store.read(key, time.time()) for key in counter_keys(redis_prefix)}
         waiting = asyncio.ensure_future(limits.reserve(ALICE, Demand(10, 0.01)))
         await asyncio.sleep(0)  # queued and on its way to Redis
         waiting.cancel()
         await asyncio.sleep(0.1)  # the reply arrives for nobody: the store takes the reservation back
-        after = {key: await store.read(key.removeprefix(redis_prefix), time.time()) for key in redis_keys(redis_prefix)}
+        after = {key: await store.read(key, time.time()) for key in counter_keys(redis_prefix)}
         assert after == pytest.approx(before)
         assert store.status()["calls"] >= 2
     finally:

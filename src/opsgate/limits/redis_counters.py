@@ -32,8 +32,9 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -49,18 +50,25 @@ from opsgate.limits.errors import CountersUnavailable
 
 log = logging.getLogger("opsgate.limits")
 
-# ARGV[1] is epsilon; then operations in order:
+# KEYS[1] is the marker (no expiry; ``MARKER_KEY``), ARGV[1] epsilon, ARGV[2] the marker's value to write
+# when it is missing; then operations in order:
 #   'R', now, checks, keys, then six fields per check: kind, limit, amount, share or expiry, ttl, member
 #        (kind w(indow) takes two keys, current and previous bucket; t(otal) and l(ease) one each);
 #   'S', steps, then two fields per step: 'a' and an amount to add if the counter still exists
 #        (INCRBYFLOAT keeps its expiry), or 'r' and a lease member to remove; one key each;
 #   'L', count, expiry, ttl, then count lease members to renew if still held; one key each.
-# Returns, per 'R' in order: admitted (1/0), refused check (0-based, -1), n, the used amount of the
-# n checks read, then the current and previous bucket of the last check read (for Retry-After).
+# Returns the marker's value, then, per 'R' in order: admitted (1/0), refused check (0-based, -1), n, the
+# used amount of the n checks read, then the current and previous bucket of the last check read (for
+# Retry-After).
 SCRIPT = """
 local epsilon = tonumber(ARGV[1])
-local a, k = 2, 1
-local out = {}
+local marker = redis.call('GET', KEYS[1])
+if not marker then
+  marker = ARGV[2]
+  redis.call('SET', KEYS[1], marker)
+end
+local a, k = 3, 2
+local out = {marker}
 while a <= #ARGV do
   if ARGV[a] == 'S' then
     local steps = tonumber(ARGV[a + 1])
@@ -146,9 +154,29 @@ return out
 RETRY_ONCE_ON_A_NEW_CONNECTION = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
 
 _KIND = {"window": "w", "total": "t", "lease": "l"}
+# Written under the prefix, without expiry, by the first call that finds it missing; its value is when
+# (and by which process). Every call reads it in the script, so every replica sees it change: the
+# counters it stood beside were lost (a restart without persistence, a flush, a failover to an empty
+# replica). An LRU eviction of idle counters can leave it in place (every call touches it): the start
+# warns when the Redis evicts (maxmemory with a policy other than noeviction).
+MARKER_KEY = "counters-since"
+LOST_SHOWN_SECONDS = 86400.0
 _MAX_BATCH = 256  # operations per script call, so one call stays short inside Redis
 _MAX_RELEASES = 10_000  # lease releases kept through an outage; past this the oldest lapse on their own
 _RELEASES_PER_CALL = 1024
+
+
+def _since(marker: bytes | None) -> float | None:
+    """When the counters beside ``marker`` started (its value is ``<epoch seconds> <process token>``)."""
+    try:
+        return float(marker.split()[0]) if marker else None
+    except ValueError:
+        return None
+
+
+def _since_text(marker: bytes | None) -> str:
+    since = _since(marker)
+    return "?" if since is None else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(since))
 
 
 def safe_url(url: str) -> str:
@@ -206,6 +234,7 @@ class RedisCounters:
         timeout: float = 0.5,
         probe_interval: float = 1.0,
         outage_note: str = "",
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.url = url
         self.prefix = prefix
@@ -228,6 +257,13 @@ class RedisCounters:
         self.calls = 0
         self.operations = 0
         self.last_error: str | None = None
+        self.clock = clock
+        self._marker_key = prefix + MARKER_KEY
+        self._marker: bytes | None = None  # the marker's value as this process last saw it
+        self._token = secrets.token_hex(4)
+        self.counters_lost = 0
+        self.counters_lost_at: float | None = None
+        self.eviction_policy: str | None = None  # None: unknown, or the Redis has no maxmemory (never evicts)
 
     async def start(self) -> None:
         """Connect and register the script; an unreachable Redis starts an outage, not a crash."""
@@ -243,9 +279,30 @@ class RedisCounters:
         )
         self._script = self._client.register_script(SCRIPT)
         try:
-            await self._client.ping()
+            marker = await self._client.get(self._marker_key)  # None: the first call writes it
+            self._marker = marker.encode() if isinstance(marker, str) else marker
         except (RedisError, OSError) as error:
             self._failed(error)
+            return
+        await self._check_eviction()
+
+    async def _check_eviction(self) -> None:
+        """Warn when this Redis evicts keys when full: counters would vanish, limits reset unnoticed."""
+        assert self._client is not None
+        try:
+            memory = await self._client.info("memory")
+        except (RedisError, OSError):  # INFO renamed or refused (some managed Redis): nothing to say
+            return
+        policy = str(memory.get("maxmemory_policy", ""))
+        if int(memory.get("maxmemory", 0) or 0) > 0 and policy and policy != "noeviction":
+            self.eviction_policy = policy
+            log.warning(
+                "limits: Redis at %s evicts keys when full (maxmemory-policy %s): rate-limit and budget counters "
+                "can be evicted, and their limits then start again from zero unnoticed. Use maxmemory-policy "
+                "noeviction, or a Redis of their own (docs/deploy.md)",
+                safe_url(self.url),
+                policy,
+            )
 
     async def close(self) -> None:
         """Send what is queued (for up to five seconds), then close the connection."""
@@ -310,6 +367,7 @@ class RedisCounters:
                 self._failed_batch(batch, error)
                 continue
             self.operations += len(batch)
+            self._saw_marker(reply[0])
             self._unpack(batch, reply)
 
     def _take_releases(self) -> _Settle | None:
@@ -356,8 +414,32 @@ class RedisCounters:
         if self._releases and self._client is not None and (self._sender is None or self._sender.done()):
             self._sender = asyncio.get_running_loop().create_task(self._send())
 
+    def _saw_marker(self, marker: bytes) -> None:
+        """Note the marker a call read; a new one means the counters beside the old one were lost."""
+        if marker == self._marker:
+            return
+        before, self._marker = self._marker, marker
+        if before is None:  # never seen here: this process's first call, on a fresh Redis or prefix
+            log.info("limits: counting in Redis at %s since %s", safe_url(self.url), _since_text(marker))
+            return
+        self.counters_lost += 1
+        self.counters_lost_at = self.clock()
+        log.error(
+            "limits: the counters in Redis at %s were lost: their marker %r (no expiry, counting since %s) is gone "
+            "(Redis restarted without persistence, was flushed, or failed over to an empty replica). Rate limits "
+            "and spend budgets started again from zero at %s. Give the limits Redis persistence (AOF or RDB) and "
+            "maxmemory-policy noeviction (docs/deploy.md)",
+            safe_url(self.url),
+            self._marker_key,
+            _since_text(before),
+            _since_text(marker),
+        )
+
+    def _lost_recently(self) -> bool:
+        return self.counters_lost_at is not None and self.clock() - self.counters_lost_at < LOST_SHOWN_SECONDS
+
     def _pack(self, batch: list[_Reserve | _Settle | _Renew]) -> _Batch:
-        out = _Batch()
+        out = _Batch(keys=[self._marker_key], args=[repr(EPSILON), f"{self.clock():.3f} {self._token}"])
         for operation in batch:
             if isinstance(operation, _Renew):
                 out.args += ["L", len(operation.leases), repr(operation.expires), operation.ttl]
@@ -384,7 +466,7 @@ class RedisCounters:
         return out
 
     def _unpack(self, batch: list[_Reserve | _Settle | _Renew], reply: list[bytes]) -> None:
-        at = 0
+        at = 1  # after the marker
         for operation in batch:
             if not isinstance(operation, _Reserve):
                 continue
@@ -453,6 +535,14 @@ class RedisCounters:
             "errors": self.errors,
             "last_error": self.last_error,
             "settle_failures": self.settle_failures,
+            # Degraded (public /readyz: components.limits) for a day after counters were lost, the span of
+            # the daily budgets they reset, and while the Redis evicts keys when full. Still serving.
+            "state": "degraded" if self._lost_recently() or self.eviction_policy else "ok",
+            # Counters lost (the marker changed under this replica): how often, and when last.
+            "counters_lost": self.counters_lost,
+            "counters_lost_at": self.counters_lost_at,
+            "counting_since": _since(self._marker),
+            "eviction_policy": self.eviction_policy,
             "releases_pending": len(self._releases),
             "releases_retried": self.releases_retried,
             "releases_dropped": self.releases_dropped,
