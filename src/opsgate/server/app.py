@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import os
@@ -303,7 +304,13 @@ class Gateway:
             # leaving comes through ``receive``, to the watcher): that is the server stopping, recorded as the
             # server's, in every worker process. A request the gateway sent itself (``AsgiPoster``: evals,
             # judges, the sentinel) is cancelled by its caller (a timeout, a service stopping): a 499, re-raised.
-            result = await asyncio.shield(work)
+            # (A future the work settles is the shield: asyncio.shield's own costs two more closures a request.)
+            finished = loop.create_future()
+            work.add_done_callback(functools.partial(_settle, finished))
+            await finished
+            if work.cancelled():
+                return Response(status_code=499)  # the watcher: the client left
+            result = work.result()
         except asyncio.CancelledError:
             if work.cancelled():
                 return Response(status_code=499)  # the watcher: the client left
@@ -347,6 +354,12 @@ class Gateway:
                 if allowed(alias.name)
             ],
         }
+
+
+def _settle(finished: asyncio.Future[None], work: asyncio.Future[Any]) -> None:
+    """``work`` is done (answered, failed or cancelled): wake the handler waiting on ``finished``."""
+    if not finished.done():  # cancelled with the handler: nothing to wake
+        finished.set_result(None)
 
 
 async def _close_if_stream(work: asyncio.Future[Any]) -> None:
