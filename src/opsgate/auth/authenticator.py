@@ -25,10 +25,14 @@ from opsgate.auth.login_throttle import LoginThrottle
 from opsgate.auth.session_store import MemorySessionStore, SessionRow, SessionStore, SqlSessionStore
 from opsgate.auth.ui_sessions import UiSessions, bootstrap_check, same_key_check
 from opsgate.domain.auth_config import AuthConfig
-from opsgate.domain.errors import AuthenticationError
+from opsgate.domain.errors import AuthenticationError, AuthUnavailableError
 from opsgate.domain.principal import Principal
 
 log = logging.getLogger("opsgate.auth")
+
+# After a failed read of the key store, cache misses skip it this long (answered stale or 503 at once), so
+# an unreachable database costs one request per interval its connection timeout, not every request.
+STORE_RETRY_SECONDS = 1.0
 
 BOOTSTRAP_KEY_ID = "bootstrap-admin"
 BOOTSTRAP_ADMIN = Principal(key_id=BOOTSTRAP_KEY_ID, tenant=None, role="admin", name="bootstrap admin")
@@ -69,10 +73,15 @@ class Authenticator:
         self._admin = admin
         self._admin_digest = hashlib.sha256(admin.encode()).digest() if admin else None
         self._admin_check: str | None = None  # bootstrap_check(admin), computed at the first login
-        # sha256(secret) → (principal or None for unknown, monotonic expiry)
-        self._cache: dict[bytes, tuple[Principal | None, float]] = {}
+        # sha256(secret) → (principal or None for unknown, monotonic expiry, monotonic end of the key's own life)
+        self._cache: dict[bytes, _Entry] = {}
         # key id → the same, for dashboard sessions (apart: a secret can never be taken for an id)
-        self._by_id: dict[str, tuple[Principal | None, float]] = {}
+        self._by_id: dict[str, _Entry] = {}
+        self._store_down_until = 0.0  # monotonic: cache misses skip the store until then (``STORE_RETRY_SECONDS``)
+        self.store_failures = 0
+        self.served_stale = 0
+        self.refused_unavailable = 0
+        self.last_store_error: str | None = None
         self.sessions = sessions or UiSessions(config.ui_session, _session_store(key_store), config.cache_ttl_seconds)
         ui = config.ui_session
         self.login_throttle = LoginThrottle(ui.login_max_failures, ui.login_window_seconds)
@@ -111,25 +120,53 @@ class Authenticator:
         info: KeyInfo | None = None
         if self._key_store is not None:
             store = self._key_store
-            info = await asyncio.get_running_loop().run_in_executor(None, lambda: store().lookup(secret))
+            try:
+                info = await self._read_store(lambda: store().lookup(secret), now)
+            except AuthUnavailableError:
+                return self._stale(self._cache.get(digest), now)
         wall = time.time()
         if info is None or info.state(wall) != "active":
-            self._remember(digest, None, now + self.config.negative_cache_seconds, generation)
+            self._remember(digest, (None, now + self.config.negative_cache_seconds, now), generation)
             return None
-        expiry = now + self.config.cache_ttl_seconds
-        if info.expires_at is not None:
-            expiry = min(expiry, now + (info.expires_at - wall))
-        principal = info.principal()
-        self._remember(digest, principal, expiry, generation)
-        return principal
+        self._remember(digest, self._entry(info, now, wall), generation)
+        return info.principal()
 
-    def _remember(self, digest: bytes, principal: Principal | None, expiry: float, generation: int) -> None:
+    def _entry(self, info: KeyInfo, now: float, wall: float) -> _Entry:
+        """A live key's cache entry: reused for the TTL, never past the key's own expiry (stale or not)."""
+        ends = now + (info.expires_at - wall) if info.expires_at is not None else float("inf")
+        return info.principal(), min(now + self.config.cache_ttl_seconds, ends), ends
+
+    async def _read_store(self, read: Callable[[], KeyInfo | None], now: float) -> KeyInfo | None:
+        """``read`` in a worker thread; ``AuthUnavailableError`` when the store fails or failed a moment ago."""
+        if now < self._store_down_until:
+            raise AuthUnavailableError()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, read)
+        except Exception as error:  # the database's errors, whatever its driver: the store is down
+            self.store_failures += 1
+            self._store_down_until = self._clock() + STORE_RETRY_SECONDS
+            described = f"{type(error).__name__}: {error}"[:300]
+            if described != self.last_store_error:
+                log.error("the key store cannot be read (%s): serving recently seen keys only", described)
+            self.last_store_error = described
+            raise AuthUnavailableError() from error
+
+    def _stale(self, entry: _Entry | None, now: float) -> Principal | None:
+        """The last known principal of a key seen recently enough, while the store is down; else 503."""
+        fresh_enough = entry is not None and now - entry[1] <= self.config.stale_if_error_seconds
+        if entry is not None and entry[0] is not None and now < entry[2] and fresh_enough:
+            self.served_stale += 1
+            return entry[0]
+        self.refused_unavailable += 1
+        raise AuthUnavailableError()
+
+    def _remember(self, digest: bytes, entry: _Entry, generation: int) -> None:
         if generation != self._generation:
             return  # forgotten while the lookup ran: its answer may be stale (this request still gets it)
         if len(self._cache) >= _MAX_CACHE:
             # Bounded: a flood of random keys cannot grow memory; dropping everything is rare and safe.
             self._cache.clear()
-        self._cache[digest] = (principal, expiry)
+        self._cache[digest] = entry
 
     # -- dashboard sessions -----------------------------------------------------------------------
 
@@ -172,20 +209,21 @@ class Authenticator:
         info: KeyInfo | None = None
         if self._key_store is not None:
             store = self._key_store
-            info = await asyncio.get_running_loop().run_in_executor(None, lambda: store().get(key_id))
+            try:
+                info = await self._read_store(lambda: store().get(key_id), now)
+            except AuthUnavailableError:
+                return self._stale(self._by_id.get(key_id), now)
         wall = time.time()
         # A rotated key's sessions end at the rotation, not at the end of the old key's grace period.
         if info is None or info.state(wall) != "active" or info.rotated_to is not None:
-            principal, expiry = None, now + self.config.negative_cache_seconds
+            entry: _Entry = (None, now + self.config.negative_cache_seconds, now)
         else:
-            principal, expiry = info.principal(), now + self.config.cache_ttl_seconds
-            if info.expires_at is not None:
-                expiry = min(expiry, now + (info.expires_at - wall))
+            entry = self._entry(info, now, wall)
         if generation == self._generation:
             if len(self._by_id) >= _MAX_CACHE:
                 self._by_id.clear()
-            self._by_id[key_id] = (principal, expiry)
-        return principal
+            self._by_id[key_id] = entry
+        return entry[0]
 
     async def _bootstrap_check(self) -> str | None:
         if self._admin is None:
@@ -215,9 +253,20 @@ class Authenticator:
             "cached_keys": len(self._cache),
             "cache_hits": self.hits,
             "cache_misses": self.misses,
+            # The key store: "unhealthy" while its reads fail (recently seen keys are served meanwhile).
+            "key_store": "unhealthy" if self._clock() < self._store_down_until else "ok",
+            "key_store_failures": self.store_failures,
+            "served_stale": self.served_stale,
+            "refused_unavailable": self.refused_unavailable,
+            "last_store_error": self.last_store_error,
             "dashboard_logins": self.login_throttle.status(),
             "tenant_admin_refused": self.admin_throttle.refused_total,
         }
+
+
+# (principal, or None for a key known to be invalid; monotonic time the entry is fresh until; monotonic time the
+# key itself stops working, past which it is never served, not even stale)
+_Entry = tuple[Principal | None, float, float]
 
 
 def _session_store(key_store: Callable[[], KeyStore] | None) -> SessionStore:

@@ -63,6 +63,16 @@ class AuthConfig(BaseModel):
         30.0, ge=0, description="How long a key lookup is reused; a revoked key stops working within this time."
     )
     negative_cache_seconds: float = Field(5.0, ge=0, description="How long an unknown key is remembered as unknown.")
+    stale_if_error_seconds: float = Field(
+        300.0,
+        ge=0,
+        le=86400,
+        description=(
+            "While the key store cannot be read, a key this process authenticated within this long before is "
+            "still served as it was (a key it saw revoked is not); any other key gets 503 auth_unavailable. "
+            "0 refuses every key not in the cache."
+        ),
+    )
     rotation_grace_seconds: float = Field(86400.0, ge=0, description="How long a rotated key keeps working.")
     max_keys_per_tenant: int = Field(
         1000,

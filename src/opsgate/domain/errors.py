@@ -113,6 +113,24 @@ class ServerStopping(GatewayError):
         )
 
 
+class AuthUnavailableError(GatewayError):
+    """The key store cannot be read and the key is not one this process may still serve: 503, retry soon.
+
+    The gateway's state, not the client's mistake (a 500 "internal error in auth" before, after the
+    store's whole connection timeout on every request).
+    """
+
+    status = 503
+    error_type = "server_error"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "API keys cannot be checked right now: the key store is unreachable. Retry shortly.",
+            code="auth_unavailable",
+            headers={"Retry-After": "2"},
+        )
+
+
 # ``RequestContext.scratch`` key: set when the server (not the client) cancels a request's work.
 CUT_BY_SERVER = "cut_by_server"
 # ASGI scope key of requests the gateway sends itself (evals, judges, the sentinel: ``evals.client.AsgiPoster``).

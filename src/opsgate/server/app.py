@@ -266,6 +266,9 @@ class Gateway:
             body["eval_online"] = self.online_eval.status()  # sampled, scored, dropped (queue full, rate)
         for service in self.services:
             body[service.name] = service.status()
+        if ready and body["auth"].get("key_store") == "unhealthy":
+            # Keys seen recently are still served; others get 503 auth_unavailable until the store is back.
+            body["status"] = "degraded"
         scopes = [(d.get("breaker") or {}).get("scope") for d in body["deployments"].values()]
         if ready and "local_fallback" in scopes:
             # Shared breakers cannot reach Redis: each replica decides alone until it is back.
