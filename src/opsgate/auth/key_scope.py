@@ -20,9 +20,9 @@ from collections.abc import Collection
 from dataclasses import replace
 from typing import Any
 
-from opsgate.auth.key_store import KeyInfo, KeySpec, KeyStore
+from opsgate.auth.key_store import MAX_LIMIT_CHAIN, KeyInfo, KeySpec, KeyStore
 from opsgate.auth.permissions import GRANTS
-from opsgate.domain.errors import AuthenticationError, PermissionDeniedError
+from opsgate.domain.errors import AuthenticationError, InvalidRequestError, PermissionDeniedError
 from opsgate.domain.principal import Principal
 
 BROADER = "key_broader_than_caller"
@@ -69,6 +69,26 @@ def bound_by_caller(
     if (models, limits, expires_at) == (spec.models, spec.limits, spec.expires_at):
         return spec
     return replace(spec, models=models, limits=limits, expires_at=expires_at)
+
+
+def counted_against_caller(spec: KeySpec, caller: KeyInfo) -> KeySpec:
+    """``spec``, its requests also counted against ``caller``'s limits and those of the keys above it.
+
+    Bounding each limit of a minted key by the caller's is not enough: every minted key would get a budget
+    of its own, so a budget-limited admin could mint keys (or rotate into fresh counters) and spend its
+    budget many times over (probe-g G4). A minted key's requests reserve on its own counters and on each
+    limited key above it, so the budget is shared by all of them.
+    """
+    chain = caller.chain_for_minted()
+    if not chain:
+        return spec
+    if len(chain) > MAX_LIMIT_CHAIN:
+        raise InvalidRequestError(
+            f"Your key is already limited by {len(chain)} keys above it (at most {MAX_LIMIT_CHAIN}); create this key "
+            "with a key higher up.",
+            code="limit_chain_too_deep",
+        )
+    return replace(spec, limit_chain=chain)
 
 
 def _broader(message: str, param: str) -> PermissionDeniedError:

@@ -36,7 +36,15 @@ _COLUMNS = (
     "expires_at",
     "revoked_at",
     "rotated_to",
+    "limit_counter",
+    "limit_chain",
 )
+
+# How many limited keys may stand above a key (each minted by the one before): every request checks each.
+MAX_LIMIT_CHAIN = 8
+
+# (the key id a limit is counted under, the limit): a key's own, then those of the keys that minted it
+LimitLink = tuple[str, dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,18 @@ class KeyInfo:
     expires_at: float | None
     revoked_at: float | None
     rotated_to: str | None
+    limit_counter: str | None = None
+    limit_chain: tuple[LimitLink, ...] = ()
+
+    @property
+    def counted_as(self) -> str:
+        """The key id this key's own limits are counted under (its first rotation's, else its own)."""
+        return self.limit_counter or self.key_id
+
+    def chain_for_minted(self) -> tuple[LimitLink, ...]:
+        """The limits a key this key mints is counted against: this key's own (if any), then those above it."""
+        own: tuple[LimitLink, ...] = ((self.counted_as, self.limits),) if self.limits else ()
+        return own + self.limit_chain
 
     def state(self, now: float | None = None) -> str:
         """``active``, ``expired`` or ``revoked``."""
@@ -74,10 +94,12 @@ class KeyInfo:
             name=self.name,
             models=self.models,
             limits=LimitRule(per="key", **self.limits) if self.limits else None,
+            limit_counter=self.limit_counter,
+            inherited_limits=tuple((counter, LimitRule(per="key", **rule)) for counter, rule in self.limit_chain),
         )
 
     def spec(self) -> KeySpec:
-        """What this key is for: what a rotation copies onto the new key."""
+        """What this key is for: what a rotation copies onto the new key (its counters included)."""
         return KeySpec(
             tenant=self.tenant,
             role=self.role,
@@ -85,6 +107,8 @@ class KeyInfo:
             models=self.models,
             limits=self.limits,
             expires_at=self.expires_at,
+            limit_counter=self.counted_as if self.limits else None,
+            limit_chain=self.limit_chain,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -103,6 +127,9 @@ class KeyInfo:
             "expires_at": self.expires_at,
             "revoked_at": self.revoked_at,
             "rotated_to": self.rotated_to,
+            # The keys whose limits this key's requests also count against (its own counted under the first).
+            "limits_counted_as": self.counted_as if self.limits else None,
+            "limited_by_keys": [counter for counter, _ in self.limit_chain],
             "state": self.state(),
         }
 
@@ -129,6 +156,8 @@ class KeySpec:
     models: tuple[str, ...] | None = None
     limits: dict[str, Any] | None = field(default=None)
     expires_at: float | None = None
+    limit_counter: str | None = None  # set by a rotation: the old key's counters go on
+    limit_chain: tuple[LimitLink, ...] = ()  # set for a key minted by a limited key (``key_scope``)
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -178,6 +207,10 @@ class KeyStore:
             expires_at=values["expires_at"],
             revoked_at=values["revoked_at"],
             rotated_to=values["rotated_to"],
+            limit_counter=values["limit_counter"],
+            limit_chain=tuple((str(c), dict(r)) for c, r in orjson.loads(values["limit_chain"]))
+            if values["limit_chain"]
+            else (),
         )
 
     def _read(self, conn: Any, key_id: str, tenant_scope: str | None = None) -> KeyInfo | None:
@@ -224,7 +257,7 @@ class KeyStore:
         self.store.execute(
             conn,
             "INSERT INTO api_keys (key_id, prefix, salt, hash, tenant, role, name, models, limits, created_at, "
-            "created_by, expires_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            "created_by, expires_at, limit_counter, limit_chain) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             [
                 key_id,
                 new.prefix,
@@ -238,6 +271,8 @@ class KeyStore:
                 time.time(),
                 actor,
                 spec.expires_at,
+                spec.limit_counter,
+                orjson.dumps([list(link) for link in spec.limit_chain]).decode() if spec.limit_chain else None,
             ],
         )
         info = self._require_on(conn, key_id, None)

@@ -27,6 +27,11 @@ class Principal:
     models: tuple[str, ...] | None = None
     # The key's own rate limits and budgets (a ``per: key`` rule), enforced by the limits stage.
     limits: LimitRule | None = None
+    # The key id those limits are counted under: the first key of its rotations (None: its own id).
+    limit_counter: str | None = None
+    # The limits of the limited keys that minted this one, each with the key id it is counted under: its
+    # requests count against them too, so keys minted by a budget-limited key share that budget.
+    inherited_limits: tuple[tuple[str, LimitRule], ...] = ()
 
     @property
     def is_operator(self) -> bool:

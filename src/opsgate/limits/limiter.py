@@ -16,7 +16,7 @@ import math
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
 from opsgate.domain.reliability_config import LimitRule
@@ -205,8 +205,17 @@ class Limiter:
         if leases:
             self.store.renew(leases, now + self.lease_seconds, math.ceil(self.lease_seconds) + 1)
 
-    async def reserve(self, who: Identity, demand: Demand, key_rule: LimitRule | None = None) -> Reservation | None:
+    async def reserve(
+        self,
+        who: Identity,
+        demand: Demand,
+        key_rule: LimitRule | None = None,
+        inherited: Sequence[tuple[str, LimitRule]] = (),
+    ) -> Reservation | None:
         """Reserve ``demand`` on every rule that applies (and the API key's own ``key_rule``); None when none does.
+
+        ``inherited``: the limits of the keys that minted the caller's key, each counted under its own key id
+        (``Principal.inherited_limits``): the request reserves on them too, all or nothing.
 
         Raises ``RateLimitError`` (429) when a limit would be exceeded, and ``LimitsUnavailableError``
         (503) when the store is unreachable and ``on_store_error`` is ``closed``.
@@ -217,6 +226,8 @@ class Limiter:
             rules, ids = [*rules, key_rule], [*ids, "apikey"]
         member = secrets.token_hex(8)
         checks = plan(rules, ids, who, demand, now, member, self.lease_seconds)
+        for counter, rule in inherited:
+            checks += plan([rule], ["apikey"], replace(who, key=counter), demand, now, member, self.lease_seconds)
         if not checks:
             return None
         for check in checks:

@@ -49,7 +49,7 @@ def identify(ctx: RequestContext) -> Identity:
     rules then count the key's own requests: ``Identity.scope``). A client chooses its ``user``, so
     only per-key rules hold against a hostile client; per-user rules share out an honest client's quota.
     """
-    key = ctx.api_key_id
+    key = ctx.principal.limit_counter or ctx.api_key_id  # a rotated key's counters go on under its first id
     if not key:
         scheme, _, token = (ctx.headers.get("authorization") or "").strip().partition(" ")
         token = token.strip() if scheme.lower() == "bearer" else scheme
@@ -150,14 +150,14 @@ class LimitsStage(PassStage):
     async def before(self, ctx: RequestContext) -> GatewayResponse | None:
         """Reserve the request's estimate, or raise 429 / 503."""
         assert ctx.alias is not None
-        key_rule = ctx.principal.limits
-        if key_rule is None and not self.limiter.rules:
+        key_rule, inherited = ctx.principal.limits, ctx.principal.inherited_limits
+        if key_rule is None and not inherited and not self.limiter.rules:
             # Nothing can apply (auth on, limits off, a key without its own): the limiter would plan no
             # check and reserve nothing, after an estimate and a random lease id (a syscall) per request.
             return None
         prompt, output = estimate_tokens(ctx, self.default_max_tokens)
         demand = Demand(tokens=prompt + output, cost=self.prices.estimate(ctx.alias.name, prompt, output))
-        reservation = await self.limiter.reserve(identify(ctx), demand, key_rule)
+        reservation = await self.limiter.reserve(identify(ctx), demand, key_rule, inherited)
         if reservation is not None:
             ctx.scratch[self.name] = (reservation, prompt)  # for after, which runs whenever before did
         return None

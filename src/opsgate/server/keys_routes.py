@@ -21,7 +21,7 @@ from starlette.routing import Route
 from opsgate.auth.authenticator import Authenticator
 from opsgate.auth.key_fields import checked_models, checked_tenant
 from opsgate.auth.key_limits import per_process_key_limits
-from opsgate.auth.key_scope import bound_by_caller, caller_key, check_revocation
+from opsgate.auth.key_scope import bound_by_caller, caller_key, check_revocation, counted_against_caller
 from opsgate.auth.key_store import KeySpec, KeyStore
 from opsgate.domain.config import GatewayConfig
 from opsgate.domain.errors import GatewayError, InvalidRequestError, PermissionDeniedError
@@ -163,7 +163,8 @@ def _bounded(
     """A tenant key's new key: what the body left out inherits the caller's restrictions; broader is 403."""
     given = set(body) | ({"expires_at"} if "expires_in" in body else set())
     expiry_param = "expires_in" if body.get("expires_in") is not None else "expires_at"
-    bounded = bound_by_caller(spec, caller_key(keys, principal), given, expiry_param=expiry_param)
+    caller = caller_key(keys, principal)
+    bounded = counted_against_caller(bound_by_caller(spec, caller, given, expiry_param=expiry_param), caller)
     if bounded.limits and "limits" not in body:
         problem = per_process_key_limits(config)  # inherited limits would be counted per process too
         if problem is not None:

@@ -131,6 +131,15 @@ def _api_keys(real: str) -> tuple[str, ...]:
     return (_API_KEYS.format(real=real), "CREATE INDEX api_keys_tenant ON api_keys (tenant, created_at)")
 
 
+# Whose counters a key's limits are counted on: ``limit_counter``, the first key of its rotations (a rotation
+# must not start its budget again), and ``limit_chain``, the limited keys that minted it (JSON), whose limits
+# its requests count against too (a budget-limited admin's keys share its budget, not one each).
+_API_KEY_LIMIT_CHAIN = (
+    "ALTER TABLE api_keys ADD COLUMN limit_counter TEXT",
+    "ALTER TABLE api_keys ADD COLUMN limit_chain TEXT",
+)
+
+
 def _slo_feedback(real: str, serial: str, bucket: str, now: str) -> tuple[str, ...]:
     # SLO rollups (store/rollups.py), backfilled from the rows already stored; feedback; alert state.
     recent = f"(SELECT * FROM requests WHERE ts >= {now} - 8 * 86400) AS recent"
@@ -254,6 +263,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("0013_sentinel", sentinel_schema.SQLITE, sentinel_schema.POSTGRES),
     Migration("0014_eval_items_request_ts", _EVAL_ITEMS_INDEXES, _EVAL_ITEMS_INDEXES),
     Migration("0015_ui_sessions", session_store.SQLITE, session_store.POSTGRES),
+    Migration("0016_api_key_limit_chain", _API_KEY_LIMIT_CHAIN, _API_KEY_LIMIT_CHAIN),
 )
 
 
