@@ -160,6 +160,10 @@ class LimitsStage(PassStage):
         reservation = await self.limiter.reserve(identify(ctx), demand, key_rule, inherited)
         if reservation is not None:
             ctx.scratch[self.name] = (reservation, prompt)  # for after, which runs whenever before did
+            if not reservation.counted:
+                # Let through while the counters were unreachable (on_redis_error: open): the record says so,
+                # so an operator can find afterwards which keys went unmetered (probe-g G8).
+                ctx.tags["limits"] = "uncounted"
         return None
 
     async def after(self, ctx: RequestContext, response: GatewayResponse) -> GatewayResponse:
