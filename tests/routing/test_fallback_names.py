@@ -95,6 +95,9 @@ def test_a_restricted_key_is_not_told_which_fallback_failed(
     assert failed.status_code >= 500
     message = failed.json()["error"]["message"]
     assert message.startswith("all ") and "fallback#0" in message and SECRET_ALIAS not in failed.text, message
+    # The operator's record keeps the real name in its message too (it said "fallback#0" there as well).
+    record = gateway.records_for(failed.headers["x-request-id"])[0]
+    assert f"{SECRET_ALIAS}#0" in record["error_message"] and "fallback#0" not in record["error_message"], record
 
 
 def test_no_failure_path_names_the_fallback_either(
@@ -119,6 +122,8 @@ def test_no_failure_path_names_the_fallback_either(
         headers = str(stream.headers)
     assert '"error"' in text and "fallback#0" in text, text[-300:]
     assert SECRET_ALIAS not in text + headers
+    streamed = gateway.records_for(stream.headers["x-request-id"])[0]
+    assert f"{SECRET_ALIAS}#0" in streamed["error_message"], streamed  # the record's message, as it was
 
 
 def test_the_output_guard_does_not_name_the_fallback(upstreams: tuple[FakeUpstream, FakeUpstream]) -> None:

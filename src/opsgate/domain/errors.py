@@ -34,6 +34,14 @@ class GatewayError(Exception):
             self.status = status
         self.headers = headers or {}
         self.extra = extra or {}
+        # The message before names the caller may not see were taken out of it (``shown_as``): the record's.
+        self.operator_message: str | None = None
+
+    def shown_as(self, message: str) -> None:
+        """Answer the caller with ``message``; the record keeps the message as it was (the operator's)."""
+        if message != self.message and self.operator_message is None:
+            self.operator_message = self.message
+        self.message = message
 
     def to_body(self) -> dict[str, Any]:
         """The JSON body, in the OpenAI error shape."""

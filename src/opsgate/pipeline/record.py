@@ -288,7 +288,7 @@ class RecordStage(PassStage):
         # Refused before validation: the body was never parsed, so no model either.
         record = essentials(self._plain_fields(ctx, response.status, None), error)
         record["error_type"] = error.error_type
-        record["error_message"] = error.message
+        record["error_message"] = error.operator_message or error.message
         return record
 
     @staticmethod
@@ -321,7 +321,7 @@ class RecordStage(PassStage):
         refusal: Any = None
         if response.error is not None:
             record["error_type"] = response.error.error_type
-            record["error_message"] = response.error.message
+            record["error_message"] = response.error.operator_message or response.error.message
             self._usage(record, None)
         else:
             usage = response.body.get("usage")
@@ -377,7 +377,7 @@ class RecordStage(PassStage):
         if outcome.error is not None:
             record["status"] = outcome.error.status
             record["error_type"] = outcome.error.error_type
-            record["error_message"] = outcome.error.message
+            record["error_message"] = outcome.error.operator_message or outcome.error.message
         elif not outcome.completed:
             record["status"] = 499  # the client went away before the stream ended
             record["error_type"] = "client_disconnected"

@@ -186,7 +186,7 @@ class Router:
                 except GatewayError as error:
                     errors.append(f"{handle.label}: {error.message}")
                     if not error.fallback_allowed:
-                        error.message = _hide_fallbacks(error.message, chain, ctx)
+                        error.shown_as(_hide_fallbacks(error.message, chain, ctx))
                         raise  # the client's mistake: another deployment would say the same
                     if isinstance(error, _NOT_AGAIN) and not isinstance(error, UpstreamConnectTimeout):
                         full.add(handle.label)
@@ -207,7 +207,7 @@ class Router:
         ctx.tags["attempt_errors"] = errors[-5:]
         if len(errors) > 1:
             last.message = f"all {len(errors)} attempts failed; last: {last.message}"
-        last.message = _hide_fallbacks(last.message, chain, ctx)
+        last.shown_as(_hide_fallbacks(last.message, chain, ctx))
         raise last
 
     async def _pinned(self, ctx: RequestContext, handle: DeploymentHandle, deadline: float) -> GatewayResponse:
@@ -435,7 +435,7 @@ async def _unnamed_errors(source: AsyncIterator[Chunk], alias: str) -> AsyncIter
         async for chunk in source:
             yield chunk
     except GatewayError as error:
-        error.message = _renamed(error.message, alias)
+        error.shown_as(_renamed(error.message, alias))
         raise
     finally:
         close = getattr(source, "aclose", None)
