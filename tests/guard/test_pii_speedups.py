@@ -303,3 +303,24 @@ def test_marker_words_found_in_one_pass_as_in_finds_them() -> None:
         assert pii_address._markers(lowered) == expected, lowered
         seen.add(expected)
     assert len(seen) == 4
+
+
+def test_literals_are_found_in_the_order_of_a_search_by_prefix() -> None:
+    """``Literals.find`` lists what a plain search finds, in its order: by place, then by prefix length (1, 2, 3
+    characters), then as the strings were given (the strings that may start at a place are kept by its codes)."""
+    from opsgate.guard.pii_base import Literals
+
+    strings = ["P", "Post", "Pl", "Platz", "US", "Unit", "straße", "str.", "Str.", "strada", "Straße", "ß", "ü"]
+    literals = Literals(strings)
+    rng = random.Random(5)
+    pieces = [*strings, "\u00e9", " ", "\n", "Pü", "a", "\ud800", "\u4e2d", "S", "st", "P" * 3]
+    for _ in range(500):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 40)))
+        expected = [
+            (at, string)
+            for at in range(len(text))
+            for length in (1, 2, 3)
+            for string in strings
+            if min(len(string), 3) == length and text.startswith(string, at)
+        ]
+        assert literals.find(text) == expected, text

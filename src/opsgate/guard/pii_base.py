@@ -314,6 +314,9 @@ class Literals:
         self._triples = np.packbits(triples.reshape(-1))  # a bit each: ~270 KB, not 2.1 MB
         self._by_prefix = {prefix: tuple(strings) for prefix, strings in by_prefix.items()}
         self._prefix_lengths = sorted({len(prefix) for prefix in by_prefix})
+        # The strings that may start at a place, by the place's key (its first three codes, as ``find`` reads
+        # them): filled as keys are met (a dict item set at once: safe across threads).
+        self._by_key: dict[int, tuple[str, ...]] = {}
 
     def find(self, text: str) -> list[tuple[int, str]]:
         """(where, string) of every occurrence of every string in ``text``, by place."""
@@ -326,15 +329,27 @@ class Literals:
         pair_keys = clipped[:size] * _SIDE + clipped[1 : size + 1]
         places = np.flatnonzero(self._pairs[pair_keys])
         keys = pair_keys[places].astype(np.intp) * _SIDE + clipped[places + 2]
-        places = places[(self._triples[keys >> 3] >> (7 - (keys & 7)).astype(np.uint8)) & 1 == 1]
+        kept = (self._triples[keys >> 3] >> (7 - (keys & 7)).astype(np.uint8)) & 1 == 1
         found: list[tuple[int, str]] = []
-        by_prefix, lengths, starts_with = self._by_prefix, self._prefix_lengths, text.startswith
-        for at in places.tolist():
-            for length in lengths:
-                prefix = text[at : at + length]
-                if len(prefix) < length:  # the text ends: a shorter prefix was read already
-                    break
-                for string in by_prefix.get(prefix, ()):
-                    if starts_with(string, at):
-                        found.append((at, string))
+        by_key, starts_with = self._by_key, text.startswith
+        for at, key in zip(places[kept].tolist(), keys[kept].tolist(), strict=True):
+            candidates = by_key.get(key)
+            if candidates is None:
+                candidates = by_key[key] = self._candidates(key)
+            for string in candidates:
+                if starts_with(string, at):
+                    found.append((at, string))
         return found
+
+    def _candidates(self, key: int) -> tuple[str, ...]:
+        """The strings that may start at a place whose first three codes (above 127 as 128, past the end 0) make
+        ``key``, in the order a search by prefix finds them: by prefix length (1, 2, then 3 characters), then as
+        given. The text decides which of them are there (``str.startswith``): a string that starts at a place has
+        that place's prefix, so only the strings of the place's own prefixes pass, in that order."""
+        codes = (key // (_SIDE * _SIDE), key // _SIDE % _SIDE, key % _SIDE)
+        fits = [
+            (min(len(string), 3), order, string)
+            for order, string in enumerate(self.strings)
+            if all(min(ord(char), _TOP) == code for char, code in zip(string[:3], codes, strict=False))
+        ]
+        return tuple(string for *_, string in sorted(fits))
