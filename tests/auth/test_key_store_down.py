@@ -7,6 +7,7 @@ timeout (10 s) and got a 500 "internal error in auth: PoolTimeout", while /ready
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import pytest
 from opsgate.auth.authenticator import STORE_RETRY_SECONDS, Authenticator
 from opsgate.auth.key_store import CreatedKey, KeySpec, KeyStore
 from opsgate.domain.auth_config import AuthConfig
-from opsgate.domain.errors import AuthUnavailableError
+from opsgate.domain.errors import AuthenticationError, AuthUnavailableError
 from opsgate.store.record_log import open_store
 from tests.fake_upstream import FakeUpstream
 from tests.limits.support import TcpProxy
@@ -170,3 +171,56 @@ def test_postgres_cut_from_a_gateway_answers_503_and_serves_recent_keys(upstream
         finally:
             gateway.server.stop()
             proxy.stop()
+
+
+def test_while_down_one_read_at_a_time_tries_the_store_and_the_rest_are_answered_at_once(tmp_path: Path) -> None:
+    # Review: the store counted as down only for a second after each failure, so most misses during an
+    # outage still waited the pool's whole timeout each, holding the executor's few threads.
+    flaky, clock, auth, seen, _ = _setup(tmp_path)
+    gate = threading.Event()
+
+    def slow_failure(secret: str) -> Any:
+        flaky.reads += 1
+        gate.wait(30)
+        raise OSError("connection refused")
+
+    async def run() -> None:
+        await auth.authenticate(seen.secret)
+        flaky.down = True
+        clock.now += 31
+        await auth.authenticate(seen.secret)  # the first failure: down from now on
+        assert auth.status()["key_store"] == "unhealthy"
+        clock.now += STORE_RETRY_SECONDS
+        flaky.lookup = slow_failure  # type: ignore[method-assign]
+        reads = flaky.reads
+        probe = asyncio.ensure_future(auth.authenticate(seen.secret))  # the one read that tries the store
+        await asyncio.sleep(0.05)
+        answers = await asyncio.wait_for(asyncio.gather(*(auth.authenticate(seen.secret) for _ in range(20))), 5)
+        assert all(a.key_id == seen.info.key_id for a in answers)  # served stale at once, no read each
+        assert flaky.reads == reads + 1
+        gate.set()
+        assert (await probe).key_id == seen.info.key_id
+        clock.now += 0.5  # still down (no read has succeeded), whatever the time since the last failure
+        assert auth.status()["key_store"] == "unhealthy"
+
+    asyncio.run(run())
+
+
+def test_a_bug_in_a_read_is_not_an_outage_and_a_malformed_key_is_a_401(tmp_path: Path) -> None:
+    # Review: any exception (a row it cannot parse) counted as the store being down for everyone.
+    flaky, _clock, auth, _seen, unseen = _setup(tmp_path)
+
+    def broken(secret: str) -> Any:
+        raise ValueError("a row it cannot parse")
+
+    async def run() -> None:
+        flaky.lookup = broken  # type: ignore[method-assign]
+        with pytest.raises(ValueError):
+            await auth.authenticate(unseen.secret)
+        assert auth.status()["key_store"] == "ok" and auth.store_failures == 0
+        flaky.lookup = lambda secret: (_ for _ in ()).throw(OSError("down"))  # type: ignore[method-assign]
+        with pytest.raises(AuthenticationError):
+            await auth.authenticate("not-a-key-at-all")  # malformed: 401 without reading the store
+        assert auth.store_failures == 0
+
+    asyncio.run(run())

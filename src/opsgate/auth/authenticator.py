@@ -15,13 +15,17 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import psycopg
+
 from opsgate.auth.admin_throttle import AdminThrottle
 from opsgate.auth.key_store import KeyInfo, KeyStore
 from opsgate.auth.login_throttle import LoginThrottle
+from opsgate.auth.secrets import key_prefix
 from opsgate.auth.session_store import MemorySessionStore, SessionRow, SessionStore, SqlSessionStore
 from opsgate.auth.ui_sessions import UiSessions, bootstrap_check, same_key_check
 from opsgate.domain.auth_config import AuthConfig
@@ -30,9 +34,17 @@ from opsgate.domain.principal import Principal
 
 log = logging.getLogger("opsgate.auth")
 
-# After a failed read of the key store, cache misses skip it this long (answered stale or 503 at once), so
-# an unreachable database costs one request per interval its connection timeout, not every request.
+# While the key store is down, one cache miss this often tries it again (the others are answered stale or
+# 503 at once), so an unreachable database costs one request per interval the pool's wait, not every request.
 STORE_RETRY_SECONDS = 1.0
+# What a read of the key store raises when the database cannot be reached or used (psycopg_pool's PoolTimeout
+# is an OperationalError): the store is down. Anything else is a bug, raised as it is.
+STORE_DOWN_ERRORS: tuple[type[BaseException], ...] = (
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    sqlite3.OperationalError,
+    OSError,
+)
 
 BOOTSTRAP_KEY_ID = "bootstrap-admin"
 BOOTSTRAP_ADMIN = Principal(key_id=BOOTSTRAP_KEY_ID, tenant=None, role="admin", name="bootstrap admin")
@@ -77,7 +89,9 @@ class Authenticator:
         self._cache: dict[bytes, _Entry] = {}
         # key id → the same, for dashboard sessions (apart: a secret can never be taken for an id)
         self._by_id: dict[str, _Entry] = {}
-        self._store_down_until = 0.0  # monotonic: cache misses skip the store until then (``STORE_RETRY_SECONDS``)
+        self._store_down = False  # a read failed and none has succeeded since: misses are answered at once
+        self._store_retry_at = 0.0  # monotonic: when the next read may try the store (one at a time)
+        self._probing = False
         self.store_failures = 0
         self.served_stale = 0
         self.refused_unavailable = 0
@@ -118,7 +132,7 @@ class Authenticator:
     async def _resolve(self, secret: str, digest: bytes, now: float) -> Principal | None:
         generation = self._generation  # before the read: the row may predate a revoke that lands meanwhile
         info: KeyInfo | None = None
-        if self._key_store is not None:
+        if self._key_store is not None and key_prefix(secret) is not None:  # a malformed key is a 401 at once
             store = self._key_store
             try:
                 info = await self._read_store(lambda: store().lookup(secret), now)
@@ -137,19 +151,36 @@ class Authenticator:
         return info.principal(), min(now + self.config.cache_ttl_seconds, ends), ends
 
     async def _read_store(self, read: Callable[[], KeyInfo | None], now: float) -> KeyInfo | None:
-        """``read`` in a worker thread; ``AuthUnavailableError`` when the store fails or failed a moment ago."""
-        if now < self._store_down_until:
-            raise AuthUnavailableError()
+        """``read`` in a worker thread; ``AuthUnavailableError`` when the store cannot be reached.
+
+        Once a read has failed the store counts as down until one succeeds: every miss meanwhile is answered
+        at once (stale or 503), and one read at a time, every ``STORE_RETRY_SECONDS``, finds out whether it
+        is back (else each miss would hold a worker thread for the pool's whole wait). Only connection and
+        database-state errors mean "down"; anything else (a bug, a row it cannot parse) is raised as it is.
+        """
+        probing = False
+        if self._store_down:
+            if now < self._store_retry_at or self._probing:
+                raise AuthUnavailableError()
+            self._probing = probing = True
         try:
-            return await asyncio.get_running_loop().run_in_executor(None, read)
-        except Exception as error:  # the database's errors, whatever its driver: the store is down
+            info = await asyncio.get_running_loop().run_in_executor(None, read)
+        except STORE_DOWN_ERRORS as error:
             self.store_failures += 1
-            self._store_down_until = self._clock() + STORE_RETRY_SECONDS
+            self._store_down = True
+            self._store_retry_at = self._clock() + STORE_RETRY_SECONDS
             described = f"{type(error).__name__}: {error}"[:300]
             if described != self.last_store_error:
                 log.error("the key store cannot be read (%s): serving recently seen keys only", described)
             self.last_store_error = described
             raise AuthUnavailableError() from error
+        finally:
+            if probing:
+                self._probing = False
+        if self._store_down:
+            log.warning("the key store can be read again")
+        self._store_down = False
+        return info
 
     def _stale(self, entry: _Entry | None, now: float) -> Principal | None:
         """The last known principal of a key seen recently enough, while the store is down; else 503."""
@@ -177,7 +208,11 @@ class Authenticator:
 
     async def authenticate_session(self, session_id: str | None) -> Principal:
         """The principal of a live dashboard session whose key still works, or ``AuthenticationError``."""
-        row = await self.sessions.resolve(session_id)
+        try:
+            row = await self.sessions.resolve(session_id)
+        except STORE_DOWN_ERRORS as error:  # sessions live in the key store's database: down with it
+            self.refused_unavailable += 1
+            raise AuthUnavailableError() from error
         principal = await self._session_principal(row) if row is not None else None
         if principal is None:
             if row is not None:
@@ -254,7 +289,7 @@ class Authenticator:
             "cache_hits": self.hits,
             "cache_misses": self.misses,
             # The key store: "unhealthy" while its reads fail (recently seen keys are served meanwhile).
-            "key_store": "unhealthy" if self._clock() < self._store_down_until else "ok",
+            "key_store": "unhealthy" if self._store_down else "ok",
             "key_store_failures": self.store_failures,
             "served_stale": self.served_stale,
             "refused_unavailable": self.refused_unavailable,

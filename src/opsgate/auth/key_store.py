@@ -107,7 +107,7 @@ class KeyInfo:
             models=self.models,
             limits=self.limits,
             expires_at=self.expires_at,
-            limit_counter=self.counted_as if self.limits else None,
+            limit_counter=self.counted_as,  # a configured per-key rule counts on it too
             limit_chain=self.limit_chain,
         )
 
@@ -128,7 +128,7 @@ class KeyInfo:
             "revoked_at": self.revoked_at,
             "rotated_to": self.rotated_to,
             # The keys whose limits this key's requests also count against (its own counted under the first).
-            "limits_counted_as": self.counted_as if self.limits else None,
+            "limits_counted_as": self.counted_as,
             "limited_by_keys": [counter for counter, _ in self.limit_chain],
             "state": self.state(),
         }

@@ -60,7 +60,12 @@ class AuthConfig(BaseModel):
         description="Bootstrap operator key (usually ${OPSGATE_ADMIN_KEY}); sees every tenant; creates real keys.",
     )
     cache_ttl_seconds: float = Field(
-        30.0, ge=0, description="How long a key lookup is reused; a revoked key stops working within this time."
+        30.0,
+        ge=0,
+        description=(
+            "How long a key lookup is reused; a revoked key stops working within this time (while the key store "
+            "is unreachable, within this plus stale_if_error_seconds on replicas that did not make the revocation)."
+        ),
     )
     negative_cache_seconds: float = Field(5.0, ge=0, description="How long an unknown key is remembered as unknown.")
     stale_if_error_seconds: float = Field(

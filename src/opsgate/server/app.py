@@ -414,6 +414,7 @@ class InferenceRoutes:
         if "router" not in scope:
             scope["router"] = scope["app"].router
         scope["endpoint"] = route.endpoint
+        scope["route"] = route  # as Starlette's router sets it (middleware that names requests by route reads it)
         scope["path_params"] = dict(scope.get("path_params", {}))
         request = Request(scope, receive, send)
         try:

@@ -327,6 +327,7 @@ class SseResponse(StreamingResponse):
         self.flow: Any = None
         self.in_process = False  # sent by the gateway itself: its cancellation is its caller's, never a shutdown
         self.streaming = False  # between the response start and the end of ``stream_response``
+        self.started = False  # the response start went out: a shutdown's reason can only be an event now
         self.cut_by_server = False
         super().__init__(
             self.events,
@@ -372,6 +373,7 @@ class SseResponse(StreamingResponse):
         try:
             if not await self._send(send, start):
                 return
+            self.started = True
             async for event in self.events:
                 if not await self._send(send, {"type": "http.response.body", "body": event, "more_body": True}):
                     return
@@ -398,14 +400,23 @@ class SseResponse(StreamingResponse):
             raise
 
     async def _send_stop(self, send: Send) -> None:
-        """The ``server_stopping`` error event and the end of the body, if the client takes them at once."""
-        event = b"data: " + orjson.dumps(ServerStopping().to_body()) + b"\n\n"
+        """The ``server_stopping`` error event and the end of the body, if the client takes them at once; the
+        503 itself when the stream was cut before its headers went out."""
+        stopped = ServerStopping()
         try:
             async with asyncio.timeout(1.0):
+                if not self.started:
+                    await json_response(stopped.to_body(), stopped.status, stopped.headers)(
+                        {"type": "http"}, _no_receive, send
+                    )
+                    return
+                event = b"data: " + orjson.dumps(stopped.to_body()) + b"\n\n"
                 await send({"type": "http.response.body", "body": event, "more_body": True})
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except (TimeoutError, OSError):
-            pass  # the connection closes with the server either way; the record already says why
+        except (TimeoutError, OSError, RuntimeError):
+            # The connection closes with the server either way (RuntimeError: the server saw a start we
+            # did not know went out); the record already says why.
+            pass
 
     async def _send(self, send: Send, message: Message) -> bool:
         """Send ``message`` within the send deadline; False (stop streaming) when the client stalled or left.
@@ -434,6 +445,10 @@ class SseResponse(StreamingResponse):
                 return False
         # The client left (uvicorn dropped the write): the stream ends unfinished, 499 client_disconnected.
         return self.transport is None or not self.transport.is_closing()
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}
 
 
 def _send_timeout(scope: Scope) -> float:
