@@ -32,7 +32,8 @@ def test_bad_input_exits_2_with_a_message(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_bytes(b'{"prompt": 1}\n')
     code, out = run("eval", "dataset", "import", "d", str(bad), "--config", cfg)
-    assert code == 2 and "bad.jsonl:1: prompt: must be a string" in out
+    # Rich may wrap inside the long temporary path (a space where it broke the line): compare without spaces.
+    assert code == 2 and "bad.jsonl:1:prompt:mustbeastring" in out.replace(" ", ""), out
     good = tmp_path / "good.jsonl"
     good.write_bytes(orjson.dumps({"prompt": "hi", "reference": "hi"}) + b"\n")
     assert run("eval", "dataset", "import", "d", str(good), "--config", cfg)[0] == 0
