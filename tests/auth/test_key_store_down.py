@@ -7,6 +7,7 @@ timeout (10 s) and got a 500 "internal error in auth: PoolTimeout", while /ready
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from opsgate.auth.authenticator import STORE_RETRY_SECONDS, Authenticator
+from opsgate.auth.authenticator import PROBE_GIVE_UP_SECONDS, STORE_RETRY_SECONDS, Authenticator
 from opsgate.auth.key_store import CreatedKey, KeySpec, KeyStore
 from opsgate.domain.auth_config import AuthConfig
 from opsgate.domain.errors import AuthenticationError, AuthUnavailableError
@@ -222,5 +223,81 @@ def test_a_bug_in_a_read_is_not_an_outage_and_a_malformed_key_is_a_401(tmp_path:
         with pytest.raises(AuthenticationError):
             await auth.authenticate("not-a-key-at-all")  # malformed: 401 without reading the store
         assert auth.store_failures == 0
+
+    asyncio.run(run())
+
+
+def test_clients_leaving_do_not_start_more_reads_and_a_hung_read_is_given_up(tmp_path: Path) -> None:
+    # Second review: a probe's place was freed when its request was cancelled (a client hanging up) while its
+    # read still held a worker thread, so random keys and hang-ups filled the executor; and a probe that hung
+    # (a black-holed connection) kept every miss at 503 with no end.
+    flaky, clock, auth, _seen, unseen = _setup(tmp_path)
+    gate = threading.Event()
+
+    def hanging(secret: str) -> Any:
+        flaky.reads += 1
+        gate.wait(30)
+        raise OSError("connection timed out")
+
+    async def run() -> None:
+        flaky.down = True
+        with pytest.raises(AuthUnavailableError):
+            await auth.authenticate(unseen.secret)  # down from now on
+        clock.now += STORE_RETRY_SECONDS
+        flaky.lookup = hanging  # type: ignore[method-assign]
+        reads = flaky.reads
+        for _ in range(12):  # each starts to authenticate, then its client leaves
+            call = asyncio.ensure_future(auth.authenticate(unseen.secret))
+            await asyncio.sleep(0.01)
+            call.cancel()
+            with contextlib.suppress(asyncio.CancelledError, AuthUnavailableError):
+                await call
+        assert flaky.reads == reads + 1  # one read in flight, whoever left
+        clock.now += PROBE_GIVE_UP_SECONDS  # that read hangs: given up on, the next miss tries again
+        flaky.lookup = flaky.keys.lookup  # type: ignore[method-assign]
+        assert (await auth.authenticate(unseen.secret)).key_id == unseen.info.key_id
+        assert auth.status()["key_store"] == "ok"
+        gate.set()
+
+    asyncio.run(run())
+
+
+def test_a_readiness_check_finds_the_store_back_without_a_cache_miss(tmp_path: Path) -> None:
+    # Second review: only a cache miss cleared "down", so a replica serving cache hits said degraded forever.
+    flaky, clock, auth, seen, unseen = _setup(tmp_path)
+
+    async def run() -> None:
+        await auth.authenticate(seen.secret)
+        flaky.down = True
+        with pytest.raises(AuthUnavailableError):
+            await auth.authenticate(unseen.secret)
+        flaky.down = False
+        clock.now += STORE_RETRY_SECONDS
+        assert auth.status()["key_store"] == "unhealthy"  # this check starts a read in the background
+
+        async def back() -> bool:
+            for _ in range(500):
+                if auth.status()["key_store"] == "ok":
+                    return True
+                await asyncio.sleep(0.02)
+            return False
+
+        assert await back()
+
+    asyncio.run(run())
+
+
+def test_dashboard_sessions_are_refused_at_once_while_the_store_is_down(tmp_path: Path) -> None:
+    # First review: a raw 500; second: a 503 only after the pool's whole wait.
+    flaky, _clock, auth, _seen, unseen = _setup(tmp_path)
+
+    async def run() -> None:
+        flaky.down = True
+        with pytest.raises(AuthUnavailableError):
+            await auth.authenticate(unseen.secret)
+        began = time.monotonic()
+        with pytest.raises(AuthUnavailableError):
+            await auth.authenticate_session("s" * 43)
+        assert time.monotonic() - began < 1.0
 
     asyncio.run(run())

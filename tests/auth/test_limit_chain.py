@@ -102,3 +102,24 @@ def test_a_chain_of_limited_keys_is_bounded(gateway: Gateway) -> None:
     assert response.status_code == 400, response.text
     assert response.json()["error"]["code"] == "limit_chain_too_deep"
     assert _chat(gateway, key["secret"]) == 200  # every key of the chain reserved on (9 checks), admitted
+
+
+def test_a_rotation_keeps_the_counters_of_a_configured_per_key_rule(upstream: FakeUpstream) -> None:
+    # Review: only keys with limits of their own kept their counters through a rotation; a key counted by a
+    # configured ``per: key`` rule started again from zero.
+    deployment = {"type": "openai", "base_url": upstream.base_url, "model": "real-model"}
+    gateway = start_gateway(
+        {
+            "auth": {"enabled": True, "admin_key": ADMIN_KEY, "cache_ttl_seconds": 30},
+            "models": [{"name": "alpha", "deployments": [deployment]}],
+            "limits": {"enabled": True, "rules": [{"per": "key", "requests_per_minute": 2}]},
+        }
+    )
+    try:
+        key = _mint(gateway, ADMIN_KEY, {"tenant": "chain-config", "role": "admin"})
+        assert [_chat(gateway, key["secret"]) for _ in range(3)] == [200, 200, 429]
+        rotated = _call(gateway, "POST", f"/admin/keys/{key['id']}/rotate", key["secret"], json={})
+        assert rotated.status_code == 201, rotated.text
+        assert _chat(gateway, rotated.json()["secret"]) == 429  # before: 200, a fresh minute
+    finally:
+        gateway.server.stop()

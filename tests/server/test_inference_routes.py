@@ -26,7 +26,15 @@ def test_inference_routes_answer_as_the_router_did() -> None:
 
     async def handle(endpoint: str, request: Request) -> Response:
         scope = request.scope
-        seen.append({"endpoint": endpoint, "router": scope["router"] is app.router, "params": scope["path_params"]})
+        route = scope.get("route")  # Starlette's router sets it; middleware naming requests by route reads it
+        seen.append(
+            {
+                "endpoint": endpoint,
+                "router": scope["router"] is app.router,
+                "params": scope["path_params"],
+                "route": getattr(route, "path", None),
+            }
+        )
         if raising:
             raise raising.pop()
         return Response(b"{}", media_type="application/json")
@@ -51,6 +59,7 @@ def test_inference_routes_answer_as_the_router_did() -> None:
     assert ok.status_code == 200 and embedding.status_code == 200
     assert [s["endpoint"] for s in seen[:2]] == ["chat", "embedding"]
     assert all(s["router"] and s["params"] == {} for s in seen)
+    assert [s["route"] for s in seen[:2]] == ["/v1/chat/completions", "/v1/embeddings"]  # review: was unset
     assert refused.status_code == 400 and refused.json()["error"]["code"] == "made_up"
     assert failed.status_code == 500 and "Internal error" in failed.json()["error"]["message"]
     assert wrong_method.status_code == 405 and wrong_method.json()["error"]["code"] == "method_not_allowed"

@@ -111,3 +111,42 @@ def test_a_stream_cut_by_shutdown_ends_with_a_server_stopping_event_recorded_as_
     with sqlite3.connect(tmp_path / "requests.db") as db:
         rows = list(db.execute("select status, error_type from requests where endpoint = 'chat'"))
     assert rows == [(503, "server_stopping")], rows
+
+
+async def test_a_stream_cut_before_its_headers_went_out_keeps_the_asgi_order() -> None:
+    # Review: cut while the response start was still being sent (uvicorn waits on a paused connection), the
+    # error event went out with no start before it, an ASGI violation (uvicorn: a 500 to the client).
+    import asyncio
+
+    from opsgate.domain.context import StreamResult
+    from opsgate.server.http_io import SseResponse
+
+    async def source() -> Any:
+        yield {"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "hi"}}]}
+        await asyncio.sleep(3600)
+
+    result = StreamResult(source=source())
+    recorded: list[str | None] = []
+    result.on_finish.append(lambda o: recorded.append(o.error.code if o.error else None))
+    sent: list[dict[str, Any]] = []
+    starting = asyncio.Event()
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body" and not any(m["type"] == "http.response.start" for m in sent):
+            raise RuntimeError("Expected ASGI message 'http.response.start'")  # as uvicorn does
+        if message["type"] == "http.response.start" and not starting.is_set():
+            starting.set()
+            await asyncio.sleep(3600)  # the connection's writes are paused
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
+
+    task = asyncio.ensure_future(SseResponse(result)({"type": "http", "asgi": {"spec_version": "2.3"}}, receive, send))
+    await starting.wait()
+    task.cancel()  # uvicorn: the graceful-shutdown time ran out
+    await asyncio.wait_for(task, 10)  # answered, not raised
+    assert recorded == ["server_stopping"]
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"], sent
+    assert sent[0]["status"] == 503 and b"server_stopping" in sent[1]["body"]

@@ -12,6 +12,7 @@ rotated key's sessions end within the same bound.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -37,6 +38,9 @@ log = logging.getLogger("opsgate.auth")
 # While the key store is down, one cache miss this often tries it again (the others are answered stale or
 # 503 at once), so an unreachable database costs one request per interval the pool's wait, not every request.
 STORE_RETRY_SECONDS = 1.0
+# A read trying a down store that has not ended after this long (the pool's wait is 2.5 s) is given up on:
+# the next miss tries again (a black-holed connection can hang a read for TCP's whole timeout).
+PROBE_GIVE_UP_SECONDS = 5.0
 # What a read of the key store raises when the database cannot be reached or used (psycopg_pool's PoolTimeout
 # is an OperationalError): the store is down. Anything else is a bug, raised as it is.
 STORE_DOWN_ERRORS: tuple[type[BaseException], ...] = (
@@ -91,7 +95,8 @@ class Authenticator:
         self._by_id: dict[str, _Entry] = {}
         self._store_down = False  # a read failed and none has succeeded since: misses are answered at once
         self._store_retry_at = 0.0  # monotonic: when the next read may try the store (one at a time)
-        self._probing = False
+        self._probe_started: float | None = None  # monotonic: when the read trying a down store began
+        self._background: set[asyncio.Task[None]] = set()  # probes a readiness check started
         self.store_failures = 0
         self.served_stale = 0
         self.refused_unavailable = 0
@@ -158,14 +163,27 @@ class Authenticator:
         is back (else each miss would hold a worker thread for the pool's whole wait). Only connection and
         database-state errors mean "down"; anything else (a bug, a row it cannot parse) is raised as it is.
         """
-        probing = False
         if self._store_down:
-            if now < self._store_retry_at or self._probing:
+            probing = self._probe_started is not None and now - self._probe_started < PROBE_GIVE_UP_SECONDS
+            if now < self._store_retry_at or probing:
                 raise AuthUnavailableError()
-            self._probing = probing = True
+            self._probe_started = now  # a probe that hangs (a black-holed connection) is given up on later
+        read_done = asyncio.get_running_loop().run_in_executor(None, read)
+        # The read's end decides the store's state even when the request that started it has left (a client
+        # hanging up must not free the probe's place while its read still holds a worker thread).
+        read_done.add_done_callback(self._after_read)
         try:
-            info = await asyncio.get_running_loop().run_in_executor(None, read)
+            return await asyncio.shield(read_done)
         except STORE_DOWN_ERRORS as error:
+            raise AuthUnavailableError() from error
+
+    def _after_read(self, read_done: asyncio.Future[KeyInfo | None]) -> None:
+        """Mark the store down (a connection or database error) or up (a read that worked)."""
+        self._probe_started = None
+        if read_done.cancelled():
+            return
+        error = read_done.exception()
+        if isinstance(error, STORE_DOWN_ERRORS):
             self.store_failures += 1
             self._store_down = True
             self._store_retry_at = self._clock() + STORE_RETRY_SECONDS
@@ -173,14 +191,10 @@ class Authenticator:
             if described != self.last_store_error:
                 log.error("the key store cannot be read (%s): serving recently seen keys only", described)
             self.last_store_error = described
-            raise AuthUnavailableError() from error
-        finally:
-            if probing:
-                self._probing = False
-        if self._store_down:
-            log.warning("the key store can be read again")
-        self._store_down = False
-        return info
+        elif error is None:
+            if self._store_down:
+                log.warning("the key store can be read again")
+            self._store_down = False
 
     def _stale(self, entry: _Entry | None, now: float) -> Principal | None:
         """The last known principal of a key seen recently enough, while the store is down; else 503."""
@@ -208,15 +222,19 @@ class Authenticator:
 
     async def authenticate_session(self, session_id: str | None) -> Principal:
         """The principal of a live dashboard session whose key still works, or ``AuthenticationError``."""
+        if self._store_down:  # sessions live in the key store's database: down with it, answered at once
+            self.refused_unavailable += 1
+            raise AuthUnavailableError()
         try:
             row = await self.sessions.resolve(session_id)
-        except STORE_DOWN_ERRORS as error:  # sessions live in the key store's database: down with it
+        except STORE_DOWN_ERRORS as error:
             self.refused_unavailable += 1
             raise AuthUnavailableError() from error
         principal = await self._session_principal(row) if row is not None else None
         if principal is None:
             if row is not None:
-                await self.sessions.end_hash(row.id_hash)  # its key was revoked, rotated or expired
+                with contextlib.suppress(*STORE_DOWN_ERRORS):  # ends on its own (idle, expiry) if not here
+                    await self.sessions.end_hash(row.id_hash)  # its key was revoked, rotated or expired
             raise AuthenticationError(
                 "No valid dashboard session (ended, expired or its key revoked): log in again.", code="invalid_session"
             )
@@ -275,6 +293,23 @@ class Authenticator:
         self._by_id.clear()
         self.sessions.forget()
 
+    def _key_store_state(self) -> str:
+        """``ok``, or ``unhealthy`` while down; a readiness check then tries the store in the background when a
+        probe is due, so a replica serving only cache hits does not report a recovered store as down forever."""
+        if not self._store_down:
+            return "ok"
+        store = self._key_store
+        if store is not None and self._clock() >= self._store_retry_at and self._probe_started is None:
+            with contextlib.suppress(RuntimeError):  # no running loop: nothing to probe with
+                task = asyncio.get_running_loop().create_task(self._probe(store))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+        return "unhealthy"
+
+    async def _probe(self, store: Callable[[], KeyStore]) -> None:
+        with contextlib.suppress(AuthUnavailableError, *STORE_DOWN_ERRORS):
+            await self._read_store(lambda: store().get("probe"), self._clock())
+
     def status(self) -> dict[str, Any]:
         """For /readyz: whether auth is on, and the cache's effect."""
         if not self.config.enabled:
@@ -289,7 +324,7 @@ class Authenticator:
             "cache_hits": self.hits,
             "cache_misses": self.misses,
             # The key store: "unhealthy" while its reads fail (recently seen keys are served meanwhile).
-            "key_store": "unhealthy" if self._store_down else "ok",
+            "key_store": self._key_store_state(),
             "key_store_failures": self.store_failures,
             "served_stale": self.served_stale,
             "refused_unavailable": self.refused_unavailable,

@@ -149,9 +149,11 @@ return out
 
 # Not on a timeout: the call may be running in Redis, and waiting twice is the outage's cost, not a cure.
 # A connection error after the call was sent could in principle follow its execution (a connection cut
-# between Redis's reply and ours): the retry then counts that call twice, an over-count (refusing early),
-# never an admission uncounted. A connection Redis closed while idle never ran the call.
+# between Redis's reply and ours): a replayed reservation then counts twice, an over-count (refusing early),
+# never an admission uncounted. A connection Redis closed while idle never ran the call. The shared
+# breakers use it as it is; the counters replay only calls with no settle amounts (``_Batch.replayable``).
 RETRY_ONCE_ON_A_NEW_CONNECTION = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+NO_CLIENT_RETRY = Retry(NoBackoff(), 0)
 
 _KIND = {"window": "w", "total": "t", "lease": "l"}
 # Written under the prefix, without expiry, by the first call that finds it missing; its value is when
@@ -214,6 +216,9 @@ class _Lost(CountersUnavailable):
 class _Batch:
     keys: list[str] = field(default_factory=list)
     args: list[str | float] = field(default_factory=lambda: [repr(EPSILON)])
+    # No settle amounts in it: sent again after a connection error, it can only over-count. A settle's
+    # amount (a refund, an undo) applied twice would under-count: such a call is never replayed.
+    replayable: bool = True
 
 
 def _undo(checks: Sequence[Check]) -> list[Adjustment]:
@@ -271,10 +276,10 @@ class RedisCounters:
             self.url,
             socket_timeout=self.timeout,
             socket_connect_timeout=self.timeout,
-            # redis-py retries ten times with backoff by default: seconds per request in an outage. One
-            # immediate retry on a new connection, for a connection error only (probe-g G1): a pooled
+            # redis-py retries ten times with backoff by default: seconds per request in an outage. ``_call``
+            # retries once itself, on a new connection, for a connection error only (probe-g G1): a pooled
             # connection that Redis (a restart, its idle `timeout`) or a NAT closed is not an outage.
-            retry=RETRY_ONCE_ON_A_NEW_CONNECTION,
+            retry=NO_CLIENT_RETRY,
             single_connection_client=True,  # one call in flight at a time, by design (see above)
         )
         self._script = self._client.register_script(SCRIPT)
@@ -449,6 +454,7 @@ class RedisCounters:
                 continue
             if isinstance(operation, _Settle):
                 out.args += ["S", len(operation.steps)]
+                out.replayable = out.replayable and all(step.member is not None for step in operation.steps)
                 for step in operation.steps:
                     out.keys.append(self.prefix + step.key)
                     out.args += ["a", repr(step.amount)] if step.member is None else ["r", step.member]
@@ -492,7 +498,7 @@ class RedisCounters:
                 raise CountersUnavailable(self.last_error or "Redis is unreachable")
             self._retry_at = now + self.probe_interval  # this call is the probe
         try:
-            reply: list[bytes] = await self._script(keys=batch.keys, args=batch.args)
+            reply: list[bytes] = await self._run(batch)
         except (RedisError, OSError) as error:
             self._failed(error)
             raise _Lost(self.last_error or str(error)) from error
@@ -503,6 +509,15 @@ class RedisCounters:
             )
             self.down_since = None
         return reply
+
+    async def _run(self, batch: _Batch) -> list[bytes]:
+        """The script call; once more on a new connection after a connection error, if it can be replayed."""
+        try:
+            return await self._script(keys=batch.keys, args=batch.args)  # type: ignore[no-any-return]
+        except RedisConnectionError:
+            if not batch.replayable:
+                raise
+            return await self._script(keys=batch.keys, args=batch.args)  # type: ignore[no-any-return]
 
     def _failed(self, error: BaseException) -> None:
         self.errors += 1
