@@ -19,6 +19,13 @@ from opsgate.guard.pii_address import find_marked_dates_and_ages
         ("Herr Weber, geboren am 3.4.1966 in Köln", "3.4.1966"),
         ("Nata il 14/07/1992 a Roma", "14/07/1992"),
         ("Geboortedatum: 21-11-1988", "21-11-1988"),
+        # Month names (left last session: only English ones were read).
+        ("Nació el 5 de marzo de 1990 en Sevilla.", "5 de marzo de 1990"),
+        ("Data de nascimento: 1º de abril de 1990", "1º de abril de 1990"),
+        ("Né le 1er janvier 1990 à Lyon.", "1er janvier 1990"),
+        ("Herr Weber, geboren am 5. März 1966 in Köln", "5. März 1966"),
+        ("Nata il 14 luglio 1992 a Roma", "14 luglio 1992"),
+        ("Geboren op 21 november 1988 te Utrecht", "21 november 1988"),
     ],
 )
 def test_marked_dates_of_birth_in_other_languages(text: str, date: str) -> None:
@@ -33,6 +40,8 @@ def test_marked_dates_of_birth_in_other_languages(text: str, date: str) -> None:
         "je ne le 05/09/1990 savais pas",  # "ne le" is not "né le"
         "The data was collected on 05/09/1990.",
         "Die Lieferung kam am 01.02.2024 an.",
+        "La reunión es el 5 de marzo de 2025.",  # a month name without a birth marker
+        "je ne le 5 mars 1990 savais pas",
     ],
 )
 def test_bare_dates_are_not_dates_of_birth(text: str) -> None:

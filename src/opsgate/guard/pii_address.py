@@ -104,8 +104,23 @@ _MONTH = (
     r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|Sep(?:t(?:ember)?)?"
     r"|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)\.?"
 )
+# Month names of the marker languages below (Spanish, Portuguese, French, German, Italian, Dutch), any case, after
+# the day as written there: "5 de marzo de 1990", "5 mars 1990", "5. März 1990", "1er janvier 1990".
+_MONTH_NAMES = [
+    "enero", "febrero", "marzo", "abril", "mayo", "junio", "julio", "agosto", "septiembre", "setiembre", "octubre",
+    "noviembre", "diciembre",
+    "janeiro", "fevereiro", "março", "maio", "junho", "julho", "setembro", "outubro", "novembro", "dezembro",
+    "janvier", "février", "fevrier", "mars", "avril", "mai", "juin", "juillet", "août", "aout", "septembre",
+    "octobre", "décembre", "decembre",
+    "januar", "jänner", "februar", "märz", "maerz", "juni", "juli", "oktober", "dezember",
+    "gennaio", "febbraio", "aprile", "maggio", "giugno", "luglio", "settembre", "ottobre", "dicembre",
+    "januari", "februari", "maart", "mei", "augustus",
+    "april", "august", "september", "november", "december",  # shared with English, where they are capitalised
+]  # fmt: skip
+_MONTH_NAME = "|".join(sorted(set(_MONTH_NAMES), key=len, reverse=True))
+_DAY_MONTH_YEAR = rf"\d{{1,2}}(?:er|º|ª)?\.?\s{{1,2}}(?:de\s{{1,2}})?(?i:{_MONTH_NAME})\s{{1,2}}(?:de\s{{1,2}})?\d{{4}}"
 _DATE = (
-    rf"(?:\d{{4}}[/.-]\d{{1,2}}[/.-]\d{{1,2}}|\d{{1,2}}[/.-]\d{{1,2}}[/.-]\d{{2,4}}"
+    rf"(?:\d{{4}}[/.-]\d{{1,2}}[/.-]\d{{1,2}}|\d{{1,2}}[/.-]\d{{1,2}}[/.-]\d{{2,4}}|{_DAY_MONTH_YEAR}"
     rf"|\d{{1,2}}[-\s]{_MONTH}[-\s]\d{{2,4}}"
     rf"|{_MONTH}\s{{1,2}}\d{{1,2}}(?:st|nd|rd|th)?,?\s{{1,2}}\d{{4}}"
     rf"|\d{{1,2}}(?:st|nd|rd|th)?\s{{1,2}}(?:of\s)?{_MONTH},?\s{{1,2}}\d{{4}})"
