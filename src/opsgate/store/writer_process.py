@@ -61,6 +61,7 @@ SUPERVISE_INTERVAL = 0.5  # how often a gateway checks that the writer is alive
 IDLE_EXIT = 2.0  # seconds with no live segment before the writer stops
 GIVE_UP = 30.0  # seconds an orphaned or stopping writer may store nothing before it exits anyway
 WATCH_INTERVAL = 0.25  # how often the writer checks whether a gateway still appends here
+SPAWN_GRACE_SECONDS = 10.0  # a writer started this recently and still running is not started again
 
 
 def read_status(directory: Path) -> dict[str, Any] | None:
@@ -298,6 +299,7 @@ class WriterProcess:
         self._asked_to_stop: set[int] = set()
         self.spawned = 0
         self._children: list[subprocess.Popen[bytes]] = []
+        self._spawned_at = 0.0  # monotonic: when the last writer was started
         self._probe_fd: int | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._supervise, name="opsgate-writer-supervisor", daemon=True)
@@ -365,6 +367,10 @@ class WriterProcess:
         if self.alive():
             self._replace_if_outdated()
             return False
+        if self._children and time.monotonic() - self._spawned_at < SPAWN_GRACE_SECONDS:
+            # One we started is still starting (on a loaded machine, seconds before it takes the lock): a second
+            # would only lose the race for the lock and exit.
+            return False
         child = subprocess.Popen(
             [sys.executable, "-m", "opsgate.store.writer_process"],
             stdin=subprocess.PIPE,
@@ -375,6 +381,7 @@ class WriterProcess:
         child.stdin.write(json.dumps(self.settings).encode())
         child.stdin.close()
         self._children.append(child)
+        self._spawned_at = time.monotonic()
         if self.spawned:
             log.warning("record writer process was not running; started a new one (pid %d)", child.pid)
         self.spawned += 1
