@@ -1,4 +1,4 @@
-"""The inference routes' shortcut past Starlette's router (``server/app.InferenceRoutes``) answers as the router did."""
+"""The inference routes' shortcut past Starlette's router (``server/inference_routes.py``) answers as the router did."""
 
 from __future__ import annotations
 
